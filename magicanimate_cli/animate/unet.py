@@ -1,0 +1,152 @@
+"""The denoising UNet: diffusers' ``UNetMotionModel`` plus two named GroupNorm adapters.
+
+The official MagicAnimate UNet is the AnimateDiff-v1 ``UNet3DConditionModel``. diffusers'
+``UNetMotionModel`` has the same modules and parameter names, but two GroupNorm scopes differ
+(``official-inference.md`` §3.2, §3.4, §14.8):
+
+``WindowGroupNorm``
+    The resnets (``norm1``/``norm2``, also in the mid block) and ``conv_norm_out`` normalise
+    jointly over all frames of the window (the official applies ``nn.GroupNorm`` to the 5-D
+    ``b c f h w`` tensor). ``UNetMotionModel`` runs them on ``(b f) c h w``, i.e. per frame.
+
+``FramewiseGroupNorm``
+    The motion modules' input GroupNorm normalises each frame separately with 32 groups in the
+    official code (its ``norm_num_groups`` is hard-coded); diffusers' ``AnimateDiffTransformer3D``
+    applies it to ``b c f h w``, i.e. across frames, with the UNet's group count.
+
+``FrameSharedLinear``
+    The resnets' ``time_emb_proj`` runs once per batch element and is broadcast over the frames in
+    the official code; ``UNetMotionModel`` repeats the time embedding per frame first. A matrix
+    product over 16 identical rows is not bitwise equal to one over a single row, so the adapter
+    projects one row per batch element and repeats the result.
+
+The adapters subclass the modules they replace and keep their parameters, so state-dict keys are
+unchanged. With them the UNet reproduces the official forward bitwise on the same CPU kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FrameCount:
+    """The number of frames of the current UNet call, shared by the window GroupNorms."""
+
+    value: int = 1
+
+
+class WindowGroupNorm(nn.GroupNorm):
+    """GroupNorm over ``(b f) c h w`` whose statistics pool over the ``f`` frames of a window."""
+
+    frames: FrameCount
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.frames.value
+        bf, c, h, w = x.shape
+        y = x.reshape(bf // frames, frames, c, h * w).transpose(1, 2)
+        y = F.group_norm(y, self.num_groups, self.weight, self.bias, self.eps)
+        return y.transpose(1, 2).reshape(bf, c, h, w)
+
+
+MOTION_NORM_GROUPS = 32
+
+
+class FramewiseGroupNorm(nn.GroupNorm):
+    """GroupNorm over ``b c f h w`` that normalises every frame on its own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, f, h, w = x.shape
+        y = x.transpose(1, 2).reshape(b * f, c, h, w)
+        y = F.group_norm(y, self.num_groups, self.weight, self.bias, self.eps)
+        return y.reshape(b, f, c, h, w).transpose(1, 2)
+
+
+class FrameSharedLinear(nn.Linear):
+    """Linear over ``(b f) c`` rows that repeat per frame: computed once per ``b`` and repeated."""
+
+    frames: FrameCount
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.frames.value
+        return super().forward(x[::frames]).repeat_interleave(frames, dim=0)
+
+
+def _swap_class(module: nn.Module, cls: type) -> nn.Module:
+    module.__class__ = cls
+    return module
+
+
+def apply_official_groupnorms(unet: nn.Module) -> FrameCount:
+    """Give a ``UNetMotionModel`` the official GroupNorm scopes (in place).
+
+    Returns the shared frame counter; a forward pre-hook on ``unet`` keeps it equal to the
+    number of frames of each call.
+    """
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+
+    frames = FrameCount()
+    for module in unet.modules():
+        if isinstance(module, ResnetBlock2D):
+            for norm in (module.norm1, module.norm2):
+                _swap_class(norm, WindowGroupNorm).frames = frames
+            if module.time_emb_proj is not None:
+                _swap_class(module.time_emb_proj, FrameSharedLinear).frames = frames
+        elif isinstance(module, AnimateDiffTransformer3D):
+            _swap_class(module.norm, FramewiseGroupNorm).num_groups = MOTION_NORM_GROUPS
+    if unet.conv_norm_out is not None:
+        _swap_class(unet.conv_norm_out, WindowGroupNorm).frames = frames
+
+    def _count_frames(_module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        frames.value = sample.shape[2]
+
+    unet.register_forward_pre_hook(_count_frames, with_kwargs=True)
+    return frames
+
+
+def use_classic_temporal_attention(unet: nn.Module) -> None:
+    """Temporal attention as the official computes it: ``baddbmm`` + softmax + ``bmm``.
+
+    The official motion modules never use xformers/SDPA (§3.3, §14.8); diffusers' classic
+    ``AttnProcessor`` is that computation. The sequences are only one window long, so it costs
+    nothing measurable.
+    """
+    from diffusers.models.attention_processor import AttnProcessor
+
+    for name, module in unet.named_modules():
+        if ".motion_modules." in name and hasattr(module, "set_processor"):
+            module.set_processor(AttnProcessor())
+
+
+def motion_adapter_config(unet_config: dict, max_seq_length: int) -> dict:
+    """MotionAdapter settings of MagicAnimate's motion modules (``inference.yaml``)."""
+    return {
+        "block_out_channels": tuple(unet_config["block_out_channels"]),
+        "motion_layers_per_block": unet_config["layers_per_block"],
+        "motion_num_attention_heads": 8,
+        "motion_norm_num_groups": MOTION_NORM_GROUPS,
+        "motion_max_seq_length": max_seq_length,
+        "use_motion_mid_block": False,
+    }
+
+
+def build_unet(unet_config: dict, state_dict: dict[str, torch.Tensor], max_seq_length: int) -> nn.Module:
+    """Build the denoising UNet from an SD ``unet/config.json`` and a complete state dict.
+
+    The model is created on the meta device and takes the tensors of ``state_dict`` as they are
+    (strict: every key must be present and nothing may be left over).
+    """
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
+    with torch.device("meta"):
+        unet2d = UNet2DConditionModel.from_config(config)
+        adapter = MotionAdapter(**motion_adapter_config(unet_config, max_seq_length))
+        unet = UNetMotionModel.from_unet2d(unet2d, adapter, load_weights=False)
+    unet.load_state_dict(state_dict, strict=True, assign=True)
+    apply_official_groupnorms(unet)
+    use_classic_temporal_attention(unet)
+    return unet.eval().requires_grad_(False)

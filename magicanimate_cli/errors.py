@@ -1,0 +1,8 @@
+"""The one exception type for problems the user can fix (bad input, missing files, ...).
+
+Its message is a single line that names the file and the fix. The CLI prints it and exits 2.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, reported in one line (exit code 2)."""

@@ -1,0 +1,330 @@
+"""The one place that reads and writes videos, frame folders and images.
+
+Convention (see docs/architecture.md): frames in memory are ``numpy.uint8`` RGB arrays of shape
+``H×W×3`` (a clip is ``T×H×W×3``) and an fps travels with them. Videos go through ffmpeg:
+ffmpeg-python builds the commands, the binary is the system ``ffmpeg`` when there is one, else
+the static build shipped by imageio-ffmpeg. Frame folders hold ``00000.png``, ``00001.png``, ...
+
+Every writer writes to a temporary name beside its destination and renames when complete, so
+an interrupted run never leaves a half-written file under the final name, and nothing that exists
+is replaced unless ``overwrite`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+DEFAULT_FPS = 25.0
+
+
+@dataclass(frozen=True)
+class Frames:
+    """A clip in memory: uint8 RGB ``T×H×W×3`` (or ``T×H×W`` for single-channel maps) and its fps."""
+
+    array: np.ndarray
+    fps: float
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int
+
+
+def is_video(path: Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def is_image(path: Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_binary() -> str:
+    """The ffmpeg executable: the system one if on PATH, else imageio-ffmpeg's static build."""
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def to_rgb(image) -> np.ndarray:
+    """Any PIL image (RGBA, LA, P, L, I;16, I, F, CMYK, ...) as uint8 RGB.
+
+    Transparent pixels are composited over white; 16-bit and float images are scaled to 8 bits
+    instead of clipped.
+    """
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        if image.mode == "F":
+            peak = 1.0 if array.max() <= 1.0 else 255.0
+        gray = np.clip(np.floor(array / peak * 255.0 + 0.5), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB ``H×W×3``."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
+
+
+def read_map(path: Path) -> np.ndarray:
+    """A single-channel image (mask, label map) as stored, ``H×W``."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write one PNG atomically (temporary name in the same folder, then rename)."""
+    from PIL import Image
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def frame_name(index: int) -> str:
+    return f"{index:05d}.png"
+
+
+def list_frame_files(folder: Path) -> list[Path]:
+    """Image files of a frames folder, in frame order (numeric parts compared as numbers)."""
+    import re
+
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith(".")]
+
+    def key(p: Path):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)]
+
+    return sorted(files, key=key)
+
+
+# ----------------------------------------------------------------------------- reading clips
+
+
+def probe(path: Path, fps: float | None = None) -> VideoInfo:
+    """Size, fps and frame count of a video or frames folder (``fps`` overrides)."""
+    path = Path(path)
+    if path.is_dir():
+        files = list_frame_files(path)
+        if not files:
+            raise UserError(f"{path}: folder has no image frames (expected 00000.png, 00001.png, ...)")
+        first = read_image(files[0])
+        return VideoInfo(first.shape[1], first.shape[0], fps or DEFAULT_FPS, len(files))
+    _check_video(path)
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        meta = next(reader)
+    except (RuntimeError, OSError, StopIteration) as exc:
+        raise UserError(f"{path}: ffmpeg cannot read this video ({_first_line(exc)})") from exc
+    finally:
+        reader.close()
+    count, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    width, height = meta["size"]
+    return VideoInfo(width, height, float(fps or meta.get("fps") or DEFAULT_FPS), count)
+
+
+def iter_frames(path: Path) -> Iterator[np.ndarray]:
+    """Frames of a video, a frames folder or a single image, as uint8 RGB, one at a time."""
+    path = Path(path)
+    if path.is_dir():
+        files = list_frame_files(path)
+        if not files:
+            raise UserError(f"{path}: folder has no image frames (expected 00000.png, 00001.png, ...)")
+        shape = None
+        for file in files:
+            frame = read_image(file)
+            if shape is not None and frame.shape != shape:
+                raise UserError(f"{file}: size {frame.shape[1]}x{frame.shape[0]} differs from the first frame; resize the folder")
+            shape = frame.shape
+            yield frame
+        return
+    if is_image(path):
+        yield read_image(path)
+        return
+    _check_video(path)
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        meta = next(reader)
+        width, height = meta["size"]
+        for raw in reader:
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: ffmpeg cannot decode this video ({_first_line(exc)})") from exc
+    finally:
+        reader.close()
+
+
+def read_frames(path: Path, fps: float | None = None) -> Frames:
+    """A whole clip in memory (see ``iter_frames`` for streaming)."""
+    info_fps = probe(path, fps).fps if not is_image(Path(path)) else (fps or DEFAULT_FPS)
+    frames = list(iter_frames(path))
+    if not frames:
+        raise UserError(f"{path}: no frames")
+    return Frames(np.stack(frames), info_fps)
+
+
+def _check_video(path: Path) -> None:
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    if not path.is_file():
+        raise UserError(f"{path}: not a video file")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else exc.__class__.__name__
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def check_output(path: Path, overwrite: bool) -> Path:
+    """Refuse to replace an existing output unless ``overwrite``; make sure its folder exists."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: already exists; pass --overwrite to replace it or choose another output")
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` onto ``final``, replacing a file or folder that is there."""
+    if final.is_dir() and not final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+class FrameWriter:
+    """Stream frames to an mp4 (any video extension) or to a folder of PNGs, atomically.
+
+    Use as a context manager; frames become visible under ``path`` only when the block ends
+    without an exception. Odd frame sizes are padded by one edge pixel for yuv420p video.
+    """
+
+    def __init__(self, path: Path, fps: float = DEFAULT_FPS, overwrite: bool = False, crf: int = 18):
+        self.path = check_output(Path(path), overwrite)
+        self.fps = float(fps)
+        self.crf = crf
+        self.count = 0
+        self._process = None
+        self._tmp: Path | None = None
+        self._size: tuple[int, int] | None = None
+
+    def __enter__(self) -> FrameWriter:
+        if is_video(self.path):
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}", dir=self.path.parent)
+            os.close(fd)
+            self._tmp = Path(name)
+        else:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent))
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
+            raise ValueError("frames must be uint8 H×W or H×W×3")
+        if self._size is None:
+            self._size = frame.shape[:2]
+        elif frame.shape[:2] != self._size:
+            raise ValueError("all frames must have the same size")
+        if is_video(self.path):
+            self._write_video_frame(frame)
+        else:
+            from PIL import Image
+
+            Image.fromarray(frame).save(self._tmp / frame_name(self.count), format="PNG")
+        self.count += 1
+
+    def _write_video_frame(self, frame: np.ndarray) -> None:
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=2)
+        height, width = frame.shape[:2]
+        pad_h, pad_w = height % 2, width % 2
+        if pad_h or pad_w:
+            frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        if self._process is None:
+            import ffmpeg
+
+            stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width + pad_w}x{height + pad_h}", framerate=self.fps)
+            stream = ffmpeg.output(
+                stream, str(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps
+            ).global_args("-hide_banner", "-loglevel", "error")
+            self._process = ffmpeg.run_async(
+                stream, cmd=ffmpeg_binary(), pipe_stdin=True, pipe_stderr=True, overwrite_output=True, quiet=False
+            )
+        self._process.stdin.write(np.ascontiguousarray(frame).tobytes())
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        ok = exc_type is None and self.count > 0
+        try:
+            if self._process is not None:
+                self._process.stdin.close()
+                err = self._process.stderr.read()
+                if self._process.wait() != 0 and ok:
+                    raise UserError(f"{self.path}: ffmpeg failed to encode ({err.decode(errors='replace').strip().splitlines()[-1:]})")
+            if ok:
+                _replace(self._tmp, self.path)
+                self._tmp = None
+        finally:
+            if self._tmp is not None:
+                if self._tmp.is_dir():
+                    shutil.rmtree(self._tmp, ignore_errors=True)
+                else:
+                    self._tmp.unlink(missing_ok=True)
+
+
+def write_frames(path: Path, frames: np.ndarray, fps: float = DEFAULT_FPS, overwrite: bool = False) -> Path:
+    """Write a whole clip (see ``FrameWriter`` for streaming)."""
+    with FrameWriter(path, fps, overwrite) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return Path(path)
