@@ -90,14 +90,18 @@ class MagicAnimatePipeline(DiffusionPipeline):
         seed: int = 1,
         context_frames: int = 16,
         context_overlap: int = 4,
+        output_type: str = "uint8",
         on_frame: Callable[[int, np.ndarray], None] | None = None,
         progress: Progress | None = None,
     ) -> MagicAnimateOutput:
         """Animate ``reference`` (uint8 ``H×W×3``) along ``motion`` (uint8 ``T×H×W×3``, same size).
 
         Frames are decoded one at a time and handed to ``on_frame(index, frame)`` when given,
-        otherwise collected into the output.
+        otherwise collected into the output. ``output_type`` is ``"uint8"`` (the official
+        truncating conversion) or ``"float"`` (float32 in [0, 1], before that conversion).
         """
+        if output_type not in ("uint8", "float"):
+            raise ValueError("output_type must be 'uint8' or 'float'")
         if reference.ndim != 3 or reference.shape[2] != 3:
             raise ValueError("reference must be H×W×3")
         num_frames = len(motion)
@@ -115,7 +119,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             reader.cond_start = len(windows[0]) if guided else 0
 
         text = self._empty_prompt_embedding(device)
-        ref = torch.from_numpy(np.ascontiguousarray(reference)).float().to(device, dtype) / 127.5 - 1
+        ref = torch.from_numpy(np.array(reference)).float().to(device, dtype) / 127.5 - 1
         ref_latents = self.vae.encode(ref.permute(2, 0, 1)[None]).latent_dist.mean * SCALING_FACTOR
 
         generator = torch.Generator(device).manual_seed(seed)
@@ -163,13 +167,14 @@ class MagicAnimatePipeline(DiffusionPipeline):
             latents = self.scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
         self._bank.clear()
 
-        frames = None if on_frame else np.empty((num_frames, height, width, 3), dtype=np.uint8)
+        out_dtype = np.uint8 if output_type == "uint8" else np.float32
+        frames = None if on_frame else np.empty((num_frames, height, width, 3), dtype=out_dtype)
         scaled = 1 / SCALING_FACTOR * latents
         for i in range(num_frames):  # padded frames are never decoded
             image = self.vae.decode(scaled[:, :, i]).sample
-            image = (image / 2 + 0.5).clamp(0, 1)
+            image = (image / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).cpu().float().numpy()
             # the official converts float64(x) * 255 by truncation (§14.5)
-            frame = (image[0].permute(1, 2, 0).cpu().double().numpy() * 255).astype(np.uint8)
+            frame = (image.astype(np.float64) * 255).astype(np.uint8) if output_type == "uint8" else image
             if on_frame:
                 on_frame(i, frame)
             else:

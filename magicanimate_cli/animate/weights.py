@@ -210,6 +210,21 @@ def load_unet(layout: WeightLayout, dtype: torch.dtype):
         raise UserError(f"{layout.temporal_attention}: does not match unet/config.json ({str(exc).splitlines()[0]})") from exc
 
 
+def _has_safetensors(folder: Path) -> bool:
+    return (folder / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (progress bars, format notices) out of our output."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def load_components(root: Path, dtype: torch.dtype) -> dict:
     """Every pipeline component, loaded on the CPU in ``dtype``."""
     from diffusers import AutoencoderKL, ControlNetModel
@@ -217,6 +232,7 @@ def load_components(root: Path, dtype: torch.dtype) -> dict:
 
     from . import text
 
+    _quiet_libraries()
     layout = WeightLayout(Path(root))
     layout.check()
     sd = layout.stable_diffusion
@@ -225,8 +241,10 @@ def load_components(root: Path, dtype: torch.dtype) -> dict:
         "text_encoder": CLIPTextModel.from_pretrained(
             sd / "text_encoder", dtype=dtype, attn_implementation=text.register()
         ).eval(),
-        "vae": AutoencoderKL.from_pretrained(layout.vae, torch_dtype=dtype).eval(),
-        "controlnet": ControlNetModel.from_pretrained(layout.controlnet, torch_dtype=dtype).eval(),
+        "vae": AutoencoderKL.from_pretrained(layout.vae, torch_dtype=dtype, use_safetensors=_has_safetensors(layout.vae)).eval(),
+        "controlnet": ControlNetModel.from_pretrained(
+            layout.controlnet, torch_dtype=dtype, use_safetensors=_has_safetensors(layout.controlnet)
+        ).eval(),
         "appearance_encoder": load_appearance_encoder(layout.appearance_encoder, dtype),
         "unet": load_unet(layout, dtype),
     }

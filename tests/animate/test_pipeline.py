@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture()
+def inputs(rng):
+    reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    motion = rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
+    return reference, motion
+
+
+@pytest.mark.parametrize("length", [1, 5, 16, 20])
+def test_any_length_gives_one_frame_per_motion_frame(tiny_pipeline, rng, length):
+    reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    motion = rng.integers(0, 256, (length, 64, 64, 3), dtype=np.uint8)
+    out = tiny_pipeline(reference, motion, num_inference_steps=1, seed=0)
+    assert out.frames.shape == (length, 64, 64, 3) and out.frames.dtype == np.uint8
+    assert out.latents.shape[2] == -(-length // 16) * 16  # edge-padded to whole noise clips
+
+
+def test_same_seed_same_result_other_seed_other_result(tiny_pipeline, inputs):
+    a = tiny_pipeline(*inputs, num_inference_steps=1, seed=1).frames
+    b = tiny_pipeline(*inputs, num_inference_steps=1, seed=1).frames
+    c = tiny_pipeline(*inputs, num_inference_steps=1, seed=2).frames
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_noise_is_one_clip_tiled_along_the_video(tiny_pipeline, inputs, monkeypatch):
+    seen = {}
+    original = tiny_pipeline.scheduler.step
+
+    def step(noise_pred, t, latents, **kwargs):
+        seen.setdefault("first", latents.clone())
+        return original(noise_pred, t, latents, **kwargs)
+
+    monkeypatch.setattr(tiny_pipeline.scheduler, "step", step)
+    tiny_pipeline(*inputs, num_inference_steps=1, seed=7)
+    first = seen["first"]
+    expected = torch.randn((1, 4, 16, 8, 8), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(first[:, :, :16], expected) and torch.equal(first[:, :, 16:], expected)
+
+
+def test_every_branch_changes_the_result(tiny_pipeline, inputs):
+    reference, motion = inputs[0], inputs[1][:4]
+    base = tiny_pipeline(reference, motion, num_inference_steps=1, seed=1).frames
+    other_pose = tiny_pipeline(reference, motion[::-1].copy(), num_inference_steps=1, seed=1).frames
+    other_reference = tiny_pipeline(255 - reference, motion, num_inference_steps=1, seed=1).frames
+    no_guidance = tiny_pipeline(reference, motion, num_inference_steps=1, seed=1, guidance_scale=1.0).frames
+    for other in (other_pose, other_reference, no_guidance):
+        assert not np.array_equal(base, other)
+
+
+def test_controlnet_runs_once_per_frame_per_step_in_16_frame_chunks(tiny_pipeline, inputs, monkeypatch):
+    batches = []
+    original = tiny_pipeline.controlnet.forward
+
+    def counting(sample, *args, **kwargs):
+        batches.append(sample.shape[0])
+        return original(sample, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_pipeline.controlnet, "forward", counting)
+    tiny_pipeline(inputs[0], np.concatenate([inputs[1]] * 3), num_inference_steps=1, seed=0)  # 60 -> 64 frames
+    assert batches == [16] * 4
+
+
+def test_residual_cache_stays_bounded_on_long_clips(tiny_pipeline, rng, monkeypatch):
+    from magicanimate_cli.animate import pipeline as module
+
+    sizes = []
+    original = module.MagicAnimatePipeline._controlnet_for
+
+    def spy(self, window, residuals, *args):
+        original(self, window, residuals, *args)
+        sizes.append(len(residuals))
+
+    monkeypatch.setattr(module.MagicAnimatePipeline, "_controlnet_for", spy)
+    reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    motion = rng.integers(0, 256, (96, 64, 64, 3), dtype=np.uint8)
+    tiny_pipeline(reference, motion, num_inference_steps=1, seed=0)
+    assert max(sizes) <= 48  # the official keeps all 96
+
+
+def test_frames_stream_in_order(tiny_pipeline, inputs):
+    received = []
+    out = tiny_pipeline(*inputs, num_inference_steps=1, seed=0, on_frame=lambda i, f: received.append((i, f)))
+    assert out.frames is None
+    assert [i for i, _ in received] == list(range(20))
+    collected = tiny_pipeline(*inputs, num_inference_steps=1, seed=0).frames
+    assert np.array_equal(np.stack([f for _, f in received]), collected)
+
+
+def test_float_output_truncates_to_the_uint8_output(tiny_pipeline, inputs):
+    floats = tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="float").frames
+    ints = tiny_pipeline(*inputs, num_inference_steps=1, seed=0).frames
+    assert floats.dtype == np.float32 and floats.min() >= 0 and floats.max() <= 1
+    assert np.array_equal((floats.astype(np.float64) * 255).astype(np.uint8), ints)
+
+
+def test_progress_reports_windows_and_frames(tiny_pipeline, inputs):
+    events = []
+    tiny_pipeline(*inputs, num_inference_steps=2, seed=0, progress=lambda *e: events.append(e))
+    denoise = [e for e in events if e[0] == "denoise"]
+    assert denoise[-1] == ("denoise", 6, 6)  # 2 steps x 3 windows (20 frames -> 32 padded)
+    assert events[-1] == ("decode", 20, 20)
+
+
+def test_bfloat16_runs(tiny_weights, inputs):
+    from magicanimate_cli.animate import load_pipeline
+
+    pipe = load_pipeline(tiny_weights, device="cpu", dtype="bfloat16")
+    out = pipe(inputs[0], inputs[1][:4], num_inference_steps=1, seed=0)
+    assert out.frames.shape == (4, 64, 64, 3) and pipe.unet.dtype == torch.bfloat16

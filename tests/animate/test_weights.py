@@ -1,0 +1,119 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from factories import make_official_weights
+
+from magicanimate_cli.animate import load_pipeline
+from magicanimate_cli.animate.weights import (
+    WeightLayout,
+    convert_motion_key,
+    load_tensors,
+    split_temporal_checkpoint,
+)
+from magicanimate_cli.errors import UserError
+
+
+def test_motion_key_mapping_onto_diffusers_names():
+    base = "down_blocks.0.motion_modules.1.temporal_transformer."
+    assert convert_motion_key(base + "transformer_blocks.0.attention_blocks.0.to_q.weight") == (
+        "down_blocks.0.motion_modules.1.transformer_blocks.0.attn1.to_q.weight"
+    )
+    assert convert_motion_key(base + "transformer_blocks.0.attention_blocks.1.pos_encoder.pe") == (
+        "down_blocks.0.motion_modules.1.transformer_blocks.0.pos_embed.pe"
+    )
+    assert convert_motion_key(base + "transformer_blocks.0.norms.1.weight").endswith("transformer_blocks.0.norm2.weight")
+    assert convert_motion_key(base + "transformer_blocks.0.ff_norm.bias").endswith("transformer_blocks.0.norm3.bias")
+    assert convert_motion_key(base + "proj_out.weight") == "down_blocks.0.motion_modules.1.proj_out.weight"
+
+
+def test_split_strips_wrappers_and_separates_spatial_keys():
+    pe = torch.zeros(1, 24, 4)
+    state = {
+        "module.conv_in.weight": torch.zeros(1),
+        "module.up_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe": pe,
+        "module.up_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.pos_encoder.pe": pe,
+    }
+    spatial, motion, max_len = split_temporal_checkpoint(state)
+    assert list(spatial) == ["conv_in.weight"]
+    assert list(motion) == ["up_blocks.0.motion_modules.0.transformer_blocks.0.pos_embed.pe"]
+    assert max_len == 24
+
+
+def test_disagreeing_positional_tables_are_refused():
+    key = "up_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.{}.pos_encoder.pe"
+    with pytest.raises(UserError):
+        split_temporal_checkpoint({key.format(0): torch.zeros(1, 24, 4), key.format(1): torch.ones(1, 24, 4)})
+
+
+def test_checkpoint_without_motion_modules_is_refused():
+    with pytest.raises(UserError, match="no motion-module keys"):
+        split_temporal_checkpoint({"conv_in.weight": torch.zeros(1)})
+
+
+def test_published_style_full_checkpoint_gives_identical_results(tmp_path, tiny_pipeline, rng):
+    """The published temporal_attention.ckpt holds the whole UNet (with a `module.` prefix, say):
+    no SD UNet weights are needed, and the result is the same as the split layout's."""
+    full = make_official_weights(tmp_path / "full", full_unet_checkpoint=True, key_prefix="module.")
+    assert not (full / "stable-diffusion-v1-5" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    motion = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    a = tiny_pipeline(reference, motion, num_inference_steps=1, seed=5).frames
+    b = load_pipeline(full, device="cpu")(reference, motion, num_inference_steps=1, seed=5).frames
+    assert np.array_equal(a, b)
+
+
+def test_pickled_sd_unet_weights_load(tmp_path):
+    root = make_official_weights(tmp_path / "bin", unet_weights_format="bin")
+    assert (root / "stable-diffusion-v1-5" / "unet" / "diffusion_pytorch_model.bin").is_file()
+    assert load_pipeline(root, device="cpu").unet is not None
+
+
+def test_missing_file_names_the_file_and_the_fix(tmp_path, tiny_weights):
+    root = tmp_path / "m"
+    shutil.copytree(tiny_weights, root)
+    (root / "MagicAnimate" / "temporal_attention" / "temporal_attention.ckpt").unlink()
+    with pytest.raises(UserError, match="temporal_attention.ckpt: missing model file; run `magicanimate models download`"):
+        WeightLayout(root).check()
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path, tiny_weights):
+    ckpt = tiny_weights / "MagicAnimate" / "temporal_attention" / "temporal_attention.ckpt"
+    broken = tmp_path / "temporal_attention.ckpt"
+    broken.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(UserError, match="cannot be read"):
+        load_tensors(broken)
+
+
+def test_pickles_are_loaded_weights_only(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(UserError):
+        load_tensors(path)
+
+
+def test_safetensors_checkpoint_is_preferred(tmp_path, tiny_weights):
+    from safetensors.torch import save_file
+
+    root = tmp_path / "m"
+    shutil.copytree(tiny_weights, root)
+    folder = root / "MagicAnimate" / "temporal_attention"
+    state = torch.load(folder / "temporal_attention.ckpt", weights_only=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "temporal_attention.safetensors"))
+    assert WeightLayout(root).temporal_attention.suffix == ".safetensors"
+
+
+def test_appearance_encoder_of_the_wrong_shape_is_refused(tmp_path, tiny_weights):
+    from magicanimate_cli.animate.weights import load_appearance_encoder
+
+    root = tmp_path / "m"
+    shutil.copytree(tiny_weights, root)
+    target = root / "MagicAnimate" / "appearance_encoder" / "diffusion_pytorch_model.safetensors"
+    shutil.copy(root / "MagicAnimate" / "densepose_controlnet" / "diffusion_pytorch_model.safetensors", target)
+    with pytest.raises(UserError, match="not an appearance encoder"):
+        load_appearance_encoder(target.parent, torch.float32)

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny official-layout weights built once per session, the parity fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from factories import make_official_weights
+
+REPO = Path(__file__).resolve().parent.parent
+PARITY_ROOT = Path(os.environ.get("MAGICANIMATE_PARITY_DIR", REPO.parent / "shared" / "parity"))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Tiny random weights in the official layout (motion-only checkpoint + SD UNet weights)."""
+    return make_official_weights(tmp_path_factory.mktemp("weights") / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_weights):
+    from magicanimate_cli.animate import load_pipeline
+
+    return load_pipeline(tiny_weights, device="cpu", dtype="float32")
+
+
+@pytest.fixture()
+def rng():
+    return np.random.default_rng(0)
+
+
+def parity_fixtures() -> list[Path]:
+    """Every fixture folder under ../shared/parity (A, and any added later)."""
+    if not PARITY_ROOT.is_dir():
+        return []
+    return sorted(p for p in PARITY_ROOT.iterdir() if (p / "expected" / "run.json").is_file())

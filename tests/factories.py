@@ -1,0 +1,203 @@
+"""Tiny random-weight models saved in the official MagicAnimate on-disk layout.
+
+The one place where tests build models. ``make_official_weights`` writes a folder that the real
+loader reads exactly as it reads the published weights::
+
+    stable-diffusion-v1-5/{tokenizer, text_encoder, unet/config.json[, unet weights]}
+    sd-vae-ft-mse/, MagicAnimate/{appearance_encoder, densepose_controlnet,
+    temporal_attention/temporal_attention.ckpt}
+
+Layers that diffusers zero-initialises (ControlNet zero convs, motion ``proj_out``) are
+re-randomised and norms perturbed, so a dropped or mis-mapped tensor changes the output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+SD = "stable-diffusion-v1-5"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 byte-to-unicode table, as CLIP's BPE vocabulary uses it."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(printable, [chr(c) for c in chars]))
+
+
+def write_tokenizer(folder: Path) -> int:
+    """A byte-level CLIP tokenizer (no merges). Returns the vocabulary size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    symbols = list(_bytes_to_unicode().values())
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({s + "</w>": i + len(symbols) for i, s in enumerate(symbols)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"model_max_length": 77, "tokenizer_class": "CLIPTokenizer", "pad_token": "<|endoftext|>"})
+    )
+    return len(vocab)
+
+
+def _perturb(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Re-randomise zero-initialised weights and move norms away from identity."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.abs().sum() == 0:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+            elif "norm" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.1)
+
+
+def unet_config(block_out_channels=(32, 64), cross_attention_dim=32, norm_num_groups=8, layers_per_block=2) -> dict:
+    n = len(block_out_channels)
+    return {
+        "sample_size": 8,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": list(block_out_channels),
+        "layers_per_block": layers_per_block,
+        "down_block_types": ["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"],
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1),
+        "cross_attention_dim": cross_attention_dim,
+        "attention_head_dim": 8,
+        "norm_num_groups": norm_num_groups,
+    }
+
+
+_OFFICIAL_MOTION_RENAMES = (
+    (".attn1.", ".attention_blocks.0."),
+    (".attn2.", ".attention_blocks.1."),
+    (".norm1.", ".norms.0."),
+    (".norm2.", ".norms.1."),
+    (".norm3.", ".ff_norm."),
+)
+
+
+def official_motion_state_dict(adapter) -> OrderedDict:
+    """A diffusers ``MotionAdapter`` state dict under the official AnimateDiff-v1 key names."""
+    out = OrderedDict()
+    for key, tensor in adapter.state_dict().items():
+        block, _, rest = key.partition(".motion_modules.")
+        index, _, rest = rest.partition(".")
+        prefix = f"{block}.motion_modules.{index}.temporal_transformer."
+        if rest.endswith("pos_embed.pe"):
+            base = rest[: -len("pos_embed.pe")]
+            for attention in (0, 1):
+                out[f"{prefix}{base}attention_blocks.{attention}.pos_encoder.pe"] = tensor.clone()
+            continue
+        for new, old in _OFFICIAL_MOTION_RENAMES:
+            rest = rest.replace(new, old)
+        out[prefix + rest] = tensor
+    return out
+
+
+def make_official_weights(
+    root: Path,
+    *,
+    block_out_channels=(32, 64),
+    seed: int = 0,
+    full_unet_checkpoint: bool = False,
+    key_prefix: str = "",
+    unet_weights_format: str = "safetensors",
+) -> Path:
+    """Write tiny random weights in the official layout under ``root``; returns ``root``.
+
+    ``full_unet_checkpoint`` puts the spatial UNet into ``temporal_attention.ckpt`` as the
+    published file does (then no SD UNet weights are written); otherwise the checkpoint holds the
+    motion modules only and the spatial weights sit in ``stable-diffusion-v1-5/unet``.
+    ``key_prefix`` (e.g. ``"module."``) prefixes every checkpoint key.
+    """
+    from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    root = Path(root)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    sd = root / SD
+
+    vocab_size = write_tokenizer(sd / "tokenizer")
+    text_config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+    CLIPTextModel(text_config).save_pretrained(sd / "text_encoder")
+
+    config = unet_config(block_out_channels)
+    unet = UNet2DConditionModel(**config)
+    _perturb(unet, generator)
+    (sd / "unet").mkdir(parents=True)
+    (sd / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", **config}))
+
+    adapter = MotionAdapter(
+        block_out_channels=tuple(block_out_channels),
+        motion_layers_per_block=config["layers_per_block"],
+        motion_num_attention_heads=8,
+        motion_max_seq_length=24,
+        use_motion_mid_block=False,
+    )
+    _perturb(adapter, generator)
+    checkpoint = official_motion_state_dict(adapter)
+    if full_unet_checkpoint:
+        checkpoint.update(unet.state_dict())
+    else:
+        spatial = {k: v.contiguous() for k, v in unet.state_dict().items()}
+        if unet_weights_format == "safetensors":
+            save_file(spatial, str(sd / "unet" / "diffusion_pytorch_model.safetensors"))
+        else:
+            torch.save(spatial, sd / "unet" / "diffusion_pytorch_model.bin")
+    checkpoint = OrderedDict((key_prefix + k, v) for k, v in checkpoint.items())
+    temporal = root / "MagicAnimate" / "temporal_attention"
+    temporal.mkdir(parents=True)
+    torch.save(checkpoint, temporal / "temporal_attention.ckpt")
+
+    encoder = UNet2DConditionModel(**config)
+    _perturb(encoder, generator)
+    encoder_dir = root / "MagicAnimate" / "appearance_encoder"
+    encoder_dir.mkdir(parents=True)
+    last_up, last_attn = len(encoder.up_blocks) - 1, len(encoder.up_blocks[-1].attentions) - 1
+    tail = f"up_blocks.{last_up}.attentions.{last_attn}."
+    kept = {
+        k: v.contiguous()
+        for k, v in encoder.state_dict().items()
+        if not k.startswith(("conv_norm_out.", "conv_out.", tail + "proj_out."))
+        and not (k.startswith(tail + "transformer_blocks.0.") and ".norm1." not in k)
+    }
+    save_file(kept, str(encoder_dir / "diffusion_pytorch_model.safetensors"))
+    (encoder_dir / "config.json").write_text(json.dumps({"_class_name": "AppearanceEncoderModel", **config}))
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    _perturb(controlnet, generator)
+    controlnet.save_pretrained(root / "MagicAnimate" / "densepose_controlnet")
+
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+    )
+    _perturb(vae, generator)
+    vae.save_pretrained(root / "sd-vae-ft-mse")
+    return root

@@ -1,0 +1,91 @@
+"""The command line as users and batch scripts meet it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from magicanimate_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_the_heavy_libraries():
+    code = "import sys, magicanimate_cli.cli; print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_lists_the_animate_options():
+    result = runner.invoke(app, ["animate", "--help"])
+    assert result.exit_code == 0
+    for option in ("--models", "--steps", "--guidance-scale", "--seed", "--size", "--context-frames",
+                   "--context-overlap", "--device", "--dtype", "--fps", "--grid", "--overwrite", "--json", "--fit"):
+        assert option in result.output
+
+
+@pytest.fixture()
+def inputs(tmp_path, rng):
+    reference = tmp_path / "ref.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(poses / f"{i:05d}.png")
+    return reference, poses
+
+
+def animate(tmp_path, weights, *extra):
+    reference, poses = tmp_path / "ref.png", tmp_path / "poses"
+    cmd = [sys.executable, "-m", "magicanimate_cli", "animate", str(reference), str(poses), "--models", str(weights),
+           "--size", "64", "--steps", "1", "--device", "cpu", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_json_result_is_one_parseable_object(tmp_path, inputs, tiny_weights):
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "out.mp4"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ok"] is True and result["frames"] == 2 and result["device"] == "cpu" and result["dtype"] == "float32"
+    assert (tmp_path / "out.mp4").is_file()
+
+
+def test_refuses_to_overwrite_with_exit_2_and_one_line(tmp_path, inputs, tiny_weights):
+    (tmp_path / "out.mp4").write_bytes(b"keep me")
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "out.mp4"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "out.mp4").read_bytes() == b"keep me"
+
+
+def test_missing_models_exit_2_with_the_fix(tmp_path, inputs):
+    proc = animate(tmp_path, tmp_path / "nowhere", "-o", str(tmp_path / "out.mp4"), "--json")
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout) == {"ok": False, "error": json.loads(proc.stdout)["error"], "exit_code": 2}
+    assert "magicanimate models download" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_motion_exit_2(tmp_path, inputs, tiny_weights):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    reference = tmp_path / "ref.png"
+    cmd = [sys.executable, "-m", "magicanimate_cli", "animate", str(reference), str(bad), "-o", str(tmp_path / "o.mp4"),
+           "--models", str(tiny_weights)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and "bad.mp4" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path, inputs):
+    cmd = [sys.executable, "-m", "magicanimate_cli", "--debug", "animate", str(tmp_path / "ref.png"), str(tmp_path / "poses"),
+           "-o", str(tmp_path / "o.mp4"), "--models", str(tmp_path / "nowhere")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("magicanimate ")

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from magicanimate_cli import media
+from magicanimate_cli.errors import UserError
+
+
+@pytest.fixture()
+def clip(rng):
+    return rng.integers(0, 256, (6, 32, 48, 3), dtype=np.uint8)
+
+
+def test_frames_folder_round_trip_is_lossless(tmp_path, clip):
+    media.write_frames(tmp_path / "frames", clip)
+    assert [p.name for p in media.list_frame_files(tmp_path / "frames")] == [f"{i:05d}.png" for i in range(6)]
+    frames = media.read_frames(tmp_path / "frames")
+    assert np.array_equal(frames.array, clip) and frames.fps == 25.0
+
+
+def test_folders_sort_numerically(tmp_path, clip):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in (10, 9, 1):
+        Image.fromarray(clip[0]).save(folder / f"frame{i}.png")
+    assert [p.name for p in media.list_frame_files(folder)] == ["frame1.png", "frame9.png", "frame10.png"]
+
+
+def test_video_round_trip_keeps_count_size_and_fps(tmp_path, clip):
+    media.write_frames(tmp_path / "v.mp4", clip, fps=12.5)
+    info = media.probe(tmp_path / "v.mp4")
+    assert (info.width, info.height, info.frames, info.fps) == (48, 32, 6, 12.5)
+    decoded = media.read_frames(tmp_path / "v.mp4").array
+    assert decoded.shape == clip.shape and np.abs(decoded.astype(int) - clip).mean() < 60  # lossy, but the same clip
+
+
+def test_odd_sizes_are_padded_for_yuv420(tmp_path, rng):
+    media.write_frames(tmp_path / "odd.mp4", rng.integers(0, 256, (2, 31, 45, 3), dtype=np.uint8))
+    assert (media.probe(tmp_path / "odd.mp4").width, media.probe(tmp_path / "odd.mp4").height) == (46, 32)
+
+
+def test_writer_is_atomic(tmp_path, clip):
+    with pytest.raises(RuntimeError):
+        with media.FrameWriter(tmp_path / "v.mp4") as writer:
+            writer.write(clip[0])
+            raise RuntimeError("cut off")
+    with pytest.raises(RuntimeError):
+        with media.FrameWriter(tmp_path / "frames") as writer:
+            writer.write(clip[0])
+            raise RuntimeError("cut off")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_refuses_existing_output_unless_overwrite(tmp_path, clip):
+    media.write_frames(tmp_path / "frames", clip[:2])
+    with pytest.raises(UserError, match="already exists"):
+        media.write_frames(tmp_path / "frames", clip)
+    media.write_frames(tmp_path / "frames", clip[:3], overwrite=True)
+    assert len(media.list_frame_files(tmp_path / "frames")) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["frames"]
+
+
+def test_frames_of_different_sizes_are_refused(tmp_path, rng):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "0.png")
+    Image.fromarray(rng.integers(0, 256, (9, 8, 3), dtype=np.uint8)).save(folder / "1.png")
+    with pytest.raises(UserError, match="1.png: size"):
+        list(media.iter_frames(folder))
+
+
+def test_unreadable_video_is_a_user_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="bad.mp4"):
+        media.probe(bad)
+    with pytest.raises(UserError, match="no such file"):
+        media.probe(tmp_path / "missing.mp4")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no image frames"):
+        media.probe(tmp_path / "empty")
+
+
+def test_single_image_reads_as_a_one_frame_clip(tmp_path, clip):
+    Image.fromarray(clip[0]).save(tmp_path / "one.png")
+    assert np.array_equal(np.stack(list(media.iter_frames(tmp_path / "one.png"))), clip[:1])
+
+
+def test_png_writes_are_atomic_and_lossless(tmp_path, clip):
+    media.write_png(tmp_path / "x.png", clip[0])
+    assert np.array_equal(media.read_image(tmp_path / "x.png"), clip[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
