@@ -180,6 +180,7 @@ def animate(
     dtype: str = "auto",
     fps: float | None = None,
     grid: bool = False,
+    devices: str | None = None,
     overwrite: bool = False,
     progress=None,
     pipeline=None,
@@ -189,7 +190,9 @@ def animate(
     ``motion`` is a video or a folder of frames (25 fps unless ``fps``); ``output`` is a video
     path or, without a video extension, a folder that receives one PNG per motion frame. The
     output appears atomically and an existing one is only replaced with ``overwrite``.
-    ``pipeline`` reuses an already loaded ``load_pipeline()`` (batch jobs).
+    ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
+    windows of every denoising step across one process per device. ``pipeline`` reuses an
+    already loaded ``load_pipeline()`` (batch jobs).
     """
     import numpy as np
 
@@ -207,10 +210,9 @@ def animate(
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
 
+    device_list = _parse_devices(devices)
     started = time.perf_counter()
-    if pipeline is None:
-        pin_cpu_kernels()
-        pipeline = load_pipeline(models, device, dtype)
+    pin_cpu_kernels()
     with tempfile.TemporaryDirectory(prefix="magicanimate-") as scratch:
         store = _FrameStore(scratch, size)
         for frame in media.iter_frames(motion):
@@ -218,38 +220,137 @@ def animate(
         poses = store.frames()
         if len(poses) == 0:
             raise UserError(f"{motion}: no frames to animate")
-        with media.FrameWriter(output, info.fps, overwrite) as writer:
-            grid_writer = media.FrameWriter(grid_output, info.fps, overwrite) if grid_output else None
-            with grid_writer or nullcontext():
-
-                def on_frame(index: int, frame) -> None:
-                    writer.write(frame)
-                    if grid_writer:
-                        grid_writer.write(np.concatenate([ref_image, poses[index], frame], axis=1))
-
-                pipeline(
-                    ref_image,
-                    poses,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance_scale,
-                    seed=seed,
-                    context_frames=context_frames,
-                    context_overlap=context_overlap,
-                    on_frame=on_frame,
-                    progress=progress,
-                )
-        count = len(poses)
+        job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
+                   dict(num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
+                        context_frames=context_frames, context_overlap=context_overlap))
+        if len(device_list) > 1:
+            used_device, used_dtype = _run_distributed(job, device_list, models, dtype)
+        else:
+            if pipeline is None:
+                pipeline = load_pipeline(models, device_list[0] if device_list else device, dtype)
+            _render(job, pipeline, progress, distributed=False)
+            used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
         del poses
     return AnimateResult(
         output=str(output),
         grid=str(grid_output) if grid_output else None,
-        frames=count,
+        frames=job.frames,
         fps=info.fps,
         size=size,
         seed=seed,
         steps=steps,
-        device=str(pipeline.unet.device),
-        dtype=str(pipeline.unet.dtype).replace("torch.", ""),
+        device=used_device,
+        dtype=used_dtype,
         seconds=round(time.perf_counter() - started, 3),
     )
 
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a (possibly spawned) renderer needs; the poses wait in a memory-mapped file."""
+
+    reference: object
+    poses_path: Path
+    frames: int
+    size: int
+    output: Path
+    grid_output: Path | None
+    fps: float
+    overwrite: bool
+    call: dict
+
+    def poses(self):
+        import numpy as np
+
+        return np.memmap(self.poses_path, dtype=np.uint8, mode="r", shape=(self.frames, self.size, self.size, 3))
+
+
+def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
+    """Run the pipeline on ``job``; the process that decodes (rank 0) writes the outputs."""
+    import numpy as np
+
+    from .. import media
+
+    poses = job.poses()
+    if distributed and _rank() != 0:
+        pipeline(job.reference, poses, **job.call, distributed=True)
+        return
+    with media.FrameWriter(job.output, job.fps, job.overwrite) as writer:
+        grid_writer = media.FrameWriter(job.grid_output, job.fps, job.overwrite) if job.grid_output else None
+        with grid_writer or nullcontext():
+
+            def on_frame(index: int, frame) -> None:
+                writer.write(frame)
+                if grid_writer:
+                    grid_writer.write(np.concatenate([job.reference, poses[index], frame], axis=1))
+
+            pipeline(job.reference, poses, **job.call, on_frame=on_frame, progress=progress, distributed=distributed)
+
+
+def _rank() -> int:
+    import torch
+
+    return torch.distributed.get_rank()
+
+
+def _parse_devices(devices: str | None) -> list[str]:
+    """``"0,1"`` -> ``["cuda:0", "cuda:1"]``; ``"cpu,cpu"`` -> two CPU processes."""
+    if not devices:
+        return []
+    out = []
+    for item in devices.split(","):
+        item = item.strip()
+        if item.isdigit():
+            out.append(f"cuda:{item}")
+        elif item == "cpu" or item.startswith("cuda"):
+            out.append(item)
+        else:
+            raise UserError(f"--devices {devices}: expected GPU indices like 0,1,2 (or cpu,cpu to test on CPU)")
+    if len(set(out)) != len(out) and any(d.startswith("cuda") for d in out):
+        raise UserError(f"--devices {devices}: each GPU may appear once")
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_distributed(job: _Job, devices: list[str], models, dtype: str) -> tuple[str, str]:
+    """One process per device (torch.multiprocessing, NCCL on GPUs, gloo on CPU)."""
+    import torch.multiprocessing as mp
+
+    if any(d.startswith("cuda") for d in devices):
+        import torch
+
+        if not torch.cuda.is_available() or torch.cuda.device_count() <= max(int(d.split(":")[1]) for d in devices):
+            raise UserError(f"--devices {','.join(devices)}: not that many CUDA devices are visible; see `magicanimate doctor`")
+    port = _free_port()
+    try:
+        mp.spawn(_distributed_worker, args=(job, devices, str(models) if models else None, dtype, port), nprocs=len(devices))
+    except mp.ProcessRaisedException as exc:
+        message = str(exc).strip().splitlines()[-1]
+        if "UserError" in message:
+            raise UserError(message.split("UserError: ", 1)[-1]) from None
+        raise RuntimeError(f"a device process failed: {message}") from None
+    resolved = "float16" if dtype == "auto" and devices[0].startswith("cuda") else ("float32" if dtype == "auto" else dtype)
+    return ",".join(devices), resolved
+
+
+def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype: str, port: int) -> None:
+    import torch
+    import torch.distributed as dist
+
+    device = devices[rank]
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(devices))
+    try:
+        pipeline = load_pipeline(models, "cuda" if device.startswith("cuda") else "cpu", dtype)
+        _render(job, pipeline, None, distributed=True)
+    finally:
+        dist.destroy_process_group()

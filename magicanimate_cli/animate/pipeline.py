@@ -45,6 +45,18 @@ def official_scheduler() -> DDIMScheduler:
     )
 
 
+def _rank_and_world(distributed: bool) -> tuple[int, int]:
+    if not distributed:
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _share(windows: list[list[int]], rank: int, world: int) -> list[list[int]]:
+    """This rank's contiguous share of the windows (neighbours share ControlNet chunks)."""
+    bounds = [len(windows) * r // world for r in range(world + 1)]
+    return windows[bounds[rank] : bounds[rank + 1]]
+
+
 @dataclass
 class MagicAnimateOutput:
     """``frames``: uint8 ``T×H×W×3`` (``None`` when streamed to ``on_frame``); ``latents``: final,
@@ -93,12 +105,18 @@ class MagicAnimatePipeline(DiffusionPipeline):
         output_type: str = "uint8",
         on_frame: Callable[[int, np.ndarray], None] | None = None,
         progress: Progress | None = None,
+        distributed: bool = False,
     ) -> MagicAnimateOutput:
         """Animate ``reference`` (uint8 ``H×W×3``) along ``motion`` (uint8 ``T×H×W×3``, same size).
 
         Frames are decoded one at a time and handed to ``on_frame(index, frame)`` when given,
         otherwise collected into the output. ``output_type`` is ``"uint8"`` (the official
         truncating conversion) or ``"float"`` (float32 in [0, 1], before that conversion).
+
+        With ``distributed`` (inside an initialised ``torch.distributed`` process group) each rank
+        denoises a contiguous share of the windows, the window sums are all-reduced every step,
+        and rank 0 decodes; the result is bitwise the single-process one (at most two windows
+        cover a frame, so the order of the sums cannot matter). Other ranks return no frames.
         """
         if output_type not in ("uint8", "float"):
             raise ValueError("output_type must be 'uint8' or 'float'")
@@ -112,11 +130,13 @@ class MagicAnimatePipeline(DiffusionPipeline):
         clip_length = context_frames
         total = padded_length(num_frames, clip_length)  # edge padding: frame i reads min(i, T-1)
         windows = context_windows(total, context_frames, context_overlap)
+        rank, world = _rank_and_world(distributed)
+        windows = _share(windows, rank, world)
         last = last_use(windows)
         guided = guidance_scale > 1.0
         halves = 2 if guided else 1
         for reader in self._readers:
-            reader.cond_start = len(windows[0]) if guided else 0
+            reader.cond_start = min(context_frames, total) if guided else 0
 
         text = self._empty_prompt_embedding(device)
         ref = torch.from_numpy(np.array(reference)).float().to(device, dtype) / 127.5 - 1
@@ -160,12 +180,17 @@ class MagicAnimatePipeline(DiffusionPipeline):
                 done += 1
                 if progress:
                     progress("denoise", done, work)
+            if world > 1:
+                torch.distributed.all_reduce(noise_pred)
+                torch.distributed.all_reduce(counter)
             noise_pred = noise_pred / counter
             if guided:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
             latents = self.scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
         self._bank.clear()
+        if rank != 0:
+            return MagicAnimateOutput(frames=None, latents=latents)
 
         out_dtype = np.uint8 if output_type == "uint8" else np.float32
         frames = None if on_frame else np.empty((num_frames, height, width, 3), dtype=out_dtype)

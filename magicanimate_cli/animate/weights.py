@@ -233,8 +233,11 @@ def load_components(root: Path, dtype: torch.dtype) -> dict:
     from . import text
 
     _quiet_libraries()
+    from ..models import verify_models
+
     layout = WeightLayout(Path(root))
     layout.check()
+    verify_models(root, only="animate")  # sizes and sha256 recorded at download (no-op otherwise)
     sd = layout.stable_diffusion
     return {
         "tokenizer": CLIPTokenizer.from_pretrained(sd / "tokenizer"),
