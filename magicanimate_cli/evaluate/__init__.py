@@ -1,0 +1,492 @@
+"""``magicanimate eval``: the paper's metrics between generated and ground-truth clips.
+
+``evaluate()`` is the library entry point; the CLI options are its keyword arguments. Two
+protocols (see docs/evaluation.md for the side-by-side table and the bug references):
+
+* ``corrected``: float computation, L1 as a mean absolute error in [0, 1], SSIM on RGB and on
+  luma (``ssim``, ``ssim_gray``), LPIPS on [-1, 1], FVD/FID-VID on non-overlapping clips of
+  ``clip_length`` frames, each clip one sample.
+* ``disco``: DisCo's evaluation code bug for bug (uint8 PSNR that wraps, L1 divided by H*W,
+  grayscale SSIM, LPIPS fed [0, 1], one FVD sample per whole video, FID-VID averaged per video),
+  so numbers line up with the published tables.
+
+Inputs are videos or frames folders (or clip folders with ``images/``), one clip each or two
+folders of clips paired by name. Frames are paired in order; when the generated frames have
+another size they are resized to the ground truth's as the protocol says. Every number is
+reported with its protocol, clip length and feature extractor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+PROTOCOLS = ("corrected", "disco")
+METRICS = ("l1", "psnr", "ssim", "lpips", "fid", "fid-vid", "fvd")
+NETWORK_METRICS = ("lpips", "fid", "fid-vid", "fvd")
+DEVICES = ("auto", "cuda", "cpu")
+LOWER_IS_BETTER = {"l1", "lpips", "fid", "fid-vid", "fvd"}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings; defaults follow the paper's table and DisCo's code."""
+
+    metrics: str = "l1,psnr,ssim,lpips,fid,fvd"  # fid-vid too with --metrics all: its weights are placed by hand
+    protocol: str = "corrected"
+    clip_length: int = 16  # frames per FVD/FID-VID sample (DisCo's sample_duration for FID-VID)
+    batch_size: int = 16
+
+    def metric_list(self) -> list[str]:
+        names = [m.strip().lower() for m in self.metrics.split(",") if m.strip()]
+        if names == ["all"]:
+            return list(METRICS)
+        unknown = [m for m in names if m not in METRICS]
+        if unknown or not names:
+            raise UserError(f"--metrics {self.metrics}: unknown {', '.join(unknown) or '(none given)'}; choose from {','.join(METRICS)}")
+        return [m for m in METRICS if m in names]
+
+    def validate(self) -> list[str]:
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"--protocol {self.protocol}: choose corrected or disco")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
+        metrics = self.metric_list()
+        if self.clip_length < 1:
+            raise UserError(f"--clip-length {self.clip_length}: must be at least 1")
+        return metrics
+
+
+@dataclass(frozen=True)
+class Score:
+    """One number and what it means."""
+
+    value: float
+    protocol: str
+    definition: str
+    extractor: str | None
+    clip_length: int | None
+    samples: int
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        import math
+
+        value = self.value if math.isfinite(self.value) else None
+        out = {
+            "value": value,
+            "protocol": self.protocol,
+            "clip_length": self.clip_length,
+            "extractor": self.extractor,
+            "definition": self.definition,
+            "samples": self.samples,
+        }
+        note = self.note
+        if not math.isfinite(self.value):
+            note = "; ".join(filter(None, [note, f"value is {self.value} (identical frames give an infinite PSNR)"]))
+        if note:
+            out["note"] = note
+        return out
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    name: str
+    generated: str
+    ground_truth: str
+    frames: int
+    frames_generated: int
+    frames_ground_truth: int
+    size: tuple[int, int]
+    resized_from: tuple[int, int] | None
+    scores: dict[str, Score]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "generated": self.generated,
+            "ground_truth": self.ground_truth,
+            "frames": self.frames,
+            "frames_generated": self.frames_generated,
+            "frames_ground_truth": self.frames_ground_truth,
+            "size": list(self.size),
+            "resized_from": list(self.resized_from) if self.resized_from else None,
+            "scores": {k: v.to_dict() for k, v in self.scores.items()},
+        }
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    protocol: str
+    generated: str
+    ground_truth: str
+    metrics: list[str]
+    columns: list[str]
+    clips: list[ClipScores]
+    overall: dict[str, Score]
+    device: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "protocol": self.protocol,
+            "generated": self.generated,
+            "ground_truth": self.ground_truth,
+            "metrics": self.metrics,
+            "overall": {k: v.to_dict() for k, v in self.overall.items()},
+            "clips": [c.to_dict() for c in self.clips],
+            "device": self.device,
+            "seconds": round(self.seconds, 3),
+            "notes": self.notes,
+        }
+
+    def for_humans(self):
+        """The Rich tables (per clip, then the distribution metrics) for a terminal."""
+        from .report import tables
+
+        return tables(self)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _is_frames_folder(path: Path) -> bool:
+    from ..media import is_image
+
+    return path.is_dir() and any(p.is_file() and is_image(p) and not p.name.startswith(".") for p in path.iterdir())
+
+
+def _single_clip(path: Path) -> Path | None:
+    """The frames source if ``path`` is one clip (video, frames folder, clip folder), else None."""
+    from ..media import is_video
+
+    if path.is_file():
+        if is_video(path):
+            return path
+        raise UserError(f"{path}: not a video; pass an .mp4, a folder of frames, or a folder of clips")
+    if _is_frames_folder(path):
+        return path
+    if _is_frames_folder(path / "images"):
+        return path / "images"
+    return None
+
+
+def _clips_in(folder: Path) -> dict[str, Path]:
+    from ..media import is_video
+
+    clips = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and is_video(entry):
+            source = entry
+        elif entry.is_dir():
+            source = entry if _is_frames_folder(entry) else (entry / "images" if _is_frames_folder(entry / "images") else None)
+        else:
+            source = None
+        if source is not None:
+            name = entry.stem if entry.is_file() else entry.name
+            if name in clips:
+                raise UserError(f"{folder}: two clips named {name} ({clips[name].name}, {entry.name}); keep one")
+            clips[name] = source
+    return clips
+
+
+def pair_clips(generated: Path, ground_truth: Path) -> list[tuple[str, Path, Path]]:
+    """``(name, generated source, ground-truth source)`` for every clip to compare."""
+    for label, path in (("GENERATED", generated), ("GROUND_TRUTH", ground_truth)):
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder ({label})")
+    single_g, single_t = _single_clip(generated), _single_clip(ground_truth)
+    if single_g is not None and single_t is not None:
+        name = generated.stem if generated.is_file() else generated.name
+        return [(name, single_g, single_t)]
+    if (single_g is None) != (single_t is None):
+        one, other = (generated, ground_truth) if single_g is not None else (ground_truth, generated)
+        raise UserError(f"{one}: is one clip but {other} is a folder of clips; pass two clips or two folders of clips")
+    clips_g, clips_t = _clips_in(generated), _clips_in(ground_truth)
+    if not clips_g:
+        raise UserError(f"{generated}: no clips inside (expected .mp4 files or folders of frames)")
+    missing_t = [n for n in clips_g if n not in clips_t]
+    missing_g = [n for n in clips_t if n not in clips_g]
+    if missing_t or missing_g:
+        parts = []
+        if missing_t:
+            parts.append(f"{ground_truth} has no clip named {', '.join(missing_t[:5])}{' ...' if len(missing_t) > 5 else ''}")
+        if missing_g:
+            parts.append(f"{generated} has no clip named {', '.join(missing_g[:5])}{' ...' if len(missing_g) > 5 else ''}")
+        raise UserError(f"{'; '.join(parts)}; clips are paired by name, so both folders must hold the same names")
+    return [(name, clips_g[name], clips_t[name]) for name in clips_g]
+
+
+# ----------------------------------------------------------------------------- availability
+
+
+def unavailable(metrics: list[str], protocol: str, models_dir: Path, download: bool) -> dict[str, str]:
+    """``metric -> how to enable it`` for every requested metric that cannot run here."""
+    import importlib.util
+
+    from . import extractors as X
+    from . import weights as W
+
+    problems = {}
+    if protocol == "disco" and importlib.util.find_spec("cv2") is None:
+        for metric in metrics:
+            problems[metric] = f"the disco protocol reads frames through OpenCV: {X.INSTALL['cv2']}"
+    for metric in metrics:
+        if metric not in NETWORK_METRICS or metric in problems:
+            continue
+        if importlib.util.find_spec("torch") is None:
+            problems[metric] = "needs PyTorch: pip install torch"
+            continue
+        missing = X.missing_packages(metric)
+        if missing:
+            problems[metric] = " and ".join(X.INSTALL[name] for name in missing)
+            continue
+        for key in X.WEIGHT_KEYS[metric]:
+            weight = W.WEIGHTS[key]
+            if not weight.path(models_dir).is_file() and not (download and weight.url):
+                problems[metric] = W.fetch_hint(weight, models_dir, download)
+    return problems
+
+
+def _resolve_device(device: str):
+    import torch
+
+    if device not in DEVICES:
+        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
+    return torch.device(device)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def evaluate(
+    generated: Path | str,
+    ground_truth: Path | str,
+    *,
+    metrics: str = EvalConfig.metrics,
+    protocol: str = EvalConfig.protocol,
+    clip_length: int = EvalConfig.clip_length,
+    batch_size: int = EvalConfig.batch_size,
+    models: Path | str | None = None,
+    device: str = "auto",
+    download: bool = True,
+    progress=None,
+    extractors: dict | None = None,
+) -> EvalResult:
+    """Compare ``generated`` with ``ground_truth`` clip by clip and overall.
+
+    ``extractors`` maps ``lpips``/``fid``/``fvd``/``fid-vid`` to ready scorers/extractors (the
+    wrappers of ``extractors.py``), replacing the real networks: batch jobs reuse loaded ones,
+    tests pass small random-weight networks.
+    """
+    import numpy as np
+
+    from .. import media
+    from ..models import resolve_models_dir
+    from . import extractors as X
+    from . import frames as F
+    from .frechet import Batcher, fid_from_features
+
+    start = time.perf_counter()
+    config = EvalConfig(metrics, protocol, clip_length, batch_size)
+    wanted = config.validate()
+    generated, ground_truth = Path(generated), Path(ground_truth)
+    pairs = pair_clips(generated, ground_truth)
+    models_dir = resolve_models_dir(models)
+    given = dict(extractors or {})
+
+    if "fvd" in wanted and protocol == "corrected":
+        needed = getattr(given["fvd"], "min_frames", 1) if "fvd" in given else X.I3D_MIN_FRAMES
+        if clip_length < needed:
+            raise UserError(f"--clip-length {clip_length}: FVD's I3D needs clips of at least {needed} frames (16 is usual)")
+    problems = unavailable([m for m in wanted if m not in given], protocol, models_dir, download)
+    if problems:
+        detail = "; ".join(f"{metric}: {hint}" for metric, hint in problems.items())
+        usable = [m for m in wanted if m not in problems]
+        rest = f" or leave them out: --metrics {','.join(usable)}" if usable else ""
+        raise UserError(f"metrics not available here: {detail}; install/fetch them{rest}")
+
+    needs_torch = any(m in NETWORK_METRICS for m in wanted)
+    torch_device = _resolve_device(device) if needs_torch and any(m not in given for m in wanted if m in NETWORK_METRICS) else None
+    ctx = X.Context(models_dir, torch_device, download=download, progress=progress)
+    nets = {}
+    for metric in wanted:
+        if metric not in NETWORK_METRICS:
+            continue
+        if metric in given:
+            nets[metric] = given[metric]
+        elif metric == "lpips":
+            nets[metric] = X.build_lpips(ctx, protocol)
+        elif metric == "fid":
+            nets[metric] = X.build_fid(ctx)
+        elif metric == "fvd":
+            nets[metric] = X.build_fvd(ctx)
+        elif metric == "fid-vid":
+            nets[metric] = X.build_fid_vid(ctx, clip_length)
+
+    frame_metrics = [(column, fn) for m in wanted if m in F.FRAME_METRICS[protocol] for column, fn in F.FRAME_METRICS[protocol][m]]
+    resize = F.RESIZE[protocol]
+    clip_batch = max(1, batch_size // clip_length)
+    fid = {side: Batcher(nets["fid"], batch_size) for side in ("g", "t")} if "fid" in nets else None
+    video = {}
+    for metric in ("fvd", "fid-vid"):
+        if metric in nets:
+            whole = protocol == "disco" and metric == "fvd"  # DisCo: one sample per whole video
+            video[metric] = {side: Batcher(nets[metric], 1 if whole else clip_batch) for side in ("g", "t")}
+
+    infos = [(media.probe(g), media.probe(t)) for _, g, t in pairs]
+    total = sum(min(ig.frames, it.frames) for ig, it in infos)
+    done = 0
+    clips: list[ClipScores] = []
+    per_frame_all: dict[str, list[float]] = {}
+    lengths = []
+    notes = []
+    for (name, source_g, source_t), (info_g, info_t) in zip(pairs, infos):
+        values: dict[str, list[float]] = {column: [] for column, _ in frame_metrics}
+        if "lpips" in nets:
+            values["lpips"] = []
+        lpips_pending: list[tuple] = []
+        segment = {metric: {"g": [], "t": []} for metric in video}
+        whole_clip = {metric: {"g": [], "t": []} for metric in video}
+        count = 0
+        resized_from = None
+        size = (info_t.height, info_t.width)
+
+        def flush_lpips():
+            if lpips_pending:
+                gen = np.stack([p[0] for p in lpips_pending])
+                tru = np.stack([p[1] for p in lpips_pending])
+                values["lpips"].extend(nets["lpips"](gen, tru).tolist())
+                lpips_pending.clear()
+
+        for frame_g, frame_t in zip(media.iter_frames(source_g), media.iter_frames(source_t)):
+            size = frame_t.shape[:2]
+            paired = frame_g
+            if frame_g.shape[:2] != size:
+                resized_from = frame_g.shape[:2]
+                paired = resize(frame_g, size)
+            for column, fn in frame_metrics:
+                values[column].append(fn(paired, frame_t))
+            if "lpips" in nets:
+                lpips_pending.append((paired, frame_t))
+                if len(lpips_pending) >= batch_size:
+                    flush_lpips()
+            if fid is not None:
+                fid["g"].add(nets["fid"].prepare(frame_g))
+                fid["t"].add(nets["fid"].prepare(frame_t))
+            for metric, sides in video.items():
+                net = nets[metric]
+                for side, frame in (("g", frame_g), ("t", frame_t)):
+                    prepared = net.prepare(frame)
+                    if protocol == "disco":
+                        whole_clip[metric][side].append(prepared)
+                    else:
+                        segment[metric][side].append(prepared)
+                        if len(segment[metric][side]) == clip_length:
+                            sides[side].add(np.stack(segment[metric][side]), group=name)
+                            segment[metric][side] = []
+            count += 1
+            done += 1
+            if progress:
+                progress("evaluate", done, total)
+        flush_lpips()
+        if count == 0:
+            raise UserError(f"{source_g}: no frames to compare")
+        if protocol == "disco":
+            for metric, sides in video.items():
+                for side in ("g", "t"):
+                    clip = np.stack(whole_clip[metric][side])
+                    if metric == "fvd":
+                        if len(clip) < nets[metric].min_frames:
+                            raise UserError(f"{name}: {len(clip)} frames; the I3D of FVD needs at least {nets[metric].min_frames}")
+                        sides[side].add(clip, group=name)
+                    else:  # DisCo FID-VID: pad with the last frame to whole segments, average per video
+                        pad = (-len(clip)) % clip_length
+                        if pad:
+                            clip = np.concatenate([clip, np.repeat(clip[-1:], pad, axis=0)])
+                        for start_frame in range(0, len(clip), clip_length):
+                            sides[side].add(clip[start_frame : start_frame + clip_length], group=name)
+        elif video and count < clip_length:
+            notes.append(f"{name}: {count} frames, shorter than --clip-length {clip_length}: no FVD/FID-VID sample from it")
+        if info_g.frames != info_t.frames:
+            notes.append(f"{name}: generated has {info_g.frames} frames, ground truth {info_t.frames}: compared the first {count}")
+
+        lengths.append(count)
+        scores = {}
+        for column, series in values.items():
+            per_frame_all.setdefault(column, []).extend(series)
+            scores[column] = _frame_score(column, series, protocol, nets, count)
+        clips.append(
+            ClipScores(name, str(source_g), str(source_t), count, info_g.frames, info_t.frames, tuple(size), resized_from, scores)
+        )
+        if resized_from:
+            notes.append(f"{name}: generated frames {resized_from[1]}x{resized_from[0]} resized to {size[1]}x{size[0]} ({_RESIZE_NAME[protocol]})")
+
+    uniform = lengths[0] if len(set(lengths)) == 1 else None
+    overall = {column: _frame_score(column, series, protocol, nets, uniform) for column, series in per_frame_all.items()}
+    if fid is not None:
+        feats_g, feats_t = fid["g"].result(), fid["t"].result()
+        _note_small_sample("fid", feats_g, notes)
+        overall["fid"] = Score(
+            fid_from_features(feats_g, feats_t), protocol, "Fréchet distance of per-frame features, all frames of all clips",
+            nets["fid"].name, uniform, len(feats_g),
+        )  # fmt: skip
+    for metric, sides in video.items():
+        average = protocol == "disco"
+        feats_g, feats_t = sides["g"].result(average_groups=average), sides["t"].result(average_groups=average)
+        if protocol == "disco" and metric == "fvd":
+            definition, length, note = "DisCo: one sample per whole video (I3D logits averaged over time)", uniform, "whole video per sample"
+        elif protocol == "disco":
+            definition = f"DisCo: {clip_length}-frame segments (last frame repeated to fill), features averaged per video"
+            length, note = clip_length, None
+        else:
+            definition, length, note = f"non-overlapping {clip_length}-frame clips, each one sample", clip_length, None
+        if len(feats_g) < 2 or len(feats_t) < 2:
+            raise UserError(
+                f"{metric}: {len(feats_g)} sample(s); a Fréchet distance needs at least 2 "
+                f"({'more clips' if protocol == 'disco' else 'more or longer clips, or a smaller --clip-length'})"
+            )
+        _note_small_sample(metric, feats_g, notes)
+        overall[metric] = Score(fid_from_features(feats_g, feats_t), protocol, definition, nets[metric].name, length, len(feats_g), note)
+
+    columns = [c for c in overall if c in per_frame_all] + [m for m in ("fid", "fid-vid", "fvd") if m in overall]
+    return EvalResult(
+        protocol, str(generated), str(ground_truth), wanted, columns, clips, overall,
+        str(torch_device) if torch_device is not None else "cpu", time.perf_counter() - start, notes,
+    )  # fmt: skip
+
+
+def _note_small_sample(metric: str, features, notes: list[str]) -> None:
+    if len(features) and len(features) <= features.shape[1]:
+        notes.append(
+            f"{metric}: {len(features)} samples for {features.shape[1]}-d features: the covariance is rank-deficient and the "
+            "distance biased; compare it only with numbers from the same sample count"
+        )
+
+
+_RESIZE_NAME = {"corrected": "Pillow bicubic", "disco": "OpenCV bilinear, as DisCo"}
+
+
+def _frame_score(column: str, series: list[float], protocol: str, nets: dict, clip_length: int | None) -> Score:
+    import numpy as np
+
+    from . import frames as F
+
+    if column == "lpips":
+        definition = "LPIPS on [-1,1] inputs, mean over frames" if protocol == "corrected" else "DisCo: LPIPS fed [0,1] inputs, mean over frames"
+        extractor = nets["lpips"].name
+    else:
+        definition = F.DEFINITIONS[(protocol, column)]
+        extractor = None
+    value = float(np.mean(series)) if series else float("nan")
+    return Score(value, protocol, definition, extractor, clip_length, len(series))
