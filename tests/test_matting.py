@@ -1,0 +1,502 @@
+"""The matting stage with the real PaddleSeg networks and random weights.
+
+Random weights say nothing about mask quality, so these tests check what the stage owns: shapes,
+value ranges, batching, thresholds, smoothing, file handling, the weight-loading path (PaddleSeg's
+own ``paddle.save(model.state_dict())`` format, downloads over a loopback server, digests) and
+the CLI. The input is scikit-image's astronaut photo (a real person).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import http.server
+import io
+import json
+import pickle
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from magicanimate_cli import matting, media
+from magicanimate_cli.errors import UserError
+
+LITE = "pp-humansegv2-lite"
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def _save_random_checkpoint(model: str, path: Path, seed: int = 0) -> Path:
+    """A random-weight checkpoint exactly as PaddleSeg writes one (``paddle.save(state_dict)``).
+
+    A fresh initialisation gives logits of about 1e-5, so every probability is 0.5; the class
+    head (the 2-channel convolutions) is scaled up so that the masks vary over the frame.
+    """
+    import paddle
+
+    paddle.seed(seed)
+    network = matting.build_network(model)
+    state = network.state_dict()
+    for key, value in state.items():
+        if key.endswith("weight") and value.ndim == 4 and value.shape[0] == 2:
+            value.set_value(value * 3e4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paddle.save(state, str(path))
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def lite_models(tmp_path_factory):
+    """A models folder holding random PP-HumanSegV2-Lite weights, pinned by their sha256."""
+    root = tmp_path_factory.mktemp("matting-models")
+    path = _save_random_checkpoint(LITE, root / matting.MODELS[LITE].relpath)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(matting.MODELS, LITE, dataclasses.replace(matting.MODELS[LITE], sha256=_sha256(path)))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def segmenter(lite_models):
+    return matting.load_segmenter(LITE, lite_models, device="cpu", download=False)
+
+
+@pytest.fixture(scope="module")
+def clip_frames() -> np.ndarray:
+    """Six 80x96 frames of the astronaut sliding sideways: a short 'video' of a real person."""
+    from skimage import data
+
+    photo = np.asarray(Image.fromarray(data.astronaut()).resize((128, 128), Image.BILINEAR))
+    return np.stack([photo[16:96, 8 + 4 * t : 104 + 4 * t] for t in range(6)])
+
+
+def _write_folder(folder: Path, frames: np.ndarray, names: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    for frame, name in zip(frames, names):
+        Image.fromarray(frame).save(folder / name)
+    return folder
+
+
+def _read_masks(folder: Path) -> np.ndarray:
+    return np.stack([media.read_map(p) for p in media.list_frame_files(folder)])
+
+
+# ----------------------------------------------------------------------------- the networks
+
+
+@pytest.mark.parametrize("model", list(matting.MODELS))
+def test_every_model_builds_and_runs(model):
+    network = matting.build_network(model)  # imports paddle quietly
+    import paddle
+
+    with paddle.no_grad():
+        logits = network(paddle.rand([1, 3, 64, 64]))
+    assert list(logits[0].shape) == [1, 2, 64, 64]
+
+
+def test_segmenter_gives_probabilities_at_frame_size(segmenter, clip_frames):
+    prob = segmenter(clip_frames[:3])
+    assert prob.shape == (3, 80, 96) and prob.dtype == np.float32
+    assert prob.min() >= 0.0 and prob.max() <= 1.0
+    assert prob.std() > 1e-4  # not a constant map
+
+
+def test_probability_is_paddlesegs_own_prediction(tmp_path, segmenter, clip_frames):
+    """Same numbers as PaddleSeg's predict path: image file -> Compose (cv2 read, BGR->RGB,
+    Resize, Normalize) -> core.infer.inference (logits resized back) -> softmax / argmax."""
+    import paddle
+    import paddle.nn.functional as F
+    from paddleseg import transforms
+    from paddleseg.core import infer
+
+    compose = transforms.Compose([transforms.Resize(target_size=(192, 192)), transforms.Normalize()])
+    items = []
+    for i, frame in enumerate(clip_frames[:2]):
+        Image.fromarray(frame).save(tmp_path / f"{i}.png")
+        items.append(compose({"img": str(tmp_path / f"{i}.png")}))
+    with paddle.no_grad():
+        pred, logit = infer.inference(segmenter.network, paddle.to_tensor(np.stack([d["img"] for d in items])), trans_info=items[0]["trans_info"])
+    reference = F.softmax(logit, axis=1)[:, 1].numpy()
+    prob = segmenter(clip_frames[:2])
+    np.testing.assert_allclose(prob, reference, atol=1e-5)
+    decided = np.abs(reference - 0.5) > 1e-4
+    np.testing.assert_array_equal((prob >= 0.5)[decided], pred.numpy()[:, 0].astype(bool)[decided])
+
+
+def test_batch_size_does_not_change_probabilities(segmenter, clip_frames):
+    together = segmenter(clip_frames)
+    one_by_one = np.concatenate([segmenter(frame[None]) for frame in clip_frames])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+
+
+def test_paddle_runs_beside_torch(segmenter, clip_frames):
+    import torch
+
+    before = segmenter(clip_frames[:1])
+    assert torch.nn.functional.relu(torch.tensor([-1.0, 2.0])).tolist() == [0.0, 2.0]
+    np.testing.assert_array_equal(segmenter(clip_frames[:1]), before)
+
+
+# ----------------------------------------------------------------------------- masks on disk
+
+
+def test_frames_folder_masks_keep_names_and_size(tmp_path, lite_models, segmenter, clip_frames):
+    names = ["shot_9.jpg", "shot_10.jpg", "shot_11.jpg"]
+    source = _write_folder(tmp_path / "frames", clip_frames[:3], names)
+    events = []
+    result = matting.matte(source, tmp_path / "masks", segmenter=segmenter, progress=lambda *e: events.append(e))
+    assert events == [("matte", 1, 3), ("matte", 2, 3), ("matte", 3, 3)]
+    written = sorted(p.name for p in (tmp_path / "masks").iterdir())
+    assert written == ["shot_10.png", "shot_11.png", "shot_9.png"]
+    for name in written:
+        with Image.open(tmp_path / "masks" / name) as image:
+            assert image.mode == "L" and image.size == (96, 80)
+            assert set(np.unique(np.asarray(image))) <= {0, 255}
+    assert (result.frames, result.width, result.height, result.mode) == (3, 96, 80, "frames")
+    assert result.threshold == 0.5 and result.soft is False and result.weights_pinned is True
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_hard_masks_are_the_thresholded_soft_masks(tmp_path, lite_models, segmenter, clip_frames):
+    source = _write_folder(tmp_path / "frames", clip_frames, [media.frame_name(i) for i in range(6)])
+    matting.matte(source, tmp_path / "soft", soft=True, segmenter=segmenter)
+    soft = _read_masks(tmp_path / "soft")
+    assert len(np.unique(soft)) > 2  # really a probability map
+    for threshold in (0.3, 0.5, 0.8):
+        out = tmp_path / f"hard-{threshold}"
+        result = matting.matte(source, out, threshold=threshold, segmenter=segmenter)
+        hard = _read_masks(out)
+        np.testing.assert_array_equal(hard, np.where(soft / 255.0 >= threshold, 255, 0))
+        assert result.empty_frames == int(sum(not m.any() for m in hard))
+    # 0.5 is PaddleSeg's argmax over its two classes
+    prob = segmenter(clip_frames)
+    hard = _read_masks(tmp_path / "hard-0.5")
+    decided = np.abs(prob - 0.5) > 1 / 255  # pixels not rounded onto the threshold
+    np.testing.assert_array_equal((hard > 0)[decided], (prob > 0.5)[decided])
+
+
+def test_batch_size_does_not_change_masks(tmp_path, lite_models, segmenter, clip_frames):
+    source = _write_folder(tmp_path / "frames", clip_frames, [media.frame_name(i) for i in range(6)])
+    for batch in (1, 4, 8):
+        matting.matte(source, tmp_path / f"b{batch}", soft=True, batch_size=batch, segmenter=segmenter)
+    b1, b4, b8 = (_read_masks(tmp_path / f"b{b}").astype(int) for b in (1, 4, 8))
+    assert np.abs(b1 - b4).max() <= 1 and np.abs(b1 - b8).max() <= 1
+
+
+def test_clip_folder_writes_masks_and_never_overwrites_silently(tmp_path, lite_models, segmenter, clip_frames):
+    clip = tmp_path / "clip"
+    _write_folder(clip / "images", clip_frames[:3], [media.frame_name(i) for i in range(3)])
+    result = matting.matte(clip, models=lite_models, segmenter=segmenter)
+    assert result.mode == "clip" and Path(result.output) == clip / "masks"
+    assert sorted(p.name for p in (clip / "masks").iterdir()) == sorted(p.name for p in (clip / "images").iterdir())
+    before = (clip / "masks" / "00000.png").read_bytes()
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        matting.matte(clip, models=lite_models, segmenter=segmenter, soft=True)
+    assert (clip / "masks" / "00000.png").read_bytes() == before
+    matting.matte(clip, models=lite_models, segmenter=segmenter, soft=True, overwrite=True)
+    assert len(np.unique(media.read_map(clip / "masks" / "00000.png"))) > 2
+
+
+def test_video_in_video_or_folder_out(tmp_path, lite_models, segmenter, clip_frames):
+    video = media.write_frames(tmp_path / "in.mp4", clip_frames, fps=10)
+    folder = matting.matte(video, tmp_path / "masks", segmenter=segmenter)
+    assert folder.mode == "video" and folder.frames == 6
+    assert [p.name for p in media.list_frame_files(tmp_path / "masks")] == [media.frame_name(i) for i in range(6)]
+    mp4 = matting.matte(video, tmp_path / "masks.mp4", segmenter=segmenter)
+    info = media.probe(tmp_path / "masks.mp4")
+    assert (info.width, info.height, info.frames, info.fps) == (96, 80, 6, 10.0)
+    assert mp4.frames == 6
+
+
+def test_single_image_to_png(tmp_path, lite_models, segmenter):
+    from skimage import data
+
+    Image.fromarray(data.astronaut()[::4, ::4]).save(tmp_path / "astronaut.jpg")
+    result = matting.matte(tmp_path / "astronaut.jpg", tmp_path / "astronaut-mask.png", segmenter=segmenter)
+    mask = media.read_map(tmp_path / "astronaut-mask.png")
+    assert mask.shape == (128, 128) and mask.dtype == np.uint8 and result.mode == "image"
+
+
+# ----------------------------------------------------------------------------- smoothing
+
+
+@pytest.mark.parametrize("k, frames", [(3, 7), (5, 7), (7, 4), (9, 1)])
+def test_temporal_median_is_scipys_median_filter(k, frames):
+    from scipy.ndimage import median_filter
+
+    rng = np.random.default_rng(k)
+    stack = rng.integers(0, 256, size=(frames, 5, 6), dtype=np.uint8)
+    streamed = np.stack(list(matting.temporal_median(iter(stack), k)))
+    np.testing.assert_array_equal(streamed, median_filter(stack, size=(k, 1, 1), mode="nearest"))
+
+
+def test_smoothing_is_a_majority_vote_of_the_frame_masks(tmp_path, lite_models, segmenter, clip_frames):
+    from scipy.ndimage import median_filter
+
+    source = _write_folder(tmp_path / "frames", clip_frames, [media.frame_name(i) for i in range(6)])
+    matting.matte(source, tmp_path / "raw", segmenter=segmenter)
+    result = matting.matte(source, tmp_path / "smooth", smooth=3, segmenter=segmenter)
+    raw, smooth = _read_masks(tmp_path / "raw"), _read_masks(tmp_path / "smooth")
+    assert result.smooth == 3 and not np.array_equal(raw, smooth)  # the clip moves: smoothing acts
+    np.testing.assert_array_equal(smooth, median_filter(raw, size=(3, 1, 1), mode="nearest"))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"smooth": 2}, "--smooth 2: must be an odd"),
+        ({"smooth": 0}, "--smooth 0"),
+        ({"threshold": 0.0}, "--threshold 0.0"),
+        ({"threshold": 1.5}, "--threshold 1.5"),
+        ({"batch_size": 0}, "--batch-size 0"),
+        ({"model": "u2net"}, "--model u2net: unknown matting model"),
+        ({"device": "tpu"}, "--device tpu"),
+    ],
+)
+def test_bad_options_are_user_errors(tmp_path, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        matting.matte(tmp_path, tmp_path / "out", **kwargs)
+
+
+def test_gpu_without_cuda_is_a_user_error(lite_models):
+    paddle = matting._import_paddle()
+    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        pytest.skip("a GPU is visible to Paddle here")
+    with pytest.raises(UserError, match="--device gpu: .*use --device cpu"):
+        matting.load_segmenter(LITE, lite_models, device="gpu", download=False)
+
+
+def test_bad_paths_are_user_errors(tmp_path, clip_frames, segmenter):
+    frames = _write_folder(tmp_path / "frames", clip_frames[:1], ["00000.png"])
+    with pytest.raises(UserError, match="no such file"):
+        matting.matte(tmp_path / "nope", tmp_path / "out", segmenter=segmenter)
+    with pytest.raises(UserError, match="not a clip folder .* pass -o"):
+        matting.matte(frames, segmenter=segmenter)
+    with pytest.raises(UserError, match="is the input itself"):
+        matting.matte(frames, frames, segmenter=segmenter, overwrite=True)
+    with pytest.raises(UserError, match="masks are PNG"):
+        matting.matte(frames, tmp_path / "masks.jpg", segmenter=segmenter)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no image frames"):
+        matting.matte(tmp_path / "empty", tmp_path / "out", segmenter=segmenter)
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def test_loaded_weights_are_the_checkpoint(lite_models, segmenter):
+    saved = matting.read_pdparams(lite_models / matting.MODELS[LITE].relpath)
+    loaded = segmenter.network.state_dict()
+    assert set(saved) == set(loaded)
+    for key, value in loaded.items():
+        np.testing.assert_array_equal(value.numpy(), saved[key])
+    assert segmenter.sha256 == matting.MODELS[LITE].sha256
+
+
+def test_wrong_digest_is_refused_before_loading(tmp_path, monkeypatch):
+    path = _save_random_checkpoint(LITE, tmp_path / matting.MODELS[LITE].relpath)
+    monkeypatch.setitem(matting.MODELS, LITE, dataclasses.replace(matting.MODELS[LITE], sha256="0" * 64))
+    with pytest.raises(UserError, match=r"sha256 .* does not match .*delete it to download it again"):
+        matting.load_segmenter(LITE, tmp_path, device="cpu", download=False)
+    assert path.is_file()  # the user's file is reported, not deleted
+
+
+def test_unpinned_weights_load_and_report_their_digest(tmp_path, monkeypatch):
+    path = _save_random_checkpoint(LITE, tmp_path / matting.MODELS[LITE].relpath, seed=3)
+    monkeypatch.setitem(matting.MODELS, LITE, dataclasses.replace(matting.MODELS[LITE], sha256=None))
+    loaded = matting.load_segmenter(LITE, tmp_path, device="cpu", download=False)
+    assert loaded.sha256 == _sha256(path)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
+    path = _save_random_checkpoint(LITE, tmp_path / matting.MODELS[LITE].relpath)
+    path.write_bytes(path.read_bytes()[:100_000])  # cut short, as an interrupted copy would be
+    monkeypatch.setitem(matting.MODELS, LITE, dataclasses.replace(matting.MODELS[LITE], sha256=None))
+    with pytest.raises(UserError, match="not a readable PaddlePaddle .pdparams"):
+        matting.load_segmenter(LITE, tmp_path, device="cpu", download=False)
+
+
+def test_pickled_code_is_never_run(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    path = tmp_path / "evil.pdparams"
+    path.write_bytes(pickle.dumps({"backbone.conv.conv.weight": Payload()}))
+    with pytest.raises(UserError, match="not allowed in a weights file"):
+        matting.read_pdparams(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, monkeypatch):
+    other = _save_random_checkpoint("pp-humansegv1-lite", tmp_path / "other.pdparams")
+    path = tmp_path / matting.MODELS[LITE].relpath
+    path.parent.mkdir(parents=True)
+    path.write_bytes(other.read_bytes())
+    monkeypatch.setitem(matting.MODELS, LITE, dataclasses.replace(matting.MODELS[LITE], sha256=None))
+    with pytest.raises(UserError, match="weights missing .* pick the matching --model"):
+        matting.load_segmenter(LITE, tmp_path, device="cpu", download=False)
+
+
+def test_optional_keys_may_be_absent(tmp_path):
+    """PP-HumanSegV2-Mobile checkpoints predate UAFM_SpAtten's constant ``_scale`` (1.0)."""
+    import paddle
+
+    network = matting.build_network("pp-humansegv2-mobile")
+    state = {k: v.numpy() for k, v in network.state_dict().items() if not k.endswith("._scale")}
+    assert len(state) < len(network.state_dict())
+    fresh = matting.build_network("pp-humansegv2-mobile")
+    matting.load_state(fresh, state, tmp_path / "x.pdparams", matting.MODELS["pp-humansegv2-mobile"].optional_keys)
+    with paddle.no_grad():
+        x = paddle.rand([1, 3, 64, 64])
+        np.testing.assert_allclose(fresh(x)[0].numpy(), network(x)[0].numpy(), atol=1e-5)
+
+
+class _ZipServer:
+    """A loopback HTTP server with one zip laid out like PaddleSeg's published checkpoints."""
+
+    def __init__(self, root: Path, checkpoint: Path, folder: str):
+        self.hits = 0
+        with zipfile.ZipFile(root / "weights.zip", "w") as zipped:
+            zipped.writestr(f"{folder}/", "")
+            zipped.write(checkpoint, f"{folder}/model.pdparams")
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                server.hits += 1
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str = "weights.zip") -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def zip_server(tmp_path):
+    (tmp_path / "www").mkdir()
+    checkpoint = _save_random_checkpoint(LITE, tmp_path / "www-src" / "model.pdparams", seed=7)
+    server = _ZipServer(tmp_path / "www", checkpoint, matting.MODELS[LITE].folder)
+    server.checkpoint = checkpoint
+    yield server
+    server.close()
+
+
+def test_download_once_verify_and_load(tmp_path, monkeypatch, zip_server):
+    digest = _sha256(zip_server.checkpoint)
+    spec = dataclasses.replace(matting.MODELS[LITE], url=zip_server.url(), sha256=digest)
+    monkeypatch.setitem(matting.MODELS, LITE, spec)
+    models = tmp_path / "models"
+    events = []
+    loaded = matting.load_segmenter(LITE, models, device="cpu", progress=lambda *e: events.append(e))
+    target = models / "matting" / spec.folder / "model.pdparams"
+    assert target.is_file() and loaded.weights == target and loaded.sha256 == digest
+    assert events and events[-1][0] == "download" and events[-1][1] == events[-1][2]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.pdparams"]  # no zip, no partials
+    matting.load_segmenter(LITE, models, device="cpu")
+    assert zip_server.hits == 1  # downloaded once
+
+
+def test_download_with_wrong_digest_keeps_nothing(tmp_path, monkeypatch, zip_server):
+    spec = dataclasses.replace(matting.MODELS[LITE], url=zip_server.url(), sha256="f" * 64)
+    monkeypatch.setitem(matting.MODELS, LITE, spec)
+    with pytest.raises(UserError, match="refusing to use it"):
+        matting.download_weights(LITE, tmp_path / "models")
+    assert list((tmp_path / "models" / "matting" / spec.folder).iterdir()) == []
+
+
+def test_download_failures_are_user_errors(tmp_path, monkeypatch, zip_server):
+    (tmp_path / "www" / "broken.zip").write_bytes(b"not a zip at all")
+    for name, message in (("missing.zip", "cannot download"), ("broken.zip", "not a zip file")):
+        spec = dataclasses.replace(matting.MODELS[LITE], url=zip_server.url(name), sha256=None)
+        monkeypatch.setitem(matting.MODELS, LITE, spec)
+        with pytest.raises(UserError, match=message):
+            matting.download_weights(LITE, tmp_path / "models")
+    assert list((tmp_path / "models" / "matting" / spec.folder).iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- doctor
+
+
+def test_matting_status(lite_models, tmp_path):
+    status = matting.matting_status(lite_models)
+    assert status["ok"] is True and status["imports"] == "ok" and status["problem"] is None
+    assert status["paddlepaddle"] and status["paddleseg"] == "2.8.0"
+    assert status["weights"][LITE]["present"] is True
+    assert status["weights"]["pp-humansegv1-server"]["present"] is False
+    empty = matting.matting_status(tmp_path, import_check=False)
+    assert empty["ok"] is True and empty["imports"] is None and "not downloaded yet" in empty["note"]
+    json.dumps(status)  # doctor prints it
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_json_and_exit_codes(tmp_path, lite_models, clip_frames, monkeypatch):
+    from typer.testing import CliRunner
+
+    from magicanimate_cli.cli import app
+
+    clip = tmp_path / "clip"
+    _write_folder(clip / "images", clip_frames[:2], ["00000.png", "00001.png"])
+    runner = CliRunner()
+    args = ["matte", str(clip), "--models", str(lite_models), "--device", "cpu", "--json"]
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert result["ok"] is True and result["frames"] == 2 and result["output"] == str(clip / "masks")
+    again = runner.invoke(app, args + ["--soft"])
+    assert again.exit_code == 2
+    assert json.loads(again.stdout) == {
+        "ok": False,
+        "error": f"{clip / 'masks'}: already exists; pass --overwrite to replace it or choose another output",
+        "exit_code": 2,
+    }
+    assert runner.invoke(app, args + ["--soft", "--overwrite", "--smooth", "3"]).exit_code == 0
+    bad = runner.invoke(app, ["matte", str(clip), "-o", str(tmp_path / "m"), "--smooth", "4"])
+    assert bad.exit_code == 2 and "--smooth 4" in bad.output and "Traceback" not in bad.output
+
+
+def test_cli_stdout_is_only_json_in_a_fresh_process(tmp_path, lite_models, clip_frames):
+    """Paddle's import-time warnings and PaddleSeg's logger must not reach stdout."""
+    frames = _write_folder(tmp_path / "frames", clip_frames[:2], ["a.png", "b.png"])
+    pin = repr(matting.MODELS[LITE].sha256)  # the fixture's pin, repeated in the new process
+    code = (
+        "import dataclasses, sys; from magicanimate_cli import cli, matting; "
+        f"matting.MODELS[{LITE!r}] = dataclasses.replace(matting.MODELS[{LITE!r}], sha256={pin}); "
+        "sys.argv[0] = 'magicanimate'; cli.entrypoint()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "matte", str(frames), "-o", str(tmp_path / "out"), "--models", str(lite_models), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["frames"] == 2
+    assert "ccache" not in done.stderr and "[INFO]" not in done.stderr + done.stdout
