@@ -1,0 +1,69 @@
+"""Settings, result and layout names of the DensePose stage (no heavy imports: the CLI reads them)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import UserError
+
+DEVICES = ("auto", "cuda", "cpu")
+CLIP_IMAGES = "images"
+CLIP_OUTPUT = "densepose"
+CLIP_LABELS = "densepose_labels"
+
+
+@dataclass(frozen=True)
+class DensePoseConfig:
+    """The stage's settings and their defaults.
+
+    * ``batch_size`` 4: frames per forward pass. Batching pays on a GPU (see
+      benchmarks/densepose_batching.py); 4 frames of 800×1333 fit in a few GiB.
+    * ``min_score`` 0.8: keep people detected with a score above this. It is ``apply_net show``'s
+      default; vid2densepose runs detectron2's 0.05, which paints spurious "people" (bits of
+      furniture, shadows, reflections) that the animator then treats as limbs.
+    * ``max_people`` 1: keep the best-scoring person only (0 keeps everyone). MagicAnimate animates
+      one reference person, so every other body in the driving video becomes a ghost limb or
+      a second copy; crop to the subject first when several people are in view.
+    * ``smooth`` 0 (off) or an odd K: per-pixel majority label over K frames.
+    * ``fill_missing`` off: frames without a person are reported; with it they take the labels of
+      the nearest frame that has one.
+    """
+
+    batch_size: int = 4
+    min_score: float = 0.8
+    max_people: int = 1
+    smooth: int = 0
+    fill_missing: bool = False
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
+        if not 0.0 <= self.min_score < 1.0:
+            raise UserError(f"--min-score {self.min_score}: must be in [0, 1)")
+        if self.max_people < 0:
+            raise UserError(f"--max-people {self.max_people}: must be 0 (everyone) or more")
+        if self.smooth < 0 or (self.smooth > 1 and self.smooth % 2 == 0):
+            raise UserError(f"--smooth {self.smooth}: use 0 (off) or an odd window (3, 5, ...) centred on each frame")
+
+
+@dataclass(frozen=True)
+class DensePoseResult:
+    input: str
+    output: str
+    labels: str | None
+    frames: int
+    fps: float
+    missing: int  # frames where no person was found
+    missing_frames: list[int]
+    filled: int  # of those, frames given the labels of the nearest good frame
+    smooth: int
+    resumed: int  # frames whose labels an interrupted run had already made
+    model: str
+    device: str
+    batch_size: int
+    min_score: float
+    max_people: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,117 @@
+"""DensePose part labels and the colours MagicAnimate's driving videos use (pure numpy).
+
+MagicAnimate was trained on DensePose fine-segmentation renders in the vid2densepose style
+(reference/official-inference.md §10): every pixel of a person gets its part label ``l`` in
+0..24, drawn with OpenCV's VIRIDIS colour map at ``floor(l * 255 / 24)``, alpha 1, over a canvas
+filled with viridis(0). So a render is a pure function of the label map:
+``render_labels(labels) == PALETTE[labels]``, and ``labels_from_render`` inverts it exactly for
+lossless renders (PNG), or snaps to the nearest colour for compressed ones (mp4).
+
+``PALETTE`` is OpenCV's VIRIDIS LUT (``cv2.applyColorMap(..., cv2.COLORMAP_VIRIDIS)``, BGR,
+flipped to RGB) sampled at ``floor(l * 255 / 24)``; the values are written out here so the
+renderer does not need OpenCV, and the tests recompute them with OpenCV and check them against
+the table of §10.3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+N_LABELS = 25  # background + 24 fine parts (detectron2 DensePose N_PART_LABELS = 24)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+#: Index into the VIRIDIS LUT for each label: floor(l * 255 / 24) (detectron2's val_scale 10.625).
+COLORMAP_INDEX = _frozen(np.array([(label * 255) // 24 for label in range(N_LABELS)], dtype=np.uint8))
+
+#: RGB colour of each label 0..24 (25×3 uint8); row 0 is the canvas, viridis(0) = (68, 1, 84).
+PALETTE = _frozen(
+    np.array(
+        [
+            (68, 1, 84), (71, 16, 99), (72, 31, 112), (71, 44, 122), (68, 57, 131),
+            (64, 70, 136), (59, 81, 139), (54, 93, 141), (49, 104, 142), (44, 113, 142),
+            (40, 124, 142), (37, 133, 142), (33, 144, 141), (31, 154, 138), (32, 163, 134),
+            (39, 173, 129), (53, 183, 121), (70, 192, 111), (92, 200, 99), (115, 208, 86),
+            (142, 214, 69), (170, 220, 50), (197, 224, 33), (226, 228, 24), (253, 231, 37),
+        ],
+        dtype=np.uint8,
+    )
+)  # fmt: skip
+
+#: The canvas colour of every render: viridis(0) as RGB.
+BACKGROUND = (68, 1, 84)
+
+#: Fine label -> its mirror image's label (detectron2 ``DensePoseTransformData.POINT_LABEL_SYMMETRIES``):
+#: 3<->4, 5<->6, ..., 23<->24; 0, 1, 2 map to themselves. Index it with a label map to swap sides.
+POINT_LABEL_SYMMETRIES = _frozen(
+    np.array([0, 1, 2, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21, 24, 23], dtype=np.uint8)
+)
+
+#: Coarse (14-part) label symmetries, detectron2 ``MASK_LABEL_SYMMETRIES``.
+MASK_LABEL_SYMMETRIES = _frozen(np.array([0, 1, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 14], dtype=np.uint8))
+
+#: Part names of the fine labels (detectron2 ``densepose/data/samplers/densepose_base.py``).
+PART_NAMES = (
+    "background",
+    "torso", "torso",
+    "right hand", "left hand", "left foot", "right foot",
+    "upper leg right", "upper leg left", "upper leg right", "upper leg left",
+    "lower leg right", "lower leg left", "lower leg right", "lower leg left",
+    "upper arm left", "upper arm right", "upper arm left", "upper arm right",
+    "lower arm left", "lower arm right", "lower arm left", "lower arm right",
+    "head", "head",
+)  # fmt: skip
+
+# 24-bit RGB code of each palette colour, and the label of each code, for the exact inverse.
+_CODES = (PALETTE[:, 0].astype(np.int64) << 16) | (PALETTE[:, 1].astype(np.int64) << 8) | PALETTE[:, 2]
+_CODE_ORDER = np.argsort(_CODES)
+_SORTED_CODES = _CODES[_CODE_ORDER]
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype != np.uint8:
+        raise ValueError(f"label maps must be uint8, got {labels.dtype}")
+    if labels.size and int(labels.max()) >= N_LABELS:
+        raise ValueError(f"label maps hold 0..{N_LABELS - 1}; found {int(labels.max())}")
+    return labels
+
+
+def render_labels(labels: np.ndarray) -> np.ndarray:
+    """The vid2densepose/MagicAnimate render of a label map (``H×W`` or ``T×H×W`` uint8 0..24) as RGB."""
+    return PALETTE[_check_labels(labels)]
+
+
+def labels_from_render(rgb: np.ndarray, nearest: bool = False) -> np.ndarray:
+    """The label map of a render (``...×3`` uint8 RGB): the exact inverse of ``render_labels``.
+
+    A pixel whose colour is not in ``PALETTE`` raises ``ValueError`` unless ``nearest`` is set;
+    then every pixel takes the label of the nearest palette colour (Euclidean RGB), which is what
+    a compressed video (h264, yuv420p) of a render needs.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim < 3 or rgb.shape[-1] != 3:
+        raise ValueError("renders must be uint8 RGB arrays of shape ...×3")
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    position = np.clip(np.searchsorted(_SORTED_CODES, codes), 0, N_LABELS - 1)
+    exact = _SORTED_CODES[position] == codes
+    labels = _CODE_ORDER[position].astype(np.uint8)
+    if exact.all():
+        return labels
+    if not nearest:
+        raise ValueError(f"{int((~exact).sum())} pixels are not DensePose palette colours; pass nearest=True for compressed renders")
+    off = ~exact
+    pixels = rgb[off].astype(np.int32)
+    best = np.zeros(len(pixels), dtype=np.uint8)
+    best_distance = np.full(len(pixels), np.iinfo(np.int32).max, dtype=np.int32)
+    for label, colour in enumerate(PALETTE.astype(np.int32)):
+        distance = ((pixels - colour) ** 2).sum(axis=1)
+        closer = distance < best_distance
+        best[closer] = label
+        best_distance[closer] = distance[closer]
+    labels[off] = best
+    return labels

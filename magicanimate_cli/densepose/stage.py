@@ -1,0 +1,361 @@
+"""The ``densepose()`` stage: read frames, estimate labels in batches, repair, render, write."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from .config import CLIP_IMAGES, CLIP_LABELS, CLIP_OUTPUT, DEVICES, DensePoseConfig, DensePoseResult
+
+WORK_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- inputs and outputs
+
+
+@dataclass(frozen=True)
+class _Plan:
+    source: Path  # a video or a frames folder
+    output: Path
+    labels: Path | None
+    names: list[str]  # output file name of each frame (folder outputs)
+    count: int
+    fps: float
+    identity: dict  # what the labels depend on (resume check)
+
+
+def _plan(input: Path, output: Path | None, labels: Path | None) -> _Plan:
+    from .. import media
+
+    if not input.exists():
+        raise UserError(f"{input}: no such file or folder")
+    if input.is_dir() and (input / CLIP_IMAGES).is_dir():
+        source = input / CLIP_IMAGES
+        output = output if output is not None else input / CLIP_OUTPUT
+        labels = labels if labels is not None else input / CLIP_LABELS
+    elif input.is_dir() or media.is_video(input):
+        source = input
+        if output is None:
+            raise UserError(f"{input}: pass -o OUTPUT (a .mp4 or a folder); only a clip folder (with {CLIP_IMAGES}/) has a default output")
+    else:
+        raise UserError(f"{input}: not a video, a frames folder or a clip folder; pass an .mp4, a folder of frames, or a folder with {CLIP_IMAGES}/")
+    if media.is_image(output):
+        raise UserError(f"{output}: the output is a video (.mp4) or a folder of PNG frames, not an image file")
+    if labels is not None and (media.is_video(labels) or media.is_image(labels)):
+        raise UserError(f"{labels}: --labels is a folder that receives one PNG label map per frame")
+    for a, b in ((output, labels), (output, source), (labels, source)):
+        if a is not None and b is not None and a.resolve() == b.resolve():
+            raise UserError(f"{a}: used twice (input, output and --labels must be different paths)")
+
+    if source.is_dir():
+        files = media.list_frame_files(source)
+        if not files:
+            raise UserError(f"{source}: folder has no image frames (expected 00000.png, 00001.png, ...)")
+        names = [f"{file.stem}.png" for file in files]
+        if len(set(names)) != len(names):  # e.g. a.png and a.jpg
+            names = [media.frame_name(i) for i in range(len(files))]
+        count, fps = len(files), media.DEFAULT_FPS
+        identity = {"input": str(source.resolve()), "files": [f.name for f in files], "mtime": max(f.stat().st_mtime_ns for f in files)}
+    else:
+        info = media.probe(source)
+        count, fps = info.frames, info.fps
+        names = [media.frame_name(i) for i in range(count)]
+        stat = source.stat()
+        identity = {"input": str(source.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    if count == 0:
+        raise UserError(f"{source}: no frames")
+    return _Plan(source, output, labels, names, count, fps, identity)
+
+
+class _FolderWriter:
+    """PNG frames with given file names into a folder that appears only when complete."""
+
+    def __init__(self, path: Path, names: list[str], overwrite: bool) -> None:
+        from .. import media
+
+        self.path = media.check_output(path, overwrite)
+        self.names = names
+        self.count = 0
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> _FolderWriter:
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent))
+        return self
+
+    def write(self, array) -> None:
+        from .. import media
+
+        media.write_png(self._tmp / self.names[self.count], array)
+        self.count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self.count > 0:
+                _replace(self._tmp, self.path)
+                self._tmp = None
+        finally:
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    if final.is_dir() and not final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if final.exists() or final.is_symlink():
+            final.unlink()
+        os.replace(tmp, final)
+
+
+def _writer(path: Path, names: list[str], fps: float, overwrite: bool):
+    from .. import media
+
+    if media.is_video(path):
+        return media.FrameWriter(path, fps, overwrite)
+    return _FolderWriter(path, names, overwrite)
+
+
+# ----------------------------------------------------------------------------- resumable labels
+
+
+class _Work:
+    """The per-frame label maps of a run, kept in ``.<output>.densepose-work/`` until the outputs exist."""
+
+    def __init__(self, output: Path, identity: dict) -> None:
+        self.folder = output.parent / f".{output.name}.densepose-work"
+        self.state = self.folder / "state.json"
+        self.records = self.folder / "frames.jsonl"
+        self.identity = {"version": WORK_VERSION, **identity}
+        self.people: list[int] = []
+        self.resumed = 0
+
+    def open(self, names: list[str]) -> None:
+        """Reuse the labels of an interrupted run with the same identity; otherwise start afresh."""
+        if self.folder.is_dir():
+            try:
+                same = json.loads(self.state.read_text()) == self.identity
+            except (OSError, ValueError):
+                same = False
+            if same:
+                self.people = self._read_records(names)
+                self.resumed = len(self.people)
+                return
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        self.state.write_text(json.dumps(self.identity))
+
+    def _read_records(self, names: list[str]) -> list[int]:
+        people = []
+        try:
+            lines = self.records.read_text().splitlines()
+        except OSError:
+            return people
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break
+            index = len(people)
+            if record.get("i") != index or index >= len(names) or not (self.folder / names[index]).is_file():
+                break
+            people.append(int(record["people"]))
+        return people
+
+    def add(self, names: list[str], label_maps, people: list[int]) -> None:
+        from .. import media
+
+        for label_map, count in zip(label_maps, people):
+            media.write_png(self.folder / names[len(self.people)], label_map)
+            self.people.append(count)
+        with open(self.records, "a") as handle:
+            for offset in range(len(people)):
+                index = len(self.people) - len(people) + offset
+                handle.write(json.dumps({"i": index, "people": self.people[index]}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read(self, name: str):
+        from .. import media
+
+        return media.read_map(self.folder / name)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _model(config, weights, estimator) -> tuple[str, str]:
+    """The model's display name and what its labels depend on (for resuming)."""
+    if estimator is not None:
+        name = str(getattr(estimator, "name", type(estimator).__name__))
+        return name, name
+    from .estimator import resolve_model
+
+    spec, yaml_file = resolve_model(config)
+    name = spec.name if spec is not None else yaml_file.stem
+    source = spec.name if spec is not None else str(yaml_file.resolve())
+    return name, f"{source}|{Path(weights).expanduser().resolve() if weights else 'zoo'}"
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def densepose(
+    input: Path | str,
+    output: Path | str | None = None,
+    *,
+    labels: Path | str | None = None,
+    config: str | Path | None = None,
+    weights: Path | str | None = None,
+    models: Path | str | None = None,
+    batch_size: int = DensePoseConfig.batch_size,
+    min_score: float = DensePoseConfig.min_score,
+    max_people: int = DensePoseConfig.max_people,
+    fill_missing: bool = DensePoseConfig.fill_missing,
+    smooth: int = DensePoseConfig.smooth,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress=None,
+    estimator=None,
+) -> DensePoseResult:
+    """Run DensePose over ``input`` and write MagicAnimate driving frames to ``output``.
+
+    ``input`` is a video, a frames folder, or a clip folder (reads ``images/``, writes
+    ``densepose/`` and ``densepose_labels/`` unless ``output``/``labels`` say otherwise).
+    ``output`` is a video path or a folder; ``labels`` a folder for the label maps. ``config``
+    is a zoo model name (``MODELS``) or a detectron2 YAML; ``weights`` a ``.pkl``/``.pth`` (default:
+    the zoo weights, downloaded once into ``models``). ``estimator`` replaces detectron2: a
+    callable taking a list of RGB frames and returning one ``charts.Detections`` per frame
+    (``config``, ``weights``, ``models`` and ``device`` are then unused).
+    """
+    from .. import media
+    from .charts import frame_labels
+    from .palette import render_labels
+    from .repair import fill_sources, majority, window
+
+    settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing)
+    settings.validate()
+    if device not in DEVICES:
+        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+    model_name, model_key = _model(config, weights, estimator)  # a bad --config fails before any work
+    model_device = "n/a"
+    if estimator is None:
+        from .estimator import require_detectron2
+
+        if weights is not None and not Path(weights).expanduser().is_file():
+            raise UserError(f"{weights}: no such weights file")
+        require_detectron2()
+    progress = progress or (lambda stage, done, total: None)
+    started = time.perf_counter()
+
+    plan = _plan(Path(input), Path(output) if output is not None else None, Path(labels) if labels is not None else None)
+    media.check_output(plan.output, overwrite)
+    if plan.labels is not None:
+        media.check_output(plan.labels, overwrite)
+    identity = {**plan.identity, "model": model_key, "min_score": min_score, "max_people": max_people}
+    work = _Work(plan.output, identity)
+    work.open(plan.names)
+
+    # 1. labels of every frame (resumable)
+    if len(work.people) < plan.count:
+        if estimator is None:
+            from .estimator import load_estimator
+
+            estimator = load_estimator(config, weights, models, device, min_score, max_people, progress)
+        model_name = str(getattr(estimator, "name", model_name))
+        model_device = str(getattr(estimator, "device", "n/a"))
+        batch: list = []
+        frames_seen = 0
+        progress("densepose", len(work.people), plan.count)
+
+        def flush() -> None:
+            detections = estimator(batch)
+            if len(detections) != len(batch):
+                raise RuntimeError(f"the estimator returned {len(detections)} results for {len(batch)} frames")
+            maps, people = [], []
+            for frame, found in zip(batch, detections):
+                label_map, count = frame_labels(found, frame.shape[0], frame.shape[1], min_score, max_people)
+                maps.append(label_map)
+                people.append(count if label_map.any() else 0)  # a person without a single part pixel is no person
+            work.add(plan.names, maps, people)
+            batch.clear()
+            progress("densepose", len(work.people), plan.count)
+
+        for frame in media.iter_frames(plan.source):
+            if frames_seen >= plan.count:
+                break
+            if frames_seen >= len(work.people):
+                batch.append(frame)
+                if len(batch) == batch_size:
+                    flush()
+            frames_seen += 1
+        if batch:
+            flush()
+    count = len(work.people)
+    if count == 0:
+        work.remove()
+        raise UserError(f"{plan.source}: no frames could be read")
+
+    # 2. repair plan
+    missing_frames = [i for i, n in enumerate(work.people) if n == 0]
+    if len(missing_frames) == count:
+        work.remove()
+        raise UserError(f"{plan.source}: DensePose found no person in any of its {count} frames (score above {min_score}); check the input or lower --min-score")
+    sources = fill_sources([n == 0 for n in work.people]) if fill_missing else list(range(count))
+    filled = sum(1 for i in missing_frames if sources[i] != i)
+
+    # 3. render (and write the label maps)
+    cache: OrderedDict[int, object] = OrderedDict()
+
+    def labels_of(index: int):
+        raw = sources[index]
+        if raw not in cache:
+            cache[raw] = work.read(plan.names[raw])
+            while len(cache) > max(smooth, 1) + 2:
+                cache.popitem(last=False)
+        cache.move_to_end(raw)
+        return cache[raw]
+
+    names = plan.names[:count]
+    with _writer(plan.output, names, plan.fps, overwrite) as out:
+        label_writer = _writer(plan.labels, names, plan.fps, overwrite) if plan.labels is not None else None
+        with label_writer if label_writer is not None else nullcontext():
+            for index in range(count):
+                if smooth > 1:
+                    span = window(index, count, smooth)
+                    label_map = majority([labels_of(j) for j in span], index - span.start)
+                else:
+                    label_map = labels_of(index)
+                out.write(render_labels(label_map))
+                if label_writer is not None:
+                    label_writer.write(label_map)
+                progress("render", index + 1, count)
+    work.remove()
+    return DensePoseResult(
+        input=str(input),
+        output=str(plan.output),
+        labels=str(plan.labels) if plan.labels is not None else None,
+        frames=count,
+        fps=plan.fps,
+        missing=len(missing_frames),
+        missing_frames=missing_frames,
+        filled=filled,
+        smooth=smooth,
+        resumed=work.resumed,
+        model=model_name,
+        device=model_device,
+        batch_size=batch_size,
+        min_score=min_score,
+        max_people=max_people,
+        seconds=round(time.perf_counter() - started, 3),
+    )
