@@ -1,0 +1,211 @@
+"""The clip folder: ``images/``, ``densepose/``, ``masks/`` (+ ``densepose_labels/``), ``meta.json``.
+
+This is the layout of the TikTok dataset that DisCo, MagicAnimate and their followers read::
+
+    CLIP/images/00000.png      uint8 RGB frames
+    CLIP/densepose/00000.png   DensePose renderings (viridis palette, see densepose.py)
+    CLIP/masks/00000.png       single-channel person masks, 255 = person
+    CLIP/densepose_labels/00000.png  optional: DensePose part labels 0..24 (single channel)
+    CLIP/meta.json             where the clip came from and how it was made
+
+Subfolders share file names frame for frame. ``meta.json`` records the source, fps, crop box,
+the software versions and one record per stage (parameters, status, timing, result), which is
+what makes ``magicanimate preprocess`` resumable: a stage whose record says ``done`` with the
+same parameters is skipped on a re-run; one left ``running`` (interrupted) is redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import UserError
+
+IMAGES = "images"
+DENSEPOSE = "densepose"
+MASKS = "masks"
+LABELS = "densepose_labels"  # as written by `magicanimate densepose` in clip mode
+SUBFOLDERS = (IMAGES, DENSEPOSE, MASKS, LABELS)
+META = "meta.json"
+META_FORMAT = 1
+
+# stage statuses written to meta.json
+RUNNING, DONE, FAILED, UNAVAILABLE, SKIPPED = "running", "done", "failed", "unavailable", "skipped"
+
+
+def is_clip_folder(path: Path) -> bool:
+    """True for a folder with ``meta.json`` or at least one of the clip subfolders."""
+    path = Path(path)
+    return path.is_dir() and ((path / META).is_file() or any((path / sub).is_dir() for sub in SUBFOLDERS))
+
+
+def subfolders(path: Path) -> list[str]:
+    """The clip subfolders present in ``path`` that hold at least one frame, in layout order."""
+    from .media import list_frame_files
+
+    return [sub for sub in SUBFOLDERS if (Path(path) / sub).is_dir() and list_frame_files(Path(path) / sub)]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict[str, str]:
+    """Versions of the software that shapes a clip's pixels (recorded in meta.json)."""
+    import numpy
+    import PIL
+
+    found = {"magicanimate_cli": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "pillow": PIL.__version__}
+    found["ffmpeg"] = ffmpeg_version()
+    return found
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_version() -> str:
+    """First line of ``ffmpeg -version`` of the binary media.py uses (e.g. ``ffmpeg version 9.0.2``)."""
+    import subprocess
+
+    from .media import ffmpeg_binary
+
+    try:
+        out = subprocess.run([ffmpeg_binary(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    first = out.splitlines()[0] if out else "unknown"
+    return " ".join(first.split()[:3])
+
+
+def read_meta(folder: Path) -> dict | None:
+    """The clip's meta.json, or None when there is none."""
+    path = Path(folder) / META
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable meta.json ({exc.__class__.__name__}); delete it or pass --force") from exc
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    """Write meta.json atomically (temporary name in the same folder, then rename)."""
+    path = Path(folder) / META
+    tmp = path.with_name(f".{META}.partial")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class Clip:
+    """A clip folder and its meta.json, with one record per stage.
+
+    ``start(stage, params)`` writes ``running`` before the work begins, ``finish`` writes
+    ``done`` (or ``fail`` writes ``failed``/``unavailable``), so a run killed half-way leaves the
+    stage ``running`` and the next run redoes it. Every change is saved at once.
+    """
+
+    def __init__(self, path: Path, meta: dict | None = None):
+        self.path = Path(path)
+        self.meta = meta if meta is not None else (read_meta(self.path) or {})
+        self.meta.setdefault("format", META_FORMAT)
+        self.meta.setdefault("stages", {})
+
+    # ------------------------------------------------------------------ records
+
+    def record(self, stage: str) -> dict:
+        return self.meta["stages"].get(stage, {})
+
+    def status(self, stage: str) -> str | None:
+        return self.record(stage).get("status")
+
+    def is_done(self, stage: str, params: dict) -> bool:
+        """Finished before with exactly these parameters."""
+        rec = self.record(stage)
+        return rec.get("status") == DONE and rec.get("params") == _jsonable(params)
+
+    def save(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.meta["updated"] = now()
+        write_meta(self.path, self.meta)
+
+    def start(self, stage: str, params: dict) -> None:
+        self.meta["stages"][stage] = {"status": RUNNING, "params": _jsonable(params), "started": now()}
+        self._clock = time.perf_counter()
+        self.save()
+
+    def finish(self, stage: str, result: dict | None = None) -> None:
+        rec = self.meta["stages"][stage]
+        rec.update(status=DONE, finished=now(), seconds=round(time.perf_counter() - getattr(self, "_clock", time.perf_counter()), 3))
+        if result:
+            rec["result"] = _jsonable(result)
+        self.save()
+
+    def fail(self, stage: str, message: str, status: str = FAILED, hint: str | None = None, params: dict | None = None) -> None:
+        rec = self.meta["stages"].setdefault(stage, {})
+        if params is not None:
+            rec["params"] = _jsonable(params)
+        rec.update(status=status, error=message, finished=now())
+        if hint:
+            rec["hint"] = hint
+        else:
+            rec.pop("hint", None)
+        self.save()
+
+    def skip(self, stage: str, reason: str) -> None:
+        self.meta["stages"][stage] = {"status": SKIPPED, "reason": reason, "finished": now()}
+        self.save()
+
+    def forget(self, *stages: str) -> None:
+        for stage in stages:
+            self.meta["stages"].pop(stage, None)
+
+
+def temp_beside(final: Path, directory: bool = True, suffix: str = "") -> Path:
+    """A fresh hidden temporary folder (or file) next to ``final``, for an atomic rename later."""
+    import tempfile
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{suffix or final.suffix}", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Move the finished ``tmp`` onto ``final``, replacing a file or folder that is there."""
+    import shutil
+
+    tmp, final = Path(tmp), Path(final)
+    if final.is_dir() and not final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def discard(tmp: Path | None) -> None:
+    """Remove a temporary file or folder if it is still there."""
+    import shutil
+
+    if tmp is None:
+        return
+    tmp = Path(tmp)
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(value, default=str))

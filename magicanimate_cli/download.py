@@ -1,0 +1,546 @@
+"""``magicanimate download``: videos by URL or YouTube ID (yt-dlp), time ranges, TED-talks tracklets.
+
+* Each video is fetched once through the yt-dlp Python API: the best mp4 video stream no taller
+  than ``max_height`` (h264 preferred at equal resolution; no audio, MagicAnimate needs none). A
+  non-mp4 result is remuxed into mp4 with ffmpeg.
+* Downloads go to a hidden work folder ``DIR/.<name>.download-<hash>/`` whose name depends only on
+  the URL, so an interrupted download resumes from its ``.part`` file on the next run; only a
+  complete, readable video is renamed to ``DIR/<name>.mp4``. A video already there is skipped
+  (``overwrite`` downloads it again).
+* Failures are retried ``retries`` times (yt-dlp's own HTTP/fragment retries, plus whole
+  attempts with a growing pause for errors yt-dlp does not retry, such as a 503 while reading the
+  page); errors that cannot get better (404, 403, private or removed videos) are not retried.
+  One failed video does not stop the others; the result lists each one.
+* ``start``/``end`` cut a time range out of each video (frame-exact, re-encoded with libx264) into
+  ``DIR/<name>_<start>-<end>.mp4``; the full download stays beside it for other cuts.
+* ``tracklets`` reads the TED-talks metadata CSV
+  (``video_id,start,end,bbox,fps,width,height,partition``, video_id ``YOUTUBEID#STARTFRAME#ENDFRAME``,
+  bbox ``x0-y0-x1-y1``) and writes one clip per row into ``DIR/<partition>/<video_id>.mp4``,
+  cut in time and cropped to the row's box, with the semantics of the dataset's reference loader
+  (video-preprocessing ``load_videos.py``): ``start``/``end`` are frame numbers at the row's
+  ``fps`` (end exclusive) and the box is given in a ``width×height`` frame and scaled to the real
+  video size. When ``start`` and ``end`` are both 0 (the ``ted-metadata.csv`` published with
+  articulated-animation) the frame numbers in ``video_id`` are used instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_MAX_HEIGHT = 1080
+DEFAULT_RETRIES = 3
+YOUTUBE_URL = "https://www.youtube.com/watch?v={id}"
+RETRY_WAIT = 2.0  # seconds before the 2nd whole attempt; doubles each time, at most 60 s
+_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+_PERMANENT = ("HTTP Error 404", "HTTP Error 403", "HTTP Error 410", "Unsupported URL", "Video unavailable", "Private video",
+              "Requested format is not available", "is not a valid URL", "This video has been removed")
+TRACKLET_COLUMNS = ("video_id", "bbox", "fps", "width", "height")
+
+
+@dataclass
+class DownloadResult:
+    output: str
+    items: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(item["status"] != "failed" for item in self.items)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict:
+        counts = {status: sum(1 for i in self.items if i["status"] == status) for status in ("downloaded", "skipped", "cut", "failed")}
+        return {"ok": self.ok, "output": self.output, **counts, "items": self.items, "seconds": self.seconds}
+
+    def for_humans(self) -> dict:
+        """Counts, then one line per failed video or clip (the terminal view)."""
+
+        summary = {k: v for k, v in self.to_dict().items() if k not in ("items", "ok")}
+        for item in self.items:
+            if item["status"] == "failed":
+                summary[item["source"]] = f"failed: {item.get('error')}"
+        return summary
+
+
+@dataclass(frozen=True)
+class Tracklet:
+    line: int
+    video_id: str  # the full id, YOUTUBEID#START#END
+    youtube_id: str
+    start: int  # frame numbers at fps, end exclusive
+    end: int
+    bbox: tuple[int, int, int, int]
+    fps: float
+    width: int
+    height: int
+    partition: str
+    from_id: bool = True  # the range came from video_id (start and end columns were 0)
+
+    @property
+    def name(self) -> str:
+        """The clip's file name: video_id, plus the range when it came from the start/end columns."""
+        return self.video_id if self.from_id else f"{self.video_id}#{self.start:06d}#{self.end:06d}"
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_time(value) -> float | None:
+    """Seconds from ``90``, ``90.5``, ``1:30`` or ``0:01:30.5``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        parts = str(value).strip().split(":")
+        try:
+            if len(parts) > 3:
+                raise ValueError
+            seconds = 0.0
+            for part in parts:
+                seconds = seconds * 60 + float(part)
+        except ValueError:
+            raise UserError(f"time {value!r}: expected seconds (90.5) or [HH:]MM:SS(.ms) (1:30.5)") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UserError(f"time {value!r}: must be a non-negative number of seconds")
+    return seconds
+
+
+def source_url(ref: str, url_template: str = YOUTUBE_URL) -> str:
+    """A URL as it is; a YouTube video ID through ``url_template``."""
+    if "://" in ref:
+        return ref
+    if _YOUTUBE_ID.match(ref):
+        return url_template.format(id=ref)
+    raise UserError(f"{ref}: neither a URL (https://...) nor an 11-character YouTube video ID")
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a video id (letters, digits, . _ - # kept)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._#-]+", "_", name).strip("._") or "video"
+    return cleaned[:120]
+
+
+def read_tracklets(path: Path) -> list[Tracklet]:
+    """Rows of a TED-talks metadata CSV (see the module docstring), validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such tracklets file")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in TRACKLET_COLUMNS if c not in columns]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)}; expected video_id,start,end,bbox,fps,width,height,partition")
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            if not row.get("video_id"):
+                continue
+            rows.append(_tracklet(path, number, row))
+    if not rows:
+        raise UserError(f"{path}: no tracklet rows")
+    return rows
+
+
+def _tracklet(path: Path, line: int, row: dict) -> Tracklet:
+    where = f"{path}:{line}"
+    parts = row["video_id"].split("#")
+    youtube_id = parts[0]
+    if not youtube_id:
+        raise UserError(f"{where}: video_id {row['video_id']!r} has no YouTube ID before '#'")
+    try:
+        start = int(float(row.get("start") or 0))
+        end = int(float(row.get("end") or 0))
+        fps = float(row["fps"])
+        width, height = int(float(row["width"])), int(float(row["height"]))
+        bbox = tuple(int(float(v)) for v in row["bbox"].split("-"))
+    except ValueError:
+        raise UserError(f"{where}: start/end/fps/width/height must be numbers and bbox x0-y0-x1-y1") from None
+    from_id = start == 0 and end == 0
+    if from_id:
+        if len(parts) != 3:
+            raise UserError(f"{where}: start and end are 0 and video_id {row['video_id']!r} is not YOUTUBEID#STARTFRAME#ENDFRAME")
+        try:
+            start, end = int(parts[1]), int(parts[2])
+        except ValueError:
+            raise UserError(f"{where}: frame numbers in video_id {row['video_id']!r} are not integers") from None
+    if len(bbox) != 4 or bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
+        raise UserError(f"{where}: bbox {row['bbox']!r} must be x0-y0-x1-y1 with x1 > x0 and y1 > y0")
+    if end <= start or fps <= 0 or width <= 0 or height <= 0:
+        raise UserError(f"{where}: need end > start, fps > 0, width > 0, height > 0")
+    return Tracklet(line, row["video_id"], youtube_id, start, end, bbox, fps, width, height, row.get("partition", ""), from_id)
+
+
+# ----------------------------------------------------------------------------- yt-dlp
+
+
+class _Log:
+    """yt-dlp logger that keeps messages instead of printing them (library functions never print)."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def debug(self, message: str) -> None:
+        pass
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warning(self, message: str) -> None:
+        self.messages.append(message)
+
+    def error(self, message: str) -> None:
+        self.messages.append(message)
+
+
+def format_selector(max_height: int) -> str:
+    """Best mp4 video stream no taller than ``max_height`` (unknown heights allowed), then any container."""
+    h = f"[height<=?{int(max_height)}]"
+    return f"bv*[ext=mp4]{h}/b[ext=mp4]{h}/bv*{h}/b{h}"
+
+
+def ydl_options(work: Path, *, max_height: int, retries: int, log: _Log, progress=None) -> dict:
+    from .media import ffmpeg_binary
+
+    def hook(status: dict) -> None:
+        if progress is None:
+            return
+        done = int(status.get("downloaded_bytes") or 0)
+        total = int(status.get("total_bytes") or status.get("total_bytes_estimate") or 0)
+        if status.get("status") == "finished":
+            total = done = max(done, total)
+        progress("download", done, max(total, done, 1))
+
+    return {
+        "format": format_selector(max_height),
+        "format_sort": ["res", "vcodec:h264"],
+        "outtmpl": {"default": str(work / "video.%(ext)s")},
+        "paths": {"home": str(work), "temp": str(work)},
+        "noplaylist": True,
+        "noprogress": True,
+        "quiet": True,
+        "no_warnings": True,
+        "logger": log,
+        "progress_hooks": [hook],
+        "retries": retries,
+        "fragment_retries": retries,
+        "extractor_retries": retries,
+        "file_access_retries": retries,
+        "continuedl": True,
+        "overwrites": False,
+        "ffmpeg_location": ffmpeg_binary(),
+        "writesubtitles": False,
+        "writethumbnail": False,
+    }
+
+
+def _is_permanent(message: str) -> bool:
+    return any(marker.lower() in message.lower() for marker in _PERMANENT)
+
+
+def _clean_error(message: str) -> str:
+    message = re.sub(r"^ERROR:\s*", "", str(message).strip().splitlines()[-1] if str(message).strip() else "download failed")
+    return message
+
+
+def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = DEFAULT_MAX_HEIGHT, retries: int = DEFAULT_RETRIES,
+          overwrite: bool = False, progress=None) -> tuple[Path, str]:
+    """Download ``url`` to ``folder/<name>.mp4`` (name: the video's id). Returns (path, status).
+
+    status is ``downloaded`` or ``skipped`` (already complete). Raises ``UserError`` with yt-dlp's
+    message when the video cannot be had.
+    """
+    try:
+        import yt_dlp
+    except ImportError:
+        raise UserError("yt-dlp is not installed; install it with: pip install yt-dlp") from None
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        final = folder / f"{safe_name(name)}.mp4"
+        if final.exists() and not overwrite:
+            if _readable(final):
+                return final, "skipped"
+            raise UserError(f"{final}: exists but is not a readable video; pass --overwrite to download it again")
+    work = folder / f".{safe_name(name or 'url')}.download-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
+    work.mkdir(exist_ok=True)
+    log = _Log()
+    attempt = 0
+    while True:
+        try:
+            with yt_dlp.YoutubeDL(ydl_options(work, max_height=max_height, retries=retries, log=log, progress=progress)) as ydl:
+                info = ydl.extract_info(url, download=False)
+                if info.get("_type") in ("playlist", "multi_video"):
+                    raise UserError(f"{url}: is a playlist; pass the videos' URLs or IDs one by one")
+                if name is None:
+                    final = folder / f"{safe_name(str(info.get('id') or 'video'))}.mp4"
+                    if final.exists() and not overwrite:
+                        shutil.rmtree(work, ignore_errors=True)
+                        if _readable(final):
+                            return final, "skipped"
+                        raise UserError(f"{final}: exists but is not a readable video; pass --overwrite to download it again")
+                info = ydl.process_ie_result(info, download=True)
+            break
+        except UserError:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        except yt_dlp.utils.DownloadError as exc:
+            message = _clean_error(str(exc))
+            if attempt >= retries or _is_permanent(message):
+                if not any(p.name.endswith(".part") for p in work.iterdir()):
+                    shutil.rmtree(work, ignore_errors=True)  # nothing to resume
+                raise UserError(f"{url}: {message}") from None
+            time.sleep(min(60.0, RETRY_WAIT * 2**attempt))
+            attempt += 1
+    downloads = info.get("requested_downloads") or [{}]
+    got = Path(downloads[0].get("filepath") or downloads[0].get("_filename") or "")
+    if not got.is_file():
+        candidates = [p for p in work.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
+        if not candidates:
+            raise UserError(f"{url}: yt-dlp reported success but wrote no file")
+        got = candidates[0]
+    if not _readable(got):
+        shutil.rmtree(work, ignore_errors=True)  # not worth resuming
+        raise UserError(f"{url}: the downloaded file is not a readable video")
+    if got.suffix.lower() != ".mp4":
+        got = _remux_mp4(got, work / "video.remux.mp4")
+    os.replace(got, final)
+    shutil.rmtree(work, ignore_errors=True)
+    return final, "downloaded"
+
+
+def _readable(path: Path) -> bool:
+    from . import media
+
+    try:
+        return media.probe(path).frames > 0
+    except UserError:
+        return False
+
+
+def _remux_mp4(source: Path, target: Path) -> Path:
+    """Copy the video stream into an mp4 container; re-encode with libx264 when it cannot be copied."""
+    import ffmpeg
+
+    from .media import ffmpeg_binary
+
+    for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
+        stream = ffmpeg.output(ffmpeg.input(str(source)).video, str(target), an=None, movflags="+faststart", **codec)
+        try:
+            ffmpeg.run(stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin"), cmd=ffmpeg_binary(),
+                       capture_stdout=True, capture_stderr=True, overwrite_output=True)
+            if _readable(target):
+                return target
+        except ffmpeg.Error:
+            continue
+    raise UserError(f"{source}: could not be converted to mp4")
+
+
+# ----------------------------------------------------------------------------- cutting
+
+
+def cut(source: Path, output: Path, *, first: int, count: int | None = None, box: tuple[int, int, int, int] | None = None,
+        overwrite: bool = False) -> int:
+    """Frames ``first``..``first+count`` of ``source`` (optionally cropped to ``box``) into an mp4.
+
+    Frame-exact: ffmpeg seeks to half a frame before ``first`` and re-encodes (libx264, crf 18,
+    yuv420p; sizes rounded down to even). Written atomically. Returns the frames written.
+    """
+    import ffmpeg
+
+    from . import media
+    from .clip import commit, discard, temp_beside
+
+    source, output = Path(source), Path(output)
+    info = media.probe(source)
+    media.check_output(output, overwrite)
+    if first >= info.frames:
+        raise UserError(f"{source}: starts at frame {first} but the video has {info.frames} frames ({info.frames / info.fps:.2f} s)")
+    x0, y0, x1, y1 = box if box is not None else (0, 0, info.width, info.height)
+    x0, y0 = max(0, min(x0, info.width - 2)), max(0, min(y0, info.height - 2))
+    x1, y1 = max(x0 + 2, min(x1, info.width)), max(y0 + 2, min(y1, info.height))
+    w, h = (x1 - x0) // 2 * 2, (y1 - y0) // 2 * 2
+    stream = ffmpeg.input(str(source), ss=f"{(first - 0.5) / info.fps:.6f}") if first > 0 else ffmpeg.input(str(source))
+    video = stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")
+    limit = {"frames:v": int(count)} if count is not None else {}
+    tmp = temp_beside(output, directory=False, suffix=".mp4")
+    try:
+        out = ffmpeg.output(video, str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart", an=None, **limit)
+        try:
+            ffmpeg.run(out.global_args("-hide_banner", "-loglevel", "error", "-nostdin"), cmd=media.ffmpeg_binary(),
+                       capture_stdout=True, capture_stderr=True, overwrite_output=True)
+        except ffmpeg.Error as exc:
+            lines = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+            raise UserError(f"{source}: ffmpeg could not cut frames {first}+ ({lines[-1] if lines else 'failed'})") from None
+        written = media.probe(tmp).frames
+        if written == 0:
+            raise UserError(f"{source}: the cut from frame {first} is empty")
+        commit(tmp, output)
+        tmp = None
+    finally:
+        discard(tmp)
+    return written
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "end"
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def download(
+    sources: list[str] | tuple[str, ...] | None,
+    output: Path | str,
+    *,
+    start: str | float | None = None,
+    end: str | float | None = None,
+    tracklets: Path | str | None = None,
+    max_height: int = DEFAULT_MAX_HEIGHT,
+    retries: int = DEFAULT_RETRIES,
+    url_template: str = YOUTUBE_URL,
+    overwrite: bool = False,
+    progress=None,
+) -> DownloadResult:
+    """Download videos (URLs or YouTube IDs) into the folder ``output``; cut ranges or tracklets.
+
+    With ``tracklets``, ``sources`` (optional) restricts the CSV to those YouTube IDs.
+    ``url_template`` turns a YouTube ID into a URL (``{id}``), e.g. a lab mirror of the videos.
+    """
+    output = Path(output)
+    sources = [s.strip() for s in (sources or []) if s and s.strip()]
+    if max_height is None or max_height < 16:
+        raise UserError(f"--max-height {max_height}: must be at least 16 pixels (1080 is the default)")
+    if retries is None or retries < 0:
+        raise UserError(f"--retries {retries}: must be 0 or more")
+    if "{id}" not in url_template:
+        raise UserError(f"--url-template {url_template}: must contain {{id}}, e.g. https://www.youtube.com/watch?v={{id}}")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"{output}: exists and is not a folder; -o takes the folder that receives the videos")
+    t0, t1 = parse_time(start), parse_time(end)
+    if t0 is not None and t1 is not None and t1 <= t0:
+        raise UserError(f"--start {start} --end {end}: the end must come after the start")
+    started = time.perf_counter()
+    result = DownloadResult(str(output))
+    if tracklets is not None:
+        if t0 is not None or t1 is not None:
+            raise UserError("--start/--end and --tracklets: the tracklets give each clip's range; use one or the other")
+        rows = read_tracklets(Path(tracklets))
+        if sources:
+            wanted = {s.split("#")[0] for s in sources}
+            rows = [r for r in rows if r.youtube_id in wanted]
+            if not rows:
+                raise UserError(f"{tracklets}: no rows for {', '.join(sorted(wanted))}")
+        _download_tracklets(rows, output, result, max_height=max_height, retries=retries, url_template=url_template,
+                            overwrite=overwrite, progress=progress)
+    else:
+        if not sources:
+            raise UserError("nothing to download: give URLs or YouTube IDs, or --tracklets CSV")
+        urls = [(ref, source_url(ref, url_template)) for ref in sources]
+        for ref, url in urls:
+            item = {"source": ref, "url": url}
+            try:
+                path, status = fetch(url, output, name=None if "://" in ref else ref, max_height=max_height, retries=retries,
+                                     overwrite=overwrite, progress=progress)
+                item.update(file=str(path), status=status)
+                if t0 is not None or t1 is not None:
+                    clip = path.with_name(f"{path.stem}_{_fmt_time(t0)}-{_fmt_time(t1)}.mp4")
+                    item["output"] = str(clip)
+                    if clip.exists() and not overwrite and _readable(clip):
+                        item["status"] = "skipped"
+                    else:
+                        fps = _probe_fps(path)
+                        first = math.ceil((t0 or 0.0) * fps - 1e-6)
+                        count = None if t1 is None else max(1, math.ceil(t1 * fps - 1e-6) - first)
+                        item["frames"] = cut(path, clip, first=first, count=count, overwrite=overwrite)
+                        item["status"] = "cut"
+                else:
+                    item["output"] = str(path)
+            except UserError as exc:
+                item.update(status="failed", error=str(exc))
+            result.items.append(item)
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _probe_fps(path: Path) -> float:
+    from . import media
+
+    return media.probe(path).fps
+
+
+def tracklet_frames(row: Tracklet, video_fps: float) -> tuple[int, int]:
+    """(first frame, count) of ``row`` in a video at ``video_fps`` (load_videos.py's rule:
+    frame i is in the clip when ``i * fps_row >= start * video_fps`` and ``< end * video_fps``)."""
+    first = math.ceil(row.start * video_fps / row.fps - 1e-9)
+    stop = math.ceil(row.end * video_fps / row.fps - 1e-9)
+    return first, max(0, stop - first)
+
+
+def tracklet_box(row: Tracklet, width: int, height: int) -> tuple[int, int, int, int]:
+    """The row's bbox scaled from its ``width×height`` reference frame to the video (truncating)."""
+    x0, y0, x1, y1 = row.bbox
+    sx, sy = width / row.width, height / row.height
+    return int(x0 * sx), int(y0 * sy), min(width, int(x1 * sx)), min(height, int(y1 * sy))
+
+
+def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResult, *, max_height: int, retries: int,
+                        url_template: str, overwrite: bool, progress) -> None:
+    from . import media
+
+    by_video: dict[str, list[Tracklet]] = {}
+    for row in rows:
+        by_video.setdefault(row.youtube_id, []).append(row)
+    names = [row.name for row in rows]
+    duplicates = {n for n in names if names.count(n) > 1}
+    done_rows = 0
+    for youtube_id, video_rows in by_video.items():
+        url = url_template.format(id=youtube_id)
+        try:
+            path, status = fetch(url, output, name=youtube_id, max_height=max_height, retries=retries, overwrite=False,
+                                 progress=progress)
+            result.items.append({"source": youtube_id, "url": url, "file": str(path), "output": str(path), "status": status})
+        except UserError as exc:
+            result.items.append({"source": youtube_id, "url": url, "status": "failed", "error": str(exc)})
+            for row in video_rows:
+                result.items.append({"source": row.video_id, "line": row.line, "status": "failed", "error": f"video {youtube_id} not downloaded"})
+            done_rows += len(video_rows)
+            continue
+        info = media.probe(path)
+        for row in video_rows:
+            name = row.name if row.name not in duplicates else f"{row.name}#L{row.line}"
+            clip = output / row.partition / f"{safe_name(name)}.mp4" if row.partition else output / f"{safe_name(name)}.mp4"
+            item = {"source": row.video_id, "line": row.line, "file": str(path), "output": str(clip)}
+            try:
+                if clip.exists() and not overwrite and _readable(clip):
+                    item["status"] = "skipped"
+                else:
+                    first, count = tracklet_frames(row, info.fps)
+                    box = tracklet_box(row, info.width, info.height)
+                    item.update(first_frame=first, box=list(box))
+                    item["frames"] = cut(path, clip, first=first, count=count, box=box, overwrite=overwrite)
+                    item["status"] = "cut"
+            except UserError as exc:
+                item.update(status="failed", error=str(exc))
+            result.items.append(item)
+            done_rows += 1
+            if progress is not None:
+                progress("tracklets", done_rows, len(rows))

@@ -1,0 +1,598 @@
+"""``magicanimate preprocess``: the paper's data chain, from videos to clip folders.
+
+For every input video (or frames folder) one clip folder ``OUT/<clip>/`` is made, with
+``images/``, ``densepose/`` (+ ``densepose_labels/``), ``masks/`` and ``meta.json``, and with
+``flip`` also the mirrored ``OUT/<clip>_flip/``. The stages, in order:
+
+1. ``frames``: the video's frames at ``fps`` (25), lossless PNG;
+2. ``matte``: person masks (``matting.matte``, PaddleSeg), on the full frames;
+3. ``fov`` (only with ``--fov WxH``): a person-centred ``W×H`` field of view, steady over the
+   clip, located from the masks when there are any (see crop.py), applied to frames and masks;
+4. ``densepose``: DensePose renderings and label maps (``densepose.densepose``, detectron2), on
+   the field of view (the paper crops first "for better DensePose");
+5. ``crop``: the centred square of everything, resized to ``size``×``size`` (512) into the clip
+   folder (bicubic images, bilinear masks, nearest DensePose and labels);
+6. ``flip`` (only with ``--flip``): the mirrored clip with DensePose's left/right parts swapped.
+
+Intermediate frames live in ``OUT/<clip>/.work/`` and are removed once the clip is complete
+(``keep_work`` keeps them, so a later run with another ``--size`` or an added stage does not
+start from the video again).
+
+Resuming: each stage's parameters and status are in ``meta.json``. A re-run skips a clip whose
+stages all finished with the same settings, skips each finished stage whose inputs did not
+change, and redoes a stage left ``running`` by an interrupted run (every writer is atomic, so
+there is never a half-written folder under a final name). ``force`` redoes everything.
+
+The DensePose and matting stages need optional packages. When one cannot run (not installed,
+weights not downloadable, ...) the clip is still finished without it, the stage is recorded as
+``unavailable`` (or ``failed``) with the error and the install hint in ``meta.json`` and in the
+result, and the run exits 1 at the end; the next run retries only that stage and what follows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, Clip, read_meta
+from .errors import UserError
+
+SKIPPABLE = ("densepose", "matte")
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+WORK = ".work"
+FLIP_SUFFIX = "_flip"
+# what each stage writes into the folder it works on
+STAGE_OUTPUTS = {"frames": (IMAGES,), "matte": (MASKS,), "fov": (IMAGES, MASKS), "densepose": (DENSEPOSE, LABELS)}
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    path: Path
+    kind: str  # video | frames
+
+
+@dataclass
+class PreprocessResult:
+    output: str
+    clips: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(c["status"] in ("done", "up-to-date") for c in self.clips)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict:
+        counts = {s: sum(1 for c in self.clips if c["status"] == s) for s in ("done", "up-to-date", "incomplete", "failed")}
+        return {"ok": self.ok, "output": self.output, **counts, "clips": self.clips, "seconds": self.seconds}
+
+    def for_humans(self) -> dict:
+        """What a person reads on the terminal: counts, then one line per clip that needs attention."""
+        summary = {k: v for k, v in self.to_dict().items() if k not in ("clips", "ok")}
+        for clip in self.clips:
+            if clip["errors"] or clip["status"] == "failed":
+                problems = "; ".join(f"{stage}: {message}" for stage, message in clip["errors"].items())
+                summary[clip["name"]] = f"{clip['status']} ({problems})"
+        return summary
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def collect_sources(inputs, *, _from_list: bool = False) -> list[Source]:
+    """Videos and frames folders named by ``inputs`` (videos, folders of videos, list files)."""
+    from . import media
+
+    found: list[Source] = []
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            if _from_list:
+                raise UserError(f"{path}: a list file inside a list file; list videos or folders only")
+            found += collect_sources(_read_list(path), _from_list=True)
+        elif path.is_file() and media.is_video(path):
+            found.append(Source(path.stem, path.resolve(), "video"))
+        elif path.is_dir():
+            videos = sorted(p for p in path.iterdir() if p.is_file() and media.is_video(p) and not p.name.startswith("."))
+            if videos:
+                found += [Source(v.stem, v.resolve(), "video") for v in videos]
+            elif media.list_frame_files(path):
+                found.append(Source(path.name, path.resolve(), "frames"))
+            else:
+                raise UserError(f"{path}: folder holds no videos and no image frames")
+        else:
+            raise UserError(f"{path}: not a video, a folder of videos or frames, or a list file ({', '.join(LIST_SUFFIXES)})")
+    if not _from_list:
+        names: dict[str, Path] = {}
+        for source in found:
+            if source.name in names and names[source.name] != source.path:
+                raise UserError(f"{source.path}: clip name {source.name!r} is also used by {names[source.name]}; rename one of them")
+            names[source.name] = source.path
+        unique = {s.path: s for s in found}
+        found = list(unique.values())
+    return found
+
+
+def _read_list(path: Path) -> list[Path]:
+    """Paths in a list file, one a line, relative to the file's folder; blank lines and lines
+    starting with ``#`` are ignored (a ``#`` inside a name, as in TED-talks clip names, is kept)."""
+    entries = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            entry = Path(line).expanduser()
+            entries.append(entry if entry.is_absolute() else path.parent / entry)
+    if not entries:
+        raise UserError(f"{path}: list file names no videos")
+    return entries
+
+
+def parse_skip(skip) -> frozenset[str]:
+    if not skip:
+        return frozenset()
+    items = skip.split(",") if isinstance(skip, str) else [s for part in skip for s in str(part).split(",")]
+    chosen = frozenset(s.strip().lower() for s in items if s.strip())
+    unknown = sorted(chosen - set(SKIPPABLE))
+    if unknown:
+        raise UserError(f"--skip {','.join(unknown)}: only {', '.join(SKIPPABLE)} can be skipped")
+    return chosen
+
+
+def _signature(source: Source) -> dict:
+    """What identifies the source's content cheaply: path, size and modification time."""
+    from . import media
+
+    if source.kind == "video":
+        stat = source.path.stat()
+        return {"path": str(source.path), "kind": "video", "bytes": stat.st_size, "mtime": round(stat.st_mtime, 3)}
+    files = media.list_frame_files(source.path)
+    return {"path": str(source.path), "kind": "frames", "files": len(files), "mtime": round(max(f.stat().st_mtime for f in files), 3)}
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+class _Runner:
+    """Runs the chain for one clip, recording every stage in its meta.json."""
+
+    def __init__(self, source: Source, folder: Path, request: dict, *, force: bool, keep_work: bool, progress, unavailable: dict):
+        self.source, self.folder, self.request = source, folder, request
+        self.force, self.keep_work, self.progress = force, keep_work, progress
+        self.unavailable = unavailable  # stage -> (message, hint), shared by all clips of the run
+        self.work = folder / WORK
+        self.full = self.work / "full"
+        self.fov_dir = self.work / "fov"
+        self.stage_dir = self.fov_dir if request["fov"] else self.full
+        self.ran = False  # a stage ran in this invocation: everything after it is redone
+        self.clip: Clip | None = None
+        self.errors: dict[str, str] = {}
+
+    # -- bookkeeping
+
+    def open(self) -> None:
+        from .clip import versions
+
+        meta = read_meta(self.folder)
+        signature = _signature(self.source)
+        if meta is None or self.force or meta.get("source", {}).get("signature") != signature:
+            if meta is not None and not self.force:
+                self.force = True  # the source changed: nothing recorded is valid
+            meta = {"format": 1, "clip": self.source.name, "created": _now()}
+        self.clip = Clip(self.folder, meta)
+        self.clip.meta.update(
+            clip=self.source.name,
+            source={**self.clip.meta.get("source", {}), "path": str(self.source.path), "kind": self.source.kind, "signature": signature},
+            fps=self.request["fps"],
+            size=self.request["size"],
+            fov=self.request["fov"],
+            flipped=False,
+            versions=versions(),
+            request=self.request,
+            status="running",
+        )
+        if self.force:
+            self.clip.forget(*list(self.clip.meta["stages"]))
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.clip.save()
+
+    def finished(self) -> bool:
+        """The clip folder is complete for this request, flip aside (nothing before flip to redo).
+
+        Stages now in ``--skip`` that finished earlier still count (their results are kept);
+        stages skipped earlier but wanted now do not.
+        """
+        meta = read_meta(self.folder)
+        if self.force or meta is None or meta.get("status") != "done":
+            return False
+        if meta.get("source", {}).get("signature") != _signature(self.source):
+            return False
+        old = meta.get("request") or {}
+        if any(old.get(key) != self.request[key] for key in ("fps", "size", "fov")):
+            return False
+        stages = meta.get("stages", {})
+        if any(stages.get(s, {}).get("status") != DONE for s in SKIPPABLE if s not in self.request["skip"]):
+            return False
+        return all((self.folder / sub).is_dir() for sub in meta.get("subfolders") or [IMAGES])
+
+    def up_to_date(self) -> bool:
+        """Finished, and the mirrored clip is there if asked for: nothing to do at all."""
+        if not self.finished():
+            return False
+        if not self.request["flip"]:
+            return True
+        flip_rec = (read_meta(self.folder) or {}).get("stages", {}).get("flip", {})
+        return flip_rec.get("status") == DONE and self.folder.with_name(self.folder.name + FLIP_SUFFIX).is_dir()
+
+    def _outputs_exist(self, stage: str, folder: Path) -> bool:
+        from . import media
+
+        subs = STAGE_OUTPUTS.get(stage, ())
+        first = subs[0] if subs else None
+        return first is None or ((folder / first).is_dir() and bool(media.list_frame_files(folder / first)))
+
+    def _remove_outputs(self, stage: str, folder: Path) -> None:
+        for sub in STAGE_OUTPUTS.get(stage, ()):
+            shutil.rmtree(folder / sub, ignore_errors=True)
+
+    def fresh(self, stage: str, params: dict, folder: Path | None = None) -> bool:
+        """Finished before with these parameters, nothing before it re-ran, outputs present."""
+        if self.ran or self.force or not self.clip.is_done(stage, params):
+            return False
+        return folder is None or self._outputs_exist(stage, folder)
+
+    def run_stage(self, stage: str, params: dict, call, folder: Path | None = None, optional: bool = False) -> bool:
+        """Run ``call()`` as ``stage`` unless fresh. Returns True when the stage's outputs are usable.
+
+        A stage that fails is recorded; an optional one (densepose, matte, flip) lets the chain go
+        on without its outputs, any other ends this clip (``_StageFailed``).
+        """
+        if self.fresh(stage, params, folder):
+            return True
+        had_outputs = folder is not None and self._outputs_exist(stage, folder)
+        if optional and stage in self.unavailable:
+            message, hint = self.unavailable[stage]
+            self._record_failure(stage, params, message, UNAVAILABLE, hint, folder)
+            self.ran = self.ran or had_outputs
+            return False
+        self.clip.start(stage, params)
+        try:
+            result = call()
+        except Exception as exc:  # recorded in meta.json and the result; the run goes on
+            message = str(exc) if isinstance(exc, UserError) else f"{exc.__class__.__name__}: {exc}"
+            message = " ".join(message.split())
+            status, hint = (UNAVAILABLE, _install_hint(stage)) if optional and _is_missing_dependency(exc) else (FAILED, None)
+            if status == UNAVAILABLE:
+                self.unavailable[stage] = (message, hint)
+            self._record_failure(stage, params, message, status, hint, folder)
+            self.ran = self.ran or had_outputs
+            if not optional:
+                raise _StageFailed(stage, message) from exc
+            return False
+        self.ran = True
+        self.clip.finish(stage, result.to_dict() if hasattr(result, "to_dict") else result)
+        return True
+
+    def _record_failure(self, stage, params, message, status, hint, folder) -> None:
+        if folder is not None:
+            self._remove_outputs(stage, folder)
+        self.clip.fail(stage, message, status=status, hint=hint, params=params)
+        self.errors[stage] = message + (f" (install: {hint})" if hint and hint not in message else "")
+
+    def skip(self, stage: str, params: dict, folder: Path) -> bool:
+        """``--skip stage``: keep earlier results if still valid, else record the stage as skipped."""
+        if self.fresh(stage, params, folder):
+            return True
+        if self._outputs_exist(stage, folder):
+            self.ran = True  # stale outputs go away: what follows must be redone without them
+        self._remove_outputs(stage, folder)
+        self.clip.skip(stage, "--skip")
+        return False
+
+    # -- the chain
+
+    def run(self) -> dict:
+        finished = self.finished()
+        self.open()
+        try:
+            if finished:  # only the flip can be missing (e.g. --flip added after the clip was made)
+                self._flip_stage(self.clip.meta.get("subfolders") or [IMAGES])
+            else:
+                self._chain()
+        except _StageFailed:
+            status = "failed"
+        else:
+            failed = [s for s, rec in self.clip.meta["stages"].items() if rec.get("status") in (FAILED, UNAVAILABLE)]
+            status = "incomplete" if failed else "done"
+        self.clip.meta["status"] = status
+        self.clip.save()
+        if status == "done" and not self.keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return self.outcome(status)
+
+    def _chain(self) -> None:
+        from . import media
+
+        request, skip = self.request, set(self.request["skip"])
+        # 1. frames
+        self.run_stage("frames", {"fps": request["fps"]}, self._frames, self.full)
+        frames_rec = self.clip.record("frames").get("result", {})
+        self.clip.meta["frames"] = frames_rec.get("frames")
+        self.clip.meta["source"].update({k: frames_rec.get(k) for k in ("width", "height", "source_fps") if k in frames_rec})
+        # 2. matte, on the full frames
+        if "matte" in skip:
+            have_masks = self.skip("matte", {}, self.full)
+        else:
+            have_masks = self.run_stage("matte", {}, lambda: self._matte(self.full), self.full, optional=True)
+        # 3. field of view
+        if request["fov"]:
+            subs = [IMAGES] + ([MASKS] if have_masks else [])
+            self.run_stage("fov", {"fov": request["fov"], "subfolders": subs}, lambda: self._fov(subs), self.fov_dir)
+            self.clip.meta["fov_box"] = self.clip.record("fov").get("result", {}).get("window")
+        # 4. densepose, on the field of view (or the full frames)
+        if "densepose" in skip:
+            self.skip("densepose", {}, self.stage_dir)
+        else:
+            self.run_stage("densepose", {}, lambda: self._densepose(self.stage_dir), self.stage_dir, optional=True)
+        # 5. crop + resize into the clip folder
+        subs = [s for s in (IMAGES, DENSEPOSE, MASKS, LABELS) if (self.stage_dir / s).is_dir() and media.list_frame_files(self.stage_dir / s)]
+        if not all((self.folder / sub).is_dir() for sub in subs):
+            self.clip.forget("crop")  # someone removed the results: make them again
+        self.run_stage("crop", {"size": request["size"], "subfolders": subs}, lambda: self._crop(subs))
+        self.clip.meta["crop_box"] = self.clip.record("crop").get("result", {}).get("crop_box")
+        self.clip.meta["subfolders"] = subs
+        # 6. flip
+        self._flip_stage(subs)
+
+    def _flip_stage(self, subs: list[str]) -> None:
+        flip_dir = self.folder.with_name(self.folder.name + FLIP_SUFFIX)
+        if self.request["flip"]:
+            if not flip_dir.is_dir():
+                self.clip.forget("flip")
+            self.run_stage("flip", {"subfolders": subs}, lambda: self._flip(flip_dir), optional=True)
+        else:
+            self.clip.forget("flip")  # an earlier OUT/<clip>_flip/ is left as it is
+
+    def outcome(self, status: str) -> dict:
+        stages = {name: rec.get("status") for name, rec in (self.clip.meta["stages"] if self.clip else {}).items()}
+        flip_dir = self.folder.with_name(self.folder.name + FLIP_SUFFIX)
+        return {
+            "name": self.source.name,
+            "source": str(self.source.path),
+            "output": str(self.folder),
+            "status": status,
+            "frames": self.clip.meta.get("frames") if self.clip else None,
+            "stages": stages,
+            "errors": self.errors,
+            "flip": str(flip_dir) if self.request["flip"] and stages.get("flip") == DONE else None,
+        }
+
+    # -- stage bodies
+
+    def _frames(self):
+        from . import media
+        from .clip import commit, discard, temp_beside
+        from .frames import FramesResult, expected_count, extract_frames
+
+        target = self.full / IMAGES
+        fps = self.request["fps"]
+        started = time.perf_counter()
+        if self.source.kind == "video":
+            info = media.probe(self.source.path)
+            tmp = temp_beside(target)
+            try:
+                count = extract_frames(self.source.path, tmp, fps=fps, progress=self.progress,
+                                       expected=expected_count(info.frames, info.fps, fps))
+                if count == 0:
+                    raise UserError(f"{self.source.path}: ffmpeg produced no frames")
+                commit(tmp, target)
+                tmp = None
+            finally:
+                discard(tmp)
+            source_fps = info.fps
+        else:
+            info = media.probe(self.source.path, fps)
+            count = 0
+            with media.FrameWriter(target, fps, overwrite=True) as writer:
+                for frame in media.iter_frames(self.source.path):
+                    writer.write(frame)
+                    count += 1
+                    if self.progress:
+                        self.progress("frames", count, info.frames)
+            source_fps = fps
+        return FramesResult(str(target), count, fps, source_fps, info.width, info.height, round(time.perf_counter() - started, 3))
+
+    def _matte(self, folder: Path):
+        from .matting import matte
+
+        return matte(folder, overwrite=True, progress=self.progress)
+
+    def _densepose(self, folder: Path):
+        from .densepose import densepose
+
+        return densepose(folder, overwrite=True, progress=self.progress)
+
+    def _fov(self, subs: list[str]):
+        from .crop import clip_source_size, crop_clip_into, plan_crop
+
+        width, height = clip_source_size(self.full, subs)
+        plan = plan_crop(self.full, width, height, size=0, fov=self.request["fov"])
+        self.fov_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (DENSEPOSE, LABELS, MASKS):
+            shutil.rmtree(self.fov_dir / stale, ignore_errors=True)
+        crop_clip_into(self.full, self.fov_dir, plan, subs, self.progress, compress_level=1)  # intermediate frames
+        return {"window": list(plan.window), "located_by": plan.located_by, "person": list(plan.person) if plan.person else None,
+                "output_size": list(plan.output_size), "source_size": list(plan.source_size)}
+
+    def _crop(self, subs: list[str]):
+        from .crop import clip_source_size, crop_clip_into, plan_crop
+
+        width, height = clip_source_size(self.stage_dir, subs)
+        plan = plan_crop(self.stage_dir, width, height, size=self.request["size"])
+        crop_clip_into(self.stage_dir, self.folder, plan, subs, self.progress)
+        for stale in (IMAGES, DENSEPOSE, MASKS, LABELS):
+            if stale not in subs:
+                shutil.rmtree(self.folder / stale, ignore_errors=True)
+        return {"crop_box": self._source_box(plan), "box_in_stage": list(plan.crop_box), "size": self.request["size"], "subfolders": subs}
+
+    def _source_box(self, plan) -> list:
+        """The final square in source-frame pixels (through the field of view when there is one)."""
+        box = [float(v) for v in plan.crop_box]
+        window = self.clip.meta.get("fov_box") if self.request["fov"] else None
+        if not window:
+            return [round(v, 3) for v in box]
+        wx0, wy0, wx1, wy1 = window
+        sx, sy = (wx1 - wx0) / plan.source_size[0], (wy1 - wy0) / plan.source_size[1]
+        return [round(wx0 + box[0] * sx, 3), round(wy0 + box[1] * sy, 3), round(wx0 + box[2] * sx, 3), round(wy0 + box[3] * sy, 3)]
+
+    def _flip(self, flip_dir: Path):
+        from .flip import flip
+
+        result = flip(self.folder, flip_dir, overwrite=True, progress=self.progress)
+        meta = read_meta(flip_dir) or {}
+        for key in ("stages", "request", "status"):
+            meta.pop(key, None)
+        meta["clip"] = flip_dir.name
+        from .clip import write_meta
+
+        write_meta(flip_dir, meta)
+        return result
+
+
+class _StageFailed(Exception):
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+
+
+def _is_missing_dependency(exc: BaseException) -> bool:
+    return isinstance(exc, ImportError) or "install" in str(exc).lower()
+
+
+def _install_hint(stage: str) -> str | None:
+    try:
+        if stage == "densepose":
+            from .densepose import install_command
+
+            return install_command()
+        if stage == "matte":
+            from .matting import INSTALL_HINT
+
+            return INSTALL_HINT
+    except Exception:  # the hint is a courtesy; never fail over it
+        return None
+    return None
+
+
+def _now() -> str:
+    from .clip import now
+
+    return now()
+
+
+def _json(value):
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool) -> None:
+    """Refuse (before any work) to write into folders that are not this tool's clips of these sources."""
+    names = {source.name for source in sources}
+    if flip:
+        for source in sources:
+            if source.name + FLIP_SUFFIX in names:
+                raise UserError(f"{source.path}: with --flip, clip {source.name!r} would write {source.name}{FLIP_SUFFIX}/, the name of another input; rename one")
+    for source in sources:
+        folders = [output / source.name] + ([output / f"{source.name}{FLIP_SUFFIX}"] if flip else [])
+        for folder in folders:
+            if not folder.exists():
+                continue
+            meta = read_meta(folder) if folder.is_dir() else None
+            is_flip = folder.name.endswith(FLIP_SUFFIX) and folder != output / source.name
+            ours = meta is not None and (
+                meta.get("flip", {}).get("of") == str(output / source.name) if is_flip else meta.get("source", {}).get("path") == str(source.path)
+            )
+            if ours:
+                continue
+            if not overwrite:
+                what = "is not a clip folder made from it" if meta is None else f"holds a clip made from {meta.get('source', {}).get('path', 'another source')}"
+                raise UserError(f"{folder}: exists and {what} ({source.path}); pass --overwrite to replace it or choose another -o")
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+            else:
+                os.remove(folder)
+
+
+def preprocess(
+    inputs,
+    output: Path | str,
+    *,
+    flip: bool = False,
+    fov: str | None = None,
+    size: int = 512,
+    fps: float = 25.0,
+    skip: str | None = None,
+    force: bool = False,
+    keep_work: bool = False,
+    overwrite: bool = False,
+    progress=None,
+) -> PreprocessResult:
+    """Run the chain for each video of ``inputs`` into ``output/<clip>/`` (see the module docstring).
+
+    ``inputs``: videos, folders of videos (or a folder of frames), list files (one path a line).
+    ``skip``: ``densepose``, ``matte`` or both (comma-separated). ``overwrite`` replaces folders in
+    the way that are not this tool's clips of these inputs; ``force`` recomputes this tool's clips.
+    """
+    from .crop import check_size, parse_fov
+    from .frames import check_fps
+
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    if not inputs:
+        raise UserError("nothing to preprocess: give videos, folders of videos or a list file")
+    output = Path(output).expanduser().resolve()
+    if output.exists() and not output.is_dir():
+        raise UserError(f"{output}: exists and is not a folder; -o takes the folder that receives one clip folder per video")
+    size = check_size(size)
+    if size == 0:
+        raise UserError("--size 0: the clip folder needs square frames; give a size such as 512")
+    fps = check_fps(fps)
+    if fov is not None:
+        width, height = parse_fov(fov)
+        fov = f"{width}x{height}"
+    skipped = parse_skip(skip)
+    sources = collect_sources(inputs)
+    _preflight(sources, output, flip, overwrite)
+    request = {"fps": fps, "size": size, "fov": fov, "skip": sorted(skipped), "flip": bool(flip)}
+
+    started = time.perf_counter()
+    result = PreprocessResult(str(output))
+    unavailable: dict = {}
+    if progress is not None:
+        progress("clips", 0, len(sources))
+    for index, source in enumerate(sources):
+        runner = _Runner(source, output / source.name, request, force=force, keep_work=keep_work, progress=progress, unavailable=unavailable)
+        if runner.up_to_date():
+            meta = read_meta(runner.folder) or {}
+            outcome = {"name": source.name, "source": str(source.path), "output": str(runner.folder), "status": "up-to-date",
+                       "frames": meta.get("frames"), "stages": {k: v.get("status") for k, v in meta.get("stages", {}).items()},
+                       "errors": {}, "flip": str(runner.folder.with_name(runner.folder.name + FLIP_SUFFIX)) if flip else None}
+        else:
+            outcome = runner.run()
+        result.clips.append(outcome)
+        if progress is not None:
+            progress("clips", index + 1, len(sources))
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result

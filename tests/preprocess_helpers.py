@@ -1,0 +1,160 @@
+"""Test helpers for the preprocessing stages: tiny videos, a loopback HTTP server, DensePose tables.
+
+The DensePose palette and swap table are written out here from the reference
+(official-inference.md §10.3 and §10.5), independently of ``magicanimate_cli.densepose``, so the
+flip tests check the package against the documented values rather than against itself.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socketserver
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+# §10.3: RGB of label l = OpenCV VIRIDIS at floor(l * 10.625), as decoded by PyAV.
+TABLE_10_3 = np.array(
+    [
+        (68, 1, 84), (71, 16, 99), (72, 31, 112), (71, 44, 122), (68, 57, 131),
+        (64, 70, 136), (59, 81, 139), (54, 93, 141), (49, 104, 142), (44, 113, 142),
+        (40, 124, 142), (37, 133, 142), (33, 144, 141), (31, 154, 138), (32, 163, 134),
+        (39, 173, 129), (53, 183, 121), (70, 192, 111), (92, 200, 99), (115, 208, 86),
+        (142, 214, 69), (170, 220, 50), (197, 224, 33), (226, 228, 24), (253, 231, 37),
+    ],
+    dtype=np.uint8,
+)  # fmt: skip
+# §10.5: detectron2 DensePoseTransformData.POINT_LABEL_SYMMETRIES
+SYMMETRY_10_5 = np.array([0, 1, 2, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21, 24, 23])
+
+
+def grey_level(index: int) -> int:
+    """The grey value that marks frame ``index`` of the generated videos (survives h264)."""
+    return (index * 8) % 240 + 8
+
+
+def decode_index(frame: np.ndarray) -> int:
+    """Inverse of ``grey_level`` for frames with index < 30 (reads the top-left corner)."""
+    value = float(frame[:4, :4].mean())
+    return int(round((value - 8) / 8))
+
+
+def make_video(path: Path, count: int = 30, fps: float = 25.0, width: int = 64, height: int = 48, moving: bool = False) -> Path:
+    """An mp4 whose frame i is grey level ``grey_level(i)`` (top-left corner marks the index).
+
+    ``moving``: instead, a still grey frame where a bright 12-pixel-wide bar crosses the right half.
+    """
+    from magicanimate_cli import media
+
+    frames = np.zeros((count, height, width, 3), np.uint8)
+    for i in range(count):
+        frames[i] = grey_level(i)
+        if moving:
+            frames[i] = 60
+            x = width // 2 + (i * 3) % max(1, width // 2 - 12)
+            frames[i, height // 4 : height - 4, x : x + 12] = (230, 200, 180)
+    return media.write_frames(path, frames, fps=fps, overwrite=True)
+
+
+def write_clip(folder: Path, count: int = 3, width: int = 40, height: int = 30, seed: int = 0, person=(20, 5, 36, 28)) -> dict:
+    """A clip folder with images/, masks/, densepose/ (exact palette) and densepose_labels/.
+
+    The 'person' is the box ``person`` (x0, y0, x1, y1): labels 1..24 inside, 0 outside.
+    Returns the arrays written, keyed by subfolder (T×H×W[×3]).
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = person
+    images = rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+    labels = np.zeros((count, height, width), np.uint8)
+    labels[:, y0:y1, x0:x1] = rng.integers(1, 25, (count, y1 - y0, x1 - x0), dtype=np.uint8)
+    masks = np.where(labels > 0, 255, 0).astype(np.uint8)
+    renders = TABLE_10_3[labels]
+    for sub in ("images", "masks", "densepose", "densepose_labels"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        name = f"{i:05d}.png"
+        Image.fromarray(images[i]).save(folder / "images" / name)
+        Image.fromarray(masks[i]).save(folder / "masks" / name)
+        Image.fromarray(renders[i]).save(folder / "densepose" / name)
+        Image.fromarray(labels[i]).save(folder / "densepose_labels" / name)
+    return {"images": images, "masks": masks, "densepose": renders, "densepose_labels": labels}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves files of ``server.root``; ``server.plan`` scripts failures per path.
+
+    plan[path] = list of actions consumed one per GET of that path (after which files are served
+    normally): ``503`` answers 503, ``"cut"`` sends half the file and drops the connection.
+    GETs of paths that do not exist answer 404. Every request is logged in ``server.requests``.
+    """
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def _serve(self, head: bool = False) -> None:
+        server = self.server
+        path = self.path.split("?")[0]
+        server.requests.append((self.command, path, self.headers.get("Range")))
+        file = server.root / path.lstrip("/")
+        if not file.is_file():
+            self.send_response(404)
+            self.end_headers()
+            return
+        actions = server.plan.get(path, [])
+        action = actions.pop(0) if actions and not head else None
+        if action == 503:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = file.read_bytes()
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if head:
+            return
+        if action == "cut":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            import socket
+
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
+
+
+@contextmanager
+def serve(root: Path):
+    """A loopback HTTP server for ``root``; yields it (``.url``, ``.plan``, ``.requests``)."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.root = Path(root)
+    server.plan = {}
+    server.requests = []
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

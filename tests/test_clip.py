@@ -1,0 +1,55 @@
+"""The clip folder's meta.json records: what makes preprocessing resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from preprocess_helpers import write_clip
+
+from magicanimate_cli.clip import Clip, commit, is_clip_folder, read_meta, subfolders, temp_beside, versions
+from magicanimate_cli.errors import UserError
+
+
+def test_stage_records_round_trip(tmp_path):
+    clip = Clip(tmp_path / "c")
+    clip.start("frames", {"fps": 25.0, "box": (1, 2)})
+    assert read_meta(tmp_path / "c")["stages"]["frames"]["status"] == "running"  # saved before the work
+    assert not clip.is_done("frames", {"fps": 25.0, "box": (1, 2)})
+    clip.finish("frames", {"frames": 10})
+    again = Clip(tmp_path / "c")
+    assert again.is_done("frames", {"fps": 25.0, "box": [1, 2]})  # compared as JSON
+    assert not again.is_done("frames", {"fps": 30.0, "box": [1, 2]})
+    assert again.record("frames")["result"] == {"frames": 10} and again.record("frames")["seconds"] >= 0
+    again.fail("densepose", "not installed", status="unavailable", hint="pip install x", params={})
+    again.skip("matte", "--skip")
+    stages = read_meta(tmp_path / "c")["stages"]
+    assert stages["densepose"] == {**stages["densepose"], "status": "unavailable", "error": "not installed", "hint": "pip install x"}
+    assert stages["matte"]["status"] == "skipped"
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["meta.json"]  # no temporary left
+
+
+def test_broken_meta_is_a_user_error(tmp_path):
+    (tmp_path / "meta.json").write_text("{not json")
+    with pytest.raises(UserError, match="meta.json"):
+        read_meta(tmp_path)
+
+
+def test_layout_helpers(tmp_path):
+    assert not is_clip_folder(tmp_path)
+    write_clip(tmp_path / "c", count=1)
+    assert is_clip_folder(tmp_path / "c")
+    assert subfolders(tmp_path / "c") == ["images", "densepose", "masks", "densepose_labels"]
+    assert {"magicanimate_cli", "ffmpeg"} <= set(versions()) and versions()["ffmpeg"].startswith("ffmpeg")
+
+
+def test_commit_replaces_atomically(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp = temp_beside(final)
+    (tmp / "new.txt").write_text("new")
+    commit(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    json.dumps(versions())

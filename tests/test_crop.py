@@ -1,0 +1,184 @@
+"""magicanimate crop: center crop, fixed box, person-centred field of view; resampling per layer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from preprocess_helpers import TABLE_10_3, make_video, write_clip
+from typer.testing import CliRunner
+
+from magicanimate_cli import media
+from magicanimate_cli.cli import app
+from magicanimate_cli.crop import center_square, clip_box, crop, fov_window, mask_box, parse_box, parse_fov, plan_crop
+from magicanimate_cli.errors import UserError
+
+runner = CliRunner()
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def test_center_square():
+    assert center_square((0, 0, 160, 90)) == (35, 0, 125, 90)
+    assert center_square((10, 20, 40, 100)) == (10, 45, 40, 75)
+
+
+@pytest.mark.parametrize("person", [(100, 50, 140, 200), (5, 5, 30, 60), (560, 300, 630, 350)])
+def test_fov_window_holds_the_person_with_margin(person):
+    width, height, aspect = 640, 360, 2.0
+    x0, y0, x1, y1 = fov_window(person, aspect, width, height)
+    assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+    assert abs((x1 - x0) / (y1 - y0) - aspect) < 0.05
+    assert x0 <= person[0] and y0 <= person[1] and x1 >= person[2] and y1 >= person[3]
+    # smallest: the person plus 10 % margin fills the height or the width (unless clamped by the frame)
+    need_h = (person[3] - person[1]) * 1.2
+    need_w = (person[2] - person[0]) * 1.2
+    assert (y1 - y0) <= max(need_h, need_w / aspect) + 2 or (y1 - y0) == height
+
+
+def test_fov_window_centres_on_the_person_away_from_borders():
+    x0, y0, x1, y1 = fov_window((300, 100, 340, 180), 1.0, 1000, 1000)
+    assert ((x0 + x1) / 2, (y0 + y1) / 2) == (320, 140)
+
+
+def test_fov_window_person_too_big_or_missing():
+    assert fov_window((0, 0, 640, 360), 2.0, 640, 360) == (0, 20, 640, 340)  # largest 2:1 window, centred
+    assert fov_window(None, 0.5, 640, 360) == (230, 0, 410, 360)  # centred, full height
+
+
+def test_mask_box_ignores_specks():
+    mask = np.zeros((100, 100), bool)
+    mask[20:80, 30:60] = True
+    mask[0, 99] = True  # a speck
+    assert mask_box(mask) == (30, 20, 60, 80)
+    assert mask_box(np.zeros((5, 5), bool)) is None
+
+
+def test_clip_box_is_robust_to_a_bad_frame():
+    boxes = [(30, 20, 60, 80)] * 60 + [(0, 0, 100, 100)] + [None]
+    assert clip_box(boxes) == (30, 20, 60, 80)
+
+
+@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "10,10,5,20", "-1,0,5,5"])
+def test_parse_box_errors(text):
+    with pytest.raises(UserError, match="--box"):
+        parse_box(text)
+
+
+@pytest.mark.parametrize("text", ["1024", "1024x", "wxh", "0x512", "1x2x3"])
+def test_parse_fov_errors(text):
+    with pytest.raises(UserError, match="--fov"):
+        parse_fov(text)
+
+
+def test_plan_modes(tmp_path):
+    assert plan_crop(tmp_path, 160, 90, size=64).crop_box == (35, 0, 125, 90)
+    plan = plan_crop(tmp_path, 160, 90, size=0, box="10,10,50,40")
+    assert plan.crop_box == (10, 10, 50, 40) and plan.output_size == (40, 30)
+    with pytest.raises(UserError, match="outside"):
+        plan_crop(tmp_path, 160, 90, box="0,0,200,50")
+    with pytest.raises(UserError, match="choose one"):
+        plan_crop(tmp_path, 160, 90, box="0,0,20,20", fov="2x1")
+    with pytest.raises(UserError, match="--size 0"):
+        plan_crop(tmp_path, 160, 90, size=0)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _quadrants(height=48, width=64):
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[:, : width // 2] = (200, 0, 0)
+    frame[:, width // 2 :] = (0, 0, 200)
+    frame[:, :8] = (0, 200, 0)  # only outside the centred square
+    return frame
+
+
+def test_center_crop_video_to_video(tmp_path):
+    source = media.write_frames(tmp_path / "in.mp4", np.stack([_quadrants()] * 5), fps=25)
+    result = crop(source, tmp_path / "out.mp4", size=32)
+    assert result.mode == "center" and result.crop_box == [8, 0, 56, 48] and result.frames == 5
+    out = media.read_frames(tmp_path / "out.mp4")
+    assert out.array.shape == (5, 32, 32, 3) and out.fps == 25
+    assert out.array[:, :, :, 1].max() < 60  # the green strip at the left edge was cut away
+
+
+def test_box_on_frames_folder_keeps_pixels_with_size_0(tmp_path, rng):
+    frames = rng.integers(0, 256, (3, 30, 40, 3), dtype=np.uint8)
+    media.write_frames(tmp_path / "in", frames)
+    crop(tmp_path / "in", tmp_path / "out", size=0, box="5,4,25,24")
+    got = media.read_frames(tmp_path / "out").array
+    assert np.array_equal(got, frames[:, 4:24, 5:25])
+
+
+def test_single_image(tmp_path):
+    media.write_png(tmp_path / "photo.png", _quadrants())
+    crop(tmp_path / "photo.png", tmp_path / "square.png", size=16)
+    assert media.read_image(tmp_path / "square.png").shape == (16, 16, 3)
+
+
+def test_clip_folder_fov_from_masks_and_resampling(tmp_path):
+    clip = tmp_path / "clip"
+    arrays = write_clip(clip, count=3, width=80, height=40, person=(56, 10, 70, 36))
+    (clip / "meta.json").write_text(json.dumps({"clip": "clip", "crop_box": [100, 0, 260, 80]}))
+    result = crop(clip, tmp_path / "out", size=0, fov="40x20")
+    assert result.located_by == "masks" and result.person == [56, 10, 70, 36]
+    x0, y0, x1, y1 = result.window
+    assert x0 <= 56 and x1 >= 70 and y0 <= 10 and y1 >= 36 and (x1 - x0) == 2 * (y1 - y0)
+    assert result.output_size == [40, 20]
+    out = tmp_path / "out"
+    for i in range(3):
+        name = f"{i:05d}.png"
+        dp = np.asarray(Image.open(out / "densepose" / name))
+        assert dp.shape == (20, 40, 3)
+        colours = {tuple(c) for c in dp.reshape(-1, 3)}
+        assert colours <= {tuple(c) for c in TABLE_10_3}  # nearest keeps exact palette colours
+        labels = np.asarray(Image.open(out / "densepose_labels" / name))
+        assert np.array_equal(TABLE_10_3[labels], dp)  # renders and labels stay aligned
+        assert Image.open(out / "masks" / name).mode == "L"
+    meta = json.loads((out / "meta.json").read_text())
+    # crop box composed into the original source's coordinates (input was a 2x downscale of x 100..260)
+    assert meta["crop_box"] == [100 + 2 * x0, 2 * y0, 100 + 2 * x1, 2 * y1]
+    assert meta["crops"][-1]["located_by"] == "masks"
+    del arrays
+
+
+def test_fov_square_output_is_person_centred(tmp_path):
+    clip = tmp_path / "clip"
+    write_clip(clip, count=2, width=160, height=60, person=(70, 10, 90, 50))
+    result = crop(clip, tmp_path / "out", size=16, fov="2x1")
+    x0, _, x1, _ = result.crop_box
+    assert result.output_size == [16, 16] and x0 <= 70 and x1 >= 90
+    assert abs((x0 + x1) / 2 - 80) <= 1
+
+
+def test_fov_from_motion_and_from_nothing(tmp_path):
+    moving = make_video(tmp_path / "moving.mp4", count=20, width=96, height=48, moving=True)
+    result = crop(moving, tmp_path / "m.mp4", size=0, fov="1x1")
+    assert result.located_by == "motion"
+    x0, y0, x1, y1 = result.person
+    assert x0 >= 40 and x1 <= 96  # the bar moves in the right half only
+    still = media.write_frames(tmp_path / "still.mp4", np.full((5, 48, 96, 3), 90, np.uint8))
+    result = crop(still, tmp_path / "s.mp4", size=0, fov="1x1")
+    assert result.located_by == "center" and result.window == [24, 0, 72, 48]
+
+
+def test_cli(tmp_path):
+    clip = tmp_path / "clip"
+    write_clip(clip, count=2)
+    ok = runner.invoke(app, ["crop", str(clip), "-o", str(tmp_path / "out"), "--size", "16", "--json"])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.stdout)
+    assert data["ok"] and data["subfolders"] == ["images", "densepose", "masks", "densepose_labels"] and data["output_size"] == [16, 16]
+    again = runner.invoke(app, ["crop", str(clip), "-o", str(tmp_path / "out")])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    for args in (["--box", "1,2,3"], ["--fov", "nope"], ["--box", "0,0,5,5", "--fov", "2x1"], ["--size", "0"], ["--size", "3"]):
+        bad = runner.invoke(app, ["crop", str(clip), "-o", str(tmp_path / "x"), *args])
+        assert bad.exit_code == 2, args
+        assert len(bad.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    missing = runner.invoke(app, ["crop", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "y.mp4")])
+    assert missing.exit_code == 2

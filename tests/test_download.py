@@ -1,0 +1,173 @@
+"""magicanimate download: yt-dlp against a loopback HTTP server serving generated videos."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from preprocess_helpers import decode_index, make_video, serve
+from typer.testing import CliRunner
+
+from magicanimate_cli import download as download_module
+from magicanimate_cli import media
+from magicanimate_cli.cli import app
+from magicanimate_cli.download import download, parse_time, read_tracklets, tracklet_box, tracklet_frames
+from magicanimate_cli.errors import UserError
+
+runner = CliRunner()
+VID = "AAAAAAAAAAA"  # an 11-character "YouTube ID"
+
+
+@pytest.fixture(autouse=True)
+def no_wait(monkeypatch):
+    monkeypatch.setattr(download_module, "RETRY_WAIT", 0.0)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    make_video(root / f"{VID}.mp4", count=30, fps=25.0)
+    make_video(root / "talk.mp4", count=20, fps=25.0, width=48, height=32)
+    make_video(root / "flaky.mp4", count=10, fps=25.0)
+    make_video(root / "broken.mp4", count=30, fps=25.0)
+    with serve(root) as httpd:
+        yield httpd
+
+
+@pytest.fixture()
+def template(server):
+    server.plan.clear()
+    server.requests.clear()
+    return server.url + "/{id}.mp4"
+
+
+def test_url_download_skip_and_overwrite(server, template, tmp_path):
+    url = f"{server.url}/talk.mp4"
+    result = download([url], tmp_path)
+    assert result.ok and [i["status"] for i in result.items] == ["downloaded"]
+    path = tmp_path / "talk.mp4"
+    assert media.probe(path).frames == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4"]  # no work folder left
+    stamp = path.stat().st_mtime_ns
+    again = download([url], tmp_path)
+    assert again.items[0]["status"] == "skipped" and path.stat().st_mtime_ns == stamp
+    forced = download([url], tmp_path, overwrite=True)
+    assert forced.items[0]["status"] == "downloaded" and media.probe(path).frames == 20
+
+
+def test_id_through_url_template_is_skipped_without_network(server, template, tmp_path):
+    download([VID], tmp_path, url_template=template)
+    server.requests.clear()
+    assert download([VID], tmp_path, url_template=template).items[0]["status"] == "skipped"
+    assert server.requests == []
+
+
+def test_time_range_is_frame_exact(server, template, tmp_path):
+    result = download([VID], tmp_path, url_template=template, start="0.2", end="0:00.6")
+    item = result.items[0]
+    assert item["status"] == "cut" and item["frames"] == 10
+    clip = media.read_frames(tmp_path / f"{VID}_0.2-0.6.mp4")
+    assert [decode_index(f) for f in clip.array] == list(range(5, 15))
+    assert (tmp_path / f"{VID}.mp4").is_file()  # the full video stays for other cuts
+    open_ended = download([VID], tmp_path, url_template=template, start=1).items[0]
+    assert open_ended["frames"] == 5 and open_ended["output"].endswith(f"{VID}_1-end.mp4")
+
+
+def test_tracklets(server, template, tmp_path):
+    csv = tmp_path / "ted.csv"
+    csv.write_text(
+        "video_id,start,end,bbox,fps,width,height,partition\n"
+        f"{VID}#000005#000015,0,0,8-4-40-36,25.0,64,48,train\n"
+        f"{VID}#000000#000099,5,10,0-0-16-12,12.5,32,24,test\n"
+    )
+    out = tmp_path / "ted"
+    result = download(None, out, tracklets=csv, url_template=template)
+    assert result.ok, result.items
+    train = out / "train" / f"{VID}#000005#000015.mp4"
+    test = out / "test" / f"{VID}#000000#000099#000005#000010.mp4"
+    a, b = media.read_frames(train), media.read_frames(test)
+    assert a.array.shape == (10, 32, 32, 3) and [decode_index(f) for f in a.array] == list(range(5, 15))
+    assert b.array.shape == (10, 24, 32, 3) and [decode_index(f) for f in b.array] == list(range(10, 20))
+    again = download(None, out, tracklets=csv, url_template=template)
+    assert [i["status"] for i in again.items] == ["skipped", "skipped", "skipped"]
+
+
+def test_tracklet_rules():
+    from magicanimate_cli.download import Tracklet
+
+    row = Tracklet(2, "X#1#2", "X", 10, 20, (100, 50, 300, 250), 10.0, 400, 400, "train", False)
+    assert tracklet_frames(row, 25.0) == (25, 25)  # frames i with 10/10 <= i/25 < 20/10
+    assert tracklet_box(row, 800, 600) == (200, 75, 600, 375)
+
+
+def test_retries_cover_errors_before_the_download(server, template, tmp_path):
+    server.plan["/flaky.mp4"] = [503, 503]
+    ok = download([f"{server.url}/flaky.mp4"], tmp_path / "a", retries=2)
+    assert ok.ok and ok.items[0]["status"] == "downloaded"
+    server.plan["/flaky.mp4"] = [503, 503]
+    failed = download([f"{server.url}/flaky.mp4"], tmp_path / "b", retries=1)
+    assert not failed.ok and "503" in failed.items[0]["error"]
+    assert not (tmp_path / "b" / "flaky.mp4").exists()
+
+
+def test_interrupted_transfer_never_appears_under_the_final_name_and_resumes(server, template, tmp_path):
+    url = f"{server.url}/broken.mp4"
+    server.plan["/broken.mp4"] = [None, "cut"]  # page read fine, then the file transfer breaks off
+    first = download([url], tmp_path, retries=0)
+    assert not first.ok and first.items[0]["status"] == "failed"
+    assert not (tmp_path / "broken.mp4").exists()
+    parts = [p for p in tmp_path.rglob("*.part")]
+    assert len(parts) == 1 and parts[0].parent.name.startswith(".")
+    server.requests.clear()
+    second = download([url], tmp_path, retries=0)
+    assert second.ok and media.probe(tmp_path / "broken.mp4").frames == 30
+    assert any(rng for _, _, rng in server.requests)  # resumed with a Range request
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]
+
+
+def test_cli_json_partial_failure_and_quiet_stdout(server, template, tmp_path):
+    result = runner.invoke(app, ["download", f"{server.url}/talk.mp4", f"{server.url}/missing.mp4", "-o", str(tmp_path), "--json"])
+    assert result.exit_code == 1
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1  # yt-dlp prints nothing; one JSON object
+    data = json.loads(lines[0])
+    assert data["ok"] is False and data["downloaded"] == 1 and data["failed"] == 1
+    failed = [i for i in data["items"] if i["status"] == "failed"][0]
+    assert "404" in failed["error"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing to resume after a 404
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "nothing to download"),
+        (["not-a-url-or-id"], "YouTube video ID"),
+        ([VID, "--start", "abc"], "time"),
+        ([VID, "--start", "5", "--end", "2"], "after the start"),
+        ([VID, "--max-height", "0"], "--max-height"),
+        ([VID, "--url-template", "http://x/"], "{id}"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    result = runner.invoke(app, ["download", *args, "-o", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_tracklets(tmp_path):
+    csv = tmp_path / "t.csv"
+    csv.write_text("video_id,start,end,bbox\nX#1#2,0,0,1-2-3-4\n")
+    with pytest.raises(UserError, match="missing column"):
+        read_tracklets(csv)
+    csv.write_text("video_id,start,end,bbox,fps,width,height,partition\nX#1#2,0,0,1-2-3,25,10,10,train\n")
+    with pytest.raises(UserError, match=r"t.csv:2: bbox"):
+        read_tracklets(csv)
+    csv.write_text("video_id,start,end,bbox,fps,width,height,partition\nX,0,0,1-2-3-4,25,10,10,train\n")
+    with pytest.raises(UserError, match="YOUTUBEID#STARTFRAME#ENDFRAME"):
+        read_tracklets(csv)
+    result = runner.invoke(app, ["download", "--tracklets", str(csv), "--start", "1", "-o", str(tmp_path / "d")])
+    assert result.exit_code == 2
+
+
+def test_parse_time():
+    assert parse_time("90") == 90 and parse_time("1:30.5") == 90.5 and parse_time("1:00:00") == 3600 and parse_time(None) is None

@@ -1,0 +1,151 @@
+"""magicanimate flip: mirrored clips with DensePose's left/right part swap, byte for byte."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, write_clip
+from typer.testing import CliRunner
+
+from magicanimate_cli.cli import app
+from magicanimate_cli.flip import flip, flip_densepose_array, flip_labels_array
+
+runner = CliRunner()
+
+
+def test_package_tables_match_the_reference():
+    from magicanimate_cli.densepose import PALETTE, POINT_LABEL_SYMMETRIES
+
+    assert np.array_equal(np.asarray(PALETTE), TABLE_10_3)
+    assert np.array_equal(np.asarray(POINT_LABEL_SYMMETRIES), SYMMETRY_10_5)
+
+
+def test_every_part_colour_becomes_its_mirror_part_colour_exactly(rng):
+    labels = rng.integers(0, 25, (7, 11), dtype=np.uint8)
+    out, snapped, _, _ = flip_densepose_array(TABLE_10_3[labels])
+    assert out.dtype == np.uint8 and out.shape == (7, 11, 3)
+    assert np.array_equal(out, TABLE_10_3[SYMMETRY_10_5[labels]][:, ::-1])
+    assert snapped == 0
+    # each of the 25 colours individually
+    for label in range(25):
+        single, _, _, _ = flip_densepose_array(TABLE_10_3[np.full((1, 1), label)])
+        assert tuple(single[0, 0]) == tuple(TABLE_10_3[SYMMETRY_10_5[label]])
+
+
+def test_lossy_colours_snap_to_the_nearest_palette_colour(rng):
+    labels = rng.integers(0, 25, (20, 20), dtype=np.uint8)
+    noisy = np.clip(TABLE_10_3[labels].astype(int) + rng.integers(-2, 3, (20, 20, 3)), 0, 255).astype(np.uint8)
+    out, snapped, max_distance, _ = flip_densepose_array(noisy)
+    assert np.array_equal(out, TABLE_10_3[SYMMETRY_10_5[labels]][:, ::-1])
+    assert snapped > 0 and 0 < max_distance <= np.sqrt(12)
+
+
+def test_label_maps_are_relabelled_and_other_values_kept():
+    labels = np.array([[0, 3, 4, 255], [23, 24, 5, 6]], np.uint8)
+    out = flip_labels_array(labels)
+    assert out.tolist() == [[255, 3, 4, 0], [5, 6, 23, 24]]
+
+
+def test_flip_clip_folder(tmp_path):
+    clip = tmp_path / "clip"
+    arrays = write_clip(clip, count=3)
+    (clip / "meta.json").write_text(json.dumps({"clip": "clip", "fps": 25.0}))
+    (clip / "notes").mkdir()
+    result = flip(clip, tmp_path / "out")
+    out = tmp_path / "out"
+    assert result.frames == 3 and result.snapped_pixels == 0 and result.ignored == ["notes"]
+    assert sorted(p.name for p in out.iterdir()) == ["densepose", "densepose_labels", "images", "masks", "meta.json"]
+    for i in range(3):
+        name = f"{i:05d}.png"
+        with Image.open(out / "images" / name) as im:
+            assert im.mode == "RGB" and np.array_equal(np.asarray(im), arrays["images"][i][:, ::-1])
+        with Image.open(out / "masks" / name) as im:
+            assert im.mode == "L" and np.array_equal(np.asarray(im), arrays["masks"][i][:, ::-1])
+        with Image.open(out / "densepose" / name) as im:
+            assert im.mode == "RGB"
+            expected = TABLE_10_3[SYMMETRY_10_5[arrays["densepose_labels"][i]]][:, ::-1]
+            assert np.array_equal(np.asarray(im), expected)
+        with Image.open(out / "densepose_labels" / name) as im:
+            assert im.mode == "L"
+            assert np.array_equal(np.asarray(im), SYMMETRY_10_5[arrays["densepose_labels"][i]][:, ::-1])
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["flipped"] is True and meta["fps"] == 25.0 and meta["flip"]["of"] == str(clip)
+    # flipping twice gives the original pixels back
+    flip(out, tmp_path / "back")
+    for sub in ("images", "masks", "densepose", "densepose_labels"):
+        for i in range(3):
+            a = np.asarray(Image.open(clip / sub / f"{i:05d}.png"))
+            b = np.asarray(Image.open(tmp_path / "back" / sub / f"{i:05d}.png"))
+            assert np.array_equal(a, b), sub
+
+
+def test_names_modes_and_formats_are_kept(tmp_path, rng):
+    clip = tmp_path / "clip"
+    (clip / "images").mkdir(parents=True)
+    (clip / "densepose").mkdir()
+    (clip / "masks").mkdir()
+    yy, xx = np.mgrid[0:16, 0:24]
+    photo = np.dstack([xx * 10, yy * 15, (xx + yy) * 6]).astype(np.uint8)  # smooth, so JPEG keeps it well
+    Image.fromarray(photo).save(clip / "images" / "frame_7.jpg", quality=90)
+    labels = rng.integers(0, 25, (16, 24), dtype=np.uint8)
+    rgba = np.dstack([TABLE_10_3[labels], rng.integers(0, 256, (16, 24), dtype=np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(clip / "densepose" / "frame_7.png")
+    palette_image = Image.fromarray(labels, "L").convert("P")
+    palette_image.putpalette(TABLE_10_3.reshape(-1).tolist())
+    palette_image.save(clip / "densepose" / "frame_8.png")
+    Image.fromarray(labels > 12).save(clip / "masks" / "frame_7.png")  # mode "1"
+    flip(clip, tmp_path / "out")
+    out = tmp_path / "out"
+    with Image.open(out / "images" / "frame_7.jpg") as im:
+        assert im.format == "JPEG" and im.mode == "RGB"
+        with Image.open(clip / "images" / "frame_7.jpg") as source:
+            original = np.asarray(source).astype(int)
+            assert im.quantization == source.quantization  # same quality settings
+        assert np.abs(np.asarray(im).astype(int) - original[:, ::-1]).mean() < 3
+    with Image.open(out / "densepose" / "frame_7.png") as im:
+        assert im.mode == "RGBA"
+        arr = np.asarray(im)
+        assert np.array_equal(arr[..., :3], TABLE_10_3[SYMMETRY_10_5[labels]][:, ::-1])
+        assert np.array_equal(arr[..., 3], rgba[..., 3][:, ::-1])
+    with Image.open(out / "densepose" / "frame_8.png") as im:
+        assert im.mode == "P"
+        assert np.array_equal(np.asarray(im.convert("RGB")), TABLE_10_3[SYMMETRY_10_5[labels]][:, ::-1])
+    with Image.open(out / "masks" / "frame_7.png") as im:
+        assert im.mode == "1" and np.array_equal(np.asarray(im), (labels > 12)[:, ::-1])
+
+
+def test_refuses_renderings_that_are_not_viridis(tmp_path, rng):
+    clip = tmp_path / "clip"
+    (clip / "densepose").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(clip / "densepose" / "00000.png")
+    result = runner.invoke(app, ["flip", str(clip), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "not a viridis DensePose rendering" in result.output
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_cli_json_and_no_overwrite(tmp_path):
+    clip = tmp_path / "clip"
+    write_clip(clip, count=2)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["flip", str(clip), "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is True and data["frames"] == 2 and data["subfolders"] == ["images", "densepose", "masks", "densepose_labels"]
+    again = runner.invoke(app, ["flip", str(clip), "-o", str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.output and len(again.output.strip().splitlines()) == 1
+    assert runner.invoke(app, ["flip", str(clip), "-o", str(out), "--overwrite"]).exit_code == 0
+
+
+@pytest.mark.parametrize("make", ["missing", "plain"])
+def test_not_a_clip_folder(tmp_path, make):
+    target = tmp_path / "x"
+    if make == "plain":
+        target.mkdir()
+    result = runner.invoke(app, ["flip", str(target), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output

@@ -1,0 +1,68 @@
+"""magicanimate frames: a video -> 00000.png... at a fixed rate, through ffmpeg."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from preprocess_helpers import decode_index, make_video
+from typer.testing import CliRunner
+
+from magicanimate_cli import media
+from magicanimate_cli.cli import app
+from magicanimate_cli.frames import frames
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def video30(tmp_path_factory):
+    """30 frames at 30 fps (1 s); frame i has grey level 8 + 8 i."""
+    return make_video(tmp_path_factory.mktemp("v") / "v30.mp4", count=30, fps=30.0)
+
+
+def test_resamples_to_25_fps_by_timestamp(video30, tmp_path):
+    calls = []
+    result = frames(video30, tmp_path / "f", progress=lambda *a: calls.append(a))
+    files = media.list_frame_files(tmp_path / "f")
+    assert result.frames == 25 == len(files)
+    assert [f.name for f in files[:3]] == ["00000.png", "00001.png", "00002.png"]
+    assert result.fps == 25.0 and result.source_fps == pytest.approx(30.0) and (result.width, result.height) == (64, 48)
+    indices = [decode_index(media.read_image(f)) for f in files]
+    # output frame k shows the source frame at t = k/25, i.e. source index round(k * 30 / 25) (ffmpeg's fps filter)
+    assert indices == [int(k * 30 / 25 + 0.5) for k in range(25)]
+    assert calls and calls[-1] == ("frames", 25, 25)
+
+
+def test_other_rate_and_rgb_png(video30, tmp_path):
+    result = frames(video30, tmp_path / "f", fps=10)
+    assert result.frames == 10
+    image = media.read_image(tmp_path / "f" / "00000.png")
+    assert image.dtype == np.uint8 and image.shape == (48, 64, 3)
+
+
+def test_cli_json_no_overwrite_and_errors(video30, tmp_path):
+    out = tmp_path / "f"
+    ok = runner.invoke(app, ["frames", str(video30), "-o", str(out), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["frames"] == 25
+    again = runner.invoke(app, ["frames", str(video30), "-o", str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert runner.invoke(app, ["frames", str(video30), "-o", str(out), "--overwrite", "--fps", "5"]).exit_code == 0
+    assert len(media.list_frame_files(out)) == 5
+    for args in (["frames", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "a")],
+                 ["frames", str(out), "-o", str(tmp_path / "b")],
+                 ["frames", str(video30), "-o", str(tmp_path / "c"), "--fps", "0"]):
+        bad = runner.invoke(app, args)
+        assert bad.exit_code == 2, args
+        assert len(bad.output.strip().splitlines()) == 1 and "Traceback" not in bad.output
+
+
+def test_unreadable_video_is_exit_2_and_leaves_nothing(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 10)
+    result = runner.invoke(app, ["frames", str(junk), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["junk.mp4"]

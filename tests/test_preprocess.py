@@ -1,0 +1,365 @@
+"""magicanimate preprocess: the chain, its clip folders, resuming, forcing and failing stages.
+
+The DensePose and matting stages are replaced by small fakes with the same call signature that
+write what the real ones write (densepose/ + densepose_labels/, masks/), so these tests check
+the orchestration; the real stages have their own tests.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, make_video
+from typer.testing import CliRunner
+
+import magicanimate_cli.densepose as densepose_module
+import magicanimate_cli.matting as matting_module
+from magicanimate_cli import media
+from magicanimate_cli.cli import app
+from magicanimate_cli.errors import UserError
+from magicanimate_cli.preprocess import collect_sources, parse_skip, preprocess
+
+runner = CliRunner()
+FAST = {"size": 32}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    make_video(folder / "dance.mp4", count=10, fps=25.0, width=96, height=48, moving=True)
+    make_video(folder / "talk.mp4", count=6, fps=30.0, width=64, height=48)
+    return folder
+
+
+class Fakes:
+    """Stand-ins for densepose.densepose and matting.matte (clip-folder mode), with a call log."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, Path]] = []
+        self.fail: dict[str, BaseException] = {}
+
+    def matte(self, input, output=None, *, overwrite=False, progress=None, **kwargs):
+        folder = Path(input)
+        self.calls.append(("matte", folder))
+        if "matte" in self.fail:
+            raise self.fail["matte"]
+        assert overwrite and output is None
+        files = media.list_frame_files(folder / "images")
+        (folder / "masks").mkdir(exist_ok=True)
+        for file in files:  # the bright bar is the "person"
+            mask = np.where(media.read_image(file).mean(axis=2) > 150, 255, 0).astype(np.uint8)
+            Image.fromarray(mask).save(folder / "masks" / file.name)
+        return SimpleNamespace(to_dict=lambda: {"frames": len(files), "model": "fake"})
+
+    def densepose(self, input, output=None, *, overwrite=False, progress=None, **kwargs):
+        folder = Path(input)
+        self.calls.append(("densepose", folder))
+        if "densepose" in self.fail:
+            raise self.fail["densepose"]
+        files = media.list_frame_files(folder / "images")
+        (folder / "densepose").mkdir(exist_ok=True)
+        (folder / "densepose_labels").mkdir(exist_ok=True)
+        for file in files:  # person pixels: label 3 (right hand) on their left half, 4 (left hand) on the right
+            person = media.read_image(file).mean(axis=2) > 150
+            labels = np.zeros(person.shape, np.uint8)
+            columns = np.where(person.any(axis=0))[0]
+            if len(columns):
+                middle = (columns[0] + columns[-1] + 1) // 2
+                labels[:, :middle][person[:, :middle]] = 3
+                labels[:, middle:][person[:, middle:]] = 4
+            Image.fromarray(TABLE_10_3[labels]).save(folder / "densepose" / file.name)
+            Image.fromarray(labels).save(folder / "densepose_labels" / file.name)
+        return SimpleNamespace(to_dict=lambda: {"frames": len(files), "model": "fake"})
+
+    def count(self, stage: str) -> int:
+        return sum(1 for name, _ in self.calls if name == stage)
+
+
+@pytest.fixture()
+def fakes(monkeypatch):
+    fake = Fakes()
+    monkeypatch.setattr(densepose_module, "densepose", fake.densepose)
+    monkeypatch.setattr(matting_module, "matte", fake.matte)
+    return fake
+
+
+def _meta(folder: Path) -> dict:
+    return json.loads((folder / "meta.json").read_text())
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def test_collect_sources(videos, tmp_path):
+    frames = tmp_path / "frames_clip"
+    media.write_frames(frames, np.zeros((2, 8, 8, 3), np.uint8))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# my clips\n{videos / 'dance.mp4'}\n\nframes_clip\n")
+    found = collect_sources([listing, videos / "talk.mp4"])
+    assert [(s.name, s.kind) for s in found] == [("dance", "video"), ("frames_clip", "frames"), ("talk", "video")]
+    assert [s.name for s in collect_sources([videos])] == ["dance", "talk"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "dance.mp4").write_bytes((videos / "dance.mp4").read_bytes())
+    with pytest.raises(UserError, match="clip name 'dance'"):
+        collect_sources([videos, other / "dance.mp4"])
+    nested = tmp_path / "nested.txt"
+    nested.write_text(f"{listing}\n")
+    with pytest.raises(UserError, match="list file inside a list file"):
+        collect_sources([nested])
+    with pytest.raises(UserError, match="no such file"):
+        collect_sources([tmp_path / "nope.mp4"])
+    assert parse_skip("densepose, matte") == {"densepose", "matte"}
+    with pytest.raises(UserError, match="--skip"):
+        parse_skip("frames")
+
+
+# ----------------------------------------------------------------------------- the chain
+
+
+def test_skip_both_models_real_chain(videos, tmp_path):
+    result = preprocess([videos / "talk.mp4"], tmp_path, skip="densepose,matte", flip=True, **FAST)
+    assert result.ok and result.clips[0]["status"] == "done"
+    clip = tmp_path / "talk"
+    files = media.list_frame_files(clip / "images")
+    assert [f.name for f in files] == [f"{i:05d}.png" for i in range(5)]  # 6 frames at 30 fps -> 5 at 25 fps
+    assert media.read_image(files[0]).shape == (32, 32, 3)
+    assert sorted(p.name for p in clip.iterdir()) == ["images", "meta.json"]  # .work removed
+    meta = _meta(clip)
+    assert meta["status"] == "done" and meta["fps"] == 25.0 and meta["size"] == 32 and meta["frames"] == 5
+    assert meta["source"]["path"] == str((videos / "talk.mp4").resolve()) and meta["source"]["source_fps"] == pytest.approx(30.0)
+    assert meta["crop_box"] == [8.0, 0.0, 56.0, 48.0]
+    assert {"magicanimate_cli", "numpy", "pillow", "ffmpeg", "python"} <= set(meta["versions"])
+    assert {k: v["status"] for k, v in meta["stages"].items()} == {
+        "frames": "done", "matte": "skipped", "densepose": "skipped", "crop": "done", "flip": "done"}
+    flipped = media.read_image(tmp_path / "talk_flip" / "images" / "00000.png")
+    assert np.array_equal(flipped, media.read_image(files[0])[:, ::-1])
+
+
+def test_full_chain_with_fov_order_and_outputs(videos, tmp_path, fakes):
+    result = preprocess([videos / "dance.mp4"], tmp_path, fov="64x32", flip=True, **FAST)
+    assert result.ok, result.clips
+    clip = tmp_path / "dance"
+    work = clip / ".work"
+    # matte runs on the full frames, DensePose on the field of view
+    assert fakes.calls == [("matte", work / "full"), ("densepose", work / "fov")]
+    meta = _meta(clip)
+    stages = meta["stages"]
+    assert [k for k in stages] == ["frames", "matte", "fov", "densepose", "crop", "flip"]
+    assert all(rec["status"] == "done" for rec in stages.values())
+    assert stages["fov"]["result"]["located_by"] == "masks"
+    assert stages["fov"]["result"]["output_size"] == [64, 32]
+    assert meta["subfolders"] == ["images", "densepose", "masks", "densepose_labels"]
+    x0, y0, x1, y1 = meta["fov_box"]
+    assert (x1 - x0) == 2 * (y1 - y0)
+    for sub in meta["subfolders"]:
+        names = [f.name for f in media.list_frame_files(clip / sub)]
+        assert names == [f"{i:05d}.png" for i in range(10)], sub
+    dp = np.asarray(Image.open(clip / "densepose" / "00003.png"))
+    labels = np.asarray(Image.open(clip / "densepose_labels" / "00003.png"))
+    assert dp.shape == (32, 32, 3) and np.array_equal(TABLE_10_3[labels], dp) and set(np.unique(labels)) == {0, 3, 4}
+    mask = np.asarray(Image.open(clip / "masks" / "00003.png"))
+    assert mask.shape == (32, 32) and mask.max() == 255
+    flip_dp = np.asarray(Image.open(tmp_path / "dance_flip" / "densepose" / "00003.png"))
+    assert np.array_equal(flip_dp, TABLE_10_3[SYMMETRY_10_5[labels]][:, ::-1])
+    assert not work.exists()
+
+
+def test_resume_after_interruption_then_up_to_date_then_force(videos, tmp_path, fakes):
+    fakes.fail["densepose"] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        preprocess([videos / "dance.mp4"], tmp_path, **FAST)
+    clip = tmp_path / "dance"
+    stages = _meta(clip)["stages"]
+    assert stages["frames"]["status"] == "done" and stages["matte"]["status"] == "done"
+    assert stages["densepose"]["status"] == "running"  # interrupted
+    del fakes.fail["densepose"]
+    fakes.calls.clear()
+    resumed = preprocess([videos / "dance.mp4"], tmp_path, **FAST)
+    assert resumed.ok and resumed.clips[0]["status"] == "done"
+    assert fakes.count("matte") == 0 and fakes.count("densepose") == 1  # finished stages skipped, interrupted one redone
+    images = clip / "images" / "00000.png"
+    stamp = images.stat().st_mtime_ns
+    fakes.calls.clear()
+    again = preprocess([videos / "dance.mp4"], tmp_path, **FAST)
+    assert again.clips[0]["status"] == "up-to-date" and fakes.calls == [] and images.stat().st_mtime_ns == stamp
+    forced = preprocess([videos / "dance.mp4"], tmp_path, force=True, **FAST)
+    assert forced.clips[0]["status"] == "done" and fakes.count("matte") == 1 and fakes.count("densepose") == 1
+    assert images.stat().st_mtime_ns != stamp
+
+
+def test_changed_size_with_kept_work_redoes_only_the_crop(videos, tmp_path, fakes):
+    preprocess([videos / "dance.mp4"], tmp_path, keep_work=True, **FAST)
+    assert (tmp_path / "dance" / ".work" / "full" / "images").is_dir()
+    fakes.calls.clear()
+    result = preprocess([videos / "dance.mp4"], tmp_path, keep_work=True, size=16)
+    assert result.clips[0]["status"] == "done" and fakes.calls == []
+    assert media.read_image(tmp_path / "dance" / "images" / "00000.png").shape == (16, 16, 3)
+    assert _meta(tmp_path / "dance")["stages"]["crop"]["params"]["size"] == 16
+
+
+def test_changed_source_redoes_everything(videos, tmp_path, fakes):
+    source = tmp_path / "in" / "clip.mp4"
+    make_video(source, count=5, fps=25.0)
+    preprocess([source], tmp_path / "out", **FAST)
+    make_video(source, count=8, fps=25.0)
+    fakes.calls.clear()
+    result = preprocess([source], tmp_path / "out", **FAST)
+    assert result.clips[0]["frames"] == 8 and fakes.count("matte") == 1 and fakes.count("densepose") == 1
+
+
+def test_missing_dependency_is_recorded_and_not_retried_per_clip(videos, tmp_path, fakes):
+    fakes.fail["densepose"] = UserError("detectron2 and its DensePose project are not installed; install them with: pip install example")
+    result = runner.invoke(app, ["preprocess", str(videos), "-o", str(tmp_path), "--size", "32", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and data["incomplete"] == 2
+    assert fakes.count("densepose") == 1  # the second clip did not try again
+    for clip in data["clips"]:
+        assert clip["status"] == "incomplete" and clip["stages"]["densepose"] == "unavailable"
+        assert clip["stages"]["crop"] == "done" and clip["stages"]["matte"] == "done"
+        assert "pip install" in clip["errors"]["densepose"]
+    meta = _meta(tmp_path / "dance")
+    assert meta["status"] == "incomplete" and meta["stages"]["densepose"]["status"] == "unavailable"
+    assert meta["stages"]["densepose"]["hint"]  # the install command of the real densepose module
+    assert meta["subfolders"] == ["images", "masks"]
+    assert (tmp_path / "dance" / ".work").is_dir()  # kept, so installing and re-running only adds DensePose
+    # once it works, only DensePose and what follows it run
+    del fakes.fail["densepose"]
+    fakes.calls.clear()
+    fixed = preprocess([videos], tmp_path, **FAST)
+    assert fixed.ok and fakes.count("matte") == 0 and fakes.count("densepose") == 2
+    assert _meta(tmp_path / "dance")["subfolders"] == ["images", "densepose", "masks", "densepose_labels"]
+
+
+def test_a_crashing_optional_stage_does_not_stop_the_chain(videos, tmp_path, fakes):
+    fakes.fail["matte"] = RuntimeError("out of memory")
+    result = preprocess([videos / "dance.mp4"], tmp_path, fov="2x1", **FAST)
+    clip = result.clips[0]
+    assert clip["status"] == "incomplete" and clip["stages"]["matte"] == "failed"
+    assert clip["errors"]["matte"] == "RuntimeError: out of memory"
+    assert _meta(tmp_path / "dance")["stages"]["fov"]["result"]["located_by"] == "motion"  # no masks: motion fallback
+
+
+def test_a_broken_video_fails_alone(videos, tmp_path, fakes):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "bad.mp4").write_bytes(b"garbage" * 50)
+    (inputs / "good.mp4").write_bytes((videos / "talk.mp4").read_bytes())
+    result = runner.invoke(app, ["preprocess", str(inputs), "-o", str(tmp_path / "out"), "--size", "32", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    status = {c["name"]: c["status"] for c in data["clips"]}
+    assert status == {"bad": "failed", "good": "done"}
+    bad = [c for c in data["clips"] if c["name"] == "bad"][0]
+    assert bad["stages"]["frames"] == "failed" and "bad.mp4" in bad["errors"]["frames"]
+
+
+def test_foreign_folder_needs_overwrite(videos, tmp_path):
+    (tmp_path / "talk").mkdir()
+    (tmp_path / "talk" / "mine.txt").write_text("keep me")
+    result = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(tmp_path), "--skip", "densepose,matte"])
+    assert result.exit_code == 2 and "--overwrite" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (tmp_path / "talk" / "mine.txt").exists()
+    ok = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(tmp_path), "--skip", "densepose,matte", "--size", "32", "--overwrite"])
+    assert ok.exit_code == 0, ok.output
+    assert not (tmp_path / "talk" / "mine.txt").exists()
+
+
+@pytest.mark.parametrize("args", [["--skip", "frames"], ["--fov", "big"], ["--size", "0"], ["--fps", "-1"]])
+def test_bad_options_exit_2(videos, tmp_path, args):
+    result = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_defaults_match_the_library():
+    """cli.py writes the defaults out (fast --help); they must equal the functions' defaults."""
+    import typer.main
+
+    from magicanimate_cli.crop import crop
+    from magicanimate_cli.download import download
+    from magicanimate_cli.flip import flip
+    from magicanimate_cli.frames import frames
+
+    functions = {"download": download, "frames": frames, "crop": crop, "flip": flip, "preprocess": preprocess}
+    commands = {c.name: c for c in typer.main.get_command(app).commands.values() if c.name in functions}
+    assert set(commands) == set(functions)
+    for name, function in functions.items():
+        signature = inspect.signature(function)
+        for param in commands[name].params:
+            if param.name in signature.parameters and signature.parameters[param.name].default is not inspect.Parameter.empty:
+                assert param.default == signature.parameters[param.name].default, (name, param.name)
+        options = {p.name for p in commands[name].params} - {"as_json"}
+        keywords = set(signature.parameters) - {"progress"}
+        assert options == keywords, name
+
+
+def test_adding_flip_or_skipping_finished_stages_recomputes_nothing(videos, tmp_path, fakes):
+    preprocess([videos / "dance.mp4"], tmp_path, **FAST)
+    clip = tmp_path / "dance"
+    assert not (clip / ".work").exists()
+    fakes.calls.clear()
+    skipped = preprocess([videos / "dance.mp4"], tmp_path, skip="densepose,matte", **FAST)
+    assert skipped.clips[0]["status"] == "up-to-date" and fakes.calls == []
+    assert (clip / "densepose").is_dir() and (clip / "masks").is_dir()  # earlier results kept
+    flipped = preprocess([videos / "dance.mp4"], tmp_path, flip=True, **FAST)
+    assert flipped.clips[0]["status"] == "done" and fakes.calls == []
+    assert _meta(clip)["stages"]["flip"]["status"] == "done"
+    assert sorted(p.name for p in (tmp_path / "dance_flip").iterdir()) == ["densepose", "densepose_labels", "images", "masks", "meta.json"]
+    assert preprocess([videos / "dance.mp4"], tmp_path, flip=True, **FAST).clips[0]["status"] == "up-to-date"
+
+
+def test_real_densepose_stage_reports_its_install_command(videos, tmp_path, monkeypatch):
+    """Without the fakes: the real densepose() runs and, without detectron2, says how to install it."""
+    import importlib.util
+
+    if importlib.util.find_spec("detectron2") is not None:
+        pytest.skip("detectron2 is installed")
+    monkeypatch.setattr(matting_module, "matte", Fakes().matte)
+    result = preprocess([videos / "talk.mp4"], tmp_path, **FAST)
+    clip = result.clips[0]
+    assert clip["status"] == "incomplete" and clip["stages"]["densepose"] == "unavailable"
+    from magicanimate_cli.densepose import install_command
+
+    assert _meta(tmp_path / "talk")["stages"]["densepose"]["hint"] == install_command()
+
+
+def test_real_matting_stage_with_random_paddleseg_weights(videos, tmp_path, monkeypatch):
+    """Without the fakes: preprocess drives the real PaddleSeg matting (random weights, so only
+    shapes and values are checked) and the field of view is located from its masks."""
+    pytest.importorskip("paddle")
+    pytest.importorskip("paddleseg")
+    import dataclasses
+
+    import paddle
+
+    name = matting_module.DEFAULT_MODEL
+    models = tmp_path / "models"
+    weights = matting_module.weights_path(name, models)
+    weights.parent.mkdir(parents=True)
+    paddle.seed(0)
+    paddle.save(matting_module.build_network(name).state_dict(), str(weights))
+    monkeypatch.setitem(matting_module.MODELS, name, dataclasses.replace(matting_module.MODELS[name], sha256=None))
+    monkeypatch.setenv("MAGICANIMATE_MODELS", str(models))
+    result = preprocess([videos / "dance.mp4"], tmp_path / "out", skip="densepose", fov="2x1", **FAST)
+    clip = result.clips[0]
+    assert clip["status"] == "done", clip
+    meta = _meta(tmp_path / "out" / "dance")
+    assert meta["stages"]["matte"]["status"] == "done" and meta["subfolders"] == ["images", "masks"]
+    mask = np.asarray(Image.open(tmp_path / "out" / "dance" / "masks" / "00000.png"))
+    assert mask.shape == (32, 32) and mask.dtype == np.uint8
+    assert meta["stages"]["fov"]["result"]["located_by"] in ("masks", "motion")  # random masks may be empty
+
+
+def test_clip_layout_names_agree_with_the_model_stages():
+    from magicanimate_cli import clip, densepose
+
+    assert (clip.IMAGES, clip.DENSEPOSE, clip.LABELS) == (densepose.CLIP_IMAGES, densepose.CLIP_OUTPUT, densepose.CLIP_LABELS)
+    assert clip.MASKS == "masks"  # matting.matte's clip-folder output
