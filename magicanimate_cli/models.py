@@ -1,16 +1,61 @@
-"""Where the weights live.
+"""Where the weights live, and getting, checking and converting them.
 
 Resolution order: an explicit ``models`` argument (``--models DIR``), the ``MAGICANIMATE_MODELS``
 environment variable, the ``models/`` folder of a source checkout, then
-``~/.cache/magicanimate/models``. The folder uses the official ``pretrained_models/`` layout.
+``~/.cache/magicanimate/models``. The folder uses the official ``pretrained_models/`` layout, so a
+folder made for the official code works as it is.
+
+* ``download()`` (``magicanimate models download``): the files of ``models/manifest.json`` that
+  are not already there and verified, each fetched with ``huggingface_hub.hf_hub_download`` into
+  the official layout (``local_dir``) or, for the DensePose / PaddleSeg weights, from their plain
+  URL with a resumable partial file; every file is checked against the hub's sha256 / git blob id
+  and the manifest's sha256, and recorded in ``<models>/.magicanimate-checksums.json``.
+* ``verify_models()``: the load-time check (cached by size and mtime, see
+  ``weights_manifest``).
+* ``convert()`` (``magicanimate models convert``): the pickled ``temporal_attention.ckpt`` to
+  ``temporal_attention.safetensors``, optionally float16.
+* ``list_models()`` (``magicanimate models list``): present / verified / missing per file.
+
+torch and huggingface_hub are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .errors import UserError
+from .weights_manifest import (
+    CORRUPT,
+    MISSING,
+    REPLACED,
+    UNVERIFIED,
+    VERIFIED,
+    ChecksumRecord,
+    FileCheck,
+    Manifest,
+    ManifestFile,
+    check_folder,
+    check_recorded,
+    default_file_mode,
+    git_blob_sha1,
+    human_size,
+    load_manifest,
+    parse_groups,
+    sha256_file,
+    update_record,
+)
+
 ENV_VAR = "MAGICANIMATE_MODELS"
+TEMPORAL_CKPT = "MagicAnimate/temporal_attention/temporal_attention.ckpt"
+TEMPORAL_SAFETENSORS = "MagicAnimate/temporal_attention/temporal_attention.safetensors"
+_MB = 1_000_000
+
+Progress = Callable[[str, int, int], None]
 
 
 def checkout_models_dir() -> Path | None:
@@ -28,3 +73,689 @@ def resolve_models_dir(models: Path | str | None = None) -> Path:
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
     return checkout_models_dir() or Path.home() / ".cache" / "magicanimate" / "models"
+
+
+def _manifest(manifest: Manifest | Path | str | None) -> Manifest:
+    return manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def _fix_for(check: FileCheck, manifest: Manifest) -> str:
+    if manifest.get(check.path) is None and manifest.replacement_of(check.path) is not None:
+        return "run `magicanimate models convert --overwrite` (or delete it to use the original checkpoint)"
+    if check.status == CORRUPT:
+        return "run `magicanimate models download --overwrite` to fetch it again"
+    return "run `magicanimate models download`"
+
+
+def verify_models(
+    root: Path | str,
+    only: str | Iterable[str] | None = "animate",
+    *,
+    rehash: bool = False,
+    progress: Progress | None = None,
+    manifest: Manifest | Path | str | None = None,
+) -> list[FileCheck]:
+    """Check the recorded files of ``only`` against ``<root>/.magicanimate-checksums.json``.
+
+    Raises ``UserError("<file>: checksum mismatch ...; run magicanimate models download")`` when a
+    recorded file is missing, cut short or changed. Files never recorded (a folder assembled by
+    hand, test fixtures) are not an error: ``magicanimate models download`` checks and records
+    them. Fast: a file whose size and mtime equal the recorded ones is not read again.
+    """
+    root = Path(root)
+    man = _manifest(manifest)
+    checks = check_folder(root, parse_groups(only), manifest=man, rehash=rehash, progress=progress)
+    record = ChecksumRecord.load(root)
+    bad = [c for c in checks if c.status == CORRUPT or (c.status == MISSING and c.path in record.entries)]
+    if bad:
+        first = bad[0]
+        more = f" (and {len(bad) - 1} more file{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+        raise UserError(f"{root / first.path}: {first.detail}{more}; {_fix_for(first, man)}")
+    return checks
+
+
+# ----------------------------------------------------------------------------- download
+
+
+@dataclass
+class PlanItem:
+    path: str
+    group: str
+    source: str
+    size: int | None
+    action: str  # keep | record | download | replace (needs overwrite) | update (a superseded published file)
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DownloadResult:
+    models: str
+    groups: list[str]
+    offline: bool
+    dry_run: bool
+    downloaded: list[str]
+    recorded: list[str]
+    kept: list[str]
+    bytes_to_download: int
+    bytes_downloaded: int
+    seconds: float
+    plan: list[PlanItem] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["plan"] = [p.to_dict() for p in self.plan]
+        return data
+
+    def for_humans(self) -> dict:
+        what = "would download" if self.dry_run else "downloaded"
+        fetched = len([p for p in self.plan if p.action in ("download", "replace", "update")]) if self.dry_run else len(self.downloaded)
+        size = self.bytes_to_download if self.dry_run else self.bytes_downloaded
+        return {
+            "models": self.models,
+            what: f"{fetched} file(s), {human_size(size)}",
+            "recorded": f"{len(self.recorded)} file(s) already here, checked and recorded" if self.recorded else None,
+            "kept": f"{len(self.kept)} verified file(s)",
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class _Remote:
+    size: int | None = None
+    sha256: str | None = None  # LFS files
+    blob_id: str | None = None  # git object id (small files)
+
+
+def _remote_info(items: list[ManifestFile]) -> dict[str, _Remote]:
+    """Sizes and checksums from the Hub, one ``get_paths_info`` call per repository."""
+    from huggingface_hub import HfApi, constants
+
+    info: dict[str, _Remote] = {}
+    by_source: dict[str, list[ManifestFile]] = {}
+    for item in items:
+        if item.source.kind == "hf":
+            by_source.setdefault(item.source.name, []).append(item)
+    api = HfApi(endpoint=constants.ENDPOINT)  # HF_ENDPOINT (a mirror) is honoured
+    for group in by_source.values():
+        source = group[0].source
+        try:
+            entries = api.get_paths_info(source.repo, [i.remote for i in group], revision=source.revision)
+        except Exception as exc:  # network, 404, auth: one line, with the way out
+            raise UserError(
+                f"{source.repo}@{source.revision}: cannot read file information from the Hugging Face Hub "
+                f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the network "
+                "(HF_ENDPOINT for a mirror), or set HF_HUB_OFFLINE=1 to use only the files already here"
+            ) from exc
+        found = {e.path: e for e in entries}
+        for item in group:
+            entry = found.get(item.remote)
+            if entry is None or not hasattr(entry, "size"):
+                raise UserError(f"{source.repo}@{source.revision}: has no file {item.remote}; the weights manifest is out of date")
+            lfs = getattr(entry, "lfs", None)
+            sha = getattr(lfs, "sha256", None) if lfs is not None else None
+            if item.sha256 and sha and sha != item.sha256:
+                raise UserError(
+                    f"{item.path}: the Hub's sha256 ({sha[:12]}…) differs from the manifest's ({item.sha256[:12]}…) at the pinned "
+                    "revision; the manifest is wrong, please report it"
+                )
+            info[item.path] = _Remote(size=entry.size, sha256=sha, blob_id=None if lfs else entry.blob_id)
+    return info
+
+
+def _expected(item: ManifestFile, remote: _Remote | None) -> tuple[str | None, str | None]:
+    """(sha256 the file must have, where that comes from)."""
+    if item.sha256:
+        return item.sha256, "manifest"
+    if remote is not None and remote.sha256:
+        return remote.sha256, "hub-lfs"
+    return None, None
+
+
+def _matches(path: Path, item: ManifestFile, remote: _Remote | None, progress: Progress | None) -> tuple[bool | None, str, str | None]:
+    """Hash ``path`` and compare: (True/False, or None when nothing is known; sha256; checked_against)."""
+    size = path.stat().st_size
+    actual = sha256_file(path, progress, total=max(1, size // _MB))
+    expected, origin = _expected(item, remote)
+    if expected is not None:
+        return actual == expected, actual, origin
+    if remote is not None and remote.blob_id:
+        return git_blob_sha1(path) == remote.blob_id, actual, "hub-blob"
+    if remote is not None and remote.size is not None and remote.size != size:
+        return False, actual, "hub-size"
+    return None, actual, None
+
+
+def _source_label(item: ManifestFile) -> str:
+    return f"{item.source.repo}@{item.source.revision}" if item.source.kind == "hf" else (item.url or item.source.name)
+
+
+def _free_bytes(path: Path) -> int:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+class _Meter:
+    """Bytes downloaded across all files, reported as ``progress("download", MB done, MB total)``."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress("download", min(self.done, self.total) // _MB, max(1, self.total // _MB))
+
+    def tqdm_class(self):
+        """A tqdm class for huggingface_hub that counts written bytes into this meter, silently."""
+        from tqdm.auto import tqdm
+
+        meter = self
+
+        class _Bar(tqdm):
+            def __init__(self, *args, **kwargs):
+                kwargs.pop("name", None)
+                kwargs["disable"] = True
+                super().__init__(*args, **kwargs)
+                if kwargs.get("initial"):
+                    meter.add(int(kwargs["initial"]))
+
+            def update(self, n=1):
+                if n:
+                    meter.add(int(n))
+
+            def update_transfer(self, n=1):  # network bytes of Xet downloads: the written bytes count
+                pass
+
+        return _Bar
+
+
+def _fetch_hf(item: ManifestFile, root: Path, replace: bool, meter: _Meter) -> Path:
+    from huggingface_hub import constants, hf_hub_download
+
+    source = item.source
+    extra = _supported(hf_hub_download, tqdm_class=meter.tqdm_class())  # huggingface_hub >= 0.3x
+    path = hf_hub_download(
+        source.repo,
+        item.remote,
+        revision=source.revision,
+        local_dir=root / source.folder,
+        force_download=replace,
+        endpoint=constants.ENDPOINT,
+        **extra,
+    )
+    return Path(path)
+
+
+def _supported(function, **kwargs) -> dict:
+    """The keyword arguments ``function`` accepts (older huggingface_hub releases lack some)."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    return {k: v for k, v in kwargs.items() if k in parameters}
+
+
+def _fetch_url(item: ManifestFile, root: Path, replace: bool, meter: _Meter) -> Path:
+    """A plain URL into ``<dest>.part`` (kept across runs and resumed), then moved into place.
+
+    A zip (``archive_member``) is downloaded whole and the member extracted.
+    """
+    import hashlib
+
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    dest = root / item.path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    download = dest if not item.archive_member else dest.with_name(Path(item.url).name)
+    tag = hashlib.sha256(item.url.encode()).hexdigest()[:12]
+    part = download.with_name(f"{download.name}.{tag}.part")
+    resume = part.stat().st_size if part.exists() else 0
+    headers = {"user-agent": build_hf_headers().get("user-agent", "magicanimate")}
+    extra = _supported(http_get, expected_size=item.size, tqdm_class=meter.tqdm_class())
+    with open(part, "ab") as handle:
+        http_get(item.url, handle, resume_size=resume, headers=headers, **extra)
+    if not item.archive_member:
+        os.replace(part, dest)
+        return dest
+    _extract_member(part, item, dest)
+    part.unlink()
+    return dest
+
+
+def _extract_member(archive: Path, item: ManifestFile, dest: Path) -> None:
+    import tempfile
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = [n for n in zf.namelist() if n == item.archive_member or n.endswith("/" + item.archive_member)]
+            if len(names) != 1:
+                raise UserError(f"{item.url}: expected one {item.archive_member} in the archive, found {len(names)}; the manifest is out of date")
+            fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+            os.chmod(tmp, default_file_mode())
+            with os.fdopen(fd, "wb") as out, zf.open(names[0]) as member:
+                shutil.copyfileobj(member, out, 8 << 20)
+            os.replace(tmp, dest)
+    except zipfile.BadZipFile as exc:
+        archive.unlink(missing_ok=True)
+        raise UserError(f"{item.url}: the download is not a valid zip archive ({exc}); run the command again") from exc
+
+
+Fetcher = Callable[[ManifestFile, Path, bool, _Meter], Path]
+
+
+def download(
+    *,
+    only: str | None = None,
+    models: Path | str | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    on_plan: Callable[[list[PlanItem]], None] | None = None,
+    manifest: Manifest | Path | str | None = None,
+    fetch: Fetcher | None = None,
+) -> DownloadResult:
+    """Download the weights of ``only`` (animate, densepose, matting; default all) into ``models``.
+
+    Files already recorded and intact are kept without a network call; files present but not
+    recorded (a folder made by hand) are hashed and kept when they match the published checksum;
+    a file that differs is only replaced with ``overwrite``. ``on_plan`` receives the plan (every
+    file, its size and what will happen) before anything is fetched; ``dry_run`` stops there.
+    With ``HF_HUB_OFFLINE=1`` nothing is fetched: present files are checked and recorded, missing
+    ones are an error. ``manifest`` and ``fetch`` exist for tests.
+    """
+    started = time.perf_counter()
+    groups = parse_groups(only)
+    root = resolve_models_dir(models)
+    man = _manifest(manifest)
+    offline = _offline()
+    items = man.select(groups)
+    record = ChecksumRecord.load(root)
+
+    # 1. What is already here (no network).
+    state: dict[str, str] = {}
+    rehashed: list[str] = []
+    for item in items:
+        entry = record.entries.get(item.path)
+        if item.replaced_by and not (root / item.path).exists() and (root / item.replaced_by).is_file():
+            state[item.path] = "converted"
+        elif entry is not None and item.sha256 and entry.sha256 != item.sha256 and (root / item.path).is_file():
+            state[item.path] = "outdated"  # the manifest now pins another file
+        elif entry is not None and entry.source != _source_label(item) and (root / item.path).is_file():
+            state[item.path] = "present"  # recorded from another revision or URL: check it again
+        elif entry is not None:
+            check = check_recorded(root, item.path, entry, progress=progress)
+            state[item.path] = {VERIFIED: "ok", CORRUPT: "corrupt", MISSING: "missing"}[check.status]
+            if check.rehashed and check.status == VERIFIED:
+                rehashed.append(item.path)
+        else:
+            state[item.path] = "present" if (root / item.path).is_file() else "missing"
+
+    if rehashed:  # intact files whose mtime moved: refresh the cache so the next check is instant
+        update_record(root, lambda rec: [_refresh_stat(rec, p) for p in rehashed], required=False)
+
+    # 2. What the sources say about the rest.
+    pending = [i for i in items if state[i.path] not in ("ok", "converted")]
+    remote = {} if offline or not pending else _remote_info(pending)
+
+    # 3. The plan.
+    plan: list[PlanItem] = []
+    to_record: list[tuple[ManifestFile, str, str | None]] = []
+    for item in items:
+        info = remote.get(item.path)
+        size = info.size if info is not None and info.size is not None else item.display_size
+        label = _source_label(item)
+        st = state[item.path]
+        if st in ("ok", "converted"):
+            reason = "verified" if st == "ok" else f"converted to {Path(item.replaced_by).name}"
+            plan.append(PlanItem(item.path, item.group, label, (root / (item.path if st == "ok" else item.replaced_by)).stat().st_size, "keep", reason))
+            continue
+        if st == "present":
+            ok, sha, origin = _matches(root / item.path, item, info, progress)
+            if ok is False:
+                plan.append(PlanItem(item.path, item.group, label, size, "replace", f"differs from the published file ({origin})"))
+            else:
+                to_record.append((item, sha, origin if ok else "local"))
+                why = f"matches the published checksum ({origin})" if ok else "present; nothing published to check it against"
+                plan.append(PlanItem(item.path, item.group, label, (root / item.path).stat().st_size, "record", why))
+            continue
+        if st == "corrupt":
+            plan.append(PlanItem(item.path, item.group, label, size, "replace", "differs from its checksum record"))
+        elif st == "outdated":  # a published file we recorded, superseded by the manifest: no --overwrite needed
+            published = record.entries[item.path].checked_against in ("manifest", "hub-lfs", "hub-blob")
+            action = "update" if published else "replace"
+            plan.append(PlanItem(item.path, item.group, label, size, action, "the manifest now pins another file"))
+        else:
+            plan.append(PlanItem(item.path, item.group, label, size, "download", "missing"))
+    if on_plan is not None:
+        on_plan(plan)
+
+    fetching = [p for p in plan if p.action in ("download", "replace", "update")]
+    need = sum(p.size or 0 for p in fetching)
+    if offline and fetching:
+        first = fetching[0]
+        raise UserError(
+            f"{root / first.path}: {first.reason} and HF_HUB_OFFLINE is set ({len(fetching)} file(s) to fetch); "
+            "unset HF_HUB_OFFLINE, or copy the files into the models folder"
+        )
+    replacing = [p for p in fetching if p.action == "replace"]
+    if replacing and not overwrite:
+        first = replacing[0]
+        raise UserError(f"{root / first.path}: {first.reason}; pass --overwrite to replace it, or move it away")
+    free = _free_bytes(root)
+    if need and need > free:
+        raise UserError(f"{root}: the download needs {human_size(need)} but only {human_size(free)} is free; free space or use --models on another disk")
+    result = DownloadResult(
+        models=str(root),
+        groups=list(groups),
+        offline=offline,
+        dry_run=dry_run,
+        downloaded=[],
+        recorded=[],
+        kept=[p.path for p in plan if p.action == "keep"],
+        bytes_to_download=need,
+        bytes_downloaded=0,
+        seconds=0.0,
+        plan=plan,
+    )
+    if dry_run:
+        result.seconds = round(time.perf_counter() - started, 3)
+        return result
+
+    # 4. Record what matched, then fetch the rest, recording each file as soon as it is checked.
+    if to_record:
+
+        def add(rec: ChecksumRecord) -> None:
+            for item, sha, origin in to_record:
+                rec.put(item.path, sha, group=item.group, source=_source_label(item), checked_against=origin)
+
+        update_record(root, add)
+        result.recorded = [item.path for item, _, _ in to_record]
+    meter = _Meter(progress, need)
+    by_path = {i.path: i for i in items}
+    for step in fetching:
+        item = by_path[step.path]
+        fetcher = fetch or (_fetch_hf if item.source.kind == "hf" else _fetch_url)
+        before = meter.done
+        try:
+            path = fetcher(item, root, step.action in ("replace", "update"), meter)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # network and hub errors: one line, and the way out
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            raise UserError(
+                f"{root / item.path}: download from {_source_label(item)} failed ({exc.__class__.__name__}: {message}); "
+                "run the command again to continue (finished files are kept)"
+            ) from exc
+        if meter.done == before:  # a fetcher that does not report bytes
+            meter.add(path.stat().st_size)
+        ok, sha, origin = _matches(path, item, remote.get(item.path), progress)
+        if ok is False:
+            path.unlink(missing_ok=True)
+            raise UserError(f"{path}: the downloaded file does not match its published checksum ({origin}); run the command again")
+
+        def add_one(rec: ChecksumRecord, item=item, sha=sha, origin=origin) -> None:
+            rec.put(item.path, sha, group=item.group, source=_source_label(item), checked_against=origin or "unchecked")
+
+        update_record(root, add_one)
+        result.downloaded.append(item.path)
+        result.bytes_downloaded += path.stat().st_size
+    if fetching and progress is not None:  # sizes from the manifest can be approximate: end the bar full
+        progress("download", max(1, meter.total // _MB), max(1, meter.total // _MB))
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _refresh_stat(record: ChecksumRecord, relpath: str) -> None:
+    entry = record.entries.get(relpath)
+    if entry is not None:
+        stat = (record.root / relpath).stat()
+        entry.size, entry.mtime_ns = stat.st_size, stat.st_mtime_ns
+
+
+def format_plan(plan: list[PlanItem]) -> str:
+    """The plan as lines for a terminal: action, size, file, and the total to fetch."""
+    lines = [f"  {p.action:<8} {human_size(p.size):>10}  {p.path}" + (f"  ({p.reason})" if p.action in ("replace", "update", "record") else "") for p in plan]
+    fetch = [p for p in plan if p.action in ("download", "replace", "update")]
+    total = sum(p.size or 0 for p in fetch)
+    unknown = " (+ files of unknown size)" if any(p.size is None for p in fetch) else ""
+    lines.append(f"  {len(fetch)} file(s) to download, {human_size(total)}{unknown}; {len(plan) - len(fetch)} already here")
+    return "\n".join(lines)
+
+
+def ensure_weights(
+    group: str,
+    models: Path | str | None = None,
+    progress: Progress | None = None,
+    manifest: Manifest | Path | str | None = None,
+) -> dict[str, Path]:
+    """The files of one manifest group, downloaded first if missing, verified: manifest path -> file.
+
+    For the stages that need weights (DensePose, matting): ``ensure_weights("densepose")``.
+    A file present but never recorded is hashed and checked once; a differing one is an error
+    (``models download --overwrite`` replaces it).
+    """
+    root = resolve_models_dir(models)
+    groups = parse_groups(group)
+    man = _manifest(manifest)
+    checks = verify_models(root, groups, progress=progress, manifest=man)
+    if any(c.status in (MISSING, UNVERIFIED) for c in checks):
+        download(only=",".join(groups), models=root, progress=progress, manifest=man)
+    return {item.path: root / item.path for item in man.select(groups)}
+
+
+# ----------------------------------------------------------------------------- convert
+
+
+@dataclass
+class ConvertResult:
+    models: str
+    source: str
+    output: str
+    dtype: str
+    tensors: int
+    bytes_in: int
+    bytes_out: int
+    removed_original: bool
+    skipped: bool
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _verify_source(root: Path, progress: Progress | None) -> str:
+    """The sha256 of the checkpoint: checked against its record, or hashed when never recorded
+    (a hand-made folder, or a fine-tuned checkpoint of your own, which is fine to convert)."""
+    record = ChecksumRecord.load(root)
+    entry = record.entries.get(TEMPORAL_CKPT)
+    if entry is None:
+        path = root / TEMPORAL_CKPT
+        sha = sha256_file(path, progress, total=max(1, path.stat().st_size // _MB))
+        published = load_manifest().get(TEMPORAL_CKPT)
+        if published is not None and published.sha256 == sha:  # the published file: record it while we are at it
+            update_record(
+                root,
+                lambda rec: rec.put(TEMPORAL_CKPT, sha, group="animate", source=_source_label(published), checked_against="manifest"),
+                required=False,
+            )
+        return sha
+    check = check_recorded(root, TEMPORAL_CKPT, entry, progress=progress)
+    if check.status != VERIFIED:
+        raise UserError(f"{root / TEMPORAL_CKPT}: {check.detail}; run `magicanimate models download --overwrite` before converting")
+    return entry.sha256
+
+
+def convert(
+    *,
+    models: Path | str | None = None,
+    half: bool = False,
+    remove_original: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> ConvertResult:
+    """``temporal_attention.ckpt`` -> ``temporal_attention.safetensors`` (float16 with ``half``).
+
+    The pickle is read with ``torch.load(weights_only=True, mmap=True)``; the safetensors file is
+    written under a temporary name in the same folder, read back and compared tensor by tensor
+    with the source, then renamed into place and recorded in the checksum record. After that the
+    loader reads the safetensors file and never unpickles. ``half`` halves the size; the official
+    pipeline casts these weights to float16 on the GPU anyway, so GPU results do not change, but
+    float32 (CPU) runs then use float16-rounded weights. ``remove_original`` deletes the 5 GB
+    pickle afterwards. Running it again on a converted folder does nothing.
+    """
+    import tempfile
+
+    started = time.perf_counter()
+    root = resolve_models_dir(models)
+    src, dst = root / TEMPORAL_CKPT, root / TEMPORAL_SAFETENSORS
+    dtype_name = "float16" if half else "float32"
+    record = ChecksumRecord.load(root)
+    result = ConvertResult(str(root), str(src), str(dst), dtype_name, 0, 0, 0, False, True, 0.0)
+    if not src.is_file():
+        done = record.entries.get(TEMPORAL_SAFETENSORS)
+        if dst.is_file() and done is not None:  # converted earlier and the original removed
+            result.dtype = (done.derived_from or {}).get("dtype", "?")
+            result.bytes_out, result.removed_original = dst.stat().st_size, True
+            return result
+        raise UserError(f"{src}: missing; run `magicanimate models download --only animate` first")
+    source_sha = _verify_source(root, progress)
+    previous = record.entries.get(TEMPORAL_SAFETENSORS)
+    if dst.exists():
+        same = (
+            previous is not None
+            and previous.derived_from is not None
+            and previous.derived_from.get("dtype") == dtype_name
+            and previous.derived_from.get("sha256") == source_sha
+            and check_recorded(root, TEMPORAL_SAFETENSORS, previous).status == VERIFIED
+        )
+        if same and not overwrite:
+            result.bytes_in, result.bytes_out = src.stat().st_size, dst.stat().st_size
+            if remove_original:
+                _remove_original(root)
+                result.removed_original = True
+            result.seconds = round(time.perf_counter() - started, 3)
+            return result
+        if not overwrite:
+            raise UserError(f"{dst}: exists (converted differently or not recorded); pass --overwrite to convert again")
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from .animate.weights import load_tensors
+
+    state = load_tensors(src)  # weights_only=True, mmap=True
+    tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    total = len(state)
+    for i, (key, value) in enumerate(state.items()):
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{src}: entry {key!r} is not a tensor; not a plain state dict")
+        if half and value.is_floating_point():
+            value = value.to(torch.float16)
+        ptr = value.untyped_storage().data_ptr()
+        if ptr in storages or not value.is_contiguous():  # safetensors stores no shared or strided views
+            value = value.contiguous().clone()
+        storages.add(value.untyped_storage().data_ptr())
+        tensors[key] = value
+        if progress is not None:
+            progress("convert", i + 1, total * 2)
+    metadata = {"format": "pt", "converted_from": src.name, "source_sha256": source_sha, "dtype": dtype_name}
+    fd, tmp_name = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with safe_open(str(tmp), framework="pt") as check:
+            if set(check.keys()) != set(tensors):
+                raise RuntimeError("the written file lacks tensors")
+            for i, key in enumerate(tensors):
+                if not torch.equal(check.get_tensor(key), tensors[key]):
+                    raise RuntimeError(f"tensor {key} differs after writing")
+                if progress is not None:
+                    progress("convert", total + i + 1, total * 2)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, default_file_mode())  # mkstemp's 0o600 would hide it from other users
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    del tensors, state
+    sha = sha256_file(dst, progress, total=max(1, dst.stat().st_size // _MB))
+    derived = {"path": TEMPORAL_CKPT, "sha256": source_sha, "dtype": dtype_name}
+    update_record(
+        root, lambda rec: rec.put(TEMPORAL_SAFETENSORS, sha, group="animate", source="converted", checked_against="converted", derived_from=derived)
+    )
+    result.tensors, result.skipped = total, False
+    result.bytes_in, result.bytes_out = src.stat().st_size, dst.stat().st_size
+    if remove_original:
+        _remove_original(root)
+        result.removed_original = True
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _remove_original(root: Path) -> None:
+    (root / TEMPORAL_CKPT).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- list
+
+
+@dataclass
+class ModelsListing:
+    models: str
+    groups: list[str]
+    files: list[FileCheck]
+    counts: dict[str, int]
+    complete: dict[str, bool]  # group -> every file verified, present or replaced
+
+    def to_dict(self) -> dict:
+        return {"models": self.models, "groups": self.groups, "counts": self.counts, "complete": self.complete, "files": [f.to_dict() for f in self.files]}
+
+    def for_humans(self) -> dict:
+        lines = []
+        for group in self.groups:
+            lines.append(f" {group}:")
+            for f in (f for f in self.files if f.group == group):
+                size = "-" if f.status == REPLACED else human_size(f.size, approx=f.status == MISSING)
+                lines.append(f"  {f.status:<10} {size:>10}  {f.path}")
+                if f.status in (CORRUPT, REPLACED):
+                    lines.append(f"  {'':<10} {'':>10}  ({f.detail})")
+        summary = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
+        if self.counts.get(UNVERIFIED):
+            summary += " (unverified: not in the checksum record; `magicanimate models download` checks and records them)"
+        return dict({"models": self.models, "summary": summary or "no files", "files": "\n" + "\n".join(lines)})
+
+
+def list_models(
+    *,
+    models: Path | str | None = None,
+    only: str | None = None,
+    rehash: bool = False,
+    progress: Progress | None = None,
+    manifest: Manifest | Path | str | None = None,
+) -> ModelsListing:
+    """Every file of the manifest (and every converted file): verified, unverified, missing,
+    corrupt or replaced (the checkpoint after ``convert --remove-original``)."""
+    groups = parse_groups(only)
+    root = resolve_models_dir(models)
+    checks = check_folder(root, groups, manifest=_manifest(manifest), rehash=rehash, progress=progress)
+    counts = {s: sum(c.status == s for c in checks) for s in (VERIFIED, UNVERIFIED, REPLACED, MISSING, CORRUPT)}
+    complete = {g: all(c.status in (VERIFIED, UNVERIFIED, REPLACED) for c in checks if c.group == g) for g in groups}
+    return ModelsListing(str(root), list(groups), checks, counts, complete)

@@ -1,0 +1,120 @@
+"""`magicanimate doctor`: every check isolated, exit 0 exactly when animate can run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from magicanimate_cli import doctor as doc
+from magicanimate_cli import weights_manifest as wm
+from magicanimate_cli.cli import app
+
+PARITY_WEIGHTS = Path(__file__).resolve().parent.parent.parent / "shared" / "parity" / "A" / "weights"
+needs_parity = pytest.mark.skipif(not PARITY_WEIGHTS.is_dir(), reason="parity fixture A not available")
+
+
+@pytest.fixture(autouse=True)
+def fast_optional_stages(monkeypatch):
+    """The optional stages report through their own status functions (importing paddle takes
+    seconds); these tests replace them unless a test asks for the real lookup."""
+    monkeypatch.setattr(doc, "check_densepose", lambda models=None: doc.Check("densepose", doc.WARN, "not installed", "see docs"))
+    monkeypatch.setattr(doc, "check_paddleseg", lambda models=None: doc.Check("paddleseg", doc.OK, "paddleseg 2.8.0"))
+
+
+@pytest.fixture()
+def weights(tmp_path) -> Path:
+    target = tmp_path / "weights"
+    shutil.copytree(PARITY_WEIGHTS, target)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def by_name(report) -> dict:
+    return {c.name: c for c in report.checks}
+
+
+@needs_parity
+def test_a_complete_folder_is_ready_and_unverified_weights_are_a_warning(weights):
+    report = doc.doctor(models=weights)
+    checks = by_name(report)
+    assert report.ready and not report.problems
+    assert checks["python"].status == doc.OK and sys.executable in checks["python"].detail
+    assert checks["torch"].status == doc.OK
+    assert checks["gpu"].status in (doc.OK, doc.WARN)
+    assert checks["ffmpeg"].status == doc.OK and "ffmpeg" in checks["ffmpeg"].detail
+    assert checks["weights"].status == doc.WARN and "models download" in checks["weights"].fix
+    assert checks["densepose weights"].status == doc.WARN
+    assert checks["disk (models)"].status == doc.OK
+
+
+def test_missing_weights_fail_with_the_download_command(tmp_path):
+    report = doc.doctor(models=tmp_path / "nothing")
+    weights = by_name(report)["weights"]
+    assert not report.ready and weights.status == doc.FAIL
+    assert "magicanimate models download --only animate" in weights.fix
+    assert "GB" in weights.fix  # how much it is
+
+
+@needs_parity
+def test_a_recorded_file_that_changed_fails(weights):
+    ckpt = "MagicAnimate/temporal_attention/temporal_attention.ckpt"
+    wm.update_record(weights, lambda rec: rec.put(ckpt, wm.sha256_file(weights / ckpt), group="animate", source="test", checked_against="local"))
+    assert doc.doctor(models=weights).ready
+    with open(weights / ckpt, "r+b") as handle:
+        handle.truncate(1000)
+    report = doc.doctor(models=weights)
+    assert not report.ready and "truncated" in by_name(report)["weights"].detail
+
+
+def test_broken_libraries_are_reported_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
+    monkeypatch.setattr(doc, "_version", lambda dist: None if dist == "diffusers" else "1.0")
+    from magicanimate_cli import media
+
+    monkeypatch.setattr(media, "ffmpeg_binary", lambda: str(tmp_path / "no-ffmpeg"))
+    checks = by_name(doc.doctor(models=tmp_path))
+    assert checks["torch"].status == doc.FAIL and "pytorch.org" in checks["torch"].fix
+    assert checks["libraries"].status == doc.FAIL and checks["libraries"].fix == "pip install diffusers"
+    assert checks["ffmpeg"].status == doc.FAIL and "imageio-ffmpeg" in checks["ffmpeg"].fix
+
+
+def test_stage_status_functions_are_used_when_present(monkeypatch):
+    import types
+
+    fake = types.ModuleType("magicanimate_cli.fakestage")
+    fake.fake_status = lambda models=None: {"ok": False, "error": "detectron2 is missing; install it like this", "install": "pip install x", "detectron2": None}
+    monkeypatch.setitem(sys.modules, "magicanimate_cli.fakestage", fake)
+    check = doc._stage_status("fakestage", "fake_status", ("detectron2",), "densepose", "fallback", None)
+    assert check.status == doc.WARN and check.detail.startswith("detectron2 is missing (only needed") and check.fix == "pip install x"
+    fake.fake_status = lambda models=None: {"ok": True, "detectron2": "0.6", "note": "weights not downloaded yet"}
+    check = doc._stage_status("fakestage", "fake_status", ("detectron2",), "densepose", "fallback", None)
+    assert check.status == doc.OK and check.detail == "detectron2 0.6; weights not downloaded yet"
+    check = doc._stage_status("nosuchstage", "x_status", ("surely_not_installed_pkg",), "x", "pip install it", None)
+    assert check.status == doc.WARN and check.fix == "pip install it"
+
+
+def test_the_real_stage_lookups_never_raise(monkeypatch):
+    monkeypatch.undo()  # the real check_densepose / check_paddleseg
+    for check in (doc.check_densepose(), doc.check_paddleseg()):
+        assert check.status in (doc.OK, doc.WARN)
+
+
+def test_cli_exit_codes_and_json(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(app, ["doctor", "--models", str(tmp_path / "nothing"), "--json"])
+    assert out.exit_code == 1
+    data = json.loads(out.stdout)
+    assert data["ok"] is False and data["ready"] is False  # ok means exit code 0: animate cannot run
+    assert any(p.startswith("weights:") and "models download" in p for p in data["problems"])
+    out = runner.invoke(app, ["doctor", "--models", str(tmp_path / "nothing")])
+    text = " ".join(out.output.split())  # Rich wraps long lines at the terminal width
+    assert out.exit_code == 1 and "fix: run `magicanimate models download --only animate`" in text
+    if PARITY_WEIGHTS.is_dir():
+        out = runner.invoke(app, ["doctor", "--models", str(PARITY_WEIGHTS), "--json"])
+        assert out.exit_code == 0 and json.loads(out.stdout)["ready"] is True

@@ -1,0 +1,466 @@
+"""`magicanimate models download / convert / list` and the load-time checksum check.
+
+The Hub is a local HTTP server (tests/models_helpers.py) that answers what huggingface_hub asks
+(paths-info, resolve HEAD/GET with ranges) and serves plain URLs; no network is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from magicanimate_cli import models as models_mod
+from magicanimate_cli import weights_manifest as wm
+from magicanimate_cli.cli import app
+from magicanimate_cli.errors import UserError
+from magicanimate_cli.models import (
+    TEMPORAL_CKPT,
+    TEMPORAL_SAFETENSORS,
+    convert,
+    download,
+    list_models,
+    verify_models,
+)
+from models_helpers import FakeHub, make_hub, write_manifest
+
+PARITY_A = Path(__file__).resolve().parent.parent.parent / "shared" / "parity" / "A"
+needs_parity = pytest.mark.skipif(not (PARITY_A / "weights").is_dir(), reason="parity fixture A not available")
+
+
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    """The fake Hub, huggingface_hub pointed at it, and a manifest describing it."""
+    import huggingface_hub.constants as constants
+
+    folder, spec = make_hub(tmp_path / "hub")
+    with FakeHub(folder) as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        server.manifest = write_manifest(spec["manifest"], server.url, tmp_path / "manifest.json")
+        server.contents = spec["contents"]
+        server.hub_folder = folder
+        yield server
+
+
+@pytest.fixture()
+def fixture_weights(tmp_path) -> Path:
+    """A writable copy of parity fixture A's weights (the official layout, tiny random weights)."""
+    target = tmp_path / "weights"
+    shutil.copytree(PARITY_A / "weights", target)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def downloaded(hub, tmp_path) -> Path:
+    root = tmp_path / "models"
+    download(models=root, manifest=hub.manifest)
+    return root
+
+
+# ----------------------------------------------------------------------------- the real manifest
+
+
+def test_manifest_names_exactly_what_the_animator_reads():
+    from magicanimate_cli.animate.weights import WeightLayout
+
+    manifest = wm.load_manifest()
+    animate = [f.path for f in manifest.select(["animate"])]
+    root = Path("/m")
+    for required in WeightLayout(root).required():  # every folder/file the loader needs is covered
+        rel = str(required.relative_to(root))
+        rel = rel.replace("temporal_attention.safetensors", "temporal_attention.ckpt")
+        assert any(p == rel or p.startswith(rel + "/") for p in animate), rel
+    assert "stable-diffusion-v1-5/unet/config.json" in animate
+    assert not any("unet/diffusion_pytorch_model" in p or "v1-5-pruned" in p or "/vae/" in p or "scheduler" in p for p in animate)
+    assert not any("fp16" in p or p.endswith(".bin") for p in animate)
+    for source in manifest.sources.values():
+        if source.kind == "hf":
+            assert re.fullmatch(r"[0-9a-f]{40}", source.revision), source.name
+    assert manifest.sources["stable-diffusion-v1-5"].repo == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    for item in manifest.files:
+        assert item.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", item.sha256)
+        assert item.path.startswith(item.source.folder + "/")
+    assert {f.group for f in manifest.files} == set(wm.GROUPS)
+
+
+def test_manifest_agrees_with_the_densepose_and_matting_stages():
+    from magicanimate_cli import matting
+    from magicanimate_cli.densepose import estimator
+
+    manifest = wm.load_manifest()
+    (dp,) = manifest.select(["densepose"])
+    spec = estimator.MODELS[estimator.DEFAULT_MODEL]
+    assert estimator.weights_path(spec, "/m") == Path("/m") / dp.path
+    assert (dp.url, dp.sha256, dp.size) == (spec.url, spec.sha256, spec.size)
+    (mat,) = manifest.select(["matting"])
+    seg = matting.model_spec(matting.DEFAULT_MODEL)
+    assert mat.path == seg.relpath and mat.url == seg.url
+    assert mat.sha256 == seg.sha256
+
+
+def test_only_accepts_known_groups():
+    assert wm.parse_groups(None) == wm.GROUPS
+    assert wm.parse_groups("densepose,animate") == ("densepose", "animate")
+    with pytest.raises(UserError, match="--only"):
+        wm.parse_groups("unet")
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def test_download_fills_the_official_layout_and_records_every_checksum(hub, tmp_path):
+    root = tmp_path / "models"
+    seen = {}
+
+    def on_plan(plan):
+        seen["plan"] = plan
+        seen["gets_before"] = [r for r in hub.requests if r[0] == "GET" and "/api/" not in r[1]]
+
+    result = download(models=root, manifest=hub.manifest, on_plan=on_plan)
+    assert seen["gets_before"] == []  # sizes were shown before anything was fetched
+    sizes = {p.path: p.size for p in seen["plan"]}
+    assert sizes["MagicAnimate/temporal_attention/temporal_attention.ckpt"] == 5000  # from the Hub
+    assert sizes["DensePose/model_final.pkl"] == 4000  # from the manifest
+    assert sorted(result.downloaded) == sorted(hub.contents)
+    for rel, data in hub.contents.items():
+        assert (root / rel).read_bytes() == data
+    record = json.loads((root / wm.RECORD_NAME).read_text())["files"]
+    assert set(record) == set(hub.contents)
+    for rel, data in hub.contents.items():
+        assert record[rel]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert record[rel]["size"] == len(data)
+    checked = {rel: entry["checked_against"] for rel, entry in record.items()}
+    assert checked["stable-diffusion-v1-5/text_encoder/model.safetensors"] == "manifest"
+    assert checked["sd-vae-ft-mse/diffusion_pytorch_model.safetensors"] == "hub-lfs"
+    assert checked["stable-diffusion-v1-5/unet/config.json"] == "hub-blob"
+    assert checked["PaddleSeg/seg/model.pdparams"] == "manifest"
+    assert checked["DensePose/model_final.pkl"] == "unchecked"
+    assert verify_models(root, None, manifest=hub.manifest)
+    listing = list_models(models=root, manifest=hub.manifest)
+    assert listing.counts["verified"] == len(hub.contents) and all(listing.complete.values())
+
+
+def test_a_second_download_skips_verified_files_without_touching_the_network(hub, tmp_path):
+    root = downloaded(hub, tmp_path)
+    hub.requests.clear()
+    result = download(models=root, manifest=hub.manifest)
+    assert result.downloaded == [] and sorted(result.kept) == sorted(hub.contents)
+    assert hub.requests == []
+
+
+def test_only_downloads_one_group(hub, tmp_path):
+    root = tmp_path / "models"
+    result = download(only="densepose", models=root, manifest=hub.manifest)
+    assert result.downloaded == ["DensePose/model_final.pkl"]
+    assert not (root / "sd-vae-ft-mse").exists()
+
+
+def test_an_interrupted_url_download_resumes_where_it_stopped(hub, tmp_path, monkeypatch):
+    from huggingface_hub import file_download
+
+    real = file_download.http_get
+
+    def interrupted(url, temp_file, **kwargs):
+        temp_file.write(hub.contents["DensePose/model_final.pkl"][:1500])
+        raise KeyboardInterrupt  # Ctrl-C, or the batch job killed
+
+    root = tmp_path / "models"
+    monkeypatch.setattr(file_download, "http_get", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        download(only="densepose", models=root, manifest=hub.manifest)
+    assert not (root / "DensePose/model_final.pkl").exists()  # never a partial file under the final name
+    monkeypatch.setattr(file_download, "http_get", real)
+    hub.requests.clear()
+    download(only="densepose", models=root, manifest=hub.manifest)
+    assert (root / "DensePose/model_final.pkl").read_bytes() == hub.contents["DensePose/model_final.pkl"]
+    assert [r[2] for r in hub.gets("model_final.pkl")] == ["bytes=1500-"]
+    assert not list((root / "DensePose").glob("*.part"))
+
+
+def test_ensure_weights_gives_a_stage_its_files(hub, tmp_path):
+    from magicanimate_cli.models import ensure_weights
+
+    root = tmp_path / "models"
+    paths = ensure_weights("matting", models=root, manifest=hub.manifest)
+    assert paths == {"PaddleSeg/seg/model.pdparams": root / "PaddleSeg/seg/model.pdparams"}
+    assert paths["PaddleSeg/seg/model.pdparams"].read_bytes() == hub.contents["PaddleSeg/seg/model.pdparams"]
+    hub.requests.clear()
+    assert ensure_weights("matting", models=root, manifest=hub.manifest) == paths
+    assert hub.requests == []
+
+
+def test_dry_run_shows_the_plan_and_fetches_nothing(hub, tmp_path):
+    result = download(models=tmp_path / "models", manifest=hub.manifest, dry_run=True)
+    assert result.dry_run and result.downloaded == []
+    assert {p.action for p in result.plan} == {"download"}
+    assert result.bytes_to_download == sum(p.size or 0 for p in result.plan)
+    assert not [r for r in hub.gets("") if "/api/" not in r[1]]
+
+
+def test_a_folder_made_by_hand_is_checked_and_recorded_not_downloaded_again(hub, tmp_path):
+    root = tmp_path / "models"
+    for rel, data in hub.contents.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    result = download(models=root, manifest=hub.manifest)
+    assert result.downloaded == [] and sorted(result.recorded) == sorted(hub.contents)
+    assert not [r for r in hub.gets("") if "/api/" not in r[1]]
+    assert list_models(models=root, manifest=hub.manifest).counts["verified"] == len(hub.contents)
+
+
+def test_a_different_file_is_only_replaced_with_overwrite(hub, tmp_path):
+    root = tmp_path / "models"
+    own = root / "MagicAnimate/temporal_attention/temporal_attention.ckpt"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"my fine-tuned checkpoint")
+    with pytest.raises(UserError, match="--overwrite"):
+        download(only="animate", models=root, manifest=hub.manifest)
+    assert own.read_bytes() == b"my fine-tuned checkpoint"
+    download(only="animate", models=root, manifest=hub.manifest, overwrite=True)
+    assert own.read_bytes() == hub.contents[TEMPORAL_CKPT]
+
+
+def test_a_source_that_serves_other_bytes_than_the_manifest_pins_is_refused(hub, tmp_path):
+    member = hub.hub_folder / "files" / "seg.zip"
+    import zipfile
+
+    with zipfile.ZipFile(member, "w") as zf:
+        zf.writestr("seg_pretrained/model.pdparams", b"swapped")
+    with pytest.raises(UserError, match="does not match its published checksum"):
+        download(only="matting", models=tmp_path / "models", manifest=hub.manifest)
+    assert not (tmp_path / "models/PaddleSeg/seg/model.pdparams").exists()
+    (hub.hub_folder / "org/sd/text_encoder/model.safetensors").write_bytes(b"x" * 3000)
+    with pytest.raises(UserError, match="manifest"):
+        download(only="animate", models=tmp_path / "models", manifest=hub.manifest)
+
+
+def test_a_manifest_moved_to_another_revision_rechecks_recorded_files(hub, tmp_path):
+    root = downloaded(hub, tmp_path)
+    manifest = json.loads(hub.manifest.read_text())
+    manifest["sources"]["vae"]["revision"] = "b" * 40  # the fake hub serves any revision
+    manifest["files"][2]["sha256"] = "0" * 64  # text_encoder/model.safetensors: a new pinned file
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(manifest))
+    hub.requests.clear()
+    with pytest.raises(UserError, match="differs from the manifest's"):  # the Hub disagrees with the new pin
+        download(models=root, manifest=moved, dry_run=True)
+    manifest["files"][2]["sha256"] = None
+    moved.write_text(json.dumps(manifest))
+    plan = {p.path: p for p in download(models=root, manifest=moved, dry_run=True).plan}
+    assert plan["sd-vae-ft-mse/diffusion_pytorch_model.safetensors"].action == "record"  # same bytes at the new revision
+    assert plan["stable-diffusion-v1-5/tokenizer/vocab.json"].action == "keep"
+    # The Hub now has other bytes and the manifest pins them: our old download is updated without --overwrite.
+    new = b"new text encoder" * 200
+    (hub.hub_folder / "org/sd/text_encoder/model.safetensors").write_bytes(new)
+    manifest["files"][2]["sha256"] = hashlib.sha256(new).hexdigest()
+    moved.write_text(json.dumps(manifest))
+    result = download(models=root, manifest=moved)
+    assert {p.path: p.action for p in result.plan}["stable-diffusion-v1-5/text_encoder/model.safetensors"] == "update"
+    assert (root / "stable-diffusion-v1-5/text_encoder/model.safetensors").read_bytes() == new
+
+
+def test_offline_mode_uses_only_local_files(hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    root = tmp_path / "models"
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
+        download(models=root, manifest=hub.manifest)
+    for rel, data in hub.contents.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    result = download(models=root, manifest=hub.manifest)
+    assert sorted(result.recorded) == sorted(hub.contents) and result.offline
+    assert hub.requests == []
+    record = json.loads((root / wm.RECORD_NAME).read_text())["files"]
+    assert record["stable-diffusion-v1-5/text_encoder/model.safetensors"]["checked_against"] == "manifest"
+    assert record["sd-vae-ft-mse/config.json"]["checked_against"] == "local"  # nothing published offline
+
+
+def test_network_failure_is_one_line_with_the_way_out(hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE") as info:
+        download(only="animate", models=tmp_path / "models", manifest=hub.manifest)
+    assert "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def test_corrupt_truncated_and_missing_files_fail_verification_with_the_fix(hub, tmp_path):
+    root = downloaded(hub, tmp_path)
+    vae = root / "sd-vae-ft-mse/diffusion_pytorch_model.safetensors"
+    data = bytearray(vae.read_bytes())
+    data[100] ^= 0xFF
+    vae.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"diffusion_pytorch_model.safetensors: checksum mismatch.*magicanimate models download --overwrite") as info:
+        verify_models(root, manifest=hub.manifest)
+    assert "\n" not in str(info.value)
+    listing = list_models(models=root, manifest=hub.manifest)
+    assert listing.counts["corrupt"] == 1 and not listing.complete["animate"] and listing.complete["densepose"]
+    with pytest.raises(UserError, match="--overwrite"):
+        download(models=root, manifest=hub.manifest)
+    download(models=root, manifest=hub.manifest, overwrite=True)
+    verify_models(root, manifest=hub.manifest)
+
+    ckpt = root / TEMPORAL_CKPT
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(UserError, match="truncated"):
+        verify_models(root, manifest=hub.manifest)
+    download(models=root, manifest=hub.manifest, overwrite=True)
+    (root / "stable-diffusion-v1-5/tokenizer/vocab.json").unlink()
+    with pytest.raises(UserError, match="recorded but missing"):
+        verify_models(root, manifest=hub.manifest)
+    verify_models(root, "densepose", manifest=hub.manifest)  # other groups are not affected
+    assert download(models=root, manifest=hub.manifest).downloaded == ["stable-diffusion-v1-5/tokenizer/vocab.json"]
+
+
+def test_verification_hashes_once_and_trusts_unchanged_size_and_mtime(hub, tmp_path, monkeypatch):
+    root = downloaded(hub, tmp_path)
+    calls = []
+    real = wm.sha256_file
+    monkeypatch.setattr(wm, "sha256_file", lambda path, *a, **k: calls.append(Path(path).name) or real(path, *a, **k))
+    verify_models(root, None, manifest=hub.manifest)
+    assert calls == []
+    ckpt = root / TEMPORAL_CKPT
+    stat = ckpt.stat()
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # copied, touched: same bytes
+    verify_models(root, None, manifest=hub.manifest)
+    assert calls == ["temporal_attention.ckpt"]
+    verify_models(root, None, manifest=hub.manifest)  # the record was refreshed: no second hash
+    assert calls == ["temporal_attention.ckpt"]
+    # The documented limit: a same-size rewrite that restores the mtime passes the cached check...
+    data = bytearray(ckpt.read_bytes())
+    data[0] ^= 1
+    stat = ckpt.stat()
+    ckpt.write_bytes(bytes(data))
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    verify_models(root, None, manifest=hub.manifest)
+    with pytest.raises(UserError, match="checksum mismatch"):  # ...and --rehash catches it
+        verify_models(root, None, rehash=True, manifest=hub.manifest)
+
+
+def test_a_folder_without_a_record_loads_unchecked(tmp_path):
+    checks = verify_models(tmp_path, manifest=wm.load_manifest())
+    assert {c.status for c in checks} == {wm.MISSING}
+
+
+def test_a_read_only_models_folder_still_verifies(hub, tmp_path):
+    root = downloaded(hub, tmp_path)
+    ckpt = root / TEMPORAL_CKPT
+    stat = ckpt.stat()
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    root.chmod(0o555)
+    try:
+        if os.access(root, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        verify_models(root, manifest=hub.manifest)  # re-hashes, cannot refresh the cache, no error
+    finally:
+        root.chmod(0o755)
+
+
+# ----------------------------------------------------------------------------- convert
+
+
+@needs_parity
+def test_convert_round_trip_gives_identical_tensors_and_is_recorded(fixture_weights):
+    import torch
+    from safetensors.torch import load_file
+
+    original = torch.load(fixture_weights / TEMPORAL_CKPT, map_location="cpu", weights_only=True)
+    result = convert(models=fixture_weights)
+    assert not result.skipped and result.dtype == "float32" and result.tensors == len(original)
+    converted = load_file(fixture_weights / TEMPORAL_SAFETENSORS)
+    assert set(converted) == set(original)  # safetensors stores keys sorted
+    assert all(torch.equal(converted[k], original[k]) and converted[k].dtype == original[k].dtype for k in original)
+    entry = wm.ChecksumRecord.load(fixture_weights).entries[TEMPORAL_SAFETENSORS]
+    assert entry.derived_from["dtype"] == "float32"
+    assert entry.derived_from["sha256"] == wm.sha256_file(fixture_weights / TEMPORAL_CKPT)
+    assert oct((fixture_weights / TEMPORAL_SAFETENSORS).stat().st_mode & 0o777) == oct(wm.default_file_mode())
+    assert convert(models=fixture_weights).skipped  # once is enough
+    with pytest.raises(UserError, match="--overwrite"):
+        convert(models=fixture_weights, half=True)
+
+    half = convert(models=fixture_weights, half=True, overwrite=True, remove_original=True)
+    assert half.dtype == "float16" and half.removed_original and half.bytes_out < result.bytes_out
+    converted = load_file(fixture_weights / TEMPORAL_SAFETENSORS)
+    assert all(torch.equal(converted[k], original[k].half()) for k in original)
+    assert not (fixture_weights / TEMPORAL_CKPT).exists()
+    listing = list_models(models=fixture_weights, only="animate")
+    states = {f.path: f.status for f in listing.files}
+    assert states[TEMPORAL_CKPT] == wm.REPLACED and states[TEMPORAL_SAFETENSORS] == wm.VERIFIED
+    verify_models(fixture_weights)
+    assert convert(models=fixture_weights, half=True).skipped
+
+
+def test_convert_without_a_checkpoint_says_what_to_do(tmp_path):
+    with pytest.raises(UserError, match="models download"):
+        convert(models=tmp_path)
+
+
+def test_a_corrupt_conversion_is_caught_at_load_time_with_its_own_fix(hub, tmp_path):
+    root = downloaded(hub, tmp_path)
+    converted = root / TEMPORAL_SAFETENSORS
+    converted.write_bytes(b"0" * 100)
+    wm.update_record(root, lambda rec: rec.put(TEMPORAL_SAFETENSORS, wm.sha256_file(converted), group="animate", source="converted", checked_against="converted"))
+    (root / TEMPORAL_CKPT).unlink()
+    plan = download(models=root, manifest=hub.manifest, dry_run=True).plan
+    assert {p.path: p.action for p in plan}[TEMPORAL_CKPT] == "keep"  # the conversion stands in for it
+    converted.write_bytes(b"1" * 50)
+    with pytest.raises(UserError, match="models convert --overwrite"):
+        verify_models(root, manifest=hub.manifest)
+
+
+@needs_parity
+@pytest.mark.slow
+def test_animator_output_is_bitwise_identical_after_conversion(fixture_weights, tmp_path):
+    """The same frames from the pickle and from its safetensors conversion (float32, CPU)."""
+    from magicanimate_cli import media
+    from magicanimate_cli.animate import animate
+
+    motion = tmp_path / "motion"  # the first 4 frames of fixture A's motion.mp4 (one window) keep it short
+    media.write_frames(motion, media.read_frames(PARITY_A / "inputs" / "motion.mp4").array[:4])
+    kwargs = dict(size=64, steps=2, seed=42, device="cpu", context_frames=4, context_overlap=0)
+    reference = PARITY_A / "inputs" / "reference.png"
+    animate(reference, motion, tmp_path / "before", models=fixture_weights, **kwargs)
+    convert(models=fixture_weights, remove_original=True)
+    animate(reference, motion, tmp_path / "after", models=fixture_weights, **kwargs)
+    before = sorted((tmp_path / "before").glob("*.png"))
+    after = sorted((tmp_path / "after").glob("*.png"))
+    assert len(before) == 4 and [p.name for p in before] == [p.name for p in after]
+    assert all(media.read_image(a).tobytes() == media.read_image(b).tobytes() for a, b in zip(before, after))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_download_list_and_errors(hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(models_mod, "load_manifest", lambda path=None: wm.load_manifest(hub.manifest))
+    runner = CliRunner()
+    root = tmp_path / "models"
+    out = runner.invoke(app, ["models", "download", "--models", str(root), "--only", "densepose", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert result["ok"] and result["downloaded"] == ["DensePose/model_final.pkl"]
+    out = runner.invoke(app, ["models", "download", "--models", str(root), "--dry-run"])
+    assert out.exit_code == 0 and "file(s) to download" in out.output
+    out = runner.invoke(app, ["models", "list", "--models", str(root), "--json"])
+    listing = json.loads(out.stdout)
+    assert listing["complete"]["densepose"] and not listing["complete"]["animate"]
+    out = runner.invoke(app, ["models", "list", "--models", str(root)])
+    assert out.exit_code == 0 and "verified" in out.output and "missing" in out.output
+    out = runner.invoke(app, ["models", "download", "--only", "unet", "--models", str(root)])
+    assert out.exit_code == 2 and out.output.count("\n") == 1 and "--only" in out.output
+    out = runner.invoke(app, ["models", "convert", "--models", str(tmp_path / "empty"), "--json"])
+    assert out.exit_code == 2 and json.loads(out.stdout)["ok"] is False
