@@ -1,0 +1,204 @@
+"""The local engine: ``--jobs`` worker processes on this machine, optionally pinned to GPUs.
+
+Each worker is a fresh process (``spawn``) that runs one task at a time and keeps its models
+between tasks, so a crash, an out-of-memory kill or a leak in one task cannot take the batch
+down with it. Worker ``k`` sees only GPU ``gpus[k % len(gpus)]`` (``CUDA_VISIBLE_DEVICES``), so
+``--gpus 0,1,2,3`` runs four tasks at once, one per GPU, and ``--jobs 8 --gpus 0,1,2,3`` two per
+GPU; without ``--gpus`` the workers see what this process sees. A worker that dies in a task
+(killed, out of memory, a crash in native code) is replaced and the task is run again, up to
+``WORKER_RETRIES`` more times; then it is recorded as failed and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import UserError
+from .tasks import COMMANDS, TaskRunner, lost_record
+
+WORKER_RETRIES = 2
+
+
+def parse_gpus(gpus: str | None, env: dict | None = None) -> list[str]:
+    """``--gpus`` as the ``CUDA_VISIBLE_DEVICES`` value of each GPU to use.
+
+    ``0,1`` are device numbers as this process sees them: when ``CUDA_VISIBLE_DEVICES`` is set
+    (Slurm sets it for ``--gres=gpu:N``), number ``k`` is its ``k``-th entry. ``all`` is every
+    GPU this process sees. Other names (``GPU-<uuid>``, ``MIG-<uuid>``) pass through.
+    """
+    env = os.environ if env is None else env
+    if gpus is None or not str(gpus).strip():
+        return []
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    entries = [item.strip() for item in visible.split(",") if item.strip()] if visible is not None else None
+    if str(gpus).strip() == "all":
+        if entries is None:
+            import torch
+
+            entries = [str(index) for index in range(torch.cuda.device_count())]
+        if not entries:
+            raise UserError("--gpus all: no GPU is visible to this process; leave --gpus out to run on CPU")
+        return entries
+    chosen = []
+    for item in str(gpus).split(","):
+        item = item.strip()
+        if not item:
+            raise UserError(f"--gpus {gpus}: write GPU numbers separated by commas, e.g. 0,1")
+        if item.isdigit() and entries is not None:
+            if int(item) >= len(entries):
+                raise UserError(f"--gpus {gpus}: GPU {item} is not visible (CUDA_VISIBLE_DEVICES={visible})")
+            item = entries[int(item)]
+        chosen.append(item)
+    if len(set(chosen)) != len(chosen):
+        raise UserError(f"--gpus {gpus}: a GPU is listed twice; use --jobs to run several tasks per GPU")
+    return chosen
+
+
+def plan_workers(jobs: int | None, gpus: list[str]) -> list[dict[str, str]]:
+    """The environment each worker adds to its own: one dict per worker.
+
+    ``jobs`` defaults to one worker per GPU (or one worker without GPUs); worker ``k`` gets
+    ``CUDA_VISIBLE_DEVICES=gpus[k % len(gpus)]``.
+    """
+    if jobs is None:
+        jobs = max(1, len(gpus))
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: need at least 1")
+    if not gpus:
+        return [{} for _ in range(jobs)]
+    return [{"CUDA_VISIBLE_DEVICES": gpus[k % len(gpus)]} for k in range(jobs)]
+
+
+def run_local(
+    tasks: list[dict],
+    on_record: Callable[[dict], None],
+    *,
+    jobs: int | None = None,
+    gpus: str | None = None,
+    workdir: Path | str | None = None,
+    commands: str = COMMANDS,
+) -> None:
+    """Run ``tasks`` (``Task.to_dict()``), calling ``on_record`` with each record as it finishes."""
+    plan = plan_workers(jobs, parse_gpus(gpus))
+    if tasks:
+        _Pool(plan[: len(tasks)], workdir, commands).run(tasks, on_record)
+
+
+def _worker_main(conn, env: dict, workdir, commands: str) -> None:
+    """A worker process: run the tasks the parent sends, send back their records."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers on Ctrl-C
+    os.environ.update(env)
+    os.dup2(2, 1)  # stray native prints go to stderr; stdout stays the parent's JSON
+    runner = TaskRunner(commands, workdir)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        conn.send(runner.run(task))
+
+
+class _Slot:
+    def __init__(self, env: dict) -> None:
+        self.env = env
+        self.process = None
+        self.conn = None
+        self.task: dict | None = None
+        self.attempts = 0
+
+
+class _Pool:
+    def __init__(self, plan: list[dict], workdir, commands: str) -> None:
+        import multiprocessing
+
+        self.context = multiprocessing.get_context("spawn")
+        self.slots = [_Slot(env) for env in plan]
+        self.workdir = str(workdir) if workdir is not None else None
+        self.commands = commands
+
+    def _start(self, slot: _Slot) -> None:
+        parent, child = self.context.Pipe()
+        slot.process = self.context.Process(
+            target=_worker_main, args=(child, slot.env, self.workdir, self.commands), name="magicanimate-batch-worker"
+        )
+        slot.process.start()
+        child.close()
+        slot.conn = parent
+
+    def _stop(self, slot: _Slot) -> None:
+        if slot.process is None:
+            return
+        try:
+            slot.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        slot.process.join(timeout=5)
+        if slot.process.is_alive():
+            slot.process.kill()
+            slot.process.join()
+        slot.conn.close()
+        slot.process = slot.conn = None
+
+    def run(self, tasks: list[dict], on_record: Callable[[dict], None]) -> None:
+        from multiprocessing.connection import wait
+
+        queue = deque((task, 0) for task in tasks)
+        try:
+            while queue or any(slot.task is not None for slot in self.slots):
+                for slot in self.slots:
+                    if slot.task is None and queue:
+                        if slot.process is None:
+                            self._start(slot)
+                        slot.task, slot.attempts = queue.popleft()
+                        try:
+                            slot.conn.send(slot.task)
+                        except (OSError, ValueError):
+                            pass  # the worker is gone: its sentinel wakes the wait below
+                busy = [slot for slot in self.slots if slot.task is not None]
+                ready = set(wait([s.conn for s in busy] + [s.process.sentinel for s in busy]))
+                for slot in busy:
+                    if slot.conn not in ready and slot.process.sentinel not in ready:
+                        continue
+                    record = None
+                    try:
+                        if slot.conn.poll():
+                            record = slot.conn.recv()
+                    except (EOFError, OSError):
+                        record = None
+                    if record is not None:
+                        slot.task = None
+                        on_record(record)
+                        continue
+                    if slot.process.is_alive():  # woke up for nothing
+                        continue
+                    self._died(slot, queue, on_record)
+        finally:
+            for slot in self.slots:
+                if slot.task is not None and slot.process is not None:
+                    slot.process.kill()
+                self._stop(slot)
+
+    def _died(self, slot: _Slot, queue: deque, on_record: Callable[[dict], None]) -> None:
+        """The worker died in a task: run it again on a fresh worker, or record the failure."""
+        slot.process.join()
+        code = slot.process.exitcode
+        task, attempts = slot.task, slot.attempts + 1
+        slot.task = None
+        slot.conn.close()
+        slot.process = slot.conn = None
+        if attempts <= WORKER_RETRIES:
+            queue.appendleft((task, attempts))
+        else:
+            how = f"exit code {code}"
+            if code is not None and code < 0:
+                try:
+                    how = f"signal {signal.Signals(-code).name}"
+                except ValueError:
+                    how = f"signal {-code}"
+            on_record(lost_record(task, f"the worker process died running this task ({how}), {attempts} times"))

@@ -1,0 +1,159 @@
+"""The Ray engine: the same tasks on a Ray cluster, models kept in long-lived actors.
+
+``--address auto`` (or ``ray://…`` / ``HOST:PORT``) joins a running cluster; without
+``--address`` a local cluster is started for the run and stopped after it. Tasks of
+``GPU_COMMANDS`` (animate, densepose) go to actors that hold one GPU each when the cluster has
+GPUs; every other task, and all tasks on a cluster without GPUs, go to actors that hold one CPU.
+Each actor is a ``TaskRunner``: it loads a model on its first task and reuses it for the next
+ones. Ray restarts an actor whose process dies and runs the task it was running again
+(``max_task_retries``); after ``WORKER_RETRIES`` retries the task is recorded as failed. Records
+come back as tasks finish and go into the same state folder and summary as the local engine's.
+
+The cluster's workers must reach the same files under the same paths (a shared filesystem) and
+have this package installed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import UserError
+from .local import WORKER_RETRIES
+from .tasks import COMMANDS, GPU_COMMANDS, TaskRunner, lost_record, worker_name
+
+
+class RayWorker:
+    """A Ray actor that runs tasks in its process and keeps its models between them."""
+
+    def __init__(self, commands: str, workdir: str | None) -> None:
+        self.runner = TaskRunner(commands, workdir)
+
+    def run(self, task: dict) -> dict:
+        return self.runner.run(task)
+
+    def where(self) -> str:
+        return worker_name()
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--engine ray needs Ray: pip install 'magicanimate-cli[ray]' (or pip install 'ray>=2.9')") from None
+    return ray
+
+
+def run_ray(
+    tasks: list[dict],
+    on_record: Callable[[dict], None],
+    *,
+    jobs: int | None = None,
+    address: str | None = None,
+    workdir: Path | str | None = None,
+    commands: str = COMMANDS,
+) -> None:
+    """Run ``tasks`` on Ray, calling ``on_record`` with each record as it finishes."""
+    ray = import_ray()
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs {jobs}: need at least 1")
+    started = False
+    if not ray.is_initialized():
+        if address:
+            _check_reachable(address)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, TimeoutError) as exc:
+            raise UserError(f"--address {address}: cannot reach a Ray cluster ({_first_line(exc)}); start one with `ray start --head`") from None
+        started = True
+    actors: list = []
+    try:
+        if tasks:
+            _dispatch(ray, tasks, on_record, jobs, str(workdir) if workdir is not None else None, commands, actors)
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        if started:
+            ray.shutdown()
+
+
+class _Kind:
+    """Actors of one resource shape and the tasks waiting for them."""
+
+    def __init__(self, ray, options: dict, size: int, commands: str, workdir: str | None, actors: list) -> None:
+        self.actor_class = ray.remote(RayWorker).options(max_restarts=-1, max_task_retries=WORKER_RETRIES, **options)
+        self.size = size
+        self.commands, self.workdir = commands, workdir
+        self.queue: deque = deque()
+        self.idle: list = []
+        self.actors = actors
+
+    def new_actor(self):
+        actor = self.actor_class.remote(self.commands, self.workdir)
+        self.actors.append(actor)
+        return actor
+
+
+def _dispatch(ray, tasks, on_record, jobs, workdir, commands, actors) -> None:
+    resources = ray.cluster_resources()
+    cluster_gpus = int(resources.get("GPU", 0))
+    cluster_cpus = max(1, int(resources.get("CPU", 1)))
+    limit = jobs or len(tasks)
+    gpu_tasks = [task for task in tasks if cluster_gpus and task["command"] in GPU_COMMANDS]
+    cpu_tasks = [task for task in tasks if not (cluster_gpus and task["command"] in GPU_COMMANDS)]
+    kinds = []
+    if gpu_tasks:
+        size = min(cluster_gpus, len(gpu_tasks), limit)
+        kind = _Kind(ray, {"num_cpus": 1, "num_gpus": 1}, size, commands, workdir, actors)
+        kind.queue.extend(gpu_tasks)
+        kinds.append(kind)
+    if cpu_tasks:
+        spare = cluster_cpus - (kinds[0].size if kinds else 0)
+        size = min(max(1, spare), len(cpu_tasks), limit)
+        kind = _Kind(ray, {"num_cpus": 1}, size, commands, workdir, actors)
+        kind.queue.extend(cpu_tasks)
+        kinds.append(kind)
+    for kind in kinds:
+        kind.idle = [kind.new_actor() for _ in range(kind.size)]
+
+    running: dict = {}
+    while running or any(kind.queue for kind in kinds):
+        for kind in kinds:
+            while kind.idle and kind.queue:
+                actor, task = kind.idle.pop(), kind.queue.popleft()
+                running[actor.run.remote(task)] = (kind, actor, task)
+        ready, _ = ray.wait(list(running), num_returns=1)
+        for ref in ready:
+            kind, actor, task = running.pop(ref)
+            try:
+                record = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                record = lost_record(task, f"the Ray worker died running this task, {WORKER_RETRIES + 1} times ({_first_line(exc)})")
+                ray.kill(actor, no_restart=True)
+                actor = kind.new_actor()
+            except ray.exceptions.RayError as exc:
+                record = lost_record(task, f"Ray: {_first_line(exc)}")
+            kind.idle.append(actor)
+            on_record(record)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once, not after Ray's minutes of retries, when ``HOST:PORT`` refuses connections."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: nothing answers there ({exc.strerror or exc}); start Ray with `ray start --head --port {port}`") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else exc.__class__.__name__

@@ -1,0 +1,124 @@
+"""Fast fake commands for the batch tests, written like the real ones (library function + ``_run``).
+
+``write`` writes a small text file atomically; it can fail with a ``UserError`` (exit 2) or a bug
+(exit 1), kill its own process the first time it runs (``--crash-once MARKER``) or every time
+(``--crash``), and reports the
+process and ``CUDA_VISIBLE_DEVICES`` it ran with. ``model`` does the same with a "model" that batch
+workers load once (a registered ``ModelCache``) and count.
+Worker processes import this module through ``commands="batch_helpers:app"``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from magicanimate_cli.batch import ModelCache, register_model_cache
+from magicanimate_cli.cli import JSON_OPTION, OVERWRITE_OPTION, _run
+from magicanimate_cli.errors import UserError
+
+COMMANDS = "batch_helpers:app"
+LOADS = []  # models loaded by this process
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def main() -> None:
+    """Fake commands for tests."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    output: str
+    text: str
+    pid: int
+    cuda_visible_devices: str | None
+    model: int | None
+    loads: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def write(output, *, text="hello", fail=None, crash_once=None, crash=False, sleep=0.0, overwrite=False, progress=None, model=None) -> WriteResult:
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise UserError(f"{output}: already exists; pass --overwrite to replace it or choose another output")
+    if fail == "user":
+        raise UserError(f"{output}: told to fail; fix the task")
+    if fail == "bug":
+        raise RuntimeError("told to crash")
+    if crash:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if crash_once is not None and not Path(crash_once).exists():
+        Path(crash_once).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(sleep)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, output)
+    return WriteResult(
+        output=str(output),
+        text=text,
+        pid=os.getpid(),
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        model=model["number"] if model else None,
+        loads=len(LOADS),
+    )
+
+
+def load_model(params: dict) -> dict:
+    LOADS.append(params["name"])
+    return {"name": params["name"], "number": len(LOADS)}
+
+
+def modelled(output, *, name="tiny", overwrite=False, progress=None, model=None) -> WriteResult:
+    """The library function of ``model``: its keyword arguments are the command's options."""
+    if model is None:
+        model = load_model({"name": name})
+    return write(output, text=name, overwrite=overwrite, progress=progress, model=model)
+
+
+register_model_cache("model", ModelCache(f"{__name__}:modelled", "model", key=lambda params: params["name"], load=load_model))
+
+
+@app.command("write")
+def write_command(
+    output: Path = typer.Option(..., "-o", "--output"),
+    text: str = typer.Option("hello", "--text"),
+    fail: Optional[str] = typer.Option(None, "--fail", help="user or bug"),
+    crash_once: Optional[Path] = typer.Option(None, "--crash-once"),
+    crash: bool = typer.Option(False, "--crash"),
+    sleep: float = typer.Option(0.0, "--sleep"),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    _run(lambda progress: write(**kwargs, progress=progress), as_json)
+
+
+@app.command("model")
+def model_command(
+    output: Path = typer.Option(..., "-o", "--output"),
+    name: str = typer.Option("tiny", "--name"),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Without batch: loads its model for this one run."""
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    _run(lambda progress: modelled(**kwargs, progress=progress), as_json)
+
+
+sub = typer.Typer(help="A group of commands, like `magicanimate models`.")
+app.add_typer(sub, name="sub")
+sub.command("write")(write_command)
