@@ -54,7 +54,12 @@ def main(
 
 
 def _run(call: Callable, as_json: bool) -> None:
-    """Run ``call(progress)``; print its result; turn errors into exit codes."""
+    """Run ``call(progress)``, print its result, exit with its code; errors become exit codes.
+
+    A result has ``to_dict()`` (the ``--json`` object); it may have ``for_humans()`` (a dict of
+    lines or a Rich renderable for the terminal) and ``exit_code`` (non-zero when some of the work
+    failed, e.g. one task of a batch).
+    """
     from .progress import rich_progress
 
     try:
@@ -68,10 +73,13 @@ def _run(call: Callable, as_json: bool) -> None:
         if _state["debug"]:
             traceback.print_exc()
         _fail(f"{exc.__class__.__name__}: {exc} (run with --debug for the traceback)", 1, as_json)
+    code = getattr(result, "exit_code", 0)
     if as_json:
-        typer.echo(json.dumps({"ok": True, **result.to_dict()}))
+        typer.echo(json.dumps({"ok": code == 0, **result.to_dict()}))
     else:
         _print_result(result)
+    if code:
+        raise typer.Exit(code)
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
@@ -86,8 +94,12 @@ def _fail(message: str, code: int, as_json: bool) -> None:
 def _print_result(result) -> None:
     from rich.console import Console
 
-    console = Console(stderr=False)
-    for key, value in result.to_dict().items():
+    console = Console(soft_wrap=True)
+    shown = result.for_humans() if hasattr(result, "for_humans") else result.to_dict()
+    if not isinstance(shown, dict):
+        console.print(shown)
+        return
+    for key, value in shown.items():
         if value is not None:
             console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
 
@@ -109,6 +121,9 @@ def animate(
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output fps; default the motion video's (frames folder: 25)."),
     grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid)."),
+    devices: Optional[str] = typer.Option(
+        None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3."
+    ),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -119,6 +134,284 @@ def animate(
     kwargs.pop("as_json")
     kwargs.pop("run")
     _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+@app.command()
+def batch(
+    manifest: Path = typer.Argument(..., help="Tasks: a .jsonl of {\"command\", \"args\"} objects or a .csv with command,args columns."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="Worker processes (local; default one per --gpus entry, else 1) or most actors of a kind (ray)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Run shard I/N of the manifest; default from a Slurm array, else all tasks."),
+    engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (a Ray cluster)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join: auto, HOST:PORT or ray://...; default a local cluster for this run."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the tasks an earlier run finished; run the failed and unfinished ones."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="Local: GPUs for the workers, e.g. 0,1,2,3 or all; each worker sees one."),
+    state: Optional[Path] = typer.Option(None, "--state", help="Folder of per-task records and summaries; default MANIFEST.state beside it."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Run the CLI commands listed in MANIFEST; exit 1 if any task failed (see docs/batch.md)."""
+    from .batch import run_batch as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+from .matting import MODELS as _MATTE_MODELS, MatteConfig as _MatteConfig  # noqa: E402  (light: no paddle)
+
+_MATTE = _MatteConfig()
+
+
+@app.command()
+def matte(
+    input: Path = typer.Argument(..., help="A video, a frames folder, one image, or a clip folder (reads images/, writes masks/)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Masks folder (PNG, input frame names), .mp4, or .png; default CLIP/masks."),
+    models: Optional[Path] = MODELS_OPTION,
+    model: str = typer.Option(_MATTE.model, "--model", help=f"PaddleSeg model: {', '.join(_MATTE_MODELS)}."),
+    soft: bool = typer.Option(False, "--soft", help="Write the person probability (0-255) instead of a 0/255 mask."),
+    threshold: float = typer.Option(_MATTE.threshold, "--threshold", help="Person where probability >= this (0.5 = PaddleSeg's argmax)."),
+    batch_size: int = typer.Option(_MATTE.batch_size, "--batch-size", help="Frames per forward pass."),
+    smooth: int = typer.Option(_MATTE.smooth, "--smooth", help="Temporal median over K frames (odd; 1 = off)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or gpu (PaddlePaddle device)."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Person masks for every frame with PaddleSeg PP-HumanSeg (255 = person); see docs/matting.md."""
+    from .matting import matte as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+from .evaluate import EvalConfig as _EvalConfig  # noqa: E402  (light: no torch)
+
+_EVAL = _EvalConfig()
+
+
+@app.command("eval")
+def eval_(
+    generated: Path = typer.Argument(..., help="Generated clip (.mp4 or frames folder) or a folder of clips."),
+    ground_truth: Path = typer.Argument(..., help="Ground-truth clip, or a folder of clips with the same names."),
+    metrics: str = typer.Option(_EVAL.metrics, "--metrics", help="Comma list of l1,psnr,ssim,lpips,fid,fid-vid,fvd (or all)."),
+    protocol: str = typer.Option(_EVAL.protocol, "--protocol", help="corrected (float, RGB SSIM, LPIPS on [-1,1]) or disco (DisCo's code, bug for bug)."),
+    clip_length: int = typer.Option(_EVAL.clip_length, "--clip-length", help="Frames per FVD/FID-VID clip (disco FVD uses whole videos)."),
+    batch_size: int = typer.Option(_EVAL.batch_size, "--batch-size", help="Frames per network forward pass."),
+    models: Optional[Path] = MODELS_OPTION,
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    download: bool = typer.Option(True, "--download/--no-download", help="Fetch missing metric weights into MODELS/metrics (sha256-verified)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Paper metrics of GENERATED against GROUND_TRUTH, per clip and overall (see docs/evaluation.md)."""
+    from .evaluate import evaluate as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+# Preprocessing (docs/preprocessing.md). Defaults are written out, not imported, so --help stays
+# fast; tests/test_preprocess.py checks them against the library functions' defaults.
+
+
+@app.command("download")
+def download_(
+    sources: Optional[list[str]] = typer.Argument(None, metavar="URL_OR_ID...", help="Video URLs or YouTube IDs (with --tracklets: only these IDs' rows)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder that receives DIR/<id>.mp4 (and the cut clips)."),
+    start: Optional[str] = typer.Option(None, "--start", help="Cut from this time (seconds or [HH:]MM:SS) into <id>_<start>-<end>.mp4."),
+    end: Optional[str] = typer.Option(None, "--end", help="Cut up to this time (exclusive); default the end of the video."),
+    tracklets: Optional[Path] = typer.Option(None, "--tracklets", help="TED-talks metadata CSV: one cut, box-cropped clip per row into DIR/<partition>/."),
+    max_height: int = typer.Option(1080, "--max-height", help="Tallest video stream to fetch, in pixels."),
+    retries: int = typer.Option(3, "--retries", help="Retries after a failed attempt (HTTP errors, broken transfers)."),
+    url_template: str = typer.Option("https://www.youtube.com/watch?v={id}", "--url-template", help="URL of a YouTube ID ({id}), e.g. a mirror of the videos."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Download and cut again what is already there."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Download videos with yt-dlp (best mp4 video stream), cut ranges or TED-talks tracklets; exit 1 if any failed."""
+    from .download import download as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+@app.command("frames")
+def frames_(
+    video: Path = typer.Argument(..., help="A video file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder that receives 00000.png, 00001.png, ..."),
+    fps: float = typer.Option(25.0, "--fps", help="Frames per second to extract (MagicAnimate uses 25)."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Extract a video's frames at a fixed rate as lossless PNGs (ffmpeg)."""
+    from .frames import frames as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+@app.command("crop")
+def crop_(
+    input: Path = typer.Argument(..., help="A video, a frames folder, an image, or a clip folder (all its subfolders alike)."),
+    output: Path = typer.Option(..., "-o", "--output", help="An .mp4, a frames folder, a .png, or (for a clip folder) a clip folder."),
+    size: int = typer.Option(512, "--size", help="Output square side; 0 keeps the --box / --fov region's own size."),
+    box: Optional[str] = typer.Option(None, "--box", help="Fixed region x0,y0,x1,y1 in source pixels (x1, y1 exclusive)."),
+    fov: Optional[str] = typer.Option(None, "--fov", help="Person-centred field of view WxH (e.g. 1024x512), steady over the clip."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Center crop (default), fixed box or person-centred field of view; then resize to SIZE×SIZE."""
+    from .crop import crop as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+@app.command("flip")
+def flip_(
+    clip: Path = typer.Argument(..., help="A clip folder (images/, densepose/, masks/, densepose_labels/)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The mirrored clip folder."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Mirror a clip; DensePose parts swap left/right (POINT_LABEL_SYMMETRIES), byte for byte."""
+    from .flip import flip as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+@app.command("preprocess")
+def preprocess_(
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Videos, folders of videos (or of frames), list files (.txt, one path a line)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder that receives one clip folder per video."),
+    flip: bool = typer.Option(False, "--flip", help="Also write the mirrored clip OUT/<clip>_flip/."),
+    fov: Optional[str] = typer.Option(None, "--fov", help="Crop a person-centred WxH field of view (e.g. 1024x512) before DensePose."),
+    size: int = typer.Option(512, "--size", help="Side of the final square frames."),
+    fps: float = typer.Option(25.0, "--fps", help="Frames per second to extract."),
+    skip: Optional[str] = typer.Option(None, "--skip", help="Stages to leave out: densepose, matte (comma-separated)."),
+    force: bool = typer.Option(False, "--force", help="Redo every stage, even those already finished."),
+    keep_work: bool = typer.Option(False, "--keep-work", help="Keep the full-size intermediate frames (OUT/<clip>/.work/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace folders in the way that are not clips of these inputs."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Videos -> clip folders: frames, matting, field of view, DensePose, crop, flip (resumable; exit 1 if a stage failed)."""
+    from .preprocess import preprocess as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+from .densepose import DensePoseConfig as _DensePoseConfig  # noqa: E402  (light: no torch, no detectron2)
+
+_DENSEPOSE = _DensePoseConfig()
+
+
+@app.command("densepose")
+def densepose_(
+    input: Path = typer.Argument(..., help="A video, a frames folder, or a clip folder (reads images/, writes densepose/ and densepose_labels/)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="An .mp4, or a folder of PNG frames; default CLIP/densepose for a clip folder."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Also write the part labels 0..24 here (single-channel PNGs); default CLIP/densepose_labels."),
+    config: Optional[str] = typer.Option(None, "--config", help="Zoo model (default densepose_rcnn_R_50_FPN_s1x; R_101_FPN_DL_s1x, ...) or a detectron2 DensePose YAML."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Model weights (.pkl or .pth); default the zoo weights, downloaded once into MODELS."),
+    models: Optional[Path] = MODELS_OPTION,
+    batch_size: int = typer.Option(_DENSEPOSE.batch_size, "--batch-size", help="Frames per forward pass."),
+    min_score: float = typer.Option(_DENSEPOSE.min_score, "--min-score", help="Keep people detected with a score above this (detectron2's default 0.05 paints spurious people)."),
+    max_people: int = typer.Option(_DENSEPOSE.max_people, "--max-people", help="Keep the N best-scoring people per frame (0 = all); MagicAnimate animates one person."),
+    fill_missing: bool = typer.Option(_DENSEPOSE.fill_missing, "--fill-missing", help="Frames without a person take the labels of the nearest frame with one."),
+    smooth: int = typer.Option(_DENSEPOSE.smooth, "--smooth", help="Per-pixel majority label over K frames (odd K; 0 = off)."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """DensePose driving frames as MagicAnimate was trained on (detectron2; see docs/densepose.md)."""
+    from .densepose import densepose as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+models_app = typer.Typer(help="Get, check and convert the weights (see docs/models.md).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+ONLY_OPTION = typer.Option(None, "--only", help="animate, densepose or matting (comma-separated for several); default all.")
+
+
+@models_app.command("download")
+def models_download(
+    only: Optional[str] = ONLY_OPTION,
+    models: Optional[Path] = MODELS_OPTION,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that differ from the published ones."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be downloaded (and its size), fetch nothing."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Download the weights into the official layout; verify and record every file (HF_HUB_OFFLINE respected)."""
+    from .models import download as run, format_plan
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    kwargs.pop("format_plan")
+    on_plan = None if as_json else (lambda plan: typer.echo(format_plan(plan), err=True))
+    _run(lambda progress: run(**kwargs, progress=progress, on_plan=on_plan), as_json)
+
+
+@models_app.command("convert")
+def models_convert(
+    models: Optional[Path] = MODELS_OPTION,
+    half: bool = typer.Option(False, "--half", help="Store float16 (half the size; GPU results unchanged, CPU float32 runs use rounded weights)."),
+    remove_original: bool = typer.Option(False, "--remove-original", help="Delete the 5 GB pickle after a verified conversion."),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Convert temporal_attention.ckpt (pickle) to temporal_attention.safetensors, once."""
+    from .models import convert as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+@models_app.command("list")
+def models_list(
+    models: Optional[Path] = MODELS_OPTION,
+    only: Optional[str] = ONLY_OPTION,
+    rehash: bool = typer.Option(False, "--rehash", help="Re-hash every recorded file instead of trusting unchanged size and mtime."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Every weights file: verified, unverified, missing, corrupt, or replaced by its conversion."""
+    from .models import list_models as run
+
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    kwargs.pop("run")
+    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+
+
+@app.command("doctor")
+def doctor_(
+    models: Optional[Path] = MODELS_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check Python, torch and the GPU, ffmpeg, the optional stages, the weights and disk space.
+
+    Exit 0 when `magicanimate animate` can run, 1 otherwise (`ready` in --json)."""
+    from .doctor import doctor as run
+
+    _run(lambda progress: run(models=models, progress=progress), as_json)
 
 
 def entrypoint() -> None:
