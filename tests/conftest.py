@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factories import make_official_weights
-
 REPO = Path(__file__).resolve().parent.parent
 PARITY_ROOT = Path(os.environ.get("MAGICANIMATE_PARITY_DIR", REPO.parent / "shared" / "parity"))
 
@@ -17,6 +15,8 @@ PARITY_ROOT = Path(os.environ.get("MAGICANIMATE_PARITY_DIR", REPO.parent / "shar
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Tiny random weights in the official layout (motion-only checkpoint + SD UNet weights)."""
+    from factories import make_official_weights
+
     return make_official_weights(tmp_path_factory.mktemp("weights") / "models")
 
 
