@@ -82,6 +82,12 @@ def _run(call: Callable, as_json: bool) -> None:
         raise typer.Exit(code)
 
 
+def _call(run: Callable, options: dict) -> None:
+    """Call the stage function ``run`` with the command's options, which are its keyword arguments."""
+    kwargs = {k: v for k, v in options.items() if k not in ("run", "as_json")}
+    _run(lambda progress: run(**kwargs, progress=progress), options["as_json"])
+
+
 def _fail(message: str, code: int, as_json: bool) -> None:
     if _state["debug"] and code == 2:
         traceback.print_exc()
@@ -130,10 +136,7 @@ def animate(
     """Animate REFERENCE along the DensePose MOTION (MagicAnimate, official algorithm)."""
     from .animate import animate as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 @app.command()
@@ -151,10 +154,7 @@ def batch(
     """Run the CLI commands listed in MANIFEST; exit 1 if any task failed (see docs/batch.md)."""
     from .batch import run_batch as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 from .matting import MODELS as _MATTE_MODELS, MatteConfig as _MatteConfig  # noqa: E402  (light: no paddle)
@@ -179,10 +179,7 @@ def matte(
     """Person masks for every frame with PaddleSeg PP-HumanSeg (255 = person); see docs/matting.md."""
     from .matting import matte as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 from .evaluate import EvalConfig as _EvalConfig  # noqa: E402  (light: no torch)
@@ -206,10 +203,7 @@ def eval_(
     """Paper metrics of GENERATED against GROUND_TRUTH, per clip and overall (see docs/evaluation.md)."""
     from .evaluate import evaluate as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 # Preprocessing (docs/preprocessing.md). Defaults are written out, not imported, so --help stays
@@ -232,10 +226,7 @@ def download_(
     """Download videos with yt-dlp (best mp4 video stream), cut ranges or TED-talks tracklets; exit 1 if any failed."""
     from .download import download as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 @app.command("frames")
@@ -249,10 +240,7 @@ def frames_(
     """Extract a video's frames at a fixed rate as lossless PNGs (ffmpeg)."""
     from .frames import frames as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 @app.command("crop")
@@ -268,10 +256,7 @@ def crop_(
     """Center crop (default), fixed box or person-centred field of view; then resize to SIZE×SIZE."""
     from .crop import crop as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 @app.command("flip")
@@ -284,10 +269,7 @@ def flip_(
     """Mirror a clip; DensePose parts swap left/right (POINT_LABEL_SYMMETRIES), byte for byte."""
     from .flip import flip as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 @app.command("preprocess")
@@ -307,10 +289,7 @@ def preprocess_(
     """Videos -> clip folders: frames, matting, field of view, DensePose, crop, flip (resumable; exit 1 if a stage failed)."""
     from .preprocess import preprocess as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 from .densepose import DensePoseConfig as _DensePoseConfig  # noqa: E402  (light: no torch, no detectron2)
@@ -338,10 +317,7 @@ def densepose_(
     """DensePose driving frames as MagicAnimate was trained on (detectron2; see docs/densepose.md)."""
     from .densepose import densepose as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 models_app = typer.Typer(help="Get, check and convert the weights (see docs/models.md).", no_args_is_help=True)
@@ -379,10 +355,7 @@ def models_convert(
     """Convert temporal_attention.ckpt (pickle) to temporal_attention.safetensors, once."""
     from .models import convert as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 @models_app.command("list")
@@ -395,10 +368,7 @@ def models_list(
     """Every weights file: verified, unverified, missing, corrupt, or replaced by its conversion."""
     from .models import list_models as run
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    _run(lambda progress: run(**kwargs, progress=progress), as_json)
+    _call(run, locals())
 
 
 @app.command("doctor")

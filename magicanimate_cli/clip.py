@@ -166,46 +166,6 @@ class Clip:
             self.meta["stages"].pop(stage, None)
 
 
-def temp_beside(final: Path, directory: bool = True, suffix: str = "") -> Path:
-    """A fresh hidden temporary folder (or file) next to ``final``, for an atomic rename later."""
-    import tempfile
-
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{suffix or final.suffix}", dir=final.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def commit(tmp: Path, final: Path) -> None:
-    """Move the finished ``tmp`` onto ``final``, replacing a file or folder that is there."""
-    import shutil
-
-    tmp, final = Path(tmp), Path(final)
-    if final.is_dir() and not final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
-def discard(tmp: Path | None) -> None:
-    """Remove a temporary file or folder if it is still there."""
-    import shutil
-
-    if tmp is None:
-        return
-    tmp = Path(tmp)
-    if tmp.is_dir() and not tmp.is_symlink():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.unlink(missing_ok=True)
-
-
 def _jsonable(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists, paths strings)."""
     return json.loads(json.dumps(value, default=str))

@@ -350,7 +350,7 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
     from PIL import Image
 
     from . import media
-    from .clip import commit, discard, temp_beside
+    from .media import commit, discard, temp_beside
 
     source, target = Path(source), Path(target)
     files = {sub: media.list_frame_files(source / sub) for sub in subs}
@@ -407,7 +407,8 @@ def crop(
     folder. It appears atomically and an existing one is only replaced with ``overwrite``.
     """
     from . import media
-    from .clip import commit, discard, is_clip_folder, read_meta, subfolders, temp_beside, versions, write_meta
+    from .clip import is_clip_folder, read_meta, subfolders, versions, write_meta
+    from .media import commit, discard, temp_beside
 
     input, output = Path(input), Path(output)
     if not input.exists():

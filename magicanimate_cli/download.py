@@ -364,7 +364,7 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     import ffmpeg
 
     from . import media
-    from .clip import commit, discard, temp_beside
+    from .media import commit, discard, temp_beside
 
     source, output = Path(source), Path(output)
     info = media.probe(source)

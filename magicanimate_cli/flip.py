@@ -167,7 +167,8 @@ def flip_clip_into(clip: Path, target: Path, subs: list[str], progress=None) -> 
 def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progress=None) -> FlipResult:
     """Write the mirror image of clip folder ``clip`` to the clip folder ``output``."""
     from . import media
-    from .clip import META, commit, discard, is_clip_folder, now, read_meta, subfolders, temp_beside, versions, write_meta
+    from .clip import META, is_clip_folder, now, read_meta, subfolders, versions, write_meta
+    from .media import commit, discard, temp_beside
 
     clip, output = Path(clip), Path(output)
     if not clip.exists():

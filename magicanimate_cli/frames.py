@@ -87,7 +87,7 @@ def expected_count(source_frames: int, source_fps: float, fps: float) -> int:
 def frames(video: Path | str, output: Path | str, *, fps: float = DEFAULT_FPS, overwrite: bool = False, progress=None) -> FramesResult:
     """Extract the frames of ``video`` at ``fps`` into the folder ``output`` (00000.png, ...)."""
     from . import media
-    from .clip import commit, discard, temp_beside
+    from .media import commit, discard, temp_beside
 
     video, output = Path(video), Path(output)
     fps = check_fps(fps)

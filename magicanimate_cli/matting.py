@@ -15,7 +15,6 @@ See docs/matting.md for the model choice, the threshold and temporal smoothing.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -656,47 +655,6 @@ def _plan(input: Path, output: Path | None) -> _Plan:
     return _Plan(mode, source, output, names)
 
 
-class _MaskFolderWriter:
-    """Masks into a folder under given names, atomically (temporary folder, renamed when complete).
-
-    media.FrameWriter numbers its files 00000.png...; masks must keep the frames' own names.
-    """
-
-    def __init__(self, path: Path, overwrite: bool):
-        from . import media
-
-        self.path = media.check_output(path, overwrite)
-        self.count = 0
-        self._tmp: Path | None = None
-
-    def __enter__(self) -> _MaskFolderWriter:
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent))
-        return self
-
-    def write(self, name: str, mask) -> None:
-        from PIL import Image
-
-        Image.fromarray(mask).save(self._tmp / name, format="PNG")  # uint8 H×W: mode L
-        self.count += 1
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None and self.count > 0:
-                if self.path.is_dir() and not self.path.is_symlink():
-                    old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-                    os.replace(self.path, old)
-                    os.replace(self._tmp, self.path)
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    if self.path.exists():
-                        self.path.unlink()
-                    os.replace(self._tmp, self.path)
-                self._tmp = None
-        finally:
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-
-
 def _batches(frames: Iterable, size: int) -> Iterator[list]:
     batch = []
     for frame in frames:
@@ -781,11 +739,11 @@ def matte(
         masks = list(final_masks())
         media.write_png(plan.output, masks[0])
     else:
-        with _MaskFolderWriter(plan.output, overwrite) as writer:
+        with media.FrameWriter(plan.output, overwrite=overwrite) as writer:
             for index, mask in enumerate(final_masks()):
                 if plan.names is not None and index >= len(plan.names):
                     raise UserError(f"{plan.source}: more frames than files; the folder changed during the run")
-                writer.write(plan.names[index] if plan.names is not None else media.frame_name(index), mask)
+                writer.write(mask, name=plan.names[index] if plan.names is not None else None)
     if stats["frames"] == 0:
         raise UserError(f"{input}: no frames to matte")
     height, width = stats["shape"]

@@ -233,26 +233,56 @@ def check_output(path: Path, overwrite: bool) -> Path:
     return path
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` onto ``final``, replacing a file or folder that is there."""
+def temp_beside(final: Path, directory: bool = True, suffix: str | None = None) -> Path:
+    """A fresh hidden temporary folder (or file) next to ``final``, for an atomic rename later."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{suffix or final.suffix}", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Move the finished ``tmp`` onto ``final``, replacing a file or folder that is there."""
+    tmp, final = Path(tmp), Path(final)
     if final.is_dir() and not final.is_symlink():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
+        return
+    if tmp.is_dir() and (final.exists() or final.is_symlink()):
+        final.unlink()  # a folder cannot be renamed onto a file
+    os.replace(tmp, final)
+
+
+def discard(tmp: Path | None) -> None:
+    """Remove a temporary file or folder if it is still there."""
+    if tmp is None:
+        return
+    tmp = Path(tmp)
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
     else:
-        os.replace(tmp, final)
+        tmp.unlink(missing_ok=True)
 
 
 class FrameWriter:
     """Stream frames to an mp4 (any video extension) or to a folder of PNGs, atomically.
 
     Use as a context manager; frames become visible under ``path`` only when the block ends
-    without an exception. Odd frame sizes are padded by one edge pixel for yuv420p video.
+    without an exception. Odd frame sizes are padded by one edge pixel for yuv420p video. Folder
+    frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
+    e.g. to keep the file names of the input frames.
     """
 
-    def __init__(self, path: Path, fps: float = DEFAULT_FPS, overwrite: bool = False, crf: int = 18):
+    def __init__(
+        self, path: Path, fps: float = DEFAULT_FPS, overwrite: bool = False, crf: int = 18, names: list[str] | None = None
+    ):
         self.path = check_output(Path(path), overwrite)
+        self.names = names
         self.fps = float(fps)
         self.crf = crf
         self.count = 0
@@ -261,15 +291,10 @@ class FrameWriter:
         self._size: tuple[int, int] | None = None
 
     def __enter__(self) -> FrameWriter:
-        if is_video(self.path):
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}", dir=self.path.parent)
-            os.close(fd)
-            self._tmp = Path(name)
-        else:
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent))
+        self._tmp = temp_beside(self.path, directory=not is_video(self.path))
         return self
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, name: str | None = None) -> None:
         if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
             raise ValueError("frames must be uint8 H×W or H×W×3")
         if self._size is None:
@@ -281,7 +306,8 @@ class FrameWriter:
         else:
             from PIL import Image
 
-            Image.fromarray(frame).save(self._tmp / frame_name(self.count), format="PNG")
+            name = name or (self.names[self.count] if self.names else frame_name(self.count))
+            Image.fromarray(frame).save(self._tmp / name, format="PNG")
         self.count += 1
 
     def _write_video_frame(self, frame: np.ndarray) -> None:
@@ -312,14 +338,10 @@ class FrameWriter:
                 if self._process.wait() != 0 and ok:
                     raise UserError(f"{self.path}: ffmpeg failed to encode ({err.decode(errors='replace').strip().splitlines()[-1:]})")
             if ok:
-                _replace(self._tmp, self.path)
+                commit(self._tmp, self.path)
                 self._tmp = None
         finally:
-            if self._tmp is not None:
-                if self._tmp.is_dir():
-                    shutil.rmtree(self._tmp, ignore_errors=True)
-                else:
-                    self._tmp.unlink(missing_ok=True)
+            discard(self._tmp)
 
 
 def write_frames(path: Path, frames: np.ndarray, fps: float = DEFAULT_FPS, overwrite: bool = False) -> Path:

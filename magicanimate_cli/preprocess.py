@@ -379,7 +379,7 @@ class _Runner:
 
     def _frames(self):
         from . import media
-        from .clip import commit, discard, temp_beside
+        from .media import commit, discard, temp_beside
         from .frames import FramesResult, expected_count, extract_frames
 
         target = self.full / IMAGES

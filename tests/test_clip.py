@@ -7,7 +7,7 @@ import json
 import pytest
 from preprocess_helpers import write_clip
 
-from magicanimate_cli.clip import Clip, commit, is_clip_folder, read_meta, subfolders, temp_beside, versions
+from magicanimate_cli.clip import Clip, is_clip_folder, read_meta, subfolders, versions
 from magicanimate_cli.errors import UserError
 
 
@@ -41,15 +41,3 @@ def test_layout_helpers(tmp_path):
     assert is_clip_folder(tmp_path / "c")
     assert subfolders(tmp_path / "c") == ["images", "densepose", "masks", "densepose_labels"]
     assert {"magicanimate_cli", "ffmpeg"} <= set(versions()) and versions()["ffmpeg"].startswith("ffmpeg")
-
-
-def test_commit_replaces_atomically(tmp_path):
-    final = tmp_path / "out"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
-    tmp = temp_beside(final)
-    (tmp / "new.txt").write_text("new")
-    commit(tmp, final)
-    assert [p.name for p in final.iterdir()] == ["new.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    json.dumps(versions())

@@ -90,3 +90,14 @@ def test_png_writes_are_atomic_and_lossless(tmp_path, clip):
     media.write_png(tmp_path / "x.png", clip[0])
     assert np.array_equal(media.read_image(tmp_path / "x.png"), clip[0])
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_commit_replaces_atomically(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp = media.temp_beside(final)
+    (tmp / "new.txt").write_text("new")
+    media.commit(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -194,8 +194,6 @@ def animate(
     windows of every denoising step across one process per device. ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs).
     """
-    import numpy as np
-
     from .. import media
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)

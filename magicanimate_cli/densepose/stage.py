@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -75,55 +74,11 @@ def _plan(input: Path, output: Path | None, labels: Path | None) -> _Plan:
     return _Plan(source, output, labels, names, count, fps, identity)
 
 
-class _FolderWriter:
-    """PNG frames with given file names into a folder that appears only when complete."""
-
-    def __init__(self, path: Path, names: list[str], overwrite: bool) -> None:
-        from .. import media
-
-        self.path = media.check_output(path, overwrite)
-        self.names = names
-        self.count = 0
-        self._tmp: Path | None = None
-
-    def __enter__(self) -> _FolderWriter:
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent))
-        return self
-
-    def write(self, array) -> None:
-        from .. import media
-
-        media.write_png(self._tmp / self.names[self.count], array)
-        self.count += 1
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None and self.count > 0:
-                _replace(self._tmp, self.path)
-                self._tmp = None
-        finally:
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-
-
-def _replace(tmp: Path, final: Path) -> None:
-    if final.is_dir() and not final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        if final.exists() or final.is_symlink():
-            final.unlink()
-        os.replace(tmp, final)
-
-
 def _writer(path: Path, names: list[str], fps: float, overwrite: bool):
+    """A video, or a folder of PNGs that keeps the input frames' names."""
     from .. import media
 
-    if media.is_video(path):
-        return media.FrameWriter(path, fps, overwrite)
-    return _FolderWriter(path, names, overwrite)
+    return media.FrameWriter(path, fps, overwrite, names=None if media.is_video(path) else names)
 
 
 # ----------------------------------------------------------------------------- resumable labels

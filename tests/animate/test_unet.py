@@ -7,7 +7,6 @@ from magicanimate_cli.animate.unet import (
     FrameSharedLinear,
     FramewiseGroupNorm,
     WindowGroupNorm,
-    apply_official_groupnorms,
     build_unet,
 )
 
