@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import UserError
+from .weights_manifest import sha256_file
 
 DEVICES = ("auto", "cpu", "gpu")
 WEIGHTS_FILE = "model.pdparams"
@@ -235,21 +236,11 @@ def weights_path(model: str = DEFAULT_MODEL, models: Path | str | None = None) -
     return resolve_models_dir(models) / model_spec(model).relpath
 
 
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_weights(model: str, path: Path) -> str:
     """Check ``path`` against the pinned digest of ``model`` (when there is one); return its sha256."""
     if not path.is_file():
         raise UserError(f"{path}: missing matting weights; run `magicanimate matte` with network access to download them")
-    actual = file_sha256(path)
+    actual = sha256_file(path)
     expected = (model_spec(model).sha256 or "").lower()
     if expected and actual != expected:
         raise UserError(

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..weights_manifest import sha256_file
 from .config import DEVICES
 
 DETECTRON2_REPO = "https://github.com/facebookresearch/detectron2.git"
@@ -186,14 +187,6 @@ def weights_path(spec: ModelSpec, models: str | Path | None = None) -> Path:
     from ..models import resolve_models_dir
 
     return resolve_models_dir(models) / "DensePose" / spec.name / spec.filename
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_weights(spec: ModelSpec, models: str | Path | None = None, progress=None) -> Path:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..weights_manifest import sha256_file
 
 SUBFOLDER = "metrics"
 CHUNK = 1 << 20
@@ -77,14 +78,6 @@ WEIGHTS: dict[str, WeightFile] = {
         ),
     )
 }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _record_path(path: Path) -> Path:
