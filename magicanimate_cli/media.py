@@ -233,14 +233,26 @@ def check_output(path: Path, overwrite: bool) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def temp_beside(final: Path, directory: bool = True, suffix: str | None = None) -> Path:
-    """A fresh hidden temporary folder (or file) next to ``final``, for an atomic rename later."""
+    """A fresh hidden temporary folder (or file) next to ``final``, for an atomic rename later.
+
+    It gets the permissions a plain ``open``/``mkdir`` would give (tempfile's are owner-only).
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     if directory:
-        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+        path = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+        os.chmod(path, 0o777 & ~_umask())
+        return path
     fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{suffix or final.suffix}", dir=final.parent)
     os.close(fd)
+    os.chmod(name, 0o666 & ~_umask())
     return Path(name)
 
 

@@ -101,3 +101,16 @@ def test_commit_replaces_atomically(tmp_path):
     media.commit(tmp, final)
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_outputs_get_ordinary_permissions(tmp_path, clip):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        media.write_frames(tmp_path / "v.mp4", clip[:2])
+        media.write_frames(tmp_path / "frames", clip[:2])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "v.mp4").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o755

@@ -59,6 +59,7 @@ class AnimateResult:
     device: str
     dtype: str
     seconds: float
+    resumed_from_step: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -189,8 +190,9 @@ def animate(
 
     ``motion`` is a video or a folder of frames (25 fps unless ``fps``); ``output`` is a video
     path or, without a video extension, a folder that receives one PNG per motion frame. The
-    output appears atomically and an existing one is only replaced with ``overwrite``.
-    ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
+    output appears atomically and an existing one is only replaced with ``overwrite``. An
+    interrupted run resumes after its last finished denoising step when started again with the
+    same inputs and settings (see ``resume.py``). ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
     windows of every denoising step across one process per device. ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs).
     """
@@ -208,6 +210,9 @@ def animate(
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
 
+    from ..models import resolve_models_dir
+    from .resume import StepCheckpoint, run_key
+
     device_list = _parse_devices(devices)
     started = time.perf_counter()
     pin_cpu_kernels()
@@ -218,16 +223,26 @@ def animate(
         poses = store.frames()
         if len(poses) == 0:
             raise UserError(f"{motion}: no frames to animate")
+        distributed = len(device_list) > 1
+        if not distributed and pipeline is None:
+            pipeline = load_pipeline(models, device_list[0] if device_list else device, dtype)
+        if distributed:
+            used_device, used_dtype = ",".join(device_list), _distributed_dtype(device_list, dtype)
+        else:
+            used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
+        settings = {**asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype}
+        checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
+        resumed = checkpoint.load()
         job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
                    dict(num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
-                        context_frames=context_frames, context_overlap=context_overlap))
-        if len(device_list) > 1:
-            used_device, used_dtype = _run_distributed(job, device_list, models, dtype)
+                        context_frames=context_frames, context_overlap=context_overlap,
+                        start_step=resumed[0] if resumed else 0, latents=resumed[1] if resumed else None),
+                   checkpoint)
+        if distributed:
+            _run_distributed(job, device_list, models, dtype)
         else:
-            if pipeline is None:
-                pipeline = load_pipeline(models, device_list[0] if device_list else device, dtype)
             _render(job, pipeline, progress, distributed=False)
-            used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
+        checkpoint.remove()
         del poses
     return AnimateResult(
         output=str(output),
@@ -240,6 +255,7 @@ def animate(
         device=used_device,
         dtype=used_dtype,
         seconds=round(time.perf_counter() - started, 3),
+        resumed_from_step=resumed[0] if resumed else 0,
     )
 
 
@@ -256,6 +272,7 @@ class _Job:
     fps: float
     overwrite: bool
     call: dict
+    checkpoint: object
 
     def poses(self):
         import numpy as np
@@ -273,6 +290,7 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
     if distributed and _rank() != 0:
         pipeline(job.reference, poses, **job.call, distributed=True)
         return
+    on_step = job.checkpoint.save
     with media.FrameWriter(job.output, job.fps, job.overwrite) as writer:
         grid_writer = media.FrameWriter(job.grid_output, job.fps, job.overwrite) if job.grid_output else None
         with grid_writer or nullcontext():
@@ -282,7 +300,9 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
                 if grid_writer:
                     grid_writer.write(np.concatenate([job.reference, poses[index], frame], axis=1))
 
-            pipeline(job.reference, poses, **job.call, on_frame=on_frame, progress=progress, distributed=distributed)
+            pipeline(
+                job.reference, poses, **job.call, on_frame=on_frame, on_step=on_step, progress=progress, distributed=distributed
+            )
 
 
 def _rank() -> int:
@@ -317,7 +337,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_distributed(job: _Job, devices: list[str], models, dtype: str) -> tuple[str, str]:
+def _distributed_dtype(devices: list[str], dtype: str) -> str:
+    if dtype != "auto":
+        return dtype
+    return "float16" if devices[0].startswith("cuda") else "float32"
+
+
+def _run_distributed(job: _Job, devices: list[str], models, dtype: str) -> None:
     """One process per device (torch.multiprocessing, NCCL on GPUs, gloo on CPU)."""
     import torch.multiprocessing as mp
 
@@ -334,8 +360,6 @@ def _run_distributed(job: _Job, devices: list[str], models, dtype: str) -> tuple
         if "UserError" in message:
             raise UserError(message.split("UserError: ", 1)[-1]) from None
         raise RuntimeError(f"a device process failed: {message}") from None
-    resolved = "float16" if dtype == "auto" and devices[0].startswith("cuda") else ("float32" if dtype == "auto" else dtype)
-    return ",".join(devices), resolved
 
 
 def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype: str, port: int) -> None:

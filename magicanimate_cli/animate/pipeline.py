@@ -106,6 +106,9 @@ class MagicAnimatePipeline(DiffusionPipeline):
         on_frame: Callable[[int, np.ndarray], None] | None = None,
         progress: Progress | None = None,
         distributed: bool = False,
+        latents: torch.Tensor | None = None,
+        start_step: int = 0,
+        on_step: Callable[[int, torch.Tensor], None] | None = None,
     ) -> MagicAnimateOutput:
         """Animate ``reference`` (uint8 ``H×W×3``) along ``motion`` (uint8 ``T×H×W×3``, same size).
 
@@ -117,6 +120,10 @@ class MagicAnimatePipeline(DiffusionPipeline):
         denoises a contiguous share of the windows, the window sums are all-reduced every step,
         and rank 0 decodes; the result is bitwise the single-process one (at most two windows
         cover a frame, so the order of the sums cannot matter). Other ranks return no frames.
+
+        Resuming: ``on_step(steps_done, latents)`` is called after every denoising step; passing
+        those ``latents`` back with ``start_step=steps_done`` continues the run exactly (DDIM with
+        eta 0 carries no other state).
         """
         if output_type not in ("uint8", "float"):
             raise ValueError("output_type must be 'uint8' or 'float'")
@@ -142,15 +149,20 @@ class MagicAnimatePipeline(DiffusionPipeline):
         ref = torch.from_numpy(np.array(reference)).float().to(device, dtype) / 127.5 - 1
         ref_latents = self.vae.encode(ref.permute(2, 0, 1)[None]).latent_dist.mean * SCALING_FACTOR
 
-        generator = torch.Generator(device).manual_seed(seed)
-        shape = (1, 4, clip_length, height // 8, width // 8)
-        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        latents = noise.repeat(1, 1, total // clip_length, 1, 1) * self.scheduler.init_noise_sigma
+        if latents is None:
+            generator = torch.Generator(device).manual_seed(seed)
+            shape = (1, 4, clip_length, height // 8, width // 8)
+            noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+            latents = noise.repeat(1, 1, total // clip_length, 1, 1) * self.scheduler.init_noise_sigma
+        else:
+            latents = latents.to(device, dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        done, work = 0, len(timesteps) * len(windows)
-        for t in timesteps:
+        done, work = start_step * len(windows), len(timesteps) * len(windows)
+        for step, t in enumerate(timesteps):
+            if step < start_step:
+                continue
             self._bank.clear()
             self.appearance_encoder(ref_latents.repeat(2, 1, 1, 1), t, encoder_hidden_states=text.repeat(2, 1, 1), return_dict=False)
             noise_pred = torch.zeros((halves, *latents.shape[1:]), device=device, dtype=dtype)
@@ -188,6 +200,8 @@ class MagicAnimatePipeline(DiffusionPipeline):
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
             latents = self.scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
+            if on_step:
+                on_step(step + 1, latents)
         self._bank.clear()
         if rank != 0:
             return MagicAnimateOutput(frames=None, latents=latents)

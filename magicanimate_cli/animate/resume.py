@@ -1,0 +1,57 @@
+"""Resumable animation runs: the latents after each denoising step, kept beside the output.
+
+A run of a long clip takes many minutes on a GPU. After every step the latents (4 channels at 1/8
+resolution: 32 KiB per frame at 512² in float16) are written atomically to a hidden safetensors
+file next to the output; an interrupted run started again with the same inputs and settings picks
+up after the last finished step and gives exactly the result of an uninterrupted run (DDIM with
+eta 0 has no other state). The file is removed when the output is complete. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def run_key(reference, poses, settings: dict) -> str:
+    """A digest of everything that determines the latents: inputs and settings."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(memoryview(reference).tobytes())
+    for start in range(0, len(poses), 64):
+        digest.update(memoryview(poses[start : start + 64]).tobytes())
+    return digest.hexdigest()
+
+
+class StepCheckpoint:
+    def __init__(self, output: Path, key: str) -> None:
+        output = Path(output)
+        self.path = output.parent / f".{output.name}.animate-resume.safetensors"
+        self.key = key
+
+    def load(self):
+        """``(steps_done, latents)`` of an interrupted run with the same key, else ``None``."""
+        from safetensors import safe_open
+
+        if not self.path.is_file():
+            return None
+        try:
+            with safe_open(str(self.path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                if meta.get("key") != self.key:
+                    return None
+                return int(meta["step"]), handle.get_tensor("latents")
+        except Exception:  # a damaged checkpoint only costs the time it saved
+            return None
+
+    def save(self, steps_done: int, latents) -> None:
+        from safetensors.torch import save_file
+
+        from ..media import commit, temp_beside
+
+        tmp = temp_beside(self.path, directory=False)
+        save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp), metadata={"key": self.key, "step": str(steps_done)})
+        commit(tmp, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

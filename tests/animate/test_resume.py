@@ -1,0 +1,62 @@
+"""An interrupted animation resumes after its last finished step and gives the same frames."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from magicanimate_cli import media
+from magicanimate_cli.animate import animate
+from magicanimate_cli.animate.resume import StepCheckpoint
+
+
+@pytest.fixture()
+def inputs(tmp_path, rng):
+    reference = tmp_path / "ref.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
+    motion = tmp_path / "poses"
+    media.write_frames(motion, rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8))
+    return reference, motion
+
+
+def interrupt_after(step, monkeypatch):
+    original = StepCheckpoint.save
+
+    def save(self, steps_done, latents):
+        original(self, steps_done, latents)
+        if steps_done == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(StepCheckpoint, "save", save)
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, inputs, tiny_pipeline, monkeypatch):
+    common = dict(size=64, steps=3, seed=4, pipeline=tiny_pipeline)
+    whole = animate(*inputs, tmp_path / "whole", **common)
+    assert whole.resumed_from_step == 0
+
+    with monkeypatch.context() as patch:
+        interrupt_after(2, patch)
+        with pytest.raises(KeyboardInterrupt):
+            animate(*inputs, tmp_path / "cut", **common)
+    assert not (tmp_path / "cut").exists()
+    assert (tmp_path / ".cut.animate-resume.safetensors").is_file()
+
+    resumed = animate(*inputs, tmp_path / "cut", **common)
+    assert resumed.resumed_from_step == 2
+    assert np.array_equal(media.read_frames(tmp_path / "cut").array, media.read_frames(tmp_path / "whole").array)
+    assert not (tmp_path / ".cut.animate-resume.safetensors").exists()
+
+
+def test_other_settings_start_afresh(tmp_path, inputs, tiny_pipeline, monkeypatch):
+    with monkeypatch.context() as patch:
+        interrupt_after(1, patch)
+        with pytest.raises(KeyboardInterrupt):
+            animate(*inputs, tmp_path / "out", size=64, steps=2, seed=1, pipeline=tiny_pipeline)
+    result = animate(*inputs, tmp_path / "out", size=64, steps=2, seed=2, pipeline=tiny_pipeline)
+    assert result.resumed_from_step == 0
+
+
+def test_a_damaged_checkpoint_is_ignored(tmp_path):
+    checkpoint = StepCheckpoint(tmp_path / "out.mp4", "key")
+    checkpoint.path.write_bytes(b"not safetensors")
+    assert checkpoint.load() is None
