@@ -259,90 +259,21 @@ def download_weights(
 ) -> Path:
     """Download ``model``'s published checkpoint once and return the path of its ``model.pdparams``.
 
-    The zip is fetched into a temporary file beside the destination, its ``model.pdparams`` is
-    extracted and checked against the pinned sha256 (a mismatch deletes it and raises), and only
-    then renamed into place. An existing file is kept unless ``force``.
+    The zip is fetched (resumably) beside the destination, its ``model.pdparams`` is extracted and
+    checked against the pinned sha256 (a mismatch deletes it and raises), and only then renamed
+    into place (``models.fetch_url``). An existing file is kept unless ``force``.
     """
+    from .models import fetch_url
+
     spec = model_spec(model)
     target = weights_path(model, models)
     if target.is_file() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    progress = progress or (lambda stage, done, total: None)
-    archive = _fetch(spec.url, target, progress)
-    try:
-        extracted, digest = _extract_member(archive, target)
-    finally:
-        archive.unlink(missing_ok=True)
-    if spec.sha256 and digest != spec.sha256.lower():
-        extracted.unlink(missing_ok=True)
-        raise UserError(
-            f"{spec.url}: downloaded {WEIGHTS_FILE} has sha256 {digest[:16]}..., expected {spec.sha256[:16]}...; "
-            "refusing to use it (retry later, or report a changed upstream file)"
-        )
-    os.replace(extracted, target)
+    fetch_url(spec.url, target, sha256=spec.sha256, archive_member=WEIGHTS_FILE, progress=progress)
     return target
 
 
-def _fetch(url: str, target: Path, progress) -> Path:
-    import urllib.error
-    import urllib.request
-
-    from . import __version__
-
-    if not url.startswith(("https://", "http://")):
-        raise UserError(f"{url}: only http(s) downloads are supported")
-    fd, name = tempfile.mkstemp(prefix=".download-", suffix=".zip.partial", dir=target.parent)
-    tmp = Path(name)
-    request = urllib.request.Request(url, headers={"User-Agent": f"magicanimate-cli/{__version__}"})
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                done += len(block)
-                progress("download", done, total or done)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or _first_line(exc)
-        raise UserError(
-            f"{url}: cannot download ({reason}); check the network, or fetch the zip by hand and put its "
-            f"{WEIGHTS_FILE} at {target}"
-        ) from exc
-    return tmp
-
-
-def _extract_member(archive: Path, target: Path) -> tuple[Path, str]:
-    """Copy the zip's single ``model.pdparams`` beside ``target`` (hashing it); never unpack paths."""
-    import hashlib
-    import zipfile
-
-    try:
-        zipped = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as exc:
-        raise UserError(f"{archive.name}: the download is not a zip file ({exc}); retry later") from exc
-    with zipped:
-        members = [m for m in zipped.infolist() if PurePosixPath(m.filename).name == WEIGHTS_FILE and not m.is_dir()]
-        if len(members) != 1:
-            raise UserError(f"{archive.name}: expected one {WEIGHTS_FILE} in the downloaded zip, found {len(members)}")
-        fd, name = tempfile.mkstemp(prefix=f".{WEIGHTS_FILE}.", suffix=".partial", dir=target.parent)
-        digest = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as out, zipped.open(members[0]) as src:
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    digest.update(block)
-                    out.write(block)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            Path(name).unlink(missing_ok=True)
-            raise UserError(f"{archive.name}: the downloaded zip is damaged ({_first_line(exc)}); retry later") from exc
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-    return Path(name), digest.hexdigest()
-
-
-# Globals a PaddlePaddle state dict may name: numpy arrays and their dtypes, nothing else.
 _PICKLE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),

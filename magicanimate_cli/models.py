@@ -251,13 +251,14 @@ def _free_bytes(path: Path) -> int:
 class _Meter:
     """Bytes downloaded across all files, reported as ``progress("download", MB done, MB total)``."""
 
-    def __init__(self, progress: Progress | None, total: int) -> None:
-        self.progress, self.total, self.done = progress, total, 0
+    def __init__(self, progress: Progress | None, total: int, unit: int = _MB, stage: str = "download") -> None:
+        self.progress, self.total, self.done, self.unit, self.stage = progress, total, 0, unit, stage
 
     def add(self, n: int) -> None:
         self.done += n
         if self.progress is not None:
-            self.progress("download", min(self.done, self.total) // _MB, max(1, self.total // _MB))
+            total = max(self.total, self.done) if self.unit == 1 else self.total
+            self.progress(self.stage, min(self.done, total) // self.unit, max(1, total // self.unit))
 
     def tqdm_class(self):
         """A tqdm class for huggingface_hub that counts written bytes into this meter, silently."""
@@ -269,6 +270,8 @@ class _Meter:
             def __init__(self, *args, **kwargs):
                 kwargs.pop("name", None)
                 kwargs["disable"] = True
+                if kwargs.get("total") and not meter.total:  # one file of unknown size: its Content-Length
+                    meter.total = int(kwargs["total"])
                 super().__init__(*args, **kwargs)
                 if kwargs.get("initial"):
                     meter.add(int(kwargs["initial"]))
@@ -309,50 +312,97 @@ def _supported(function, **kwargs) -> dict:
 
 
 def _fetch_url(item: ManifestFile, root: Path, replace: bool, meter: _Meter) -> Path:
-    """A plain URL into ``<dest>.part`` (kept across runs and resumed), then moved into place.
+    """A plain-URL manifest file into place (verification happens in ``download``)."""
+    dest = root / item.path
+    _download_to(item.url, dest, item.size, item.archive_member, meter)
+    return dest
 
-    A zip (``archive_member``) is downloaded whole and the member extracted.
-    """
+
+def _download_to(url: str, dest: Path, size: int | None, archive_member: str | None, meter: _Meter) -> None:
+    """``url`` into ``dest``: through a ``.part`` file kept across runs and resumed with a range
+    request; a zip (``archive_member``) is downloaded whole and only that member extracted."""
     import hashlib
 
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
-    dest = root / item.path
     dest.parent.mkdir(parents=True, exist_ok=True)
-    download = dest if not item.archive_member else dest.with_name(Path(item.url).name)
-    tag = hashlib.sha256(item.url.encode()).hexdigest()[:12]
+    download = dest if not archive_member else dest.with_name(Path(url).name)
+    tag = hashlib.sha256(url.encode()).hexdigest()[:12]
     part = download.with_name(f"{download.name}.{tag}.part")
     resume = part.stat().st_size if part.exists() else 0
     headers = {"user-agent": build_hf_headers().get("user-agent", "magicanimate")}
-    extra = _supported(http_get, expected_size=item.size, tqdm_class=meter.tqdm_class())
-    with open(part, "ab") as handle:
-        http_get(item.url, handle, resume_size=resume, headers=headers, **extra)
-    if not item.archive_member:
+    extra = _supported(http_get, tqdm_class=meter.tqdm_class())  # a wrong size is caught by the sha256
+    try:
+        with open(part, "ab") as handle:
+            http_get(url, handle, resume_size=resume, headers=headers, **extra)
+    except UserError:
+        raise
+    except Exception as exc:  # requests/httpx/OSError: the network, a 404, a cut-off transfer
+        if part.exists() and part.stat().st_size == 0:
+            part.unlink()  # nothing to resume
+        raise UserError(f"{url}: download failed ({_first_line(exc)}); check the network and run again (it resumes)") from exc
+    if not archive_member:
         os.replace(part, dest)
-        return dest
-    _extract_member(part, item, dest)
+        return
+    _extract_member(part, url, archive_member, dest)
     part.unlink()
-    return dest
 
 
-def _extract_member(archive: Path, item: ManifestFile, dest: Path) -> None:
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
+
+
+def _extract_member(archive: Path, url: str, member: str, dest: Path) -> None:
+    """Copy one member of a zip to ``dest`` (matched by name; archive paths are never unpacked)."""
     import tempfile
     import zipfile
 
     try:
         with zipfile.ZipFile(archive) as zf:
-            names = [n for n in zf.namelist() if n == item.archive_member or n.endswith("/" + item.archive_member)]
+            names = [n for n in zf.namelist() if n == member or n.endswith("/" + member)]
             if len(names) != 1:
-                raise UserError(f"{item.url}: expected one {item.archive_member} in the archive, found {len(names)}; the manifest is out of date")
+                raise UserError(f"{url}: expected one {member} in the archive, found {len(names)}; the source changed")
             fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
             os.chmod(tmp, default_file_mode())
-            with os.fdopen(fd, "wb") as out, zf.open(names[0]) as member:
-                shutil.copyfileobj(member, out, 8 << 20)
+            with os.fdopen(fd, "wb") as out, zf.open(names[0]) as handle:
+                shutil.copyfileobj(handle, out, 8 << 20)
             os.replace(tmp, dest)
     except zipfile.BadZipFile as exc:
         archive.unlink(missing_ok=True)
-        raise UserError(f"{item.url}: the download is not a valid zip archive ({exc}); run the command again") from exc
+        raise UserError(f"{url}: the download is not a valid zip archive ({exc}); run the command again") from exc
+
+
+def fetch_url(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    archive_member: str | None = None,
+    progress: Progress | None = None,
+    stage: str = "download",
+) -> str:
+    """Download ``url`` (or one ``archive_member`` of the zip it serves) to ``dest``; return its sha256.
+
+    The one downloader for weights outside the Hugging Face manifest files (other DensePose and
+    PaddleSeg models, metric networks): resumable, and when ``sha256`` is given a mismatching file
+    is deleted and refused, never left under ``dest``.
+    """
+    if not url.startswith(("https://", "http://")):
+        raise UserError(f"{url}: only http(s) downloads are supported")
+    if _offline():
+        raise UserError(f"{url}: HF_HUB_OFFLINE is set; download it yourself and put it at {dest}")
+    dest = Path(dest)
+    fresh = dest.with_name(f".{dest.name}.fetched")
+    _download_to(url, fresh, size, archive_member, _Meter(progress, size or 0, unit=1, stage=stage))
+    digest = sha256_file(fresh)
+    if sha256 and digest != sha256.lower():
+        fresh.unlink(missing_ok=True)
+        raise UserError(f"{url}: downloaded file has sha256 {digest[:16]}..., expected {sha256.lower()[:16]}...; refusing to use it (retry later, or report a changed upstream file)")
+    os.replace(fresh, dest)
+    return digest
 
 
 Fetcher = Callable[[ManifestFile, Path, bool, _Meter], Path]

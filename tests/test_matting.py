@@ -431,7 +431,7 @@ def test_download_with_wrong_digest_keeps_nothing(tmp_path, monkeypatch, zip_ser
 
 def test_download_failures_are_user_errors(tmp_path, monkeypatch, zip_server):
     (tmp_path / "www" / "broken.zip").write_bytes(b"not a zip at all")
-    for name, message in (("missing.zip", "cannot download"), ("broken.zip", "not a zip file")):
+    for name, message in (("missing.zip", "download failed"), ("broken.zip", "not a valid zip")):
         spec = dataclasses.replace(matting.MODELS[LITE], url=zip_server.url(name), sha256=None)
         monkeypatch.setitem(matting.MODELS, LITE, spec)
         with pytest.raises(UserError, match=message):

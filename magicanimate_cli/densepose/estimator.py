@@ -205,35 +205,11 @@ def ensure_weights(spec: ModelSpec, models: str | Path | None = None, progress=N
         if digest != spec.sha256:
             raise UserError(f"{path}: sha256 {digest} does not match the expected {spec.sha256}; delete the file to download it again")
         return path
+    from ..models import fetch_url
+
     folder.mkdir(parents=True, exist_ok=True)
-    _download(spec.url, path, spec.sha256, spec.size, progress)
+    fetch_url(spec.url, path, sha256=spec.sha256, size=spec.size, progress=progress)
     return path
-
-
-def _download(url: str, path: Path, sha256: str, size: int | None, progress=None) -> None:
-    import urllib.error
-    import urllib.request
-
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    tmp = Path(name)
-    digest = hashlib.sha256()
-    done = 0
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or size or 0)
-            while block := response.read(1 << 20):
-                out.write(block)
-                digest.update(block)
-                done += len(block)
-                if progress:
-                    progress("download", done, total or done)
-        if digest.hexdigest() != sha256:
-            raise UserError(f"{url}: downloaded file has sha256 {digest.hexdigest()}, expected {sha256}; try again, or download it yourself and pass --weights FILE")
-        os.replace(tmp, path)
-    except (urllib.error.URLError, OSError) as exc:
-        raise UserError(f"{url}: download failed ({exc}); check the network, or download it yourself and pass --weights FILE") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -163,10 +163,9 @@ class Context:
     device: object
     download: bool = True
     progress: object = None
-    opener: object = None
 
     def weight(self, key: str) -> Path:
-        return W.ensure(W.WEIGHTS[key], self.models_dir, download=self.download, progress=self.progress, opener=self.opener)
+        return W.ensure(W.WEIGHTS[key], self.models_dir, download=self.download, progress=self.progress)
 
 
 def _torch_load(path: Path):

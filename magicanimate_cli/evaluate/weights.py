@@ -133,58 +133,27 @@ def fetch_hint(weight: WeightFile, models_dir: Path, download: bool = True) -> s
     return f"no public download: put {weight.filename} ({weight.source}) at {target}"
 
 
-def ensure(weight: WeightFile, models_dir: Path, download: bool = True, progress=None, opener=None) -> Path:
+def ensure(weight: WeightFile, models_dir: Path, download: bool = True, progress=None) -> Path:
     """Download ``weight`` into ``models_dir`` if it is missing, then verify it."""
     path = weight.path(models_dir)
     if not path.is_file():
         if not download or not weight.url:
             raise UserError(f"{path}: missing; {fetch_hint(weight, models_dir, download)}")
-        fetch(weight, models_dir, progress=progress, opener=opener)
+        fetch(weight, models_dir, progress=progress)
     return verify(weight, models_dir)
 
 
-def fetch(weight: WeightFile, models_dir: Path, progress=None, opener=None) -> Path:
-    """Stream ``weight.url`` to its place, hashing as it goes; rename only when the hash matches.
-
-    ``opener(url)`` returns a file-like response (default ``urllib.request.urlopen``); tests pass
-    a loopback server's URL instead of the real host.
-    """
-    import urllib.error
-    import urllib.request
+def fetch(weight: WeightFile, models_dir: Path, progress=None) -> Path:
+    """Download ``weight.url`` to its place (resumable, sha256-checked) and record its digest."""
+    from ..models import fetch_url
 
     path = weight.path(models_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    opener = opener or (lambda url: urllib.request.urlopen(url, timeout=60))
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    tmp = Path(name)
-    digest = hashlib.sha256()
-    stage = f"download {weight.filename}"
-    out = os.fdopen(fd, "wb")
+    digest = fetch_url(weight.url, path, sha256=weight.sha256, progress=progress, stage=f"download {weight.filename}")
     try:
-        try:
-            response = opener(weight.url)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise UserError(f"{weight.url}: download failed ({exc}); {fetch_hint(weight, models_dir)}") from exc
-        with response, out:
-            total = int(getattr(response, "headers", {}).get("Content-Length") or 0)
-            done = 0
-            while True:
-                try:
-                    block = response.read(CHUNK)
-                except OSError as exc:
-                    raise UserError(f"{weight.url}: download interrupted ({exc}); run again") from exc
-                if not block:
-                    break
-                out.write(block)
-                digest.update(block)
-                done += len(block)
-                if progress:
-                    progress(stage, done, max(total, done))
-        hexdigest = digest.hexdigest()
-        _check_pinned(weight, hexdigest, weight.url)
-        os.replace(tmp, path)
-        _write_record(path, hexdigest)
-        return path
-    finally:
-        out.close()
-        tmp.unlink(missing_ok=True)
+        _check_pinned(weight, digest, weight.url)
+    except UserError:
+        path.unlink(missing_ok=True)
+        raise
+    _write_record(path, digest)
+    return path
