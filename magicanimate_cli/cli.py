@@ -283,6 +283,7 @@ def preprocess_(
     skip: Optional[str] = typer.Option(None, "--skip", help="Stages to leave out: densepose, matte (comma-separated)."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those already finished."),
     keep_work: bool = typer.Option(False, "--keep-work", help="Keep the full-size intermediate frames (OUT/<clip>/.work/)."),
+    models: Optional[Path] = MODELS_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace folders in the way that are not clips of these inputs."),
     as_json: bool = JSON_OPTION,
 ) -> None:

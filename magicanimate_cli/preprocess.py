@@ -161,10 +161,40 @@ def _signature(source: Source) -> dict:
 # ----------------------------------------------------------------------------- stages
 
 
+class _Networks:
+    """The DensePose estimator and matting network, loaded on first use and kept for every clip."""
+
+    def __init__(self, models, progress) -> None:
+        self.models, self.progress = models, progress
+        self._segmenter = self._estimator = None
+
+    def segmenter(self):
+        if self._segmenter is None:
+            from .matting import load_segmenter
+
+            self._segmenter = load_segmenter(models=self.models, progress=self.progress)
+        return self._segmenter
+
+    def estimator(self):
+        if self._estimator is None:
+            from .densepose.config import DensePoseConfig
+            from .densepose.estimator import load_estimator
+
+            defaults = DensePoseConfig()
+            self._estimator = load_estimator(
+                models=self.models, min_score=defaults.min_score, max_people=defaults.max_people, progress=self.progress
+            )
+        return self._estimator
+
+
 class _Runner:
     """Runs the chain for one clip, recording every stage in its meta.json."""
 
-    def __init__(self, source: Source, folder: Path, request: dict, *, force: bool, keep_work: bool, progress, unavailable: dict):
+    def __init__(
+        self, source: Source, folder: Path, request: dict, *, force: bool, keep_work: bool, progress, unavailable: dict,
+        networks: _Networks | None = None,
+    ):
+        self.networks = networks or _Networks(None, progress)
         self.source, self.folder, self.request = source, folder, request
         self.force, self.keep_work, self.progress = force, keep_work, progress
         self.unavailable = unavailable  # stage -> (message, hint), shared by all clips of the run
@@ -413,12 +443,14 @@ class _Runner:
     def _matte(self, folder: Path):
         from .matting import matte
 
-        return matte(folder, overwrite=True, progress=self.progress)
+        segmenter = self.networks.segmenter()
+        return matte(folder, models=self.networks.models, overwrite=True, progress=self.progress, segmenter=segmenter)
 
     def _densepose(self, folder: Path):
         from .densepose import densepose
 
-        return densepose(folder, overwrite=True, progress=self.progress)
+        estimator = self.networks.estimator()
+        return densepose(folder, models=self.networks.models, overwrite=True, progress=self.progress, estimator=estimator)
 
     def _fov(self, subs: list[str]):
         from .crop import clip_source_size, crop_clip_into, plan_crop
@@ -546,6 +578,7 @@ def preprocess(
     skip: str | None = None,
     force: bool = False,
     keep_work: bool = False,
+    models: Path | str | None = None,
     overwrite: bool = False,
     progress=None,
 ) -> PreprocessResult:
@@ -554,6 +587,8 @@ def preprocess(
     ``inputs``: videos, folders of videos (or a folder of frames), list files (one path a line).
     ``skip``: ``densepose``, ``matte`` or both (comma-separated). ``overwrite`` replaces folders in
     the way that are not this tool's clips of these inputs; ``force`` recomputes this tool's clips.
+    ``models``: the weights folder of the DensePose and matting stages; their networks are loaded
+    once and reused for every clip.
     """
     from .crop import check_size, parse_fov
     from .frames import check_fps
@@ -580,10 +615,14 @@ def preprocess(
     started = time.perf_counter()
     result = PreprocessResult(str(output))
     unavailable: dict = {}
+    networks = _Networks(models, progress)
     if progress is not None:
         progress("clips", 0, len(sources))
     for index, source in enumerate(sources):
-        runner = _Runner(source, output / source.name, request, force=force, keep_work=keep_work, progress=progress, unavailable=unavailable)
+        runner = _Runner(
+            source, output / source.name, request, force=force, keep_work=keep_work, progress=progress, unavailable=unavailable,
+            networks=networks,
+        )
         if runner.up_to_date():
             meta = read_meta(runner.folder) or {}
             outcome = {"name": source.name, "source": str(source.path), "output": str(runner.folder), "status": "up-to-date",

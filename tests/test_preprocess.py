@@ -81,9 +81,18 @@ class Fakes:
         return sum(1 for name, _ in self.calls if name == stage)
 
 
+def no_networks(monkeypatch):
+    """The fake stages need no real networks: preprocess's loaders hand them nothing."""
+    from magicanimate_cli import preprocess as preprocess_module
+
+    monkeypatch.setattr(preprocess_module._Networks, "segmenter", lambda self: None)
+    monkeypatch.setattr(preprocess_module._Networks, "estimator", lambda self: None)
+
+
 @pytest.fixture()
 def fakes(monkeypatch):
     fake = Fakes()
+    no_networks(monkeypatch)
     monkeypatch.setattr(densepose_module, "densepose", fake.densepose)
     monkeypatch.setattr(matting_module, "matte", fake.matte)
     return fake
@@ -322,6 +331,9 @@ def test_real_densepose_stage_reports_its_install_command(videos, tmp_path, monk
 
     if importlib.util.find_spec("detectron2") is not None:
         pytest.skip("detectron2 is installed")
+    from magicanimate_cli import preprocess as preprocess_module
+
+    monkeypatch.setattr(preprocess_module._Networks, "segmenter", lambda self: None)
     monkeypatch.setattr(matting_module, "matte", Fakes().matte)
     result = preprocess([videos / "talk.mp4"], tmp_path, **FAST)
     clip = result.clips[0]
