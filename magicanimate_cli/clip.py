@@ -83,15 +83,17 @@ def ffmpeg_version() -> str:
     return " ".join(first.split()[:3])
 
 
-def read_meta(folder: Path) -> dict | None:
-    """The clip's meta.json, or None when there is none."""
+def read_meta(folder: Path, damaged_ok: bool = False) -> dict | None:
+    """The clip's meta.json, or None when there is none (or it is damaged and ``damaged_ok``)."""
     path = Path(folder) / META
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable meta.json ({exc.__class__.__name__}); delete it or pass --force") from exc
+        if damaged_ok:
+            return None
+        raise UserError(f"{path}: unreadable meta.json ({exc.__class__.__name__}); delete it, or pass --overwrite to redo the clip") from exc
 
 
 def write_meta(folder: Path, meta: dict) -> None:

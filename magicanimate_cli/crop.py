@@ -422,7 +422,7 @@ def crop(
         if media.is_video(output):
             raise UserError(f"{output}: a clip folder crops into a clip folder; give -o a folder name, not a video")
         width, height = clip_source_size(input, subs)
-        media.check_output(output, overwrite)
+        media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, width, height, size=size, box=box, fov=fov)
         tmp = temp_beside(output)
         try:
@@ -442,7 +442,7 @@ def crop(
         from PIL import Image
 
         frame = media.read_image(input)
-        media.check_output(output, overwrite)
+        media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, frame.shape[1], frame.shape[0], size=size, box=box, fov=fov)
         media.write_png(output, np.asarray(crop_image(Image.fromarray(frame), plan.crop_box, plan.output_size, Image.BICUBIC)))
         count = 1
@@ -451,7 +451,7 @@ def crop(
         if media.is_image(output):
             raise UserError(f"{output}: a video or frames folder crops into an .mp4 or a folder, not an image file")
         info = media.probe(input)
-        media.check_output(output, overwrite)
+        media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, info.width, info.height, size=size, box=box, fov=fov)
         with media.FrameWriter(output, info.fps, overwrite) as writer:
             count = crop_frames_to(media.iter_frames(input), writer, plan, progress, info.frames)

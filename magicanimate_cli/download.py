@@ -527,7 +527,8 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
         info = media.probe(path)
         for row in video_rows:
             name = row.name if row.name not in duplicates else f"{row.name}#L{row.line}"
-            clip = output / row.partition / f"{safe_name(name)}.mp4" if row.partition else output / f"{safe_name(name)}.mp4"
+            folder = output / safe_name(row.partition) if row.partition else output  # never outside -o
+            clip = folder / f"{safe_name(name)}.mp4"
             item = {"source": row.video_id, "line": row.line, "file": str(path), "output": str(clip)}
             try:
                 if clip.exists() and not overwrite and _readable(clip):

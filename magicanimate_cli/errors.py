@@ -6,3 +6,7 @@ Its message is a single line that names the file and the fix. The CLI prints it 
 
 class UserError(Exception):
     """A problem with the user's input or environment, reported in one line (exit code 2)."""
+
+
+class MissingDependency(UserError):
+    """An optional stage's library (detectron2, PaddleSeg, ...) is not installed; the message says how."""

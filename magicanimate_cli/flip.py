@@ -180,7 +180,7 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
         raise UserError(f"{clip}: clip folder has no frames in images/, densepose/, masks/ or densepose_labels/")
     if output.resolve() == clip.resolve():
         raise UserError(f"{output}: is the input clip; choose another output folder (e.g. {clip.name}_flip)")
-    media.check_output(output, overwrite)
+    media.check_output(output, overwrite, protect=(clip,))
     ignored = sorted(p.name for p in clip.iterdir() if p.name not in (*SUBFOLDERS, META) and not p.name.startswith("."))
     started = time.perf_counter()
     tmp = temp_beside(output)

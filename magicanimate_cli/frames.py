@@ -51,9 +51,10 @@ def extract_frames(video: Path, folder: Path, *, fps: float = DEFAULT_FPS, progr
 
     from .media import ffmpeg_binary, list_frame_files
 
-    stream = ffmpeg.input(str(video)).video.filter("fps", fps=fps)
+    stream = ffmpeg.input(str(Path(video).resolve())).video.filter("fps", fps=fps)  # absolute: "a:b.mp4" is no protocol
+    pattern = str(Path(folder).resolve()).replace("%", "%%") + "/%05d.png"  # a literal % in the folder name
     # zlib level 1: ~6x faster than ffmpeg's default for ~10 % larger files (still lossless)
-    stream = ffmpeg.output(stream, str(Path(folder) / "%05d.png"), start_number=0, pix_fmt="rgb24", vcodec="png", compression_level=1)
+    stream = ffmpeg.output(stream, pattern, start_number=0, pix_fmt="rgb24", vcodec="png", compression_level=1)
     stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
     args = ffmpeg.compile(stream, cmd=ffmpeg_binary(), overwrite_output=True)
     with tempfile.TemporaryFile() as errors:
@@ -98,7 +99,7 @@ def frames(video: Path | str, output: Path | str, *, fps: float = DEFAULT_FPS, o
     if media.is_video(output) or media.is_image(output):
         raise UserError(f"{output}: looks like a video file; -o takes the folder that receives the PNG frames")
     info = media.probe(video)
-    media.check_output(output, overwrite)
+    media.check_output(output, overwrite, protect=(video,))
     started = time.perf_counter()
     tmp = temp_beside(output)
     try:

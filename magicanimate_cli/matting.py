@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import UserError
+from .errors import MissingDependency, UserError
 from .weights_manifest import sha256_file
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -186,7 +186,7 @@ def _import_paddle():
             import paddle
             import paddleseg  # noqa: F401
     except ImportError as exc:
-        raise UserError(f"matting needs PaddlePaddle and PaddleSeg ({_first_line(exc)}); install them: {INSTALL_HINT}") from exc
+        raise MissingDependency(f"matting needs PaddlePaddle and PaddleSeg ({_first_line(exc)}); install them: {INSTALL_HINT}") from exc
     return paddle
 
 
@@ -622,7 +622,7 @@ def matte(
         raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
     input = Path(input)
     plan = _plan(input, Path(output) if output is not None else None)
-    media.check_output(plan.output, overwrite)
+    media.check_output(plan.output, overwrite, protect=(plan.source,))
     if plan.mode == "image":
         first = media.read_image(plan.source)
         info = media.VideoInfo(first.shape[1], first.shape[0], media.DEFAULT_FPS, 1)

@@ -154,14 +154,14 @@ def probe(path: Path, fps: float | None = None) -> VideoInfo:
     _check_video(path)
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(path))
+    reader = imageio_ffmpeg.read_frames(str(path.resolve()))  # absolute: "take:1.mp4" is no protocol
     try:
         meta = next(reader)
     except (RuntimeError, OSError, StopIteration) as exc:
         raise UserError(f"{path}: ffmpeg cannot read this video ({_first_line(exc)})") from exc
     finally:
         reader.close()
-    count, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    count, _ = imageio_ffmpeg.count_frames_and_secs(str(path.resolve()))
     width, height = meta["size"]
     return VideoInfo(width, height, float(fps or meta.get("fps") or DEFAULT_FPS), count)
 
@@ -187,7 +187,7 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
     _check_video(path)
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    reader = imageio_ffmpeg.read_frames(str(path.resolve()), pix_fmt="rgb24")
     try:
         meta = next(reader)
         width, height = meta["size"]
@@ -223,11 +223,22 @@ def _first_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def check_output(path: Path, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless ``overwrite``; make sure its folder exists."""
+def check_output(path: Path, overwrite: bool, protect=()) -> Path:
+    """Refuse to replace an existing output unless ``overwrite``; make sure its folder exists.
+
+    Even with ``overwrite``, an output is never one that holds the current folder or any of the
+    ``protect`` paths (the command's inputs): replacing it would delete them.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists; pass --overwrite to replace it or choose another output")
+    if path.exists():
+        resolved = path.resolve()
+        if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+            raise UserError(f"{path}: is the current folder or holds it; choose a new output path")
+        for item in protect:
+            if item is not None and (Path(item).resolve() == resolved or resolved in Path(item).resolve().parents):
+                raise UserError(f"{path}: holds the input {item}, which replacing it would delete; choose another output")
     if not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -334,7 +345,7 @@ class FrameWriter:
 
             stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width + pad_w}x{height + pad_h}", framerate=self.fps)
             stream = ffmpeg.output(
-                stream, str(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps
+                stream, str(self._tmp.resolve()), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps
             ).global_args("-hide_banner", "-loglevel", "error")
             self._process = ffmpeg.run_async(
                 stream, cmd=ffmpeg_binary(), pipe_stdin=True, pipe_stderr=True, overwrite_output=True, quiet=False

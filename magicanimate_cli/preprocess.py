@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, Clip, read_meta
-from .errors import UserError
+from .errors import MissingDependency, UserError
 
 SKIPPABLE = ("densepose", "matte")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -106,7 +106,7 @@ def collect_sources(inputs, *, _from_list: bool = False) -> list[Source]:
             if videos:
                 found += [Source(v.stem, v.resolve(), "video") for v in videos]
             elif media.list_frame_files(path):
-                found.append(Source(path.name, path.resolve(), "frames"))
+                found.append(Source(path.resolve().name, path.resolve(), "frames"))
             else:
                 raise UserError(f"{path}: folder holds no videos and no image frames")
         else:
@@ -506,7 +506,7 @@ class _StageFailed(Exception):
 
 
 def _is_missing_dependency(exc: BaseException) -> bool:
-    return isinstance(exc, ImportError) or "install" in str(exc).lower()
+    return isinstance(exc, (ImportError, MissingDependency))
 
 
 def _install_hint(stage: str) -> str | None:
@@ -551,7 +551,7 @@ def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool)
         for folder in folders:
             if not folder.exists():
                 continue
-            meta = read_meta(folder) if folder.is_dir() else None
+            meta = read_meta(folder, damaged_ok=overwrite) if folder.is_dir() else None
             is_flip = folder.name.endswith(FLIP_SUFFIX) and folder != output / source.name
             ours = meta is not None and (
                 meta.get("flip", {}).get("of") == str(output / source.name) if is_flip else meta.get("source", {}).get("path") == str(source.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from preprocess_helpers import decode_index, make_video, serve
@@ -171,3 +172,13 @@ def test_bad_tracklets(tmp_path):
 
 def test_parse_time():
     assert parse_time("90") == 90 and parse_time("1:30.5") == 90.5 and parse_time("1:00:00") == 3600 and parse_time(None) is None
+
+
+def test_a_tracklet_partition_cannot_leave_the_output_folder(server, template, tmp_path):
+    csv = tmp_path / "ted.csv"
+    csv.write_text("video_id,start,end,bbox,fps,width,height,partition\n" f"{VID}#000005#000015,0,0,8-4-40-36,25.0,64,48,../../escaped\n")
+    out = tmp_path / "deep" / "ted"
+    result = download(None, out, tracklets=csv, url_template=template)
+    assert result.ok, result.items
+    assert not (tmp_path / "escaped").exists()
+    assert all(Path(item["output"]).resolve().is_relative_to(out.resolve()) for item in result.items)

@@ -66,3 +66,13 @@ def test_unreadable_video_is_exit_2_and_leaves_nothing(tmp_path):
     assert result.exit_code == 2
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["junk.mp4"]
+
+
+def test_percent_signs_in_the_folder_and_refusing_to_replace_the_input(video30, tmp_path):
+    assert frames(video30, tmp_path / "speed_50%d", fps=5).frames == 5
+    assert len(media.list_frame_files(tmp_path / "speed_50%d")) == 5
+    from magicanimate_cli.errors import UserError
+
+    with pytest.raises(UserError, match="holds the input"):
+        frames(video30, video30.parent, overwrite=True)
+    assert video30.is_file()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -114,3 +116,23 @@ def test_outputs_get_ordinary_permissions(tmp_path, clip):
         os.umask(old)
     assert (tmp_path / "v.mp4").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o755
+
+
+def test_overwrite_never_replaces_an_input_or_the_current_folder(tmp_path, clip, monkeypatch):
+    folder = tmp_path / "work"
+    media.write_frames(folder, clip[:1])
+    video = folder / "in.mp4"
+    video.write_bytes(b"input")
+    with pytest.raises(UserError, match="holds the input"):
+        media.check_output(folder, overwrite=True, protect=(video,))
+    monkeypatch.chdir(folder)
+    with pytest.raises(UserError, match="current folder"):
+        media.check_output(Path("."), overwrite=True)
+    assert video.read_bytes() == b"input"
+
+
+def test_names_with_colons_are_files_not_protocols(tmp_path, clip, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    media.write_frames(Path("take:1.mp4"), clip[:2])
+    assert media.probe(Path("take:1.mp4")).frames == 2
+    assert len(list(media.iter_frames(Path("take:1.mp4")))) == 2

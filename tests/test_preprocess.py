@@ -22,7 +22,7 @@ import magicanimate_cli.densepose as densepose_module
 import magicanimate_cli.matting as matting_module
 from magicanimate_cli import media
 from magicanimate_cli.cli import app
-from magicanimate_cli.errors import UserError
+from magicanimate_cli.errors import MissingDependency, UserError
 from magicanimate_cli.preprocess import collect_sources, parse_skip, preprocess
 
 runner = CliRunner()
@@ -224,7 +224,7 @@ def test_changed_source_redoes_everything(videos, tmp_path, fakes):
 
 
 def test_missing_dependency_is_recorded_and_not_retried_per_clip(videos, tmp_path, fakes):
-    fakes.fail["densepose"] = UserError("detectron2 and its DensePose project are not installed; install them with: pip install example")
+    fakes.fail["densepose"] = MissingDependency("detectron2 and its DensePose project are not installed; install them with: pip install example")
     result = runner.invoke(app, ["preprocess", str(videos), "-o", str(tmp_path), "--size", "32", "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
@@ -375,3 +375,31 @@ def test_clip_layout_names_agree_with_the_model_stages():
 
     assert (clip.IMAGES, clip.DENSEPOSE, clip.LABELS) == (densepose.CLIP_IMAGES, densepose.CLIP_OUTPUT, densepose.CLIP_LABELS)
     assert clip.MASKS == "masks"  # matting.matte's clip-folder output
+
+
+def test_a_failure_that_mentions_install_is_not_a_missing_dependency(videos, tmp_path, fakes):
+    """Only a missing library marks a stage unavailable for the rest of the run (review finding)."""
+    fakes.fail["densepose"] = UserError(f"{tmp_path}/reinstall/a: found no person in any frame")
+    result = preprocess([videos], tmp_path, **FAST)
+    assert fakes.count("densepose") == 2  # tried again for the second clip
+    assert all(clip["stages"]["densepose"] == "failed" for clip in result.clips)
+
+
+def test_a_frames_folder_given_as_dot_is_named_after_itself(tmp_path, monkeypatch, fakes):
+    from magicanimate_cli import media
+
+    frames = tmp_path / "take1"
+    media.write_frames(frames, np.zeros((3, 48, 64, 3), np.uint8))
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(frames)
+    result = preprocess(["."], tmp_path / "out", skip="densepose,matte", size=32)
+    assert [clip["name"] for clip in result.clips] == ["take1"]
+    assert (tmp_path / "out" / "take1" / "images").is_dir()
+
+
+def test_a_damaged_meta_json_is_replaced_with_overwrite(videos, tmp_path, fakes):
+    preprocess([videos / "dance.mp4"], tmp_path, **FAST)
+    (tmp_path / "dance" / "meta.json").write_text("{bad")
+    with pytest.raises(UserError, match="unreadable meta.json.*--overwrite"):
+        preprocess([videos / "dance.mp4"], tmp_path, **FAST)
+    assert preprocess([videos / "dance.mp4"], tmp_path, overwrite=True, **FAST).ok

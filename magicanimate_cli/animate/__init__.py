@@ -203,10 +203,10 @@ def animate(
     reference, motion, output = Path(reference), Path(motion), Path(output)
     if fps is not None and fps <= 0:
         raise UserError(f"--fps {fps}: must be positive")
-    media.check_output(output, overwrite)
+    media.check_output(output, overwrite, protect=(reference, motion))
     grid_output = _grid_path(output) if grid else None
     if grid_output is not None:
-        media.check_output(grid_output, overwrite)
+        media.check_output(grid_output, overwrite, protect=(reference, motion))
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
 

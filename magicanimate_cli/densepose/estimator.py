@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import MissingDependency, UserError
 from ..weights_manifest import sha256_file
 from .config import DEVICES
 
@@ -325,7 +325,7 @@ def detectron2_available() -> bool:
 def require_detectron2() -> None:
     """Raise the install instructions (exit 2) when detectron2 or DensePose cannot be imported."""
     if not detectron2_available():
-        raise UserError(
+        raise MissingDependency(
             "detectron2 and its DensePose project are not installed (optional extra 'densepose', on no package registry); "
             f"install them with: {install_command()}  (torchvision must match torch; see docs/densepose.md)"
         )
@@ -337,7 +337,7 @@ def require_detectron2() -> None:
             import densepose  # noqa: F401
             import detectron2.modeling  # noqa: F401
     except Exception as exc:  # e.g. "operator torchvision::nms does not exist" (torchvision does not match torch)
-        raise UserError(
+        raise MissingDependency(
             f"detectron2/DensePose are installed but do not import ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
             f"reinstall with a torchvision that matches torch: {install_command()}"
         ) from exc

@@ -214,9 +214,9 @@ def densepose(
     started = time.perf_counter()
 
     plan = _plan(Path(input), Path(output) if output is not None else None, Path(labels) if labels is not None else None)
-    media.check_output(plan.output, overwrite)
+    media.check_output(plan.output, overwrite, protect=(plan.source,))
     if plan.labels is not None:
-        media.check_output(plan.labels, overwrite)
+        media.check_output(plan.labels, overwrite, protect=(plan.source,))
     identity = {**plan.identity, "model": model_key, "min_score": min_score, "max_people": max_people}
     work = _Work(plan.output, identity)
     work.open(plan.names)
