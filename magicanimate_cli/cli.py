@@ -386,7 +386,20 @@ def doctor_(
 
 
 def entrypoint() -> None:
+    """The console script: usage errors too are one line (and one JSON object with ``--json``)."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except BrokenPipeError:
         sys.exit(1)
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):  # not a click usage error
+            raise
+        message = exc.format_message().strip().replace("\n", " ")
+        if "--json" in sys.argv:
+            typer.echo(json.dumps({"ok": False, "error": message or "usage", "exit_code": exc.exit_code}))
+        if message:  # empty when the help was shown instead (no arguments)
+            typer.echo(f"error: {message} (see --help)", err=True)
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

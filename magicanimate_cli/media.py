@@ -25,6 +25,7 @@ import numpy as np
 from .errors import UserError
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif"}
+WRITABLE_VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_FPS = 25.0
 
@@ -97,9 +98,11 @@ def read_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"{path}: no such image file")
     try:
+        from PIL import ImageOps
+
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(ImageOps.exif_transpose(image))  # phone photos: the way viewers show them
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
 
@@ -166,8 +169,11 @@ def probe(path: Path, fps: float | None = None) -> VideoInfo:
     return VideoInfo(width, height, float(fps or meta.get("fps") or DEFAULT_FPS), count)
 
 
-def iter_frames(path: Path) -> Iterator[np.ndarray]:
-    """Frames of a video, a frames folder or a single image, as uint8 RGB, one at a time."""
+def iter_frames(path: Path, same_size: bool = True) -> Iterator[np.ndarray]:
+    """Frames of a video, a frames folder or a single image, as uint8 RGB, one at a time.
+
+    A frames folder must hold frames of one size unless ``same_size`` is False.
+    """
     path = Path(path)
     if path.is_dir():
         files = list_frame_files(path)
@@ -176,7 +182,7 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
         shape = None
         for file in files:
             frame = read_image(file)
-            if shape is not None and frame.shape != shape:
+            if same_size and shape is not None and frame.shape != shape:
                 raise UserError(f"{file}: size {frame.shape[1]}x{frame.shape[0]} differs from the first frame; resize the folder")
             shape = frame.shape
             yield frame
@@ -239,8 +245,13 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
         for item in protect:
             if item is not None and (Path(item).resolve() == resolved or resolved in Path(item).resolve().parents):
                 raise UserError(f"{path}: holds the input {item}, which replacing it would delete; choose another output")
-    if not path.parent.exists():
+    if is_video(path) and path.suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
+        raise UserError(f"{path}: cannot write {path.suffix} video; use one of {', '.join(sorted(WRITABLE_VIDEO_EXTENSIONS))}")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        discard(temp_beside(path, directory=False))  # can we write there at all? say so before the work
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write into {path.parent} ({exc.strerror or exc}); choose another output") from exc
     return path
 
 
@@ -267,9 +278,33 @@ def temp_beside(final: Path, directory: bool = True, suffix: str | None = None) 
     return Path(name)
 
 
-def commit(tmp: Path, final: Path) -> None:
-    """Move the finished ``tmp`` onto ``final``, replacing a file or folder that is there."""
+def commit(tmp: Path, final: Path, replace: bool = True) -> None:
+    """Move the finished ``tmp`` onto ``final``, replacing a file or folder that is there.
+
+    With ``replace=False`` an output that appeared meanwhile (another job writing the same path)
+    is kept and ``UserError`` raised: nothing is ever replaced without ``--overwrite``.
+    """
     tmp, final = Path(tmp), Path(final)
+    if not replace:
+        try:
+            if tmp.is_dir():
+                if final.exists() or final.is_symlink():
+                    raise FileExistsError(final)
+                os.rename(tmp, final)
+            else:
+                try:
+                    os.link(tmp, final)  # fails if final exists: an atomic "create, never replace"
+                except FileExistsError:
+                    raise
+                except OSError:  # a filesystem without hard links
+                    if final.exists() or final.is_symlink():
+                        raise FileExistsError(final) from None
+                    os.replace(tmp, final)
+                    return
+                tmp.unlink()
+            return
+        except FileExistsError:
+            raise UserError(f"{final}: appeared while this run was writing it (another job?); kept it, pass --overwrite to replace") from None
     if final.is_dir() and not final.is_symlink():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
@@ -305,6 +340,7 @@ class FrameWriter:
         self, path: Path, fps: float = DEFAULT_FPS, overwrite: bool = False, crf: int = 18, names: list[str] | None = None
     ):
         self.path = check_output(Path(path), overwrite)
+        self.overwrite = overwrite
         self.names = names
         self.fps = float(fps)
         self.crf = crf
@@ -314,14 +350,14 @@ class FrameWriter:
         self._size: tuple[int, int] | None = None
 
     def __enter__(self) -> FrameWriter:
-        self._tmp = temp_beside(self.path, directory=not is_video(self.path))
-        return self
+        return self  # the temporary file appears with the first frame, not before a long computation
 
     def write(self, frame: np.ndarray, name: str | None = None) -> None:
         if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
             raise ValueError("frames must be uint8 H×W or H×W×3")
         if self._size is None:
             self._size = frame.shape[:2]
+            self._tmp = temp_beside(self.path, directory=not is_video(self.path))
         elif frame.shape[:2] != self._size:
             raise ValueError("all frames must have the same size")
         if is_video(self.path):
@@ -350,7 +386,12 @@ class FrameWriter:
             self._process = ffmpeg.run_async(
                 stream, cmd=ffmpeg_binary(), pipe_stdin=True, pipe_stderr=True, overwrite_output=True, quiet=False
             )
-        self._process.stdin.write(np.ascontiguousarray(frame).tobytes())
+        try:
+            self._process.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            self._process.wait()
+            lines = self._process.stderr.read().decode(errors="replace").strip().splitlines()
+            raise UserError(f"{self.path}: ffmpeg stopped encoding ({lines[-1] if lines else 'no message'})") from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         ok = exc_type is None and self.count > 0
@@ -361,7 +402,7 @@ class FrameWriter:
                 if self._process.wait() != 0 and ok:
                     raise UserError(f"{self.path}: ffmpeg failed to encode ({err.decode(errors='replace').strip().splitlines()[-1:]})")
             if ok:
-                commit(self._tmp, self.path)
+                commit(self._tmp, self.path, replace=self.overwrite)
                 self._tmp = None
         finally:
             discard(self._tmp)

@@ -89,3 +89,28 @@ def test_debug_shows_the_traceback(tmp_path, inputs):
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("magicanimate ")
+
+
+def test_usage_errors_are_one_line_and_json():
+    cmd = [sys.executable, "-m", "magicanimate_cli", "animate", "a.png", "b.mp4", "-o", "z.mp4", "--steps", "abc", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["ok"] is False
+    assert proc.stderr.strip().count("\n") == 0 and "--steps" in proc.stderr
+
+
+def test_one_gpu_in_devices_is_that_device_and_mixed_lists_are_refused(tmp_path, inputs, tiny_weights):
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.mp4"), "--devices", "cuda:0,cpu", "--json")
+    assert proc.returncode == 2 and "not a mix" in json.loads(proc.stdout)["error"]
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.mp4"), "--devices", "0", "--json")
+    assert proc.returncode == 2 and "no CUDA device" in json.loads(proc.stdout)["error"]  # no GPU here: a clear error
+
+
+def test_gif_output_is_refused_before_any_work(tmp_path, inputs, tiny_weights):
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.gif"), "--json")
+    assert proc.returncode == 2 and "cannot write .gif" in json.loads(proc.stdout)["error"]
+
+
+def test_too_long_windows_are_a_user_error(tmp_path, inputs, tiny_weights):
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.mp4"), "--context-frames", "32", "--json")
+    assert proc.returncode == 2 and "at most 24" in json.loads(proc.stdout)["error"]

@@ -136,3 +136,29 @@ def test_names_with_colons_are_files_not_protocols(tmp_path, clip, monkeypatch):
     media.write_frames(Path("take:1.mp4"), clip[:2])
     assert media.probe(Path("take:1.mp4")).frames == 2
     assert len(list(media.iter_frames(Path("take:1.mp4")))) == 2
+
+
+def test_a_concurrent_writer_never_replaces_an_output(tmp_path, clip):
+    target = tmp_path / "v.mp4"
+    with pytest.raises(UserError, match="appeared while"):
+        with media.FrameWriter(target) as writer:
+            writer.write(clip[0])
+            target.write_bytes(b"the other job's result")
+    assert target.read_bytes() == b"the other job's result"
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    image.save(tmp_path / "phone.jpg", exif=exif)
+    assert media.read_image(tmp_path / "phone.jpg").shape == (40, 20, 3)
+
+
+def test_mixed_frame_sizes_on_request(tmp_path, rng):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "0.png")
+    Image.fromarray(rng.integers(0, 256, (9, 8, 3), dtype=np.uint8)).save(folder / "1.png")
+    assert [f.shape for f in media.iter_frames(folder, same_size=False)] == [(8, 8, 3), (9, 8, 3)]

@@ -35,8 +35,8 @@ class AnimateConfig:
     fit: str = "crop"
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise UserError(f"--steps {self.steps}: need at least 1 step")
+        if not 1 <= self.steps <= 1000:
+            raise UserError(f"--steps {self.steps}: choose between 1 and 1000 (the scheduler's training steps)")
         if self.size < 64 or self.size % 8:
             raise UserError(f"--size {self.size}: must be a multiple of 8, at least 64")
         if self.context_frames < 1:
@@ -131,16 +131,16 @@ def pin_cpu_kernels() -> None:
 def _resolve_device(device: str, dtype: str):
     import torch
 
-    if device not in DEVICES:
-        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)} (or cuda:N)")
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu or check `magicanimate doctor`")
     if dtype == "auto":
-        dtype = "float16" if device == "cuda" else "float32"
+        dtype = "float16" if device.startswith("cuda") else "float32"
     return torch.device(device), getattr(torch, dtype)
 
 
@@ -212,13 +212,14 @@ def animate(
 
     from ..models import resolve_models_dir
     from .resume import StepCheckpoint, run_key
+    from .weights import WeightLayout
 
     device_list = _parse_devices(devices)
     started = time.perf_counter()
     pin_cpu_kernels()
     with tempfile.TemporaryDirectory(prefix="magicanimate-") as scratch:
         store = _FrameStore(scratch, size)
-        for frame in media.iter_frames(motion):
+        for frame in media.iter_frames(motion, same_size=False):  # every frame is fitted on its own
             store.append(fit_square(frame, size, fit, POSE_BACKGROUND))
         poses = store.frames()
         if len(poses) == 0:
@@ -230,7 +231,12 @@ def animate(
             used_device, used_dtype = ",".join(device_list), _distributed_dtype(device_list, dtype)
         else:
             used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
-        settings = {**asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype}
+            _check_window(context_frames, pipeline.unet)
+        temporal = WeightLayout(resolve_models_dir(models)).temporal_attention
+        settings = {
+            **asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype,
+            "temporal": [str(temporal), *(_stat(temporal))],  # a converted or replaced checkpoint is another run
+        }
         checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
         resumed = checkpoint.load()
         job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
@@ -257,6 +263,20 @@ def animate(
         seconds=round(time.perf_counter() - started, 3),
         resumed_from_step=resumed[0] if resumed else 0,
     )
+
+
+def _stat(path: Path) -> tuple:
+    try:
+        info = path.stat()
+    except OSError:
+        return ()
+    return info.st_size, info.st_mtime_ns
+
+
+def _check_window(context_frames: int, unet) -> None:
+    longest = unet.config.motion_max_seq_length
+    if context_frames > longest:
+        raise UserError(f"--context-frames {context_frames}: these motion modules know positions up to {longest}; use at most {longest}")
 
 
 @dataclass(frozen=True)
@@ -326,6 +346,8 @@ def _parse_devices(devices: str | None) -> list[str]:
             raise UserError(f"--devices {devices}: expected GPU indices like 0,1,2 (or cpu,cpu to test on CPU)")
     if len(set(out)) != len(out) and any(d.startswith("cuda") for d in out):
         raise UserError(f"--devices {devices}: each GPU may appear once")
+    if len({d.split(":")[0] for d in out}) > 1:
+        raise UserError(f"--devices {devices}: all GPUs or all cpu, not a mix")
     return out
 
 
@@ -373,6 +395,7 @@ def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype:
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(devices))
     try:
         pipeline = load_pipeline(models, "cuda" if device.startswith("cuda") else "cpu", dtype)
+        _check_window(job.call["context_frames"], pipeline.unet)
         _render(job, pipeline, None, distributed=True)
     finally:
         dist.destroy_process_group()

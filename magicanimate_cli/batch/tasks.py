@@ -57,14 +57,16 @@ class ModelCache:
 def _animate_key(params: dict) -> Hashable:
     from ..models import resolve_models_dir
 
-    return (str(resolve_models_dir(params.get("models")).resolve()), params.get("device", "auto"), params.get("dtype", "auto"))
+    devices = params.get("devices")
+    device = devices if devices and "," not in devices else params.get("device", "auto")
+    return (str(resolve_models_dir(params.get("models")).resolve()), device, params.get("dtype", "auto"))
 
 
 def _animate_load(params: dict):
     from ..animate import load_pipeline, pin_cpu_kernels
 
     pin_cpu_kernels()
-    return load_pipeline(params.get("models"), params.get("device", "auto"), params.get("dtype", "auto"))
+    return load_pipeline(params.get("models"), _animate_key(params)[1], params.get("dtype", "auto"))
 
 
 MODEL_CACHES: dict[str, ModelCache] = {
