@@ -528,3 +528,14 @@ def test_cli_bad_input_exits_2_with_json_error(tmp_path, rng):
     (tmp_path / "notes.txt").write_text("hi")
     result = runner.invoke(app, ["eval", str(tmp_path / "notes.txt"), str(truth / "a")])
     assert result.exit_code == 2 and "not a video" in result.stderr
+
+
+def test_animate_grid_outputs_beside_results_are_not_clips(tmp_path):
+    from magicanimate_cli.evaluate import pair_clips
+
+    gen, gt = tmp_path / "gen", tmp_path / "gt"
+    for folder in (gen, gt):
+        folder.mkdir()
+        media.write_frames(folder / "clip.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    media.write_frames(gen / "clip_grid.mp4", np.zeros((2, 16, 48, 3), np.uint8))
+    assert [name for name, _, _ in pair_clips(gen, gt)] == ["clip"]

@@ -209,6 +209,8 @@ def pair_clips(generated: Path, ground_truth: Path) -> list[tuple[str, Path, Pat
         one, other = (generated, ground_truth) if single_g is not None else (ground_truth, generated)
         raise UserError(f"{one}: is one clip but {other} is a folder of clips; pass two clips or two folders of clips")
     clips_g, clips_t = _clips_in(generated), _clips_in(ground_truth)
+    # `animate --grid` writes NAME_grid.mp4 beside NAME.mp4: not a result to score
+    clips_g = {n: p for n, p in clips_g.items() if not (n.endswith("_grid") and n[: -len("_grid")] in clips_g and n not in clips_t)}
     if not clips_g:
         raise UserError(f"{generated}: no clips inside (expected .mp4 files or folders of frames)")
     missing_t = [n for n in clips_g if n not in clips_t]
