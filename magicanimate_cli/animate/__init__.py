@@ -196,6 +196,7 @@ def animate(
     windows of every denoising step across one process per device. ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs).
     """
+    pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
@@ -216,7 +217,6 @@ def animate(
 
     device_list = _parse_devices(devices)
     started = time.perf_counter()
-    pin_cpu_kernels()
     with tempfile.TemporaryDirectory(prefix="magicanimate-") as scratch:
         store = _FrameStore(scratch, size)
         for frame in media.iter_frames(motion, same_size=False):  # every frame is fitted on its own

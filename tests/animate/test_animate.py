@@ -136,3 +136,23 @@ def test_missing_or_broken_inputs_name_the_file(tiny_pipeline, tmp_path, motion_
     (tmp_path / "ref.png").write_bytes(b"not an image")
     with pytest.raises(UserError, match="ref.png: not a readable image"):
         run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "out.mp4")
+
+
+def test_cpu_kernels_are_pinned_before_torch_is_imported(tmp_path):
+    """A fresh process calling animate() pins the kernels while torch is still unimported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, magicanimate_cli.animate as A\n"
+        "seen = []\n"
+        "original = A.pin_cpu_kernels\n"
+        "A.pin_cpu_kernels = lambda: (seen.append('torch' in sys.modules), original())\n"
+        "try:\n"
+        f"    A.animate({str(tmp_path / 'missing.png')!r}, {str(tmp_path)!r}, {str(tmp_path / 'o.mp4')!r})\n"
+        "except Exception:\n"
+        "    pass\n"
+        "print(seen)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[False]"
