@@ -668,7 +668,6 @@ def convert(
     float32 (CPU) runs then use float16-rounded weights. ``remove_original`` deletes the 5 GB
     pickle afterwards. Running it again on a converted folder does nothing.
     """
-    import tempfile
 
     started = time.perf_counter()
     root = resolve_models_dir(models)
@@ -694,12 +693,7 @@ def convert(
             and check_recorded(root, TEMPORAL_SAFETENSORS, previous).status == VERIFIED
         )
         if same and not overwrite:
-            result.bytes_in, result.bytes_out = src.stat().st_size, dst.stat().st_size
-            if remove_original:
-                _remove_original(root)
-                result.removed_original = True
-            result.seconds = round(time.perf_counter() - started, 3)
-            return result
+            return _converted(result, root, src, dst, remove_original, started)
         if not overwrite:
             raise UserError(f"{dst}: exists (converted differently or not recorded); pass --overwrite to convert again")
 
@@ -726,9 +720,9 @@ def convert(
         if progress is not None:
             progress("convert", i + 1, total * 2)
     metadata = {"format": "pt", "converted_from": src.name, "source_sha256": source_sha, "dtype": dtype_name}
-    fd, tmp_name = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    from .media import commit, discard, temp_beside
+
+    tmp = temp_beside(dst, directory=False)  # hidden until complete
     try:
         save_file(tensors, str(tmp), metadata=metadata)
         with safe_open(str(tmp), framework="pt") as check:
@@ -741,10 +735,10 @@ def convert(
                     progress("convert", total + i + 1, total * 2)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, default_file_mode())  # mkstemp's 0o600 would hide it from other users
-        os.replace(tmp, dst)
+        os.chmod(tmp, default_file_mode())  # safetensors recreates the file with 0o600
+        commit(tmp, dst)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     del tensors, state
     sha = sha256_file(dst, progress, total=max(1, dst.stat().st_size // _MB))
     derived = {"path": TEMPORAL_CKPT, "sha256": source_sha, "dtype": dtype_name}
@@ -752,6 +746,11 @@ def convert(
         root, lambda rec: rec.put(TEMPORAL_SAFETENSORS, sha, group="animate", source="converted", checked_against="converted", derived_from=derived)
     )
     result.tensors, result.skipped = total, False
+    return _converted(result, root, src, dst, remove_original, started)
+
+
+def _converted(result, root: Path, src: Path, dst: Path, remove_original: bool, started: float):
+    """Fill in the sizes and timing of a finished (or already done) conversion."""
     result.bytes_in, result.bytes_out = src.stat().st_size, dst.stat().st_size
     if remove_original:
         _remove_original(root)
