@@ -16,12 +16,66 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .animate import AnimateConfig
 from .errors import UserError
 
+
+
+class _Group(TyperGroup):
+    """Typer's group with help that reads like the README, and ``--debug`` accepted anywhere.
+
+    Flags get no type placeholder (``--grid``, not ``--grid <bool>``) and arguments show their
+    metavar (``REF MOTION``). ``--debug`` is a global option; placed after the command
+    (``magicanimate animate ... --debug``) it is moved in front of it before parsing.
+    """
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _debug_first(args) if ctx.parent is None else args)
+
+    def get_help_option(self, ctx):
+        _readme_style(self)
+        return _no_placeholder(super().get_help_option(ctx))
+
+    def get_command(self, ctx, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _readme_style(command)
+            _no_placeholder(command.get_help_option(ctx))
+        return command
+
+
+def _debug_first(args: list[str]) -> list[str]:
+    """Move ``--debug`` in front of the command (never one after ``--``, which is an argument)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *(a for i, a in enumerate(args) if not (a == "--debug" and i < end))]
+
+
+def _readme_style(command) -> None:
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            _no_placeholder(param)
+        elif param.param_type_name == "argument":
+            param.metavar = param.metavar or param.name.upper()
+            shown = param.metavar if param.nargs == 1 or param.metavar.endswith("...") else f"{param.metavar}..."
+            shown = shown if param.required else f"[{shown}]"
+            param.get_usage_pieces = lambda ctx, shown=shown: [shown]
+            if param.nargs != 1:  # the metavar already says INPUT...; no <list[Path]>
+                param.display_type_rich = lambda ctx: None
+
+
+def _no_placeholder(option):
+    if option is not None and option.metavar is None:
+        option.metavar = ""
+    return option
+
+
 app = typer.Typer(
+    cls=_Group,
     name="magicanimate",
     help="From a raw video to a MagicAnimate human-image animation.",
     no_args_is_help=True,
@@ -47,7 +101,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (also accepted after the command)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     _state["debug"] = debug
@@ -112,8 +166,8 @@ def _print_result(result) -> None:
 
 @app.command()
 def animate(
-    reference: Path = typer.Argument(..., help="Reference image (any mode and size)."),
-    motion: Path = typer.Argument(..., help="DensePose motion: a video, or a folder of frames."),
+    reference: Path = typer.Argument(..., metavar="REF", help="Reference image (any mode and size)."),
+    motion: Path = typer.Argument(..., metavar="MOTION", help="DensePose motion: a video, or a folder of frames."),
     output: Path = typer.Option(..., "-o", "--output", help="An .mp4 path, or a folder that receives PNG frames."),
     models: Optional[Path] = MODELS_OPTION,
     steps: int = typer.Option(_ANIMATE.steps, "--steps", help="DDIM steps."),
@@ -321,7 +375,7 @@ def densepose_(
     _call(run, locals())
 
 
-models_app = typer.Typer(help="Get, check and convert the weights (see docs/models.md).", no_args_is_help=True)
+models_app = typer.Typer(cls=_Group, help="Get, check and convert the weights (see docs/models.md).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 ONLY_OPTION = typer.Option(None, "--only", help="animate, densepose or matting (comma-separated for several); default all.")
 
@@ -350,7 +404,7 @@ def models_convert(
     models: Optional[Path] = MODELS_OPTION,
     half: bool = typer.Option(False, "--half", help="Store float16 (half the size; GPU results unchanged, CPU float32 runs use rounded weights)."),
     remove_original: bool = typer.Option(False, "--remove-original", help="Delete the 5 GB pickle after a verified conversion."),
-    overwrite: bool = OVERWRITE_OPTION,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing temporal_attention.safetensors."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Convert temporal_attention.ckpt (pickle) to temporal_attention.safetensors, once."""

@@ -114,3 +114,49 @@ def test_gif_output_is_refused_before_any_work(tmp_path, inputs, tiny_weights):
 def test_too_long_windows_are_a_user_error(tmp_path, inputs, tiny_weights):
     proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.mp4"), "--context-frames", "32", "--json")
     assert proc.returncode == 2 and "at most 24" in json.loads(proc.stdout)["error"]
+
+
+def _help(*command: str) -> str:
+    result = runner.invoke(app, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("command", [(), ("animate",), ("preprocess",), ("download",), ("models", "convert"), ("batch",)])
+def test_help_shows_no_type_placeholder_on_flags(command):
+    text = _help(*command)
+    assert "<bool>" not in text and "list[" not in text and "{REF" not in text and "{INPUT" not in text
+
+
+def test_usage_lines_read_like_the_readme():
+    assert "Usage: magicanimate animate [OPTIONS] REF MOTION" in _help("animate")
+    assert "Usage: magicanimate preprocess [OPTIONS] INPUT..." in _help("preprocess")
+    assert "Usage: magicanimate download [OPTIONS] [URL_OR_ID...]" in _help("download")
+
+
+def test_convert_overwrite_help_names_what_it_replaces():
+    text = _help("models", "convert")
+    assert "OUTPUT" not in text and "temporal_attention.safetensors" in text
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_accepted_before_and_after_the_command(tmp_path, where):
+    args = ["animate", str(tmp_path / "missing.png"), str(tmp_path), "-o", str(tmp_path / "out.mp4")]
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    proc = subprocess.run([sys.executable, "-m", "magicanimate_cli", *args], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" in proc.stderr and "missing.png: no such image file" in proc.stderr
+
+
+def test_without_debug_an_input_error_is_one_line(tmp_path):
+    args = ["animate", str(tmp_path / "missing.png"), str(tmp_path), "-o", str(tmp_path / "out.mp4")]
+    proc = subprocess.run([sys.executable, "-m", "magicanimate_cli", *args], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+
+
+def test_only_a_debug_before_a_double_dash_is_the_option():
+    from magicanimate_cli.cli import _debug_first
+
+    assert _debug_first(["animate", "a", "--debug", "--", "--debug"]) == ["--debug", "animate", "a", "--", "--debug"]
+    assert _debug_first(["animate", "--", "--debug"]) == ["animate", "--", "--debug"]
