@@ -334,8 +334,16 @@ def reference_box(
 
 
 def _installed_segmenter(models, notes: list[str]):
-    from .matting import DEFAULT_MODEL, load_segmenter
+    from .matting import DEFAULT_MODEL, load_segmenter, weights_path
 
+    import importlib.util
+
+    if importlib.util.find_spec("paddle") is None or importlib.util.find_spec("paddleseg") is None:
+        notes.append("matte: PaddlePaddle/PaddleSeg are not installed (see docs/matting.md)")
+        return None
+    if not weights_path(DEFAULT_MODEL, models).is_file():
+        notes.append(f"matte: no weights at {weights_path(DEFAULT_MODEL, models)}")
+        return None
     try:
         return load_segmenter(DEFAULT_MODEL, models, device="auto", download=False)
     except UserError as exc:  # not installed (MissingDependency) or no weights: the next source
@@ -425,8 +433,8 @@ def align(
     media.check_output(output, overwrite, protect=(reference, motion, source))
     progress = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
-    found = reference_box(reference, size, fit, ref_box=ref_box, models=models, segmenter=segmenter, estimator=estimator)
     info = media.probe(source)
+    found = reference_box(reference, size, fit, ref_box=ref_box, models=models, segmenter=segmenter, estimator=estimator)
     params = {"reference": str(reference), "output": str(output), **asdict(config), "ref_box": ref_box}
     if clip is not None:
         clip.start(STAGE, params)

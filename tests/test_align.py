@@ -318,3 +318,14 @@ def test_animate_align_equals_align_then_animate(tiny_pipeline, tmp_path):
     assert grid.shape == (3, 64, 256, 3)  # reference | pose | aligned pose | result
     assert np.array_equal(grid[:, :, 128:192], media.read_frames(tmp_path / "aligned").array)
     assert np.array_equal(grid[:, :, 192:], b)
+
+
+def test_animate_align_without_a_known_person_fails_before_loading_the_models(tmp_path):
+    motion = write_frames_folder(tmp_path / "poses", draw_clip([BODY], size=64))
+    plain = rgb_reference(tmp_path / "plain.png")
+    out = runner.invoke(app, ["animate", str(plain), str(motion), "-o", str(tmp_path / "out"), "--size", "64", "--align",
+                              "--models", str(tmp_path / "no-models"), "--json"])
+    assert out.exit_code == 2
+    error = json.loads(out.stdout.splitlines()[0])["error"]
+    assert "--ref-box" in error and "no-models" in error  # the reference check, not a missing-weights error
+    assert not (tmp_path / "out").exists()
