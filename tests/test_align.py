@@ -27,15 +27,20 @@ BLACK = (0, 0, 0)
 runner = CliRunner()
 
 
-def draw_clip(boxes, size=96, background=VIRIDIS_0, width=None, seed=0) -> np.ndarray:
-    """A DensePose clip: frame i has random body-part colours (labels 1..24) in ``boxes[i]`` (None: nobody)."""
+def draw_clip(boxes, size=96, background=VIRIDIS_0, width=None, seed=0, part=1) -> np.ndarray:
+    """A DensePose clip: frame i has random body-part colours (labels 1..24) in ``boxes[i]`` (None: nobody).
+
+    ``part``: the side of the squares of one label (1: every pixel its own label; real renders
+    are made of solid parts).
+    """
     rng = np.random.default_rng(seed)
     clip = np.empty((len(boxes), size, width or size, 3), np.uint8)
     clip[:] = background
     for frame, box in zip(clip, boxes):
         if box is not None:
             x0, y0, x1, y1 = box  # parts beyond the frame are cut off
-            patch = TABLE_10_3[rng.integers(1, 25, (y1 - y0, x1 - x0))]
+            labels = np.kron(rng.integers(1, 25, (-(-(y1 - y0) // part), -(-(x1 - x0) // part))), np.ones((part, part), np.int64))
+            patch = TABLE_10_3[labels[: y1 - y0, : x1 - x0]]
             frame[y0:y1, x0:x1] = patch[: frame.shape[0] - y0, : frame.shape[1] - x0]
     return clip
 
@@ -329,3 +334,28 @@ def test_animate_align_without_a_known_person_fails_before_loading_the_models(tm
     error = json.loads(out.stdout.splitlines()[0])["error"]
     assert "--ref-box" in error and "no-models" in error  # the reference check, not a missing-weights error
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_options_are_the_function_keywords():
+    import inspect
+
+    import typer.main
+
+    command = typer.main.get_command(app).commands["align"]
+    signature = inspect.signature(align)
+    for param in command.params:
+        if param.name != "as_json" and signature.parameters[param.name].default is not inspect.Parameter.empty:
+            assert param.default == signature.parameters[param.name].default, param.name
+    assert {p.name for p in command.params} - {"as_json"} == set(signature.parameters) - {"progress", "segmenter", "estimator"}
+    animate_command = typer.main.get_command(app).commands["animate"]
+    assert "align" in {p.name for p in animate_command.params}
+
+
+@pytest.mark.parametrize("background", [VIRIDIS_0, BLACK])
+def test_h264_motion_gives_the_same_body_box(tmp_path, background):
+    """Codec noise around the body (solid parts, as real renders) does not move its box by more than a pixel."""
+    motion = media.write_frames(tmp_path / "motion.mp4", draw_clip([BODY] * 3, background=background, part=10))
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    result = align(reference, motion, tmp_path / "out", size=96, frames="median")
+    assert np.abs(np.subtract(result.transform["background"], background)).max() <= 3  # as decoded (YUV round trip)
+    assert np.abs(np.subtract(result.transform["body_box"], BODY)).max() <= 1
