@@ -15,10 +15,11 @@ is exactly what ``animate`` would see.
   image), the image's alpha channel, the PaddleSeg person mask (``matting``, when installed and its
   weights are present), DensePose on the reference (``densepose``, when detectron2 is installed and
   its weights are present). Sources that are not available are skipped with a note in the result.
-* The driving body's box is the box of the non-background pixels, on the first frame with a body
-  or the per-coordinate median over all frames with a body (``--frames median``). The background is
-  the clip's most common border colour over all its frames (viridis(0) in our renders, black in
-  some published driving videos); viridis(0), DensePose label 0, is never a body part either.
+* The driving body's box is the box of the non-background pixels (``body_mask``: nearest of the
+  background, viridis(0) and the 24 part colours), on the first frame with a body or the
+  per-coordinate median over all frames with a body (``--frames median``). The background is the
+  clip's most common border colour over all its frames (viridis(0) in our renders, black in some
+  published driving videos); viridis(0), DensePose label 0, is never a body part either.
   ``--fit pad`` letterboxes with that background colour (for our renders the same viridis(0) that
   ``animate`` uses), so the bars and the seam of the resize stay background.
 * Frames are resampled with nearest neighbour, so every output colour is an input colour;
