@@ -181,6 +181,7 @@ def animate(
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output fps; default the motion video's (frames folder: 25)."),
     grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid)."),
+    align: bool = typer.Option(False, "--align", help="First fit the poses to the person in REFERENCE, as `magicanimate align` does (feet anchor, first frame)."),
     devices: Optional[str] = typer.Option(
         None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3."
     ),
@@ -189,6 +190,31 @@ def animate(
 ) -> None:
     """Animate REFERENCE along the DensePose MOTION (MagicAnimate, official algorithm)."""
     from .animate import animate as run
+
+    _call(run, locals())
+
+
+from .align import ANCHORS as _ANCHORS, FRAME_MODES as _FRAME_MODES, AlignConfig as _AlignConfig  # noqa: E402  (light: no numpy)
+
+_ALIGN = _AlignConfig()
+
+
+@app.command("align")
+def align_(
+    reference: Path = typer.Argument(..., help="Reference image: the person the poses are fitted to."),
+    motion: Path = typer.Argument(..., help="DensePose motion: a video, a frames folder, or a clip folder (reads densepose/, records the transform in meta.json)."),
+    output: Path = typer.Option(..., "-o", "--output", help="An .mp4 path, or a folder that receives PNG frames (lossless)."),
+    anchor: str = typer.Option(_ALIGN.anchor, "--anchor", help=f"The point that lines up: {', '.join(_ANCHORS)} (bottom centre, box centre, top centre)."),
+    frames: str = typer.Option(_ALIGN.frames, "--frames", help=f"Body box of the {' or '.join(_FRAME_MODES)} (per-coordinate median over frames with a body)."),
+    ref_box: Optional[str] = typer.Option(None, "--ref-box", help="The reference person's box x0,y0,x1,y1 in reference pixels; default from alpha, matting or DensePose."),
+    size: int = typer.Option(_ALIGN.size, "--size", help="Square working size in pixels, as for animate."),
+    fit: str = typer.Option(_ALIGN.fit, "--fit", help="crop, pad or stretch, as for animate."),
+    models: Optional[Path] = MODELS_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Fit the DensePose MOTION to the person in REFERENCE: one scale and shift for the whole clip (docs/align.md)."""
+    from .align import align as run
 
     _call(run, locals())
 

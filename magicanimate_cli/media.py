@@ -107,6 +107,22 @@ def read_image(path: Path) -> np.ndarray:
         raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
 
 
+def read_alpha(path: Path) -> np.ndarray | None:
+    """The alpha channel of an image file as uint8 ``H×W`` (oriented like ``read_image``), or None."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and not (image.mode == "P" and "transparency" in image.info):
+                return None
+            return np.asarray(image.convert("RGBA"))[..., 3].copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
+
+
 def read_map(path: Path) -> np.ndarray:
     """A single-channel image (mask, label map) as stored, ``H×W``."""
     from PIL import Image

@@ -60,6 +60,7 @@ class AnimateResult:
     dtype: str
     seconds: float
     resumed_from_step: int = 0
+    alignment: dict | None = None  # the transform of --align (align.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -181,6 +182,7 @@ def animate(
     dtype: str = "auto",
     fps: float | None = None,
     grid: bool = False,
+    align: bool = False,
     devices: str | None = None,
     overwrite: bool = False,
     progress=None,
@@ -194,7 +196,8 @@ def animate(
     interrupted run resumes after its last finished denoising step when started again with the
     same inputs and settings (see ``resume.py``). ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
     windows of every denoising step across one process per device. ``pipeline`` reuses an
-    already loaded ``load_pipeline()`` (batch jobs).
+    already loaded ``load_pipeline()`` (batch jobs). ``align`` first fits the poses to the
+    reference person exactly as ``magicanimate align`` does with its defaults (see ``align.py``).
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
@@ -210,6 +213,12 @@ def animate(
         media.check_output(grid_output, overwrite, protect=(reference, motion))
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
+    pose_fill = POSE_BACKGROUND
+    if align:  # as `magicanimate align`: the reference person first (a user error before the long work)
+        from ..align import clip_background, reference_box
+
+        ref_found = reference_box(reference, size, fit, models=models)
+        pose_fill = clip_background(media.iter_frames(motion, same_size=False))  # viridis(0) for our renders
 
     from ..models import resolve_models_dir
     from .resume import StepCheckpoint, run_key
@@ -220,10 +229,14 @@ def animate(
     with tempfile.TemporaryDirectory(prefix="magicanimate-") as scratch:
         store = _FrameStore(scratch, size)
         for frame in media.iter_frames(motion, same_size=False):  # every frame is fitted on its own
-            store.append(fit_square(frame, size, fit, POSE_BACKGROUND))
+            store.append(fit_square(frame, size, fit, pose_fill))
         poses = store.frames()
         if len(poses) == 0:
             raise UserError(f"{motion}: no frames to animate")
+        unaligned = alignment = None
+        if align:
+            unaligned, (store, alignment) = store, _align_store(store, scratch, ref_found.box, pose_fill, motion)
+            poses = store.frames()
         distributed = len(device_list) > 1
         if not distributed and pipeline is None:
             pipeline = load_pipeline(models, device_list[0] if device_list else device, dtype)
@@ -243,7 +256,7 @@ def animate(
                    dict(num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
                         context_frames=context_frames, context_overlap=context_overlap,
                         start_step=resumed[0] if resumed else 0, latents=resumed[1] if resumed else None),
-                   checkpoint)
+                   checkpoint, unaligned.path if unaligned else None)
         if distributed:
             _run_distributed(job, device_list, models, dtype)
         else:
@@ -262,7 +275,21 @@ def animate(
         dtype=used_dtype,
         seconds=round(time.perf_counter() - started, 3),
         resumed_from_step=resumed[0] if resumed else 0,
+        alignment={**alignment.to_dict(), "ref_box_source": ref_found.source} if alignment else None,
     )
+
+
+def _align_store(store: _FrameStore, scratch: str, ref_box, background, motion: Path):
+    """The fitted poses moved onto ``ref_box`` (``align.plan_alignment``), in a second store."""
+    from ..align import plan_alignment
+
+    alignment = plan_alignment(store.frames(), ref_box, background=background, source=str(motion))
+    folder = Path(scratch) / "aligned"
+    folder.mkdir()
+    aligned = _FrameStore(str(folder), store.size)
+    for pose in store.frames():
+        aligned.append(alignment.apply(pose))
+    return aligned, alignment
 
 
 def _stat(path: Path) -> tuple:
@@ -293,11 +320,12 @@ class _Job:
     overwrite: bool
     call: dict
     checkpoint: object
+    unaligned_path: Path | None = None  # with --align: the poses before alignment (a grid panel)
 
-    def poses(self):
+    def poses(self, path: Path | None = None):
         import numpy as np
 
-        return np.memmap(self.poses_path, dtype=np.uint8, mode="r", shape=(self.frames, self.size, self.size, 3))
+        return np.memmap(path or self.poses_path, dtype=np.uint8, mode="r", shape=(self.frames, self.size, self.size, 3))
 
 
 def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
@@ -311,6 +339,7 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
         pipeline(job.reference, poses, **job.call, distributed=True)
         return
     on_step = job.checkpoint.save
+    unaligned = job.poses(job.unaligned_path) if job.unaligned_path else None
     with media.FrameWriter(job.output, job.fps, job.overwrite) as writer:
         grid_writer = media.FrameWriter(job.grid_output, job.fps, job.overwrite) if job.grid_output else None
         with grid_writer or nullcontext():
@@ -318,7 +347,8 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
             def on_frame(index: int, frame) -> None:
                 writer.write(frame)
                 if grid_writer:
-                    grid_writer.write(np.concatenate([job.reference, poses[index], frame], axis=1))
+                    before = [unaligned[index]] if unaligned is not None else []  # --align: pose | aligned pose
+                    grid_writer.write(np.concatenate([job.reference, *before, poses[index], frame], axis=1))
 
             pipeline(
                 job.reference, poses, **job.call, on_frame=on_frame, on_step=on_step, progress=progress, distributed=distributed

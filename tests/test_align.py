@@ -1,0 +1,361 @@
+"""``magicanimate align`` and ``animate --align``: the driving body moved onto the reference person.
+
+The oracles are independent of the module: boxes are measured here with plain numpy on synthetic
+DensePose clips drawn with the documented palette (preprocess_helpers.TABLE_10_3), the integer
+scale case is checked against ``np.kron`` upsampling, and ``animate --align`` against ``align``
+followed by ``animate``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from preprocess_helpers import TABLE_10_3, write_clip
+from typer.testing import CliRunner
+
+from magicanimate_cli import media
+from magicanimate_cli.align import align, align_poses, plan_alignment, reference_box
+from magicanimate_cli.cli import app
+from magicanimate_cli.densepose.charts import Detections
+from magicanimate_cli.errors import UserError
+
+VIRIDIS_0 = tuple(int(v) for v in TABLE_10_3[0])
+BLACK = (0, 0, 0)
+runner = CliRunner()
+
+
+def draw_clip(boxes, size=96, background=VIRIDIS_0, width=None, seed=0, part=1) -> np.ndarray:
+    """A DensePose clip: frame i has random body-part colours (labels 1..24) in ``boxes[i]`` (None: nobody).
+
+    ``part``: the side of the squares of one label (1: every pixel its own label; real renders
+    are made of solid parts).
+    """
+    rng = np.random.default_rng(seed)
+    clip = np.empty((len(boxes), size, width or size, 3), np.uint8)
+    clip[:] = background
+    for frame, box in zip(clip, boxes):
+        if box is not None:
+            x0, y0, x1, y1 = box  # parts beyond the frame are cut off
+            labels = np.kron(rng.integers(1, 25, (-(-(y1 - y0) // part), -(-(x1 - x0) // part))), np.ones((part, part), np.int64))
+            patch = TABLE_10_3[labels[: y1 - y0, : x1 - x0]]
+            frame[y0:y1, x0:x1] = patch[: frame.shape[0] - y0, : frame.shape[1] - x0]
+    return clip
+
+
+def measured_box(frame, background):
+    """Box (x0, y0, x1, y1), ends exclusive, of the pixels that are not exactly ``background``."""
+    body = (frame != np.asarray(background, np.uint8)).any(axis=-1)
+    if not body.any():
+        return None
+    ys, xs = np.nonzero(body)
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def colours(frames) -> set:
+    return set(map(tuple, np.asarray(frames).reshape(-1, 3).tolist()))
+
+
+# ----------------------------------------------------------------------------- geometry
+
+BODY = (30, 20, 50, 70)  # 20 wide, 50 tall
+CASES = {
+    "scaled up": ([BODY] * 3, (20, 6, 44, 66)),  # 1.2x
+    "scaled down": ([BODY] * 3, (60, 40, 72, 70)),  # 0.6x, moved right and down
+    "shifted only": ([BODY] * 3, (5, 40, 25, 90)),
+    "empty frames first": ([None, None, BODY, BODY], (10, 10, 30, 60)),
+    "body cut by the frame": ([(30, 50, 50, 120)] * 2, (40, 10, 60, 56)),  # legs below the input frame: 46 px seen
+    "non-integer scale": ([(31, 17, 44, 60)] * 2, (12, 33, 37, 91)),
+}
+
+
+@pytest.mark.parametrize("anchor", ["feet", "center", "head"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_body_lands_on_the_reference_box(case, anchor):
+    boxes, ref = CASES[case]
+    clip = draw_clip(boxes)
+    aligned, alignment = align_poses(clip, ref, anchor=anchor)
+    first = next(i for i, box in enumerate(boxes) if box is not None)
+    got = measured_box(aligned[first], VIRIDIS_0)
+    body = measured_box(clip[first], VIRIDIS_0)
+    ref_height, body_height = ref[3] - ref[1], body[3] - body[1]
+    assert alignment.scale == pytest.approx(ref_height / body_height)
+    if body[2] - body[0] == round((ref[2] - ref[0]) / ref_height * body_height):  # same aspect: the whole box matches
+        assert np.abs(np.subtract(got, ref)).max() <= 1, (got, ref)
+    else:  # the height and the anchor's column match
+        assert abs((got[3] - got[1]) - ref_height) <= 1
+        assert abs((got[0] + got[2]) / 2 - (ref[0] + ref[2]) / 2) <= 1
+    for index, box in enumerate(boxes):
+        if box is None:  # frames where nobody is visible stay empty
+            assert (aligned[index] == VIRIDIS_0).all()
+
+
+@pytest.mark.parametrize("anchor", ["feet", "center", "head"])
+def test_the_anchor_point_matches_when_the_aspect_differs(anchor):
+    clip = draw_clip([(20, 10, 60, 50)])  # 40 wide, 40 tall (arms out)
+    ref = (40, 30, 50, 70)  # 10 wide, 40 tall: scale 1, the body overhangs the box sideways
+    got = measured_box(align_poses(clip, ref, anchor=anchor)[0][0], VIRIDIS_0)
+    assert (got[1], got[3]) == (30, 70) and (got[0] + got[2]) / 2 == 45
+
+
+def test_median_box_ignores_outliers_and_empty_frames():
+    boxes = [None, (10, 30, 20, 60), BODY, BODY, None, BODY, (0, 0, 90, 90)]
+    clip = draw_clip(boxes)
+    ref = (20, 6, 44, 66)
+    aligned, alignment = align_poses(clip, ref, frames="median")
+    assert alignment.body_box == BODY
+    for index in (2, 3, 5):
+        assert np.abs(np.subtract(measured_box(aligned[index], VIRIDIS_0), ref)).max() <= 1
+    first = align_poses(clip, ref, frames="first")[1]
+    assert first.body_box == (10, 30, 20, 60)  # the first frame with a body, not frame 0
+
+
+def test_parts_pushed_out_of_the_frame_are_clipped_not_squeezed():
+    clip = draw_clip([(20, 10, 30, 30), (50, 10, 60, 30)])  # frame 1: the body steps right
+    aligned, alignment = align_poses(clip, (30, 20, 50, 60))  # scale 2, shift (-10, 0) for the feet
+    assert alignment.scale == 2 and alignment.shift == (-10, 0)
+    for frame, out in zip(clip, aligned):
+        expected = np.kron(frame, np.ones((2, 2, 1), np.uint8))[:96, 10 : 10 + 96]  # out[y, x] = in[y // 2, (x + 10) // 2]
+        assert np.array_equal(out, expected)
+    assert measured_box(aligned[1], VIRIDIS_0) == (90, 20, 96, 60)  # cut at the edge, still 2x wide per pixel
+
+
+def test_no_new_colours_and_uncovered_areas_take_the_clip_background():
+    clip = draw_clip([(5, 5, 90, 90), (10, 0, 96, 96)], background=BLACK, seed=3)
+    aligned, alignment = align_poses(clip, (40, 50, 60, 80))  # shrink to about a third
+    assert alignment.background == BLACK
+    assert colours(aligned) <= colours(clip)
+    assert (aligned[:, :40] == 0).all() and (aligned[:, :, :30] == 0).all()  # filled with black, not viridis(0)
+
+
+def test_a_clip_without_a_body_is_a_user_error():
+    with pytest.raises(UserError, match="no DensePose body"):
+        plan_alignment(draw_clip([None, None]), (10, 10, 20, 20), source="empty.mp4")
+
+
+def test_letterboxed_black_clip_keeps_its_background(tmp_path):
+    """--fit pad letterboxes a black clip in black: the bars and the resize seam are no body."""
+    clip = draw_clip([(70, 10, 90, 60)] * 2, size=64, width=128, background=BLACK)
+    motion = tmp_path / "wide"
+    motion.mkdir()
+    for i, frame in enumerate(clip):
+        Image.fromarray(frame).save(motion / f"{i:05d}.png")
+    reference = rgba_reference(tmp_path / "ref.png", 64, (20, 8, 40, 58))
+    result = align(reference, motion, tmp_path / "out", size=64, fit="pad")
+    assert result.transform["background"] == [0, 0, 0]
+    # padded to 128x128 (32 rows on top) then halved: the body is (35, 21, 45, 46), give or take the bicubic edge
+    assert result.transform["body_box"] == pytest.approx([35, 21, 45, 46], abs=1)
+    assert VIRIDIS_0 not in colours(media.read_frames(tmp_path / "out").array)
+
+
+# ----------------------------------------------------------------------------- the reference person
+
+
+def rgba_reference(path, size, box, height=None):
+    """An RGBA image whose opaque pixels are the person box ``box``; the rest transparent."""
+    rng = np.random.default_rng(1)
+    image = np.zeros((height or size, size, 4), np.uint8)
+    image[..., :3] = rng.integers(0, 256, image[..., :3].shape)
+    x0, y0, x1, y1 = box
+    image[y0:y1, x0:x1, 3] = 255
+    Image.fromarray(image, "RGBA").save(path)
+    return path
+
+
+def rgb_reference(path, size=64):
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_reference_box_from_the_alpha_channel_through_the_fit(tmp_path):
+    # 128 wide, 96 tall; center crop to 96x96 (16 px off the left), then 96 -> 64 (x 2/3)
+    reference = rgba_reference(tmp_path / "ref.png", 128, (40, 12, 70, 84), height=96)
+    found = reference_box(reference, 64, "crop")
+    assert found.source == "alpha"
+    assert np.abs(np.subtract(found.box, (16, 8, 36, 56))).max() <= 1
+
+
+class FakeSegmenter:
+    """A PaddleSeg segmenter's interface: ``N×H×W×3`` uint8 in, ``N×H×W`` person probability out."""
+
+    def __init__(self, box):
+        self.box = box
+        self.calls = 0
+
+    def __call__(self, frames):
+        self.calls += 1
+        out = np.zeros(frames.shape[:3], np.float32)
+        x0, y0, x1, y1 = self.box
+        out[:, y0:y1, x0:x1] = 0.9
+        return out
+
+
+class FakeEstimator:
+    """detectron2-shaped DensePose results: one person whose box is all label 5."""
+
+    def __init__(self, box):
+        self.box = box
+
+    def __call__(self, frames):
+        x0, y0, x1, y1 = self.box
+        fine = np.full((1, 25, 8, 8), -4.0, np.float32)
+        fine[:, 5] = 4.0
+        return [
+            Detections(np.array([[x0, y0, x1 - x0, y1 - y0]], np.float32), np.array([0.99], np.float32), np.ones((1, 2, 8, 8), np.float32) * [[[[-1]], [[1]]]], fine)
+            for _ in frames
+        ]
+
+
+def test_reference_box_from_a_matting_mask(tmp_path):
+    segmenter = FakeSegmenter((12, 4, 30, 60))
+    found = reference_box(rgb_reference(tmp_path / "ref.png"), 64, "crop", segmenter=segmenter)
+    assert (found.source, found.box, segmenter.calls) == ("matte", (12, 4, 30, 60), 1)
+    assert found.notes and found.notes[0].startswith("alpha:")
+
+
+def test_alpha_comes_before_matting_and_ref_box_before_both(tmp_path):
+    reference = rgba_reference(tmp_path / "ref.png", 64, (10, 10, 20, 50))
+    segmenter = FakeSegmenter((30, 4, 50, 60))
+    assert reference_box(reference, 64, "crop", segmenter=segmenter).source == "alpha" and segmenter.calls == 0
+    found = reference_box(reference, 64, "crop", ref_box="1,2,33,44", segmenter=segmenter)
+    assert (found.source, found.box) == ("ref-box", (1, 2, 33, 44))
+
+
+def test_missing_matting_weights_fall_through_to_densepose(tmp_path):
+    """PaddleSeg is installed here but has no weights: a note, then the next source."""
+    found = reference_box(rgb_reference(tmp_path / "ref.png"), 64, "crop", models=tmp_path / "no-models", estimator=FakeEstimator((8, 6, 40, 62)))
+    assert (found.source, found.box) == ("densepose", (8, 6, 40, 62))
+    assert [note.split(":")[0] for note in found.notes] == ["alpha", "matte"]
+
+
+def test_nothing_available_is_one_line_naming_the_options(tmp_path):
+    reference = rgb_reference(tmp_path / "ref.png")
+    with pytest.raises(UserError) as error:
+        reference_box(reference, 64, "crop", models=tmp_path / "no-models")
+    message = str(error.value)
+    assert "\n" not in message and str(reference) in message
+    for option in ("--ref-box", "alpha", "matte:", "densepose:", "transparent background"):
+        assert option in message
+
+
+@pytest.mark.parametrize("bad", ["1,2,3", "5,5,2,9", "a,b,c,d", "200,200,300,300"])
+def test_bad_ref_boxes_are_user_errors(tmp_path, bad):
+    with pytest.raises(UserError, match="--ref-box"):
+        reference_box(rgb_reference(tmp_path / "ref.png"), 64, "crop", ref_box=bad)
+
+
+# ----------------------------------------------------------------------------- files and the CLI
+
+
+def write_frames_folder(folder, clip):
+    folder.mkdir()
+    for i, frame in enumerate(clip):
+        Image.fromarray(frame).save(folder / f"{i:05d}.png")
+    return folder
+
+
+def test_align_writes_frames_and_the_transform(tmp_path):
+    clip = draw_clip([None, BODY, BODY], size=64 + 32)
+    motion = write_frames_folder(tmp_path / "poses", clip)
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    result = align(reference, motion, tmp_path / "out", size=96)
+    written = media.read_frames(tmp_path / "out").array
+    assert written.shape == (3, 96, 96, 3) and result.frames == 3
+    assert np.array_equal(written, align_poses(clip, (20, 6, 44, 66))[0])
+    assert colours(written) <= colours(clip)
+    assert result.transform["ref_box_source"] == "alpha" and result.transform["scale"] == pytest.approx(1.2)
+    with pytest.raises(UserError, match="--overwrite"):
+        align(reference, motion, tmp_path / "out", size=96)
+
+
+def test_clip_folder_records_the_transform_in_meta_json(tmp_path):
+    write_clip(tmp_path / "clip", count=3, width=64, height=64, person=(20, 10, 30, 30))
+    reference = rgba_reference(tmp_path / "ref.png", 64, (20, 20, 40, 60))
+    result = align(reference, tmp_path / "clip", tmp_path / "clip" / "densepose_aligned", size=64)
+    meta = json.loads((tmp_path / "clip" / "meta.json").read_text())
+    record = meta["stages"]["align"]
+    assert record["status"] == "done" and record["result"] == json.loads(json.dumps(result.transform))
+    assert record["result"]["scale"] == 2 and result.meta.endswith("meta.json")
+    assert len(media.list_frame_files(tmp_path / "clip" / "densepose_aligned")) == 3
+    with pytest.raises(UserError, match="input"):  # never onto the frames it reads
+        align(reference, tmp_path / "clip", tmp_path / "clip" / "densepose", size=64, overwrite=True)
+
+
+def test_cli_json_and_exit_codes(tmp_path):
+    motion = write_frames_folder(tmp_path / "poses", draw_clip([BODY] * 2, size=64))
+    reference = rgba_reference(tmp_path / "ref.png", 64, (20, 6, 44, 66))
+    ok = runner.invoke(app, ["align", str(reference), str(motion), "-o", str(tmp_path / "out.mp4"), "--size", "64", "--anchor", "head", "--json"])
+    assert ok.exit_code == 0, ok.output
+    result = json.loads(ok.stdout)
+    assert result["ok"] and result["transform"]["anchor"] == "head" and result["frames"] == 2
+    assert media.probe(tmp_path / "out.mp4").frames == 2
+    again = runner.invoke(app, ["align", str(reference), str(motion), "-o", str(tmp_path / "out.mp4"), "--size", "64"])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    bad = runner.invoke(app, ["align", str(reference), str(motion), "-o", str(tmp_path / "b"), "--anchor", "knees"])
+    assert bad.exit_code == 2 and "--anchor knees" in bad.output
+    plain = rgb_reference(tmp_path / "plain.png")
+    nothing = runner.invoke(app, ["align", str(plain), str(motion), "-o", str(tmp_path / "c"), "--models", str(tmp_path / "none"), "--json"])
+    assert nothing.exit_code == 2
+    assert json.loads(nothing.stdout.splitlines()[0])["error"].count("--ref-box") == 1
+    boxed = runner.invoke(app, ["align", str(plain), str(motion), "-o", str(tmp_path / "d"), "--size", "64", "--ref-box", "10,4,30,54", "--frames", "median"])
+    assert boxed.exit_code == 0, boxed.output
+
+
+# ----------------------------------------------------------------------------- animate --align
+
+
+def test_animate_align_equals_align_then_animate(tiny_pipeline, tmp_path):
+    from magicanimate_cli.animate import animate
+
+    clip = draw_clip([(30, 20, 44, 60), None, (34, 22, 48, 62)], size=80, width=96)  # fitted (crop) to 64
+    motion = write_frames_folder(tmp_path / "poses", clip)
+    reference = rgba_reference(tmp_path / "ref.png", 64, (10, 8, 30, 60))
+    settings = dict(pipeline=tiny_pipeline, steps=1, size=64, seed=3)
+    aligned = align(reference, motion, tmp_path / "aligned", size=64)
+    two_steps = animate(reference, tmp_path / "aligned", tmp_path / "two", **settings)
+    one_step = animate(reference, motion, tmp_path / "one", align=True, grid=True, **settings)
+    a, b = media.read_frames(tmp_path / "two").array, media.read_frames(tmp_path / "one").array
+    assert a.shape == (3, 64, 64, 3) and np.array_equal(a, b)
+    assert two_steps.alignment is None and one_step.alignment == aligned.transform
+    grid = media.read_frames(tmp_path / "one_grid").array
+    assert grid.shape == (3, 64, 256, 3)  # reference | pose | aligned pose | result
+    assert np.array_equal(grid[:, :, 128:192], media.read_frames(tmp_path / "aligned").array)
+    assert np.array_equal(grid[:, :, 192:], b)
+
+
+def test_animate_align_without_a_known_person_fails_before_loading_the_models(tmp_path):
+    motion = write_frames_folder(tmp_path / "poses", draw_clip([BODY], size=64))
+    plain = rgb_reference(tmp_path / "plain.png")
+    out = runner.invoke(app, ["animate", str(plain), str(motion), "-o", str(tmp_path / "out"), "--size", "64", "--align",
+                              "--models", str(tmp_path / "no-models"), "--json"])
+    assert out.exit_code == 2
+    error = json.loads(out.stdout.splitlines()[0])["error"]
+    assert "--ref-box" in error and "no-models" in error  # the reference check, not a missing-weights error
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_options_are_the_function_keywords():
+    import inspect
+
+    import typer.main
+
+    command = typer.main.get_command(app).commands["align"]
+    signature = inspect.signature(align)
+    for param in command.params:
+        if param.name != "as_json" and signature.parameters[param.name].default is not inspect.Parameter.empty:
+            assert param.default == signature.parameters[param.name].default, param.name
+    assert {p.name for p in command.params} - {"as_json"} == set(signature.parameters) - {"progress", "segmenter", "estimator"}
+    animate_command = typer.main.get_command(app).commands["animate"]
+    assert "align" in {p.name for p in animate_command.params}
+
+
+@pytest.mark.parametrize("background", [VIRIDIS_0, BLACK])
+def test_h264_motion_gives_the_same_body_box(tmp_path, background):
+    """Codec noise around the body (solid parts, as real renders) does not move its box by more than a pixel."""
+    motion = media.write_frames(tmp_path / "motion.mp4", draw_clip([BODY] * 3, background=background, part=10))
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    result = align(reference, motion, tmp_path / "out", size=96, frames="median")
+    assert np.abs(np.subtract(result.transform["background"], background)).max() <= 3  # as decoded (YUV round trip)
+    assert np.abs(np.subtract(result.transform["body_box"], BODY)).max() <= 1
