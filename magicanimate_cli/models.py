@@ -48,7 +48,9 @@ from .weights_manifest import (
     parse_groups,
     sha256_file,
     update_record,
+    verify_models,
 )
+from .weights_layout import load_tensors
 
 ENV_VAR = "MAGICANIMATE_MODELS"
 TEMPORAL_CKPT = "MagicAnimate/temporal_attention/temporal_attention.ckpt"
@@ -88,39 +90,16 @@ def _offline() -> bool:
 # ----------------------------------------------------------------------------- verification
 
 
-def _fix_for(check: FileCheck, manifest: Manifest) -> str:
-    if manifest.get(check.path) is None and manifest.replacement_of(check.path) is not None:
-        return "run `magicanimate models convert --overwrite` (or delete it to use the original checkpoint)"
-    if check.status == CORRUPT:
-        return "run `magicanimate models download --overwrite` to fetch it again"
-    return "run `magicanimate models download`"
+def check_models(models: Path | str | None = None, only: str = "animate") -> Path:
+    """The models folder, once every file of ``only`` is present and matches its record.
 
-
-def verify_models(
-    root: Path | str,
-    only: str | Iterable[str] | None = "animate",
-    *,
-    rehash: bool = False,
-    progress: Progress | None = None,
-    manifest: Manifest | Path | str | None = None,
-) -> list[FileCheck]:
-    """Check the recorded files of ``only`` against ``<root>/.magicanimate-checksums.json``.
-
-    Raises ``UserError("<file>: checksum mismatch ...; run magicanimate models download")`` when a
-    recorded file is missing, cut short or changed. Files never recorded (a folder assembled by
-    hand, test fixtures) are not an error: ``magicanimate models download`` checks and records
-    them. Fast: a file whose size and mtime equal the recorded ones is not read again.
+    The early check of ``animate``: no torch, no network, milliseconds (sizes and mtimes; see
+    ``verify_models``). Raises one ``UserError`` naming the first missing or damaged file, how
+    many there are, and the command that fixes them.
     """
-    root = Path(root)
-    man = _manifest(manifest)
-    checks = check_folder(root, parse_groups(only), manifest=man, rehash=rehash, progress=progress)
-    record = ChecksumRecord.load(root)
-    bad = [c for c in checks if c.status == CORRUPT or (c.status == MISSING and c.path in record.entries)]
-    if bad:
-        first = bad[0]
-        more = f" (and {len(bad) - 1} more file{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
-        raise UserError(f"{root / first.path}: {first.detail}{more}; {_fix_for(first, man)}")
-    return checks
+    root = resolve_models_dir(models)
+    verify_models(root, only, missing_ok=False)
+    return root
 
 
 # ----------------------------------------------------------------------------- download
@@ -700,8 +679,6 @@ def convert(
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
-
-    from .animate.weights import load_tensors
 
     state = load_tensors(src)  # weights_only=True, mmap=True
     tensors: dict[str, torch.Tensor] = {}
