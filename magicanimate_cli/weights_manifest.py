@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import files
 from .errors import UserError
 
 GROUPS = ("animate", "densepose", "matting")
@@ -220,7 +220,7 @@ class ChecksumRecord:
 
     def save(self) -> None:
         data = {"schema": 1, "files": {p: self.entries[p].to_dict() for p in sorted(self.entries)}}
-        _atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
+        files.write_text(self.path, json.dumps(data, indent=1) + "\n", replace=True)
 
     def put(self, relpath: str, sha256: str, *, group: str, source: str, checked_against: str | None, derived_from: dict | None = None) -> RecordEntry:
         stat = (self.root / relpath).stat()
@@ -257,28 +257,6 @@ def update_record(root: Path, change: Callable[[ChecksumRecord], None], *, requi
         if required:
             raise UserError(f"{root / RECORD_NAME}: cannot update the checksum record ({exc}); check the folder's permissions") from exc
         return None
-
-
-def default_file_mode() -> int:
-    """The mode a plain ``open(..., "w")`` would give (0o666 minus the umask); ``mkstemp`` gives 0o600,
-    which would hide weights in a shared models folder from the other users of a cluster."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, default_file_mode())
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- checking files
