@@ -405,11 +405,12 @@ def verify_models(
     root = Path(root)
     man = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     checks = check_folder(root, parse_groups(only), manifest=man, rehash=rehash, progress=progress)
-    bad = problems(checks, ChecksumRecord.load(root), missing_ok=missing_ok)
+    record = ChecksumRecord.load(root)
+    bad = problems(checks, record, missing_ok=missing_ok)
     if bad:
         first = bad[0]
-        absent = [c for c in bad if c.status == MISSING]
-        if first.status == MISSING and len(absent) == len(bad):
+        absent = [c for c in bad if c.status == MISSING and c.path not in record.entries]  # never downloaded
+        if len(absent) == len(bad):
             size = human_size(sum(c.size or 0 for c in absent), approx=True)
             raise UserError(
                 f"{root / first.path}: missing ({len(absent)} file(s) of the {first.group} weights, {size}, are not in {root}); "
