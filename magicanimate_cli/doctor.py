@@ -3,12 +3,13 @@
 Each check reports ``ok``, ``warn`` (works, but something is worth knowing: no GPU, an optional
 stage not installed, weights not verified yet) or ``fail`` (``magicanimate animate`` cannot run),
 with a one-line fix. ``ready`` is true when no check fails; the CLI exits 1 otherwise.
-Every check is isolated: a broken library is reported, never raised.
+Every check is isolated: a broken library is reported, never raised. Nothing heavy is imported:
+libraries are found with ``importlib.util.find_spec`` and ``importlib.metadata``, GPUs with
+``nvidia-smi`` (``benchmarks/doctor.py`` times it).
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import shutil
 import subprocess
@@ -85,40 +86,79 @@ def check_python() -> Check:
     return Check("python", OK, f"{version} ({sys.executable})")
 
 
+TORCH_FIX = "install the torch wheel for your platform: https://pytorch.org/get-started/locally/"
+
+
+def torch_build() -> tuple[str, str | None] | None:
+    """(version, CUDA version of the build or None) of the installed torch, read from its
+    ``torch/version.py`` without importing torch (which takes seconds); None when not installed."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    try:
+        loader = importlib.util.spec_from_file_location("_magicanimate_torch_version", path)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+        return str(module.__version__), getattr(module, "cuda", None)
+    except Exception:  # an odd install: the version from the metadata, CUDA unknown
+        version = _version("torch")
+        return (version, None) if version else None
+
+
+def _nvidia_gpus() -> tuple[list[str], str | None] | None:
+    """The GPUs the NVIDIA driver lists and the newest CUDA it supports, from ``nvidia-smi``;
+    None without a driver."""
+    import re
+
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        return None
+    try:
+        query = subprocess.run(
+            [binary, "--query-gpu=index,name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20,
+        )
+        header = subprocess.run([binary], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return [], None
+    gpus = []
+    for line in query.stdout.splitlines() if query.returncode == 0 else []:
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4:
+            index, name, memory, compute = parts
+            memory_gib = f"{float(memory) / 1024:.1f} GiB" if memory.replace(".", "").isdigit() else memory
+            gpus.append(f"cuda:{index} {name}, {memory_gib}, compute {compute}")
+    found = re.search(r"CUDA Version:\s*([0-9.]+)", header or "")
+    return gpus, found.group(1) if found else None
+
+
 def check_torch() -> list[Check]:
-    """torch itself, then what it sees: CUDA devices (name, memory), MPS."""
-    try:
-        import torch
-    except Exception as exc:  # ImportError, or a broken CUDA library
-        return [Check("torch", FAIL, f"cannot import torch ({exc.__class__.__name__}: {exc})", "install the torch wheel for your platform: https://pytorch.org/get-started/locally/")]
-    checks = [Check("torch", OK, f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'})")]
-    try:
-        if torch.cuda.is_available():
-            devices = []
-            for i in range(torch.cuda.device_count()):
-                props = torch.cuda.get_device_properties(i)
-                devices.append(f"cuda:{i} {props.name}, {props.total_memory / 2**30:.1f} GiB, compute {props.major}.{props.minor}")
-            checks.append(Check("gpu", OK, "; ".join(devices)))
+    """torch (found, not imported), then the GPUs: the CUDA build of torch against what the NVIDIA
+    driver lists and supports. ``animate --device cuda`` makes the final check when it starts."""
+    build = torch_build()
+    if build is None:
+        return [Check("torch", FAIL, "torch is not installed", TORCH_FIX)]
+    version, cuda = build
+    checks = [Check("torch", OK, f"{version} (CUDA build {cuda or 'none'})")]
+    driver = _nvidia_gpus()
+    if driver is None:
+        checks.append(Check("gpu", WARN, "no CUDA device; animate will run on the CPU (far slower than on a GPU)", "use a machine with an NVIDIA GPU for real runs"))
+    elif cuda is None:
+        checks.append(
+            Check("gpu", WARN, "an NVIDIA driver is installed but this torch is a CPU-only build; animate will run on the CPU (slow)", "install a CUDA build of torch: https://pytorch.org/get-started/locally/")
+        )
+    else:
+        gpus, supported = driver
+        too_old = supported is not None and int(supported.split(".")[0]) < int(cuda.split(".")[0])
+        if not gpus or too_old:
+            why = f"the driver supports CUDA {supported}, this torch needs {cuda}" if too_old else "nvidia-smi lists no GPU (CUDA_VISIBLE_DEVICES, or the driver)"
+            checks.append(Check("gpu", WARN, f"torch has CUDA but will not see a usable device ({why})", f"run `nvidia-smi`; update the driver to one that supports CUDA {cuda}"))
         else:
-            nvidia = shutil.which("nvidia-smi")
-            if nvidia and torch.version.cuda is None:
-                checks.append(
-                    Check(
-                        "gpu",
-                        WARN,
-                        "an NVIDIA driver is installed but this torch is a CPU-only build; animate will run on the CPU (slow)",
-                        "install a CUDA build of torch: https://pytorch.org/get-started/locally/",
-                    )
-                )
-            elif nvidia:
-                checks.append(Check("gpu", WARN, "torch has CUDA but sees no usable device (driver too old, or CUDA_VISIBLE_DEVICES)", "run `nvidia-smi`; update the driver to one that supports CUDA " + str(torch.version.cuda)))
-            else:
-                checks.append(Check("gpu", WARN, "no CUDA device; animate will run on the CPU (far slower than on a GPU)", "use a machine with an NVIDIA GPU for real runs"))
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            checks.append(Check("mps", WARN, "Apple MPS is available, but animate runs on cuda or cpu", None))
-    except Exception as exc:
-        checks.append(Check("gpu", WARN, f"cannot query devices ({exc.__class__.__name__}: {exc})", "run `nvidia-smi` to check the driver"))
+            checks.append(Check("gpu", OK, "; ".join(gpus)))
     return checks
 
 
@@ -150,87 +190,67 @@ def check_ffmpeg() -> Check:
         return Check("ffmpeg", FAIL, f"no ffmpeg ({exc.__class__.__name__}: {exc})", "install ffmpeg (apt install ffmpeg) or `pip install imageio-ffmpeg`")
 
 
-def _stage_status(module: str, function: str, modules: tuple[str, ...], name: str, fix: str, models: Path | str | None) -> Check:
-    """Ask the stage's own ``*_status(models)`` when that module exists, else look for its libraries.
-
-    The stage functions return a dict: ``ok``, the versions of ``modules``, and ``error`` /
-    ``problem`` with ``install`` / ``fix`` when something is missing.
-    """
-    import inspect
-
-    try:
-        stage = importlib.import_module(f"magicanimate_cli.{module}")
-        status = getattr(stage, function, None)
-    except Exception:  # the stage module itself is broken: fall back to looking for the libraries
-        status = None
-    if callable(status):
+def _library_check(name: str, modules: tuple[str, ...], dists: tuple[tuple[str, ...], ...], fix: str, stage: str) -> Check:
+    """An optional stage's libraries, found with ``importlib.util.find_spec`` and their versions read
+    from the installed metadata: nothing is imported (paddle alone takes seconds to import)."""
+    missing = []
+    for module in modules:
         try:
-            accepts_models = "models" in inspect.signature(status).parameters
-            result = status(models=models) if accepts_models else status()
-        except Exception as exc:
-            return Check(name, WARN, f"{function}() failed ({exc.__class__.__name__}: {exc})", fix)
-        get = result.get if isinstance(result, dict) else (lambda key, default=None: getattr(result, key, default))
-        available = bool(get("available", get("ok", False)))
-        versions = ", ".join(f"{m} {get(m)}" for m in modules if isinstance(get(m), str))
-        if available:
-            note = get("note", None)
-            return Check(name, OK, (versions or "available") + (f"; {note}" if note else ""))
-        problem = str(get("error", None) or get("problem", None) or "not available").splitlines()[0].split("; ")[0]
-        return Check(name, WARN, f"{problem} (only needed for `magicanimate {module}`)", get("fix", None) or get("install", None) or fix)
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+            if importlib.util.find_spec(module) is None:
+                missing.append(module)
+        except (ImportError, ValueError):  # a broken parent package, or a half-removed one
+            missing.append(module)
     if missing:
-        return Check(name, WARN, f"not installed ({', '.join(missing)} missing); only needed for `magicanimate {module}`", fix)
-    return Check(name, OK, "installed (" + ", ".join(f"{m} {_version(m) or ''}".strip() for m in modules) + ")")
+        return Check(name, WARN, f"not installed ({', '.join(missing)} missing); only needed for `magicanimate {stage}`", fix)
+    versions = [f"{found} {version}" for names in dists for found, version in [next(((n, _version(n)) for n in names if _version(n)), (names[0], None))] if version]
+    return Check(name, OK, ", ".join(versions) or "installed")
 
 
 def check_densepose(models: Path | str | None = None) -> Check:
-    return _stage_status(
-        "densepose",
-        "densepose_status",
-        ("detectron2", "densepose"),
-        "densepose",
-        "detectron2 and DensePose install from detectron2's git, not from PyPI (see the README)",
-        models,
-    )
+    try:  # the pinned install route; a light module (numpy only)
+        from .densepose.estimator import install_command
+
+        fix = install_command()
+    except Exception:
+        fix = "detectron2 and DensePose install from detectron2's git, not from PyPI (see docs/densepose.md)"
+    return _library_check("densepose", ("detectron2", "densepose"), (("detectron2",), ("detectron2-densepose",)), fix, "densepose")
 
 
 def check_paddleseg(models: Path | str | None = None) -> Check:
-    return _stage_status(
-        "matting",
-        "matting_status",
-        ("paddlepaddle", "paddleseg"),
-        "paddleseg",
-        "pip install paddlepaddle opencv-python-headless && pip install --no-deps paddleseg==2.8.0",
-        models,
-    )
+    try:
+        from .matting import INSTALL_HINT as fix
+    except Exception:
+        fix = "pip install paddlepaddle opencv-python-headless && pip install --no-deps paddleseg==2.8.0"
+    return _library_check("paddleseg", ("paddle", "paddleseg"), (("paddlepaddle", "paddlepaddle-gpu"), ("paddleseg",)), fix, "matte")
 
 
 def check_weights(root: Path, progress: Progress | None = None) -> list[Check]:
-    from .weights_manifest import CORRUPT, MISSING, REPLACED, UNVERIFIED, VERIFIED, ChecksumRecord, check_folder, human_size, load_manifest
+    """The weights of every group, from the one file-by-file check ``magicanimate models list`` shows
+    (``weights_manifest.check_folder``): a file ``list`` calls missing is missing here too."""
+    return _weights_checks(root, progress)[0]
 
-    manifest = load_manifest()
-    checks: list[Check] = []
+
+def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[Check], int]:
+    """(the checks, the bytes of the missing animate files)."""
+    from .weights_manifest import CORRUPT, MISSING, REPLACED, UNVERIFIED, VERIFIED, ChecksumRecord, check_folder, human_size, load_manifest, problems
+
     try:
-        files = check_folder(root, manifest=manifest, progress=progress)
+        files = check_folder(root, manifest=load_manifest(), progress=progress)
+        record = ChecksumRecord.load(root)
     except Exception as exc:  # a damaged record, an unreadable folder
-        return [Check("weights", FAIL, str(exc), "run `magicanimate models download`")]
-    record = ChecksumRecord.load(root)
+        return [Check("weights", FAIL, str(exc), "run `magicanimate models download`")], 0
+    checks: list[Check] = []
     animate = [f for f in files if f.group == "animate"]
-    corrupt = [f for f in animate if f.status == CORRUPT or (f.status == MISSING and f.path in record.entries)]
-    missing = [f for f in animate if f.status == MISSING and f.path not in record.entries]
-    try:  # what the loader itself requires (a hand-made folder may use .bin variants)
-        from .animate.weights import WeightLayout
-
-        layout_missing = [str(p.relative_to(root)) for p in WeightLayout(root).required() if not p.exists()]
-    except Exception:
-        layout_missing = [f.path for f in missing]
+    bad = problems(animate, record)
+    corrupt = [f for f in bad if f.status == CORRUPT or f.path in record.entries]
+    missing = [f for f in bad if f not in corrupt]
+    need = sum(f.size or 0 for f in missing)
     if corrupt:
         first = corrupt[0]
         checks.append(Check("weights", FAIL, f"{first.path}: {first.detail}" + (f" (+{len(corrupt) - 1} more)" if len(corrupt) > 1 else ""), "run `magicanimate models download --only animate --overwrite`"))
-    elif layout_missing:
-        need = sum(f.size or 0 for f in missing)
+    elif missing:
         checks.append(
-            Check("weights", FAIL, f"{len(layout_missing)} required file(s) missing in {root}, e.g. {layout_missing[0]}", f"run `magicanimate models download --only animate` ({human_size(need, approx=True)})")
+            Check("weights", FAIL, f"{len(missing)} of {len(animate)} animate file(s) missing in {root}, e.g. {missing[0].path}", f"run `magicanimate models download --only animate` ({human_size(need, approx=True)})")
         )
     else:
         unverified = [f for f in animate if f.status == UNVERIFIED]
@@ -250,16 +270,16 @@ def check_weights(root: Path, progress: Progress | None = None) -> list[Check]:
             checks.append(Check("weights", OK, f"animate weights verified ({human_size(size)}); temporal attention: {kind}"))
     for group, stage in (("densepose", "densepose"), ("matting", "matte")):
         members = [f for f in files if f.group == group]
-        bad = [f for f in members if f.status == CORRUPT]
+        broken = [f for f in members if f.status == CORRUPT]
         absent = [f for f in members if f.status == MISSING]
-        if bad:
-            checks.append(Check(f"{group} weights", WARN, f"{bad[0].path}: {bad[0].detail}", f"run `magicanimate models download --only {group} --overwrite`"))
+        if broken:
+            checks.append(Check(f"{group} weights", WARN, f"{broken[0].path}: {broken[0].detail}", f"run `magicanimate models download --only {group} --overwrite`"))
         elif absent:
             checks.append(Check(f"{group} weights", WARN, f"not downloaded (needed by `magicanimate {stage}`)", f"run `magicanimate models download --only {group}`"))
         else:
             state = "verified" if all(f.status == VERIFIED for f in members) else "present"
             checks.append(Check(f"{group} weights", OK, state))
-    return checks
+    return checks, need
 
 
 def check_disk(root: Path, missing_bytes: int = 0) -> list[Check]:
@@ -295,9 +315,10 @@ def _models_origin(models: Path | str | None) -> str:
 
 def doctor(*, models: Path | str | None = None, progress: Progress | None = None) -> DoctorReport:
     """Check Python, torch and its devices, the libraries, ffmpeg, the optional stages, the
-    weights (present and verified) and free disk space. Never raises for what it finds."""
+    weights (present and verified) and free disk space. Never raises for what it finds.
+
+    No library is imported to find it (see the module docstring)."""
     from .models import resolve_models_dir
-    from .weights_manifest import MISSING, load_manifest
 
     root = resolve_models_dir(models)
     checks: list[Check] = [check_python()]
@@ -307,12 +328,7 @@ def doctor(*, models: Path | str | None = None, progress: Progress | None = None
     checks.append(check_densepose(models))
     checks.append(check_paddleseg(models))
     checks.append(Check("models folder", OK if root.is_dir() else WARN, f"{root} (from {_models_origin(models)})", None if root.is_dir() else "run `magicanimate models download`"))
-    checks += check_weights(root, progress)
-    try:
-        from .weights_manifest import check_folder
-
-        missing = sum(f.size or 0 for f in check_folder(root, ("animate",), manifest=load_manifest(), refresh_cache=False) if f.status == MISSING)
-    except Exception:
-        missing = 0
+    weights, missing = _weights_checks(root, progress)
+    checks += weights
     checks += check_disk(root, missing)
     return DoctorReport(ready=not any(c.status == FAIL for c in checks), models=str(root), checks=checks)

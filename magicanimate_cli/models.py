@@ -21,14 +21,17 @@ torch and huggingface_hub are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from . import files
+from .errors import UserError, first_line
 from .weights_manifest import (
     CORRUPT,
     MISSING,
@@ -41,14 +44,15 @@ from .weights_manifest import (
     ManifestFile,
     check_folder,
     check_recorded,
-    default_file_mode,
     git_blob_sha1,
     human_size,
     load_manifest,
     parse_groups,
     sha256_file,
     update_record,
+    verify_models,
 )
+from .weights_layout import load_tensors
 
 ENV_VAR = "MAGICANIMATE_MODELS"
 TEMPORAL_CKPT = "MagicAnimate/temporal_attention/temporal_attention.ckpt"
@@ -56,6 +60,45 @@ TEMPORAL_SAFETENSORS = "MagicAnimate/temporal_attention/temporal_attention.safet
 _MB = 1_000_000
 
 Progress = Callable[[str, int, int], None]
+
+
+class NetworkError(Exception):
+    """The network failed (no connection, DNS, timeout, a transfer cut off): not bad input, so the
+    CLI exits 1, and running the command again resumes. A source that answers with an error (a
+    404 for a pinned URL) is a ``UserError`` that says where to put the file instead."""
+
+
+def _is_network_failure(exc: BaseException) -> bool:
+    """No HTTP answer at all (connection, DNS, timeout, cut-off transfer), as opposed to an HTTP error status."""
+    if getattr(exc, "response", None) is not None:  # the server answered, with an error status
+        return False
+    import importlib
+
+    transport: list[type] = [OSError]  # requests' errors (older huggingface_hub) are OSErrors
+    for name in ("httpx", "httpx2"):  # the HTTP client huggingface_hub uses, whichever release
+        try:
+            transport.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return isinstance(exc, tuple(transport))
+
+
+@contextmanager
+def _quiet_hub():
+    """huggingface_hub logs a warning for every retry of a transfer ("Trying to resume download...");
+    the final error is ours, in one line. ``HF_HUB_VERBOSITY=info`` (or debug) shows the retries."""
+    import logging
+
+    logger = logging.getLogger("huggingface_hub")
+    if logger.getEffectiveLevel() < logging.WARNING:  # the user asked for more
+        yield
+        return
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def checkout_models_dir() -> Path | None:
@@ -88,39 +131,16 @@ def _offline() -> bool:
 # ----------------------------------------------------------------------------- verification
 
 
-def _fix_for(check: FileCheck, manifest: Manifest) -> str:
-    if manifest.get(check.path) is None and manifest.replacement_of(check.path) is not None:
-        return "run `magicanimate models convert --overwrite` (or delete it to use the original checkpoint)"
-    if check.status == CORRUPT:
-        return "run `magicanimate models download --overwrite` to fetch it again"
-    return "run `magicanimate models download`"
+def check_models(models: Path | str | None = None, only: str = "animate") -> Path:
+    """The models folder, once every file of ``only`` is present and matches its record.
 
-
-def verify_models(
-    root: Path | str,
-    only: str | Iterable[str] | None = "animate",
-    *,
-    rehash: bool = False,
-    progress: Progress | None = None,
-    manifest: Manifest | Path | str | None = None,
-) -> list[FileCheck]:
-    """Check the recorded files of ``only`` against ``<root>/.magicanimate-checksums.json``.
-
-    Raises ``UserError("<file>: checksum mismatch ...; run magicanimate models download")`` when a
-    recorded file is missing, cut short or changed. Files never recorded (a folder assembled by
-    hand, test fixtures) are not an error: ``magicanimate models download`` checks and records
-    them. Fast: a file whose size and mtime equal the recorded ones is not read again.
+    The early check of ``animate``: no torch, no network, milliseconds (sizes and mtimes; see
+    ``verify_models``). Raises one ``UserError`` naming the first missing or damaged file, how
+    many there are, and the command that fixes them.
     """
-    root = Path(root)
-    man = _manifest(manifest)
-    checks = check_folder(root, parse_groups(only), manifest=man, rehash=rehash, progress=progress)
-    record = ChecksumRecord.load(root)
-    bad = [c for c in checks if c.status == CORRUPT or (c.status == MISSING and c.path in record.entries)]
-    if bad:
-        first = bad[0]
-        more = f" (and {len(bad) - 1} more file{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
-        raise UserError(f"{root / first.path}: {first.detail}{more}; {_fix_for(first, man)}")
-    return checks
+    root = resolve_models_dir(models)
+    verify_models(root, only, missing_ok=False)
+    return root
 
 
 # ----------------------------------------------------------------------------- download
@@ -152,6 +172,7 @@ class DownloadResult:
     bytes_downloaded: int
     seconds: float
     plan: list[PlanItem] = field(default_factory=list)
+    note: str | None = None  # e.g. why the sizes come from the manifest rather than the Hub
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -160,13 +181,14 @@ class DownloadResult:
 
     def for_humans(self) -> dict:
         what = "would download" if self.dry_run else "downloaded"
-        fetched = len([p for p in self.plan if p.action in ("download", "replace", "update")]) if self.dry_run else len(self.downloaded)
+        fetched = len([p for p in self.plan if p.action in FETCH_ACTIONS]) if self.dry_run else len(self.downloaded)
         size = self.bytes_to_download if self.dry_run else self.bytes_downloaded
         return {
             "models": self.models,
             what: f"{fetched} file(s), {human_size(size)}",
             "recorded": f"{len(self.recorded)} file(s) already here, checked and recorded" if self.recorded else None,
             "kept": f"{len(self.kept)} verified file(s)",
+            "note": self.note,
             "seconds": self.seconds,
         }
 
@@ -193,9 +215,10 @@ def _remote_info(items: list[ManifestFile]) -> dict[str, _Remote]:
         try:
             entries = api.get_paths_info(source.repo, [i.remote for i in group], revision=source.revision)
         except Exception as exc:  # network, 404, auth: one line, with the way out
-            raise UserError(
+            error = NetworkError if _is_network_failure(exc) else UserError
+            raise error(
                 f"{source.repo}@{source.revision}: cannot read file information from the Hugging Face Hub "
-                f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the network "
+                f"({exc.__class__.__name__}: {first_line(exc)}); check the network "
                 "(HF_ENDPOINT for a mirror), or set HF_HUB_OFFLINE=1 to use only the files already here"
             ) from exc
         found = {e.path: e for e in entries}
@@ -318,45 +341,46 @@ def _fetch_url(item: ManifestFile, root: Path, replace: bool, meter: _Meter) -> 
     return dest
 
 
-def _download_to(url: str, dest: Path, size: int | None, archive_member: str | None, meter: _Meter) -> None:
+def _download_to(url: str, dest: Path, size: int | None, archive_member: str | None, meter: _Meter, final: Path | None = None) -> None:
     """``url`` into ``dest``: through a ``.part`` file kept across runs and resumed with a range
-    request; a zip (``archive_member``) is downloaded whole and only that member extracted."""
+    request; a zip (``archive_member``) is downloaded whole and only that member extracted.
+    Folders it had to create are removed again when the download fails."""
     import hashlib
 
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     download = dest if not archive_member else dest.with_name(Path(url).name)
     tag = hashlib.sha256(url.encode()).hexdigest()[:12]
-    part = download.with_name(f"{download.name}.{tag}.part")
+    part = download.with_name(f"{download.name}.{tag}.part")  # a fixed name: the next run resumes it
     resume = part.stat().st_size if part.exists() else 0
     headers = {"user-agent": build_hf_headers().get("user-agent", "magicanimate")}
     extra = _supported(http_get, tqdm_class=meter.tqdm_class())  # a wrong size is caught by the sha256
     try:
-        with open(part, "ab") as handle:
+        with _quiet_hub(), open(part, "ab") as handle:
             http_get(url, handle, resume_size=resume, headers=headers, **extra)
     except UserError:
         raise
-    except Exception as exc:  # requests/httpx/OSError: the network, a 404, a cut-off transfer
+    except Exception as exc:  # httpx/OSError: the network, a 404, a cut-off transfer
         if part.exists() and part.stat().st_size == 0:
             part.unlink()  # nothing to resume
-        raise UserError(f"{url}: download failed ({_first_line(exc)}); check the network and run again (it resumes)") from exc
+        for folder in created:  # innermost first; only the empty ones we made
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if _is_network_failure(exc):
+            raise NetworkError(f"{url}: download failed, no answer from the server ({first_line(exc)}); check the network and run again (it resumes)") from exc
+        raise UserError(f"{url}: download failed ({first_line(exc)}); the source moved or is down: put the file at {final or dest} yourself, or retry later") from exc
     if not archive_member:
-        os.replace(part, dest)
+        files.commit(part, dest, replace=True)
         return
     _extract_member(part, url, archive_member, dest)
     part.unlink()
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else exc.__class__.__name__
-
-
 def _extract_member(archive: Path, url: str, member: str, dest: Path) -> None:
     """Copy one member of a zip to ``dest`` (matched by name; archive paths are never unpacked)."""
-    import tempfile
     import zipfile
 
     try:
@@ -364,11 +388,8 @@ def _extract_member(archive: Path, url: str, member: str, dest: Path) -> None:
             names = [n for n in zf.namelist() if n == member or n.endswith("/" + member)]
             if len(names) != 1:
                 raise UserError(f"{url}: expected one {member} in the archive, found {len(names)}; the source changed")
-            fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
-            os.chmod(tmp, default_file_mode())
-            with os.fdopen(fd, "wb") as out, zf.open(names[0]) as handle:
+            with files.temporary(dest, replace=True) as tmp, open(tmp, "wb") as out, zf.open(names[0]) as handle:
                 shutil.copyfileobj(handle, out, 8 << 20)
-            os.replace(tmp, dest)
     except zipfile.BadZipFile as exc:
         archive.unlink(missing_ok=True)
         raise UserError(f"{url}: the download is not a valid zip archive ({exc}); run the command again") from exc
@@ -388,7 +409,8 @@ def fetch_url(
 
     The one downloader for weights outside the Hugging Face manifest files (other DensePose and
     PaddleSeg models, metric networks): resumable, and when ``sha256`` is given a mismatching file
-    is deleted and refused, never left under ``dest``.
+    is deleted and refused, never left under ``dest``. Retries are silent; a failure is one line:
+    ``NetworkError`` (exit 1) when no server answered, ``UserError`` (exit 2) when the source did.
     """
     if not url.startswith(("https://", "http://")):
         raise UserError(f"{url}: only http(s) downloads are supported")
@@ -396,12 +418,12 @@ def fetch_url(
         raise UserError(f"{url}: HF_HUB_OFFLINE is set; download it yourself and put it at {dest}")
     dest = Path(dest)
     fresh = dest.with_name(f".{dest.name}.fetched")
-    _download_to(url, fresh, size, archive_member, _Meter(progress, size or 0, unit=1, stage=stage))
+    _download_to(url, fresh, size, archive_member, _Meter(progress, size or 0, unit=1, stage=stage), final=dest)
     digest = sha256_file(fresh)
     if sha256 and digest != sha256.lower():
         fresh.unlink(missing_ok=True)
         raise UserError(f"{url}: downloaded file has sha256 {digest[:16]}..., expected {sha256.lower()[:16]}...; refusing to use it (retry later, or report a changed upstream file)")
-    os.replace(fresh, dest)
+    files.commit(fresh, dest, replace=True)
     return digest
 
 
@@ -424,9 +446,12 @@ def download(
     Files already recorded and intact are kept without a network call; files present but not
     recorded (a folder made by hand) are hashed and kept when they match the published checksum;
     a file that differs is only replaced with ``overwrite``. ``on_plan`` receives the plan (every
-    file, its size and what will happen) before anything is fetched; ``dry_run`` stops there.
-    With ``HF_HUB_OFFLINE=1`` nothing is fetched: present files are checked and recorded, missing
-    ones are an error. ``manifest`` and ``fetch`` exist for tests.
+    file, its size and what will happen) before anything is fetched; ``dry_run`` stops there and
+    never fails for want of a network: offline (``HF_HUB_OFFLINE=1``) or when the Hub cannot be
+    reached, the plan's sizes and checksums come from the pinned manifest. Without ``dry_run``,
+    offline means nothing is fetched: present files are checked and recorded, missing ones are an
+    error (exit 2); a network failure is a ``NetworkError`` (exit 1). ``manifest`` and ``fetch``
+    exist for tests.
     """
     started = time.perf_counter()
     groups = parse_groups(only)
@@ -436,7 +461,40 @@ def download(
     items = man.select(groups)
     record = ChecksumRecord.load(root)
 
-    # 1. What is already here (no network).
+    state = _local_state(items, root, record, progress)
+    remote, note = _published([i for i in items if state[i.path] not in ("ok", "converted")], offline, dry_run)
+    plan, to_record = _make_plan(items, root, state, remote, record, progress)
+    if on_plan is not None:
+        on_plan(plan)
+    fetching = [p for p in plan if p.action in FETCH_ACTIONS]
+    need = sum(p.size or 0 for p in fetching)
+    result = DownloadResult(
+        models=str(root),
+        groups=list(groups),
+        offline=offline,
+        dry_run=dry_run,
+        downloaded=[],
+        recorded=[],
+        kept=[p.path for p in plan if p.action == "keep"],
+        bytes_to_download=need,
+        bytes_downloaded=0,
+        seconds=0.0,
+        plan=plan,
+        note=note,
+    )
+    if not dry_run:
+        _refuse(root, fetching, need, offline=offline, overwrite=overwrite)
+        result.recorded = _record_present(root, to_record)
+        _fetch_all(root, fetching, items, remote, fetch, progress, result)
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+FETCH_ACTIONS = ("download", "replace", "update")
+
+
+def _local_state(items: list[ManifestFile], root: Path, record: ChecksumRecord, progress: Progress | None) -> dict[str, str]:
+    """Step 1, no network: each file's state here (ok, converted, outdated, present, corrupt, missing)."""
     state: dict[str, str] = {}
     rehashed: list[str] = []
     for item in items:
@@ -454,15 +512,30 @@ def download(
                 rehashed.append(item.path)
         else:
             state[item.path] = "present" if (root / item.path).is_file() else "missing"
-
     if rehashed:  # intact files whose mtime moved: refresh the cache so the next check is instant
         update_record(root, lambda rec: [_refresh_stat(rec, p) for p in rehashed], required=False)
+    return state
 
-    # 2. What the sources say about the rest.
-    pending = [i for i in items if state[i.path] not in ("ok", "converted")]
-    remote = {} if offline or not pending else _remote_info(pending)
 
-    # 3. The plan.
+def _published(pending: list[ManifestFile], offline: bool, dry_run: bool) -> tuple[dict[str, _Remote], str | None]:
+    """Step 2: what the Hub says about the files not verified here (sizes, checksums), and a note
+    when a dry run had to do without it."""
+    if not pending:
+        return {}, None
+    if offline:
+        return {}, "HF_HUB_OFFLINE is set: sizes and checksums from the pinned manifest" if dry_run else None
+    try:
+        return _remote_info(pending), None
+    except NetworkError as exc:
+        if not dry_run:
+            raise
+        return {}, f"the Hub could not be reached ({first_line(exc.__cause__ or exc)}): sizes and checksums from the pinned manifest"
+
+
+def _make_plan(
+    items: list[ManifestFile], root: Path, state: dict[str, str], remote: dict[str, _Remote], record: ChecksumRecord, progress: Progress | None
+) -> tuple[list[PlanItem], list[tuple[ManifestFile, str, str | None]]]:
+    """Step 3: one ``PlanItem`` per file, and the present files to record as they are."""
     plan: list[PlanItem] = []
     to_record: list[tuple[ManifestFile, str, str | None]] = []
     for item in items:
@@ -473,8 +546,7 @@ def download(
         if st in ("ok", "converted"):
             reason = "verified" if st == "ok" else f"converted to {Path(item.replaced_by).name}"
             plan.append(PlanItem(item.path, item.group, label, (root / (item.path if st == "ok" else item.replaced_by)).stat().st_size, "keep", reason))
-            continue
-        if st == "present":
+        elif st == "present":
             ok, sha, origin = _matches(root / item.path, item, info, progress)
             if ok is False:
                 plan.append(PlanItem(item.path, item.group, label, size, "replace", f"differs from the published file ({origin})"))
@@ -482,20 +554,18 @@ def download(
                 to_record.append((item, sha, origin if ok else "local"))
                 why = f"matches the published checksum ({origin})" if ok else "present; nothing published to check it against"
                 plan.append(PlanItem(item.path, item.group, label, (root / item.path).stat().st_size, "record", why))
-            continue
-        if st == "corrupt":
+        elif st == "corrupt":
             plan.append(PlanItem(item.path, item.group, label, size, "replace", "differs from its checksum record"))
         elif st == "outdated":  # a published file we recorded, superseded by the manifest: no --overwrite needed
             published = record.entries[item.path].checked_against in ("manifest", "hub-lfs", "hub-blob")
-            action = "update" if published else "replace"
-            plan.append(PlanItem(item.path, item.group, label, size, action, "the manifest now pins another file"))
+            plan.append(PlanItem(item.path, item.group, label, size, "update" if published else "replace", "the manifest now pins another file"))
         else:
             plan.append(PlanItem(item.path, item.group, label, size, "download", "missing"))
-    if on_plan is not None:
-        on_plan(plan)
+    return plan, to_record
 
-    fetching = [p for p in plan if p.action in ("download", "replace", "update")]
-    need = sum(p.size or 0 for p in fetching)
+
+def _refuse(root: Path, fetching: list[PlanItem], need: int, *, offline: bool, overwrite: bool) -> None:
+    """Step 4: what stops a real download before anything changes (offline, --overwrite, disk space)."""
     if offline and fetching:
         first = fetching[0]
         raise UserError(
@@ -509,48 +579,38 @@ def download(
     free = _free_bytes(root)
     if need and need > free:
         raise UserError(f"{root}: the download needs {human_size(need)} but only {human_size(free)} is free; free space or use --models on another disk")
-    result = DownloadResult(
-        models=str(root),
-        groups=list(groups),
-        offline=offline,
-        dry_run=dry_run,
-        downloaded=[],
-        recorded=[],
-        kept=[p.path for p in plan if p.action == "keep"],
-        bytes_to_download=need,
-        bytes_downloaded=0,
-        seconds=0.0,
-        plan=plan,
-    )
-    if dry_run:
-        result.seconds = round(time.perf_counter() - started, 3)
-        return result
 
-    # 4. Record what matched, then fetch the rest, recording each file as soon as it is checked.
-    if to_record:
 
-        def add(rec: ChecksumRecord) -> None:
-            for item, sha, origin in to_record:
-                rec.put(item.path, sha, group=item.group, source=_source_label(item), checked_against=origin)
+def _record_present(root: Path, to_record: list[tuple[ManifestFile, str, str | None]]) -> list[str]:
+    """Step 5: record the files already here that matched (or had nothing to match)."""
+    if not to_record:
+        return []
 
-        update_record(root, add)
-        result.recorded = [item.path for item, _, _ in to_record]
-    meter = _Meter(progress, need)
+    def add(rec: ChecksumRecord) -> None:
+        for item, sha, origin in to_record:
+            rec.put(item.path, sha, group=item.group, source=_source_label(item), checked_against=origin)
+
+    update_record(root, add)
+    return [item.path for item, _, _ in to_record]
+
+
+def _fetch_all(
+    root: Path,
+    fetching: list[PlanItem],
+    items: list[ManifestFile],
+    remote: dict[str, _Remote],
+    fetch: Fetcher | None,
+    progress: Progress | None,
+    result: DownloadResult,
+) -> None:
+    """Step 6: fetch, check and record each file in turn (a finished file is kept if a later one fails)."""
+    meter = _Meter(progress, result.bytes_to_download)
     by_path = {i.path: i for i in items}
     for step in fetching:
         item = by_path[step.path]
         fetcher = fetch or (_fetch_hf if item.source.kind == "hf" else _fetch_url)
         before = meter.done
-        try:
-            path = fetcher(item, root, step.action in ("replace", "update"), meter)
-        except (UserError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # network and hub errors: one line, and the way out
-            message = str(exc).splitlines()[0] if str(exc) else ""
-            raise UserError(
-                f"{root / item.path}: download from {_source_label(item)} failed ({exc.__class__.__name__}: {message}); "
-                "run the command again to continue (finished files are kept)"
-            ) from exc
+        path = _fetch_one(fetcher, item, root, step.action in ("replace", "update"), meter)
         if meter.done == before:  # a fetcher that does not report bytes
             meter.add(path.stat().st_size)
         ok, sha, origin = _matches(path, item, remote.get(item.path), progress)
@@ -566,8 +626,21 @@ def download(
         result.bytes_downloaded += path.stat().st_size
     if fetching and progress is not None:  # sizes from the manifest can be approximate: end the bar full
         progress("download", max(1, meter.total // _MB), max(1, meter.total // _MB))
-    result.seconds = round(time.perf_counter() - started, 3)
-    return result
+
+
+def _fetch_one(fetcher: Fetcher, item: ManifestFile, root: Path, replace: bool, meter: _Meter) -> Path:
+    """One file through ``fetcher``; its failures in one line (``NetworkError`` when nothing answered)."""
+    try:
+        with _quiet_hub():
+            return fetcher(item, root, replace, meter)
+    except (UserError, NetworkError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # network and hub errors: one line, and the way out
+        error = NetworkError if _is_network_failure(exc) else UserError
+        raise error(
+            f"{root / item.path}: download from {_source_label(item)} failed ({exc.__class__.__name__}: {first_line(exc)}); "
+            "run the command again to continue (finished files are kept)"
+        ) from exc
 
 
 def _refresh_stat(record: ChecksumRecord, relpath: str) -> None:
@@ -580,7 +653,7 @@ def _refresh_stat(record: ChecksumRecord, relpath: str) -> None:
 def format_plan(plan: list[PlanItem]) -> str:
     """The plan as lines for a terminal: action, size, file, and the total to fetch."""
     lines = [f"  {p.action:<8} {human_size(p.size):>10}  {p.path}" + (f"  ({p.reason})" if p.action in ("replace", "update", "record") else "") for p in plan]
-    fetch = [p for p in plan if p.action in ("download", "replace", "update")]
+    fetch = [p for p in plan if p.action in FETCH_ACTIONS]
     total = sum(p.size or 0 for p in fetch)
     unknown = " (+ files of unknown size)" if any(p.size is None for p in fetch) else ""
     lines.append(f"  {len(fetch)} file(s) to download, {human_size(total)}{unknown}; {len(plan) - len(fetch)} already here")
@@ -701,8 +774,6 @@ def convert(
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from .animate.weights import load_tensors
-
     state = load_tensors(src)  # weights_only=True, mmap=True
     tensors: dict[str, torch.Tensor] = {}
     storages: set[int] = set()
@@ -720,10 +791,7 @@ def convert(
         if progress is not None:
             progress("convert", i + 1, total * 2)
     metadata = {"format": "pt", "converted_from": src.name, "source_sha256": source_sha, "dtype": dtype_name}
-    from .media import commit, discard, temp_beside
-
-    tmp = temp_beside(dst, directory=False)  # hidden until complete
-    try:
+    with files.temporary(dst, replace=overwrite) as tmp:  # hidden until complete, synced, then renamed
         save_file(tensors, str(tmp), metadata=metadata)
         with safe_open(str(tmp), framework="pt") as check:
             if set(check.keys()) != set(tensors):
@@ -733,12 +801,7 @@ def convert(
                     raise RuntimeError(f"tensor {key} differs after writing")
                 if progress is not None:
                     progress("convert", total + i + 1, total * 2)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, default_file_mode())  # safetensors recreates the file with 0o600
-        commit(tmp, dst)
-    finally:
-        discard(tmp)
+        os.chmod(tmp, files.file_mode())  # safetensors recreates the file with 0o600
     del tensors, state
     sha = sha256_file(dst, progress, total=max(1, dst.stat().st_size // _MB))
     derived = {"path": TEMPORAL_CKPT, "sha256": source_sha, "dtype": dtype_name}

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import files
 from .errors import UserError
 
 GROUPS = ("animate", "densepose", "matting")
@@ -73,6 +72,7 @@ class ManifestFile:
     archive_member: str | None = None  # the file is this member of the zip at ``url``
     replaced_by: str | None = None  # a converted file that makes this one unnecessary
     provisional: bool = False
+    alternatives: tuple[str, ...] = ()  # other files the loader reads instead (a .bin variant of a hand-made folder)
 
     @property
     def remote(self) -> str:
@@ -124,6 +124,7 @@ def load_manifest(path: Path | str | None = None) -> Manifest:
     for spec in data["files"]:
         spec = dict(spec)
         source = sources[spec.pop("source")]
+        spec["alternatives"] = tuple(spec.get("alternatives", ()))
         if spec["group"] not in GROUPS:
             raise UserError(f"{path}: unknown group {spec['group']!r} for {spec['path']}")
         files.append(ManifestFile(source=source, **spec))
@@ -218,7 +219,7 @@ class ChecksumRecord:
 
     def save(self) -> None:
         data = {"schema": 1, "files": {p: self.entries[p].to_dict() for p in sorted(self.entries)}}
-        _atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
+        files.write_text(self.path, json.dumps(data, indent=1) + "\n", replace=True)
 
     def put(self, relpath: str, sha256: str, *, group: str, source: str, checked_against: str | None, derived_from: dict | None = None) -> RecordEntry:
         stat = (self.root / relpath).stat()
@@ -255,28 +256,6 @@ def update_record(root: Path, change: Callable[[ChecksumRecord], None], *, requi
         if required:
             raise UserError(f"{root / RECORD_NAME}: cannot update the checksum record ({exc}); check the folder's permissions") from exc
         return None
-
-
-def default_file_mode() -> int:
-    """The mode a plain ``open(..., "w")`` would give (0o666 minus the umask); ``mkstemp`` gives 0o600,
-    which would hide weights in a shared models folder from the other users of a cluster."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, default_file_mode())
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- checking files
@@ -351,6 +330,8 @@ def check_folder(
             checks.append(check_recorded(root, item.path, entry, rehash=rehash, progress=progress))
         elif (root / item.path).is_file():
             checks.append(FileCheck(item.path, item.group, UNVERIFIED, (root / item.path).stat().st_size, "not in the checksum record"))
+        elif (alt := next((a for a in item.alternatives if (root / a).is_file()), None)) is not None:
+            checks.append(FileCheck(item.path, item.group, UNVERIFIED, (root / alt).stat().st_size, f"present as {Path(alt).name}, which the loader reads instead"))
         else:
             checks.append(FileCheck(item.path, item.group, MISSING, item.display_size, "not downloaded"))
     for relpath, entry in record.entries.items():  # converted files and anything else recorded
@@ -382,3 +363,58 @@ def human_size(n: int | None, approx: bool = False) -> str:
         if n >= scale:
             return f"{'~' if approx else ''}{n / scale:.2f} {unit}"
     return f"{n} B"
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def fix_for(check: FileCheck, manifest: Manifest) -> str:
+    """The command that repairs the file of ``check``."""
+    if manifest.get(check.path) is None and manifest.replacement_of(check.path) is not None:
+        return "run `magicanimate models convert --overwrite` (or delete it to use the original checkpoint)"
+    if check.status == CORRUPT:
+        return "run `magicanimate models download --overwrite` to fetch it again"
+    return f"run `magicanimate models download --only {check.group}`"
+
+
+def problems(checks: Iterable[FileCheck], record: ChecksumRecord, *, missing_ok: bool = False) -> list[FileCheck]:
+    """The checks that stop a stage: corrupt files, recorded files that disappeared, and (unless
+    ``missing_ok``) every missing file. The one rule behind ``verify_models``, ``models list``'s
+    ``complete`` and ``doctor``."""
+    return [c for c in checks if c.status == CORRUPT or (c.status == MISSING and (not missing_ok or c.path in record.entries))]
+
+
+def verify_models(
+    root: Path | str,
+    only: str | Iterable[str] | None = "animate",
+    *,
+    rehash: bool = False,
+    missing_ok: bool = True,
+    progress: Progress | None = None,
+    manifest: Manifest | Path | str | None = None,
+) -> list[FileCheck]:
+    """Check the files of ``only`` against ``<root>/.magicanimate-checksums.json``; no torch, no network.
+
+    Raises ``UserError("<file>: checksum mismatch ...; run magicanimate models download")`` when a
+    recorded file is missing, cut short or changed, and with ``missing_ok=False`` when any file of
+    the groups is absent. Files never recorded (a folder assembled by hand, test fixtures) are
+    not an error: ``magicanimate models download`` checks and records them. Fast: a file whose
+    size and mtime equal the recorded ones is not read again.
+    """
+    root = Path(root)
+    man = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    checks = check_folder(root, parse_groups(only), manifest=man, rehash=rehash, progress=progress)
+    record = ChecksumRecord.load(root)
+    bad = problems(checks, record, missing_ok=missing_ok)
+    if bad:
+        first = bad[0]
+        absent = [c for c in bad if c.status == MISSING and c.path not in record.entries]  # never downloaded
+        if len(absent) == len(bad):
+            size = human_size(sum(c.size or 0 for c in absent), approx=True)
+            raise UserError(
+                f"{root / first.path}: missing ({len(absent)} file(s) of the {first.group} weights, {size}, are not in {root}); "
+                f"{fix_for(first, man)}, or point --models / MAGICANIMATE_MODELS at a folder in the official layout"
+            )
+        more = f" (and {len(bad) - 1} more file{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+        raise UserError(f"{root / first.path}: {first.detail}{more}; {fix_for(first, man)}")
+    return checks

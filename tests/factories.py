@@ -48,6 +48,8 @@ def write_tokenizer(folder: Path) -> int:
     (folder / "tokenizer_config.json").write_text(
         json.dumps({"model_max_length": 77, "tokenizer_class": "CLIPTokenizer", "pad_token": "<|endoftext|>"})
     )
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special))  # CLIPTokenizer's defaults, as SD1.5 ships them
     return len(vocab)
 
 

@@ -84,25 +84,69 @@ def test_broken_libraries_are_reported_not_raised(tmp_path, monkeypatch):
     assert checks["ffmpeg"].status == doc.FAIL and "imageio-ffmpeg" in checks["ffmpeg"].fix
 
 
-def test_stage_status_functions_are_used_when_present(monkeypatch):
-    import types
-
-    fake = types.ModuleType("magicanimate_cli.fakestage")
-    fake.fake_status = lambda models=None: {"ok": False, "error": "detectron2 is missing; install it like this", "install": "pip install x", "detectron2": None}
-    monkeypatch.setitem(sys.modules, "magicanimate_cli.fakestage", fake)
-    check = doc._stage_status("fakestage", "fake_status", ("detectron2",), "densepose", "fallback", None)
-    assert check.status == doc.WARN and check.detail.startswith("detectron2 is missing (only needed") and check.fix == "pip install x"
-    fake.fake_status = lambda models=None: {"ok": True, "detectron2": "0.6", "note": "weights not downloaded yet"}
-    check = doc._stage_status("fakestage", "fake_status", ("detectron2",), "densepose", "fallback", None)
-    assert check.status == doc.OK and check.detail == "detectron2 0.6; weights not downloaded yet"
-    check = doc._stage_status("nosuchstage", "x_status", ("surely_not_installed_pkg",), "x", "pip install it", None)
-    assert check.status == doc.WARN and check.fix == "pip install it"
-
-
-def test_the_real_stage_lookups_never_raise(monkeypatch):
+def test_optional_stages_are_found_without_importing_them(tmp_path, monkeypatch):
+    """The oracle is the file system: a stand-in detectron2 + densepose on sys.path makes the check
+    OK, their absence makes it a warning with the install route, and neither is ever imported."""
     monkeypatch.undo()  # the real check_densepose / check_paddleseg
-    for check in (doc.check_densepose(), doc.check_paddleseg()):
-        assert check.status in (doc.OK, doc.WARN)
+    for name in ("detectron2", "densepose"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    absent = doc.check_densepose()
+    assert absent.status == doc.WARN and "detectron2" in absent.detail and "git+https://github.com/facebookresearch/detectron2" in absent.fix
+    for name in ("detectron2", "densepose"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise RuntimeError('imported')\n")  # importing it would fail
+    monkeypatch.syspath_prepend(str(tmp_path))
+    present = doc.check_densepose()
+    assert present.status == doc.OK
+    assert "detectron2" not in sys.modules and "densepose" not in sys.modules
+
+
+def test_doctor_imports_no_heavy_library(tmp_path):
+    """What made doctor take 25 s: importing torch, diffusers, paddle(seg), detectron2 or ray just
+    to see whether they are there (benchmarks/doctor.py has the timing)."""
+    import subprocess
+
+    code = (
+        "import json, sys\n"
+        "from magicanimate_cli.doctor import doctor\n"
+        f"report = doctor(models={str(tmp_path / 'nothing')!r})\n"
+        "print(json.dumps({'names': [c.name for c in report.checks], 'loaded': sorted(sys.modules)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"torch", "gpu", "libraries", "densepose", "paddleseg", "weights"} <= set(data["names"])
+    heavy = {"torch", "diffusers", "transformers", "paddle", "paddleseg", "detectron2", "ray", "sklearn", "huggingface_hub"}
+    assert heavy.isdisjoint(name.split(".")[0] for name in data["loaded"])
+
+
+def test_torch_is_described_from_its_files_without_importing_it():
+    import subprocess
+
+    code = "import json, torch; print(json.dumps([torch.__version__, torch.version.cuda]))"  # the oracle: torch itself
+    imported = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert list(doc.torch_build()) == imported
+
+
+@needs_parity
+def test_doctor_and_models_list_count_the_same_missing_files(weights):
+    """One source of truth: the files removed here are what both report missing (the .bin variants
+    of the fixture count as present for both)."""
+    from magicanimate_cli.models import list_models
+
+    removed = [
+        "stable-diffusion-v1-5/tokenizer/vocab.json",
+        "sd-vae-ft-mse/diffusion_pytorch_model.bin",
+        "MagicAnimate/densepose_controlnet/config.json",
+    ]
+    assert list_models(models=weights, only="animate").counts["missing"] == 0
+    for rel in removed:
+        (weights / rel).unlink()
+    listing = list_models(models=weights, only="animate")
+    assert listing.counts["missing"] == len(removed)
+    missing = {f.path for f in listing.files if f.status == wm.MISSING}
+    assert missing == {r.replace("diffusion_pytorch_model.bin", "diffusion_pytorch_model.safetensors") for r in removed}
+    check = by_name(doc.doctor(models=weights))["weights"]
+    assert check.status == doc.FAIL and check.detail.startswith(f"{len(removed)} of {len(listing.files)} animate file(s) missing")
 
 
 def test_cli_exit_codes_and_json(tmp_path):

@@ -11,11 +11,14 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from magicanimate_cli import files
 from magicanimate_cli import models as models_mod
 from magicanimate_cli import weights_manifest as wm
 from magicanimate_cli.cli import app
@@ -290,9 +293,116 @@ def test_network_failure_is_one_line_with_the_way_out(hub, tmp_path, monkeypatch
     import huggingface_hub.constants as constants
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    with pytest.raises(UserError, match="HF_HUB_OFFLINE") as info:
+    with pytest.raises(models_mod.NetworkError, match="HF_HUB_OFFLINE") as info:  # not bad input: exit 1, not 2
         download(only="animate", models=tmp_path / "models", manifest=hub.manifest)
-    assert "\n" not in str(info.value)
+    assert not isinstance(info.value, UserError) and "\n" not in str(info.value)
+    assert not (tmp_path / "models").exists()
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real console entry point in a fresh interpreter (exit codes as a user sees them)."""
+    code = "import sys; from magicanimate_cli.cli import entrypoint; sys.argv = ['magicanimate', *sys.argv[1:]]; entrypoint()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}], ids=["offline", "unreachable"])
+def test_dry_run_prints_the_plan_from_the_pinned_manifest_without_a_network(tmp_path, env):
+    root = tmp_path / "models"
+    (root / "sd-vae-ft-mse").mkdir(parents=True)
+    (root / "sd-vae-ft-mse" / "config.json").write_text("{}")  # already here: recorded, not downloaded
+    out = _cli("models", "download", "--dry-run", "--models", str(root), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    manifest = json.loads(wm.manifest_path().read_text())  # the oracle: the pinned manifest itself
+    plan = {p["path"]: p for p in result["plan"]}
+    assert set(plan) == {f["path"] for f in manifest["files"]}
+    for entry in manifest["files"]:
+        if entry["path"] != "sd-vae-ft-mse/config.json":
+            assert plan[entry["path"]]["action"] == "download"
+            assert plan[entry["path"]]["size"] == (entry.get("size") or entry.get("approx_size"))
+    assert plan["sd-vae-ft-mse/config.json"]["action"] == "record" and plan["sd-vae-ft-mse/config.json"]["size"] == 2
+    assert "pinned manifest" in result["note"] and result["downloaded"] == []
+    assert not (root / wm.RECORD_NAME).exists()  # a dry run writes nothing
+    human = _cli("models", "download", "--dry-run", "--models", str(root), env=env)
+    assert human.returncode == 0 and f"{len(plan) - 1} file(s) to download" in human.stderr and "1 already here" in human.stderr
+
+
+def test_a_network_failure_exits_1_and_bad_input_exits_2(tmp_path):
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    out = _cli("models", "download", "--only", "animate", "--models", str(tmp_path / "models"), env=env)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "cannot read file information" in out.stderr
+    out = _cli("models", "download", "--only", "unet", "--models", str(tmp_path / "models"), env=env)
+    assert out.returncode == 2
+
+
+def test_fetch_url_retries_quietly_and_fails_in_one_line(tmp_path, capfd, monkeypatch):
+    """huggingface_hub logs "Trying to resume download..." for each retry (11 lines before the error)."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    dest = tmp_path / "new" / "folder" / "weights.bin"
+    with pytest.raises(models_mod.NetworkError) as info:
+        models_mod.fetch_url("http://127.0.0.1:9/weights.bin", dest)
+    assert str(info.value).startswith("http://127.0.0.1:9/weights.bin: download failed") and "\n" not in str(info.value)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert not (tmp_path / "new").exists()  # no empty folders left behind
+
+
+# ----------------------------------------------------------------------------- layering
+
+
+def test_models_and_the_loader_do_not_import_each_other():
+    """The cycle animate.weights <-> models is gone: each imports alone, and neither names the other."""
+    import ast
+
+    package = Path(models_mod.__file__).parent
+    for module, other, path in (
+        ("magicanimate_cli.models", "magicanimate_cli.animate.weights", package / "models.py"),
+        ("magicanimate_cli.animate.weights", "magicanimate_cli.models", package / "animate" / "weights.py"),
+    ):
+        out = subprocess.run([sys.executable, "-c", f"import sys, {module}; print({other!r} in sys.modules)"], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False", module
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # module level and inside functions
+            if isinstance(node, ast.ImportFrom):
+                names.add("." * node.level + (node.module or ""))
+                names.update("." * node.level + (node.module + "." if node.module else "") + a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        short = other.rsplit(".", 1)[-1]
+        assert not any(n.endswith(("." + short, other)) or n == other for n in names if "weights_" not in n), (module, names)
+
+
+def test_animate_without_weights_says_so_before_any_heavy_import_or_reading(tmp_path):
+    """The error names the first missing file and the fix; torch and diffusers are not loaded yet,
+    and the motion (not an image at all here) was never read."""
+    reference, motion = tmp_path / "ref.png", tmp_path / "motion"
+    reference.write_bytes(b"not an image")
+    motion.mkdir()
+    (motion / "00000.png").write_bytes(b"not an image either")
+    code = (
+        "import json, sys\n"
+        "from magicanimate_cli.animate import animate\n"
+        "from magicanimate_cli.errors import UserError\n"
+        "try:\n"
+        f"    animate({str(reference)!r}, {str(motion)!r}, {str(tmp_path / 'out.mp4')!r}, models={str(tmp_path / 'empty')!r})\n"
+        "except UserError as exc:\n"
+        "    print(json.dumps({'error': str(exc), 'loaded': [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    animate_files = [f for f in wm.load_manifest().files if f.group == "animate"]
+    assert data["error"].startswith(str(tmp_path / "empty" / animate_files[0].path) + f": missing ({len(animate_files)} file(s)")
+    assert "magicanimate models download --only animate" in data["error"]
+    assert data["loaded"] == []
+
+
+def test_the_packaged_manifest_is_the_checkout_manifest():
+    checkout = Path(models_mod.__file__).resolve().parent.parent / "models" / wm.MANIFEST_NAME
+    packaged = Path(models_mod.__file__).resolve().parent / wm.MANIFEST_NAME
+    if checkout.exists():
+        assert checkout.read_bytes() == packaged.read_bytes()
 
 
 # ----------------------------------------------------------------------------- verification
@@ -387,7 +497,7 @@ def test_convert_round_trip_gives_identical_tensors_and_is_recorded(fixture_weig
     entry = wm.ChecksumRecord.load(fixture_weights).entries[TEMPORAL_SAFETENSORS]
     assert entry.derived_from["dtype"] == "float32"
     assert entry.derived_from["sha256"] == wm.sha256_file(fixture_weights / TEMPORAL_CKPT)
-    assert oct((fixture_weights / TEMPORAL_SAFETENSORS).stat().st_mode & 0o777) == oct(wm.default_file_mode())
+    assert oct((fixture_weights / TEMPORAL_SAFETENSORS).stat().st_mode & 0o777) == oct(files.file_mode())
     assert convert(models=fixture_weights).skipped  # once is enough
     with pytest.raises(UserError, match="--overwrite"):
         convert(models=fixture_weights, half=True)

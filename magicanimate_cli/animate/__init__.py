@@ -204,6 +204,9 @@ def animate(
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
     config.validate()
+    from ..models import check_models  # no torch: missing or damaged weights are said before any heavy import or reading
+    if pipeline is None:
+        check_models(models)
     reference, motion, output = Path(reference), Path(motion), Path(output)
     if fps is not None and fps <= 0:
         raise UserError(f"--fps {fps}: must be positive")

@@ -1,102 +1,26 @@
-"""Load the published MagicAnimate weights from the official on-disk layout.
-
-Layout of a models folder (the official ``pretrained_models/``)::
-
-    stable-diffusion-v1-5/{tokenizer/, text_encoder/, unet/config.json[, unet weights]}
-    sd-vae-ft-mse/{config.json, diffusion_pytorch_model.*}
-    MagicAnimate/appearance_encoder/{config.json, diffusion_pytorch_model.safetensors}
-    MagicAnimate/densepose_controlnet/{config.json, diffusion_pytorch_model.safetensors}
-    MagicAnimate/temporal_attention/temporal_attention.ckpt   (or .safetensors after conversion)
+"""Load the published MagicAnimate weights from the official on-disk layout (``weights_layout``).
 
 The published ``temporal_attention.ckpt`` holds the whole UNet (spatial and motion keys), so the
 Stable Diffusion UNet weights are only read when the checkpoint lacks spatial keys (as the parity
-fixtures' does). Pickles are always read with ``weights_only=True``.
+fixtures' does). Pickles are always read with ``weights_only=True``. A weights file that cannot be
+read, or whose tensors do not fit its ``config.json``, is a one-line ``UserError`` naming the
+file (and the tensor, with both shapes), never a crash inside torch.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
+from ..weights_layout import WeightLayout, load_tensors, shape_problem, tensor_shapes, unreadable, weights_file
+from ..weights_manifest import verify_models
+
+__all__ = ["SCALING_FACTOR", "WeightLayout", "load_components", "load_tensors"]
 
 SCALING_FACTOR = 0.18215  # hard-coded in the official pipeline (not vae.config.scaling_factor)
-
-
-@dataclass(frozen=True)
-class WeightLayout:
-    """Paths of every component inside a models folder."""
-
-    root: Path
-
-    @property
-    def stable_diffusion(self) -> Path:
-        return self.root / "stable-diffusion-v1-5"
-
-    @property
-    def vae(self) -> Path:
-        return self.root / "sd-vae-ft-mse"
-
-    @property
-    def appearance_encoder(self) -> Path:
-        return self.root / "MagicAnimate" / "appearance_encoder"
-
-    @property
-    def controlnet(self) -> Path:
-        return self.root / "MagicAnimate" / "densepose_controlnet"
-
-    @property
-    def temporal_attention(self) -> Path:
-        """The converted safetensors file when present, else the published pickle."""
-        folder = self.root / "MagicAnimate" / "temporal_attention"
-        converted = folder / "temporal_attention.safetensors"
-        return converted if converted.is_file() else folder / "temporal_attention.ckpt"
-
-    def required(self) -> list[Path]:
-        return [
-            self.stable_diffusion / "tokenizer",
-            self.stable_diffusion / "text_encoder",
-            self.stable_diffusion / "unet" / "config.json",
-            self.vae / "config.json",
-            self.appearance_encoder / "config.json",
-            self.controlnet / "config.json",
-            self.temporal_attention,
-        ]
-
-    def check(self) -> None:
-        for path in self.required():
-            if not path.exists():
-                raise UserError(
-                    f"{path}: missing model file; run `magicanimate models download` "
-                    "or point --models / MAGICANIMATE_MODELS at a folder in the official layout"
-                )
-
-
-def _weights_file(folder: Path) -> Path:
-    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
-        if (folder / name).is_file():
-            return folder / name
-    raise UserError(f"{folder}: no diffusion_pytorch_model.safetensors or .bin; download the weights again")
-
-
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from safetensors, or from a pickle with ``weights_only=True``."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise UserError(f"{path}: cannot be read as a PyTorch state dict ({exc.__class__.__name__}); download it again") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: not a state dict")
-    return state
 
 
 def _strip_prefixes(key: str) -> str:
@@ -175,6 +99,10 @@ def _to(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.T
     return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
 
 
+def _shapes(state: dict) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
 def load_appearance_encoder(folder: Path, dtype: torch.dtype):
     """The appearance encoder as a stock ``UNet2DConditionModel`` (its tail left unused)."""
     from diffusers import UNet2DConditionModel
@@ -182,7 +110,11 @@ def load_appearance_encoder(folder: Path, dtype: torch.dtype):
     config = {k: v for k, v in UNet2DConditionModel.load_config(folder).items() if not k.startswith("_")}
     with torch.device("meta"):
         model = UNet2DConditionModel.from_config(config)
-    state = _to(load_tensors(_weights_file(folder)), dtype)
+    file = weights_file(folder)
+    state = _to(load_tensors(file), dtype)
+    problem = shape_problem(file, _shapes(model.state_dict()), _shapes(state), missing=False)
+    if problem is not None:
+        raise problem
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     last_up = len(model.up_blocks) - 1
     last_attn = len(model.up_blocks[last_up].attentions) - 1
@@ -197,21 +129,38 @@ def load_appearance_encoder(folder: Path, dtype: torch.dtype):
     return model.eval().requires_grad_(False)
 
 
+def _unet_shapes(config: dict, max_len: int) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes the UNet of ``config`` expects (built on the meta device, no memory)."""
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    from .unet import motion_adapter_config
+
+    with torch.device("meta"):
+        unet2d = UNet2DConditionModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+        adapter = MotionAdapter(**motion_adapter_config(config, max_len))
+        unet = UNetMotionModel.from_unet2d(unet2d, adapter, load_weights=False)
+    return _shapes(unet.state_dict())
+
+
 def load_unet(layout: WeightLayout, dtype: torch.dtype):
     from .unet import build_unet
 
     config = json.loads((layout.stable_diffusion / "unet" / "config.json").read_text())
     spatial, motion, max_len = split_temporal_checkpoint(load_tensors(layout.temporal_attention))
+    origin = layout.temporal_attention
     if not spatial:  # a motion-only checkpoint: spatial weights from Stable Diffusion
-        spatial = {_strip_prefixes(k): v for k, v in load_tensors(_weights_file(layout.stable_diffusion / "unet")).items()}
+        origin = weights_file(layout.stable_diffusion / "unet")
+        spatial = {_strip_prefixes(k): v for k, v in load_tensors(origin).items()}
     try:
         return build_unet(config, _to({**spatial, **motion}, dtype), max_len)
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # name the file and the tensor, not torch's list of every mismatch
+        expected = _unet_shapes(config, max_len)
+        problem = shape_problem(layout.temporal_attention, expected, _shapes(motion), config="unet/config.json", missing=False)
+        problem = problem or shape_problem(origin, expected, _shapes(spatial), config="unet/config.json", missing=False)
+        problem = problem or shape_problem(origin, expected, _shapes({**spatial, **motion}), config="unet/config.json")
+        if problem is not None:
+            raise problem from exc
         raise UserError(f"{layout.temporal_attention}: does not match unet/config.json ({str(exc).splitlines()[0]})") from exc
-
-
-def _has_safetensors(folder: Path) -> bool:
-    return (folder / "diffusion_pytorch_model.safetensors").is_file()
 
 
 def _quiet_libraries() -> None:
@@ -225,29 +174,72 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def load_components(root: Path, dtype: torch.dtype) -> dict:
-    """Every pipeline component, loaded on the CPU in ``dtype``."""
-    from diffusers import AutoencoderKL, ControlNetModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+def _diffusers_component(cls, folder: Path, dtype: torch.dtype):
+    """``cls.from_pretrained(folder)``, with every failure of its weights file said in one line:
+    a missing or unreadable file, a tensor of the wrong shape (which, and both shapes), a tensor
+    missing (diffusers would leave it on the meta device and fail later with "Cannot copy out of
+    meta tensor")."""
+    file = weights_file(folder)
+    try:
+        model, info = cls.from_pretrained(folder, torch_dtype=dtype, use_safetensors=file.suffix == ".safetensors", output_loading_info=True)
+    except Exception as exc:  # OSError, SafetensorError, ValueError("Cannot load ... expected shape")
+        raise _explain(cls, folder, file, exc) from exc
+    left = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    missing = list(info.get("missing_keys") or []) + left
+    if missing:
+        with torch.device("meta"):
+            expected = _shapes(cls.from_config(cls.load_config(folder)).state_dict())
+        raise shape_problem(file, {k: expected.get(k, ()) for k in missing}, {}) or UserError(f"{file}: tensor {missing[0]} missing")
+    return model.eval()
+
+
+def _explain(cls, folder: Path, file: Path, exc: BaseException) -> UserError:
+    found = tensor_shapes(file)  # raises the one-line "cannot be read" error for a cut-short file
+    with torch.device("meta"):
+        expected = _shapes(cls.from_config(cls.load_config(folder)).state_dict())
+    return shape_problem(file, expected, found) or unreadable(file, exc)
+
+
+def _text_encoder(folder: Path, dtype: torch.dtype):
+    """The CLIP text encoder; transformers would fill missing tensors with random values silently."""
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     from . import text
 
-    _quiet_libraries()
-    from ..models import verify_models
+    names = ("model.safetensors", "pytorch_model.bin")
+    file = next((folder / n for n in names if (folder / n).is_file()), None)
+    if file is None:
+        raise UserError(f"{folder / names[0]}: missing (no model.safetensors or pytorch_model.bin); run `magicanimate models download --only animate`")
 
+    def expected() -> dict:
+        with torch.device("meta"):
+            return _shapes(CLIPTextModel(CLIPTextConfig.from_pretrained(folder)).state_dict())
+
+    try:
+        model, info = CLIPTextModel.from_pretrained(folder, dtype=dtype, attn_implementation=text.register(), output_loading_info=True)
+    except Exception as exc:  # a cut-short file, a tensor of the wrong shape
+        raise (shape_problem(file, expected(), tensor_shapes(file)) or unreadable(file, exc)) from exc
+    missing = [k for k in info.get("missing_keys") or [] if not k.endswith("position_ids")]
+    if missing:
+        want = expected()
+        raise shape_problem(file, {k: want.get(k, ()) for k in missing}, {}) or UserError(f"{file}: tensor {missing[0]} missing")
+    return model.eval()
+
+
+def load_components(root: Path, dtype: torch.dtype) -> dict:
+    """Every pipeline component, loaded on the CPU in ``dtype``."""
+    from diffusers import AutoencoderKL, ControlNetModel
+    from transformers import CLIPTokenizer
+
+    _quiet_libraries()
     layout = WeightLayout(Path(root))
-    layout.check()
-    verify_models(root, only="animate")  # sizes and sha256 recorded at download (no-op otherwise)
+    verify_models(root, only="animate", missing_ok=False)  # every file present; sizes and sha256 recorded at download
     sd = layout.stable_diffusion
     return {
         "tokenizer": CLIPTokenizer.from_pretrained(sd / "tokenizer"),
-        "text_encoder": CLIPTextModel.from_pretrained(
-            sd / "text_encoder", dtype=dtype, attn_implementation=text.register()
-        ).eval(),
-        "vae": AutoencoderKL.from_pretrained(layout.vae, torch_dtype=dtype, use_safetensors=_has_safetensors(layout.vae)).eval(),
-        "controlnet": ControlNetModel.from_pretrained(
-            layout.controlnet, torch_dtype=dtype, use_safetensors=_has_safetensors(layout.controlnet)
-        ).eval(),
+        "text_encoder": _text_encoder(sd / "text_encoder", dtype),
+        "vae": _diffusers_component(AutoencoderKL, layout.vae, dtype),
+        "controlnet": _diffusers_component(ControlNetModel, layout.controlnet, dtype),
         "appearance_encoder": load_appearance_encoder(layout.appearance_encoder, dtype),
         "unet": load_unet(layout, dtype),
     }

@@ -14,12 +14,10 @@ first use and checked against that record from then on.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import files
 from ..errors import UserError
 from ..weights_manifest import sha256_file
 
@@ -93,10 +91,7 @@ def _read_record(path: Path) -> str | None:
 
 
 def _write_record(path: Path, digest: str) -> None:
-    record = _record_path(path)
-    tmp = record.with_name(f".{record.name}.partial")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    os.replace(tmp, record)
+    files.write_text(_record_path(path), f"{digest}  {path.name}\n", replace=True)
 
 
 def _check_pinned(weight: WeightFile, digest: str, where: str) -> None:

@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,10 @@ from magicanimate_cli.animate.weights import (
     split_temporal_checkpoint,
 )
 from magicanimate_cli.errors import UserError
+from magicanimate_cli.models import check_models
+
+PARITY_WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "parity" / "A" / "weights"
+needs_parity = pytest.mark.skipif(not PARITY_WEIGHTS.is_dir(), reason="parity fixture A not available")
 
 
 def test_motion_key_mapping_onto_diffusers_names():
@@ -65,17 +70,116 @@ def test_published_style_full_checkpoint_gives_identical_results(tmp_path, tiny_
 
 
 def test_pickled_sd_unet_weights_load(tmp_path):
+    """A motion-only checkpoint with the SD UNet as a pickle: every spatial tensor of the loaded UNet
+    is the tensor of that file (read here with torch.load, independently of the loader)."""
     root = make_official_weights(tmp_path / "bin", unet_weights_format="bin")
-    assert (root / "stable-diffusion-v1-5" / "unet" / "diffusion_pytorch_model.bin").is_file()
-    assert load_pipeline(root, device="cpu").unet is not None
+    file = root / "stable-diffusion-v1-5" / "unet" / "diffusion_pytorch_model.bin"
+    expected = torch.load(file, map_location="cpu", weights_only=True)
+    loaded = load_pipeline(root, device="cpu", dtype="float32").unet.state_dict()
+    assert len(expected) > 100 and set(expected) <= set(loaded)
+    assert all(torch.equal(loaded[key], tensor) for key, tensor in expected.items())
 
 
 def test_missing_file_names_the_file_and_the_fix(tmp_path, tiny_weights):
     root = tmp_path / "m"
     shutil.copytree(tiny_weights, root)
     (root / "MagicAnimate" / "temporal_attention" / "temporal_attention.ckpt").unlink()
-    with pytest.raises(UserError, match="temporal_attention.ckpt: missing model file; run `magicanimate models download`"):
-        WeightLayout(root).check()
+    with pytest.raises(UserError, match=r"temporal_attention.ckpt: missing \(1 file\(s\) .*run `magicanimate models download --only animate`"):
+        check_models(root)
+
+
+# ----------------------------------------------------------------------------- broken weights (issue 12)
+
+
+@pytest.fixture()
+def fixture_copy(tmp_path) -> Path:
+    """A writable copy of parity fixture A's tiny weights (official layout, no checksum record)."""
+    target = tmp_path / "weights"
+    shutil.copytree(PARITY_WEIGHTS, target)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def load_error(root: Path) -> str:
+    from magicanimate_cli.animate.weights import load_components
+
+    with pytest.raises(UserError) as info:
+        load_components(root, torch.float32)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@needs_parity
+def test_a_missing_vae_weights_file_is_named_before_loading(fixture_copy):
+    (fixture_copy / "sd-vae-ft-mse" / "diffusion_pytorch_model.bin").unlink()  # was a raw OSError from diffusers
+    message = load_error(fixture_copy)
+    assert message.startswith(str(fixture_copy / "sd-vae-ft-mse" / "diffusion_pytorch_model.safetensors") + ": missing (1 file(s)")
+    assert "magicanimate models download --only animate" in message
+
+
+@needs_parity
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "MagicAnimate/appearance_encoder/diffusion_pytorch_model.safetensors",  # was a raw SafetensorError
+        "MagicAnimate/densepose_controlnet/diffusion_pytorch_model.safetensors",  # was a raw OSError
+        "sd-vae-ft-mse/diffusion_pytorch_model.bin",
+        "stable-diffusion-v1-5/text_encoder/pytorch_model.bin",  # was a raw RuntimeError
+    ],
+)
+def test_truncated_weights_without_a_record_name_the_file(fixture_copy, relpath):
+    path = fixture_copy / relpath
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    message = load_error(fixture_copy)
+    assert message.startswith(f"{path}: cannot be read") and "models download --only animate --overwrite" in message
+
+
+def _reshape(path: Path, key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    from safetensors.torch import load_file, save_file
+
+    if path.suffix == ".safetensors":
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    old = tuple(state[key].shape)
+    state[key] = torch.zeros(shape)
+    if path.suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return old
+
+
+@needs_parity
+@pytest.mark.parametrize(
+    "relpath, key",
+    [
+        ("MagicAnimate/densepose_controlnet/diffusion_pytorch_model.safetensors", "controlnet_cond_embedding.blocks.0.weight"),
+        ("MagicAnimate/appearance_encoder/diffusion_pytorch_model.safetensors", "conv_in.weight"),
+        ("MagicAnimate/temporal_attention/temporal_attention.ckpt", "down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight"),
+        ("sd-vae-ft-mse/diffusion_pytorch_model.bin", "decoder.conv_in.weight"),
+    ],
+)
+def test_weights_of_the_wrong_shape_name_the_file_the_tensor_and_both_shapes(fixture_copy, relpath, key):
+    path = fixture_copy / relpath
+    expected = _reshape(path, key, (3, 5))
+    message = load_error(fixture_copy)
+    shown = key.replace(".temporal_transformer.", ".") if "motion_modules" in key else key  # named as the model names it
+    assert message.startswith(f"{path}: tensor {shown} has shape [3, 5]") and f"expects {list(expected)}" in message
+
+
+@needs_parity
+def test_a_tensor_missing_from_the_controlnet_is_named_not_a_meta_tensor_crash(fixture_copy):
+    from safetensors.torch import load_file, save_file
+
+    path = fixture_copy / "MagicAnimate/densepose_controlnet/diffusion_pytorch_model.safetensors"
+    state = load_file(path)
+    shape = tuple(state.pop("controlnet_cond_embedding.blocks.1.weight").shape)
+    save_file(state, str(path))  # was "Cannot copy out of meta tensor" from torch
+    message = load_error(fixture_copy)
+    assert message.startswith(f"{path}: tensor controlnet_cond_embedding.blocks.1.weight missing (expected shape {list(shape)}")
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path, tiny_weights):

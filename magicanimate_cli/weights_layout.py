@@ -1,0 +1,150 @@
+"""Where each animator component lives in a models folder, and reading a weights file safely.
+
+Layout of a models folder (the official ``pretrained_models/``)::
+
+    stable-diffusion-v1-5/{tokenizer/, text_encoder/, unet/config.json[, unet weights]}
+    sd-vae-ft-mse/{config.json, diffusion_pytorch_model.*}
+    MagicAnimate/appearance_encoder/{config.json, diffusion_pytorch_model.safetensors}
+    MagicAnimate/densepose_controlnet/{config.json, diffusion_pytorch_model.safetensors}
+    MagicAnimate/temporal_attention/temporal_attention.ckpt   (or .safetensors after conversion)
+
+This module sits below both ``models`` (download, convert, list) and ``animate.weights`` (the
+loader): neither of those imports the other. torch and safetensors are imported inside the
+functions that read tensors, so the paths are available without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+REDOWNLOAD = "run `magicanimate models download --only animate --overwrite` to fetch it again"
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """Paths of every component inside a models folder."""
+
+    root: Path
+
+    @property
+    def stable_diffusion(self) -> Path:
+        return self.root / "stable-diffusion-v1-5"
+
+    @property
+    def vae(self) -> Path:
+        return self.root / "sd-vae-ft-mse"
+
+    @property
+    def appearance_encoder(self) -> Path:
+        return self.root / "MagicAnimate" / "appearance_encoder"
+
+    @property
+    def controlnet(self) -> Path:
+        return self.root / "MagicAnimate" / "densepose_controlnet"
+
+    @property
+    def temporal_attention(self) -> Path:
+        """The converted safetensors file when present, else the published pickle."""
+        folder = self.root / "MagicAnimate" / "temporal_attention"
+        converted = folder / "temporal_attention.safetensors"
+        return converted if converted.is_file() else folder / "temporal_attention.ckpt"
+
+    def required(self) -> list[Path]:
+        """The folders and files the loader opens (the manifest's ``animate`` group names each file)."""
+        return [
+            self.stable_diffusion / "tokenizer",
+            self.stable_diffusion / "text_encoder",
+            self.stable_diffusion / "unet" / "config.json",
+            self.vae / "config.json",
+            self.appearance_encoder / "config.json",
+            self.controlnet / "config.json",
+            self.temporal_attention,
+        ]
+
+
+def weights_file(folder: Path) -> Path:
+    """The diffusers weights file of a component folder (safetensors preferred, else the pickle)."""
+    for name in WEIGHT_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"{folder / WEIGHT_NAMES[0]}: missing (no .safetensors or .bin weights in that folder); {REDOWNLOAD}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
+
+
+def unreadable(path: Path, exc: BaseException) -> UserError:
+    """The one-line error for a weights file that cannot be parsed (cut short, or another format)."""
+    return UserError(f"{path}: cannot be read ({exc.__class__.__name__}: {_first_line(exc)}; truncated or damaged?); {REDOWNLOAD}")
+
+
+def load_tensors(path: Path):
+    """A state dict from safetensors, or from a pickle with ``weights_only=True``."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # SafetensorError (cut short), OSError
+            raise unreadable(path, exc) from exc
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # a truncated or foreign file: say which one
+        raise UserError(f"{path}: cannot be read as a PyTorch state dict ({exc.__class__.__name__}); {REDOWNLOAD}") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a state dict")
+    return state
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor in a weights file (a safetensors header, or a mapped pickle)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        except Exception as exc:
+            raise unreadable(path, exc) from exc
+    return {key: tuple(value.shape) for key, value in load_tensors(path).items() if hasattr(value, "shape")}
+
+
+def shape_problem(
+    path: Path,
+    expected: Mapping[str, tuple[int, ...]],
+    found: Mapping[str, tuple[int, ...]],
+    *,
+    config: str = "config.json",
+    missing: bool = True,
+) -> UserError | None:
+    """The first tensor of ``found`` whose shape differs from ``expected``, else (with ``missing``)
+    the first tensor of ``expected`` that ``found`` lacks, as a one-line error naming the file, the
+    tensor and both shapes; ``None`` when everything fits."""
+    for key, shape in found.items():
+        want = expected.get(key)
+        if want is not None and tuple(want) != tuple(shape):
+            return UserError(
+                f"{path}: tensor {key} has shape {list(shape)}, {config} expects {list(want)}; "
+                f"these weights belong to another model or configuration ({REDOWNLOAD})"
+            )
+    absent = [key for key in expected if key not in found] if missing else []
+    if absent:
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        return UserError(
+            f"{path}: tensor {absent[0]}{more} missing (expected shape {list(expected[absent[0]])} from {config}); "
+            f"not the weights of this model ({REDOWNLOAD})"
+        )
+    return None
