@@ -105,6 +105,10 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     _state["debug"] = debug
+    if debug:  # show what libraries keep quiet by default (e.g. huggingface_hub's download retries)
+        import logging
+
+        logging.getLogger("huggingface_hub").setLevel(logging.INFO)
 
 
 def _run(call: Callable, as_json: bool) -> None:
