@@ -1,11 +1,12 @@
-"""Fast fake commands for the batch tests, written like the real ones (library function + ``_run``).
+"""Fast fake commands for the batch tests, written like the real ones: a library function, a
+``Command`` line in a registry for batch, and a Typer command (``_run``) for the command line.
 
 ``write`` writes a small text file atomically; it can fail with a ``UserError`` (exit 2) or a bug
 (exit 1), kill its own process the first time it runs (``--crash-once MARKER``) or every time
-(``--crash``), and reports the
-process and ``CUDA_VISIBLE_DEVICES`` it ran with. ``model`` does the same with a "model" that batch
-workers load once (a registered ``ModelCache``) and count.
-Worker processes import this module through ``commands="batch_helpers:app"``.
+(``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``)
+or after (``--linger``) writing, and reports the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
+``model`` does the same with a "model" that batch workers load once (a ``ModelCache``) and count.
+Worker processes import this module through ``commands="batch_helpers:REGISTRY"``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Optional
 
 import typer
 
-from magicanimate_cli.batch import ModelCache, register_model_cache
+from magicanimate_cli.batch import Command, ModelCache, Registry
 from magicanimate_cli.cli import JSON_OPTION, OVERWRITE_OPTION, _run
 from magicanimate_cli.errors import UserError
 
-COMMANDS = "batch_helpers:app"
+COMMANDS = "batch_helpers:REGISTRY"
 LOADS = []  # models loaded by this process
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -47,8 +48,23 @@ class WriteResult:
         return asdict(self)
 
 
-def write(output, *, text="hello", fail=None, crash_once=None, crash=False, sleep=0.0, overwrite=False, progress=None, model=None) -> WriteResult:
+def write(
+    output: Path | str,
+    *,
+    text: str = "hello",
+    fail: str | None = None,
+    crash_once: Path | str | None = None,
+    crash: bool = False,
+    sleep: float = 0.0,
+    linger: float = 0.0,
+    pid_file: Path | str | None = None,
+    overwrite: bool = False,
+    progress=None,
+    model=None,
+) -> WriteResult:
     output = Path(output)
+    if pid_file is not None:
+        Path(pid_file).write_text(str(os.getpid()))
     if output.exists() and not overwrite:
         raise UserError(f"{output}: already exists; pass --overwrite to replace it or choose another output")
     if fail == "user":
@@ -65,6 +81,7 @@ def write(output, *, text="hello", fail=None, crash_once=None, crash=False, slee
     tmp = output.with_name(f".{output.name}.partial")
     tmp.write_text(text)
     os.replace(tmp, output)
+    time.sleep(linger)
     return WriteResult(
         output=str(output),
         text=text,
@@ -80,14 +97,20 @@ def load_model(params: dict) -> dict:
     return {"name": params["name"], "number": len(LOADS)}
 
 
-def modelled(output, *, name="tiny", overwrite=False, progress=None, model=None) -> WriteResult:
+def modelled(output: Path | str, *, name: str = "tiny", overwrite: bool = False, progress=None, model=None) -> WriteResult:
     """The library function of ``model``: its keyword arguments are the command's options."""
     if model is None:
         model = load_model({"name": name})
     return write(output, text=name, overwrite=overwrite, progress=progress, model=model)
 
 
-register_model_cache("model", ModelCache(f"{__name__}:modelled", "model", key=lambda params: params["name"], load=load_model))
+REGISTRY = Registry(
+    [
+        Command("write", f"{__name__}:write", outputs=("output",)),
+        Command("model", f"{__name__}:modelled", outputs=("output",), model=ModelCache("model", key=lambda params: params["name"], load=load_model)),
+        Command("sub write", f"{__name__}:write", outputs=("output",)),
+    ]
+)
 
 
 @app.command("write")
@@ -98,6 +121,8 @@ def write_command(
     crash_once: Optional[Path] = typer.Option(None, "--crash-once"),
     crash: bool = typer.Option(False, "--crash"),
     sleep: float = typer.Option(0.0, "--sleep"),
+    linger: float = typer.Option(0.0, "--linger"),
+    pid_file: Optional[Path] = typer.Option(None, "--pid-file"),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
