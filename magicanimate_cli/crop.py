@@ -350,7 +350,7 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
     from PIL import Image
 
     from . import media
-    from .media import commit, discard, temp_beside
+    from .files import commit, discard, temp_beside
 
     source, target = Path(source), Path(target)
     files = {sub: media.list_frame_files(source / sub) for sub in subs}
@@ -369,7 +369,7 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
                 done += 1
                 if progress is not None:
                     progress("crop", done, total)
-            commit(tmp, target / sub)
+            commit(tmp, target / sub, replace=True)
             tmp = None
         finally:
             discard(tmp)
@@ -408,7 +408,7 @@ def crop(
     """
     from . import media
     from .clip import is_clip_folder, read_meta, subfolders, versions, write_meta
-    from .media import commit, discard, temp_beside
+    from .files import commit, discard, temp_beside
 
     input, output = Path(input), Path(output)
     if not input.exists():
@@ -431,7 +431,7 @@ def crop(
             meta.setdefault("crops", []).append({"input": str(input), **_plan_dict(plan), "versions": versions()})
             meta["crop_box"] = _compose(meta.get("crop_box"), plan)
             write_meta(tmp, meta)
-            commit(tmp, output)
+            commit(tmp, output, replace=overwrite)
             tmp = None
         finally:
             discard(tmp)

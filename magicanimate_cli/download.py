@@ -364,7 +364,7 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     import ffmpeg
 
     from . import media
-    from .media import commit, discard, temp_beside
+    from .files import commit, discard, temp_beside
 
     source, output = Path(source), Path(output)
     info = media.probe(source)
@@ -390,7 +390,7 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
         written = media.probe(tmp).frames
         if written == 0:
             raise UserError(f"{source}: the cut from frame {first} is empty")
-        commit(tmp, output)
+        commit(tmp, output, replace=overwrite)
         tmp = None
     finally:
         discard(tmp)

@@ -1,11 +1,46 @@
-"""The one exception type for problems the user can fix (bad input, missing files, ...).
+"""The one exception type for problems the user can fix (bad input, missing files, ...), and the
+helpers that keep every message on one line.
 
-Its message is a single line that names the file and the fix. The CLI prints it and exits 2.
+A ``UserError`` message is a single line that names the file and the fix; the CLI prints it and
+exits 2. Control characters in a message (a newline in a file name, say) are escaped when the error
+is created, so no path can split a message. ``shown(path)`` quotes a path with ``repr`` when it
+holds such characters (or leading/trailing spaces), and ``first_line(exc)`` gives the first
+non-empty line of any exception's text, for ``f"...({first_line(exc)})"``.
 """
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n`` stays visible but cannot break the line)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
+def shown(path) -> str:
+    """A path as it should appear in a one-line message: as is, or ``repr``-quoted when unusual."""
+    text = str(path)
+    if _CONTROL.search(text) or text != text.strip():
+        return repr(text)
+    return text
+
+
+def first_line(exc: BaseException | str) -> str:
+    """The first non-empty line of an exception's message (stripped), else the exception's class name."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return exc if isinstance(exc, str) else exc.__class__.__name__
 
 
 class UserError(Exception):
     """A problem with the user's input or environment, reported in one line (exit code 2)."""
+
+    def __init__(self, message: object = "", *args) -> None:
+        super().__init__(one_line(message), *args)
 
 
 class MissingDependency(UserError):

@@ -168,7 +168,7 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     """Write the mirror image of clip folder ``clip`` to the clip folder ``output``."""
     from . import media
     from .clip import META, is_clip_folder, now, read_meta, subfolders, versions, write_meta
-    from .media import commit, discard, temp_beside
+    from .files import commit, discard, temp_beside
 
     clip, output = Path(clip), Path(output)
     if not clip.exists():
@@ -190,7 +190,7 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
         meta["flipped"] = not meta.get("flipped", False)
         meta["flip"] = {"of": str(clip), "time": now(), "versions": versions(), "snapped_pixels": snapped}
         write_meta(tmp, meta)
-        commit(tmp, output)
+        commit(tmp, output, replace=overwrite)
         tmp = None
     finally:
         discard(tmp)

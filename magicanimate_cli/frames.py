@@ -88,7 +88,7 @@ def expected_count(source_frames: int, source_fps: float, fps: float) -> int:
 def frames(video: Path | str, output: Path | str, *, fps: float = DEFAULT_FPS, overwrite: bool = False, progress=None) -> FramesResult:
     """Extract the frames of ``video`` at ``fps`` into the folder ``output`` (00000.png, ...)."""
     from . import media
-    from .media import commit, discard, temp_beside
+    from .files import commit, discard, temp_beside
 
     video, output = Path(video), Path(output)
     fps = check_fps(fps)
@@ -106,7 +106,7 @@ def frames(video: Path | str, output: Path | str, *, fps: float = DEFAULT_FPS, o
         count = extract_frames(video, tmp, fps=fps, progress=progress, expected=expected_count(info.frames, info.fps, fps))
         if count == 0:
             raise UserError(f"{video}: ffmpeg produced no frames; is the video empty?")
-        commit(tmp, output)
+        commit(tmp, output, replace=overwrite)
         tmp = None
     finally:
         discard(tmp)

@@ -12,9 +12,7 @@ is replaced unless ``overwrite`` is set.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, first_line, shown
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif"}
 WRITABLE_VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264
@@ -120,9 +118,10 @@ def write_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    from . import files
+
+    with files.temporary(path, replace=True) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 def frame_name(index: int) -> str:
@@ -161,7 +160,7 @@ def probe(path: Path, fps: float | None = None) -> VideoInfo:
     try:
         meta = next(reader)
     except (RuntimeError, OSError, StopIteration) as exc:
-        raise UserError(f"{path}: ffmpeg cannot read this video ({_first_line(exc)})") from exc
+        raise UserError(f"{path}: ffmpeg cannot read this video ({first_line(exc)})") from exc
     finally:
         reader.close()
     count, _ = imageio_ffmpeg.count_frames_and_secs(str(path.resolve()))
@@ -200,7 +199,7 @@ def iter_frames(path: Path, same_size: bool = True) -> Iterator[np.ndarray]:
         for raw in reader:
             yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
     except RuntimeError as exc:
-        raise UserError(f"{path}: ffmpeg cannot decode this video ({_first_line(exc)})") from exc
+        raise UserError(f"{path}: ffmpeg cannot decode this video ({first_line(exc)})") from exc
     finally:
         reader.close()
 
@@ -219,11 +218,6 @@ def _check_video(path: Path) -> None:
         raise UserError(f"{path}: no such file or folder")
     if not path.is_file():
         raise UserError(f"{path}: not a video file")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else exc.__class__.__name__
 
 
 # ----------------------------------------------------------------------------- writing
@@ -255,76 +249,16 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def temp_beside(final: Path, directory: bool = True, suffix: str | None = None) -> Path:
-    """A fresh hidden temporary folder (or file) next to ``final``, for an atomic rename later.
-
-    It gets the permissions a plain ``open``/``mkdir`` would give (tempfile's are owner-only).
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        path = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-        os.chmod(path, 0o777 & ~_umask())
-        return path
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{suffix or final.suffix}", dir=final.parent)
-    os.close(fd)
-    os.chmod(name, 0o666 & ~_umask())
-    return Path(name)
+# The atomic-write helpers live in ``files``; these names stay importable from here for the
+# modules that have not switched yet. ``commit`` keeps its old default (replace) only for them.
+from .files import discard, sweep, temp_beside  # noqa: E402,F401
 
 
 def commit(tmp: Path, final: Path, replace: bool = True) -> None:
-    """Move the finished ``tmp`` onto ``final``, replacing a file or folder that is there.
+    """Deprecated: use ``files.commit(tmp, final, replace=...)``, which makes the caller say."""
+    from . import files
 
-    With ``replace=False`` an output that appeared meanwhile (another job writing the same path)
-    is kept and ``UserError`` raised: nothing is ever replaced without ``--overwrite``.
-    """
-    tmp, final = Path(tmp), Path(final)
-    if not replace:
-        try:
-            if tmp.is_dir():
-                if final.exists() or final.is_symlink():
-                    raise FileExistsError(final)
-                os.rename(tmp, final)
-            else:
-                try:
-                    os.link(tmp, final)  # fails if final exists: an atomic "create, never replace"
-                except FileExistsError:
-                    raise
-                except OSError:  # a filesystem without hard links
-                    if final.exists() or final.is_symlink():
-                        raise FileExistsError(final) from None
-                    os.replace(tmp, final)
-                    return
-                tmp.unlink()
-            return
-        except FileExistsError:
-            raise UserError(f"{final}: appeared while this run was writing it (another job?); kept it, pass --overwrite to replace") from None
-    if final.is_dir() and not final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if tmp.is_dir() and (final.exists() or final.is_symlink()):
-        final.unlink()  # a folder cannot be renamed onto a file
-    os.replace(tmp, final)
-
-
-def discard(tmp: Path | None) -> None:
-    """Remove a temporary file or folder if it is still there."""
-    if tmp is None:
-        return
-    tmp = Path(tmp)
-    if tmp.is_dir() and not tmp.is_symlink():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.unlink(missing_ok=True)
+    files.commit(tmp, final, replace=replace)
 
 
 class FrameWriter:
@@ -394,6 +328,8 @@ class FrameWriter:
             raise UserError(f"{self.path}: ffmpeg stopped encoding ({lines[-1] if lines else 'no message'})") from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        from . import files
+
         ok = exc_type is None and self.count > 0
         try:
             if self._process is not None:
@@ -402,7 +338,7 @@ class FrameWriter:
                 if self._process.wait() != 0 and ok:
                     raise UserError(f"{self.path}: ffmpeg failed to encode ({err.decode(errors='replace').strip().splitlines()[-1:]})")
             if ok:
-                commit(self._tmp, self.path, replace=self.overwrite)
+                files.commit(self._tmp, self.path, replace=self.overwrite)
                 self._tmp = None
         finally:
             discard(self._tmp)

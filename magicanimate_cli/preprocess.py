@@ -409,7 +409,7 @@ class _Runner:
 
     def _frames(self):
         from . import media
-        from .media import commit, discard, temp_beside
+        from .files import commit, discard, temp_beside
         from .frames import FramesResult, expected_count, extract_frames
 
         target = self.full / IMAGES
@@ -423,7 +423,7 @@ class _Runner:
                                        expected=expected_count(info.frames, info.fps, fps))
                 if count == 0:
                     raise UserError(f"{self.source.path}: ffmpeg produced no frames")
-                commit(tmp, target)
+                commit(tmp, target, replace=True)
                 tmp = None
             finally:
                 discard(tmp)

@@ -47,11 +47,11 @@ class StepCheckpoint:
     def save(self, steps_done: int, latents) -> None:
         from safetensors.torch import save_file
 
-        from ..media import commit, temp_beside
+        from ..files import commit, temp_beside
 
         tmp = temp_beside(self.path, directory=False)
         save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp), metadata={"key": self.key, "step": str(steps_done)})
-        commit(tmp, self.path)
+        commit(tmp, self.path, replace=True)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

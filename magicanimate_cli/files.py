@@ -1,0 +1,352 @@
+"""The one way this package creates output files and folders: atomically, never replacing by accident.
+
+Every output is first built under a hidden temporary name in the destination's own folder (so the
+final rename never crosses a filesystem), flushed to disk, and renamed onto its final name only when
+complete. An interrupted run therefore never leaves a half-written file under a final name, and a
+temporary left by a killed run is found and removed by the next run that writes the same output.
+
+API (all paths may be ``str`` or ``Path``):
+
+``temp_beside(final, directory=True, suffix=None) -> Path``
+    Create and return a fresh hidden temporary folder (or empty file with ``directory=False``) next
+    to ``final``, named ``.{final.name}.{pid}-{random}.partial{suffix}`` (``suffix`` defaults to
+    ``final``'s suffix for files, so tools that look at extensions still work). It has the mode a
+    plain ``open``/``mkdir`` would give. It first ``sweep``s what killed writers of ``final`` left. While this process lives, an exclusive lock on a sibling
+    ``.{final.name}.{pid}-{random}.lock`` marks it as in use, so that ``sweep`` run by another job
+    never removes it; the OS drops the lock when the process dies, even by ``kill -9``.
+``commit(tmp, final, *, replace) -> None``
+    fsync ``tmp`` (a file, or a folder and the files directly in it), rename it onto ``final`` and
+    fsync the folder. ``replace`` must be given: with ``replace=False`` an existing ``final`` (file,
+    folder or link, e.g. one that appeared while this run was working) is kept and ``UserError`` is
+    raised — the create is atomic, there is no window in which another writer's output is replaced.
+    With ``replace=True`` a file is replaced atomically; a folder is swapped in atomically where
+    the kernel offers it (Linux ``renameat2(RENAME_EXCHANGE)``), else moved aside, replaced and
+    deleted. Releases the temporary's lock.
+``commit_together([(tmp, final), ...], *, replace) -> None``
+    Commit several outputs of one run all or none: every ``final`` is checked first, and if one
+    commit fails the ones already committed by this call are taken back (removed, or with
+    ``replace=True`` restored from the previous version) before the error is raised.
+``discard(tmp) -> None``
+    Remove a temporary file or folder (and its lock) if it is still there. Safe to call twice and
+    after ``commit``.
+``temporary(final, directory=False, suffix=None, replace=False)``
+    Context manager around the three above: yields a temporary path; when the block ends without
+    an exception it is committed onto ``final`` (with ``replace``), otherwise discarded.
+``write_bytes(final, data, *, replace)`` / ``write_text(final, text, *, replace)``
+    Whole-content atomic writes (JSON records, small files) through ``temporary``.
+``sweep(final) -> list[Path]``
+    Remove the temporaries (and locks) that killed runs left for ``final``; the ones whose owner
+    still holds the lock (a live job, in this or another process) are left alone. Returns what it
+    removed. ``media.check_output`` calls it for every output, so each command cleans up after an
+    earlier killed run of itself.
+``file_mode(directory=False) -> int``
+    The permission bits a plain ``open(..., "w")`` (``0o666``) or ``mkdir`` (``0o777``) would give
+    under the current umask. ``tempfile`` creates owner-only files, which would hide outputs from the
+    other users of a shared folder; every temporary is ``chmod``-ed to this.
+``scratch_file(final, size) -> (path, numpy.memmap)`` is in ``media`` (big in-run arrays).
+
+``errors.first_line(exc)`` (the first non-empty line of an exception's message) and
+``errors.shown(path)`` (a path quoted for a one-line message) live in ``errors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import secrets
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import UserError, shown
+
+_UMASK_LOCK = threading.Lock()
+_LOCKS: dict[str, object] = {}  # temporary path -> the filelock.FileLock held for it
+_LOCKS_GUARD = threading.Lock()
+
+
+def file_mode(directory: bool = False) -> int:
+    """``0o666`` (``0o777`` for a folder) minus the process umask: what ``open``/``mkdir`` give."""
+    with _UMASK_LOCK:  # reading the umask means setting it; do not race another thread doing so
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+# ----------------------------------------------------------------------------- temporaries
+
+
+def _token_pattern(final: Path) -> re.Pattern:
+    return re.compile(rf"^\.{re.escape(final.name)}\.(\d+-[0-9a-f]{{8}})\.(partial.*|old|lock)$", re.DOTALL)
+
+
+def _lock_path(final: Path, token: str) -> Path:
+    return final.with_name(f".{final.name}.{token}.lock")
+
+
+def temp_beside(final: Path | str, directory: bool = True, suffix: str | None = None) -> Path:
+    """A fresh, locked, hidden temporary folder (or file) next to ``final``; see the module docstring."""
+    from filelock import FileLock
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep(final)  # what a killed earlier writer of the same output left
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    lock = FileLock(str(_lock_path(final, token)), mode=file_mode())
+    lock.acquire(timeout=0)
+    tail = "" if directory else (final.suffix if suffix is None else suffix)
+    path = final.with_name(f".{final.name}.{token}.partial{tail}")
+    try:
+        if directory:
+            path.mkdir(mode=0o700)
+            os.chmod(path, file_mode(directory=True))
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.chmod(path, file_mode())
+    except BaseException:
+        _drop_lock(lock)
+        raise
+    with _LOCKS_GUARD:
+        _LOCKS[str(path)] = lock
+    return path
+
+
+def _drop_lock(lock) -> None:
+    with contextlib.suppress(OSError):
+        Path(lock.lock_file).unlink()  # unlink while holding it: nobody can be waiting on this token
+    with contextlib.suppress(Exception):
+        lock.release(force=True)
+
+
+def _release(tmp: Path) -> None:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.pop(str(tmp), None)
+    if lock is not None:
+        _drop_lock(lock)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def discard(tmp: Path | str | None) -> None:
+    """Remove a temporary file or folder (and release its lock) if it is still there."""
+    if tmp is None:
+        return
+    tmp = Path(tmp)
+    _remove(tmp)
+    _release(tmp)
+
+
+def sweep(final: Path | str) -> list[Path]:
+    """Remove what killed runs left for ``final``; leave the temporaries of live jobs alone."""
+    from filelock import FileLock, Timeout
+
+    final = Path(final)
+    try:
+        names = os.listdir(final.parent)
+    except OSError:
+        return []
+    pattern = _token_pattern(final)
+    tokens: dict[str, list[Path]] = {}
+    for name in names:
+        match = pattern.match(name)
+        if match:
+            tokens.setdefault(match.group(1), []).append(final.with_name(name))
+    removed: list[Path] = []
+    for token, paths in tokens.items():
+        with _LOCKS_GUARD:
+            if any(str(p) in _LOCKS for p in paths):
+                continue  # ours, still in use
+        lock = FileLock(str(_lock_path(final, token)), mode=file_mode())
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # its owner is alive
+        except OSError:
+            continue  # cannot even lock (read-only folder): not ours to judge
+        try:
+            for path in paths:
+                if not path.name.endswith(".lock"):
+                    _remove(path)
+                    removed.append(path)
+        finally:
+            _drop_lock(lock)
+    return removed
+
+
+# ----------------------------------------------------------------------------- committing
+
+
+def _fsync_path(path: Path, directory: bool) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on folders; the data itself was synced
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        for entry in os.scandir(tmp):
+            if entry.is_file(follow_symlinks=False):
+                _fsync_path(Path(entry.path), directory=False)
+        _fsync_path(tmp, directory=True)
+    else:
+        _fsync_path(tmp, directory=False)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2); False where the kernel or libc lacks it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    return False
+
+
+def _old_name(tmp: Path) -> Path:
+    """``.NAME.TOKEN.old`` for the temporary ``.NAME.TOKEN.partial...``: swept like it if a kill leaves it."""
+    return tmp.with_name(tmp.name[: tmp.name.rfind(".partial")] + ".old")
+
+
+def _appeared(final: Path) -> UserError:
+    return UserError(f"{shown(final)}: appeared while this run was writing it (another job?); kept it, pass --overwrite to replace it")
+
+
+def _place(tmp: Path, final: Path, replace: bool) -> Path | None:
+    """Rename ``tmp`` onto ``final``; return where the replaced previous version now is, if kept."""
+    if not replace:
+        if tmp.is_dir() and not tmp.is_symlink():
+            if final.exists() or final.is_symlink():
+                raise _appeared(final)
+            try:
+                os.rename(tmp, final)  # onto a name that a racing writer just created: fails (non-empty) or wins
+            except OSError as exc:
+                if final.exists():
+                    raise _appeared(final) from None
+                raise exc
+            return None
+        try:
+            os.link(tmp, final)  # fails if final exists: an atomic "create, never replace"
+        except FileExistsError:
+            raise _appeared(final) from None
+        except OSError:  # a filesystem without hard links
+            if final.exists() or final.is_symlink():
+                raise _appeared(final) from None
+            os.replace(tmp, final)
+            return None
+        os.unlink(tmp)
+        return None
+    final_is_dir = final.is_dir() and not final.is_symlink()
+    tmp_is_dir = tmp.is_dir() and not tmp.is_symlink()
+    if not final_is_dir and not tmp_is_dir:
+        os.replace(tmp, final)  # a file onto a file (or nothing): atomic
+        return None
+    if final.exists() or final.is_symlink():
+        if _exchange(tmp, final):
+            return tmp  # tmp's name now holds the previous version
+        old = _old_name(tmp)
+        os.rename(final, old)
+        os.rename(tmp, final)
+        return old
+    os.rename(tmp, final)
+    return None
+
+
+def commit(tmp: Path | str, final: Path | str, *, replace: bool) -> None:
+    """Sync ``tmp`` and rename it onto ``final``; see the module docstring."""
+    tmp, final = Path(tmp), Path(final)
+    _fsync_tree(tmp)
+    old = _place(tmp, final, replace)
+    _fsync_path(final.parent, directory=True)
+    if old is not None:
+        _remove(old)
+    _release(tmp)
+
+
+def commit_together(pairs: list[tuple[Path, Path]], *, replace: bool) -> None:
+    """Commit every ``(tmp, final)`` pair, or none of them; see the module docstring."""
+    pairs = [(Path(t), Path(f)) for t, f in pairs]
+    if not replace:
+        for _, final in pairs:
+            if final.exists() or final.is_symlink():
+                raise _appeared(final)
+    for tmp, _ in pairs:
+        _fsync_tree(tmp)
+    done: list[tuple[Path, Path, Path | None]] = []
+    try:
+        for tmp, final in pairs:
+            if replace and (final.exists() or final.is_symlink()):
+                backup = _old_name(tmp)
+                os.rename(final, backup)
+            else:
+                backup = None
+            try:
+                _place(tmp, final, replace=False)
+            except BaseException:
+                if backup is not None:
+                    os.rename(backup, final)
+                raise
+            done.append((tmp, final, backup))
+    except BaseException:
+        for tmp, final, backup in reversed(done):  # take this call's commits back
+            with contextlib.suppress(OSError):
+                os.rename(final, tmp)
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    os.rename(backup, final)
+        raise
+    for _, final, backup in done:
+        _fsync_path(final.parent, directory=True)
+        if backup is not None:
+            _remove(backup)
+    for tmp, _ in pairs:
+        _release(tmp)
+
+
+@contextlib.contextmanager
+def temporary(
+    final: Path | str, directory: bool = False, suffix: str | None = None, replace: bool = False
+) -> Iterator[Path]:
+    """Yield a temporary beside ``final``; commit it when the block succeeds, else discard it."""
+    tmp = temp_beside(final, directory=directory, suffix=suffix)
+    try:
+        yield tmp
+        commit(tmp, final, replace=replace)
+    finally:
+        discard(tmp)
+
+
+def write_bytes(final: Path | str, data: bytes, *, replace: bool) -> None:
+    """Write ``data`` to ``final`` atomically."""
+    with temporary(final, replace=replace) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+
+def write_text(final: Path | str, text: str, *, replace: bool, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``final`` atomically."""
+    write_bytes(final, text.encode(encoding), replace=replace)

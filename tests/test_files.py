@@ -1,0 +1,159 @@
+"""The one atomic-write helper: temp names, no replace unless asked, all-or-none, sweeping killed runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from magicanimate_cli import files
+from magicanimate_cli.errors import UserError, first_line, shown
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_write_text_creates_and_refuses_to_replace(tmp_path):
+    out = tmp_path / "a.json"
+    files.write_text(out, "one", replace=False)
+    assert out.read_text() == "one"
+    with pytest.raises(UserError, match="appeared while"):
+        files.write_text(out, "two", replace=False)
+    assert out.read_text() == "one"
+    files.write_text(out, "two", replace=True)
+    assert out.read_text() == "two"
+    assert _hidden(tmp_path) == []  # no temporary or lock left
+
+
+def test_commit_requires_an_explicit_replace(tmp_path):
+    tmp = files.temp_beside(tmp_path / "x.bin", directory=False)
+    with pytest.raises(TypeError):
+        files.commit(tmp, tmp_path / "x.bin")  # type: ignore[call-arg]
+    files.discard(tmp)
+    assert _hidden(tmp_path) == []
+
+
+def test_temporaries_get_plain_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        f = files.temp_beside(tmp_path / "f.png", directory=False)
+        d = files.temp_beside(tmp_path / "d")
+        assert f.stat().st_mode & 0o777 == 0o640
+        assert d.stat().st_mode & 0o777 == 0o750
+        assert files.file_mode() == 0o640 and files.file_mode(directory=True) == 0o750
+        assert f.name.startswith(".f.png.") and f.name.endswith(".partial.png")
+    finally:
+        os.umask(old)
+        files.discard(f)
+        files.discard(d)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_folder_commit(tmp_path, replace):
+    final = tmp_path / "out"
+    if replace:
+        final.mkdir()
+        (final / "old.png").write_bytes(b"old")
+    tmp = files.temp_beside(final)
+    (tmp / "new.png").write_bytes(b"new")
+    files.commit(tmp, final, replace=replace)
+    assert sorted(p.name for p in final.iterdir()) == ["new.png"]
+    assert _hidden(tmp_path) == []
+
+
+def test_folder_is_never_replaced_without_replace(tmp_path):
+    final = tmp_path / "out"
+    tmp = files.temp_beside(final)
+    final.mkdir()  # appears from elsewhere meanwhile, even empty
+    with pytest.raises(UserError, match="appeared while"):
+        files.commit(tmp, final, replace=False)
+    files.discard(tmp)
+    assert final.is_dir() and _hidden(tmp_path) == []
+
+
+def test_commit_together_is_all_or_none(tmp_path):
+    main, grid = tmp_path / "out.mp4", tmp_path / "out_grid.mp4"
+    a = files.temp_beside(main, directory=False)
+    b = files.temp_beside(grid, directory=False)
+    a.write_bytes(b"main")
+    b.write_bytes(b"grid")
+    main.write_bytes(b"someone else's")  # the main output appears mid-run
+    with pytest.raises(UserError, match="appeared while"):
+        files.commit_together([(b, grid), (a, main)], replace=False)
+    assert not grid.exists() and main.read_bytes() == b"someone else's"
+    main.unlink()
+    files.commit_together([(b, grid), (a, main)], replace=False)  # a re-run (here: a retry) works
+    assert main.read_bytes() == b"main" and grid.read_bytes() == b"grid"
+    assert _hidden(tmp_path) == []
+
+
+def test_commit_together_replace_restores_on_failure(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two.png"
+    one.mkdir()
+    (one / "keep").write_bytes(b"1")
+    a = files.temp_beside(one)
+    b = files.temp_beside(two, directory=False)
+    b.unlink()  # the second temporary vanished: its commit fails
+    with pytest.raises(OSError):
+        files.commit_together([(a, one), (b, two)], replace=True)
+    assert (one / "keep").read_bytes() == b"1"  # the first output was put back
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from magicanimate_cli import files
+    tmp = files.temp_beside(sys.argv[1], directory=sys.argv[2] == "dir")
+    print(tmp, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_sweep_removes_a_killed_runs_temporary_but_not_a_live_one(tmp_path, kind):
+    final = tmp_path / "out.mp4"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    live = subprocess.Popen([sys.executable, "-c", _CHILD, str(final), kind], stdout=subprocess.PIPE, text=True, env=env)
+    dead = subprocess.Popen([sys.executable, "-c", _CHILD, str(final), kind], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        live_tmp = Path(live.stdout.readline().strip())
+        dead_tmp = Path(dead.stdout.readline().strip())
+        dead.send_signal(signal.SIGKILL)
+        dead.wait()
+        assert dead_tmp.exists()  # debris, until the next run
+        removed = files.sweep(final)
+        assert removed == [dead_tmp]
+        assert not dead_tmp.exists() and live_tmp.exists()
+        left = _hidden(tmp_path)
+        assert left == sorted([live_tmp.name, live_tmp.name[: live_tmp.name.rfind(".partial")] + ".lock"])
+    finally:
+        live.kill()
+        dead.kill()
+        live.wait()
+    files.sweep(final)
+    assert _hidden(tmp_path) == []
+
+
+def test_sweep_leaves_this_process_temporaries_and_other_outputs(tmp_path):
+    mine = files.temp_beside(tmp_path / "a.png", directory=False)
+    other = tmp_path / ".a.png.x.partial"  # not a name temp_beside makes
+    other.write_bytes(b"")
+    assert files.sweep(tmp_path / "a.png") == []
+    assert files.sweep(tmp_path / "a") == []
+    assert mine.exists() and other.exists()
+    files.discard(mine)
+
+
+def test_first_line_and_shown():
+    assert first_line(RuntimeError("\n  first\nsecond\n")) == "first"
+    assert first_line(RuntimeError("")) == "RuntimeError"
+    assert shown(Path("a/b.png")) == "a/b.png"
+    assert shown("a\nb.png") == "'a\\nb.png'"
+    assert "\n" not in str(UserError("bad\nname: no such file"))
