@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,16 +81,10 @@ class BatchResult:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON under ``path`` atomically (temp file in the folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON under ``path`` atomically, replacing what is there (``files``)."""
+    from ..files import write_text
+
+    write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n", replace=True)
 
 
 class State:
