@@ -4,7 +4,8 @@
 ``write`` writes a small text file atomically; it can fail with a ``UserError`` (exit 2) or a bug
 (exit 1), kill its own process the first time it runs (``--crash-once MARKER``) or every time
 (``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``)
-or after (``--linger``) writing, and reports the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
+or after (``--linger``) writing, hang (``--hang-once MARKER``) or die (``--die-once MARKER``) right
+after its output is committed, the first time, and reports the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
 ``model`` does the same with a "model" that batch workers load once (a ``ModelCache``) and count.
 Worker processes import this module through ``commands="batch_helpers:REGISTRY"``.
 """
@@ -58,6 +59,8 @@ def write(
     sleep: float = 0.0,
     linger: float = 0.0,
     pid_file: Path | str | None = None,
+    hang_once: Path | str | None = None,
+    die_once: Path | str | None = None,
     overwrite: bool = False,
     progress=None,
     model=None,
@@ -82,6 +85,13 @@ def write(
     tmp.write_text(text)
     os.replace(tmp, output)
     time.sleep(linger)
+    if hang_once is not None and not Path(hang_once).exists():  # output committed, then stuck until killed
+        Path(hang_once).write_text(str(os.getpid()))
+        while True:
+            time.sleep(1)
+    if die_once is not None and not Path(die_once).exists():  # output committed, then killed
+        Path(die_once).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
     return WriteResult(
         output=str(output),
         text=text,
@@ -123,6 +133,8 @@ def write_command(
     sleep: float = typer.Option(0.0, "--sleep"),
     linger: float = typer.Option(0.0, "--linger"),
     pid_file: Optional[Path] = typer.Option(None, "--pid-file"),
+    hang_once: Optional[Path] = typer.Option(None, "--hang-once"),
+    die_once: Optional[Path] = typer.Option(None, "--die-once"),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
