@@ -5,7 +5,7 @@
 (exit 1), kill its own process the first time it runs (``--crash-once MARKER``) or every time
 (``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``)
 or after (``--linger``) writing, hang (``--hang-once MARKER``) or die (``--die-once MARKER``) right
-after its output is committed, the first time, and reports the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
+after its output is committed, the first time, and reports (``--report-threads``: with torch's thread count) the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
 ``model`` does the same with a "model" that batch workers load once (a ``ModelCache``) and count.
 Worker processes import this module through ``commands="batch_helpers:REGISTRY"``.
 """
@@ -44,6 +44,7 @@ class WriteResult:
     cuda_visible_devices: str | None
     model: int | None
     loads: int
+    threads: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +62,7 @@ def write(
     pid_file: Path | str | None = None,
     hang_once: Path | str | None = None,
     die_once: Path | str | None = None,
+    report_threads: bool = False,
     overwrite: bool = False,
     progress=None,
     model=None,
@@ -99,7 +101,14 @@ def write(
         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         model=model["number"] if model else None,
         loads=len(LOADS),
+        threads=_torch_threads() if report_threads else None,
     )
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def load_model(params: dict) -> dict:
@@ -135,6 +144,7 @@ def write_command(
     pid_file: Optional[Path] = typer.Option(None, "--pid-file"),
     hang_once: Optional[Path] = typer.Option(None, "--hang-once"),
     die_once: Optional[Path] = typer.Option(None, "--die-once"),
+    report_threads: bool = typer.Option(False, "--report-threads"),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

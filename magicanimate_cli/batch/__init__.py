@@ -229,13 +229,22 @@ class _Writers:
             return f"writes {path!r} as line {self.outputs[path]} does"
         if path in self.inside:
             return f"writes {path!r}, which holds the output of line {self.inside[path]}"
-        for parent in Path(path).parents:
-            if str(parent) in self.outputs:
-                return f"writes {path!r} inside {str(parent)!r}, the output of line {self.outputs[str(parent)]}"
+        parents = _parents(path)
+        for parent in parents:
+            if parent in self.outputs:
+                return f"writes {path!r} inside {parent!r}, the output of line {self.outputs[parent]}"
         self.outputs[path] = line
-        for parent in Path(path).parents:
-            self.inside.setdefault(str(parent), line)
+        for parent in parents:
+            self.inside.setdefault(parent, line)
         return None
+
+
+def _parents(path: str) -> list[str]:
+    parents, parent = [], os.path.dirname(path)
+    while parent and parent not in parents and parent != path:
+        parents.append(parent)
+        path, parent = parent, os.path.dirname(parent)
+    return parents
 
 
 def _open_state(manifest: Path, state: Path | str | None, workdir: Path) -> State:

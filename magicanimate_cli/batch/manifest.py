@@ -25,6 +25,7 @@ import json
 import os
 import shlex
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import UserError
@@ -42,7 +43,7 @@ class Task:
     command: str
     args: tuple[str, ...]
 
-    @property
+    @cached_property
     def id(self) -> str:
         """A stable key: the first 16 hex digits of the SHA-256 of ``[command, args]`` as JSON."""
         text = json.dumps([self.command, list(self.args)], separators=(",", ":"), ensure_ascii=False)

@@ -2,7 +2,7 @@
 
 ``--address auto`` (or ``ray://…`` / ``HOST:PORT``) joins a running cluster; without
 ``--address`` a local cluster is started for the run and stopped after it. Tasks of
-``GPU_COMMANDS`` (animate, densepose) go to actors that hold one GPU each when the cluster has
+commands marked ``gpu`` in the registry (animate, densepose) go to actors that hold one GPU each when the cluster has
 GPUs; every other task, and all tasks on a cluster without GPUs, go to actors that hold one CPU.
 Each actor is a ``TaskRunner``: it loads a model on its first task and reuses it for the next
 ones. When an actor's process dies in a task, a fresh actor runs the task again; after
@@ -50,7 +50,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("--engine ray needs Ray: pip install 'magicanimate-cli[ray]' (or pip install 'ray>=2.9')") from None
+        raise UserError("--engine ray needs Ray: pip install 'ray>=2.9' (in a checkout: pip install -e '.[ray]')") from None
     return ray
 
 

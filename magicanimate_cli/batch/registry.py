@@ -298,6 +298,13 @@ class Registry:
 
     def __init__(self, commands: Iterable[Command]) -> None:
         self.commands = {command.name: command for command in commands}
+        self._next: dict[str, list[str]] = {}
+        for name in self.commands:
+            words = name.split()
+            for i, word in enumerate(words):
+                below = self._next.setdefault(" ".join(words[:i]), [])
+                if word not in below:
+                    below.append(word)
 
     def __iter__(self):
         return iter(self.commands.values())
@@ -307,8 +314,7 @@ class Registry:
 
     def _below(self, group: str) -> list[str]:
         """The next words after ``group`` ("" for the top level) that the commands have."""
-        prefix = f"{group} " if group else ""
-        return sorted({name[len(prefix) :].split()[0] for name in self.commands if name.startswith(prefix)})
+        return sorted(self._next.get(group, ()))
 
     def lookup(self, command: str, args: Iterable[str]) -> tuple[Command, list[str]]:
         """The command a task names and its own arguments; a group's command may also be the
