@@ -155,6 +155,20 @@ def test_two_tasks_writing_the_same_output_refuse_the_manifest(tmp_path, fake_co
         run_batch(nested, commands=batch_helpers.COMMANDS)
 
 
+def test_wrong_types_and_missing_arguments_refuse_the_manifest_naming_their_lines(tmp_path, fake_commands):
+    manifest = jsonl(
+        tmp_path / "tasks.jsonl",
+        ("write", "-o", "a.txt"),
+        ("write", "-o", "b.txt", "--sleep", "soon"),
+        ("write", "--text", "no output"),
+    )
+    result = CliRunner().invoke(app, ["batch", str(manifest)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "line 2 (write): Invalid value for '--sleep': 'soon' is not a valid float" in result.stderr
+    assert "line 3 (write): Missing option '-o' / '--output'" in result.stderr and "nothing was run" in result.stderr
+    assert not (tmp_path / "a.txt").exists()
+
+
 @pytest.mark.parametrize(
     "text, line",
     [
