@@ -6,7 +6,6 @@ same arguments as the registry's parser.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess

@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import batch_helpers
 import pytest
 from typer.testing import CliRunner
 
-import batch_helpers
 from magicanimate_cli.batch import run_batch
 from magicanimate_cli.batch import tasks as batch_tasks
 from magicanimate_cli.batch.manifest import Task
