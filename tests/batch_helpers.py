@@ -1,11 +1,13 @@
-"""Fast fake commands for the batch tests, written like the real ones (library function + ``_run``).
+"""Fast fake commands for the batch tests, written like the real ones: a library function, a
+``Command`` line in a registry for batch, and a Typer command (``_run``) for the command line.
 
 ``write`` writes a small text file atomically; it can fail with a ``UserError`` (exit 2) or a bug
 (exit 1), kill its own process the first time it runs (``--crash-once MARKER``) or every time
-(``--crash``), and reports the
-process and ``CUDA_VISIBLE_DEVICES`` it ran with. ``model`` does the same with a "model" that batch
-workers load once (a registered ``ModelCache``) and count.
-Worker processes import this module through ``commands="batch_helpers:app"``.
+(``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``)
+or after (``--linger``) writing, hang (``--hang-once MARKER``) or die (``--die-once MARKER``) right
+after its output is committed, the first time, and reports (``--report-threads``: with torch's thread count) the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
+``model`` does the same with a "model" that batch workers load once (a ``ModelCache``) and count.
+Worker processes import this module through ``commands="batch_helpers:REGISTRY"``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Optional
 
 import typer
 
-from magicanimate_cli.batch import ModelCache, register_model_cache
+from magicanimate_cli.batch import Command, ModelCache, Registry
 from magicanimate_cli.cli import JSON_OPTION, OVERWRITE_OPTION, _run
 from magicanimate_cli.errors import UserError
 
-COMMANDS = "batch_helpers:app"
+COMMANDS = "batch_helpers:REGISTRY"
 LOADS = []  # models loaded by this process
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -42,13 +44,32 @@ class WriteResult:
     cuda_visible_devices: str | None
     model: int | None
     loads: int
+    threads: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def write(output, *, text="hello", fail=None, crash_once=None, crash=False, sleep=0.0, overwrite=False, progress=None, model=None) -> WriteResult:
+def write(
+    output: Path | str,
+    *,
+    text: str = "hello",
+    fail: str | None = None,
+    crash_once: Path | str | None = None,
+    crash: bool = False,
+    sleep: float = 0.0,
+    linger: float = 0.0,
+    pid_file: Path | str | None = None,
+    hang_once: Path | str | None = None,
+    die_once: Path | str | None = None,
+    report_threads: bool = False,
+    overwrite: bool = False,
+    progress=None,
+    model=None,
+) -> WriteResult:
     output = Path(output)
+    if pid_file is not None:
+        Path(pid_file).write_text(str(os.getpid()))
     if output.exists() and not overwrite:
         raise UserError(f"{output}: already exists; pass --overwrite to replace it or choose another output")
     if fail == "user":
@@ -65,6 +86,14 @@ def write(output, *, text="hello", fail=None, crash_once=None, crash=False, slee
     tmp = output.with_name(f".{output.name}.partial")
     tmp.write_text(text)
     os.replace(tmp, output)
+    time.sleep(linger)
+    if hang_once is not None and not Path(hang_once).exists():  # output committed, then stuck until killed
+        Path(hang_once).write_text(str(os.getpid()))
+        while True:
+            time.sleep(1)
+    if die_once is not None and not Path(die_once).exists():  # output committed, then killed
+        Path(die_once).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
     return WriteResult(
         output=str(output),
         text=text,
@@ -72,7 +101,14 @@ def write(output, *, text="hello", fail=None, crash_once=None, crash=False, slee
         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         model=model["number"] if model else None,
         loads=len(LOADS),
+        threads=_torch_threads() if report_threads else None,
     )
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def load_model(params: dict) -> dict:
@@ -80,14 +116,20 @@ def load_model(params: dict) -> dict:
     return {"name": params["name"], "number": len(LOADS)}
 
 
-def modelled(output, *, name="tiny", overwrite=False, progress=None, model=None) -> WriteResult:
+def modelled(output: Path | str, *, name: str = "tiny", overwrite: bool = False, progress=None, model=None) -> WriteResult:
     """The library function of ``model``: its keyword arguments are the command's options."""
     if model is None:
         model = load_model({"name": name})
     return write(output, text=name, overwrite=overwrite, progress=progress, model=model)
 
 
-register_model_cache("model", ModelCache(f"{__name__}:modelled", "model", key=lambda params: params["name"], load=load_model))
+REGISTRY = Registry(
+    [
+        Command("write", f"{__name__}:write", outputs=("output",)),
+        Command("model", f"{__name__}:modelled", outputs=("output",), model=ModelCache("model", key=lambda params: params["name"], load=load_model)),
+        Command("sub write", f"{__name__}:write", outputs=("output",)),
+    ]
+)
 
 
 @app.command("write")
@@ -98,6 +140,11 @@ def write_command(
     crash_once: Optional[Path] = typer.Option(None, "--crash-once"),
     crash: bool = typer.Option(False, "--crash"),
     sleep: float = typer.Option(0.0, "--sleep"),
+    linger: float = typer.Option(0.0, "--linger"),
+    pid_file: Optional[Path] = typer.Option(None, "--pid-file"),
+    hang_once: Optional[Path] = typer.Option(None, "--hang-once"),
+    die_once: Optional[Path] = typer.Option(None, "--die-once"),
+    report_threads: bool = typer.Option(False, "--report-threads"),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -1,35 +1,40 @@
-"""``magicanimate batch``: run a manifest of CLI commands, resumably, on one machine or a Ray cluster.
+"""``magicanimate batch``: run a manifest of commands, resumably, on one machine or a Ray cluster.
 
-``run_batch()`` reads the manifest (``manifest.py``), checks every task before running any,
-takes this process's shard, skips what an earlier run finished, runs the rest with the local
-engine (``local.py``) or Ray (``ray_engine.py``), records each task as it ends and returns a
-summary. See docs/batch.md for the formats and for Slurm and Ray recipes.
+``run_batch()`` reads the manifest (``manifest.py``), checks every task against the registry of
+commands (``registry.py``) before running any, takes this process's shard, skips what an earlier
+run finished, runs the rest with the local engine (``local.py``) or Ray (``ray_engine.py``),
+records each task as it starts and ends and returns a summary. A task calls the library function
+of its command (``tasks.py``); the CLI is never imported. See docs/batch.md for the formats and
+for Slurm and Ray recipes.
 
-State: every finished task leaves ``STATE/<task id>.json`` (its record: status, exit code,
-error, result), written atomically when the task ends; ``STATE`` defaults to
-``MANIFEST.state/`` beside the manifest. With ``resume`` a task is skipped when its record says
-done and, if its result names an ``output``, that output still exists; tasks that failed or were
-cut off run again. Each run also writes ``STATE/summary-I-of-N.json``. Relative paths in tasks
-are read against the manifest's folder, whichever folder the batch is started from.
+State: every task leaves ``STATE/<task id>.json``, written atomically: ``running`` when it starts
+(with the outputs it will write that do not exist yet), then its final record (status, exit code,
+error, result) when it ends. ``STATE`` defaults to ``MANIFEST.state/`` beside the manifest. With
+``resume`` a task is skipped when its record says done and, if its result names an ``output``,
+that output still exists; tasks that failed or were cut off run again, and a task cut off after
+it had written its outputs (a kill between the output and the record) may replace them: they
+did not exist when it started. Each run also writes ``STATE/summary-I-of-N.json``. Relative
+paths in tasks are read against the manifest's folder, whichever folder the batch is started from.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
 from .manifest import Task, parse_shard, read_manifest, select_shard, shard_from_env
-from .tasks import GPU_COMMANDS, ModelCache, TaskRunner, register_model_cache
+from .registry import Command, ModelCache, Registry, Unknown, Usage
+from .tasks import TaskRunner
 
 ENGINES = ("local", "ray")
 MAX_LISTED_PROBLEMS = 3
+MTIME_SLACK = 2.0  # seconds: file systems that keep coarse modification times
 
-__all__ = ["BatchResult", "ModelCache", "GPU_COMMANDS", "register_model_cache", "run_batch"]
+__all__ = ["BatchResult", "Command", "ModelCache", "Registry", "run_batch"]
 
 
 @dataclass(frozen=True)
@@ -76,16 +81,10 @@ class BatchResult:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON under ``path`` atomically (temp file in the folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON under ``path`` atomically, replacing what is there (``files``)."""
+    from ..files import write_text
+
+    write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n", replace=True)
 
 
 class State:
@@ -102,9 +101,9 @@ class State:
     def path(self, task_id: str) -> Path:
         return self.folder / f"{task_id}.json"
 
-    def read(self, task: Task) -> dict | None:
+    def read(self, task: Task | dict) -> dict | None:
         try:
-            return json.loads(self.path(task.id).read_text(encoding="utf-8"))
+            return json.loads(self.path(task.id if isinstance(task, Task) else task["id"]).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
 
@@ -116,6 +115,30 @@ class State:
 
     def write(self, record: dict) -> None:
         write_json(self.path(record["id"]), record)
+
+    def begin(self, task: dict, outputs: list[str]) -> dict:
+        """Record that ``task`` starts, and return what its worker gets.
+
+        The record lists the task's ``outputs`` that do not exist yet, or that an earlier attempt
+        of this task left (listed by that attempt as not existing, made since): the task's own.
+        When every output that exists is its own, the worker may replace them (``reclaim``)."""
+        earlier = self.read(task)
+        now = time.time()
+        claimed, since = [], now
+        if earlier and earlier.get("status") == "running":
+            claimed, since = earlier.get("fresh_outputs") or [], float(earlier.get("started") or now)
+        existing = [path for path in outputs if os.path.lexists(path)]
+        own = [path for path in existing if path in claimed and _mtime(path) >= since - MTIME_SLACK]
+        fresh = [path for path in outputs if path not in existing or path in own]
+        self.write({**task, "status": "running", "started": since if own else now, "fresh_outputs": fresh})
+        return {**task, "reclaim": True} if existing and len(own) == len(existing) else task
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def run_batch(
@@ -135,15 +158,28 @@ def run_batch(
 
     ``shard`` is ``"I/N"``; by default it comes from a Slurm array (``SLURM_ARRAY_TASK_ID``,
     ``SLURM_ARRAY_TASK_COUNT``), else the whole manifest. ``jobs`` is the number of worker
-    processes (local: default one per ``gpus`` entry, else 1, in this process) or the most actors
-    of a kind (Ray). ``commands`` ("module:attribute") names the Typer app whose commands the
-    tasks are; default this CLI's.
+    processes (local: default one per ``gpus`` entry, else 1) or the most actors of a kind (Ray).
+    ``commands`` ("module:attribute") names the ``Registry`` the tasks' commands come from;
+    default ``registry.COMMANDS``, every command of this package but ``batch``.
     """
     from . import tasks as task_module
 
-    commands = commands or task_module.COMMANDS
     started = time.perf_counter()
+    commands = commands or task_module.COMMANDS
     manifest = Path(manifest)
+    index, count = _check_options(engine, address, gpus, jobs, shard)
+    tasks = read_manifest(manifest)
+    workdir = manifest.resolve().parent
+    outputs = _check_tasks(manifest, tasks, TaskRunner(commands, workdir))
+    mine = select_shard(tasks, index, count)
+    store = _open_state(manifest, state, workdir)
+    records, to_run = _skip_done(mine, store, resume)
+    _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
+    return _summarize(manifest, store, [records[task.id] for task in mine], index, count, engine, started)
+
+
+def _check_options(engine: str, address: str | None, gpus: str | None, jobs: int | None, shard: str | None) -> tuple[int, int]:
+    """Refuse option combinations that cannot work; return the shard ``(I, N)``."""
     if engine not in ENGINES:
         raise UserError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
     if engine == "local" and address:
@@ -157,14 +193,69 @@ def run_batch(
         from .ray_engine import import_ray
 
         import_ray()
+    return index, count
 
-    tasks = read_manifest(manifest)
-    workdir = manifest.resolve().parent
-    _check_tasks(manifest, tasks, commands, workdir)
-    mine = select_shard(tasks, index, count)
+
+def _check_tasks(manifest: Path, tasks: list[Task], runner: TaskRunner) -> dict[str, list[str]]:
+    """Refuse the whole manifest (exit 2) when a task names no command, its arguments do not fit
+    it, or it writes what another task writes; else return each task's outputs by task id."""
+    problems, outputs, writers = [], {}, _Writers()
+    for task in tasks:
+        try:
+            outputs[task.id] = runner.outputs(task.command, task.args)
+        except (Unknown, Usage) as exc:
+            problems.append(f"line {task.line} ({task.command}): {exc}")
+            continue
+        for path in outputs[task.id]:
+            clash = writers.add(path, task.line)
+            if clash:
+                problems.append(f"line {task.line} ({task.command}): {clash}; give each task its own output")
+    if problems:
+        more = f"; and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
+        listed = "; ".join(" ".join(p.split()) for p in problems[:MAX_LISTED_PROBLEMS])
+        raise UserError(f"{manifest}: {listed}{more}; fix these tasks, nothing was run")
+    return outputs
+
+
+class _Writers:
+    """The outputs of the tasks seen so far, to find two tasks that write the same file or folder."""
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, int] = {}  # output -> line
+        self.inside: dict[str, int] = {}  # every folder above an output -> line
+
+    def add(self, path: str, line: int) -> str | None:
+        if path in self.outputs:
+            return f"writes {path!r} as line {self.outputs[path]} does"
+        if path in self.inside:
+            return f"writes {path!r}, which holds the output of line {self.inside[path]}"
+        parents = _parents(path)
+        for parent in parents:
+            if parent in self.outputs:
+                return f"writes {path!r} inside {parent!r}, the output of line {self.outputs[parent]}"
+        self.outputs[path] = line
+        for parent in parents:
+            self.inside.setdefault(parent, line)
+        return None
+
+
+def _parents(path: str) -> list[str]:
+    parents, parent = [], os.path.dirname(path)
+    while parent and parent not in parents and parent != path:
+        parents.append(parent)
+        path, parent = parent, os.path.dirname(parent)
+    return parents
+
+
+def _open_state(manifest: Path, state: Path | str | None, workdir: Path) -> State:
     folder = Path(state) if state else manifest.with_name(manifest.name + ".state")
-    store = State(folder.resolve() if not folder.is_absolute() else folder, workdir)
+    return State(folder.resolve() if not folder.is_absolute() else folder, workdir)
 
+
+def _skip_done(mine: list[Task], store: State, resume: bool) -> tuple[dict[str, dict], list[Task]]:
+    """The records of the tasks an earlier run finished (with ``resume``) and the tasks to run.
+
+    Without ``resume``, records of an earlier run refuse the batch: two runs are never mixed."""
     records: dict[str, dict] = {}
     to_run: list[Task] = []
     earlier = 0
@@ -172,18 +263,26 @@ def run_batch(
         record = store.read(task)
         earlier += record is not None
         if resume and store.is_done(record):
-            records[task.id] = {**task.to_dict(), "status": "skipped", "exit_code": 0, "error": None, **{k: record.get(k) for k in ("result", "seconds", "worker", "models_loaded")}}
+            kept = {key: record.get(key) for key in ("result", "seconds", "worker", "models_loaded")}
+            records[task.id] = {**task.to_dict(), "status": "skipped", "exit_code": 0, "error": None, **kept}
         else:
             to_run.append(task)
     if earlier and not resume:
         raise UserError(
-            f"{folder}: holds the records of an earlier run of {earlier} of these tasks; pass --resume to skip "
+            f"{store.folder}: holds the records of an earlier run of {earlier} of these tasks; pass --resume to skip "
             "the ones done there and run the rest, or delete the folder to start over"
         )
+    return records, to_run
 
-    total, finished = len(mine), len(mine) - len(to_run)
+
+def _run_tasks(to_run, store: State, records: dict, outputs: dict, total: int, progress, *, engine, jobs, gpus, address, workdir, commands) -> None:
+    """Run ``to_run`` on the engine, recording each task as it starts and as it ends."""
+    finished = total - len(to_run)
     if progress:
         progress("tasks", finished, total)
+
+    def on_start(task: dict) -> dict:
+        return store.begin(task, outputs.get(task["id"], []))
 
     def on_record(record: dict) -> None:
         nonlocal finished
@@ -197,13 +296,15 @@ def run_batch(
     if engine == "ray":
         from .ray_engine import run_ray
 
-        run_ray(payload, on_record, jobs=jobs, address=address, workdir=workdir, commands=commands)
+        run_ray(payload, on_record, jobs=jobs, address=address, workdir=workdir, commands=commands, on_start=on_start)
     else:
         from .local import run_local
 
-        run_local(payload, on_record, jobs=jobs, gpus=gpus, workdir=workdir, commands=commands)
+        run_local(payload, on_record, jobs=jobs, gpus=gpus, workdir=workdir, commands=commands, on_start=on_start)
 
-    results = [records[task.id] for task in mine]
+
+def _summarize(manifest: Path, store: State, results: list[dict], index: int, count: int, engine: str, started: float) -> BatchResult:
+    """The batch's result, also written to ``STATE/summary-I-of-N.json``."""
     summary = store.folder / f"summary-{index}-of-{count}.json"
     result = BatchResult(
         manifest=str(manifest),
@@ -211,7 +312,7 @@ def run_batch(
         summary=str(summary),
         shard=f"{index}/{count}",
         engine=engine,
-        tasks=total,
+        tasks=len(results),
         done=sum(r["status"] == "done" for r in results),
         skipped=sum(r["status"] == "skipped" for r in results),
         failed=sum(r["status"] == "failed" for r in results),
@@ -220,17 +321,3 @@ def run_batch(
     )
     write_json(summary, result.to_dict())
     return result
-
-
-def _check_tasks(manifest: Path, tasks: list[Task], commands: str, workdir: Path) -> None:
-    """Refuse the whole manifest (exit 2) when a task names no command or its arguments do not parse."""
-    runner = TaskRunner(commands, workdir)
-    problems = []
-    for task in tasks:
-        problem = runner.check(task.command, task.args)
-        if problem:
-            problems.append(f"line {task.line} ({task.command}): {problem}")
-    if problems:
-        more = f"; and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
-        listed = "; ".join(" ".join(p.split()) for p in problems[:MAX_LISTED_PROBLEMS])
-        raise UserError(f"{manifest}: {listed}{more}; fix these tasks, nothing was run")

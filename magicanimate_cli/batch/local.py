@@ -7,12 +7,19 @@ down with it. Worker ``k`` sees only GPU ``gpus[k % len(gpus)]`` (``CUDA_VISIBLE
 GPU; without ``--gpus`` the workers see what this process sees. A worker that dies in a task
 (killed, out of memory, a crash in native code) is replaced and the task is run again, up to
 ``WORKER_RETRIES`` more times; then it is recorded as failed and the batch goes on.
+
+Workers die with the batch: each asks the kernel for SIGKILL when its parent goes (Linux
+``PR_SET_PDEATHSIG``) and, everywhere, watches its parent's pid and ends itself when it changes, so
+a ``kill -9`` of the batch never leaves a worker finishing a task that nobody records.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +28,7 @@ from ..errors import UserError
 from .tasks import COMMANDS, TaskRunner, lost_record
 
 WORKER_RETRIES = 2
+PARENT_CHECK_SECONDS = 0.2
 
 
 def parse_gpus(gpus: str | None, env: dict | None = None) -> list[str]:
@@ -81,15 +89,40 @@ def run_local(
     gpus: str | None = None,
     workdir: Path | str | None = None,
     commands: str = COMMANDS,
+    on_start: Callable[[dict], dict] | None = None,
 ) -> None:
-    """Run ``tasks`` (``Task.to_dict()``), calling ``on_record`` with each record as it finishes."""
+    """Run ``tasks`` (``Task.to_dict()``), calling ``on_record`` with each record as it finishes.
+
+    ``on_start(task)``, called before each attempt at a task, returns what the worker gets."""
     plan = plan_workers(jobs, parse_gpus(gpus))
     if tasks:
-        _Pool(plan[: len(tasks)], workdir, commands).run(tasks, on_record)
+        _Pool(plan[: len(tasks)], workdir, commands, on_start).run(tasks, on_record)
 
 
-def _worker_main(conn, env: dict, workdir, commands: str) -> None:
+def die_with_parent(parent: int) -> None:
+    """End this process (SIGKILL) as soon as process ``parent`` is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it went before the line above took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:  # everywhere else, and for parents that hand workers to a subreaper
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _worker_main(conn, env: dict, workdir, commands: str, parent: int) -> None:
     """A worker process: run the tasks the parent sends, send back their records."""
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers on Ctrl-C
     os.environ.update(env)
     os.dup2(2, 1)  # stray native prints go to stderr; stdout stays the parent's JSON
@@ -114,18 +147,19 @@ class _Slot:
 
 
 class _Pool:
-    def __init__(self, plan: list[dict], workdir, commands: str) -> None:
+    def __init__(self, plan: list[dict], workdir, commands: str, on_start: Callable[[dict], dict] | None = None) -> None:
         import multiprocessing
 
         self.context = multiprocessing.get_context("spawn")
         self.slots = [_Slot(env) for env in plan]
         self.workdir = str(workdir) if workdir is not None else None
         self.commands = commands
+        self.on_start = on_start or (lambda task: task)
 
     def _start(self, slot: _Slot) -> None:
         parent, child = self.context.Pipe()
         slot.process = self.context.Process(
-            target=_worker_main, args=(child, slot.env, self.workdir, self.commands), name="magicanimate-batch-worker"
+            target=_worker_main, args=(child, slot.env, self.workdir, self.commands, os.getpid()), name="magicanimate-batch-worker"
         )
         slot.process.start()
         child.close()
@@ -157,7 +191,7 @@ class _Pool:
                             self._start(slot)
                         slot.task, slot.attempts = queue.popleft()
                         try:
-                            slot.conn.send(slot.task)
+                            slot.conn.send(self.on_start(slot.task))
                         except (OSError, ValueError):
                             pass  # the worker is gone: its sentinel wakes the wait below
                 busy = [slot for slot in self.slots if slot.task is not None]

@@ -9,7 +9,8 @@ as it would be typed after ``magicanimate``. Two formats, chosen by the file ext
   and lines starting with ``#`` are ignored.
 * CSV (``.csv``): a header row with a ``command`` column and an ``args`` column; ``args`` holds
   the arguments as one command line, split like a POSIX shell splits words (``shlex``: quotes
-  group words, nothing is expanded or executed). Blank rows are ignored.
+  group words, nothing is expanded or executed). Blank rows are ignored. A row is one line: a
+  quote left open (which would swallow the next lines) is an error naming the line.
 
 Tasks are identified by a hash of their command and arguments (``Task.id``), so editing a
 task's arguments makes it a new task, and moving it to another line does not.
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import shlex
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import UserError
@@ -40,7 +43,7 @@ class Task:
     command: str
     args: tuple[str, ...]
 
-    @property
+    @cached_property
     def id(self) -> str:
         """A stable key: the first 16 hex digits of the SHA-256 of ``[command, args]`` as JSON."""
         text = json.dumps([self.command, list(self.args)], separators=(",", ":"), ensure_ascii=False)
@@ -112,26 +115,44 @@ def _read_jsonl(path: Path) -> list[Task]:
 def _read_csv(path: Path) -> list[Task]:
     tasks = []
     with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
+        text = handle.read()
+    lines = text.splitlines()
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+
+    def next_row(after: int) -> int:  # the line a row starts on: the first non-blank one after ``after``
+        return next((n for n in range(after + 1, len(lines) + 1) if lines[n - 1].strip()), after + 1)
+
+    try:
         columns = [name.strip() for name in reader.fieldnames or []]
-        if "command" not in columns:
-            raise UserError(f"{path}: the first row must name the columns: command,args")
-        unknown = [name for name in columns if name not in ("command", "args")]
-        if unknown:
-            raise UserError(f"{path}: unknown column {unknown[0]!r}; a task has only the columns command and args")
-        reader.fieldnames = columns
-        for row in reader:
-            number = reader.line_num
-            if None in row:
-                raise UserError(f"{path} line {number}: more cells than columns; quote an args cell that holds commas")
-            if not any((value or "").strip() for value in row.values()):
-                continue
-            command = _check_command(path, number, row.get("command"))
-            try:
-                args = shlex.split(row.get("args") or "", comments=False, posix=True)
-            except ValueError as exc:
-                raise UserError(f"{path} line {number}: cannot split the args cell ({exc}); check its quotes") from None
-            tasks.append(Task(number, command, tuple(args)))
+    except csv.Error as exc:
+        raise UserError(f"{path} line 1: {exc}; check the quotes of the header row") from None
+    if "command" not in columns:
+        raise UserError(f"{path}: the first row must name the columns: command,args")
+    unknown = [name for name in columns if name not in ("command", "args")]
+    if unknown:
+        raise UserError(f"{path}: unknown column {unknown[0]!r}; a task has only the columns command and args")
+    reader.fieldnames = columns
+    while True:
+        ended = reader.line_num
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise UserError(f"{path} line {next_row(ended)}: {exc} (a quote left open?); close each quote on the line it opens") from None
+        number = next_row(ended)
+        if number != reader.line_num:
+            raise UserError(f"{path} line {number}: a quote opened here closes on line {reader.line_num}; close each quote on the line it opens")
+        if None in row:
+            raise UserError(f"{path} line {number}: more cells than columns; quote an args cell that holds commas")
+        if not any((value or "").strip() for value in row.values()):
+            continue
+        command = _check_command(path, number, row.get("command"))
+        try:
+            args = shlex.split(row.get("args") or "", comments=False, posix=True)
+        except ValueError as exc:
+            raise UserError(f"{path} line {number}: cannot split the args cell ({exc}); check its quotes") from None
+        tasks.append(Task(number, command, tuple(args)))
     return tasks
 
 

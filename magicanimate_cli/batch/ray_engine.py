@@ -2,12 +2,16 @@
 
 ``--address auto`` (or ``ray://…`` / ``HOST:PORT``) joins a running cluster; without
 ``--address`` a local cluster is started for the run and stopped after it. Tasks of
-``GPU_COMMANDS`` (animate, densepose) go to actors that hold one GPU each when the cluster has
+commands marked ``gpu`` in the registry (animate, densepose) go to actors that hold one GPU each when the cluster has
 GPUs; every other task, and all tasks on a cluster without GPUs, go to actors that hold one CPU.
 Each actor is a ``TaskRunner``: it loads a model on its first task and reuses it for the next
-ones. Ray restarts an actor whose process dies and runs the task it was running again
-(``max_task_retries``); after ``WORKER_RETRIES`` retries the task is recorded as failed. Records
-come back as tasks finish and go into the same state folder and summary as the local engine's.
+ones. When an actor's process dies in a task, a fresh actor runs the task again; after
+``WORKER_RETRIES`` retries the task is recorded as failed. Records come back as tasks finish and
+go into the same state folder and summary as the local engine's.
+
+Every actor computes with the thread count of the driver's environment, not the one thread Ray
+gives a one-CPU worker, so a task gives the same bytes here as alone. Whatever Ray prints (worker
+failures, shutdown notes) goes to stderr: stdout stays the caller's, for one ``--json`` object.
 
 The cluster's workers must reach the same files under the same paths (a shared filesystem) and
 have this package installed.
@@ -15,19 +19,24 @@ have this package installed.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from ..errors import UserError
 from .local import WORKER_RETRIES
-from .tasks import COMMANDS, GPU_COMMANDS, TaskRunner, lost_record, worker_name
+from .registry import Unknown, resolve
+from .tasks import COMMANDS, TaskRunner, lost_record, thread_settings, use_thread_settings, worker_name
 
 
 class RayWorker:
     """A Ray actor that runs tasks in its process and keeps its models between them."""
 
-    def __init__(self, commands: str, workdir: str | None) -> None:
+    def __init__(self, commands: str, workdir: str | None, threads: dict | None = None) -> None:
+        use_thread_settings(threads)
         self.runner = TaskRunner(commands, workdir)
 
     def run(self, task: dict) -> dict:
@@ -41,7 +50,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("--engine ray needs Ray: pip install 'magicanimate-cli[ray]' (or pip install 'ray>=2.9')") from None
+        raise UserError("--engine ray needs Ray: pip install 'ray>=2.9' (in a checkout: pip install -e '.[ray]')") from None
     return ray
 
 
@@ -53,11 +62,39 @@ def run_ray(
     address: str | None = None,
     workdir: Path | str | None = None,
     commands: str = COMMANDS,
+    on_start: Callable[[dict], dict] | None = None,
 ) -> None:
-    """Run ``tasks`` on Ray, calling ``on_record`` with each record as it finishes."""
+    """Run ``tasks`` on Ray, calling ``on_record`` with each record as it finishes.
+
+    ``on_start(task)``, called before each attempt at a task, returns what the actor gets."""
     ray = import_ray()
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs {jobs}: need at least 1")
+    with stdout_to_stderr():
+        _run(ray, tasks, on_record, jobs, address, workdir, commands, on_start or (lambda task: task))
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout, by Python or by native code, to stderr meanwhile."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout at all
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _run(ray, tasks, on_record, jobs, address, workdir, commands, on_start) -> None:
     started = False
     if not ray.is_initialized():
         if address:
@@ -73,7 +110,7 @@ def run_ray(
     actors: list = []
     try:
         if tasks:
-            _dispatch(ray, tasks, on_record, jobs, str(workdir) if workdir is not None else None, commands, actors)
+            _dispatch(ray, tasks, on_record, on_start, jobs, str(workdir) if workdir is not None else None, commands, actors)
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
@@ -85,37 +122,47 @@ class _Kind:
     """Actors of one resource shape and the tasks waiting for them."""
 
     def __init__(self, ray, options: dict, size: int, commands: str, workdir: str | None, actors: list) -> None:
-        self.actor_class = ray.remote(RayWorker).options(max_restarts=-1, max_task_retries=WORKER_RETRIES, **options)
+        self.actor_class = ray.remote(RayWorker).options(max_restarts=0, max_task_retries=0, **options)
         self.size = size
         self.commands, self.workdir = commands, workdir
+        self.threads = thread_settings()
         self.queue: deque = deque()
         self.idle: list = []
         self.actors = actors
 
     def new_actor(self):
-        actor = self.actor_class.remote(self.commands, self.workdir)
+        actor = self.actor_class.remote(self.commands, self.workdir, self.threads)
         self.actors.append(actor)
         return actor
 
 
-def _dispatch(ray, tasks, on_record, jobs, workdir, commands, actors) -> None:
+def _needs_gpu(registry, task: dict) -> bool:
+    try:
+        return registry.lookup(task["command"], task["args"])[0].gpu
+    except Unknown:
+        return False
+
+
+def _dispatch(ray, tasks, on_record, on_start, jobs, workdir, commands, actors) -> None:
     resources = ray.cluster_resources()
     cluster_gpus = int(resources.get("GPU", 0))
     cluster_cpus = max(1, int(resources.get("CPU", 1)))
     limit = jobs or len(tasks)
-    gpu_tasks = [task for task in tasks if cluster_gpus and task["command"] in GPU_COMMANDS]
-    cpu_tasks = [task for task in tasks if not (cluster_gpus and task["command"] in GPU_COMMANDS)]
+    registry = resolve(commands)
+    on_gpu = [bool(cluster_gpus) and _needs_gpu(registry, task) for task in tasks]
+    gpu_tasks = [task for task, gpu in zip(tasks, on_gpu) if gpu]
+    cpu_tasks = [task for task, gpu in zip(tasks, on_gpu) if not gpu]
     kinds = []
     if gpu_tasks:
         size = min(cluster_gpus, len(gpu_tasks), limit)
         kind = _Kind(ray, {"num_cpus": 1, "num_gpus": 1}, size, commands, workdir, actors)
-        kind.queue.extend(gpu_tasks)
+        kind.queue.extend((task, 0) for task in gpu_tasks)
         kinds.append(kind)
     if cpu_tasks:
         spare = cluster_cpus - (kinds[0].size if kinds else 0)
         size = min(max(1, spare), len(cpu_tasks), limit)
         kind = _Kind(ray, {"num_cpus": 1}, size, commands, workdir, actors)
-        kind.queue.extend(cpu_tasks)
+        kind.queue.extend((task, 0) for task in cpu_tasks)
         kinds.append(kind)
     for kind in kinds:
         kind.idle = [kind.new_actor() for _ in range(kind.size)]
@@ -124,17 +171,21 @@ def _dispatch(ray, tasks, on_record, jobs, workdir, commands, actors) -> None:
     while running or any(kind.queue for kind in kinds):
         for kind in kinds:
             while kind.idle and kind.queue:
-                actor, task = kind.idle.pop(), kind.queue.popleft()
-                running[actor.run.remote(task)] = (kind, actor, task)
+                actor, (task, attempts) = kind.idle.pop(), kind.queue.popleft()
+                running[actor.run.remote(on_start(task))] = (kind, actor, task, attempts)
         ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:
-            kind, actor, task = running.pop(ref)
+            kind, actor, task, attempts = running.pop(ref)
             try:
                 record = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                record = lost_record(task, f"the Ray worker died running this task, {WORKER_RETRIES + 1} times ({_first_line(exc)})")
+            except ray.exceptions.RayActorError as exc:  # its process died: a fresh actor tries again
                 ray.kill(actor, no_restart=True)
                 actor = kind.new_actor()
+                if attempts < WORKER_RETRIES:
+                    kind.queue.appendleft((task, attempts + 1))
+                    kind.idle.append(actor)
+                    continue
+                record = lost_record(task, f"the Ray worker died running this task, {attempts + 1} times ({_first_line(exc)})")
             except ray.exceptions.RayError as exc:
                 record = lost_record(task, f"Ray: {_first_line(exc)}")
             kind.idle.append(actor)

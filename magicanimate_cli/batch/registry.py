@@ -1,0 +1,395 @@
+"""What a batch task can be: command names mapped onto library functions, and their arguments.
+
+A ``Command`` is one line: the name a manifest writes, the library function the CLI command calls
+(``"module:function"``), which of its parameters are positional arguments, and which name the
+files the task writes. Everything else is read off the function's signature: each keyword
+parameter with a CLI type (``str``, ``int``, ``float``, ``bool``, ``Path``, optional or a list of
+them) is an option ``--name-with-dashes`` with the function's default; a ``bool`` is a flag
+(``--no-name`` too when it defaults to true); ``output`` is also ``-o``. Parameters of other types
+(a loaded model, a callback) are not options. ``SPELLINGS`` and ``Command.types`` hold the few
+exceptions. tests/test_batch_registry.py keeps this table equal to the CLI's commands.
+
+``parse(command, args)`` turns a manifest line into the function's keyword arguments, with the
+CLI's rules and messages (unknown option, wrong type, missing argument), without importing the
+CLI and without running anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+KINDS = ("str", "int", "float", "bool", "path", "path_or_name")
+"""``path``: read against the manifest's folder. ``path_or_name``: the same when such a file
+exists there, else passed as written (a model-zoo name, say)."""
+
+SPELLINGS = {"output": ("-o", "--output")}
+"""Option spellings that are not ``--name-with-dashes``, for every command."""
+
+IGNORED = ("--json", "--debug")
+"""CLI switches a task may carry and a batch ignores (results are always collected as JSON)."""
+
+NOT_TASKS = ("batch",)
+NOT_OPTIONS = ("progress",)
+
+
+class Unknown(Exception):
+    """A task names a command that does not exist."""
+
+
+class Usage(Exception):
+    """A task's arguments do not fit its command (the CLI's usage error)."""
+
+
+@dataclass(frozen=True)
+class ModelCache:
+    """How a command's model is loaded once per worker and handed to its library function.
+
+    The loaded model goes in as ``keyword``. ``key(params)`` says which model the task's keyword
+    arguments ask for (tasks with the same key share it) and ``load(params)`` loads it.
+    """
+
+    keyword: str
+    key: Callable[[dict], Hashable]
+    load: Callable[[dict], Any]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument or option of a command."""
+
+    name: str
+    kind: str
+    flags: tuple[str, ...] = ()  # options: the spellings; empty for a positional argument
+    negative: tuple[str, ...] = ()  # a flag's --no-NAME
+    default: Any = None
+    required: bool = False
+    many: bool = False
+
+    @property
+    def positional(self) -> bool:
+        return not self.flags
+
+    @property
+    def label(self) -> str:
+        if self.positional:
+            return f"'{self.name.upper()}{'...' if self.many else ''}'"
+        return " / ".join(f"'{flag}'" for flag in self.flags)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One task command: ``name`` in the manifest, the library ``function`` it calls, which of the
+    function's parameters are positional ``arguments`` (``"inputs..."``: one or more), which
+    parameters name files the task writes (``outputs``: no two tasks of a manifest may share one),
+    ``types`` for parameters whose annotation does not say (``(("inputs", "path"),)``),
+    ``exclude`` for parameters that are not options, a ``model`` loaded once per worker, and
+    ``gpu`` when Ray should give its tasks a GPU."""
+
+    name: str
+    function: str
+    arguments: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    types: tuple[tuple[str, str], ...] = ()
+    exclude: tuple[str, ...] = ()
+    model: ModelCache | None = field(default=None, compare=False)
+    gpu: bool = False
+
+    def load(self) -> Callable:
+        module, _, attribute = self.function.partition(":")
+        target = importlib.import_module(module)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+        return target
+
+    @cached_property
+    def params(self) -> tuple[Param, ...]:
+        return tuple(_params(self))
+
+    @cached_property
+    def _options(self) -> dict[str, tuple[Param, bool]]:
+        table = {}
+        for param in self.params:
+            for flag in param.flags:
+                table[flag] = (param, True)
+            for flag in param.negative:
+                table[flag] = (param, False)
+        return table
+
+    def parse(self, args: Iterable[str]) -> dict:
+        """The function's keyword arguments for ``args`` (defaults filled in; paths as written).
+
+        Raises ``Usage`` with the CLI's one-line message when they do not fit.
+        """
+        values: dict[str, Any] = {}
+        words: list[str] = []
+        rest = list(args)
+        while rest:
+            word = rest.pop(0)
+            if word == "--":
+                words.extend(rest)
+                break
+            if not word.startswith("-") or word == "-" or _is_number(word):
+                words.append(word)
+                continue
+            if word in IGNORED:
+                continue
+            if word in ("--help", "-h", "--version"):
+                raise Usage("the arguments ask for help or a version instead of running the command")
+            flag, eq, attached = word.partition("=") if word.startswith("--") else (word[:2], "", word[2:])
+            attached_value = eq or (not word.startswith("--") and attached)
+            if flag not in self._options:
+                raise Usage(f"No such option: {flag}")
+            param, positive = self._options[flag]
+            if param.kind == "bool":
+                if attached_value:
+                    raise Usage(f"Option '{flag}' does not take a value.")
+                values[param.name] = positive
+                continue
+            if attached_value:
+                value = attached
+            elif rest:
+                value = rest.pop(0)
+            else:
+                raise Usage(f"Option '{flag}' requires an argument.")
+            values[param.name] = _convert(param, value, flag)
+        for param in self.params:
+            if not param.positional:
+                continue
+            if param.many:
+                taken, words = words, []
+                if taken:
+                    values[param.name] = [_convert(param, word, param.label) for word in taken]
+            elif words:
+                values[param.name] = _convert(param, words.pop(0), param.label)
+        if words:
+            raise Usage(f"Got unexpected extra argument{'s' if len(words) > 1 else ''} ({' '.join(words)})")
+        for param in self.params:
+            if param.name not in values:
+                if param.required:
+                    what = "argument" if param.positional else "option"
+                    raise Usage(f"Missing {what} {param.label}.")
+                values[param.name] = [] if param.many and param.default is None else param.default
+        return values
+
+    def paths(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if p.kind in ("path", "path_or_name"))
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _convert(param: Param, value: str, where: str):
+    where = where if where.startswith("'") else f"'{where}'"
+    if param.kind == "int":
+        try:
+            return int(value)
+        except ValueError:
+            raise Usage(f"Invalid value for {where}: {value!r} is not a valid integer.") from None
+    if param.kind == "float":
+        try:
+            return float(value)
+        except ValueError:
+            raise Usage(f"Invalid value for {where}: {value!r} is not a valid float.") from None
+    return value
+
+
+# ----------------------------------------------------------------------------- signatures
+
+_BASIC = {"Path": "path", "str": "str", "int": "int", "float": "float", "bool": "bool"}
+_PRIORITY = ("path", "str", "float", "int", "bool")
+
+
+def _kind_of(annotation: str) -> tuple[str | None, bool, bool]:
+    """``(kind, many, optional)`` of an annotation written as a string; kind None when it is not
+    a CLI type (a model, a callback)."""
+    kinds, many, optional = set(), False, False
+    for token in _split_union(annotation):
+        if token == "None":
+            optional = True
+            continue
+        inner = token
+        for container in ("list[", "tuple[", "Sequence[", "Iterable["):
+            if token.startswith(container) and token.endswith("]"):
+                inner, many = token[len(container) : -1].split(",")[0].strip(), True
+        if inner.startswith("Optional[") and inner.endswith("]"):
+            inner, optional = inner[9:-1], True
+        if inner not in _BASIC:
+            return None, False, False
+        kinds.add(_BASIC[inner])
+    kind = next((k for k in _PRIORITY if k in kinds), None)
+    return kind, many, optional
+
+
+def _split_union(annotation: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in annotation:
+        depth += char == "["
+        depth -= char == "]"
+        if char == "|" and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    parts.append(current.strip())
+    return [p for p in parts if p]
+
+
+def _annotation_text(annotation) -> str:
+    if annotation is inspect.Parameter.empty:
+        return ""
+    if isinstance(annotation, str):
+        return annotation
+    return getattr(annotation, "__name__", None) if isinstance(annotation, type) else str(annotation).replace("typing.", "").replace("pathlib.", "")
+
+
+def _params(command: Command) -> Iterable[Param]:
+    signature = inspect.signature(command.load())
+    overrides = dict(command.types)
+    model = command.model.keyword if command.model else None
+    positional = [a.rstrip(".") for a in command.arguments]
+    for name, parameter in signature.parameters.items():
+        if name in NOT_OPTIONS or name in command.exclude or name == model:
+            continue
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        text = _annotation_text(parameter.annotation)
+        has_default = parameter.default is not inspect.Parameter.empty
+        kind, many, optional = _kind_of(text) if text else (None, False, False)
+        if not text and has_default and parameter.default is not None:
+            kind = _BASIC.get(type(parameter.default).__name__)
+        if name in overrides:
+            kind = overrides[name]
+        if name in positional:
+            many = command.arguments[positional.index(name)].endswith("...")
+        if kind is None:
+            continue  # not a CLI value: a loaded model, a callback, ...
+        if kind not in KINDS:
+            raise ValueError(f"{command.name}: unknown kind {kind!r} for {name}")
+        default = parameter.default if has_default else None
+        required = not has_default and not optional
+        if name in positional:
+            yield Param(name, kind, default=default, required=required, many=many)
+            continue
+        flags = SPELLINGS.get(name, ("--" + name.replace("_", "-"),))
+        negative = ("--no-" + name.replace("_", "-"),) if kind == "bool" and default is True else ()
+        yield Param(name, kind, flags=flags, negative=negative, default=default, required=required, many=many)
+    missing = set(positional) - set(signature.parameters)
+    if missing:
+        raise ValueError(f"{command.name}: {command.function} has no parameter {sorted(missing)[0]!r}")
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+class Registry:
+    """Commands by name; a name of several words is a command of a group (``models download``)."""
+
+    def __init__(self, commands: Iterable[Command]) -> None:
+        self.commands = {command.name: command for command in commands}
+        self._next: dict[str, list[str]] = {}
+        for name in self.commands:
+            words = name.split()
+            for i, word in enumerate(words):
+                below = self._next.setdefault(" ".join(words[:i]), [])
+                if word not in below:
+                    below.append(word)
+
+    def __iter__(self):
+        return iter(self.commands.values())
+
+    def __getitem__(self, name: str) -> Command:
+        return self.commands[name]
+
+    def _below(self, group: str) -> list[str]:
+        """The next words after ``group`` ("" for the top level) that the commands have."""
+        return sorted(self._next.get(group, ()))
+
+    def lookup(self, command: str, args: Iterable[str]) -> tuple[Command, list[str]]:
+        """The command a task names and its own arguments; a group's command may also be the
+        first argument (``"models"`` with ``["download", ...]``). Raises ``Unknown``."""
+        words, rest = command.split(), list(args)
+        if words and words[0] in NOT_TASKS:
+            raise Unknown(f"'{command}' cannot be a task of a batch")
+        name = ""
+        while name not in self.commands:
+            if words:
+                word = words.pop(0)
+            elif name and rest and not rest[0].startswith("-"):
+                word = rest.pop(0)
+            else:
+                raise Unknown(f"'{name}' needs a subcommand ({', '.join(self._below(name))})")
+            if word not in self._below(name):
+                where = f"'{name}' has no subcommand" if name else "unknown command"
+                raise Unknown(f"{where} {word!r} (commands: {', '.join(self._below(name))})")
+            name = f"{name} {word}".strip()
+        if words:
+            raise Unknown(f"'{name}' has no subcommands; {words[0]!r} belongs in args")
+        return self.commands[name], rest
+
+
+# ----------------------------------------------------------------------------- this package's commands
+
+
+def _animate_key(params: dict) -> Hashable:
+    from ..models import resolve_models_dir
+
+    devices = params.get("devices")
+    device = devices if devices and "," not in devices else params.get("device", "auto")
+    return (str(resolve_models_dir(params.get("models")).resolve()), device, params.get("dtype", "auto"))
+
+
+def _animate_load(params: dict):
+    from ..animate import load_pipeline, pin_cpu_kernels
+
+    pin_cpu_kernels()
+    return load_pipeline(params.get("models"), _animate_key(params)[1], params.get("dtype", "auto"))
+
+
+ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load)
+
+COMMANDS = Registry(
+    [
+        Command("animate", "magicanimate_cli.animate:animate", ("reference", "motion"), ("output",), model=ANIMATE_MODEL, gpu=True),
+        Command("densepose", "magicanimate_cli.densepose:densepose", ("input",), ("output", "labels"), (("config", "path_or_name"),), gpu=True),
+        Command("matte", "magicanimate_cli.matting:matte", ("input",), ("output",)),
+        Command("eval", "magicanimate_cli.evaluate:evaluate", ("generated", "ground_truth")),
+        Command("download", "magicanimate_cli.download:download", ("sources...",)),
+        Command("frames", "magicanimate_cli.frames:frames", ("video",), ("output",)),
+        Command("crop", "magicanimate_cli.crop:crop", ("input",), ("output",)),
+        Command("flip", "magicanimate_cli.flip:flip", ("clip",), ("output",)),
+        Command("preprocess", "magicanimate_cli.preprocess:preprocess", ("inputs...",), types=(("inputs", "path"),)),
+        Command("models download", "magicanimate_cli.models:download"),
+        Command("models convert", "magicanimate_cli.models:convert"),
+        Command("models list", "magicanimate_cli.models:list_models"),
+        Command("doctor", "magicanimate_cli.doctor:doctor"),
+    ]
+)
+"""Every command of the CLI that a batch can run (all but ``batch``)."""
+
+
+def resolve(path: str):
+    """The object named by ``"module:attribute"`` (a ``Registry``)."""
+    module, _, attribute = path.partition(":")
+    target = importlib.import_module(module)
+    for name in attribute.split(".") if attribute else ():
+        target = getattr(target, name)
+    return target
+
+
+def resolve_path(value: str, root: Path | str | None) -> str:
+    """``value`` read against ``root`` (the manifest's folder) unless it is absolute."""
+    if root is None or os.path.isabs(value):
+        return value
+    return os.path.join(str(root), value)

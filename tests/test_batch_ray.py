@@ -1,0 +1,96 @@
+"""``batch --engine ray`` from the command line, in a process of its own, on a local Ray cluster
+bound to 127.0.0.1: one JSON object on stdout whatever Ray prints (a worker is killed and its task
+retried), and a task gives the same bytes and the same torch thread count as run alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+FIXTURE_WEIGHTS = Path(os.environ.get("MAGICANIMATE_PARITY_DIR", REPO.parent / "shared" / "parity")) / "A" / "weights"
+SMALL = ["--size", "64", "--steps", "2", "--context-frames", "2", "--context-overlap", "1", "--device", "cpu"]
+
+pytest.importorskip("ray")
+
+
+def environment(*paths: Path) -> dict:
+    env = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray binds and addresses 127.0.0.1 only
+    return env
+
+
+@pytest.fixture(scope="module")
+def ray_run(tmp_path_factory):
+    """One ``magicanimate batch --engine ray --json`` of a fake task whose worker is killed once,
+    a thread-count probe and a real animate task; and the same animate task run alone."""
+    if not (FIXTURE_WEIGHTS / "MagicAnimate").is_dir():
+        pytest.skip(f"{FIXTURE_WEIGHTS}: fixture A's weights are not here")
+    from magicanimate_cli import media
+
+    work = tmp_path_factory.mktemp("ray")
+    rng = np.random.default_rng(0)
+    media.write_png(work / "ref.png", rng.integers(0, 256, (80, 64, 3), dtype=np.uint8))
+    media.write_frames(work / "pose", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
+    (work / "mixed.py").write_text(
+        "import batch_helpers\n"
+        "from magicanimate_cli.batch import Registry\n"
+        "from magicanimate_cli.batch.registry import COMMANDS\n"
+        "REGISTRY = Registry([*COMMANDS, *batch_helpers.REGISTRY])\n"
+    )
+    animate = ["ref.png", "pose", "--models", str(FIXTURE_WEIGHTS), *SMALL]
+    tasks = [
+        ("write", "-o", "k.txt", "--crash-once", "killed-once.pid", "--sleep", "0.2"),
+        ("write", "-o", "threads.txt", "--report-threads"),
+        ("animate", *animate, "-o", "via_ray"),
+    ]
+    (work / "tasks.jsonl").write_text("".join(json.dumps({"command": c, "args": list(a)}) + "\n" for c, *a in tasks))
+    script = (
+        "import sys\n"
+        "from magicanimate_cli.batch import tasks\n"
+        "tasks.COMMANDS = 'mixed:REGISTRY'\n"
+        "from magicanimate_cli.cli import entrypoint\n"
+        "sys.argv = ['magicanimate', 'batch', 'tasks.jsonl', '--engine', 'ray', '--json']\n"
+        "entrypoint()\n"
+    )
+    env = environment(work)
+    batch = subprocess.run([sys.executable, "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=800)
+    alone = subprocess.run([sys.executable, "-m", "magicanimate_cli", "animate", *animate, "-o", "alone", "--json"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env, capture_output=True, text=True)
+    return work, batch, alone, int(threads.stdout)
+
+
+def test_json_is_one_object_on_stdout_when_a_ray_worker_dies(ray_run):
+    work, batch, _, _ = ray_run
+    lines = [line for line in batch.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, batch.stdout
+    summary = json.loads(lines[0])
+    assert batch.returncode == 0, (summary, batch.stderr[-2000:])
+    records = {r["line"]: r for r in summary["results"]}
+    assert summary["engine"] == "ray" and [records[n]["status"] for n in (1, 2, 3)] == ["done"] * 3
+    # the retry case: the first worker killed itself, a fresh one finished the task
+    assert int((work / "killed-once.pid").read_text()) != records[1]["result"]["pid"]
+
+
+@pytest.mark.slow
+def test_a_task_gives_the_same_frames_through_ray_as_alone(ray_run):
+    from magicanimate_cli import media
+
+    work, batch, alone, threads_alone = ray_run
+    assert alone.returncode == 0, alone.stderr
+    summary = json.loads((work / "tasks.jsonl.state" / "summary-0-of-1.json").read_text())
+    assert {r["line"]: r for r in summary["results"]}[2]["result"]["threads"] == threads_alone
+    names = sorted(p.name for p in (work / "alone").glob("*.png"))
+    assert names == ["00000.png", "00001.png", "00002.png"]
+    assert sorted(p.name for p in (work / "via_ray").glob("*.png")) == names
+    for name in names:
+        assert np.array_equal(media.read_image(work / "via_ray" / name), media.read_image(work / "alone" / name)), name

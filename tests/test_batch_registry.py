@@ -1,0 +1,182 @@
+"""The batch registry: the same commands, options and parsing as the CLI, without importing it.
+
+The oracle is the CLI itself: its Typer commands are walked and their click parser is run on the
+same arguments as the registry's parser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+
+from magicanimate_cli.batch.registry import COMMANDS, IGNORED, NOT_TASKS, Usage
+from magicanimate_cli.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+def cli_commands() -> dict[str, object]:
+    """Every leaf command of the CLI by its full name ("models download")."""
+    found = {}
+
+    def walk(group, prefix):
+        for name in group.list_commands(None):
+            sub = group.get_command(None, name)
+            if hasattr(sub, "list_commands"):
+                walk(sub, f"{prefix}{name} ")
+            else:
+                found[f"{prefix}{name}"] = sub
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def cli_kind(annotation) -> tuple[str, bool]:
+    """(kind, many) of a CLI parameter's Python annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Union:
+        annotation = args[0]
+    many = typing.get_origin(annotation) is list
+    if many:
+        annotation = typing.get_args(annotation)[0]
+    return {Path: "path", str: "str", int: "int", float: "float", bool: "bool"}[annotation], many
+
+
+def test_every_cli_command_but_batch_is_a_task_with_the_same_options():
+    cli = cli_commands()
+    assert set(cli) - set(NOT_TASKS) == {command.name for command in COMMANDS}
+    for command in COMMANDS:
+        click_command = cli[command.name]
+        hints = typing.get_type_hints(click_command.callback)
+        expected = {}
+        for param in click_command.params:
+            if set(param.opts) <= set(IGNORED):  # --json, --debug: the CLI's own, a batch ignores them
+                continue
+            kind, many = cli_kind(hints[param.name])
+            flags = tuple(param.opts) if param.param_type_name == "option" else ()
+            expected[param.name] = (kind, many, flags, tuple(param.secondary_opts), param.default if not param.required else None, param.required)
+        ours = {p.name: (p.kind, p.many, p.flags, p.negative, p.default, p.required) for p in command.params}
+        # a str CLI option that may name a file (densepose --config: a zoo name or a YAML) is read
+        # against the manifest's folder when that file exists there
+        ours = {name: ("str" if value[0] == "path_or_name" else value[0], *value[1:]) for name, value in ours.items()}
+        assert ours == expected, command.name
+        positional = [p.name for p in click_command.params if p.param_type_name == "argument"]
+        assert [p.name for p in command.params if p.positional] == positional, command.name
+        assert click_command.callback.__name__  # the CLI command exists and calls a function of the same options
+
+
+CASES = [
+    ("animate", ["ref.png", "pose.mp4", "-o", "out.mp4"]),
+    ("animate", ["-o", "out dir", "ref.png", "pose", "--steps", "3", "--guidance-scale=2.5", "--grid", "--fps", "12.5", "--json"]),
+    ("animate", ["ref.png", "pose", "-oout.mp4", "--seed", "-3", "--devices", "0,1"]),
+    ("eval", ["gen", "gt", "--no-download", "--metrics", "l1"]),
+    ("eval", ["gen", "gt", "--download"]),
+    ("preprocess", ["a.mp4", "b.mp4", "c", "-o", "clips", "--flip", "--skip", "matte"]),
+    ("download", ["-o", "videos"]),
+    ("download", ["abc", "def", "-o", "videos", "--start", "1:00", "--max-height", "720"]),
+    ("densepose", ["clip", "--config", "densepose_rcnn_R_101_FPN_DL_s1x", "--fill-missing", "--min-score", "0.5"]),
+    ("models download", ["--only", "animate", "--dry-run"]),
+    ("models list", ["--rehash"]),
+    ("doctor", []),
+    ("crop", ["-o", "out.png", "--size", "64", "--", "-leading-dash.png"]),
+]
+
+
+@pytest.mark.parametrize("name, args", CASES)
+def test_arguments_parse_as_the_cli_parses_them(name, args):
+    click_command = cli_commands()[name]
+    context = click_command.make_context(name, list(args))
+    expected = {key: (str(value) if isinstance(value, Path) else [str(v) for v in value] if isinstance(value, (list, tuple)) else value)
+                for key, value in context.params.items() if key not in ("as_json", "debug")}
+    assert COMMANDS[name].parse(args) == expected
+
+
+BAD = [  # (command, args, what both messages say, what ours says besides)
+    ("animate", ["ref.png", "pose.mp4"], "Missing option '-o' / '--output'", ""),
+    ("animate", ["ref.png", "-o", "x"], "Missing argument 'motion'", ""),
+    ("animate", ["ref.png", "pose", "-o", "x", "--steps", "many"], "Invalid value for '--steps'", "'many' is not a valid integer"),
+    ("animate", ["ref.png", "pose", "-o", "x", "--fps", "fast"], "Invalid value for '--fps'", "'fast' is not a valid float"),
+    ("animate", ["ref.png", "pose", "-o", "x", "--colour", "red"], "No such option: --colour", ""),
+    ("animate", ["ref.png", "pose", "-o", "x", "--grid=yes"], "Option '--grid' does not take a value", ""),
+    ("animate", ["ref.png", "pose", "-o", "x", "--steps"], "Option '--steps' requires an argument", ""),
+    ("animate", ["ref.png", "pose", "extra", "-o", "x"], "Got unexpected extra argument", "(extra)"),
+    ("preprocess", ["-o", "clips"], "Missing argument 'input", ""),
+]
+
+
+@pytest.mark.parametrize("name, args, both, ours_too", BAD)
+def test_bad_arguments_fail_as_on_the_command_line(name, args, both, ours_too):
+    with pytest.raises(Exception) as from_cli:
+        cli_commands()[name].make_context(name, list(args))
+    assert both.lower() in from_cli.value.format_message().lower()
+    with pytest.raises(Usage) as ours:
+        COMMANDS[name].parse(args)
+    assert both.lower() in str(ours.value).lower() and ours_too in str(ours.value) and "\n" not in str(ours.value)
+
+
+def test_lookup_takes_group_commands_either_way_and_names_the_known_ones():
+    assert COMMANDS.lookup("models download", ["--dry-run"])[0].name == "models download"
+    assert COMMANDS.lookup("models", ["download", "--dry-run"]) == (COMMANDS["models download"], ["--dry-run"])
+    for command, args, message in [
+        ("animte", [], "unknown command 'animte' (commands: animate, crop,"),
+        ("models", ["fetch"], "'models' has no subcommand 'fetch' (commands: convert, download, list)"),
+        ("models", ["--dry-run"], "'models' needs a subcommand (convert, download, list)"),
+        ("batch", ["x.jsonl"], "'batch' cannot be a task of a batch"),
+        ("flip extra", [], "'flip' has no subcommands; 'extra' belongs in args"),
+    ]:
+        with pytest.raises(Exception) as caught:
+            COMMANDS.lookup(command, args)
+        assert message in str(caught.value)
+
+
+def test_batch_never_imports_the_cli(tmp_path):
+    """Importing every batch module and running real tasks (in this process and in a worker)
+    leaves ``magicanimate_cli.cli`` (and Typer) unimported."""
+    from magicanimate_cli import media
+
+    media.write_png(tmp_path / "in.png", np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    (tmp_path / "probe.py").write_text(
+        "import sys\n"
+        "from magicanimate_cli.batch import Command, Registry\n"
+        "from magicanimate_cli.batch.registry import COMMANDS\n"
+        "class Seen:\n"
+        "    def __init__(self, modules): self.modules = modules\n"
+        "    def to_dict(self): return {'modules': self.modules}\n"
+        "def probe() -> Seen:\n"
+        "    return Seen(sorted(m for m in sys.modules if m == 'magicanimate_cli.cli' or m.split('.')[0] in ('typer', 'click')))\n"
+        "REGISTRY = Registry([*COMMANDS, Command('probe', 'probe:probe')])\n"
+    )
+    (tmp_path / "tasks.jsonl").write_text(
+        json.dumps({"command": "crop", "args": ["in.png", "-o", "batch.png", "--size", "16"]}) + "\n"
+        + json.dumps({"command": "probe", "args": []}) + "\n"
+    )
+    script = (
+        "import json, sys\n"
+        "import magicanimate_cli.batch, magicanimate_cli.batch.local, magicanimate_cli.batch.ray_engine\n"
+        "import magicanimate_cli.batch.manifest, magicanimate_cli.batch.registry, magicanimate_cli.batch.tasks\n"
+        "from magicanimate_cli.batch import run_batch\n"
+        "from magicanimate_cli.batch.tasks import TaskRunner\n"
+        "record = TaskRunner('probe:REGISTRY', sys.argv[1]).run({'line': 1, 'id': 'x', 'command': 'crop', 'args': ['in.png', '-o', 'alone.png', '--size', '16']})\n"
+        "batch = run_batch(sys.argv[1] + '/tasks.jsonl', commands='probe:REGISTRY').to_dict()\n"
+        "here = sorted(m for m in sys.modules if m == 'magicanimate_cli.cli' or m.split('.')[0] in ('typer', 'click'))\n"
+        "print(json.dumps({'record': record, 'batch': batch, 'here': here}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd="/", env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    assert seen["record"]["status"] == "done", seen["record"]
+    assert [r["status"] for r in seen["batch"]["results"]] == ["done", "done"], seen["batch"]
+    assert seen["here"] == []  # the process that imported batch and ran a task itself
+    assert seen["batch"]["results"][1]["result"]["modules"] == []  # the worker, after a real task
+    assert media.read_image(tmp_path / "alone.png").shape == (16, 16, 3)
+    assert np.array_equal(media.read_image(tmp_path / "alone.png"), media.read_image(tmp_path / "batch.png"))

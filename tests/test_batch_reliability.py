@@ -1,0 +1,185 @@
+"""batch under kills and bad manifests: workers die with the batch, ``--resume`` recognises what a
+killed task finished, clashing outputs and broken CSV quotes are refused before anything runs,
+and a task gives the same bytes and one JSON object under Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import batch_helpers
+import pytest
+from typer.testing import CliRunner
+
+from magicanimate_cli.batch import run_batch
+from magicanimate_cli.batch import tasks as batch_tasks
+from magicanimate_cli.batch.manifest import Task
+from magicanimate_cli.cli import app
+from magicanimate_cli.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+def jsonl(path: Path, *tasks) -> Path:
+    path.write_text("".join(json.dumps({"command": command, "args": list(args)}) + "\n" for command, *args in tasks))
+    return path
+
+
+def env_with_tests() -> dict:
+    path = os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def start_batch(manifest: Path) -> subprocess.Popen:
+    """``run_batch(manifest)`` with the fake commands, in a process of its own (to kill it)."""
+    script = "import sys, batch_helpers\nfrom magicanimate_cli.batch import run_batch\nrun_batch(sys.argv[1], commands=batch_helpers.COMMANDS)\n"
+    return subprocess.Popen([sys.executable, "-c", script, str(manifest)], env=env_with_tests(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has died
+    except FileNotFoundError:
+        return False
+
+
+def reap(pid: int) -> None:
+    """Kill a worker a failed test left behind (one that did not die with its batch)."""
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def record_of(manifest: Path, *task) -> dict:
+    task_id = Task(1, task[0], tuple(task[1:])).id
+    return json.loads((manifest.with_name(manifest.name + ".state") / f"{task_id}.json").read_text())
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_kill_9_of_the_batch_takes_its_worker_along_and_resume_runs_the_task(tmp_path):
+    task = ("write", "-o", "slow.txt", "--sleep", "3", "--pid-file", "worker.pid")
+    manifest = jsonl(tmp_path / "tasks.jsonl", task)
+    batch = start_batch(manifest)
+    wait_for(lambda: (tmp_path / "worker.pid").exists() and (tmp_path / "worker.pid").read_text(), 120, "the worker to start the task")
+    worker = int((tmp_path / "worker.pid").read_text())
+    assert worker != batch.pid and alive(worker)
+    batch.send_signal(signal.SIGKILL)
+    batch.wait()
+    try:
+        wait_for(lambda: not alive(worker), 5, "the orphaned worker to die")
+    finally:
+        reap(worker)
+    time.sleep(3.5)  # what the task still needed: an orphan would have written its output by now
+    assert not (tmp_path / "slow.txt").exists()
+    assert record_of(manifest, *task)["status"] == "running"
+    resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+    assert (resumed.done, resumed.failed) == (1, 0)
+    assert (tmp_path / "slow.txt").read_text() == "hello"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_resume_recognises_an_output_its_task_wrote_just_before_the_kill(tmp_path):
+    """The task commits its output, then the batch is killed before it records the task."""
+    (tmp_path / "mine.txt").write_text("the user's")  # an output that was there before: never replaced
+    hang = ("write", "-o", "done.txt", "--text", "new", "--hang-once", "hung.marker", "--pid-file", "worker.pid")
+    theirs = ("write", "-o", "mine.txt", "--text", "batch's")
+    manifest = jsonl(tmp_path / "tasks.jsonl", hang, theirs)
+    batch = start_batch(manifest)
+    wait_for(lambda: (tmp_path / "hung.marker").exists(), 120, "the task to commit its output")
+    worker = int((tmp_path / "worker.pid").read_text())
+    batch.send_signal(signal.SIGKILL)
+    batch.wait()
+    try:
+        wait_for(lambda: not alive(worker), 5, "the worker to die with the batch")
+    finally:
+        reap(worker)
+    assert (tmp_path / "done.txt").read_text() == "new" and record_of(manifest, *hang)["status"] == "running"
+    resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+    records = {r["line"]: r for r in resumed.results}
+    assert records[1]["status"] == "done", records[1]  # not "done.txt: already exists"
+    assert records[1]["result"]["pid"] != worker and (tmp_path / "done.txt").read_text() == "new"
+    # the user's file was there before the task started: still refused, still theirs
+    assert records[2]["exit_code"] == 2 and "already exists" in records[2]["error"]
+    assert (tmp_path / "mine.txt").read_text() == "the user's"
+
+
+def test_a_worker_killed_after_its_output_is_retried_over_its_own_output(tmp_path):
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "out.txt", "--text", "x", "--die-once", "died.marker"))
+    result = run_batch(manifest, commands=batch_helpers.COMMANDS)
+    assert (result.done, result.failed) == (1, 0), result.results
+    assert (tmp_path / "died.marker").exists() and (tmp_path / "out.txt").read_text() == "x"
+
+
+# ----------------------------------------------------------------------------- refused up front
+
+
+@pytest.fixture()
+def fake_commands(monkeypatch):
+    monkeypatch.setattr(batch_tasks, "COMMANDS", batch_helpers.COMMANDS)
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT", raising=False)
+
+
+def test_two_tasks_writing_the_same_output_refuse_the_manifest(tmp_path, fake_commands):
+    (tmp_path / "sub").mkdir()
+    manifest = jsonl(
+        tmp_path / "tasks.jsonl",
+        ("write", "-o", "out/a.txt", "--text", "1"),
+        ("write", "-o", "b.txt"),
+        ("write", "--output=./out/../out/a.txt", "--text", "2"),  # the same file, spelled otherwise
+        ("sub write", "-o", str(tmp_path / "b.txt"), "--text", "3"),  # and absolute
+    )
+    result = CliRunner().invoke(app, ["batch", str(manifest), "--json"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert "line 3 (write): writes" in error and "as line 1 does" in error and "line 4 (sub write)" in error and "as line 2 does" in error
+    assert result.stderr.count("\n") == 1
+    assert not list(tmp_path.glob("**/*.txt")) and not (tmp_path / "tasks.jsonl.state").exists()
+    # an output inside another task's output folder is the same clash
+    nested = jsonl(tmp_path / "nested.jsonl", ("write", "-o", "out"), ("write", "-o", "out/inner.txt"))
+    with pytest.raises(UserError, match=r"line 2 \(write\): writes .*inside .*the output of line 1"):
+        run_batch(nested, commands=batch_helpers.COMMANDS)
+
+
+def test_wrong_types_and_missing_arguments_refuse_the_manifest_naming_their_lines(tmp_path, fake_commands):
+    manifest = jsonl(
+        tmp_path / "tasks.jsonl",
+        ("write", "-o", "a.txt"),
+        ("write", "-o", "b.txt", "--sleep", "soon"),
+        ("write", "--text", "no output"),
+    )
+    result = CliRunner().invoke(app, ["batch", str(manifest)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "line 2 (write): Invalid value for '--sleep': 'soon' is not a valid float" in result.stderr
+    assert "line 3 (write): Missing option '-o' / '--output'" in result.stderr and "nothing was run" in result.stderr
+    assert not (tmp_path / "a.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ('command,args\nwrite,"-o a.txt\nwrite,-o b.txt\n', 2),  # never closed: swallows the rest
+        ('command,args\nwrite,-o a.txt\nwrite,"-o b.txt\nwrite,-o c.txt"\n', 3),  # closed lines later
+        ('command,args\nwrite,"-o" c.txt\n', 2),  # text after a closing quote
+    ],
+)
+def test_a_csv_quote_left_open_is_one_line_exit_2(tmp_path, fake_commands, text, line):
+    (tmp_path / "tasks.csv").write_text(text)
+    result = CliRunner().invoke(app, ["batch", str(tmp_path / "tasks.csv")])
+    assert result.exit_code == 2, result.output
+    assert f"tasks.csv line {line}:" in result.stderr and "quote" in result.stderr and result.stderr.count("\n") == 1
+    assert not list(tmp_path.glob("*.txt"))
