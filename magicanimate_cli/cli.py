@@ -43,7 +43,8 @@ class _Group(TyperGroup):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             _readme_style(command)
-            _no_placeholder(command.get_help_option(ctx))
+            if ctx is not None:
+                _no_placeholder(command.get_help_option(ctx))
         return command
 
 

@@ -127,7 +127,7 @@ def test_lookup_takes_group_commands_either_way_and_names_the_known_ones():
     assert COMMANDS.lookup("models download", ["--dry-run"])[0].name == "models download"
     assert COMMANDS.lookup("models", ["download", "--dry-run"]) == (COMMANDS["models download"], ["--dry-run"])
     for command, args, message in [
-        ("animte", [], "unknown command 'animte' (commands: animate, crop,"),
+        ("animte", [], "unknown command 'animte' (commands: align, animate, crop,"),
         ("models", ["fetch"], "'models' has no subcommand 'fetch' (commands: convert, download, list)"),
         ("models", ["--dry-run"], "'models' needs a subcommand (convert, download, list)"),
         ("batch", ["x.jsonl"], "'batch' cannot be a task of a batch"),

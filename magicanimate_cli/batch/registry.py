@@ -362,6 +362,7 @@ ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load)
 COMMANDS = Registry(
     [
         Command("animate", "magicanimate_cli.animate:animate", ("reference", "motion"), ("output",), model=ANIMATE_MODEL, gpu=True),
+        Command("align", "magicanimate_cli.align:align", ("reference", "motion"), ("output",)),
         Command("densepose", "magicanimate_cli.densepose:densepose", ("input",), ("output", "labels"), (("config", "path_or_name"),), gpu=True),
         Command("matte", "magicanimate_cli.matting:matte", ("input",), ("output",)),
         Command("eval", "magicanimate_cli.evaluate:evaluate", ("generated", "ground_truth")),
