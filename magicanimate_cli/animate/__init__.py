@@ -6,11 +6,10 @@ function's keyword arguments. Heavy imports (torch, diffusers) happen inside it.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +34,8 @@ class AnimateConfig:
     fit: str = "crop"
 
     def validate(self) -> None:
+        if not math.isfinite(self.guidance_scale):
+            raise UserError(f"--guidance-scale {self.guidance_scale}: must be a finite number (7.5 is the official setting)")
         if not 1 <= self.steps <= 1000:
             raise UserError(f"--steps {self.steps}: choose between 1 and 1000 (the scheduler's training steps)")
         if self.size < 64 or self.size % 8:
@@ -92,10 +93,14 @@ def fit_square(image, size: int, fit: str, fill: tuple[int, int, int]):
 
 
 class _FrameStore:
-    """Fitted motion frames in a temporary file, so memory does not grow with the clip."""
+    """Fitted motion frames in a temporary file, so memory does not grow with the clip.
 
-    def __init__(self, directory: str, size: int) -> None:
-        self.path = Path(directory) / "motion.u8"
+    The file is a locked temporary beside the output (``files.temp_beside``): a run killed with
+    ``kill -9`` leaves it, and the next run writing the same output removes it.
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = Path(path)
         self.size = size
         self.count = 0
         self._file = open(self.path, "wb")
@@ -128,17 +133,18 @@ def pin_cpu_kernels() -> None:
     os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
 
 
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+
+
 def _resolve_device(device: str, dtype: str):
     import torch
 
-    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)} (or cuda:N)")
-    if dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu or check `magicanimate doctor`")
+    from ..device import resolve_device
+
+    _check_dtype(dtype)
+    device = resolve_device(device)
     if dtype == "auto":
         dtype = "float16" if device.startswith("cuda") else "float32"
     return torch.device(device), getattr(torch, dtype)
@@ -182,6 +188,7 @@ def animate(
     fps: float | None = None,
     grid: bool = False,
     devices: str | None = None,
+    allow_truncated: bool = False,
     overwrite: bool = False,
     progress=None,
     pipeline=None,
@@ -194,20 +201,35 @@ def animate(
     interrupted run resumes after its last finished denoising step when started again with the
     same inputs and settings (see ``resume.py``). ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
     windows of every denoising step across one process per device. ``pipeline`` reuses an
-    already loaded ``load_pipeline()`` (batch jobs).
+    already loaded ``load_pipeline()`` (batch jobs). The main output and the grid are committed
+    together or not at all. A motion video that does not decode to its end is refused unless
+    ``allow_truncated``.
+
+    Every option is checked before anything heavy is imported or read, in this order: the
+    settings, the outputs (never an input, inside one, or holding one), the device.
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
+    from ..device import check_device
+    from ..files import discard, temp_beside
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
     config.validate()
     reference, motion, output = Path(reference), Path(motion), Path(output)
-    if fps is not None and fps <= 0:
-        raise UserError(f"--fps {fps}: must be positive")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise UserError(f"--fps {fps}: must be a positive, finite number of frames per second")
+    _check_dtype(dtype)
+    device_list = _parse_devices(devices)
+    if not device_list:
+        check_device(device)
     media.check_output(output, overwrite, protect=(reference, motion))
     grid_output = _grid_path(output) if grid else None
     if grid_output is not None:
-        media.check_output(grid_output, overwrite, protect=(reference, motion))
+        media.check_output(grid_output, overwrite, protect=(reference, motion, output))
+    if not device_list and pipeline is None:
+        from ..device import resolve_device
+
+        resolve_device(device)  # a missing GPU is said now, not after reading the motion
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
 
@@ -215,11 +237,11 @@ def animate(
     from .resume import StepCheckpoint, run_key
     from .weights import WeightLayout
 
-    device_list = _parse_devices(devices)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="magicanimate-") as scratch:
+    scratch = temp_beside(output, directory=False, suffix=".motion.u8")
+    try:
         store = _FrameStore(scratch, size)
-        for frame in media.iter_frames(motion, same_size=False):  # every frame is fitted on its own
+        for frame in media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated):  # each fitted on its own
             store.append(fit_square(frame, size, fit, POSE_BACKGROUND))
         poses = store.frames()
         if len(poses) == 0:
@@ -250,6 +272,8 @@ def animate(
             _render(job, pipeline, progress, distributed=False)
         checkpoint.remove()
         del poses
+    finally:
+        discard(scratch)
     return AnimateResult(
         output=str(output),
         grid=str(grid_output) if grid_output else None,
@@ -311,18 +335,17 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
         pipeline(job.reference, poses, **job.call, distributed=True)
         return
     on_step = job.checkpoint.save
-    with media.FrameWriter(job.output, job.fps, job.overwrite) as writer:
-        grid_writer = media.FrameWriter(job.grid_output, job.fps, job.overwrite) if job.grid_output else None
-        with grid_writer or nullcontext():
+    writers = [media.FrameWriter(job.output, job.fps, job.overwrite, commit=False)]
+    if job.grid_output:
+        writers.append(media.FrameWriter(job.grid_output, job.fps, job.overwrite, commit=False))
+    with media.committed_together(writers, replace=job.overwrite):
 
-            def on_frame(index: int, frame) -> None:
-                writer.write(frame)
-                if grid_writer:
-                    grid_writer.write(np.concatenate([job.reference, poses[index], frame], axis=1))
+        def on_frame(index: int, frame) -> None:
+            writers[0].write(frame)
+            if len(writers) > 1:
+                writers[1].write(np.concatenate([job.reference, poses[index], frame], axis=1))
 
-            pipeline(
-                job.reference, poses, **job.call, on_frame=on_frame, on_step=on_step, progress=progress, distributed=distributed
-            )
+        pipeline(job.reference, poses, **job.call, on_frame=on_frame, on_step=on_step, progress=progress, distributed=distributed)
 
 
 def _rank() -> int:
