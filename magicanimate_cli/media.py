@@ -90,28 +90,42 @@ def to_rgb(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB ``H×W×3``."""
+@contextmanager
+def open_image(path: Path):
+    """A loaded PIL image of ``path`` (any format Pillow reads), closed after the block.
+
+    Every way an image file can be unusable — missing, not an image, truncated, a decompression
+    bomb (more pixels than Pillow's ``MAX_IMAGE_PIXELS`` guard) — is a one-line ``UserError``.
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such image file")
+        raise UserError(f"{shown(path)}: no such image file")
     try:
-        from PIL import ImageOps
+        image = Image.open(path)
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise UserError(
+            f"{shown(path)}: image too large to decode safely ({first_line(exc)}); resize it below {Image.MAX_IMAGE_PIXELS} pixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{shown(path)}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
+    with image:
+        yield image
 
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(ImageOps.exif_transpose(image))  # phone photos: the way viewers show them
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB ``H×W×3``, turned the way viewers show it (EXIF orientation)."""
+    from PIL import ImageOps
+
+    with open_image(path) as image:
+        return to_rgb(ImageOps.exif_transpose(image))  # phone photos: the way viewers show them
 
 
 def read_map(path: Path) -> np.ndarray:
     """A single-channel image (mask, label map) as stored, ``H×W``."""
-    from PIL import Image
-
-    with Image.open(path) as image:
+    with open_image(path) as image:
         return np.asarray(image)
 
 
@@ -124,6 +138,27 @@ def write_png(path: Path, array: np.ndarray) -> None:
 
     with files.temporary(path, replace=True) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+
+
+def save_image_like(image, path: Path, source) -> None:
+    """Save a PIL ``image`` the way ``source`` was saved: same format; a JPEG keeps its quantisation
+    tables and subsampling. Not atomic by itself (callers write into a temporary folder)."""
+    fmt = source.format or "PNG"
+    if fmt == "JPEG":
+        from PIL import JpegImagePlugin
+
+        image.save(path, format="JPEG", qtables=source.quantization, subsampling=JpegImagePlugin.get_sampling(source))
+    else:
+        image.save(path, format=fmt)
+
+
+def save_png(image, path: Path, compress_level: int = 6) -> None:
+    """Save a PIL image or a uint8 array as PNG (zlib ``compress_level``); not atomic by itself."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image.save(path, format="PNG", compress_level=compress_level)
 
 
 def frame_name(index: int) -> str:
@@ -314,6 +349,48 @@ def extract_frames(
     if progress is not None:
         progress("frames", count, count)
     return count
+
+
+def _run_ffmpeg(stream) -> str | None:
+    """Run an ffmpeg-python graph quietly; None when it worked, else ffmpeg's last error line."""
+    import ffmpeg
+
+    try:
+        ffmpeg.run(stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin"), cmd=ffmpeg_binary(),
+                   capture_stdout=True, capture_stderr=True, overwrite_output=True)
+    except ffmpeg.Error as exc:
+        lines = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "failed"
+    return None
+
+
+def remux_mp4(source: Path, target: Path) -> bool:
+    """Copy the video stream of ``source`` into the mp4 ``target`` (faststart, no audio); re-encode
+    with libx264 when it cannot be copied. True when ffmpeg succeeded. Not atomic by itself."""
+    import ffmpeg
+
+    for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
+        stream = ffmpeg.output(ffmpeg.input(str(Path(source).resolve())).video, str(Path(target).resolve()), an=None,
+                               movflags="+faststart", **codec)
+        if _run_ffmpeg(stream) is None:
+            return True
+    return False
+
+
+def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[int, int, int, int], frames: int | None) -> str | None:
+    """Re-encode part of ``source`` into the mp4 ``target`` (libx264 crf 18, yuv420p, faststart):
+    from ``start`` seconds (input seeking), cropped to ``box`` = (x, y, width, height), at most
+    ``frames`` frames. None when it worked, else ffmpeg's error line. Not atomic by itself."""
+    import ffmpeg
+
+    x0, y0, w, h = box
+    path = str(Path(source).resolve())
+    stream = ffmpeg.input(path, ss=f"{start:.6f}") if start is not None else ffmpeg.input(path)
+    video = stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")
+    limit = {"frames:v": int(frames)} if frames is not None else {}
+    out = ffmpeg.output(video, str(Path(target).resolve()), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart",
+                        an=None, **limit)
+    return _run_ffmpeg(out)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -547,9 +547,12 @@ def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool)
         for source in sources:
             if source.name + FLIP_SUFFIX in names:
                 raise UserError(f"{source.path}: with --flip, clip {source.name!r} would write {source.name}{FLIP_SUFFIX}/, the name of another input; rename one")
+    from .media import check_apart
+
     for source in sources:
         folders = [output / source.name] + ([output / f"{source.name}{FLIP_SUFFIX}"] if flip else [])
         for folder in folders:
+            check_apart(folder, [s.path for s in sources])  # a clip folder never is, holds or lies inside an input
             if not folder.exists():
                 continue
             meta = read_meta(folder, damaged_ok=overwrite) if folder.is_dir() else None
