@@ -132,6 +132,30 @@ def center_square(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
+def fit_square(image, size: int, fit: str, fill: tuple[int, int, int]):
+    """Fit a uint8 RGB image to ``size×size``: center crop, pad (with ``fill``) or stretch.
+
+    The resize is Pillow's bicubic, as in the official code; an image already ``size×size``
+    is returned as it is.
+    """
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    if fit == "crop" and height != width:
+        left, top, right, bottom = center_square((0, 0, width, height))
+        image = image[top:bottom, left:right]
+    elif fit == "pad" and height != width:
+        side = max(height, width)
+        canvas = np.empty((side, side, 3), dtype=np.uint8)
+        canvas[:] = fill
+        top, left = (side - height) // 2, (side - width) // 2
+        canvas[top : top + height, left : left + width] = image
+        image = canvas
+    if image.shape[:2] == (size, size):
+        return np.ascontiguousarray(image)
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
 def fov_window(person, aspect: float, width: int, height: int, margin: float = FOV_MARGIN) -> tuple[int, int, int, int]:
     """The smallest window of ``aspect`` (w/h) holding ``person`` plus ``margin``, inside the frame.
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..crop import fit_square  # noqa: F401  (the animator's input fitting lives with the other crops)
 from ..errors import UserError
 
 FITS = ("crop", "pad", "stretch")
@@ -64,32 +65,6 @@ class AnimateResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def fit_square(image, size: int, fit: str, fill: tuple[int, int, int]):
-    """Fit a uint8 RGB image to ``size×size``: center crop, pad (with ``fill``) or stretch.
-
-    The resize is Pillow's bicubic, as in the official code; an image already ``size×size``
-    is returned as it is.
-    """
-    import numpy as np
-    from PIL import Image
-
-    height, width = image.shape[:2]
-    if fit == "crop" and height != width:
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        image = image[top : top + side, left : left + side]
-    elif fit == "pad" and height != width:
-        side = max(height, width)
-        canvas = np.empty((side, side, 3), dtype=np.uint8)
-        canvas[:] = fill
-        top, left = (side - height) // 2, (side - width) // 2
-        canvas[top : top + height, left : left + width] = image
-        image = canvas
-    if image.shape[:2] == (size, size):
-        return np.ascontiguousarray(image)
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
 
 
 class _FrameStore:
