@@ -190,6 +190,7 @@ def animate(
     devices: Optional[str] = typer.Option(
         None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3."
     ),
+    allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -319,6 +320,7 @@ def frames_(
     video: Path = typer.Argument(..., help="A video file."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder that receives 00000.png, 00001.png, ..."),
     fps: float = typer.Option(25.0, "--fps", help="Frames per second to extract (MagicAnimate uses 25)."),
+    allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -369,6 +371,7 @@ def preprocess_(
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those already finished."),
     keep_work: bool = typer.Option(False, "--keep-work", help="Keep the full-size intermediate frames (OUT/<clip>/.work/)."),
     models: Optional[Path] = MODELS_OPTION,
+    allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace folders in the way that are not clips of these inputs."),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -17,7 +17,6 @@ same parameters is skipped on a re-run; one left ``running`` (interrupted) is re
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -98,10 +97,9 @@ def read_meta(folder: Path, damaged_ok: bool = False) -> dict | None:
 
 def write_meta(folder: Path, meta: dict) -> None:
     """Write meta.json atomically (temporary name in the same folder, then rename)."""
-    path = Path(folder) / META
-    tmp = path.with_name(f".{META}.partial")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    from .files import write_text
+
+    write_text(Path(folder) / META, json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n", replace=True)
 
 
 class Clip:

@@ -132,6 +132,30 @@ def center_square(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
+def fit_square(image, size: int, fit: str, fill: tuple[int, int, int]):
+    """Fit a uint8 RGB image to ``size×size``: center crop, pad (with ``fill``) or stretch.
+
+    The resize is Pillow's bicubic, as in the official code; an image already ``size×size``
+    is returned as it is.
+    """
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    if fit == "crop" and height != width:
+        left, top, right, bottom = center_square((0, 0, width, height))
+        image = image[top:bottom, left:right]
+    elif fit == "pad" and height != width:
+        side = max(height, width)
+        canvas = np.empty((side, side, 3), dtype=np.uint8)
+        canvas[:] = fill
+        top, left = (side - height) // 2, (side - width) // 2
+        canvas[top : top + height, left : left + width] = image
+        image = canvas
+    if image.shape[:2] == (size, size):
+        return np.ascontiguousarray(image)
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
 def fov_window(person, aspect: float, width: int, height: int, margin: float = FOV_MARGIN) -> tuple[int, int, int, int]:
     """The smallest window of ``aspect`` (w/h) holding ``person`` plus ``margin``, inside the frame.
 
@@ -194,11 +218,11 @@ def clip_box(boxes: list) -> tuple[int, int, int, int] | None:
 
 
 def _person_from_maps(files: list[Path], kind: str) -> tuple[int, int, int, int] | None:
-    from PIL import Image
+    from . import media
 
     boxes = []
     for file in files:
-        with Image.open(file) as image:
+        with media.open_image(file) as image:
             if kind == DENSEPOSE:
                 rgb = np.asarray(image.convert("RGB")).astype(np.int32)
                 mask = ((rgb - np.asarray(BACKGROUND)) ** 2).sum(axis=2) > 30**2
@@ -347,7 +371,6 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
     is zlib's (1 is several times faster, for intermediate frames).
     Returns the number of frames of the first subfolder.
     """
-    from PIL import Image
 
     from . import media
     from .files import commit, discard, temp_beside
@@ -360,12 +383,12 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
         tmp = temp_beside(target / sub)
         try:
             for file in files[sub]:
-                with Image.open(file) as image:
+                with media.open_image(file) as image:
                     if image.size != plan.source_size:
                         w, h = plan.source_size
                         raise UserError(f"{file}: size {image.size[0]}x{image.size[1]} differs from the clip's {w}x{h}; all subfolders must match images/")
                     out = crop_image(image, plan.crop_box, plan.output_size, resample_for(sub))
-                    out.save(tmp / f"{file.stem}.png", format="PNG", compress_level=compress_level)
+                    media.save_png(out, tmp / f"{file.stem}.png", compress_level)
                 done += 1
                 if progress is not None:
                     progress("crop", done, total)
@@ -378,7 +401,6 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
 
 def clip_source_size(clip: Path, subs: list[str]) -> tuple[int, int]:
     """(width, height) of a clip folder: its images/ (else first subfolder with frames)."""
-    from PIL import Image
 
     from . import media
 
@@ -386,7 +408,7 @@ def clip_source_size(clip: Path, subs: list[str]) -> tuple[int, int]:
         folder = Path(clip) / sub
         files = media.list_frame_files(folder) if folder.is_dir() else []
         if files:
-            with Image.open(files[0]) as image:
+            with media.open_image(files[0]) as image:
                 return image.size
     raise UserError(f"{clip}: clip folder has no frames in images/, densepose/, masks/ or densepose_labels/")
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-import os
 import re
 import shutil
 import time
@@ -319,7 +318,9 @@ def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = 
         raise UserError(f"{url}: the downloaded file is not a readable video")
     if got.suffix.lower() != ".mp4":
         got = _remux_mp4(got, work / "video.remux.mp4")
-    os.replace(got, final)
+    from .files import commit
+
+    commit(got, final, replace=overwrite)
     shutil.rmtree(work, ignore_errors=True)
     return final, "downloaded"
 
@@ -334,20 +335,11 @@ def _readable(path: Path) -> bool:
 
 
 def _remux_mp4(source: Path, target: Path) -> Path:
-    """Copy the video stream into an mp4 container; re-encode with libx264 when it cannot be copied."""
-    import ffmpeg
+    """The video stream of ``source`` in an mp4 container (``media.remux_mp4``), checked readable."""
+    from . import media
 
-    from .media import ffmpeg_binary
-
-    for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
-        stream = ffmpeg.output(ffmpeg.input(str(source)).video, str(target), an=None, movflags="+faststart", **codec)
-        try:
-            ffmpeg.run(stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin"), cmd=ffmpeg_binary(),
-                       capture_stdout=True, capture_stderr=True, overwrite_output=True)
-            if _readable(target):
-                return target
-        except ffmpeg.Error:
-            continue
+    if media.remux_mp4(source, target) and _readable(target):
+        return target
     raise UserError(f"{source}: could not be converted to mp4")
 
 
@@ -361,8 +353,6 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     Frame-exact: ffmpeg seeks to half a frame before ``first`` and re-encodes (libx264, crf 18,
     yuv420p; sizes rounded down to even). Written atomically. Returns the frames written.
     """
-    import ffmpeg
-
     from . import media
     from .files import commit, discard, temp_beside
 
@@ -375,18 +365,11 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     x0, y0 = max(0, min(x0, info.width - 2)), max(0, min(y0, info.height - 2))
     x1, y1 = max(x0 + 2, min(x1, info.width)), max(y0 + 2, min(y1, info.height))
     w, h = (x1 - x0) // 2 * 2, (y1 - y0) // 2 * 2
-    stream = ffmpeg.input(str(source), ss=f"{(first - 0.5) / info.fps:.6f}") if first > 0 else ffmpeg.input(str(source))
-    video = stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")
-    limit = {"frames:v": int(count)} if count is not None else {}
     tmp = temp_beside(output, directory=False, suffix=".mp4")
     try:
-        out = ffmpeg.output(video, str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart", an=None, **limit)
-        try:
-            ffmpeg.run(out.global_args("-hide_banner", "-loglevel", "error", "-nostdin"), cmd=media.ffmpeg_binary(),
-                       capture_stdout=True, capture_stderr=True, overwrite_output=True)
-        except ffmpeg.Error as exc:
-            lines = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-            raise UserError(f"{source}: ffmpeg could not cut frames {first}+ ({lines[-1] if lines else 'failed'})") from None
+        error = media.encode_cut(source, tmp, start=(first - 0.5) / info.fps if first > 0 else None, box=(x0, y0, w, h), frames=count)
+        if error is not None:
+            raise UserError(f"{source}: ffmpeg could not cut frames {first}+ ({error})")
         written = media.probe(tmp).frames
         if written == 0:
             raise UserError(f"{source}: the cut from frame {first} is empty")
@@ -440,6 +423,20 @@ def download(
         raise UserError(f"--start {start} --end {end}: the end must come after the start")
     started = time.perf_counter()
     result = DownloadResult(str(output))
+    created = [p for p in [output, *output.parents] if not p.exists()]  # made by this run: removed again if left empty
+    try:
+        _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress)
+    finally:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (or not ours to remove): neither are its parents
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress) -> None:
     if tracklets is not None:
         if t0 is not None or t1 is not None:
             raise UserError("--start/--end and --tracklets: the tracklets give each clip's range; use one or the other")
@@ -477,8 +474,6 @@ def download(
             except UserError as exc:
                 item.update(status="failed", error=str(exc))
             result.items.append(item)
-    result.seconds = round(time.perf_counter() - started, 3)
-    return result
 
 
 def _probe_fps(path: Path) -> float:

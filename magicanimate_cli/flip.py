@@ -14,7 +14,10 @@ mirrored: every part colour ``l`` must become the colour of its mirror part
   snapped and the largest distance. A frame whose mean distance to the palette exceeds
   ``MAX_MEAN_DISTANCE`` is not a viridis DensePose rendering (e.g. apply_net's parula/alpha
   overlay) and is refused rather than silently scrambled.
-* ``densepose_labels/`` (DensePose part labels): mirrored and relabelled; values above 24 are kept.
+* ``densepose_labels/`` (DensePose part labels): mirrored and relabelled; a map with a value
+  outside 0..24 is refused (it is not a DensePose label map).
+
+Every subfolder must hold the same number of frames, or the clip is refused before any work.
 
 File names and image modes are kept. ``meta.json`` is copied with ``flip`` recorded. Other
 files and folders in the clip are not copied; the result lists them.
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .clip import DENSEPOSE, LABELS, SUBFOLDERS
-from .errors import UserError
+from .errors import UserError, shown
 
 MAX_MEAN_DISTANCE = 25.0
 
@@ -87,17 +90,6 @@ def flip_labels_array(labels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(lut[labels][:, ::-1])
 
 
-def _save(image, path: Path, source) -> None:
-    """Save like ``source`` was saved: same format; JPEG keeps its quantisation and subsampling."""
-    fmt = source.format or "PNG"
-    if fmt == "JPEG":
-        from PIL import JpegImagePlugin
-
-        image.save(path, format="JPEG", qtables=source.quantization, subsampling=JpegImagePlugin.get_sampling(source))
-    else:
-        image.save(path, format=fmt)
-
-
 def _flip_densepose_image(image, file: Path) -> tuple[object, int, float]:
     from PIL import Image
 
@@ -142,21 +134,26 @@ def flip_clip_into(clip: Path, target: Path, subs: list[str], progress=None) -> 
     for sub in subs:
         (Path(target) / sub).mkdir(parents=True, exist_ok=True)
         for file in files[sub]:
-            with Image.open(file) as image:
-                image.load()
+            with media.open_image(file) as image:
                 if sub == DENSEPOSE:
                     out, snapped, distance = _flip_densepose_image(image, file)
                     snapped_total += snapped
                     max_distance = max(max_distance, distance)
                 elif sub == LABELS:
                     if image.mode not in ("L", "P", "I", "I;16"):
-                        raise UserError(f"{file}: mode {image.mode}; label maps are single-channel images of part labels 0..24")
-                    out = Image.fromarray(flip_labels_array(np.asarray(image)))
+                        raise UserError(f"{shown(file)}: mode {image.mode}; label maps are single-channel images of part labels 0..24")
+                    array = np.asarray(image)
+                    if array.size and (int(array.max()) > 24 or int(array.min()) < 0):
+                        raise UserError(
+                            f"{shown(file)}: holds the value {int(array.max()) if array.max() > 24 else int(array.min())}, but DensePose "
+                            "part labels are 0..24; write the labels of `magicanimate densepose` to densepose_labels/"
+                        )
+                    out = Image.fromarray(flip_labels_array(array))
                     if image.mode == "P":
                         out.putpalette(image.getpalette())
                 else:
                     out = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-                _save(out, Path(target) / sub / file.name, image)
+                media.save_image_like(out, Path(target) / sub / file.name, image)
             done += 1
             if progress is not None:
                 progress("flip", done, total)
@@ -178,6 +175,10 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     subs = subfolders(clip)
     if not subs:
         raise UserError(f"{clip}: clip folder has no frames in images/, densepose/, masks/ or densepose_labels/")
+    counts = {sub: len(media.list_frame_files(clip / sub)) for sub in subs}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{sub}/ {count}" for sub, count in counts.items())
+        raise UserError(f"{shown(clip)}: its subfolders hold different numbers of frames ({listed}); redo the clip so they match")
     if output.resolve() == clip.resolve():
         raise UserError(f"{output}: is the input clip; choose another output folder (e.g. {clip.name}_flip)")
     media.check_output(output, overwrite, protect=(clip,))

@@ -1,6 +1,6 @@
 """``magicanimate frames``: a video -> a folder of ``00000.png`` frames at a fixed frame rate.
 
-ffmpeg does the work (ffmpeg-python builds the command; the binary is ``media.ffmpeg_binary()``):
+``media.extract_frames`` does the work with ffmpeg:
 its ``fps`` filter re-times the video to ``fps`` (25 by default, the rate MagicAnimate was trained
 and is run at), dropping or repeating frames by timestamp the way ffmpeg always does, and the
 frames are written as lossless RGB PNGs (zlib level 1: ffmpeg's default level is about six times
@@ -10,8 +10,6 @@ slower for files only ~10 % smaller). The folder appears atomically.
 from __future__ import annotations
 
 import math
-import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,43 +39,6 @@ def check_fps(fps: float) -> float:
     return float(fps)
 
 
-def extract_frames(video: Path, folder: Path, *, fps: float = DEFAULT_FPS, progress=None, expected: int | None = None) -> int:
-    """Write the frames of ``video`` at ``fps`` into the (empty, existing) ``folder`` as 00000.png...
-
-    Not atomic by itself: callers write into a temporary folder and rename it. Returns the number
-    of frames written. ``expected`` is only the progress bar's total.
-    """
-    import ffmpeg
-
-    from .media import ffmpeg_binary, list_frame_files
-
-    stream = ffmpeg.input(str(Path(video).resolve())).video.filter("fps", fps=fps)  # absolute: "a:b.mp4" is no protocol
-    pattern = str(Path(folder).resolve()).replace("%", "%%") + "/%05d.png"  # a literal % in the folder name
-    # zlib level 1: ~6x faster than ffmpeg's default for ~10 % larger files (still lossless)
-    stream = ffmpeg.output(stream, pattern, start_number=0, pix_fmt="rgb24", vcodec="png", compression_level=1)
-    stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
-    args = ffmpeg.compile(stream, cmd=ffmpeg_binary(), overwrite_output=True)
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
-        try:
-            for raw in process.stdout:
-                key, _, value = raw.decode(errors="replace").strip().partition("=")
-                if key == "frame" and progress is not None and value.isdigit():
-                    done = int(value)
-                    progress("frames", done, max(expected or 0, done))
-        finally:
-            process.stdout.close()
-            code = process.wait()
-        if code != 0:
-            errors.seek(0)
-            lines = errors.read().decode(errors="replace").strip().splitlines()
-            raise UserError(f"{video}: ffmpeg could not extract frames ({lines[-1] if lines else f'exit {code}'})")
-    count = len(list_frame_files(folder))
-    if progress is not None:
-        progress("frames", count, count)
-    return count
-
-
 def expected_count(source_frames: int, source_fps: float, fps: float) -> int:
     """About how many frames the fps filter gives (progress bar total only)."""
     if source_fps <= 0:
@@ -85,8 +46,12 @@ def expected_count(source_frames: int, source_fps: float, fps: float) -> int:
     return max(1, round(source_frames / source_fps * fps))
 
 
-def frames(video: Path | str, output: Path | str, *, fps: float = DEFAULT_FPS, overwrite: bool = False, progress=None) -> FramesResult:
-    """Extract the frames of ``video`` at ``fps`` into the folder ``output`` (00000.png, ...)."""
+def frames(
+    video: Path | str, output: Path | str, *, fps: float = DEFAULT_FPS, allow_truncated: bool = False, overwrite: bool = False, progress=None
+) -> FramesResult:
+    """Extract the frames of ``video`` at ``fps`` into the folder ``output`` (00000.png, ...).
+
+    A video that does not decode to its end is refused unless ``allow_truncated``."""
     from . import media
     from .files import commit, discard, temp_beside
 
@@ -103,7 +68,9 @@ def frames(video: Path | str, output: Path | str, *, fps: float = DEFAULT_FPS, o
     started = time.perf_counter()
     tmp = temp_beside(output)
     try:
-        count = extract_frames(video, tmp, fps=fps, progress=progress, expected=expected_count(info.frames, info.fps, fps))
+        count = media.extract_frames(
+            video, tmp, fps=fps, progress=progress, expected=expected_count(info.frames, info.fps, fps), allow_truncated=allow_truncated
+        )
         if count == 0:
             raise UserError(f"{video}: ffmpeg produced no frames; is the video empty?")
         commit(tmp, output, replace=overwrite)

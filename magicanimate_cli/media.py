@@ -13,7 +13,9 @@ is replaced unless ``overwrite`` is set.
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -88,21 +90,37 @@ def to_rgb(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB ``H×W×3``."""
+@contextmanager
+def open_image(path: Path):
+    """A loaded PIL image of ``path`` (any format Pillow reads), closed after the block.
+
+    Every way an image file can be unusable — missing, not an image, truncated, a decompression
+    bomb (more pixels than Pillow's ``MAX_IMAGE_PIXELS`` guard) — is a one-line ``UserError``.
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such image file")
+        raise UserError(f"{shown(path)}: no such image file")
     try:
-        from PIL import ImageOps
+        image = Image.open(path)
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise UserError(
+            f"{shown(path)}: image too large to decode safely ({first_line(exc)}); resize it below {Image.MAX_IMAGE_PIXELS} pixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{shown(path)}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
+    with image:
+        yield image
 
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(ImageOps.exif_transpose(image))  # phone photos: the way viewers show them
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB ``H×W×3``, turned the way viewers show it (EXIF orientation)."""
+    from PIL import ImageOps
+
+    with open_image(path) as image:
+        return to_rgb(ImageOps.exif_transpose(image))  # phone photos: the way viewers show them
 
 
 def read_alpha(path: Path) -> np.ndarray | None:
@@ -123,9 +141,7 @@ def read_alpha(path: Path) -> np.ndarray | None:
 
 def read_map(path: Path) -> np.ndarray:
     """A single-channel image (mask, label map) as stored, ``H×W``."""
-    from PIL import Image
-
-    with Image.open(path) as image:
+    with open_image(path) as image:
         return np.asarray(image)
 
 
@@ -138,6 +154,27 @@ def write_png(path: Path, array: np.ndarray) -> None:
 
     with files.temporary(path, replace=True) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+
+
+def save_image_like(image, path: Path, source) -> None:
+    """Save a PIL ``image`` the way ``source`` was saved: same format; a JPEG keeps its quantisation
+    tables and subsampling. Not atomic by itself (callers write into a temporary folder)."""
+    fmt = source.format or "PNG"
+    if fmt == "JPEG":
+        from PIL import JpegImagePlugin
+
+        image.save(path, format="JPEG", qtables=source.quantization, subsampling=JpegImagePlugin.get_sampling(source))
+    else:
+        image.save(path, format=fmt)
+
+
+def save_png(image, path: Path, compress_level: int = 6) -> None:
+    """Save a PIL image or a uint8 array as PNG (zlib ``compress_level``); not atomic by itself."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image.save(path, format="PNG", compress_level=compress_level)
 
 
 def frame_name(index: int) -> str:
@@ -172,33 +209,29 @@ def probe(path: Path, fps: float | None = None) -> VideoInfo:
     _check_video(path)
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(path.resolve()))  # absolute: "take:1.mp4" is no protocol
-    try:
-        meta = next(reader)
-    except (RuntimeError, OSError, StopIteration) as exc:
-        raise UserError(f"{path}: ffmpeg cannot read this video ({first_line(exc)})") from exc
-    finally:
-        reader.close()
+    meta = _header(path)
     count, _ = imageio_ffmpeg.count_frames_and_secs(str(path.resolve()))
     width, height = meta["size"]
     return VideoInfo(width, height, float(fps or meta.get("fps") or DEFAULT_FPS), count)
 
 
-def iter_frames(path: Path, same_size: bool = True) -> Iterator[np.ndarray]:
+def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = False) -> Iterator[np.ndarray]:
     """Frames of a video, a frames folder or a single image, as uint8 RGB, one at a time.
 
-    A frames folder must hold frames of one size unless ``same_size`` is False.
+    A frames folder must hold frames of one size unless ``same_size`` is False. A video that
+    ffmpeg cannot decode to its end (a cut-off download, a damaged file) raises ``UserError`` after
+    its last good frame unless ``allow_truncated``: see ``check_decode``.
     """
     path = Path(path)
     if path.is_dir():
         files = list_frame_files(path)
         if not files:
-            raise UserError(f"{path}: folder has no image frames (expected 00000.png, 00001.png, ...)")
+            raise UserError(f"{shown(path)}: folder has no image frames (expected 00000.png, 00001.png, ...)")
         shape = None
         for file in files:
             frame = read_image(file)
             if same_size and shape is not None and frame.shape != shape:
-                raise UserError(f"{file}: size {frame.shape[1]}x{frame.shape[0]} differs from the first frame; resize the folder")
+                raise UserError(f"{shown(file)}: size {frame.shape[1]}x{frame.shape[0]} differs from the first frame; resize the folder")
             shape = frame.shape
             yield frame
         return
@@ -206,24 +239,78 @@ def iter_frames(path: Path, same_size: bool = True) -> Iterator[np.ndarray]:
         yield read_image(path)
         return
     _check_video(path)
+    header = _header(path)
+    width, height = header["size"]
+    import ffmpeg
+
+    # the command imageio-ffmpeg runs (same frames), with errors only on stderr, which is checked
+    stream = ffmpeg.output(ffmpeg.input(str(path.resolve())), "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
+    process = ffmpeg.run_async(
+        stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error"), cmd=ffmpeg_binary(), pipe_stdout=True, pipe_stderr=True
+    )
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+    reader.start()
+    size = width * height * 3
+    count, finished = 0, False
+    try:
+        while True:
+            raw = process.stdout.read(size)
+            if len(raw) < size:
+                finished = True
+                break
+            count += 1
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
+    finally:
+        if not finished:
+            process.kill()  # the consumer stopped early (or failed): ffmpeg must not wait on a full pipe
+        process.stdout.close()
+        code = process.wait()
+        reader.join()
+    check_decode(path, code, b"".join(errors).decode(errors="replace"), count, _header_frames(header), allow_truncated)
+
+
+def _header(path: Path) -> dict:
+    """ffmpeg's view of the container (size, fps, duration), from its header alone."""
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(path.resolve()), pix_fmt="rgb24")
+    reader = imageio_ffmpeg.read_frames(str(path.resolve()))  # absolute: "take:1.mp4" is no protocol
     try:
-        meta = next(reader)
-        width, height = meta["size"]
-        for raw in reader:
-            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
-    except RuntimeError as exc:
-        raise UserError(f"{path}: ffmpeg cannot decode this video ({first_line(exc)})") from exc
+        return next(reader)
+    except (RuntimeError, OSError, StopIteration) as exc:
+        raise UserError(f"{shown(path)}: ffmpeg cannot read this video ({first_line(exc)})") from exc
     finally:
         reader.close()
 
 
-def read_frames(path: Path, fps: float | None = None) -> Frames:
+def _header_frames(header: dict) -> int | None:
+    duration, fps = header.get("duration"), header.get("fps")
+    if duration and fps and duration > 0 and fps > 0:
+        return int(round(duration * fps))
+    return None
+
+
+def check_decode(path: Path, code: int, stderr: str, count: int, expected: int | None, allow_truncated: bool) -> None:
+    """Refuse a video that did not decode to its end: ffmpeg reported errors, or far fewer frames
+    came out than its header's duration promises (more than 10 % and 2 frames short)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    short = expected is not None and count < expected * 0.9 - 2
+    if allow_truncated and count > 0:
+        return
+    if code != 0 and count == 0:
+        raise UserError(f"{shown(path)}: ffmpeg cannot decode this video ({lines[-1] if lines else f'exit {code}'})")
+    if lines or code != 0 or short:
+        what = f"ffmpeg reports {lines[0]!r}" if lines else f"its header promises about {expected} frames"
+        raise UserError(
+            f"{shown(path)}: truncated or damaged video: {what}, and {count} frames decode; "
+            "download or export it again, or pass --allow-truncated to use the frames that decode"
+        )
+
+
+def read_frames(path: Path, fps: float | None = None, allow_truncated: bool = False) -> Frames:
     """A whole clip in memory (see ``iter_frames`` for streaming)."""
     info_fps = probe(path, fps).fps if not is_image(Path(path)) else (fps or DEFAULT_FPS)
-    frames = list(iter_frames(path))
+    frames = list(iter_frames(path, allow_truncated=allow_truncated))
     if not frames:
         raise UserError(f"{path}: no frames")
     return Frames(np.stack(frames), info_fps)
@@ -236,32 +323,133 @@ def _check_video(path: Path) -> None:
         raise UserError(f"{path}: not a video file")
 
 
+def extract_frames(
+    video: Path, folder: Path, *, fps: float = DEFAULT_FPS, progress=None, expected: int | None = None, allow_truncated: bool = False
+) -> int:
+    """Write the frames of ``video`` at ``fps`` into the (empty, existing) ``folder`` as 00000.png...
+
+    ffmpeg's ``fps`` filter re-times the video, dropping or repeating frames by timestamp; PNGs at
+    zlib level 1. Not atomic by itself: callers write into a temporary folder and rename it.
+    Returns the number of frames written. ``expected`` is only the progress bar's total. A video
+    that does not decode to its end is refused unless ``allow_truncated`` (see ``check_decode``).
+    """
+    import subprocess
+    import tempfile
+
+    import ffmpeg
+
+    header = _header(Path(video))
+
+    stream = ffmpeg.input(str(Path(video).resolve())).video.filter("fps", fps=fps)  # absolute: "a:b.mp4" is no protocol
+    pattern = str(Path(folder).resolve()).replace("%", "%%") + "/%05d.png"  # a literal % in the folder name
+    # zlib level 1: ~6x faster than ffmpeg's default for ~10 % larger files (still lossless)
+    stream = ffmpeg.output(stream, pattern, start_number=0, pix_fmt="rgb24", vcodec="png", compression_level=1)
+    stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
+    args = ffmpeg.compile(stream, cmd=ffmpeg_binary(), overwrite_output=True)
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
+        try:
+            for raw in process.stdout:
+                key, _, value = raw.decode(errors="replace").strip().partition("=")
+                if key == "frame" and progress is not None and value.isdigit():
+                    done = int(value)
+                    progress("frames", done, max(expected or 0, done))
+        finally:
+            process.stdout.close()
+            code = process.wait()
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace")
+    count = len(list_frame_files(folder))
+    duration = header.get("duration")
+    check_decode(Path(video), code, stderr, count, int(round(duration * fps)) if duration else None, allow_truncated)
+    if progress is not None:
+        progress("frames", count, count)
+    return count
+
+
+def _run_ffmpeg(stream) -> str | None:
+    """Run an ffmpeg-python graph quietly; None when it worked, else ffmpeg's last error line."""
+    import ffmpeg
+
+    try:
+        ffmpeg.run(stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin"), cmd=ffmpeg_binary(),
+                   capture_stdout=True, capture_stderr=True, overwrite_output=True)
+    except ffmpeg.Error as exc:
+        lines = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "failed"
+    return None
+
+
+def remux_mp4(source: Path, target: Path) -> bool:
+    """Copy the video stream of ``source`` into the mp4 ``target`` (faststart, no audio); re-encode
+    with libx264 when it cannot be copied. True when ffmpeg succeeded. Not atomic by itself."""
+    import ffmpeg
+
+    for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
+        stream = ffmpeg.output(ffmpeg.input(str(Path(source).resolve())).video, str(Path(target).resolve()), an=None,
+                               movflags="+faststart", **codec)
+        if _run_ffmpeg(stream) is None:
+            return True
+    return False
+
+
+def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[int, int, int, int], frames: int | None) -> str | None:
+    """Re-encode part of ``source`` into the mp4 ``target`` (libx264 crf 18, yuv420p, faststart):
+    from ``start`` seconds (input seeking), cropped to ``box`` = (x, y, width, height), at most
+    ``frames`` frames. None when it worked, else ffmpeg's error line. Not atomic by itself."""
+    import ffmpeg
+
+    x0, y0, w, h = box
+    path = str(Path(source).resolve())
+    stream = ffmpeg.input(path, ss=f"{start:.6f}") if start is not None else ffmpeg.input(path)
+    video = stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")
+    limit = {"frames:v": int(frames)} if frames is not None else {}
+    out = ffmpeg.output(video, str(Path(target).resolve()), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart",
+                        an=None, **limit)
+    return _run_ffmpeg(out)
+
+
 # ----------------------------------------------------------------------------- writing
 
 
-def check_output(path: Path, overwrite: bool, protect=()) -> Path:
-    """Refuse to replace an existing output unless ``overwrite``; make sure its folder exists.
+def check_apart(output: Path, inputs=()) -> None:
+    """Refuse an output that is one of ``inputs``, lies inside one, or holds one (or the current
+    folder): writing it would change or delete what the command reads. Symlinks are resolved."""
+    out = Path(output).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        raise UserError(f"{shown(output)}: is the current folder or holds it; choose a new output path")
+    for item in inputs:
+        if item is None:
+            continue
+        source = Path(item).expanduser().resolve()
+        if out == source:
+            raise UserError(f"{shown(output)}: is the input {shown(item)}; choose another output")
+        if source in out.parents:
+            raise UserError(f"{shown(output)}: lies inside the input {shown(item)}, which writing it would change; choose an output outside it")
+        if out in source.parents:
+            raise UserError(f"{shown(output)}: holds the input {shown(item)}, which replacing it would delete; choose another output")
 
-    Even with ``overwrite``, an output is never one that holds the current folder or any of the
-    ``protect`` paths (the command's inputs): replacing it would delete them.
+
+def check_output(path: Path, overwrite: bool, protect=()) -> Path:
+    """Check an output path before the work: make sure its folder exists and is writable.
+
+    An existing output is refused unless ``overwrite``. Whatever ``overwrite`` says, an output is
+    never one of the ``protect`` paths (the command's inputs), inside one, or holding one, nor the
+    current folder (``check_apart``). Temporaries that a killed earlier run left for this output
+    are removed (``files.sweep``).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path}: already exists; pass --overwrite to replace it or choose another output")
-    if path.exists():
-        resolved = path.resolve()
-        if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
-            raise UserError(f"{path}: is the current folder or holds it; choose a new output path")
-        for item in protect:
-            if item is not None and (Path(item).resolve() == resolved or resolved in Path(item).resolve().parents):
-                raise UserError(f"{path}: holds the input {item}, which replacing it would delete; choose another output")
+    check_apart(path, protect)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise UserError(f"{shown(path)}: already exists; pass --overwrite to replace it or choose another output")
     if is_video(path) and path.suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
-        raise UserError(f"{path}: cannot write {path.suffix} video; use one of {', '.join(sorted(WRITABLE_VIDEO_EXTENSIONS))}")
+        raise UserError(f"{shown(path)}: cannot write {path.suffix} video; use one of {', '.join(sorted(WRITABLE_VIDEO_EXTENSIONS))}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        discard(temp_beside(path, directory=False))  # can we write there at all? say so before the work
+        discard(temp_beside(path, directory=False))  # can we write there at all? say so before the work (and sweep)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write into {path.parent} ({exc.strerror or exc}); choose another output") from exc
+        raise UserError(f"{shown(path)}: cannot write into {shown(path.parent)} ({exc.strerror or exc}); choose another output") from exc
     return path
 
 
@@ -287,10 +475,18 @@ class FrameWriter:
     """
 
     def __init__(
-        self, path: Path, fps: float = DEFAULT_FPS, overwrite: bool = False, crf: int = 18, names: list[str] | None = None
+        self,
+        path: Path,
+        fps: float = DEFAULT_FPS,
+        overwrite: bool = False,
+        crf: int = 18,
+        names: list[str] | None = None,
+        commit: bool = True,
     ):
         self.path = check_output(Path(path), overwrite)
         self.overwrite = overwrite
+        self.commit = commit
+        self.pending: Path | None = None  # with commit=False: the finished temporary, for committed_together
         self.names = names
         self.fps = float(fps)
         self.crf = crf
@@ -353,11 +549,33 @@ class FrameWriter:
                 err = self._process.stderr.read()
                 if self._process.wait() != 0 and ok:
                     raise UserError(f"{self.path}: ffmpeg failed to encode ({err.decode(errors='replace').strip().splitlines()[-1:]})")
-            if ok:
+            if ok and self.commit:
                 files.commit(self._tmp, self.path, replace=self.overwrite)
                 self._tmp = None
+            elif ok:
+                self.pending, self._tmp = self._tmp, None
         finally:
             discard(self._tmp)
+
+
+@contextmanager
+def committed_together(writers: list[FrameWriter], replace: bool):
+    """Enter every ``FrameWriter(..., commit=False)``; when the block succeeds, commit all their
+    outputs together (``files.commit_together``) or, if one cannot be, none of them."""
+    from . import files
+
+    try:
+        with ExitStack() as stack:
+            for writer in writers:
+                stack.enter_context(writer)
+            yield writers
+        pending = [(w.pending, w.path) for w in writers if w.pending is not None]
+        if pending and len(pending) == len(writers):
+            files.commit_together(pending, replace=replace)
+    finally:
+        for writer in writers:
+            files.discard(writer.pending)
+            writer.pending = None
 
 
 def write_frames(path: Path, frames: np.ndarray, fps: float = DEFAULT_FPS, overwrite: bool = False) -> Path:

@@ -410,7 +410,7 @@ class _Runner:
     def _frames(self):
         from . import media
         from .files import commit, discard, temp_beside
-        from .frames import FramesResult, expected_count, extract_frames
+        from .frames import FramesResult, expected_count
 
         target = self.full / IMAGES
         fps = self.request["fps"]
@@ -419,8 +419,9 @@ class _Runner:
             info = media.probe(self.source.path)
             tmp = temp_beside(target)
             try:
-                count = extract_frames(self.source.path, tmp, fps=fps, progress=self.progress,
-                                       expected=expected_count(info.frames, info.fps, fps))
+                count = media.extract_frames(self.source.path, tmp, fps=fps, progress=self.progress,
+                                             expected=expected_count(info.frames, info.fps, fps),
+                                             allow_truncated=self.request["allow_truncated"])
                 if count == 0:
                     raise UserError(f"{self.source.path}: ffmpeg produced no frames")
                 commit(tmp, target, replace=True)
@@ -432,7 +433,7 @@ class _Runner:
             info = media.probe(self.source.path, fps)
             count = 0
             with media.FrameWriter(target, fps, overwrite=True) as writer:
-                for frame in media.iter_frames(self.source.path):
+                for frame in media.iter_frames(self.source.path, allow_truncated=self.request["allow_truncated"]):
                     writer.write(frame)
                     count += 1
                     if self.progress:
@@ -546,9 +547,12 @@ def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool)
         for source in sources:
             if source.name + FLIP_SUFFIX in names:
                 raise UserError(f"{source.path}: with --flip, clip {source.name!r} would write {source.name}{FLIP_SUFFIX}/, the name of another input; rename one")
+    from .media import check_apart
+
     for source in sources:
         folders = [output / source.name] + ([output / f"{source.name}{FLIP_SUFFIX}"] if flip else [])
         for folder in folders:
+            check_apart(folder, [s.path for s in sources])  # a clip folder never is, holds or lies inside an input
             if not folder.exists():
                 continue
             meta = read_meta(folder, damaged_ok=overwrite) if folder.is_dir() else None
@@ -579,6 +583,7 @@ def preprocess(
     force: bool = False,
     keep_work: bool = False,
     models: Path | str | None = None,
+    allow_truncated: bool = False,
     overwrite: bool = False,
     progress=None,
 ) -> PreprocessResult:
@@ -588,7 +593,8 @@ def preprocess(
     ``skip``: ``densepose``, ``matte`` or both (comma-separated). ``overwrite`` replaces folders in
     the way that are not this tool's clips of these inputs; ``force`` recomputes this tool's clips.
     ``models``: the weights folder of the DensePose and matting stages; their networks are loaded
-    once and reused for every clip.
+    once and reused for every clip. A video that does not decode to its end is refused unless
+    ``allow_truncated``.
     """
     from .crop import check_size, parse_fov
     from .frames import check_fps
@@ -610,7 +616,7 @@ def preprocess(
     skipped = parse_skip(skip)
     sources = collect_sources(inputs)
     _preflight(sources, output, flip, overwrite)
-    request = {"fps": fps, "size": size, "fov": fov, "skip": sorted(skipped), "flip": bool(flip)}
+    request = {"fps": fps, "size": size, "fov": fov, "skip": sorted(skipped), "flip": bool(flip), "allow_truncated": bool(allow_truncated)}
 
     started = time.perf_counter()
     result = PreprocessResult(str(output))

@@ -97,6 +97,8 @@ def test_names_modes_and_formats_are_kept(tmp_path, rng):
     palette_image.putpalette(TABLE_10_3.reshape(-1).tolist())
     palette_image.save(clip / "densepose" / "frame_8.png")
     Image.fromarray(labels > 12).save(clip / "masks" / "frame_7.png")  # mode "1"
+    Image.fromarray(photo).save(clip / "images" / "frame_8.jpg", quality=90)  # every subfolder: the same frames
+    Image.fromarray(labels > 12).save(clip / "masks" / "frame_8.png")
     flip(clip, tmp_path / "out")
     out = tmp_path / "out"
     with Image.open(out / "images" / "frame_7.jpg") as im:

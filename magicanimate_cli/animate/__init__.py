@@ -6,14 +6,14 @@ function's keyword arguments. Heavy imports (torch, diffusers) happen inside it.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..crop import fit_square  # noqa: F401  (the animator's input fitting lives with the other crops)
 from ..errors import UserError
 
 FITS = ("crop", "pad", "stretch")
@@ -35,6 +35,8 @@ class AnimateConfig:
     fit: str = "crop"
 
     def validate(self) -> None:
+        if not math.isfinite(self.guidance_scale):
+            raise UserError(f"--guidance-scale {self.guidance_scale}: must be a finite number (7.5 is the official setting)")
         if not 1 <= self.steps <= 1000:
             raise UserError(f"--steps {self.steps}: choose between 1 and 1000 (the scheduler's training steps)")
         if self.size < 64 or self.size % 8:
@@ -66,37 +68,15 @@ class AnimateResult:
         return asdict(self)
 
 
-def fit_square(image, size: int, fit: str, fill: tuple[int, int, int]):
-    """Fit a uint8 RGB image to ``size×size``: center crop, pad (with ``fill``) or stretch.
-
-    The resize is Pillow's bicubic, as in the official code; an image already ``size×size``
-    is returned as it is.
-    """
-    import numpy as np
-    from PIL import Image
-
-    height, width = image.shape[:2]
-    if fit == "crop" and height != width:
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        image = image[top : top + side, left : left + side]
-    elif fit == "pad" and height != width:
-        side = max(height, width)
-        canvas = np.empty((side, side, 3), dtype=np.uint8)
-        canvas[:] = fill
-        top, left = (side - height) // 2, (side - width) // 2
-        canvas[top : top + height, left : left + width] = image
-        image = canvas
-    if image.shape[:2] == (size, size):
-        return np.ascontiguousarray(image)
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-
-
 class _FrameStore:
-    """Fitted motion frames in a temporary file, so memory does not grow with the clip."""
+    """Fitted motion frames in a temporary file, so memory does not grow with the clip.
 
-    def __init__(self, directory: str, size: int) -> None:
-        self.path = Path(directory) / "motion.u8"
+    The file is a locked temporary beside the output (``files.temp_beside``): a run killed with
+    ``kill -9`` leaves it, and the next run writing the same output removes it.
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = Path(path)
         self.size = size
         self.count = 0
         self._file = open(self.path, "wb")
@@ -129,17 +109,18 @@ def pin_cpu_kernels() -> None:
     os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
 
 
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+
+
 def _resolve_device(device: str, dtype: str):
     import torch
 
-    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)} (or cuda:N)")
-    if dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu or check `magicanimate doctor`")
+    from ..device import resolve_device
+
+    _check_dtype(dtype)
+    device = resolve_device(device)
     if dtype == "auto":
         dtype = "float16" if device.startswith("cuda") else "float32"
     return torch.device(device), getattr(torch, dtype)
@@ -184,6 +165,7 @@ def animate(
     grid: bool = False,
     align: bool = False,
     devices: str | None = None,
+    allow_truncated: bool = False,
     overwrite: bool = False,
     progress=None,
     pipeline=None,
@@ -198,9 +180,16 @@ def animate(
     windows of every denoising step across one process per device. ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs). ``align`` first fits the poses to the
     reference person exactly as ``magicanimate align`` does with its defaults (see ``align.py``).
+    The main output and the grid are committed together or not at all. A motion video that does
+    not decode to its end is refused unless ``allow_truncated``.
+
+    Every option is checked before anything heavy is imported or read, in this order: the
+    settings, the weights folder, the outputs (never an input, inside one, or holding one), the device.
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
+    from ..device import check_device
+    from ..files import discard, temp_beside
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
     config.validate()
@@ -208,12 +197,20 @@ def animate(
     if pipeline is None:
         check_models(models)
     reference, motion, output = Path(reference), Path(motion), Path(output)
-    if fps is not None and fps <= 0:
-        raise UserError(f"--fps {fps}: must be positive")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise UserError(f"--fps {fps}: must be a positive, finite number of frames per second")
+    _check_dtype(dtype)
+    device_list = _parse_devices(devices)
+    if not device_list:
+        check_device(device)
     media.check_output(output, overwrite, protect=(reference, motion))
     grid_output = _grid_path(output) if grid else None
     if grid_output is not None:
-        media.check_output(grid_output, overwrite, protect=(reference, motion))
+        media.check_output(grid_output, overwrite, protect=(reference, motion, output))
+    if not device_list and pipeline is None:
+        from ..device import resolve_device
+
+        resolve_device(device)  # a missing GPU is said now, not after reading the motion
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
     pose_fill = POSE_BACKGROUND
@@ -227,18 +224,19 @@ def animate(
     from .resume import StepCheckpoint, run_key
     from .weights import WeightLayout
 
-    device_list = _parse_devices(devices)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="magicanimate-") as scratch:
+    scratch = temp_beside(output, directory=False, suffix=".motion.u8")
+    aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
+    try:
         store = _FrameStore(scratch, size)
-        for frame in media.iter_frames(motion, same_size=False):  # every frame is fitted on its own
+        for frame in media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated):  # each fitted on its own
             store.append(fit_square(frame, size, fit, pose_fill))
         poses = store.frames()
         if len(poses) == 0:
             raise UserError(f"{motion}: no frames to animate")
         unaligned = alignment = None
         if align:
-            unaligned, (store, alignment) = store, _align_store(store, scratch, ref_found.box, pose_fill, motion)
+            unaligned, (store, alignment) = store, _align_store(store, aligned_scratch, ref_found.box, pose_fill, motion)
             poses = store.frames()
         distributed = len(device_list) > 1
         if not distributed and pipeline is None:
@@ -266,6 +264,9 @@ def animate(
             _render(job, pipeline, progress, distributed=False)
         checkpoint.remove()
         del poses
+    finally:
+        discard(scratch)
+        discard(aligned_scratch)
     return AnimateResult(
         output=str(output),
         grid=str(grid_output) if grid_output else None,
@@ -282,14 +283,12 @@ def animate(
     )
 
 
-def _align_store(store: _FrameStore, scratch: str, ref_box, background, motion: Path):
-    """The fitted poses moved onto ``ref_box`` (``align.plan_alignment``), in a second store."""
+def _align_store(store: _FrameStore, path: Path, ref_box, background, motion: Path):
+    """The fitted poses moved onto ``ref_box`` (``align.plan_alignment``), in a second store at ``path``."""
     from ..align import plan_alignment
 
     alignment = plan_alignment(store.frames(), ref_box, background=background, source=str(motion))
-    folder = Path(scratch) / "aligned"
-    folder.mkdir()
-    aligned = _FrameStore(str(folder), store.size)
+    aligned = _FrameStore(path, store.size)
     for pose in store.frames():
         aligned.append(alignment.apply(pose))
     return aligned, alignment
@@ -343,19 +342,18 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
         return
     on_step = job.checkpoint.save
     unaligned = job.poses(job.unaligned_path) if job.unaligned_path else None
-    with media.FrameWriter(job.output, job.fps, job.overwrite) as writer:
-        grid_writer = media.FrameWriter(job.grid_output, job.fps, job.overwrite) if job.grid_output else None
-        with grid_writer or nullcontext():
+    writers = [media.FrameWriter(job.output, job.fps, job.overwrite, commit=False)]
+    if job.grid_output:
+        writers.append(media.FrameWriter(job.grid_output, job.fps, job.overwrite, commit=False))
+    with media.committed_together(writers, replace=job.overwrite):
 
-            def on_frame(index: int, frame) -> None:
-                writer.write(frame)
-                if grid_writer:
-                    before = [unaligned[index]] if unaligned is not None else []  # --align: pose | aligned pose
-                    grid_writer.write(np.concatenate([job.reference, *before, poses[index], frame], axis=1))
+        def on_frame(index: int, frame) -> None:
+            writers[0].write(frame)
+            if len(writers) > 1:
+                before = [unaligned[index]] if unaligned is not None else []  # --align: pose | aligned pose
+                writers[1].write(np.concatenate([job.reference, *before, poses[index], frame], axis=1))
 
-            pipeline(
-                job.reference, poses, **job.call, on_frame=on_frame, on_step=on_step, progress=progress, distributed=distributed
-            )
+        pipeline(job.reference, poses, **job.call, on_frame=on_frame, on_step=on_step, progress=progress, distributed=distributed)
 
 
 def _rank() -> int:

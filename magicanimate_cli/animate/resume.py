@@ -45,13 +45,26 @@ class StepCheckpoint:
             return None
 
     def save(self, steps_done: int, latents) -> None:
+        """Write the checkpoint atomically; a failed write (a full disk) leaves no file behind and
+        is reported as ``UserError`` naming the folder."""
         from safetensors.torch import save_file
 
-        from ..files import commit, temp_beside
+        from ..errors import UserError, first_line, shown
+        from ..files import commit, discard, temp_beside
 
         tmp = temp_beside(self.path, directory=False)
-        save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp), metadata={"key": self.key, "step": str(steps_done)})
-        commit(tmp, self.path, replace=True)
+        try:
+            save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp), metadata={"key": self.key, "step": str(steps_done)})
+            commit(tmp, self.path, replace=True)
+        except Exception as exc:
+            if isinstance(exc, UserError):
+                raise
+            raise UserError(
+                f"{shown(self.path.parent)}: cannot write the resume checkpoint ({first_line(exc)}); free disk space there or "
+                "choose another output folder, then run again"
+            ) from exc
+        finally:
+            discard(tmp)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

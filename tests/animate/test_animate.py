@@ -156,3 +156,144 @@ def test_cpu_kernels_are_pinned_before_torch_is_imported(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[False]"
+
+
+# ----------------------------------------------------------------------------- issue 12: reliability
+
+
+@pytest.fixture()
+def reference(tmp_path, rng):
+    path = tmp_path / "ref.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _tree(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["frame", "new-file", "motion", "parent", "grid-is-motion"])
+def test_an_output_is_never_an_input_inside_one_or_holding_one(tiny_pipeline, tmp_path, motion_dir, reference, where):
+    before = _tree(tmp_path)
+    output, grid = {
+        "frame": (motion_dir / "0001.png", False),  # animate REF MOTION -o MOTION/00005.png --overwrite
+        "new-file": (motion_dir / "new.mp4", False),
+        "motion": (motion_dir, False),
+        "parent": (tmp_path, False),
+        "grid-is-motion": (None, True),  # the grid of -o out is out_grid, which is the motion
+    }[where]
+    if where == "grid-is-motion":
+        motion = tmp_path / "out_grid"
+        motion_dir.rename(motion)
+        output = tmp_path / "out"
+        before = _tree(tmp_path)
+    else:
+        motion = motion_dir
+    with pytest.raises(UserError, match="input"):
+        run(tiny_pipeline, reference, motion, output, overwrite=True, grid=grid)
+    assert _tree(tmp_path) == before
+
+
+def test_grid_and_output_are_committed_together(tiny_pipeline, tmp_path, motion_dir, reference, monkeypatch):
+    output = tmp_path / "out.mp4"
+    original = type(tiny_pipeline).__call__
+
+    def intruder(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        output.write_bytes(b"someone else's")  # the main output appears from elsewhere mid-run
+        return result
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(tiny_pipeline), "__call__", intruder)
+        with pytest.raises(UserError, match="appeared while"):
+            run(tiny_pipeline, reference, motion_dir, output, grid=True)
+    assert output.read_bytes() == b"someone else's" and not (tmp_path / "out_grid.mp4").exists()
+    output.unlink()
+    result = run(tiny_pipeline, reference, motion_dir, output, grid=True)  # the re-run works (and resumes)
+    assert media.probe(output).frames == 3 and media.probe(tmp_path / "out_grid.mp4").frames == 3
+    assert result.grid == str(tmp_path / "out_grid.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"fps": float("nan")}, "--fps"),
+        ({"fps": float("inf")}, "--fps"),
+        ({"guidance_scale": float("nan")}, "--guidance-scale"),
+        ({"guidance_scale": float("inf")}, "--guidance-scale"),
+        ({"device": "gpu"}, "--device"),
+        ({"dtype": "float8"}, "--dtype"),
+    ],
+)
+def test_every_option_is_checked_before_the_motion_is_read(tmp_path, motion_dir, reference, kwargs, message, monkeypatch):
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the motion was read before the options were checked")
+
+    monkeypatch.setattr(media, "iter_frames", no_reading)
+    monkeypatch.setattr(media, "probe", no_reading)
+    with pytest.raises(UserError, match=message):
+        animate(reference, motion_dir, tmp_path / "out.mp4", **kwargs)
+
+
+def test_missing_cuda_is_said_before_the_motion_is_read(tmp_path, motion_dir, reference, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(media, "probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("motion read first")))
+    with pytest.raises(UserError, match="no CUDA device"):
+        animate(reference, motion_dir, tmp_path / "out.mp4", device="cuda")
+
+
+def test_a_truncated_motion_video_is_refused_unless_allowed(tiny_pipeline, tmp_path, reference, rng):
+    full = tmp_path / "full.mp4"
+    media.write_frames(full, rng.integers(0, 256, (28, 64, 64, 3), dtype=np.uint8), fps=10)
+    data = full.read_bytes()
+    half = tmp_path / "half.mp4"
+    half.write_bytes(data[: len(data) // 2])  # faststart: the header promises 28 frames
+    with pytest.raises(UserError, match=r"half\.mp4: truncated or damaged video.*--allow-truncated"):
+        run(tiny_pipeline, reference, half, tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+    result = run(tiny_pipeline, reference, half, tmp_path / "out.mp4", allow_truncated=True)
+    assert 0 < result.frames < 28
+
+
+_KILLED_CHILD = """
+import sys, time, types
+from magicanimate_cli.animate import animate
+
+class Pipeline:
+    unet = types.SimpleNamespace(device="cpu", dtype="torch.float32", config=types.SimpleNamespace(motion_max_seq_length=32))
+
+    def __call__(self, *args, **kwargs):
+        print("rendering", flush=True)
+        time.sleep(120)
+
+animate(sys.argv[1], sys.argv[2], sys.argv[3], size=64, steps=1, pipeline=Pipeline())
+"""
+
+
+def test_kill_9_leaves_no_motion_scratch_for_good(tiny_pipeline, tmp_path, motion_dir, reference):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    output = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD, str(reference), str(motion_dir), str(output)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert child.stdout.readline().strip() == "rendering"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert list((tmp_path / "tmp").iterdir()) == []  # nothing in $TMPDIR: the motion waits beside the output
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert any(name.endswith(".motion.u8") for name in left)
+    run(tiny_pipeline, reference, motion_dir, output)  # the next run of the same output cleans it up
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

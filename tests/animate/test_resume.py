@@ -60,3 +60,22 @@ def test_a_damaged_checkpoint_is_ignored(tmp_path):
     checkpoint = StepCheckpoint(tmp_path / "out.mp4", "key")
     checkpoint.path.write_bytes(b"not safetensors")
     assert checkpoint.load() is None
+
+
+def test_a_full_disk_during_the_checkpoint_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
+    import safetensors.torch
+    import torch
+    from safetensors import SafetensorError
+
+    from magicanimate_cli.errors import UserError
+
+    def full_disk(tensors, filename, metadata=None):
+        open(filename, "wb").close()  # what a full disk leaves: an empty file
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    checkpoint = StepCheckpoint(tmp_path / "out.mp4", "key")
+    with pytest.raises(UserError, match="cannot write the resume checkpoint .*free disk space") as caught:
+        checkpoint.save(1, torch.zeros(1, 4, 2, 8, 8))
+    assert str(tmp_path) in str(caught.value) and "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # no 0-byte *.partial.safetensors, no lock
