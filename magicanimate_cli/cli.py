@@ -19,7 +19,7 @@ import typer
 
 from . import __version__
 from .animate import AnimateConfig
-from .errors import UserError
+from .errors import StageFailed, UserError
 
 app = typer.Typer(
     name="magicanimate",
@@ -51,6 +51,10 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     _state["debug"] = debug
+    if debug:  # the stages keep their libraries' log lines and warnings off stderr unless this logger is on DEBUG
+        import logging
+
+        logging.getLogger("magicanimate_cli").setLevel(logging.DEBUG)
 
 
 def _run(call: Callable, as_json: bool) -> None:
@@ -67,6 +71,8 @@ def _run(call: Callable, as_json: bool) -> None:
             result = call(progress)
     except UserError as exc:
         _fail(str(exc), 2, as_json)
+    except StageFailed as exc:
+        _fail(str(exc), 1, as_json)
     except KeyboardInterrupt:
         _fail("interrupted", 130, as_json)
     except Exception as exc:  # a bug or an environment failure: say so in one line
@@ -310,7 +316,9 @@ def densepose_(
     min_score: float = typer.Option(_DENSEPOSE.min_score, "--min-score", help="Keep people detected with a score above this (detectron2's default 0.05 paints spurious people)."),
     max_people: int = typer.Option(_DENSEPOSE.max_people, "--max-people", help="Keep the N best-scoring people per frame (0 = all); MagicAnimate animates one person."),
     fill_missing: bool = typer.Option(_DENSEPOSE.fill_missing, "--fill-missing", help="Frames without a person take the labels of the nearest frame with one."),
+    min_detected: float = typer.Option(_DENSEPOSE.min_detected, "--min-detected", help="Fail (exit 1) when a person is found in fewer than this fraction of the frames (0 = never; off with --fill-missing)."),
     smooth: int = typer.Option(_DENSEPOSE.smooth, "--smooth", help="Per-pixel majority label over K frames (odd K; 0 = off)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frames-folder INPUT (default: the clip's meta.json, else 25); a video keeps its own."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
