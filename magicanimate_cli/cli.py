@@ -290,6 +290,10 @@ def preprocess_(
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those already finished."),
     keep_work: bool = typer.Option(False, "--keep-work", help="Keep the full-size intermediate frames (OUT/<clip>/.work/)."),
     models: Optional[Path] = MODELS_OPTION,
+    densepose_weights: Optional[Path] = typer.Option(None, "--densepose-weights", help="DensePose weights (.pkl or .pth, R_50_FPN_s1x), as densepose --weights; default the pinned zoo weights."),
+    min_score: float = typer.Option(0.8, "--min-score", help="DensePose: keep people detected with a score above this."),
+    fill_missing: bool = typer.Option(False, "--fill-missing", help="DensePose: frames without a person take the labels of the nearest frame with one."),
+    min_detected: float = typer.Option(0.5, "--min-detected", help="DensePose fails for a clip with a person in fewer than this fraction of its frames (0 = never)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace folders in the way that are not clips of these inputs."),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -403,3 +403,124 @@ def test_a_damaged_meta_json_is_replaced_with_overwrite(videos, tmp_path, fakes)
     with pytest.raises(UserError, match="unreadable meta.json.*--overwrite"):
         preprocess([videos / "dance.mp4"], tmp_path, **FAST)
     assert preprocess([videos / "dance.mp4"], tmp_path, overwrite=True, **FAST).ok
+
+
+# ----------------------------------------------------------------------------- the real DensePose stage, given an estimator
+
+
+class OrderEstimator:
+    """detectron2-shaped results for frames in the order they come: a person (part 7 over a centred
+    box) in the frames whose position is in ``found``, nobody elsewhere; records the weights it was
+    loaded with like load_estimator's result."""
+
+    name, device = "order", "cpu"
+
+    def __init__(self, found, weights=None, weights_sha256=None):
+        self.found, self.seen = set(found), 0
+        self.weights, self.weights_sha256 = weights, weights_sha256
+
+    def __call__(self, frames):
+        from magicanimate_cli.densepose.charts import Detections
+
+        out = []
+        for frame in frames:
+            height, width = frame.shape[:2]
+            if self.seen in self.found:
+                fine = np.full((1, 25, 4, 4), -4.0, np.float32)
+                fine[0, 7] = 4.0
+                box = np.array([[width / 4, height / 4, width / 2, height / 2]], np.float32)
+                coarse = np.zeros((1, 2, 4, 4), np.float32)
+                coarse[0, 1] = 1.0  # foreground everywhere in the box
+                out.append(Detections(box, np.array([0.99], np.float32), coarse, fine))
+            else:
+                out.append(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                                      np.zeros((0, 2, 4, 4), np.float32), np.zeros((0, 25, 4, 4), np.float32)))
+            self.seen += 1
+        return out
+
+
+def real_densepose(monkeypatch, estimator):
+    """preprocess with the real densepose() stage, ``estimator`` in place of detectron2, fake matting."""
+    from magicanimate_cli import preprocess as preprocess_module
+
+    calls = []
+
+    def load(self):
+        calls.append(self.densepose)
+        return estimator
+
+    monkeypatch.setattr(preprocess_module._Networks, "segmenter", lambda self: None)
+    monkeypatch.setattr(preprocess_module._Networks, "estimator", load)
+    monkeypatch.setattr(matting_module, "matte", Fakes().matte)
+    return calls
+
+
+def test_too_few_detected_frames_fail_the_clips_densepose_stage(videos, tmp_path, monkeypatch):
+    real_densepose(monkeypatch, OrderEstimator(found={0, 1, 2}))  # 3 of 10 frames
+    result = runner.invoke(app, ["preprocess", str(videos / "dance.mp4"), "-o", str(tmp_path), "--size", "32", "--json"])
+    assert result.exit_code == 1, result.output
+    clip = json.loads(result.stdout)["clips"][0]
+    assert clip["status"] == "incomplete" and clip["stages"]["densepose"] == "failed"
+    message = clip["errors"]["densepose"]
+    assert message.startswith(f"clip dance ({videos / 'dance.mp4'}): DensePose found a person in only 3 of 10 frames (30%, below --min-detected 0.5)")
+    assert "--min-score" in message and "--fill-missing" in message and not message.startswith("StageFailed")
+    assert _meta(tmp_path / "dance")["subfolders"] == ["images", "masks"]
+
+    estimator = OrderEstimator(found=())  # accepting the gaps: the labels of the first run are reused
+    real_densepose(monkeypatch, estimator)
+    fixed = preprocess([videos / "dance.mp4"], tmp_path, fill_missing=True, **FAST)
+    assert fixed.ok and estimator.seen == 0
+    record = _meta(tmp_path / "dance")["stages"]["densepose"]
+    assert record["params"] == {"fill_missing": True} and record["result"]["filled"] == 7
+
+
+def test_densepose_result_in_meta_json_has_the_clip_fps_and_frame_names(tmp_path, monkeypatch):
+    make_video(tmp_path / "slow.mp4", count=10, fps=10.0)
+    real_densepose(monkeypatch, OrderEstimator(found=range(1, 10)))
+    result = preprocess([tmp_path / "slow.mp4"], tmp_path / "out", fps=10.0, **FAST)
+    assert result.ok, result.clips
+    meta = _meta(tmp_path / "out" / "slow")
+    densepose_result = meta["stages"]["densepose"]["result"]
+    assert meta["fps"] == 10.0 and densepose_result["fps"] == 10.0
+    assert densepose_result["missing_frames"] == ["00000.png"]
+    assert (tmp_path / "out" / "slow" / "images" / "00000.png").is_file()  # the name is a frame of the clip
+
+
+def test_densepose_weights_option_reaches_the_estimator_and_meta_json(videos, tmp_path, monkeypatch):
+    import hashlib
+
+    weights = tmp_path / "mine.pkl"
+    weights.write_bytes(b"not really weights")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    calls = real_densepose(monkeypatch, OrderEstimator(found=range(10), weights=weights, weights_sha256=digest))
+    result = runner.invoke(app, ["preprocess", str(videos / "dance.mp4"), "-o", str(tmp_path / "out"), "--size", "32",
+                                 "--densepose-weights", str(weights), "--min-score", "0.6", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [(c.weights, c.min_score) for c in calls] == [(weights.resolve(), 0.6)]
+    record = _meta(tmp_path / "out" / "dance")["stages"]["densepose"]
+    assert record["params"] == {"weights": str(weights.resolve()), "min_score": 0.6}
+    assert record["result"]["weights"] == str(weights) and record["result"]["weights_sha256"] == digest
+
+    missing = runner.invoke(app, ["preprocess", str(videos / "dance.mp4"), "-o", str(tmp_path / "o2"),
+                                  "--densepose-weights", str(tmp_path / "nope.pkl")])  # fmt: skip
+    assert missing.exit_code == 2 and "nope.pkl: no such weights file" in missing.stderr
+    assert not (tmp_path / "o2").exists()  # refused before any work
+
+
+def test_versions_in_meta_json_name_the_stage_libraries_without_importing_them():
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    code = (
+        "import json, sys; from magicanimate_cli.clip import versions; v = versions(); "
+        "print(json.dumps([v, [m for m in ('torch', 'paddle', 'detectron2') if m in sys.modules]]))"
+    )
+    found, imported = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert imported == []
+    for key, distribution in (("torch", "torch"), ("detectron2", "detectron2"), ("paddle", "paddlepaddle")):
+        try:
+            expected = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            expected = None
+        assert key in found and found[key] == expected, key

@@ -331,6 +331,23 @@ def _estimate(plan: _Plan, work: _Work, estimator, settings: DensePoseConfig, pr
         flush()
 
 
+class TooFewPeople(StageFailed):
+    """DensePose found a person in fewer than ``min_detected`` of the frames (exit 1)."""
+
+    def __init__(self, subject: str, detected: int, count: int, min_detected: float, min_score: float) -> None:
+        self.subject, self.detected, self.count = subject, detected, count
+        self.min_detected, self.min_score = min_detected, min_score
+        super().__init__(
+            f"{subject}: DensePose found a person in only {detected} of {count} frames ({100 * detected / count:.0f}%, "
+            f"below --min-detected {min_detected:g}); lower --min-score (now {min_score:g}) to keep less certain "
+            "detections, or pass --fill-missing to give those frames the nearest detected frame's labels"
+        )
+
+    def naming(self, subject: str) -> TooFewPeople:
+        """The same failure, reported for ``subject`` (``preprocess`` names the clip, not its work folder)."""
+        return TooFewPeople(subject, self.detected, self.count, self.min_detected, self.min_score)
+
+
 @dataclass(frozen=True)
 class _Repair:
     count: int  # frames with labels
@@ -356,11 +373,7 @@ def _repair(input: Path, plan: _Plan, work: _Work, settings: DensePoseConfig) ->
         )
     detected = count - len(missing)
     if not settings.fill_missing and detected < settings.min_detected * count:
-        raise StageFailed(
-            f"{input}: DensePose found a person in only {detected} of {count} frames ({100 * detected / count:.0f}%, "
-            f"below --min-detected {settings.min_detected:g}); lower --min-score (now {settings.min_score:g}) to keep "
-            "less certain detections, or pass --fill-missing to give those frames the nearest detected frame's labels"
-        )
+        raise TooFewPeople(str(input), detected, count, settings.min_detected, settings.min_score)
     sources = fill_sources([n == 0 for n in work.people]) if settings.fill_missing else list(range(count))
     return _Repair(count, missing, sources, sum(1 for i in missing if sources[i] != i))
 
