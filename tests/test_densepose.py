@@ -765,6 +765,16 @@ BOXES = [  # XYXY in frame pixels: two overlapping people, then one
 ]
 
 
+def upstream_configs() -> Path | None:
+    """detectron2's projects/DensePose/configs, where a source tree is at hand (see the test using it)."""
+    import densepose as upstream
+
+    candidates = [Path(upstream.__file__).resolve().parents[1] / "configs"]
+    if os.environ.get("DETECTRON2_SOURCE"):
+        candidates.append(Path(os.environ["DETECTRON2_SOURCE"]).expanduser() / "projects" / "DensePose" / "configs")
+    return next((c for c in candidates if (c / "Base-DensePose-RCNN-FPN.yaml").is_file()), None)
+
+
 @pytest.fixture(scope="module")
 def d2_estimator():
     import torch
@@ -789,31 +799,45 @@ def d2_instances(d2_estimator, d2_frames):
 class TestDetectron2:
     """R_50_FPN from the project's config, random weights, given boxes, against detectron2's own code."""
 
-    def test_config_is_the_upstream_yaml_chain(self):
-        import densepose as upstream
+    @pytest.mark.parametrize("name", list(est.MODELS))
+    def test_config_is_the_upstream_yaml_chain(self, name):
+        """The configs built in code equal upstream's YAML chain, model section, for every zoo model.
+
+        The DensePose wheel ships no YAML files, so they are looked for beside the installed
+        package (a source or editable install) and in the detectron2 checkout named by
+        ``DETECTRON2_SOURCE`` (the one the wheel was built from)."""
         from densepose import add_densepose_config
         from detectron2.config import get_cfg
 
-        yaml_file = Path(upstream.__file__).resolve().parents[1] / "configs" / "densepose_rcnn_R_50_FPN_s1x.yaml"
-        if not yaml_file.is_file():
-            pytest.skip("DensePose was not installed from a source checkout: its configs are not here")
+        folder = upstream_configs()
+        if folder is None:
+            pytest.skip("no DensePose configs: set DETECTRON2_SOURCE to the detectron2 checkout the wheel was built from")
         theirs = get_cfg()
         add_densepose_config(theirs)
-        theirs.merge_from_file(str(yaml_file))
-        ours = est.build_config(None, device="cpu")
-        for key in ("MODEL.WEIGHTS", "MODEL.DEVICE", "MODEL.ROI_HEADS.SCORE_THRESH_TEST"):
-            node, leaf = key.rsplit(".", 1)
-            ours_node = ours
-            for part in node.split("."):
-                ours_node = getattr(ours_node, part)
-            theirs_node = theirs
-            for part in node.split("."):
-                theirs_node = getattr(theirs_node, part)
-            theirs_node[leaf] = ours_node[leaf]
+        theirs.merge_from_file(str(folder / f"{name}.yaml"))
+        ours = est.build_config(name, device="cpu")
+        theirs.defrost()
+        for key in ("WEIGHTS", "DEVICE"):  # set by the run (weights are loaded by load_weights, never by detectron2)
+            theirs.MODEL[key] = ours.MODEL[key]
+        theirs.MODEL.ROI_HEADS.SCORE_THRESH_TEST = ours.MODEL.ROI_HEADS.SCORE_THRESH_TEST
         assert ours.MODEL == theirs.MODEL  # every model key; only training/dataset keys are left out
+        assert ours.INPUT.MIN_SIZE_TEST == theirs.INPUT.MIN_SIZE_TEST and ours.INPUT.MAX_SIZE_TEST == theirs.INPUT.MAX_SIZE_TEST
+        yaml_file = folder / f"{name}.yaml"
         assert est.build_config(yaml_file, device="cpu").MODEL == ours.MODEL  # --config FILE.yaml
         with pytest.raises(UserError, match="needs its weights"):
             est.load_estimator(yaml_file, device="cpu")
+
+    def test_zoo_configs_need_no_yaml_files(self, tmp_path, monkeypatch):
+        """Under the wheel install (no YAML anywhere) every zoo model still builds, on the head it names."""
+        from detectron2.modeling import build_model
+
+        monkeypatch.chdir(tmp_path)
+        for name, spec in est.MODELS.items():
+            cfg = est.build_config(name, device="cpu")
+            assert cfg.MODEL.RESNETS.DEPTH == spec.depth and cfg.MODEL.ROI_DENSEPOSE_HEAD.NAME == spec.head
+        model = build_model(est.build_config(None, device="cpu"))
+        assert type(model.roi_heads.densepose_head).__name__ == "DensePoseV1ConvXHead"
+        assert len(model.backbone.bottom_up.stages) == 4 and len(model.backbone.bottom_up.res4) == 6  # ResNet-50
 
     def test_detection_with_random_weights_finds_nobody(self, d2_estimator, d2_frames):
         found = d2_estimator(d2_frames[:1])
@@ -892,3 +916,27 @@ class TestDetectron2:
             est.load_estimator("R_101_FPN_DL_s1x", weights=tmp_path / "zoo.pkl", device="cpu")
         loaded = est.load_estimator(None, weights=tmp_path / "zoo.pkl", device="cpu", max_people=3)
         assert loaded.name == "densepose_rcnn_R_50_FPN_s1x" and loaded.cfg.TEST.DETECTIONS_PER_IMAGE == 3
+        assert loaded.weights == tmp_path / "zoo.pkl"  # a file the user names is trusted, and its digest recorded
+        assert loaded.weights_sha256 == hashlib.sha256((tmp_path / "zoo.pkl").read_bytes()).hexdigest()
+
+    def test_loading_and_inference_keep_stderr_to_our_own_messages(self, d2_estimator, d2_frames, tmp_path, capfd):
+        """No torch.fx / meshgrid warning and no checkpointer INFO line, even with logging set up at INFO."""
+        import logging
+        import warnings
+
+        state = {k: v.detach().numpy().copy() for k, v in d2_estimator.model.state_dict().items()}
+        with open(tmp_path / "zoo.pkl", "wb") as handle:
+            pickle.dump({"model": state, "__author__": "magicanimate test"}, handle, protocol=2)
+        logging.basicConfig(level=logging.INFO, force=True)
+        try:
+            capfd.readouterr()
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")  # as a plain `python -m magicanimate_cli` run shows them
+                loaded = est.load_estimator(None, weights=tmp_path / "zoo.pkl", device="cpu")
+                loaded(d2_frames[:1])
+                loaded(d2_frames[:1], boxes=BOXES[:1])
+            assert capfd.readouterr().err == ""
+        finally:
+            for handler in logging.getLogger().handlers[:]:
+                logging.getLogger().removeHandler(handler)
+            logging.getLogger().setLevel(logging.WARNING)

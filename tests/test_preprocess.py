@@ -325,12 +325,15 @@ def test_adding_flip_or_skipping_finished_stages_recomputes_nothing(videos, tmp_
     assert preprocess([videos / "dance.mp4"], tmp_path, flip=True, **FAST).clips[0]["status"] == "up-to-date"
 
 
+def _detectron2_installed() -> bool:
+    from magicanimate_cli.densepose.estimator import detectron2_available
+
+    return detectron2_available()
+
+
+@pytest.mark.skipif(_detectron2_installed(), reason="detectron2 is installed: test_real_densepose_stage_with_detectron2 runs instead")
 def test_real_densepose_stage_reports_its_install_command(videos, tmp_path, monkeypatch):
     """Without the fakes: the real densepose() runs and, without detectron2, says how to install it."""
-    import importlib.util
-
-    if importlib.util.find_spec("detectron2") is not None:
-        pytest.skip("detectron2 is installed")
     from magicanimate_cli import preprocess as preprocess_module
 
     monkeypatch.setattr(preprocess_module._Networks, "segmenter", lambda self: None)
@@ -341,6 +344,54 @@ def test_real_densepose_stage_reports_its_install_command(videos, tmp_path, monk
     from magicanimate_cli.densepose import install_command
 
     assert _meta(tmp_path / "talk")["stages"]["densepose"]["hint"] == install_command()
+
+
+def person_detecting_weights(path: Path) -> str:
+    """R_50_FPN_s1x weights, random but for two heads: every proposal is a person (score ~1) and every
+    pixel of its box is body (coarse segmentation); written in the model-zoo .pkl format. Returns the sha256."""
+    import hashlib
+    import pickle
+
+    import torch
+    from detectron2.modeling import build_model
+
+    from magicanimate_cli.densepose.estimator import build_config
+
+    torch.manual_seed(0)
+    state = {k: v.detach().numpy().copy() for k, v in build_model(build_config(None, device="cpu")).state_dict().items()}
+    state["roi_heads.box_predictor.cls_score.weight"][:] = 0.0
+    state["roi_heads.box_predictor.cls_score.bias"][:] = (10.0, -10.0)  # person, background
+    state["roi_heads.densepose_predictor.ann_index_lowres.weight"][:] = 0.0
+    state["roi_heads.densepose_predictor.ann_index_lowres.bias"][:] = (-10.0, 10.0)  # background, body
+    with open(path, "wb") as handle:
+        pickle.dump({"model": state, "__author__": "magicanimate test"}, handle, protocol=2)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(not _detectron2_installed(), reason="detectron2/DensePose not installed (optional extra)")
+def test_real_densepose_stage_with_detectron2(tmp_path, monkeypatch, capfd):
+    """preprocess with real detectron2 on a weights file the user names (--densepose-weights): the
+    stage is done, meta.json records the file's sha256, the clip's fps and detectron2's version,
+    and detectron2 prints nothing on stderr."""
+    from importlib import metadata
+
+    make_video(tmp_path / "walk.mp4", count=3, fps=10.0, width=64, height=48, moving=True)
+    digest = person_detecting_weights(tmp_path / "mine.pkl")
+    capfd.readouterr()
+    result = runner.invoke(app, ["preprocess", str(tmp_path / "walk.mp4"), "-o", str(tmp_path / "out"), "--size", "32", "--fps", "10",
+                                 "--skip", "matte", "--densepose-weights", str(tmp_path / "mine.pkl"), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and capfd.readouterr().err == ""
+    meta = _meta(tmp_path / "out" / "walk")
+    record = meta["stages"]["densepose"]
+    assert record["status"] == "done" and record["params"] == {"weights": str((tmp_path / "mine.pkl").resolve())}
+    assert record["result"]["weights_sha256"] == digest and record["result"]["fps"] == 10.0
+    assert record["result"]["missing"] == 0 and record["result"]["model"] == "densepose_rcnn_R_50_FPN_s1x"
+    assert meta["versions"]["detectron2"] == metadata.version("detectron2") and meta["versions"]["torch"] == metadata.version("torch")
+    labels = np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "out" / "walk" / "densepose_labels").iterdir())])
+    assert labels.shape == (3, 32, 32) and labels.max() <= 24 and (labels > 0).mean() > 0.05
+    render = np.asarray(Image.open(tmp_path / "out" / "walk" / "densepose" / "00000.png"))
+    assert np.array_equal(render, TABLE_10_3[labels[0]])  # the driving frame is the label map in the palette
 
 
 def test_real_matting_stage_with_random_paddleseg_weights(videos, tmp_path, monkeypatch):
