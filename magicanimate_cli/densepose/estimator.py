@@ -206,10 +206,11 @@ def ensure_weights(spec: ModelSpec, models: str | Path | None = None, progress=N
         if digest != spec.sha256:
             raise UserError(f"{path}: sha256 {digest} does not match the expected {spec.sha256}; delete the file to download it again")
         return path
+    from ..folders import created_folders
     from ..models import fetch_url
 
-    folder.mkdir(parents=True, exist_ok=True)
-    fetch_url(spec.url, path, sha256=spec.sha256, size=spec.size, progress=progress)
+    with created_folders(folder):  # an offline run leaves no empty folders behind
+        fetch_url(spec.url, path, sha256=spec.sha256, size=spec.size, progress=progress)
     return path
 
 
