@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import hashlib
 import http.server
-import io
 import json
 import pickle
 import subprocess
@@ -472,9 +471,8 @@ def test_created_folders_keep_a_partial_download(tmp_path):
             (folder / ".model.zip.partial").write_bytes(b"half")  # what a resumed download needs
             raise OSError("connection reset")
     assert (tmp_path / "a" / "b" / "c" / ".model.zip.partial").is_file()
-    with pytest.raises(OSError):
-        with created_folders(tmp_path / "a" / "x" / "y"):
-            raise OSError("offline")
+    with pytest.raises(OSError), created_folders(tmp_path / "a" / "x" / "y"):
+        raise OSError("offline")
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b"]  # a/ existed: kept; x/y/ removed
 
 

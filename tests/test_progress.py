@@ -27,7 +27,7 @@ def lines(stream: io.StringIO) -> list[str]:
 def test_plain_lines_at_each_tenth_and_at_the_end():
     stream, clock = io.StringIO(), Clock()
     report = PlainProgress(stream, clock=clock)
-    for done in range(0, 201):  # 200 units, 0.1 s apart: never 30 s without a tenth
+    for done in range(201):  # 200 units, 0.1 s apart: never 30 s without a tenth
         report("densepose", done, 200)
         clock.now += 0.1
     out = lines(stream)
@@ -40,7 +40,7 @@ def test_plain_lines_at_each_tenth_and_at_the_end():
 def test_slow_stages_print_every_30_seconds_between_tenths():
     stream, clock = io.StringIO(), Clock()
     report = PlainProgress(stream, clock=clock)
-    for done in range(0, 51):  # 1000 units, 2 s per unit: a tenth takes 200 s
+    for done in range(51):  # 1000 units, 2 s per unit: a tenth takes 200 s
         report("animate", done, 1000)
         clock.now += 2.0
     out = lines(stream)

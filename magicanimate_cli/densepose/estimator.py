@@ -19,10 +19,7 @@ them before a model is actually built, so the rest of the package works without 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import pickle
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
