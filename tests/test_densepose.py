@@ -678,7 +678,7 @@ def test_library_noise_stays_off_stderr_unless_debug(capfd):
             with est._quiet_libraries():
                 logging.getLogger("fvcore.common.checkpoint").info("[Checkpointer] Loading from model_final.pkl ...")
                 logging.getLogger("detectron2.checkpoint.detection_checkpoint").info("[DetectionCheckpointer] Loading")
-                warnings.warn("is_fx_tracing will be removed; use torch.fx.is_fx_symbolic_tracing", UserWarning)
+                logging.getLogger("torch.fx._symbolic_trace").warning("is_fx_tracing will return true for both fx.symbolic_trace and torch.export.")
                 warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.")
                 logging.getLogger("detectron2").warning("a real problem")
             assert capfd.readouterr().err == "a real problem\n"

@@ -19,6 +19,7 @@ them before a model is actually built, so the rest of the package works without 
 
 from __future__ import annotations
 
+import logging
 import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -339,39 +340,45 @@ def require_detectron2() -> None:
         ) from exc
 
 
-#: loggers of detectron2 and the libraries it logs through (fvcore's checkpointer, iopath's file I/O)
-LIBRARY_LOGGERS = ("detectron2", "fvcore", "iopath", "densepose")
+#: loggers of detectron2 and the libraries it logs through (fvcore's checkpointer, iopath's file I/O),
+#: and the level below which their lines are held back; torch.fx logs a WARNING (once per process)
+#: when detectron2's ROI pooler asks whether it is being traced
+LIBRARY_LOGGERS = {
+    "detectron2": logging.WARNING,
+    "fvcore": logging.WARNING,
+    "iopath": logging.WARNING,
+    "densepose": logging.WARNING,
+    "torch.fx._symbolic_trace": logging.ERROR,
+}
 #: warnings that detectron2 at the pinned commit raises inside torch on every run, nothing the user can act on
 LIBRARY_WARNINGS = (
     (FutureWarning, None),  # torch deprecations hit by detectron2's imports
     (UserWarning, r"(?s).*torch\.meshgrid"),  # detectron2's anchor generator
-    (Warning, r"(?s).*(is_fx_tracing|torch\.fx)"),  # detectron2.utils.tracing on every ROI pooling
+    (Warning, r"(?s).*(is_fx_tracing|torch\.fx)"),  # the same tracing check, where torch warns instead of logging
 )
 
 
 @contextmanager
 def _quiet_libraries():
     """Keep detectron2's own output off stderr while it runs: its INFO log lines (the checkpointer's
-    "Loading from ...") and the torch warnings above. ``--debug`` (which puts the ``magicanimate_cli``
-    logger on DEBUG) lets everything through, and so does a logger the user configured with a level."""
-    import logging
+    "Loading from ..."), torch.fx's tracing-check line and the torch warnings above. ``--debug``
+    (which puts the ``magicanimate_cli`` logger on DEBUG) lets everything through."""
     import warnings
 
     if logging.getLogger("magicanimate_cli").isEnabledFor(logging.DEBUG):
         yield
         return
-    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        if logger.level == logging.NOTSET:
-            logger.setLevel(logging.WARNING)
+    loggers = {logging.getLogger(name): level for name, level in LIBRARY_LOGGERS.items()}
+    before = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(max(level, logger.level))
     try:
         with warnings.catch_warnings():
             for category, message in LIBRARY_WARNINGS:
                 warnings.filterwarnings("ignore", message=message or "", category=category)
             yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in before.items():
             logger.setLevel(level)
 
 
