@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .animate import AnimateConfig
-from .errors import UserError
+from .errors import StageFailed, UserError
 
 
 
@@ -106,10 +106,12 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     _state["debug"] = debug
-    if debug:  # show what libraries keep quiet by default (e.g. huggingface_hub's download retries)
+    if debug:  # show what libraries keep quiet by default: huggingface_hub's download retries, and the
+        # stages' library log lines and warnings (they stay off stderr unless this logger is on DEBUG)
         import logging
 
         logging.getLogger("huggingface_hub").setLevel(logging.INFO)
+        logging.getLogger("magicanimate_cli").setLevel(logging.DEBUG)
 
 
 def _run(call: Callable, as_json: bool) -> None:
@@ -126,6 +128,8 @@ def _run(call: Callable, as_json: bool) -> None:
             result = call(progress)
     except UserError as exc:
         _fail(str(exc), 2, as_json)
+    except StageFailed as exc:
+        _fail(str(exc), 1, as_json)
     except KeyboardInterrupt:
         _fail("interrupted", 130, as_json)
     except Exception as exc:  # a bug or an environment failure: say so in one line
@@ -371,6 +375,10 @@ def preprocess_(
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those already finished."),
     keep_work: bool = typer.Option(False, "--keep-work", help="Keep the full-size intermediate frames (OUT/<clip>/.work/)."),
     models: Optional[Path] = MODELS_OPTION,
+    densepose_weights: Optional[Path] = typer.Option(None, "--densepose-weights", help="DensePose weights (.pkl or .pth, R_50_FPN_s1x), as densepose --weights; default the pinned zoo weights."),
+    min_score: float = typer.Option(0.8, "--min-score", help="DensePose: keep people detected with a score above this."),
+    fill_missing: bool = typer.Option(False, "--fill-missing", help="DensePose: frames without a person take the labels of the nearest frame with one."),
+    min_detected: float = typer.Option(0.5, "--min-detected", help="DensePose fails for a clip with a person in fewer than this fraction of its frames (0 = never)."),
     allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace folders in the way that are not clips of these inputs."),
     as_json: bool = JSON_OPTION,
@@ -398,7 +406,9 @@ def densepose_(
     min_score: float = typer.Option(_DENSEPOSE.min_score, "--min-score", help="Keep people detected with a score above this (detectron2's default 0.05 paints spurious people)."),
     max_people: int = typer.Option(_DENSEPOSE.max_people, "--max-people", help="Keep the N best-scoring people per frame (0 = all); MagicAnimate animates one person."),
     fill_missing: bool = typer.Option(_DENSEPOSE.fill_missing, "--fill-missing", help="Frames without a person take the labels of the nearest frame with one."),
+    min_detected: float = typer.Option(_DENSEPOSE.min_detected, "--min-detected", help="Fail (exit 1) when a person is found in fewer than this fraction of the frames (0 = never; off with --fill-missing)."),
     smooth: int = typer.Option(_DENSEPOSE.smooth, "--smooth", help="Per-pixel majority label over K frames (odd K; 0 = off)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frames-folder INPUT (default: the clip's meta.json, else 25); a video keeps its own."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,

@@ -64,6 +64,35 @@ def versions() -> dict[str, str]:
 
     found = {"magicanimate_cli": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "pillow": PIL.__version__}
     found["ffmpeg"] = ffmpeg_version()
+    found.update(stage_library_versions())
+    return found
+
+
+#: the model stages' libraries: distribution names (the first one installed counts), by key in meta.json
+STAGE_LIBRARIES = {
+    "torch": ("torch",),
+    "torchvision": ("torchvision",),
+    "detectron2": ("detectron2",),
+    "densepose": ("detectron2-densepose",),
+    "paddle": ("paddlepaddle", "paddlepaddle-gpu"),
+    "paddleseg": ("paddleseg",),
+}
+
+
+def stage_library_versions() -> dict[str, str | None]:
+    """Installed versions of the DensePose and matting stages' libraries (None: not installed),
+    read from the package metadata without importing them (torch, paddle take seconds)."""
+    from importlib import metadata
+
+    found: dict[str, str | None] = {}
+    for key, distributions in STAGE_LIBRARIES.items():
+        found[key] = None
+        for distribution in distributions:
+            try:
+                found[key] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return found
 
 

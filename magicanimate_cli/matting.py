@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .errors import MissingDependency, UserError
+from .progress import Progress, silent
 from .weights_manifest import sha256_file
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -255,7 +255,7 @@ def download_weights(
     models: Path | str | None = None,
     *,
     force: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Download ``model``'s published checkpoint once and return the path of its ``model.pdparams``.
 
@@ -263,14 +263,15 @@ def download_weights(
     checked against the pinned sha256 (a mismatch deletes it and raises), and only then renamed
     into place (``models.fetch_url``). An existing file is kept unless ``force``.
     """
+    from .folders import created_folders
     from .models import fetch_url
 
     spec = model_spec(model)
     target = weights_path(model, models)
     if target.is_file() and not force:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fetch_url(spec.url, target, sha256=spec.sha256, archive_member=WEIGHTS_FILE, progress=progress)
+    with created_folders(target.parent):  # an offline run leaves no empty folders behind
+        fetch_url(spec.url, target, sha256=spec.sha256, archive_member=WEIGHTS_FILE, progress=progress)
     return target
 
 
@@ -411,7 +412,7 @@ def load_segmenter(
     model: str = DEFAULT_MODEL,
     models: Path | str | None = None,
     device: str = "auto",
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
     download: bool = True,
 ) -> Segmenter:
     """``model``'s network with its published weights (downloaded once when missing)."""
@@ -600,7 +601,7 @@ def matte(
     smooth: int = MatteConfig.smooth,
     device: str = "auto",
     overwrite: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
     segmenter: Segmenter | None = None,
 ) -> MatteResult:
     """Write a person mask for every frame of ``input``.
@@ -612,8 +613,6 @@ def matte(
     thresholding. ``smooth`` K > 1 takes the per-pixel median over K frames centred on each frame.
     ``segmenter`` reuses a ``load_segmenter()`` result (batch jobs).
     """
-    import numpy as np
-
     from . import media
 
     config = MatteConfig(model, threshold, batch_size, smooth)
@@ -623,57 +622,25 @@ def matte(
     input = Path(input)
     plan = _plan(input, Path(output) if output is not None else None)
     media.check_output(plan.output, overwrite, protect=(plan.source,))
-    if plan.mode == "image":
-        first = media.read_image(plan.source)
-        info = media.VideoInfo(first.shape[1], first.shape[0], media.DEFAULT_FPS, 1)
-    else:
-        info = media.probe(plan.source)
-    progress = progress or (lambda stage, done, total: None)
+    info = _probe(plan)
+    progress = progress or silent
 
     started = time.perf_counter()
     if segmenter is None:
         segmenter = load_segmenter(model, models, device, progress)
     elif segmenter.spec.name != model:
         raise ValueError(f"segmenter holds {segmenter.spec.name}, not {model}")
-
-    def soft_masks() -> Iterator:
-        for batch in _batches(media.iter_frames(plan.source), batch_size):
-            yield from quantize(segmenter(np.stack(batch)))
-
-    stats = {"frames": 0, "sum": 0.0, "empty": 0, "shape": (info.height, info.width)}
-
-    def final_masks() -> Iterator:
-        for mask in temporal_median(soft_masks(), smooth):
-            hard = binarize(mask, threshold)
-            out = mask if soft else hard
-            stats["frames"] += 1
-            stats["sum"] += float(out.mean()) / 255.0
-            stats["empty"] += int(not hard.any())
-            stats["shape"] = out.shape
-            progress("matte", stats["frames"], info.frames)
-            yield out
-
-    if media.is_video(plan.output):
-        with media.FrameWriter(plan.output, info.fps, overwrite) as writer:
-            for mask in final_masks():
-                writer.write(mask)
-    elif media.is_image(plan.output):
-        masks = list(final_masks())
-        media.write_png(plan.output, masks[0])
-    else:
-        with media.FrameWriter(plan.output, overwrite=overwrite) as writer:
-            for index, mask in enumerate(final_masks()):
-                if plan.names is not None and index >= len(plan.names):
-                    raise UserError(f"{plan.source}: more frames than files; the folder changed during the run")
-                writer.write(mask, name=plan.names[index] if plan.names is not None else None)
-    if stats["frames"] == 0:
+    stats = _Coverage(info.height, info.width)
+    masks = _masks(plan, segmenter, config, soft, stats, lambda done: progress("matte", done, info.frames))
+    _write_masks(plan, masks, info.fps, overwrite)
+    if stats.frames == 0:
         raise UserError(f"{input}: no frames to matte")
-    height, width = stats["shape"]
+    height, width = stats.shape
     return MatteResult(
         input=str(input),
         output=str(plan.output),
         mode=plan.mode,
-        frames=stats["frames"],
+        frames=stats.frames,
         width=int(width),
         height=int(height),
         model=segmenter.spec.name,
@@ -685,10 +652,74 @@ def matte(
         weights=str(segmenter.weights) if segmenter.weights else None,
         weights_sha256=segmenter.sha256,
         weights_pinned=bool(segmenter.spec.sha256) and segmenter.weights is not None,
-        coverage=round(stats["sum"] / stats["frames"], 4),
-        empty_frames=stats["empty"],
+        coverage=round(stats.total / stats.frames, 4),
+        empty_frames=stats.empty,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+# ----------------------------------------------------------------------------- its steps
+
+
+def _probe(plan: _Plan):
+    """Size, fps and frame count of the input (a single image is a one-frame clip)."""
+    from . import media
+
+    if plan.mode == "image":
+        first = media.read_image(plan.source)
+        return media.VideoInfo(first.shape[1], first.shape[0], media.DEFAULT_FPS, 1)
+    return media.probe(plan.source)
+
+
+class _Coverage:
+    """What the result reports about the masks: frames, mean coverage, empty frames, size."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.frames, self.total, self.empty, self.shape = 0, 0.0, 0, (height, width)
+
+    def add(self, written, hard) -> None:
+        self.frames += 1
+        self.total += float(written.mean()) / 255.0
+        self.empty += int(not hard.any())
+        self.shape = written.shape
+
+
+def _masks(plan: _Plan, segmenter: Segmenter, config: MatteConfig, soft: bool, stats: _Coverage, done: Callable[[int], None]) -> Iterator:
+    """The masks to write, frame by frame: batched inference, 8-bit probability, temporal median, threshold."""
+    import numpy as np
+
+    from . import media
+
+    def soft_masks() -> Iterator:
+        for batch in _batches(media.iter_frames(plan.source), config.batch_size):
+            yield from quantize(segmenter(np.stack(batch)))
+
+    for mask in temporal_median(soft_masks(), config.smooth):
+        hard = binarize(mask, config.threshold)
+        written = mask if soft else hard
+        stats.add(written, hard)
+        done(stats.frames)
+        yield written
+
+
+def _write_masks(plan: _Plan, masks: Iterator, fps: float, overwrite: bool) -> None:
+    """Into a video, one PNG, or a folder of PNGs named like the input frames."""
+    from . import media
+
+    if media.is_video(plan.output):
+        with media.FrameWriter(plan.output, fps, overwrite) as writer:
+            for mask in masks:
+                writer.write(mask)
+    elif media.is_image(plan.output):
+        first = next(iter(masks), None)
+        if first is not None:
+            media.write_png(plan.output, first)
+    else:
+        with media.FrameWriter(plan.output, overwrite=overwrite) as writer:
+            for index, mask in enumerate(masks):
+                if plan.names is not None and index >= len(plan.names):
+                    raise UserError(f"{plan.source}: more frames than files; the folder changed during the run")
+                writer.write(mask, name=plan.names[index] if plan.names is not None else None)
 
 
 # ----------------------------------------------------------------------------- doctor

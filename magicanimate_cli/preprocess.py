@@ -37,8 +37,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .densepose.config import DensePoseConfig
 from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, Clip, read_meta
-from .errors import MissingDependency, UserError
+from .errors import MissingDependency, StageFailed, UserError
 
 SKIPPABLE = ("densepose", "matte")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -161,11 +162,39 @@ def _signature(source: Source) -> dict:
 # ----------------------------------------------------------------------------- stages
 
 
+@dataclass(frozen=True)
+class DensePoseSettings:
+    """What ``preprocess`` passes on to its DensePose stage (``densepose.densepose``'s options of the same names).
+
+    ``weights``: a weights file the user names (trusted as it is; its sha256 goes into meta.json
+    with the stage's result); ``None`` takes the pinned, sha256-checked model-zoo weights.
+    """
+
+    weights: Path | None = None
+    min_score: float = DensePoseConfig.min_score
+    fill_missing: bool = DensePoseConfig.fill_missing
+    min_detected: float = DensePoseConfig.min_detected
+
+    def validate(self) -> None:
+        DensePoseConfig(min_score=self.min_score, fill_missing=self.fill_missing, min_detected=self.min_detected).validate()
+        if self.weights is not None and not self.weights.is_file():
+            raise UserError(f"{self.weights}: no such weights file (--densepose-weights takes a detectron2 .pkl or .pth)")
+
+    def params(self) -> dict:
+        """The stage's parameters in meta.json: only what differs from the defaults, so clips made
+        before these options existed stay up to date."""
+        defaults = DensePoseSettings()
+        chosen = {"weights": str(self.weights) if self.weights else None, "min_score": self.min_score,
+                  "fill_missing": self.fill_missing, "min_detected": self.min_detected}
+        return {k: v for k, v in chosen.items() if v != (getattr(defaults, k) if k != "weights" else None)}
+
+
 class _Networks:
     """The DensePose estimator and matting network, loaded on first use and kept for every clip."""
 
-    def __init__(self, models, progress) -> None:
+    def __init__(self, models, progress, densepose: DensePoseSettings | None = None) -> None:
         self.models, self.progress = models, progress
+        self.densepose = densepose or DensePoseSettings()
         self._segmenter = self._estimator = None
 
     def segmenter(self):
@@ -177,13 +206,13 @@ class _Networks:
 
     def estimator(self):
         if self._estimator is None:
-            from .densepose.config import DensePoseConfig
             from .densepose.estimator import load_estimator
 
-            defaults = DensePoseConfig()
+            settings = self.densepose
             self._estimator = load_estimator(
-                models=self.models, min_score=defaults.min_score, max_people=defaults.max_people, progress=self.progress
-            )
+                weights=settings.weights, models=self.models, min_score=settings.min_score,
+                max_people=DensePoseConfig.max_people, progress=self.progress,
+            )  # fmt: skip
         return self._estimator
 
 
@@ -297,7 +326,7 @@ class _Runner:
         try:
             result = call()
         except Exception as exc:  # recorded in meta.json and the result; the run goes on
-            message = str(exc) if isinstance(exc, UserError) else f"{exc.__class__.__name__}: {exc}"
+            message = str(exc) if isinstance(exc, (UserError, StageFailed)) else f"{exc.__class__.__name__}: {exc}"
             message = " ".join(message.split())
             status, hint = (UNAVAILABLE, _install_hint(stage)) if optional and _is_missing_dependency(exc) else (FAILED, None)
             if status == UNAVAILABLE:
@@ -371,7 +400,8 @@ class _Runner:
         if "densepose" in skip:
             self.skip("densepose", {}, self.stage_dir)
         else:
-            self.run_stage("densepose", {}, lambda: self._densepose(self.stage_dir), self.stage_dir, optional=True)
+            params = self.networks.densepose.params()
+            self.run_stage("densepose", params, lambda: self._densepose(self.stage_dir), self.stage_dir, optional=True)
         # 5. crop + resize into the clip folder
         subs = [s for s in (IMAGES, DENSEPOSE, MASKS, LABELS) if (self.stage_dir / s).is_dir() and media.list_frame_files(self.stage_dir / s)]
         if not all((self.folder / sub).is_dir() for sub in subs):
@@ -450,8 +480,18 @@ class _Runner:
     def _densepose(self, folder: Path):
         from .densepose import densepose
 
+        from .densepose.stage import TooFewPeople
+
+        settings = self.networks.densepose
         estimator = self.networks.estimator()
-        return densepose(folder, models=self.networks.models, overwrite=True, progress=self.progress, estimator=estimator)
+        try:
+            return densepose(
+                folder, models=self.networks.models, overwrite=True, progress=self.progress, estimator=estimator,
+                fps=self.request["fps"], min_score=settings.min_score, fill_missing=settings.fill_missing,
+                min_detected=settings.min_detected,
+            )  # fmt: skip
+        except TooFewPeople as exc:  # name the clip's source, not the work folder
+            raise exc.naming(f"clip {self.source.name} ({self.source.path})") from None
 
     def _fov(self, subs: list[str]):
         from .crop import clip_source_size, crop_clip_into, plan_crop
@@ -583,6 +623,10 @@ def preprocess(
     force: bool = False,
     keep_work: bool = False,
     models: Path | str | None = None,
+    densepose_weights: Path | str | None = None,
+    min_score: float = DensePoseSettings.min_score,
+    fill_missing: bool = DensePoseSettings.fill_missing,
+    min_detected: float = DensePoseSettings.min_detected,
     allow_truncated: bool = False,
     overwrite: bool = False,
     progress=None,
@@ -593,8 +637,11 @@ def preprocess(
     ``skip``: ``densepose``, ``matte`` or both (comma-separated). ``overwrite`` replaces folders in
     the way that are not this tool's clips of these inputs; ``force`` recomputes this tool's clips.
     ``models``: the weights folder of the DensePose and matting stages; their networks are loaded
-    once and reused for every clip. A video that does not decode to its end is refused unless
-    ``allow_truncated``.
+    once and reused for every clip. ``densepose_weights``, ``min_score``, ``fill_missing`` and
+    ``min_detected`` are ``densepose``'s ``weights``, ``min_score``, ``fill_missing`` and
+    ``min_detected``: a clip where DensePose found a person in too few frames gets its DensePose
+    stage ``failed`` (the clip is ``incomplete``, exit 1) with the fix in the message. A video that
+    does not decode to its end is refused unless ``allow_truncated``.
     """
     from .crop import check_size, parse_fov
     from .frames import check_fps
@@ -614,6 +661,9 @@ def preprocess(
         width, height = parse_fov(fov)
         fov = f"{width}x{height}"
     skipped = parse_skip(skip)
+    weights = Path(densepose_weights).expanduser().resolve() if densepose_weights is not None else None
+    dp_settings = DensePoseSettings(weights, min_score, fill_missing, min_detected)
+    dp_settings.validate()
     sources = collect_sources(inputs)
     _preflight(sources, output, flip, overwrite)
     request = {"fps": fps, "size": size, "fov": fov, "skip": sorted(skipped), "flip": bool(flip), "allow_truncated": bool(allow_truncated)}
@@ -621,7 +671,7 @@ def preprocess(
     started = time.perf_counter()
     result = PreprocessResult(str(output))
     unavailable: dict = {}
-    networks = _Networks(models, progress)
+    networks = _Networks(models, progress, dp_settings)
     if progress is not None:
         progress("clips", 0, len(sources))
     for index, source in enumerate(sources):

@@ -315,7 +315,7 @@ def test_frames_folder_renders_exactly_in_batches(tmp_path):
     fake = FakeEstimator(PLAN)
     result = densepose(tmp_path / "in", tmp_path / "out", labels=tmp_path / "labels", batch_size=2, estimator=fake)
     assert fake.batches == [2, 2, 1] and fake.seen == [0, 1, 2, 3, 4]
-    assert result.frames == 5 and result.missing_frames == [2] and result.missing == 1 and result.filled == 0
+    assert result.frames == 5 and result.missing_frames == ["0003.png"] and result.missing == 1 and result.filled == 0
     assert result.model == "fake" and result.batch_size == 2 and result.resumed == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names  # the input's file names
     for index, name in enumerate(names):
@@ -379,11 +379,11 @@ def test_fill_missing_takes_the_nearest_good_frame(tmp_path):
     frames_folder(tmp_path / "in", 6)
     plan = {0: [person(3, (0, 0, 20, 20))], 3: [person(10, (30, 10, 20, 20))], 4: [person(22, (5, 5, 50, 40))]}
     result = densepose(tmp_path / "in", tmp_path / "raw", labels=tmp_path / "raw_labels", estimator=FakeEstimator(plan))
-    assert result.missing_frames == [1, 2, 5] and result.filled == 0
+    assert result.missing_frames == ["0002.png", "0003.png", "0006.png"] and result.filled == 0
     assert not read_png(tmp_path / "raw_labels" / "0002.png").any()
 
     result = densepose(tmp_path / "in", tmp_path / "out", labels=tmp_path / "labels", fill_missing=True, estimator=FakeEstimator(plan))
-    assert result.missing_frames == [1, 2, 5] and result.filled == 3
+    assert result.missing_frames == ["0002.png", "0003.png", "0006.png"] and result.filled == 3
     for frame, source in enumerate([0, 0, 3, 3, 4, 4]):
         want = oracle_frame(plan[source])
         assert np.array_equal(read_png(tmp_path / "labels" / f"{frame + 1:04d}.png"), want)
@@ -418,7 +418,7 @@ def test_an_interrupted_run_resumes_at_the_first_frame_without_labels(tmp_path):
 
     fake = FakeEstimator(PLAN)
     result = densepose(tmp_path / "in", tmp_path / "out", labels=tmp_path / "labels", batch_size=2, estimator=fake)
-    assert fake.seen == [2, 3, 4] and result.resumed == 2 and result.missing_frames == [2]
+    assert fake.seen == [2, 3, 4] and result.resumed == 2 and result.missing_frames == ["0003.png"]
     for index in range(5):
         assert np.array_equal(read_png(tmp_path / "labels" / f"{index + 1:04d}.png"), oracle_frame(PLAN[index][:1]))
     assert not work.exists()
@@ -434,7 +434,7 @@ def test_a_detection_without_part_pixels_counts_as_missing(tmp_path):
     frames_folder(tmp_path / "in", 2)
     plan = {0: [person(5, (0, 0, 30, 30))], 1: [person(5, (0, 0, 30, 30), hole="all")]}
     result = densepose(tmp_path / "in", tmp_path / "out", fill_missing=True, estimator=FakeEstimator(plan))
-    assert result.missing_frames == [1] and result.filled == 1
+    assert result.missing_frames == ["0002.png"] and result.filled == 1
     assert np.array_equal(read_png(tmp_path / "out" / "0002.png"), read_png(tmp_path / "out" / "0001.png"))
 
 
@@ -591,6 +591,111 @@ def test_the_default_model_is_pinned():
     assert est.resolve_model("R_101_FPN_DL_s1x")[0].head == "DensePoseDeepLabHead"
 
 
+# ----------------------------------------------------------------------------- nearly empty results, fps, names, noise
+
+SPARSE = {0: [person(5, (0, 0, 30, 30))], 3: [person(9, (10, 10, 30, 30))]}  # a person in 2 of 5 frames
+
+
+def test_too_few_detected_frames_fail_naming_the_clip_and_the_fix(tmp_path):
+    from magicanimate_cli.errors import StageFailed
+
+    frames_folder(tmp_path / "in", 5)
+    with pytest.raises(StageFailed) as info:
+        densepose(tmp_path / "in", tmp_path / "out", estimator=FakeEstimator(SPARSE))
+    message = str(info.value)
+    assert not isinstance(info.value, UserError) and "\n" not in message
+    assert message.startswith(f"{tmp_path / 'in'}: DensePose found a person in only 2 of 5 frames (40%, below --min-detected 0.5)")
+    assert "--min-score" in message and "--fill-missing" in message
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / ".out.densepose-work").is_dir()  # the labels are kept for the re-run
+
+    fake = FakeEstimator(SPARSE)  # accepting the gaps: resumes from the kept labels, runs no frame again
+    result = densepose(tmp_path / "in", tmp_path / "out", fill_missing=True, estimator=fake)
+    assert fake.seen == [] and result.resumed == 5 and result.filled == 3 and result.min_detected == 0.5
+    result = densepose(tmp_path / "in", tmp_path / "low", min_detected=0.4, estimator=FakeEstimator(SPARSE))
+    assert result.missing == 3 and result.filled == 0  # 2 of 5 is not below 0.4
+    with pytest.raises(UserError, match="--min-detected 1.5"):
+        densepose(tmp_path / "in", tmp_path / "bad", min_detected=1.5, estimator=FakeEstimator(SPARSE))
+
+
+def test_cli_too_few_detected_frames_exit_1_in_one_line(tmp_path, monkeypatch):
+    from magicanimate_cli.cli import app
+
+    monkeypatch.setattr(est, "require_detectron2", lambda: None)
+    monkeypatch.setattr(est, "load_estimator", lambda *args, **kwargs: FakeEstimator(SPARSE))
+    frames_folder(tmp_path / "in", 5)
+    result = CliRunner().invoke(app, ["densepose", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False and payload["exit_code"] == 1 and "only 2 of 5 frames" in payload["error"]
+    assert result.stderr.strip().splitlines() == [f"error: {payload['error']}"]  # no class name, no traceback hint
+    ok = CliRunner().invoke(app, ["densepose", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--min-detected", "0.4", "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["missing_frames"] == ["0002.png", "0003.png", "0005.png"]
+
+
+def test_fps_of_a_clip_folder_comes_from_its_meta_json(tmp_path):
+    clip = tmp_path / "clip"
+    frames_folder(clip / "images", 5)
+    (clip / "meta.json").write_text('{"fps": 10.0}')
+    result = densepose(clip, tmp_path / "dp.mp4", estimator=FakeEstimator(PLAN))
+    assert result.fps == 10.0 and media.probe(tmp_path / "dp.mp4").fps == 10.0
+    result = densepose(clip / "images", tmp_path / "dp12", fps=12, estimator=FakeEstimator(PLAN))
+    assert result.fps == 12.0
+    result = densepose(clip / "images", tmp_path / "dp25", estimator=FakeEstimator(PLAN))
+    assert result.fps == 25.0  # a bare frames folder: the default
+    media.write_frames(tmp_path / "in.mp4", np.zeros((2, H, W, 3), np.uint8), fps=10)
+    for bad, message in ((12, "read at its own 10 fps"), (0, "--fps 0"), (float("nan"), "--fps nan")):
+        with pytest.raises(UserError, match=message):
+            densepose(tmp_path / "in.mp4" if bad == 12 else clip, tmp_path / "x", fps=bad, estimator=FakeEstimator(PLAN))
+
+
+def test_result_names_the_weights_and_their_digest(tmp_path):
+    class Loaded(FakeEstimator):  # what load_estimator() returns carries these two
+        weights, weights_sha256 = tmp_path / "model.pkl", "ab" * 32
+
+    frames_folder(tmp_path / "in", 5)
+    result = densepose(tmp_path / "in", tmp_path / "out", estimator=Loaded(PLAN))
+    assert result.weights == str(tmp_path / "model.pkl") and result.weights_sha256 == "ab" * 32
+    result = densepose(tmp_path / "in", tmp_path / "out2", estimator=FakeEstimator(PLAN))
+    assert result.weights is None and result.weights_sha256 is None
+
+
+def test_library_noise_stays_off_stderr_unless_debug(capfd):
+    """detectron2's checkpointer INFO lines and the torch warnings it triggers, with a root handler
+    at INFO (as a user's logging.basicConfig or another library sets up), are held back; with the
+    package logger on DEBUG (--debug) they come through."""
+    import logging
+    import warnings
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            with est._quiet_libraries():
+                logging.getLogger("fvcore.common.checkpoint").info("[Checkpointer] Loading from model_final.pkl ...")
+                logging.getLogger("detectron2.checkpoint.detection_checkpoint").info("[DetectionCheckpointer] Loading")
+                logging.getLogger("torch.fx._symbolic_trace").warning("is_fx_tracing will return true for both fx.symbolic_trace and torch.export.")
+                warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.")
+                logging.getLogger("detectron2").warning("a real problem")
+            assert capfd.readouterr().err == "a real problem\n"
+            package = logging.getLogger("magicanimate_cli")
+            package.setLevel(logging.DEBUG)
+            try:
+                with est._quiet_libraries():
+                    logging.getLogger("fvcore.common.checkpoint").info("[Checkpointer] Loading from model_final.pkl ...")
+            finally:
+                package.setLevel(logging.NOTSET)
+            assert "[Checkpointer]" in capfd.readouterr().err
+            assert logging.getLogger("fvcore").level == logging.NOTSET  # left as it was
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
 # ----------------------------------------------------------------------------- without detectron2, and the CLI
 
 needs_no_detectron2 = pytest.mark.skipif(est.detectron2_available(), reason="detectron2 is installed here")
@@ -632,7 +737,7 @@ def test_cli_runs_the_stage_and_refuses_to_overwrite(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["ok"] is True and payload["frames"] == 5 and payload["missing_frames"] == [2] and payload["filled"] == 1
+    assert payload["ok"] is True and payload["frames"] == 5 and payload["missing_frames"] == ["0003.png"] and payload["filled"] == 1
     assert payload["smooth"] == 3 and payload["batch_size"] == 2 and payload["min_score"] == 0.8 and payload["max_people"] == 1
     assert len(list((tmp_path / "labels").iterdir())) == 5
 
@@ -660,6 +765,16 @@ BOXES = [  # XYXY in frame pixels: two overlapping people, then one
 ]
 
 
+def upstream_configs() -> Path | None:
+    """detectron2's projects/DensePose/configs, where a source tree is at hand (see the test using it)."""
+    import densepose as upstream
+
+    candidates = [Path(upstream.__file__).resolve().parents[1] / "configs"]
+    if os.environ.get("DETECTRON2_SOURCE"):
+        candidates.append(Path(os.environ["DETECTRON2_SOURCE"]).expanduser() / "projects" / "DensePose" / "configs")
+    return next((c for c in candidates if (c / "Base-DensePose-RCNN-FPN.yaml").is_file()), None)
+
+
 @pytest.fixture(scope="module")
 def d2_estimator():
     import torch
@@ -684,31 +799,45 @@ def d2_instances(d2_estimator, d2_frames):
 class TestDetectron2:
     """R_50_FPN from the project's config, random weights, given boxes, against detectron2's own code."""
 
-    def test_config_is_the_upstream_yaml_chain(self):
-        import densepose as upstream
+    @pytest.mark.parametrize("name", list(est.MODELS))
+    def test_config_is_the_upstream_yaml_chain(self, name):
+        """The configs built in code equal upstream's YAML chain, model section, for every zoo model.
+
+        The DensePose wheel ships no YAML files, so they are looked for beside the installed
+        package (a source or editable install) and in the detectron2 checkout named by
+        ``DETECTRON2_SOURCE`` (the one the wheel was built from)."""
         from densepose import add_densepose_config
         from detectron2.config import get_cfg
 
-        yaml_file = Path(upstream.__file__).resolve().parents[1] / "configs" / "densepose_rcnn_R_50_FPN_s1x.yaml"
-        if not yaml_file.is_file():
-            pytest.skip("DensePose was not installed from a source checkout: its configs are not here")
+        folder = upstream_configs()
+        if folder is None:
+            pytest.skip("no DensePose configs: set DETECTRON2_SOURCE to the detectron2 checkout the wheel was built from")
         theirs = get_cfg()
         add_densepose_config(theirs)
-        theirs.merge_from_file(str(yaml_file))
-        ours = est.build_config(None, device="cpu")
-        for key in ("MODEL.WEIGHTS", "MODEL.DEVICE", "MODEL.ROI_HEADS.SCORE_THRESH_TEST"):
-            node, leaf = key.rsplit(".", 1)
-            ours_node = ours
-            for part in node.split("."):
-                ours_node = getattr(ours_node, part)
-            theirs_node = theirs
-            for part in node.split("."):
-                theirs_node = getattr(theirs_node, part)
-            theirs_node[leaf] = ours_node[leaf]
+        theirs.merge_from_file(str(folder / f"{name}.yaml"))
+        ours = est.build_config(name, device="cpu")
+        theirs.defrost()
+        for key in ("WEIGHTS", "DEVICE"):  # set by the run (weights are loaded by load_weights, never by detectron2)
+            theirs.MODEL[key] = ours.MODEL[key]
+        theirs.MODEL.ROI_HEADS.SCORE_THRESH_TEST = ours.MODEL.ROI_HEADS.SCORE_THRESH_TEST
         assert ours.MODEL == theirs.MODEL  # every model key; only training/dataset keys are left out
+        assert ours.INPUT.MIN_SIZE_TEST == theirs.INPUT.MIN_SIZE_TEST and ours.INPUT.MAX_SIZE_TEST == theirs.INPUT.MAX_SIZE_TEST
+        yaml_file = folder / f"{name}.yaml"
         assert est.build_config(yaml_file, device="cpu").MODEL == ours.MODEL  # --config FILE.yaml
         with pytest.raises(UserError, match="needs its weights"):
             est.load_estimator(yaml_file, device="cpu")
+
+    def test_zoo_configs_need_no_yaml_files(self, tmp_path, monkeypatch):
+        """Under the wheel install (no YAML anywhere) every zoo model still builds, on the head it names."""
+        from detectron2.modeling import build_model
+
+        monkeypatch.chdir(tmp_path)
+        for name, spec in est.MODELS.items():
+            cfg = est.build_config(name, device="cpu")
+            assert cfg.MODEL.RESNETS.DEPTH == spec.depth and cfg.MODEL.ROI_DENSEPOSE_HEAD.NAME == spec.head
+        model = build_model(est.build_config(None, device="cpu"))
+        assert type(model.roi_heads.densepose_head).__name__ == "DensePoseV1ConvXHead"
+        assert len(model.backbone.bottom_up.stages) == 4 and len(model.backbone.bottom_up.res4) == 6  # ResNet-50
 
     def test_detection_with_random_weights_finds_nobody(self, d2_estimator, d2_frames):
         found = d2_estimator(d2_frames[:1])
@@ -787,3 +916,27 @@ class TestDetectron2:
             est.load_estimator("R_101_FPN_DL_s1x", weights=tmp_path / "zoo.pkl", device="cpu")
         loaded = est.load_estimator(None, weights=tmp_path / "zoo.pkl", device="cpu", max_people=3)
         assert loaded.name == "densepose_rcnn_R_50_FPN_s1x" and loaded.cfg.TEST.DETECTIONS_PER_IMAGE == 3
+        assert loaded.weights == tmp_path / "zoo.pkl"  # a file the user names is trusted, and its digest recorded
+        assert loaded.weights_sha256 == hashlib.sha256((tmp_path / "zoo.pkl").read_bytes()).hexdigest()
+
+    def test_loading_and_inference_keep_stderr_to_our_own_messages(self, d2_estimator, d2_frames, tmp_path, capfd):
+        """No torch.fx / meshgrid warning and no checkpointer INFO line, even with logging set up at INFO."""
+        import logging
+        import warnings
+
+        state = {k: v.detach().numpy().copy() for k, v in d2_estimator.model.state_dict().items()}
+        with open(tmp_path / "zoo.pkl", "wb") as handle:
+            pickle.dump({"model": state, "__author__": "magicanimate test"}, handle, protocol=2)
+        logging.basicConfig(level=logging.INFO, force=True)
+        try:
+            capfd.readouterr()
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")  # as a plain `python -m magicanimate_cli` run shows them
+                loaded = est.load_estimator(None, weights=tmp_path / "zoo.pkl", device="cpu")
+                loaded(d2_frames[:1])
+                loaded(d2_frames[:1], boxes=BOXES[:1])
+            assert capfd.readouterr().err == ""
+        finally:
+            for handler in logging.getLogger().handlers[:]:
+                logging.getLogger().removeHandler(handler)
+            logging.getLogger().setLevel(logging.WARNING)

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import hashlib
 import http.server
-import io
 import json
 import pickle
 import subprocess
@@ -426,7 +425,7 @@ def test_download_with_wrong_digest_keeps_nothing(tmp_path, monkeypatch, zip_ser
     monkeypatch.setitem(matting.MODELS, LITE, spec)
     with pytest.raises(UserError, match="refusing to use it"):
         matting.download_weights(LITE, tmp_path / "models")
-    assert list((tmp_path / "models" / "matting" / spec.folder).iterdir()) == []
+    assert not (tmp_path / "models").exists()  # not even the folders made for it
 
 
 def test_download_failures_are_user_errors(tmp_path, monkeypatch, zip_server):
@@ -436,7 +435,45 @@ def test_download_failures_are_user_errors(tmp_path, monkeypatch, zip_server):
         monkeypatch.setitem(matting.MODELS, LITE, spec)
         with pytest.raises(UserError, match=message):
             matting.download_weights(LITE, tmp_path / "models")
-    assert list((tmp_path / "models" / "matting" / spec.folder).iterdir()) == []
+    assert not (tmp_path / "models").exists()
+
+
+def test_offline_matte_leaves_no_empty_folders(tmp_path, clip_frames, monkeypatch):
+    """An offline first run fails in one line (exit 2) and leaves neither the weights folders it
+    made nor a masks folder; a models folder that was there before is kept."""
+    from typer.testing import CliRunner
+
+    from magicanimate_cli.cli import app
+
+    clip = tmp_path / "clip"
+    (clip / "images").mkdir(parents=True)
+    for i, frame in enumerate(clip_frames[:2]):
+        Image.fromarray(frame).save(clip / "images" / f"{i:05d}.png")
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read once when huggingface_hub is imported
+    (tmp_path / "kept").mkdir()
+    for models in (tmp_path / "fresh" / "models", tmp_path / "kept"):
+        result = CliRunner().invoke(app, ["matte", str(clip), "--models", str(models)])
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+        assert "HF_HUB_OFFLINE" in result.stderr
+        assert sorted(p.name for p in clip.iterdir()) == ["images"]
+    assert not (tmp_path / "fresh").exists()
+    assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []
+
+
+def test_created_folders_keep_a_partial_download(tmp_path):
+    from magicanimate_cli.folders import created_folders
+
+    with pytest.raises(OSError):
+        with created_folders(tmp_path / "a" / "b" / "c") as folder:
+            (folder / ".model.zip.partial").write_bytes(b"half")  # what a resumed download needs
+            raise OSError("connection reset")
+    assert (tmp_path / "a" / "b" / "c" / ".model.zip.partial").is_file()
+    with pytest.raises(OSError), created_folders(tmp_path / "a" / "x" / "y"):
+        raise OSError("offline")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b"]  # a/ existed: kept; x/y/ removed
 
 
 # ----------------------------------------------------------------------------- doctor

@@ -325,12 +325,15 @@ def test_adding_flip_or_skipping_finished_stages_recomputes_nothing(videos, tmp_
     assert preprocess([videos / "dance.mp4"], tmp_path, flip=True, **FAST).clips[0]["status"] == "up-to-date"
 
 
+def _detectron2_installed() -> bool:
+    from magicanimate_cli.densepose.estimator import detectron2_available
+
+    return detectron2_available()
+
+
+@pytest.mark.skipif(_detectron2_installed(), reason="detectron2 is installed: test_real_densepose_stage_with_detectron2 runs instead")
 def test_real_densepose_stage_reports_its_install_command(videos, tmp_path, monkeypatch):
     """Without the fakes: the real densepose() runs and, without detectron2, says how to install it."""
-    import importlib.util
-
-    if importlib.util.find_spec("detectron2") is not None:
-        pytest.skip("detectron2 is installed")
     from magicanimate_cli import preprocess as preprocess_module
 
     monkeypatch.setattr(preprocess_module._Networks, "segmenter", lambda self: None)
@@ -341,6 +344,54 @@ def test_real_densepose_stage_reports_its_install_command(videos, tmp_path, monk
     from magicanimate_cli.densepose import install_command
 
     assert _meta(tmp_path / "talk")["stages"]["densepose"]["hint"] == install_command()
+
+
+def person_detecting_weights(path: Path) -> str:
+    """R_50_FPN_s1x weights, random but for two heads: every proposal is a person (score ~1) and every
+    pixel of its box is body (coarse segmentation); written in the model-zoo .pkl format. Returns the sha256."""
+    import hashlib
+    import pickle
+
+    import torch
+    from detectron2.modeling import build_model
+
+    from magicanimate_cli.densepose.estimator import build_config
+
+    torch.manual_seed(0)
+    state = {k: v.detach().numpy().copy() for k, v in build_model(build_config(None, device="cpu")).state_dict().items()}
+    state["roi_heads.box_predictor.cls_score.weight"][:] = 0.0
+    state["roi_heads.box_predictor.cls_score.bias"][:] = (10.0, -10.0)  # person, background
+    state["roi_heads.densepose_predictor.ann_index_lowres.weight"][:] = 0.0
+    state["roi_heads.densepose_predictor.ann_index_lowres.bias"][:] = (-10.0, 10.0)  # background, body
+    with open(path, "wb") as handle:
+        pickle.dump({"model": state, "__author__": "magicanimate test"}, handle, protocol=2)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(not _detectron2_installed(), reason="detectron2/DensePose not installed (optional extra)")
+def test_real_densepose_stage_with_detectron2(tmp_path, monkeypatch, capfd):
+    """preprocess with real detectron2 on a weights file the user names (--densepose-weights): the
+    stage is done, meta.json records the file's sha256, the clip's fps and detectron2's version,
+    and detectron2 prints nothing on stderr."""
+    from importlib import metadata
+
+    make_video(tmp_path / "walk.mp4", count=3, fps=10.0, width=64, height=48, moving=True)
+    digest = person_detecting_weights(tmp_path / "mine.pkl")
+    capfd.readouterr()
+    result = runner.invoke(app, ["preprocess", str(tmp_path / "walk.mp4"), "-o", str(tmp_path / "out"), "--size", "32", "--fps", "10",
+                                 "--skip", "matte", "--densepose-weights", str(tmp_path / "mine.pkl"), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and capfd.readouterr().err == ""
+    meta = _meta(tmp_path / "out" / "walk")
+    record = meta["stages"]["densepose"]
+    assert record["status"] == "done" and record["params"] == {"weights": str((tmp_path / "mine.pkl").resolve())}
+    assert record["result"]["weights_sha256"] == digest and record["result"]["fps"] == 10.0
+    assert record["result"]["missing"] == 0 and record["result"]["model"] == "densepose_rcnn_R_50_FPN_s1x"
+    assert meta["versions"]["detectron2"] == metadata.version("detectron2") and meta["versions"]["torch"] == metadata.version("torch")
+    labels = np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "out" / "walk" / "densepose_labels").iterdir())])
+    assert labels.shape == (3, 32, 32) and labels.max() <= 24 and (labels > 0).mean() > 0.05
+    render = np.asarray(Image.open(tmp_path / "out" / "walk" / "densepose" / "00000.png"))
+    assert np.array_equal(render, TABLE_10_3[labels[0]])  # the driving frame is the label map in the palette
 
 
 def test_real_matting_stage_with_random_paddleseg_weights(videos, tmp_path, monkeypatch):
@@ -403,3 +454,124 @@ def test_a_damaged_meta_json_is_replaced_with_overwrite(videos, tmp_path, fakes)
     with pytest.raises(UserError, match="unreadable meta.json.*--overwrite"):
         preprocess([videos / "dance.mp4"], tmp_path, **FAST)
     assert preprocess([videos / "dance.mp4"], tmp_path, overwrite=True, **FAST).ok
+
+
+# ----------------------------------------------------------------------------- the real DensePose stage, given an estimator
+
+
+class OrderEstimator:
+    """detectron2-shaped results for frames in the order they come: a person (part 7 over a centred
+    box) in the frames whose position is in ``found``, nobody elsewhere; records the weights it was
+    loaded with like load_estimator's result."""
+
+    name, device = "order", "cpu"
+
+    def __init__(self, found, weights=None, weights_sha256=None):
+        self.found, self.seen = set(found), 0
+        self.weights, self.weights_sha256 = weights, weights_sha256
+
+    def __call__(self, frames):
+        from magicanimate_cli.densepose.charts import Detections
+
+        out = []
+        for frame in frames:
+            height, width = frame.shape[:2]
+            if self.seen in self.found:
+                fine = np.full((1, 25, 4, 4), -4.0, np.float32)
+                fine[0, 7] = 4.0
+                box = np.array([[width / 4, height / 4, width / 2, height / 2]], np.float32)
+                coarse = np.zeros((1, 2, 4, 4), np.float32)
+                coarse[0, 1] = 1.0  # foreground everywhere in the box
+                out.append(Detections(box, np.array([0.99], np.float32), coarse, fine))
+            else:
+                out.append(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                                      np.zeros((0, 2, 4, 4), np.float32), np.zeros((0, 25, 4, 4), np.float32)))
+            self.seen += 1
+        return out
+
+
+def real_densepose(monkeypatch, estimator):
+    """preprocess with the real densepose() stage, ``estimator`` in place of detectron2, fake matting."""
+    from magicanimate_cli import preprocess as preprocess_module
+
+    calls = []
+
+    def load(self):
+        calls.append(self.densepose)
+        return estimator
+
+    monkeypatch.setattr(preprocess_module._Networks, "segmenter", lambda self: None)
+    monkeypatch.setattr(preprocess_module._Networks, "estimator", load)
+    monkeypatch.setattr(matting_module, "matte", Fakes().matte)
+    return calls
+
+
+def test_too_few_detected_frames_fail_the_clips_densepose_stage(videos, tmp_path, monkeypatch):
+    real_densepose(monkeypatch, OrderEstimator(found={0, 1, 2}))  # 3 of 10 frames
+    result = runner.invoke(app, ["preprocess", str(videos / "dance.mp4"), "-o", str(tmp_path), "--size", "32", "--json"])
+    assert result.exit_code == 1, result.output
+    clip = json.loads(result.stdout)["clips"][0]
+    assert clip["status"] == "incomplete" and clip["stages"]["densepose"] == "failed"
+    message = clip["errors"]["densepose"]
+    assert message.startswith(f"clip dance ({videos / 'dance.mp4'}): DensePose found a person in only 3 of 10 frames (30%, below --min-detected 0.5)")
+    assert "--min-score" in message and "--fill-missing" in message and not message.startswith("StageFailed")
+    assert _meta(tmp_path / "dance")["subfolders"] == ["images", "masks"]
+
+    estimator = OrderEstimator(found=())  # accepting the gaps: the labels of the first run are reused
+    real_densepose(monkeypatch, estimator)
+    fixed = preprocess([videos / "dance.mp4"], tmp_path, fill_missing=True, **FAST)
+    assert fixed.ok and estimator.seen == 0
+    record = _meta(tmp_path / "dance")["stages"]["densepose"]
+    assert record["params"] == {"fill_missing": True} and record["result"]["filled"] == 7
+
+
+def test_densepose_result_in_meta_json_has_the_clip_fps_and_frame_names(tmp_path, monkeypatch):
+    make_video(tmp_path / "slow.mp4", count=10, fps=10.0)
+    real_densepose(monkeypatch, OrderEstimator(found=range(1, 10)))
+    result = preprocess([tmp_path / "slow.mp4"], tmp_path / "out", fps=10.0, **FAST)
+    assert result.ok, result.clips
+    meta = _meta(tmp_path / "out" / "slow")
+    densepose_result = meta["stages"]["densepose"]["result"]
+    assert meta["fps"] == 10.0 and densepose_result["fps"] == 10.0
+    assert densepose_result["missing_frames"] == ["00000.png"]
+    assert (tmp_path / "out" / "slow" / "images" / "00000.png").is_file()  # the name is a frame of the clip
+
+
+def test_densepose_weights_option_reaches_the_estimator_and_meta_json(videos, tmp_path, monkeypatch):
+    import hashlib
+
+    weights = tmp_path / "mine.pkl"
+    weights.write_bytes(b"not really weights")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    calls = real_densepose(monkeypatch, OrderEstimator(found=range(10), weights=weights, weights_sha256=digest))
+    result = runner.invoke(app, ["preprocess", str(videos / "dance.mp4"), "-o", str(tmp_path / "out"), "--size", "32",
+                                 "--densepose-weights", str(weights), "--min-score", "0.6", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [(c.weights, c.min_score) for c in calls] == [(weights.resolve(), 0.6)]
+    record = _meta(tmp_path / "out" / "dance")["stages"]["densepose"]
+    assert record["params"] == {"weights": str(weights.resolve()), "min_score": 0.6}
+    assert record["result"]["weights"] == str(weights) and record["result"]["weights_sha256"] == digest
+
+    missing = runner.invoke(app, ["preprocess", str(videos / "dance.mp4"), "-o", str(tmp_path / "o2"),
+                                  "--densepose-weights", str(tmp_path / "nope.pkl")])  # fmt: skip
+    assert missing.exit_code == 2 and "nope.pkl: no such weights file" in missing.stderr
+    assert not (tmp_path / "o2").exists()  # refused before any work
+
+
+def test_versions_in_meta_json_name_the_stage_libraries_without_importing_them():
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    code = (
+        "import json, sys; from magicanimate_cli.clip import versions; v = versions(); "
+        "print(json.dumps([v, [m for m in ('torch', 'paddle', 'detectron2') if m in sys.modules]]))"
+    )
+    found, imported = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert imported == []
+    for key, distribution in (("torch", "torch"), ("detectron2", "detectron2"), ("paddle", "paddlepaddle")):
+        try:
+            expected = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            expected = None
+        assert key in found and found[key] == expected, key

@@ -27,6 +27,10 @@ class DensePoseConfig:
     * ``smooth`` 0 (off) or an odd K: per-pixel majority label over K frames.
     * ``fill_missing`` off: frames without a person are reported; with it they take the labels of
       the nearest frame that has one.
+    * ``min_detected`` 0.5: the stage fails (exit 1) when a person was found in fewer than this
+      fraction of the frames, since a driving video that is mostly empty or mostly copies of a
+      few frames is not worth animating. ``fill_missing`` accepts the gaps knowingly and turns
+      the check off; 0 turns it off too.
     """
 
     batch_size: int = 4
@@ -34,6 +38,7 @@ class DensePoseConfig:
     max_people: int = 1
     smooth: int = 0
     fill_missing: bool = False
+    min_detected: float = 0.5
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -44,6 +49,8 @@ class DensePoseConfig:
             raise UserError(f"--max-people {self.max_people}: must be 0 (everyone) or more")
         if self.smooth < 0 or (self.smooth > 1 and self.smooth % 2 == 0):
             raise UserError(f"--smooth {self.smooth}: use 0 (off) or an odd window (3, 5, ...) centred on each frame")
+        if not 0.0 <= self.min_detected <= 1.0:  # also refuses nan
+            raise UserError(f"--min-detected {self.min_detected}: a fraction of the frames in [0, 1] (0 turns the check off)")
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class DensePoseResult:
     frames: int
     fps: float
     missing: int  # frames where no person was found
-    missing_frames: list[int]
+    missing_frames: list[str]  # their output file names (00012.png, or the input frames' names)
     filled: int  # of those, frames given the labels of the nearest good frame
     smooth: int
     resumed: int  # frames whose labels an interrupted run had already made
@@ -63,6 +70,9 @@ class DensePoseResult:
     batch_size: int
     min_score: float
     max_people: int
+    min_detected: float
+    weights: str | None  # the weights file the model was loaded from (None: a given estimator)
+    weights_sha256: str | None
     seconds: float
 
     def to_dict(self) -> dict:

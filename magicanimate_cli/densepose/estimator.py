@@ -19,10 +19,9 @@ them before a model is actually built, so the rest of the package works without 
 
 from __future__ import annotations
 
-import hashlib
-import os
+import logging
 import pickle
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,10 +204,11 @@ def ensure_weights(spec: ModelSpec, models: str | Path | None = None, progress=N
         if digest != spec.sha256:
             raise UserError(f"{path}: sha256 {digest} does not match the expected {spec.sha256}; delete the file to download it again")
         return path
+    from ..folders import created_folders
     from ..models import fetch_url
 
-    folder.mkdir(parents=True, exist_ok=True)
-    fetch_url(spec.url, path, sha256=spec.sha256, size=spec.size, progress=progress)
+    with created_folders(folder):  # an offline run leaves no empty folders behind
+        fetch_url(spec.url, path, sha256=spec.sha256, size=spec.size, progress=progress)
     return path
 
 
@@ -329,11 +329,8 @@ def require_detectron2() -> None:
             "detectron2 and its DensePose project are not installed (optional extra 'densepose', on no package registry); "
             f"install them with: {install_command()}  (torchvision must match torch; see docs/densepose.md)"
         )
-    import warnings
-
     try:
-        with warnings.catch_warnings():  # torch deprecation noise from detectron2's own imports
-            warnings.simplefilter("ignore", FutureWarning)
+        with _quiet_libraries():  # torch deprecation noise from detectron2's own imports
             import densepose  # noqa: F401
             import detectron2.modeling  # noqa: F401
     except Exception as exc:  # e.g. "operator torchvision::nms does not exist" (torchvision does not match torch)
@@ -341,6 +338,48 @@ def require_detectron2() -> None:
             f"detectron2/DensePose are installed but do not import ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
             f"reinstall with a torchvision that matches torch: {install_command()}"
         ) from exc
+
+
+#: loggers of detectron2 and the libraries it logs through (fvcore's checkpointer, iopath's file I/O),
+#: and the level below which their lines are held back; torch.fx logs a WARNING (once per process)
+#: when detectron2's ROI pooler asks whether it is being traced
+LIBRARY_LOGGERS = {
+    "detectron2": logging.WARNING,
+    "fvcore": logging.WARNING,
+    "iopath": logging.WARNING,
+    "densepose": logging.WARNING,
+    "torch.fx._symbolic_trace": logging.ERROR,
+}
+#: warnings that detectron2 at the pinned commit raises inside torch on every run, nothing the user can act on
+LIBRARY_WARNINGS = (
+    (FutureWarning, None),  # torch deprecations hit by detectron2's imports
+    (UserWarning, r"(?s).*torch\.meshgrid"),  # detectron2's anchor generator
+    (Warning, r"(?s).*(is_fx_tracing|torch\.fx)"),  # the same tracing check, where torch warns instead of logging
+)
+
+
+@contextmanager
+def _quiet_libraries():
+    """Keep detectron2's own output off stderr while it runs: its INFO log lines (the checkpointer's
+    "Loading from ..."), torch.fx's tracing-check line and the torch warnings above. ``--debug``
+    (which puts the ``magicanimate_cli`` logger on DEBUG) lets everything through."""
+    import warnings
+
+    if logging.getLogger("magicanimate_cli").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = {logging.getLogger(name): level for name, level in LIBRARY_LOGGERS.items()}
+    before = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(max(level, logger.level))
+    try:
+        with warnings.catch_warnings():
+            for category, message in LIBRARY_WARNINGS:
+                warnings.filterwarnings("ignore", message=message or "", category=category)
+            yield
+    finally:
+        for logger, level in before.items():
+            logger.setLevel(level)
 
 
 def resolve_device(device: str) -> str:
@@ -364,16 +403,19 @@ class Detectron2Estimator:
     tests and benchmarks use it because random weights detect nobody.
     """
 
-    def __init__(self, cfg, model=None, weights: Path | None = None, name: str | None = None):
+    def __init__(self, cfg, model=None, weights: Path | None = None, name: str | None = None, weights_sha256: str | None = None):
         require_detectron2()
         from detectron2.data import transforms as T
         from detectron2.modeling import build_model
 
         self.cfg = cfg
-        self.model = model if model is not None else build_model(cfg)
-        self.model.eval()
-        if weights is not None:
-            load_weights(self.model, weights)
+        with _quiet_libraries():
+            self.model = model if model is not None else build_model(cfg)
+            self.model.eval()
+            if weights is not None:
+                load_weights(self.model, weights)
+        self.weights = Path(weights) if weights is not None else None
+        self.weights_sha256 = weights_sha256 if weights_sha256 is not None or weights is None else sha256_file(Path(weights))
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         self.name = name or "detectron2"
@@ -397,11 +439,8 @@ class Detectron2Estimator:
         import torch
         from detectron2.structures import Boxes, Instances
 
-        import warnings
-
         inputs, transforms = self._inputs(frames)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="torch.meshgrid")  # raised inside detectron2's anchor generator
+        with torch.no_grad(), _quiet_libraries():
             if boxes is None:
                 outputs = self.model(inputs)
             else:
@@ -455,7 +494,9 @@ def load_estimator(
         raise UserError(f"{yaml_file}: a config file needs its weights; pass --weights FILE (.pkl or .pth)")
     cfg = build_config(config, device=resolve_device(device), min_score=min_score, max_people=max_people)
     name = spec.name if spec is not None else yaml_file.stem
-    return Detectron2Estimator(cfg, weights=weights_file, name=name)
+    # the zoo file was just checked against its pinned digest; a file the user names is trusted and hashed
+    digest = spec.sha256 if weights is None and spec is not None and spec.sha256 else None
+    return Detectron2Estimator(cfg, weights=weights_file, name=name, weights_sha256=digest)
 
 
 def densepose_status(models: str | Path | None = None) -> dict:

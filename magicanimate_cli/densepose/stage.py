@@ -11,7 +11,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import StageFailed, UserError
+from ..progress import Progress, silent
 from .config import CLIP_IMAGES, CLIP_LABELS, CLIP_OUTPUT, DEVICES, DensePoseConfig, DensePoseResult
 
 WORK_VERSION = 1
@@ -31,8 +32,12 @@ class _Plan:
     identity: dict  # what the labels depend on (resume check)
 
 
-def _plan(input: Path, output: Path | None, labels: Path | None) -> _Plan:
+def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | None = None) -> _Plan:
     from .. import media
+    from ..frames import check_fps
+
+    if fps is not None:
+        fps = check_fps(fps)
 
     if not input.exists():
         raise UserError(f"{input}: no such file or folder")
@@ -61,10 +66,12 @@ def _plan(input: Path, output: Path | None, labels: Path | None) -> _Plan:
         names = [f"{file.stem}.png" for file in files]
         if len(set(names)) != len(names):  # e.g. a.png and a.jpg
             names = [media.frame_name(i) for i in range(len(files))]
-        count, fps = len(files), media.DEFAULT_FPS
+        count, fps = len(files), fps or _clip_fps(input) or media.DEFAULT_FPS
         identity = {"input": str(source.resolve()), "files": [f.name for f in files], "mtime": max(f.stat().st_mtime_ns for f in files)}
     else:
         info = media.probe(source)
+        if fps is not None and abs(fps - info.fps) > 1e-6:
+            raise UserError(f"--fps {fps:g}: {source} is read at its own {info.fps:g} fps; --fps is for a frames folder")
         count, fps = info.frames, info.fps
         names = [media.frame_name(i) for i in range(count)]
         stat = source.stat()
@@ -72,6 +79,17 @@ def _plan(input: Path, output: Path | None, labels: Path | None) -> _Plan:
     if count == 0:
         raise UserError(f"{source}: no frames")
     return _Plan(source, output, labels, names, count, fps, identity)
+
+
+def _clip_fps(folder: Path) -> float | None:
+    """The fps a clip folder's meta.json records (``preprocess``, ``flip``), if any."""
+    from ..clip import read_meta
+
+    try:
+        fps = (read_meta(folder) or {}).get("fps") if folder.is_dir() else None
+    except UserError:  # a damaged meta.json: the default rate, as without one
+        return None
+    return float(fps) if isinstance(fps, (int, float)) and fps > 0 else None
 
 
 def _writer(path: Path, names: list[str], fps: float, overwrite: bool):
@@ -177,10 +195,12 @@ def densepose(
     min_score: float = DensePoseConfig.min_score,
     max_people: int = DensePoseConfig.max_people,
     fill_missing: bool = DensePoseConfig.fill_missing,
+    min_detected: float = DensePoseConfig.min_detected,
     smooth: int = DensePoseConfig.smooth,
+    fps: float | None = None,
     device: str = "auto",
     overwrite: bool = False,
-    progress=None,
+    progress: Progress | None = None,
     estimator=None,
 ) -> DensePoseResult:
     """Run DensePose over ``input`` and write MagicAnimate driving frames to ``output``.
@@ -189,87 +209,181 @@ def densepose(
     ``densepose/`` and ``densepose_labels/`` unless ``output``/``labels`` say otherwise).
     ``output`` is a video path or a folder; ``labels`` a folder for the label maps. ``config``
     is a zoo model name (``MODELS``) or a detectron2 YAML; ``weights`` a ``.pkl``/``.pth`` (default:
-    the zoo weights, downloaded once into ``models``). ``estimator`` replaces detectron2: a
-    callable taking a list of RGB frames and returning one ``charts.Detections`` per frame
-    (``config``, ``weights``, ``models`` and ``device`` are then unused).
-    """
-    from .. import media
-    from .charts import frame_labels
-    from .palette import render_labels
-    from .repair import fill_sources, majority, window
+    the zoo weights, downloaded once into ``models``). ``fps`` is the rate of a frames folder
+    (default: the clip's meta.json, else 25); a video has its own. ``estimator`` replaces
+    detectron2: a callable taking a list of RGB frames and returning one ``charts.Detections``
+    per frame (``config``, ``weights``, ``models`` and ``device`` are then unused).
 
-    settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing)
+    Raises ``StageFailed`` (exit 1) when a person was found in fewer than ``min_detected`` of the
+    frames and ``fill_missing`` is off; the labels made so far are kept for a re-run.
+    """
+    settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing, min_detected)
     settings.validate()
     if device not in DEVICES:
         raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
-    model_name, model_key = _model(config, weights, estimator)  # a bad --config fails before any work
-    model_device = "n/a"
+    model = _Model(*_model(config, weights, estimator))  # a bad --config fails before any work
     if estimator is None:
         from .estimator import require_detectron2
 
         if weights is not None and not Path(weights).expanduser().is_file():
             raise UserError(f"{weights}: no such weights file")
         require_detectron2()
-    progress = progress or (lambda stage, done, total: None)
+    progress = progress or silent
     started = time.perf_counter()
 
-    plan = _plan(Path(input), Path(output) if output is not None else None, Path(labels) if labels is not None else None)
-    media.check_output(plan.output, overwrite, protect=(plan.source,))
-    if plan.labels is not None:
-        media.check_output(plan.labels, overwrite, protect=(plan.source,))
-    identity = {**plan.identity, "model": model_key, "min_score": min_score, "max_people": max_people}
-    work = _Work(plan.output, identity)
+    plan = _plan(Path(input), Path(output) if output is not None else None, Path(labels) if labels is not None else None, fps)
+    _check_outputs(plan, overwrite)
+    work = _Work(plan.output, {**plan.identity, "model": model.key, "min_score": min_score, "max_people": max_people})
     work.open(plan.names)
 
-    # 1. labels of every frame (resumable)
     if len(work.people) < plan.count:
         if estimator is None:
             from .estimator import load_estimator
 
             estimator = load_estimator(config, weights, models, device, min_score, max_people, progress)
-        model_name = str(getattr(estimator, "name", model_name))
-        model_device = str(getattr(estimator, "device", "n/a"))
-        batch: list = []
-        frames_seen = 0
+        model = model.of(estimator)
+        _estimate(plan, work, estimator, settings, progress)
+    repair = _repair(Path(input), plan, work, settings)
+    _render(plan, work, repair.sources, smooth, overwrite, progress)
+    work.remove()
+    return DensePoseResult(
+        input=str(input),
+        output=str(plan.output),
+        labels=str(plan.labels) if plan.labels is not None else None,
+        frames=repair.count,
+        fps=plan.fps,
+        missing=len(repair.missing),
+        missing_frames=[plan.names[i] for i in repair.missing],
+        filled=repair.filled,
+        smooth=smooth,
+        resumed=work.resumed,
+        model=model.name,
+        device=model.device,
+        batch_size=batch_size,
+        min_score=min_score,
+        max_people=max_people,
+        min_detected=min_detected,
+        weights=model.weights,
+        weights_sha256=model.weights_sha256,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+# ----------------------------------------------------------------------------- its steps
+
+
+@dataclass(frozen=True)
+class _Model:
+    """What the result says about the model: name, device, weights file and digest."""
+
+    name: str
+    key: str  # what the labels depend on (resume check)
+    device: str = "n/a"
+    weights: str | None = None
+    weights_sha256: str | None = None
+
+    def of(self, estimator) -> _Model:
+        """The same, completed from a loaded estimator's attributes."""
+        weights = getattr(estimator, "weights", None)
+        return _Model(
+            str(getattr(estimator, "name", self.name)), self.key, str(getattr(estimator, "device", "n/a")),
+            str(weights) if weights is not None else None, getattr(estimator, "weights_sha256", None),
+        )  # fmt: skip
+
+
+def _check_outputs(plan: _Plan, overwrite: bool) -> None:
+    from .. import media
+
+    media.check_output(plan.output, overwrite, protect=(plan.source,))
+    if plan.labels is not None:
+        media.check_output(plan.labels, overwrite, protect=(plan.source,))
+
+
+def _estimate(plan: _Plan, work: _Work, estimator, settings: DensePoseConfig, progress: Progress) -> None:
+    """Step 1: the label map of every frame that has none yet, ``batch_size`` frames per call (resumable)."""
+    from .. import media
+    from .charts import frame_labels
+
+    batch: list = []
+    progress("densepose", len(work.people), plan.count)
+
+    def flush() -> None:
+        detections = estimator(batch)
+        if len(detections) != len(batch):
+            raise RuntimeError(f"the estimator returned {len(detections)} results for {len(batch)} frames")
+        maps, people = [], []
+        for frame, found in zip(batch, detections):
+            label_map, count = frame_labels(found, frame.shape[0], frame.shape[1], settings.min_score, settings.max_people)
+            maps.append(label_map)
+            people.append(count if label_map.any() else 0)  # a person without a single part pixel is no person
+        work.add(plan.names, maps, people)
+        batch.clear()
         progress("densepose", len(work.people), plan.count)
 
-        def flush() -> None:
-            detections = estimator(batch)
-            if len(detections) != len(batch):
-                raise RuntimeError(f"the estimator returned {len(detections)} results for {len(batch)} frames")
-            maps, people = [], []
-            for frame, found in zip(batch, detections):
-                label_map, count = frame_labels(found, frame.shape[0], frame.shape[1], min_score, max_people)
-                maps.append(label_map)
-                people.append(count if label_map.any() else 0)  # a person without a single part pixel is no person
-            work.add(plan.names, maps, people)
-            batch.clear()
-            progress("densepose", len(work.people), plan.count)
+    for index, frame in enumerate(media.iter_frames(plan.source)):
+        if index >= plan.count:
+            break
+        if index >= len(work.people):
+            batch.append(frame)
+            if len(batch) == settings.batch_size:
+                flush()
+    if batch:
+        flush()
 
-        for frame in media.iter_frames(plan.source):
-            if frames_seen >= plan.count:
-                break
-            if frames_seen >= len(work.people):
-                batch.append(frame)
-                if len(batch) == batch_size:
-                    flush()
-            frames_seen += 1
-        if batch:
-            flush()
+
+class TooFewPeople(StageFailed):
+    """DensePose found a person in fewer than ``min_detected`` of the frames (exit 1)."""
+
+    def __init__(self, subject: str, detected: int, count: int, min_detected: float, min_score: float) -> None:
+        self.subject, self.detected, self.count = subject, detected, count
+        self.min_detected, self.min_score = min_detected, min_score
+        super().__init__(
+            f"{subject}: DensePose found a person in only {detected} of {count} frames ({100 * detected / count:.0f}%, "
+            f"below --min-detected {min_detected:g}); lower --min-score (now {min_score:g}) to keep less certain "
+            "detections, or pass --fill-missing to give those frames the nearest detected frame's labels"
+        )
+
+    def naming(self, subject: str) -> TooFewPeople:
+        """The same failure, reported for ``subject`` (``preprocess`` names the clip, not its work folder)."""
+        return TooFewPeople(subject, self.detected, self.count, self.min_detected, self.min_score)
+
+
+@dataclass(frozen=True)
+class _Repair:
+    count: int  # frames with labels
+    missing: list[int]  # positions of the frames without a person
+    sources: list[int]  # frame i is rendered from the labels of frame sources[i]
+    filled: int
+
+
+def _repair(input: Path, plan: _Plan, work: _Work, settings: DensePoseConfig) -> _Repair:
+    """Step 2: which frames have nobody, whether that is too many, and where their labels come from."""
+    from .repair import fill_sources
+
     count = len(work.people)
     if count == 0:
         work.remove()
         raise UserError(f"{plan.source}: no frames could be read")
-
-    # 2. repair plan
-    missing_frames = [i for i, n in enumerate(work.people) if n == 0]
-    if len(missing_frames) == count:
+    missing = [i for i, n in enumerate(work.people) if n == 0]
+    if len(missing) == count:
         work.remove()
-        raise UserError(f"{plan.source}: DensePose found no person in any of its {count} frames (score above {min_score}); check the input or lower --min-score")
-    sources = fill_sources([n == 0 for n in work.people]) if fill_missing else list(range(count))
-    filled = sum(1 for i in missing_frames if sources[i] != i)
+        raise UserError(
+            f"{plan.source}: DensePose found no person in any of its {count} frames (score above {settings.min_score}); "
+            "check the input or lower --min-score"
+        )
+    detected = count - len(missing)
+    if not settings.fill_missing and detected < settings.min_detected * count:
+        raise TooFewPeople(str(input), detected, count, settings.min_detected, settings.min_score)
+    sources = fill_sources([n == 0 for n in work.people]) if settings.fill_missing else list(range(count))
+    return _Repair(count, missing, sources, sum(1 for i in missing if sources[i] != i))
 
-    # 3. render (and write the label maps)
+
+def _render(plan: _Plan, work: _Work, sources: list[int], smooth: int, overwrite: bool, progress: Progress) -> None:
+    """Step 3: render each frame's (repaired, smoothed) labels, and write the label maps."""
+    from .palette import render_labels
+    from .repair import majority, window
+
+    count = len(sources)
     cache: OrderedDict[int, object] = OrderedDict()
 
     def labels_of(index: int):
@@ -295,22 +409,3 @@ def densepose(
                 if label_writer is not None:
                     label_writer.write(label_map)
                 progress("render", index + 1, count)
-    work.remove()
-    return DensePoseResult(
-        input=str(input),
-        output=str(plan.output),
-        labels=str(plan.labels) if plan.labels is not None else None,
-        frames=count,
-        fps=plan.fps,
-        missing=len(missing_frames),
-        missing_frames=missing_frames,
-        filled=filled,
-        smooth=smooth,
-        resumed=work.resumed,
-        model=model_name,
-        device=model_device,
-        batch_size=batch_size,
-        min_score=min_score,
-        max_people=max_people,
-        seconds=round(time.perf_counter() - started, 3),
-    )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..progress import Progress, silent
 
 PROTOCOLS = ("corrected", "disco")
 METRICS = ("l1", "psnr", "ssim", "lpips", "fid", "fid-vid", "fvd")
@@ -282,7 +283,7 @@ def evaluate(
     models: Path | str | None = None,
     device: str = "auto",
     download: bool = True,
-    progress=None,
+    progress: Progress | None = None,
     extractors: dict | None = None,
 ) -> EvalResult:
     """Compare ``generated`` with ``ground_truth`` clip by clip and overall.
@@ -291,21 +292,50 @@ def evaluate(
     wrappers of ``extractors.py``), replacing the real networks: batch jobs reuse loaded ones,
     tests pass small random-weight networks.
     """
-    import numpy as np
-
     from .. import media
     from ..models import resolve_models_dir
-    from . import extractors as X
-    from . import frames as F
-    from .frechet import Batcher, fid_from_features
+    from .accumulators import accumulators
+    from .protocols import PROTOCOLS
 
     start = time.perf_counter()
-    config = EvalConfig(metrics, protocol, clip_length, batch_size)
-    wanted = config.validate()
+    wanted = EvalConfig(metrics, protocol, clip_length, batch_size).validate()
     generated, ground_truth = Path(generated), Path(ground_truth)
     pairs = pair_clips(generated, ground_truth)
-    models_dir = resolve_models_dir(models)
     given = dict(extractors or {})
+    models_dir = resolve_models_dir(models)
+    _check_available(wanted, protocol, clip_length, given, models_dir, download)
+    nets, torch_device = _networks(wanted, protocol, clip_length, given, models_dir, device, download, progress)
+    rules = PROTOCOLS[protocol]
+    metrics_ = accumulators(wanted, nets, rules, clip_length, batch_size)
+
+    infos = [(media.probe(g), media.probe(t)) for _, g, t in pairs]
+    counter = _Counter(progress, sum(min(ig.frames, it.frames) for ig, it in infos))
+    clips: list[ClipScores] = []
+    notes: list[str] = []
+    for (name, source_g, source_t), (info_g, info_t) in zip(pairs, infos):
+        clip = _score_clip(name, source_g, source_t, info_g, info_t, metrics_, rules, counter)
+        clips.append(clip)
+        notes += _clip_notes(clip, metrics_, rules, clip_length)
+
+    lengths = {clip.frames for clip in clips}
+    uniform = lengths.pop() if len(lengths) == 1 else None
+    overall: dict[str, Score] = {}
+    for metric in metrics_:
+        overall.update(metric.overall(uniform, notes))
+    frame_columns = [column for metric in metrics_ for column in metric.columns]
+    columns = frame_columns + [m for m in ("fid", "fid-vid", "fvd") if m in overall]
+    return EvalResult(
+        protocol, str(generated), str(ground_truth), wanted, columns, clips, overall,
+        str(torch_device) if torch_device is not None else "cpu", time.perf_counter() - start, notes,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- its steps
+
+
+def _check_available(wanted: list[str], protocol: str, clip_length: int, given: dict, models_dir: Path, download: bool) -> None:
+    """Every requested metric can run here (packages, weights, clip length), or one error naming them all."""
+    from . import extractors as X
 
     if "fvd" in wanted and protocol == "corrected":
         needed = getattr(given["fvd"], "min_frames", 1) if "fvd" in given else X.I3D_MIN_FRAMES
@@ -318,177 +348,69 @@ def evaluate(
         rest = f" or leave them out: --metrics {','.join(usable)}" if usable else ""
         raise UserError(f"metrics not available here: {detail}; install/fetch them{rest}")
 
-    needs_torch = any(m in NETWORK_METRICS for m in wanted)
-    torch_device = _resolve_device(device) if needs_torch and any(m not in given for m in wanted if m in NETWORK_METRICS) else None
+
+def _networks(wanted, protocol, clip_length, given, models_dir, device, download, progress) -> tuple[dict, object]:
+    """The networks of the requested network metrics (the given ones first), and the torch device they run on."""
+    from . import extractors as X
+
+    builders = {
+        "lpips": lambda ctx: X.build_lpips(ctx, protocol),
+        "fid": X.build_fid,
+        "fvd": X.build_fvd,
+        "fid-vid": lambda ctx: X.build_fid_vid(ctx, clip_length),
+    }
+    to_build = [m for m in wanted if m in NETWORK_METRICS and m not in given]
+    torch_device = _resolve_device(device) if to_build else None
     ctx = X.Context(models_dir, torch_device, download=download, progress=progress)
-    nets = {}
-    for metric in wanted:
-        if metric not in NETWORK_METRICS:
-            continue
-        if metric in given:
-            nets[metric] = given[metric]
-        elif metric == "lpips":
-            nets[metric] = X.build_lpips(ctx, protocol)
-        elif metric == "fid":
-            nets[metric] = X.build_fid(ctx)
-        elif metric == "fvd":
-            nets[metric] = X.build_fvd(ctx)
-        elif metric == "fid-vid":
-            nets[metric] = X.build_fid_vid(ctx, clip_length)
+    return {m: given[m] if m in given else builders[m](ctx) for m in wanted if m in NETWORK_METRICS}, torch_device
 
-    frame_metrics = [(column, fn) for m in wanted if m in F.FRAME_METRICS[protocol] for column, fn in F.FRAME_METRICS[protocol][m]]
-    resize = F.RESIZE[protocol]
-    clip_batch = max(1, batch_size // clip_length)
-    fid = {side: Batcher(nets["fid"], batch_size) for side in ("g", "t")} if "fid" in nets else None
-    video = {}
-    for metric in ("fvd", "fid-vid"):
-        if metric in nets:
-            whole = protocol == "disco" and metric == "fvd"  # DisCo: one sample per whole video
-            video[metric] = {side: Batcher(nets[metric], 1 if whole else clip_batch) for side in ("g", "t")}
 
-    infos = [(media.probe(g), media.probe(t)) for _, g, t in pairs]
-    total = sum(min(ig.frames, it.frames) for ig, it in infos)
-    done = 0
-    clips: list[ClipScores] = []
-    per_frame_all: dict[str, list[float]] = {}
-    lengths = []
+class _Counter:
+    """Frames compared so far, reported as the ``evaluate`` stage."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress or silent, total, 0
+
+    def step(self) -> None:
+        self.done += 1
+        self.progress("evaluate", self.done, self.total)
+
+
+def _score_clip(name, source_g, source_t, info_g, info_t, metrics_: list, rules, counter: _Counter) -> ClipScores:
+    """Feed one clip's frame pairs to every accumulator; its per-clip scores."""
+    from .. import media
+
+    for metric in metrics_:
+        getattr(metric, "start_clip", lambda _name: None)(name)
+    count, resized_from, size = 0, None, (info_t.height, info_t.width)
+    for frame_g, frame_t in zip(media.iter_frames(source_g), media.iter_frames(source_t)):
+        size = frame_t.shape[:2]
+        paired = frame_g
+        if frame_g.shape[:2] != size:
+            resized_from = frame_g.shape[:2]
+            paired = rules.resize(frame_g, size)
+        for metric in metrics_:
+            metric.add(frame_g, paired, frame_t)
+        count += 1
+        counter.step()
+    if count == 0:
+        raise UserError(f"{source_g}: no frames to compare")
+    scores: dict[str, Score] = {}
+    for metric in metrics_:
+        scores.update(metric.end_clip(name, count))
+    return ClipScores(name, str(source_g), str(source_t), count, info_g.frames, info_t.frames, tuple(size), resized_from, scores)
+
+
+def _clip_notes(clip: ClipScores, metrics_: list, rules, clip_length: int) -> list[str]:
+    from .accumulators import VideoMetric
+    from .protocols import CLIPS
+
     notes = []
-    for (name, source_g, source_t), (info_g, info_t) in zip(pairs, infos):
-        values: dict[str, list[float]] = {column: [] for column, _ in frame_metrics}
-        if "lpips" in nets:
-            values["lpips"] = []
-        lpips_pending: list[tuple] = []
-        segment = {metric: {"g": [], "t": []} for metric in video}
-        whole_clip = {metric: {"g": [], "t": []} for metric in video}
-        count = 0
-        resized_from = None
-        size = (info_t.height, info_t.width)
-
-        def flush_lpips():
-            if lpips_pending:
-                gen = np.stack([p[0] for p in lpips_pending])
-                tru = np.stack([p[1] for p in lpips_pending])
-                values["lpips"].extend(nets["lpips"](gen, tru).tolist())
-                lpips_pending.clear()
-
-        for frame_g, frame_t in zip(media.iter_frames(source_g), media.iter_frames(source_t)):
-            size = frame_t.shape[:2]
-            paired = frame_g
-            if frame_g.shape[:2] != size:
-                resized_from = frame_g.shape[:2]
-                paired = resize(frame_g, size)
-            for column, fn in frame_metrics:
-                values[column].append(fn(paired, frame_t))
-            if "lpips" in nets:
-                lpips_pending.append((paired, frame_t))
-                if len(lpips_pending) >= batch_size:
-                    flush_lpips()
-            if fid is not None:
-                fid["g"].add(nets["fid"].prepare(frame_g))
-                fid["t"].add(nets["fid"].prepare(frame_t))
-            for metric, sides in video.items():
-                net = nets[metric]
-                for side, frame in (("g", frame_g), ("t", frame_t)):
-                    prepared = net.prepare(frame)
-                    if protocol == "disco":
-                        whole_clip[metric][side].append(prepared)
-                    else:
-                        segment[metric][side].append(prepared)
-                        if len(segment[metric][side]) == clip_length:
-                            sides[side].add(np.stack(segment[metric][side]), group=name)
-                            segment[metric][side] = []
-            count += 1
-            done += 1
-            if progress:
-                progress("evaluate", done, total)
-        flush_lpips()
-        if count == 0:
-            raise UserError(f"{source_g}: no frames to compare")
-        if protocol == "disco":
-            for metric, sides in video.items():
-                for side in ("g", "t"):
-                    clip = np.stack(whole_clip[metric][side])
-                    if metric == "fvd":
-                        if len(clip) < nets[metric].min_frames:
-                            raise UserError(f"{name}: {len(clip)} frames; the I3D of FVD needs at least {nets[metric].min_frames}")
-                        sides[side].add(clip, group=name)
-                    else:  # DisCo FID-VID: pad with the last frame to whole segments, average per video
-                        pad = (-len(clip)) % clip_length
-                        if pad:
-                            clip = np.concatenate([clip, np.repeat(clip[-1:], pad, axis=0)])
-                        for start_frame in range(0, len(clip), clip_length):
-                            sides[side].add(clip[start_frame : start_frame + clip_length], group=name)
-        elif video and count < clip_length:
-            notes.append(f"{name}: {count} frames, shorter than --clip-length {clip_length}: no FVD/FID-VID sample from it")
-        if info_g.frames != info_t.frames:
-            notes.append(f"{name}: generated has {info_g.frames} frames, ground truth {info_t.frames}: compared the first {count}")
-
-        lengths.append(count)
-        scores = {}
-        for column, series in values.items():
-            per_frame_all.setdefault(column, []).extend(series)
-            scores[column] = _frame_score(column, series, protocol, nets, count)
-        clips.append(
-            ClipScores(name, str(source_g), str(source_t), count, info_g.frames, info_t.frames, tuple(size), resized_from, scores)
-        )
-        if resized_from:
-            notes.append(f"{name}: generated frames {resized_from[1]}x{resized_from[0]} resized to {size[1]}x{size[0]} ({_RESIZE_NAME[protocol]})")
-
-    uniform = lengths[0] if len(set(lengths)) == 1 else None
-    overall = {column: _frame_score(column, series, protocol, nets, uniform) for column, series in per_frame_all.items()}
-    if fid is not None:
-        feats_g, feats_t = fid["g"].result(), fid["t"].result()
-        _note_small_sample("fid", feats_g, notes)
-        overall["fid"] = Score(
-            fid_from_features(feats_g, feats_t), protocol, "Fréchet distance of per-frame features, all frames of all clips",
-            nets["fid"].name, uniform, len(feats_g),
-        )  # fmt: skip
-    for metric, sides in video.items():
-        average = protocol == "disco"
-        feats_g, feats_t = sides["g"].result(average_groups=average), sides["t"].result(average_groups=average)
-        if protocol == "disco" and metric == "fvd":
-            definition, length, note = "DisCo: one sample per whole video (I3D logits averaged over time)", uniform, "whole video per sample"
-        elif protocol == "disco":
-            definition = f"DisCo: {clip_length}-frame segments (last frame repeated to fill), features averaged per video"
-            length, note = clip_length, None
-        else:
-            definition, length, note = f"non-overlapping {clip_length}-frame clips, each one sample", clip_length, None
-        if len(feats_g) < 2 or len(feats_t) < 2:
-            raise UserError(
-                f"{metric}: {len(feats_g)} sample(s); a Fréchet distance needs at least 2 "
-                f"({'more clips' if protocol == 'disco' else 'more or longer clips, or a smaller --clip-length'})"
-            )
-        _note_small_sample(metric, feats_g, notes)
-        overall[metric] = Score(fid_from_features(feats_g, feats_t), protocol, definition, nets[metric].name, length, len(feats_g), note)
-
-    columns = [c for c in overall if c in per_frame_all] + [m for m in ("fid", "fid-vid", "fvd") if m in overall]
-    return EvalResult(
-        protocol, str(generated), str(ground_truth), wanted, columns, clips, overall,
-        str(torch_device) if torch_device is not None else "cpu", time.perf_counter() - start, notes,
-    )  # fmt: skip
-
-
-def _note_small_sample(metric: str, features, notes: list[str]) -> None:
-    if len(features) and len(features) <= features.shape[1]:
-        notes.append(
-            f"{metric}: {len(features)} samples for {features.shape[1]}-d features: the covariance is rank-deficient and the "
-            "distance biased; compare it only with numbers from the same sample count"
-        )
-
-
-_RESIZE_NAME = {"corrected": "Pillow bicubic", "disco": "OpenCV bilinear, as DisCo"}
-
-
-def _frame_score(column: str, series: list[float], protocol: str, nets: dict, clip_length: int | None) -> Score:
-    import numpy as np
-
-    from . import frames as F
-
-    if column == "lpips":
-        definition = "LPIPS on [-1,1] inputs, mean over frames" if protocol == "corrected" else "DisCo: LPIPS fed [0,1] inputs, mean over frames"
-        extractor = nets["lpips"].name
-    else:
-        definition = F.DEFINITIONS[(protocol, column)]
-        extractor = None
-    value = float(np.mean(series)) if series else float("nan")
-    return Score(value, protocol, definition, extractor, clip_length, len(series))
+    if any(isinstance(m, VideoMetric) and m.sampling == CLIPS for m in metrics_) and clip.frames < clip_length:
+        notes.append(f"{clip.name}: {clip.frames} frames, shorter than --clip-length {clip_length}: no FVD/FID-VID sample from it")
+    if clip.frames_generated != clip.frames_ground_truth:
+        notes.append(f"{clip.name}: generated has {clip.frames_generated} frames, ground truth {clip.frames_ground_truth}: compared the first {clip.frames}")
+    if clip.resized_from:
+        (h0, w0), (h1, w1) = clip.resized_from, clip.size
+        notes.append(f"{clip.name}: generated frames {w0}x{h0} resized to {w1}x{h1} ({rules.resize_name})")
+    return notes
