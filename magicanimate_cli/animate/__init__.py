@@ -193,9 +193,6 @@ def animate(
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
     config.validate()
-    from ..models import check_models  # no torch: missing or damaged weights are said before any heavy import or reading
-    if pipeline is None:
-        check_models(models)
     reference, motion, output = Path(reference), Path(motion), Path(output)
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise UserError(f"--fps {fps}: must be a positive, finite number of frames per second")
@@ -203,6 +200,10 @@ def animate(
     device_list = _parse_devices(devices)
     if not device_list:
         check_device(device)
+    if pipeline is None:  # no torch: missing or damaged weights are said before any heavy import or reading
+        from ..models import check_models
+
+        check_models(models)
     media.check_output(output, overwrite, protect=(reference, motion))
     grid_output = _grid_path(output) if grid else None
     if grid_output is not None:
