@@ -8,7 +8,7 @@ reference person's and an anchor point lines up (``feet``: bottom centre, the de
 ``head``: top centre). The motion itself is unchanged: every frame gets the same transform.
 
 Everything happens in the fitted square that ``animate`` works in (``--size``, ``--fit`` and
-``animate.fit_square`` with the same fill colours), so the boxes are comparable and the output
+``crop.fit_square`` with the same fill colours), so the boxes are comparable and the output
 is exactly what ``animate`` would see.
 
 * The reference person's box comes from the first of: ``--ref-box`` (pixels of the reference
@@ -253,10 +253,10 @@ def parse_box(text) -> tuple[int, int, int, int]:
 
 
 def fitted_box(mask, size: int, fit: str) -> tuple[int, int, int, int] | None:
-    """The box of a reference-image mask after ``animate.fit_square`` (the reference's fit)."""
+    """The box of a reference-image mask after ``crop.fit_square`` (the reference's fit)."""
     import numpy as np
 
-    from .animate import fit_square
+    from .crop import fit_square
 
     plane = np.where(mask, np.uint8(255), np.uint8(0))
     fitted = fit_square(np.repeat(plane[..., None], 3, axis=2), size, fit, (0, 0, 0))
@@ -343,9 +343,9 @@ def reference_box(
 
 
 def _installed_segmenter(models, notes: list[str]):
-    from .matting import DEFAULT_MODEL, load_segmenter, weights_path
-
     import importlib.util
+
+    from .matting import DEFAULT_MODEL, load_segmenter, weights_path
 
     if importlib.util.find_spec("paddle") is None or importlib.util.find_spec("paddleseg") is None:
         notes.append("matte: PaddlePaddle/PaddleSeg are not installed (see docs/matting.md)")
@@ -425,7 +425,8 @@ def align(
     """
     from . import clip as clip_folder
     from . import media
-    from .animate import _FrameStore, fit_square
+    from .animate import _FrameStore
+    from .crop import fit_square
 
     config = AlignConfig(anchor, frames, size, fit)
     config.validate()

@@ -18,10 +18,18 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
+# The stages' config modules are light (no numpy, torch, paddle or detectron2): their defaults
+# are the options' defaults, so CLI and library cannot drift.
 from . import __version__
+from .align import ANCHORS as _ANCHORS
+from .align import FRAME_MODES as _FRAME_MODES
+from .align import AlignConfig as _AlignConfig
 from .animate import AnimateConfig
+from .densepose import DensePoseConfig as _DensePoseConfig
 from .errors import StageFailed, UserError
-
+from .evaluate import EvalConfig as _EvalConfig
+from .matting import MODELS as _MATTE_MODELS
+from .matting import MatteConfig as _MatteConfig
 
 
 class _Group(TyperGroup):
@@ -204,7 +212,6 @@ def animate(
     _call(run, locals())
 
 
-from .align import ANCHORS as _ANCHORS, FRAME_MODES as _FRAME_MODES, AlignConfig as _AlignConfig  # noqa: E402  (light: no numpy)
 
 _ALIGN = _AlignConfig()
 
@@ -247,7 +254,6 @@ def batch(
     _call(run, locals())
 
 
-from .matting import MODELS as _MATTE_MODELS, MatteConfig as _MatteConfig  # noqa: E402  (light: no paddle)
 
 _MATTE = _MatteConfig()
 
@@ -272,7 +278,6 @@ def matte(
     _call(run, locals())
 
 
-from .evaluate import EvalConfig as _EvalConfig  # noqa: E402  (light: no torch)
 
 _EVAL = _EvalConfig()
 
@@ -389,7 +394,6 @@ def preprocess_(
     _call(run, locals())
 
 
-from .densepose import DensePoseConfig as _DensePoseConfig  # noqa: E402  (light: no torch, no detectron2)
 
 _DENSEPOSE = _DensePoseConfig()
 
@@ -433,7 +437,8 @@ def models_download(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Download the weights into the official layout; verify and record every file (HF_HUB_OFFLINE respected)."""
-    from .models import download as run, format_plan
+    from .models import download as run
+    from .models import format_plan
 
     kwargs = dict(locals())
     kwargs.pop("as_json")

@@ -15,15 +15,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .progress import Progress
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_PYTHON = (3, 10)
 LOW_DISK = 2_000_000_000  # temporary frames and outputs of a typical run fit in much less
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -232,7 +232,18 @@ def check_weights(root: Path, progress: Progress | None = None) -> list[Check]:
 
 def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[Check], int]:
     """(the checks, the bytes of the missing animate files)."""
-    from .weights_manifest import CORRUPT, MISSING, REPLACED, UNVERIFIED, VERIFIED, ChecksumRecord, check_folder, human_size, load_manifest, problems
+    from .weights_manifest import (
+        CORRUPT,
+        MISSING,
+        REPLACED,
+        UNVERIFIED,
+        VERIFIED,
+        ChecksumRecord,
+        check_folder,
+        human_size,
+        load_manifest,
+        problems,
+    )
 
     try:
         files = check_folder(root, manifest=load_manifest(), progress=progress)

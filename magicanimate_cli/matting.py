@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import MissingDependency, UserError
+from .errors import MissingDependency, UserError, first_line
 from .progress import Progress, silent
 from .weights_manifest import sha256_file
 
@@ -186,7 +186,7 @@ def _import_paddle():
             import paddle
             import paddleseg  # noqa: F401
     except ImportError as exc:
-        raise MissingDependency(f"matting needs PaddlePaddle and PaddleSeg ({_first_line(exc)}); install them: {INSTALL_HINT}") from exc
+        raise MissingDependency(f"matting needs PaddlePaddle and PaddleSeg ({first_line(exc)}); install them: {INSTALL_HINT}") from exc
     return paddle
 
 
@@ -219,11 +219,6 @@ def _select_device(paddle, device: str) -> str:
         raise UserError("--device gpu: this PaddlePaddle has no CUDA device (CPU build or no GPU); use --device cpu")
     paddle.set_device(device)
     return device
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else exc.__class__.__name__
 
 
 # ----------------------------------------------------------------------------- weights
@@ -320,7 +315,7 @@ def read_pdparams(path: Path) -> dict:
         with open(path, "rb") as handle:
             state = _state_dict_unpickler(handle).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as exc:
-        raise UserError(f"{path}: not a readable PaddlePaddle .pdparams state dict ({_first_line(exc)}); delete it to download it again") from exc
+        raise UserError(f"{path}: not a readable PaddlePaddle .pdparams state dict ({first_line(exc)}); delete it to download it again") from exc
     if not isinstance(state, dict):
         raise UserError(f"{path}: holds a {type(state).__name__}, not a state dict; delete it to download it again")
     if "UnpackBigParamInfor@@" in state:
@@ -758,7 +753,7 @@ def matting_status(models: Path | str | None = None, import_check: bool = True) 
             path = weights_path(name, models)
             status["weights"][name] = {"path": str(path), "present": path.is_file(), "sha256_pinned": bool(MODELS[name].sha256)}
         except Exception as exc:  # an unusable models folder must not break doctor
-            status["weights"][name] = {"path": None, "present": False, "error": _first_line(exc)}
+            status["weights"][name] = {"path": None, "present": False, "error": first_line(exc)}
     if not status["paddlepaddle"] or not status["paddleseg"]:
         status["problem"] = "PaddlePaddle and PaddleSeg are not both installed"
         status["fix"] = INSTALL_HINT
@@ -772,7 +767,7 @@ def matting_status(models: Path | str | None = None, import_check: bool = True) 
             status["imports"] = "ok"
             status["cuda"] = bool(paddle.device.is_compiled_with_cuda())
         except Exception as exc:  # UserError, ImportError, or cv2's numpy-ABI failures
-            status["imports"] = _first_line(exc)
+            status["imports"] = first_line(exc)
             status["problem"] = f"paddle/paddleseg do not import: {status['imports']}"
             old_cv2 = status["opencv"].get("opencv-python")
             status["fix"] = (

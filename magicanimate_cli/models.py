@@ -32,6 +32,8 @@ from pathlib import Path
 
 from . import files
 from .errors import UserError, first_line
+from .progress import Progress
+from .weights_layout import load_tensors
 from .weights_manifest import (
     CORRUPT,
     MISSING,
@@ -52,14 +54,12 @@ from .weights_manifest import (
     update_record,
     verify_models,
 )
-from .weights_layout import load_tensors
 
 ENV_VAR = "MAGICANIMATE_MODELS"
 TEMPORAL_CKPT = "MagicAnimate/temporal_attention/temporal_attention.ckpt"
 TEMPORAL_SAFETENSORS = "MagicAnimate/temporal_attention/temporal_attention.safetensors"
 _MB = 1_000_000
 
-Progress = Callable[[str, int, int], None]
 
 
 class NetworkError(Exception):
@@ -852,7 +852,7 @@ class ModelsListing:
         summary = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
         if self.counts.get(UNVERIFIED):
             summary += " (unverified: not in the checksum record; `magicanimate models download` checks and records them)"
-        return dict({"models": self.models, "summary": summary or "no files", "files": "\n" + "\n".join(lines)})
+        return {"models": self.models, "summary": summary or "no files", "files": "\n" + "\n".join(lines)}
 
 
 def list_models(

@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .densepose.config import DensePoseConfig
 from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, Clip, read_meta
+from .densepose.config import DensePoseConfig
 from .errors import MissingDependency, StageFailed, UserError
 
 SKIPPABLE = ("densepose", "matte")
@@ -479,7 +479,6 @@ class _Runner:
 
     def _densepose(self, folder: Path):
         from .densepose import densepose
-
         from .densepose.stage import TooFewPeople
 
         settings = self.networks.densepose

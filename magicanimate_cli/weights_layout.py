@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 REDOWNLOAD = "run `magicanimate models download --only animate --overwrite` to fetch it again"
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -75,14 +75,9 @@ def weights_file(folder: Path) -> Path:
     raise UserError(f"{folder / WEIGHT_NAMES[0]}: missing (no .safetensors or .bin weights in that folder); {REDOWNLOAD}")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else exc.__class__.__name__
-
-
 def unreadable(path: Path, exc: BaseException) -> UserError:
     """The one-line error for a weights file that cannot be parsed (cut short, or another format)."""
-    return UserError(f"{path}: cannot be read ({exc.__class__.__name__}: {_first_line(exc)}; truncated or damaged?); {REDOWNLOAD}")
+    return UserError(f"{path}: cannot be read ({exc.__class__.__name__}: {first_line(exc)}; truncated or damaged?); {REDOWNLOAD}")
 
 
 def load_tensors(path: Path):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from . import files
 from .errors import UserError
+from .progress import Progress
 
 GROUPS = ("animate", "densepose", "matting")
 RECORD_NAME = ".magicanimate-checksums.json"
@@ -35,7 +36,6 @@ MANIFEST_NAME = "manifest.json"
 _CHUNK = 8 << 20
 _MB = 1_000_000
 
-Progress = Callable[[str, int, int], None]
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -13,7 +13,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..crop import fit_square  # noqa: F401  (the animator's input fitting lives with the other crops)
 from ..errors import UserError
 
 FITS = ("crop", "pad", "stretch")
@@ -212,6 +211,8 @@ def animate(
         from ..device import resolve_device
 
         resolve_device(device)  # a missing GPU is said now, not after reading the motion
+    from ..crop import fit_square  # the animator's input fitting lives with the other crops
+
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
     pose_fill = POSE_BACKGROUND
@@ -255,9 +256,9 @@ def animate(
         checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
         resumed = checkpoint.load()
         job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
-                   dict(num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
-                        context_frames=context_frames, context_overlap=context_overlap,
-                        start_step=resumed[0] if resumed else 0, latents=resumed[1] if resumed else None),
+                   {"num_inference_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
+                        "context_frames": context_frames, "context_overlap": context_overlap,
+                        "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
                    checkpoint, unaligned.path if unaligned else None)
         if distributed:
             _run_distributed(job, device_list, models, dtype)
@@ -431,3 +432,13 @@ def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype:
         _render(job, pipeline, None, distributed=True)
     finally:
         dist.destroy_process_group()
+
+
+def __getattr__(name: str):
+    """``fit_square`` stays importable from here; it lives in ``crop.py``, which imports numpy, so
+    it is resolved on first use rather than when ``magicanimate --help`` imports this package."""
+    if name == "fit_square":
+        from ..crop import fit_square
+
+        return fit_square
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

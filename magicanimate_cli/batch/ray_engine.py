@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .local import WORKER_RETRIES
 from .registry import Unknown, resolve
 from .tasks import COMMANDS, TaskRunner, lost_record, thread_settings, use_thread_settings, worker_name
@@ -105,7 +105,7 @@ def _run(ray, tasks, on_record, jobs, address, workdir, commands, on_start) -> N
             else:
                 ray.init(include_dashboard=False, log_to_driver=False)
         except (ConnectionError, TimeoutError) as exc:
-            raise UserError(f"--address {address}: cannot reach a Ray cluster ({_first_line(exc)}); start one with `ray start --head`") from None
+            raise UserError(f"--address {address}: cannot reach a Ray cluster ({first_line(exc)}); start one with `ray start --head`") from None
         started = True
     actors: list = []
     try:
@@ -185,9 +185,9 @@ def _dispatch(ray, tasks, on_record, on_start, jobs, workdir, commands, actors) 
                     kind.queue.appendleft((task, attempts + 1))
                     kind.idle.append(actor)
                     continue
-                record = lost_record(task, f"the Ray worker died running this task, {attempts + 1} times ({_first_line(exc)})")
+                record = lost_record(task, f"the Ray worker died running this task, {attempts + 1} times ({first_line(exc)})")
             except ray.exceptions.RayError as exc:
-                record = lost_record(task, f"Ray: {_first_line(exc)}")
+                record = lost_record(task, f"Ray: {first_line(exc)}")
             kind.idle.append(actor)
             on_record(record)
 
@@ -205,6 +205,3 @@ def _check_reachable(address: str) -> None:
         raise UserError(f"--address {address}: nothing answers there ({exc.strerror or exc}); start Ray with `ray start --head --port {port}`") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else exc.__class__.__name__

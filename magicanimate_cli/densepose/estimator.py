@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..device import resolve_device
 from ..errors import MissingDependency, UserError
 from ..weights_manifest import sha256_file
-from .config import DEVICES
 
 DETECTRON2_REPO = "https://github.com/facebookresearch/detectron2.git"
 #: The detectron2 commit the project builds and tests against (main, 2026-06-06).
@@ -380,18 +380,6 @@ def _quiet_libraries():
     finally:
         for logger, level in before.items():
             logger.setLevel(level)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device not in DEVICES:
-        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu or check `magicanimate doctor`")
-    return device
 
 
 class Detectron2Estimator:

@@ -260,13 +260,9 @@ def unavailable(metrics: list[str], protocol: str, models_dir: Path, download: b
 def _resolve_device(device: str):
     import torch
 
-    if device not in DEVICES:
-        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
-    return torch.device(device)
+    from ..device import resolve_device
+
+    return torch.device(resolve_device(device))
 
 
 # ----------------------------------------------------------------------------- the run
