@@ -430,16 +430,16 @@ class DemoApp:
                                         interactive=st.densepose_hint is None, elem_id="ma-raw")
                     clip = gr.Dropdown(clips, value=clips[0] if clips else None, label=f"Clip from {st.clips}" if st.clips else "Clip (start with --clips DIR)",
                                        visible=False, interactive=bool(clips), elem_id="ma-clip")
-                    with gr.Accordion("Settings (the CLI's options)", open=False):
+                    with gr.Accordion("Settings (the CLI's options)", open=False, elem_id="ma-settings"):
                         with gr.Row():
-                            steps = gr.Number(_A.steps, label="--steps", precision=0, minimum=1, maximum=1000, min_width=100)
-                            guidance = gr.Number(_A.guidance_scale, label="--guidance-scale", minimum=0, min_width=100)
-                            seed = gr.Number(_A.seed, label="--seed", precision=0, min_width=100)
+                            steps = gr.Number(_A.steps, label="--steps", elem_id="ma-steps", precision=0, minimum=1, maximum=1000, min_width=100)
+                            guidance = gr.Number(_A.guidance_scale, label="--guidance-scale", elem_id="ma-guidance-scale", minimum=0, min_width=100)
+                            seed = gr.Number(_A.seed, label="--seed", elem_id="ma-seed", precision=0, min_width=100)
                         with gr.Row():
-                            size = gr.Number(_A.size, label="--size", precision=0, minimum=64, step=8, min_width=100)
-                            context_frames = gr.Number(_A.context_frames, label="--context-frames", precision=0, minimum=1, min_width=100)
-                            context_overlap = gr.Number(_A.context_overlap, label="--context-overlap", precision=0, minimum=0, min_width=100)
-                        fit = gr.Radio(list(FITS), value=_A.fit, label="--fit")
+                            size = gr.Number(_A.size, label="--size", elem_id="ma-size", precision=0, minimum=64, step=8, min_width=100)
+                            context_frames = gr.Number(_A.context_frames, label="--context-frames", elem_id="ma-context-frames", precision=0, minimum=1, min_width=100)
+                            context_overlap = gr.Number(_A.context_overlap, label="--context-overlap", elem_id="ma-context-overlap", precision=0, minimum=0, min_width=100)
+                        fit = gr.Radio(list(FITS), value=_A.fit, label="--fit", elem_id="ma-fit")
                     with gr.Row():
                         go = gr.Button("Animate", variant="primary", interactive=st.pipeline is not None, elem_id="ma-animate")
                         stop = gr.Button("Cancel", variant="stop", elem_id="ma-cancel")
