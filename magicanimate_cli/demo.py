@@ -48,11 +48,10 @@ SOURCES = (SOURCE_MOTION, SOURCE_RAW, SOURCE_CLIP)
 
 # progress(stage, done, total) of the library -> what the page says
 STAGE_LABELS = {
-    "frames": "preprocess 1/4: extracting frames",
-    "fov": "preprocess 2/4: person-centred crop",
-    "densepose": "preprocess 3/4: DensePose",
-    "render": "preprocess 3/4: drawing DensePose",
-    "crop": "preprocess 4/4: cropping to size",
+    "frames": "preprocess: extracting frames",
+    "crop": "preprocess: person-centred crop",
+    "densepose": "preprocess: DensePose",
+    "render": "preprocess: drawing DensePose",
     "denoise": "animate: denoising windows",
     "decode": "animate: decoding frames",
 }
