@@ -7,8 +7,9 @@ and the page shows the exact CLI command that reproduces each run.
 
 * The pipeline is loaded once, when the server starts; if that fails, the page shows the error and
   ``magicanimate doctor``'s problems instead of crashing.
-* One job per device: the runs share one Gradio concurrency group of size 1, and a cancelled run
-  keeps its slot until its worker has really stopped (at the next window or frame).
+* One job per device: runs are one Gradio concurrency group of size 1, and the worker thread holds
+  a device lock, so a run after a cancelled one waits until the cancelled worker has stopped (it
+  stops at its next progress report: the next denoising window or decoded frame).
 * Safe by default: 127.0.0.1, uploads limited in size and checked by type, Gradio serves only
   files under the work folder (its upload cache and the run folders), every run writes into its
   own folder under ``workdir`` (default a temporary folder removed when the server stops).
@@ -170,6 +171,7 @@ class DemoState:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     densepose_hint: str | None = None
+    loaded_on: str = "not loaded"
 
 
 class DemoApp:
@@ -183,6 +185,7 @@ class DemoApp:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._counter = 0
         self._lock = threading.Lock()
+        self._device = threading.Lock()  # held by the worker that uses the device, cancelled or not
         self._archives: dict[str, Path] = {}
         self._load(progress)
 
@@ -197,6 +200,7 @@ class DemoApp:
         st = self.state
         try:
             st.pipeline = load_pipeline(st.models, st.device, st.dtype)
+            st.loaded_on = f"{st.pipeline.unet.device} ({str(st.pipeline.unet.dtype).replace('torch.', '')})"
         except Exception as exc:  # shown on the page; the server still starts
             st.load_error = f"{exc.__class__.__name__ + ': ' if not isinstance(exc, UserError) else ''}{exc}"
         try:
@@ -309,14 +313,7 @@ class DemoApp:
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
-            cancel.set()  # the worker raises at its next progress report
-            while not work.done():  # keep the device slot until the worker has stopped
-                try:
-                    await asyncio.shield(work)
-                except asyncio.CancelledError:
-                    continue
-                except BaseException:
-                    break
+            cancel.set()  # the worker raises at its next progress report and then frees the device
             raise
         except Cancelled:
             raise gr.Error("cancelled") from None
@@ -327,10 +324,24 @@ class DemoApp:
 
     def _run_sync(self, cancel: threading.Event, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed,
                   size, context_frames, context_overlap, fit):
+        if not self._device.acquire(blocking=False):  # a cancelled run is still stopping
+            if gr_progress is not None:
+                gr_progress(None, desc="waiting for the device")
+            self._device.acquire()
+        try:
+            return self._work(cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size,
+                              context_frames, context_overlap, fit)
+        finally:
+            self._device.release()
+
+    def _work(self, cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
+              context_overlap, fit):
         from . import media
         from .animate import animate
 
         st = self.state
+        if cancel.is_set():
+            raise Cancelled()
         if st.pipeline is None:
             raise UserError(f"the animator is not loaded ({st.load_error}); see the problems at the top of the page")
         settings = self._settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
@@ -406,7 +417,7 @@ class DemoApp:
         with gr.Blocks(title="MagicAnimate demo", analytics_enabled=False) as page:
             gr.Markdown(
                 f"## MagicAnimate · demo\nAnimate the person of a reference image along a DensePose motion. "
-                f"Models: `{st.models}` · device `{st.device}` · dtype `{st.dtype}` · magicanimate {__version__}",
+                f"Models `{st.models}` on {st.loaded_on} · magicanimate {__version__}",
                 elem_id="ma-header",
             )
             problems = ([f"**The animator could not be loaded:** {st.load_error}"] if st.load_error else []) + [f"- {p}" for p in st.problems]
@@ -415,20 +426,26 @@ class DemoApp:
                 gr.Markdown("\n".join(f"- {n}" for n in st.notes))
             with gr.Row(equal_height=False):
                 with gr.Column(scale=1, min_width=320):
-                    reference = gr.Image(label="Reference image", type="filepath", image_mode=None, sources=["upload"], height=260,
-                                         elem_id="ma-reference")
                     source = gr.Radio(list(SOURCES), value=SOURCE_MOTION, label="Driving source", elem_id="ma-source")
-                    motion = gr.File(label="DensePose video or .zip of frames", file_types=video_types + list(ARCHIVE_TYPES),
-                                     type="filepath", height=120, elem_id="ma-motion")
-                    raw_hint = (f"DensePose (detectron2) is not installed, so raw videos cannot be preprocessed here. Install it with:\n\n"
-                                f"```\n{st.densepose_hint}\n```\nthen restart the demo. The other driving sources work."
-                                if st.densepose_hint else
-                                "The video is run through `preprocess`: frames, person-centred crop, DensePose (no matting).")
-                    raw_note = gr.Markdown(raw_hint, visible=False)
-                    raw_video = gr.File(label="Video of a person", file_types=video_types, type="filepath", height=120, visible=False,
-                                        interactive=st.densepose_hint is None, elem_id="ma-raw")
-                    clip = gr.Dropdown(clips, value=clips[0] if clips else None, label=f"Clip from {st.clips}" if st.clips else "Clip (start with --clips DIR)",
-                                       visible=False, interactive=bool(clips), elem_id="ma-clip")
+                    with gr.Row(equal_height=False):
+                        with gr.Column(min_width=200):
+                            reference = gr.Image(label="Reference image", type="filepath", image_mode=None, sources=["upload"], height=180,
+                                                 elem_id="ma-reference")
+                        with gr.Column(min_width=200):
+                            motion = gr.File(label="DensePose video or .zip of frames", file_types=video_types + list(ARCHIVE_TYPES),
+                                             type="filepath", height=120, elem_id="ma-motion")
+                            raw_hint = (f"DensePose (detectron2) is not installed, so raw videos cannot be preprocessed here. Install it with:\n\n"
+                                        f"```\n{st.densepose_hint}\n```\nthen restart the demo. The other driving sources work."
+                                        if st.densepose_hint else
+                                        "The video is run through `preprocess`: frames, person-centred crop, DensePose (no matting).")
+                            raw_note = gr.Markdown(raw_hint, visible=False)
+                            raw_video = gr.File(label="Video of a person", file_types=video_types, type="filepath", height=120, visible=False,
+                                                interactive=st.densepose_hint is None, elem_id="ma-raw")
+                            clip = gr.Dropdown(clips, value=clips[0] if clips else None, label=f"Clip from {st.clips}" if st.clips else "Clip (start with --clips DIR)",
+                                               visible=False, interactive=bool(clips), elem_id="ma-clip")
+                    with gr.Row():
+                        go = gr.Button("Animate", variant="primary", interactive=st.pipeline is not None, elem_id="ma-animate", min_width=120)
+                        stop = gr.Button("Cancel", variant="stop", elem_id="ma-cancel", min_width=120)
                     with gr.Accordion("Settings (the CLI's options)", open=False, elem_id="ma-settings"):
                         with gr.Row():
                             steps = gr.Number(_A.steps, label="--steps", elem_id="ma-steps", precision=0, minimum=1, maximum=1000, min_width=100)
@@ -439,17 +456,14 @@ class DemoApp:
                             context_frames = gr.Number(_A.context_frames, label="--context-frames", elem_id="ma-context-frames", precision=0, minimum=1, min_width=100)
                             context_overlap = gr.Number(_A.context_overlap, label="--context-overlap", elem_id="ma-context-overlap", precision=0, minimum=0, min_width=100)
                         fit = gr.Radio(list(FITS), value=_A.fit, label="--fit", elem_id="ma-fit")
-                    with gr.Row():
-                        go = gr.Button("Animate", variant="primary", interactive=st.pipeline is not None, elem_id="ma-animate")
-                        stop = gr.Button("Cancel", variant="stop", elem_id="ma-cancel")
                 with gr.Column(scale=1, min_width=320):
                     with gr.Row():
-                        ref_preview = gr.Image(label="Fitted reference", interactive=False, height=200, min_width=140, format="png")
-                        pose_preview = gr.Image(label="First driving frame", interactive=False, height=200, min_width=140, format="png")
+                        ref_preview = gr.Image(label="Fitted reference", interactive=False, height=150, min_width=140, format="png")
+                        pose_preview = gr.Image(label="First driving frame", interactive=False, height=150, min_width=140, format="png")
                     info = gr.Markdown()
-                    result = gr.Video(label="Animation", interactive=False, buttons=["download"], elem_id="ma-result")
-                    grid = gr.Video(label="Reference | pose | result", interactive=False, buttons=["download"], elem_id="ma-grid")
-                    command = gr.Code(label="Reproduce on the command line", language="shell", interactive=False, elem_id="ma-command")
+                    result = gr.Video(label="Animation", interactive=False, buttons=["download"], height=300, elem_id="ma-result")
+                    grid = gr.Video(label="Reference | pose | result", interactive=False, buttons=["download"], height=200, elem_id="ma-grid")
+                    command = gr.Code(label="Reproduce on the command line", language="shell", interactive=False, wrap_lines=True, elem_id="ma-command")
                     status = gr.Markdown(elem_id="ma-status")
 
             def show_source(choice):

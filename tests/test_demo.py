@@ -185,7 +185,7 @@ def test_cancel_stops_the_worker_and_frees_the_device(server, client, inputs):
 def test_uploads_are_checked_and_only_the_work_folder_is_served(server, client, inputs):
     import httpx
 
-    with pytest.raises(Exception, match="not a DensePose video or frames archive"):
+    with pytest.raises(Exception, match="Invalid file type|not a DensePose video or frames archive"):
         client.predict(*animate_args(inputs, motion=inputs["text"]), api_name="/animate")
     with pytest.raises(Exception):  # over --max-upload-mb 1
         client.predict(*animate_args(inputs, motion=inputs["big"]), api_name="/animate")
@@ -262,6 +262,8 @@ def test_browser_uploads_animates_and_plays_the_result(server, inputs, tmp_path)
         driver.execute_script("document.querySelector('#ma-command').scrollIntoView({block: 'end'})")
         driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(shots / "demo-1280x800.png"))
+        page = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        (shots / "demo-full.png").write_bytes(__import__("base64").b64decode(page["data"]))
         driver.set_window_size(420, 900)
         time.sleep(0.5)
         driver.save_screenshot(str(shots / "demo-420x900.png"))
