@@ -463,7 +463,7 @@ class DemoApp:
                     info = gr.Markdown()
                     result = gr.Video(label="Animation", interactive=False, buttons=["download"], height=300, elem_id="ma-result")
                     grid = gr.Video(label="Reference | pose | result", interactive=False, buttons=["download"], height=200, elem_id="ma-grid")
-                    command = gr.Code(label="Reproduce on the command line", language="shell", interactive=False, wrap_lines=True, elem_id="ma-command")
+                    command = gr.Textbox(label="Reproduce on the command line", lines=3, max_lines=8, interactive=False, buttons=["copy"], elem_id="ma-command")
                     status = gr.Markdown(elem_id="ma-status")
 
             def show_source(choice):
