@@ -475,6 +475,26 @@ def models_list(
     _call(run, locals())
 
 
+@app.command("demo")
+def demo_(
+    models: Optional[Path] = MODELS_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on; 0.0.0.0 exposes the page to your network."),
+    port: int = typer.Option(7860, "--port", help="Port to serve on."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu (the models are loaded once, at start)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
+    clips: Optional[Path] = typer.Option(None, "--clips", help="A `magicanimate preprocess` output folder whose clips the page offers as driving sources."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Folder for uploads and one folder per run; default a temporary folder removed at exit."),
+    max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="Largest upload accepted, in MB."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Serve a browser page (Gradio, extra 'demo') that runs the whole chain; Ctrl-C stops it."""
+    from .demo import demo as run
+
+    kwargs = {k: v for k, v in locals().items() if k not in ("run", "as_json")}
+    on_ready = None if as_json else (lambda url: typer.echo(f"demo running at {url} (Ctrl-C to stop)", err=True))
+    _run(lambda progress: run(**kwargs, progress=progress, on_ready=on_ready), as_json)
+
+
 @app.command("doctor")
 def doctor_(
     models: Optional[Path] = MODELS_OPTION,

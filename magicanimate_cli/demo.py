@@ -1,0 +1,611 @@
+"""``magicanimate demo``: the whole chain in a browser page (Gradio), with the models loaded once.
+
+This module is wiring only: every action calls the library functions the CLI calls
+(``animate.load_pipeline`` / ``animate.animate``; ``preprocess.preprocess`` for a raw video, with
+a person-centred field of view and without matting; ``media`` for reading and fitting previews),
+and the page shows the exact CLI command that reproduces each run.
+
+* The pipeline is loaded once, when the server starts; if that fails, the page shows the error and
+  ``magicanimate doctor``'s problems instead of crashing.
+* One job per device: runs are one Gradio concurrency group of size 1, and the worker thread holds
+  a device lock, so a run after a cancelled one waits until the cancelled worker has stopped (it
+  stops at its next progress report: the next denoising window or decoded frame).
+* Safe by default: 127.0.0.1, uploads limited in size and checked by type, Gradio serves only
+  files under the work folder (its upload cache and the run folders), every run writes into its
+  own folder under ``workdir`` (default a temporary folder removed when the server stops).
+
+Gradio is an optional extra (``pip install 'magicanimate-cli[demo]'``); it is imported inside the
+functions, so ``magicanimate --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import os
+import shlex
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .animate import FITS, POSE_BACKGROUND, AnimateConfig
+from .errors import MissingDependency, UserError
+
+DEMO_INSTALL = "pip install 'magicanimate-cli[demo]'"
+DEFAULT_MAX_UPLOAD_MB = 200
+ARCHIVE_TYPES = (".zip",)
+ARCHIVE_MAX_BYTES = 2_000_000_000  # uncompressed frames of one archive
+ARCHIVE_MAX_FRAMES = 20_000
+
+SOURCE_MOTION = "DensePose video or frames archive"
+SOURCE_RAW = "Raw video of a person"
+SOURCE_CLIP = "Preprocessed clip"
+SOURCES = (SOURCE_MOTION, SOURCE_RAW, SOURCE_CLIP)
+
+# progress(stage, done, total) of the library -> what the page says
+STAGE_LABELS = {
+    "frames": "preprocess: extracting frames",
+    "crop": "preprocess: person-centred crop",
+    "densepose": "preprocess: DensePose",
+    "render": "preprocess: drawing DensePose",
+    "denoise": "animate: denoising windows",
+    "decode": "animate: decoding frames",
+}
+STAGE_UNITS = {"denoise": "windows", "decode": "frames", "frames": "frames", "densepose": "frames", "render": "frames", "crop": "frames", "fov": "frames"}
+
+_A = AnimateConfig()
+CSS = """
+#ma-header p { margin: 0.2em 0; }
+#ma-problems { border-left: 4px solid #d33; padding-left: 0.8em; }
+"""
+
+
+class Cancelled(Exception):
+    """The run was cancelled from the page (or its client went away)."""
+
+
+def _require_gradio():
+    try:
+        import gradio  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependency(f"the demo needs Gradio, an optional extra; install it with: {DEMO_INSTALL}") from exc
+    import gradio as gr
+
+    return gr
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _check_suffix(path: Path, allowed, what: str) -> None:
+    if path.suffix.lower() not in allowed:
+        raise UserError(f"{path.name}: not a {what} ({', '.join(sorted(allowed))})")
+
+
+def extract_frames_archive(archive: Path, folder: Path, max_bytes: int = ARCHIVE_MAX_BYTES, max_frames: int = ARCHIVE_MAX_FRAMES) -> Path:
+    """The image files of a .zip as a frames folder (names flattened; nothing outside ``folder``).
+
+    Only image members are written, under their base name; hidden files and folders are skipped,
+    and the archive is refused when it holds no frames, duplicate names, or more than the limits.
+    """
+    from . import media
+
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            frames = [m for m in members if media.is_image(Path(m.filename)) and not Path(m.filename).name.startswith(".")
+                      and not any(part.startswith(".") or part == "__MACOSX" for part in Path(m.filename).parts[:-1])]
+            if not frames:
+                raise UserError(f"{archive.name}: the archive holds no image frames (expected 00000.png, 00001.png, ...)")
+            if len(frames) > max_frames or sum(m.file_size for m in frames) > max_bytes:
+                raise UserError(f"{archive.name}: more than {max_frames} frames or {max_bytes // 1_000_000} MB unpacked; send a shorter clip")
+            names = [Path(m.filename).name for m in frames]
+            if len(set(names)) != len(names):
+                raise UserError(f"{archive.name}: two frames share a file name in different folders; pack one folder of frames")
+            tmp = folder.with_name(f".{folder.name}.partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for member, name in zip(frames, names):
+                with zf.open(member) as src, open(tmp / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            os.replace(tmp, folder)
+    except zipfile.BadZipFile as exc:
+        raise UserError(f"{archive.name}: not a readable .zip archive ({exc})") from exc
+    return folder
+
+
+def list_clips(clips: Path | None) -> list[str]:
+    """Names of the clip folders under ``clips`` that have DensePose frames."""
+    from . import media
+
+    if clips is None or not Path(clips).is_dir():
+        return []
+    found = []
+    for folder in sorted(Path(clips).iterdir()):
+        poses = folder / "densepose"
+        if folder.is_dir() and not folder.name.startswith(".") and poses.is_dir() and media.list_frame_files(poses):
+            found.append(folder.name)
+    return found
+
+
+def cli_command(reference: Path, motion: Path, output: Path, settings: dict, *, models: Path, device: str, dtype: str,
+                preprocess_video: Path | None = None, clips_out: Path | None = None) -> str:
+    """The shell command that reproduces a run (``preprocess`` first for a raw video)."""
+    q = shlex.quote
+    parts = []
+    if preprocess_video is not None:
+        size = settings["size"]
+        parts.append(f"magicanimate preprocess {q(str(preprocess_video))} -o {q(str(clips_out))} --size {size} --fov {size}x{size} --skip matte"
+                     f" --models {q(str(models))}")
+    animate = [f"magicanimate animate {q(str(reference))} {q(str(motion))} -o {q(str(output))} --models {q(str(models))}"]
+    for key in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit"):
+        animate.append(f"--{key.replace('_', '-')} {settings[key]}")
+    if device != "auto":
+        animate.append(f"--device {device}")
+    if dtype != "auto":
+        animate.append(f"--dtype {dtype}")
+    animate.append("--grid")
+    parts.append(" ".join(animate))
+    return " && \\\n  ".join(parts)
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+@dataclass
+class DemoState:
+    """What the server loaded at start, and what it found wrong."""
+
+    models: Path
+    device: str
+    dtype: str
+    workdir: Path
+    clips: Path | None
+    pipeline: object = None
+    load_error: str | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    densepose_hint: str | None = None
+    loaded_on: str = "not loaded"
+
+
+class DemoApp:
+    """The page and its handlers around one loaded pipeline."""
+
+    def __init__(self, *, models=None, device="auto", dtype="auto", clips=None, workdir: Path, progress=None) -> None:
+        from .models import resolve_models_dir
+
+        self.state = DemoState(resolve_models_dir(models).resolve(), device, dtype, Path(workdir), Path(clips).resolve() if clips else None)
+        self.runs_dir = self.state.workdir / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._counter = 0
+        self._lock = threading.Lock()
+        self._device = threading.Lock()  # held by the worker that uses the device, cancelled or not
+        self._archives: dict[str, Path] = {}
+        self._load(progress)
+
+    # -- start-up
+
+    def _load(self, progress) -> None:
+        from . import doctor
+        from .animate import load_pipeline, pin_cpu_kernels
+        from .densepose import estimator
+
+        pin_cpu_kernels()
+        st = self.state
+        try:
+            st.pipeline = load_pipeline(st.models, st.device, st.dtype)
+            st.loaded_on = f"{st.pipeline.unet.device} ({str(st.pipeline.unet.dtype).replace('torch.', '')})"
+        except Exception as exc:  # shown on the page; the server still starts
+            st.load_error = f"{exc.__class__.__name__ + ': ' if not isinstance(exc, UserError) else ''}{exc}"
+        try:
+            report = doctor.doctor(models=st.models, progress=progress)
+            st.problems = [f"{c.name}: {c.detail}" + (f" — fix: {c.fix}" if c.fix else "") for c in report.checks if c.status == doctor.FAIL]
+            st.notes = [f"{c.name}: {c.detail}" + (f" — {c.fix}" if c.fix else "") for c in report.checks if c.status == doctor.WARN]
+        except Exception as exc:  # doctor never raises for what it finds; a bug must not stop the page either
+            st.problems = [f"doctor: {exc.__class__.__name__}: {exc}"]
+        if not estimator.detectron2_available():
+            st.densepose_hint = estimator.install_command()
+        if st.clips is not None and not st.clips.is_dir():
+            st.problems.append(f"--clips {st.clips}: no such folder")
+
+    # -- helpers
+
+    def _new_run(self) -> Path:
+        with self._lock:
+            self._counter += 1
+            folder = self.runs_dir / f"{self._counter:04d}-{time.strftime('%Y%m%d-%H%M%S')}"
+        (folder / "inputs").mkdir(parents=True)
+        return folder
+
+    def _archive_frames(self, path: Path) -> Path:
+        key = str(path.resolve())
+        with self._lock:
+            if key in self._archives and self._archives[key].is_dir():
+                return self._archives[key]
+            self._counter += 1
+            target = self.state.workdir / "archives" / f"{self._counter:04d}-{path.stem}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        extract_frames_archive(path, target)
+        self._archives[key] = target
+        return target
+
+    def _motion_source(self, source: str, motion, raw_video, clip):
+        """(kind, path) of the driving input the page names; raises UserError for a bad one."""
+        from . import media
+
+        if source == SOURCE_MOTION:
+            if not motion:
+                raise UserError("no driving input: upload a DensePose video (.mp4, ...) or a .zip of frames")
+            path = Path(motion)
+            _check_suffix(path, media.VIDEO_EXTENSIONS | set(ARCHIVE_TYPES), "DensePose video or frames archive")
+            return ("archive" if path.suffix.lower() in ARCHIVE_TYPES else "video"), path
+        if source == SOURCE_RAW:
+            if self.state.densepose_hint:
+                raise UserError(f"the raw-video option needs detectron2 and DensePose; install them with: {self.state.densepose_hint}")
+            if not raw_video:
+                raise UserError("no video: upload a video of a person")
+            path = Path(raw_video)
+            _check_suffix(path, media.VIDEO_EXTENSIONS, "video")
+            return "raw", path
+        if source == SOURCE_CLIP:
+            if not clip or clip not in list_clips(self.state.clips):
+                raise UserError(f"choose one of the clips in {self.state.clips}" if self.state.clips else "no --clips folder was given to the demo")
+            return "clip", self.state.clips / clip / "densepose"
+        raise UserError(f"unknown driving source {source!r}; choose one of: {', '.join(SOURCES)}")
+
+    @staticmethod
+    def _settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit) -> dict:
+        try:
+            config = AnimateConfig(int(steps), float(guidance_scale), int(seed), int(size), int(context_frames), int(context_overlap), str(fit))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"settings: {exc}") from exc
+        config.validate()
+        return asdict(config)
+
+    # -- handlers
+
+    def preview(self, reference, source, motion, raw_video, clip, size, fit):
+        """Fitted reference and first driving frame (uint8 arrays) and a line about the motion."""
+        from . import media
+        from .animate import fit_square
+
+        lines, ref_img, pose_img = [], None, None
+        try:
+            size = int(size)
+            if size < 8 or size % 8 or size > 4096:
+                raise UserError(f"--size {size}: must be a multiple of 8, at least 64")
+            if reference:
+                _check_suffix(Path(reference), media.IMAGE_EXTENSIONS, "reference image")
+                ref_img = fit_square(media.read_image(Path(reference)), size, fit, (255, 255, 255))
+            if source != SOURCE_RAW or raw_video:
+                kind, path = self._motion_source(source, motion, raw_video, clip)
+                if kind == "archive":
+                    path = self._archive_frames(path)
+                info = media.probe(path)
+                first = next(media.iter_frames(path, same_size=False))
+                if kind == "raw":
+                    pose_img = first
+                    lines.append(f"video: {info.frames} frames at {info.fps:g} fps, {info.width}×{info.height}; DensePose is computed when you press Animate")
+                else:
+                    pose_img = fit_square(first, size, fit, POSE_BACKGROUND)
+                    lines.append(f"motion: {info.frames} frames at {info.fps:g} fps, {info.width}×{info.height} → {size}×{size} ({fit})")
+        except UserError as exc:
+            lines.append(f"⚠ {exc}")
+        return ref_img, pose_img, "\n\n".join(lines)
+
+    async def run(self, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
+                  fit, progress=None):
+        """The Animate button: the work runs in a worker thread; a cancelled event stops it."""
+        gr = _require_gradio()
+        cancel = threading.Event()
+        context = contextvars.copy_context()  # gr.Progress finds its event through context variables
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(
+            None, context.run, self._run_sync, cancel, progress,
+            reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancel.set()  # the worker raises at its next progress report and then frees the device
+            raise
+        except Cancelled:
+            raise gr.Error("cancelled") from None
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
+        except Exception as exc:
+            raise gr.Error(f"{exc.__class__.__name__}: {exc}") from exc
+
+    def _run_sync(self, cancel: threading.Event, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed,
+                  size, context_frames, context_overlap, fit):
+        if not self._device.acquire(blocking=False):  # a cancelled run is still stopping
+            if gr_progress is not None:
+                gr_progress(None, desc="waiting for the device")
+            self._device.acquire()
+        try:
+            return self._work(cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size,
+                              context_frames, context_overlap, fit)
+        finally:
+            self._device.release()
+
+    def _work(self, cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
+              context_overlap, fit):
+        from . import media
+        from .animate import animate
+
+        st = self.state
+        if cancel.is_set():
+            raise Cancelled()
+        if st.pipeline is None:
+            raise UserError(f"the animator is not loaded ({st.load_error}); see the problems at the top of the page")
+        settings = self._settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
+        if not reference:
+            raise UserError("no reference image: upload one")
+        _check_suffix(Path(reference), media.IMAGE_EXTENSIONS, "reference image")
+        kind, path = self._motion_source(source, motion, raw_video, clip)
+        run = self._new_run()
+        record = {"status": "running", "source": kind, "settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        stages: list[str] = []
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if cancel.is_set():
+                raise Cancelled()
+            if stage in STAGE_LABELS and (not stages or stages[-1] != stage):
+                stages.append(stage)
+            if gr_progress is not None and stage in STAGE_LABELS:
+                gr_progress((done, total or None), desc=STAGE_LABELS[stage], unit=STAGE_UNITS.get(stage, "steps"))
+
+        try:
+            ref_path = run / "inputs" / Path(reference).name
+            shutil.copyfile(reference, ref_path)
+            preprocess_video = clips_out = None
+            if kind in ("video", "archive", "raw"):
+                copied = run / "inputs" / path.name
+                shutil.copyfile(path, copied)
+                path = copied
+            if kind == "archive":
+                path = extract_frames_archive(path, run / "inputs" / path.stem)
+            elif kind == "raw":
+                from .preprocess import preprocess
+
+                preprocess_video, clips_out = path, run / "clips"
+                result = preprocess(path, clips_out, size=settings["size"], fov=f"{settings['size']}x{settings['size']}", skip="matte",
+                                    models=st.models, progress=progress)
+                outcome = result.clips[0]
+                record["preprocess"] = outcome
+                if outcome["status"] != "done" or outcome["stages"].get("densepose") != "done":
+                    errors = "; ".join(f"{k}: {v}" for k, v in outcome["errors"].items()) or outcome["status"]
+                    raise UserError(f"preprocessing {path.name} failed ({errors})")
+                path = Path(outcome["output"]) / "densepose"
+            output = run / "animation.mp4"
+            command = cli_command(ref_path, path, output, settings, models=st.models, device=st.device, dtype=st.dtype,
+                                  preprocess_video=preprocess_video, clips_out=clips_out)
+            record["command"] = command
+            result = animate(ref_path, path, output, models=st.models, device=st.device, dtype=st.dtype, grid=True,
+                             progress=progress, pipeline=st.pipeline, **settings)
+            record.update(status="done", result=result.to_dict())
+        except Cancelled:
+            record["status"] = "cancelled"
+            raise
+        except BaseException as exc:
+            record.update(status="failed", error=f"{exc.__class__.__name__}: {exc}")
+            raise
+        finally:
+            record["stages"] = stages
+            (run / "run.json").write_text(json.dumps(record, indent=2, default=str))
+        status = (f"**Done**: {result.frames} frames at {result.fps:g} fps, {result.size}×{result.size}, "
+                  f"{result.steps} steps, seed {result.seed}, on {result.device} ({result.dtype}) in {result.seconds:.1f} s. "
+                  f"Run folder: `{run}`")
+        return str(output), result.grid, command, status
+
+    # -- the page
+
+    def blocks(self):
+        gr = _require_gradio()
+        from . import __version__, media
+
+        st = self.state
+        clips = list_clips(st.clips)
+        image_types = sorted(media.IMAGE_EXTENSIONS)
+        video_types = sorted(media.VIDEO_EXTENSIONS)
+        with gr.Blocks(title="MagicAnimate demo", analytics_enabled=False) as page:
+            gr.Markdown(
+                f"## MagicAnimate · demo\nAnimate the person of a reference image along a DensePose motion. "
+                f"Models `{st.models}` on {st.loaded_on} · magicanimate {__version__}",
+                elem_id="ma-header",
+            )
+            problems = ([f"**The animator could not be loaded:** {st.load_error}"] if st.load_error else []) + [f"- {p}" for p in st.problems]
+            gr.Markdown("\n".join(problems), visible=bool(problems), elem_id="ma-problems")
+            with gr.Accordion(f"Environment notes ({len(st.notes)})", open=False, visible=bool(st.notes)):
+                gr.Markdown("\n".join(f"- {n}" for n in st.notes))
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1, min_width=320):
+                    source = gr.Radio(list(SOURCES), value=SOURCE_MOTION, label="Driving source", elem_id="ma-source")
+                    with gr.Row(equal_height=False):
+                        with gr.Column(min_width=200):
+                            reference = gr.Image(label="Reference image", type="filepath", image_mode=None, sources=["upload"], height=180,
+                                                 elem_id="ma-reference")
+                        with gr.Column(min_width=200):
+                            motion = gr.File(label="DensePose video or .zip of frames", file_types=video_types + list(ARCHIVE_TYPES),
+                                             type="filepath", height=120, elem_id="ma-motion")
+                            raw_hint = (f"DensePose (detectron2) is not installed, so raw videos cannot be preprocessed here. Install it with:\n\n"
+                                        f"```\n{st.densepose_hint}\n```\nthen restart the demo. The other driving sources work."
+                                        if st.densepose_hint else
+                                        "The video is run through `preprocess`: frames, person-centred crop, DensePose (no matting).")
+                            raw_note = gr.Markdown(raw_hint, visible=False)
+                            raw_video = gr.File(label="Video of a person", file_types=video_types, type="filepath", height=120, visible=False,
+                                                interactive=st.densepose_hint is None, elem_id="ma-raw")
+                            clip = gr.Dropdown(clips, value=clips[0] if clips else None, label=f"Clip from {st.clips}" if st.clips else "Clip (start with --clips DIR)",
+                                               visible=False, interactive=bool(clips), elem_id="ma-clip")
+                    with gr.Row():
+                        go = gr.Button("Animate", variant="primary", interactive=st.pipeline is not None, elem_id="ma-animate", min_width=120)
+                        stop = gr.Button("Cancel", variant="stop", elem_id="ma-cancel", min_width=120)
+                    with gr.Accordion("Settings (the CLI's options)", open=False, elem_id="ma-settings"):
+                        with gr.Row():
+                            steps = gr.Number(_A.steps, label="--steps", elem_id="ma-steps", precision=0, minimum=1, maximum=1000, min_width=100)
+                            guidance = gr.Number(_A.guidance_scale, label="--guidance-scale", elem_id="ma-guidance-scale", minimum=0, min_width=100)
+                            seed = gr.Number(_A.seed, label="--seed", elem_id="ma-seed", precision=0, min_width=100)
+                        with gr.Row():
+                            size = gr.Number(_A.size, label="--size", elem_id="ma-size", precision=0, minimum=64, step=8, min_width=100)
+                            context_frames = gr.Number(_A.context_frames, label="--context-frames", elem_id="ma-context-frames", precision=0, minimum=1, min_width=100)
+                            context_overlap = gr.Number(_A.context_overlap, label="--context-overlap", elem_id="ma-context-overlap", precision=0, minimum=0, min_width=100)
+                        fit = gr.Radio(list(FITS), value=_A.fit, label="--fit", elem_id="ma-fit")
+                with gr.Column(scale=1, min_width=320):
+                    with gr.Row():
+                        ref_preview = gr.Image(label="Fitted reference", interactive=False, height=150, min_width=140, format="png")
+                        pose_preview = gr.Image(label="First driving frame", interactive=False, height=150, min_width=140, format="png")
+                    info = gr.Markdown()
+                    result = gr.Video(label="Animation", interactive=False, buttons=["download"], height=300, elem_id="ma-result")
+                    grid = gr.Video(label="Reference | pose | result", interactive=False, buttons=["download"], height=200, elem_id="ma-grid")
+                    command = gr.Textbox(label="Reproduce on the command line", lines=3, max_lines=8, interactive=False, buttons=["copy"], elem_id="ma-command")
+                    status = gr.Markdown(elem_id="ma-status")
+
+            def show_source(choice):
+                return (gr.update(visible=choice == SOURCE_MOTION), gr.update(visible=choice == SOURCE_RAW),
+                        gr.update(visible=choice == SOURCE_RAW), gr.update(visible=choice == SOURCE_CLIP))
+
+            source.change(show_source, source, [motion, raw_note, raw_video, clip], queue=False, api_visibility="private")
+            preview_inputs = [reference, source, motion, raw_video, clip, size, fit]
+            reference.change(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_name="preview")
+            for component in (source, motion, raw_video, clip, size, fit):
+                component.change(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_visibility="private")
+
+            async def animate_(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
+                               fit, progress=gr.Progress()):
+                return await self.run(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
+                                      context_overlap, fit, progress=progress)
+
+            running = go.click(
+                animate_, [reference, source, motion, raw_video, clip, steps, guidance, seed, size, context_frames, context_overlap, fit],
+                [result, grid, command, status], api_name="animate", concurrency_limit=1, concurrency_id="device",
+            )
+            stop.click(lambda: "Cancelled.", None, status, cancels=[running], queue=False, api_name="cancel")
+        return page
+
+
+# ----------------------------------------------------------------------------- server
+
+
+@dataclass
+class DemoServer:
+    """A started demo: its URL, page and work folder; ``close()`` stops it (and removes a temporary work folder)."""
+
+    url: str
+    app: DemoApp
+    page: object
+    workdir: Path
+    owns_workdir: bool
+    _env: dict = field(default_factory=dict, repr=False)
+
+    def close(self) -> None:
+        try:
+            self.page.close()
+        finally:
+            for key, value in self._env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            if self.owns_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    url: str
+    workdir: str
+    runs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def start(
+    *,
+    models: Path | str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    device: str = "auto",
+    dtype: str = "auto",
+    clips: Path | str | None = None,
+    workdir: Path | str | None = None,
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
+    progress=None,
+) -> DemoServer:
+    """Load the models, build the page and serve it without blocking (see ``demo``)."""
+    _require_gradio()
+    if max_upload_mb <= 0:
+        raise UserError(f"--max-upload-mb {max_upload_mb}: must be positive")
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: choose a port between 1 and 65535")
+    if clips is not None and not Path(clips).is_dir():
+        raise UserError(f"--clips {clips}: no such folder; give the -o folder of `magicanimate preprocess`")
+    owns = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="magicanimate-demo-")) if owns else Path(workdir).expanduser().resolve()
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--workdir {workdir}: cannot create it ({exc.strerror or exc})") from exc
+    # Gradio keeps uploads and the files it serves in GRADIO_TEMP_DIR: keep them in the work folder
+    env = {"GRADIO_TEMP_DIR": str(workdir / "gradio"), "GRADIO_EXAMPLES_CACHE": str(workdir / "gradio-examples"),
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        app = DemoApp(models=models, device=device, dtype=dtype, clips=clips, workdir=workdir, progress=progress)
+        page = app.blocks()
+        page.queue(default_concurrency_limit=4)
+        blocked = [str(app.state.models)] + ([str(app.state.clips)] if app.state.clips else [])
+        page.launch(
+            server_name=host, server_port=port, share=False, prevent_thread_lock=True, inbrowser=False, quiet=True,
+            show_error=True, max_file_size=f"{max_upload_mb}mb", allowed_paths=[str(app.runs_dir)], blocked_paths=blocked,
+            css=CSS, footer_links=[], ssr_mode=False,
+        )
+    except BaseException:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+        if owns:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return DemoServer(page.local_url or f"http://{host}:{port}/", app, page, workdir, owns, saved)
+
+
+def demo(
+    *,
+    models: Path | str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    device: str = "auto",
+    dtype: str = "auto",
+    clips: Path | str | None = None,
+    workdir: Path | str | None = None,
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
+    progress=None,
+    on_ready=None,
+) -> DemoResult:
+    """Serve the demo page until interrupted (Ctrl-C), then stop and clean up.
+
+    ``clips``: the ``-o`` folder of ``magicanimate preprocess``; its clips are offered as driving
+    sources. ``workdir``: where runs and uploads go (default a temporary folder removed at exit).
+    ``on_ready(url)`` is called once the page is served.
+    """
+    server = start(models=models, host=host, port=port, device=device, dtype=dtype, clips=clips, workdir=workdir,
+                   max_upload_mb=max_upload_mb, progress=progress)
+    try:
+        if on_ready is not None:
+            on_ready(server.url)
+        try:
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        runs = len([p for p in server.app.runs_dir.iterdir() if p.is_dir()])
+        return DemoResult(server.url, str(server.workdir) if not server.owns_workdir else "(removed)", runs)
+    finally:
+        server.close()

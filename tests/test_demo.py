@@ -1,0 +1,293 @@
+"""magicanimate demo: the Gradio page driven through its API (gradio_client) and in a real browser.
+
+The server runs in this process on 127.0.0.1 with the fixture A weights. Its results are checked
+against the ``animate`` CLI run with the command the page printed (an independent run: its own
+pipeline load, its own process of reading the inputs). The raw-video run uses the fake DensePose
+stage of tests/test_preprocess.py, injected the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from preprocess_helpers import make_video
+from typer.testing import CliRunner
+
+gradio_client = pytest.importorskip("gradio_client", reason="the demo extra is not installed (pip install 'magicanimate-cli[demo]')")
+pytest.importorskip("gradio", reason="the demo extra is not installed (pip install 'magicanimate-cli[demo]')")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from magicanimate_cli import media  # noqa: E402
+from magicanimate_cli.cli import app  # noqa: E402
+from magicanimate_cli.demo import SOURCE_CLIP, SOURCE_MOTION, SOURCE_RAW, start  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE = Path(os.environ.get("MAGICANIMATE_PARITY_DIR", REPO.parent / "shared" / "parity")) / "A"
+WEIGHTS = FIXTURE / "weights"
+SMALL = {"steps": 4, "guidance_scale": 7.5, "seed": 42, "size": 64, "context_frames": 16, "context_overlap": 4, "fit": "stretch"}
+FRAMES = 6  # a short motion keeps each run to one window per step
+
+pytestmark = pytest.mark.skipif(not WEIGHTS.is_dir(), reason=f"fixture A weights not found at {WEIGHTS}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def settings(**changes) -> list:
+    values = {**SMALL, **changes}
+    return [values[k] for k in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit")]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo-inputs")
+    motion = np.load(FIXTURE / "inputs" / "motion_frames.npy")[:FRAMES]
+    media.write_frames(folder / "motion.mp4", motion, fps=25)
+    with zipfile.ZipFile(folder / "motion.zip", "w") as zf:
+        for i, frame in enumerate(motion[:3]):
+            media.write_png(folder / f"{i:05d}.png", frame)
+            zf.write(folder / f"{i:05d}.png", f"poses/{i:05d}.png")
+    clips = folder / "clips"
+    shutil.copytree(FIXTURE / "inputs" / "motion_frames", clips / "dancer" / "densepose")
+    make_video(folder / "dance.mp4", count=FRAMES, fps=25.0, width=96, height=48, moving=True)
+    (folder / "notes.txt").write_text("not a video")
+    (folder / "big.mp4").write_bytes(os.urandom(1_200_000))
+    return {"reference": FIXTURE / "inputs" / "reference.png", "motion": folder / "motion.mp4", "archive": folder / "motion.zip",
+            "clips": clips, "raw": folder / "dance.mp4", "text": folder / "notes.txt", "big": folder / "big.mp4"}
+
+
+@pytest.fixture(scope="module")
+def fake_densepose():
+    """DensePose is faked exactly as in tests/test_preprocess.py (its stage function and loaders)."""
+    import magicanimate_cli.densepose as densepose_module
+    import magicanimate_cli.matting as matting_module
+    from magicanimate_cli import preprocess as preprocess_module
+    from magicanimate_cli.densepose import estimator as estimator_module
+    from test_preprocess import Fakes
+
+    fake = Fakes()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(preprocess_module._Networks, "segmenter", lambda self: None)
+        mp.setattr(preprocess_module._Networks, "estimator", lambda self: None)
+        mp.setattr(densepose_module, "densepose", fake.densepose)
+        mp.setattr(matting_module, "matte", fake.matte)
+        mp.setattr(estimator_module, "detectron2_available", lambda: True)  # the page offers the raw-video option
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(inputs, fake_densepose):
+    srv = start(models=WEIGHTS, port=free_port(), device="cpu", clips=inputs["clips"], max_upload_mb=1)
+    yield srv
+    workdir = srv.workdir
+    srv.close()
+    assert not workdir.exists(), "the temporary work folder is removed at exit"
+
+
+@pytest.fixture()
+def client(server, tmp_path):
+    return Client(server.url, verbose=False, download_files=str(tmp_path / "downloads"))
+
+
+def animate_args(inputs, source=SOURCE_MOTION, motion=None, raw=None, clip=None, **changes) -> list:
+    return [handle_file(str(inputs["reference"])), source, handle_file(str(motion)) if motion else None,
+            handle_file(str(raw)) if raw else None, clip, *settings(**changes)]
+
+
+def run_cli(command: str, output: Path) -> None:
+    """Run the page's `magicanimate animate ...` command, writing to ``output`` instead."""
+    args = shlex.split(command.replace("\\\n", " "))
+    assert args[:2] == ["magicanimate", "animate"], command
+    args[args.index("-o") + 1] = str(output)
+    result = CliRunner().invoke(app, args[1:])
+    assert result.exit_code == 0, result.output
+
+
+def test_motion_video_equals_the_cli_run_of_the_printed_command(server, client, inputs, tmp_path):
+    ref_preview, pose_preview, info = client.predict(*animate_args(inputs, motion=inputs["motion"])[:5], 64, "stretch", api_name="/preview")
+    assert media.read_image(Path(pose_preview)).shape == (64, 64, 3) and f"{FRAMES} frames" in info
+    assert np.array_equal(media.read_image(Path(ref_preview)), media.read_image(inputs["reference"]))  # 64² already: untouched
+
+    video, grid, command, status = client.predict(*animate_args(inputs, motion=inputs["motion"]), api_name="/animate")
+    frames = media.read_frames(Path(video)).array
+    assert len(frames) == media.probe(inputs["motion"]).frames == FRAMES
+    assert "--steps 4" in command and "--seed 42" in command and "--fit stretch" in command and "Done" in status
+
+    run_cli(command, tmp_path / "cli.mp4")
+    assert np.array_equal(frames, media.read_frames(tmp_path / "cli.mp4").array)
+    assert np.array_equal(media.read_frames(Path(grid)).array, media.read_frames(tmp_path / "cli_grid.mp4").array)
+    run = Path(shlex.split(command)[2]).parents[1]
+    assert json.loads((run / "run.json").read_text())["status"] == "done"
+
+
+def test_raw_video_runs_through_preprocess_with_the_fake_densepose(server, client, inputs, fake_densepose, tmp_path):
+    before = fake_densepose.count("densepose")
+    video, grid, command, status = client.predict(*animate_args(inputs, source=SOURCE_RAW, raw=inputs["raw"]), api_name="/animate")
+    assert fake_densepose.count("densepose") == before + 1
+    assert len(media.read_frames(Path(video)).array) == FRAMES
+    preprocess_cmd, animate_cmd = command.split(" && \\\n  ")
+    assert "magicanimate preprocess" in preprocess_cmd and "--fov 64x64 --skip matte" in preprocess_cmd
+    run = Path(shlex.split(animate_cmd)[2]).parents[1]
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "done" and record["preprocess"]["stages"]["densepose"] == "done"
+    assert record["stages"] == ["frames", "crop", "denoise", "decode"]  # stage by stage (the fake DensePose reports none)
+    poses = media.read_frames(run / "clips" / "dance" / "densepose").array
+    assert poses.shape == (FRAMES, 64, 64, 3) and (poses != poses[0, 0, 0]).any()  # the fake drew the moving bar
+    run_cli(animate_cmd, tmp_path / "cli.mp4")
+    assert np.array_equal(media.read_frames(Path(video)).array, media.read_frames(tmp_path / "cli.mp4").array)
+
+
+def test_clip_folder_and_frames_archive(server, client, inputs):
+    video, *_ = client.predict(*animate_args(inputs, source=SOURCE_CLIP, clip="dancer", steps=1), api_name="/animate")
+    assert len(media.read_frames(Path(video)).array) == 28
+    video, _, command, _ = client.predict(*animate_args(inputs, motion=inputs["archive"], steps=1), api_name="/animate")
+    assert len(media.read_frames(Path(video)).array) == 3 and "/inputs/motion " in command + " "
+    with pytest.raises(Exception, match="not in the list of choices|choose one of the clips"):  # no path from a client
+        client.predict(*animate_args(inputs, source=SOURCE_CLIP, clip="../../etc", steps=1), api_name="/animate")
+
+
+def test_cancel_stops_the_worker_and_frees_the_device(server, client, inputs):
+    job = client.submit(*animate_args(inputs, motion=inputs["motion"], steps=500), api_name="/animate")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait until denoising has started
+        progress = job.status().progress_data
+        if progress and any(p.desc and "denoising" in p.desc and (p.index or 0) >= 1 for p in progress):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the run never reported denoising progress")
+    cancelled = time.monotonic()
+    job.cancel()
+    runs = sorted(server.app.runs_dir.iterdir())
+    record = runs[-1] / "run.json"
+    while not record.exists() and time.monotonic() < cancelled + 120:
+        time.sleep(0.2)
+    assert json.loads(record.read_text())["status"] == "cancelled"
+    assert not (runs[-1] / "animation.mp4").exists()
+    # the device is free again: the next run starts and finishes
+    video, *_ = client.predict(*animate_args(inputs, motion=inputs["archive"], steps=1), api_name="/animate")
+    assert len(media.read_frames(Path(video)).array) == 3
+
+
+def test_uploads_are_checked_and_only_the_work_folder_is_served(server, client, inputs):
+    import httpx
+
+    with pytest.raises(Exception, match="Invalid file type|not a DensePose video or frames archive"):
+        client.predict(*animate_args(inputs, motion=inputs["text"]), api_name="/animate")
+    with pytest.raises(Exception):  # over --max-upload-mb 1
+        client.predict(*animate_args(inputs, motion=inputs["big"]), api_name="/animate")
+    assert not any(p.name == "big.mp4" for p in (server.workdir / "gradio").rglob("*"))
+    outside = [WEIGHTS / "weights_info.json", inputs["reference"], Path("/etc/hostname")]
+    for path in outside:
+        assert httpx.get(f"{server.url}gradio_api/file={path}").status_code == 403, path
+    served = next((server.workdir / "gradio").rglob("animation.mp4"))
+    assert httpx.get(f"{server.url}gradio_api/file={served}").status_code == 200
+    assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_problems_are_shown_on_the_page_not_raised(tmp_path, monkeypatch):
+    import httpx
+
+    from magicanimate_cli.densepose import estimator
+
+    monkeypatch.setattr(estimator, "detectron2_available", lambda: False)  # as on a machine without detectron2
+    srv = start(models=tmp_path / "no-models", port=free_port(), device="cpu", workdir=tmp_path / "work")
+    try:
+        config = httpx.get(f"{srv.url}config").text
+        assert "could not be loaded" in config and "no-models" in config
+        assert "raw videos cannot be preprocessed here" in config and "pip install" in config  # and says how to fix it
+        with pytest.raises(Exception, match="not loaded"):
+            Client(srv.url, verbose=False).predict(
+                handle_file(str(FIXTURE / "inputs" / "reference.png")), SOURCE_MOTION, handle_file(str(FIXTURE / "inputs" / "motion.mp4")),
+                None, None, *settings(), api_name="/animate")
+    finally:
+        srv.close()
+    assert (tmp_path / "work").is_dir(), "a --workdir the user gave is kept"
+
+
+# ----------------------------------------------------------------------------- a real browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+def test_browser_uploads_animates_and_plays_the_result(server, inputs, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,800", "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    shots = Path(os.environ.get("MAGICANIMATE_DEMO_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        driver.set_window_size(1280, 800)
+        driver.get(server.url)
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ma-reference input[type=file]"))
+        driver.find_element(By.CSS_SELECTOR, "#ma-reference input[type=file]").send_keys(str(inputs["reference"]))
+        driver.find_element(By.CSS_SELECTOR, "#ma-motion input[type=file]").send_keys(str(inputs["motion"]))
+        driver.find_element(By.CSS_SELECTOR, "#ma-settings button, #ma-settings .label-wrap").click()
+        for name in ("steps", "seed", "size"):
+            field = wait.until(lambda d, n=name: d.find_element(By.CSS_SELECTOR, f"#ma-{n} input"))
+            field.clear()
+            field.send_keys(str(SMALL[name]) + "\n")
+        driver.find_element(By.XPATH, "//*[@id='ma-fit']//input[@value='stretch']/..").click()
+        wait.until(lambda d: d.execute_script("const i = document.querySelector('#ma-reference img'); return i && i.complete;"))
+        time.sleep(1.0)  # let the uploads and settings settle
+        driver.find_element(By.ID, "ma-animate").click()
+        playable = (
+            "const v = document.querySelector('#ma-result video');"
+            "return v && v.readyState >= 2 && v.duration > 0 ? v.duration : null;"
+        )
+        duration = WebDriverWait(driver, 600, poll_frequency=0.5).until(lambda d: d.execute_script(playable))
+        assert duration == pytest.approx(FRAMES / 25, abs=0.1)
+        driver.execute_script("document.querySelector('#ma-command').scrollIntoView({block: 'end'})")
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.save_screenshot(str(shots / "demo-1280x800.png"))
+        page = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        (shots / "demo-full.png").write_bytes(__import__("base64").b64decode(page["data"]))
+        driver.set_window_size(420, 900)
+        time.sleep(0.5)
+        driver.save_screenshot(str(shots / "demo-420x900.png"))
+        width = driver.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 420, f"the page scrolls sideways on a narrow window ({width}px)"
+    finally:
+        driver.quit()
+    assert (shots / "demo-1280x800.png").stat().st_size > 10_000
+
+
+def test_cli_options_are_the_demo_functions_keywords():
+    import inspect
+
+    from magicanimate_cli import cli, demo
+
+    command = inspect.signature(cli.demo_).parameters
+    function = inspect.signature(demo.demo).parameters
+    assert set(command) - {"as_json"} == set(function) - {"progress", "on_ready"}
+    for name, param in command.items():
+        if name != "as_json":
+            assert param.default.default == function[name].default, name
+
+
+def test_cli_bad_option_is_one_line_and_exit_2():
+    result = CliRunner().invoke(app, ["demo", "--max-upload-mb", "0", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout.splitlines()[0]) == {"ok": False, "error": "--max-upload-mb 0: must be positive", "exit_code": 2}
