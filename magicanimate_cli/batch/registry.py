@@ -35,7 +35,7 @@ SPELLINGS = {"output": ("-o", "--output")}
 IGNORED = ("--json", "--debug")
 """CLI switches a task may carry and a batch ignores (results are always collected as JSON)."""
 
-NOT_TASKS = ("batch",)
+NOT_TASKS = ("batch", "demo")  # the demo is a server, not a task
 NOT_OPTIONS = ("progress",)
 
 
