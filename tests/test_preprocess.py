@@ -347,8 +347,10 @@ def test_real_densepose_stage_reports_its_install_command(videos, tmp_path, monk
 
 
 def person_detecting_weights(path: Path) -> str:
-    """R_50_FPN_s1x weights, random but for two heads: every proposal is a person (score ~1) and every
-    pixel of its box is body (coarse segmentation); written in the model-zoo .pkl format. Returns the sha256."""
+    """R_50_FPN_s1x weights, random but for the heads that decide who is found: the anchors are the
+    boxes, grown to most of the frame, every box is a person (score ~1) and every pixel in it is
+    body (coarse segmentation), while the part labels stay random; written in the model-zoo .pkl
+    format. Returns the sha256."""
     import hashlib
     import pickle
 
@@ -359,6 +361,10 @@ def person_detecting_weights(path: Path) -> str:
 
     torch.manual_seed(0)
     state = {k: v.detach().numpy().copy() for k, v in build_model(build_config(None, device="cpu")).state_dict().items()}
+    for key in ("proposal_generator.rpn_head.anchor_deltas", "roi_heads.box_predictor.bbox_pred"):
+        state[f"{key}.weight"][:] = 0.0
+        state[f"{key}.bias"][:] = 0.0  # proposals are the anchors
+    state["roi_heads.box_predictor.bbox_pred.bias"][2:] = 20.0  # boxes: as much larger as detectron2 allows, clipped to the frame
     state["roi_heads.box_predictor.cls_score.weight"][:] = 0.0
     state["roi_heads.box_predictor.cls_score.bias"][:] = (10.0, -10.0)  # person, background
     state["roi_heads.densepose_predictor.ann_index_lowres.weight"][:] = 0.0
