@@ -310,7 +310,6 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
     if distributed and _rank() != 0:
         pipeline(job.reference, poses, **job.call, distributed=True)
         return
-    on_step = job.checkpoint.save
     with media.FrameWriter(job.output, job.fps, job.overwrite) as writer:
         grid_writer = media.FrameWriter(job.grid_output, job.fps, job.overwrite) if job.grid_output else None
         with grid_writer or nullcontext():
@@ -321,8 +320,19 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
                     grid_writer.write(np.concatenate([job.reference, poses[index], frame], axis=1))
 
             pipeline(
-                job.reference, poses, **job.call, on_frame=on_frame, on_step=on_step, progress=progress, distributed=distributed
+                job.reference, poses, **job.call, on_frame=on_frame, callback_on_step_end=_save_checkpoint(job.checkpoint),
+                progress=progress, distributed=distributed,
             )
+
+
+def _save_checkpoint(checkpoint):
+    """The resume checkpoint as a diffusers ``callback_on_step_end``: latents after every step."""
+
+    def callback(pipe, step_index, timestep, tensors):
+        checkpoint.save(step_index + 1, tensors["latents"])
+        return {}
+
+    return callback
 
 
 def _rank() -> int:
