@@ -130,6 +130,9 @@ def animate(
     devices: Optional[str] = typer.Option(
         None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3."
     ),
+    fast: bool = typer.Option(
+        False, "--fast", help="Fast path: same algorithm, other matrix shapes; within the parity contract, not bit for bit (docs/performance.md)."
+    ),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

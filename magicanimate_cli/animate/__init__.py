@@ -182,6 +182,7 @@ def animate(
     fps: float | None = None,
     grid: bool = False,
     devices: str | None = None,
+    fast: bool = False,
     overwrite: bool = False,
     progress=None,
     pipeline=None,
@@ -193,7 +194,8 @@ def animate(
     output appears atomically and an existing one is only replaced with ``overwrite``. An
     interrupted run resumes after its last finished denoising step when started again with the
     same inputs and settings (see ``resume.py``). ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
-    windows of every denoising step across one process per device. ``pipeline`` reuses an
+    windows of every denoising step across one process per device. ``fast`` selects the pipeline's
+    fast path (within the parity contract, not bitwise). ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs).
     """
     pin_cpu_kernels()  # first: anything below may import torch
@@ -236,12 +238,13 @@ def animate(
         settings = {
             **asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype,
             "temporal": [str(temporal), *(_stat(temporal))],  # a converted or replaced checkpoint is another run
+            "fast": fast,  # another computation: never resume one from the other
         }
         checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
         resumed = checkpoint.load()
         job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
                    dict(num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
-                        context_frames=context_frames, context_overlap=context_overlap,
+                        context_frames=context_frames, context_overlap=context_overlap, fast=fast,
                         start_step=resumed[0] if resumed else 0, latents=resumed[1] if resumed else None),
                    checkpoint)
         if distributed:
