@@ -203,6 +203,9 @@ def animate(
         None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3."
     ),
     allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."),
+    fast: bool = typer.Option(
+        False, "--fast", help="Fast path: same algorithm, other matrix shapes; within the parity contract, not bit for bit (docs/performance.md)."
+    ),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

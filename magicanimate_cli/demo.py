@@ -412,7 +412,6 @@ class DemoApp:
 
         st = self.state
         clips = list_clips(st.clips)
-        image_types = sorted(media.IMAGE_EXTENSIONS)
         video_types = sorted(media.VIDEO_EXTENSIONS)
         with gr.Blocks(title="MagicAnimate demo", analytics_enabled=False) as page:
             gr.Markdown(

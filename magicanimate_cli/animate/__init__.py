@@ -165,6 +165,7 @@ def animate(
     align: bool = False,
     devices: str | None = None,
     allow_truncated: bool = False,
+    fast: bool = False,
     overwrite: bool = False,
     progress=None,
     pipeline=None,
@@ -176,7 +177,8 @@ def animate(
     output appears atomically and an existing one is only replaced with ``overwrite``. An
     interrupted run resumes after its last finished denoising step when started again with the
     same inputs and settings (see ``resume.py``). ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
-    windows of every denoising step across one process per device. ``pipeline`` reuses an
+    windows of every denoising step across one process per device. ``fast`` selects the pipeline's
+    fast path (within the parity contract, not bitwise). ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs). ``align`` first fits the poses to the
     reference person exactly as ``magicanimate align`` does with its defaults (see ``align.py``).
     The main output and the grid are committed together or not at all. A motion video that does
@@ -252,12 +254,13 @@ def animate(
         settings = {
             **asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype,
             "temporal": [str(temporal), *(_stat(temporal))],  # a converted or replaced checkpoint is another run
+            "fast": fast,  # another computation: never resume one from the other
         }
         checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
         resumed = checkpoint.load()
         job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
                    {"num_inference_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
-                        "context_frames": context_frames, "context_overlap": context_overlap,
+                        "context_frames": context_frames, "context_overlap": context_overlap, "fast": fast,
                         "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
                    checkpoint, unaligned.path if unaligned else None)
         if distributed:
@@ -342,7 +345,6 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
     if distributed and _rank() != 0:
         pipeline(job.reference, poses, **job.call, distributed=True)
         return
-    on_step = job.checkpoint.save
     unaligned = job.poses(job.unaligned_path) if job.unaligned_path else None
     writers = [media.FrameWriter(job.output, job.fps, job.overwrite, commit=False)]
     if job.grid_output:
@@ -355,7 +357,20 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
                 before = [unaligned[index]] if unaligned is not None else []  # --align: pose | aligned pose
                 writers[1].write(np.concatenate([job.reference, *before, poses[index], frame], axis=1))
 
-        pipeline(job.reference, poses, **job.call, on_frame=on_frame, on_step=on_step, progress=progress, distributed=distributed)
+        pipeline(
+            job.reference, poses, **job.call, on_frame=on_frame, callback_on_step_end=_save_checkpoint(job.checkpoint),
+            progress=progress, distributed=distributed,
+        )
+
+
+def _save_checkpoint(checkpoint):
+    """The resume checkpoint as a diffusers ``callback_on_step_end``: latents after every step."""
+
+    def callback(pipe, step_index, timestep, tensors):
+        checkpoint.save(step_index + 1, tensors["latents"])
+        return {}
+
+    return callback
 
 
 def _rank() -> int:

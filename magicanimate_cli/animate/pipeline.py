@@ -6,28 +6,74 @@ step (shared by both guidance halves), the appearance encoder once per step on t
 latents at timestep ``t``, guidance between "with reference" and "without reference", per-frame VAE
 decode and truncating uint8 conversion.
 
-Two things differ from the official code without changing the result:
+Things that differ from the official code without changing a single bit of the result (CPU,
+fixture A):
 
 * ControlNet residuals are computed when a window first needs a frame and dropped after the last
   window that reads it, so memory no longer grows with the clip (the official caches every frame);
-* padded frames are never decoded.
+* padded frames are never decoded;
+* the appearance encoder stops after its last banked layer (nothing after it is read).
+
+``fast=True`` (``--fast``) also runs the down path of the denoising UNet once for both guidance
+halves, projects the reference keys and values once per step and decodes frames in chunks: the same mathematics with other matrix shapes, so the result
+moves by rounding only, within the parity contract (``docs/performance.md``).
+
+diffusers conventions: ``generator``, ``callback_on_step_end``, ``output_type`` (``"np"``, ``"pt"``,
+``"pil"``, ``"latent"``), ``return_dict`` and a ``BaseOutput``; ``save_pretrained`` writes a pipeline
+folder that ``from_pretrained`` loads back (as does an official-layout models folder). Calls that
+would replace the reference or temporal attention processors are refused
+(``ReferenceAttentionError``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 
-from .reference import install_reference_attention
+from ..progress import Progress
+from .reference import BankFilled, ReferenceAttentionError, check_processors, install_reference_attention
+from .unet import guided_forward, make_official, pair_time_projections
 from .weights import SCALING_FACTOR
 from .windows import context_windows, last_use, padded_length
 
-Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)`` with stage ``"denoise"`` (windows) or ``"decode"`` (frames)."""
+OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent", "float")
+"""``"float"`` is an older name of ``"np"``."""
+
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """The levers of the fast path, each on its own (``fast=True`` is ``FastPath()``: all of them).
+
+    None of them is bitwise the official computation on CPU; together they stay within the parity
+    contract on the fixtures (``tests/animate/test_fastpath.py``).
+    """
+
+    shared_down: bool = True
+    """Run the UNet's down path once for both guidance halves (``unet.guided_forward``)."""
+    reference_kv_once: bool = True
+    """Project the reference keys and values once per step and block, for every row and window."""
+    appearance_one_row: bool = False
+    """Run the appearance encoder on one row instead of the official two identical rows (off by
+    default: oneDNN picks other convolution kernels at batch 1, and the float16-rounded bank turns
+    that into differences larger than the contract allows)."""
+    decode_chunk: int = 4
+    """Frames per VAE decode call (bounded memory; the official decodes one at a time)."""
+
+
+def _levers(fast) -> FastPath | None:
+    if fast is True:
+        return FastPath()
+    return fast or None
 
 
 def official_scheduler() -> DDIMScheduler:
@@ -58,19 +104,40 @@ def _share(windows: list[list[int]], rank: int, world: int) -> list[list[int]]:
 
 
 @dataclass
-class MagicAnimateOutput:
-    """``frames``: uint8 ``T×H×W×3`` (``None`` when streamed to ``on_frame``); ``latents``: final,
-    with the padded frames (``1×4×F×h×w``)."""
+class MagicAnimatePipelineOutput(BaseOutput):
+    """``frames``: the decoded frames in ``output_type`` (``None`` when streamed to ``on_frame``;
+    the latents for ``"latent"``); ``latents``: final, with the padded frames (``1×4×F×h×w``)."""
 
-    frames: np.ndarray | None
+    frames: Any
     latents: torch.Tensor
+
+
+MagicAnimateOutput = MagicAnimatePipelineOutput  # the earlier name
+
+
+def _refuse(what: str):
+    def method(self, *args, **kwargs):
+        raise ReferenceAttentionError(
+            f"{what} would replace MagicAnimate's reference-attention and temporal-attention processors; "
+            "not supported on this pipeline (apply it to pipe.vae or pipe.controlnet alone if you accept other numerics)"
+        )
+
+    return method
 
 
 class MagicAnimatePipeline(DiffusionPipeline):
     """Reference image + DensePose frames -> animation frames."""
 
+    _callback_tensor_inputs = ["latents", "noise_pred"]
+
     def __init__(self, vae, text_encoder, tokenizer, unet, controlnet, appearance_encoder, scheduler):
         super().__init__()
+        from . import text
+
+        make_official(unet)  # a no-op for load_components' UNet; needed after from_pretrained
+        pair_time_projections(appearance_encoder)
+        if getattr(text_encoder.config, "_attn_implementation", None) != text.ATTENTION_NAME:
+            text_encoder.set_attn_implementation(text.register())
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -81,6 +148,46 @@ class MagicAnimatePipeline(DiffusionPipeline):
             scheduler=scheduler,
         )
         self._bank, self._readers = install_reference_attention(appearance_encoder, unet)
+
+    # diffusers' whole-pipeline attention switches would replace the reference and temporal
+    # processors: refused before anything changes; switching them off is a no-op.
+    enable_xformers_memory_efficient_attention = _refuse("xformers attention")
+    enable_attention_slicing = _refuse("attention slicing")
+    fuse_qkv_projections = _refuse("QKV fusion")
+
+    def set_use_memory_efficient_attention_xformers(self, valid: bool, attention_op=None) -> None:
+        if valid:
+            _refuse("xformers attention")(self)
+
+    def set_attention_slice(self, slice_size) -> None:
+        if slice_size is not None:
+            _refuse("attention slicing")(self)
+
+    def disable_attention_slicing(self) -> None:
+        pass
+
+    def unfuse_qkv_projections(self, unet: bool = True, vae: bool = True) -> None:
+        pass
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """A folder written by ``save_pretrained`` (``model_index.json``), or a models folder in the
+        official layout (``torch_dtype`` as in diffusers; float32 by default)."""
+        folder = Path(pretrained_model_name_or_path)
+        if (folder / "model_index.json").is_file():
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from .weights import load_components
+
+        dtype = kwargs.pop("torch_dtype", None) or torch.float32
+        if kwargs:
+            raise TypeError(f"unsupported arguments for an official-layout folder: {', '.join(kwargs)}")
+        return cls(**load_components(folder, dtype), scheduler=official_scheduler())
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """One folder (``model_index.json`` + a folder per component, safetensors) that
+        ``MagicAnimatePipeline.from_pretrained`` loads back to the same frames."""
+        kwargs.setdefault("safe_serialization", True)
+        super().save_pretrained(save_directory, **kwargs)
 
     def _empty_prompt_embedding(self, device) -> torch.Tensor:
         tokens = self.tokenizer(
@@ -100,38 +207,77 @@ class MagicAnimatePipeline(DiffusionPipeline):
         num_inference_steps: int = 25,
         guidance_scale: float = 7.5,
         seed: int = 1,
+        generator: torch.Generator | None = None,
         context_frames: int = 16,
         context_overlap: int = 4,
         output_type: str = "uint8",
-        on_frame: Callable[[int, np.ndarray], None] | None = None,
+        return_dict: bool = True,
+        fast: bool | FastPath = False,
+        on_frame: Callable[[int, Any], None] | None = None,
         progress: Progress | None = None,
         distributed: bool = False,
         latents: torch.Tensor | None = None,
         start_step: int = 0,
-        on_step: Callable[[int, torch.Tensor], None] | None = None,
-    ) -> MagicAnimateOutput:
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> MagicAnimatePipelineOutput | tuple:
         """Animate ``reference`` (uint8 ``H×W×3``) along ``motion`` (uint8 ``T×H×W×3``, same size).
 
-        Frames are decoded one at a time and handed to ``on_frame(index, frame)`` when given,
-        otherwise collected into the output. ``output_type`` is ``"uint8"`` (the official
-        truncating conversion) or ``"float"`` (float32 in [0, 1], before that conversion).
+        Noise comes from ``generator`` when given, else from a generator seeded with ``seed``.
+        Frames are decoded and handed to ``on_frame(index, frame)`` when given, otherwise
+        collected into the output. ``output_type``: ``"uint8"`` (``T×H×W×3``, the official
+        truncating conversion), ``"np"`` (float32 ``T×H×W×3`` in [0, 1], before that conversion;
+        ``"float"`` is the same), ``"pt"`` (float32 tensor ``T×3×H×W``), ``"pil"`` (list of images of
+        the uint8 frames) or ``"latent"`` (no decoding). ``fast`` selects the fast path (within the
+        parity contract, not bitwise; see the module docstring).
 
         With ``distributed`` (inside an initialised ``torch.distributed`` process group) each rank
         denoises a contiguous share of the windows, the window sums are all-reduced every step,
         and rank 0 decodes; the result is bitwise the single-process one (at most two windows
         cover a frame, so the order of the sums cannot matter). Other ranks return no frames.
 
-        Resuming: ``on_step(steps_done, latents)`` is called after every denoising step; passing
-        those ``latents`` back with ``start_step=steps_done`` continues the run exactly (DDIM with
-        eta 0 carries no other state).
+        ``callback_on_step_end(pipe, step_index, timestep, tensors)`` runs after every denoising
+        step with the tensors named in ``callback_on_step_end_tensor_inputs`` (``"latents"``,
+        ``"noise_pred"``); a returned ``"latents"`` replaces the latents. Resuming: passing the
+        latents seen after step ``i`` back with ``start_step=i + 1`` continues the run exactly
+        (DDIM with eta 0 carries no other state).
         """
-        if output_type not in ("uint8", "float"):
-            raise ValueError("output_type must be 'uint8' or 'float'")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}")
         if reference.ndim != 3 or reference.shape[2] != 3:
             raise ValueError("reference must be H×W×3")
         num_frames = len(motion)
         if num_frames < 1:
             raise ValueError("motion needs at least one frame")
+        tensor_inputs = getattr(callback_on_step_end, "tensor_inputs", None) or list(callback_on_step_end_tensor_inputs)
+        unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}")
+        check_processors(self.unet)
+        check_processors(self.appearance_encoder)
+        fast = _levers(fast)
+        try:
+            latents = self._denoise(
+                reference, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
+                fast, progress, distributed, latents, start_step, callback_on_step_end, tensor_inputs,
+            )
+        finally:
+            self._bank.clear()
+        if _rank_and_world(distributed)[0] != 0:
+            frames = None
+        elif output_type == "latent":
+            frames = latents
+        else:
+            frames = self._decode(latents, num_frames, output_type, on_frame, progress, fast.decode_chunk if fast else 1)
+        if not return_dict:
+            return (frames, latents)
+        return MagicAnimatePipelineOutput(frames=frames, latents=latents)
+
+    def _denoise(
+        self, reference, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
+        fast, progress, distributed, latents, start_step, callback, tensor_inputs,
+    ) -> torch.Tensor:
+        num_frames = len(motion)
         height, width = reference.shape[:2]
         device, dtype = self.unet.device, self.unet.dtype
         clip_length = context_frames
@@ -142,17 +288,19 @@ class MagicAnimatePipeline(DiffusionPipeline):
         last = last_use(windows)
         guided = guidance_scale > 1.0
         halves = 2 if guided else 1
-        for reader in self._readers:
-            reader.cond_start = min(context_frames, total) if guided else 0
+        for reader in self._readers:  # per-call state, set on every call
+            reader.cond_start = min(context_frames, total) if guided else 0  # rows are (half, frame)
+            reader.fast = bool(fast and fast.reference_kv_once)
 
         text = self._empty_prompt_embedding(device)
         ref = torch.from_numpy(np.array(reference)).float().to(device, dtype) / 127.5 - 1
         ref_latents = self.vae.encode(ref.permute(2, 0, 1)[None]).latent_dist.mean * SCALING_FACTOR
 
         if latents is None:
-            generator = torch.Generator(device).manual_seed(seed)
+            if generator is None:
+                generator = torch.Generator(device).manual_seed(seed)
             shape = (1, 4, clip_length, height // 8, width // 8)
-            noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+            noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
             latents = noise.repeat(1, 1, total // clip_length, 1, 1) * self.scheduler.init_noise_sigma
         else:
             latents = latents.to(device, dtype)
@@ -160,11 +308,19 @@ class MagicAnimatePipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         done, work = start_step * len(windows), len(timesteps) * len(windows)
+        appearance_rows = 1 if fast and fast.appearance_one_row else 2  # the official runs two identical rows and banks the second
         for step, t in enumerate(timesteps):
             if step < start_step:
                 continue
             self._bank.clear()
-            self.appearance_encoder(ref_latents.repeat(2, 1, 1, 1), t, encoder_hidden_states=text.repeat(2, 1, 1), return_dict=False)
+            try:
+                self.appearance_encoder(
+                    ref_latents.repeat(appearance_rows, 1, 1, 1), t,
+                    encoder_hidden_states=text.repeat(appearance_rows, 1, 1), return_dict=False,
+                )
+            except BankFilled:
+                pass
+            self._bank.armed = True
             noise_pred = torch.zeros((halves, *latents.shape[1:]), device=device, dtype=dtype)
             counter = torch.zeros((1, 1, total, 1, 1), device=device, dtype=dtype)
             residuals: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}
@@ -172,18 +328,22 @@ class MagicAnimatePipeline(DiffusionPipeline):
                 self._controlnet_for(window, residuals, latents, t, text, motion, clip_length)
                 down = [torch.stack([residuals[f][0][k] for f in window]) for k in range(len(residuals[window[0]][0]))]
                 mid = torch.stack([residuals[f][1] for f in window])
-                if guided:
-                    down = [torch.cat([d, d]) for d in down]
-                    mid = torch.cat([mid, mid])
-                sample = latents[:, :, window].repeat(halves, 1, 1, 1, 1)
-                pred = self.unet(
-                    sample,
-                    t,
-                    encoder_hidden_states=text.expand(halves * len(window), -1, -1),
-                    down_block_additional_residuals=down,
-                    mid_block_additional_residual=mid,
-                    return_dict=False,
-                )[0]
+                if fast and fast.shared_down:
+                    sample = latents[:, :, window]
+                    pred = guided_forward(self.unet, sample, t, text.expand(len(window), -1, -1), down, mid, halves)
+                else:
+                    if guided:
+                        down = [torch.cat([d, d]) for d in down]
+                        mid = torch.cat([mid, mid])
+                    sample = latents[:, :, window].repeat(halves, 1, 1, 1, 1)
+                    pred = self.unet(
+                        sample,
+                        t,
+                        encoder_hidden_states=text.expand(halves * len(window), -1, -1),
+                        down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid,
+                        return_dict=False,
+                    )[0]
                 noise_pred[:, :, window] += pred
                 counter[:, :, window] += 1
                 for frame in window:
@@ -192,6 +352,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
                 done += 1
                 if progress:
                     progress("denoise", done, work)
+            self._bank.clear()
             if world > 1:
                 torch.distributed.all_reduce(noise_pred)
                 torch.distributed.all_reduce(counter)
@@ -200,27 +361,52 @@ class MagicAnimatePipeline(DiffusionPipeline):
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
             latents = self.scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
-            if on_step:
-                on_step(step + 1, latents)
-        self._bank.clear()
-        if rank != 0:
-            return MagicAnimateOutput(frames=None, latents=latents)
+            if callback is not None:
+                available = {"latents": latents, "noise_pred": noise_pred}
+                outputs = callback(self, step, t, {k: available[k] for k in tensor_inputs}) or {}
+                latents = outputs.pop("latents", latents)
+        return latents
 
-        out_dtype = np.uint8 if output_type == "uint8" else np.float32
-        frames = None if on_frame else np.empty((num_frames, height, width, 3), dtype=out_dtype)
-        scaled = 1 / SCALING_FACTOR * latents
-        for i in range(num_frames):  # padded frames are never decoded
-            image = self.vae.decode(scaled[:, :, i]).sample
-            image = (image / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).cpu().float().numpy()
-            # the official converts float64(x) * 255 by truncation (§14.5)
-            frame = (image.astype(np.float64) * 255).astype(np.uint8) if output_type == "uint8" else image
-            if on_frame:
-                on_frame(i, frame)
+    def _decode(self, latents, num_frames: int, output_type: str, on_frame, progress, chunk: int):
+        """Decode the real frames (never the padded ones), ``chunk`` frames per VAE call."""
+        from PIL import Image
+
+        height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
+        frames = None
+        if on_frame is None:
+            if output_type == "pt":
+                frames = torch.empty((num_frames, 3, height, width), dtype=torch.float32)
+            elif output_type == "pil":
+                frames = []
             else:
-                frames[i] = frame
-            if progress:
-                progress("decode", i + 1, num_frames)
-        return MagicAnimateOutput(frames=frames, latents=latents)
+                out_dtype = np.uint8 if output_type == "uint8" else np.float32
+                frames = np.empty((num_frames, height, width, 3), dtype=out_dtype)
+        scaled = 1 / SCALING_FACTOR * latents
+        for first in range(0, num_frames, chunk):
+            count = min(chunk, num_frames - first)
+            batch = scaled[0, :, first : first + count].permute(1, 0, 2, 3)
+            images = (self.vae.decode(batch).sample / 2 + 0.5).clamp(0, 1).cpu().float()
+            for j in range(count):
+                i = first + j
+                if output_type == "pt":
+                    frame = images[j]
+                else:
+                    image = images[j].permute(1, 2, 0).numpy()
+                    if output_type in ("np", "float"):
+                        frame = image
+                    else:  # the official converts float64(x) * 255 by truncation (§14.5)
+                        frame = (image.astype(np.float64) * 255).astype(np.uint8)
+                        if output_type == "pil":
+                            frame = Image.fromarray(frame)
+                if on_frame:
+                    on_frame(i, frame)
+                elif output_type == "pil":
+                    frames.append(frame)
+                else:
+                    frames[i] = frame
+                if progress:
+                    progress("decode", i + 1, num_frames)
+        return frames
 
     def _controlnet_for(self, window, residuals, latents, t, text, motion, chunk) -> None:
         """Fill ``residuals`` for every frame of ``window`` that is not in it yet.

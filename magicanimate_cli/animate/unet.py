@@ -32,9 +32,16 @@ from torch import nn
 
 
 class FrameCount:
-    """The number of frames of the current UNet call, shared by the window GroupNorms."""
+    """The number of frames of the current UNet call, shared by the window GroupNorms.
+
+    ``rows`` is the number of batch rows the per-batch projections run on: 2 when the down path
+    runs once for both guidance halves (``guided_forward``), so that the projection of the one
+    real row is the same matrix product as in the two-row batch (a one-row product is a
+    matrix-vector kernel that rounds differently).
+    """
 
     value: int = 1
+    rows: int = 1
 
 
 class WindowGroupNorm(nn.GroupNorm):
@@ -70,7 +77,36 @@ class FrameSharedLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = self.frames.value
-        return super().forward(x[::frames]).repeat_interleave(frames, dim=0)
+        rows = x[::frames]
+        if rows.shape[0] < self.frames.rows:
+            padded = rows.repeat(self.frames.rows // rows.shape[0], 1)
+            return super().forward(padded)[: rows.shape[0]].repeat_interleave(frames, dim=0)
+        return super().forward(rows).repeat_interleave(frames, dim=0)
+
+
+class PairedLinear(nn.Linear):
+    """Linear that computes a single row as the first of two identical rows.
+
+    The official code runs the appearance encoder on two identical rows; on one row, the time
+    projections would become matrix-vector products, which round differently. With this adapter
+    the encoder gives bitwise the official features on one row, for half the work.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and x.shape[0] == 1:
+            return super().forward(x.repeat(2, 1))[:1]
+        return super().forward(x)
+
+
+def pair_time_projections(model: nn.Module) -> None:
+    """Give a ``UNet2DConditionModel`` (the appearance encoder) ``PairedLinear`` time projections."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    linears = [model.time_embedding.linear_1, model.time_embedding.linear_2]
+    linears += [m.time_emb_proj for m in model.modules() if isinstance(m, ResnetBlock2D) and m.time_emb_proj is not None]
+    for linear in linears:
+        if type(linear) is nn.Linear:
+            _swap_class(linear, PairedLinear)
 
 
 def _swap_class(module: nn.Module, cls: type) -> nn.Module:
@@ -102,8 +138,10 @@ def apply_official_groupnorms(unet: nn.Module) -> FrameCount:
     def _count_frames(_module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]
         frames.value = sample.shape[2]
+        frames.rows = 1
 
     unet.register_forward_pre_hook(_count_frames, with_kwargs=True)
+    unet.frame_count = frames
     return frames
 
 
@@ -116,9 +154,84 @@ def use_classic_temporal_attention(unet: nn.Module) -> None:
     """
     from diffusers.models.attention_processor import AttnProcessor
 
+    from .reference import protect_attention
+
     for name, module in unet.named_modules():
         if ".motion_modules." in name and hasattr(module, "set_processor"):
             module.set_processor(AttnProcessor())
+            protect_attention(module, AttnProcessor)
+
+
+def make_official(unet: nn.Module) -> nn.Module:
+    """Apply the official GroupNorm scopes and temporal attention to a stock ``UNetMotionModel``
+    (one loaded with ``from_pretrained``); a UNet that has them already is left as it is."""
+    if getattr(unet, "frame_count", None) is None:
+        apply_official_groupnorms(unet)
+        use_classic_temporal_attention(unet)
+    return unet
+
+
+def guided_forward(unet: nn.Module, sample, timestep, encoder_hidden_states, down_residuals, mid_residual, halves: int):
+    """``UNetMotionModel.forward`` with the down path run once for both guidance halves (fast path).
+
+    Both halves of classifier-free guidance enter the UNet with the same latents, the same
+    text embedding and the same ControlNet residuals, and the reference features only enter from
+    the mid block on: so ``sample`` (``1×c×f×h×w``), ``encoder_hidden_states`` (``f`` rows) and the
+    residuals (``f`` rows) are the single half, and the activations are repeated ``halves`` times
+    just before the mid block. Every operation of the down path is row-wise, and the per-batch
+    projections (time embedding, resnet ``time_emb_proj``) run on ``halves`` rows as in the full
+    batch, so on CPU the result is bitwise the full forward's (``tests/animate/test_fastpath.py``).
+    """
+    frames = unet.frame_count
+    num_frames = sample.shape[2]
+    frames.value, frames.rows = num_frames, halves
+    up_factor = 2**unet.num_upsamplers
+    forward_upsample_size = any(s % up_factor != 0 for s in sample.shape[-2:])
+    upsample_size = None
+
+    timesteps = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], device=sample.device)
+    # the time embedding of every half (as the full batch computes it), then the single half's
+    timesteps = timesteps.reshape(-1)[:1].to(sample.device).expand(sample.shape[0] * halves)
+    emb = unet.time_embedding(unet.time_proj(timesteps).to(dtype=unet.dtype))[: sample.shape[0]]
+    emb = emb.repeat_interleave(num_frames, dim=0)
+
+    hidden = sample.permute(0, 2, 1, 3, 4).reshape((sample.shape[0] * num_frames, -1) + sample.shape[3:])
+    hidden = unet.conv_in(hidden)
+    res_samples = (hidden,)
+    for block in unet.down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            hidden, res = block(hidden_states=hidden, temb=emb, encoder_hidden_states=encoder_hidden_states, num_frames=num_frames)
+        else:
+            hidden, res = block(hidden_states=hidden, temb=emb, num_frames=num_frames)
+        res_samples += res
+    if down_residuals is not None:
+        res_samples = tuple(r + d for r, d in zip(res_samples, down_residuals))
+
+    def both(x: torch.Tensor) -> torch.Tensor:  # one half -> every half, in guidance-half order
+        return x.repeat(halves, *([1] * (x.dim() - 1))) if halves > 1 else x
+
+    hidden, emb, encoder_hidden_states = both(hidden), both(emb), both(encoder_hidden_states)
+    res_samples = tuple(both(r) for r in res_samples)
+    if unet.mid_block is not None:
+        kwargs = {"num_frames": num_frames} if hasattr(unet.mid_block, "motion_modules") else {}
+        hidden = unet.mid_block(hidden, emb, encoder_hidden_states=encoder_hidden_states, **kwargs)
+    if mid_residual is not None:
+        hidden = hidden + both(mid_residual)
+
+    for i, block in enumerate(unet.up_blocks):
+        res = res_samples[-len(block.resnets) :]
+        res_samples = res_samples[: -len(block.resnets)]
+        if i < len(unet.up_blocks) - 1 and forward_upsample_size:
+            upsample_size = res_samples[-1].shape[2:]
+        kwargs = {"hidden_states": hidden, "temb": emb, "res_hidden_states_tuple": res, "upsample_size": upsample_size, "num_frames": num_frames}
+        if getattr(block, "has_cross_attention", False):
+            kwargs["encoder_hidden_states"] = encoder_hidden_states
+        hidden = block(**kwargs)
+
+    if unet.conv_norm_out is not None:
+        hidden = unet.conv_act(unet.conv_norm_out(hidden))
+    hidden = unet.conv_out(hidden)
+    return hidden[None, :].reshape((-1, num_frames) + hidden.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
 def motion_adapter_config(unet_config: dict, max_seq_length: int) -> dict:

@@ -1,0 +1,270 @@
+"""Animator speed at the real SD1.5 architecture size, with random weights (a GPU benchmark).
+
+Builds random weights in the official on-disk layout (tests/factories.py's pieces at the real
+sizes: UNet 320/640/1280/1280, ViT-L text encoder, sd-vae-ft-mse VAE, full ControlNet and appearance
+encoder; about 5.4 GB in float16) into WEIGHTS unless already there, then prints, for the default
+(bitwise) path and the fast path (``--fast``): load time, seconds per frame at 16 and 64 frames
+(512², 25 steps, fp16), denoise and decode seconds, per-module seconds (UNet windows, ControlNet,
+appearance encoder, VAE decode) and peak ``torch.cuda.max_memory_allocated``; bf16 on the same run;
+the uint8 differences fast vs default.
+
+    python benchmarks/animate_gpu.py --weights /scratch/ma-weights            # on a GPU machine
+    python benchmarks/animate_gpu.py --weights /tmp/ma-tiny --tiny --quick    # a dry run on CPU
+
+``--tiny`` uses tiny models at 64² (runs on a CPU); ``--quick`` shrinks every run. One JSON record per
+measurement is printed (and appended to ``--log``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def build_weights(root: Path, *, tiny: bool = False, dtype: str = "float16") -> Path:
+    """Random weights in the official layout at the real SD1.5 sizes (``tiny``: the test sizes)."""
+    import torch
+    from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    import factories
+
+    cast = getattr(torch, dtype)
+    root = Path(root)
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    sd = root / factories.SD
+    blocks = (32, 32, 64, 64) if tiny else (320, 640, 1280, 1280)
+    cross = 32 if tiny else 768
+    vocab = factories.write_tokenizer(sd / "tokenizer")
+    text_config = CLIPTextConfig(
+        vocab_size=vocab, hidden_size=cross, intermediate_size=37 if tiny else 3072,
+        num_hidden_layers=2 if tiny else 12, num_attention_heads=4 if tiny else 12, max_position_embeddings=77,
+        bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
+    )
+    CLIPTextModel(text_config).to(cast).save_pretrained(sd / "text_encoder")
+
+    config = factories.unet_config(blocks, cross_attention_dim=cross, norm_num_groups=8 if tiny else 32)
+    config["sample_size"] = 64
+    unet = UNet2DConditionModel(**config)
+    factories._perturb(unet, generator)
+    (sd / "unet").mkdir(parents=True, exist_ok=True)
+    (sd / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", **config}))
+    save_file({k: v.to(cast).contiguous() for k, v in unet.state_dict().items()}, str(sd / "unet" / "diffusion_pytorch_model.safetensors"))
+
+    adapter = MotionAdapter(block_out_channels=blocks, motion_layers_per_block=2, motion_num_attention_heads=8,
+                            motion_max_seq_length=24, use_motion_mid_block=False)
+    factories._perturb(adapter, generator)
+    temporal = root / "MagicAnimate" / "temporal_attention"
+    temporal.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.to(cast) for k, v in factories.official_motion_state_dict(adapter).items()}, temporal / "temporal_attention.ckpt")
+    del adapter
+
+    encoder = UNet2DConditionModel(**config)
+    factories._perturb(encoder, generator)
+    folder = root / "MagicAnimate" / "appearance_encoder"
+    folder.mkdir(parents=True, exist_ok=True)
+    last_up, last_attn = len(encoder.up_blocks) - 1, len(encoder.up_blocks[-1].attentions) - 1
+    tail = f"up_blocks.{last_up}.attentions.{last_attn}."
+    kept = {
+        k: v.to(cast).contiguous() for k, v in encoder.state_dict().items()
+        if not k.startswith(("conv_norm_out.", "conv_out.", tail + "proj_out."))
+        and not (k.startswith(tail + "transformer_blocks.0.") and ".norm1." not in k)
+    }
+    save_file(kept, str(folder / "diffusion_pytorch_model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"_class_name": "AppearanceEncoderModel", **config}))
+    del encoder, kept
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16) if tiny else (16, 32, 96, 256))
+    factories._perturb(controlnet, generator)
+    controlnet.to(cast).save_pretrained(root / "MagicAnimate" / "densepose_controlnet")
+    del controlnet, unet
+
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16) if tiny else (128, 256, 512, 512),
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4,
+        layers_per_block=1 if tiny else 2, norm_num_groups=8 if tiny else 32, sample_size=512,
+    )
+    factories._perturb(vae, generator)
+    vae.to(cast).save_pretrained(root / "sd-vae-ft-mse")
+    (root / ".complete").write_text("ok")
+    return root
+
+
+def ensure_weights(root: Path, tiny: bool, dtype: str = "float16") -> Path:
+    if not (Path(root) / ".complete").is_file():
+        build_weights(root, tiny=tiny, dtype=dtype)
+    return Path(root)
+
+
+def inputs(frames: int, size: int):
+    """A smooth reference and DensePose-like motion (coloured ellipses on viridis(0))."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    reference = np.clip(rng.normal(128, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size] / size
+    colours = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37], [180, 222, 44]], np.uint8)
+    motion = np.empty((frames, size, size, 3), np.uint8)
+    for i in range(frames):
+        motion[i] = colours[0]
+        for p in range(1, 6):
+            cx, cy = 0.5 + 0.25 * np.sin(i / 9 + p), 0.3 + 0.1 * p + 0.05 * np.cos(i / 7)
+            motion[i][((xx - cx) / 0.08) ** 2 + ((yy - cy) / 0.05) ** 2 < 1] = colours[p]
+    return reference, motion
+
+
+class ModuleTimer:
+    """Seconds spent in each module's forward (synchronised on CUDA)."""
+
+    def __init__(self, pipe, sync) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._handles = []
+        for name in ("unet", "controlnet", "appearance_encoder", "vae"):
+            module = getattr(pipe, name)
+            self._handles.append(module.register_forward_pre_hook(self._start(name, sync)))
+            self._handles.append(module.register_forward_hook(self._stop(name, sync), always_call=True))
+        # the VAE decoder is called through vae.decode, not vae.forward
+        self._wrap_decode(pipe.vae, sync)
+
+    def _start(self, name, sync):
+        def hook(*_):
+            sync()
+            self._t0 = time.perf_counter()
+        return hook
+
+    def _stop(self, name, sync):
+        def hook(*_):
+            sync()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - self._t0
+            self.calls[name] = self.calls.get(name, 0) + 1
+        return hook
+
+    def _wrap_decode(self, vae, sync):
+        original = vae.decode
+
+        def decode(*args, **kwargs):
+            sync()
+            t0 = time.perf_counter()
+            out = original(*args, **kwargs)
+            sync()
+            self.seconds["vae.decode"] = self.seconds.get("vae.decode", 0.0) + time.perf_counter() - t0
+            self.calls["vae.decode"] = self.calls.get("vae.decode", 0) + 1
+            return out
+
+        vae.decode = decode
+        self._restore = lambda: vars(vae).pop("decode", None)
+
+    def close(self):
+        for handle in self._handles:
+            handle.remove()
+        self._restore()
+
+
+def timed_run(pipe, reference, motion, steps, sync, cuda: bool, **kwargs) -> dict:
+    """One pipeline call: total, denoise and decode seconds, per-module seconds, peak memory."""
+    import torch
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    marks = {}
+
+    def progress(stage, done, total):
+        if stage == "decode" and "decode" not in marks:
+            marks["decode"] = time.perf_counter()
+
+    timer = ModuleTimer(pipe, sync)
+    sync()
+    t0 = time.perf_counter()
+    try:
+        out = pipe(reference, motion, num_inference_steps=steps, guidance_scale=7.5, seed=1, progress=progress, **kwargs)
+        sync()
+    finally:
+        timer.close()
+    end = time.perf_counter()
+    decode_start = marks.get("decode", end)
+    return {
+        "frames": len(motion), "steps": steps, "s": round(end - t0, 3), "s_per_frame": round((end - t0) / len(motion), 4),
+        "denoise_s": round(decode_start - t0, 3), "decode_s": round(end - decode_start, 3),
+        "modules_s": {k: round(v, 3) for k, v in timer.seconds.items()}, "calls": timer.calls,
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+        "_frames": out.frames,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, required=True, help="Folder for the random weights (built once).")
+    parser.add_argument("--tiny", action="store_true", help="Tiny models at 64² (runs on a CPU).")
+    parser.add_argument("--quick", action="store_true", help="Shrink every run (a dry run of the script).")
+    parser.add_argument("--device", default=None, help="Default: cuda when available, else cpu.")
+    parser.add_argument("--log", type=Path, default=None, help="Append every record to this JSONL file.")
+    args = parser.parse_args()
+
+    from magicanimate_cli.animate import pin_cpu_kernels
+
+    pin_cpu_kernels()
+    import numpy as np
+    import torch
+
+    from magicanimate_cli.animate import load_pipeline
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    started = time.perf_counter()
+
+    def record(**fields):
+        fields = {k: v for k, v in fields.items() if not k.startswith("_")}
+        fields["t"] = round(time.perf_counter() - started, 1)
+        line = json.dumps(fields)
+        print(line, flush=True)
+        if args.log:
+            with open(args.log, "a") as handle:
+                handle.write(line + "\n")
+
+    record(event="start", torch=torch.__version__, device=torch.cuda.get_device_name(0) if cuda else "cpu")
+    t0 = time.perf_counter()
+    ensure_weights(args.weights, args.tiny)
+    record(event="weights", s=round(time.perf_counter() - t0, 1))
+    size = 64 if args.tiny else 512
+    short, long_, steps, steps_dtype = (4, 8, 2, 2) if args.quick else (16, 64, 25, 8)
+    reference, motion = inputs(long_, size)
+    dtype = "float16" if cuda else "float32"
+
+    t0 = time.perf_counter()
+    pipe = load_pipeline(args.weights, device, dtype)
+    sync()
+    record(event="load", dtype=dtype, s=round(time.perf_counter() - t0, 2))
+    timed_run(pipe, reference, motion[:short], 2, sync, cuda)  # warm-up: kernel selection, allocator
+    frames = {}
+    for fast in (False, True):
+        path = "fast" if fast else "default"
+        for n in (short, long_):
+            result = timed_run(pipe, reference, motion[:n], steps, sync, cuda, fast=fast)
+            frames[(path, n)] = result["_frames"]
+            record(event="run", path=path, dtype=dtype, **result)
+    for n in (short, long_):
+        diff = np.abs(frames[("fast", n)].astype(int) - frames[("default", n)].astype(int))
+        record(event="diff", a="default", b="fast", frames=n, max=int(diff.max()),
+               identical_pct=round(float((diff == 0).mean() * 100), 3))
+    if cuda:
+        del pipe
+        torch.cuda.empty_cache()
+        pipe = load_pipeline(args.weights, device, "bfloat16")
+        timed_run(pipe, reference, motion[:short], 2, sync, cuda)
+        for fast in (False, True):
+            result = timed_run(pipe, reference, motion[:short], steps, sync, cuda, fast=fast)
+            record(event="run", path="fast" if fast else "default", dtype="bfloat16", **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The speed levers: the bitwise ones change nothing, the fast path stays within the parity contract.
+
+Oracles: the official computation (the default path, itself bitwise the official fixtures) and the
+fixture's expected arrays with the contract of ../shared/parity/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import parity_fixtures
+
+from magicanimate_cli.animate.pipeline import FastPath
+from magicanimate_cli.animate.unet import guided_forward
+
+
+@pytest.fixture()
+def inputs(rng):
+    return rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
+
+
+def test_guided_forward_without_sharing_is_the_unet_forward(tiny_pipeline):
+    """Our forward for the shared down path is diffusers' forward, bit for bit, when nothing is shared."""
+    unet = tiny_pipeline.unet
+    torch.manual_seed(0)
+    sample = torch.randn(2, 4, 6, 8, 8)
+    text = torch.randn(12, 77, unet.config.cross_attention_dim)
+    down = [torch.randn(12, *r.shape[1:]) for r in _residual_shapes(tiny_pipeline, sample)]
+    mid = torch.randn(12, *_residual_shapes(tiny_pipeline, sample, mid=True).shape[1:])
+    with torch.no_grad():
+        expected = unet(sample, 500, encoder_hidden_states=text, down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid, return_dict=False)[0]
+        ours = guided_forward(unet, sample, torch.tensor(500), text, down, mid, halves=1)
+    assert torch.equal(ours, expected)
+
+
+def _residual_shapes(pipe, sample, mid=False):
+    frames = sample.permute(0, 2, 1, 3, 4).reshape(-1, *sample.shape[1:2], *sample.shape[3:])
+    with torch.no_grad():
+        down, middle = pipe.controlnet(frames[:1], 500, encoder_hidden_states=torch.zeros(1, 77, pipe.unet.config.cross_attention_dim),
+                                       controlnet_cond=torch.zeros(1, 3, 64, 64), return_dict=False)
+    return middle if mid else down
+
+
+def test_shared_down_path_equals_two_identical_halves(tiny_pipeline):
+    """With the reference bank empty both halves are one computation: sharing the down path moves
+    the result by rounding only, and the two output halves are identical."""
+    unet = tiny_pipeline.unet
+    torch.manual_seed(1)
+    sample = torch.randn(1, 4, 5, 8, 8)
+    text = torch.randn(5, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        full = unet(sample.repeat(2, 1, 1, 1, 1), 300, encoder_hidden_states=text.repeat(2, 1, 1), return_dict=False)[0]
+        shared = guided_forward(unet, sample, torch.tensor(300), text, None, None, halves=2)
+    assert torch.equal(shared[0], shared[1])
+    assert torch.allclose(shared, full, atol=1e-5, rtol=0)
+
+
+def test_fast_path_is_close_on_random_inputs_and_each_lever_runs(tiny_pipeline, inputs):
+    base = tiny_pipeline(*inputs, num_inference_steps=2, seed=3, output_type="np")
+    levers = {
+        "all": True,
+        "shared_down": FastPath(True, False, False, 1),
+        "kv_once": FastPath(False, True, False, 1),
+        "one_row": FastPath(False, False, True, 1),
+        "decode_chunk": FastPath(False, False, False, 8),
+    }
+    for name, fast in levers.items():
+        out = tiny_pipeline(*inputs, num_inference_steps=2, seed=3, output_type="np", fast=fast)
+        assert out.frames.shape == base.frames.shape
+        assert np.abs(out.frames - base.frames).max() < 2e-2, name
+
+
+def test_decode_in_chunks_streams_every_frame_in_order(tiny_pipeline, inputs):
+    received = []
+    tiny_pipeline(*inputs, num_inference_steps=1, seed=0, fast=FastPath(False, False, False, 8),
+                  on_frame=lambda i, f: received.append(i))
+    assert received == list(range(20))
+
+
+FIXTURES = parity_fixtures()
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from magicanimate_cli.animate import pin_cpu_kernels, load_pipeline, fit_square
+    pin_cpu_kernels()
+    from magicanimate_cli import media
+    fixture, out, seed, steps, guidance, size, frames, overlap = sys.argv[1:]
+    pipe = load_pipeline(fixture + "/weights", device="cpu", dtype="float32")
+    ref = fit_square(media.read_image(fixture + "/inputs/reference.png"), int(size), "stretch", (0, 0, 0))
+    motion = np.stack([fit_square(f, int(size), "stretch", (0, 0, 0)) for f in media.iter_frames(fixture + "/inputs/motion.mp4")])
+    common = dict(num_inference_steps=int(steps), guidance_scale=float(guidance), seed=int(seed),
+                  context_frames=int(frames), context_overlap=int(overlap), output_type="np")
+    fast = pipe(ref, motion, fast=True, **common)
+    default = pipe(ref, motion, **common)
+    np.savez(out, fast_latents=fast.latents.numpy(), fast_video=fast.frames,
+             latents=default.latents.numpy(), video=default.frames)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FIXTURES, reason="parity fixtures not found (set MAGICANIMATE_PARITY_DIR)")
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])
+def test_fast_path_stays_within_the_contract_and_default_stays_bitwise(fixture, tmp_path):
+    run = json.loads((fixture / "expected" / "run.json").read_text())["params"]
+    out = tmp_path / "result.npz"
+    args = [str(fixture), str(out), *(str(run[k]) for k in ("seed", "steps", "guidance_scale", "size", "context_frames", "context_overlap"))]
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr
+    result = np.load(out)
+    expected_latents = np.load(fixture / "expected" / "final_latents.npy")
+    expected_video = np.load(fixture / "expected" / "video_float.npy")[0].transpose(1, 2, 3, 0)
+    expected_uint8 = np.load(fixture / "expected" / "video_uint8.npy")
+    n = len(result["video"])
+    # the default path (with the bitwise levers: encoder tail skipped, no padded decode) is the official result
+    assert np.array_equal(result["latents"], expected_latents)
+    assert np.array_equal(result["video"], expected_video[:n])
+    # the fast path: the contract
+    assert np.abs(result["fast_latents"] - expected_latents).max() <= 1e-3
+    assert np.abs(result["fast_video"] - expected_video[:n]).max() <= 2e-3
+    frames = (result["fast_video"].astype(np.float64) * 255).astype(np.uint8)
+    diff = np.abs(frames.astype(int) - expected_uint8.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
+    # and it is really another computation (otherwise this test proves nothing about rounding)
+    assert not np.array_equal(result["fast_latents"], expected_latents)
