@@ -236,13 +236,13 @@ def test_every_option_is_checked_before_the_motion_is_read(tmp_path, motion_dir,
         animate(reference, motion_dir, tmp_path / "out.mp4", **kwargs)
 
 
-def test_missing_cuda_is_said_before_the_motion_is_read(tmp_path, motion_dir, reference, monkeypatch):
+def test_missing_cuda_is_said_before_the_motion_is_read(tiny_weights, tmp_path, motion_dir, reference, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(media, "probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("motion read first")))
     with pytest.raises(UserError, match="no CUDA device"):
-        animate(reference, motion_dir, tmp_path / "out.mp4", device="cuda")
+        animate(reference, motion_dir, tmp_path / "out.mp4", models=tiny_weights, device="cuda")
 
 
 def test_a_truncated_motion_video_is_refused_unless_allowed(tiny_pipeline, tmp_path, reference, rng):
