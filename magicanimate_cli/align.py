@@ -33,7 +33,6 @@ Boxes are ``(x0, y0, x1, y1)`` with ``x1``/``y1`` exclusive, in pixels of the fi
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -427,6 +426,7 @@ def align(
     from . import media
     from .animate import _FrameStore
     from .crop import fit_square
+    from .files import discard, temp_beside
 
     config = AlignConfig(anchor, frames, size, fit)
     config.validate()
@@ -440,7 +440,7 @@ def align(
         if not source.is_dir():
             raise UserError(f"{motion}: clip folder without {clip_folder.DENSEPOSE}/; run `magicanimate densepose {motion}` first")
         clip = clip_folder.Clip(motion)
-    media.check_output(output, overwrite, protect=(reference, motion, source))
+    media.check_output(output, overwrite, protect=(reference, source))  # a clip folder: its densepose/ is the input
     progress = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
     info = media.probe(source)
@@ -449,7 +449,8 @@ def align(
     if clip is not None:
         clip.start(STAGE, params)
     try:
-        with tempfile.TemporaryDirectory(prefix="magicanimate-align-") as scratch:
+        scratch = temp_beside(output, directory=False, suffix=".motion.u8")  # the next run cleans it after a kill
+        try:
             background = clip_background(media.iter_frames(source, same_size=False))  # a first pass: the border colours
             store = _FrameStore(scratch, size)
             for frame in media.iter_frames(source, same_size=False):  # every frame is fitted on its own, as in animate
@@ -465,6 +466,8 @@ def align(
                     progress("align", index + 1, len(poses))
             count = len(poses)
             del poses
+        finally:
+            discard(scratch)
     except BaseException as exc:
         if clip is not None:
             clip.fail(STAGE, str(exc) or exc.__class__.__name__, params=params)

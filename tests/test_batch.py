@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import batch_helpers
 from magicanimate_cli.batch import run_batch
 from magicanimate_cli.batch import tasks as batch_tasks
 from magicanimate_cli.batch.local import parse_gpus, plan_workers
 from magicanimate_cli.batch.manifest import Task, parse_shard, read_manifest, select_shard, shard_from_env
 from magicanimate_cli.cli import app
 from magicanimate_cli.errors import UserError
+
+import batch_helpers
 
 TESTS = Path(__file__).resolve().parent
 

@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import batch_helpers
 import pytest
 from typer.testing import CliRunner
 
@@ -21,6 +20,8 @@ from magicanimate_cli.batch import tasks as batch_tasks
 from magicanimate_cli.batch.manifest import Task
 from magicanimate_cli.cli import app
 from magicanimate_cli.errors import UserError
+
+import batch_helpers
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent

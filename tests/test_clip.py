@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
-from preprocess_helpers import write_clip
 
 from magicanimate_cli.clip import Clip, is_clip_folder, read_meta, subfolders, versions
 from magicanimate_cli.errors import UserError
+
+from preprocess_helpers import write_clip
 
 
 def test_stage_records_round_trip(tmp_path):

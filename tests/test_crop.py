@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from preprocess_helpers import TABLE_10_3, make_video, write_clip
 from typer.testing import CliRunner
 
 from magicanimate_cli import media
 from magicanimate_cli.cli import app
 from magicanimate_cli.crop import center_square, clip_box, crop, fov_window, mask_box, parse_box, parse_fov, plan_crop
 from magicanimate_cli.errors import UserError
+
+from preprocess_helpers import TABLE_10_3, make_video, write_clip
 
 runner = CliRunner()
 

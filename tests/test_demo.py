@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from preprocess_helpers import make_video
 from typer.testing import CliRunner
+
+from preprocess_helpers import make_video
 
 gradio_client = pytest.importorskip("gradio_client", reason="the demo extra is not installed (pip install 'magicanimate-cli[demo]')")
 pytest.importorskip("gradio", reason="the demo extra is not installed (pip install 'magicanimate-cli[demo]')")
@@ -72,11 +73,12 @@ def inputs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fake_densepose():
     """DensePose is faked exactly as in tests/test_preprocess.py (its stage function and loaders)."""
+    from test_preprocess import Fakes
+
     import magicanimate_cli.densepose as densepose_module
     import magicanimate_cli.matting as matting_module
     from magicanimate_cli import preprocess as preprocess_module
     from magicanimate_cli.densepose import estimator as estimator_module
-    from test_preprocess import Fakes
 
     fake = Fakes()
     with pytest.MonkeyPatch.context() as mp:

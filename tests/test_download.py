@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from preprocess_helpers import decode_index, make_video, serve
 from typer.testing import CliRunner
 
 from magicanimate_cli import download as download_module
@@ -14,6 +13,8 @@ from magicanimate_cli import media
 from magicanimate_cli.cli import app
 from magicanimate_cli.download import download, parse_time, read_tracklets, tracklet_box, tracklet_frames
 from magicanimate_cli.errors import UserError
+
+from preprocess_helpers import decode_index, make_video, serve
 
 runner = CliRunner()
 VID = "AAAAAAAAAAA"  # an 11-character "YouTube ID"
@@ -117,7 +118,7 @@ def test_interrupted_transfer_never_appears_under_the_final_name_and_resumes(ser
     first = download([url], tmp_path, retries=0)
     assert not first.ok and first.items[0]["status"] == "failed"
     assert not (tmp_path / "broken.mp4").exists()
-    parts = [p for p in tmp_path.rglob("*.part")]
+    parts = list(tmp_path.rglob("*.part"))
     assert len(parts) == 1 and parts[0].parent.name.startswith(".")
     server.requests.clear()
     second = download([url], tmp_path, retries=0)

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, write_clip
 from typer.testing import CliRunner
 
 from magicanimate_cli.cli import app
 from magicanimate_cli.flip import flip, flip_densepose_array, flip_labels_array
+
+from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, write_clip
 
 runner = CliRunner()
 

@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from preprocess_helpers import decode_index, make_video
 from typer.testing import CliRunner
 
 from magicanimate_cli import media
 from magicanimate_cli.cli import app
 from magicanimate_cli.frames import frames
+
+from preprocess_helpers import decode_index, make_video
 
 runner = CliRunner()
 

@@ -31,6 +31,7 @@ from magicanimate_cli.models import (
     list_models,
     verify_models,
 )
+
 from models_helpers import FakeHub, make_hub, write_manifest
 
 PARITY_A = Path(__file__).resolve().parent.parent.parent / "shared" / "parity" / "A"
@@ -541,7 +542,7 @@ def test_animator_output_is_bitwise_identical_after_conversion(fixture_weights, 
 
     motion = tmp_path / "motion"  # the first 4 frames of fixture A's motion.mp4 (one window) keep it short
     media.write_frames(motion, media.read_frames(PARITY_A / "inputs" / "motion.mp4").array[:4])
-    kwargs = dict(size=64, steps=2, seed=42, device="cpu", context_frames=4, context_overlap=0)
+    kwargs = {"size": 64, "steps": 2, "seed": 42, "device": "cpu", "context_frames": 4, "context_overlap": 0}
     reference = PARITY_A / "inputs" / "reference.png"
     animate(reference, motion, tmp_path / "before", models=fixture_weights, **kwargs)
     convert(models=fixture_weights, remove_original=True)

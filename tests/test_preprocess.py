@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
-from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, make_video
 from typer.testing import CliRunner
 
 import magicanimate_cli.densepose as densepose_module
@@ -24,6 +23,8 @@ from magicanimate_cli import media
 from magicanimate_cli.cli import app
 from magicanimate_cli.errors import MissingDependency, UserError
 from magicanimate_cli.preprocess import collect_sources, parse_skip, preprocess
+
+from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, make_video
 
 runner = CliRunner()
 FAST = {"size": 32}
@@ -160,7 +161,7 @@ def test_full_chain_with_fov_order_and_outputs(videos, tmp_path, fakes):
     assert fakes.calls == [("matte", work / "full"), ("densepose", work / "fov")]
     meta = _meta(clip)
     stages = meta["stages"]
-    assert [k for k in stages] == ["frames", "matte", "fov", "densepose", "crop", "flip"]
+    assert list(stages) == ["frames", "matte", "fov", "densepose", "crop", "flip"]
     assert all(rec["status"] == "done" for rec in stages.values())
     assert stages["fov"]["result"]["located_by"] == "masks"
     assert stages["fov"]["result"]["output_size"] == [64, 32]

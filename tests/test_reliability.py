@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from preprocess_helpers import make_video, write_clip
 from typer.testing import CliRunner
 
 from magicanimate_cli import media
 from magicanimate_cli.cli import app
+
+from preprocess_helpers import make_video, write_clip
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ def test_two_gloo_processes_reproduce_one_process_bitwise(tmp_path, tiny_weights
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
     motion = tmp_path / "poses"
     media.write_frames(motion, rng.integers(0, 256, (30, 64, 64, 3), dtype=np.uint8))  # 32 padded, 3 windows
-    common = dict(models=tiny_weights, size=64, steps=2, seed=3, device="cpu")
+    common = {"models": tiny_weights, "size": 64, "steps": 2, "seed": 3, "device": "cpu"}
     single = animate(reference, motion, tmp_path / "one", **common)
     split = animate(reference, motion, tmp_path / "two", devices="cpu,cpu", **common)
     assert split.device == "cpu,cpu" and single.frames == split.frames == 30

@@ -49,7 +49,7 @@ def test_every_branch_changes_the_result(tiny_pipeline, inputs):
     # float frames: at one step the tiny models' ControlNet moves the frames by about 1e-6, far
     # below one grey level, so the uint8 truncation can hide it (an unwired branch changes nothing)
     reference, motion = inputs[0], inputs[1][:4]
-    run = dict(num_inference_steps=1, seed=1, output_type="float")
+    run = {"num_inference_steps": 1, "seed": 1, "output_type": "float"}
     base = tiny_pipeline(reference, motion, **run).frames
     other_pose = tiny_pipeline(reference, motion[::-1].copy(), **run).frames
     other_reference = tiny_pipeline(255 - reference, motion, **run).frames

@@ -80,8 +80,8 @@ def test_a_reader_without_its_bank_raises(fresh, inputs):
 def test_calls_are_re_entrant(fresh, inputs, rng, fast):
     """Two different calls in a row give what each gives on a fresh pipeline."""
     other_ref = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    first = dict(num_inference_steps=2, seed=1, guidance_scale=7.5, fast=fast)
-    second = dict(num_inference_steps=1, seed=2, guidance_scale=1.0, context_frames=4, context_overlap=1, fast=fast)
+    first = {"num_inference_steps": 2, "seed": 1, "guidance_scale": 7.5, "fast": fast}
+    second = {"num_inference_steps": 1, "seed": 2, "guidance_scale": 1.0, "context_frames": 4, "context_overlap": 1, "fast": fast}
     pipe = fresh()
     a = pipe(*inputs, **first).frames
     b = pipe(other_ref, inputs[1][:5], **second).frames
@@ -133,7 +133,7 @@ def test_callback_on_step_end_sees_and_can_replace_latents(tiny_pipeline, inputs
 
 
 def test_output_types(tiny_pipeline, inputs):
-    common = dict(num_inference_steps=1, seed=0)
+    common = {"num_inference_steps": 1, "seed": 0}
     as_uint8 = tiny_pipeline(*inputs, **common)
     assert isinstance(as_uint8, MagicAnimatePipelineOutput)
     as_np = tiny_pipeline(*inputs, output_type="np", **common).frames
@@ -157,7 +157,7 @@ def test_save_pretrained_round_trip_on_a_tiny_pipeline(tiny_pipeline, inputs, tm
     loaded = MagicAnimatePipeline.from_pretrained(tmp_path / "pipe")
     assert (tmp_path / "pipe" / "model_index.json").is_file()
     assert not list((tmp_path / "pipe").rglob("*.bin")) and not list((tmp_path / "pipe").rglob("*.ckpt"))
-    common = dict(num_inference_steps=2, seed=4)
+    common = {"num_inference_steps": 2, "seed": 4}
     assert np.array_equal(loaded(*inputs, **common).frames, tiny_pipeline(*inputs, **common).frames)
     with pytest.raises(ReferenceAttentionError):  # the loaded pipeline is protected too
         loaded.unet.set_default_attn_processor()
@@ -165,5 +165,5 @@ def test_save_pretrained_round_trip_on_a_tiny_pipeline(tiny_pipeline, inputs, tm
 
 def test_from_pretrained_reads_the_official_layout(tiny_weights, tiny_pipeline, inputs):
     loaded = MagicAnimatePipeline.from_pretrained(tiny_weights)
-    common = dict(num_inference_steps=1, seed=4)
+    common = {"num_inference_steps": 1, "seed": 4}
     assert np.array_equal(loaded(*inputs, **common).frames, tiny_pipeline(*inputs, **common).frames)

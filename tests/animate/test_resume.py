@@ -30,7 +30,7 @@ def interrupt_after(step, monkeypatch):
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, inputs, tiny_pipeline, monkeypatch):
-    common = dict(size=64, steps=3, seed=4, pipeline=tiny_pipeline)
+    common = {"size": 64, "steps": 3, "seed": 4, "pipeline": tiny_pipeline}
     whole = animate(*inputs, tmp_path / "whole", **common)
     assert whole.resumed_from_step == 0
 

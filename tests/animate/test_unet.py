@@ -1,6 +1,5 @@
 import pytest
 import torch
-from factories import unet_config
 
 from magicanimate_cli.animate.unet import (
     FrameCount,
@@ -10,6 +9,8 @@ from magicanimate_cli.animate.unet import (
     WindowGroupNorm,
     build_unet,
 )
+
+from factories import unet_config
 
 # Whether this process runs the AVX2 kernels the fixtures were made with: the assertions that
 # show what an adapter replaces (a last-bit difference of another kernel) are made only there.

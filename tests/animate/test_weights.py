@@ -4,7 +4,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from factories import make_official_weights
 
 from magicanimate_cli.animate import load_pipeline
 from magicanimate_cli.animate.weights import (
@@ -15,6 +14,8 @@ from magicanimate_cli.animate.weights import (
 )
 from magicanimate_cli.errors import UserError
 from magicanimate_cli.models import check_models
+
+from factories import make_official_weights
 
 PARITY_WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "parity" / "A" / "weights"
 needs_parity = pytest.mark.skipif(not PARITY_WEIGHTS.is_dir(), reason="parity fixture A not available")
