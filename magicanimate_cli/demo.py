@@ -93,7 +93,7 @@ def extract_frames_archive(archive: Path, folder: Path, max_bytes: int = ARCHIVE
     Only image members are written, under their base name; hidden files and folders are skipped,
     and the archive is refused when it holds no frames, duplicate names, or more than the limits.
     """
-    from . import media
+    from . import files, media
 
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -107,13 +107,14 @@ def extract_frames_archive(archive: Path, folder: Path, max_bytes: int = ARCHIVE
             names = [Path(m.filename).name for m in frames]
             if len(set(names)) != len(names):
                 raise UserError(f"{archive.name}: two frames share a file name in different folders; pack one folder of frames")
-            tmp = folder.with_name(f".{folder.name}.partial")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            for member, name in zip(frames, names):
-                with zf.open(member) as src, open(tmp / name, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            os.replace(tmp, folder)
+            tmp = files.temp_beside(folder)  # the project's one atomic writer: a locked temporary folder
+            try:
+                for member, name in zip(frames, names):
+                    with zf.open(member) as src, open(tmp / name, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                files.commit(tmp, folder, replace=True)
+            finally:
+                files.discard(tmp)
     except zipfile.BadZipFile as exc:
         raise UserError(f"{archive.name}: not a readable .zip archive ({exc})") from exc
     return folder
