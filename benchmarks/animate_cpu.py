@@ -5,7 +5,7 @@ float32, about 6.5 GB), 128², 2 steps, fp32, 2 threads, 16 frames by default. E
 fresh process (so peak RSS is per path) and prints load, denoise and decode seconds, per-module
 seconds, peak RSS and the uint8 differences between the paths; then the ratios.
 
-    flock /work/scratch/bigmem.lock python benchmarks/animate_cpu.py --weights /work/scratch/ma-real-fp32
+    python benchmarks/animate_cpu.py --weights /tmp/ma-real-fp32
     python benchmarks/animate_cpu.py --weights /tmp/ma-tiny --tiny          # a dry run (tiny models, 64²)
 
 A real-size run needs about 11 GB of memory per process; run one at a time.
