@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError, first_line, shown
+from .files import discard, temp_beside
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif"}
 WRITABLE_VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264
@@ -451,18 +452,6 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     except OSError as exc:
         raise UserError(f"{shown(path)}: cannot write into {shown(path.parent)} ({exc.strerror or exc}); choose another output") from exc
     return path
-
-
-# The atomic-write helpers live in ``files``; these names stay importable from here for the
-# modules that have not switched yet. ``commit`` keeps its old default (replace) only for them.
-from .files import discard, sweep, temp_beside  # noqa: E402,F401
-
-
-def commit(tmp: Path, final: Path, replace: bool = True) -> None:
-    """Deprecated: use ``files.commit(tmp, final, replace=...)``, which makes the caller say."""
-    from . import files
-
-    files.commit(tmp, final, replace=replace)
 
 
 class FrameWriter:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from magicanimate_cli import media
+from magicanimate_cli import files, media
 from magicanimate_cli.errors import UserError
 
 
@@ -98,9 +98,9 @@ def test_commit_replaces_atomically(tmp_path):
     final = tmp_path / "out"
     final.mkdir()
     (final / "old.txt").write_text("old")
-    tmp = media.temp_beside(final)
+    tmp = files.temp_beside(final)
     (tmp / "new.txt").write_text("new")
-    media.commit(tmp, final)
+    files.commit(tmp, final, replace=True)
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
