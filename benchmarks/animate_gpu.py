@@ -2,17 +2,21 @@
 
 Builds random weights in the official on-disk layout (tests/factories.py's pieces at the real
 sizes: UNet 320/640/1280/1280, ViT-L text encoder, sd-vae-ft-mse VAE, full ControlNet and appearance
-encoder; about 5.4 GB in float16) into WEIGHTS unless already there, then prints, for the default
-(bitwise) path and the fast path (``--fast``): load time, seconds per frame at 16 and 64 frames
-(512², 25 steps, fp16), denoise and decode seconds, per-module seconds (UNet windows, ControlNet,
-appearance encoder, VAE decode) and peak ``torch.cuda.max_memory_allocated``; bf16 on the same run;
-the uint8 differences fast vs default.
+encoder; about 5.4 GB in float16) into WEIGHTS unless already there, then prints, for each path —
+``default`` (the official computation, bitwise on CPU: the "before"), ``fast`` (``--fast``) and
+``compile`` (``--compile``) —: load time, seconds per frame at 16 and 64 frames (512², 25 steps,
+fp16), denoise and decode seconds, peak ``torch.cuda.max_memory_allocated``, and, in a separate
+16-frame run with a synchronisation around each call, seconds per stage (UNet windows, ControlNet,
+appearance encoder, VAE decode); the compile time; the uint8 differences against the default path;
+bf16; and the CLI end to end (a cold and a warm process: seconds to the first denoising step, and
+in all).
 
     python benchmarks/animate_gpu.py --weights /scratch/ma-weights            # on a GPU machine
     python benchmarks/animate_gpu.py --weights /tmp/ma-tiny --tiny --quick    # a dry run on CPU
 
-``--tiny`` uses tiny models at 64² (runs on a CPU); ``--quick`` shrinks every run. One JSON record per
-measurement is printed (and appended to ``--log``).
+``--tiny`` uses tiny models at 64² (runs on a CPU); ``--quick`` shrinks every run; ``--budget S``
+skips the phases that would not fit in S seconds. One JSON record per measurement is printed (and
+appended to ``--log``); a table of the runs comes last.
 """
 
 from __future__ import annotations
@@ -121,56 +125,45 @@ def inputs(frames: int, size: int):
     return reference, motion
 
 
-class ModuleTimer:
-    """Seconds spent in each module's forward (synchronised on CUDA)."""
+class StageTimer:
+    """Seconds spent in each stage of a pipeline call, synchronised around every call.
+
+    The stages are the pipeline's own model calls (``_window``, ``_controlnet``, ``_appearance``)
+    and ``vae.decode``; wrapping them (not the modules) keeps the timers outside compiled code.
+    """
+
+    STAGES = {"_window": "unet_windows", "_controlnet": "controlnet", "_appearance": "appearance_encoder"}
 
     def __init__(self, pipe, sync) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
-        self._handles = []
-        for name in ("unet", "controlnet", "appearance_encoder", "vae"):
-            module = getattr(pipe, name)
-            self._handles.append(module.register_forward_pre_hook(self._start(name, sync)))
-            self._handles.append(module.register_forward_hook(self._stop(name, sync), always_call=True))
-        # the VAE decoder is called through vae.decode, not vae.forward
-        self._wrap_decode(pipe.vae, sync)
+        self._undo = []
+        for method, name in self.STAGES.items():
+            self._wrap(pipe, method, name, sync)
+        self._wrap(pipe.vae, "decode", "vae_decode", sync)
 
-    def _start(self, name, sync):
-        def hook(*_):
-            sync()
-            self._t0 = time.perf_counter()
-        return hook
+    def _wrap(self, owner, attribute, name, sync):
+        original = getattr(owner, attribute)
 
-    def _stop(self, name, sync):
-        def hook(*_):
-            sync()
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - self._t0
-            self.calls[name] = self.calls.get(name, 0) + 1
-        return hook
-
-    def _wrap_decode(self, vae, sync):
-        original = vae.decode
-
-        def decode(*args, **kwargs):
+        def timed(*args, **kwargs):
             sync()
             t0 = time.perf_counter()
             out = original(*args, **kwargs)
             sync()
-            self.seconds["vae.decode"] = self.seconds.get("vae.decode", 0.0) + time.perf_counter() - t0
-            self.calls["vae.decode"] = self.calls.get("vae.decode", 0) + 1
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.calls[name] = self.calls.get(name, 0) + 1
             return out
 
-        vae.decode = decode
-        self._restore = lambda: vars(vae).pop("decode", None)
+        setattr(owner, attribute, timed)  # an instance attribute shadows the method
+        self._undo.append(lambda: vars(owner).pop(attribute, None))
 
     def close(self):
-        for handle in self._handles:
-            handle.remove()
-        self._restore()
+        for undo in self._undo:
+            undo()
 
 
-def timed_run(pipe, reference, motion, steps, sync, cuda: bool, **kwargs) -> dict:
-    """One pipeline call: total, denoise and decode seconds, per-module seconds, peak memory."""
+def timed_run(pipe, reference, motion, steps, sync, cuda: bool, stages: bool = True, **kwargs) -> dict:
+    """One pipeline call: total, denoise and decode seconds, peak memory; per-stage seconds with ``stages``."""
     import torch
 
     if cuda:
@@ -181,23 +174,65 @@ def timed_run(pipe, reference, motion, steps, sync, cuda: bool, **kwargs) -> dic
         if stage == "decode" and "decode" not in marks:
             marks["decode"] = time.perf_counter()
 
-    timer = ModuleTimer(pipe, sync)
+    timer = StageTimer(pipe, sync) if stages else None
     sync()
     t0 = time.perf_counter()
     try:
         out = pipe(reference, motion, num_inference_steps=steps, guidance_scale=7.5, seed=1, progress=progress, **kwargs)
         sync()
     finally:
-        timer.close()
+        if timer:
+            timer.close()
     end = time.perf_counter()
     decode_start = marks.get("decode", end)
     return {
         "frames": len(motion), "steps": steps, "s": round(end - t0, 3), "s_per_frame": round((end - t0) / len(motion), 4),
         "denoise_s": round(decode_start - t0, 3), "decode_s": round(end - decode_start, 3),
-        "modules_s": {k: round(v, 3) for k, v in timer.seconds.items()}, "calls": timer.calls,
+        **({"stages_s": {k: round(v, 3) for k, v in timer.seconds.items()}, "calls": timer.calls} if timer else {}),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
         "_frames": out.frames,
     }
+
+
+FIRST_STEP = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from magicanimate_cli.animate import animate
+marks = {}
+def progress(stage, done, total, *rest):
+    if stage == "denoise" and "first_step" not in marks:
+        marks["first_step"] = round(time.perf_counter() - t0, 2)
+ref, motion, out, models, compile_ = sys.argv[1:6]
+kwargs = dict(models=models, overwrite=True, progress=progress, compile=compile_ == "1")
+if len(sys.argv) > 6:
+    kwargs.update(size=int(sys.argv[6]), steps=int(sys.argv[7]))
+animate(ref, motion, out, **kwargs)
+print(json.dumps({"first_step_s": marks.get("first_step"), "total_s": round(time.perf_counter() - t0, 2)}))
+"""
+
+
+def cli_runs(args, reference, motion, record, scratch: Path) -> None:
+    """The library call the CLI makes, in fresh processes: seconds to the first step, and in all."""
+    import subprocess
+
+    from PIL import Image
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(reference).save(scratch / "ref.png")
+    (scratch / "motion").mkdir(exist_ok=True)
+    for i, frame in enumerate(motion):
+        Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
+    extra = ["64", "2"] if args.tiny else ["512", "25"]
+    for label, compiled in (("cold", "0"), ("warm", "0"), ("warm_compile", "1")):
+        if label == "warm_compile" and not args.compile:
+            continue
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", FIRST_STEP, str(scratch / "ref.png"), str(scratch / "motion"), str(scratch / f"out_{label}"),
+             str(args.weights), compiled, *extra], capture_output=True, text=True, cwd=str(ROOT),
+        )
+        fields = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"stderr": proc.stderr[-800:]}
+        record(event="library_process", run=label, rc=proc.returncode, frames=len(motion), wall_s=round(time.perf_counter() - t0, 2), **fields)
 
 
 def main() -> None:
@@ -207,6 +242,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Shrink every run (a dry run of the script).")
     parser.add_argument("--device", default=None, help="Default: cuda when available, else cpu.")
     parser.add_argument("--log", type=Path, default=None, help="Append every record to this JSONL file.")
+    parser.add_argument("--budget", type=float, default=None, help="Skip the phases that would not fit in this many seconds.")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="Leave out the compiled path.")
     args = parser.parse_args()
 
     from magicanimate_cli.animate import pin_cpu_kernels
@@ -216,11 +253,13 @@ def main() -> None:
     import torch
 
     from magicanimate_cli.animate import load_pipeline
+    from magicanimate_cli.animate.pipeline import FastPath
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     started = time.perf_counter()
+    rows = []
 
     def record(**fields):
         fields = {k: v for k, v in fields.items() if not k.startswith("_")}
@@ -230,40 +269,72 @@ def main() -> None:
         if args.log:
             with open(args.log, "a") as handle:
                 handle.write(line + "\n")
+        if fields.get("event") == "run":
+            rows.append(fields)
+
+    def fits(seconds: float) -> bool:
+        ok = args.budget is None or time.perf_counter() - started + seconds < args.budget
+        if not ok:
+            record(event="skipped", needs_s=seconds)
+        return ok
 
     record(event="start", torch=torch.__version__, device=torch.cuda.get_device_name(0) if cuda else "cpu")
     t0 = time.perf_counter()
     ensure_weights(args.weights, args.tiny)
     record(event="weights", s=round(time.perf_counter() - t0, 1))
     size = 64 if args.tiny else 512
-    short, long_, steps, steps_dtype = (4, 8, 2, 2) if args.quick else (16, 64, 25, 8)
+    short, long_, steps = (4, 8, 2) if args.quick else (16, 64, 25)
     reference, motion = inputs(long_, size)
     dtype = "float16" if cuda else "float32"
+    paths = {"default": False, "fast": True, "compile": FastPath(compile=True)}
+    if not args.compile:
+        paths.pop("compile")
 
     t0 = time.perf_counter()
     pipe = load_pipeline(args.weights, device, dtype)
     sync()
     record(event="load", dtype=dtype, s=round(time.perf_counter() - t0, 2))
-    timed_run(pipe, reference, motion[:short], 2, sync, cuda)  # warm-up: kernel selection, allocator
+    timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False)  # warm-up: kernel selection, allocator
     frames = {}
-    for fast in (False, True):
-        path = "fast" if fast else "default"
+    for path, fast in paths.items():
+        if path == "compile":
+            if not fits(240):
+                continue
+            t0 = time.perf_counter()
+            timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False, fast=fast)
+            record(event="compile", dtype=dtype, s=round(time.perf_counter() - t0, 1))
         for n in (short, long_):
-            result = timed_run(pipe, reference, motion[:n], steps, sync, cuda, fast=fast)
-            frames[(path, n)] = result["_frames"]
+            if not fits(60 if n == long_ else 15):
+                continue
+            result = timed_run(pipe, reference, motion[:n], steps, sync, cuda, stages=False, fast=fast)
+            frames[(path, n)] = result.pop("_frames")
             record(event="run", path=path, dtype=dtype, **result)
-    for n in (short, long_):
-        diff = np.abs(frames[("fast", n)].astype(int) - frames[("default", n)].astype(int))
-        record(event="diff", a="default", b="fast", frames=n, max=int(diff.max()),
-               identical_pct=round(float((diff == 0).mean() * 100), 3))
-    if cuda:
-        del pipe
+        if fits(15):
+            result = timed_run(pipe, reference, motion[:short], steps, sync, cuda, fast=fast)
+            result.pop("_frames")
+            record(event="stages", path=path, dtype=dtype, **result)
+    for (path, n), video in frames.items():
+        if path != "default" and ("default", n) in frames:
+            diff = np.abs(video.astype(int) - frames[("default", n)].astype(int))
+            record(event="diff", a="default", b=path, frames=n, max=int(diff.max()),
+                   identical_pct=round(float((diff == 0).mean() * 100), 3))
+    del pipe
+    if cuda and fits(60):
         torch.cuda.empty_cache()
         pipe = load_pipeline(args.weights, device, "bfloat16")
-        timed_run(pipe, reference, motion[:short], 2, sync, cuda)
-        for fast in (False, True):
-            result = timed_run(pipe, reference, motion[:short], steps, sync, cuda, fast=fast)
-            record(event="run", path="fast" if fast else "default", dtype="bfloat16", **result)
+        timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False)
+        for path in ("fast", "default"):
+            result = timed_run(pipe, reference, motion[:short], steps, sync, cuda, stages=False, fast=paths[path])
+            result.pop("_frames")
+            record(event="run", path=path, dtype="bfloat16", **result)
+        del pipe
+        torch.cuda.empty_cache()
+    if fits(90):
+        cli_runs(args, reference, motion[:short], record, Path(args.weights).parent / "animate_gpu_cli")
+    print("\n| path | dtype | frames | s | s/frame | denoise s | decode s | peak GiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['path']} | {r['dtype']} | {r['frames']} | {r['s']} | {r['s_per_frame']} | {r['denoise_s']} | {r['decode_s']} | {r['peak_gib']} |")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,9 @@ def animate(
     fast: bool = typer.Option(
         False, "--fast", help="Fast path: same algorithm, other matrix shapes; within the parity contract, not bit for bit (docs/performance.md)."
     ),
+    compile: bool = typer.Option(
+        False, "--compile", help="The fast path with its models compiled (torch.compile); the first run of a process compiles first."
+    ),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -166,6 +166,7 @@ def animate(
     devices: str | None = None,
     allow_truncated: bool = False,
     fast: bool = False,
+    compile: bool = False,
     overwrite: bool = False,
     progress=None,
     pipeline=None,
@@ -178,7 +179,8 @@ def animate(
     interrupted run resumes after its last finished denoising step when started again with the
     same inputs and settings (see ``resume.py``). ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
     windows of every denoising step across one process per device. ``fast`` selects the pipeline's
-    fast path (within the parity contract, not bitwise). ``pipeline`` reuses an
+    fast path (within the parity contract, not bitwise); ``compile`` is the fast path with its models
+    compiled by ``torch.compile`` (within the contract too; the first call of a process compiles). ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs). ``align`` first fits the poses to the
     reference person exactly as ``magicanimate align`` does with its defaults (see ``align.py``).
     The main output and the grid are committed together or not at all. A motion video that does
@@ -254,13 +256,13 @@ def animate(
         settings = {
             **asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype,
             "temporal": [str(temporal), *(_stat(temporal))],  # a converted or replaced checkpoint is another run
-            "fast": fast,  # another computation: never resume one from the other
+            "fast": "compile" if compile else fast,  # another computation: never resume one from the other
         }
         checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
         resumed = checkpoint.load()
         job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
                    {"num_inference_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
-                        "context_frames": context_frames, "context_overlap": context_overlap, "fast": fast,
+                        "context_frames": context_frames, "context_overlap": context_overlap, "fast": _fast_path(fast, compile),
                         "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
                    checkpoint, unaligned.path if unaligned else None)
         if distributed:
@@ -286,6 +288,15 @@ def animate(
         resumed_from_step=resumed[0] if resumed else 0,
         alignment={**alignment.to_dict(), "ref_box_source": ref_found.source} if alignment else None,
     )
+
+
+def _fast_path(fast: bool, compile: bool):
+    """The pipeline's ``fast`` argument: ``--compile`` is the whole fast path, compiled."""
+    if not compile:
+        return fast
+    from .pipeline import FastPath
+
+    return FastPath(compile=True)
 
 
 def _align_store(store: _FrameStore, path: Path, ref_box, background, motion: Path):

@@ -40,7 +40,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..progress import Progress
-from .reference import BankFilled, ReferenceAttentionError, check_processors, install_reference_attention
+from .reference import BankFilled, ReferenceAttentionError, check_processors, install_reference_attention, project_reference
 from .unet import guided_forward, make_official, pair_time_projections
 from .weights import SCALING_FACTOR
 from .windows import context_windows, last_use, padded_length
@@ -68,6 +68,12 @@ class FastPath:
     that into differences larger than the contract allows)."""
     decode_chunk: int = 4
     """Frames per VAE decode call (bounded memory; the official decodes one at a time)."""
+    compile: bool = False
+    """``torch.compile`` (inductor) the UNet window, the ControlNet and the appearance encoder: fuses
+    the norms, activations, adds, casts and layout copies between the kernels. Off by default: the
+    first call of a process compiles (minutes on a CPU, about a minute on a GPU; inductor's cache on
+    disk shortens later processes). Shapes are static (``dynamic=False``): another frame size or
+    window length compiles again."""
 
 
 def _levers(fast) -> FastPath | None:
@@ -115,6 +121,38 @@ class MagicAnimatePipelineOutput(BaseOutput):
 MagicAnimateOutput = MagicAnimatePipelineOutput  # the earlier name
 
 
+def _window_forward(unet, sample, t, text, down, mid, halves: int, shared_down: bool) -> torch.Tensor:
+    """One UNet call on one window (``sample``: the single half, ``1×4×f×h×w``), every guidance half out."""
+    if shared_down:
+        return guided_forward(unet, sample, t, text.expand(sample.shape[2], -1, -1), down, mid, halves)
+    if halves > 1:
+        down = [torch.cat([d] * halves) for d in down]
+        mid = torch.cat([mid] * halves)
+    return unet(
+        sample.repeat(halves, 1, 1, 1, 1),
+        t,
+        encoder_hidden_states=text.expand(halves * sample.shape[2], -1, -1),
+        down_block_additional_residuals=down,
+        mid_block_additional_residual=mid,
+        return_dict=False,
+    )[0]
+
+
+def _controlnet_forward(controlnet, sample, t, text, cond):
+    return controlnet(
+        sample, t, encoder_hidden_states=text.expand(sample.shape[0], -1, -1), controlnet_cond=cond,
+        conditioning_scale=1.0, guess_mode=False, return_dict=False,
+    )
+
+
+def _appearance_forward(encoder, latents, t, text) -> None:
+    """Fill the reference bank (the encoder's writers); it stops after the last banked layer."""
+    try:
+        encoder(latents, t, encoder_hidden_states=text.repeat(latents.shape[0], 1, 1), return_dict=False)
+    except BankFilled:
+        pass
+
+
 def _refuse(what: str):
     def method(self, *args, **kwargs):
         raise ReferenceAttentionError(
@@ -148,6 +186,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             scheduler=scheduler,
         )
         self._bank, self._readers = install_reference_attention(appearance_encoder, unet)
+        self._compiled: dict[str, Callable] = {}
 
     # diffusers' whole-pipeline attention switches would replace the reference and temporal
     # processors: refused before anything changes; switching them off is a no-op.
@@ -313,37 +352,18 @@ class MagicAnimatePipeline(DiffusionPipeline):
             if step < start_step:
                 continue
             self._bank.clear()
-            try:
-                self.appearance_encoder(
-                    ref_latents.repeat(appearance_rows, 1, 1, 1), t,
-                    encoder_hidden_states=text.repeat(appearance_rows, 1, 1), return_dict=False,
-                )
-            except BankFilled:
-                pass
+            self._appearance(ref_latents.repeat(appearance_rows, 1, 1, 1), t, text, fast)
+            if fast and fast.reference_kv_once:
+                project_reference(self._bank, self.unet, self._readers)
             self._bank.armed = True
             noise_pred = torch.zeros((halves, *latents.shape[1:]), device=device, dtype=dtype)
             counter = torch.zeros((1, 1, total, 1, 1), device=device, dtype=dtype)
             residuals: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}
             for index, window in enumerate(windows):
-                self._controlnet_for(window, residuals, latents, t, text, motion, clip_length)
+                self._controlnet_for(window, residuals, latents, t, text, motion, clip_length, fast)
                 down = [torch.stack([residuals[f][0][k] for f in window]) for k in range(len(residuals[window[0]][0]))]
                 mid = torch.stack([residuals[f][1] for f in window])
-                if fast and fast.shared_down:
-                    sample = latents[:, :, window]
-                    pred = guided_forward(self.unet, sample, t, text.expand(len(window), -1, -1), down, mid, halves)
-                else:
-                    if guided:
-                        down = [torch.cat([d, d]) for d in down]
-                        mid = torch.cat([mid, mid])
-                    sample = latents[:, :, window].repeat(halves, 1, 1, 1, 1)
-                    pred = self.unet(
-                        sample,
-                        t,
-                        encoder_hidden_states=text.expand(halves * len(window), -1, -1),
-                        down_block_additional_residuals=down,
-                        mid_block_additional_residual=mid,
-                        return_dict=False,
-                    )[0]
+                pred = self._window(latents[:, :, window], t, text, down, mid, halves, fast)
                 noise_pred[:, :, window] += pred
                 counter[:, :, window] += 1
                 for frame in window:
@@ -408,29 +428,40 @@ class MagicAnimatePipeline(DiffusionPipeline):
                     progress("decode", i + 1, num_frames)
         return frames
 
-    def _controlnet_for(self, window, residuals, latents, t, text, motion, chunk) -> None:
+    # The three model calls of a step, each its own method (benchmarks time them here), compiled
+    # with ``FastPath.compile``.
+    def _compiled_or(self, name: str, fn: Callable, fast: FastPath | None) -> Callable:
+        if not (fast and fast.compile):
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(fn, dynamic=False)
+        return self._compiled[name]
+
+    def _window(self, sample, t, text, down, mid, halves: int, fast: FastPath | None) -> torch.Tensor:
+        shared_down = bool(fast and fast.shared_down)
+        return self._compiled_or("window", _window_forward, fast)(self.unet, sample, t, text, down, mid, halves, shared_down)
+
+    def _controlnet(self, sample, t, text, cond, fast: FastPath | None):
+        return self._compiled_or("controlnet", _controlnet_forward, fast)(self.controlnet, sample, t, text, cond)
+
+    def _appearance(self, latents, t, text, fast: FastPath | None) -> None:
+        self._compiled_or("appearance", _appearance_forward, fast)(self.appearance_encoder, latents, t, text)
+
+    def _controlnet_for(self, window, residuals, latents, t, text, motion, chunk, fast=None) -> None:
         """Fill ``residuals`` for every frame of ``window`` that is not in it yet.
 
         Frames go through the ControlNet in the official batches (consecutive chunks of ``chunk``
         frames), so each residual is computed exactly as the official computes it.
         """
         for start in sorted({f // chunk * chunk for f in window if f not in residuals}):
-            self._controlnet_chunk(list(range(start, start + chunk)), residuals, latents, t, text, motion)
+            self._controlnet_chunk(list(range(start, start + chunk)), residuals, latents, t, text, motion, fast)
 
-    def _controlnet_chunk(self, frames, residuals, latents, t, text, motion) -> None:
+    def _controlnet_chunk(self, frames, residuals, latents, t, text, motion, fast=None) -> None:
         device, dtype = latents.device, latents.dtype
         last_real = len(motion) - 1
         cond = np.stack([motion[min(f, last_real)] for f in frames])
         cond = self._frames_to_tensor(cond, device, dtype) / 255.0
         sample = latents[0, :, frames].permute(1, 0, 2, 3)
-        down, mid = self.controlnet(
-            sample,
-            t,
-            encoder_hidden_states=text.expand(len(frames), -1, -1),
-            controlnet_cond=cond,
-            conditioning_scale=1.0,
-            guess_mode=False,
-            return_dict=False,
-        )
+        down, mid = self._controlnet(sample, t, text, cond, fast)
         for j, frame in enumerate(frames):
             residuals[frame] = ([d[j] for d in down], mid[j])

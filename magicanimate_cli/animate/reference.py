@@ -151,11 +151,15 @@ class ReferenceReaderProcessor:
         plain = _attention(attn, hidden_states[:start], hidden_states[:start])
         return _project_out(attn, torch.cat([plain, guided], dim=0))
 
+    def project(self, attn) -> None:
+        """Project this block's reference keys and values once for the step (``attn``: its module)."""
+        reference = self.bank.features[self.name].to(attn.to_k.weight.dtype)
+        self.bank.keys_values[self.name] = (attn.to_k(reference), attn.to_v(reference))
+
     def _fast(self, attn, hidden_states: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        kv = self.bank.keys_values.get(self.name)
-        if kv is None:
-            reference = reference.to(hidden_states.dtype)
-            kv = self.bank.keys_values[self.name] = (attn.to_k(reference), attn.to_v(reference))
+        if self.name not in self.bank.keys_values:
+            self.project(attn)
+        kv = self.bank.keys_values[self.name]
         batch, start = hidden_states.shape[0], self.cond_start
         heads = attn.heads
 
@@ -172,6 +176,13 @@ class ReferenceReaderProcessor:
             guided = torch.cat([plain, guided], dim=0)
         out = guided.transpose(1, 2).reshape(batch, -1, query.shape[1] * query.shape[3]).to(query.dtype)
         return _project_out(attn, out)
+
+
+def project_reference(bank: ReferenceBank, unet: torch.nn.Module, readers: list[ReferenceReaderProcessor]) -> None:
+    """Fill ``bank.keys_values`` for every reader before the step's windows (fast path), so that
+    every window, compiled or not, reads the same cached projections."""
+    for reader in readers:
+        reader.project(unet.get_submodule(reader.name))
 
 
 def install_reference_attention(
