@@ -171,7 +171,7 @@ def timed_run(pipe, reference, motion, steps, sync, cuda: bool, stages: bool = T
     marks = {}
 
     def progress(stage, done, total):
-        if stage == "decode" and "decode" not in marks:
+        if stage == "denoise":  # the last window of the last step ends the denoising
             marks["decode"] = time.perf_counter()
 
     timer = StageTimer(pipe, sync) if stages else None
@@ -211,7 +211,7 @@ print(json.dumps({"first_step_s": marks.get("first_step"), "total_s": round(time
 """
 
 
-def cli_runs(args, reference, motion, record, scratch: Path) -> None:
+def cli_runs(args, reference, motion, record, scratch: Path, compiled: bool) -> None:
     """The library call the CLI makes, in fresh processes: seconds to the first step, and in all."""
     import subprocess
 
@@ -223,13 +223,11 @@ def cli_runs(args, reference, motion, record, scratch: Path) -> None:
     for i, frame in enumerate(motion):
         Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
     extra = ["64", "2"] if args.tiny else ["512", "25"]
-    for label, compiled in (("cold", "0"), ("warm", "0"), ("warm_compile", "1")):
-        if label == "warm_compile" and not args.compile:
-            continue
+    for label in ("compile_cold", "compile_warm") if compiled else ("cold", "warm"):
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-c", FIRST_STEP, str(scratch / "ref.png"), str(scratch / "motion"), str(scratch / f"out_{label}"),
-             str(args.weights), compiled, *extra], capture_output=True, text=True, cwd=str(ROOT),
+             str(args.weights), "1" if compiled else "0", *extra], capture_output=True, text=True, cwd=str(ROOT),
         )
         fields = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"stderr": proc.stderr[-800:]}
         record(event="library_process", run=label, rc=proc.returncode, frames=len(motion), wall_s=round(time.perf_counter() - t0, 2), **fields)
@@ -286,9 +284,6 @@ def main() -> None:
     short, long_, steps = (4, 8, 2) if args.quick else (16, 64, 25)
     reference, motion = inputs(long_, size)
     dtype = "float16" if cuda else "float32"
-    paths = {"default": False, "fast": True, "compile": FastPath(compile=True)}
-    if not args.compile:
-        paths.pop("compile")
 
     t0 = time.perf_counter()
     pipe = load_pipeline(args.weights, device, dtype)
@@ -296,41 +291,46 @@ def main() -> None:
     record(event="load", dtype=dtype, s=round(time.perf_counter() - t0, 2))
     timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False)  # warm-up: kernel selection, allocator
     frames = {}
-    for path, fast in paths.items():
-        if path == "compile":
-            if not fits(240):
-                continue
-            t0 = time.perf_counter()
-            timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False, fast=fast)
-            record(event="compile", dtype=dtype, s=round(time.perf_counter() - t0, 1))
-        for n in (short, long_):
+
+    def measure(pipe, path: str, dtype: str, fast, lengths) -> None:
+        for n in lengths:
             if not fits(60 if n == long_ else 15):
-                continue
+                return
             result = timed_run(pipe, reference, motion[:n], steps, sync, cuda, stages=False, fast=fast)
-            frames[(path, n)] = result.pop("_frames")
+            video = result.pop("_frames")
+            if dtype in ("float16", "float32"):
+                frames[(path, n)] = video
             record(event="run", path=path, dtype=dtype, **result)
         if fits(15):
             result = timed_run(pipe, reference, motion[:short], steps, sync, cuda, fast=fast)
             result.pop("_frames")
             record(event="stages", path=path, dtype=dtype, **result)
+
+    # the riskiest phases last: a run cut short by its time limit keeps what came before
+    measure(pipe, "default", dtype, False, (short, long_))
+    measure(pipe, "fast", dtype, True, (short, long_))
+    if cuda and fits(60):
+        other = load_pipeline(args.weights, device, "bfloat16")
+        timed_run(other, reference, motion[:short], 2, sync, cuda, stages=False)
+        measure(other, "fast", "bfloat16", True, (short,))
+        measure(other, "default", "bfloat16", False, (short,))
+        del other
+        torch.cuda.empty_cache()
+    if fits(60):
+        cli_runs(args, reference, motion[:short], record, Path(args.weights).parent / "animate_gpu_cli", compiled=False)
+    if args.compile and fits(240):
+        t0 = time.perf_counter()
+        timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False, fast=FastPath(compile=True))
+        record(event="compile", dtype=dtype, s=round(time.perf_counter() - t0, 1))
+        measure(pipe, "compile", dtype, FastPath(compile=True), (short, long_))
     for (path, n), video in frames.items():
         if path != "default" and ("default", n) in frames:
             diff = np.abs(video.astype(int) - frames[("default", n)].astype(int))
             record(event="diff", a="default", b=path, frames=n, max=int(diff.max()),
                    identical_pct=round(float((diff == 0).mean() * 100), 3))
     del pipe
-    if cuda and fits(60):
-        torch.cuda.empty_cache()
-        pipe = load_pipeline(args.weights, device, "bfloat16")
-        timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False)
-        for path in ("fast", "default"):
-            result = timed_run(pipe, reference, motion[:short], steps, sync, cuda, stages=False, fast=paths[path])
-            result.pop("_frames")
-            record(event="run", path=path, dtype="bfloat16", **result)
-        del pipe
-        torch.cuda.empty_cache()
-    if fits(90):
-        cli_runs(args, reference, motion[:short], record, Path(args.weights).parent / "animate_gpu_cli")
+    if args.compile and fits(90):
+        cli_runs(args, reference, motion[:short], record, Path(args.weights).parent / "animate_gpu_cli", compiled=True)
     print("\n| path | dtype | frames | s | s/frame | denoise s | decode s | peak GiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

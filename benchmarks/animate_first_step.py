@@ -1,0 +1,110 @@
+"""Where a fresh ``animate`` process spends its time before the first denoising step finishes.
+
+Runs ``magicanimate_cli.animate.animate`` (the function the CLI calls) in fresh processes, one per
+``--repeat``, on random weights in the official layout (``animate_gpu.build_weights``), and prints one
+JSON line per process with the seconds of each phase, measured from the start of the interpreter:
+``python`` (interpreter start-up), ``import_torch``, ``import_pipeline`` (diffusers, transformers and
+the pipeline module), ``checks`` (settings, the weights folder against its checksum record, the
+outputs, the device), ``read_motion``, ``load`` (``load_pipeline``: reading the tensors, building
+the models, moving them to the device), then the first step's calls (text embedding and reference
+latents, appearance encoder, ControlNet, first UNet window; synchronised), and ``first_step`` (the
+end of the first window). The process stops there.
+
+    python benchmarks/animate_first_step.py --weights /scratch/ma-weights          # GPU, fp16, 512²
+    python benchmarks/animate_first_step.py --weights /tmp/ma-tiny --tiny          # CPU dry run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WORKER = r"""
+import json, os, sys, time
+clock = time.perf_counter
+start = float(sys.argv[1])
+marks = {"python": time.time() - start}
+t0 = clock() - marks["python"]
+def mark(name):
+    marks[name] = round(clock() - t0, 3)
+import torch
+mark("import_torch")
+import magicanimate_cli.animate as A
+import magicanimate_cli.animate.pipeline as P
+mark("import_pipeline")
+sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+load = A.load_pipeline
+def timed_load(*a, **k):
+    mark("checks_and_read_motion")
+    pipe = load(*a, **k)
+    sync()
+    mark("load")
+    return pipe
+A.load_pipeline = timed_load
+for name in ("_appearance", "_controlnet", "_window"):
+    original = getattr(P.MagicAnimatePipeline, name)
+    def wrapped(self, *a, _o=original, _n=name, **k):
+        sync()
+        marks.setdefault(_n.strip("_") + "_start", round(clock() - t0, 3))
+        out = _o(self, *a, **k)
+        sync()
+        marks.setdefault(_n.strip("_") + "_end", round(clock() - t0, 3))
+        return out
+    setattr(P.MagicAnimatePipeline, name, wrapped)
+class FirstStep(Exception):
+    pass
+def progress(stage, done, total, *rest):
+    if stage == "denoise":
+        mark("first_step")
+        raise FirstStep
+ref, motion, out, models, size = sys.argv[2:7]
+try:
+    A.animate(ref, motion, out, models=models, size=int(size), overwrite=True, progress=progress)
+except FirstStep:
+    pass
+marks["python"] = round(marks["python"], 3)
+print(json.dumps(marks))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, required=True, help="Folder for the random weights (built once).")
+    parser.add_argument("--tiny", action="store_true", help="Tiny models at 64² (a CPU dry run).")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=2, help="Fresh processes (the first may find a cold disk cache).")
+    args = parser.parse_args()
+
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT)]
+    from animate_gpu import ensure_weights, inputs
+    from PIL import Image
+
+    ensure_weights(args.weights, args.tiny)
+    size = 64 if args.tiny else 512
+    reference, motion = inputs(args.frames, size)
+    scratch = Path(args.weights).parent / "animate_first_step"
+    (scratch / "motion").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(reference).save(scratch / "ref.png")
+    for i, frame in enumerate(motion):
+        Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    for run in range(args.repeat):
+        proc = subprocess.run(
+            [sys.executable, "-c", WORKER, repr(time.time()), str(scratch / "ref.png"), str(scratch / "motion"),
+             str(scratch / "out"), str(args.weights), str(size)],
+            capture_output=True, text=True, cwd=str(ROOT), env=env,
+        )
+        if proc.returncode:
+            raise SystemExit(proc.stderr[-3000:])
+        print(json.dumps({"run": run, **json.loads(proc.stdout.strip().splitlines()[-1])}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
