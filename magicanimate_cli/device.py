@@ -33,3 +33,19 @@ def resolve_device(device: str, option: str = "--device") -> str:
         if ":" in device and int(device[5:]) >= torch.cuda.device_count():
             raise UserError(f"{option} {device}: PyTorch sees {torch.cuda.device_count()} CUDA device(s); check `magicanimate doctor`")
     return device
+
+
+def check_compile(device: str) -> None:
+    """``--compile`` needs inductor's compiler for ``device`` (a resolved torch device string): a C++
+    compiler on CPU (``$CXX``, else ``g++``, as inductor picks it), Triton on CUDA."""
+    import importlib.util
+    import os
+    import shutil
+
+    if device.startswith("cuda"):
+        if importlib.util.find_spec("triton") is None:
+            raise UserError("--compile on CUDA needs Triton (the CUDA builds of torch bring it): pip install triton, or drop --compile")
+        return
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        raise UserError(f"--compile on CPU needs a C++ compiler and {compiler} was not found: install one (apt-get install g++) or drop --compile")

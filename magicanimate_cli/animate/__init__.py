@@ -215,6 +215,10 @@ def animate(
         from ..device import resolve_device
 
         resolve_device(device)  # a missing GPU is said now, not after reading the motion
+    if compile:
+        from ..device import check_compile, resolve_device
+
+        check_compile(device_list[0] if device_list else str(pipeline.unet.device) if pipeline else resolve_device(device))
     from ..crop import fit_square  # the animator's input fitting lives with the other crops
 
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))

@@ -47,6 +47,7 @@ from .reference import (
     install_reference_attention,
     project_reference,
 )
+from .text_kv import install_shared_text
 from .unet import guided_forward, make_official, pair_time_projections
 from .weights import SCALING_FACTOR
 from .windows import context_windows, last_use, padded_length
@@ -68,6 +69,9 @@ class FastPath:
     """Run the UNet's down path once for both guidance halves (``unet.guided_forward``)."""
     reference_kv_once: bool = True
     """Project the reference keys and values once per step and block, for every row and window."""
+    text_kv_once: bool = True
+    """Project the empty prompt's keys and values once per call for every cross-attention of the UNet
+    and the ControlNet (``text_kv.py``), instead of once per row, window and step."""
     appearance_one_row: bool = False
     """Run the appearance encoder on one row instead of the official two identical rows (off by
     default: oneDNN picks other convolution kernels at batch 1, and the float16-rounded bank turns
@@ -195,6 +199,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             scheduler=scheduler,
         )
         self._bank, self._readers = install_reference_attention(appearance_encoder, unet)
+        self._text_kv = install_shared_text(unet, controlnet)
         self._compiled: dict[str, Callable] = {}
 
     # diffusers' whole-pipeline attention switches would replace the reference and temporal
@@ -311,6 +316,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             )
         finally:
             self._bank.clear()
+            self._text_kv.clear()
         if _rank_and_world(distributed)[0] != 0:
             frames = None
         elif output_type == "latent":
@@ -341,6 +347,8 @@ class MagicAnimatePipeline(DiffusionPipeline):
             reader.fast = bool(fast and fast.reference_kv_once)
 
         text = self._empty_prompt_embedding(device)
+        if fast and fast.text_kv_once:
+            self._text_kv.project(text)
         ref = torch.from_numpy(np.array(reference)).float().to(device, dtype) / 127.5 - 1
         ref_latents = self.vae.encode(ref.permute(2, 0, 1)[None]).latent_dist.mean * SCALING_FACTOR
 

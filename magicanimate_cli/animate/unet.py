@@ -244,7 +244,11 @@ def guided_forward(unet: nn.Module, sample, timestep, encoder_hidden_states, dow
     def both(x: torch.Tensor) -> torch.Tensor:  # one half -> every half, in guidance-half order
         return x.repeat(halves, *([1] * (x.dim() - 1))) if halves > 1 else x
 
-    hidden, emb, encoder_hidden_states = both(hidden), both(emb), both(encoder_hidden_states)
+    if encoder_hidden_states.stride(0) == 0:  # one row broadcast: keep it so (text_kv.SharedTextProcessor)
+        encoder_hidden_states = encoder_hidden_states[:1].expand(halves * encoder_hidden_states.shape[0], -1, -1)
+    else:
+        encoder_hidden_states = both(encoder_hidden_states)
+    hidden, emb = both(hidden), both(emb)
     res_samples = tuple(both(r) for r in res_samples)
     if unet.mid_block is not None:
         kwargs = {"num_frames": num_frames} if hasattr(unet.mid_block, "motion_modules") else {}

@@ -245,6 +245,30 @@ def test_missing_cuda_is_said_before_the_motion_is_read(tiny_weights, tmp_path, 
         animate(reference, motion_dir, tmp_path / "out.mp4", models=tiny_weights, device="cuda")
 
 
+def test_compile_without_a_compiler_is_said_before_the_motion_is_read(tiny_weights, tmp_path, motion_dir, reference, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    monkeypatch.setattr(media, "probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("motion read first")))
+    with pytest.raises(UserError, match="--compile on CPU needs a C\\+\\+ compiler and no-such-c\\+\\+-compiler was not found"):
+        animate(reference, motion_dir, tmp_path / "out.mp4", models=tiny_weights, device="cpu", compile=True)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_compile_is_the_whole_fast_path_compiled_and_another_run_for_resuming(tiny_pipeline, tmp_path, motion_dir, reference, monkeypatch):
+    from magicanimate_cli.animate import pipeline as pipeline_module
+    from magicanimate_cli.animate import resume
+
+    seen, keys = {}, []
+    original_key = resume.run_key
+    monkeypatch.setattr(resume, "run_key", lambda *a: keys.append(a[-1]["fast"]) or original_key(*a))
+    monkeypatch.setattr(pipeline_module.torch, "compile", lambda fn, **options: seen.setdefault(fn.__name__, options) and fn)
+    monkeypatch.setattr(tiny_pipeline, "_compiled", {})  # this session-wide pipeline keeps no fake "compiled" function
+    for kwargs in ({"compile": True}, {"fast": True}, {}):
+        animate(reference, motion_dir, tmp_path / f"out{len(keys)}", pipeline=tiny_pipeline, size=64, steps=1, **kwargs)
+    assert set(seen) == {"_window_forward", "_controlnet_forward"}  # the appearance encoder stays eager
+    assert all(options == {"dynamic": False, "options": {"layout_optimization": False}} for options in seen.values())
+    assert keys == ["compile", True, False]  # a compiled run never resumes a fast or default one
+
+
 def test_a_truncated_motion_video_is_refused_unless_allowed(tiny_pipeline, tmp_path, reference, rng):
     full = tmp_path / "full.mp4"
     media.write_frames(full, rng.integers(0, 256, (28, 64, 64, 3), dtype=np.uint8), fps=10)
