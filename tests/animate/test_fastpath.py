@@ -191,7 +191,6 @@ COMPILED_SCRIPT = textwrap.dedent(
     pin_cpu_kernels()
     from magicanimate_cli import media
     from magicanimate_cli.animate.pipeline import FastPath
-from magicanimate_cli.animate.text_kv import SharedTextProcessor, TextKeysValues
     fixture, out, seed, steps, guidance, size, frames, overlap = sys.argv[1:]
     pipe = load_pipeline(fixture + "/weights", device="cpu", dtype="float32")
     ref = fit_square(media.read_image(fixture + "/inputs/reference.png"), int(size), "stretch", (0, 0, 0))
