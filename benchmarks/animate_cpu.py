@@ -1,13 +1,27 @@
-"""Animator on CPU at the real SD1.5 architecture size: default (official computation) vs fast path.
+"""Animator on CPU at the real SD1.5 architecture size: default (official computation) vs fast path vs official code.
 
 Random weights in the official layout at the real sizes (built once with ``animate_gpu.build_weights``,
-float32, about 6.5 GB), 128², 2 steps, fp32, 2 threads, 16 frames by default. Each path runs in a
-fresh process (so peak RSS is per path) and prints load, denoise and decode seconds, per-module
-seconds, peak RSS and the uint8 differences between the paths; then the ratios.
+float32, about 6.5 GB), 128², 2 steps, fp32, 2 threads, 16 frames by default, guidance 7.5, context
+16, overlap 4, seed 1. Each path runs in a fresh process (so peak RSS is per path) on the same
+reference and motion arrays, and prints load, denoise and decode seconds, per-module seconds, peak
+RSS; then the uint8 differences between the paths and the ratios.
 
     python benchmarks/animate_cpu.py --weights /tmp/ma-real-fp32
     python benchmarks/animate_cpu.py --weights /tmp/ma-tiny --tiny          # a dry run (tiny models, 64²)
 
+With ``--official CHECKOUT --official-python PYTHON`` the official MagicAnimate code (a checkout of
+github.com/magic-research/magic-animate, d2bc3bc3, which is not part of this repository) runs too, in
+a fresh process of PYTHON (an environment with the official code's dependencies: torch, diffusers
+0.21, transformers 4.32, omegaconf, accelerate, einops, numpy<2), through ``official_worker.py``
+beside this file, on the same weights and arrays; the summary then gives official/ours for denoise
+and decode seconds (above 1: ours is faster), every peak RSS, and the uint8 differences against
+the official frames (the official worker runs with ``--contiguous-vae-input``, a memory-layout
+choice that only selects the same convolution kernel our pipeline gets; see official_worker.py):
+
+    python benchmarks/animate_cpu.py --weights /tmp/ma-real-fp32 \
+        --official ../magic-animate --official-python ../official-venv/bin/python
+
+``tests/test_benchmarks_official.py`` checks that ``official_worker.py`` reproduces parity fixture A.
 A real-size run needs about 11 GB of memory per process; run one at a time.
 """
 
@@ -22,19 +36,20 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+SEED, GUIDANCE = 1, 7.5  # what animate_gpu.timed_run passes to our pipeline
 WORKER = r"""
 import json, resource, sys, time
 sys.path[:0] = [sys.argv[1]]
 from magicanimate_cli.animate import pin_cpu_kernels
 pin_cpu_kernels()
 import numpy as np, torch
-from animate_gpu import inputs, timed_run
+from animate_gpu import timed_run
 from magicanimate_cli.animate import load_pipeline
-weights, size, steps, frames, fast, out = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1", sys.argv[7]
+weights, reference, motion, steps, fast, out = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6] == "1", sys.argv[7]
 t0 = time.perf_counter()
 pipe = load_pipeline(weights, device="cpu", dtype="float32")
 load_s = time.perf_counter() - t0
-reference, motion = inputs(frames, size)
+reference, motion = np.load(reference), np.load(motion)
 result = timed_run(pipe, reference, motion, steps, lambda: None, False, fast=fast)
 np.save(out, result.pop("_frames"))
 result.update(load_s=round(load_s, 2), peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
@@ -51,39 +66,72 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--official", type=Path, default=None, help="A checkout of the official magic-animate code.")
+    parser.add_argument("--official-python", type=Path, default=None,
+                        help="The Python of an environment the official code runs in (with --official).")
     args = parser.parse_args()
+    if bool(args.official) != bool(args.official_python):
+        parser.error("--official and --official-python go together")
     size = args.size or (64 if args.tiny else 128)
 
     sys.path.insert(0, str(ROOT))
-    from animate_gpu import ensure_weights
+    import numpy as np
+    from animate_gpu import ensure_weights, inputs
 
+    from magicanimate_cli.animate import pin_cpu_kernels
+
+    pin_cpu_kernels()  # the same pinned kernels in every worker, the official one included (through the environment)
     ensure_weights(args.weights, args.tiny, dtype="float32")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    results = {}
+    results, frames = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
-        for path in ("default", "fast"):
-            out = Path(scratch) / f"{path}.npy"
-            proc = subprocess.run(
-                [sys.executable, "-c", WORKER, str(ROOT), str(args.weights), str(size), str(args.steps), str(args.frames),
-                 "1" if path == "fast" else "0", str(out)],
-                capture_output=True, text=True, env=env, cwd=str(ROOT.parent),
-            )
+        reference, motion = Path(scratch) / "reference.npy", Path(scratch) / "motion.npy"
+        for file, array in zip((reference, motion), inputs(args.frames, size)):
+            np.save(file, array)
+        commands = {
+            path: [sys.executable, "-c", WORKER, str(ROOT), str(args.weights), str(reference), str(motion), str(args.steps),
+                   "1" if path == "fast" else "0", str(Path(scratch) / f"{path}.npy")]
+            for path in ("default", "fast")
+        }
+        if args.official:
+            commands["official"] = [
+                str(args.official_python), str(ROOT / "official_worker.py"), "--checkout", str(args.official.resolve()),
+                "--weights", str(args.weights.resolve()), "--reference", str(reference), "--motion", str(motion),
+                "--size", str(size), "--steps", str(args.steps), "--seed", str(SEED), "--guidance-scale", str(GUIDANCE),
+                "--threads", str(args.threads), "--out", str(Path(scratch) / "official.npy"), "--contiguous-vae-input",
+            ]
+        for path, command in commands.items():
+            proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(ROOT.parent))
             if proc.returncode:
-                raise SystemExit(proc.stderr[-3000:])
+                raise SystemExit(f"{path}: " + proc.stderr[-3000:])
             results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
-            results[path]["frames_array"] = str(out)
-            print(json.dumps({"path": path, **{k: v for k, v in results[path].items() if k != "frames_array"}}), flush=True)
-        import numpy as np
+            frames[path] = np.load(Path(scratch) / f"{path}.npy").astype(int)
+            print(json.dumps({"path": path, **results[path]}), flush=True)
 
-        a, b = np.load(results["default"]["frames_array"]), np.load(results["fast"]["frames_array"])
-        diff = np.abs(a.astype(int) - b.astype(int))
+    def uint8_diff(a: str, b: str) -> dict:
+        if frames[a].shape != frames[b].shape:
+            return {"shapes": [list(frames[a].shape), list(frames[b].shape)]}
+        diff = np.abs(frames[a] - frames[b])
+        return {"max": int(diff.max()), "identical_pct": round(float((diff == 0).mean() * 100), 3)}
+
     d, f = results["default"], results["fast"]
-    print(json.dumps({
-        "fast_vs_default_uint8": {"max": int(diff.max()), "identical_pct": round(float((diff == 0).mean() * 100), 3)},
+    summary = {
+        "fast_vs_default_uint8": uint8_diff("fast", "default"),
         "denoise_speedup": round(d["denoise_s"] / f["denoise_s"], 3),
         "decode_speedup": round(d["decode_s"] / f["decode_s"], 3),
-        "peak_rss_gb": {"default": d["peak_rss_gb"], "fast": f["peak_rss_gb"]},
-    }))
+        "peak_rss_gb": {path: r["peak_rss_gb"] for path, r in results.items()},
+    }
+    if "official" in results:
+        o = results["official"]
+        summary.update({
+            "official_over_ours": {
+                stage: {path: round(o[f"{stage}_s"] / results[path][f"{stage}_s"], 3) for path in ("default", "fast")}
+                for stage in ("denoise", "decode", "load")
+            },
+            "default_vs_official_uint8": uint8_diff("default", "official"),
+            "fast_vs_official_uint8": uint8_diff("fast", "official"),
+        })
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
