@@ -1,7 +1,8 @@
 """Text keys and values projected once per call (a fast-path lever, ``FastPath.text_kv_once``).
 
-Every cross-attention (``attn2``) of the denoising UNet, the ControlNet and the appearance encoder
-attends to the embedding of the empty prompt, the same for every row, window and step. Stock
+Every cross-attention (``attn2``) of the denoising UNet and the ControlNet attends to the embedding
+of the empty prompt, the same for every row, window and step (the appearance encoder keeps stock
+attention: its float16-rounded features amplify any last-bit change). Stock
 diffusers projects it through ``to_k``/``to_v`` once per row and call: 77 tokens per row, which at
 small working sizes rivals the image tokens of the deep blocks (at 128², 4 image tokens per frame in
 the mid block against 77 text tokens). ``TextKeysValues`` projects each module's keys and values
