@@ -369,7 +369,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             if step < start_step:
                 continue
             self._bank.clear()
-            self._appearance(ref_latents.repeat(appearance_rows, 1, 1, 1), t, text, fast)
+            self._appearance(ref_latents.repeat(appearance_rows, 1, 1, 1), t, text)
             if fast and fast.reference_kv_once:
                 project_reference(self._bank, self.unet, self._readers)
             self._bank.armed = True
@@ -463,7 +463,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
     def _controlnet(self, sample, t, text, cond, fast: FastPath | None):
         return self._compiled_or("controlnet", _controlnet_forward, fast)(self.controlnet, sample, t, text, cond)
 
-    def _appearance(self, latents, t, text, fast: FastPath | None) -> None:
+    def _appearance(self, latents, t, text) -> None:
         _appearance_forward(self.appearance_encoder, latents, t, text)  # never compiled (FastPath.compile)
 
     def _controlnet_for(self, window, residuals, latents, t, text, motion, chunk, fast=None) -> None:

@@ -142,65 +142,61 @@ SCRIPT = textwrap.dedent(
     from magicanimate_cli.animate import pin_cpu_kernels, load_pipeline, fit_square
     pin_cpu_kernels()
     from magicanimate_cli import media
-    fixture, out, seed, steps, guidance, size, frames, overlap = sys.argv[1:]
+    from magicanimate_cli.animate.pipeline import FastPath
+    fixture, out, modes, seed, steps, guidance, size, frames, overlap = sys.argv[1:]
     pipe = load_pipeline(fixture + "/weights", device="cpu", dtype="float32")
     ref = fit_square(media.read_image(fixture + "/inputs/reference.png"), int(size), "stretch", (0, 0, 0))
     motion = np.stack([fit_square(f, int(size), "stretch", (0, 0, 0)) for f in media.iter_frames(fixture + "/inputs/motion.mp4")])
     common = dict(num_inference_steps=int(steps), guidance_scale=float(guidance), seed=int(seed),
                   context_frames=int(frames), context_overlap=int(overlap), output_type="np")
-    fast = pipe(ref, motion, fast=True, **common)
-    default = pipe(ref, motion, **common)
-    np.savez(out, fast_latents=fast.latents.numpy(), fast_video=fast.frames,
-             latents=default.latents.numpy(), video=default.frames)
+    arrays = {}
+    for mode in modes.split(","):
+        fast = {"default": False, "fast": True, "compile": FastPath(compile=True)}[mode]
+        result = pipe(ref, motion, fast=fast, **common)
+        arrays[mode + "_latents"], arrays[mode + "_video"] = result.latents.numpy(), result.frames
+    np.savez(out, graphs=len(pipe._compiled), **arrays)
     """
 )
+
+
+def _run_on_fixture(fixture, tmp_path, modes: str, **env):
+    """The fixture's run with each of ``modes`` in a fresh process (2 threads, pinned kernels)."""
+    run = json.loads((fixture / "expected" / "run.json").read_text())["params"]
+    out = tmp_path / "result.npz"
+    args = [str(fixture), str(out), modes, *(str(run[k]) for k in ("seed", "steps", "guidance_scale", "size", "context_frames", "context_overlap"))]
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "2", **env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.load(out)
+
+
+def _assert_within_the_contract(fixture, latents, video):
+    """../shared/parity/README.md's tolerances against the fixture's expected arrays."""
+    expected_latents = np.load(fixture / "expected" / "final_latents.npy")
+    expected_video = np.load(fixture / "expected" / "video_float.npy")[0].transpose(1, 2, 3, 0)
+    expected_uint8 = np.load(fixture / "expected" / "video_uint8.npy")
+    n = len(video)
+    assert np.abs(latents - expected_latents).max() <= 1e-3
+    assert np.abs(video - expected_video[:n]).max() <= 2e-3
+    frames = (video.astype(np.float64) * 255).astype(np.uint8)
+    diff = np.abs(frames.astype(int) - expected_uint8.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
+    # and it is really another computation (otherwise this proves nothing about rounding)
+    assert not np.array_equal(latents, expected_latents)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FIXTURES, reason="parity fixtures not found (set MAGICANIMATE_PARITY_DIR)")
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])
 def test_fast_path_stays_within_the_contract_and_default_stays_bitwise(fixture, tmp_path):
-    run = json.loads((fixture / "expected" / "run.json").read_text())["params"]
-    out = tmp_path / "result.npz"
-    args = [str(fixture), str(out), *(str(run[k]) for k in ("seed", "steps", "guidance_scale", "size", "context_frames", "context_overlap"))]
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert proc.returncode == 0, proc.stderr
-    result = np.load(out)
+    result = _run_on_fixture(fixture, tmp_path, "fast,default")
     expected_latents = np.load(fixture / "expected" / "final_latents.npy")
     expected_video = np.load(fixture / "expected" / "video_float.npy")[0].transpose(1, 2, 3, 0)
-    expected_uint8 = np.load(fixture / "expected" / "video_uint8.npy")
-    n = len(result["video"])
+    n = len(result["default_video"])
     # the default path (with the bitwise levers: encoder tail skipped, no padded decode) is the official result
-    assert np.array_equal(result["latents"], expected_latents)
-    assert np.array_equal(result["video"], expected_video[:n])
-    # the fast path: the contract
-    assert np.abs(result["fast_latents"] - expected_latents).max() <= 1e-3
-    assert np.abs(result["fast_video"] - expected_video[:n]).max() <= 2e-3
-    frames = (result["fast_video"].astype(np.float64) * 255).astype(np.uint8)
-    diff = np.abs(frames.astype(int) - expected_uint8.astype(int))
-    assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
-    # and it is really another computation (otherwise this test proves nothing about rounding)
-    assert not np.array_equal(result["fast_latents"], expected_latents)
-
-
-COMPILED_SCRIPT = textwrap.dedent(
-    """
-    import sys, numpy as np
-    from magicanimate_cli.animate import pin_cpu_kernels, load_pipeline, fit_square
-    pin_cpu_kernels()
-    from magicanimate_cli import media
-    from magicanimate_cli.animate.pipeline import FastPath
-    fixture, out, seed, steps, guidance, size, frames, overlap = sys.argv[1:]
-    pipe = load_pipeline(fixture + "/weights", device="cpu", dtype="float32")
-    ref = fit_square(media.read_image(fixture + "/inputs/reference.png"), int(size), "stretch", (0, 0, 0))
-    motion = np.stack([fit_square(f, int(size), "stretch", (0, 0, 0)) for f in media.iter_frames(fixture + "/inputs/motion.mp4")])
-    common = dict(num_inference_steps=int(steps), guidance_scale=float(guidance), seed=int(seed),
-                  context_frames=int(frames), context_overlap=int(overlap), output_type="np")
-    compiled = pipe(ref, motion, fast=FastPath(compile=True), **common)
-    np.savez(out, latents=compiled.latents.numpy(), video=compiled.frames, graphs=len(pipe._compiled))
-    """
-)
+    assert np.array_equal(result["default_latents"], expected_latents)
+    assert np.array_equal(result["default_video"], expected_video[:n])
+    _assert_within_the_contract(fixture, result["fast_latents"], result["fast_video"])
 
 
 @pytest.mark.slow
@@ -208,21 +204,6 @@ COMPILED_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])
 def test_compiled_fast_path_stays_within_the_contract(fixture, tmp_path):
     """``--compile`` (inductor fuses and reorders the reductions) on CPU: within the contract on the fixture."""
-    run = json.loads((fixture / "expected" / "run.json").read_text())["params"]
-    out = tmp_path / "result.npz"
-    args = [str(fixture), str(out), *(str(run[k]) for k in ("seed", "steps", "guidance_scale", "size", "context_frames", "context_overlap"))]
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
-    proc = subprocess.run([sys.executable, "-c", COMPILED_SCRIPT, *args], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = np.load(out)
+    result = _run_on_fixture(fixture, tmp_path, "compile", TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
     assert int(result["graphs"]) == 2  # the window and the ControlNet went through inductor
-    expected_latents = np.load(fixture / "expected" / "final_latents.npy")
-    expected_video = np.load(fixture / "expected" / "video_float.npy")[0].transpose(1, 2, 3, 0)
-    expected_uint8 = np.load(fixture / "expected" / "video_uint8.npy")
-    n = len(result["video"])
-    assert np.abs(result["latents"] - expected_latents).max() <= 1e-3
-    assert np.abs(result["video"] - expected_video[:n]).max() <= 2e-3
-    frames = (result["video"].astype(np.float64) * 255).astype(np.uint8)
-    diff = np.abs(frames.astype(int) - expected_uint8.astype(int))
-    assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
-    assert not np.array_equal(result["latents"], expected_latents)
+    _assert_within_the_contract(fixture, result["compile_latents"], result["compile_video"])
