@@ -4,19 +4,21 @@ Builds random weights in the official on-disk layout (tests/factories.py's piece
 sizes: UNet 320/640/1280/1280, ViT-L text encoder, sd-vae-ft-mse VAE, full ControlNet and appearance
 encoder; about 5.4 GB in float16) into WEIGHTS unless already there, then prints, for each path —
 ``default`` (the official computation, bitwise on CPU: the "before"), ``fast`` (``--fast``) and
-``compile`` (``--compile``) —: load time, seconds per frame at 16 and 64 frames (512², 25 steps,
-fp16), denoise and decode seconds, peak ``torch.cuda.max_memory_allocated``, and, in a separate
-16-frame run with a synchronisation around each call, seconds per stage (UNet windows, ControlNet,
-appearance encoder, VAE decode); the compile time; the uint8 differences against the default path;
-bf16; and the CLI end to end (a cold and a warm process: seconds to the first denoising step, and
-in all).
+``compile`` (``--compile``), the last two also as ``*_no_graph`` (the appearance encoder run eagerly
+on every step instead of replayed from a CUDA graph, ``FastPath(cuda_graph=False)``) —: load time,
+seconds per frame at 16 and 64 frames (512², 25 steps, fp16), denoise and decode seconds, peak
+``torch.cuda.max_memory_allocated``, and, in a separate 16-frame run with a synchronisation around
+each call, seconds per stage (UNet windows, ControlNet, appearance encoder, VAE decode); the compile
+time; the uint8 differences against the default path and between each path and its ``*_no_graph``
+twin (zero: a replay runs the eager kernels); bf16; and the CLI end to end (a cold and a warm
+process: seconds to the first denoising step, and in all).
 
     python benchmarks/animate_gpu.py --weights /scratch/ma-weights            # on a GPU machine
     python benchmarks/animate_gpu.py --weights /tmp/ma-tiny --tiny --quick    # a dry run on CPU
 
 ``--tiny`` uses tiny models at 64² (runs on a CPU); ``--quick`` shrinks every run; ``--budget S``
-skips the phases that would not fit in S seconds. One JSON record per measurement is printed (and
-appended to ``--log``); a table of the runs comes last.
+skips the phases that would not fit in S seconds; ``--phases`` picks the phases. One JSON record per
+measurement is printed (and appended to ``--log``); a table of the runs comes last.
 """
 
 from __future__ import annotations
@@ -241,7 +243,10 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="Default: cuda when available, else cpu.")
     parser.add_argument("--log", type=Path, default=None, help="Append every record to this JSONL file.")
     parser.add_argument("--budget", type=float, default=None, help="Skip the phases that would not fit in this many seconds.")
-    parser.add_argument("--no-compile", dest="compile", action="store_false", help="Leave out the compiled path.")
+    parser.add_argument("--phases", default="default,fast,bf16,cli,compile,cli_compile",
+                        help="Comma-separated phases to run, in this order: default, fast (with and without the "
+                             "appearance encoder's CUDA graph), bf16, cli (fresh processes), compile (with and "
+                             "without the CUDA graph), cli_compile.")
     args = parser.parse_args()
 
     from magicanimate_cli.animate import pin_cpu_kernels
@@ -307,29 +312,37 @@ def main() -> None:
             record(event="stages", path=path, dtype=dtype, **result)
 
     # the riskiest phases last: a run cut short by its time limit keeps what came before
-    measure(pipe, "default", dtype, False, (short, long_))
-    measure(pipe, "fast", dtype, True, (short, long_))
-    if cuda and fits(60):
+    phases = set(args.phases.split(","))
+    if "default" in phases:
+        measure(pipe, "default", dtype, False, (short, long_))
+    if "fast" in phases:  # the appearance encoder eagerly on every step, then replayed from a CUDA graph
+        measure(pipe, "fast_no_graph", dtype, FastPath(cuda_graph=False), (short, long_))
+        measure(pipe, "fast", dtype, True, (short, long_))
+    if "bf16" in phases and cuda and fits(60):
         other = load_pipeline(args.weights, device, "bfloat16")
         timed_run(other, reference, motion[:short], 2, sync, cuda, stages=False)
         measure(other, "fast", "bfloat16", True, (short,))
         measure(other, "default", "bfloat16", False, (short,))
         del other
         torch.cuda.empty_cache()
-    if fits(60):
+    if "cli" in phases and fits(60):
         cli_runs(args, reference, motion[:short], record, Path(args.weights).parent / "animate_gpu_cli", compiled=False)
-    if args.compile and fits(240):
+    if "compile" in phases and fits(240):
         t0 = time.perf_counter()
         timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False, fast=FastPath(compile=True))
         record(event="compile", dtype=dtype, s=round(time.perf_counter() - t0, 1))
         measure(pipe, "compile", dtype, FastPath(compile=True), (short, long_))
-    for (path, n), video in frames.items():
-        if path != "default" and ("default", n) in frames:
-            diff = np.abs(video.astype(int) - frames[("default", n)].astype(int))
-            record(event="diff", a="default", b=path, frames=n, max=int(diff.max()),
-                   identical_pct=round(float((diff == 0).mean() * 100), 3))
+        measure(pipe, "compile_no_graph", dtype, FastPath(compile=True, cuda_graph=False), (short, long_))
+    pairs = [("default", "fast_no_graph"), ("default", "fast"), ("default", "compile"),
+             ("fast_no_graph", "fast"), ("compile_no_graph", "compile")]
+    for a, b in pairs:
+        for n in (short, long_):
+            if (a, n) in frames and (b, n) in frames:
+                diff = np.abs(frames[(b, n)].astype(int) - frames[(a, n)].astype(int))
+                record(event="diff", a=a, b=b, frames=n, max=int(diff.max()),
+                       identical_pct=round(float((diff == 0).mean() * 100), 3))
     del pipe
-    if args.compile and fits(90):
+    if "cli_compile" in phases and fits(90):
         cli_runs(args, reference, motion[:short], record, Path(args.weights).parent / "animate_gpu_cli", compiled=True)
     print("\n| path | dtype | frames | s | s/frame | denoise s | decode s | peak GiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -22,7 +22,8 @@ from magicanimate_cli.animate.pipeline import FastPath
 from magicanimate_cli.animate.text_kv import SharedTextProcessor, TextKeysValues
 from magicanimate_cli.animate.unet import guided_forward
 
-NOTHING = FastPath(shared_down=False, reference_kv_once=False, text_kv_once=False, appearance_one_row=False, decode_chunk=1)  # no lever: the default computation
+NOTHING = FastPath(shared_down=False, reference_kv_once=False, text_kv_once=False, appearance_one_row=False, decode_chunk=1,
+                   cuda_graph=False)  # no lever: the default computation
 
 
 @pytest.fixture()
@@ -132,6 +133,28 @@ def test_decode_in_chunks_streams_every_frame_in_order(tiny_pipeline, inputs):
     tiny_pipeline(*inputs, num_inference_steps=1, seed=0, fast=replace(NOTHING, decode_chunk=8),
                   on_frame=lambda i, f: received.append(i))
     assert received == list(range(20))
+
+
+def test_fast_path_decodes_in_chunks_only_where_asked_or_on_cuda(tiny_pipeline, inputs, monkeypatch):
+    sizes = []
+    decode = tiny_pipeline.vae.decode
+    monkeypatch.setattr(tiny_pipeline.vae, "decode", lambda z: sizes.append(len(z)) or decode(z))
+    for fast in (True, replace(NOTHING, decode_chunk=8)):
+        sizes.clear()
+        tiny_pipeline(*inputs, num_inference_steps=1, seed=0, fast=fast, output_type="np")
+        assert sizes == ([1] * 20 if fast is True else [8, 8, 4])  # CPU: one frame per call, as the official
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fast_path_decodes_in_chunks_of_four_on_cuda(tiny_weights, inputs, monkeypatch):
+    from magicanimate_cli.animate import load_pipeline
+
+    pipe = load_pipeline(tiny_weights, device="cuda", dtype="float16")
+    sizes = []
+    decode = pipe.vae.decode
+    monkeypatch.setattr(pipe.vae, "decode", lambda z: sizes.append(len(z)) or decode(z))
+    pipe(*inputs, num_inference_steps=1, seed=0, fast=True, output_type="np")
+    assert sizes == [4] * 5
 
 
 FIXTURES = parity_fixtures()
