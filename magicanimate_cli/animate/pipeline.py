@@ -15,9 +15,10 @@ fixture A):
 * the appearance encoder stops after its last banked layer (nothing after it is read).
 
 ``fast=True`` (``--fast``) also runs the down path of the denoising UNet once for both guidance
-halves, projects the reference keys and values once per step and decodes frames in chunks: the same mathematics with other matrix shapes, so the result
-moves by rounding only, within the parity contract (``docs/performance.md``). On CUDA it also replays the
-appearance encoder from a CUDA graph after its first step (``cuda_graph.py``; bitwise the eager encoder).
+halves, projects the reference and prompt keys and values once and, on CUDA, decodes frames in chunks:
+the same mathematics with other matrix shapes, so the result moves by rounding only, within the parity
+contract (``docs/performance.md``). On CUDA it also replays the appearance encoder from a CUDA graph
+after its first step (``cuda_graph.py``; bitwise the eager encoder).
 
 diffusers conventions: ``generator``, ``callback_on_step_end``, ``output_type`` (``"np"``, ``"pt"``,
 ``"pil"``, ``"latent"``), ``return_dict`` and a ``BaseOutput``; ``save_pretrained`` writes a pipeline
