@@ -38,21 +38,16 @@ class AppearanceGraph:
         self._failed = False
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> None:
-        if latents.device.type != "cuda" or self._failed or self.eager_calls == 0:
-            self.eager_calls += 1
-            self._encode(latents, t, text)
-            return
-        t = torch.as_tensor(t, device=latents.device)
-        if self._graph is None:
-            if not self._capture(latents, t, text):
-                self(latents, t, text)
+        if latents.device.type == "cuda" and self.eager_calls and not self._failed:
+            if self._graph is not None or self._capture(latents, t, text):
+                for static, value in zip(self._inputs, (latents, t, text)):
+                    static.copy_(value)
+                self._graph.replay()
+                self.replays += 1
+                self._bank.features.update(self._features)
                 return
-        else:
-            for static, value in zip(self._inputs, (latents, t, text)):
-                static.copy_(value)
-        self._graph.replay()
-        self.replays += 1
-        self._bank.features.update(self._features)
+        self.eager_calls += 1
+        self._encode(latents, t, text)
 
     def _capture(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> bool:
         self._inputs = (latents.clone(), t.clone(), text.clone())
