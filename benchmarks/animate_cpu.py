@@ -4,7 +4,7 @@ Random weights in the official layout at the real sizes (built once with ``anima
 float32, about 6.5 GB), 128², 2 steps, fp32, 2 threads, 16 frames by default, guidance 7.5, context
 16, overlap 4, seed 1. Each path (``--paths``: ``default``, ``fast``, ``compile``) runs in a fresh
 process (so peak RSS is per path) on the same reference and motion arrays, and prints load, denoise
-and decode seconds, per-module seconds, peak RSS (``compile`` also its compile time, spent in a
+and decode seconds, per-module seconds, peak RSS, minor page faults (``compile`` also its compile time, spent in a
 one-step call before the timed one); then the uint8 differences between the paths and the ratios
 (the default path's and the official's seconds over each of our paths'). With ``--repeat N`` every path runs N
 times, interleaved (each round starts with another path, so no path always pays the page-in of the
@@ -24,6 +24,11 @@ choice that only selects the same convolution kernel our pipeline gets; see offi
 
     python benchmarks/animate_cpu.py --weights /tmp/ma-real-fp32 \
         --official ../magic-animate --official-python ../official-venv/bin/python
+
+``--paths fast:glibc`` (any path with ``:glibc``) runs that path with glibc's default malloc, and
+``--official-heap`` also runs the official code with the malloc settings our pipeline applies on CPU
+(``magicanimate_cli/animate/malloc.py``), so the gain of those settings and the rest can be told
+apart.
 
 ``tests/test_benchmarks_official.py`` checks that ``official_worker.py`` reproduces parity fixture A.
 A real-size run needs about 11 GB of memory per process; run one at a time.
@@ -51,19 +56,21 @@ from animate_gpu import timed_run
 from magicanimate_cli.animate import load_pipeline
 from magicanimate_cli.animate.pipeline import FastPath
 weights, reference, motion, steps, path, out = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7]
-fast = {"default": False, "fast": True, "compile": FastPath(compile=True)}[path]
+base = path.split(":")[0]
+fast = {"default": False, "fast": True, "compile": FastPath(compile=True)}[base]
 t0 = time.perf_counter()
 pipe = load_pipeline(weights, device="cpu", dtype="float32")
 load_s = time.perf_counter() - t0
 reference, motion = np.load(reference), np.load(motion)
 extra = {}
-if path == "compile":  # compile first (a one-step call: the same graphs), then time
+if base == "compile":  # compile first (a one-step call: the same graphs), then time
     t0 = time.perf_counter()
     pipe(reference, motion, num_inference_steps=1, output_type="latent", fast=fast)
     extra["compile_s"] = round(time.perf_counter() - t0, 1)
 result = timed_run(pipe, reference, motion, steps, lambda: None, False, fast=fast)
 np.save(out, result.pop("_frames"))
-result.update(load_s=round(load_s, 2), peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+usage = resource.getrusage(resource.RUSAGE_SELF)
+result.update(load_s=round(load_s, 2), peak_rss_gb=round(usage.ru_maxrss / 2**20, 2), minor_faults=usage.ru_minflt,
               threads=torch.get_num_threads(), **extra)
 print(json.dumps(result))
 """
@@ -79,13 +86,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--paths", default="default,fast",
                         help="Our paths to run: default, fast, compile (compiled in a one-step call first, "
-                             "reported as compile_s; minutes on 2 CPU threads).")
+                             "reported as compile_s; minutes on 2 CPU threads); a path with ':glibc' "
+                             "(fast:glibc) runs with glibc's default malloc (MALLOC_MMAP_MAX_=65536, so "
+                             "load_pipeline leaves malloc alone: animate/malloc.py).")
     parser.add_argument("--repeat", type=int, default=1,
                         help="Runs per path, interleaved and rotated; the summary uses each path's fastest run.")
     parser.add_argument("--official", type=Path, default=None, help="A checkout of the official magic-animate code.")
     parser.add_argument("--official-python", type=Path, default=None,
                         help="The Python of an environment the official code runs in (with --official).")
+    parser.add_argument("--official-heap", action="store_true",
+                        help="Also run the official code with the malloc settings of animate/malloc.py "
+                             "(MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2147483647; without our malloc_trim calls), reported as official:heap.")
     args = parser.parse_args()
+    our_paths = args.paths.split(",")
+    unknown = [p for p in our_paths if p.removesuffix(":glibc") not in ("default", "fast", "compile")]
+    if unknown:
+        parser.error(f"--paths: unknown {', '.join(unknown)}")
+    if args.official_heap and not args.official:
+        parser.error("--official-heap needs --official")
     if bool(args.official) != bool(args.official_python):
         parser.error("--official and --official-python go together")
     size = args.size or (64 if args.tiny else 128)
@@ -106,9 +124,10 @@ def main() -> None:
             np.save(file, array)
         commands = {
             path: [sys.executable, "-c", WORKER, str(ROOT), str(args.weights), str(reference), str(motion), str(args.steps),
-                   path, str(Path(scratch) / f"{path}.npy")]
-            for path in ("default", "fast", "compile") if path in args.paths.split(",")
+                   path, str(Path(scratch) / f"{path.replace(':', '-')}.npy")]
+            for path in our_paths
         }
+        glibc = {**env, "MALLOC_MMAP_MAX_": "65536"}  # glibc's default: reuse_freed_memory leaves malloc alone
         if args.official:  # the official code last in the first round
             commands["official"] = [
                 str(args.official_python), str(ROOT / "official_worker.py"), "--checkout", str(args.official.resolve()),
@@ -116,11 +135,16 @@ def main() -> None:
                 "--size", str(size), "--steps", str(args.steps), "--seed", str(SEED), "--guidance-scale", str(GUIDANCE),
                 "--threads", str(args.threads), "--out", str(Path(scratch) / "official.npy"), "--contiguous-vae-input",
             ]
+        heap = {**env, "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}  # reuse_freed_memory's settings
+        if args.official_heap:
+            commands["official:heap"] = commands["official"][:-3] + ["--out", str(Path(scratch) / "official-heap.npy"),
+                                                                     "--contiguous-vae-input"]
         paths = list(commands)
         for round_ in range(args.repeat):  # rotated each round: no path always runs first (page-in of the weights)
             for path in paths[round_ % len(paths):] + paths[: round_ % len(paths)]:
-                out = Path(scratch) / f"{path}.npy"
-                proc = subprocess.run(commands[path], capture_output=True, text=True, env=env, cwd=str(ROOT.parent))
+                out = Path(scratch) / f"{path.replace(':', '-')}.npy"
+                path_env = {"glibc": glibc, "heap": heap}.get(path.partition(":")[2], env)
+                proc = subprocess.run(commands[path], capture_output=True, text=True, env=path_env, cwd=str(ROOT.parent))
                 if proc.returncode:
                     raise SystemExit(f"{path}: " + proc.stderr[-3000:])
                 results.setdefault(path, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -136,13 +160,13 @@ def main() -> None:
     def best(path: str, field: str) -> float:  # the least disturbed of the runs
         return min(r[field] for r in results[path])
 
-    ours = [p for p in paths if p != "official"]
+    ours = [p for p in paths if not p.startswith("official")]
     summary = {
         "runs_per_path": args.repeat,
         "best_s": {path: {stage: best(path, f"{stage}_s") for stage in ("load", "denoise", "decode")} for path in paths},
         "peak_rss_gb": {path: max(r["peak_rss_gb"] for r in results[path]) for path in paths},
     }
-    for other in ("default", "official"):  # other's best seconds over ours: above 1, ours is faster
+    for other in ("default", "official", "official:heap"):  # other's best seconds over ours: above 1, ours is faster
         if other in results:
             summary[f"{other}_over_ours"] = {
                 stage: {p: round(best(other, f"{stage}_s") / best(p, f"{stage}_s"), 3) for p in ours if p != other}

@@ -23,8 +23,8 @@ the NCHW one (4e-7 on the reference latents of fixture A). Fixture A's reference
 NCHW result; with the option the NCHW kernel runs and fixture A is reproduced bit for bit here.
 
 It prints one JSON line: ``load_s`` (model construction and weights), ``denoise_s`` (call start to
-the start of the pipeline's latent decoding), ``decode_s``, ``s``, ``peak_rss_gb`` (ru_maxrss) and
-``threads``; and saves the uint8 frames (T×H×W×3, the first N frames, truncated from float64 as the
+the start of the pipeline's latent decoding), ``decode_s``, ``s``, ``peak_rss_gb`` (ru_maxrss),
+``minor_faults`` (ru_minflt) and ``threads``; and saves the uint8 frames (T×H×W×3, the first N frames, truncated from float64 as the
 official entry point does before writing its video) to ``--out``.
 
     python benchmarks/official_worker.py --checkout magic-animate --weights W --reference ref.npy \\
@@ -245,7 +245,7 @@ def main(argv=None) -> None:
         "s_per_frame": round((end - t1) / original_length, 4),
         "denoise_s": round(decode_start - t1, 3), "decode_s": round(end - decode_start, 3),
         "load_s": round(load_s, 2), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "threads": torch.get_num_threads(),
+        "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt, "threads": torch.get_num_threads(),
     }))
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from .malloc import reuse_freed_memory
 
 FITS = ("crop", "pad", "stretch")
 DEVICES = ("auto", "cuda", "cpu")
@@ -126,12 +127,17 @@ def _resolve_device(device: str, dtype: str):
 
 
 def load_pipeline(models: Path | str | None = None, device: str = "auto", dtype: str = "auto"):
-    """The animator pipeline with the weights of ``models`` (official layout) on ``device``."""
+    """The animator pipeline with the weights of ``models`` (official layout) on ``device``.
+
+    On a CPU device it first makes malloc reuse freed memory (``malloc.reuse_freed_memory``).
+    """
     from ..models import resolve_models_dir
     from .pipeline import MagicAnimatePipeline, official_scheduler
     from .weights import load_components
 
     torch_device, torch_dtype = _resolve_device(device, dtype)
+    if torch_device.type == "cpu":
+        reuse_freed_memory()
     components = load_components(resolve_models_dir(models), torch_dtype)
     pipe = MagicAnimatePipeline(**components, scheduler=official_scheduler())
     return pipe.to(torch_device)

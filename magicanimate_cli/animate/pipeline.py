@@ -12,7 +12,9 @@ fixture A):
 * ControlNet residuals are computed when a window first needs a frame and dropped after the last
   window that reads it, so memory no longer grows with the clip (the official caches every frame);
 * padded frames are never decoded;
-* the appearance encoder stops after its last banked layer (nothing after it is read).
+* the appearance encoder stops after its last banked layer (nothing after it is read);
+* on a CPU, with the malloc settings of ``load_pipeline`` (``malloc.py``), the free heap memory is
+  handed back after the denoising and after the decoding.
 
 ``fast=True`` (``--fast``) also runs the down path of the denoising UNet once for both guidance
 halves, projects the reference and prompt keys and values once and, on CUDA, decodes frames in chunks:
@@ -43,6 +45,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..progress import Progress
 from .cuda_graph import AppearanceGraph
+from .malloc import release_freed_memory
 from .reference import (
     BankFilled,
     ReferenceAttentionError,
@@ -334,12 +337,16 @@ class MagicAnimatePipeline(DiffusionPipeline):
         finally:
             self._bank.clear()
             self._text_kv.clear()
+            release_freed_memory()  # the UNet's temporaries, before the VAE's (malloc.py)
         if _rank_and_world(distributed)[0] != 0:
             frames = None
         elif output_type == "latent":
             frames = latents
         else:
-            frames = self._decode(latents, num_frames, output_type, on_frame, progress, _decode_chunk(fast, latents.device))
+            try:
+                frames = self._decode(latents, num_frames, output_type, on_frame, progress, _decode_chunk(fast, latents.device))
+            finally:
+                release_freed_memory()
         if not return_dict:
             return (frames, latents)
         return MagicAnimatePipelineOutput(frames=frames, latents=latents)

@@ -158,6 +158,15 @@ def test_cpu_kernels_are_pinned_before_torch_is_imported(tmp_path):
     assert out.strip() == "[False]"
 
 
+def test_load_pipeline_on_cpu_reuses_freed_memory(tiny_weights, monkeypatch):
+    import magicanimate_cli.animate as A
+
+    calls = []
+    monkeypatch.setattr(A, "reuse_freed_memory", lambda: calls.append(True))
+    A.load_pipeline(tiny_weights, device="cpu", dtype="float32")
+    assert calls == [True]
+
+
 # ----------------------------------------------------------------------------- issue 12: reliability
 
 
