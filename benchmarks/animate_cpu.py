@@ -122,27 +122,29 @@ def main() -> None:
         reference, motion = Path(scratch) / "reference.npy", Path(scratch) / "motion.npy"
         for file, array in zip((reference, motion), inputs(args.frames, size)):
             np.save(file, array)
+        def out_file(path: str) -> Path:
+            return Path(scratch) / f"{path.replace(':', '-')}.npy"
+
         commands = {
             path: [sys.executable, "-c", WORKER, str(ROOT), str(args.weights), str(reference), str(motion), str(args.steps),
-                   path, str(Path(scratch) / f"{path.replace(':', '-')}.npy")]
+                   path, str(out_file(path))]
             for path in our_paths
         }
         glibc = {**env, "MALLOC_MMAP_MAX_": "65536"}  # glibc's default: reuse_freed_memory leaves malloc alone
         if args.official:  # the official code last in the first round
-            commands["official"] = [
+            official = [
                 str(args.official_python), str(ROOT / "official_worker.py"), "--checkout", str(args.official.resolve()),
                 "--weights", str(args.weights.resolve()), "--reference", str(reference), "--motion", str(motion),
                 "--size", str(size), "--steps", str(args.steps), "--seed", str(SEED), "--guidance-scale", str(GUIDANCE),
-                "--threads", str(args.threads), "--out", str(Path(scratch) / "official.npy"), "--contiguous-vae-input",
+                "--threads", str(args.threads), "--contiguous-vae-input",
             ]
+            for path in ("official", "official:heap") if args.official_heap else ("official",):
+                commands[path] = official + ["--out", str(out_file(path))]
         heap = {**env, "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}  # reuse_freed_memory's settings
-        if args.official_heap:
-            commands["official:heap"] = commands["official"][:-3] + ["--out", str(Path(scratch) / "official-heap.npy"),
-                                                                     "--contiguous-vae-input"]
         paths = list(commands)
         for round_ in range(args.repeat):  # rotated each round: no path always runs first (page-in of the weights)
             for path in paths[round_ % len(paths):] + paths[: round_ % len(paths)]:
-                out = Path(scratch) / f"{path.replace(':', '-')}.npy"
+                out = out_file(path)
                 path_env = {"glibc": glibc, "heap": heap}.get(path.partition(":")[2], env)
                 proc = subprocess.run(commands[path], capture_output=True, text=True, env=path_env, cwd=str(ROOT.parent))
                 if proc.returncode:

@@ -2,8 +2,9 @@
 
 By default glibc serves large blocks (above a threshold between 128 KiB and 32 MiB) with a fresh
 ``mmap``, unmaps them on ``free`` and returns the top of its heap to the system once more than its
-trim threshold (128 KiB, rising with the mmap threshold up to 64 MiB) of it is free. The UNet allocates and frees large temporaries all the time (a
-feed-forward output at 128² is 84 MB), so each of them is page-faulted in, page by page, every time:
+trim threshold (128 KiB, rising with the mmap threshold up to 64 MiB) of it is free. The UNet
+allocates and frees large temporaries all the time (a feed-forward output at 128² is 84 MB), so
+each of them is page-faulted in, page by page, every time:
 at the real model size on 2 CPU threads that was 1.5-2 million page faults and about a fifth of a
 denoising step (``docs/performance.md``). ``reuse_freed_memory`` switches mmap off (``M_MMAP_MAX``
 0) and raises the trim threshold, so freed blocks stay in the heap and are reused without a fault:

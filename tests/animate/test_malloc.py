@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or platform
                                 reason="glibc's malloc only")
 
 REALLOCATE = """
-import ctypes, json, resource, sys
+import ctypes, json, resource
 from magicanimate_cli.animate import malloc
 changed = malloc.reuse_freed_memory()
 libc, size = ctypes.CDLL("libc.so.6"), 2**26
