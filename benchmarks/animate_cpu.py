@@ -4,7 +4,8 @@ Random weights in the official layout at the real sizes (built once with ``anima
 float32, about 6.5 GB), 128², 2 steps, fp32, 2 threads, 16 frames by default, guidance 7.5, context
 16, overlap 4, seed 1. Each path (``--paths``: ``default``, ``fast``, ``compile``) runs in a fresh
 process (so peak RSS is per path) on the same reference and motion arrays, and prints load, denoise
-and decode seconds, per-module seconds, peak RSS, minor page faults (``compile`` also its compile time, spent in a
+and decode seconds, per-module seconds, peak RSS, peak anonymous and file-backed resident memory
+(``memory_sampler.py``), minor page faults (``compile`` also its compile time, spent in a
 one-step call before the timed one); then the uint8 differences between the paths and the ratios
 (the default path's and the official's seconds over each of our paths'). With ``--repeat N`` every path runs N
 times, interleaved (each round starts with another path, so no path always pays the page-in of the
@@ -53,11 +54,13 @@ from magicanimate_cli.animate import pin_cpu_kernels
 pin_cpu_kernels()
 import numpy as np, torch
 from animate_gpu import timed_run
+from memory_sampler import MemorySampler
 from magicanimate_cli.animate import load_pipeline
 from magicanimate_cli.animate.pipeline import FastPath
 weights, reference, motion, steps, path, out = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7]
 base = path.split(":")[0]
 fast = {"default": False, "fast": True, "compile": FastPath(compile=True)}[base]
+sampler = MemorySampler()
 t0 = time.perf_counter()
 pipe = load_pipeline(weights, device="cpu", dtype="float32")
 load_s = time.perf_counter() - t0
@@ -71,7 +74,7 @@ result = timed_run(pipe, reference, motion, steps, lambda: None, False, fast=fas
 np.save(out, result.pop("_frames"))
 usage = resource.getrusage(resource.RUSAGE_SELF)
 result.update(load_s=round(load_s, 2), peak_rss_gb=round(usage.ru_maxrss / 2**20, 2), minor_faults=usage.ru_minflt,
-              threads=torch.get_num_threads(), **extra)
+              threads=torch.get_num_threads(), **sampler.peaks(), **extra)
 print(json.dumps(result))
 """
 
@@ -167,6 +170,7 @@ def main() -> None:
         "runs_per_path": args.repeat,
         "best_s": {path: {stage: best(path, f"{stage}_s") for stage in ("load", "denoise", "decode")} for path in paths},
         "peak_rss_gb": {path: max(r["peak_rss_gb"] for r in results[path]) for path in paths},
+        "peak_anon_gb": {path: max(r["peak_anon_gb"] for r in results[path]) for path in paths},
     }
     for other in ("default", "official", "official:heap"):  # other's best seconds over ours: above 1, ours is faster
         if other in results:

@@ -24,8 +24,9 @@ NCHW result; with the option the NCHW kernel runs and fixture A is reproduced bi
 
 It prints one JSON line: ``load_s`` (model construction and weights), ``denoise_s`` (call start to
 the start of the pipeline's latent decoding), ``decode_s``, ``s``, ``peak_rss_gb`` (ru_maxrss),
-``minor_faults`` (ru_minflt) and ``threads``; and saves the uint8 frames (T×H×W×3, the first N frames, truncated from float64 as the
-official entry point does before writing its video) to ``--out``.
+``minor_faults`` (ru_minflt), ``threads``, ``peak_anon_gb`` and ``peak_file_gb`` (``memory_sampler.py``);
+and saves the uint8 frames (T×H×W×3, the first N frames, truncated from float64 as the official
+entry point does before writing its video) to ``--out``.
 
     python benchmarks/official_worker.py --checkout magic-animate --weights W --reference ref.npy \\
         --motion motion.npy --size 128 --steps 2 --seed 1 --out frames.npy
@@ -45,6 +46,8 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
+
+from memory_sampler import MemorySampler
 
 
 def parse_args(argv=None):
@@ -134,6 +137,7 @@ def load_motion_modules(unet, checkpoint: Path) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    sampler = MemorySampler()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is read from local folders
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     sys.path.insert(0, str(args.checkout.resolve()))
@@ -246,6 +250,7 @@ def main(argv=None) -> None:
         "denoise_s": round(decode_start - t1, 3), "decode_s": round(end - decode_start, 3),
         "load_s": round(load_s, 2), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt, "threads": torch.get_num_threads(),
+        **sampler.peaks(),
     }))
 
 

@@ -60,6 +60,7 @@ def test_official_worker_reproduces_fixture_a_bit_for_bit(tmp_path):
     assert np.array_equal(latents, np.load(FIXTURE / "expected" / "final_latents.npy"))
     assert report["frames"] == len(wanted) and report["threads"] == 2
     assert 0 < report["decode_s"] and 0 < report["denoise_s"] <= report["s"] and report["peak_rss_gb"] > 0
+    assert 0 < report["peak_anon_gb"] <= report["peak_rss_gb"] and 0 < report["peak_file_gb"] <= report["peak_rss_gb"]
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ fixture A):
 * the appearance encoder stops after its last banked layer (nothing after it is read);
 * on a CPU, with the malloc settings of ``load_pipeline`` (``malloc.py``), the free heap memory is
   handed back after the denoising and after the decoding.
+* on a CPU, the memory-mapped weight pages of the text encoder and the VAE's encoder are handed back
+  once the reference latents and the prompt embedding are computed (``mapped.py``).
 
 ``fast=True`` (``--fast``) also runs the down path of the denoising UNet once for both guidance
 halves, projects the reference and prompt keys and values once and, on CUDA, decodes frames in chunks:
@@ -46,6 +48,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..progress import Progress
 from .cuda_graph import AppearanceGraph
 from .malloc import release_freed_memory
+from .mapped import drop_mapped_pages
 from .reference import (
     BankFilled,
     ReferenceAttentionError,
@@ -375,6 +378,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             self._text_kv.project(text)
         ref = torch.from_numpy(np.array(reference)).float().to(device, dtype) / 127.5 - 1
         ref_latents = self.vae.encode(ref.permute(2, 0, 1)[None]).latent_dist.mean * SCALING_FACTOR
+        drop_mapped_pages(self.text_encoder, self.vae.encoder, self.vae.quant_conv)  # done for this call (mapped.py)
 
         if latents is None:
             if generator is None:
