@@ -4,7 +4,9 @@ values stay, and a page written in place is never dropped.
 Oracle: the kernel's own count of resident bytes of the weight file's mapping (``/proc/self/smaps``).
 """
 
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,11 +85,12 @@ def test_weights_outside_a_file_mapping_are_left_alone(mapped):
     assert torch.equal(converted.weight, before)
 
 
-def test_the_pipeline_hands_back_its_once_per_call_models(tiny_weights, rng):
+def test_the_pipeline_hands_back_its_once_per_call_models(tiny_weights, tmp_path, rng):
     """After a call, nothing of the text encoder's file is resident (the UNet's is), and a second call
     gives the same frames."""
     from magicanimate_cli.animate import load_pipeline
 
+    tiny_weights = Path(shutil.copytree(tiny_weights, tmp_path / "models"))  # files no other test has mapped
     pipe = load_pipeline(tiny_weights, device="cpu", dtype="float32")
     reference, motion = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     first = pipe(reference, motion, num_inference_steps=1).frames
