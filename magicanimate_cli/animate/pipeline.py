@@ -14,7 +14,7 @@ fixture A):
 * padded frames are never decoded;
 * the appearance encoder stops after its last banked layer (nothing after it is read);
 * on a CPU, with the malloc settings of ``load_pipeline`` (``malloc.py``), the free heap memory is
-  handed back after the denoising and after the decoding.
+  handed back after the denoising and after the decoding;
 * on a CPU, the memory-mapped weight pages of the text encoder and the VAE's encoder are handed back
   once the reference latents and the prompt embedding are computed (``mapped.py``).
 
