@@ -9,8 +9,10 @@ decode and truncating uint8 conversion.
 Things that differ from the official code without changing a single bit of the result (CPU,
 fixture A):
 
-* ControlNet residuals are computed when a window first needs a frame and dropped after the last
-  window that reads it, so memory no longer grows with the clip (the official caches every frame);
+* ControlNet residuals are computed (in the official chunks) when a window first needs a frame;
+  each window takes its rows before its UNet call, which frees them once they are added, and only
+  the rows of frames a later window reads stay (``residuals.py``), so memory no longer grows with
+  the clip (the official caches every frame for the whole step);
 * padded frames are never decoded;
 * the appearance encoder stops after its last banked layer (nothing after it is read);
 * on a CPU, with the malloc settings of ``load_pipeline`` (``malloc.py``), the free heap memory is
@@ -36,6 +38,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +59,11 @@ from .reference import (
     install_reference_attention,
     project_reference,
 )
+from .residuals import StepResiduals
 from .text_kv import install_shared_text
 from .unet import guided_forward, make_official, pair_time_projections
 from .weights import SCALING_FACTOR
-from .windows import context_windows, last_use, padded_length
+from .windows import context_windows, padded_length
 
 OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent", "float")
 """``"float"`` is an older name of ``"np"``."""
@@ -158,11 +162,17 @@ MagicAnimateOutput = MagicAnimatePipelineOutput  # the earlier name
 
 
 def _window_forward(unet, sample, t, text, down, mid, halves: int, shared_down: bool) -> torch.Tensor:
-    """One UNet call on one window (``sample``: the single half, ``1×4×f×h×w``), every guidance half out."""
+    """One UNet call on one window (``sample``: the single half, ``1×4×f×h×w``), every guidance half out.
+
+    ``down`` (the ControlNet's down residuals, a list the caller hands over) is emptied once they
+    are added or copied, so their memory is free for the rest of the call.
+    """
     if shared_down:
         return guided_forward(unet, sample, t, text.expand(sample.shape[2], -1, -1), down, mid, halves)
     if halves > 1:
-        down = [torch.cat([d] * halves) for d in down]
+        doubled = [torch.cat([d] * halves) for d in down]
+        down.clear()
+        down = doubled
         mid = torch.cat([mid] * halves)
     return unet(
         sample.repeat(halves, 1, 1, 1, 1),
@@ -366,7 +376,6 @@ class MagicAnimatePipeline(DiffusionPipeline):
         windows = context_windows(total, context_frames, context_overlap)
         rank, world = _rank_and_world(distributed)
         windows = _share(windows, rank, world)
-        last = last_use(windows)
         guided = guidance_scale > 1.0
         halves = 2 if guided else 1
         for reader in self._readers:  # per-call state, set on every call
@@ -404,17 +413,12 @@ class MagicAnimatePipeline(DiffusionPipeline):
             self._bank.armed = True
             noise_pred = torch.zeros((halves, *latents.shape[1:]), device=device, dtype=dtype)
             counter = torch.zeros((1, 1, total, 1, 1), device=device, dtype=dtype)
-            residuals: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}
+            residuals = StepResiduals(windows, clip_length, partial(self._controlnet_chunk, latents, t, text, motion, fast))
             for index, window in enumerate(windows):
-                self._controlnet_for(window, residuals, latents, t, text, motion, clip_length, fast)
-                down = [torch.stack([residuals[f][0][k] for f in window]) for k in range(len(residuals[window[0]][0]))]
-                mid = torch.stack([residuals[f][1] for f in window])
-                pred = self._window(latents[:, :, window], t, text, down, mid, halves, fast)
+                down, mid = residuals.take(index)
+                pred = self._window(latents[:, :, window], t, text, down, mid, halves, fast)  # consumes ``down``
                 noise_pred[:, :, window] += pred
                 counter[:, :, window] += 1
-                for frame in window:
-                    if last[frame] == index:
-                        residuals.pop(frame, None)
                 done += 1
                 if progress:
                     progress("denoise", done, work)
@@ -498,21 +502,12 @@ class MagicAnimatePipeline(DiffusionPipeline):
     def _encode_appearance(self, latents, t, text) -> None:
         _appearance_forward(self.appearance_encoder, latents, t, text)  # never compiled (FastPath.compile)
 
-    def _controlnet_for(self, window, residuals, latents, t, text, motion, chunk, fast=None) -> None:
-        """Fill ``residuals`` for every frame of ``window`` that is not in it yet.
-
-        Frames go through the ControlNet in the official batches (consecutive chunks of ``chunk``
-        frames), so each residual is computed exactly as the official computes it.
-        """
-        for start in sorted({f // chunk * chunk for f in window if f not in residuals}):
-            self._controlnet_chunk(list(range(start, start + chunk)), residuals, latents, t, text, motion, fast)
-
-    def _controlnet_chunk(self, frames, residuals, latents, t, text, motion, fast=None) -> None:
+    def _controlnet_chunk(self, latents, t, text, motion, fast, frames: list[int]):
+        """The residuals of ``frames`` (one official chunk of consecutive frames) in one ControlNet call."""
         device, dtype = latents.device, latents.dtype
         last_real = len(motion) - 1
         cond = np.stack([motion[min(f, last_real)] for f in frames])
         cond = self._frames_to_tensor(cond, device, dtype) / 255.0
         sample = latents[0, :, frames].permute(1, 0, 2, 3)
         down, mid = self._controlnet(sample, t, text, cond, fast)
-        for j, frame in enumerate(frames):
-            residuals[frame] = ([d[j] for d in down], mid[j])
+        return list(down), mid

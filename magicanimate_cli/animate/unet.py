@@ -215,6 +215,7 @@ def guided_forward(unet: nn.Module, sample, timestep, encoder_hidden_states, dow
     just before the mid block. Every operation of the down path is row-wise, and the per-batch
     projections (time embedding, resnet ``time_emb_proj``) run on ``halves`` rows as in the full
     batch, so on CPU the result is bitwise the full forward's (``tests/animate/test_fastpath.py``).
+    ``down_residuals``, a list the caller hands over, is emptied once added to the skips.
     """
     frames = unet.frame_count
     num_frames = sample.shape[2]
@@ -240,6 +241,7 @@ def guided_forward(unet: nn.Module, sample, timestep, encoder_hidden_states, dow
         res_samples += res
     if down_residuals is not None:
         res_samples = tuple(r + d for r, d in zip(res_samples, down_residuals))
+        down_residuals.clear()  # handed over by the caller: free for the mid and up blocks
 
     def both(x: torch.Tensor) -> torch.Tensor:  # one half -> every half, in guidance-half order
         return x.repeat(halves, *([1] * (x.dim() - 1))) if halves > 1 else x
