@@ -509,5 +509,4 @@ class MagicAnimatePipeline(DiffusionPipeline):
         cond = np.stack([motion[min(f, last_real)] for f in frames])
         cond = self._frames_to_tensor(cond, device, dtype) / 255.0
         sample = latents[0, :, frames].permute(1, 0, 2, 3)
-        down, mid = self._controlnet(sample, t, text, cond, fast)
-        return list(down), mid
+        return self._controlnet(sample, t, text, cond, fast)

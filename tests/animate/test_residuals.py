@@ -13,15 +13,17 @@ from magicanimate_cli.animate.windows import context_windows
 
 
 class FakeControlNet:
-    """Residuals whose every value is its frame's index; records the chunks it is asked for."""
+    """Residuals whose every value is its frame's index; records the chunks asked for and the outputs."""
 
     def __init__(self):
         self.calls: list[list[int]] = []
+        self.outputs: list[tuple[list[torch.Tensor], torch.Tensor]] = []
 
     def __call__(self, frames):
         self.calls.append(frames)
         rows = torch.tensor(frames, dtype=torch.float32)
-        return [rows[:, None, None].expand(-1, 2, 3).clone(), rows[:, None].clone()], rows[:, None] * 10
+        self.outputs.append(([rows[:, None, None].expand(-1, 2, 3).clone(), rows[:, None].clone()], rows[:, None] * 10))
+        return self.outputs[-1]
 
 
 def _take_all(windows, chunk=16):
@@ -49,16 +51,8 @@ def test_each_window_gets_its_frames_rows_from_one_controlnet_call_per_chunk(fra
 def test_a_window_that_is_one_chunk_gets_the_chunk_itself_and_nothing_stays_held():
     fake = FakeControlNet()
     residuals = StepResiduals([list(range(16))], 16, fake)
-    calls_out = []
-    fake_call = fake.__call__
-
-    def keep(frames):
-        calls_out.append(fake_call(frames))
-        return calls_out[-1]
-
-    residuals._compute = keep
     down, mid = residuals.take(0)
-    assert [d.data_ptr() for d in down] == [d.data_ptr() for d in calls_out[0][0]]  # no copy
+    assert [d.data_ptr() for d in down] == [d.data_ptr() for d in fake.outputs[0][0]]  # no copy
     assert residuals.held_frames == 0
 
 
