@@ -6,12 +6,22 @@ JSON line per process with the seconds of each phase, measured from the start of
 ``python`` (interpreter start-up), ``import_torch``, ``import_pipeline`` (diffusers, transformers and
 the pipeline module), ``checks`` (settings, the weights folder against its checksum record, the
 outputs, the device), ``read_motion``, ``load`` (``load_pipeline``: reading the tensors, building
-the models, moving them to the device), then the first step's calls (text embedding and reference
-latents, appearance encoder, ControlNet, first UNet window; synchronised), and ``first_step`` (the
-end of the first window). The process stops there.
+the models, moving them to the device), ``denoise_start`` (the text embedding and the reference
+latents done, the first step begins), then the first step's calls (appearance encoder,
+ControlNet, first UNet window; synchronised), and ``first_step`` (the end of the first window).
+The process stops there.
+
+With ``--server`` the same animation goes to a ``magicanimate serve`` process instead (the
+models stay loaded between calls; ``docs/serve.md``): the server is started and runs one whole
+task first (``server_warm_up``: its imports and the loading), then every fresh client process
+prints ``python``, ``import_cli`` (the CLI and the client), ``denoise_start`` (the denoising's
+first report reaching the client: the inputs are read and the first step begins), ``first_step``
+(the end of the first window, as above) and ``done`` (the task's result received; ``--steps``
+steps and the decoding).
 
     python benchmarks/animate_first_step.py --weights /scratch/ma-weights          # GPU, fp16, 512²
     python benchmarks/animate_first_step.py --weights /tmp/ma-tiny --tiny          # CPU dry run
+    python benchmarks/animate_first_step.py --weights /tmp/ma-tiny --tiny --server # warm re-runs
 """
 
 from __future__ import annotations
@@ -61,7 +71,9 @@ for name in ("_appearance", "_controlnet", "_window"):
 class FirstStep(Exception):
     pass
 def progress(stage, done, total, *rest):
-    if stage == "denoise":
+    if stage == "denoise" and done == 0:
+        mark("denoise_start")
+    elif stage == "denoise":
         mark("first_step")
         raise FirstStep
 ref, motion, out, models, size = sys.argv[2:7]
@@ -73,6 +85,49 @@ marks["python"] = round(marks["python"], 3)
 print(json.dumps(marks))
 """
 
+CLIENT = r"""
+import json, sys, time
+clock = time.perf_counter
+start = float(sys.argv[1])
+marks = {"python": round(time.time() - start, 3)}
+t0 = clock() - marks["python"]
+def mark(name):
+    marks.setdefault(name, round(clock() - t0, 3))
+import magicanimate_cli.cli
+from magicanimate_cli import server
+mark("import_cli")
+def progress(stage, done, total):
+    if stage == "denoise":
+        mark("denoise_start" if done == 0 else "first_step")
+sock, ref, motion, out, models, size, steps = sys.argv[2:9]
+server.submit("animate", [ref, motion, "-o", out, "--models", models, "--size", size, "--steps", steps, "--overwrite"],
+              socket=sock, progress=progress)
+mark("done")
+print(json.dumps(marks))
+"""
+
+
+def _through_server(args, scratch: Path, size: int, env: dict) -> None:
+    sock = scratch / "serve.sock"
+    serve = subprocess.Popen([sys.executable, "-m", "magicanimate_cli", "serve", "--socket", str(sock), "--json"],
+                             cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not sock.exists():
+            if serve.poll() is not None:
+                raise SystemExit(serve.communicate()[1][-3000:])
+            time.sleep(0.05)
+        task = [str(scratch / "ref.png"), str(scratch / "motion"), str(scratch / "out"), str(args.weights), str(size), str(args.steps)]
+        for run in range(-1, args.repeat):
+            proc = subprocess.run([sys.executable, "-c", CLIENT, repr(time.time()), str(sock), *task],
+                                  capture_output=True, text=True, cwd=str(ROOT), env=env)
+            if proc.returncode:
+                raise SystemExit(proc.stderr[-3000:])
+            marks = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(json.dumps({"run": "server_warm_up" if run < 0 else run, "server": True, "steps": args.steps, **marks}), flush=True)
+    finally:
+        serve.terminate()
+        serve.communicate(timeout=120)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -80,6 +135,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="Tiny models at 64² (a CPU dry run).")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=2, help="Fresh processes (the first may find a cold disk cache).")
+    parser.add_argument("--size", type=int, help="Frame size (default 512; 64 with --tiny).")
+    parser.add_argument("--server", action="store_true", help="Through a `magicanimate serve` process, after one warm-up task.")
+    parser.add_argument("--steps", type=int, default=2, help="Denoising steps of each --server task (it runs to its end).")
     args = parser.parse_args()
 
     sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT)]
@@ -87,7 +145,7 @@ def main() -> None:
     from PIL import Image
 
     ensure_weights(args.weights, args.tiny)
-    size = 64 if args.tiny else 512
+    size = args.size or (64 if args.tiny else 512)
     reference, motion = inputs(args.frames, size)
     scratch = Path(args.weights).parent / "animate_first_step"
     (scratch / "motion").mkdir(parents=True, exist_ok=True)
@@ -95,6 +153,9 @@ def main() -> None:
     for i, frame in enumerate(motion):
         Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if args.server:
+        _through_server(args, scratch, size, env)
+        return
     for run in range(args.repeat):
         proc = subprocess.run(
             [sys.executable, "-c", WORKER, repr(time.time()), str(scratch / "ref.png"), str(scratch / "motion"),

@@ -41,7 +41,10 @@ class _Group(TyperGroup):
     """
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, _debug_first(args) if ctx.parent is None else args)
+        rest = super().parse_args(ctx, _debug_first(args) if ctx.parent is None else args)
+        if ctx.parent is None:
+            ctx.meta["magicanimate.command_args"] = list(rest)  # for --server: the command's own arguments
+        return rest
 
     def get_help_option(self, ctx):
         _readme_style(self)
@@ -110,10 +113,22 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (also accepted after the command)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    server: Optional[Path] = typer.Option(
+        None, "--server", envvar="MAGICANIMATE_SERVER",
+        help="Run the command on the `magicanimate serve` at this socket (models stay loaded between calls; docs/serve.md).",
+    ),
 ) -> None:
     _state["debug"] = debug
+    args = ctx.meta.get("magicanimate.command_args", [])
+    if server is not None:
+        from .server import forwardable, submit
+
+        if forwardable(ctx.invoked_subcommand, args):
+            _run(lambda progress: submit(ctx.invoked_subcommand, args, socket=server, progress=progress), "--json" in args)
+            raise typer.Exit(0)
     if debug:  # show what libraries keep quiet by default: huggingface_hub's download retries, and the
         # stages' library log lines and warnings (they stay off stderr unless this logger is on DEBUG)
         import logging
@@ -499,6 +514,25 @@ def demo_(
     kwargs = {k: v for k, v in locals().items() if k not in ("run", "as_json")}
     on_ready = None if as_json else (lambda url: typer.echo(f"demo running at {url} (Ctrl-C to stop)", err=True))
     _run(lambda progress: run(**kwargs, progress=progress, on_ready=on_ready), as_json)
+
+
+@app.command("serve")
+def serve_(
+    socket: Optional[Path] = typer.Option(
+        None, "--socket", envvar="MAGICANIMATE_SERVER", help="Unix socket to listen on; default one in a folder of your own (printed at start)."
+    ),
+    idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="Stop after this many seconds without a client; default: until Ctrl-C or SIGTERM."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Keep the models loaded for later commands: `magicanimate --server SOCKET animate ...` runs here."""
+    from .server import describe_task
+    from .server import serve as run
+
+    on_ready = on_task = None
+    if not as_json:
+        on_ready = lambda path: typer.echo(f"serving on {path}: run commands with --server {path} (Ctrl-C to stop)", err=True)  # noqa: E731
+        on_task = lambda record: typer.echo(describe_task(record), err=True)  # noqa: E731
+    _run(lambda progress: run(socket=socket, idle_timeout=idle_timeout, progress=progress, on_ready=on_ready, on_task=on_task), as_json)
 
 
 @app.command("doctor")

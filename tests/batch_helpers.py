@@ -6,7 +6,8 @@
 (``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``)
 or after (``--linger``) writing, hang (``--hang-once MARKER``) or die (``--die-once MARKER``) right
 after its output is committed, the first time, and reports (``--report-threads``: with torch's thread count) the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
-``model`` does the same with a "model" that batch workers load once (a ``ModelCache``) and count.
+``model`` does the same with a "model" that batch workers load once (a ``ModelCache``) and count
+(the name "broken" fails the cache's check). With ``--sleep`` the wait is reported as ten progress steps.
 Worker processes import this module through ``commands="batch_helpers:REGISTRY"``.
 """
 
@@ -81,7 +82,10 @@ def write(
     if crash_once is not None and not Path(crash_once).exists():
         Path(crash_once).write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(sleep)
+    for tick in range(10 if sleep else 0):  # the wait in ten parts, each reported
+        if progress is not None:
+            progress("write", tick, 10)
+        time.sleep(sleep / 10)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")
     tmp.write_text(text)
@@ -116,6 +120,12 @@ def load_model(params: dict) -> dict:
     return {"name": params["name"], "number": len(LOADS)}
 
 
+def check_model(params: dict) -> None:
+    """The quick check before a model is reused or replaced: the name "broken" fails it."""
+    if params["name"] == "broken":
+        raise UserError("broken: a model that fails its check; pick another --name")
+
+
 def modelled(output: Path | str, *, name: str = "tiny", overwrite: bool = False, progress=None, model=None) -> WriteResult:
     """The library function of ``model``: its keyword arguments are the command's options."""
     if model is None:
@@ -126,7 +136,7 @@ def modelled(output: Path | str, *, name: str = "tiny", overwrite: bool = False,
 REGISTRY = Registry(
     [
         Command("write", f"{__name__}:write", outputs=("output",)),
-        Command("model", f"{__name__}:modelled", outputs=("output",), model=ModelCache("model", key=lambda params: params["name"], load=load_model)),
+        Command("model", f"{__name__}:modelled", outputs=("output",), model=ModelCache("model", key=lambda params: params["name"], load=load_model, check=check_model)),
         Command("sub write", f"{__name__}:write", outputs=("output",)),
     ]
 )

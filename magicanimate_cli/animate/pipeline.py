@@ -403,6 +403,8 @@ class MagicAnimatePipeline(DiffusionPipeline):
         done, work = start_step * len(windows), len(timesteps) * len(windows)
         appearance_rows = 1 if fast and fast.appearance_one_row else 2  # the official runs two identical rows and banks the second
         graph = AppearanceGraph(self._encode_appearance, self._bank) if fast and fast.cuda_graph else None
+        if progress:  # the denoising begins (its bar shows before the first window ends)
+            progress("denoise", done, work)
         for step, t in enumerate(timesteps):
             if step < start_step:
                 continue

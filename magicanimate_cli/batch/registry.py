@@ -35,7 +35,7 @@ SPELLINGS = {"output": ("-o", "--output")}
 IGNORED = ("--json", "--debug")
 """CLI switches a task may carry and a batch ignores (results are always collected as JSON)."""
 
-NOT_TASKS = ("batch", "demo")  # the demo is a server, not a task
+NOT_TASKS = ("batch", "demo", "serve")  # the demo and serve are servers, not tasks
 NOT_OPTIONS = ("progress",)
 
 
@@ -53,11 +53,15 @@ class ModelCache:
 
     The loaded model goes in as ``keyword``. ``key(params)`` says which model the task's keyword
     arguments ask for (tasks with the same key share it) and ``load(params)`` loads it.
+    ``check(params)``, when given, runs for every task before the model is reused or replaced
+    (the quick weights check: a task naming a broken folder fails without dropping the loaded
+    model, and a reused model's files are still checked against their record).
     """
 
     keyword: str
     key: Callable[[dict], Hashable]
     load: Callable[[dict], Any]
+    check: Callable[[dict], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,12 @@ def _animate_key(params: dict) -> Hashable:
     return (str(resolve_models_dir(params.get("models")).resolve()), device, params.get("dtype", "auto"))
 
 
+def _animate_check(params: dict) -> None:
+    from ..models import check_models
+
+    check_models(params.get("models"))
+
+
 def _animate_load(params: dict):
     from ..animate import load_pipeline, pin_cpu_kernels
 
@@ -357,7 +367,7 @@ def _animate_load(params: dict):
     return load_pipeline(params.get("models"), _animate_key(params)[1], params.get("dtype", "auto"))
 
 
-ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load)
+ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load, _animate_check)
 
 COMMANDS = Registry(
     [

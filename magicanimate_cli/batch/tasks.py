@@ -132,18 +132,19 @@ class TaskRunner:
 
     # -- running a task
 
-    def run(self, task: dict) -> dict:
+    def run(self, task: dict, progress=None) -> dict:
         """Run one task (``Task.to_dict()``) and return its record: the task plus ``status``
         (done/failed), ``exit_code``, ``error``, ``result``, ``seconds``, ``worker`` (host:pid)
         and ``models_loaded`` (how many models this worker has loaded so far).
 
         ``task["reclaim"]`` (set by the batch for a task whose own earlier attempt left its
-        outputs) lets the task replace them, as ``--overwrite`` would."""
+        outputs) lets the task replace them, as ``--overwrite`` would. ``progress`` receives the
+        task's progress reports (default: none; ``server.py`` sends them to its client)."""
         started = time.perf_counter()
         reclaim = bool(task.get("reclaim"))
         task = {key: value for key, value in task.items() if key != "reclaim"}
         try:
-            code, result, error = self._run(task["command"], list(task["args"]), reclaim)
+            code, result, error = self._run(task["command"], list(task["args"]), reclaim, progress)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - nothing a task does may end the batch
@@ -159,7 +160,7 @@ class TaskRunner:
             "models_loaded": self.loads,
         }
 
-    def _run(self, command: str, args: list[str], reclaim: bool) -> tuple[int, dict | None, str | None]:
+    def _run(self, command: str, args: list[str], reclaim: bool, progress=None) -> tuple[int, dict | None, str | None]:
         try:
             cmd, params, written = self.parse(command, args)
         except (Unknown, Usage) as exc:
@@ -170,7 +171,7 @@ class TaskRunner:
         if "progress" in _signature(cmd):
             from ..progress import silent
 
-            extra["progress"] = silent
+            extra["progress"] = progress or silent
         try:
             if cmd.model is not None:
                 extra[cmd.model.keyword] = self.model(cmd.name, cmd.model, params)
@@ -191,6 +192,8 @@ class TaskRunner:
 
     def model(self, name: str, cache: ModelCache, params: dict):
         """The model ``params`` ask for: the one already loaded, or a fresh one replacing it."""
+        if cache.check is not None:
+            cache.check(params)
         key = cache.key(params)
         held = self._models.get(name)
         if held is not None and held[0] == key:

@@ -97,7 +97,7 @@ def test_progress_reports_windows_and_frames(tiny_pipeline, inputs):
     events = []
     tiny_pipeline(*inputs, num_inference_steps=2, seed=0, progress=lambda *e: events.append(e))
     denoise = [e for e in events if e[0] == "denoise"]
-    assert denoise[-1] == ("denoise", 6, 6)  # 2 steps x 3 windows (20 frames -> 32 padded)
+    assert denoise == [("denoise", done, 6) for done in range(7)]  # 2 steps x 3 windows (20 frames -> 32 padded), from 0
     assert events[-1] == ("decode", 20, 20)
 
 

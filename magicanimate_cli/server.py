@@ -1,0 +1,392 @@
+"""Models that stay loaded between CLI calls: ``magicanimate serve`` and ``magicanimate --server``.
+
+A fresh ``magicanimate animate`` spends most of its time before the first denoising step importing
+torch, diffusers and transformers and loading the weights (``docs/performance.md``, "Loading and
+the first step"). ``serve`` keeps one process up: it listens on a Unix socket and runs the tasks
+that clients send with the batch's ``TaskRunner`` (``batch/tasks.py``), so the animator is loaded
+once and reused by every later call that asks for the same weights, device and dtype. A client
+(``magicanimate --server SOCKET animate ...``, or ``MAGICANIMATE_SERVER=SOCKET`` in the
+environment) imports none of that: it sends the command, its arguments and its working folder,
+shows the progress the server reports and prints the result, with the CLI's exit codes.
+
+The protocol is one JSON object per line. The client sends ``{"protocol": 1, "command": ...,
+"args": [...], "cwd": ...}``; the server answers with ``{"progress": [stage, done, total]}``
+lines and one ``{"record": ...}`` (the batch's task record: ``exit_code``, ``error``,
+``result``, ...). One task runs at a time, in the order the clients connected. A client that goes
+away (Ctrl-C) ends its task at the task's next progress report; what the task had written
+stays as an interrupted run leaves it (``animate`` resumes from its last finished step).
+
+Only the user who started the server can use it: the socket lives in a folder only that user can
+enter (``default_socket``), the socket itself is ``0600``, and on Linux the server also checks
+the peer's user id. Commands that a batch cannot run (``batch``, ``demo``, ``serve``) and
+``--help`` always run in the client's own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket as sockets
+import stat
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import StageFailed, UserError, shown
+
+PROTOCOL = 1
+MAX_REQUEST_BYTES = 1 << 20
+"""The longest request line the server reads (a command line, not data)."""
+
+REQUEST_TIMEOUT_S = 30.0
+"""How long the server waits for a connected client's request before it serves the next one."""
+
+FORWARDED_ENV = ("MAGICANIMATE_MODELS",)
+"""Variables of the client's environment that hold for its task on the server (set or unset)."""
+
+__all__ = ["PROTOCOL", "Forwarded", "ServeResult", "default_socket", "describe_task", "forwardable", "serve", "submit"]
+
+
+def default_socket() -> Path:
+    """Where ``serve`` listens unless told otherwise: a folder of the user's own.
+
+    ``$XDG_RUNTIME_DIR/magicanimate/serve.sock`` when the session has a runtime folder, else
+    ``<temp>/magicanimate-<uid>/serve.sock``.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "magicanimate" / "serve.sock"
+    return Path(tempfile.gettempdir()) / f"magicanimate-{os.getuid()}" / "serve.sock"
+
+
+# ----------------------------------------------------------------------------- the client
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """The result of a task run by a server: its ``--json`` fields and its exit code."""
+
+    result: dict
+    exit_code: int = 0
+    models_loaded: int | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.result)
+
+
+def forwardable(command: str | None, args: list[str], registry=None) -> bool:
+    """Whether ``magicanimate COMMAND ARGS`` goes to a server: a command of ``registry`` (default
+    the CLI's: every command a batch can run, so not ``batch``, ``demo`` or ``serve``), and no
+    ``--help`` (shown by the client's own CLI)."""
+    end = args.index("--") if "--" in args else len(args)
+    if not command or "--help" in args[:end]:
+        return False
+    if registry is None:
+        from .batch.registry import COMMANDS as registry
+
+    return any(name.split()[0] == command for name in registry.commands)
+
+
+def submit(
+    command: str,
+    args: list[str],
+    *,
+    socket: Path | str,
+    cwd: Path | str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Forwarded:
+    """Run ``magicanimate COMMAND ARGS`` on the server at ``socket``, as if typed in ``cwd``.
+
+    Relative paths are read against ``cwd`` (default: this process's folder). The server's
+    progress goes to ``progress``. Bad input raises ``UserError`` (the CLI's exit 2), a failed
+    task ``StageFailed`` (exit 1); a result whose own exit code is not 0 (a stage of
+    ``preprocess`` failed) is returned with it. The variables of ``FORWARDED_ENV`` hold for the
+    task as they are in this process (a relative weights folder read against ``cwd``).
+    """
+    path = Path(socket).expanduser()
+    cwd = os.path.abspath(cwd or os.getcwd())
+    env = {name: os.path.join(cwd, os.path.expanduser(os.environ[name])) for name in FORWARDED_ENV if os.environ.get(name)}
+    request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env}
+    with _connect(path) as conn:
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        record = None
+        with conn.makefile("rb") as replies:
+            for line in replies:
+                message = json.loads(line)
+                if "record" in message:
+                    record = message["record"]
+                    break
+                if progress is not None and "progress" in message:
+                    stage, done, total = message["progress"]
+                    progress(stage, done, total)
+    if record is None:
+        raise StageFailed(f"{shown(path)}: the server stopped before the task ended (see the server's output)")
+    code = int(record.get("exit_code") or 0)
+    if code == 2:
+        raise UserError(record.get("error") or "bad input")
+    if code and record.get("result") is None:
+        raise StageFailed(record.get("error") or f"the task failed with exit code {code}")
+    return Forwarded(record.get("result") or {}, code, record.get("models_loaded"))
+
+
+def _connect(path: Path) -> sockets.socket:
+    if not hasattr(sockets, "AF_UNIX"):
+        raise UserError("--server needs Unix sockets, which this platform lacks; run the command without --server")
+    conn = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    try:
+        conn.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        conn.close()
+        raise UserError(
+            f"{shown(path)}: no magicanimate server is listening there ({exc.strerror}); start one with "
+            f"`magicanimate serve --socket {shown(path)}`, or run without --server / MAGICANIMATE_SERVER"
+        ) from None
+    except OSError as exc:
+        conn.close()
+        raise UserError(f"{shown(path)}: cannot reach a server there ({exc.strerror or exc}); check --server / MAGICANIMATE_SERVER") from None
+    return conn
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    """What a server did before it stopped."""
+
+    socket: str
+    tasks: int
+    failed: int
+    models_loaded: int
+    seconds: float
+    exit_code: int = 0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("exit_code")
+        return data
+
+
+def describe_task(record: dict) -> str:
+    """One line for the server's log: ``animate ref.png poses.mp4 -o out.mp4: exit 0 in 12.3 s``."""
+    words = [record.get("command") or "?", *(record.get("args") or [])]
+    line = f"{' '.join(shown(word) for word in words)}: exit {record.get('exit_code')}"
+    if record.get("seconds") is not None:
+        line += f" in {record['seconds']} s"
+    if record.get("error"):
+        line += f" ({record['error']})"
+    return line
+
+
+class _ClientGone(Exception):
+    """The client closed its connection; its task stops at its next progress report."""
+
+
+def serve(
+    socket: Path | str | None = None,
+    *,
+    idle_timeout: float | None = None,
+    progress=None,
+    on_ready: Callable[[str], None] | None = None,
+    on_task: Callable[[dict], None] | None = None,
+    commands=None,
+) -> ServeResult:
+    """Run the tasks clients send to ``socket`` (default ``default_socket()``) until stopped.
+
+    Stops on Ctrl-C or SIGTERM (the normal ends: exit 0), or after ``idle_timeout`` seconds
+    without a client. ``on_ready(path)`` is called once the socket accepts clients, ``on_task(record)``
+    after each task. An existing socket with a live server behind it is refused (``UserError``); a
+    stale one (its server died) is replaced; any other file at ``socket`` is never touched.
+    ``commands`` is the registry the tasks are looked up in (the CLI's, as a batch's).
+    ``progress`` is accepted for the CLI's uniform call and unused: each task's progress goes to
+    its client.
+    """
+    from .batch.tasks import COMMANDS, TaskRunner
+
+    if idle_timeout is not None and not idle_timeout > 0:
+        raise UserError(f"--idle-timeout {idle_timeout}: must be a positive number of seconds (leave it out to serve until stopped)")
+    path = Path(socket).expanduser() if socket else default_socket()
+    listener = _listen(path)
+    identity = os.stat(path).st_ino
+    runner = TaskRunner(commands or COMMANDS)
+    started, counts = time.monotonic(), {"tasks": 0, "failed": 0}
+
+    def counted(record: dict) -> None:  # before the client sees the record
+        counts["tasks"] += 1
+        counts["failed"] += record.get("exit_code") != 0
+
+    previous = _stop_on_sigterm()
+    try:
+        listener.settimeout(idle_timeout)
+        if on_ready is not None:
+            on_ready(str(path))
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                break
+            with conn:
+                record = _serve_one(conn, runner, counted)
+            if on_task is not None:
+                on_task(record)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+        _remove_if_ours(path, identity)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return ServeResult(str(path), counts["tasks"], counts["failed"], runner.loads, round(time.monotonic() - started, 3))
+
+
+def _stop_on_sigterm():
+    """SIGTERM stops the server as Ctrl-C does (the main thread only); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _listen(path: Path) -> sockets.socket:
+    if not hasattr(sockets, "AF_UNIX"):
+        raise UserError("serve needs Unix sockets, which this platform lacks; use `magicanimate batch` instead")
+    if len(os.fsencode(path)) > 100:
+        raise UserError(f"{shown(path)}: too long for a Unix socket path (at most about 100 bytes); choose a shorter --socket")
+    folder = path.parent
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{shown(folder)}: cannot create the socket's folder ({exc.strerror}); choose another --socket") from None
+    if os.path.lexists(path):
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISSOCK(mode):
+            raise UserError(f"{shown(path)}: exists and is not a socket; choose another --socket (nothing was changed)")
+        probe = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            path.unlink()  # a socket left by a server that died: nothing listens on it
+        else:
+            raise UserError(
+                f"{shown(path)}: a magicanimate server is already listening there; use it with --server {shown(path)}, "
+                "stop it, or choose another --socket"
+            )
+        finally:
+            probe.close()
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    mask = os.umask(0o177)  # the socket is born 0600
+    try:
+        listener.bind(str(path))
+    except OSError as exc:
+        listener.close()
+        raise UserError(f"{shown(path)}: cannot listen there ({exc.strerror}); choose another --socket") from None
+    finally:
+        os.umask(mask)
+    listener.listen(16)
+    return listener
+
+
+def _remove_if_ours(path: Path, identity: int) -> None:
+    try:
+        if os.lstat(path).st_ino == identity:
+            path.unlink()
+    except OSError:
+        pass
+
+
+def _peer_uid(conn: sockets.socket) -> int | None:
+    option = getattr(sockets, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(sockets.SOL_SOCKET, option, struct.calcsize("3i")))
+    return uid
+
+
+def _refused(error: str) -> dict:
+    return {"status": "failed", "exit_code": 2, "error": error, "result": None}
+
+
+def _read_request(conn: sockets.socket, registry) -> dict | str:
+    """The client's request, or why it cannot run."""
+    uid = _peer_uid(conn)
+    if uid is not None and uid != os.getuid():
+        return f"this server runs tasks for user id {os.getuid()} only"
+    conn.settimeout(REQUEST_TIMEOUT_S)
+    try:
+        with conn.makefile("rb") as reader:
+            line = reader.readline(MAX_REQUEST_BYTES + 1)
+    except TimeoutError:
+        return f"no request within {REQUEST_TIMEOUT_S:g} s; use the magicanimate client (--server)"
+    finally:
+        conn.settimeout(None)
+    if len(line) > MAX_REQUEST_BYTES or not line.endswith(b"\n"):
+        return "the request is not one line of at most 1 MiB; use the magicanimate client (--server)"
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return "the request is not JSON; use the magicanimate client (--server)"
+    if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
+        return f"the client speaks another protocol than this server ({PROTOCOL}); use the same magicanimate version for both"
+    command, args, cwd = request.get("command"), request.get("args"), request.get("cwd")
+    if not isinstance(command, str) or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        return "the request needs a command and a list of string arguments"
+    if not forwardable(command, args, registry):
+        return f"'{command}' does not run on a server; run it without --server"
+    if not isinstance(cwd, str) or not os.path.isabs(cwd) or not os.path.isdir(cwd):
+        return f"the client's folder {cwd!r} is not a folder this server can see; run the server on the same machine"
+    env = request.get("env", {})
+    if not isinstance(env, dict) or not all(k in FORWARDED_ENV and isinstance(v, str) for k, v in env.items()):
+        return f"the request's environment may only name {', '.join(FORWARDED_ENV)}"
+    return request
+
+
+@contextmanager
+def _environment(env: dict[str, str]):
+    """The client's values of ``FORWARDED_ENV`` (unset where it has none) for one task."""
+    saved = {name: os.environ.get(name) for name in FORWARDED_ENV}
+    try:
+        for name in FORWARDED_ENV:
+            if name in env:
+                os.environ[name] = env[name]
+            else:
+                os.environ.pop(name, None)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) -> dict:
+    """Run one client's task; its record, given to ``counted`` and then sent to the client."""
+    request = _read_request(conn, runner.registry)
+    if isinstance(request, str):
+        record = _refused(request)
+    else:
+
+        def report(stage: str, done: int, total: int) -> None:
+            try:
+                conn.sendall(json.dumps({"progress": [stage, done, total]}).encode() + b"\n")
+            except OSError as exc:
+                raise _ClientGone("the client went away; the task stopped") from exc
+
+        runner.workdir = request["cwd"]
+        with _environment(request.get("env", {})):
+            record = runner.run({"command": request["command"], "args": request["args"]}, progress=report)
+    counted(record)
+    try:
+        conn.sendall(json.dumps({"record": record}, default=str).encode() + b"\n")
+    except OSError:
+        pass  # the client is gone; the record still goes to on_task
+    return record

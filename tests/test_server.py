@@ -1,0 +1,294 @@
+"""``magicanimate serve`` and ``--server``: tasks run in a process that keeps its models loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from magicanimate_cli import server
+from magicanimate_cli.cli import app
+from magicanimate_cli.errors import UserError
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+runner = CliRunner()
+
+
+def start(socket_path: Path, code: str | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    """A server process on ``socket_path`` (the CLI's ``serve --json``, or ``code`` run with the
+    socket path as ``sys.argv[1]``), once it accepts clients."""
+    command = [sys.executable, "-m", "magicanimate_cli", "serve", "--socket", str(socket_path), "--json"]
+    if code is not None:
+        command = [sys.executable, "-c", code, str(socket_path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
+    env.pop("MAGICANIMATE_SERVER", None)
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not socket_path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the server did not start: {proc.communicate()}")
+        time.sleep(0.05)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> dict:
+    """SIGTERM the server; its one JSON summary (what ``serve`` returns)."""
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def cli(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in ("MAGICANIMATE_SERVER", "MAGICANIMATE_MODELS")}
+    return subprocess.run([sys.executable, "-m", "magicanimate_cli", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          env={**environment, **(env or {})})
+
+
+HELPERS_SERVER = (
+    "import json, sys\n"
+    "import batch_helpers\n"
+    "from magicanimate_cli.server import serve\n"
+    "print(json.dumps(serve(sys.argv[1], commands=batch_helpers.REGISTRY).to_dict()), flush=True)\n"
+)
+"""A server of the batch tests' fake commands (``write``, ``model``; ``batch_helpers.py``)."""
+
+
+# ----------------------------------------------------------------------------- the animator
+
+
+@pytest.mark.slow
+def test_animate_through_a_server_equals_a_local_run_and_loads_the_models_once(tmp_path, tiny_weights):
+    from magicanimate_cli import media
+
+    rng = np.random.default_rng(0)
+    media.write_png(tmp_path / "ref.png", rng.integers(0, 256, (80, 64, 3), dtype=np.uint8))
+    media.write_frames(tmp_path / "pose", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
+    common = ["--size", "64", "--steps", "2", "--context-frames", "2", "--context-overlap", "1", "--device", "cpu"]
+    sock = tmp_path / "run" / "serve.sock"
+    proc = start(sock, cwd=REPO)  # another folder than the clients'
+    try:
+        first = cli("--server", sock, "animate", "ref.png", "pose", "-o", "out1", "--models", tiny_weights, *common, "--json", cwd=tmp_path)
+        # the weights folder from the client's environment, the server option from it too
+        second = cli("animate", "ref.png", "pose", "-o", "out2", *common, cwd=tmp_path,
+                     env={"MAGICANIMATE_SERVER": str(sock), "MAGICANIMATE_MODELS": str(tiny_weights)})
+        missing = cli("--server", sock, "animate", "ref.png", "nowhere.mp4", "-o", "out3", "--models", tiny_weights, *common, cwd=tmp_path)
+    finally:
+        summary = stop(proc)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {**json.loads(first.stdout), "ok": True, "output": "out1", "frames": 3}
+    assert second.returncode == 0, second.stderr
+    assert "output: out2" in second.stdout
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr.startswith("error: nowhere.mp4") and len(missing.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in missing.stderr
+    assert summary == {**summary, "socket": str(sock), "tasks": 3, "failed": 1, "models_loaded": 1}
+    assert not sock.exists()  # removed when the server stopped
+
+    alone = cli("animate", "ref.png", "pose", "-o", "alone", "--models", tiny_weights, *common, cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    for name in ("00000.png", "00001.png", "00002.png"):
+        expected = media.read_image(tmp_path / "alone" / name)
+        assert np.array_equal(media.read_image(tmp_path / "out1" / name), expected)
+        assert np.array_equal(media.read_image(tmp_path / "out2" / name), expected)
+
+
+# ----------------------------------------------------------------------------- the server's rules
+
+
+def test_models_stay_loaded_per_key_and_a_failed_check_keeps_the_loaded_one(tmp_path):
+    sock = tmp_path / "s.sock"
+    proc = start(sock, HELPERS_SERVER)
+    try:
+        results = [server.submit("model", ["-o", f"{i}.txt", "--name", name], socket=sock, cwd=tmp_path)
+                   for i, name in enumerate(["a", "a"])]
+        with pytest.raises(UserError, match="^broken: a model that fails its check"):
+            server.submit("model", ["-o", "2.txt", "--name", "broken"], socket=sock, cwd=tmp_path)
+        results.append(server.submit("model", ["-o", "3.txt", "--name", "a"], socket=sock, cwd=tmp_path))
+        results.append(server.submit("model", ["-o", "4.txt", "--name", "b"], socket=sock, cwd=tmp_path))
+    finally:
+        summary = stop(proc)
+    assert [r.result["model"] for r in results] == [1, 1, 1, 2]  # "a" loaded once, kept through "broken"
+    assert [r.models_loaded for r in results] == [1, 1, 1, 2]
+    assert [r.result["output"] for r in results] == ["0.txt", "1.txt", "3.txt", "4.txt"]  # as the client wrote them
+    assert (tmp_path / "3.txt").read_text() == "a" and not (tmp_path / "2.txt").exists()
+    assert summary == {**summary, "tasks": 5, "failed": 1, "models_loaded": 2}
+
+
+def test_progress_reaches_the_client_and_a_client_that_leaves_stops_its_task(tmp_path):
+    sock = tmp_path / "s.sock"
+    proc = start(sock, HELPERS_SERVER)
+    try:
+        seen = []
+        done = server.submit("write", ["-o", "whole.txt", "--sleep", "0.2"], socket=sock, cwd=tmp_path,
+                             progress=lambda *report: seen.append(report))
+        with socket.socket(socket.AF_UNIX) as conn:  # a client that leaves after the first report
+            conn.connect(str(sock))
+            request = {"protocol": server.PROTOCOL, "command": "write", "args": ["-o", "left.txt", "--sleep", "3"], "cwd": str(tmp_path)}
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            assert json.loads(conn.makefile("rb").readline()) == {"progress": ["write", 0, 10]}
+        after = server.submit("write", ["-o", "after.txt"], socket=sock, cwd=tmp_path)
+    finally:
+        summary = stop(proc)
+    assert seen == [("write", tick, 10) for tick in range(10)]
+    assert done.result["output"] == "whole.txt" and after.result["output"] == "after.txt"
+    assert not (tmp_path / "left.txt").exists()  # stopped at its second report, before writing
+    assert summary == {**summary, "tasks": 3, "failed": 1}
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"not json\n", "the request is not JSON"),
+        (b'{"protocol": 99, "command": "write", "args": [], "cwd": "/"}\n', "another protocol"),
+        (b'{"protocol": 1, "command": "write", "args": "-o x", "cwd": "/"}\n', "a list of string arguments"),
+        (b'{"protocol": 1, "command": "batch", "args": [], "cwd": "/"}\n', "'batch' does not run on a server"),
+        (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "relative"}\n', "is not a folder this server can see"),
+        (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "/", "env": {"PATH": "/x"}}\n', "may only name MAGICANIMATE_MODELS"),
+    ],
+)
+def test_a_malformed_request_is_refused_with_exit_2_and_the_server_goes_on(tmp_path, line, expected):
+    sock = tmp_path / "s.sock"
+    proc = start(sock, HELPERS_SERVER)
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(sock))
+            conn.sendall(line)
+            record = json.loads(conn.makefile("rb").readline())["record"]
+        after = server.submit("write", ["-o", "after.txt"], socket=sock, cwd=tmp_path)
+    finally:
+        stop(proc)
+    assert record["exit_code"] == 2 and expected in record["error"]
+    assert after.exit_code == 0 and (tmp_path / "after.txt").read_text() == "hello"
+
+
+def test_a_client_that_sends_nothing_does_not_hold_the_server(tmp_path, monkeypatch):
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT_S", 0.3)
+    sock = tmp_path / "s.sock"
+    records = []
+    with socket.socket(socket.AF_UNIX) as silent, socket.socket(socket.AF_UNIX) as after:
+        serving = threading.Thread(target=server.serve, args=(sock,), kwargs={"idle_timeout": 3, "on_task": records.append})
+        serving.start()
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        silent.connect(str(sock))  # connects, never writes
+        after.connect(str(sock))
+        after.sendall(json.dumps({"protocol": server.PROTOCOL, "command": "flip", "args": ["nowhere", "-o", "x"], "cwd": str(tmp_path)}).encode() + b"\n")
+        reply = json.loads(after.makefile("rb").readline())["record"]
+        serving.join(30)
+    assert not serving.is_alive()
+    assert records[0]["error"] == "no request within 0.3 s; use the magicanimate client (--server)"
+    assert reply["exit_code"] == 2 and reply["error"] == "nowhere: no such clip folder"
+
+
+def test_a_task_failure_on_the_server_is_the_clis_exit_code(tmp_path):
+    sock = tmp_path / "s.sock"
+    proc = start(sock, HELPERS_SERVER)
+    try:
+        with pytest.raises(UserError, match=r"^x.txt: told to fail; fix the task$"):
+            server.submit("write", ["-o", "x.txt", "--fail", "user"], socket=sock, cwd=tmp_path)
+        with pytest.raises(Exception, match="RuntimeError: told to crash") as bug:
+            server.submit("write", ["-o", "y.txt", "--fail", "bug"], socket=sock, cwd=tmp_path)
+        with pytest.raises(UserError, match="^.sub. has no subcommand .nothing. \\(commands: write\\)$"):
+            server.submit("sub", ["nothing"], socket=sock, cwd=tmp_path)
+    finally:
+        stop(proc)
+    assert type(bug.value).__name__ == "StageFailed"  # the CLI's exit 1
+
+
+def test_serve_refuses_a_live_socket_and_any_other_file_and_replaces_a_stale_socket(tmp_path):
+    live = tmp_path / "live.sock"
+    proc = start(live, HELPERS_SERVER)
+    try:
+        with pytest.raises(UserError, match="a magicanimate server is already listening there"):
+            server.serve(live, idle_timeout=0.1)
+    finally:
+        stop(proc)
+
+    regular = tmp_path / "notes.txt"
+    regular.write_text("mine")
+    with pytest.raises(UserError, match="exists and is not a socket; choose another --socket"):
+        server.serve(regular, idle_timeout=0.1)
+    assert regular.read_text() == "mine"
+
+    stale = tmp_path / "stale.sock"
+    left = socket.socket(socket.AF_UNIX)
+    left.bind(str(stale))  # bound and closed without unlinking: what a killed server leaves
+    left.close()
+    result = server.serve(stale, idle_timeout=0.1)
+    assert (result.tasks, result.models_loaded) == (0, 0) and not stale.exists()
+
+
+def test_the_socket_is_private_to_its_user(tmp_path):
+    sock = tmp_path / "private" / "deeper" / "s.sock"
+    proc = start(sock, HELPERS_SERVER)
+    try:
+        assert oct(sock.stat().st_mode & 0o777) == oct(0o600)
+        assert oct(sock.parent.stat().st_mode & 0o777) == oct(0o700)
+    finally:
+        stop(proc)
+
+
+def test_default_socket_is_in_a_folder_of_the_users_own(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert server.default_socket() == tmp_path / "magicanimate" / "serve.sock"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert server.default_socket().parent.name == f"magicanimate-{os.getuid()}"
+
+
+def test_idle_timeout_must_be_positive(tmp_path):
+    with pytest.raises(UserError, match="--idle-timeout 0: must be a positive number of seconds"):
+        server.serve(tmp_path / "s.sock", idle_timeout=0)
+
+
+# ----------------------------------------------------------------------------- the client in the CLI
+
+
+def test_no_server_listening_is_a_one_line_exit_2(tmp_path):
+    result = runner.invoke(app, ["--server", str(tmp_path / "none.sock"), "flip", "clip", "-o", "out"], env={"MAGICANIMATE_SERVER": None})
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {tmp_path / 'none.sock'}: no magicanimate server is listening there")
+    assert "start one with `magicanimate serve --socket" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "expected"),
+    [
+        ("animate", ["ref.png", "poses.mp4", "-o", "out.mp4"], True),
+        ("models", ["download", "--only", "animate"], True),
+        ("animate", ["--help"], False),
+        ("animate", ["ref.png", "--", "--help"], True),  # after --, an argument
+        ("batch", ["tasks.jsonl"], False),
+        ("demo", [], False),
+        ("serve", [], False),
+        (None, [], False),
+    ],
+)
+def test_what_goes_to_a_server(command, args, expected):
+    assert server.forwardable(command, args) is expected
+
+
+def test_help_and_local_commands_stay_local_with_a_server_set(tmp_path):
+    env = {"MAGICANIMATE_SERVER": str(tmp_path / "none.sock")}
+    shown = runner.invoke(app, ["animate", "--help"], env=env)
+    assert shown.exit_code == 0 and "REF" in shown.output
+    served = runner.invoke(app, ["serve", "--socket", str(tmp_path / "bad" / "x.sock"), "--idle-timeout", "-1"], env=env)
+    assert served.exit_code == 2 and "--idle-timeout -1.0: must be a positive number" in served.output
+
+
+def test_a_task_line_of_the_server_log():
+    record = {"command": "animate", "args": ["ref.png", "my poses.mp4", "-o", "out.mp4"], "exit_code": 2, "seconds": 0.01, "error": "my poses.mp4: missing"}
+    assert server.describe_task(record) == "animate ref.png my poses.mp4 -o out.mp4: exit 2 in 0.01 s (my poses.mp4: missing)"
