@@ -163,7 +163,9 @@ def _run(call: Callable, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"ok": code == 0, **result.to_dict()}))
     else:
-        _print_result(result)
+        from .summary import show
+
+        show(result)
     if code:
         raise typer.Exit(code)
 
@@ -181,19 +183,6 @@ def _fail(message: str, code: int, as_json: bool) -> None:
         typer.echo(json.dumps({"ok": False, "error": message, "exit_code": code}))
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def _print_result(result) -> None:
-    from rich.console import Console
-
-    console = Console(soft_wrap=True)
-    shown = result.for_humans() if hasattr(result, "for_humans") else result.to_dict()
-    if not isinstance(shown, dict):
-        console.print(shown)
-        return
-    for key, value in shown.items():
-        if value is not None:
-            console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
 
 
 @app.command()

@@ -70,14 +70,21 @@ def default_socket() -> Path:
 
 @dataclass(frozen=True)
 class Forwarded:
-    """The result of a task run by a server: its ``--json`` fields and its exit code."""
+    """The result of a task run by a server: its ``--json`` fields, its exit code and the summary
+    the CLI prints for a person (rendered by the server for the client's width)."""
 
     result: dict
     exit_code: int = 0
     models_loaded: int | None = None
+    summary: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.result)
+
+    def for_humans(self):
+        from rich.text import Text
+
+        return Text(self.summary.rstrip("\n")) if self.summary is not None else self.to_dict()
 
 
 def forwardable(command: str | None, args: list[str], registry=None) -> bool:
@@ -112,7 +119,8 @@ def submit(
     path = Path(socket).expanduser()
     cwd = os.path.abspath(cwd or os.getcwd())
     env = {name: os.path.join(cwd, os.path.expanduser(os.environ[name])) for name in FORWARDED_ENV if os.environ.get(name)}
-    request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env}
+    request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env,
+               "width": _terminal_width()}
     with _connect(path) as conn:
         conn.sendall(json.dumps(request).encode() + b"\n")
         record = None
@@ -132,7 +140,15 @@ def submit(
         raise UserError(record.get("error") or "bad input")
     if code and record.get("result") is None:
         raise StageFailed(record.get("error") or f"the task failed with exit code {code}")
-    return Forwarded(record.get("result") or {}, code, record.get("models_loaded"))
+    return Forwarded(record.get("result") or {}, code, record.get("models_loaded"), record.get("summary"))
+
+
+def _terminal_width() -> int:
+    """The columns the summary is laid out for: this terminal's, else Rich's default for a file."""
+    import shutil
+    import sys
+
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else 80
 
 
 def _connect(path: Path) -> sockets.socket:
@@ -343,6 +359,9 @@ def _read_request(conn: sockets.socket, registry) -> dict | str:
         return f"'{command}' does not run on a server; run it without --server"
     if not isinstance(cwd, str) or not os.path.isabs(cwd) or not os.path.isdir(cwd):
         return f"the client's folder {cwd!r} is not a folder this server can see; run the server on the same machine"
+    width = request.get("width", 80)
+    if not isinstance(width, int) or not 20 <= width <= 1000:
+        return "the request's width must be a number of columns from 20 to 1000"
     env = request.get("env", {})
     if not isinstance(env, dict) or not all(k in FORWARDED_ENV and isinstance(v, str) for k, v in env.items()):
         return f"the request's environment may only name {', '.join(FORWARDED_ENV)}"
@@ -383,7 +402,8 @@ def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) ->
 
         runner.workdir = request["cwd"]
         with _environment(request.get("env", {})):
-            record = runner.run({"command": request["command"], "args": request["args"]}, progress=report)
+            record = runner.run({"command": request["command"], "args": request["args"]}, progress=report,
+                                summary_width=request.get("width", 80))
     counted(record)
     try:
         conn.sendall(json.dumps({"record": record}, default=str).encode() + b"\n")

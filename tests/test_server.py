@@ -105,6 +105,22 @@ def test_animate_through_a_server_equals_a_local_run_and_loads_the_models_once(t
         assert np.array_equal(media.read_image(tmp_path / "out2" / name), expected)
 
 
+def test_a_command_prints_the_same_summary_through_a_server(tmp_path, tiny_weights):
+    (tmp_path / "weights").symlink_to(tiny_weights, target_is_directory=True)
+    sock = tmp_path / "s.sock"
+    proc = start(sock)
+    try:
+        served = cli("--server", sock, "models", "list", "--models", "weights", cwd=tmp_path)
+        served_json = cli("--server", sock, "models", "list", "--models", "weights", "--json", cwd=tmp_path)
+    finally:
+        stop(proc)
+    local = cli("models", "list", "--models", "weights", cwd=tmp_path)
+    local_json = cli("models", "list", "--models", "weights", "--json", cwd=tmp_path)
+    assert served.returncode == local.returncode and served.stdout == local.stdout, served.stderr
+    assert "models: weights" in served.stdout and "unverified" in served.stdout
+    assert json.loads(served_json.stdout) == json.loads(local_json.stdout)
+
+
 # ----------------------------------------------------------------------------- the server's rules
 
 

@@ -132,25 +132,28 @@ class TaskRunner:
 
     # -- running a task
 
-    def run(self, task: dict, progress=None) -> dict:
+    def run(self, task: dict, progress=None, summary_width: int | None = None) -> dict:
         """Run one task (``Task.to_dict()``) and return its record: the task plus ``status``
         (done/failed), ``exit_code``, ``error``, ``result``, ``seconds``, ``worker`` (host:pid)
         and ``models_loaded`` (how many models this worker has loaded so far).
 
         ``task["reclaim"]`` (set by the batch for a task whose own earlier attempt left its
         outputs) lets the task replace them, as ``--overwrite`` would. ``progress`` receives the
-        task's progress reports (default: none; ``server.py`` sends them to its client)."""
+        task's progress reports (default: none; ``server.py`` sends them to its client). With
+        ``summary_width`` a done task's record also has ``summary``: the lines the CLI would print
+        for a person (``summary.as_text``), that many columns wide."""
         started = time.perf_counter()
         reclaim = bool(task.get("reclaim"))
         task = {key: value for key, value in task.items() if key != "reclaim"}
         try:
-            code, result, error = self._run(task["command"], list(task["args"]), reclaim, progress)
+            code, result, error, summary = self._run(task["command"], list(task["args"]), reclaim, progress, summary_width)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - nothing a task does may end the batch
-            code, result, error = 1, None, f"{exc.__class__.__name__}: {exc}"
+            code, result, error, summary = 1, None, f"{exc.__class__.__name__}: {exc}", None
         return {
             **task,
+            **({"summary": summary} if summary is not None else {}),
             "status": "done" if code == 0 else "failed",
             "exit_code": code,
             "error": error,
@@ -160,11 +163,12 @@ class TaskRunner:
             "models_loaded": self.loads,
         }
 
-    def _run(self, command: str, args: list[str], reclaim: bool, progress=None) -> tuple[int, dict | None, str | None]:
+    def _run(self, command: str, args: list[str], reclaim: bool, progress=None,
+             summary_width: int | None = None) -> tuple[int, dict | None, str | None, str | None]:
         try:
             cmd, params, written = self.parse(command, args)
         except (Unknown, Usage) as exc:
-            return 2, None, str(exc)
+            return 2, None, str(exc), None
         if reclaim and "overwrite" in params:
             params["overwrite"] = True
         extra = {}
@@ -177,18 +181,23 @@ class TaskRunner:
                 extra[cmd.model.keyword] = self.model(cmd.name, cmd.model, params)
             result = cmd.load()(**params, **extra)
         except UserError as exc:
-            return 2, None, _as_written(str(exc), written)
+            return 2, None, _as_written(str(exc), written), None
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # the CLI's exit 1: report the failure, keep going
-            return 1, None, _as_written(f"{exc.__class__.__name__}: {exc}", written)
+            return 1, None, _as_written(f"{exc.__class__.__name__}: {exc}", written), None
         data = _as_written(result.to_dict(), written)
+        summary = None
+        if summary_width is not None:
+            from ..summary import as_text
+
+            summary = _as_written(as_text(result, summary_width), written)
         code = getattr(result, "exit_code", 0) or 0
         if code == 0:
-            return 0, data, None
+            return 0, data, None, summary
         error = data.pop("error", None)
         data.pop("exit_code", None)
-        return code, data or None, str(error or f"'{cmd.name}' exited with code {code}; its result says what failed")
+        return code, data or None, str(error or f"'{cmd.name}' exited with code {code}; its result says what failed"), summary
 
     def model(self, name: str, cache: ModelCache, params: dict):
         """The model ``params`` ask for: the one already loaded, or a fresh one replacing it."""

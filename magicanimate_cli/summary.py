@@ -1,0 +1,33 @@
+"""The summary a command prints for a person when it ends (without ``--json``).
+
+A result's ``for_humans()`` (a dict of lines, or a Rich renderable such as a table) when it has one,
+else its ``to_dict()`` fields, one ``key: value`` line each. ``show`` prints it on the terminal;
+``as_text`` renders the same into plain text of a given width, which a ``magicanimate serve`` sends
+to the client that asked for it (``server.py``), so a command prints the same lines either way.
+"""
+
+from __future__ import annotations
+
+import io
+
+
+def show(result, file=None, width: int | None = None, color: bool = True) -> None:
+    """Print ``result``'s summary to ``file`` (default stdout)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(file=file, soft_wrap=True, width=width, no_color=None if color else True)
+    shown = result.for_humans() if hasattr(result, "for_humans") else result.to_dict()
+    if not isinstance(shown, dict):
+        console.print(shown)
+        return
+    for key, value in shown.items():
+        if value is not None:
+            console.print(f"[bold]{escape(str(key))}[/bold]: {escape(str(value))}", highlight=False)
+
+
+def as_text(result, width: int = 80) -> str:
+    """``result``'s summary as plain text, ``width`` columns wide (tables are laid out for it)."""
+    buffer = io.StringIO()
+    show(result, file=buffer, width=width, color=False)
+    return buffer.getvalue()

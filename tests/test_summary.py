@@ -1,0 +1,44 @@
+"""The lines a command prints for a person when it ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from magicanimate_cli.summary import as_text
+
+
+@dataclass
+class Plain:
+    output: str
+    grid: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"output": self.output, "grid": self.grid}
+
+
+class Lines(Plain):
+    def for_humans(self) -> dict:
+        return {"wrote": self.output, "note": "[red]not markup[/red]"}
+
+
+class Table(Plain):
+    def for_humans(self):
+        from rich.table import Table as RichTable
+
+        table = RichTable("clip", "psnr")
+        table.add_row(self.output, "31.20")
+        return table
+
+
+def test_fields_are_key_value_lines_without_empty_ones():
+    assert as_text(Plain("out/a b.mp4")) == "output: out/a b.mp4\n"
+
+
+def test_for_humans_wins_and_brackets_in_values_are_printed_as_they_are():
+    assert as_text(Lines("out.mp4")) == "wrote: out.mp4\nnote: [red]not markup[/red]\n"
+
+
+def test_a_table_is_laid_out_for_the_width():
+    narrow, wide = as_text(Table("x" * 60), width=40), as_text(Table("x" * 60), width=100)
+    assert max(map(len, narrow.splitlines())) <= 40 < max(map(len, wide.splitlines()))
+    assert "31.20" in narrow and "x" * 60 in wide and "\x1b[" not in narrow + wide
