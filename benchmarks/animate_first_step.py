@@ -107,8 +107,10 @@ print(json.dumps(marks))
 """
 
 
-def _through_server(args, scratch: Path, size: int, env: dict) -> None:
-    sock = scratch / "serve.sock"
+def server_runs(weights: Path, reference: Path, motion: Path, out: Path, size: int, steps: int, repeat: int, env: dict):
+    """Start ``magicanimate serve``, send it one warm-up task and then ``repeat`` more, each from a
+    fresh client process; yield each client's marks (``run``: ``"server_warm_up"``, 0, 1, ...)."""
+    sock = out.parent / "serve.sock"
     serve = subprocess.Popen([sys.executable, "-m", "magicanimate_cli", "serve", "--socket", str(sock), "--json"],
                              cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -116,14 +118,13 @@ def _through_server(args, scratch: Path, size: int, env: dict) -> None:
             if serve.poll() is not None:
                 raise SystemExit(serve.communicate()[1][-3000:])
             time.sleep(0.05)
-        task = [str(scratch / "ref.png"), str(scratch / "motion"), str(scratch / "out"), str(args.weights), str(size), str(args.steps)]
-        for run in range(-1, args.repeat):
+        task = [str(reference), str(motion), str(out), str(weights), str(size), str(steps)]
+        for run in range(-1, repeat):
             proc = subprocess.run([sys.executable, "-c", CLIENT, repr(time.time()), str(sock), *task],
                                   capture_output=True, text=True, cwd=str(ROOT), env=env)
             if proc.returncode:
                 raise SystemExit(proc.stderr[-3000:])
-            marks = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(json.dumps({"run": "server_warm_up" if run < 0 else run, "server": True, "steps": args.steps, **marks}), flush=True)
+            yield {"run": "server_warm_up" if run < 0 else run, **json.loads(proc.stdout.strip().splitlines()[-1])}
     finally:
         serve.terminate()
         serve.communicate(timeout=120)
@@ -154,7 +155,8 @@ def main() -> None:
         Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     if args.server:
-        _through_server(args, scratch, size, env)
+        for marks in server_runs(args.weights, scratch / "ref.png", scratch / "motion", scratch / "out", size, args.steps, args.repeat, env):
+            print(json.dumps({"server": True, "steps": args.steps, **marks}), flush=True)
         return
     for run in range(args.repeat):
         proc = subprocess.run(

@@ -10,8 +10,10 @@ seconds per frame at 16 and 64 frames (512², 25 steps, fp16), denoise and decod
 ``torch.cuda.max_memory_allocated``, and, in a separate 16-frame run with a synchronisation around
 each call, seconds per stage (UNet windows, ControlNet, appearance encoder, VAE decode); the compile
 time; the uint8 differences against the default path and between each path and its ``*_no_graph``
-twin (zero: a replay runs the eager kernels); bf16; and the CLI end to end (a cold and a warm
-process: seconds to the first denoising step, and in all).
+twin (zero: a replay runs the eager kernels); bf16; the CLI end to end (a cold and a warm
+process: seconds to the first denoising step, and in all); and (``serve``) commands sent to a
+``magicanimate serve`` after a warm-up command: seconds from the client's start to the denoising's
+first report and to the end of the first window (``animate_first_step.server_runs``).
 
     python benchmarks/animate_gpu.py --weights /scratch/ma-weights            # on a GPU machine
     python benchmarks/animate_gpu.py --weights /tmp/ma-tiny --tiny --quick    # a dry run on CPU
@@ -235,6 +237,23 @@ def cli_runs(args, reference, motion, record, scratch: Path, compiled: bool) -> 
         record(event="library_process", run=label, rc=proc.returncode, frames=len(motion), wall_s=round(time.perf_counter() - t0, 2), **fields)
 
 
+def serve_runs(args, reference, motion, record, scratch: Path) -> None:
+    """Commands sent to a warm ``magicanimate serve``: seconds to the denoising and the first step."""
+    import os
+
+    from animate_first_step import server_runs
+    from PIL import Image
+
+    (scratch / "motion").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(reference).save(scratch / "ref.png")
+    for i, frame in enumerate(motion):
+        Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    size, steps = (64, 2) if args.tiny else (512, 25)
+    for marks in server_runs(args.weights, scratch / "ref.png", scratch / "motion", scratch / "out", size, steps, 2, env):
+        record(event="serve", frames=len(motion), steps=steps, **marks)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, required=True, help="Folder for the random weights (built once).")
@@ -243,9 +262,10 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="Default: cuda when available, else cpu.")
     parser.add_argument("--log", type=Path, default=None, help="Append every record to this JSONL file.")
     parser.add_argument("--budget", type=float, default=None, help="Skip the phases that would not fit in this many seconds.")
-    parser.add_argument("--phases", default="default,fast,bf16,cli,compile,cli_compile",
+    parser.add_argument("--phases", default="default,fast,bf16,cli,serve,compile,cli_compile",
                         help="Comma-separated phases to run, in this order: default, fast (with and without the "
-                             "appearance encoder's CUDA graph), bf16, cli (fresh processes), compile (with and "
+                             "appearance encoder's CUDA graph), bf16, cli (fresh processes), serve (commands sent to a "
+                             "warm `magicanimate serve`), compile (with and "
                              "without the CUDA graph), cli_compile.")
     args = parser.parse_args()
 
@@ -327,6 +347,8 @@ def main() -> None:
         torch.cuda.empty_cache()
     if "cli" in phases and fits(60):
         cli_runs(args, reference, motion[:short], record, Path(args.weights).parent / "animate_gpu_cli", compiled=False)
+    if "serve" in phases and fits(90):
+        serve_runs(args, reference, motion[:short], record, Path(args.weights).parent / "animate_gpu_serve")
     if "compile" in phases and fits(240):
         t0 = time.perf_counter()
         timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False, fast=FastPath(compile=True))
