@@ -124,10 +124,10 @@ def main(
     _state["debug"] = debug
     args = ctx.meta.get("magicanimate.command_args", [])
     if server is not None:
-        from .server import forwardable, submit
+        from .server import forwardable, submit, wants_json
 
         if forwardable(ctx.invoked_subcommand, args):
-            _run(lambda progress: submit(ctx.invoked_subcommand, args, socket=server, progress=progress), "--json" in args)
+            _run(lambda progress: submit(ctx.invoked_subcommand, args, socket=server, progress=progress), wants_json(args))
             raise typer.Exit(0)
     if debug:  # show what libraries keep quiet by default: huggingface_hub's download retries, and the
         # stages' library log lines and warnings (they stay off stderr unless this logger is on DEBUG)

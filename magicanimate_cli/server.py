@@ -10,16 +10,18 @@ environment) imports none of that: it sends the command, its arguments and its w
 shows the progress the server reports and prints the result, with the CLI's exit codes.
 
 The protocol is one JSON object per line. The client sends ``{"protocol": 1, "command": ...,
-"args": [...], "cwd": ...}``; the server answers with ``{"progress": [stage, done, total]}``
-lines and one ``{"record": ...}`` (the batch's task record: ``exit_code``, ``error``,
-``result``, ...). One task runs at a time, in the order the clients connected. A client that goes
-away (Ctrl-C) ends its task at the task's next progress report; what the task had written
-stays as an interrupted run leaves it (``animate`` resumes from its last finished step).
+"args": [...], "cwd": ..., "env": {...}, "width": ...}``; the server answers ``{"started": true}``,
+``{"progress": [stage, done, total]}`` lines and one ``{"record": ...}`` (the batch's task record:
+``exit_code``, ``error``, ``result``, ``summary``, ...). One task runs at a time, in the order the
+clients connected, in the client's folder. A client that goes away (Ctrl-C) ends its task at the
+task's next progress report; what the task had written stays as an interrupted run leaves it
+(``animate`` resumes from its last finished step).
 
-Only the user who started the server can use it: the socket lives in a folder only that user can
-enter (``default_socket``), the socket itself is ``0600``, and on Linux the server also checks
-the peer's user id. Commands that a batch cannot run (``batch``, ``demo``, ``serve``) and
-``--help`` always run in the client's own process.
+Only the user who started the server can use it: the socket lives in a folder nobody else can
+write to (``default_socket``; checked), the socket itself is ``0600``, and on Linux each side
+checks the other's user id. ``SOCKET.lock`` keeps a second server off the same socket. Commands
+that a batch cannot run (``batch``, ``demo``, ``serve``) and ``--help`` always run in the client's
+own process.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import StageFailed, UserError, shown
+from .errors import StageFailed, UserError, first_line, shown
 
 PROTOCOL = 1
 MAX_REQUEST_BYTES = 1 << 20
@@ -91,13 +93,27 @@ def forwardable(command: str | None, args: list[str], registry=None) -> bool:
     """Whether ``magicanimate COMMAND ARGS`` goes to a server: a command of ``registry`` (default
     the CLI's: every command a batch can run, so not ``batch``, ``demo`` or ``serve``), and no
     ``--help`` (shown by the client's own CLI)."""
-    end = args.index("--") if "--" in args else len(args)
-    if not command or "--help" in args[:end]:
+    if not command or "--help" in _options(args):
         return False
     if registry is None:
         from .batch.registry import COMMANDS as registry
+    from .batch.registry import Unknown
 
-    return any(name.split()[0] == command for name in registry.commands)
+    try:
+        registry.lookup(command, args)
+    except Unknown:  # not a task command, or a group without its subcommand: the CLI says so itself
+        return False
+    return True
+
+
+def _options(args: list[str]) -> list[str]:
+    """The words before ``--`` (after it every word is an argument)."""
+    return args[: args.index("--")] if "--" in args else args
+
+
+def wants_json(args: list[str]) -> bool:
+    """Whether the command's own arguments ask for ``--json``."""
+    return "--json" in _options(args)
 
 
 def submit(
@@ -121,19 +137,25 @@ def submit(
     env = {name: os.path.join(cwd, os.path.expanduser(os.environ[name])) for name in FORWARDED_ENV if os.environ.get(name)}
     request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env,
                "width": _terminal_width()}
+    record = None
     with _connect(path) as conn:
-        conn.sendall(json.dumps(request).encode() + b"\n")
-        record = None
-        with conn.makefile("rb") as replies:
-            for line in replies:
-                message = json.loads(line)
-                if "record" in message:
-                    record = message["record"]
-                    break
-                if progress is not None and "progress" in message:
-                    stage, done, total = message["progress"]
-                    progress(stage, done, total)
-    if record is None:
+        try:
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            with conn.makefile("rb") as replies:
+                for line in replies:
+                    message = json.loads(line)
+                    if "record" in message:
+                        record = message["record"]
+                        break
+                    if progress is not None and "progress" in message:
+                        stage, done, total = message["progress"]
+                        progress(str(stage), int(done), int(total))
+        except OSError:
+            record = None  # the server went away: said below
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StageFailed(f"{shown(path)}: the server sent a reply this client cannot read ({first_line(exc)}); "
+                              "use the same magicanimate version for both") from None
+    if not isinstance(record, dict):
         raise StageFailed(f"{shown(path)}: the server stopped before the task ended (see the server's output)")
     code = int(record.get("exit_code") or 0)
     if code == 2:
@@ -166,6 +188,11 @@ def _connect(path: Path) -> sockets.socket:
     except OSError as exc:
         conn.close()
         raise UserError(f"{shown(path)}: cannot reach a server there ({exc.strerror or exc}); check --server / MAGICANIMATE_SERVER") from None
+    uid = _peer_uid(conn)
+    if uid is not None and uid not in (os.getuid(), 0):
+        conn.close()
+        raise UserError(f"{shown(path)}: the process listening there belongs to user id {uid}, not you; "
+                        "start your own with `magicanimate serve` in a folder of yours")
     return conn
 
 
@@ -200,8 +227,9 @@ def describe_task(record: dict) -> str:
     return line
 
 
-class _ClientGone(Exception):
-    """The client closed its connection; its task stops at its next progress report."""
+class _ClientGone(BaseException):
+    """The client closed its connection: its task stops at its next progress report, as a task
+    stops on Ctrl-C (a ``BaseException``, so that no stage takes it for a failure of its own)."""
 
 
 def serve(
@@ -217,18 +245,23 @@ def serve(
 
     Stops on Ctrl-C or SIGTERM (the normal ends: exit 0), or after ``idle_timeout`` seconds
     without a client. ``on_ready(path)`` is called once the socket accepts clients, ``on_task(record)``
-    after each task. An existing socket with a live server behind it is refused (``UserError``); a
-    stale one (its server died) is replaced; any other file at ``socket`` is never touched.
-    ``commands`` is the registry the tasks are looked up in (the CLI's, as a batch's).
-    ``progress`` is accepted for the CLI's uniform call and unused: each task's progress goes to
-    its client.
+    after each task. A socket that another server is using (it holds ``SOCKET.lock``) is refused
+    (``UserError``); a stale one (its server died) is replaced; any other file at ``socket`` is never
+    touched, nor is a socket folder that others could write to used. ``commands`` is the registry
+    the tasks are looked up in (the CLI's, as a batch's). ``progress`` is accepted for the CLI's
+    uniform call and unused: each task's progress goes to its client.
     """
     from .batch.tasks import COMMANDS, TaskRunner
 
     if idle_timeout is not None and not idle_timeout > 0:
         raise UserError(f"--idle-timeout {idle_timeout}: must be a positive number of seconds (leave it out to serve until stopped)")
     path = Path(socket).expanduser() if socket else default_socket()
-    listener = _listen(path)
+    lock = _lock(path)
+    try:
+        listener = _listen(path)
+    except BaseException:
+        os.close(lock)
+        raise
     identity = os.stat(path).st_ino
     runner = TaskRunner(commands or COMMANDS)
     started, counts = time.monotonic(), {"tasks": 0, "failed": 0}
@@ -238,6 +271,7 @@ def serve(
         counts["failed"] += record.get("exit_code") != 0
 
     previous = _stop_on_sigterm()
+    home = os.open(".", os.O_RDONLY)  # the server's own folder, back after each task
     try:
         listener.settimeout(idle_timeout)
         if on_ready is not None:
@@ -248,14 +282,19 @@ def serve(
             except TimeoutError:
                 break
             with conn:
-                record = _serve_one(conn, runner, counted)
-            if on_task is not None:
+                try:
+                    record = _serve_one(conn, runner, counted)
+                finally:
+                    os.fchdir(home)
+            if record is not None and on_task is not None:
                 on_task(record)
     except KeyboardInterrupt:
         pass
     finally:
+        os.close(home)
         listener.close()
         _remove_if_ours(path, identity)
+        os.close(lock)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return ServeResult(str(path), counts["tasks"], counts["failed"], runner.loads, round(time.monotonic() - started, 3))
@@ -272,42 +311,65 @@ def _stop_on_sigterm():
     return signal.signal(signal.SIGTERM, stop)
 
 
-def _listen(path: Path) -> sockets.socket:
+def _private_folder(folder: Path) -> None:
+    """Create the socket's folder (``0700``) or check that nobody else can write to it."""
+    try:
+        if not os.path.lexists(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+        info = os.lstat(folder)
+    except OSError as exc:
+        raise UserError(f"{shown(folder)}: cannot create the socket's folder ({exc.strerror}); choose another --socket") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{shown(folder)}: the socket's folder is not a folder (a link or a file); choose another --socket")
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise UserError(
+            f"{shown(folder)}: others could replace a socket in this folder (owner or permissions); "
+            "choose a --socket in a folder of your own that only you can write to"
+        )
+
+
+def _lock(path: Path) -> int:
+    """Hold ``SOCKET.lock`` for the server's lifetime: one server per socket, no race between two."""
+    import fcntl
+
     if not hasattr(sockets, "AF_UNIX"):
         raise UserError("serve needs Unix sockets, which this platform lacks; use `magicanimate batch` instead")
     if len(os.fsencode(path)) > 100:
         raise UserError(f"{shown(path)}: too long for a Unix socket path (at most about 100 bytes); choose a shorter --socket")
-    folder = path.parent
+    _private_folder(path.parent)
+    lock_path = path.with_name(path.name + ".lock")
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
-        raise UserError(f"{shown(folder)}: cannot create the socket's folder ({exc.strerror}); choose another --socket") from None
+        raise UserError(f"{shown(lock_path)}: cannot open the server's lock file ({exc.strerror}); choose another --socket") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise UserError(
+            f"{shown(path)}: a magicanimate server is already listening there; use it with --server {shown(path)}, "
+            "stop it, or choose another --socket"
+        ) from None
+    return lock
+
+
+def _listen(path: Path) -> sockets.socket:
+    """Listen on ``path`` (the lock held): a socket left there by a server that died is replaced."""
     if os.path.lexists(path):
-        mode = os.lstat(path).st_mode
-        if not stat.S_ISSOCK(mode):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise UserError(f"{shown(path)}: exists and is not a socket; choose another --socket (nothing was changed)")
-        probe = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except ConnectionRefusedError:
-            path.unlink()  # a socket left by a server that died: nothing listens on it
-        else:
-            raise UserError(
-                f"{shown(path)}: a magicanimate server is already listening there; use it with --server {shown(path)}, "
-                "stop it, or choose another --socket"
-            )
-        finally:
-            probe.close()
+        path.unlink(missing_ok=True)  # no server holds the lock: nothing listens on it
     listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
     mask = os.umask(0o177)  # the socket is born 0600
     try:
         listener.bind(str(path))
+        listener.listen(16)
     except OSError as exc:
         listener.close()
         raise UserError(f"{shown(path)}: cannot listen there ({exc.strerror}); choose another --socket") from None
     finally:
         os.umask(mask)
-    listener.listen(16)
     return listener
 
 
@@ -331,24 +393,42 @@ def _refused(error: str) -> dict:
     return {"status": "failed", "exit_code": 2, "error": error, "result": None}
 
 
+def _read_line(conn: sockets.socket) -> bytes | None:
+    """The request line, read within ``REQUEST_TIMEOUT_S`` in all; None when it did not come."""
+    deadline = time.monotonic() + REQUEST_TIMEOUT_S
+    data = b""
+    try:
+        while b"\n" not in data and len(data) <= MAX_REQUEST_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            conn.settimeout(remaining)
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        return None
+    finally:
+        conn.settimeout(None)
+    return data.split(b"\n", 1)[0] + b"\n" if b"\n" in data else data
+
+
 def _read_request(conn: sockets.socket, registry) -> dict | str:
     """The client's request, or why it cannot run."""
+    from .batch.registry import NOT_TASKS
+
     uid = _peer_uid(conn)
     if uid is not None and uid != os.getuid():
         return f"this server runs tasks for user id {os.getuid()} only"
-    conn.settimeout(REQUEST_TIMEOUT_S)
-    try:
-        with conn.makefile("rb") as reader:
-            line = reader.readline(MAX_REQUEST_BYTES + 1)
-    except TimeoutError:
+    line = _read_line(conn)
+    if line is None:
         return f"no request within {REQUEST_TIMEOUT_S:g} s; use the magicanimate client (--server)"
-    finally:
-        conn.settimeout(None)
     if len(line) > MAX_REQUEST_BYTES or not line.endswith(b"\n"):
         return "the request is not one line of at most 1 MiB; use the magicanimate client (--server)"
     try:
         request = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "the request is not JSON; use the magicanimate client (--server)"
     if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
         return f"the client speaks another protocol than this server ({PROTOCOL}); use the same magicanimate version for both"
@@ -356,6 +436,13 @@ def _read_request(conn: sockets.socket, registry) -> dict | str:
     if not isinstance(command, str) or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         return "the request needs a command and a list of string arguments"
     if not forwardable(command, args, registry):
+        from .batch.registry import Unknown
+
+        try:
+            registry.lookup(command, args)
+        except Unknown as exc:
+            if command.split()[0] not in NOT_TASKS:
+                return str(exc)
         return f"'{command}' does not run on a server; run it without --server"
     if not isinstance(cwd, str) or not os.path.isabs(cwd) or not os.path.isdir(cwd):
         return f"the client's folder {cwd!r} is not a folder this server can see; run the server on the same machine"
@@ -387,26 +474,43 @@ def _environment(env: dict[str, str]):
                 os.environ[name] = value
 
 
-def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) -> dict:
-    """Run one client's task; its record, given to ``counted`` and then sent to the client."""
-    request = _read_request(conn, runner.registry)
+def _send(conn: sockets.socket, message: dict) -> None:
+    conn.sendall(json.dumps(message, default=str).encode() + b"\n")
+
+
+def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) -> dict | None:
+    """Run one client's task in the client's folder; its record, given to ``counted`` and then
+    sent to the client. None when the client left before its task began (nothing ran)."""
+    try:
+        request = _read_request(conn, runner.registry)
+    except Exception as exc:  # noqa: BLE001 - no request may stop the server
+        request = f"the request could not be read ({exc.__class__.__name__}: {first_line(exc)})"
     if isinstance(request, str):
         record = _refused(request)
     else:
+        try:
+            _send(conn, {"started": True})  # a client that left while queued gets no task run
+        except OSError:
+            return None
 
         def report(stage: str, done: int, total: int) -> None:
             try:
-                conn.sendall(json.dumps({"progress": [stage, done, total]}).encode() + b"\n")
+                _send(conn, {"progress": [stage, done, total]})
             except OSError as exc:
                 raise _ClientGone("the client went away; the task stopped") from exc
 
         runner.workdir = request["cwd"]
-        with _environment(request.get("env", {})):
-            record = runner.run({"command": request["command"], "args": request["args"]}, progress=report,
-                                summary_width=request.get("width", 80))
+        try:
+            os.chdir(request["cwd"])  # what the task's checks call the current folder is the client's
+            with _environment(request.get("env", {})):
+                record = runner.run({"command": request["command"], "args": request["args"]}, progress=report,
+                                    summary_width=request.get("width", 80))
+        except OSError as exc:
+            record = {**_refused(f"{shown(request['cwd'])}: cannot work in the client's folder ({exc.strerror}); run the command without --server"),
+                      "command": request["command"], "args": request["args"]}
     counted(record)
     try:
-        conn.sendall(json.dumps({"record": record}, default=str).encode() + b"\n")
+        _send(conn, {"record": record})
     except OSError:
         pass  # the client is gone; the record still goes to on_task
     return record

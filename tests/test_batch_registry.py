@@ -180,3 +180,12 @@ def test_batch_never_imports_the_cli(tmp_path):
     assert seen["batch"]["results"][1]["result"]["modules"] == []  # the worker, after a real task
     assert media.read_image(tmp_path / "alone.png").shape == (16, 16, 3)
     assert np.array_equal(media.read_image(tmp_path / "alone.png"), media.read_image(tmp_path / "batch.png"))
+
+
+def test_a_task_path_is_read_against_the_manifests_folder_and_tilde_is_home():
+    from magicanimate_cli.batch.registry import resolve_path
+
+    assert resolve_path("ref.png", "/data/jobs") == "/data/jobs/ref.png"
+    assert resolve_path("/abs/ref.png", "/data/jobs") == "/abs/ref.png"
+    assert resolve_path("~/ref.png", "/data/jobs") == os.path.expanduser("~/ref.png")
+    assert resolve_path("ref.png", None) == "ref.png"

@@ -154,7 +154,8 @@ def test_progress_reaches_the_client_and_a_client_that_leaves_stops_its_task(tmp
             conn.connect(str(sock))
             request = {"protocol": server.PROTOCOL, "command": "write", "args": ["-o", "left.txt", "--sleep", "3"], "cwd": str(tmp_path)}
             conn.sendall(json.dumps(request).encode() + b"\n")
-            assert json.loads(conn.makefile("rb").readline()) == {"progress": ["write", 0, 10]}
+            with conn.makefile("rb") as replies:  # (an open reader would keep the connection open)
+                assert [json.loads(replies.readline()) for _ in range(2)] == [{"started": True}, {"progress": ["write", 0, 10]}]
         after = server.submit("write", ["-o", "after.txt"], socket=sock, cwd=tmp_path)
     finally:
         summary = stop(proc)
@@ -173,6 +174,8 @@ def test_progress_reaches_the_client_and_a_client_that_leaves_stops_its_task(tmp
         (b'{"protocol": 1, "command": "batch", "args": [], "cwd": "/"}\n', "'batch' does not run on a server"),
         (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "relative"}\n', "is not a folder this server can see"),
         (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "/", "env": {"PATH": "/x"}}\n', "may only name MAGICANIMATE_MODELS"),
+        (b"[" * 100_000 + b"\n", "the request is not JSON"),  # deeper than the parser's recursion
+        (b"x" * (server.MAX_REQUEST_BYTES + 10), "not one line of at most 1 MiB"),
     ],
 )
 def test_a_malformed_request_is_refused_with_exit_2_and_the_server_goes_on(tmp_path, line, expected):
@@ -203,7 +206,8 @@ def test_a_client_that_sends_nothing_does_not_hold_the_server(tmp_path, monkeypa
         silent.connect(str(sock))  # connects, never writes
         after.connect(str(sock))
         after.sendall(json.dumps({"protocol": server.PROTOCOL, "command": "flip", "args": ["nowhere", "-o", "x"], "cwd": str(tmp_path)}).encode() + b"\n")
-        reply = json.loads(after.makefile("rb").readline())["record"]
+        with after.makefile("rb") as replies:
+            reply = next(m["record"] for m in map(json.loads, replies) if "record" in m)
         serving.join(30)
     assert not serving.is_alive()
     assert records[0]["error"] == "no request within 0.3 s; use the magicanimate client (--server)"
@@ -223,6 +227,61 @@ def test_a_task_failure_on_the_server_is_the_clis_exit_code(tmp_path):
     finally:
         stop(proc)
     assert type(bug.value).__name__ == "StageFailed"  # the CLI's exit 1
+
+
+def test_a_client_that_left_while_queued_gets_no_task_run(tmp_path):
+    sock = tmp_path / "s.sock"
+    proc = start(sock, HELPERS_SERVER)
+    try:
+        first = threading.Thread(target=server.submit, args=("write", ["-o", "first.txt", "--sleep", "1.5"]),
+                                 kwargs={"socket": sock, "cwd": tmp_path})
+        first.start()
+        time.sleep(0.5)  # the first task runs; the next client waits its turn, then leaves
+        with socket.socket(socket.AF_UNIX) as queued:
+            queued.connect(str(sock))
+            queued.sendall(json.dumps({"protocol": server.PROTOCOL, "command": "write", "args": ["-o", "queued.txt"],
+                                       "cwd": str(tmp_path)}).encode() + b"\n")
+        first.join(30)
+        after = server.submit("write", ["-o", "after.txt"], socket=sock, cwd=tmp_path)
+    finally:
+        summary = stop(proc)
+    assert (tmp_path / "first.txt").exists() and after.exit_code == 0
+    assert not (tmp_path / "queued.txt").exists()
+    assert summary == {**summary, "tasks": 2, "failed": 0}
+
+
+def test_a_server_that_dies_mid_task_is_a_one_line_failure(tmp_path):
+    from magicanimate_cli.errors import StageFailed
+
+    sock = tmp_path / "s.sock"
+    proc = start(sock, HELPERS_SERVER)
+    try:
+        with pytest.raises(StageFailed, match=r"the server stopped before the task ended \(see the server's output\)$"):
+            server.submit("write", ["-o", "x.txt", "--sleep", "5"], socket=sock, cwd=tmp_path,
+                          progress=lambda stage, done, total: proc.kill())
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_the_clients_folder_is_the_current_folder_of_its_task(tmp_path):
+    from magicanimate_cli import media
+
+    media.write_frames(tmp_path / "clip.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("mine")
+    sock = tmp_path / "run" / "s.sock"
+    proc = start(sock, cwd=REPO)
+    try:
+        refused = cli("--server", sock, "frames", "../clip.mp4", "-o", ".", "--overwrite", cwd=victim)
+        done = cli("--server", sock, "frames", "../clip.mp4", "-o", "frames", cwd=victim)
+    finally:
+        stop(proc)
+    assert refused.returncode == 2 and refused.stderr.strip() == "error: .: is the current folder or holds it; choose a new output path"
+    assert (victim / "precious.txt").read_text() == "mine"
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (victim / "frames").iterdir()) == ["00000.png", "00001.png"]
 
 
 def test_serve_refuses_a_live_socket_and_any_other_file_and_replaces_a_stale_socket(tmp_path):
@@ -257,6 +316,17 @@ def test_the_socket_is_private_to_its_user(tmp_path):
     finally:
         stop(proc)
 
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UserError, match="others could replace a socket in this folder"):
+        server.serve(shared / "s.sock", idle_timeout=0.1)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(UserError, match="is not a folder \\(a link or a file\\)"):
+        server.serve(tmp_path / "link" / "s.sock", idle_timeout=0.1)
+    assert list(shared.iterdir()) == [] and list((tmp_path / "real").iterdir()) == []
+
 
 def test_default_socket_is_in_a_folder_of_the_users_own(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
@@ -287,6 +357,7 @@ def test_no_server_listening_is_a_one_line_exit_2(tmp_path):
         ("models", ["download", "--only", "animate"], True),
         ("animate", ["--help"], False),
         ("animate", ["ref.png", "--", "--help"], True),  # after --, an argument
+        ("models", [], False),  # a group without its command: the local CLI shows its help
         ("batch", ["tasks.jsonl"], False),
         ("demo", [], False),
         ("serve", [], False),
@@ -295,6 +366,10 @@ def test_no_server_listening_is_a_one_line_exit_2(tmp_path):
 )
 def test_what_goes_to_a_server(command, args, expected):
     assert server.forwardable(command, args) is expected
+
+
+def test_json_is_an_option_only_before_a_double_dash():
+    assert server.wants_json(["a", "--json"]) and not server.wants_json(["a", "--", "--json"])
 
 
 def test_help_and_local_commands_stay_local_with_a_server_set(tmp_path):

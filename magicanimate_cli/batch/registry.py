@@ -400,7 +400,9 @@ def resolve(path: str):
 
 
 def resolve_path(value: str, root: Path | str | None) -> str:
-    """``value`` read against ``root`` (the manifest's folder) unless it is absolute."""
-    if root is None or os.path.isabs(value):
-        return value
+    """``value`` read against ``root`` (the manifest's folder) unless it is absolute (``~`` is
+    the user's home, as for a command typed in a shell)."""
+    expanded = os.path.expanduser(value)
+    if root is None or os.path.isabs(expanded):
+        return expanded if os.path.isabs(expanded) else value
     return os.path.join(str(root), value)
