@@ -71,7 +71,7 @@ for name in ("_appearance", "_controlnet", "_window"):
 class FirstStep(Exception):
     pass
 def progress(stage, done, total, *rest):
-    if stage == "denoise" and done == 0:
+    if stage == "denoise" and "denoise_start" not in marks:  # the first report: the denoising begins
         mark("denoise_start")
     elif stage == "denoise":
         mark("first_step")
@@ -98,7 +98,7 @@ from magicanimate_cli import server
 mark("import_cli")
 def progress(stage, done, total):
     if stage == "denoise":
-        mark("denoise_start" if done == 0 else "first_step")
+        mark("denoise_start" if "denoise_start" not in marks else "first_step")
 sock, ref, motion, out, models, size, steps = sys.argv[2:9]
 server.submit("animate", [ref, motion, "-o", out, "--models", models, "--size", size, "--steps", steps, "--overwrite"],
               socket=sock, progress=progress)
@@ -111,6 +111,7 @@ def server_runs(weights: Path, reference: Path, motion: Path, out: Path, size: i
     """Start ``magicanimate serve``, send it one warm-up task and then ``repeat`` more, each from a
     fresh client process; yield each client's marks (``run``: ``"server_warm_up"``, 0, 1, ...)."""
     sock = out.parent / "serve.sock"
+    sock.unlink(missing_ok=True)  # left by an interrupted run: wait for this server's own
     serve = subprocess.Popen([sys.executable, "-m", "magicanimate_cli", "serve", "--socket", str(sock), "--json"],
                              cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -204,7 +204,9 @@ t0 = time.perf_counter()
 from magicanimate_cli.animate import animate
 marks = {}
 def progress(stage, done, total, *rest):
-    if stage == "denoise" and done > 0 and "first_step" not in marks:
+    if stage == "denoise" and "started" not in marks:  # the first report: the denoising begins
+        marks["started"] = True
+    elif stage == "denoise" and "first_step" not in marks:
         marks["first_step"] = round(time.perf_counter() - t0, 2)
 ref, motion, out, models, compile_ = sys.argv[1:6]
 kwargs = dict(models=models, overwrite=True, progress=progress, compile=compile_ == "1")

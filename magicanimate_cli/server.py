@@ -18,7 +18,7 @@ task's next progress report; what the task had written stays as an interrupted r
 (``animate`` resumes from its last finished step).
 
 Only the user who started the server can use it: the socket lives in a folder nobody else can
-write to (``default_socket``; checked), the socket itself is ``0600``, and on Linux each side
+write to (``_private_folder`` checks it), the socket itself is ``0600``, and on Linux each side
 checks the other's user id. ``SOCKET.lock`` keeps a second server off the same socket. Commands
 that a batch cannot run (``batch``, ``demo``, ``serve``) and ``--help`` always run in the client's
 own process.
@@ -45,6 +45,9 @@ from .errors import StageFailed, UserError, first_line, shown
 PROTOCOL = 1
 MAX_REQUEST_BYTES = 1 << 20
 """The longest request line the server reads (a command line, not data)."""
+
+DEFAULT_WIDTH = 80
+"""Columns of the summary when the client's stdout is not a terminal (Rich's default for a file)."""
 
 REQUEST_TIMEOUT_S = 30.0
 """How long the server waits for a connected client's request before it serves the next one."""
@@ -93,17 +96,23 @@ def forwardable(command: str | None, args: list[str], registry=None) -> bool:
     """Whether ``magicanimate COMMAND ARGS`` goes to a server: a command of ``registry`` (default
     the CLI's: every command a batch can run, so not ``batch``, ``demo`` or ``serve``), and no
     ``--help`` (shown by the client's own CLI)."""
-    if not command or "--help" in _options(args):
-        return False
+    return _refusal(command, args, registry) is None
+
+
+def _refusal(command: str | None, args: list[str], registry=None) -> str | None:
+    """Why ``COMMAND ARGS`` does not run on a server (None: it does)."""
+    from .batch.registry import NOT_TASKS, Unknown
+
     if registry is None:
         from .batch.registry import COMMANDS as registry
-    from .batch.registry import Unknown
-
+    words = (command or "").split()
+    if not words or words[0] in NOT_TASKS or "--help" in _options(args):
+        return f"'{command}' does not run on a server; run it without --server"
     try:
         registry.lookup(command, args)
-    except Unknown:  # not a task command, or a group without its subcommand: the CLI says so itself
-        return False
-    return True
+    except Unknown as exc:  # not a command, or a group without its subcommand: the local CLI says so
+        return str(exc)
+    return None
 
 
 def _options(args: list[str]) -> list[str]:
@@ -170,7 +179,7 @@ def _terminal_width() -> int:
     import shutil
     import sys
 
-    return shutil.get_terminal_size().columns if sys.stdout.isatty() else 80
+    return max(20, min(1000, shutil.get_terminal_size().columns)) if sys.stdout.isatty() else DEFAULT_WIDTH
 
 
 def _connect(path: Path) -> sockets.socket:
@@ -189,7 +198,7 @@ def _connect(path: Path) -> sockets.socket:
         conn.close()
         raise UserError(f"{shown(path)}: cannot reach a server there ({exc.strerror or exc}); check --server / MAGICANIMATE_SERVER") from None
     uid = _peer_uid(conn)
-    if uid is not None and uid not in (os.getuid(), 0):
+    if uid is not None and uid != os.getuid():
         conn.close()
         raise UserError(f"{shown(path)}: the process listening there belongs to user id {uid}, not you; "
                         "start your own with `magicanimate serve` in a folder of yours")
@@ -253,6 +262,8 @@ def serve(
     """
     from .batch.tasks import COMMANDS, TaskRunner
 
+    if not hasattr(sockets, "AF_UNIX"):
+        raise UserError("serve needs Unix sockets, which this platform lacks; use `magicanimate batch` instead")
     if idle_timeout is not None and not idle_timeout > 0:
         raise UserError(f"--idle-timeout {idle_timeout}: must be a positive number of seconds (leave it out to serve until stopped)")
     path = Path(socket).expanduser() if socket else default_socket()
@@ -333,8 +344,6 @@ def _lock(path: Path) -> int:
     """Hold ``SOCKET.lock`` for the server's lifetime: one server per socket, no race between two."""
     import fcntl
 
-    if not hasattr(sockets, "AF_UNIX"):
-        raise UserError("serve needs Unix sockets, which this platform lacks; use `magicanimate batch` instead")
     if len(os.fsencode(path)) > 100:
         raise UserError(f"{shown(path)}: too long for a Unix socket path (at most about 100 bytes); choose a shorter --socket")
     _private_folder(path.parent)
@@ -416,8 +425,6 @@ def _read_line(conn: sockets.socket) -> bytes | None:
 
 def _read_request(conn: sockets.socket, registry) -> dict | str:
     """The client's request, or why it cannot run."""
-    from .batch.registry import NOT_TASKS
-
     uid = _peer_uid(conn)
     if uid is not None and uid != os.getuid():
         return f"this server runs tasks for user id {os.getuid()} only"
@@ -435,18 +442,12 @@ def _read_request(conn: sockets.socket, registry) -> dict | str:
     command, args, cwd = request.get("command"), request.get("args"), request.get("cwd")
     if not isinstance(command, str) or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         return "the request needs a command and a list of string arguments"
-    if not forwardable(command, args, registry):
-        from .batch.registry import Unknown
-
-        try:
-            registry.lookup(command, args)
-        except Unknown as exc:
-            if command.split()[0] not in NOT_TASKS:
-                return str(exc)
-        return f"'{command}' does not run on a server; run it without --server"
+    refusal = _refusal(command, args, registry)
+    if refusal is not None:
+        return refusal
     if not isinstance(cwd, str) or not os.path.isabs(cwd) or not os.path.isdir(cwd):
         return f"the client's folder {cwd!r} is not a folder this server can see; run the server on the same machine"
-    width = request.get("width", 80)
+    width = request.setdefault("width", DEFAULT_WIDTH)
     if not isinstance(width, int) or not 20 <= width <= 1000:
         return "the request's width must be a number of columns from 20 to 1000"
     env = request.get("env", {})
@@ -504,7 +505,7 @@ def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) ->
             os.chdir(request["cwd"])  # what the task's checks call the current folder is the client's
             with _environment(request.get("env", {})):
                 record = runner.run({"command": request["command"], "args": request["args"]}, progress=report,
-                                    summary_width=request.get("width", 80))
+                                    summary_width=request["width"])
         except OSError as exc:
             record = {**_refused(f"{shown(request['cwd'])}: cannot work in the client's folder ({exc.strerror}); run the command without --server"),
                       "command": request["command"], "args": request["args"]}

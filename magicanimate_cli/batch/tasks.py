@@ -2,8 +2,8 @@
 
 A task names a command of the registry (``registry.py``); its arguments become the keyword
 arguments of the command's library function (the one the CLI command calls), with the CLI's
-options, defaults and messages. Paths are read against the manifest's folder, whatever the
-current folder is, and messages and results name them as the manifest wrote them. A command
+options, defaults and messages. Paths are read against the manifest's folder (or a ``serve``
+client's), whatever the current folder is, and messages and results name them as written. A command
 with a ``ModelCache`` (``animate``) gets a model loaded once per process and reused by every
 later task that asks for the same one.
 
@@ -80,7 +80,8 @@ def _default_threads() -> int:
 class TaskRunner:
     """Runs tasks of the registry at ``commands`` in this process, caching models per command.
 
-    ``workdir`` is the folder relative paths in the tasks are read against (the manifest's).
+    ``workdir`` is the folder relative paths in the tasks are read against (the manifest's, or a
+    ``serve`` client's).
     """
 
     def __init__(self, commands: str | Registry = COMMANDS, workdir: Path | str | None = None) -> None:
@@ -140,8 +141,9 @@ class TaskRunner:
         ``task["reclaim"]`` (set by the batch for a task whose own earlier attempt left its
         outputs) lets the task replace them, as ``--overwrite`` would. ``progress`` receives the
         task's progress reports (default: none; ``server.py`` sends them to its client). With
-        ``summary_width`` a done task's record also has ``summary``: the lines the CLI would print
-        for a person (``summary.as_text``), that many columns wide."""
+        ``summary_width`` the record of a task that returned a result (whatever its exit code) also
+        has ``summary``: the lines the CLI would print for a person (``summary.as_text``), that
+        many columns wide."""
         started = time.perf_counter()
         reclaim = bool(task.get("reclaim"))
         task = {key: value for key, value in task.items() if key != "reclaim"}
