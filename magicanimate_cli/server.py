@@ -55,7 +55,8 @@ REQUEST_TIMEOUT_S = 30.0
 FORWARDED_ENV = ("MAGICANIMATE_MODELS",)
 """Variables of the client's environment that hold for its task on the server (set or unset)."""
 
-__all__ = ["PROTOCOL", "Forwarded", "ServeResult", "default_socket", "describe_task", "forwardable", "serve", "submit"]
+__all__ = ["PROTOCOL", "Forwarded", "ServeResult", "default_socket", "describe_task", "forwardable", "serve", "submit",
+           "wants_json"]
 
 
 def default_socket() -> Path:
