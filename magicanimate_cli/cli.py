@@ -511,6 +511,10 @@ def serve_(
         None, "--socket", envvar="MAGICANIMATE_SERVER", help="Unix socket to listen on; default one in a folder of your own (printed at start)."
     ),
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="Stop after this many seconds without a client; default: until Ctrl-C or SIGTERM."),
+    preload: bool = typer.Option(False, "--preload", help="Load the animator (--models, --device, --dtype) before taking clients, so the first animate is warm too."),
+    models: Optional[Path] = MODELS_OPTION,
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu: the animator --preload loads."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float16, bfloat16 or float32: the animator --preload loads."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Keep the models loaded for later commands: `magicanimate --server SOCKET animate ...` runs here."""
@@ -521,7 +525,8 @@ def serve_(
     if not as_json:
         on_ready = lambda path: typer.echo(f"serving on {path}: run commands with --server {path} (Ctrl-C to stop)", err=True)  # noqa: E731
         on_task = lambda record: typer.echo(describe_task(record), err=True)  # noqa: E731
-    _run(lambda progress: run(socket=socket, idle_timeout=idle_timeout, progress=progress, on_ready=on_ready, on_task=on_task), as_json)
+    _run(lambda progress: run(socket=socket, idle_timeout=idle_timeout, progress=progress, on_ready=on_ready, on_task=on_task,
+                              preload=preload, models=models, device=device, dtype=dtype), as_json)
 
 
 @app.command("doctor")

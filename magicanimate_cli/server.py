@@ -249,9 +249,17 @@ def serve(
     progress=None,
     on_ready: Callable[[str], None] | None = None,
     on_task: Callable[[dict], None] | None = None,
+    preload: bool = False,
+    models: Path | str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
     commands=None,
 ) -> ServeResult:
     """Run the tasks clients send to ``socket`` (default ``default_socket()``) until stopped.
+
+    With ``preload`` the animator of ``models``, ``device`` and ``dtype`` is loaded before
+    ``on_ready`` (its weights checked first), so the first ``animate`` with the same three
+    settings is warm too; clients that connect meanwhile wait.
 
     Stops on Ctrl-C or SIGTERM (the normal ends: exit 0), or after ``idle_timeout`` seconds
     without a client. ``on_ready(path)`` is called once the socket accepts clients, ``on_task(record)``
@@ -286,6 +294,9 @@ def serve(
     home = os.open(".", os.O_RDONLY)  # the server's own folder, back after each task
     try:
         listener.settimeout(idle_timeout)
+        if preload:
+            animate = runner.registry["animate"]
+            runner.model(animate.name, animate.model, {"models": models, "device": device, "dtype": dtype})
         if on_ready is not None:
             on_ready(str(path))
         while True:

@@ -25,10 +25,11 @@ REPO = TESTS.parent
 runner = CliRunner()
 
 
-def start(socket_path: Path, code: str | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    """A server process on ``socket_path`` (the CLI's ``serve --json``, or ``code`` run with the
-    socket path as ``sys.argv[1]``), once it accepts clients."""
-    command = [sys.executable, "-m", "magicanimate_cli", "serve", "--socket", str(socket_path), "--json"]
+def start(socket_path: Path, code: str | None = None, cwd: Path | None = None, command: list[str] | None = None) -> subprocess.Popen:
+    """A server process on ``socket_path`` (the CLI's ``serve --json``, ``code`` run with the socket
+    path as ``sys.argv[1]``, or ``command``), once its socket exists."""
+    if command is None:
+        command = [sys.executable, "-m", "magicanimate_cli", "serve", "--socket", str(socket_path), "--json"]
     if code is not None:
         command = [sys.executable, "-c", code, str(socket_path)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
@@ -103,6 +104,37 @@ def test_animate_through_a_server_equals_a_local_run_and_loads_the_models_once(t
         expected = media.read_image(tmp_path / "alone" / name)
         assert np.array_equal(media.read_image(tmp_path / "out1" / name), expected)
         assert np.array_equal(media.read_image(tmp_path / "out2" / name), expected)
+
+
+@pytest.mark.slow
+def test_preload_makes_the_first_animate_warm(tmp_path, tiny_weights):
+    from magicanimate_cli import media
+
+    rng = np.random.default_rng(1)
+    media.write_png(tmp_path / "ref.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    media.write_frames(tmp_path / "pose", rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
+    sock = tmp_path / "s.sock"
+    command = [sys.executable, "-m", "magicanimate_cli", "serve", "--socket", str(sock), "--preload", "--models", str(tiny_weights),
+               "--device", "cpu", "--json"]
+    proc = start(sock, code=None, cwd=REPO, command=command)
+    try:
+        first = server.submit("animate", ["ref.png", "pose", "-o", "out", "--models", str(tiny_weights), "--device", "cpu",
+                                          "--size", "64", "--steps", "1", "--context-frames", "2", "--context-overlap", "1"],
+                              socket=sock, cwd=tmp_path)
+    finally:
+        summary = stop(proc)
+    assert first.exit_code == 0 and first.result["frames"] == 2
+    assert first.models_loaded == 1 and summary["models_loaded"] == 1  # loaded before the command, not again
+
+
+def test_preload_of_broken_weights_is_one_line_exit_2_and_leaves_no_socket(tmp_path):
+    sock = tmp_path / "s.sock"
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    result = cli("serve", "--socket", sock, "--preload", "--models", empty, cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: {empty}") and "magicanimate models download" in result.stderr
+    assert not sock.exists()
 
 
 def test_a_command_prints_the_same_summary_through_a_server(tmp_path, tiny_weights):
