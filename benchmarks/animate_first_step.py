@@ -143,17 +143,13 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT)]
-    from animate_gpu import ensure_weights, inputs
-    from PIL import Image
+    from animate_gpu import ensure_weights, inputs, save_inputs
 
     ensure_weights(args.weights, args.tiny)
     size = args.size or (64 if args.tiny else 512)
     reference, motion = inputs(args.frames, size)
     scratch = Path(args.weights).parent / "animate_first_step"
-    (scratch / "motion").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(reference).save(scratch / "ref.png")
-    for i, frame in enumerate(motion):
-        Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
+    save_inputs(scratch, reference, motion)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     if args.server:
         for marks in server_runs(args.weights, scratch / "ref.png", scratch / "motion", scratch / "out", size, args.steps, args.repeat, env):

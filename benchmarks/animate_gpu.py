@@ -217,17 +217,21 @@ print(json.dumps({"first_step_s": marks.get("first_step"), "total_s": round(time
 """
 
 
+def save_inputs(scratch: Path, reference, motion) -> None:
+    """``scratch/ref.png`` and ``scratch/motion/00000.png, ...``: the inputs as the CLI reads them."""
+    from PIL import Image
+
+    (scratch / "motion").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(reference).save(scratch / "ref.png")
+    for i, frame in enumerate(motion):
+        Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
+
+
 def cli_runs(args, reference, motion, record, scratch: Path, compiled: bool) -> None:
     """The library call the CLI makes, in fresh processes: seconds to the first step, and in all."""
     import subprocess
 
-    from PIL import Image
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(reference).save(scratch / "ref.png")
-    (scratch / "motion").mkdir(exist_ok=True)
-    for i, frame in enumerate(motion):
-        Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
+    save_inputs(scratch, reference, motion)
     extra = ["64", "2"] if args.tiny else ["512", "25"]
     for label in ("compile_cold", "compile_warm") if compiled else ("cold", "warm"):
         t0 = time.perf_counter()
@@ -244,12 +248,8 @@ def serve_runs(args, reference, motion, record, scratch: Path) -> None:
     import os
 
     from animate_first_step import server_runs
-    from PIL import Image
 
-    (scratch / "motion").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(reference).save(scratch / "ref.png")
-    for i, frame in enumerate(motion):
-        Image.fromarray(frame).save(scratch / "motion" / f"{i:05d}.png")
+    save_inputs(scratch, reference, motion)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     size, steps = (64, 2) if args.tiny else (512, 25)
     for marks in server_runs(args.weights, scratch / "ref.png", scratch / "motion", scratch / "out", size, steps, 2, env):
