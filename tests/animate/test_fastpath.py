@@ -22,8 +22,8 @@ from magicanimate_cli.animate.pipeline import FastPath
 from magicanimate_cli.animate.text_kv import SharedTextProcessor, TextKeysValues
 from magicanimate_cli.animate.unet import guided_forward
 
-NOTHING = FastPath(shared_down=False, reference_kv_once=False, text_kv_once=False, appearance_one_row=False, decode_chunk=1,
-                   cuda_graph=False)  # no lever: the default computation
+NOTHING = FastPath(shared_down=False, reference_kv_once=False, text_kv_once=False, appearance_one_row=False,
+                   side_by_side_convs=False, decode_chunk=1, cuda_graph=False)  # no lever: the default computation
 
 
 @pytest.fixture()
@@ -76,6 +76,7 @@ def test_fast_path_is_close_on_random_inputs_and_each_lever_runs(tiny_pipeline, 
         "kv_once": replace(NOTHING, reference_kv_once=True),
         "text_kv_once": replace(NOTHING, text_kv_once=True),
         "one_row": replace(NOTHING, appearance_one_row=True),
+        "side_by_side": replace(NOTHING, side_by_side_convs=True),
         "decode_chunk": replace(NOTHING, decode_chunk=8),
     }
     for name, fast in levers.items():
