@@ -21,10 +21,13 @@ fixture A):
   once the reference latents and the prompt embedding are computed (``mapped.py``).
 
 ``fast=True`` (``--fast``) also runs the down path of the denoising UNet once for both guidance
-halves, projects the reference and prompt keys and values once and, on CUDA, decodes frames in chunks:
-the same mathematics with other matrix shapes, so the result moves by rounding only, within the parity
-contract (``docs/performance.md``). On CUDA it also replays the appearance encoder from a CUDA graph
-after its first step (``cuda_graph.py``; bitwise the eager encoder).
+halves, projects the reference and prompt keys and values once, runs the appearance encoder on one
+row instead of two identical ones and, on CUDA, decodes frames in chunks: the same mathematics with
+other matrix shapes and kernels, so the result moves by rounding (amplified where the reference
+features are rounded through float16), within the parity contract (``docs/performance.md``). On CUDA
+it also replays the appearance encoder from a CUDA graph after its first step (``cuda_graph.py``;
+bitwise the eager encoder); on a CPU it runs the deepest small convolutions on the frames laid side
+by side (``side_by_side.py``; bitwise on the shapes it takes).
 
 diffusers conventions: ``generator``, ``callback_on_step_end``, ``output_type`` (``"np"``, ``"pt"``,
 ``"pil"``, ``"latent"``), ``return_dict`` and a ``BaseOutput``; ``save_pretrained`` writes a pipeline

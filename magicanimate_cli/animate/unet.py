@@ -97,7 +97,9 @@ class PairedLinear(nn.Linear):
 
     The official code runs the appearance encoder on two identical rows; on one row, the time
     projections would become matrix-vector products, which round differently. With this adapter
-    the encoder gives bitwise the official features on one row, for half the work.
+    the time projections of one row are bitwise those of two; the convolutions still pick other
+    kernels at batch 1, so the one-row encoder (``FastPath.appearance_one_row``) is within the parity
+    contract, not bitwise.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
