@@ -21,9 +21,8 @@ from magicanimate_cli.animate.side_by_side import SideBySideConv2d, install_side
 
 BITWISE = textwrap.dedent(
     """
-    import torch
     from magicanimate_cli.animate import pin_cpu_kernels
-    pin_cpu_kernels()
+    pin_cpu_kernels()  # before torch is imported
     import torch
     from torch import nn
     from magicanimate_cli.animate.side_by_side import install_side_by_side
@@ -71,8 +70,8 @@ def test_install_swaps_only_the_3x3_same_convolutions_and_keeps_the_parameters()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     switch = install_side_by_side(model)
     assert [type(m) is SideBySideConv2d for m in model] == [True, False, False, False, False, False]
-    assert install_side_by_side(model) is not switch and model[0].side_by_side is switch  # installed once
     assert model[0].side_by_side is switch and switch.on is False
+    assert install_side_by_side(model) is not switch and model[0].side_by_side is switch  # swapped once only
     after = model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
