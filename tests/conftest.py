@@ -32,6 +32,13 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture()
+def inputs(rng):
+    """A 64² reference and 20 motion frames for the tiny pipeline (tests that need other inputs or
+    files define their own ``inputs``)."""
+    return rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
+
+
 def parity_fixtures() -> list[Path]:
     """Every fixture folder under ../shared/parity (A, and any added later)."""
     if not PARITY_ROOT.is_dir():

@@ -20,11 +20,6 @@ EAGER = FastPath(cuda_graph=False)
 STEPS = 4
 
 
-@pytest.fixture()
-def inputs(rng):
-    return rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
-
-
 def _encoder_calls(pipe, monkeypatch) -> list:
     """Every appearance-encoder forward that Python runs (a replay runs none)."""
     calls = []

@@ -26,11 +26,6 @@ NOTHING = FastPath(shared_down=False, reference_kv_once=False, text_kv_once=Fals
                    side_by_side_convs=False, decode_chunk=1, cuda_graph=False)  # no lever: the default computation
 
 
-@pytest.fixture()
-def inputs(rng):
-    return rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
-
-
 def test_guided_forward_without_sharing_is_the_unet_forward(tiny_pipeline):
     """Our forward for the shared down path is diffusers' forward, bit for bit, when nothing is shared."""
     unet = tiny_pipeline.unet

@@ -6,13 +6,6 @@ import pytest
 import torch
 
 
-@pytest.fixture()
-def inputs(rng):
-    reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    motion = rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
-    return reference, motion
-
-
 @pytest.mark.parametrize("length", [1, 5, 16, 20])
 def test_any_length_gives_one_frame_per_motion_frame(tiny_pipeline, rng, length):
     reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)

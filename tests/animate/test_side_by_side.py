@@ -103,14 +103,12 @@ def test_inputs_it_does_not_take_run_the_plain_convolution(monkeypatch):
     assert len(rows) == 1
 
 
-def test_the_switch_is_on_only_inside_a_fast_call(tiny_pipeline, rng):
-    reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    motion = rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
+def test_the_switch_is_on_only_inside_a_fast_call(tiny_pipeline, inputs):
     seen = []
     hook = tiny_pipeline.controlnet.register_forward_pre_hook(lambda *_: seen.append(tiny_pipeline._side_by_side.on))
     try:
         for fast in (False, True, FastPath(side_by_side_convs=False)):
-            tiny_pipeline(reference, motion, num_inference_steps=1, seed=0, output_type="latent", fast=fast)
+            tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="latent", fast=fast)
             assert seen and len(set(seen)) == 1, fast
             assert seen[0] is (fast is True)
             assert tiny_pipeline._side_by_side.on is False  # off again after the call
@@ -119,7 +117,7 @@ def test_the_switch_is_on_only_inside_a_fast_call(tiny_pipeline, rng):
         hook.remove()
 
 
-def test_the_pipeline_gives_the_same_frames_with_every_convolution_laid_side_by_side(tiny_weights, monkeypatch, rng):
+def test_the_pipeline_gives_the_same_frames_with_every_convolution_laid_side_by_side(tiny_weights, monkeypatch, inputs):
     """The tiny models are too narrow for the lever; with its limits lowered every 3x3 convolution of
     their UNet and ControlNet takes it (other kernels at these sizes: close, not bitwise)."""
     from magicanimate_cli.animate import load_pipeline
@@ -131,11 +129,9 @@ def test_the_pipeline_gives_the_same_frames_with_every_convolution_laid_side_by_
     assert len(swapped) > 10 and not any(type(m) is SideBySideConv2d for m in pipe.appearance_encoder.modules())
     taken = []
     monkeypatch.setattr(side_by_side, "F", SimpleNamespace(conv2d=lambda x, *a, **k: taken.append(x.shape) or torch.nn.functional.conv2d(x, *a, **k)))
-    reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    motion = rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
-    base = pipe(reference, motion, num_inference_steps=2, seed=3, output_type="np", fast=FastPath(side_by_side_convs=False))
+    base = pipe(*inputs, num_inference_steps=2, seed=3, output_type="np", fast=FastPath(side_by_side_convs=False))
     assert not taken
-    laid = pipe(reference, motion, num_inference_steps=2, seed=3, output_type="np", fast=True)
+    laid = pipe(*inputs, num_inference_steps=2, seed=3, output_type="np", fast=True)
     assert taken  # the lever ran
     assert np.abs(laid.frames - base.frames).max() < 1e-4
     assert torch.allclose(laid.latents, base.latents, atol=1e-4, rtol=0)
