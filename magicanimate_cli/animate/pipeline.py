@@ -14,6 +14,8 @@ fixture A):
   the rows of frames a later window reads stay (``residuals.py``), so memory no longer grows with
   the clip (the official caches every frame for the whole step);
 * padded frames are never decoded;
+* the ControlNet embeds each chunk's pose images once per call and reuses the embedding on later
+  steps (``pose_embedding.py``; bounded by a byte budget, off with ``compile``);
 * the appearance encoder stops after its last banked layer (nothing after it is read);
 * on a CPU, with the malloc settings of ``load_pipeline`` (``malloc.py``), the free heap memory is
   handed back after the denoising and after the decoding;
@@ -22,7 +24,7 @@ fixture A):
 
 ``fast=True`` (``--fast``) also runs the down path of the denoising UNet once for both guidance
 halves, projects the reference and prompt keys and values once, runs the appearance encoder on one
-row instead of two identical ones and, on CUDA, decodes frames in chunks: the same mathematics with
+row instead of two identical ones and decodes frames in chunks (4 on CUDA, 2 elsewhere): the same mathematics with
 other matrix shapes and kernels, so the result moves by rounding (amplified where the reference
 features are rounded through float16), within the parity contract (``docs/performance.md``). On CUDA
 it also replays the appearance encoder from a CUDA graph after its first step (``cuda_graph.py``;
@@ -55,6 +57,7 @@ from ..progress import Progress
 from .cuda_graph import AppearanceGraph
 from .malloc import release_freed_memory
 from .mapped import drop_mapped_pages
+from .pose_embedding import install_pose_embedding_cache
 from .reference import (
     BankFilled,
     ReferenceAttentionError,
@@ -102,8 +105,9 @@ class FastPath:
     shapes it takes, measured. Never used with ``compile`` or on a GPU."""
     decode_chunk: int | None = None
     """Frames per VAE decode call (bounded memory; the official decodes one at a time). ``None``: 4 on
-    CUDA (16 frames at 512² on an H200: 0.36 s one at a time, 0.25 s in chunks of 4), 1 elsewhere (on
-    2 CPU threads chunks decode no faster and hold more memory)."""
+    CUDA (16 frames at 512² on an H200: 0.36 s one at a time, 0.25 s in chunks of 4), 2 elsewhere (16
+    frames at 128² on 2 CPU threads: 1.05× faster than one at a time, 0.07 GB more memory, which
+    stays below the denoising's peak; chunks of 4 were no faster there and held 0.3 GB more)."""
     compile: bool = False
     """``torch.compile`` (inductor) the UNet window and the ControlNet: fuses the norms, activations,
     adds, casts and layout copies between the kernels. Off by default: the first call of a process
@@ -129,7 +133,7 @@ def _decode_chunk(fast: FastPath | None, device: torch.device) -> int:
     if not fast:
         return 1
     if fast.decode_chunk is None:
-        return 4 if device.type == "cuda" else 1
+        return 4 if device.type == "cuda" else 2
     return fast.decode_chunk
 
 
@@ -245,6 +249,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         self._bank, self._readers = install_reference_attention(appearance_encoder, unet)
         self._text_kv = install_shared_text(unet, controlnet)
         self._side_by_side = install_side_by_side(unet, controlnet)
+        self._pose_embeddings = install_pose_embedding_cache(controlnet)
         self._compiled: dict[str, Callable] = {}
 
     # diffusers' whole-pipeline attention switches would replace the reference and temporal
@@ -363,6 +368,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             self._bank.clear()
             self._text_kv.clear()
             self._side_by_side.on = False
+            self._pose_embeddings.clear()
             release_freed_memory()  # the UNet's temporaries, before the VAE's (malloc.py)
         if _rank_and_world(distributed)[0] != 0:
             frames = None
@@ -395,6 +401,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             reader.cond_start = min(context_frames, total) if guided else 0  # rows are (half, frame)
             reader.fast = bool(fast and fast.reference_kv_once)
         self._side_by_side.on = bool(fast and fast.side_by_side_convs and not fast.compile)  # CPU only (side_by_side.py)
+        self._pose_embeddings.on = not (fast and fast.compile)  # each chunk's pose embedding once per call (pose_embedding.py)
 
         text = self._empty_prompt_embedding(device)
         if fast and fast.text_kv_once:

@@ -131,14 +131,14 @@ def test_decode_in_chunks_streams_every_frame_in_order(tiny_pipeline, inputs):
     assert received == list(range(20))
 
 
-def test_fast_path_decodes_in_chunks_only_where_asked_or_on_cuda(tiny_pipeline, inputs, monkeypatch):
+def test_fast_path_decodes_in_chunks_of_two_on_cpu_unless_asked(tiny_pipeline, inputs, monkeypatch):
     sizes = []
     decode = tiny_pipeline.vae.decode
     monkeypatch.setattr(tiny_pipeline.vae, "decode", lambda z: sizes.append(len(z)) or decode(z))
     for fast in (True, replace(NOTHING, decode_chunk=8)):
         sizes.clear()
         tiny_pipeline(*inputs, num_inference_steps=1, seed=0, fast=fast, output_type="np")
-        assert sizes == ([1] * 20 if fast is True else [8, 8, 4])  # CPU: one frame per call, as the official
+        assert sizes == ([2] * 10 if fast is True else [8, 8, 4])  # CPU: two frames per call (FastPath.decode_chunk)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
