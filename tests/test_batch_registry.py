@@ -189,3 +189,25 @@ def test_a_task_path_is_read_against_the_manifests_folder_and_tilde_is_home():
     assert resolve_path("/abs/ref.png", "/data/jobs") == "/abs/ref.png"
     assert resolve_path("~/ref.png", "/data/jobs") == os.path.expanduser("~/ref.png")
     assert resolve_path("ref.png", None) == "ref.png"
+
+
+def test_an_animate_task_keys_its_pipeline_by_the_device_and_dtype_this_machine_resolves(tiny_weights):
+    """``auto`` and its spelled-out device and dtype are one loaded animator in a worker or server."""
+    import torch
+
+    from magicanimate_cli.batch.registry import ANIMATE_MODEL
+    from magicanimate_cli.errors import UserError
+
+    def key(**params):
+        return ANIMATE_MODEL.key({"models": str(tiny_weights), **params})
+
+    if torch.cuda.is_available():
+        device, dtype = f"cuda:{torch.cuda.current_device()}", "float16"
+        assert key(device="cuda") == key(device=device)
+    else:
+        device, dtype = "cpu", "float32"
+        with pytest.raises(UserError, match="no CUDA device"):
+            key(device="cuda")
+    assert key() == key(device="auto", dtype="auto") == key(device=device, dtype=dtype)
+    assert key()[1:] == (device, dtype)
+    assert key(dtype="bfloat16") != key()

@@ -114,7 +114,9 @@ def _check_dtype(dtype: str) -> None:
         raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
 
 
-def _resolve_device(device: str, dtype: str):
+def resolve_device_dtype(device: str, dtype: str):
+    """``(torch.device, torch.dtype)`` for ``--device`` and ``--dtype`` on this machine (``auto``:
+    CUDA when PyTorch sees a GPU; float16 on CUDA, float32 elsewhere)."""
     import torch
 
     from ..device import resolve_device
@@ -135,7 +137,7 @@ def load_pipeline(models: Path | str | None = None, device: str = "auto", dtype:
     from .pipeline import MagicAnimatePipeline, official_scheduler
     from .weights import load_components
 
-    torch_device, torch_dtype = _resolve_device(device, dtype)
+    torch_device, torch_dtype = resolve_device_dtype(device, dtype)
     if torch_device.type == "cpu":
         reuse_freed_memory()
     components = load_components(resolve_models_dir(models), torch_dtype)

@@ -347,11 +347,20 @@ class Registry:
 
 
 def _animate_key(params: dict) -> Hashable:
+    """Which animator a task needs: the models folder, and the device and dtype as this machine
+    resolves them (``auto``, ``cuda`` and ``cuda:0`` on a one-GPU machine are one pipeline)."""
+    from ..animate import pin_cpu_kernels, resolve_device_dtype
     from ..models import resolve_models_dir
+
+    pin_cpu_kernels()  # this imports torch: the kernels are pinned first, as for the load
+    import torch
 
     devices = params.get("devices")
     device = devices if devices and "," not in devices else params.get("device", "auto")
-    return (str(resolve_models_dir(params.get("models")).resolve()), device, params.get("dtype", "auto"))
+    device, dtype = resolve_device_dtype(device, params.get("dtype", "auto"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return (str(resolve_models_dir(params.get("models")).resolve()), str(device), str(dtype).removeprefix("torch."))
 
 
 def _animate_check(params: dict) -> None:
@@ -364,7 +373,8 @@ def _animate_load(params: dict):
     from ..animate import load_pipeline, pin_cpu_kernels
 
     pin_cpu_kernels()
-    return load_pipeline(params.get("models"), _animate_key(params)[1], params.get("dtype", "auto"))
+    _, device, dtype = _animate_key(params)
+    return load_pipeline(params.get("models"), device, dtype)
 
 
 ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load, _animate_check)
