@@ -9,7 +9,8 @@ and decode seconds, per-module seconds, peak RSS, peak anonymous and file-backed
 one-step call before the timed one); then the uint8 differences between the paths and the ratios
 (the default path's and the official's seconds over each of our paths'). With ``--repeat N`` every path runs N
 times, interleaved (each round starts with another path, so no path always pays the page-in of the
-weights), and the summary takes each path's fastest run (and its highest peak RSS).
+weights), and the summary takes each path's fastest run (and its highest peak RSS); it also gives the
+ratios within each round (``*_over_ours_by_round``) and their median (``*_over_ours_median``).
 
     python benchmarks/animate_cpu.py --weights /tmp/ma-real-fp32
     python benchmarks/animate_cpu.py --weights /tmp/ma-tiny --tiny          # a dry run (tiny models, 64²)
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,6 +181,18 @@ def main() -> None:
                 for stage in ("denoise", "decode", "load")
             }
             summary[f"uint8_vs_{other}"] = {p: uint8_diff(p, other) for p in ours if p != other}
+            # the same ratio within each round (the paths of a round ran back to back), and its median:
+            # less moved by one disturbed run than the fastest-against-fastest ratio
+            by_round = {
+                stage: {p: [round(o[f"{stage}_s"] / r[f"{stage}_s"], 3) for o, r in zip(results[other], results[p])]
+                        for p in ours if p != other}
+                for stage in ("denoise", "decode")
+            }
+            summary[f"{other}_over_ours_by_round"] = by_round
+            summary[f"{other}_over_ours_median"] = {
+                stage: {p: round(statistics.median(ratios), 3) for p, ratios in by_stage.items()}
+                for stage, by_stage in by_round.items()
+            }
     print(json.dumps(summary))
 
 
