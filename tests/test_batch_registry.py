@@ -196,6 +196,7 @@ def test_an_animate_task_keys_its_pipeline_by_the_device_and_dtype_this_machine_
     import torch
 
     from magicanimate_cli.batch.registry import ANIMATE_MODEL
+    from magicanimate_cli.batch.tasks import TaskRunner
     from magicanimate_cli.errors import UserError
 
     def key(**params):
@@ -211,3 +212,8 @@ def test_an_animate_task_keys_its_pipeline_by_the_device_and_dtype_this_machine_
     assert key() == key(device="auto", dtype="auto") == key(device=device, dtype=dtype)
     assert key()[1:] == (device, dtype)
     assert key(dtype="bfloat16") != key()
+    # a worker asked for "auto" and then for what it resolves to loads the animator once
+    runner = TaskRunner()
+    first = runner.model("animate", ANIMATE_MODEL, {"models": str(tiny_weights)})
+    again = runner.model("animate", ANIMATE_MODEL, {"models": str(tiny_weights), "device": device, "dtype": dtype})
+    assert again is first and runner.loads == 1

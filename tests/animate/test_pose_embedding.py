@@ -51,7 +51,7 @@ def test_each_chunk_is_embedded_once_per_call_with_the_same_result(tiny_pipeline
 
 def test_the_budget_bounds_what_a_call_keeps(tiny_pipeline, inputs, monkeypatch):
     one_chunk = 16 * 3 * 64 * 64 * 4 + 16 * tiny_pipeline.controlnet.config.block_out_channels[0] * 8 * 8 * 4
-    monkeypatch.setattr(pose_embedding, "BUDGET_BYTES", one_chunk)  # room for the first chunk only
+    monkeypatch.setattr(pose_embedding, "BUDGET_BYTES", one_chunk + 1)  # room for the first chunk only
     seen = _count_embeddings(tiny_pipeline, monkeypatch)
     kept = []
     keep = PoseEmbeddings.keep
@@ -59,6 +59,10 @@ def test_the_budget_bounds_what_a_call_keeps(tiny_pipeline, inputs, monkeypatch)
     tiny_pipeline(*inputs, num_inference_steps=2, seed=0, output_type="latent")
     assert seen == [16, 16, 16]  # the second chunk again on step 2
     assert max(kept) == one_chunk
+    monkeypatch.setattr(pose_embedding, "BUDGET_BYTES", one_chunk)  # a chunk of exactly the budget is not kept
+    seen.clear()
+    tiny_pipeline(*inputs, num_inference_steps=2, seed=0, output_type="latent")
+    assert seen == [16, 16] * 2
 
 
 def test_other_images_are_embedded_anew():
