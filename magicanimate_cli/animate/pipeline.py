@@ -24,9 +24,10 @@ fixture A):
 
 ``fast=True`` (``--fast``) also runs the down path of the denoising UNet once for both guidance
 halves, projects the reference and prompt keys and values once, runs the appearance encoder on one
-row instead of two identical ones and decodes frames in chunks (4 on CUDA, 2 elsewhere): the same mathematics with
-other matrix shapes and kernels, so the result moves by rounding (amplified where the reference
-features are rounded through float16), within the parity contract (``docs/performance.md``). On CUDA
+row instead of two identical ones and decodes frames in chunks (4 on CUDA, 2 elsewhere): the same
+mathematics with other matrix shapes and kernels, so the result moves by rounding (amplified where
+the reference features are rounded through float16), within the parity contract
+(``docs/performance.md``). On CUDA
 it also replays the appearance encoder from a CUDA graph after its first step (``cuda_graph.py``;
 bitwise the eager encoder); on a CPU it runs the deepest small convolutions on the frames laid side
 by side (``side_by_side.py``; bitwise on the shapes it takes).

@@ -13,8 +13,9 @@ Memory stays bounded: a call keeps less than ``BUDGET_BYTES`` of images and embe
 in float32 a 16-frame chunk holds 8.4 MB; at 512² in float16 one chunk holds exactly 64 MiB, not
 less, so there the embedding is computed every step as before and the memory stays flat in the
 clip length). On CUDA, looking a chunk up (``torch.equal``) waits for the GPU once per ControlNet
-call, but only while something is kept, i.e. below 512². The cache is emptied at the end of every call. It is switched off with ``compile``
-(a compiled ControlNet would guard on the cache's Python state).
+call, but only while something is kept, i.e. below 512². The cache is emptied at the end of every
+call. It is switched off with ``compile`` (a compiled ControlNet would guard on the cache's Python
+state).
 
 Measured at the real model size, 128², 16 frames, 2 CPU threads: the embedding of a 16-frame chunk
 takes 0.13-0.18 s of a 13 s step.

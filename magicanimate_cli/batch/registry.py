@@ -370,10 +370,9 @@ def _animate_check(params: dict) -> None:
 
 
 def _animate_load(params: dict):
-    from ..animate import load_pipeline, pin_cpu_kernels
+    from ..animate import load_pipeline
 
-    pin_cpu_kernels()
-    _, device, dtype = _animate_key(params)
+    _, device, dtype = _animate_key(params)  # pins the CPU kernels before torch is imported
     return load_pipeline(params.get("models"), device, dtype)
 
 

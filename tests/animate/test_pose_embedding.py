@@ -6,8 +6,6 @@ pose images on every step as the official code does; the frames and latents must
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 from diffusers.models.controlnets.controlnet import ControlNetModel
@@ -20,8 +18,7 @@ from magicanimate_cli.animate.pose_embedding import CachedPoseEmbedding, PoseEmb
 def _count_embeddings(pipe, monkeypatch) -> list[int]:
     """How many pose images each real embedding computation saw (a spy on its first convolution)."""
     seen = []
-    module = pipe.controlnet.controlnet_cond_embedding
-    conv_in = module.conv_in
+    conv_in = pipe.controlnet.controlnet_cond_embedding.conv_in
     forward = conv_in.forward
     monkeypatch.setattr(conv_in, "forward", lambda x: seen.append(len(x)) or forward(x))
     return seen
@@ -87,9 +84,7 @@ def test_off_with_compile_and_outside_a_call(tiny_pipeline, inputs, monkeypatch)
     forward = CachedPoseEmbedding.forward
     monkeypatch.setattr(CachedPoseEmbedding, "forward", lambda self, x: states.append(self.embeddings.on) or forward(self, x))
     monkeypatch.setattr(type(tiny_pipeline), "_compiled_or", lambda self, name, fn, fast: fn)  # no inductor here
-    nothing = FastPath(shared_down=False, reference_kv_once=False, text_kv_once=False, appearance_one_row=False,
-                       side_by_side_convs=False, decode_chunk=1, cuda_graph=False)
-    tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="latent", fast=replace(nothing, compile=True))
+    tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="latent", fast=FastPath(compile=True))
     assert states and not any(states)
     states.clear()
     tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="latent", fast=True)
