@@ -30,7 +30,9 @@ the reference features are rounded through float16), within the parity contract
 (``docs/performance.md``). On CUDA
 it also replays the appearance encoder from a CUDA graph after its first step (``cuda_graph.py``;
 bitwise the eager encoder); on a CPU it runs the deepest small convolutions on the frames laid side
-by side (``side_by_side.py``; bitwise on the shapes it takes).
+by side (``side_by_side.py``; bitwise on the shapes it takes), computes the up path's share of each
+skip connection once for both halves (``unet.resnet_on_shared_skip``) and the upsampling
+convolutions at the input's size (``upsample_phases.py``).
 
 diffusers conventions: ``generator``, ``callback_on_step_end``, ``output_type`` (``"np"``, ``"pt"``,
 ``"pil"``, ``"latent"``), ``return_dict`` and a ``BaseOutput``; ``save_pretrained`` writes a pipeline
@@ -70,6 +72,7 @@ from .residuals import StepResiduals
 from .side_by_side import install_side_by_side
 from .text_kv import install_shared_text
 from .unet import guided_forward, make_official, pair_time_projections
+from .upsample_phases import install_upsample_phases
 from .weights import SCALING_FACTOR
 from .windows import context_windows, padded_length
 
@@ -88,7 +91,18 @@ class FastPath:
     """
 
     shared_down: bool = True
-    """Run the UNet's down path once for both guidance halves (``unet.guided_forward``)."""
+    """Run the UNet's down path and its mid block's first resnet once for both guidance halves
+    (``unet.guided_forward``)."""
+    shared_skips: bool = True
+    """On CPU, with ``shared_down``: the up path's resnets compute the share of their skip connection
+    (the groups of ``norm1`` wholly in it, their ``conv1`` products, its ``conv_shortcut`` products) once
+    for both guidance halves where the skip is at least 8×8 (``unet.resnet_on_shared_skip``). The
+    same sums in another order. Never used with ``compile`` or on a GPU (not measured there)."""
+    upsample_phases: bool = True
+    """On CPU, compute the UNet's nearest ×2 upsampling and its 3×3 convolution as four 2×2
+    convolutions at the input's size (``upsample_phases.py``): 16 products per input pixel and channel
+    pair instead of 36, on inputs of at least 4×4. Keeps the summed kernels (16/9 of those
+    convolutions' weights). Never used with ``compile`` or on a GPU (not measured there)."""
     reference_kv_once: bool = True
     """Project the reference keys and values once per step and block, for every row and window."""
     text_kv_once: bool = True
@@ -177,14 +191,14 @@ class MagicAnimatePipelineOutput(BaseOutput):
 MagicAnimateOutput = MagicAnimatePipelineOutput  # the earlier name
 
 
-def _window_forward(unet, sample, t, text, down, mid, halves: int, shared_down: bool) -> torch.Tensor:
+def _window_forward(unet, sample, t, text, down, mid, halves: int, shared_down: bool, shared_skips: bool = False) -> torch.Tensor:
     """One UNet call on one window (``sample``: the single half, ``1×4×f×h×w``), every guidance half out.
 
     ``down`` (the ControlNet's down residuals, a list the caller hands over) is emptied once they
     are added or copied, so their memory is free for the rest of the call.
     """
     if shared_down:
-        return guided_forward(unet, sample, t, text.expand(sample.shape[2], -1, -1), down, mid, halves)
+        return guided_forward(unet, sample, t, text.expand(sample.shape[2], -1, -1), down, mid, halves, shared_skips)
     if halves > 1:
         doubled = [torch.cat([d] * halves) for d in down]
         down.clear()
@@ -250,6 +264,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         self._bank, self._readers = install_reference_attention(appearance_encoder, unet)
         self._text_kv = install_shared_text(unet, controlnet)
         self._side_by_side = install_side_by_side(unet, controlnet)
+        self._upsample_phases = install_upsample_phases(unet)  # not the appearance encoder's: its bank is rounded to fp16
         self._pose_embeddings = install_pose_embedding_cache(controlnet)
         self._compiled: dict[str, Callable] = {}
 
@@ -369,6 +384,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             self._bank.clear()
             self._text_kv.clear()
             self._side_by_side.on = False
+            self._upsample_phases.on = False
             self._pose_embeddings.clear()
             release_freed_memory()  # the UNet's temporaries, before the VAE's (malloc.py)
         if _rank_and_world(distributed)[0] != 0:
@@ -402,6 +418,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
             reader.cond_start = min(context_frames, total) if guided else 0  # rows are (half, frame)
             reader.fast = bool(fast and fast.reference_kv_once)
         self._side_by_side.on = bool(fast and fast.side_by_side_convs and not fast.compile)  # CPU only (side_by_side.py)
+        self._upsample_phases.on = bool(fast and fast.upsample_phases and not fast.compile)  # CPU only (upsample_phases.py)
         self._pose_embeddings.on = not (fast and fast.compile)  # each chunk's pose embedding once per call (pose_embedding.py)
 
         text = self._empty_prompt_embedding(device)
@@ -515,7 +532,8 @@ class MagicAnimatePipeline(DiffusionPipeline):
 
     def _window(self, sample, t, text, down, mid, halves: int, fast: FastPath | None) -> torch.Tensor:
         shared_down = bool(fast and fast.shared_down)
-        return self._compiled_or("window", _window_forward, fast)(self.unet, sample, t, text, down, mid, halves, shared_down)
+        shared_skips = bool(shared_down and fast.shared_skips and not fast.compile and sample.device.type == "cpu")
+        return self._compiled_or("window", _window_forward, fast)(self.unet, sample, t, text, down, mid, halves, shared_down, shared_skips)
 
     def _controlnet(self, sample, t, text, cond, fast: FastPath | None):
         return self._compiled_or("controlnet", _controlnet_forward, fast)(self.controlnet, sample, t, text, cond)

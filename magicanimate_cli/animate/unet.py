@@ -58,11 +58,15 @@ class WindowGroupNorm(nn.GroupNorm):
     frames: FrameCount
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frames = self.frames.value
-        bf, c, h, w = x.shape
-        y = x.reshape(bf // frames, frames, c, h * w).transpose(1, 2)
-        y = F.group_norm(y, self.num_groups, self.weight, self.bias, self.eps)
-        return y.transpose(1, 2).reshape(bf, c, h, w)
+        return window_group_norm(x, self.frames.value, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def window_group_norm(x: torch.Tensor, frames: int, groups: int, weight, bias, eps: float) -> torch.Tensor:
+    """``WindowGroupNorm``'s computation on ``groups`` groups with the given affine parameters."""
+    bf, c, h, w = x.shape
+    y = x.reshape(bf // frames, frames, c, h * w).transpose(1, 2)
+    y = F.group_norm(y, groups, weight, bias, eps)
+    return y.transpose(1, 2).reshape(bf, c, h, w)
 
 
 MOTION_NORM_GROUPS = 32
@@ -207,17 +211,24 @@ def make_official(unet: nn.Module) -> nn.Module:
     return unet
 
 
-def guided_forward(unet: nn.Module, sample, timestep, encoder_hidden_states, down_residuals, mid_residual, halves: int):
+def guided_forward(
+    unet: nn.Module, sample, timestep, encoder_hidden_states, down_residuals, mid_residual, halves: int, shared_skips: bool = False
+):
     """``UNetMotionModel.forward`` with the down path run once for both guidance halves (fast path).
 
     Both halves of classifier-free guidance enter the UNet with the same latents, the same
-    text embedding and the same ControlNet residuals, and the reference features only enter from
-    the mid block on: so ``sample`` (``1×c×f×h×w``), ``encoder_hidden_states`` (``f`` rows) and the
-    residuals (``f`` rows) are the single half, and the activations are repeated ``halves`` times
-    just before the mid block. Every operation of the down path is row-wise, and the per-batch
-    projections (time embedding, resnet ``time_emb_proj``) run on ``halves`` rows as in the full
-    batch, so on CPU the result is bitwise the full forward's (``tests/animate/test_fastpath.py``).
-    ``down_residuals``, a list the caller hands over, is emptied once added to the skips.
+    text embedding and the same ControlNet residuals, and the reference features only enter at
+    the mid block's attention: so ``sample`` (``1×c×f×h×w``), ``encoder_hidden_states`` (``f``
+    rows) and the residuals (``f`` rows) are the single half, the down path and the mid block's
+    first resnet run on it, and the activations are repeated ``halves`` times just before the mid
+    block's attention. Every operation there is row-wise, and the per-batch projections (time
+    embedding, resnet ``time_emb_proj``) run on ``halves`` rows as in the full batch
+    (``FrameCount.rows``). ``down_residuals``, a list the caller hands over, is emptied once added
+    to the skips.
+
+    ``shared_skips``: the up path's skip connections stay single too, and where they are at least
+    ``SHARED_SKIP_MIN_PIXELS`` large the resnets that take them compute the skip's share of their
+    first convolution and shortcut once for all halves (``resnet_on_shared_skip``).
     """
     frames = unet.frame_count
     num_frames = sample.shape[2]
@@ -244,19 +255,23 @@ def guided_forward(unet: nn.Module, sample, timestep, encoder_hidden_states, dow
     if down_residuals is not None:
         res_samples = tuple(r + d for r, d in zip(res_samples, down_residuals))
         down_residuals.clear()  # handed over by the caller: free for the mid and up blocks
+    mid = unet.mid_block
+    if mid is not None:
+        hidden = mid.resnets[0](input_tensor=hidden, temb=emb)  # before the first reference attention
 
     def both(x: torch.Tensor) -> torch.Tensor:  # one half -> every half, in guidance-half order
-        return x.repeat(halves, *([1] * (x.dim() - 1))) if halves > 1 else x
+        return _both(x, halves)
 
     if encoder_hidden_states.stride(0) == 0:  # one row broadcast: keep it so (text_kv.SharedTextProcessor)
         encoder_hidden_states = encoder_hidden_states[:1].expand(halves * encoder_hidden_states.shape[0], -1, -1)
     else:
         encoder_hidden_states = both(encoder_hidden_states)
     hidden, emb = both(hidden), both(emb)
-    res_samples = tuple(both(r) for r in res_samples)
-    if unet.mid_block is not None:
-        kwargs = {"num_frames": num_frames} if hasattr(unet.mid_block, "motion_modules") else {}
-        hidden = unet.mid_block(hidden, emb, encoder_hidden_states=encoder_hidden_states, **kwargs)
+    shared_skips = shared_skips and halves > 1
+    if not shared_skips:
+        res_samples = tuple(both(r) for r in res_samples)
+    if mid is not None:
+        hidden = _mid_block_after_first_resnet(mid, hidden, emb, encoder_hidden_states, num_frames)
     if mid_residual is not None:
         hidden = hidden + both(mid_residual)
 
@@ -265,6 +280,9 @@ def guided_forward(unet: nn.Module, sample, timestep, encoder_hidden_states, dow
         res_samples = res_samples[: -len(block.resnets)]
         if i < len(unet.up_blocks) - 1 and forward_upsample_size:
             upsample_size = res_samples[-1].shape[2:]
+        if shared_skips:
+            hidden = _up_block_on_shared_skips(block, hidden, res, emb, encoder_hidden_states, upsample_size, num_frames, halves)
+            continue
         kwargs = {"hidden_states": hidden, "temb": emb, "res_hidden_states_tuple": res, "upsample_size": upsample_size, "num_frames": num_frames}
         if getattr(block, "has_cross_attention", False):
             kwargs["encoder_hidden_states"] = encoder_hidden_states
@@ -274,6 +292,94 @@ def guided_forward(unet: nn.Module, sample, timestep, encoder_hidden_states, dow
         hidden = unet.conv_act(unet.conv_norm_out(hidden))
     hidden = unet.conv_out(hidden)
     return hidden[None, :].reshape((-1, num_frames) + hidden.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+def _both(x: torch.Tensor, halves: int) -> torch.Tensor:
+    return x.repeat(halves, *([1] * (x.dim() - 1))) if halves > 1 else x
+
+
+def _mid_block_after_first_resnet(mid: nn.Module, hidden, emb, encoder_hidden_states, num_frames: int):
+    """The rest of diffusers' ``UNetMidBlock2DCrossAttn`` / ``UNetMidBlockCrossAttnMotion`` forward:
+    attention, motion module (if any), resnet."""
+    motions = getattr(mid, "motion_modules", None) or [None] * len(mid.attentions)
+    for attn, motion, resnet in zip(mid.attentions, motions, mid.resnets[1:]):
+        hidden = attn(hidden_states=hidden, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+        if motion is not None:
+            hidden = motion(hidden, None, None, None, num_frames, None)
+        hidden = resnet(input_tensor=hidden, temb=emb)
+    return hidden
+
+
+SHARED_SKIP_MIN_PIXELS = 64
+"""The smallest skip image (height × width) whose share of a resnet is computed once for all guidance
+halves. On the real model's up-block resnets (``benchmarks/up_path_levers.py --all-shapes``, 128²,
+32 rows, 2 CPU threads) it made them 1.08-1.36× faster on 8×8 and 16×16 skips, 0.89-1.04× on 4×4
+and 0.86-0.88× on 2×2 (two convolutions on slices of the weight instead of one)."""
+
+
+def _up_block_on_shared_skips(block: nn.Module, hidden, skips, emb, encoder_hidden_states, upsample_size, num_frames: int, halves: int):
+    """diffusers' ``UpBlockMotion`` / ``CrossAttnUpBlockMotion`` forward with single-half ``skips``."""
+    if any(getattr(block, name, None) for name in ("s1", "s2", "b1", "b2")):  # FreeU rescales the skips
+        kwargs = {"encoder_hidden_states": encoder_hidden_states} if getattr(block, "has_cross_attention", False) else {}
+        return block(hidden_states=hidden, temb=emb, res_hidden_states_tuple=tuple(_both(s, halves) for s in skips),
+                     upsample_size=upsample_size, num_frames=num_frames, **kwargs)
+    attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
+    for resnet, attn, motion, skip in zip(block.resnets, attentions, block.motion_modules, reversed(skips)):
+        hidden = resnet_on_shared_skip(resnet, hidden, skip, emb, halves)
+        if attn is not None:
+            hidden = attn(hidden_states=hidden, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+        hidden = motion(hidden, num_frames=num_frames)
+    for upsampler in block.upsamplers or ():
+        hidden = upsampler(hidden_states=hidden, output_size=upsample_size)
+    return hidden
+
+
+def _conv_part(conv: nn.Conv2d, x: torch.Tensor, start: int, stop: int | None, bias: bool) -> torch.Tensor:
+    return F.conv2d(x, conv.weight[:, start:stop], conv.bias if bias else None, conv.stride, conv.padding, conv.dilation)
+
+
+def _splits(resnet: nn.Module) -> bool:
+    plain = lambda conv: conv.groups == 1 and conv.padding_mode == "zeros"  # noqa: E731
+    return (
+        isinstance(resnet.norm1, WindowGroupNorm) and resnet.upsample is None and resnet.downsample is None
+        and resnet.time_embedding_norm == "default" and plain(resnet.conv1)
+        and (resnet.conv_shortcut is None or plain(resnet.conv_shortcut))
+    )
+
+
+def resnet_on_shared_skip(resnet: nn.Module, hidden: torch.Tensor, skip: torch.Tensor, temb, halves: int) -> torch.Tensor:
+    """``resnet(cat([hidden, skip repeated for every half]), temb)`` with the skip's share done once.
+
+    ``hidden`` has every half's rows, ``skip`` one half's. The resnet's first GroupNorm normalises
+    each group of channels on its own, so the groups that lie wholly in the skip are the same in
+    every half; so are the products of their channels in ``conv1`` and of the skip's channels in
+    the 1×1 ``conv_shortcut``. Those run on one half and are added to every half's products of the
+    other channels. The same sums in another order: within the parity contract, not bitwise.
+    """
+    norm = resnet.norm1
+    size = norm.num_channels // norm.num_groups
+    channels = hidden.shape[1]
+    first = -(-channels // size) * size  # the first channel of the first group wholly in the skip
+    if skip.shape[2] * skip.shape[3] < SHARED_SKIP_MIN_PIXELS or first >= norm.num_channels or not _splits(resnet):
+        return resnet(input_tensor=torch.cat([hidden, _both(skip, halves)], dim=1), temb=temb)
+    frames, groups = norm.frames.value, first // size
+    mixed = torch.cat([hidden, _both(skip[:, : first - channels], halves)], dim=1) if first > channels else hidden
+    mixed = window_group_norm(mixed, frames, groups, norm.weight[:first], norm.bias[:first], norm.eps)
+    own = window_group_norm(skip[:, first - channels :], frames, norm.num_groups - groups, norm.weight[first:], norm.bias[first:], norm.eps)
+    out = _conv_part(resnet.conv1, resnet.nonlinearity(mixed), 0, first, bias=True)
+    out.view(halves, -1, *out.shape[1:]).add_(_conv_part(resnet.conv1, resnet.nonlinearity(own), first, None, bias=False))
+
+    if resnet.time_emb_proj is not None:
+        t = temb if resnet.skip_time_act else resnet.nonlinearity(temb)
+        out = out + resnet.time_emb_proj(t)[:, :, None, None]
+    out = resnet.conv2(resnet.dropout(resnet.nonlinearity(resnet.norm2(out))))
+
+    if resnet.conv_shortcut is None:
+        shortcut = torch.cat([hidden, _both(skip, halves)], dim=1)
+    else:
+        shortcut = _conv_part(resnet.conv_shortcut, hidden, 0, channels, bias=True)
+        shortcut.view(halves, -1, *shortcut.shape[1:]).add_(_conv_part(resnet.conv_shortcut, skip, channels, None, bias=False))
+    return (shortcut + out) / resnet.output_scale_factor
 
 
 def motion_adapter_config(unet_config: dict, max_seq_length: int) -> dict:

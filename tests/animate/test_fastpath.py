@@ -22,8 +22,8 @@ from magicanimate_cli.animate.pipeline import FastPath
 from magicanimate_cli.animate.text_kv import SharedTextProcessor, TextKeysValues
 from magicanimate_cli.animate.unet import guided_forward
 
-NOTHING = FastPath(shared_down=False, reference_kv_once=False, text_kv_once=False, appearance_one_row=False,
-                   side_by_side_convs=False, decode_chunk=1, cuda_graph=False)  # no lever: the default computation
+NOTHING = FastPath(shared_down=False, shared_skips=False, reference_kv_once=False, text_kv_once=False, appearance_one_row=False,
+                   side_by_side_convs=False, upsample_phases=False, decode_chunk=1, cuda_graph=False)  # no lever: the default computation
 
 
 def test_guided_forward_without_sharing_is_the_unet_forward(tiny_pipeline):
@@ -68,10 +68,12 @@ def test_fast_path_is_close_on_random_inputs_and_each_lever_runs(tiny_pipeline, 
     levers = {
         "all": True,
         "shared_down": replace(NOTHING, shared_down=True),
+        "shared_skips": replace(NOTHING, shared_down=True, shared_skips=True),
         "kv_once": replace(NOTHING, reference_kv_once=True),
         "text_kv_once": replace(NOTHING, text_kv_once=True),
         "one_row": replace(NOTHING, appearance_one_row=True),
         "side_by_side": replace(NOTHING, side_by_side_convs=True),
+        "upsample_phases": replace(NOTHING, upsample_phases=True),
         "decode_chunk": replace(NOTHING, decode_chunk=8),
     }
     for name, fast in levers.items():

@@ -1,0 +1,130 @@
+"""Nearest ×2 upsampling and its convolution computed by phases (``animate/upsample_phases.py``).
+
+Oracle: diffusers' ``Upsample2D`` forward (nearest interpolation, then the 3×3 convolution) on the
+same weights and inputs: equal in float64 up to rounding, close in float32, and bitwise itself
+whenever the lever does not take the input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.upsampling import Upsample2D
+from torch import nn
+
+from magicanimate_cli.animate import upsample_phases
+from magicanimate_cli.animate.pipeline import FastPath
+from magicanimate_cli.animate.upsample_phases import PhaseUpsample2D, install_upsample_phases
+
+
+def _upsampler(channels: int, out: int | None = None, seed: int = 0) -> Upsample2D:
+    torch.manual_seed(seed)
+    return Upsample2D(channels, use_conv=True, out_channels=out).eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 4, 4), (2, 16, 5, 7), (4, 6, 8, 4)])
+def test_phases_are_the_upsampled_convolution(shape):
+    """In float64 the four 2×2 convolutions are the same sums as the convolution of the upsampled
+    image; in float32 they round differently, by about a float32 ulp of the products."""
+    stock = _upsampler(shape[1], out=5)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        expected64 = stock.double()(x.double())
+        switch = install_upsample_phases(stock)
+        switch.on = True
+        ours64 = stock(x.double())  # not taken in float64: the stock path ...
+        assert torch.equal(ours64, expected64)
+        phases = upsample_phases.phase_kernels(stock.conv.weight)
+        # ... so compute the phases by hand in float64 with the module's own kernels
+        padded = torch.nn.functional.pad(x.double(), (1, 1, 1, 1))
+        h, w = shape[2:]
+        by_hand = torch.empty(shape[0], 5, h, 2, w, 2, dtype=torch.float64)
+        for (row, column), kernel in zip(upsample_phases.PHASES, phases):
+            by_hand[:, :, :, row, :, column] = torch.nn.functional.conv2d(
+                padded[:, :, row : row + h + 1, column : column + w + 1], kernel, stock.conv.bias)
+        assert torch.allclose(by_hand.view(shape[0], 5, 2 * h, 2 * w), expected64, atol=1e-12, rtol=0)
+        stock.float()
+        expected = Upsample2D.forward(stock, x)
+        ours = stock(x)
+    assert ours.shape == expected.shape == (shape[0], 5, 2 * shape[2], 2 * shape[3])
+    assert ours.is_contiguous()
+    assert torch.allclose(ours, expected, atol=1e-5, rtol=0)
+    assert not torch.equal(ours, expected)  # it is really the phase computation
+
+
+def test_inputs_it_does_not_take_run_the_stock_forward_bitwise(monkeypatch):
+    up = _upsampler(8)
+    switch = install_upsample_phases(up)
+    switch.on = True
+    calls = []
+    kernels = PhaseUpsample2D._phase_kernels
+    monkeypatch.setattr(PhaseUpsample2D, "_phase_kernels", lambda self: calls.append(1) or kernels(self))
+    with torch.no_grad():
+        for x, size in [
+            (torch.randn(2, 8, 2, 2), None),  # smaller than MIN_SIDE
+            (torch.randn(2, 8, 4, 4), (9, 8)),  # an output size that is not twice the input
+            (torch.randn(2, 8, 4, 4).double(), None),  # not float32
+        ]:
+            stock = Upsample2D.forward(up.double() if x.dtype == torch.float64 else up.float(), x, size)
+            assert torch.equal(up(x, size), stock)
+        up.float()
+        switch.on = False  # switched off: the stock forward whatever the input
+        x = torch.randn(2, 8, 4, 4)
+        assert torch.equal(up(x), Upsample2D.forward(up, x))
+        assert not calls
+        switch.on = True
+        up(x)
+    assert calls == [1]  # and that input it takes
+
+
+def test_install_swaps_only_upsamplers_with_a_3x3_convolution_and_keeps_the_parameters():
+    model = nn.ModuleDict({
+        "conv": _upsampler(4),
+        "no_conv": Upsample2D(4, use_conv=False),
+        "transpose": Upsample2D(4, use_conv_transpose=True),
+        "other": nn.Conv2d(4, 4, 3, padding=1),
+    })
+    keys = {k: v.clone() for k, v in model.state_dict().items()}
+    install_upsample_phases(model)
+    assert type(model["conv"]) is PhaseUpsample2D
+    assert [type(model[k]) for k in ("no_conv", "transpose", "other")] == [Upsample2D, Upsample2D, nn.Conv2d]
+    assert model.state_dict().keys() == keys.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in keys.items())
+
+
+def test_the_summed_kernels_follow_the_weight():
+    up = _upsampler(4)
+    switch = install_upsample_phases(up)
+    switch.on = True
+    x = torch.randn(1, 4, 4, 4)
+    with torch.no_grad():
+        first = up(x)
+        assert torch.equal(up(x), first)  # kept
+        up.conv.weight.mul_(2)  # changed in place: computed again
+        assert torch.allclose(up(x), Upsample2D.forward(up, x), atol=1e-5, rtol=0)
+
+
+def test_the_pipeline_upsamples_by_phases_only_in_a_fast_call_on_its_unet(tiny_pipeline, inputs):
+    unets = [m for m in tiny_pipeline.unet.modules() if type(m) is PhaseUpsample2D]
+    assert unets and not any(type(m) is PhaseUpsample2D for m in tiny_pipeline.appearance_encoder.modules())
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda *_: seen.append(tiny_pipeline._upsample_phases.on)) for m in unets]
+    try:
+        for fast, on in ((False, False), (True, True), (FastPath(upsample_phases=False), False), (FastPath(shared_down=False), True)):
+            tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="latent", fast=fast)
+            assert seen and set(seen) == {on}, fast
+            assert tiny_pipeline._upsample_phases.on is False  # off again after the call
+            seen.clear()
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_the_tiny_pipeline_moves_by_rounding_only(tiny_pipeline, inputs):
+    """The tiny UNet's upsampler on 4×4 latents takes the lever: the frames move by rounding only."""
+    base = tiny_pipeline(*inputs, num_inference_steps=2, seed=3, output_type="np", fast=FastPath(upsample_phases=False))
+    ours = tiny_pipeline(*inputs, num_inference_steps=2, seed=3, output_type="np", fast=True)
+    assert not torch.equal(ours.latents, base.latents)
+    assert torch.allclose(ours.latents, base.latents, atol=1e-4, rtol=0)
+    assert np.abs(ours.frames - base.frames).max() < 1e-3
