@@ -3,8 +3,11 @@
 ``FastPath.shared_skips`` (``unet.resnet_on_shared_skip``) against the resnet on the skip repeated
 for both guidance halves, and ``FastPath.upsample_phases`` (``upsample_phases.py``) against
 diffusers' ``Upsample2D``, for every up-block resnet and upsampler of the SD1.5 UNet at a working
-size (random weights: only the shapes matter). Prints one JSON line per module (best of
-``--repeat`` seconds, the ratio, the largest difference of the outputs) and a summary line.
+size (random weights: only the shapes matter). Both sides have the fast path's other CPU lever,
+the small convolutions laid side by side (``side_by_side.py``), where it applies, as ``--fast``
+runs them. Prints one JSON line per module (best of ``--repeat`` seconds, the ratio, the largest
+difference of the outputs; for an upsampler also the seconds to sum its kernels, once per call)
+and a summary line.
 ``--all-shapes`` applies the levers below their size thresholds too, which is how the thresholds
 were chosen.
 
@@ -46,8 +49,9 @@ def main() -> None:
     from diffusers.models.upsampling import Upsample2D
 
     from magicanimate_cli.animate import unet, upsample_phases
+    from magicanimate_cli.animate.side_by_side import install_side_by_side
     from magicanimate_cli.animate.unet import FrameCount, WindowGroupNorm, resnet_on_shared_skip
-    from magicanimate_cli.animate.upsample_phases import install_upsample_phases
+    from magicanimate_cli.animate.upsample_phases import install_upsample_phases, phase_kernels
 
     if args.all_shapes:
         unet.SHARED_SKIP_MIN_PIXELS, upsample_phases.MIN_SIDE = 1, 1
@@ -71,31 +75,37 @@ def main() -> None:
                 for norm in (resnet.norm1, resnet.norm2):
                     norm.__class__ = WindowGroupNorm
                     norm.frames = frames
+                install_side_by_side(resnet).on = True
                 hidden = torch.randn(halves * args.frames, hidden_channels, side, side)
                 skip = torch.randn(args.frames, skip_channels, side, side)
                 temb = torch.randn(halves * args.frames, 1280)
                 stock = lambda: resnet(torch.cat([hidden, skip.repeat(halves, 1, 1, 1)], dim=1), temb)  # noqa: E731
                 lever = lambda: resnet_on_shared_skip(resnet, hidden, skip, temb, halves)  # noqa: E731
                 _report("shared_skips", f"up_blocks.{block}.resnets.{j}", (hidden_channels, skip_channels, output, side),
+                        side * side >= unet.SHARED_SKIP_MIN_PIXELS,
                         _best(stock, args.repeat), _best(lever, args.repeat), (lever() - stock()).abs().max().item(), totals)
             if block < 3:
                 upsampler = Upsample2D(output, use_conv=True).eval()
+                install_side_by_side(upsampler).on = True
                 switch = install_upsample_phases(upsampler)
                 x = torch.randn(halves * args.frames, output, side, side)
                 stock = lambda: Upsample2D.forward(upsampler, x)  # noqa: E731
                 switch.on = True
-                _report("upsample_phases", f"up_blocks.{block}.upsamplers.0", (output, side),
+                _report("upsample_phases", f"up_blocks.{block}.upsamplers.0", (output, side), side >= upsample_phases.MIN_SIDE,
                         _best(stock, args.repeat), _best(lambda: upsampler(x), args.repeat),
-                        (upsampler(x) - stock()).abs().max().item(), totals)
+                        (upsampler(x) - stock()).abs().max().item(), totals,
+                        fold_s=round(_best(lambda: phase_kernels(upsampler.conv.weight), args.repeat), 4))
     print(json.dumps({"size": args.size, "frames": args.frames, "threads": args.threads, "all_shapes": args.all_shapes,
                       **{f"{k}_s": {"stock": round(a, 4), "lever": round(b, 4), "ratio": round(a / b, 3)} for k, (a, b) in totals.items()}}))
 
 
-def _report(lever: str, module: str, shape, stock_s: float, lever_s: float, diff: float, totals: dict) -> None:
-    totals[lever][0] += stock_s
-    totals[lever][1] += lever_s
+def _report(lever: str, module: str, shape, taken: bool, stock_s: float, lever_s: float, diff: float, totals: dict, **extra) -> None:
+    if taken:  # summed over the modules the lever takes (below its threshold it runs the stock module)
+        totals[lever][0] += stock_s
+        totals[lever][1] += lever_s
     print(json.dumps({"lever": lever, "module": module, "shape": shape, "stock_s": round(stock_s, 4),
-                      "lever_s": round(lever_s, 4), "ratio": round(stock_s / lever_s, 3), "max_abs_diff": diff}), flush=True)
+                      "lever_s": round(lever_s, 4), "ratio": round(stock_s / lever_s, 3), "max_abs_diff": diff,
+                      "taken": taken, **extra}), flush=True)
 
 
 if __name__ == "__main__":

@@ -313,8 +313,9 @@ def _mid_block_after_first_resnet(mid: nn.Module, hidden, emb, encoder_hidden_st
 SHARED_SKIP_MIN_PIXELS = 64
 """The smallest skip image (height × width) whose share of a resnet is computed once for all guidance
 halves. On the real model's up-block resnets (``benchmarks/up_path_levers.py --all-shapes``, 128²,
-32 rows, 2 CPU threads) it made them 1.08-1.36× faster on 8×8 and 16×16 skips, 0.89-1.04× on 4×4
-and 0.86-0.88× on 2×2 (two convolutions on slices of the weight instead of one)."""
+32 rows, 2 CPU threads) it made them 1.08-1.27× faster on 8×8 and 16×16 skips; on 4×4 1.05-1.22×
+in the recorded run but 0.89-1.04× in an earlier one (no clear gain), on 2×2 0.80-0.88× in both (two
+convolutions on slices of the weight instead of one)."""
 
 
 def _up_block_on_shared_skips(block: nn.Module, hidden, skips, emb, encoder_hidden_states, upsample_size, num_frames: int, halves: int):
@@ -341,7 +342,8 @@ def _conv_part(conv: nn.Conv2d, x: torch.Tensor, start: int, stop: int | None, b
 def _splits(resnet: nn.Module) -> bool:
     plain = lambda conv: conv.groups == 1 and conv.padding_mode == "zeros"  # noqa: E731
     return (
-        isinstance(resnet.norm1, WindowGroupNorm) and resnet.upsample is None and resnet.downsample is None
+        isinstance(resnet.norm1, WindowGroupNorm) and resnet.norm1.affine and resnet.time_emb_proj is not None
+        and resnet.upsample is None and resnet.downsample is None
         and resnet.time_embedding_norm == "default" and plain(resnet.conv1)
         and (resnet.conv_shortcut is None or plain(resnet.conv_shortcut))
     )
@@ -369,9 +371,8 @@ def resnet_on_shared_skip(resnet: nn.Module, hidden: torch.Tensor, skip: torch.T
     out = _conv_part(resnet.conv1, resnet.nonlinearity(mixed), 0, first, bias=True)
     out.view(halves, -1, *out.shape[1:]).add_(_conv_part(resnet.conv1, resnet.nonlinearity(own), first, None, bias=False))
 
-    if resnet.time_emb_proj is not None:
-        t = temb if resnet.skip_time_act else resnet.nonlinearity(temb)
-        out = out + resnet.time_emb_proj(t)[:, :, None, None]
+    t = temb if resnet.skip_time_act else resnet.nonlinearity(temb)
+    out = out + resnet.time_emb_proj(t)[:, :, None, None]
     out = resnet.conv2(resnet.dropout(resnet.nonlinearity(resnet.norm2(out))))
 
     if resnet.conv_shortcut is None:

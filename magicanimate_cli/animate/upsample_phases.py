@@ -11,15 +11,19 @@ instead of 36. ``PhaseUpsample2D`` runs those four convolutions and interleaves 
 
 The same mathematics; the sums of weights and the order of the products round differently, so it
 is within the parity contract, not bitwise (``tests/animate/test_upsample_phases.py``, and the
-fixture-A check of the fast path). The summed kernels are computed once per weight and kept:
-16/9 of the convolution's weight (at the real size 105 MB for the 1280-channel upsampler and 26 MB
-for the 640-channel one, float32).
+fixture-A check of the fast path). The summed kernels are computed at the first upsampling and
+kept, as a prepacked weight would be (summing the 1280-channel kernels takes about 0.1 s, as long
+as the phases save on one UNet call there): 16/9 of the convolution's weight (at the real size
+105 MB for the 1280-channel upsampler and 26 MB for the 640-channel one, float32). They are
+computed again when the weight is changed in place, replaced, or moved or cast with the module
+(``.to()``, ``.float()``), so they are never read stale.
 
 Measured on the real model's upsamplers at 128², 16 frames (32 rows), 2 CPU threads, best of
-five (``benchmarks/up_path_levers.py``): 640 channels on 8×8 inputs 1.68-1.92× faster (0.30-0.36 s
-→ 0.18-0.19 s), 1280 channels on 4×4 inputs 1.40-1.55× (0.33-0.36 s → 0.23-0.24 s), 1280 channels
-on 2×2 inputs 1.05-1.07× (0.10 s), not worth its 105 MB of summed kernels: hence ``MIN_SIDE``. On
-a GPU it is never used (not measured there).
+five (``benchmarks/up_path_levers.py``, against the stock upsampler as ``--fast`` runs it): 640
+channels on 8×8 inputs 1.65-1.81× faster (0.30-0.33 s → 0.18 s), 1280 channels on 4×4 inputs
+1.47-1.48× (0.33-0.37 s → 0.23-0.25 s), 1280 channels on 2×2 inputs 1.26× (0.11 → 0.09 s), at most
+0.02 s per UNet call, not worth its 105 MB of summed kernels: hence ``MIN_SIDE``. On a GPU it is
+never used (not measured there).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 MIN_SIDE = 4
-"""The smallest input height and width upsampled by phases (on 2×2 inputs the gain was within the
-spread of the timing and would cost the 1280-channel kernels' 105 MB)."""
+"""The smallest input height and width upsampled by phases (on 2×2 inputs the gain, at most 0.02 s
+per UNet call at 128², is not worth the 1280-channel kernels' 105 MB)."""
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
 
 
@@ -61,7 +65,8 @@ class PhaseUpsample2D(Upsample2D):
     """
 
     switch: UpsamplePhases
-    _kernels: tuple | None = None
+    _kernels: tuple[torch.Tensor, int, list[torch.Tensor]] | None = None
+    """(the weight they were summed from, its version counter then, the four kernels)"""
 
     def forward(self, hidden_states: torch.Tensor, output_size=None, *args, **kwargs) -> torch.Tensor:
         if args or kwargs or not (self.switch.on and _takes(hidden_states, output_size)):
@@ -76,10 +81,17 @@ class PhaseUpsample2D(Upsample2D):
 
     def _phase_kernels(self) -> list[torch.Tensor]:
         weight = self.conv.weight
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        if self._kernels is None or self._kernels[0] != key:
-            self._kernels = (key, phase_kernels(weight))
-        return self._kernels[1]
+        if self._kernels is not None:
+            source, version, kernels = self._kernels
+            # the kept view holds the source's memory, so another weight cannot have its address
+            if source.data_ptr() == weight.data_ptr() and version == weight._version and source.shape == weight.shape:
+                return kernels
+        self._kernels = (weight.detach(), weight._version, phase_kernels(weight))
+        return self._kernels[2]
+
+    def _apply(self, fn, recurse=True):  # .to(), .float(), .cuda(): the kept kernels go
+        self._kernels = None
+        return super()._apply(fn, recurse)
 
 
 def _takes(x: torch.Tensor, output_size) -> bool:

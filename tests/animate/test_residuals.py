@@ -83,7 +83,9 @@ def test_one_rank_of_a_distributed_run_computes_only_its_windows_chunks():
 
 @pytest.mark.parametrize(("frames", "most"), [(16, 0), (64, 28)])
 def test_the_unet_up_path_runs_without_the_windows_own_residuals(tiny_pipeline, rng, monkeypatch, frames, most):
-    """When a window's UNet reaches its mid block, only the rows later windows read are still alive."""
+    """When a window's UNet reaches its mid block's attention (where the up path's activations begin;
+    the shared down path runs the block's first resnet before it), only the rows later windows read
+    are still alive."""
     from magicanimate_cli.animate import pipeline as module
 
     given: list[list[weakref.ref]] = []
@@ -106,7 +108,7 @@ def test_the_unet_up_path_runs_without_the_windows_own_residuals(tiny_pipeline, 
             return down, mid
 
     monkeypatch.setattr(module, "StepResiduals", Spy)
-    hook = tiny_pipeline.unet.mid_block.register_forward_pre_hook(at_mid_block)
+    hook = tiny_pipeline.unet.mid_block.attentions[0].register_forward_pre_hook(at_mid_block)
     try:
         reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
         motion = rng.integers(0, 256, (frames, 64, 64, 3), dtype=np.uint8)

@@ -126,8 +126,9 @@ def test_build_unet_is_strict(tiny_pipeline):
         build_unet(unet_config(), state, 24)
 
 
-def _up_resnet(in_hidden: int, in_skip: int, out: int, groups: int, frames: FrameCount, shortcut: bool = True):
-    """A resnet of an up block (input: hidden and skip channels concatenated) with the window GroupNorms."""
+def _up_resnet(in_hidden: int, in_skip: int, out: int, groups: int, frames: FrameCount):
+    """A resnet of an up block (input: hidden and skip channels concatenated) with the window GroupNorms
+    (a ``conv_shortcut`` when its input and output widths differ, as in diffusers)."""
     from diffusers.models.resnet import ResnetBlock2D
 
     torch.manual_seed(3)
@@ -137,29 +138,36 @@ def _up_resnet(in_hidden: int, in_skip: int, out: int, groups: int, frames: Fram
         torch.nn.init.normal_(norm.bias)
         norm.__class__ = WindowGroupNorm
         norm.frames = frames
-    if not shortcut:
-        resnet.conv_shortcut = None
     return resnet.requires_grad_(False)
 
 
 @pytest.mark.parametrize(
     "hidden_channels, skip_channels, out, side",
-    [(24, 24, 24, 8), (20, 28, 32, 8), (32, 16, 16, 9)],  # groups aligned with the split; a group across it; 3 groups in the skip
+    [
+        (24, 24, 24, 8),  # the split on a group boundary
+        (20, 28, 32, 8),  # a group across the split
+        (32, 16, 16, 9),  # a group across it, two wholly in the skip, on 9×9
+        (16, 16, 32, 8),  # no conv_shortcut (as many channels in as out)
+    ],
 )
-def test_resnet_on_shared_skip_is_the_resnet_on_the_repeated_skip(hidden_channels, skip_channels, out, side):
+def test_resnet_on_shared_skip_is_the_resnet_on_the_repeated_skip(hidden_channels, skip_channels, out, side, monkeypatch):
     """Oracle: the resnet on ``cat([hidden, skip repeated for both halves])``, as the UNet computes it;
     the same sums in another order (float64: equal to rounding; float32: close, not bitwise)."""
     frames = FrameCount()
     frames.value = 4
     resnet = _up_resnet(hidden_channels, skip_channels, out, groups=8, frames=frames)
+    assert (resnet.conv_shortcut is None) == (hidden_channels + skip_channels == out)
     torch.manual_seed(4)
     hidden = torch.randn(2 * 4, hidden_channels, side, side)  # two halves of four frames
     skip = torch.randn(4, skip_channels, side, side)  # one half
     temb = torch.randn(2 * 4, 12)
+    parts = []
+    conv_part = unet_module._conv_part
+    monkeypatch.setattr(unet_module, "_conv_part", lambda conv, x, *a, **k: parts.append(len(x)) or conv_part(conv, x, *a, **k))
     with torch.no_grad():
         expected = resnet(torch.cat([hidden, skip.repeat(2, 1, 1, 1)], dim=1), temb)
         ours = resnet_on_shared_skip(resnet, hidden, skip, temb, halves=2)
-        assert not torch.equal(ours, expected)  # the split products really ran
+        assert sorted(parts)[:1] == [4]  # the skip's products ran on one half (4 rows)
         assert torch.allclose(ours, expected, atol=1e-5, rtol=0)
         resnet.double()
         args64 = hidden.double(), skip.double(), temb.double()
