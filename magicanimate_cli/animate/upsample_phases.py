@@ -69,7 +69,7 @@ class PhaseUpsample2D(Upsample2D):
     """(the weight they were summed from, its version counter then, the four kernels)"""
 
     def forward(self, hidden_states: torch.Tensor, output_size=None, *args, **kwargs) -> torch.Tensor:
-        if args or kwargs or not (self.switch.on and _takes(hidden_states, output_size)):
+        if args or kwargs or not (self.switch.on and _takes(hidden_states, output_size)) or self.conv.weight.requires_grad:
             return super().forward(hidden_states, output_size, *args, **kwargs)
         images, _, height, width = hidden_states.shape
         padded = F.pad(hidden_states, (1, 1, 1, 1))

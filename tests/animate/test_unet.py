@@ -178,20 +178,20 @@ def test_resnet_on_shared_skip_is_the_resnet_on_the_repeated_skip(hidden_channel
 def test_resnet_on_shared_skip_leaves_small_skips_and_skips_without_a_group_of_their_own_to_the_resnet():
     frames = FrameCount()
     frames.value = 4
-    cases = [
-        (_up_resnet(16, 16, 16, groups=8, frames=frames), 4),  # 4×4 < SHARED_SKIP_MIN_PIXELS
-        (_up_resnet(28, 4, 16, groups=4, frames=frames), 8),  # the skip lies inside the last group
-    ]
-    for resnet, side in cases:
-        hidden = torch.randn(8, resnet.conv1.in_channels - 4 - (12 if side == 4 else 0), side, side)
-        skip = torch.randn(4, resnet.conv1.in_channels - hidden.shape[1], side, side)
+    for hidden_channels, skip_channels, groups, side in [
+        (16, 16, 8, 4),  # 4×4 < SHARED_SKIP_MIN_PIXELS
+        (28, 4, 4, 8),  # groups of 8 channels: the skip lies inside the last one
+    ]:
+        resnet = _up_resnet(hidden_channels, skip_channels, 16, groups=groups, frames=frames)
+        hidden = torch.randn(8, hidden_channels, side, side)
+        skip = torch.randn(4, skip_channels, side, side)
         temb = torch.randn(8, 12)
         with torch.no_grad():
             expected = resnet(torch.cat([hidden, skip.repeat(2, 1, 1, 1)], dim=1), temb)
             assert torch.equal(resnet_on_shared_skip(resnet, hidden, skip, temb, halves=2), expected)
 
 
-def test_guided_forward_with_shared_skips_moves_by_rounding_only(tiny_pipeline):
+def test_guided_forward_with_shared_skips_moves_by_rounding_only(tiny_pipeline, monkeypatch):
     """With the reference bank empty both halves are one computation: sharing the skips leaves the
     two output halves identical and the result within rounding of the UNet's own forward."""
     unet = tiny_pipeline.unet
@@ -200,14 +200,11 @@ def test_guided_forward_with_shared_skips_moves_by_rounding_only(tiny_pipeline):
     text = torch.randn(5, 77, unet.config.cross_attention_dim)
     split = []
     original = unet_module._conv_part
-    unet_module._conv_part = lambda conv, x, *a, **k: split.append(x.shape) or original(conv, x, *a, **k)
-    try:
-        with torch.no_grad():
-            full = unet(sample.repeat(2, 1, 1, 1, 1), 300, encoder_hidden_states=text.repeat(2, 1, 1), return_dict=False)[0]
-            assert not split
-            shared = guided_forward(unet, sample, torch.tensor(300), text, None, None, halves=2, shared_skips=True)
-    finally:
-        unet_module._conv_part = original
+    monkeypatch.setattr(unet_module, "_conv_part", lambda conv, x, *a, **k: split.append(x.shape) or original(conv, x, *a, **k))
+    with torch.no_grad():
+        full = unet(sample.repeat(2, 1, 1, 1, 1), 300, encoder_hidden_states=text.repeat(2, 1, 1), return_dict=False)[0]
+        assert not split
+        shared = guided_forward(unet, sample, torch.tensor(300), text, None, None, halves=2, shared_skips=True)
     assert (5, 32, 8, 8) in split  # a skip's products on one half (5 frames, 32 channels, 8×8)
     assert torch.equal(shared[0], shared[1])
     assert torch.allclose(shared, full, atol=1e-5, rtol=0)

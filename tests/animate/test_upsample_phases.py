@@ -60,6 +60,10 @@ def test_inputs_it_does_not_take_run_the_stock_forward_bitwise(monkeypatch):
             stock = Upsample2D.forward(up.double() if x.dtype == torch.float64 else up.float(), x, size)
             assert torch.equal(up(x, size), stock)
         up.float()
+        up.conv.weight.requires_grad_(True)  # a weight being trained: the stock forward keeps its gradient
+        x = torch.randn(2, 8, 4, 4)
+        assert torch.equal(up(x), Upsample2D.forward(up, x))
+        up.conv.weight.requires_grad_(False)
         switch.on = False  # switched off: the stock forward whatever the input
         x = torch.randn(2, 8, 4, 4)
         assert torch.equal(up(x), Upsample2D.forward(up, x))
@@ -100,7 +104,7 @@ def test_the_summed_kernels_are_kept_until_the_weight_changes(monkeypatch):
         assert sums == [1]  # kept
         up.conv.weight.mul_(2)  # changed in place
         assert matches_stock() and sums == [1, 1]
-        up.conv.weight = nn.Parameter(torch.randn_like(up.conv.weight))  # replaced
+        up.conv.weight = nn.Parameter(torch.randn_like(up.conv.weight), requires_grad=False)  # replaced
         assert matches_stock() and sums == [1, 1, 1]
         up.double().float()  # cast with the module (as .to() does)
         assert up._kernels is None
