@@ -31,7 +31,7 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128, help="working size in pixels (latents: size / 8)")
     parser.add_argument("--frames", type=int, default=16, help="frames per window (two guidance halves of them)")
@@ -39,7 +39,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--all-shapes", action="store_true",
                         help="apply the levers below their size thresholds too (to check the thresholds)")
-    args = parser.parse_args()
+    parser.add_argument("--channel-divisor", type=int, default=1,
+                        help="divide every width by this (a quick check of the script, not a measurement)")
+    args = parser.parse_args(argv)
 
     from magicanimate_cli.animate import pin_cpu_kernels
 
@@ -61,7 +63,7 @@ def main() -> None:
     frames = FrameCount()
     frames.value = args.frames
     halves = 2
-    channels = [1280, 1280, 640, 320]  # the SD1.5 up path's block widths
+    channels = [c // args.channel_divisor for c in (1280, 1280, 640, 320)]  # the SD1.5 up path's block widths
     totals = {"shared_skips": [0.0, 0.0], "upsample_phases": [0.0, 0.0]}
     output = channels[0]
     with torch.no_grad():
@@ -71,7 +73,8 @@ def main() -> None:
             for j in range(3):
                 skip_channels = below if j == 2 else output
                 hidden_channels = previous if j == 0 else output
-                resnet = ResnetBlock2D(in_channels=hidden_channels + skip_channels, out_channels=output, temb_channels=1280).eval()
+                resnet = ResnetBlock2D(in_channels=hidden_channels + skip_channels, out_channels=output, temb_channels=1280)
+                resnet.eval().requires_grad_(False)  # as loaded for inference (a trained weight gets the stock forward)
                 for norm in (resnet.norm1, resnet.norm2):
                     norm.__class__ = WindowGroupNorm
                     norm.frames = frames
@@ -85,7 +88,7 @@ def main() -> None:
                         side * side >= unet.SHARED_SKIP_MIN_PIXELS,
                         _best(stock, args.repeat), _best(lever, args.repeat), (lever() - stock()).abs().max().item(), totals)
             if block < 3:
-                upsampler = Upsample2D(output, use_conv=True).eval()
+                upsampler = Upsample2D(output, use_conv=True).eval().requires_grad_(False)
                 install_side_by_side(upsampler).on = True
                 switch = install_upsample_phases(upsampler)
                 x = torch.randn(halves * args.frames, output, side, side)

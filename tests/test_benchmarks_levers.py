@@ -1,4 +1,5 @@
-"""benchmarks/levers_ab.py turns its --variant words into the FastPath they name."""
+"""benchmarks/levers_ab.py turns its --variant words into the FastPath they name; benchmarks/up_path_levers.py
+times the levers themselves, not the stock modules twice."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 
 from magicanimate_cli.animate.pipeline import FastPath
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "levers_ab.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("levers_ab", SCRIPT)
+def _module(name: str = "levers_ab"):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -29,3 +30,24 @@ def test_variants_name_fastpath_fields():
 def test_an_unknown_field_is_refused_with_the_known_ones():
     with pytest.raises(SystemExit, match="no field 'skips'.*shared_skips"):
         _module().parse_variant("x:skips=0", FastPath)
+
+
+def test_up_path_levers_times_the_levers(monkeypatch, capsys):
+    """Every module the script reports as taken ran the lever: its output differs from the stock one
+    by rounding (a lever that fell back to the stock forward, as on a weight that requires grad,
+    would report 0)."""
+    import json
+
+    from magicanimate_cli.animate import unet, upsample_phases
+
+    # --all-shapes lowers the thresholds module-wide; monkeypatch puts them back
+    monkeypatch.setattr(unet, "SHARED_SKIP_MIN_PIXELS", unet.SHARED_SKIP_MIN_PIXELS)
+    monkeypatch.setattr(upsample_phases, "MIN_SIDE", upsample_phases.MIN_SIDE)
+    _module("up_path_levers").main(["--size", "64", "--frames", "2", "--threads", "1", "--repeat", "1",
+                                    "--all-shapes", "--channel-divisor", "10"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    modules, summary = lines[:-1], lines[-1]
+    assert {m["lever"] for m in modules} == {"shared_skips", "upsample_phases"} and len(modules) == 15
+    assert all(m["taken"] for m in modules)
+    assert all(0 < m["max_abs_diff"] < 1e-4 for m in modules), [(m["module"], m["max_abs_diff"]) for m in modules]
+    assert summary["all_shapes"] and summary["upsample_phases_s"]["stock"] > 0
