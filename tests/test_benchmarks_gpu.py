@@ -1,0 +1,39 @@
+"""benchmarks/animate_gpu.py's dry run on CPU (``--tiny --quick``).
+
+A lent GPU has a few minutes for the whole issue, so the script it runs must work the first time:
+this runs its phases that need no GPU and checks the records it prints.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "animate_gpu.py"
+
+
+def test_the_dry_run_times_every_path_and_compares_their_frames(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--weights", str(tmp_path / "weights"), "--tiny", "--quick", "--phases", "default,fast"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    events = {r["event"] for r in records}
+    assert {"start", "weights", "load", "run", "stages", "diff"} <= events
+    runs = {(r["path"], r["frames"]) for r in records if r["event"] == "run"}
+    assert runs == {(path, n) for path in ("default", "fast_no_graph", "fast") for n in (4, 8)}
+    for r in records:
+        if r["event"] == "run":
+            assert r["s"] > 0 and r["denoise_s"] + r["decode_s"] <= r["s"] + 1e-3 and r["peak_gib"] is None  # CPU: no CUDA peak
+        if r["event"] == "stages":
+            assert set(r["stages_s"]) == {"unet_windows", "controlnet", "appearance_encoder", "vae_decode"}
+    diffs = {(r["a"], r["b"], r["frames"]): r for r in records if r["event"] == "diff"}
+    assert set(diffs) == {(a, b, n) for a, b in (("default", "fast_no_graph"), ("default", "fast"), ("fast_no_graph", "fast"))
+                          for n in (4, 8)}
+    for n in (4, 8):
+        assert diffs[("fast_no_graph", "fast", n)]["max"] == 0  # the CUDA-graph switch changes nothing on a CPU
+        assert diffs[("default", "fast", n)]["identical_pct"] > 90  # the fast path moves frames by rounding only
+    assert "| fast | float32 | 8 |" in proc.stdout  # the closing table
