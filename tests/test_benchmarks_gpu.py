@@ -1,7 +1,8 @@
 """benchmarks/animate_gpu.py's dry run on CPU (``--tiny --quick``).
 
 A lent GPU has a few minutes for the whole issue, so the script it runs must work the first time:
-this runs its phases that need no GPU and checks the records it prints.
+this runs the phases that need no GPU (all but bf16, compile and cli_compile) and checks the records
+it prints.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "animate_gpu.py"
 
 def test_the_dry_run_times_every_path_and_compares_their_frames(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--weights", str(tmp_path / "weights"), "--tiny", "--quick", "--phases", "default,fast"],
+        [sys.executable, str(SCRIPT), "--weights", str(tmp_path / "weights"), "--tiny", "--quick", "--phases", "default,fast,cli,serve"],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -36,4 +37,9 @@ def test_the_dry_run_times_every_path_and_compares_their_frames(tmp_path):
     for n in (4, 8):
         assert diffs[("fast_no_graph", "fast", n)]["max"] == 0  # the CUDA-graph switch changes nothing on a CPU
         assert diffs[("default", "fast", n)]["identical_pct"] > 90  # the fast path moves frames by rounding only
+    processes = [r for r in records if r["event"] == "library_process"]  # the CLI's library call, fresh processes
+    assert [r["run"] for r in processes] == ["cold", "warm"] and all(r["rc"] == 0 and r["first_step_s"] > 0 for r in processes)
+    served = [r for r in records if r["event"] == "serve"]  # commands sent to a warm server
+    assert [r["run"] for r in served] == ["server_warm_up", 0, 1]
+    assert all(r["frames"] == 4 and 0 < r["import_cli"] < r["denoise_start"] < r["first_step"] <= r["done"] for r in served)
     assert "| fast | float32 | 8 |" in proc.stdout  # the closing table
