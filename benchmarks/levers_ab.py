@@ -5,7 +5,9 @@ Each ``--variant NAME:FIELD=VALUE,...`` is a ``FastPath`` with those fields chan
 is ``FastPath()``). The variants run in turn, ``--rounds`` times, rotating which goes first, on the
 same reference and motion; prints one JSON line per call and a summary: each variant's seconds,
 its fastest call and round-by-round ratio against the first variant, and whether its latents are
-bitwise the first variant's.
+bitwise the first variant's. With ``--decode`` every call also decodes its frames, and the
+denoising and the decoding are timed apart (the decoding's levers: ``decode_chunk``, and
+``upsample_phases`` in the VAE's decoder).
 
     python benchmarks/levers_ab.py --weights /tmp/ma-real-fp32 --size 128 --frames 16 --steps 1 \\
         --rounds 3 --variant new: --variant before:shared_skips=0,upsample_phases=0
@@ -32,7 +34,7 @@ def parse_variant(text: str, fast_path: type) -> tuple[str, object]:
     return name, fast_path(**changes)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True, help="models folder in the official layout")
     parser.add_argument("--size", type=int, default=128)
@@ -41,7 +43,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variant", action="append", required=True, help="NAME:FIELD=VALUE,... (at least two)")
-    args = parser.parse_args()
+    parser.add_argument("--decode", action="store_true", help="decode the frames too, timed apart from the denoising")
+    args = parser.parse_args(argv)
 
     from magicanimate_cli.animate import pin_cpu_kernels
 
@@ -60,28 +63,47 @@ def main() -> None:
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
     motion = rng.integers(0, 256, (args.frames, args.size, args.size, 3), dtype=np.uint8)
-    call = {"num_inference_steps": args.steps, "output_type": "latent", "seed": 0}
+    marks = {}
+
+    def progress(stage, done, total):
+        if stage == "denoise":  # the last report of the denoising: the decoding starts
+            marks["decode"] = time.perf_counter()
+
+    call = {"num_inference_steps": args.steps, "output_type": "np" if args.decode else "latent", "seed": 0,
+            "progress": progress}
     pipe(reference, motion, fast=next(iter(variants.values())), **call)  # warm-up: first-call set-up and page cache
 
     names = list(variants)
-    seconds = {name: [] for name in names}
-    latents = {}
+    parts = ("s", "denoise_s", "decode_s") if args.decode else ("s",)
+    seconds = {part: {name: [] for name in names} for part in parts}
+    outputs = {}
     for round_ in range(args.rounds):
         for name in names[round_ % len(names):] + names[: round_ % len(names)]:
             start = time.perf_counter()
-            latents[name] = pipe(reference, motion, fast=variants[name], **call).latents
-            seconds[name].append(round(time.perf_counter() - start, 3))
-            print(json.dumps({"variant": name, "round": round_, "s": seconds[name][-1]}), flush=True)
+            result = pipe(reference, motion, fast=variants[name], **call)
+            end = time.perf_counter()
+            outputs[name] = (result.latents, result.frames if args.decode else None)
+            timed = {"s": end - start, "denoise_s": marks["decode"] - start, "decode_s": end - marks["decode"]}
+            for part in parts:
+                seconds[part][name].append(round(timed[part], 3))
+            print(json.dumps({"variant": name, "round": round_, **{part: seconds[part][name][-1] for part in parts}}), flush=True)
     first = names[0]
-    print(json.dumps({
-        "size": args.size, "frames": args.frames, "steps": args.steps, "threads": args.threads,
+    summary = {
+        "size": args.size, "frames": args.frames, "steps": args.steps, "threads": args.threads, "decode": args.decode,
         "variants": {name: dataclasses.asdict(fast) for name, fast in variants.items()},
-        "seconds": seconds,
-        "fastest": {name: min(s) for name, s in seconds.items()},
-        f"over_{first}_fastest": {n: round(min(seconds[n]) / min(seconds[first]), 3) for n in names[1:]},
-        f"over_{first}_by_round": {n: [round(b / a, 3) for a, b in zip(seconds[first], seconds[n])] for n in names[1:]},
-        f"bitwise_{first}": {n: torch.equal(latents[n], latents[first]) for n in names[1:]},
-    }))
+    }
+    for part in parts:
+        times, suffix = seconds[part], "" if part == "s" else "_" + part.removesuffix("_s")
+        summary.update({
+            f"seconds{suffix}": times,
+            f"fastest{suffix}": {name: min(s) for name, s in times.items()},
+            f"over_{first}_fastest{suffix}": {n: round(min(times[n]) / min(times[first]), 3) for n in names[1:]},
+            f"over_{first}_by_round{suffix}": {n: [round(b / a, 3) for a, b in zip(times[first], times[n])] for n in names[1:]},
+        })
+    summary[f"bitwise_{first}"] = {n: torch.equal(outputs[n][0], outputs[first][0]) for n in names[1:]}
+    if args.decode:
+        summary[f"frames_max_diff_{first}"] = {n: float(np.abs(outputs[n][1] - outputs[first][1]).max()) for n in names[1:]}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -51,3 +51,18 @@ def test_up_path_levers_times_the_levers(monkeypatch, capsys):
     assert all(m["taken"] for m in modules)
     assert all(0 < m["max_abs_diff"] < 1e-4 for m in modules), [(m["module"], m["max_abs_diff"]) for m in modules]
     assert summary["all_shapes"] and summary["upsample_phases_s"]["stock"] > 0
+
+
+def test_levers_ab_times_the_denoising_and_the_decoding_apart(tiny_weights, capsys):
+    import json
+
+    _module().main(["--weights", str(tiny_weights), "--size", "64", "--frames", "4", "--rounds", "2", "--threads", "1",
+                    "--variant", "new:", "--variant", "before:upsample_phases=0", "--decode"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    calls, summary = lines[:-1], lines[-1]
+    assert [(c["variant"], c["round"]) for c in calls] == [("new", 0), ("before", 0), ("before", 1), ("new", 1)]
+    assert all(0 < c["denoise_s"] < c["s"] and 0 < c["decode_s"] < c["s"] for c in calls)
+    assert set(summary["fastest_decode"]) == {"new", "before"} and len(summary["over_new_by_round_denoise"]["before"]) == 2
+    # the phases move the tiny UNet's latents and the decoded frames by rounding only
+    assert summary["bitwise_new"] == {"before": False}
+    assert 0 < summary["frames_max_diff_new"]["before"] < 1e-3

@@ -32,7 +32,7 @@ it also replays the appearance encoder from a CUDA graph after its first step (`
 bitwise the eager encoder); on a CPU it runs the deepest small convolutions on the frames laid side
 by side (``side_by_side.py``; bitwise on the shapes it takes), computes the up path's share of each
 skip connection once for both halves (``unet.resnet_on_shared_skip``) and the upsampling
-convolutions at the input's size (``upsample_phases.py``).
+convolutions of the UNet and the VAE's decoder at the input's size (``upsample_phases.py``).
 
 diffusers conventions: ``generator``, ``callback_on_step_end``, ``output_type`` (``"np"``, ``"pt"``,
 ``"pil"``, ``"latent"``), ``return_dict`` and a ``BaseOutput``; ``save_pretrained`` writes a pipeline
@@ -99,10 +99,11 @@ class FastPath:
     for both guidance halves where the skip is at least 8×8 (``unet.resnet_on_shared_skip``). The
     same sums in another order. Never used with ``compile`` or on a GPU (not measured there)."""
     upsample_phases: bool = True
-    """On CPU, compute the UNet's nearest ×2 upsampling and its 3×3 convolution as four 2×2
-    convolutions at the input's size (``upsample_phases.py``): 16 products per input pixel and channel
-    pair instead of 36, on inputs of at least 4×4. Keeps the summed kernels (16/9 of those
-    convolutions' weights). Never used with ``compile`` or on a GPU (not measured there)."""
+    """On CPU, compute the nearest ×2 upsampling and its 3×3 convolution of the UNet and of the VAE's
+    decoder as four 2×2 convolutions at the input's size (``upsample_phases.py``): 16 products per
+    input pixel and channel pair instead of 36, on inputs of at least 4×4. Keeps the summed kernels
+    (16/9 of those convolutions' weights). Never used with ``compile`` or on a GPU (not measured
+    there)."""
     reference_kv_once: bool = True
     """Project the reference keys and values once per step and block, for every row and window."""
     text_kv_once: bool = True
@@ -265,6 +266,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         self._text_kv = install_shared_text(unet, controlnet)
         self._side_by_side = install_side_by_side(unet, controlnet)
         self._upsample_phases = install_upsample_phases(unet)  # not the appearance encoder's: its bank is rounded to fp16
+        self._decode_phases = install_upsample_phases(vae.decoder)  # on while decoding
         self._pose_embeddings = install_pose_embedding_cache(controlnet)
         self._compiled: dict[str, Callable] = {}
 
@@ -392,9 +394,11 @@ class MagicAnimatePipeline(DiffusionPipeline):
         elif output_type == "latent":
             frames = latents
         else:
+            self._decode_phases.on = bool(fast and fast.upsample_phases and not fast.compile)  # CPU only (upsample_phases.py)
             try:
                 frames = self._decode(latents, num_frames, output_type, on_frame, progress, _decode_chunk(fast, latents.device))
             finally:
+                self._decode_phases.on = False
                 release_freed_memory()
         if not return_dict:
             return (frames, latents)

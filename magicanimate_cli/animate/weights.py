@@ -175,7 +175,8 @@ def _quiet_libraries() -> None:
 
 
 def _diffusers_component(cls, folder: Path, dtype: torch.dtype):
-    """``cls.from_pretrained(folder)``, with every failure of its weights file said in one line:
+    """``cls.from_pretrained(folder)`` for inference (eval mode, gradients off), with every failure
+    of its weights file said in one line:
     a missing or unreadable file, a tensor of the wrong shape (which, and both shapes), a tensor
     missing (diffusers would leave it on the meta device and fail later with "Cannot copy out of
     meta tensor")."""
@@ -190,7 +191,7 @@ def _diffusers_component(cls, folder: Path, dtype: torch.dtype):
         with torch.device("meta"):
             expected = _shapes(cls.from_config(cls.load_config(folder)).state_dict())
         raise shape_problem(file, {k: expected.get(k, ()) for k in missing}, {}) or UserError(f"{file}: tensor {missing[0]} missing")
-    return model.eval()
+    return model.eval().requires_grad_(False)  # inference only, as the UNet and the appearance encoder
 
 
 def _explain(cls, folder: Path, file: Path, exc: BaseException) -> UserError:

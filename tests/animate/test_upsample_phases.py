@@ -113,20 +113,46 @@ def test_the_summed_kernels_are_kept_until_the_weight_changes(monkeypatch):
     assert sums == [1, 1, 1, 1]
 
 
-def test_the_pipeline_upsamples_by_phases_only_in_a_fast_call_on_its_unet(tiny_pipeline, inputs):
+def test_the_pipeline_upsamples_by_phases_only_in_a_fast_call_on_its_unet_and_vae_decoder(tiny_pipeline, inputs):
+    """The UNet's upsamplers take the phases while denoising and the VAE decoder's while decoding, in
+    a fast call only; the appearance encoder's never."""
     unets = [m for m in tiny_pipeline.unet.modules() if type(m) is PhaseUpsample2D]
-    assert unets and not any(type(m) is PhaseUpsample2D for m in tiny_pipeline.appearance_encoder.modules())
-    seen = []
-    hooks = [m.register_forward_pre_hook(lambda *_: seen.append(tiny_pipeline._upsample_phases.on)) for m in unets]
+    decoders = [m for m in tiny_pipeline.vae.decoder.modules() if type(m) is PhaseUpsample2D]
+    assert unets and decoders and not any(type(m) is PhaseUpsample2D for m in tiny_pipeline.appearance_encoder.modules())
+    assert not any(p.requires_grad for p in tiny_pipeline.vae.parameters())  # loaded for inference: the lever applies
+    seen = {"unet": [], "vae": []}
+    hooks = [m.register_forward_pre_hook(lambda m, a: seen["unet"].append(m.switch.on)) for m in unets]
+    hooks += [m.register_forward_pre_hook(lambda m, a: seen["vae"].append(m.switch.on)) for m in decoders]
     try:
         for fast, on in ((False, False), (True, True), (FastPath(upsample_phases=False), False), (FastPath(shared_down=False), True)):
-            tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="latent", fast=fast)
-            assert seen and set(seen) == {on}, fast
-            assert tiny_pipeline._upsample_phases.on is False  # off again after the call
-            seen.clear()
+            tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="np", fast=fast)
+            assert seen["unet"] and set(seen["unet"]) == {on}, fast
+            assert seen["vae"] and set(seen["vae"]) == {on}, fast
+            assert tiny_pipeline._upsample_phases.on is False and tiny_pipeline._decode_phases.on is False  # off after the call
+            seen["unet"].clear()
+            seen["vae"].clear()
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def test_the_vae_decoder_moves_the_frames_by_rounding_only(tiny_pipeline, inputs):
+    """From the same latents, the fast path's decode differs from the official one-frame decode by
+    the chunking and the phases: rounding only, and the phases do take part."""
+    fast = FastPath(upsample_phases=False)
+    latents = tiny_pipeline(*inputs, num_inference_steps=1, seed=3, output_type="latent", fast=fast).latents
+
+    def decoded(on: bool) -> np.ndarray:
+        tiny_pipeline._decode_phases.on = on
+        try:
+            with torch.no_grad():
+                return tiny_pipeline._decode(latents, len(inputs[1]), "np", None, None, 2)
+        finally:
+            tiny_pipeline._decode_phases.on = False
+
+    plain, phased = decoded(False), decoded(True)
+    assert not np.array_equal(plain, phased)
+    assert np.abs(plain - phased).max() < 1e-4
 
 
 def test_the_tiny_pipeline_moves_by_rounding_only(tiny_pipeline, inputs):
