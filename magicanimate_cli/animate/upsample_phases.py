@@ -14,20 +14,21 @@ is within the parity contract, not bitwise (``tests/animate/test_upsample_phases
 fixture-A check of the fast path). The summed kernels are computed at the first upsampling and
 kept, as a prepacked weight would be (summing the 1280-channel kernels takes about 0.1 s, as long
 as the phases save on one UNet call there): 16/9 of the convolution's weight (at the real size
-105 MB for the 1280-channel upsampler and 26 MB for the 640-channel one, float32). They are
-computed again when the weight is changed in place, replaced, or moved or cast with the module
-(``.to()``, ``.float()``), so they are never read stale.
+105 MB for each 1280-channel upsampler, the second one from 256², 26 MB for the 640-channel one
+and 38 MB for the VAE decoder's three, float32). They are computed again when the weight is
+changed in place, replaced, or moved or cast with the module (``.to()``, ``.float()``), so they
+are never read stale.
 
 Measured on the real model's upsamplers at 128², 16 frames (32 rows), 2 CPU threads, best of
 five (``benchmarks/up_path_levers.py``, against the stock upsampler as ``--fast`` runs it): 640
-channels on 8×8 inputs 1.65-1.81× faster (0.30-0.33 s → 0.18 s), 1280 channels on 4×4 inputs
+channels on 8×8 inputs 1.65-2.08× faster (0.30-0.37 s → 0.18 s), 1280 channels on 4×4 inputs
 1.47-1.48× (0.33-0.37 s → 0.23-0.25 s), 1280 channels on 2×2 inputs 1.26× (0.11 → 0.09 s), at most
-0.02 s per UNet call, not worth its 105 MB of summed kernels: hence ``MIN_SIDE``. At 256²: 1.35-2.14×.
-The VAE's decoder has three such upsamplers (512 channels on 16×16 and 32×32 inputs, 256 on
-64×64 at 128²): 1.9-2.4× each, a 2-frame decode 1.56 → 1.39 s, and 16 frames decoded in one
-process, alternating with the stock upsamplers, 1.13× faster (``benchmarks/levers_ab.py
---decode``; 38 MB of summed kernels). The pipeline turns the UNet's on while denoising and the
-decoder's while decoding. On a GPU it is never used (not measured there).
+0.02 s per UNet call, not worth its 105 MB of summed kernels: hence ``MIN_SIDE``. At 256²:
+1.35-2.14×. The VAE's decoder has three such upsamplers (512 channels on 16×16 and 32×32 inputs,
+256 on 64×64 at 128²): 1.9-2.4× each, a 2-frame decode 1.56 → 1.39 s, and 16 frames decoded in
+one process, alternating with the stock upsamplers, 1.13× faster in one run of six rounds and
+1.03× in one of four (``benchmarks/levers_ab.py --decode``). The pipeline turns the UNet's on
+while denoising and the decoder's while decoding. On a GPU it is never used (not measured there).
 """
 
 from __future__ import annotations
