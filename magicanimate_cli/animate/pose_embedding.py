@@ -27,6 +27,8 @@ import torch
 from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
 from torch import nn
 
+from .unet import swap_classes
+
 BUDGET_BYTES = 64 * 2**20
 """One call keeps less than this many bytes of images and embeddings (see the module docstring)."""
 
@@ -77,8 +79,6 @@ def install_pose_embedding_cache(controlnet: nn.Module) -> PoseEmbeddings:
     """Make the ControlNet's conditioning embedding a ``CachedPoseEmbedding`` on a new, switched-off
     cache (a call switches it on). Parameters and state-dict keys are unchanged."""
     embeddings = PoseEmbeddings()
-    for module in controlnet.modules():
-        if type(module) is ControlNetConditioningEmbedding:
-            module.__class__ = CachedPoseEmbedding
-            module.embeddings = embeddings
+    swap_classes([controlnet], lambda module: type(module) is ControlNetConditioningEmbedding, CachedPoseEmbedding,
+                 embeddings=embeddings)
     return embeddings

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .unet import swap_classes
+
 MIN_CHANNELS = 1280
 """Input and output channels from which a convolution is laid side by side: measured faster on every
 such shape; at 640 output channels sometimes slower, and below 320 channels oneDNN picks other kernels."""
@@ -87,9 +89,5 @@ def install_side_by_side(*models: nn.Module) -> SideBySide:
     """Make every qualifying convolution of ``models`` a ``SideBySideConv2d`` on one shared switch
     (off until a call turns it on). Parameters and state-dict keys are unchanged."""
     switch = SideBySide()
-    for model in models:
-        for module in model.modules():
-            if _qualifies(module):
-                module.__class__ = SideBySideConv2d
-                module.side_by_side = switch
+    swap_classes(models, _qualifies, SideBySideConv2d, side_by_side=switch)
     return switch

@@ -152,6 +152,19 @@ def _swap_class(module: nn.Module, cls: type) -> nn.Module:
     return module
 
 
+def swap_classes(models, qualifies, cls: type, **attributes) -> None:
+    """Make every module of ``models`` for which ``qualifies(module)`` holds a ``cls`` (a subclass of
+    its class: parameters and state-dict keys are unchanged) and give it ``attributes``; how the
+    switched levers install themselves (``side_by_side.py``, ``upsample_phases.py``,
+    ``pose_embedding.py``)."""
+    for model in models:
+        for module in model.modules():
+            if qualifies(module):
+                _swap_class(module, cls)
+                for name, value in attributes.items():
+                    setattr(module, name, value)
+
+
 def apply_official_groupnorms(unet: nn.Module) -> FrameCount:
     """Give a ``UNetMotionModel`` the official GroupNorm scopes and motion ``proj_in`` (in place).
 

@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
+from .unet import swap_classes
+
 MIN_SIDE = 4
 """The smallest input height and width upsampled by phases (on 2×2 inputs the gain, at most 0.02 s
 per UNet call at 128², is not worth the 1280-channel kernels' 105 MB)."""
@@ -123,9 +125,5 @@ def install_upsample_phases(*models: nn.Module) -> UpsamplePhases:
     """Give every qualifying ``Upsample2D`` of ``models`` the phase computation, on one shared switch
     (off until a call turns it on). Parameters and state-dict keys are unchanged."""
     switch = UpsamplePhases()
-    for model in models:
-        for module in model.modules():
-            if _qualifies(module):
-                module.__class__ = PhaseUpsample2D
-                module.switch = switch
+    swap_classes(models, _qualifies, PhaseUpsample2D, switch=switch)
     return switch
