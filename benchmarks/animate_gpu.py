@@ -4,8 +4,10 @@ Builds random weights in the official on-disk layout (tests/factories.py's piece
 sizes: UNet 320/640/1280/1280, ViT-L text encoder, sd-vae-ft-mse VAE, full ControlNet and appearance
 encoder; about 5.4 GB in float16) into WEIGHTS unless already there, then prints, for each path —
 ``default`` (the official computation, bitwise on CPU: the "before"), ``fast`` (``--fast``) and
-``compile`` (``--compile``), the last two also as ``*_no_graph`` (the appearance encoder run eagerly
-on every step instead of replayed from a CUDA graph, ``FastPath(cuda_graph=False)``) —: load time,
+``compile`` (``--compile``), the last two also as ``*_no_graph`` (phase ``no_graph``: the appearance
+encoder run eagerly on every step instead of replayed from a CUDA graph, ``FastPath(cuda_graph=False)``)
+and as ``*_cudnn_benchmark`` (phase ``cudnn_benchmark``: ``torch.backends.cudnn.benchmark`` on, so
+cuDNN times its convolution algorithms for each shape once and keeps the fastest) —: load time,
 seconds per frame at 16 and 64 frames (512², 25 steps, fp16), denoise and decode seconds, peak
 ``torch.cuda.max_memory_allocated``, and, in a separate 16-frame run with a synchronisation around
 each call, seconds per stage (UNet windows, ControlNet, appearance encoder, VAE decode); the compile
@@ -264,11 +266,12 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="Default: cuda when available, else cpu.")
     parser.add_argument("--log", type=Path, default=None, help="Append every record to this JSONL file.")
     parser.add_argument("--budget", type=float, default=None, help="Skip the phases that would not fit in this many seconds.")
-    parser.add_argument("--phases", default="default,fast,bf16,cli,serve,compile,cli_compile",
-                        help="Comma-separated phases to run, in this order: default, fast (with and without the "
-                             "appearance encoder's CUDA graph), bf16, cli (fresh processes), serve (commands sent to a "
-                             "warm `magicanimate serve`), compile (with and "
-                             "without the CUDA graph), cli_compile.")
+    parser.add_argument("--phases", default="default,no_graph,fast,bf16,cli,serve,compile,cudnn_benchmark,cli_compile",
+                        help="Comma-separated phases; they run in this order: default, fast, bf16, cli (fresh "
+                             "processes), serve (commands sent to a warm `magicanimate serve`), compile, "
+                             "cudnn_benchmark (fast, and compile when compiled, with cuDNN's algorithm search on), "
+                             "cli_compile; no_graph adds the fast and compile paths without the appearance encoder's "
+                             "CUDA graph.")
     args = parser.parse_args()
 
     from magicanimate_cli.animate import pin_cpu_kernels
@@ -315,7 +318,8 @@ def main() -> None:
     t0 = time.perf_counter()
     pipe = load_pipeline(args.weights, device, dtype)
     sync()
-    record(event="load", dtype=dtype, s=round(time.perf_counter() - t0, 2))
+    resident = (lambda: round(torch.cuda.memory_allocated() / 2**30, 3)) if cuda else (lambda: None)
+    record(event="load", dtype=dtype, s=round(time.perf_counter() - t0, 2), resident_gib=resident())
     timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False)  # warm-up: kernel selection, allocator
     frames = {}
 
@@ -338,10 +342,14 @@ def main() -> None:
     if "default" in phases:
         measure(pipe, "default", dtype, False, (short, long_))
     if "fast" in phases:  # the appearance encoder eagerly on every step, then replayed from a CUDA graph
-        measure(pipe, "fast_no_graph", dtype, FastPath(cuda_graph=False), (short, long_))
+        if "no_graph" in phases:
+            measure(pipe, "fast_no_graph", dtype, FastPath(cuda_graph=False), (short, long_))
         measure(pipe, "fast", dtype, True, (short, long_))
     if "bf16" in phases and cuda and fits(60):
+        t0 = time.perf_counter()
         other = load_pipeline(args.weights, device, "bfloat16")
+        sync()  # resident_gib: both pipelines' weights (the bf16 runs' peaks include the fp16 pipeline's)
+        record(event="load", dtype="bfloat16", s=round(time.perf_counter() - t0, 2), resident_gib=resident())
         timed_run(other, reference, motion[:short], 2, sync, cuda, stages=False)
         measure(other, "fast", "bfloat16", True, (short,))
         measure(other, "default", "bfloat16", False, (short,))
@@ -356,9 +364,18 @@ def main() -> None:
         timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False, fast=FastPath(compile=True))
         record(event="compile", dtype=dtype, s=round(time.perf_counter() - t0, 1))
         measure(pipe, "compile", dtype, FastPath(compile=True), (short, long_))
-        measure(pipe, "compile_no_graph", dtype, FastPath(compile=True, cuda_graph=False), (short, long_))
+        if "no_graph" in phases:
+            measure(pipe, "compile_no_graph", dtype, FastPath(compile=True, cuda_graph=False), (short, long_))
+    if "cudnn_benchmark" in phases and fits(90):
+        torch.backends.cudnn.benchmark = True  # the first call of each convolution shape times cuDNN's algorithms
+        for path, fast in (("fast", True), ("compile", FastPath(compile=True))):
+            if (path, short) in frames:  # measured above (compile: already compiled)
+                timed_run(pipe, reference, motion[:short], 2, sync, cuda, stages=False, fast=fast)
+                measure(pipe, f"{path}_cudnn_benchmark", dtype, fast, (short, long_))
+        torch.backends.cudnn.benchmark = False
     pairs = [("default", "fast_no_graph"), ("default", "fast"), ("default", "compile"),
-             ("fast_no_graph", "fast"), ("compile_no_graph", "compile")]
+             ("fast_no_graph", "fast"), ("compile_no_graph", "compile"),
+             ("fast", "fast_cudnn_benchmark"), ("compile", "compile_cudnn_benchmark")]
     for a, b in pairs:
         for n in (short, long_):
             if (a, n) in frames and (b, n) in frames:

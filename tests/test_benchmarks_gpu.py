@@ -2,7 +2,7 @@
 
 A lent GPU has a few minutes for the whole issue, so the script it runs must work the first time:
 this runs the phases that need no GPU (all but bf16, compile and cli_compile) and checks the records
-it prints.
+it prints. (cuDNN's algorithm search is a CUDA switch: on a CPU it must change nothing.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "animate_gpu.py"
 
 def test_the_dry_run_times_every_path_and_compares_their_frames(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--weights", str(tmp_path / "weights"), "--tiny", "--quick", "--phases", "default,fast,cli,serve"],
+        [sys.executable, str(SCRIPT), "--weights", str(tmp_path / "weights"), "--tiny", "--quick", "--phases", "default,no_graph,fast,cli,serve,cudnn_benchmark"],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -25,17 +25,18 @@ def test_the_dry_run_times_every_path_and_compares_their_frames(tmp_path):
     events = {r["event"] for r in records}
     assert {"start", "weights", "load", "run", "stages", "diff"} <= events
     runs = {(r["path"], r["frames"]) for r in records if r["event"] == "run"}
-    assert runs == {(path, n) for path in ("default", "fast_no_graph", "fast") for n in (4, 8)}
+    assert runs == {(path, n) for path in ("default", "fast_no_graph", "fast", "fast_cudnn_benchmark") for n in (4, 8)}
     for r in records:
         if r["event"] == "run":
             assert r["s"] > 0 and r["denoise_s"] + r["decode_s"] <= r["s"] + 1e-3 and r["peak_gib"] is None  # CPU: no CUDA peak
         if r["event"] == "stages":
             assert set(r["stages_s"]) == {"unet_windows", "controlnet", "appearance_encoder", "vae_decode"}
     diffs = {(r["a"], r["b"], r["frames"]): r for r in records if r["event"] == "diff"}
-    assert set(diffs) == {(a, b, n) for a, b in (("default", "fast_no_graph"), ("default", "fast"), ("fast_no_graph", "fast"))
-                          for n in (4, 8)}
+    pairs = (("default", "fast_no_graph"), ("default", "fast"), ("fast_no_graph", "fast"), ("fast", "fast_cudnn_benchmark"))
+    assert set(diffs) == {(a, b, n) for a, b in pairs for n in (4, 8)}
     for n in (4, 8):
         assert diffs[("fast_no_graph", "fast", n)]["max"] == 0  # the CUDA-graph switch changes nothing on a CPU
+        assert diffs[("fast", "fast_cudnn_benchmark", n)]["max"] == 0  # nor does cuDNN's algorithm search
         assert diffs[("default", "fast", n)]["identical_pct"] > 90  # the fast path moves frames by rounding only
     processes = [r for r in records if r["event"] == "library_process"]  # the CLI's library call, fresh processes
     assert [r["run"] for r in processes] == ["cold", "warm"] and all(r["rc"] == 0 and r["first_step_s"] > 0 for r in processes)
