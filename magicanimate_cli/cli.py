@@ -26,7 +26,7 @@ from .align import FRAME_MODES as _FRAME_MODES
 from .align import AlignConfig as _AlignConfig
 from .animate import AnimateConfig
 from .densepose import DensePoseConfig as _DensePoseConfig
-from .errors import StageFailed, UserError
+from .errors import StageFailed, UserError, show_library_logs
 from .evaluate import EvalConfig as _EvalConfig
 from .matting import MODELS as _MATTE_MODELS
 from .matting import MatteConfig as _MatteConfig
@@ -101,7 +101,7 @@ _ANIMATE = AnimateConfig()
 JSON_OPTION = typer.Option(False, "--json", help="Print one machine-readable JSON result on stdout; no progress bars.")
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists.")
 MODELS_OPTION = typer.Option(
-    None, "--models", envvar="MAGICANIMATE_MODELS", help="Weights folder (official layout); default ./models of a checkout."
+    None, "--models", envvar="MAGICANIMATE_MODELS", help="Weights folder (official layout); default ./models of a checkout, else ~/.cache/magicanimate/models."
 )
 
 
@@ -129,12 +129,8 @@ def main(
         if forwardable(ctx.invoked_subcommand, args):
             _run(lambda progress: submit(ctx.invoked_subcommand, args, socket=server, progress=progress), wants_json(args))
             raise typer.Exit(0)
-    if debug:  # show what libraries keep quiet by default: huggingface_hub's download retries, and the
-        # stages' library log lines and warnings (they stay off stderr unless this logger is on DEBUG)
-        import logging
-
-        logging.getLogger("huggingface_hub").setLevel(logging.INFO)
-        logging.getLogger("magicanimate_cli").setLevel(logging.DEBUG)
+    if debug:
+        show_library_logs()
 
 
 def _run(call: Callable, as_json: bool) -> None:
@@ -228,8 +224,8 @@ _ALIGN = _AlignConfig()
 
 @app.command("align")
 def align_(
-    reference: Path = typer.Argument(..., help="Reference image: the person the poses are fitted to."),
-    motion: Path = typer.Argument(..., help="DensePose motion: a video, a frames folder, or a clip folder (reads densepose/, records the transform in meta.json)."),
+    reference: Path = typer.Argument(..., metavar="REF", help="Reference image: the person the poses are fitted to."),
+    motion: Path = typer.Argument(..., metavar="MOTION", help="DensePose motion: a video, a frames folder, or a clip folder (reads densepose/, records the transform in meta.json)."),
     output: Path = typer.Option(..., "-o", "--output", help="An .mp4 path, or a folder that receives PNG frames (lossless)."),
     anchor: str = typer.Option(_ALIGN.anchor, "--anchor", help=f"The point that lines up: {', '.join(_ANCHORS)} (bottom centre, box centre, top centre)."),
     frames: str = typer.Option(_ALIGN.frames, "--frames", help=f"Body box of the {' or '.join(_FRAME_MODES)} (per-coordinate median over frames with a body)."),

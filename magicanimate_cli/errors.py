@@ -53,3 +53,12 @@ class StageFailed(Exception):
     Not the input's fault in the sense of exit 2: the CLI prints the one-line message (which names
     the file and the fix) and exits 1.
     """
+
+
+def show_library_logs() -> None:
+    """``--debug``: let through what libraries keep quiet by default (huggingface_hub's download
+    retries, the stages' own log lines and warnings, which stay off stderr below DEBUG)."""
+    import logging
+
+    logging.getLogger("huggingface_hub").setLevel(logging.INFO)
+    logging.getLogger("magicanimate_cli").setLevel(logging.DEBUG)
