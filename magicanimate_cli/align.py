@@ -297,8 +297,11 @@ def reference_box(
 
     if ref_box is not None:
         x0, y0, x1, y1 = parse_box(ref_box)
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:  # as crop --box: no silent clipping to the image
+            raise UserError(f"--ref-box {ref_box}: outside the {width}x{height} reference {reference}; "
+                            f"0 <= x0, 0 <= y0, x1 <= {width} and y1 <= {height}")
         mask = np.zeros((height, width), bool)
-        mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+        mask[y0:y1, x0:x1] = True
         result = found(mask, "ref-box") if mask.any() else None
         if result is None:
             raise UserError(f"--ref-box {ref_box}: outside the {width}x{height} reference {reference} or its fitted square (--fit {fit})")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import re
 import shutil
@@ -34,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 DEFAULT_MAX_HEIGHT = 1080
 DEFAULT_RETRIES = 3
@@ -138,7 +139,12 @@ def read_tracklets(path: Path) -> list[Tracklet]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such tracklets file")
-    with open(path, newline="") as handle:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in TRACKLET_COLUMNS if c not in columns]
@@ -414,8 +420,14 @@ def download(
         raise UserError(f"--max-height {max_height}: must be at least 16 pixels (1080 is the default)")
     if retries is None or retries < 0:
         raise UserError(f"--retries {retries}: must be 0 or more")
+    example = "e.g. https://www.youtube.com/watch?v={id}"
     if "{id}" not in url_template:
-        raise UserError(f"--url-template {url_template}: must contain {{id}}, e.g. https://www.youtube.com/watch?v={{id}}")
+        raise UserError(f"--url-template {url_template}: must contain {{id}}, {example}")
+    try:
+        url_template.format(id="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UserError(f"--url-template {url_template}: {{id}} is the only field it may hold ({first_line(exc)}); "
+                        f"write a literal brace as {{{{ or }}}}, {example}") from None
     if output.exists() and not output.is_dir():
         raise UserError(f"{output}: exists and is not a folder; -o takes the folder that receives the videos")
     t0, t1 = parse_time(start), parse_time(end)

@@ -62,7 +62,8 @@ def frames(
     if media.is_image(video):
         raise UserError(f"{video}: is an image; `magicanimate frames` takes a video file")
     if media.is_video(output) or media.is_image(output):
-        raise UserError(f"{output}: looks like a video file; -o takes the folder that receives the PNG frames")
+        kind = "a video" if media.is_video(output) else "an image"
+        raise UserError(f"{output}: looks like {kind} file; -o takes the folder that receives the PNG frames")
     info = media.probe(video)
     media.check_output(output, overwrite, protect=(video,))
     started = time.perf_counter()

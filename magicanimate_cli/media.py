@@ -304,7 +304,7 @@ def check_decode(path: Path, code: int, stderr: str, count: int, expected: int |
         what = f"ffmpeg reports {lines[0]!r}" if lines else f"its header promises about {expected} frames"
         raise UserError(
             f"{shown(path)}: truncated or damaged video: {what}, and {count} frames decode; "
-            "download or export it again, or pass --allow-truncated to use the frames that decode"
+            "download or export it again (frames, preprocess and animate take --allow-truncated to use the frames that decode)"
         )
 
 

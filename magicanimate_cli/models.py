@@ -111,11 +111,17 @@ def checkout_models_dir() -> Path | None:
 
 
 def resolve_models_dir(models: Path | str | None = None) -> Path:
+    """The weights folder: ``models``, else ``$MAGICANIMATE_MODELS``, else ``models/`` of a source
+    checkout, else ``~/.cache/magicanimate/models``. A file there is a ``UserError``."""
     if models:
-        return Path(models).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    return checkout_models_dir() or Path.home() / ".cache" / "magicanimate" / "models"
+        folder, source = Path(models).expanduser(), "--models"
+    elif os.environ.get(ENV_VAR):
+        folder, source = Path(os.environ[ENV_VAR]).expanduser(), ENV_VAR
+    else:
+        return checkout_models_dir() or Path.home() / ".cache" / "magicanimate" / "models"
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: is a file, but {source} names the weights folder (official layout); give that folder")
+    return folder
 
 
 def _manifest(manifest: Manifest | Path | str | None) -> Manifest:

@@ -275,6 +275,10 @@ def serve(
         raise UserError("serve needs Unix sockets, which this platform lacks; use `magicanimate batch` instead")
     if idle_timeout is not None and not idle_timeout > 0:
         raise UserError(f"--idle-timeout {idle_timeout}: must be a positive number of seconds (leave it out to serve until stopped)")
+    if preload:  # a bad --device is said before the socket's folder and lock are made
+        from .device import check_device
+
+        check_device(device)
     path = Path(socket).expanduser() if socket else default_socket()
     lock = _lock(path)
     try:

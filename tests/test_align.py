@@ -241,7 +241,7 @@ def test_nothing_available_is_one_line_naming_the_options(tmp_path):
         assert option in message
 
 
-@pytest.mark.parametrize("bad", ["1,2,3", "5,5,2,9", "a,b,c,d", "200,200,300,300"])
+@pytest.mark.parametrize("bad", ["1,2,3", "5,5,2,9", "a,b,c,d", "200,200,300,300", "0,0,999,999", "-4,0,30,30"])
 def test_bad_ref_boxes_are_user_errors(tmp_path, bad):
     with pytest.raises(UserError, match="--ref-box"):
         reference_box(rgb_reference(tmp_path / "ref.png"), 64, "crop", ref_box=bad)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from magicanimate_cli.batch import run_batch
+from magicanimate_cli.batch import local, run_batch
 from magicanimate_cli.batch import tasks as batch_tasks
 from magicanimate_cli.batch.local import parse_gpus, plan_workers
 from magicanimate_cli.batch.manifest import Task, parse_shard, read_manifest, select_shard, shard_from_env
@@ -92,6 +92,15 @@ def test_bad_manifests_are_one_line_user_errors(tmp_path, name, text, expected):
     assert expected in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_a_manifest_that_is_not_utf8_is_a_user_error(tmp_path):  # was UnicodeDecodeError, exit 1
+    (tmp_path / "u.jsonl").write_bytes('{"command": "flip", "args": ["a"]}\n'.encode("utf-16"))
+    with pytest.raises(UserError, match=r"u.jsonl: not UTF-8 text \(byte 0: .*\); save it as UTF-8"):
+        read_manifest(tmp_path / "u.jsonl")
+    (tmp_path / "u.csv").write_bytes(b"command,args\nflip,\xff\n")
+    with pytest.raises(UserError, match=r"u.csv: not UTF-8 text \(byte 18: .*\); save it as UTF-8"):
+        read_manifest(tmp_path / "u.csv")
+
+
 def test_shards_are_disjoint_cover_the_manifest_and_survive_appends():
     tasks = [Task(i + 1, "flip", (str(i),)) for i in range(10)]
     shards = [select_shard(tasks, i, 3) for i in range(3)]
@@ -119,7 +128,7 @@ def test_shard_comes_from_slurm_array_variables():
             parse_shard(bad)
 
 
-def test_gpu_placement_pins_one_gpu_per_worker():
+def test_gpu_placement_pins_one_gpu_per_worker(monkeypatch):
     assert plan_workers(None, []) == [{}]
     assert plan_workers(3, []) == [{}, {}, {}]
     assert plan_workers(None, ["0", "1"]) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
@@ -127,6 +136,12 @@ def test_gpu_placement_pins_one_gpu_per_worker():
     with pytest.raises(UserError, match="--jobs 0"):
         plan_workers(0, [])
     assert parse_gpus(None, {}) == []
+    monkeypatch.setattr(local, "_cuda_count", lambda: 0)  # a CPU machine without CUDA_VISIBLE_DEVICES
+    for bad, message in (("7", r"GPU 7 is not visible \(this process sees 0 GPU"), ("abc", "write GPU numbers"),
+                         ("-1", "write GPU numbers"), (",0", "write GPU numbers")):
+        with pytest.raises(UserError, match=message):
+            parse_gpus(bad, {})
+    monkeypatch.setattr(local, "_cuda_count", lambda: 2)
     assert parse_gpus("0,1", {}) == ["0", "1"]
     # numbers are the devices this process sees: Slurm's CUDA_VISIBLE_DEVICES=4,6 makes 1 mean 6
     assert parse_gpus("1", {"CUDA_VISIBLE_DEVICES": "4,6"}) == ["6"]
@@ -231,6 +246,11 @@ def test_a_bad_task_refuses_the_manifest_before_anything_runs(tmp_path, fake_com
     assert not (tmp_path / "a.txt").exists() and not (tmp_path / "tasks.jsonl.state").exists()
     assert invoke("batch", tmp_path / "missing.jsonl").exit_code == 2
     assert "--address is for --engine ray" in invoke("batch", manifest, "--address", "auto").stderr
+    good = jsonl(tmp_path / "good.jsonl", ("write", "-o", "a.txt"))
+    for gpus in ("abc", "-1"):  # once passed on to the workers as CUDA_VISIBLE_DEVICES, and run on the CPU
+        result = invoke("batch", good, "--gpus", gpus)
+        assert result.exit_code == 2 and f"--gpus {gpus}: write GPU numbers" in result.stderr
+    assert not (tmp_path / "a.txt").exists() and not (tmp_path / "good.jsonl.state").exists()
 
 
 def test_shard_from_slurm_runs_only_its_slice(tmp_path, fake_commands, monkeypatch):
@@ -256,7 +276,8 @@ def test_ray_engine_without_ray_is_a_clear_exit_2(tmp_path, fake_commands, monke
 # ----------------------------------------------------------------------------- worker processes
 
 
-def test_workers_are_pinned_to_gpus_keep_their_models_and_survive_a_killed_worker(tmp_path):
+def test_workers_are_pinned_to_gpus_keep_their_models_and_survive_a_killed_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "_cuda_count", lambda: 2)  # two GPUs, as far as --gpus is concerned
     marker = tmp_path / "killed-once.pid"
     manifest = jsonl(
         tmp_path / "tasks.jsonl",

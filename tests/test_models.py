@@ -575,3 +575,15 @@ def test_cli_download_list_and_errors(hub, tmp_path, monkeypatch):
     assert out.exit_code == 2 and out.output.count("\n") == 1 and "--only" in out.output
     out = runner.invoke(app, ["models", "convert", "--models", str(tmp_path / "empty"), "--json"])
     assert out.exit_code == 2 and json.loads(out.stdout)["ok"] is False
+
+
+def test_a_file_given_as_the_weights_folder_is_refused(tmp_path, monkeypatch):
+    photo = tmp_path / "ref.png"
+    photo.write_bytes(b"not a folder")
+    for args in (["models", "list", "--models", str(photo)], ["models", "download", "--dry-run", "--only", "matting", "--models", str(photo)]):
+        result = CliRunner().invoke(app, args)  # both once went on: "16 missing", "would download 1 file(s)"
+        assert result.exit_code == 2 and f"{photo}: is a file, but --models names the weights folder" in result.output
+    monkeypatch.setenv("MAGICANIMATE_MODELS", str(photo))
+    with pytest.raises(UserError, match="is a file, but MAGICANIMATE_MODELS names the weights folder"):
+        models_mod.resolve_models_dir()
+    assert models_mod.resolve_models_dir(tmp_path / "not-yet") == tmp_path / "not-yet"  # a folder to be made is fine

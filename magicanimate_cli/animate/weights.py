@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..weights_layout import WeightLayout, load_tensors, shape_problem, tensor_shapes, unreadable, weights_file
 from ..weights_manifest import verify_models
 
@@ -237,10 +237,26 @@ def load_components(root: Path, dtype: torch.dtype) -> dict:
     verify_models(root, only="animate", missing_ok=False)  # every file present; sizes and sha256 recorded at download
     sd = layout.stable_diffusion
     return {
-        "tokenizer": CLIPTokenizer.from_pretrained(sd / "tokenizer"),
-        "text_encoder": _text_encoder(sd / "text_encoder", dtype),
-        "vae": _diffusers_component(AutoencoderKL, layout.vae, dtype),
-        "controlnet": _diffusers_component(ControlNetModel, layout.controlnet, dtype),
-        "appearance_encoder": load_appearance_encoder(layout.appearance_encoder, dtype),
-        "unet": load_unet(layout, dtype),
+        # the tokenizers library raises plain Exception for a damaged vocab.json or merges.txt
+        "tokenizer": _damaged_config(sd / "tokenizer", lambda: CLIPTokenizer.from_pretrained(sd / "tokenizer"), Exception),
+        "text_encoder": _damaged_config(sd / "text_encoder", lambda: _text_encoder(sd / "text_encoder", dtype)),
+        "vae": _damaged_config(layout.vae, lambda: _diffusers_component(AutoencoderKL, layout.vae, dtype)),
+        "controlnet": _damaged_config(layout.controlnet, lambda: _diffusers_component(ControlNetModel, layout.controlnet, dtype)),
+        "appearance_encoder": _damaged_config(layout.appearance_encoder, lambda: load_appearance_encoder(layout.appearance_encoder, dtype)),
+        "unet": _damaged_config(sd / "unet", lambda: load_unet(layout, dtype)),
     }
+
+
+def _damaged_config(folder: Path, load, errors: type[BaseException] | tuple = (OSError, ValueError)):
+    """``load()``, with a config or tokenizer file that cannot be parsed (bad JSON, settings the
+    model class refuses) said in one line naming the folder; the weights' own problems are
+    ``UserError`` already."""
+    try:
+        return load()
+    except UserError:
+        raise
+    except errors as exc:
+        raise UserError(
+            f"{folder}: cannot be loaded ({first_line(exc)}); its files are damaged or belong to another model: "
+            "download them again (`magicanimate models download --only animate`)"
+        ) from exc

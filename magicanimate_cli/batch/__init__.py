@@ -188,6 +188,10 @@ def _check_options(engine: str, address: str | None, gpus: str | None, jobs: int
         raise UserError("--gpus is for --engine local; Ray gives each animate/densepose task a GPU itself")
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs {jobs}: need at least 1")
+    if gpus:
+        from .local import parse_gpus
+
+        parse_gpus(gpus)  # before the state folder or any task
     index, count = parse_shard(shard) if shard else (shard_from_env() or (0, 1))
     if engine == "ray":
         from .ray_engine import import_ray

@@ -45,25 +45,33 @@ def parse_gpus(gpus: str | None, env: dict | None = None) -> list[str]:
     entries = [item.strip() for item in visible.split(",") if item.strip()] if visible is not None else None
     if str(gpus).strip() == "all":
         if entries is None:
-            import torch
-
-            entries = [str(index) for index in range(torch.cuda.device_count())]
+            entries = [str(index) for index in range(_cuda_count())]
         if not entries:
             raise UserError("--gpus all: no GPU is visible to this process; leave --gpus out to run on CPU")
         return entries
     chosen = []
     for item in str(gpus).split(","):
         item = item.strip()
-        if not item:
-            raise UserError(f"--gpus {gpus}: write GPU numbers separated by commas, e.g. 0,1")
-        if item.isdigit() and entries is not None:
-            if int(item) >= len(entries):
-                raise UserError(f"--gpus {gpus}: GPU {item} is not visible (CUDA_VISIBLE_DEVICES={visible})")
-            item = entries[int(item)]
+        if not (item.isdigit() or item.startswith(("GPU-", "MIG-"))):
+            raise UserError(f"--gpus {gpus}: write GPU numbers separated by commas, e.g. 0,1 (or GPU-/MIG- UUIDs)")
+        if item.isdigit():
+            seen = len(entries) if entries is not None else _cuda_count()
+            if int(item) >= seen:
+                where = f"CUDA_VISIBLE_DEVICES={visible}" if entries is not None else f"this process sees {seen} GPU(s)"
+                raise UserError(f"--gpus {gpus}: GPU {item} is not visible ({where}); leave --gpus out to run on CPU")
+            if entries is not None:
+                item = entries[int(item)]
         chosen.append(item)
     if len(set(chosen)) != len(chosen):
         raise UserError(f"--gpus {gpus}: a GPU is listed twice; use --jobs to run several tasks per GPU")
     return chosen
+
+
+def _cuda_count() -> int:
+    """GPUs this process sees (imports torch: only asked when ``--gpus`` gives numbers)."""
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def plan_workers(jobs: int | None, gpus: list[str]) -> list[dict[str, str]]:

@@ -63,12 +63,12 @@ def read_manifest(path: Path | str) -> list[Task]:
     if not path.is_file():
         raise UserError(f"{path}: no such manifest file; give a .jsonl or .csv list of tasks")
     suffix = path.suffix.lower()
-    if suffix in JSONL_EXTENSIONS:
-        tasks = _read_jsonl(path)
-    elif suffix in CSV_EXTENSIONS:
-        tasks = _read_csv(path)
-    else:
+    if suffix not in JSONL_EXTENSIONS + CSV_EXTENSIONS:
         raise UserError(f"{path}: unknown manifest format {suffix or '(no extension)'}; name it .jsonl or .csv")
+    try:
+        tasks = _read_jsonl(path) if suffix in JSONL_EXTENSIONS else _read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
     if not tasks:
         raise UserError(f"{path}: holds no tasks; add one task per line (see docs/batch.md)")
     seen: dict[str, int] = {}

@@ -289,12 +289,15 @@ def evaluate(
     tests pass small random-weight networks.
     """
     from .. import media
+    from ..device import check_device, resolve_device
     from ..models import resolve_models_dir
     from .accumulators import accumulators
     from .protocols import PROTOCOLS
 
     start = time.perf_counter()
     wanted = EvalConfig(metrics, protocol, clip_length, batch_size).validate()
+    if check_device(device).startswith("cuda"):
+        resolve_device(device)  # a missing GPU is said before any frame is read, network metrics or not
     generated, ground_truth = Path(generated), Path(ground_truth)
     pairs = pair_clips(generated, ground_truth)
     given = dict(extractors or {})

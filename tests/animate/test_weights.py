@@ -120,6 +120,34 @@ def test_a_missing_vae_weights_file_is_named_before_loading(fixture_copy):
     assert "magicanimate models download --only animate" in message
 
 
+def _more_blocks(text: str) -> str:
+    import json
+
+    config = json.loads(text)
+    config["block_out_channels"] = [*config["block_out_channels"], config["block_out_channels"][-1]]
+    return json.dumps(config)
+
+
+@needs_parity
+@pytest.mark.parametrize(
+    "relpath, damage",
+    [
+        ("stable-diffusion-v1-5/unet/config.json", lambda text: "{bad json"),  # was a raw JSONDecodeError, no file named
+        ("stable-diffusion-v1-5/unet/config.json", _more_blocks),  # was diffusers' ValueError, exit 1
+        ("MagicAnimate/appearance_encoder/config.json", lambda text: "{bad json"),  # was OSError, exit 1
+        ("sd-vae-ft-mse/config.json", lambda text: text[: len(text) // 2]),
+        ("stable-diffusion-v1-5/tokenizer/vocab.json", lambda text: "{1: 2}"),  # was the tokenizers' bare Exception
+        ("stable-diffusion-v1-5/tokenizer/merges.txt", lambda text: "#version: 0.2\nzz yy\n"),
+    ],
+)
+def test_a_damaged_config_or_tokenizer_file_names_its_folder(fixture_copy, relpath, damage):
+    path = fixture_copy / relpath
+    path.write_text(damage(path.read_text()))
+    message = load_error(fixture_copy)
+    assert message.startswith(f"{path.parent}: cannot be loaded (")
+    assert message.endswith("download them again (`magicanimate models download --only animate`)")
+
+
 @needs_parity
 @pytest.mark.parametrize(
     "relpath",
