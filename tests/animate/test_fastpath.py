@@ -228,3 +228,21 @@ def test_compiled_fast_path_stays_within_the_contract(fixture, tmp_path):
     result = _run_on_fixture(fixture, tmp_path, "compile", TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
     assert int(result["graphs"]) == 2  # the window and the ControlNet went through inductor
     _assert_within_the_contract(fixture, result["compile_latents"], result["compile_video"])
+
+
+def test_pinned_cpu_kernels_get_an_inductor_cache_of_their_own(monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from magicanimate_cli.animate.pipeline import inductor_cache_per_cpu_kernels
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # as pin_cpu_kernels sets it
+    inductor_cache_per_cpu_kernels()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == default_cache_dir() + "_avx2"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/chosen")  # the user's choice (or inductor's own, once made) stays
+    inductor_cache_per_cpu_kernels()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/chosen"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")  # kernels not pinned: inductor's default folder
+    inductor_cache_per_cpu_kernels()
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
