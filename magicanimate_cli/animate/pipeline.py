@@ -215,20 +215,6 @@ def _window_forward(unet, sample, t, text, down, mid, halves: int, shared_down: 
     )[0]
 
 
-def inductor_cache_per_cpu_kernels() -> None:
-    """Keep inductor's on-disk cache of a process with pinned CPU kernels (``ATEN_CPU_CAPABILITY``,
-    as ``pin_cpu_kernels`` sets for the CLI) apart from other processes': the default folder with
-    ``_avx2`` (the capability) appended. Measured on an AVX-512 EPYC with torch 2.13: a process
-    without the pin that reused the compiled ControlNet a pinned process had cached crashed
-    (segmentation fault); with a folder of its own it compiled and ran. Nothing changes when the
-    user has chosen ``TORCHINDUCTOR_CACHE_DIR`` or inductor has already picked its folder."""
-    capability = os.environ.get("ATEN_CPU_CAPABILITY")
-    if capability and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}_{capability}"
-
-
 def _controlnet_forward(controlnet, sample, t, text, cond):
     return controlnet(
         sample, t, encoder_hidden_states=text.expand(sample.shape[0], -1, -1), controlnet_cond=cond,
@@ -543,7 +529,6 @@ class MagicAnimatePipeline(DiffusionPipeline):
         if not (fast and fast.compile):
             return fn
         if name not in self._compiled:
-            inductor_cache_per_cpu_kernels()
             # inductor's layout optimisation would run the convolutions channels-last: other kernels,
             # which on CPU move fixture A's latents to 4.3e-3, outside the parity contract
             self._compiled[name] = torch.compile(fn, dynamic=False, options={"layout_optimization": False})

@@ -230,19 +230,13 @@ def test_compiled_fast_path_stays_within_the_contract(fixture, tmp_path):
     _assert_within_the_contract(fixture, result["compile_latents"], result["compile_video"])
 
 
-def test_pinned_cpu_kernels_get_an_inductor_cache_of_their_own(monkeypatch):
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-    from magicanimate_cli.animate.pipeline import inductor_cache_per_cpu_kernels
-
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # as pin_cpu_kernels sets it
-    inductor_cache_per_cpu_kernels()
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == default_cache_dir() + "_avx2"
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/chosen")  # the user's choice (or inductor's own, once made) stays
-    inductor_cache_per_cpu_kernels()
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/chosen"
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY")  # kernels not pinned: inductor's default folder
-    inductor_cache_per_cpu_kernels()
-    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+def test_pinned_cpu_kernels_get_an_inductor_cache_of_their_own(tmp_path):
+    code = ("from magicanimate_cli.animate import pin_cpu_kernels; pin_cpu_kernels(); import torch; "
+            "from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir; "
+            "print(cache_dir(), default_cache_dir(), torch.backends.cpu.get_cpu_capability())")
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "ATEN_CPU_CAPABILITY")}
+    used, default, capability = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert capability == "AVX2" and used == default + "_avx2"  # the shared default folder stays for unpinned processes
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "chosen")  # the user's choice stays
+    used = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()[0]
+    assert used == str(tmp_path / "chosen")
