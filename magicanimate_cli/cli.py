@@ -194,7 +194,7 @@ def animate(
     context_frames: int = typer.Option(_ANIMATE.context_frames, "--context-frames", help="Frames per window."),
     context_overlap: int = typer.Option(_ANIMATE.context_overlap, "--context-overlap", help="Frames shared by neighbouring windows."),
     fit: str = typer.Option(_ANIMATE.fit, "--fit", help="crop (center crop), pad, or stretch (the official squash)."),
-    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output fps; default the motion video's (frames folder: 25)."),
     grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid)."),
@@ -274,7 +274,7 @@ def matte(
     threshold: float = typer.Option(_MATTE.threshold, "--threshold", help="Person where probability >= this (0.5 = PaddleSeg's argmax)."),
     batch_size: int = typer.Option(_MATTE.batch_size, "--batch-size", help="Frames per forward pass."),
     smooth: int = typer.Option(_MATTE.smooth, "--smooth", help="Temporal median over K frames (odd; 1 = off)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or gpu (PaddlePaddle device)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, or gpu (PaddlePaddle's name; cuda is the same)."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -297,7 +297,7 @@ def eval_(
     clip_length: int = typer.Option(_EVAL.clip_length, "--clip-length", help="Frames per FVD/FID-VID clip (disco FVD uses whole videos)."),
     batch_size: int = typer.Option(_EVAL.batch_size, "--batch-size", help="Frames per network forward pass."),
     models: Optional[Path] = MODELS_OPTION,
-    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu."),
     download: bool = typer.Option(True, "--download/--no-download", help="Fetch missing metric weights into MODELS/metrics (sha256-verified)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -419,7 +419,7 @@ def densepose_(
     min_detected: float = typer.Option(_DENSEPOSE.min_detected, "--min-detected", help="Fail (exit 1) when a person is found in fewer than this fraction of the frames (0 = never; off with --fill-missing)."),
     smooth: int = typer.Option(_DENSEPOSE.smooth, "--smooth", help="Per-pixel majority label over K frames (odd K; 0 = off)."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frames-folder INPUT (default: the clip's meta.json, else 25); a video keeps its own."),
-    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -509,7 +509,7 @@ def serve_(
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="Stop after this many seconds without a client; default: until Ctrl-C or SIGTERM."),
     preload: bool = typer.Option(False, "--preload", help="Load the animator (--models, --device, --dtype) before taking clients, so the first animate is warm too."),
     models: Optional[Path] = MODELS_OPTION,
-    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu: the animator --preload loads."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu: the animator --preload loads."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float16, bfloat16 or float32: the animator --preload loads."),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -28,7 +28,7 @@ from .errors import MissingDependency, UserError, first_line
 from .progress import Progress, silent
 from .weights_manifest import sha256_file
 
-DEVICES = ("auto", "cpu", "gpu")
+DEVICES = ("auto", "cpu", "gpu", "cuda")  # cuda: gpu, as the other commands name it
 WEIGHTS_FILE = "model.pdparams"
 MATTING_FOLDER = "matting"
 
@@ -212,11 +212,12 @@ def _quiet_paddleseg():
 def _select_device(paddle, device: str) -> str:
     if device not in DEVICES:
         raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+    asked, device = device, "gpu" if device == "cuda" else device  # cuda: the other commands' name for it
     has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if device == "auto":
         device = "gpu" if has_gpu else "cpu"
     if device == "gpu" and not has_gpu:
-        raise UserError("--device gpu: this PaddlePaddle has no CUDA device (CPU build or no GPU); use --device cpu")
+        raise UserError(f"--device {asked}: this PaddlePaddle has no CUDA device (CPU build or no GPU); use --device cpu")
     paddle.set_device(device)
     return device
 

@@ -473,7 +473,8 @@ def test_no_person_anywhere_is_an_error(tmp_path):
         ({"batch_size": 0}, "--batch-size 0"),
         ({"min_score": 1.5}, "--min-score 1.5"),
         ({"max_people": -1}, "--max-people -1"),
-        ({"device": "gpu"}, "--device gpu"),
+        ({"device": "gpu"}, "--device gpu: choose one of auto, cuda, cpu \\(or cuda:N\\)"),  # cuda:N as for animate
+        ({"device": "cuda:x"}, "--device cuda:x"),
         ({"output": "x.png"}, "not an image file"),
         ({"labels": "labels.mp4"}, "--labels is a folder"),
         ({"labels": "in"}, "used twice"),
@@ -490,6 +491,12 @@ def test_bad_options_are_one_line_user_errors(tmp_path, monkeypatch, kwargs, mes
     with pytest.raises(UserError, match=message) as info:
         densepose("in", **args)
     assert "\n" not in str(info.value)
+
+
+def test_a_numbered_gpu_is_a_device_as_for_animate(tmp_path, monkeypatch):
+    frames_folder(tmp_path / "in", 2)
+    monkeypatch.chdir(tmp_path)  # (the device goes to the estimator; this one is given, so unused)
+    assert densepose("in", output="out", device="cuda:1", estimator=FakeEstimator(PLAN)).frames == 2
 
 
 def test_bad_inputs(tmp_path):

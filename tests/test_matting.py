@@ -289,8 +289,9 @@ def test_gpu_without_cuda_is_a_user_error(lite_models):
     paddle = matting._import_paddle()
     if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
         pytest.skip("a GPU is visible to Paddle here")
-    with pytest.raises(UserError, match="--device gpu: .*use --device cpu"):
-        matting.load_segmenter(LITE, lite_models, device="gpu", download=False)
+    for device in ("gpu", "cuda"):  # cuda: what the other commands call it
+        with pytest.raises(UserError, match=f"--device {device}: this PaddlePaddle has no CUDA device.*use --device cpu"):
+            matting.load_segmenter(LITE, lite_models, device=device, download=False)
 
 
 def test_bad_paths_are_user_errors(tmp_path, clip_frames, segmenter):

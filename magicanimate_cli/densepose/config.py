@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 
 from ..errors import UserError
 
-DEVICES = ("auto", "cuda", "cpu")
 CLIP_IMAGES = "images"
 CLIP_OUTPUT = "densepose"
 CLIP_LABELS = "densepose_labels"

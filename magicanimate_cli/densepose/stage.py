@@ -11,9 +11,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..device import check_device
 from ..errors import StageFailed, UserError
 from ..progress import Progress, silent
-from .config import CLIP_IMAGES, CLIP_LABELS, CLIP_OUTPUT, DEVICES, DensePoseConfig, DensePoseResult
+from .config import CLIP_IMAGES, CLIP_LABELS, CLIP_OUTPUT, DensePoseConfig, DensePoseResult
 
 WORK_VERSION = 1
 
@@ -219,8 +220,7 @@ def densepose(
     """
     settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing, min_detected)
     settings.validate()
-    if device not in DEVICES:
-        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+    check_device(device)  # auto, cuda, cuda:N or cpu, as animate
     model = _Model(*_model(config, weights, estimator))  # a bad --config fails before any work
     if estimator is None:
         from .estimator import require_detectron2
