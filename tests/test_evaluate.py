@@ -280,6 +280,9 @@ def test_inputs_are_paired_by_name_and_mismatches_are_one_line_errors(tmp_path, 
         pair_clips(generated / "x", truth)
     with pytest.raises(UserError, match="no such file"):
         pair_clips(tmp_path / "nope", truth)
+    (tmp_path / "empty").mkdir()  # was "x: is one clip but empty is a folder of clips"
+    with pytest.raises(UserError, match=r"empty: empty folder \(GENERATED\); give a clip"):
+        pair_clips(tmp_path / "empty", truth / "x")
     # clip folders of the TikTok layout read their images/
     write_clip(tmp_path / "tiktok" / "images", rng.integers(0, 256, (2, 24, 20, 3), dtype=np.uint8))
     assert pair_clips(tmp_path / "tiktok", truth / "x")[0][1] == tmp_path / "tiktok" / "images"

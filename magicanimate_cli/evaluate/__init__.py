@@ -202,6 +202,8 @@ def pair_clips(generated: Path, ground_truth: Path) -> list[tuple[str, Path, Pat
     for label, path in (("GENERATED", generated), ("GROUND_TRUTH", ground_truth)):
         if not path.exists():
             raise UserError(f"{path}: no such file or folder ({label})")
+        if path.is_dir() and not any(path.iterdir()):
+            raise UserError(f"{path}: empty folder ({label}); give a clip (a video or a folder of frames) or a folder of clips")
     single_g, single_t = _single_clip(generated), _single_clip(ground_truth)
     if single_g is not None and single_t is not None:
         name = generated.stem if generated.is_file() else generated.name
