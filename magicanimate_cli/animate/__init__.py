@@ -248,6 +248,7 @@ def animate(
         from ..device import check_compile, resolve_device
 
         check_compile(device_list[0] if device_list else str(pipeline.unet.device) if pipeline else resolve_device(device))
+    _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
     from ..crop import fit_square  # the animator's input fitting lives with the other crops
 
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
@@ -284,7 +285,7 @@ def animate(
             used_device, used_dtype = ",".join(device_list), _distributed_dtype(device_list, dtype)
         else:
             used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
-            _check_window(context_frames, pipeline.unet)
+            _check_window(context_frames, pipeline.unet.config.motion_max_seq_length)  # said before the motion if the header told
         temporal = WeightLayout(resolve_models_dir(models)).temporal_attention
         settings = {
             **asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype,
@@ -351,9 +352,20 @@ def _stat(path: Path) -> tuple:
     return info.st_size, info.st_mtime_ns
 
 
-def _check_window(context_frames: int, unet) -> None:
-    longest = unet.config.motion_max_seq_length
-    if context_frames > longest:
+def _motion_positions(models) -> int | None:
+    """The positions the motion modules know, from the temporal checkpoint's header (safetensors)
+    or its mapped pickle, without loading its tensors; None when it does not say."""
+    from ..models import resolve_models_dir
+    from .weights import WeightLayout, motion_positions
+
+    try:
+        return motion_positions(WeightLayout(resolve_models_dir(models)))
+    except UserError:  # an unreadable checkpoint is said, with its fix, when the weights load
+        return None
+
+
+def _check_window(context_frames: int, longest: int | None) -> None:
+    if longest is not None and context_frames > longest:
         raise UserError(f"--context-frames {context_frames}: these motion modules know positions up to {longest}; use at most {longest}")
 
 
@@ -487,7 +499,7 @@ def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype:
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(devices))
     try:
         pipeline = load_pipeline(models, "cuda" if device.startswith("cuda") else "cpu", dtype)
-        _check_window(job.call["context_frames"], pipeline.unet)
+        _check_window(job.call["context_frames"], pipeline.unet.config.motion_max_seq_length)
         _render(job, pipeline, None, distributed=True)
     finally:
         dist.destroy_process_group()

@@ -129,6 +129,15 @@ def load_appearance_encoder(folder: Path, dtype: torch.dtype):
     return model.eval().requires_grad_(False)
 
 
+def motion_positions(layout: WeightLayout) -> int | None:
+    """The length of the motion modules' positional table (the most frames a window may hold),
+    read from the temporal checkpoint's shapes alone; None when it holds no such table or its
+    copies disagree (loading says why)."""
+    lengths = {shape[1] for key, shape in tensor_shapes(layout.temporal_attention).items()
+               if key.endswith(".pos_encoder.pe") and len(shape) >= 2}
+    return lengths.pop() if len(lengths) == 1 else None
+
+
 def _unet_shapes(config: dict, max_len: int) -> dict[str, tuple[int, ...]]:
     """The tensor shapes the UNet of ``config`` expects (built on the meta device, no memory)."""
     from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel

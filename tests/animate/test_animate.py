@@ -254,6 +254,18 @@ def test_missing_cuda_is_said_before_the_motion_is_read(tiny_weights, tmp_path, 
         animate(reference, motion_dir, tmp_path / "out.mp4", models=tiny_weights, device="cuda")
 
 
+def test_a_window_longer_than_the_motion_modules_know_is_said_before_the_motion_is_read(
+    tiny_weights, tiny_pipeline, tmp_path, motion_dir, reference, monkeypatch
+):
+    monkeypatch.setattr(media, "probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("motion read first")))
+    message = "--context-frames 32: these motion modules know positions up to 24; use at most 24"
+    with pytest.raises(UserError, match=message):  # read from the checkpoint's shapes, nothing loaded
+        animate(reference, motion_dir, tmp_path / "out.mp4", models=tiny_weights, device="cpu", context_frames=32)
+    with pytest.raises(UserError, match=message):  # a loaded pipeline (batch, serve) says the same
+        animate(reference, motion_dir, tmp_path / "out.mp4", pipeline=tiny_pipeline, context_frames=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]  # the inputs alone: no output, no temporary
+
+
 def test_compile_without_a_compiler_is_said_before_the_motion_is_read(tiny_weights, tmp_path, motion_dir, reference, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-c++-compiler")
     monkeypatch.setattr(media, "probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("motion read first")))
