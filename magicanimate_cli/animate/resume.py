@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 
@@ -50,11 +51,12 @@ class StepCheckpoint:
         from safetensors.torch import save_file
 
         from ..errors import UserError, first_line, shown
-        from ..files import commit, discard, temp_beside
+        from ..files import commit, discard, file_mode, temp_beside
 
         tmp = temp_beside(self.path, directory=False)
         try:
             save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp), metadata={"key": self.key, "step": str(steps_done)})
+            os.chmod(tmp, file_mode())  # safetensors writes a new file, owner-only; the outputs' permissions instead
             commit(tmp, self.path, replace=True)
         except Exception as exc:
             if isinstance(exc, UserError):

@@ -1,5 +1,7 @@
 """An interrupted animation resumes after its last finished step and gives the same frames."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -60,6 +62,19 @@ def test_a_damaged_checkpoint_is_ignored(tmp_path):
     checkpoint = StepCheckpoint(tmp_path / "out.mp4", "key")
     checkpoint.path.write_bytes(b"not safetensors")
     assert checkpoint.load() is None
+
+
+def test_the_checkpoint_gets_the_permissions_of_the_outputs(tmp_path):
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        checkpoint = StepCheckpoint(tmp_path / "out.mp4", "key")
+        checkpoint.save(1, torch.zeros(1, 4, 2, 8, 8))
+    finally:
+        os.umask(old)
+    assert checkpoint.path.stat().st_mode & 0o777 == 0o644  # what open() gives under umask 022; safetensors' own file was 0o600
+    assert checkpoint.load()[0] == 1
 
 
 def test_a_full_disk_during_the_checkpoint_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
