@@ -112,15 +112,24 @@ def checkout_models_dir() -> Path | None:
 
 def resolve_models_dir(models: Path | str | None = None) -> Path:
     """The weights folder: ``models``, else ``$MAGICANIMATE_MODELS``, else ``models/`` of a source
-    checkout, else ``~/.cache/magicanimate/models``. A file there is a ``UserError``."""
+    checkout, else ``~/.cache/magicanimate/models`` (``models_root`` also refuses a file there)."""
     if models:
-        folder, source = Path(models).expanduser(), "--models"
-    elif os.environ.get(ENV_VAR):
-        folder, source = Path(os.environ[ENV_VAR]).expanduser(), ENV_VAR
-    else:
-        return checkout_models_dir() or Path.home() / ".cache" / "magicanimate" / "models"
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder}: is a file, but {source} names the weights folder (official layout); give that folder")
+        return Path(models).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return checkout_models_dir() or Path.home() / ".cache" / "magicanimate" / "models"
+
+
+def models_root(models: Path | str | None = None) -> Path:
+    """``resolve_models_dir``, refusing a file where the weights folder should be (the commands that
+    read or write weights; ``doctor`` reports instead)."""
+    folder = resolve_models_dir(models)
+    try:
+        is_file = folder.exists() and not folder.is_dir()
+    except OSError:  # unsearchable: said where the folder is read
+        is_file = False
+    if is_file:
+        raise UserError(f"{folder}: is a file, but the weights folder (--models or {ENV_VAR}) must be a folder (official layout); give that folder")
     return folder
 
 
@@ -144,7 +153,7 @@ def check_models(models: Path | str | None = None, only: str = "animate") -> Pat
     ``verify_models``). Raises one ``UserError`` naming the first missing or damaged file, how
     many there are, and the command that fixes them.
     """
-    root = resolve_models_dir(models)
+    root = models_root(models)
     verify_models(root, only, missing_ok=False)
     return root
 
@@ -461,7 +470,7 @@ def download(
     """
     started = time.perf_counter()
     groups = parse_groups(only)
-    root = resolve_models_dir(models)
+    root = models_root(models)
     man = _manifest(manifest)
     offline = _offline()
     items = man.select(groups)
@@ -678,7 +687,7 @@ def ensure_weights(
     A file present but never recorded is hashed and checked once; a differing one is an error
     (``models download --overwrite`` replaces it).
     """
-    root = resolve_models_dir(models)
+    root = models_root(models)
     groups = parse_groups(group)
     man = _manifest(manifest)
     checks = verify_models(root, groups, progress=progress, manifest=man)
@@ -749,7 +758,7 @@ def convert(
     """
 
     started = time.perf_counter()
-    root = resolve_models_dir(models)
+    root = models_root(models)
     src, dst = root / TEMPORAL_CKPT, root / TEMPORAL_SAFETENSORS
     dtype_name = "float16" if half else "float32"
     record = ChecksumRecord.load(root)
@@ -872,7 +881,7 @@ def list_models(
     """Every file of the manifest (and every converted file): verified, unverified, missing,
     corrupt or replaced (the checkpoint after ``convert --remove-original``)."""
     groups = parse_groups(only)
-    root = resolve_models_dir(models)
+    root = models_root(models)
     checks = check_folder(root, groups, manifest=_manifest(manifest), rehash=rehash, progress=progress)
     counts = {s: sum(c.status == s for c in checks) for s in (VERIFIED, UNVERIFIED, REPLACED, MISSING, CORRUPT)}
     complete = {g: all(c.status in (VERIFIED, UNVERIFIED, REPLACED) for c in checks if c.group == g) for g in groups}

@@ -298,26 +298,6 @@ def brute_majority(frames, center):
     return out
 
 
-def test_batch_workers_load_one_estimator_per_set_of_model_options(tmp_path, monkeypatch):
-    from magicanimate_cli.batch.tasks import TaskRunner
-
-    frames_folder(tmp_path / "in", 5)
-    loaded = []
-
-    def load(**options):
-        loaded.append(options)
-        return FakeEstimator(PLAN)
-
-    monkeypatch.setattr(est, "load_estimator", load)
-    runner = TaskRunner(workdir=tmp_path)
-    records = [runner.run({"command": "densepose", "args": ["in", "-o", out, *extra, "--device", "cpu"]})
-               for out, extra in (("a", []), ("b", ["--batch-size", "2"]), ("c", ["--min-score", "0.5"]))]
-    assert [r["status"] for r in records] == ["done"] * 3, records
-    assert [r["models_loaded"] for r in records] == [1, 1, 2]  # the batch size is no model option; the score threshold is
-    assert [o["min_score"] for o in loaded] == [0.8, 0.5] and loaded[0]["device"] == "cpu" and loaded[0]["max_people"] == 1
-    assert records[0]["result"]["model"] == "fake" and (tmp_path / "b").is_dir()
-
-
 def test_majority_matches_brute_force_with_centre_ties():
     rng = np.random.default_rng(3)
     for k in (1, 2, 3, 5):

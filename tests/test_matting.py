@@ -167,20 +167,6 @@ def test_frames_folder_masks_keep_names_and_size(tmp_path, lite_models, segmente
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
-def test_batch_workers_load_the_network_once_per_model_folder_and_device(tmp_path, lite_models, clip_frames):
-    from magicanimate_cli.batch.tasks import TaskRunner
-
-    _write_folder(tmp_path / "frames", clip_frames[:2], ["0.png", "1.png"])
-    runner = TaskRunner(workdir=tmp_path)
-    common = ["--models", str(lite_models), "--model", LITE]
-    records = [runner.run({"command": "matte", "args": ["frames", "-o", out, *common, *extra]})
-               for out, extra in (("a", ["--device", "cpu"]), ("b", ["--device", "cpu", "--threshold", "0.3"]), ("c", ["--device", "auto"]))]
-    assert [r["status"] for r in records] == ["done"] * 3, records
-    assert [r["models_loaded"] for r in records] == [1, 1, 2]  # a threshold is no model option; the device is
-    for name in ("0.png", "1.png"):  # the kept network gives the masks a freshly loaded one gives
-        assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / name)), np.asarray(Image.open(tmp_path / "c" / name)))
-
-
 def test_hard_masks_are_the_thresholded_soft_masks(tmp_path, lite_models, segmenter, clip_frames):
     source = _write_folder(tmp_path / "frames", clip_frames, [media.frame_name(i) for i in range(6)])
     matting.matte(source, tmp_path / "soft", soft=True, segmenter=segmenter)

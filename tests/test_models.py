@@ -582,8 +582,9 @@ def test_a_file_given_as_the_weights_folder_is_refused(tmp_path, monkeypatch):
     photo.write_bytes(b"not a folder")
     for args in (["models", "list", "--models", str(photo)], ["models", "download", "--dry-run", "--only", "matting", "--models", str(photo)]):
         result = CliRunner().invoke(app, args)  # both once went on: "16 missing", "would download 1 file(s)"
-        assert result.exit_code == 2 and f"{photo}: is a file, but --models names the weights folder" in result.output
+        assert result.exit_code == 2 and f"{photo}: is a file, but the weights folder (--models or MAGICANIMATE_MODELS)" in result.output
     monkeypatch.setenv("MAGICANIMATE_MODELS", str(photo))
-    with pytest.raises(UserError, match="is a file, but MAGICANIMATE_MODELS names the weights folder"):
-        models_mod.resolve_models_dir()
-    assert models_mod.resolve_models_dir(tmp_path / "not-yet") == tmp_path / "not-yet"  # a folder to be made is fine
+    with pytest.raises(UserError, match="is a file, but the weights folder"):
+        models_mod.check_models()
+    assert models_mod.resolve_models_dir() == photo  # doctor reports what it finds instead of stopping
+    assert models_mod.models_root(tmp_path / "not-yet") == tmp_path / "not-yet"  # a folder to be made is fine

@@ -378,52 +378,12 @@ def _animate_load(params: dict):
 
 ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load, _animate_check)
 
-
-def _densepose_options(params: dict) -> dict:
-    """The options a loaded DensePose estimator is built with (its detector's score threshold and
-    people limit included): tasks that agree on all of them share one estimator."""
-    from ..densepose import DensePoseConfig
-    from ..models import resolve_models_dir
-
-    return {
-        "config": params.get("config"), "weights": params.get("weights"), "models": str(resolve_models_dir(params.get("models"))),
-        "device": params.get("device", "auto"), "min_score": params.get("min_score", DensePoseConfig.min_score),
-        "max_people": params.get("max_people", DensePoseConfig.max_people),
-    }
-
-
-def _densepose_load(params: dict):
-    from ..densepose.estimator import load_estimator
-
-    return load_estimator(**_densepose_options(params))
-
-
-DENSEPOSE_MODEL = ModelCache("estimator", lambda params: tuple(_densepose_options(params).items()), _densepose_load)
-
-
-def _matte_options(params: dict) -> dict:
-    from ..matting import MatteConfig
-    from ..models import resolve_models_dir
-
-    return {"model": params.get("model", MatteConfig.model), "models": str(resolve_models_dir(params.get("models"))),
-            "device": params.get("device", "auto")}
-
-
-def _matte_load(params: dict):
-    from ..matting import load_segmenter
-
-    return load_segmenter(**_matte_options(params))
-
-
-MATTE_MODEL = ModelCache("segmenter", lambda params: tuple(_matte_options(params).items()), _matte_load)
-
 COMMANDS = Registry(
     [
         Command("animate", "magicanimate_cli.animate:animate", ("reference", "motion"), ("output",), model=ANIMATE_MODEL, gpu=True),
         Command("align", "magicanimate_cli.align:align", ("reference", "motion"), ("output",)),
-        Command("densepose", "magicanimate_cli.densepose:densepose", ("input",), ("output", "labels"), (("config", "path_or_name"),),
-                model=DENSEPOSE_MODEL, gpu=True),
-        Command("matte", "magicanimate_cli.matting:matte", ("input",), ("output",), model=MATTE_MODEL),
+        Command("densepose", "magicanimate_cli.densepose:densepose", ("input",), ("output", "labels"), (("config", "path_or_name"),), gpu=True),
+        Command("matte", "magicanimate_cli.matting:matte", ("input",), ("output",)),
         Command("eval", "magicanimate_cli.evaluate:evaluate", ("generated", "ground_truth")),
         Command("download", "magicanimate_cli.download:download", ("sources...",)),
         Command("frames", "magicanimate_cli.frames:frames", ("video",), ("output",)),
