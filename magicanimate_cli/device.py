@@ -15,7 +15,7 @@ DEVICES = ("auto", "cuda", "cpu")
 
 def check_device(device: str, option: str = "--device") -> str:
     """``device`` if it is ``auto``, ``cuda``, ``cuda:N`` or ``cpu``; else ``UserError``. No torch import."""
-    if device in DEVICES or (isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit()):
+    if device in DEVICES or (isinstance(device, str) and device.startswith("cuda:") and device[5:].isascii() and device[5:].isdigit()):
         return device
     raise UserError(f"{option} {device}: choose one of {', '.join(DEVICES)} (or cuda:N)")
 

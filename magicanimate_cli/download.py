@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import math
 import re
 import shutil
@@ -139,12 +138,10 @@ def read_tracklets(path: Path) -> list[Tracklet]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such tracklets file")
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            text = handle.read()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
-    with io.StringIO(text, newline="") as handle:
+    from .files import check_utf8
+
+    check_utf8(path)
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in TRACKLET_COLUMNS if c not in columns]
@@ -425,7 +422,7 @@ def download(
         raise UserError(f"--url-template {url_template}: must contain {{id}}, {example}")
     try:
         url_template.format(id="x")
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:  # {bogus}, {0}, a lone {, {id.x}
         raise UserError(f"--url-template {url_template}: {{id}} is the only field it may hold ({first_line(exc)}); "
                         f"write a literal brace as {{{{ or }}}}, {example}") from None
     if output.exists() and not output.is_dir():

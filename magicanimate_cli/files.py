@@ -79,6 +79,17 @@ def file_mode(directory: bool = False) -> int:
 # ----------------------------------------------------------------------------- temporaries
 
 
+def check_utf8(path: Path | str) -> None:
+    """Refuse a text file (a manifest, a CSV) that is not UTF-8 (a BOM is fine): one line naming
+    the file and the first bad byte's offset in it."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)  # counted after the BOM
+        raise UserError(f"{path}: not UTF-8 text (byte {start}: {exc.reason}); save it as UTF-8") from None
+
+
 def _token_pattern(final: Path) -> re.Pattern:
     return re.compile(rf"^\.{re.escape(final.name)}\.(\d+-[0-9a-f]{{8}})\.(partial.*|old|lock)$", re.DOTALL)
 

@@ -379,13 +379,21 @@ def popen(args: list[str], **kwargs):
     preexec = None
     if sys.platform.startswith("linux"):
         import ctypes
+        import os
         import signal
 
         try:
             prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-            preexec = lambda: prctl(1, signal.SIGKILL, 0, 0, 0)  # noqa: E731 - PR_SET_PDEATHSIG
         except (OSError, AttributeError):
-            pass
+            prctl = None
+        if prctl is not None:
+            parent = os.getpid()
+
+            def preexec() -> None:
+                prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # the parent went before the line above took effect
+                    os._exit(1)
+
     return subprocess.Popen(args, preexec_fn=preexec, **kwargs)
 
 

@@ -99,6 +99,10 @@ def test_a_manifest_that_is_not_utf8_is_a_user_error(tmp_path):  # was UnicodeDe
     (tmp_path / "u.csv").write_bytes(b"command,args\nflip,\xff\n")
     with pytest.raises(UserError, match=r"u.csv: not UTF-8 text \(byte 18: .*\); save it as UTF-8"):
         read_manifest(tmp_path / "u.csv")
+    line = b'{"command": "flip", "args": ["a"]}\n'  # the offset counts from the file's start, past any read chunk
+    (tmp_path / "long.jsonl").write_bytes(b"\xef\xbb\xbf" + line * 600 + b"\xff\n")
+    with pytest.raises(UserError, match=rf"long.jsonl: not UTF-8 text \(byte {3 + len(line) * 600}: "):
+        read_manifest(tmp_path / "long.jsonl")
 
 
 def test_shards_are_disjoint_cover_the_manifest_and_survive_appends():
@@ -143,6 +147,8 @@ def test_gpu_placement_pins_one_gpu_per_worker(monkeypatch):
             parse_gpus(bad, {})
     monkeypatch.setattr(local, "_cuda_count", lambda: 2)
     assert parse_gpus("0,1", {}) == ["0", "1"]
+    with pytest.raises(UserError, match="write GPU numbers"):
+        parse_gpus("\u00b2", {})  # "²".isdigit() is true, int("²") is not
     # numbers are the devices this process sees: Slurm's CUDA_VISIBLE_DEVICES=4,6 makes 1 mean 6
     assert parse_gpus("1", {"CUDA_VISIBLE_DEVICES": "4,6"}) == ["6"]
     assert parse_gpus("all", {"CUDA_VISIBLE_DEVICES": "4,6"}) == ["4", "6"]

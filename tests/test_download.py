@@ -151,6 +151,7 @@ def test_cli_json_partial_failure_and_quiet_stdout(server, template, tmp_path):
         ([VID, "--url-template", "http://x/{id}{bogus}"], "{id} is the only field it may hold ('bogus')"),  # was KeyError, exit 1
         ([VID, "--url-template", "http://x/{id}{"], "write a literal brace as {{ or }}"),
         ([VID, "--url-template", "http://x/{0}{id}"], "{id} is the only field it may hold"),
+        ([VID, "--url-template", "http://x/{id}{id.x}"], "{id} is the only field it may hold"),  # was AttributeError
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
@@ -166,6 +167,9 @@ def test_bad_tracklets(tmp_path):
         read_tracklets(csv)
     csv.write_bytes("video_id,start,end,bbox".encode("utf-16"))  # was UnicodeDecodeError, exit 1
     with pytest.raises(UserError, match=r"t.csv: not UTF-8 text \(byte 0: .*\); save it as UTF-8"):
+        read_tracklets(csv)
+    csv.write_bytes(b"\xef\xbb\xbfvi\xffdeo_id")  # counted from the file's first byte, the BOM included
+    with pytest.raises(UserError, match=r"t.csv: not UTF-8 text \(byte 5: "):
         read_tracklets(csv)
     csv.write_text("video_id,start,end,bbox,fps,width,height,partition\nX#1#2,0,0,1-2-3,25,10,10,train\n")
     with pytest.raises(UserError, match=r"t.csv:2: bbox"):

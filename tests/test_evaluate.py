@@ -511,7 +511,8 @@ def test_cli_prints_a_table_and_json(tmp_path, rng):
         (["--metrics", "fvd", "--no-download"], "fvd: "),
         (["--clip-length", "4", "--metrics", "fvd"], "at least 10 frames"),
         (["--metrics", "l1", "--device", "tpu"], "--device tpu: choose one of auto, cuda, cpu"),  # once ignored with pixel metrics
-        (["--metrics", "l1", "--device", "cuda:7"], "--device cuda:7: "),  # no GPU here, or not seven
+        (["--metrics", "l1", "--device", "cuda:999"], "--device cuda:999: "),  # no GPU here, or not a thousand
+        (["--metrics", "l1", "--device", "cuda:\u00b2"], "choose one of auto, cuda, cpu"),  # "²".isdigit(), yet no number
     ],
 )
 def test_cli_bad_options_and_unavailable_metrics_exit_2_in_one_line(tmp_path, rng, args, message):

@@ -262,8 +262,10 @@ def _damaged_config(folder: Path, load, errors: type[BaseException] | tuple = (O
     ``UserError`` already."""
     try:
         return load()
-    except UserError:
-        raise
+    except (UserError, ImportError, AttributeError, TypeError, NameError):
+        raise  # said already, or a library problem (no file of the user's is at fault)
+    except PermissionError as exc:
+        raise UserError(f"{folder}: cannot be read ({first_line(exc)}); check the permissions of its files") from exc
     except errors as exc:
         raise UserError(
             f"{folder}: cannot be loaded ({first_line(exc)}); its files are damaged or belong to another model: "

@@ -52,9 +52,10 @@ def parse_gpus(gpus: str | None, env: dict | None = None) -> list[str]:
     chosen = []
     for item in str(gpus).split(","):
         item = item.strip()
-        if not (item.isdigit() or item.startswith(("GPU-", "MIG-"))):
+        number = item.isascii() and item.isdigit()  # not "²", which isdigit() also takes
+        if not (number or item.startswith(("GPU-", "MIG-"))):
             raise UserError(f"--gpus {gpus}: write GPU numbers separated by commas, e.g. 0,1 (or GPU-/MIG- UUIDs)")
-        if item.isdigit():
+        if number:
             seen = len(entries) if entries is not None else _cuda_count()
             if int(item) >= seen:
                 where = f"CUDA_VISIBLE_DEVICES={visible}" if entries is not None else f"this process sees {seen} GPU(s)"

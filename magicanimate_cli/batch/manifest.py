@@ -65,10 +65,10 @@ def read_manifest(path: Path | str) -> list[Task]:
     suffix = path.suffix.lower()
     if suffix not in JSONL_EXTENSIONS + CSV_EXTENSIONS:
         raise UserError(f"{path}: unknown manifest format {suffix or '(no extension)'}; name it .jsonl or .csv")
-    try:
-        tasks = _read_jsonl(path) if suffix in JSONL_EXTENSIONS else _read_csv(path)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    from ..files import check_utf8
+
+    check_utf8(path)
+    tasks = _read_jsonl(path) if suffix in JSONL_EXTENSIONS else _read_csv(path)
     if not tasks:
         raise UserError(f"{path}: holds no tasks; add one task per line (see docs/batch.md)")
     seen: dict[str, int] = {}

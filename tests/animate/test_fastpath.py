@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -230,6 +231,7 @@ def test_compiled_fast_path_stays_within_the_contract(fixture, tmp_path):
     _assert_within_the_contract(fixture, result["compile_latents"], result["compile_video"])
 
 
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the AVX2 kernels are x86-64's")
 def test_pinned_cpu_kernels_get_an_inductor_cache_of_their_own(tmp_path):
     code = ("from magicanimate_cli.animate import pin_cpu_kernels; pin_cpu_kernels(); import torch; "
             "from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir; "

@@ -64,6 +64,7 @@ def test_a_damaged_checkpoint_is_ignored(tmp_path):
     assert checkpoint.load() is None
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_the_checkpoint_gets_the_permissions_of_the_outputs(tmp_path):
     import torch
 
