@@ -28,7 +28,7 @@ def test_the_dry_run_times_every_path_and_compares_their_frames(tmp_path):
     assert runs == {(path, n) for path in ("default", "fast_no_graph", "fast", "fast_cudnn_benchmark") for n in (4, 8)}
     for r in records:
         if r["event"] == "run":
-            assert r["s"] > 0 and r["denoise_s"] + r["decode_s"] <= r["s"] + 1e-3 and r["peak_gib"] is None  # CPU: no CUDA peak
+            assert r["s"] > 0 and r["denoise_s"] + r["decode_s"] <= r["s"] + 2e-3 and r["peak_gib"] is None  # three numbers rounded to 1 ms; CPU: no CUDA peak
         if r["event"] == "stages":
             assert set(r["stages_s"]) == {"unet_windows", "controlnet", "appearance_encoder", "vae_decode"}
     diffs = {(r["a"], r["b"], r["frames"]): r for r in records if r["event"] == "diff"}
