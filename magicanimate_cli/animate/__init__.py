@@ -360,7 +360,7 @@ def _motion_positions(models) -> int | None:
 
     try:
         return motion_positions(WeightLayout(resolve_models_dir(models)))
-    except UserError:  # an unreadable checkpoint is said, with its fix, when the weights load
+    except (UserError, OSError):  # an unreadable checkpoint is said, with its fix, when the weights load
         return None
 
 
