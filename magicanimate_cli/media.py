@@ -373,27 +373,14 @@ def popen(args: list[str], **kwargs):
     (``PR_SET_PDEATHSIG``) when the thread that starts it ends, which the callers keep alive until
     it exits. Without this, ffmpeg went on writing frames into the temporary folder after a
     ``kill -9`` of the command (220 → 500 PNGs seen), using the CPU for a result nobody keeps."""
+    import functools
+    import os
     import subprocess
-    import sys
 
-    preexec = None
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import os
-        import signal
+    from .processes import parent_death_signal
 
-        try:
-            prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-        except (OSError, AttributeError):
-            prctl = None
-        if prctl is not None:
-            parent = os.getpid()
-
-            def preexec() -> None:
-                prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-                if os.getppid() != parent:  # the parent went before the line above took effect
-                    os._exit(1)
-
+    arm = parent_death_signal()
+    preexec = functools.partial(arm, os.getpid()) if arm is not None else None
     return subprocess.Popen(args, preexec_fn=preexec, **kwargs)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -110,15 +109,12 @@ def run_local(
 
 def die_with_parent(parent: int) -> None:
     """End this process (SIGKILL) as soon as process ``parent`` is gone."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+    from ..processes import parent_death_signal
 
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # it went before the line above took effect
+    arm = parent_death_signal()
+    if arm is not None:
+        arm(parent)
+    elif os.getppid() != parent:  # it went already
         os.kill(os.getpid(), signal.SIGKILL)
 
     def watch() -> None:  # everywhere else, and for parents that hand workers to a subreaper
