@@ -271,10 +271,23 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     check_decode(path, code, b"".join(errors).decode(errors="replace"), count, _header_frames(header), allow_truncated)
 
 
+def _rotated_size_notice(record) -> bool:
+    """False for imageio-ffmpeg's warning that a phone video's frames come out rotated.
+
+    A video with a rotation in its display matrix decodes upright (ffmpeg rotates it), with width
+    and height swapped for 90° and 270°; the header's ``size`` is that displayed size, which is
+    the one every reader here uses, so the warning tells the user nothing to act on.
+    """
+    return "is different from the source frame size" not in record.getMessage()
+
+
 def _header(path: Path) -> dict:
     """ffmpeg's view of the container (size, fps, duration), from its header alone."""
+    import logging
+
     import imageio_ffmpeg
 
+    logging.getLogger("imageio_ffmpeg").addFilter(_rotated_size_notice)  # once: a filter is a set member
     reader = imageio_ffmpeg.read_frames(str(path.resolve()))  # absolute: "take:1.mp4" is no protocol
     try:
         return next(reader)

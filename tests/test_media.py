@@ -159,6 +159,20 @@ def test_exif_orientation_is_applied(tmp_path):
     assert media.read_image(tmp_path / "phone.jpg").shape == (40, 20, 3)
 
 
+def test_phone_rotation_is_applied_without_a_warning(tmp_path, clip, caplog):
+    # a phone video stores its frames sideways with a rotation in its display matrix; ffmpeg turns
+    # them upright, and the size every reader uses is the displayed one (width and height swapped)
+    media.write_frames(tmp_path / "stored.mp4", clip)
+    rotate = ["-display_rotation:v:0", "90", "-i", str(tmp_path / "stored.mp4"), "-c", "copy", str(tmp_path / "phone.mp4")]
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", *rotate], check=True)
+    stored = media.read_frames(tmp_path / "stored.mp4").array
+    info = media.probe(tmp_path / "phone.mp4")
+    upright = media.read_frames(tmp_path / "phone.mp4").array
+    assert (info.width, info.height, info.frames) == (32, 48, 6)
+    assert np.array_equal(upright, np.rot90(stored, 1, axes=(1, 2)))  # 90° counter-clockwise, pixel for pixel
+    assert not [r for r in caplog.records if r.name.startswith("imageio")]  # its "frame size ... is different" notice is dropped
+
+
 def test_mixed_frame_sizes_on_request(tmp_path, rng):
     folder = tmp_path / "f"
     folder.mkdir()
