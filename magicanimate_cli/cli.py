@@ -188,7 +188,7 @@ def animate(
     output: Path = typer.Option(..., "-o", "--output", help="An .mp4 path, or a folder that receives PNG frames."),
     models: Optional[Path] = MODELS_OPTION,
     steps: int = typer.Option(_ANIMATE.steps, "--steps", help="DDIM steps."),
-    guidance_scale: float = typer.Option(_ANIMATE.guidance_scale, "--guidance-scale", help="Appearance guidance scale."),
+    guidance_scale: float = typer.Option(_ANIMATE.guidance_scale, "--guidance-scale", help="Appearance guidance (classifier-free, against the prediction without the reference's features); 1 or less turns it off and halves the UNet's work."),
     seed: int = typer.Option(_ANIMATE.seed, "--seed", help="Noise seed."),
     size: int = typer.Option(_ANIMATE.size, "--size", help="Square working size in pixels (multiple of 8)."),
     context_frames: int = typer.Option(_ANIMATE.context_frames, "--context-frames", help="Frames per window."),

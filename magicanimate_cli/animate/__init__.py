@@ -213,7 +213,9 @@ def animate(
     already loaded ``load_pipeline()`` (batch jobs). ``align`` first fits the poses to the
     reference person exactly as ``magicanimate align`` does with its defaults (see ``align.py``).
     The main output and the grid are committed together or not at all. A motion video that does
-    not decode to its end is refused unless ``allow_truncated``.
+    not decode to its end is refused unless ``allow_truncated``. ``guidance_scale`` is the official
+    appearance guidance (the prediction with the reference's features pushed away from the one
+    without them); at 1 or less there is no guidance (diffusers' rule) and the UNet runs one half.
 
     Every option is checked before anything heavy is imported or read, in this order: the
     settings, the weights folder, the outputs (never an input, inside one, or holding one), the device.

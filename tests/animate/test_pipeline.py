@@ -51,6 +51,25 @@ def test_every_branch_changes_the_result(tiny_pipeline, inputs):
         assert not np.array_equal(base, other)
 
 
+def test_guidance_of_one_or_less_is_off_and_runs_one_unet_half(tiny_pipeline, inputs, monkeypatch):
+    # diffusers' rule, as the CLI's help says: at 1 or less there is no guidance, and the UNet
+    # sees only the half with the reference's features
+    reference, motion = inputs[0], inputs[1][:4]
+    rows = []
+    original = tiny_pipeline.unet.forward
+
+    def counting(sample, *args, **kwargs):
+        rows.append(sample.shape[0])
+        return original(sample, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_pipeline.unet, "forward", counting)
+    run = {"num_inference_steps": 1, "seed": 1, "output_type": "float"}
+    frames = {scale: tiny_pipeline(reference, motion, **run, guidance_scale=scale).frames for scale in (7.5, 1.0, 0.0, -3.0)}
+    assert rows == [2, 1, 1, 1]
+    assert np.array_equal(frames[1.0], frames[0.0]) and np.array_equal(frames[1.0], frames[-3.0])
+    assert not np.array_equal(frames[7.5], frames[1.0])
+
+
 def test_controlnet_runs_once_per_frame_per_step_in_16_frame_chunks(tiny_pipeline, inputs, monkeypatch):
     batches = []
     original = tiny_pipeline.controlnet.forward
