@@ -166,10 +166,15 @@ def _run(call: Callable, as_json: bool) -> None:
         raise typer.Exit(code)
 
 
-def _call(run: Callable, options: dict) -> None:
-    """Call the stage function ``run`` with the command's options, which are its keyword arguments."""
+def _call(run: Callable, options: dict, **callbacks: Callable | None) -> None:
+    """Call the stage function ``run`` with the command's options, which are its keyword arguments
+    (and ``callbacks``: what a server or a plan prints on the terminal)."""
     kwargs = {k: v for k, v in options.items() if k not in ("run", "as_json")}
-    _run(lambda progress: run(**kwargs, progress=progress), options["as_json"])
+    _run(lambda progress: run(**kwargs, **callbacks, progress=progress), options["as_json"])
+
+
+def _say(text: str) -> None:
+    typer.echo(text, err=True)
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
@@ -444,14 +449,14 @@ def models_download(
 ) -> None:
     """Download the weights into the official layout; verify and record every file (HF_HUB_OFFLINE respected)."""
     from .models import download as run
+
+    _call(run, locals(), on_plan=None if as_json else _say_plan)
+
+
+def _say_plan(plan) -> None:
     from .models import format_plan
 
-    kwargs = dict(locals())
-    kwargs.pop("as_json")
-    kwargs.pop("run")
-    kwargs.pop("format_plan")
-    on_plan = None if as_json else (lambda plan: typer.echo(format_plan(plan), err=True))
-    _run(lambda progress: run(**kwargs, progress=progress, on_plan=on_plan), as_json)
+    _say(format_plan(plan))
 
 
 @models_app.command("convert")
@@ -496,9 +501,7 @@ def demo_(
     """Serve a browser page (Gradio, extra 'demo') that runs the whole chain; Ctrl-C stops it."""
     from .demo import demo as run
 
-    kwargs = {k: v for k, v in locals().items() if k not in ("run", "as_json")}
-    on_ready = None if as_json else (lambda url: typer.echo(f"demo running at {url} (Ctrl-C to stop)", err=True))
-    _run(lambda progress: run(**kwargs, progress=progress, on_ready=on_ready), as_json)
+    _call(run, locals(), on_ready=None if as_json else lambda url: _say(f"demo running at {url} (Ctrl-C to stop)"))
 
 
 @app.command("serve")
@@ -514,15 +517,19 @@ def serve_(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Keep the models loaded for later commands: `magicanimate --server SOCKET animate ...` runs here."""
-    from .server import describe_task
     from .server import serve as run
 
-    on_ready = on_task = None
-    if not as_json:
-        on_ready = lambda path: typer.echo(f"serving on {path}: run commands with --server {path} (Ctrl-C to stop)", err=True)  # noqa: E731
-        on_task = lambda record: typer.echo(describe_task(record), err=True)  # noqa: E731
-    _run(lambda progress: run(socket=socket, idle_timeout=idle_timeout, progress=progress, on_ready=on_ready, on_task=on_task,
-                              preload=preload, models=models, device=device, dtype=dtype), as_json)
+    _call(run, locals(), on_ready=None if as_json else _say_serving, on_task=None if as_json else _say_task)
+
+
+def _say_serving(path) -> None:
+    _say(f"serving on {path}: run commands with --server {path} (Ctrl-C to stop)")
+
+
+def _say_task(record) -> None:
+    from .server import describe_task
+
+    _say(describe_task(record))
 
 
 @app.command("doctor")
@@ -535,7 +542,7 @@ def doctor_(
     Exit 0 when `magicanimate animate` can run, 1 otherwise (`ready` in --json)."""
     from .doctor import doctor as run
 
-    _run(lambda progress: run(models=models, progress=progress), as_json)
+    _call(run, locals())
 
 
 def entrypoint() -> None:

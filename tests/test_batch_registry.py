@@ -6,6 +6,7 @@ same arguments as the registry's parser.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -71,7 +72,9 @@ def test_every_cli_command_but_batch_is_a_task_with_the_same_options():
         assert ours == expected, command.name
         positional = [p.name for p in click_command.params if p.param_type_name == "argument"]
         assert [p.name for p in command.params if p.positional] == positional, command.name
-        assert click_command.callback.__name__  # the CLI command exists and calls a function of the same options
+        module, _, function = command.function.partition(":")
+        imports = f"from .{module.removeprefix('magicanimate_cli.')} import {function} as run\n"
+        assert imports in inspect.getsource(click_command.callback), command.name  # the CLI calls the task's function
 
 
 CASES = [

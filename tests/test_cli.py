@@ -160,3 +160,50 @@ def test_only_a_debug_before_a_double_dash_is_the_option():
 
     assert _debug_first(["animate", "a", "--debug", "--", "--debug"]) == ["--debug", "animate", "a", "--", "--debug"]
     assert _debug_first(["animate", "--", "--debug"]) == ["animate", "--", "--debug"]
+
+
+def _leaf_commands(group=None, prefix=""):
+    import typer
+
+    group = group or typer.main.get_command(app)
+    for name in group.list_commands(None):
+        command = group.get_command(None, name)
+        if hasattr(command, "list_commands"):
+            yield from _leaf_commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
+
+
+def _library_function(command):
+    """The library function a CLI command calls: the ``from .X import Y as run`` in its body."""
+    import importlib
+    import inspect
+    import re
+
+    found = re.findall(r"from \.([\w.]+) import (\w+) as run\n", inspect.getsource(command.callback))
+    assert len(found) == 1, command.name
+    module, name = found[0]
+    return getattr(importlib.import_module(f"magicanimate_cli.{module}"), name)
+
+
+@pytest.mark.parametrize("name, command", list(_leaf_commands()), ids=lambda value: value if isinstance(value, str) else "")
+def test_every_option_is_a_keyword_of_the_library_function_with_its_default(name, command):
+    # the CLI is the library's signature spelled as options: same names, same defaults, nothing
+    # dropped on the way (`batch`, `serve`, `demo` and `doctor` included, which no batch task covers)
+    import inspect
+    import typing
+
+    function = _library_function(command)
+    parameters = inspect.signature(function).parameters
+    hints = typing.get_type_hints(function)
+    for param in command.params:
+        if param.name == "as_json":  # the CLI's own output switch
+            continue
+        assert param.name in parameters, f"{name}: --{param.name} is not a keyword of {function.__name__}"
+        default = parameters[param.name].default
+        if param.required:
+            assert default is inspect.Parameter.empty, f"{name}: {param.name}"
+        elif default is inspect.Parameter.empty:  # optional on the command line: the library takes None
+            assert param.default is None and type(None) in typing.get_args(hints[param.name]), f"{name}: {param.name}"
+        else:
+            assert param.default == default, f"{name}: {param.name} defaults to {param.default!r}, the library's to {default!r}"
