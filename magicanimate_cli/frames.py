@@ -72,6 +72,8 @@ def frames(
         count = media.extract_frames(
             video, tmp, fps=fps, progress=progress, expected=expected_count(info.frames, info.fps, fps), allow_truncated=allow_truncated
         )
+        if count == 0 and info.frames > 0:  # ffmpeg's fps filter keeps no frame of a clip shorter than one period
+            raise UserError(f"{video}: the video ({info.frames} frames at {info.fps:g} fps) is shorter than one frame at --fps {fps:g}; raise --fps")
         if count == 0:
             raise UserError(f"{video}: ffmpeg produced no frames; is the video empty?")
         commit(tmp, output, replace=overwrite)

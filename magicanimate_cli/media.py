@@ -25,7 +25,9 @@ import numpy as np
 from .errors import UserError, first_line, shown
 from .files import discard, temp_beside
 
-VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif"}
+VIDEO_EXTENSIONS = {  # what ffmpeg reads: phones, cameras (.mts/.m2ts), broadcast and DVD captures (.ts, .mpg), the web
+    ".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".ts", ".mts", ".m2ts", ".3gp", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv",
+}
 WRITABLE_VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_FPS = 25.0
@@ -244,8 +246,13 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     width, height = header["size"]
     import ffmpeg
 
-    # the command imageio-ffmpeg runs (same frames), with errors only on stderr, which is checked
-    stream = ffmpeg.output(ffmpeg.input(str(path.resolve())), "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
+    # the command imageio-ffmpeg runs, with errors only on stderr, which is checked, and the frames
+    # re-timed to the rate the clip is labelled with (the header's average rate): a constant-rate
+    # video comes out frame for frame, a variable-rate one (a phone's, a joined clip) with its
+    # duration kept, where ffmpeg's own choice of rate (the fastest stretch's) repeated frames
+    source = ffmpeg.input(str(path.resolve()))
+    source = source.video.filter("fps", fps=header["fps"]) if header.get("fps") else source
+    stream = ffmpeg.output(source, "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
     process = ffmpeg.run_async(
         stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error"), cmd=ffmpeg_binary(), pipe_stdout=True, pipe_stderr=True
     )
@@ -268,7 +275,7 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
         process.stdout.close()
         code = process.wait()
         reader.join()
-    check_decode(path, code, b"".join(errors).decode(errors="replace"), count, _header_frames(header), allow_truncated)
+    check_decode(path, code, b"".join(errors).decode(errors="replace"), count, _header_frames(header), allow_truncated, header.get("duration"))
 
 
 def _rotated_size_notice(record) -> bool:
@@ -292,9 +299,24 @@ def _header(path: Path) -> dict:
     try:
         return next(reader)
     except (RuntimeError, OSError, StopIteration) as exc:
-        raise UserError(f"{shown(path)}: ffmpeg cannot read this video ({first_line(exc)})") from exc
+        raise UserError(f"{shown(path)}: {_unreadable(path, str(exc)) or f'ffmpeg cannot read this video ({first_line(exc)})'}") from exc
     finally:
         reader.close()
+
+
+def _unreadable(path: Path, report: str) -> str | None:
+    """Why ffmpeg could not open ``path``, and the fix, where its report says (else None)."""
+    if path.stat().st_size == 0:
+        return "the file is empty (0 bytes); download or export it again"
+    if "Output file does not contain any stream" in report or ("Stream #" in report and "Video:" not in report):
+        return "no video stream in this file (sound only?); give a video"
+    if "misdetection possible" in report:  # ffmpeg only guessed the format from the name
+        return "not a video (ffmpeg does not recognise what the file holds); check that it is the video you meant"
+    if "moov atom not found" in report:
+        return "not a whole video (its index, the 'moov atom', is missing: an unfinished download or recording); download or export it again"
+    if "Invalid data found when processing input" in report:
+        return "not a video ffmpeg can read (invalid data); check that the file is the video you meant"
+    return None
 
 
 def _header_frames(header: dict) -> int | None:
@@ -304,11 +326,18 @@ def _header_frames(header: dict) -> int | None:
     return None
 
 
-def check_decode(path: Path, code: int, stderr: str, count: int, expected: int | None, allow_truncated: bool) -> None:
+def check_decode(
+    path: Path, code: int, stderr: str, count: int, expected: int | None, allow_truncated: bool, duration: float | None = None
+) -> None:
     """Refuse a video that did not decode to its end: ffmpeg reported errors, or far fewer frames
-    came out than its header's duration promises (more than 10 % and 2 frames short)."""
+    came out than its header's duration promises (more than 10 % and 2 frames short) while the
+    file's streams end well before that ``duration`` (a cut-off download; a video whose sound
+    merely runs on after the picture is complete)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     short = expected is not None and count < expected * 0.9 - 2
+    if short and not lines and code == 0 and duration:
+        reached = _streams_end(path)
+        short = reached is None or reached < duration * 0.9
     if allow_truncated and count > 0:
         return
     if code != 0 and count == 0:
@@ -319,6 +348,20 @@ def check_decode(path: Path, code: int, stderr: str, count: int, expected: int |
             f"{shown(path)}: truncated or damaged video: {what}, and {count} frames decode; "
             "download or export it again (frames, preprocess and animate take --allow-truncated to use the frames that decode)"
         )
+
+
+def _streams_end(path: Path) -> float | None:
+    """Seconds into the file that its streams (sound included) reach, read packet by packet
+    without decoding; None when ffmpeg cannot tell."""
+    import subprocess
+
+    import ffmpeg
+
+    stream = ffmpeg.output(ffmpeg.input(str(Path(path).resolve())), "-", f="null", c="copy", map="0")
+    stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
+    done = subprocess.run(ffmpeg.compile(stream, cmd=ffmpeg_binary()), capture_output=True, text=True, errors="replace")
+    times = [line.partition("=")[2] for line in done.stdout.splitlines() if line.startswith("out_time_us=")]
+    return int(times[-1]) / 1e6 if done.returncode == 0 and times and times[-1].isdigit() else None
 
 
 def read_frames(path: Path, fps: float | None = None, allow_truncated: bool = False) -> Frames:
@@ -375,7 +418,7 @@ def extract_frames(
         stderr = errors.read().decode(errors="replace")
     count = len(list_frame_files(folder))
     duration = header.get("duration")
-    check_decode(Path(video), code, stderr, count, int(round(duration * fps)) if duration else None, allow_truncated)
+    check_decode(Path(video), code, stderr, count, int(round(duration * fps)) if duration else None, allow_truncated, duration)
     if progress is not None:
         progress("frames", count, count)
     return count

@@ -77,3 +77,13 @@ def test_percent_signs_in_the_folder_and_refusing_to_replace_the_input(video30, 
     with pytest.raises(UserError, match="holds the input"):
         frames(video30, video30.parent, overwrite=True)
     assert video30.is_file()
+
+
+def test_a_clip_shorter_than_one_frame_at_the_rate_says_so(tmp_path):
+    make_video(tmp_path / "one.mp4", 1, fps=25)
+    result = runner.invoke(app, ["frames", str(tmp_path / "one.mp4"), "-o", str(tmp_path / "f"), "--fps", "5"])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'one.mp4'}: the video (1 frames at 25 fps) is shorter than one frame at --fps 5; raise --fps"
+    )
+    assert not (tmp_path / "f").exists()
+    assert frames(tmp_path / "one.mp4", tmp_path / "f", fps=25).frames == 1

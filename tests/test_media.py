@@ -86,6 +86,27 @@ def test_unreadable_video_is_a_user_error(tmp_path):
         media.probe(tmp_path / "empty")
 
 
+def test_an_unreadable_video_says_why_and_the_fix(tmp_path):
+    # one line each, naming what is wrong with the file rather than ffmpeg's "Could not load meta information"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:duration=1", "-c:v", "libx264", tmp_path / "whole.mp4")  # its index last
+    data = (tmp_path / "whole.mp4").read_bytes()
+    assert data.find(b"moov") > len(data) // 2
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "notes.mp4").write_text("these are notes, not a video\n" * 20)
+    _ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", tmp_path / "sound.mp4")
+    expected = {
+        "empty.mp4": "the file is empty (0 bytes); download or export it again",
+        "notes.mp4": "not a video (ffmpeg does not recognise what the file holds)",
+        "sound.mp4": "no video stream in this file (sound only?); give a video",
+        "cut.mp4": "not a whole video (its index, the 'moov atom', is missing: an unfinished download or recording)",
+    }
+    for name, message in expected.items():
+        with pytest.raises(UserError) as caught:
+            media.probe(tmp_path / name)
+        assert str(caught.value).startswith(f"{tmp_path / name}: {message}") and "\n" not in str(caught.value), name
+
+
 def test_single_image_reads_as_a_one_frame_clip(tmp_path, clip):
     Image.fromarray(clip[0]).save(tmp_path / "one.png")
     assert np.array_equal(np.stack(list(media.iter_frames(tmp_path / "one.png"))), clip[:1])
@@ -171,6 +192,45 @@ def test_phone_rotation_is_applied_without_a_warning(tmp_path, clip, caplog):
     assert (info.width, info.height, info.frames) == (32, 48, 6)
     assert np.array_equal(upright, np.rot90(stored, 1, axes=(1, 2)))  # 90° counter-clockwise, pixel for pixel
     assert not [r for r in caplog.records if r.name.startswith("imageio")]  # its "frame size ... is different" notice is dropped
+
+
+def _ffmpeg(*args) -> None:
+    subprocess.run([media.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *map(str, args)], check=True)
+
+
+def test_a_variable_rate_video_keeps_its_frames_and_duration(tmp_path):
+    # a phone's variable rate: half a second at 50 fps, then 25 fps, in a stream whose nominal rate
+    # is 50; ffmpeg's own choice of output rate (50) repeated frames and stretched the clip to 2 s
+    # of 50 fps labelled with the 32-fps average, i.e. 3.1 s of playback for 2 s of motion
+    source = "testsrc2=size=64x48:rate=50:duration=2,select='lt(n\\,25)+not(mod(n\\,2))'"
+    _ffmpeg("-f", "lavfi", "-i", source, "-fps_mode", "passthrough", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / "vfr.mp4")
+    info = media.probe(tmp_path / "vfr.mp4")
+    frames = list(media.iter_frames(tmp_path / "vfr.mp4"))
+    assert info.frames == 62  # the frames stored: 25, then every other one of the next 75
+    assert abs(len(frames) - info.frames) <= 1 and abs(len(frames) / info.fps - 2.0) < 0.1
+
+
+def test_a_constant_rate_video_reads_frame_for_frame(tmp_path):
+    # the re-timing to the header's rate changes nothing where the rate is constant (29.97 included)
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30000/1001:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / "ntsc.mp4")
+    _ffmpeg("-i", tmp_path / "ntsc.mp4", "-start_number", "0", tmp_path / "%05d.png")
+    decoded = np.stack([media.read_image(f) for f in sorted(tmp_path.glob("*.png"))])
+    assert len(decoded) == 30 and np.array_equal(np.stack(list(media.iter_frames(tmp_path / "ntsc.mp4"))), decoded)
+
+
+def test_sound_that_runs_on_after_the_picture_is_no_truncation(tmp_path):
+    # the container's duration is its longest stream's: 2 s of sound after 1 s of picture made a
+    # complete file look truncated ("promises about 50 frames, and 25 frames decode")
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1", "-f", "lavfi", "-i", "sine=duration=2",
+            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", tmp_path / "talk.mp4")
+    assert len(list(media.iter_frames(tmp_path / "talk.mp4"))) == 25
+    (tmp_path / "f").mkdir()
+    assert media.extract_frames(tmp_path / "talk.mp4", tmp_path / "f", fps=25) == 25
+    # the same shortfall in a file whose streams all end early is still a truncation
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / "short.mp4")
+    media.check_decode(tmp_path / "talk.mp4", 0, "", 25, 50, False, duration=2.0)
+    with pytest.raises(UserError, match="short.mp4: truncated or damaged video: its header promises about 50 frames"):
+        media.check_decode(tmp_path / "short.mp4", 0, "", 25, 50, False, duration=2.0)
 
 
 def test_mixed_frame_sizes_on_request(tmp_path, rng):

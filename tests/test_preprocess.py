@@ -582,3 +582,12 @@ def test_versions_in_meta_json_name_the_stage_libraries_without_importing_them()
         except metadata.PackageNotFoundError:
             expected = None
         assert key in found and found[key] == expected, key
+
+
+def test_camera_and_broadcast_containers_are_videos(tmp_path):
+    # .MTS from a camcorder, .ts from a capture, .3gp from an old phone: what ffmpeg reads,
+    # `frames` and `crop` took them and `preprocess` refused them ("not a video ...")
+    for name in ("cam.MTS", "capture.ts", "phone.3gp"):
+        (tmp_path / name).write_bytes(b"")
+    assert sorted(s.name for s in collect_sources([tmp_path])) == ["cam", "capture", "phone"]
+    assert [s.kind for s in collect_sources([tmp_path / "capture.ts"])] == ["video"]
