@@ -59,9 +59,14 @@ class _Group(TyperGroup):
         return command
 
 
+def _options(args: list[str]) -> list[str]:
+    """The words before ``--`` (after it every word is an argument, ``--json`` and ``--debug`` too)."""
+    return args[: args.index("--")] if "--" in args else args
+
+
 def _debug_first(args: list[str]) -> list[str]:
     """Move ``--debug`` in front of the command (never one after ``--``, which is an argument)."""
-    end = args.index("--") if "--" in args else len(args)
+    end = len(_options(args))
     if "--debug" not in args[:end]:
         return args
     return ["--debug", *(a for i, a in enumerate(args) if not (a == "--debug" and i < end))]
@@ -557,7 +562,7 @@ def entrypoint() -> None:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):  # not a click usage error
             raise
         message = exc.format_message().strip().replace("\n", " ")
-        if "--json" in sys.argv:
+        if "--json" in _options(sys.argv):
             typer.echo(json.dumps({"ok": False, "error": message or "usage", "exit_code": exc.exit_code}))
         if message:  # empty when the help was shown instead (no arguments)
             typer.echo(f"error: {message} (see --help)", err=True)

@@ -97,6 +97,10 @@ def test_usage_errors_are_one_line_and_json():
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["ok"] is False
     assert proc.stderr.strip().count("\n") == 0 and "--steps" in proc.stderr
+    # after "--" a word is an argument: a file named --json asks for no JSON
+    cmd = [sys.executable, "-m", "magicanimate_cli", "crop", "-o", "z.png", "--size", "abc", "--", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == "" and "--size" in proc.stderr
 
 
 def test_one_gpu_in_devices_is_that_device_and_mixed_lists_are_refused(tmp_path, inputs, tiny_weights):
