@@ -206,7 +206,7 @@ def _library_check(name: str, modules: tuple[str, ...], dists: tuple[tuple[str, 
     return Check(name, OK, ", ".join(versions) or "installed")
 
 
-def check_densepose(models: Path | str | None = None) -> Check:
+def check_densepose() -> Check:
     try:  # the pinned install route; a light module (numpy only)
         from .densepose.estimator import install_command
 
@@ -216,18 +216,12 @@ def check_densepose(models: Path | str | None = None) -> Check:
     return _library_check("densepose", ("detectron2", "densepose"), (("detectron2",), ("detectron2-densepose",)), fix, "densepose")
 
 
-def check_paddleseg(models: Path | str | None = None) -> Check:
+def check_paddleseg() -> Check:
     try:
         from .matting import INSTALL_HINT as fix
     except Exception:
         fix = "pip install paddlepaddle opencv-python-headless && pip install --no-deps paddleseg==2.8.0"
     return _library_check("paddleseg", ("paddle", "paddleseg"), (("paddlepaddle", "paddlepaddle-gpu"), ("paddleseg",)), fix, "matte")
-
-
-def check_weights(root: Path, progress: Progress | None = None) -> list[Check]:
-    """The weights of every group, from the one file-by-file check ``magicanimate models list`` shows
-    (``weights_manifest.check_folder``): a file ``list`` calls missing is missing here too."""
-    return _weights_checks(root, progress)[0]
 
 
 def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[Check], int]:
@@ -336,8 +330,8 @@ def doctor(*, models: Path | str | None = None, progress: Progress | None = None
     checks += check_torch()
     checks.append(check_libraries())
     checks.append(check_ffmpeg())
-    checks.append(check_densepose(models))
-    checks.append(check_paddleseg(models))
+    checks.append(check_densepose())
+    checks.append(check_paddleseg())
     checks.append(Check("models folder", OK if root.is_dir() else WARN, f"{root} (from {_models_origin(models)})", None if root.is_dir() else "run `magicanimate models download`"))
     weights, missing = _weights_checks(root, progress)
     checks += weights

@@ -570,12 +570,6 @@ def _now() -> str:
     return now()
 
 
-def _json(value):
-    import json
-
-    return json.loads(json.dumps(value, default=str))
-
-
 # ----------------------------------------------------------------------------- the command
 
 

@@ -22,8 +22,8 @@ needs_parity = pytest.mark.skipif(not PARITY_WEIGHTS.is_dir(), reason="parity fi
 def fast_optional_stages(monkeypatch):
     """The optional stages report through their own status functions (importing paddle takes
     seconds); these tests replace them unless a test asks for the real lookup."""
-    monkeypatch.setattr(doc, "check_densepose", lambda models=None: doc.Check("densepose", doc.WARN, "not installed", "see docs"))
-    monkeypatch.setattr(doc, "check_paddleseg", lambda models=None: doc.Check("paddleseg", doc.OK, "paddleseg 2.8.0"))
+    monkeypatch.setattr(doc, "check_densepose", lambda: doc.Check("densepose", doc.WARN, "not installed", "see docs"))
+    monkeypatch.setattr(doc, "check_paddleseg", lambda: doc.Check("paddleseg", doc.OK, "paddleseg 2.8.0"))
 
 
 @pytest.fixture()

@@ -17,7 +17,6 @@ from ..errors import UserError
 from .malloc import reuse_freed_memory
 
 FITS = ("crop", "pad", "stretch")
-DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 POSE_BACKGROUND = (68, 1, 84)  # viridis(0): the DensePose renderings' background (§10.3)
 

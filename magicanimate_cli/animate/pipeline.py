@@ -189,8 +189,6 @@ class MagicAnimatePipelineOutput(BaseOutput):
     latents: torch.Tensor
 
 
-MagicAnimateOutput = MagicAnimatePipelineOutput  # the earlier name
-
 
 def _window_forward(unet, sample, t, text, down, mid, halves: int, shared_down: bool, shared_skips: bool = False) -> torch.Tensor:
     """One UNet call on one window (``sample``: the single half, ``1×4×f×h×w``), every guidance half out.

@@ -52,10 +52,6 @@ class Task:
     def to_dict(self) -> dict:
         return {"line": self.line, "id": self.id, "command": self.command, "args": list(self.args)}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> Task:
-        return cls(int(data["line"]), str(data["command"]), tuple(data["args"]))
-
 
 def read_manifest(path: Path | str) -> list[Task]:
     """The tasks of a CSV or JSONL manifest, in file order (bad syntax raises ``UserError``)."""

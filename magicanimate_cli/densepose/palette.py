@@ -25,9 +25,6 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-#: Index into the VIRIDIS LUT for each label: floor(l * 255 / 24) (detectron2's val_scale 10.625).
-COLORMAP_INDEX = _frozen(np.array([(label * 255) // 24 for label in range(N_LABELS)], dtype=np.uint8))
-
 #: RGB colour of each label 0..24 (25×3 uint8); row 0 is the canvas, viridis(0) = (68, 1, 84).
 PALETTE = _frozen(
     np.array(

@@ -28,7 +28,6 @@ from ..progress import Progress, silent
 PROTOCOLS = ("corrected", "disco")
 METRICS = ("l1", "psnr", "ssim", "lpips", "fid", "fid-vid", "fvd")
 NETWORK_METRICS = ("lpips", "fid", "fid-vid", "fvd")
-DEVICES = ("auto", "cuda", "cpu")
 LOWER_IS_BETTER = {"l1", "lpips", "fid", "fid-vid", "fvd"}
 
 

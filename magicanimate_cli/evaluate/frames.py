@@ -155,5 +155,3 @@ DEFINITIONS = {
     ("disco", "psnr"): "DisCo: uint8 squared difference (wraps mod 256), 100 when MSE is 0",
     ("disco", "ssim"): "DisCo: skimage SSIM on OpenCV grayscale (uint8)",
 }
-
-RESIZE = {"corrected": resize_corrected, "disco": resize_disco}

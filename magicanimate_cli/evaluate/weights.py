@@ -22,7 +22,6 @@ from ..errors import UserError
 from ..weights_manifest import sha256_file
 
 SUBFOLDER = "metrics"
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
