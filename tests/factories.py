@@ -9,6 +9,11 @@ loader reads exactly as it reads the published weights::
 
 Layers that diffusers zero-initialises (ControlNet zero convs, motion ``proj_out``) are
 re-randomised and norms perturbed, so a dropped or mis-mapped tensor changes the output.
+
+The other stages' models are here too: a PaddleSeg matting checkpoint (``paddleseg_checkpoint``),
+detectron2 DensePose weights that find a person (``detectron2_person_weights``), the metric
+networks' stand-ins (``tiny_frame_net``, ``tiny_clip_net``) and a small CLIP text configuration
+(``clip_text_config``).
 """
 
 from __future__ import annotations
@@ -203,3 +208,82 @@ def make_official_weights(
     _perturb(vae, generator)
     vae.save_pretrained(root / "sd-vae-ft-mse")
     return root
+
+
+# ----------------------------------------------------------------------------- the other stages' models
+
+
+def paddleseg_checkpoint(model: str, path: Path, seed: int = 0, varied: bool = True) -> Path:
+    """A random-weight PP-HumanSeg checkpoint exactly as PaddleSeg writes one (``paddle.save(state_dict)``).
+
+    A fresh initialisation gives logits of about 1e-5, so every probability is 0.5; ``varied``
+    scales the class head (the 2-channel convolutions) up so that the masks vary over the frame.
+    """
+    import paddle
+
+    from magicanimate_cli import matting
+
+    paddle.seed(seed)
+    state = matting.build_network(model).state_dict()
+    if varied:
+        for key, value in state.items():
+            if key.endswith("weight") and value.ndim == 4 and value.shape[0] == 2:
+                value.set_value(value * 3e4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paddle.save(state, str(path))
+    return path
+
+
+def detectron2_person_weights(path: Path) -> str:
+    """R_50_FPN_s1x weights, random but for the heads that decide who is found: the anchors are the
+    boxes, grown to most of the frame, every box is a person (score ~1) and every pixel in it is
+    body (coarse segmentation), while the part labels stay random; written in the model-zoo .pkl
+    format. Returns the sha256."""
+    import hashlib
+    import pickle
+
+    from detectron2.modeling import build_model
+
+    from magicanimate_cli.densepose.estimator import build_config
+
+    torch.manual_seed(0)
+    state = {k: v.detach().numpy().copy() for k, v in build_model(build_config(None, device="cpu")).state_dict().items()}
+    for key in ("proposal_generator.rpn_head.anchor_deltas", "roi_heads.box_predictor.bbox_pred"):
+        state[f"{key}.weight"][:] = 0.0
+        state[f"{key}.bias"][:] = 0.0  # proposals are the anchors
+    state["roi_heads.box_predictor.bbox_pred.bias"][2:] = 20.0  # boxes: as much larger as detectron2 allows, clipped to the frame
+    state["roi_heads.box_predictor.cls_score.weight"][:] = 0.0
+    state["roi_heads.box_predictor.cls_score.bias"][:] = (10.0, -10.0)  # person, background
+    state["roi_heads.densepose_predictor.ann_index_lowres.weight"][:] = 0.0
+    state["roi_heads.densepose_predictor.ann_index_lowres.bias"][:] = (-10.0, 10.0)  # background, body
+    with open(path, "wb") as handle:
+        pickle.dump({"model": state, "__author__": "magicanimate test"}, handle, protocol=2)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tiny_frame_net(dim: int = 5, seed: int = 0) -> torch.nn.Module:
+    """A stand-in for an image feature network (FID's Inception): frames in, ``dim`` features out."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, stride=2),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, dim),
+    ).eval()
+
+
+def tiny_clip_net(dim: int = 4, seed: int = 0) -> torch.nn.Module:
+    """A stand-in for a video feature network (FVD's I3D): clips in, ``dim`` features out."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(3, 3, 3, stride=(1, 2, 2)), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(3, dim)
+    ).eval()
+
+
+def clip_text_config():
+    """A two-layer CLIP text encoder's configuration (transformers)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16)

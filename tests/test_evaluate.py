@@ -23,6 +23,8 @@ from magicanimate_cli.evaluate import frames as F
 from magicanimate_cli.evaluate import weights as W
 from magicanimate_cli.evaluate.frechet import Batcher, fid_from_features, frechet_distance
 
+from factories import tiny_clip_net, tiny_frame_net
+
 skimage_metrics = pytest.importorskip("skimage.metrics")
 torch = pytest.importorskip("torch")
 runner = CliRunner()
@@ -131,25 +133,6 @@ def test_frechet_distance_matches_direct_scipy_computation(rng):
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-8)
     with pytest.raises(UserError, match="at least 2"):
         fid_from_features(a[:1], b)
-
-
-def tiny_frame_net(dim=5, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, stride=2),
-        torch.nn.BatchNorm2d(4),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4, dim),
-    ).eval()
-
-
-def tiny_clip_net(dim=4, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Conv3d(3, 3, 3, stride=(1, 2, 2)), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(3, dim)
-    ).eval()
 
 
 def test_features_do_not_depend_on_batch_size(rng):

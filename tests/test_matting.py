@@ -27,29 +27,12 @@ from PIL import Image
 from magicanimate_cli import matting, media
 from magicanimate_cli.errors import UserError
 
+from factories import paddleseg_checkpoint
+
 LITE = "pp-humansegv2-lite"
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-
-def _save_random_checkpoint(model: str, path: Path, seed: int = 0) -> Path:
-    """A random-weight checkpoint exactly as PaddleSeg writes one (``paddle.save(state_dict)``).
-
-    A fresh initialisation gives logits of about 1e-5, so every probability is 0.5; the class
-    head (the 2-channel convolutions) is scaled up so that the masks vary over the frame.
-    """
-    import paddle
-
-    paddle.seed(seed)
-    network = matting.build_network(model)
-    state = network.state_dict()
-    for key, value in state.items():
-        if key.endswith("weight") and value.ndim == 4 and value.shape[0] == 2:
-            value.set_value(value * 3e4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    paddle.save(state, str(path))
-    return path
 
 
 def _sha256(path: Path) -> str:
@@ -60,7 +43,7 @@ def _sha256(path: Path) -> str:
 def lite_models(tmp_path_factory):
     """A models folder holding random PP-HumanSegV2-Lite weights, pinned by their sha256."""
     root = tmp_path_factory.mktemp("matting-models")
-    path = _save_random_checkpoint(LITE, root / matting.MODELS[LITE].relpath)
+    path = paddleseg_checkpoint(LITE, root / matting.MODELS[LITE].relpath)
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(matting.MODELS, LITE, dataclasses.replace(matting.MODELS[LITE], sha256=_sha256(path)))
         yield root
@@ -308,7 +291,7 @@ def test_loaded_weights_are_the_checkpoint(lite_models, segmenter):
 
 
 def test_wrong_digest_is_refused_before_loading(tmp_path, monkeypatch):
-    path = _save_random_checkpoint(LITE, tmp_path / matting.MODELS[LITE].relpath)
+    path = paddleseg_checkpoint(LITE, tmp_path / matting.MODELS[LITE].relpath)
     monkeypatch.setitem(matting.MODELS, LITE, dataclasses.replace(matting.MODELS[LITE], sha256="0" * 64))
     with pytest.raises(UserError, match=r"sha256 .* does not match .*delete it to download it again"):
         matting.load_segmenter(LITE, tmp_path, device="cpu", download=False)
@@ -316,14 +299,14 @@ def test_wrong_digest_is_refused_before_loading(tmp_path, monkeypatch):
 
 
 def test_unpinned_weights_load_and_report_their_digest(tmp_path, monkeypatch):
-    path = _save_random_checkpoint(LITE, tmp_path / matting.MODELS[LITE].relpath, seed=3)
+    path = paddleseg_checkpoint(LITE, tmp_path / matting.MODELS[LITE].relpath, seed=3)
     monkeypatch.setitem(matting.MODELS, LITE, dataclasses.replace(matting.MODELS[LITE], sha256=None))
     loaded = matting.load_segmenter(LITE, tmp_path, device="cpu", download=False)
     assert loaded.sha256 == _sha256(path)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
-    path = _save_random_checkpoint(LITE, tmp_path / matting.MODELS[LITE].relpath)
+    path = paddleseg_checkpoint(LITE, tmp_path / matting.MODELS[LITE].relpath)
     path.write_bytes(path.read_bytes()[:100_000])  # cut short, as an interrupted copy would be
     monkeypatch.setitem(matting.MODELS, LITE, dataclasses.replace(matting.MODELS[LITE], sha256=None))
     with pytest.raises(UserError, match="not a readable PaddlePaddle .pdparams"):
@@ -343,7 +326,7 @@ def test_pickled_code_is_never_run(tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, monkeypatch):
-    other = _save_random_checkpoint("pp-humansegv1-lite", tmp_path / "other.pdparams")
+    other = paddleseg_checkpoint("pp-humansegv1-lite", tmp_path / "other.pdparams")
     path = tmp_path / matting.MODELS[LITE].relpath
     path.parent.mkdir(parents=True)
     path.write_bytes(other.read_bytes())
@@ -399,7 +382,7 @@ class _ZipServer:
 @pytest.fixture()
 def zip_server(tmp_path):
     (tmp_path / "www").mkdir()
-    checkpoint = _save_random_checkpoint(LITE, tmp_path / "www-src" / "model.pdparams", seed=7)
+    checkpoint = paddleseg_checkpoint(LITE, tmp_path / "www-src" / "model.pdparams", seed=7)
     server = _ZipServer(tmp_path / "www", checkpoint, matting.MODELS[LITE].folder)
     server.checkpoint = checkpoint
     yield server

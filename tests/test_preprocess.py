@@ -24,6 +24,7 @@ from magicanimate_cli.cli import app
 from magicanimate_cli.errors import MissingDependency, UserError
 from magicanimate_cli.preprocess import collect_sources, parse_skip, preprocess
 
+from factories import detectron2_person_weights, paddleseg_checkpoint
 from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, make_video
 
 runner = CliRunner()
@@ -347,34 +348,6 @@ def test_real_densepose_stage_reports_its_install_command(videos, tmp_path, monk
     assert _meta(tmp_path / "talk")["stages"]["densepose"]["hint"] == install_command()
 
 
-def person_detecting_weights(path: Path) -> str:
-    """R_50_FPN_s1x weights, random but for the heads that decide who is found: the anchors are the
-    boxes, grown to most of the frame, every box is a person (score ~1) and every pixel in it is
-    body (coarse segmentation), while the part labels stay random; written in the model-zoo .pkl
-    format. Returns the sha256."""
-    import hashlib
-    import pickle
-
-    import torch
-    from detectron2.modeling import build_model
-
-    from magicanimate_cli.densepose.estimator import build_config
-
-    torch.manual_seed(0)
-    state = {k: v.detach().numpy().copy() for k, v in build_model(build_config(None, device="cpu")).state_dict().items()}
-    for key in ("proposal_generator.rpn_head.anchor_deltas", "roi_heads.box_predictor.bbox_pred"):
-        state[f"{key}.weight"][:] = 0.0
-        state[f"{key}.bias"][:] = 0.0  # proposals are the anchors
-    state["roi_heads.box_predictor.bbox_pred.bias"][2:] = 20.0  # boxes: as much larger as detectron2 allows, clipped to the frame
-    state["roi_heads.box_predictor.cls_score.weight"][:] = 0.0
-    state["roi_heads.box_predictor.cls_score.bias"][:] = (10.0, -10.0)  # person, background
-    state["roi_heads.densepose_predictor.ann_index_lowres.weight"][:] = 0.0
-    state["roi_heads.densepose_predictor.ann_index_lowres.bias"][:] = (-10.0, 10.0)  # background, body
-    with open(path, "wb") as handle:
-        pickle.dump({"model": state, "__author__": "magicanimate test"}, handle, protocol=2)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.mark.skipif(not _detectron2_installed(), reason="detectron2/DensePose not installed (optional extra)")
 def test_real_densepose_stage_with_detectron2(tmp_path, monkeypatch, capfd):
     """preprocess with real detectron2 on a weights file the user names (--densepose-weights): the
@@ -383,7 +356,7 @@ def test_real_densepose_stage_with_detectron2(tmp_path, monkeypatch, capfd):
     from importlib import metadata
 
     make_video(tmp_path / "walk.mp4", count=3, fps=10.0, width=64, height=48, moving=True)
-    digest = person_detecting_weights(tmp_path / "mine.pkl")
+    digest = detectron2_person_weights(tmp_path / "mine.pkl")
     capfd.readouterr()
     result = runner.invoke(app, ["preprocess", str(tmp_path / "walk.mp4"), "-o", str(tmp_path / "out"), "--size", "32", "--fps", "10",
                                  "--skip", "matte", "--densepose-weights", str(tmp_path / "mine.pkl"), "--json"])  # fmt: skip
@@ -408,14 +381,10 @@ def test_real_matting_stage_with_random_paddleseg_weights(videos, tmp_path, monk
     pytest.importorskip("paddleseg")
     import dataclasses
 
-    import paddle
-
     name = matting_module.DEFAULT_MODEL
     models = tmp_path / "models"
     weights = matting_module.weights_path(name, models)
-    weights.parent.mkdir(parents=True)
-    paddle.seed(0)
-    paddle.save(matting_module.build_network(name).state_dict(), str(weights))
+    paddleseg_checkpoint(name, weights, varied=False)
     monkeypatch.setitem(matting_module.MODELS, name, dataclasses.replace(matting_module.MODELS[name], sha256=None))
     monkeypatch.setenv("MAGICANIMATE_MODELS", str(models))
     result = preprocess([videos / "dance.mp4"], tmp_path / "out", skip="densepose", fov="2x1", **FAST)

@@ -1,12 +1,13 @@
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel
 
 from magicanimate_cli.animate import text
 
+from factories import clip_text_config
+
 
 def test_classic_attention_matches_stock_clip_and_is_causal():
-    config = CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                            num_attention_heads=4, max_position_embeddings=16)
+    config = clip_text_config()
     torch.manual_seed(0)
     stock = CLIPTextModel(config).eval()
     classic = CLIPTextModel(config).eval()
