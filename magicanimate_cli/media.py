@@ -250,9 +250,9 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     # re-timed to the rate the clip is labelled with (the header's average rate): a constant-rate
     # video comes out frame for frame, a variable-rate one (a phone's, a joined clip) with its
     # duration kept, where ffmpeg's own choice of rate (the fastest stretch's) repeated frames
-    source = ffmpeg.input(str(path.resolve()))
-    source = source.video.filter("fps", fps=header["fps"]) if header.get("fps") else source
-    stream = ffmpeg.output(source, "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
+    source = ffmpeg.input(str(path.resolve())).video
+    source = source.filter("fps", fps=header["fps"]) if header.get("fps") else source
+    stream = ffmpeg.output(square_pixels(source), "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
     process = ffmpeg.run_async(
         stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error"), cmd=ffmpeg_binary(), pipe_stdout=True, pipe_stderr=True
     )
@@ -278,12 +278,24 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     check_decode(path, code, b"".join(errors).decode(errors="replace"), count, _header_frames(header), allow_truncated, header.get("duration"))
 
 
-def _rotated_size_notice(record) -> bool:
-    """False for imageio-ffmpeg's warning that a phone video's frames come out rotated.
+SQUARE_PIXELS = ("-vf", "scale=iw*sar:ih,setsar=1")
+"""ffmpeg's filter that gives frames of square pixels, as a player shows them."""
+
+
+def square_pixels(stream):
+    """``stream`` at the size a player shows it: an anamorphic video (a camcorder's 1440×1080 with
+    4:3 pixels) widened to square pixels (1920×1080); a square-pixel one passes unchanged, byte
+    for byte (``SQUARE_PIXELS`` as an ffmpeg-python filter chain)."""
+    return stream.filter("scale", "iw*sar", "ih").filter("setsar", "1")
+
+
+def _displayed_size_notice(record) -> bool:
+    """False for imageio-ffmpeg's warning that the frames' size is not the stored one.
 
     A video with a rotation in its display matrix decodes upright (ffmpeg rotates it), with width
-    and height swapped for 90° and 270°; the header's ``size`` is that displayed size, which is
-    the one every reader here uses, so the warning tells the user nothing to act on.
+    and height swapped for 90° and 270°, and an anamorphic one with square pixels; the header's
+    ``size`` is that displayed size, which is the one every reader here uses, so the warning tells
+    the user nothing to act on.
     """
     return "is different from the source frame size" not in record.getMessage()
 
@@ -294,8 +306,10 @@ def _header(path: Path) -> dict:
 
     import imageio_ffmpeg
 
-    logging.getLogger("imageio_ffmpeg").addFilter(_rotated_size_notice)  # once: a filter is a set member
-    reader = imageio_ffmpeg.read_frames(str(path.resolve()))  # absolute: "take:1.mp4" is no protocol
+    logging.getLogger("imageio_ffmpeg").addFilter(_displayed_size_notice)  # once: a filter is a set member
+    # absolute: "take:1.mp4" is no protocol; the size reported is that of the frames as every reader
+    # here decodes them: upright (a phone's rotation applied) and with square pixels
+    reader = imageio_ffmpeg.read_frames(str(path.resolve()), output_params=list(SQUARE_PIXELS))
     try:
         return next(reader)
     except (RuntimeError, OSError, StopIteration) as exc:
@@ -397,7 +411,7 @@ def extract_frames(
 
     header = _header(Path(video))
 
-    stream = ffmpeg.input(str(Path(video).resolve())).video.filter("fps", fps=fps)  # absolute: "a:b.mp4" is no protocol
+    stream = square_pixels(ffmpeg.input(str(Path(video).resolve())).video.filter("fps", fps=fps))  # absolute: "a:b.mp4" is no protocol
     pattern = str(Path(folder).resolve()).replace("%", "%%") + "/%05d.png"  # a literal % in the folder name
     # zlib level 1: ~6x faster than ffmpeg's default for ~10 % larger files (still lossless)
     stream = ffmpeg.output(stream, pattern, start_number=0, pix_fmt="rgb24", vcodec="png", compression_level=1)

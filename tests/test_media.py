@@ -218,6 +218,19 @@ def test_a_constant_rate_video_reads_frame_for_frame(tmp_path):
     assert len(decoded) == 30 and np.array_equal(np.stack(list(media.iter_frames(tmp_path / "ntsc.mp4"))), decoded)
 
 
+def test_an_anamorphic_video_is_read_with_square_pixels(tmp_path, caplog):
+    # a camcorder's 1440×1080 with 4:3 pixels shows as 1920×1080; read at its stored size, a
+    # centre crop took a square of the screen 33 % too narrow and people came out thin
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x36:rate=25:duration=0.2,setsar=4/3", "-c:v", "libx264", "-pix_fmt", "yuv444p", tmp_path / "hdv.mp4")
+    info = media.probe(tmp_path / "hdv.mp4")
+    frames = np.stack(list(media.iter_frames(tmp_path / "hdv.mp4")))
+    (tmp_path / "f").mkdir()
+    assert media.extract_frames(tmp_path / "hdv.mp4", tmp_path / "f", fps=25) == 5
+    assert (info.width, info.height) == (64, 36) and frames.shape == (5, 36, 64, 3)
+    assert media.read_image(tmp_path / "f" / "00000.png").shape == (36, 64, 3)
+    assert not [r for r in caplog.records if r.name.startswith("imageio")]
+
+
 def test_sound_that_runs_on_after_the_picture_is_no_truncation(tmp_path):
     # the container's duration is its longest stream's: 2 s of sound after 1 s of picture made a
     # complete file look truncated ("promises about 50 frames, and 25 frames decode")
