@@ -22,7 +22,7 @@ from magicanimate_cli.errors import UserError
 
 import batch_helpers
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def jsonl(path: Path, *tasks) -> Path:

@@ -21,8 +21,8 @@ import typer
 from magicanimate_cli.batch.registry import COMMANDS, IGNORED, NOT_TASKS, Usage
 from magicanimate_cli.cli import app
 
-REPO = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def cli_commands() -> dict[str, object]:

@@ -23,8 +23,8 @@ from magicanimate_cli.errors import UserError
 
 import batch_helpers
 
-REPO = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def jsonl(path: Path, *tasks) -> Path:
