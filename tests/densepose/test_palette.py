@@ -1,0 +1,74 @@
+"""The DensePose palette: the viridis colours of the 25 labels, both ways, and the left/right symmetries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from magicanimate_cli.densepose import (
+    MASK_LABEL_SYMMETRIES,
+    PALETTE,
+    PART_NAMES,
+    POINT_LABEL_SYMMETRIES,
+    labels_from_render,
+    render_labels,
+)
+
+from densepose_helpers import TABLE_10_3
+
+
+def test_palette_is_the_table_of_section_10_3():
+    assert PALETTE.shape == (25, 3) and PALETTE.dtype == np.uint8
+    for label, (index, rgb) in TABLE_10_3.items():
+        assert (label * 255) // 24 == index
+        assert tuple(int(v) for v in PALETTE[label]) == rgb
+    assert len({tuple(c) for c in PALETTE.tolist()}) == 25  # the inverse is well defined
+    with pytest.raises(ValueError):
+        PALETTE[0, 0] = 1  # read-only
+
+
+def test_palette_is_opencv_viridis_of_floor_l_255_over_24():
+    cv2 = pytest.importorskip("cv2")
+    index = np.array([[(label * 255) // 24 for label in range(25)]], np.uint8)
+    bgr = cv2.applyColorMap(index, cv2.COLORMAP_VIRIDIS)[0]
+    assert np.array_equal(PALETTE, bgr[:, ::-1])
+    # detectron2's float path: clip(l * 10.625).astype(uint8) gives the same LUT indices
+    scaled = (np.arange(25, dtype=np.float32) * np.float32(255.0 / 24)).clip(0, 255).astype(np.uint8)
+    assert np.array_equal(scaled, index[0])
+
+
+def test_render_and_inverse_are_exact():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 25, (3, 17, 23), dtype=np.uint8)
+    rgb = render_labels(labels)
+    assert rgb.shape == (3, 17, 23, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[labels == 0], np.tile(PALETTE[0], ((labels == 0).sum(), 1)))
+    assert np.array_equal(labels_from_render(rgb), labels)
+    assert np.array_equal(labels_from_render(rgb[0]), labels[0])
+    with pytest.raises(ValueError, match="0..24"):
+        render_labels(np.full((2, 2), 25, np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        render_labels(labels.astype(np.int32))
+
+
+def test_inverse_of_a_compressed_render_needs_nearest():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 25, (20, 20), dtype=np.uint8)
+    noisy = (render_labels(labels).astype(np.int16) + rng.integers(-2, 3, (20, 20, 3))).clip(0, 255).astype(np.uint8)
+    with pytest.raises(ValueError, match="not DensePose palette colours"):
+        labels_from_render(noisy)
+    assert np.array_equal(labels_from_render(noisy, nearest=True), labels)
+
+
+def test_point_label_symmetries_swap_left_and_right():
+    sym = POINT_LABEL_SYMMETRIES
+    assert list(sym) == [0, 1, 2, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21, 24, 23]
+    assert np.array_equal(sym[sym], np.arange(25))  # an involution
+    for label in range(25):
+        mirrored = PART_NAMES[sym[label]].replace("left", "L").replace("right", "left").replace("L", "right")
+        assert PART_NAMES[label] == mirrored or label in (0, 1, 2, 23, 24)
+    assert list(MASK_LABEL_SYMMETRIES) == [0, 1, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 14]
+    labels = np.array([[3, 4, 0, 24]], np.uint8)
+    assert sym[labels].tolist() == [[4, 3, 0, 23]]
+
+
