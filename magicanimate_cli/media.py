@@ -29,7 +29,8 @@ VIDEO_EXTENSIONS = {  # what ffmpeg reads: phones, cameras (.mts/.m2ts), broadca
     ".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".ts", ".mts", ".m2ts", ".3gp", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv",
 }
 WRITABLE_VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
+HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: read through pillow-heif's Pillow plugin
 DEFAULT_FPS = 25.0
 
 
@@ -105,6 +106,8 @@ def open_image(path: Path):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such image file")
+    if path.suffix.lower() in HEIF_EXTENSIONS and not _heif_plugin():
+        raise UserError(f"{shown(path)}: a HEIC/HEIF photo needs pillow-heif; pip install pillow-heif (or export the photo as JPEG)")
     try:
         image = Image.open(path)
         image.load()
@@ -118,6 +121,17 @@ def open_image(path: Path):
         yield image
 
 
+@lru_cache(maxsize=1)
+def _heif_plugin() -> bool:
+    """Register pillow-heif's HEIC/HEIF opener with Pillow once; False when it is not installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
 def read_image(path: Path) -> np.ndarray:
     """An image file as uint8 RGB ``H×W×3``, turned the way viewers show it (EXIF orientation)."""
     from PIL import ImageOps
@@ -128,18 +142,13 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_alpha(path: Path) -> np.ndarray | None:
     """The alpha channel of an image file as uint8 ``H×W`` (oriented like ``read_image``), or None."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and not (image.mode == "P" and "transparency" in image.info):
-                return None
-            return np.asarray(image.convert("RGBA"))[..., 3].copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
+    with open_image(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and not (image.mode == "P" and "transparency" in image.info):
+            return None
+        return np.asarray(image.convert("RGBA"))[..., 3].copy()
 
 
 def read_map(path: Path) -> np.ndarray:

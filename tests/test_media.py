@@ -246,6 +246,21 @@ def test_sound_that_runs_on_after_the_picture_is_no_truncation(tmp_path):
         media.check_decode(tmp_path / "short.mp4", 0, "", 25, 50, False, duration=2.0)
 
 
+def test_an_iphone_heic_photo_reads_as_rgb(tmp_path, monkeypatch):
+    # HEIC is an iPhone camera's default format; Pillow reads it through pillow-heif's plugin
+    pillow_heif = pytest.importorskip("pillow_heif")
+    photo = np.zeros((48, 64, 3), np.uint8)
+    photo[:, :32] = (200, 40, 40)  # a red left half: orientation and colour survive the lossy codec
+    pillow_heif.from_pillow(Image.fromarray(photo)).save(str(tmp_path / "IMG_0001.HEIC"), quality=95)  # Pillow's own opener untouched
+    read = media.read_image(tmp_path / "IMG_0001.HEIC")
+    assert read.shape == (48, 64, 3) and media.is_image(tmp_path / "IMG_0001.HEIC")
+    assert np.abs(read.astype(int) - photo).mean() < 4 and read[:, :24, 0].min() > 150 and read[:, 40:, 0].max() < 40
+    assert media.read_alpha(tmp_path / "IMG_0001.HEIC") is None
+    monkeypatch.setattr(media, "_heif_plugin", lambda: False)  # installed without pillow-heif
+    with pytest.raises(UserError, match=r"IMG_0001.HEIC: a HEIC/HEIF photo needs pillow-heif; pip install pillow-heif"):
+        media.read_image(tmp_path / "IMG_0001.HEIC")
+
+
 def test_mixed_frame_sizes_on_request(tmp_path, rng):
     folder = tmp_path / "f"
     folder.mkdir()
