@@ -25,9 +25,11 @@ from .align import ANCHORS as _ANCHORS
 from .align import FRAME_MODES as _FRAME_MODES
 from .align import AlignConfig as _AlignConfig
 from .animate import AnimateConfig
+from .clip import SIZE as _CROP_SIZE
 from .densepose import DensePoseConfig as _DensePoseConfig
 from .errors import StageFailed, UserError, show_library_logs
 from .evaluate import EvalConfig as _EvalConfig
+from .frames import DEFAULT_FPS as _FRAMES_FPS
 from .matting import MODELS as _MATTE_MODELS
 from .matting import MatteConfig as _MatteConfig
 
@@ -344,7 +346,7 @@ def download_(
 def frames_(
     video: Path = typer.Argument(..., help="A video file."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder that receives 00000.png, 00001.png, ..."),
-    fps: float = typer.Option(25.0, "--fps", help="Frames per second to extract (MagicAnimate uses 25)."),
+    fps: float = typer.Option(_FRAMES_FPS, "--fps", help="Frames per second to extract (MagicAnimate uses 25)."),
     allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
@@ -359,7 +361,7 @@ def frames_(
 def crop_(
     input: Path = typer.Argument(..., help="A video, a frames folder, an image, or a clip folder (all its subfolders alike)."),
     output: Path = typer.Option(..., "-o", "--output", help="An .mp4, a frames folder, a .png, or (for a clip folder) a clip folder."),
-    size: int = typer.Option(512, "--size", help="Output square side; 0 keeps the --box / --fov region's own size."),
+    size: int = typer.Option(_CROP_SIZE, "--size", help="Output square side; 0 keeps the --box / --fov region's own size."),
     box: Optional[str] = typer.Option(None, "--box", help="Fixed region x0,y0,x1,y1 in source pixels (x1, y1 exclusive)."),
     fov: Optional[str] = typer.Option(None, "--fov", help="Person-centred field of view WxH (e.g. 1024x512), steady over the clip."),
     overwrite: bool = OVERWRITE_OPTION,
@@ -390,8 +392,8 @@ def preprocess_(
     output: Path = typer.Option(..., "-o", "--output", help="Folder that receives one clip folder per video."),
     flip: bool = typer.Option(False, "--flip", help="Also write the mirrored clip OUT/<clip>_flip/."),
     fov: Optional[str] = typer.Option(None, "--fov", help="Crop a person-centred WxH field of view (e.g. 1024x512) before DensePose."),
-    size: int = typer.Option(512, "--size", help="Side of the final square frames."),
-    fps: float = typer.Option(25.0, "--fps", help="Frames per second to extract."),
+    size: int = typer.Option(_CROP_SIZE, "--size", help="Side of the final square frames."),
+    fps: float = typer.Option(_FRAMES_FPS, "--fps", help="Frames per second to extract."),
     skip: Optional[str] = typer.Option(None, "--skip", help="Stages to leave out: densepose, matte (comma-separated)."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those already finished."),
     keep_work: bool = typer.Option(False, "--keep-work", help="Keep the full-size intermediate frames (OUT/<clip>/.work/)."),

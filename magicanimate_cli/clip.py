@@ -32,6 +32,7 @@ DENSEPOSE = "densepose"
 MASKS = "masks"
 LABELS = "densepose_labels"  # as written by `magicanimate densepose` in clip mode
 SUBFOLDERS = (IMAGES, DENSEPOSE, MASKS, LABELS)
+SIZE = 512  # a clip's square frames, as the TikTok dataset and MagicAnimate have them
 META = "meta.json"
 META_FORMAT = 1
 

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .clip import DENSEPOSE, IMAGES, LABELS, MASKS
+from .clip import DENSEPOSE, IMAGES, LABELS, MASKS, SIZE
 from .errors import UserError
 
-DEFAULT_SIZE = 512
+DEFAULT_SIZE = SIZE
 FOV_MARGIN = 0.10
 BACKGROUND = (68, 1, 84)  # viridis(0): the DensePose canvas colour (official-inference §10.3)
 MOTION_WIDTH = 128

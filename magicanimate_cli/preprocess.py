@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, Clip, read_meta
+from .clip import SIZE as CROP_SIZE
 from .densepose.config import DensePoseConfig
 from .errors import MissingDependency, StageFailed, UserError
+from .frames import DEFAULT_FPS as FRAMES_FPS
 
 SKIPPABLE = ("densepose", "matte")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -610,8 +612,8 @@ def preprocess(
     *,
     flip: bool = False,
     fov: str | None = None,
-    size: int = 512,
-    fps: float = 25.0,
+    size: int = CROP_SIZE,
+    fps: float = FRAMES_FPS,
     skip: str | None = None,
     force: bool = False,
     keep_work: bool = False,
