@@ -387,6 +387,7 @@ class Segmenter:
             frames = frames[None]
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError("frames must be uint8 RGB N×H×W×3")
+        paddle.set_device(self.device)  # global to the process: another network loaded since may have moved it
         batch, trans_info = [], None
         for frame in frames:
             # float32 as PaddleSeg's own reader hands images to its transforms (cv2 resizes

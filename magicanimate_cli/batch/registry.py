@@ -378,12 +378,83 @@ def _animate_load(params: dict):
 
 ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load, _animate_check)
 
+
+def _file_state(path: Path) -> tuple | None:
+    """A weights file's identity: a file replaced under the same name loads again."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _densepose_key(params: dict) -> Hashable:
+    """Which DensePose estimator a task needs: the model and weights its labels depend on (as
+    ``densepose`` keys its resumable work), the weights file as it is now, the models folder, the
+    device as this machine resolves it, and the score and people limits built into the model."""
+    from ..densepose.estimator import model_key, resolve_model, weights_path
+    from ..device import resolve_device
+
+    weights, (spec, _) = params.get("weights"), resolve_model(params.get("config"))
+    file = Path(weights).expanduser() if weights is not None else weights_path(spec, params.get("models")) if spec is not None else None
+    return (model_key(params.get("config"), weights)[1], _file_state(file) if file is not None else None,
+            resolve_device(params.get("device", "auto")), params.get("min_score"), params.get("max_people"))  # fmt: skip
+
+
+def _densepose_check(params: dict) -> None:
+    from ..densepose import DensePoseConfig
+    from ..densepose.stage import check_options
+
+    names = ("batch_size", "min_score", "max_people", "smooth", "fill_missing", "min_detected")
+    settings = DensePoseConfig(**{name: params[name] for name in names if name in params})
+    check_options(config=params.get("config"), weights=params.get("weights"), device=params.get("device", "auto"), settings=settings)
+
+
+def _densepose_load(params: dict):
+    from ..densepose.estimator import load_estimator
+
+    return load_estimator(params.get("config"), params.get("weights"), params.get("models"), params.get("device", "auto"),
+                          params.get("min_score", 0.8), params.get("max_people", 1))  # fmt: skip
+
+
+DENSEPOSE_MODEL = ModelCache("estimator", _densepose_key, _densepose_load, _densepose_check)
+
+
+def _matte_key(params: dict) -> Hashable:
+    """Which matting network a task needs: the model, its weights file as it is now, the device asked."""
+    from ..matting import DEFAULT_MODEL, weights_path
+
+    model = params.get("model", DEFAULT_MODEL)
+    device = params.get("device", "auto")
+    return (model, _file_state(weights_path(model, params.get("models"))), "gpu" if device == "cuda" else device)
+
+
+def _matte_check(params: dict) -> None:
+    from ..errors import UserError
+    from ..matting import DEVICES, MatteConfig
+
+    names = ("model", "threshold", "batch_size", "smooth")
+    MatteConfig(**{name: params[name] for name in names if name in params}).validate()
+    device = params.get("device", "auto")
+    if device not in DEVICES:
+        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+
+
+def _matte_load(params: dict):
+    from ..matting import DEFAULT_MODEL, load_segmenter
+
+    return load_segmenter(params.get("model", DEFAULT_MODEL), params.get("models"), params.get("device", "auto"))
+
+
+MATTE_MODEL = ModelCache("segmenter", _matte_key, _matte_load, _matte_check)
+
 COMMANDS = Registry(
     [
         Command("animate", "magicanimate_cli.animate:animate", ("reference", "motion"), ("output",), model=ANIMATE_MODEL, gpu=True),
         Command("align", "magicanimate_cli.align:align", ("reference", "motion"), ("output",)),
-        Command("densepose", "magicanimate_cli.densepose:densepose", ("input",), ("output", "labels"), (("config", "path_or_name"),), gpu=True),
-        Command("matte", "magicanimate_cli.matting:matte", ("input",), ("output",)),
+        Command("densepose", "magicanimate_cli.densepose:densepose", ("input",), ("output", "labels"), (("config", "path_or_name"),),
+                model=DENSEPOSE_MODEL, gpu=True),  # fmt: skip
+        Command("matte", "magicanimate_cli.matting:matte", ("input",), ("output",), model=MATTE_MODEL),
         Command("eval", "magicanimate_cli.evaluate:evaluate", ("generated", "ground_truth")),
         Command("download", "magicanimate_cli.download:download", ("sources...",)),
         Command("frames", "magicanimate_cli.frames:frames", ("video",), ("output",)),

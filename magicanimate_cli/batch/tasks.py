@@ -4,7 +4,7 @@ A task names a command of the registry (``registry.py``); its arguments become t
 arguments of the command's library function (the one the CLI command calls), with the CLI's
 options, defaults and messages. Paths are read against the manifest's folder (or a ``serve``
 client's), whatever the current folder is, and messages and results name them as written. A command
-with a ``ModelCache`` (``animate``) gets a model loaded once per process and reused by every
+with a ``ModelCache`` (``animate``, ``densepose``, ``matte``) gets a model loaded once per process and reused by every
 later task that asks for the same one.
 
 A task ends with the CLI's exit code: 0 done, 2 bad input (``UserError``), 1 failure (any other

@@ -150,6 +150,15 @@ def resolve_model(config: str | Path | None) -> tuple[ModelSpec | None, Path | N
     raise UserError(f"--config {text}: unknown model; choose one of {', '.join(MODELS)} or pass a detectron2 DensePose YAML file")
 
 
+def model_key(config: str | Path | None, weights: str | Path | None) -> tuple[str, str]:
+    """The model's display name, and what its labels depend on (a resumed run must match it):
+    the zoo model or the YAML file, and the weights file or the zoo's. No detectron2 import."""
+    spec, yaml_file = resolve_model(config)
+    name = spec.name if spec is not None else yaml_file.stem
+    source = spec.name if spec is not None else str(yaml_file.resolve())
+    return name, f"{source}|{Path(weights).expanduser().resolve() if weights else 'zoo'}"
+
+
 def build_config(config: str | Path | None = None, *, device: str = "cpu", min_score: float = 0.8, max_people: int = 1):
     """A frozen detectron2 ``CfgNode`` for inference (imports detectron2)."""
     require_detectron2()
@@ -391,7 +400,9 @@ class Detectron2Estimator:
     tests and benchmarks use it because random weights detect nobody.
     """
 
-    def __init__(self, cfg, model=None, weights: Path | None = None, name: str | None = None, weights_sha256: str | None = None):
+    def __init__(
+        self, cfg, model=None, weights: Path | None = None, name: str | None = None, weights_sha256: str | None = None, key: str | None = None
+    ):
         require_detectron2()
         from detectron2.data import transforms as T
         from detectron2.modeling import build_model
@@ -407,6 +418,7 @@ class Detectron2Estimator:
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         self.name = name or "detectron2"
+        self.key = key or self.name  # what its labels depend on (``model_key``): a resumed run's must match
         self.device = str(cfg.MODEL.DEVICE)
 
     def _inputs(self, frames):
@@ -481,10 +493,10 @@ def load_estimator(
     else:
         raise UserError(f"{yaml_file}: a config file needs its weights; pass --weights FILE (.pkl or .pth)")
     cfg = build_config(config, device=resolve_device(device), min_score=min_score, max_people=max_people)
-    name = spec.name if spec is not None else yaml_file.stem
+    name, key = model_key(config, weights)
     # the zoo file was just checked against its pinned digest; a file the user names is trusted and hashed
     digest = spec.sha256 if weights is None and spec is not None and spec.sha256 else None
-    return Detectron2Estimator(cfg, weights=weights_file, name=name, weights_sha256=digest)
+    return Detectron2Estimator(cfg, weights=weights_file, name=name, weights_sha256=digest, key=key)
 
 
 def densepose_status(models: str | Path | None = None) -> dict:

@@ -169,16 +169,31 @@ class _Work:
 
 
 def _model(config, weights, estimator) -> tuple[str, str]:
-    """The model's display name and what its labels depend on (for resuming)."""
+    """The model's display name and what its labels depend on (for resuming): an estimator's own
+    ``key`` when it has one (``load_estimator`` gives it ``estimator.model_key(config, weights)``,
+    so a batch worker's loaded estimator resumes the same work as the options it was loaded for)."""
     if estimator is not None:
         name = str(getattr(estimator, "name", type(estimator).__name__))
-        return name, name
-    from .estimator import resolve_model
+        return name, str(getattr(estimator, "key", name))
+    from .estimator import model_key
 
-    spec, yaml_file = resolve_model(config)
-    name = spec.name if spec is not None else yaml_file.stem
-    source = spec.name if spec is not None else str(yaml_file.resolve())
-    return name, f"{source}|{Path(weights).expanduser().resolve() if weights else 'zoo'}"
+    return model_key(config, weights)
+
+
+def check_options(
+    *, config=None, weights=None, device: str = "auto", settings: DensePoseConfig | None = None
+) -> None:
+    """The checks ``densepose`` makes before any work when it loads its own estimator (settings,
+    device, config, weights file, detectron2 installed); a batch worker runs them before loading one."""
+    if settings is not None:
+        settings.validate()
+    check_device(device)  # auto, cuda, cuda:N or cpu, as animate
+    _model(config, weights, None)  # a bad --config fails before any work
+    from .estimator import require_detectron2
+
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise UserError(f"{weights}: no such weights file")
+    require_detectron2()
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -219,15 +234,12 @@ def densepose(
     frames and ``fill_missing`` is off; the labels made so far are kept for a re-run.
     """
     settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing, min_detected)
-    settings.validate()
-    check_device(device)  # auto, cuda, cuda:N or cpu, as animate
-    model = _Model(*_model(config, weights, estimator))  # a bad --config fails before any work
     if estimator is None:
-        from .estimator import require_detectron2
-
-        if weights is not None and not Path(weights).expanduser().is_file():
-            raise UserError(f"{weights}: no such weights file")
-        require_detectron2()
+        check_options(config=config, weights=weights, device=device, settings=settings)
+    else:
+        settings.validate()
+        check_device(device)
+    model = _Model(*_model(config, weights, estimator))
     progress = progress or silent
     started = time.perf_counter()
 

@@ -220,3 +220,86 @@ def test_an_animate_task_keys_its_pipeline_by_the_device_and_dtype_this_machine_
     first = runner.model("animate", ANIMATE_MODEL, {"models": str(tiny_weights)})
     again = runner.model("animate", ANIMATE_MODEL, {"models": str(tiny_weights), "device": device, "dtype": dtype})
     assert again is first and runner.loads == 1
+
+
+def test_a_densepose_task_keys_its_estimator_by_what_its_labels_depend_on(tmp_path, monkeypatch):
+    """A worker loads the DensePose estimator once for tasks that need the same one; the check
+    runs first for every task, so bad options fail without loading anything."""
+    from magicanimate_cli.batch.registry import DENSEPOSE_MODEL
+    from magicanimate_cli.batch.tasks import TaskRunner
+    from magicanimate_cli.densepose import estimator as est
+    from magicanimate_cli.errors import UserError
+
+    loaded = []
+    monkeypatch.setattr(est, "require_detectron2", lambda: None)  # detectron2 is an optional extra
+    monkeypatch.setattr(est, "load_estimator", lambda *args: loaded.append(args) or object())
+    command = COMMANDS.commands["densepose"]
+    (tmp_path / "mine.pkl").write_bytes(b"weights")
+
+    def params(*args):
+        return command.parse(["clip", "--weights", str(tmp_path / "mine.pkl"), "--device", "cpu", *args])
+
+    key = DENSEPOSE_MODEL.key
+    assert key(params()) == key(params("--batch-size", "2", "--smooth", "3"))
+    assert key(params("--min-score", "0.5")) != key(params()) != key(params("--max-people", "2"))
+    assert key(command.parse(["clip", "--device", "cpu"])) != key(params())  # the zoo's weights
+    runner = TaskRunner()
+    first = runner.model("densepose", DENSEPOSE_MODEL, params())
+    assert runner.model("densepose", DENSEPOSE_MODEL, params("--batch-size", "2")) is first and runner.loads == 1
+    for bad, message in ((("--min-score", "2"),), "--min-score 2"), ((("--config", "nope"),), "--config nope: unknown model"):
+        with pytest.raises(UserError, match=message):
+            runner.model("densepose", DENSEPOSE_MODEL, params(*bad[0]))
+    with pytest.raises(UserError, match="missing.pkl: no such weights file"):
+        runner.model("densepose", DENSEPOSE_MODEL, command.parse(["clip", "--weights", str(tmp_path / "missing.pkl")]))
+    assert runner.loads == 1 and runner.model("densepose", DENSEPOSE_MODEL, params()) is first
+    (tmp_path / "mine.pkl").write_bytes(b"other weights")  # replaced under the same name: loaded again
+    assert runner.model("densepose", DENSEPOSE_MODEL, params()) is not first and runner.loads == 2
+    assert [args[:2] for args in loaded] == [(None, str(tmp_path / "mine.pkl"))] * 2
+
+
+def test_a_matte_task_reuses_its_segmenter_with_the_same_masks(tmp_path, monkeypatch):
+    pytest.importorskip("paddleseg")
+    import dataclasses
+
+    from magicanimate_cli import matting
+    from magicanimate_cli.batch.registry import MATTE_MODEL
+    from magicanimate_cli.batch.tasks import TaskRunner
+    from magicanimate_cli.errors import UserError
+
+    from factories import paddleseg_checkpoint
+
+    lite = "pp-humansegv2-lite"
+    monkeypatch.setitem(matting.MODELS, lite, dataclasses.replace(matting.MODELS[lite], sha256=None))
+    weights = paddleseg_checkpoint(lite, matting.weights_path(lite, tmp_path / "models"))
+    command = COMMANDS.commands["matte"]
+
+    def params(*args):
+        return command.parse(["frames", "--models", str(tmp_path / "models"), "--model", lite, "--device", "cpu", *args])
+
+    runner = TaskRunner()
+    segmenter = runner.model("matte", MATTE_MODEL, params())
+    assert runner.model("matte", MATTE_MODEL, params("--threshold", "0.3", "--smooth", "3")) is segmenter and runner.loads == 1
+    with pytest.raises(UserError, match="--threshold 2"):
+        runner.model("matte", MATTE_MODEL, params("--threshold", "2"))
+    with pytest.raises(UserError, match="--device tpu"):
+        runner.model("matte", MATTE_MODEL, params("--device", "tpu"))
+    assert runner.loads == 1
+    # the reused network gives the masks a fresh load gives, with its device set on every call
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(frames / f"{i:05d}.png")
+    import paddle
+
+    devices = []
+    monkeypatch.setattr(paddle, "set_device", lambda device, real=paddle.set_device: devices.append(device) or real(device))
+    cached = matting.matte(frames, tmp_path / "a", model=lite, segmenter=segmenter)
+    fresh = matting.matte(frames, tmp_path / "b", model=lite, models=tmp_path / "models", device="cpu")
+    assert cached.frames == fresh.frames == 3 and devices.count("cpu") >= 2
+    for i in range(3):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / f"{i:05d}.png")), np.asarray(Image.open(tmp_path / "b" / f"{i:05d}.png")))
+    paddleseg_checkpoint(lite, weights, seed=1)  # replaced under the same name: loaded again
+    assert runner.model("matte", MATTE_MODEL, params()) is not segmenter and runner.loads == 2

@@ -149,6 +149,29 @@ def test_an_interrupted_run_resumes_at_the_first_frame_without_labels(tmp_path):
     assert fake.seen == [0, 1, 2, 3, 4] and result.resumed == 0
 
 
+def test_a_loaded_estimator_resumes_only_the_work_of_the_model_it_holds(tmp_path):
+    # a batch worker hands `densepose` the estimator it loaded for the task's --config/--weights;
+    # its ``key`` (``model_key`` of those options) decides what an interrupted run may resume
+    from magicanimate_cli.densepose.estimator import model_key
+
+    frames_folder(tmp_path / "in", 5)
+    mine, other = tmp_path / "mine.pkl", tmp_path / "other.pkl"
+
+    def estimator(weights, **kwargs):
+        fake = FakeEstimator(PLAN, **kwargs)
+        fake.key = model_key(None, weights)[1]
+        return fake
+
+    with pytest.raises(KeyboardInterrupt):
+        densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=estimator(mine, fail_on_call=2))
+    fake = estimator(other)
+    assert densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=fake).resumed == 0 and fake.seen == [0, 1, 2, 3, 4]
+    with pytest.raises(KeyboardInterrupt):
+        densepose(tmp_path / "in", tmp_path / "again", batch_size=2, estimator=estimator(mine, fail_on_call=2))
+    fake = estimator(mine)
+    assert densepose(tmp_path / "in", tmp_path / "again", batch_size=2, estimator=fake).resumed == 2 and fake.seen == [2, 3, 4]
+
+
 def test_a_detection_without_part_pixels_counts_as_missing(tmp_path):
     frames_folder(tmp_path / "in", 2)
     plan = {0: [person(5, (0, 0, 30, 30))], 1: [person(5, (0, 0, 30, 30), hole="all")]}
