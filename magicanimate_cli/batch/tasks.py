@@ -213,7 +213,7 @@ class TaskRunner:
         del held
         model = cache.load(params)
         self.loads += 1
-        self._models[name] = (key, model)
+        self._models[name] = (cache.key(params), model)  # as it is now: a load may have downloaded the weights the key names
         return model
 
 

@@ -255,6 +255,12 @@ def test_a_densepose_task_keys_its_estimator_by_what_its_labels_depend_on(tmp_pa
     (tmp_path / "mine.pkl").write_bytes(b"other weights")  # replaced under the same name: loaded again
     assert runner.model("densepose", DENSEPOSE_MODEL, params()) is not first and runner.loads == 2
     assert [args[:2] for args in loaded] == [(None, str(tmp_path / "mine.pkl"))] * 2
+    # the zoo's weights, downloaded by the first load: the next task finds the same model
+    zoo = est.weights_path(est.MODELS[est.DEFAULT_MODEL], tmp_path / "models")
+    monkeypatch.setattr(est, "load_estimator", lambda *args: zoo.parent.mkdir(parents=True) or zoo.write_bytes(b"zoo") or object())
+    downloaded = runner.model("densepose", DENSEPOSE_MODEL, command.parse(["clip", "--models", str(tmp_path / "models")]))
+    assert runner.model("densepose", DENSEPOSE_MODEL, command.parse(["clip", "--models", str(tmp_path / "models")])) is downloaded
+    assert runner.loads == 3
 
 
 def test_a_matte_task_reuses_its_segmenter_with_the_same_masks(tmp_path, monkeypatch):
