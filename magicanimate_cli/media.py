@@ -329,7 +329,7 @@ def _header(path: Path) -> dict:
 
 def _unreadable(path: Path, report: str) -> str | None:
     """Why ffmpeg could not open ``path``, and the fix, where its report says (else None)."""
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         return "the file is empty (0 bytes); download or export it again"
     if "Output file does not contain any stream" in report or ("Stream #" in report and "Video:" not in report):
         return "no video stream in this file (sound only?); give a video"
