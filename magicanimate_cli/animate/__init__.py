@@ -502,6 +502,10 @@ def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype:
         pipeline = load_pipeline(models, "cuda" if device.startswith("cuda") else "cpu", dtype)
         _check_window(job.call["context_frames"], pipeline.unet.config.motion_max_seq_length)
         _render(job, pipeline, None, distributed=True)
+        # the other ranks are done after the last step; they wait here while rank 0 decodes and
+        # writes, so that no process tears its connections down while another still holds them
+        # (once, on a loaded 2-core machine, a gloo rank that left early aborted at exit)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
