@@ -29,7 +29,7 @@ VIDEO_EXTENSIONS = {  # what ffmpeg reads: phones, cameras (.mts/.m2ts), broadca
     ".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".ts", ".mts", ".m2ts", ".3gp", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv",
 }
 WRITABLE_VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: read through pillow-heif's Pillow plugin
 DEFAULT_FPS = 25.0
 
@@ -87,11 +87,17 @@ def to_rgb(image) -> np.ndarray:
             peak = 1.0 if array.max() <= 1.0 else 255.0
         gray = np.clip(np.floor(array / peak * 255.0 + 0.5), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if _transparent(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
     return np.asarray(image.convert("RGB"))
+
+
+def _transparent(image) -> bool:
+    """An alpha channel, or a colour key (a PNG's tRNS chunk: palette, RGB or grey pixels of one
+    value are transparent, as PNG optimisers write a mask with only 0 and 255)."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode in ("P", "RGB", "L") and "transparency" in image.info)
 
 
 @contextmanager
@@ -106,7 +112,7 @@ def open_image(path: Path):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such image file")
-    if path.suffix.lower() in HEIF_EXTENSIONS and not _heif_plugin():
+    if not _heif_plugin() and path.suffix.lower() in HEIF_EXTENSIONS:  # registered for every file: a HEIC may be named .jpg
         raise UserError(f"{shown(path)}: a HEIC/HEIF photo needs pillow-heif; pip install pillow-heif (or export the photo as JPEG)")
     try:
         image = Image.open(path)
@@ -146,7 +152,7 @@ def read_alpha(path: Path) -> np.ndarray | None:
 
     with open_image(path) as image:
         image = ImageOps.exif_transpose(image)
-        if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and not (image.mode == "P" and "transparency" in image.info):
+        if not _transparent(image):
             return None
         return np.asarray(image.convert("RGBA"))[..., 3].copy()
 
@@ -203,7 +209,13 @@ def list_frame_files(folder: Path) -> list[Path]:
     def key(p: Path):
         return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)]
 
-    return sorted(files, key=key)
+    files = sorted(files, key=key)
+    seen: dict[str, Path] = {}
+    for file in files:  # 00001.png beside 00001.jpg: which is frame 1?
+        other = seen.setdefault(file.stem.lower(), file)
+        if other is not file:
+            raise UserError(f"{shown(other)} and {file.name}: two frames of one name in the folder; keep one of them")
+    return files
 
 
 # ----------------------------------------------------------------------------- reading clips

@@ -261,6 +261,36 @@ def test_an_iphone_heic_photo_reads_as_rgb(tmp_path, monkeypatch):
         media.read_image(tmp_path / "IMG_0001.HEIC")
 
 
+def test_a_colour_key_is_transparency(tmp_path):
+    # PNG optimisers store an RGBA image whose alpha is only 0 and 255 as RGB (or grey) with a tRNS
+    # colour key: its transparent pixels are composited on white and make its alpha, as RGBA's do
+    rgb = np.full((8, 6, 3), 200, np.uint8)
+    rgb[:4] = 0
+    Image.fromarray(rgb).save(tmp_path / "rgb.png", transparency=(0, 0, 0))
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png", transparency=0)
+    for name in ("rgb.png", "grey.png"):
+        image = media.read_image(tmp_path / name)
+        assert (image[:4] == 255).all() and (image[4:] == 200).all(), name
+        assert media.read_alpha(tmp_path / name)[:, 0].tolist() == [0] * 4 + [255] * 4, name
+    Image.fromarray(rgb).save(tmp_path / "opaque.png")
+    assert media.read_alpha(tmp_path / "opaque.png") is None
+
+
+def test_a_heic_photo_under_a_jpeg_name_reads(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.from_pillow(Image.fromarray(np.full((16, 24, 3), 90, np.uint8))).save(str(tmp_path / "photo.jpg"))
+    assert media.read_image(tmp_path / "photo.jpg").shape == (16, 24, 3)
+
+
+def test_two_frames_of_one_name_are_refused(tmp_path, clip):
+    media.write_frames(tmp_path / "f", clip[:3])
+    Image.fromarray(clip[1]).save(tmp_path / "f" / "00001.jpg")
+    with pytest.raises(UserError, match=r"00001.jpg and 00001.png: two frames of one name in the folder; keep one of them"):
+        media.list_frame_files(tmp_path / "f")
+    (tmp_path / "f" / "00001.jpg").rename(tmp_path / "f" / "00003.jfif")  # Windows' name for a web JPEG
+    assert [p.name for p in media.list_frame_files(tmp_path / "f")] == ["00000.png", "00001.png", "00002.png", "00003.jfif"]
+
+
 def test_mixed_frame_sizes_on_request(tmp_path, rng):
     folder = tmp_path / "f"
     folder.mkdir()

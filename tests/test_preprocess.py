@@ -560,3 +560,13 @@ def test_camera_and_broadcast_containers_are_videos(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert sorted(s.name for s in collect_sources([tmp_path])) == ["cam", "capture", "phone"]
     assert [s.kind for s in collect_sources([tmp_path / "capture.ts"])] == ["video"]
+
+
+def test_a_folder_of_frames_and_videos_is_refused_but_a_thumbnail_is_no_frame(tmp_path):
+    (tmp_path / "talk.mp4").write_bytes(b"")
+    (tmp_path / "talk.webp").write_bytes(b"")  # yt-dlp --write-thumbnail
+    assert [s.name for s in collect_sources([tmp_path])] == ["talk"]
+    for i in range(2):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{i:05d}.png")
+    with pytest.raises(UserError, match=r"holds both videos \(talk.mp4, ...\) and image frames \(00000.png, ...\)"):
+        collect_sources([tmp_path])
