@@ -55,14 +55,7 @@ def test_guidance_of_one_or_less_is_off_and_runs_one_unet_half(tiny_pipeline, in
     # diffusers' rule, as the CLI's help says: at 1 or less there is no guidance, and the UNet
     # sees only the half with the reference's features
     reference, motion = inputs[0], inputs[1][:4]
-    rows = []
-    original = tiny_pipeline.unet.forward
-
-    def counting(sample, *args, **kwargs):
-        rows.append(sample.shape[0])
-        return original(sample, *args, **kwargs)
-
-    monkeypatch.setattr(tiny_pipeline.unet, "forward", counting)
+    rows = _batch_sizes(monkeypatch, tiny_pipeline.unet)
     run = {"num_inference_steps": 1, "seed": 1, "output_type": "float"}
     frames = {scale: tiny_pipeline(reference, motion, **run, guidance_scale=scale).frames for scale in (7.5, 1.0, 0.0, -3.0)}
     assert rows == [2, 1, 1, 1]
@@ -70,15 +63,21 @@ def test_guidance_of_one_or_less_is_off_and_runs_one_unet_half(tiny_pipeline, in
     assert not np.array_equal(frames[7.5], frames[1.0])
 
 
-def test_controlnet_runs_once_per_frame_per_step_in_16_frame_chunks(tiny_pipeline, inputs, monkeypatch):
-    batches = []
-    original = tiny_pipeline.controlnet.forward
+def _batch_sizes(monkeypatch, module) -> list[int]:
+    """The batch size of every call of ``module`` from now on (its sample's first dimension)."""
+    sizes = []
+    original = module.forward
 
     def counting(sample, *args, **kwargs):
-        batches.append(sample.shape[0])
+        sizes.append(sample.shape[0])
         return original(sample, *args, **kwargs)
 
-    monkeypatch.setattr(tiny_pipeline.controlnet, "forward", counting)
+    monkeypatch.setattr(module, "forward", counting)
+    return sizes
+
+
+def test_controlnet_runs_once_per_frame_per_step_in_16_frame_chunks(tiny_pipeline, inputs, monkeypatch):
+    batches = _batch_sizes(monkeypatch, tiny_pipeline.controlnet)
     tiny_pipeline(inputs[0], np.concatenate([inputs[1]] * 3), num_inference_steps=1, seed=0)  # 60 -> 64 frames
     assert batches == [16] * 4
 
