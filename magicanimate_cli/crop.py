@@ -222,7 +222,8 @@ def _person_from_maps(files: list[Path], kind: str) -> tuple[int, int, int, int]
 
     boxes = []
     for file in files:
-        with media.open_image(file) as image:
+        with media.open_image(file) as stored:
+            image = media.upright(stored)
             if kind == DENSEPOSE:
                 rgb = np.asarray(image.convert("RGB")).astype(np.int32)
                 mask = ((rgb - np.asarray(BACKGROUND)) ** 2).sum(axis=2) > 30**2
@@ -383,7 +384,8 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
         tmp = temp_beside(target / sub)
         try:
             for file in files[sub]:
-                with media.open_image(file) as image:
+                with media.open_image(file) as stored:
+                    image = media.upright(stored)  # a phone photo's EXIF turn, as every other reader applies it
                     if image.size != plan.source_size:
                         w, h = plan.source_size
                         raise UserError(f"{file}: size {image.size[0]}x{image.size[1]} differs from the clip's {w}x{h}; all subfolders must match images/")
@@ -409,7 +411,7 @@ def clip_source_size(clip: Path, subs: list[str]) -> tuple[int, int]:
         files = media.list_frame_files(folder) if folder.is_dir() else []
         if files:
             with media.open_image(files[0]) as image:
-                return image.size
+                return media.upright(image).size
     raise UserError(f"{clip}: clip folder has no frames in images/, densepose/, masks/ or densepose_labels/")
 
 

@@ -134,7 +134,8 @@ def flip_clip_into(clip: Path, target: Path, subs: list[str], progress=None) -> 
     for sub in subs:
         (Path(target) / sub).mkdir(parents=True, exist_ok=True)
         for file in files[sub]:
-            with media.open_image(file) as image:
+            with media.open_image(file) as stored:
+                image = media.upright(stored)  # mirrored as viewers show it; saved without the EXIF turn
                 if sub == DENSEPOSE:
                     out, snapped, distance = _flip_densepose_image(image, file)
                     snapped_total += snapped
@@ -153,7 +154,7 @@ def flip_clip_into(clip: Path, target: Path, subs: list[str], progress=None) -> 
                         out.putpalette(image.getpalette())
                 else:
                     out = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-                media.save_image_like(out, Path(target) / sub / file.name, image)
+                media.save_image_like(out, Path(target) / sub / file.name, stored)
             done += 1
             if progress is not None:
                 progress("flip", done, total)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -114,9 +115,12 @@ def open_image(path: Path):
         raise UserError(f"{shown(path)}: no such image file")
     if not _heif_plugin() and path.suffix.lower() in HEIF_EXTENSIONS:  # registered for every file: a HEIC may be named .jpg
         raise UserError(f"{shown(path)}: a HEIC/HEIF photo needs pillow-heif; pip install pillow-heif (or export the photo as JPEG)")
+    if path.stat().st_size == 0:
+        raise UserError(f"{shown(path)}: empty file (0 bytes); write the image again or remove it")
     try:
-        image = Image.open(path)
-        image.load()
+        with _quiet_exif():
+            image = Image.open(path)
+            image.load()
     except Image.DecompressionBombError as exc:
         raise UserError(
             f"{shown(path)}: image too large to decode safely ({first_line(exc)}); resize it below {Image.MAX_IMAGE_PIXELS} pixels"
@@ -125,6 +129,15 @@ def open_image(path: Path):
         raise UserError(f"{shown(path)}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
     with image:
         yield image
+
+
+@contextmanager
+def _quiet_exif():
+    """Pillow warns "Corrupt EXIF data" on stderr for a photo whose metadata is damaged but whose
+    pixels are fine (the damaged EXIF then reads as none); only that warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
+        yield
 
 
 @lru_cache(maxsize=1)
@@ -138,20 +151,28 @@ def _heif_plugin() -> bool:
     return True
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB ``H×W×3``, turned the way viewers show it (EXIF orientation)."""
-    from PIL import ImageOps
+def upright(image):
+    """A PIL ``image`` turned the way viewers show it (its EXIF orientation, as phones store photos
+    sideways and tag them); ``image`` itself when it carries no turn. A corrupt EXIF block reads as
+    no turn, without Pillow's warning."""
+    from PIL import ExifTags, ImageOps
 
+    with _quiet_exif():
+        if image.getexif().get(ExifTags.Base.Orientation, 1) not in range(2, 9):
+            return image
+        return ImageOps.exif_transpose(image)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB ``H×W×3``, turned the way viewers show it (``upright``)."""
     with open_image(path) as image:
-        return to_rgb(ImageOps.exif_transpose(image))  # phone photos: the way viewers show them
+        return to_rgb(upright(image))
 
 
 def read_alpha(path: Path) -> np.ndarray | None:
     """The alpha channel of an image file as uint8 ``H×W`` (oriented like ``read_image``), or None."""
-    from PIL import ImageOps
-
     with open_image(path) as image:
-        image = ImageOps.exif_transpose(image)
+        image = upright(image)
         if not _transparent(image):
             return None
         return np.asarray(image.convert("RGBA"))[..., 3].copy()

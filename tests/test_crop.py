@@ -14,7 +14,7 @@ from magicanimate_cli.cli import app
 from magicanimate_cli.crop import center_square, clip_box, crop, fov_window, mask_box, parse_box, parse_fov, plan_crop
 from magicanimate_cli.errors import UserError
 
-from preprocess_helpers import TABLE_10_3, make_video, write_clip
+from preprocess_helpers import TABLE_10_3, make_video, save_sideways, write_clip
 
 runner = CliRunner()
 
@@ -145,6 +145,21 @@ def test_clip_folder_fov_from_masks_and_resampling(tmp_path):
     assert meta["crop_box"] == [100 + 2 * x0, 2 * y0, 100 + 2 * x1, 2 * y1]
     assert meta["crops"][-1]["located_by"] == "masks"
     del arrays
+
+
+def test_clip_folder_photos_are_cropped_as_viewers_show_them(tmp_path):
+    # phone photos in images/ are stored sideways with an EXIF turn; masks/ and densepose/ were made
+    # from the upright pictures (every reader applies the turn), so crop must apply it too
+    clip = tmp_path / "clip"
+    arrays = write_clip(clip, count=2, width=40, height=30)
+    for i, shown in enumerate(arrays["images"]):
+        save_sideways(clip / "images" / f"{i:05d}.png", shown)
+    result = crop(clip, tmp_path / "out", size=0, box="5,0,35,30")
+    assert result.source_size == [40, 30]
+    for i in range(2):
+        name = f"{i:05d}.png"
+        assert np.array_equal(media.read_image(tmp_path / "out" / "images" / name), arrays["images"][i][:, 5:35])
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "masks" / name)), arrays["masks"][i][:, 5:35])
 
 
 def test_fov_square_output_is_person_centred(tmp_path):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from magicanimate_cli.cli import app
 from magicanimate_cli.flip import flip, flip_densepose_array, flip_labels_array
 
-from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, write_clip
+from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, save_sideways, write_clip
 
 runner = CliRunner()
 
@@ -81,6 +81,18 @@ def test_flip_clip_folder(tmp_path):
             a = np.asarray(Image.open(clip / sub / f"{i:05d}.png"))
             b = np.asarray(Image.open(tmp_path / "back" / sub / f"{i:05d}.png"))
             assert np.array_equal(a, b), sub
+
+
+def test_phone_photos_are_mirrored_as_viewers_show_them(tmp_path):
+    clip = tmp_path / "clip"
+    arrays = write_clip(clip, count=2, width=40, height=30)
+    for i, shown in enumerate(arrays["images"]):
+        save_sideways(clip / "images" / f"{i:05d}.png", shown)
+    flip(clip, tmp_path / "out")
+    for i in range(2):
+        with Image.open(tmp_path / "out" / "images" / f"{i:05d}.png") as im:
+            assert im.getexif().get(0x0112, 1) == 1  # upright, no turn left for a viewer to apply again
+            assert np.array_equal(np.asarray(im), arrays["images"][i][:, ::-1])
 
 
 def test_names_modes_and_formats_are_kept(tmp_path, rng):

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,23 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90° clockwise to display
     image.save(tmp_path / "phone.jpg", exif=exif)
     assert media.read_image(tmp_path / "phone.jpg").shape == (40, 20, 3)
+
+
+def test_damaged_exif_and_empty_images(tmp_path):
+    image = Image.fromarray(np.full((8, 12, 3), 90, np.uint8))
+    exif = image.getexif()
+    exif[0x010F] = "a camera maker long enough to be stored away from its entry"
+    image.save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    data = bytearray((tmp_path / "photo.jpg").read_bytes())
+    ifd = data.index(b"Exif\x00\x00") + 6 + 8
+    data[ifd : ifd + 2] = b"\x7f\x00" if data[ifd - 8] == ord("I") else b"\x00\x7f"  # 127 entries: the block runs out
+    (tmp_path / "photo.jpg").write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's "Corrupt EXIF data" would be printed on stderr
+        assert media.read_image(tmp_path / "photo.jpg").shape == (8, 12, 3)
+    (tmp_path / "blank.png").write_bytes(b"")
+    with pytest.raises(UserError, match=r"blank.png: empty file \(0 bytes\)"):
+        media.read_image(tmp_path / "blank.png")
 
 
 def test_phone_rotation_is_applied_without_a_warning(tmp_path, clip, caplog):
