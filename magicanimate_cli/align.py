@@ -434,6 +434,7 @@ def align(
     config = AlignConfig(anchor, frames, size, fit)
     config.validate()
     reference, motion, output = Path(reference), Path(motion), Path(output)
+    media.check_sequence_output(output)
     if not motion.exists():
         raise UserError(f"{motion}: no such file or folder")
     clip = None

@@ -443,8 +443,9 @@ def crop(
         subs = subfolders(input)
         if not subs:
             raise UserError(f"{input}: clip folder has no frames in images/, densepose/, masks/ or densepose_labels/")
-        if media.is_video(output):
-            raise UserError(f"{output}: a clip folder crops into a clip folder; give -o a folder name, not a video")
+        if media.is_video(output) or media.is_image(output):
+            kind = "a video" if media.is_video(output) else "an image"
+            raise UserError(f"{output}: a clip folder crops into a clip folder; give -o a folder name, not {kind}")
         width, height = clip_source_size(input, subs)
         media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, width, height, size=size, box=box, fov=fov)
@@ -472,8 +473,7 @@ def crop(
         count = 1
     else:
         subs = None
-        if media.is_image(output):
-            raise UserError(f"{output}: a video or frames folder crops into an .mp4 or a folder, not an image file")
+        media.check_sequence_output(output)
         info = media.probe(input)
         media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, info.width, info.height, size=size, box=box, fov=fov)

@@ -180,6 +180,8 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{sub}/ {count}" for sub, count in counts.items())
         raise UserError(f"{shown(clip)}: its subfolders hold different numbers of frames ({listed}); redo the clip so they match")
+    if media.is_video(output) or media.is_image(output):
+        raise UserError(f"{output}: flip writes a clip folder; give -o a folder name (e.g. {clip.name}_flip)")
     if output.resolve() == clip.resolve():
         raise UserError(f"{output}: is the input clip; choose another output folder (e.g. {clip.name}_flip)")
     media.check_output(output, overwrite, protect=(clip,))

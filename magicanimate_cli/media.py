@@ -560,6 +560,13 @@ def check_apart(output: Path, inputs=()) -> None:
             raise UserError(f"{shown(output)}: holds the input {shown(item)}, which replacing it would delete; choose another output")
 
 
+def check_sequence_output(path: Path) -> None:
+    """Refuse an image file name for an output that receives many frames (a video or a folder):
+    ``-o out.png`` would otherwise become a folder named ``out.png``."""
+    if is_image(path):
+        raise UserError(f"{shown(path)}: an image file name, but this writes every frame; pass a video ({path.stem}.mp4) or a folder ({path.stem}/)")
+
+
 def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     """Check an output path before the work: make sure its folder exists and is writable.
 

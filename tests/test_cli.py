@@ -115,6 +115,27 @@ def test_gif_output_is_refused_before_any_work(tmp_path, inputs, tiny_weights):
     assert proc.returncode == 2 and "cannot write .gif" in json.loads(proc.stdout)["error"]
 
 
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["animate", "ref.png", "poses"], "this writes every frame; pass a video (out.mp4) or a folder (out/)"),
+        (["align", "ref.png", "poses"], "this writes every frame; pass a video (out.mp4) or a folder (out/)"),
+        (["crop", "poses"], "this writes every frame; pass a video (out.mp4) or a folder (out/)"),
+        (["crop", "clip"], "a clip folder crops into a clip folder; give -o a folder name, not an image"),
+        (["flip", "clip"], "flip writes a clip folder; give -o a folder name (e.g. clip_flip)"),
+    ],
+)
+def test_an_image_name_for_many_frames_is_refused(tmp_path, inputs, command, message, monkeypatch):
+    # `-o out.png` made a folder named out.png
+    from preprocess_helpers import write_clip
+
+    write_clip(tmp_path / "clip", count=2)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [*command, "-o", "out.png"])
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_too_long_windows_are_a_user_error(tmp_path, inputs, tiny_weights):
     proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.mp4"), "--context-frames", "32", "--json")
     assert proc.returncode == 2 and "at most 24" in json.loads(proc.stdout)["error"]

@@ -227,6 +227,7 @@ def animate(
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
     config.validate()
     reference, motion, output = Path(reference), Path(motion), Path(output)
+    media.check_sequence_output(output)
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise UserError(f"--fps {fps}: must be a positive, finite number of frames per second")
     _check_dtype(dtype)
