@@ -412,6 +412,7 @@ def align(
     size: int = AlignConfig.size,
     fit: str = AlignConfig.fit,
     models: Path | str | None = None,
+    allow_truncated: bool = False,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     segmenter: Callable | None = None,
@@ -423,7 +424,8 @@ def align(
     records the transform in its ``meta.json``). ``output``: a video path, or a folder that
     receives ``00000.png``, ... (lossless). Frames are ``size×size``, fitted like ``animate``
     fits them, so ``animate`` uses them as they are. ``segmenter``/``estimator`` replace the
-    installed PaddleSeg/detectron2 models (see ``reference_box``).
+    installed PaddleSeg/detectron2 models (see ``reference_box``). A motion video that does not
+    decode to its end is refused unless ``allow_truncated``.
     """
     from . import clip as clip_folder
     from . import media
@@ -455,9 +457,9 @@ def align(
     try:
         scratch = temp_beside(output, directory=False, suffix=".motion.u8")  # the next run cleans it after a kill
         try:
-            background = clip_background(media.iter_frames(source, same_size=False))  # a first pass: the border colours
+            background = clip_background(media.iter_frames(source, same_size=False, allow_truncated=allow_truncated))  # a first pass: the border colours
             store = _FrameStore(scratch, size)
-            for frame in media.iter_frames(source, same_size=False):  # every frame is fitted on its own, as in animate
+            for frame in media.iter_frames(source, same_size=False, allow_truncated=allow_truncated):  # every frame is fitted on its own, as in animate
                 store.append(fit_square(frame, size, fit, background))
                 progress("read", store.count, info.frames)
             poses = store.frames()

@@ -107,6 +107,9 @@ _ANIMATE = AnimateConfig()
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one machine-readable JSON result on stdout; no progress bars.")
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists.")
+ALLOW_TRUNCATED_OPTION = typer.Option(
+    False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."
+)
 MODELS_OPTION = typer.Option(
     None, "--models", envvar="MAGICANIMATE_MODELS", help="Weights folder (official layout); default ./models of a checkout, else ~/.cache/magicanimate/models."
 )
@@ -214,7 +217,7 @@ def animate(
     devices: Optional[str] = typer.Option(
         None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3."
     ),
-    allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."),
+    allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     fast: bool = typer.Option(
         False, "--fast", help="Fast path: same algorithm, other matrix shapes; within the parity contract, not bit for bit (docs/performance.md)."
     ),
@@ -245,6 +248,7 @@ def align_(
     size: int = typer.Option(_ALIGN.size, "--size", help="Square working size in pixels, as for animate."),
     fit: str = typer.Option(_ALIGN.fit, "--fit", help="crop, pad or stretch, as for animate."),
     models: Optional[Path] = MODELS_OPTION,
+    allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -287,6 +291,7 @@ def matte(
     batch_size: int = typer.Option(_MATTE.batch_size, "--batch-size", help="Frames per forward pass."),
     smooth: int = typer.Option(_MATTE.smooth, "--smooth", help="Temporal median over K frames (odd; 1 = off)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, or gpu (PaddlePaddle's name; cuda is the same)."),
+    allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -347,7 +352,7 @@ def frames_(
     video: Path = typer.Argument(..., help="A video file."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder that receives 00000.png, 00001.png, ..."),
     fps: float = typer.Option(_FRAMES_FPS, "--fps", help="Frames per second to extract (MagicAnimate uses 25)."),
-    allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."),
+    allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -364,6 +369,7 @@ def crop_(
     size: int = typer.Option(_CROP_SIZE, "--size", help="Output square side; 0 keeps the --box / --fov region's own size."),
     box: Optional[str] = typer.Option(None, "--box", help="Fixed region x0,y0,x1,y1 in source pixels (x1, y1 exclusive)."),
     fov: Optional[str] = typer.Option(None, "--fov", help="Person-centred field of view WxH (e.g. 1024x512), steady over the clip."),
+    allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -402,7 +408,7 @@ def preprocess_(
     min_score: float = typer.Option(0.8, "--min-score", help="DensePose: keep people detected with a score above this."),
     fill_missing: bool = typer.Option(False, "--fill-missing", help="DensePose: frames without a person take the labels of the nearest frame with one."),
     min_detected: float = typer.Option(0.5, "--min-detected", help="DensePose fails for a clip with a person in fewer than this fraction of its frames (0 = never)."),
-    allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."),
+    allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace folders in the way that are not clips of these inputs."),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -289,7 +289,8 @@ def locate_person(source: Path, width: int, height: int) -> tuple[tuple[int, int
             return None, "center"
     else:
         frames_source = source
-    box = _person_from_motion(media.iter_frames(frames_source), width, height)
+    # the box is a statistic of the frames that decode; the writing pass refuses a truncated video unless allowed
+    box = _person_from_motion(media.iter_frames(frames_source, allow_truncated=True), width, height)
     return (box, "motion") if box is not None else (None, "center")
 
 
@@ -422,13 +423,15 @@ def crop(
     size: int = DEFAULT_SIZE,
     box: str | None = None,
     fov: str | None = None,
+    allow_truncated: bool = False,
     overwrite: bool = False,
     progress=None,
 ) -> CropResult:
     """Crop a video, a frames folder or a clip folder (all its subfolders alike) and resize.
 
     ``output``: for a clip folder, a clip folder; otherwise a video path (by extension) or a frames
-    folder. It appears atomically and an existing one is only replaced with ``overwrite``.
+    folder. It appears atomically and an existing one is only replaced with ``overwrite``. A video
+    that does not decode to its end is refused unless ``allow_truncated``.
     """
     from . import media
     from .clip import is_clip_folder, read_meta, subfolders, versions, write_meta
@@ -478,7 +481,7 @@ def crop(
         media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, info.width, info.height, size=size, box=box, fov=fov)
         with media.FrameWriter(output, info.fps, overwrite) as writer:
-            count = crop_frames_to(media.iter_frames(input), writer, plan, progress, info.frames)
+            count = crop_frames_to(media.iter_frames(input, allow_truncated=allow_truncated), writer, plan, progress, info.frames)
     return CropResult(
         output=str(output),
         frames=count,

@@ -597,6 +597,7 @@ def matte(
     batch_size: int = MatteConfig.batch_size,
     smooth: int = MatteConfig.smooth,
     device: str = "auto",
+    allow_truncated: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
     segmenter: Segmenter | None = None,
@@ -608,7 +609,8 @@ def matte(
     for a video), an ``.mp4`` (gray mask video), or a ``.png`` for a single image. Masks are
     uint8 ``H×W``, 255 = person; ``soft`` writes the rounded probability ×255 instead of
     thresholding. ``smooth`` K > 1 takes the per-pixel median over K frames centred on each frame.
-    ``segmenter`` reuses a ``load_segmenter()`` result (batch jobs).
+    ``segmenter`` reuses a ``load_segmenter()`` result (batch jobs). A video that does not decode
+    to its end is refused unless ``allow_truncated``.
     """
     from . import media
 
@@ -628,7 +630,7 @@ def matte(
     elif segmenter.spec.name != model:
         raise ValueError(f"segmenter holds {segmenter.spec.name}, not {model}")
     stats = _Coverage(info.height, info.width)
-    masks = _masks(plan, segmenter, config, soft, stats, lambda done: progress("matte", done, info.frames))
+    masks = _masks(plan, segmenter, config, soft, stats, lambda done: progress("matte", done, info.frames), allow_truncated)
     _write_masks(plan, masks, info.fps, overwrite)
     if stats.frames == 0:
         raise UserError(f"{input}: no frames to matte")
@@ -681,14 +683,16 @@ class _Coverage:
         self.shape = written.shape
 
 
-def _masks(plan: _Plan, segmenter: Segmenter, config: MatteConfig, soft: bool, stats: _Coverage, done: Callable[[int], None]) -> Iterator:
+def _masks(
+    plan: _Plan, segmenter: Segmenter, config: MatteConfig, soft: bool, stats: _Coverage, done: Callable[[int], None], allow_truncated: bool
+) -> Iterator:
     """The masks to write, frame by frame: batched inference, 8-bit probability, temporal median, threshold."""
     import numpy as np
 
     from . import media
 
     def soft_masks() -> Iterator:
-        for batch in _batches(media.iter_frames(plan.source), config.batch_size):
+        for batch in _batches(media.iter_frames(plan.source, allow_truncated=allow_truncated), config.batch_size):
             yield from quantize(segmenter(np.stack(batch)))
 
     for mask in temporal_median(soft_masks(), config.smooth):

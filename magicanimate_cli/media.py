@@ -390,19 +390,20 @@ def check_decode(
     file's streams end well before that ``duration`` (a cut-off download; a video whose sound
     merely runs on after the picture is complete)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if allow_truncated and count > 0:
+        return
     short = expected is not None and count < expected * 0.9 - 2
     if short and not lines and code == 0 and duration:
         reached = _streams_end(path)
         short = reached is None or reached < duration * 0.9
-    if allow_truncated and count > 0:
-        return
     if code != 0 and count == 0:
         raise UserError(f"{shown(path)}: ffmpeg cannot decode this video ({lines[-1] if lines else f'exit {code}'})")
     if lines or code != 0 or short:
         what = f"ffmpeg reports {lines[0]!r}" if lines else f"its header promises about {expected} frames"
         raise UserError(
             f"{shown(path)}: truncated or damaged video: {what}, and {count} frames decode; "
-            "download or export it again (frames, preprocess and animate take --allow-truncated to use the frames that decode)"
+            "download or export it again (animate, align, crop, frames, matte and preprocess take --allow-truncated to use the "
+            "frames that decode; for the other commands extract them first with `magicanimate frames --allow-truncated`)"
         )
 
 

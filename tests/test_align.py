@@ -271,6 +271,21 @@ def test_align_writes_frames_and_the_transform(tmp_path):
         align(reference, motion, tmp_path / "out", size=96)
 
 
+def test_a_truncated_motion_video_is_refused_unless_allowed(tmp_path, tiny_pipeline):
+    from magicanimate_cli.animate import animate
+
+    media.write_frames(tmp_path / "full.mp4", draw_clip([BODY] * 28, size=96, part=8), fps=10)
+    data = (tmp_path / "full.mp4").read_bytes()
+    (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])  # the header still promises 28 frames
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    with pytest.raises(UserError, match=r"half\.mp4: truncated or damaged video"):
+        align(reference, tmp_path / "half.mp4", tmp_path / "aligned.mp4", size=96)
+    assert 0 < align(reference, tmp_path / "half.mp4", tmp_path / "aligned.mp4", size=96, allow_truncated=True).frames < 28
+    result = animate(reference, tmp_path / "half.mp4", tmp_path / "out.mp4", pipeline=tiny_pipeline, size=64, steps=1,
+                     align=True, allow_truncated=True)  # fmt: skip
+    assert 0 < result.frames < 28  # its first pass (the clip's background) read the video too
+
+
 def test_clip_folder_records_the_transform_in_meta_json(tmp_path):
     write_clip(tmp_path / "clip", count=3, width=64, height=64, person=(20, 10, 30, 30))
     reference = rgba_reference(tmp_path / "ref.png", 64, (20, 20, 40, 60))

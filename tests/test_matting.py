@@ -201,6 +201,16 @@ def test_video_in_video_or_folder_out(tmp_path, lite_models, segmenter, clip_fra
     assert mp4.frames == 6
 
 
+def test_a_truncated_video_is_refused_unless_allowed(tmp_path, segmenter, rng):
+    media.write_frames(tmp_path / "full.mp4", rng.integers(0, 256, (28, 64, 64, 3), dtype=np.uint8), fps=10)
+    data = (tmp_path / "full.mp4").read_bytes()
+    (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])  # the header still promises 28 frames
+    with pytest.raises(UserError, match=r"half\.mp4: truncated or damaged video"):
+        matting.matte(tmp_path / "half.mp4", tmp_path / "masks", segmenter=segmenter)
+    assert not (tmp_path / "masks").exists()
+    assert 0 < matting.matte(tmp_path / "half.mp4", tmp_path / "masks", segmenter=segmenter, allow_truncated=True).frames < 28
+
+
 def test_single_image_to_png(tmp_path, lite_models, segmenter):
     from skimage import data
 

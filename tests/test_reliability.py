@@ -139,11 +139,14 @@ def test_frames_refuses_a_truncated_video_unless_allowed(tmp_path, half_mp4):
     assert 0 < len(media.list_frame_files(tmp_path / "f")) < 28
 
 
-def test_a_command_without_allow_truncated_does_not_offer_it(tmp_path, half_mp4):
+def test_crop_refuses_a_truncated_video_unless_allowed(tmp_path, half_mp4):
     result = runner.invoke(app, ["crop", str(half_mp4), "-o", str(tmp_path / "c.mp4"), "--size", "32"])
     assert result.exit_code == 2 and "half.mp4: truncated or damaged video" in result.output
-    assert "frames, preprocess and animate take --allow-truncated" in result.output  # crop has no such option
-    assert "No such option" in runner.invoke(app, ["crop", str(half_mp4), "-o", str(tmp_path / "c.mp4"), "--allow-truncated"]).output
+    assert "crop, frames, matte and preprocess take --allow-truncated" in result.output and "`magicanimate frames --allow-truncated`" in result.output
+    assert not (tmp_path / "c.mp4").exists() and _hidden(tmp_path) == []
+    result = runner.invoke(app, ["crop", str(half_mp4), "-o", str(tmp_path / "c.mp4"), "--size", "32", "--fov", "32x32", "--allow-truncated"])
+    assert result.exit_code == 0, result.output
+    assert 0 < media.probe(tmp_path / "c.mp4").frames < 28
 
 
 def test_preprocess_does_not_report_a_truncated_video_done(tmp_path, half_mp4):

@@ -260,7 +260,7 @@ def animate(
         from ..align import clip_background, reference_box
 
         ref_found = reference_box(reference, size, fit, models=models)
-        pose_fill = clip_background(media.iter_frames(motion, same_size=False))  # viridis(0) for our renders
+        pose_fill = clip_background(media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated))  # viridis(0) for our renders
 
     from ..models import resolve_models_dir
     from .resume import StepCheckpoint, run_key
