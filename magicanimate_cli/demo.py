@@ -21,11 +21,14 @@ functions, so ``magicanimate --help`` stays fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import os
 import shlex
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -35,6 +38,7 @@ from pathlib import Path
 
 from .animate import FITS, POSE_BACKGROUND, AnimateConfig
 from .errors import MissingDependency, UserError
+from .processes import stop_on_sigterm
 
 DEMO_INSTALL = "pip install 'magicanimate-cli[demo]'"
 DEFAULT_MAX_UPLOAD_MB = 200
@@ -538,8 +542,14 @@ def start(
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
     progress=None,
 ) -> DemoServer:
-    """Load the models, build the page and serve it without blocking (see ``demo``)."""
+    """Load the models, build the page and serve it without blocking (see ``demo``). A mistyped
+    ``device`` or ``dtype`` is refused here; models that fail to load are shown on the page."""
+    from .animate import check_dtype
+    from .device import check_device
+
     _require_gradio()
+    check_device(device)
+    check_dtype(dtype)
     if max_upload_mb <= 0:
         raise UserError(f"--max-upload-mb {max_upload_mb}: must be positive")
     if not 0 < port < 65536:
@@ -597,6 +607,7 @@ def demo(
     """
     server = start(models=models, host=host, port=port, device=device, dtype=dtype, clips=clips, workdir=workdir,
                    max_upload_mb=max_upload_mb, progress=progress)
+    previous = stop_on_sigterm()
     try:
         if on_ready is not None:
             on_ready(server.url)
@@ -608,4 +619,7 @@ def demo(
         runs = len([p for p in server.app.runs_dir.iterdir() if p.is_dir()])
         return DemoResult(server.url, str(server.workdir) if not server.owns_workdir else "(removed)", runs)
     finally:
-        server.close()
+        with contextlib.redirect_stdout(sys.stderr):  # Gradio prints "Closing server ..." there: stdout is the result's
+            server.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

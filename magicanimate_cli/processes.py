@@ -1,4 +1,5 @@
-"""Child processes that end with their parent: batch workers and the ffmpeg that writes frames.
+"""How processes end: child processes that end with their parent (batch workers and the ffmpeg
+that writes frames), and long-running commands that stop on SIGTERM as on Ctrl-C.
 
 On Linux a process can ask the kernel for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``); the
 parent is the thread that started it, which the callers keep alive as long as the child runs.
@@ -31,3 +32,18 @@ def parent_death_signal() -> Callable[[int], None] | None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return arm
+
+
+def stop_on_sigterm():
+    """Have SIGTERM (what Slurm, systemd and ``kill`` send) raise ``KeyboardInterrupt`` as Ctrl-C
+    does, so a serving command cleans up and prints its result; the main thread only. Returns the
+    handler it replaced (give it back with ``signal.signal(signal.SIGTERM, previous)``), or None."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)

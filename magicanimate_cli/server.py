@@ -33,7 +33,6 @@ import socket as sockets
 import stat
 import struct
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import StageFailed, UserError, first_line, shown
+from .processes import stop_on_sigterm
 
 PROTOCOL = 1
 MAX_REQUEST_BYTES = 1 << 20
@@ -294,7 +294,7 @@ def serve(
         counts["tasks"] += 1
         counts["failed"] += record.get("exit_code") != 0
 
-    previous = _stop_on_sigterm()
+    previous = stop_on_sigterm()
     home = os.open(".", os.O_RDONLY)  # the server's own folder, back after each task
     try:
         listener.settimeout(idle_timeout)
@@ -325,17 +325,6 @@ def serve(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return ServeResult(str(path), counts["tasks"], counts["failed"], runner.loads, round(time.monotonic() - started, 3))
-
-
-def _stop_on_sigterm():
-    """SIGTERM stops the server as Ctrl-C does (the main thread only); returns the old handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, stop)
 
 
 def _private_folder(folder: Path) -> None:

@@ -289,7 +289,47 @@ def test_cli_options_are_the_demo_functions_keywords():
             assert param.default.default == function[name].default, name
 
 
-def test_cli_bad_option_is_one_line_and_exit_2():
-    result = CliRunner().invoke(app, ["demo", "--max-upload-mb", "0", "--json"])
+@pytest.mark.parametrize(
+    "option, error",
+    [
+        (["--max-upload-mb", "0"], "--max-upload-mb 0: must be positive"),
+        (["--device", "tpu"], "--device tpu: choose one of auto, cuda, cpu (or cuda:N)"),  # before the page starts
+        (["--dtype", "float99"], "--dtype float99: choose one of auto, float16, bfloat16, float32"),
+    ],
+)
+def test_cli_bad_option_is_one_line_and_exit_2(option, error):
+    result = CliRunner().invoke(app, ["demo", *option, "--json"])
     assert result.exit_code == 2
-    assert json.loads(result.stdout.splitlines()[0]) == {"ok": False, "error": "--max-upload-mb 0: must be positive", "exit_code": 2}
+    assert json.loads(result.stdout.splitlines()[0]) == {"ok": False, "error": error, "exit_code": 2}
+
+
+def test_sigterm_stops_the_page_with_one_json_line_and_removes_its_work_folder(tmp_path):
+    # Slurm and systemd stop a job with SIGTERM; Gradio prints "Closing server ..." on stdout when it stops
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "-m", "magicanimate_cli", "demo", "--models", str(tmp_path / "none"), "--device", "cpu", "--port", str(port), "--json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/config", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()
+        assert list(tmp_path.glob("magicanimate-demo-*")), "the page serves from a temporary work folder"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert len(out.splitlines()) == 1, out
+    assert json.loads(out) == {"ok": True, "url": f"http://127.0.0.1:{port}/", "workdir": "(removed)", "runs": 0}
+    assert not list(tmp_path.glob("magicanimate-demo-*"))

@@ -129,7 +129,8 @@ def _inductor_cache_dir(capability: str) -> str:
     return os.path.join(tempfile.gettempdir(), f"torchinductor_{user}_{capability.lower()}")
 
 
-def _check_dtype(dtype: str) -> None:
+def check_dtype(dtype: str) -> None:
+    """``dtype`` if it is one of ``DTYPES``; else ``UserError``. No torch import."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
 
@@ -141,7 +142,7 @@ def resolve_device_dtype(device: str, dtype: str):
 
     from ..device import resolve_device
 
-    _check_dtype(dtype)
+    check_dtype(dtype)
     device = resolve_device(device)
     if dtype == "auto":
         dtype = "float16" if device.startswith("cuda") else "float32"
@@ -230,7 +231,7 @@ def animate(
     media.check_sequence_output(output)
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise UserError(f"--fps {fps}: must be a positive, finite number of frames per second")
-    _check_dtype(dtype)
+    check_dtype(dtype)
     device_list = _parse_devices(devices)
     if not device_list:
         check_device(device)
