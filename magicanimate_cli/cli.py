@@ -27,7 +27,7 @@ from .align import AlignConfig as _AlignConfig
 from .animate import AnimateConfig
 from .clip import SIZE as _CROP_SIZE
 from .densepose import DensePoseConfig as _DensePoseConfig
-from .errors import StageFailed, UserError, show_library_logs
+from .errors import NetworkError, StageFailed, UserError, show_library_logs
 from .evaluate import EvalConfig as _EvalConfig
 from .frames import DEFAULT_FPS as _FRAMES_FPS
 from .matting import MODELS as _MATTE_MODELS
@@ -157,7 +157,7 @@ def _run(call: Callable, as_json: bool) -> None:
             result = call(progress)
     except UserError as exc:
         _fail(str(exc), 2, as_json)
-    except StageFailed as exc:
+    except (StageFailed, NetworkError) as exc:
         _fail(str(exc), 1, as_json)
     except KeyboardInterrupt:
         _fail("interrupted", 130, as_json)

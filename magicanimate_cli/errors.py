@@ -47,6 +47,13 @@ class MissingDependency(UserError):
     """An optional stage's library (detectron2, PaddleSeg, ...) is not installed; the message says how."""
 
 
+class NetworkError(Exception):
+    """The network failed (no connection, DNS, timeout, a transfer cut off): not bad input, so the
+    CLI prints the one-line message and exits 1, and running the command again resumes. A source
+    that answers with an error (a 404 for a pinned URL) is a ``UserError`` that says where to put
+    the file instead."""
+
+
 class StageFailed(Exception):
     """The work ran, but its result is not usable (e.g. DensePose found a person in too few frames).
 

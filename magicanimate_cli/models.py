@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import files
-from .errors import UserError, first_line
+from .errors import NetworkError, UserError, first_line
 from .progress import Progress
 from .weights_layout import load_tensors
 from .weights_manifest import (
@@ -60,12 +60,6 @@ TEMPORAL_CKPT = "MagicAnimate/temporal_attention/temporal_attention.ckpt"
 TEMPORAL_SAFETENSORS = "MagicAnimate/temporal_attention/temporal_attention.safetensors"
 _MB = 1_000_000
 
-
-
-class NetworkError(Exception):
-    """The network failed (no connection, DNS, timeout, a transfer cut off): not bad input, so the
-    CLI exits 1, and running the command again resumes. A source that answers with an error (a
-    404 for a pinned URL) is a ``UserError`` that says where to put the file instead."""
 
 
 def _is_network_failure(exc: BaseException) -> bool:
@@ -385,7 +379,8 @@ def _download_to(url: str, dest: Path, size: int | None, archive_member: str | N
             with contextlib.suppress(OSError):
                 folder.rmdir()
         if _is_network_failure(exc):
-            raise NetworkError(f"{url}: download failed, no answer from the server ({first_line(exc)}); check the network and run again (it resumes)") from exc
+            raise NetworkError(f"{url}: download failed, no answer from the server ({first_line(exc)}); check the network and run again "
+                               f"(it resumes), or put the file at {final or dest} yourself") from exc
         raise UserError(f"{url}: download failed ({first_line(exc)}); the source moved or is down: put the file at {final or dest} yourself, or retry later") from exc
     if not archive_member:
         files.commit(part, dest, replace=True)

@@ -40,7 +40,7 @@ from pathlib import Path
 from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, Clip, read_meta
 from .clip import SIZE as CROP_SIZE
 from .densepose.config import DensePoseConfig
-from .errors import MissingDependency, StageFailed, UserError
+from .errors import MissingDependency, NetworkError, StageFailed, UserError
 from .frames import DEFAULT_FPS as FRAMES_FPS
 
 SKIPPABLE = ("densepose", "matte")
@@ -334,7 +334,7 @@ class _Runner:
         try:
             result = call()
         except Exception as exc:  # recorded in meta.json and the result; the run goes on
-            message = str(exc) if isinstance(exc, (UserError, StageFailed)) else f"{exc.__class__.__name__}: {exc}"
+            message = str(exc) if isinstance(exc, (UserError, StageFailed, NetworkError)) else f"{exc.__class__.__name__}: {exc}"
             message = " ".join(message.split())
             status, hint = (UNAVAILABLE, _install_hint(stage)) if optional and _is_missing_dependency(exc) else (FAILED, None)
             if status == UNAVAILABLE:

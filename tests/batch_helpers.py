@@ -1,7 +1,7 @@
 """Fast fake commands for the batch tests, written like the real ones: a library function, a
 ``Command`` line in a registry for batch, and a Typer command (``_run``) for the command line.
 
-``write`` writes a small text file atomically; it can fail with a ``UserError`` (exit 2) or a bug
+``write`` writes a small text file atomically; it can fail with a ``UserError`` (exit 2), a ``NetworkError`` or a bug
 (exit 1), kill its own process the first time it runs (``--crash-once MARKER``) or every time
 (``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``)
 or after (``--linger``) writing, hang (``--hang-once MARKER``) or die (``--die-once MARKER``) right
@@ -24,7 +24,7 @@ import typer
 
 from magicanimate_cli.batch import Command, ModelCache, Registry
 from magicanimate_cli.cli import JSON_OPTION, OVERWRITE_OPTION, _run
-from magicanimate_cli.errors import UserError
+from magicanimate_cli.errors import NetworkError, UserError
 
 COMMANDS = "batch_helpers:REGISTRY"
 LOADS = []  # models loaded by this process
@@ -77,6 +77,8 @@ def write(
         raise UserError(f"{output}: told to fail; fix the task")
     if fail == "bug":
         raise RuntimeError("told to crash")
+    if fail == "network":
+        raise NetworkError(f"{output}: no answer from the server; run again")
     if crash:
         os.kill(os.getpid(), signal.SIGKILL)
     if crash_once is not None and not Path(crash_once).exists():
@@ -146,7 +148,7 @@ REGISTRY = Registry(
 def write_command(
     output: Path = typer.Option(..., "-o", "--output"),
     text: str = typer.Option("hello", "--text"),
-    fail: Optional[str] = typer.Option(None, "--fail", help="user or bug"),
+    fail: Optional[str] = typer.Option(None, "--fail", help="user, bug or network"),
     crash_once: Optional[Path] = typer.Option(None, "--crash-once"),
     crash: bool = typer.Option(False, "--crash"),
     sleep: float = typer.Option(0.0, "--sleep"),

@@ -136,6 +136,21 @@ def test_an_image_name_for_many_frames_is_refused(tmp_path, inputs, command, mes
     assert not (tmp_path / "out.png").exists()
 
 
+def test_a_network_failure_is_one_line_exit_1_without_the_bug_hint(tmp_path, monkeypatch):
+    from magicanimate_cli import frames
+    from magicanimate_cli.errors import NetworkError
+
+    def offline(*args, **kwargs):
+        raise NetworkError("https://example.org/w.zip: download failed, no answer from the server; put the file at m/w yourself")
+
+    monkeypatch.setattr(frames, "frames", offline)
+    result = runner.invoke(app, ["frames", "v.mp4", "-o", "out"])
+    assert result.exit_code == 1
+    assert result.output == "error: https://example.org/w.zip: download failed, no answer from the server; put the file at m/w yourself\n"
+    result = runner.invoke(app, ["frames", "v.mp4", "-o", "out", "--json"])
+    assert result.exit_code == 1 and json.loads(result.stdout.splitlines()[0])["exit_code"] == 1
+
+
 def test_too_long_windows_are_a_user_error(tmp_path, inputs, tiny_weights):
     proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.mp4"), "--context-frames", "32", "--json")
     assert proc.returncode == 2 and "at most 24" in json.loads(proc.stdout)["error"]

@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import NetworkError, StageFailed, UserError
 from .registry import Command, ModelCache, Registry, Unknown, Usage, resolve, resolve_path
 
 COMMANDS = "magicanimate_cli.batch.registry:COMMANDS"
@@ -184,6 +184,8 @@ class TaskRunner:
             result = cmd.load()(**params, **extra)
         except UserError as exc:
             return 2, None, _as_written(str(exc), written), None
+        except (StageFailed, NetworkError) as exc:
+            return 1, None, _as_written(str(exc), written), None
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # the CLI's exit 1: report the failure, keep going

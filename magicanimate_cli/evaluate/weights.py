@@ -141,8 +141,7 @@ def fetch(weight: WeightFile, models_dir: Path, progress=None) -> Path:
     """Download ``weight.url`` to its place (resumable, sha256-checked) and record its digest."""
     from ..models import fetch_url
 
-    path = weight.path(models_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = weight.path(models_dir)  # its folders are made by fetch_url, and taken back if the download fails
     digest = fetch_url(weight.url, path, sha256=weight.sha256, progress=progress, stage=f"download {weight.filename}")
     try:
         _check_pinned(weight, digest, weight.url)

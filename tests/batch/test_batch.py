@@ -164,6 +164,14 @@ def test_gpu_placement_pins_one_gpu_per_worker(monkeypatch):
 # ----------------------------------------------------------------------------- the CLI, in process
 
 
+def test_a_network_failure_is_exit_1_with_its_own_message(tmp_path, fake_commands):
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "n.txt", "--fail", "network"))
+    result = invoke("batch", manifest, "--json")
+    assert result.exit_code == 1, result.output
+    (record,) = one_json(result.stdout)["results"]
+    assert (record["status"], record["exit_code"], record["error"]) == ("failed", 1, "n.txt: no answer from the server; run again")
+
+
 def test_batch_runs_every_task_records_them_and_exits_1_when_one_failed(tmp_path, fake_commands, monkeypatch):
     jobs = tmp_path / "jobs"
     jobs.mkdir()

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from magicanimate_cli.errors import UserError
+from magicanimate_cli.errors import NetworkError, UserError
 from magicanimate_cli.evaluate import weights as W
 
 
@@ -71,6 +71,14 @@ def test_download_verifies_sha256_records_it_and_checks_it_at_load(tmp_path):
     manual = W.WeightFile("t", "m.pth", None, "hand-placed")
     with pytest.raises(UserError, match="no public download"):
         W.ensure(manual, tmp_path)
+
+
+def test_no_answer_is_a_network_error_that_names_where_the_file_goes(tmp_path):
+    weight = W.WeightFile("t", "w.pth", "http://127.0.0.1:9/w.pth", "test")  # nothing listens there
+    target = tmp_path / "models" / "metrics" / "w.pth"
+    with pytest.raises(NetworkError, match=f"no answer from the server.*put the file at {target} yourself"):
+        W.ensure(weight, tmp_path / "models")
+    assert not (tmp_path / "models").exists()  # no empty folders left behind
 
 
 def test_every_pinned_weight_has_a_source():
