@@ -19,6 +19,7 @@ have this package installed.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections import deque
@@ -99,11 +100,14 @@ def _run(ray, tasks, on_record, jobs, address, workdir, commands, on_start) -> N
     if not ray.is_initialized():
         if address:
             _check_reachable(address)
+        # Ray's own INFO and WARNING lines ("Started a local Ray instance", its token notice) stay
+        # off a batch job's stderr unless --debug asks for library logs; its errors still come through
+        level = logging.INFO if logging.getLogger("magicanimate_cli").isEnabledFor(logging.DEBUG) else logging.ERROR
         try:
             if address:
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address, log_to_driver=False, logging_level=level)
             else:
-                ray.init(include_dashboard=False, log_to_driver=False)
+                ray.init(include_dashboard=False, log_to_driver=False, logging_level=level)
         except (ConnectionError, TimeoutError) as exc:
             raise UserError(f"--address {address}: cannot reach a Ray cluster ({first_line(exc)}); start one with `ray start --head`") from None
         started = True
