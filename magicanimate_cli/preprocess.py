@@ -229,8 +229,9 @@ class _Runner:
 
     def __init__(
         self, source: Source, folder: Path, request: dict, *, force: bool, keep_work: bool, progress, unavailable: dict,
-        networks: _Networks | None = None,
+        networks: _Networks | None = None, replaced: Path | None = None,
     ):
+        self.replaced = replaced  # what was in the way of ``folder`` (--overwrite), renamed aside by _preflight
         self.networks = networks or _Networks(None, progress)
         self.source, self.folder, self.request = source, folder, request
         self.force, self.keep_work, self.progress = force, keep_work, progress
@@ -249,6 +250,7 @@ class _Runner:
         from .clip import versions
 
         meta = read_meta(self.folder)
+        replaced = (meta or {}).get("replaced") or (str(self.replaced) if self.replaced is not None else None)
         signature = _signature(self.source)
         if meta is None or self.force or meta.get("source", {}).get("signature") != signature:
             if meta is not None and not self.force:
@@ -266,6 +268,8 @@ class _Runner:
             request=self.request,
             status="running",
         )
+        if replaced is not None:  # kept until this folder holds a clip: deleted in run()
+            self.clip.meta["replaced"] = replaced
         if self.force:
             self.clip.forget(*list(self.clip.meta["stages"]))
             shutil.rmtree(self.work, ignore_errors=True)
@@ -383,6 +387,12 @@ class _Runner:
         self.clip.save()
         if status == "done" and not self.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
+        replaced = self.clip.meta.get("replaced")
+        if replaced is not None and status != "failed":  # this folder holds a clip now: what it replaced goes
+            path = Path(replaced)
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+            del self.clip.meta["replaced"]
+            self.clip.save()
         return self.outcome(status)
 
     def _chain(self) -> None:
@@ -441,6 +451,7 @@ class _Runner:
             "stages": stages,
             "errors": self.errors,
             "flip": str(flip_dir) if self.request["flip"] and stages.get("flip") == DONE else None,
+            **({"replaced": self.clip.meta["replaced"]} if self.clip and self.clip.meta.get("replaced") else {}),
         }
 
     # -- stage bodies
@@ -581,8 +592,14 @@ def _now() -> str:
 # ----------------------------------------------------------------------------- the command
 
 
-def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool) -> None:
-    """Refuse (before any work) to write into folders that are not this tool's clips of these sources."""
+def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool) -> dict[str, Path]:
+    """Refuse (before any work) to write into folders that are not this tool's clips of these sources.
+
+    With ``overwrite`` nothing is deleted here: a clip folder in the way is renamed aside (a hidden
+    name that no sweep removes, ``_aside``) and deleted only once its replacement holds a clip
+    (``_Runner.run``); a folder in the way of the mirrored clip is replaced in one step by the
+    flip stage itself. Returns the clip name -> where its folder in the way now is.
+    """
     names = {source.name for source in sources}
     if flip:
         for source in sources:
@@ -606,10 +623,25 @@ def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool)
             if not overwrite:
                 what = "is not a clip folder made from it" if meta is None else f"holds a clip made from {meta.get('source', {}).get('path', 'another source')}"
                 raise UserError(f"{folder}: exists and {what} ({source.path}); pass --overwrite to replace it or choose another -o")
-            if folder.is_dir() and not folder.is_symlink():
-                shutil.rmtree(folder)
-            else:
-                os.remove(folder)
+    aside = {}
+    for source in sources:  # only once every folder passed: a refusal above moves nothing
+        folder = output / source.name
+        if overwrite and (folder.exists() or folder.is_symlink()) and not _ours(folder, source):
+            aside[source.name] = _aside(folder)
+    return aside
+
+
+def _ours(folder: Path, source: Source) -> bool:
+    meta = read_meta(folder, damaged_ok=True) if folder.is_dir() else None
+    return meta is not None and meta.get("source", {}).get("path") == str(source.path)
+
+
+def _aside(folder: Path) -> Path:
+    """Rename what is in the way of a clip folder to ``.NAME.replaced-TIME-PID`` beside it (one
+    atomic rename: it is never lost, even if the run is killed)."""
+    target = folder.with_name(f".{folder.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    os.rename(folder, target)
+    return target
 
 
 def preprocess(
@@ -666,7 +698,7 @@ def preprocess(
     dp_settings = DensePoseSettings(weights, min_score, fill_missing, min_detected)
     dp_settings.validate()
     sources = collect_sources(inputs)
-    _preflight(sources, output, flip, overwrite)
+    aside = _preflight(sources, output, flip, overwrite)
     request = {"fps": fps, "size": size, "fov": fov, "skip": sorted(skipped), "flip": bool(flip), "allow_truncated": bool(allow_truncated)}
 
     started = time.perf_counter()
@@ -678,7 +710,7 @@ def preprocess(
     for index, source in enumerate(sources):
         runner = _Runner(
             source, output / source.name, request, force=force, keep_work=keep_work, progress=progress, unavailable=unavailable,
-            networks=networks,
+            networks=networks, replaced=aside.get(source.name),
         )
         if runner.up_to_date():
             meta = read_meta(runner.folder) or {}

@@ -283,6 +283,29 @@ def test_foreign_folder_needs_overwrite(videos, tmp_path):
     assert not (tmp_path / "talk" / "mine.txt").exists()
 
 
+def test_overwrite_keeps_what_is_in_the_way_until_its_replacement_holds_a_clip(videos, tmp_path):
+    out, source = tmp_path / "out", tmp_path / "in" / "talk.mp4"
+    for folder in (out / "talk", out / "talk_flip"):
+        folder.mkdir(parents=True)
+        (folder / "mine.txt").write_text("keep me")
+    source.parent.mkdir()
+    data = (videos / "talk.mp4").read_bytes()
+    source.write_bytes(data[: len(data) // 2])  # cut off: the frames stage fails
+    first = preprocess([source], out, skip="densepose,matte", flip=True, overwrite=True, **FAST)
+    (clip,) = first.clips
+    assert clip["status"] == "failed"
+    aside = Path(clip["replaced"])
+    assert aside.parent == out and aside.name.startswith(".talk.replaced-") and (aside / "mine.txt").read_text() == "keep me"
+    assert (out / "talk_flip" / "mine.txt").read_text() == "keep me"  # the flip stage never ran: untouched
+    source.write_bytes(data)
+    second = preprocess([source], out, skip="densepose,matte", flip=True, overwrite=True, **FAST)
+    (clip,) = second.clips
+    assert clip["status"] == "done" and "replaced" not in clip
+    assert not aside.exists() and sorted(p.name for p in out.iterdir()) == ["talk", "talk_flip"]
+    assert not (out / "talk" / "mine.txt").exists() and not (out / "talk_flip" / "mine.txt").exists()
+    assert "replaced" not in json.loads((out / "talk" / "meta.json").read_text())
+
+
 @pytest.mark.parametrize("args", [["--skip", "frames"], ["--fov", "big"], ["--size", "0"], ["--fps", "-1"]])
 def test_bad_options_exit_2(videos, tmp_path, args):
     result = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(tmp_path / "o"), *args])
