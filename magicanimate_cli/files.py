@@ -25,7 +25,11 @@ API (all paths may be ``str`` or ``Path``):
 ``commit_together([(tmp, final), ...], *, replace) -> None``
     Commit several outputs of one run all or none: every ``final`` is checked first, and if one
     commit fails the ones already committed by this call are taken back (removed, or with
-    ``replace=True`` restored from the previous version) before the error is raised.
+    ``replace=True`` restored from the previous version) before the error is raised. With
+    ``replace=True`` each previous version is replaced in one step (a file keeps a second name
+    until the new one is in place; a folder is exchanged), so a kill at any moment leaves every
+    ``final`` with its old or its new version. (A kill between two outputs' commits leaves the
+    first new and the second old or absent: the re-run then needs ``--overwrite``.)
 ``discard(tmp) -> None``
     Remove a temporary file or folder (and its lock) if it is still there. Safe to call twice and
     after ``commit``.
@@ -287,6 +291,45 @@ def _place(tmp: Path, final: Path, replace: bool) -> Path | None:
     return None
 
 
+def _swap_in(tmp: Path, final: Path) -> Path:
+    """Put ``tmp`` under ``final``'s name, which holds a previous version, in one step (a kill at
+    any moment leaves ``final`` with the old or the new version, never without one); return where
+    the previous version now is (for ``_take_back``, else removed by the caller)."""
+    if not (tmp.is_dir() and not tmp.is_symlink()) and not (final.is_dir() and not final.is_symlink()):
+        backup = _old_name(tmp)
+        try:
+            os.link(final, backup, follow_symlinks=False)  # a second name for the previous file; final keeps it
+        except OSError:  # no hard links here: the exchange or the two renames below
+            pass
+        else:
+            os.replace(tmp, final)
+            return backup
+    if _exchange(tmp, final):
+        return tmp  # tmp's name now holds the previous version
+    backup = _old_name(tmp)
+    os.rename(final, backup)  # without renameat2: a moment with nothing under final
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(backup, final)
+        raise
+    return backup
+
+
+def _take_back(tmp: Path, final: Path, previous: Path | None) -> None:
+    """Undo one ``commit_together`` placement: the new version back to ``tmp``, the previous one to ``final``."""
+    if previous is None:
+        os.rename(final, tmp)
+    elif previous == tmp:  # exchanged: exchange back
+        if not _exchange(tmp, final):
+            raise OSError("cannot exchange back")
+    elif previous.is_dir() and not previous.is_symlink():
+        os.rename(final, tmp)
+        os.rename(previous, final)
+    else:
+        os.replace(previous, final)  # a file: the previous version back in one step
+
+
 def commit(tmp: Path | str, final: Path | str, *, replace: bool) -> None:
     """Sync ``tmp`` and rename it onto ``final``; see the module docstring."""
     tmp, final = Path(tmp), Path(final)
@@ -307,33 +350,23 @@ def commit_together(pairs: list[tuple[Path, Path]], *, replace: bool) -> None:
                 raise _appeared(final)
     for tmp, _ in pairs:
         _fsync_tree(tmp)
-    done: list[tuple[Path, Path, Path | None]] = []
+    done: list[tuple[Path, Path, Path | None]] = []  # (tmp, final, where the previous version now is)
     try:
         for tmp, final in pairs:
             if replace and (final.exists() or final.is_symlink()):
-                backup = _old_name(tmp)
-                os.rename(final, backup)
+                done.append((tmp, final, _swap_in(tmp, final)))
             else:
-                backup = None
-            try:
                 _place(tmp, final, replace=False)
-            except BaseException:
-                if backup is not None:
-                    os.rename(backup, final)
-                raise
-            done.append((tmp, final, backup))
+                done.append((tmp, final, None))
     except BaseException:
-        for tmp, final, backup in reversed(done):  # take this call's commits back
+        for tmp, final, previous in reversed(done):  # take this call's commits back
             with contextlib.suppress(OSError):
-                os.rename(final, tmp)
-            if backup is not None:
-                with contextlib.suppress(OSError):
-                    os.rename(backup, final)
+                _take_back(tmp, final, previous)
         raise
-    for _, final, backup in done:
+    for _, final, previous in done:
         _fsync_path(final.parent, directory=True)
-        if backup is not None:
-            _remove(backup)
+        if previous is not None:
+            _remove(previous)
     for tmp, _ in pairs:
         _release(tmp)
 

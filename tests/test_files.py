@@ -105,6 +105,57 @@ def test_commit_together_replace_restores_on_failure(tmp_path):
     assert (one / "keep").read_bytes() == b"1"  # the first output was put back
 
 
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_commit_together_replace_keeps_a_version_under_every_name_at_every_step(tmp_path, kind, monkeypatch):
+    # a kill can land between any two system calls; at each one, each output holds its old or its new version
+    finals = [tmp_path / "out", tmp_path / "out_grid"]
+    pairs = []
+    for final in finals:
+        tmp = files.temp_beside(final, directory=kind == "folder")
+        if kind == "folder":
+            final.mkdir()
+            (final / "v").write_text("old")
+            (tmp / "v").write_text("new")
+        else:
+            final.write_text("old")
+            tmp.write_text("new")
+        pairs.append((tmp, final))
+
+    def version(final):
+        path = final / "v" if kind == "folder" else final
+        return path.read_text() if path.exists() else None
+
+    seen = []
+
+    def spy(function):
+        def call(*args, **kwargs):
+            seen.append([version(f) for f in finals])
+            result = function(*args, **kwargs)
+            seen.append([version(f) for f in finals])
+            return result
+
+        return call
+
+    for name in ("rename", "replace", "link"):
+        monkeypatch.setattr(files.os, name, spy(getattr(files.os, name)))
+    monkeypatch.setattr(files, "_exchange", spy(files._exchange))
+    files.commit_together(pairs, replace=True)
+    assert seen and all(None not in state for state in seen), seen
+    assert [version(f) for f in finals] == ["new", "new"] and _hidden(tmp_path) == []
+
+
+def test_commit_together_replace_puts_a_file_back_on_failure(tmp_path):
+    one, two = tmp_path / "one.mp4", tmp_path / "two"
+    one.write_bytes(b"old")
+    a = files.temp_beside(one, directory=False)
+    a.write_bytes(b"new")
+    b = files.temp_beside(two)
+    b.rmdir()  # the second temporary vanished: its commit fails
+    with pytest.raises(OSError):
+        files.commit_together([(a, one), (b, two)], replace=True)
+    assert one.read_bytes() == b"old"
+
+
 _CHILD = textwrap.dedent(
     """
     import sys, time
