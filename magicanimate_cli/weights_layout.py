@@ -54,6 +54,24 @@ class WeightLayout:
         converted = folder / "temporal_attention.safetensors"
         return converted if converted.is_file() else folder / "temporal_attention.ckpt"
 
+    def identity(self) -> list[tuple[str, int, int]]:
+        """``(path, size, mtime_ns)`` of every file the loader may read (hidden ones aside): weights
+        replaced or converted under the same folder make another identity (``animate``'s resume key)."""
+        sd = self.stable_diffusion
+        files = [self.temporal_attention]
+        for folder in (sd / "tokenizer", sd / "text_encoder", sd / "unet", self.vae, self.appearance_encoder, self.controlnet):
+            if folder.is_dir():
+                files += [p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+        out = []
+        for path in sorted(files):
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            if not path.is_dir():
+                out.append((str(path.relative_to(self.root)), info.st_size, info.st_mtime_ns))
+        return out
+
     def required(self) -> list[Path]:
         """The folders and files the loader opens (the manifest's ``animate`` group names each file)."""
         return [

@@ -289,10 +289,9 @@ def animate(
         else:
             used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
             _check_window(context_frames, pipeline.unet.config.motion_max_seq_length)  # said before the motion if the header told
-        temporal = WeightLayout(resolve_models_dir(models)).temporal_attention
         settings = {
             **asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype,
-            "temporal": [str(temporal), *(_stat(temporal))],  # a converted or replaced checkpoint is another run
+            "weights": WeightLayout(resolve_models_dir(models)).identity(),  # weights replaced or converted: another run
             "fast": "compile" if compile else fast,  # another computation: never resume one from the other
         }
         checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
@@ -345,14 +344,6 @@ def _align_store(store: _FrameStore, path: Path, ref_box, background, motion: Pa
     for pose in store.frames():
         aligned.append(alignment.apply(pose))
     return aligned, alignment
-
-
-def _stat(path: Path) -> tuple:
-    try:
-        info = path.stat()
-    except OSError:
-        return ()
-    return info.st_size, info.st_mtime_ns
 
 
 def _motion_positions(models) -> int | None:

@@ -2,7 +2,8 @@
 
 A run of a long clip takes many minutes on a GPU. After every step the latents (4 channels at 1/8
 resolution: 32 KiB per frame at 512² in float16) are written atomically to a hidden safetensors
-file next to the output; an interrupted run started again with the same inputs and settings picks
+file next to the output; an interrupted run started again with the same inputs, settings and
+weights files (``WeightLayout.identity``: path, size and mtime of each) picks
 up after the last finished step and gives exactly the result of an uninterrupted run (DDIM with
 eta 0 has no other state). The file is removed when the output is complete. Nothing is unpickled.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 
@@ -48,15 +48,18 @@ class StepCheckpoint:
     def save(self, steps_done: int, latents) -> None:
         """Write the checkpoint atomically; a failed write (a full disk) leaves no file behind and
         is reported as ``UserError`` naming the folder."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         from ..errors import UserError, first_line, shown
-        from ..files import commit, discard, file_mode, temp_beside
+        from ..files import commit, discard, temp_beside
 
         tmp = temp_beside(self.path, directory=False)
         try:
-            save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp), metadata={"key": self.key, "step": str(steps_done)})
-            os.chmod(tmp, file_mode())  # safetensors writes a new file, owner-only; the outputs' permissions instead
+            # the bytes into our own temporary: safetensors' save_file writes a .tmpXXXXXX of its
+            # own beside it, which a kill would leave where no sweep knows it
+            data = save({"latents": latents.detach().cpu().contiguous()}, metadata={"key": self.key, "step": str(steps_done)})
+            with open(tmp, "wb") as handle:
+                handle.write(data)
             commit(tmp, self.path, replace=True)
         except Exception as exc:
             if isinstance(exc, UserError):

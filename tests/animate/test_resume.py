@@ -58,6 +58,32 @@ def test_other_settings_start_afresh(tmp_path, inputs, tiny_pipeline, monkeypatc
     assert result.resumed_from_step == 0
 
 
+@pytest.mark.parametrize("component", ["MagicAnimate/densepose_controlnet", "sd-vae-ft-mse", "stable-diffusion-v1-5/unet"])
+def test_other_weights_in_the_same_folder_start_afresh(tmp_path, inputs, tiny_weights, tiny_pipeline, monkeypatch, component):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_weights, models)
+    common = {"size": 64, "steps": 2, "seed": 1, "pipeline": tiny_pipeline, "models": models}
+    with monkeypatch.context() as patch:
+        interrupt_after(1, patch)
+        with pytest.raises(KeyboardInterrupt):
+            animate(*inputs, tmp_path / "out", **common)
+    (weights,) = [p for p in (models / component).iterdir() if p.suffix in (".safetensors", ".bin")]
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # replaced by other weights
+    assert animate(*inputs, tmp_path / "out", **common).resumed_from_step == 0
+
+
+def test_the_same_weights_resume(tmp_path, inputs, tiny_weights, tiny_pipeline, monkeypatch):
+    common = {"size": 64, "steps": 2, "seed": 1, "pipeline": tiny_pipeline, "models": tiny_weights}
+    with monkeypatch.context() as patch:
+        interrupt_after(1, patch)
+        with pytest.raises(KeyboardInterrupt):
+            animate(*inputs, tmp_path / "out", **common)
+    assert animate(*inputs, tmp_path / "out", **common).resumed_from_step == 1
+
+
 def test_a_damaged_checkpoint_is_ignored(tmp_path):
     checkpoint = StepCheckpoint(tmp_path / "out.mp4", "key")
     checkpoint.path.write_bytes(b"not safetensors")
@@ -79,19 +105,45 @@ def test_the_checkpoint_gets_the_permissions_of_the_outputs(tmp_path):
 
 
 def test_a_full_disk_during_the_checkpoint_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
-    import safetensors.torch
-    import torch
-    from safetensors import SafetensorError
+    import errno
 
+    import torch
+
+    from magicanimate_cli.animate import resume
     from magicanimate_cli.errors import UserError
 
-    def full_disk(tensors, filename, metadata=None):
-        open(filename, "wb").close()  # what a full disk leaves: an empty file
-        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+    class FullDisk:
+        def __init__(self, path, mode):
+            self.path = path
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(resume, "open", FullDisk, raising=False)
     checkpoint = StepCheckpoint(tmp_path / "out.mp4", "key")
     with pytest.raises(UserError, match="cannot write the resume checkpoint .*free disk space") as caught:
         checkpoint.save(1, torch.zeros(1, 4, 2, 8, 8))
     assert str(tmp_path) in str(caught.value) and "\n" not in str(caught.value)
     assert list(tmp_path.iterdir()) == []  # no 0-byte *.partial.safetensors, no lock
+
+
+def test_the_checkpoint_is_written_only_through_our_own_temporary(tmp_path, monkeypatch):
+    # safetensors' save_file makes a .tmpXXXXXX of its own beside the file; killed there, it stays for good
+    import safetensors.torch
+    import torch
+
+    def own_temporary(*args, **kwargs):
+        raise AssertionError("save_file writes a temporary that no sweep knows")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", own_temporary)
+    checkpoint = StepCheckpoint(tmp_path / "out.mp4", "key")
+    checkpoint.save(2, torch.ones(1, 4, 2, 8, 8))
+    steps, latents = checkpoint.load()
+    assert steps == 2 and torch.equal(latents, torch.ones(1, 4, 2, 8, 8))
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.path.name]
