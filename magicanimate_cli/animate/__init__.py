@@ -166,7 +166,8 @@ def load_pipeline(models: Path | str | None = None, device: str = "auto", dtype:
     return pipe.to(torch_device)
 
 
-def _grid_path(output: Path) -> Path:
+def grid_path(output: Path) -> Path:
+    """Where ``--grid`` writes beside ``output``: ``out_grid.mp4`` for ``out.mp4``, ``out_grid`` for a folder."""
     from ..media import is_video
 
     if is_video(output):
@@ -240,7 +241,7 @@ def animate(
 
         check_models(models)
     media.check_output(output, overwrite, protect=(reference, motion))
-    grid_output = _grid_path(output) if grid else None
+    grid_output = grid_path(output) if grid else None
     if grid_output is not None:
         media.check_output(grid_output, overwrite, protect=(reference, motion, output))
     if not device_list and pipeline is None:

@@ -93,8 +93,9 @@ class Command:
     function's parameters are positional ``arguments`` (``"inputs..."``: one or more), which
     parameters name files the task writes (``outputs``: no two tasks of a manifest may share one),
     ``types`` for parameters whose annotation does not say (``(("inputs", "path"),)``),
-    ``exclude`` for parameters that are not options, a ``model`` loaded once per worker, and
-    ``gpu`` when Ray should give its tasks a GPU."""
+    ``exclude`` for parameters that are not options, a ``model`` loaded once per worker,
+    ``gpu`` when Ray should give its tasks a GPU, and ``derived(params)`` for the paths a task
+    writes that no option names (``animate --grid`` writes ``OUTPUT_grid`` too)."""
 
     name: str
     function: str
@@ -104,6 +105,7 @@ class Command:
     exclude: tuple[str, ...] = ()
     model: ModelCache | None = field(default=None, compare=False)
     gpu: bool = False
+    derived: Callable[[dict], list] | None = field(default=None, compare=False)  # outputs named by no option (animate's grid)
 
     def load(self) -> Callable:
         module, _, attribute = self.function.partition(":")
@@ -379,6 +381,12 @@ def _animate_load(params: dict):
 ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load, _animate_check)
 
 
+def _animate_grid(params: dict) -> list:
+    from ..animate import grid_path
+
+    return [grid_path(Path(params["output"]))] if params.get("grid") and params.get("output") else []
+
+
 def _file_state(path: Path) -> tuple | None:
     """A weights file's identity: a file replaced under the same name loads again."""
     try:
@@ -450,7 +458,8 @@ MATTE_MODEL = ModelCache("segmenter", _matte_key, _matte_load, _matte_check)
 
 COMMANDS = Registry(
     [
-        Command("animate", "magicanimate_cli.animate:animate", ("reference", "motion"), ("output",), model=ANIMATE_MODEL, gpu=True),
+        Command("animate", "magicanimate_cli.animate:animate", ("reference", "motion"), ("output",), model=ANIMATE_MODEL, gpu=True,
+                derived=_animate_grid),  # fmt: skip
         Command("align", "magicanimate_cli.align:align", ("reference", "motion"), ("output",)),
         Command("densepose", "magicanimate_cli.densepose:densepose", ("input",), ("output", "labels"), (("config", "path_or_name"),),
                 model=DENSEPOSE_MODEL, gpu=True),  # fmt: skip

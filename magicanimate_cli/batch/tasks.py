@@ -129,7 +129,8 @@ class TaskRunner:
     def outputs(self, command: str, args) -> list[str]:
         """The files or folders this task writes (resolved), as far as its arguments name them."""
         cmd, params, _ = self.parse(command, args)
-        return [os.path.normpath(os.path.abspath(params[name])) for name in cmd.outputs if params.get(name)]
+        paths = [params[name] for name in cmd.outputs if params.get(name)] + (cmd.derived(params) if cmd.derived else [])
+        return [os.path.normpath(os.path.abspath(path)) for path in paths]
 
     # -- running a task
 

@@ -156,6 +156,22 @@ def test_two_tasks_writing_the_same_output_refuse_the_manifest(tmp_path, fake_co
         run_batch(nested, commands=batch_helpers.COMMANDS)
 
 
+def test_animate_grid_output_counts_as_a_task_output(tmp_path):
+    # the real registry: `animate -o out/x --grid` also writes out/x_grid, which another task writes here
+    from magicanimate_cli.batch.registry import COMMANDS
+
+    manifest = jsonl(
+        tmp_path / "tasks.jsonl",
+        ("crop", "clip.mp4", "-o", "out/x_grid"),
+        ("animate", "ref.png", "poses", "-o", "out/x", "--grid"),
+        ("animate", "ref.png", "poses", "-o", "out/y.mp4", "--grid"),
+        ("crop", "clip.mp4", "-o", "out/y_grid.mp4"),
+    )
+    with pytest.raises(UserError, match=r"line 2 \(animate\): writes .*x_grid.* as line 1 does.*line 4 \(crop\): writes .*y_grid\.mp4.* as line 3 does"):
+        run_batch(manifest, commands=COMMANDS)
+    assert not (tmp_path / "out").exists()
+
+
 def test_wrong_types_and_missing_arguments_refuse_the_manifest_naming_their_lines(tmp_path, fake_commands):
     manifest = jsonl(
         tmp_path / "tasks.jsonl",
