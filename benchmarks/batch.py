@@ -45,7 +45,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="batch-bench-"))
     rng = np.random.default_rng(0)
-    media.write_png(work / "ref.png", rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8))
+    media.write_png(work / "ref.png", rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8), replace=True)
     media.write_frames(work / "pose", rng.integers(0, 256, (args.frames, args.size, args.size, 3), dtype=np.uint8))
     common = ["--models", str(Path(args.models).resolve()), "--size", str(args.size), "--steps", str(args.steps),
               "--context-frames", str(min(16, args.frames)), "--context-overlap", "1", "--device", args.device]

@@ -472,7 +472,7 @@ def crop(
         frame = media.read_image(input)
         media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, frame.shape[1], frame.shape[0], size=size, box=box, fov=fov)
-        media.write_png(output, np.asarray(crop_image(Image.fromarray(frame), plan.crop_box, plan.output_size, Image.BICUBIC)))
+        media.write_png(output, np.asarray(crop_image(Image.fromarray(frame), plan.crop_box, plan.output_size, Image.BICUBIC)), replace=overwrite)
         count = 1
     else:
         subs = None

@@ -714,7 +714,7 @@ def _write_masks(plan: _Plan, masks: Iterator, fps: float, overwrite: bool) -> N
     elif media.is_image(plan.output):
         first = next(iter(masks), None)
         if first is not None:
-            media.write_png(plan.output, first)
+            media.write_png(plan.output, first, replace=overwrite)
     else:
         with media.FrameWriter(plan.output, overwrite=overwrite) as writer:
             for index, mask in enumerate(masks):

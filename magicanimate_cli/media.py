@@ -184,14 +184,15 @@ def read_map(path: Path) -> np.ndarray:
         return np.asarray(image)
 
 
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Write one PNG atomically (temporary name in the same folder, then rename)."""
+def write_png(path: Path, array: np.ndarray, *, replace: bool) -> None:
+    """Write one PNG atomically (temporary name in the same folder, then rename). Without
+    ``replace`` a file that appeared under ``path`` meanwhile is kept (``UserError``)."""
     from PIL import Image
 
     path = Path(path)
     from . import files
 
-    with files.temporary(path, replace=True) as tmp:
+    with files.temporary(path, replace=replace) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
 
 

@@ -116,8 +116,26 @@ def test_box_on_frames_folder_keeps_pixels_with_size_0(tmp_path, rng):
 
 
 def test_single_image(tmp_path):
-    media.write_png(tmp_path / "photo.png", _quadrants())
+    media.write_png(tmp_path / "photo.png", _quadrants(), replace=False)
     crop(tmp_path / "photo.png", tmp_path / "square.png", size=16)
+    assert media.read_image(tmp_path / "square.png").shape == (16, 16, 3)
+
+
+def test_a_single_image_output_that_appears_meanwhile_is_kept(tmp_path, monkeypatch):
+    from magicanimate_cli import crop as crop_module
+
+    media.write_png(tmp_path / "photo.png", _quadrants(), replace=False)
+    original = crop_module.crop_image
+
+    def another_job_writes_it(*args):
+        (tmp_path / "square.png").write_bytes(b"another job's")
+        return original(*args)
+
+    monkeypatch.setattr(crop_module, "crop_image", another_job_writes_it)
+    with pytest.raises(UserError, match="square.png: appeared while this run was writing it"):
+        crop(tmp_path / "photo.png", tmp_path / "square.png", size=16)
+    assert (tmp_path / "square.png").read_bytes() == b"another job's"
+    crop(tmp_path / "photo.png", tmp_path / "square.png", size=16, overwrite=True)  # replaced when asked
     assert media.read_image(tmp_path / "square.png").shape == (16, 16, 3)
 
 

@@ -59,7 +59,7 @@ def inputs(tmp_path_factory):
     media.write_frames(folder / "motion.mp4", motion, fps=25)
     with zipfile.ZipFile(folder / "motion.zip", "w") as zf:
         for i, frame in enumerate(motion[:3]):
-            media.write_png(folder / f"{i:05d}.png", frame)
+            media.write_png(folder / f"{i:05d}.png", frame, replace=False)
             zf.write(folder / f"{i:05d}.png", f"poses/{i:05d}.png")
     clips = folder / "clips"
     shutil.copytree(FIXTURE / "inputs" / "motion_frames", clips / "dancer" / "densepose")

@@ -114,7 +114,7 @@ def test_single_image_reads_as_a_one_frame_clip(tmp_path, clip):
 
 
 def test_png_writes_are_atomic_and_lossless(tmp_path, clip):
-    media.write_png(tmp_path / "x.png", clip[0])
+    media.write_png(tmp_path / "x.png", clip[0], replace=False)
     assert np.array_equal(media.read_image(tmp_path / "x.png"), clip[0])
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
 

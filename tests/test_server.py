@@ -75,7 +75,7 @@ def test_animate_through_a_server_equals_a_local_run_and_loads_the_models_once(t
     from magicanimate_cli import media
 
     rng = np.random.default_rng(0)
-    media.write_png(tmp_path / "ref.png", rng.integers(0, 256, (80, 64, 3), dtype=np.uint8))
+    media.write_png(tmp_path / "ref.png", rng.integers(0, 256, (80, 64, 3), dtype=np.uint8), replace=False)
     media.write_frames(tmp_path / "pose", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
     common = ["--size", "64", "--steps", "2", "--context-frames", "2", "--context-overlap", "1", "--device", "cpu"]
     sock = tmp_path / "run" / "serve.sock"
@@ -111,7 +111,7 @@ def test_preload_makes_the_first_animate_warm(tmp_path, tiny_weights):
     from magicanimate_cli import media
 
     rng = np.random.default_rng(1)
-    media.write_png(tmp_path / "ref.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    media.write_png(tmp_path / "ref.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), replace=False)
     media.write_frames(tmp_path / "pose", rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
     sock = tmp_path / "s.sock"
     command = [sys.executable, "-m", "magicanimate_cli", "serve", "--socket", str(sock), "--preload", "--models", str(tiny_weights),

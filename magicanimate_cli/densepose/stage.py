@@ -150,7 +150,7 @@ class _Work:
         from .. import media
 
         for label_map, count in zip(label_maps, people):
-            media.write_png(self.folder / names[len(self.people)], label_map)
+            media.write_png(self.folder / names[len(self.people)], label_map, replace=True)  # the run's own work folder
             self.people.append(count)
         with open(self.records, "a") as handle:
             for offset in range(len(people)):

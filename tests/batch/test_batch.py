@@ -326,7 +326,7 @@ def test_animate_tasks_share_one_pipeline_and_match_running_animate_alone(tmp_pa
     from magicanimate_cli import media
 
     rng = np.random.default_rng(0)
-    media.write_png(tmp_path / "ref.png", rng.integers(0, 256, (80, 64, 3), dtype=np.uint8))
+    media.write_png(tmp_path / "ref.png", rng.integers(0, 256, (80, 64, 3), dtype=np.uint8), replace=False)
     media.write_frames(tmp_path / "pose", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
     common = ["--models", str(tiny_weights), "--size", "64", "--steps", "2", "--context-frames", "2", "--context-overlap", "1", "--device", "cpu"]
     manifest = jsonl(

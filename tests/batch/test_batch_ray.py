@@ -38,7 +38,7 @@ def ray_run(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("ray")
     rng = np.random.default_rng(0)
-    media.write_png(work / "ref.png", rng.integers(0, 256, (80, 64, 3), dtype=np.uint8))
+    media.write_png(work / "ref.png", rng.integers(0, 256, (80, 64, 3), dtype=np.uint8), replace=False)
     media.write_frames(work / "pose", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
     (work / "mixed.py").write_text(
         "import batch_helpers\n"

@@ -146,7 +146,7 @@ def test_batch_never_imports_the_cli(tmp_path):
     leaves ``magicanimate_cli.cli`` (and Typer) unimported."""
     from magicanimate_cli import media
 
-    media.write_png(tmp_path / "in.png", np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    media.write_png(tmp_path / "in.png", np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8), replace=False)
     (tmp_path / "probe.py").write_text(
         "import sys\n"
         "from magicanimate_cli.batch import Command, Registry\n"
