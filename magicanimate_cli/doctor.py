@@ -332,8 +332,11 @@ def doctor(*, models: Path | str | None = None, progress: Progress | None = None
     checks.append(check_ffmpeg())
     checks.append(check_densepose())
     checks.append(check_paddleseg())
-    checks.append(Check("models folder", OK if root.is_dir() else WARN, f"{root} (from {_models_origin(models)})", None if root.is_dir() else "run `magicanimate models download`"))
-    weights, missing = _weights_checks(root, progress)
-    checks += weights
-    checks += check_disk(root, missing)
+    if root.exists() and not root.is_dir():  # --models names a file (a checkpoint, say)
+        checks.append(Check("models folder", FAIL, f"{root} (from {_models_origin(models)}) is a file", "give the weights folder (official layout) with --models or MAGICANIMATE_MODELS"))
+    else:
+        checks.append(Check("models folder", OK if root.is_dir() else WARN, f"{root} (from {_models_origin(models)})", None if root.is_dir() else "run `magicanimate models download`"))
+        weights, missing = _weights_checks(root, progress)
+        checks += weights
+        checks += check_disk(root, missing)
     return DoctorReport(ready=not any(c.status == FAIL for c in checks), models=str(root), checks=checks)

@@ -97,8 +97,8 @@ class Tracklet:
 # ----------------------------------------------------------------------------- parsing
 
 
-def parse_time(value) -> float | None:
-    """Seconds from ``90``, ``90.5``, ``1:30`` or ``0:01:30.5``."""
+def parse_time(value, what: str = "time") -> float | None:
+    """Seconds from ``90``, ``90.5``, ``1:30`` or ``0:01:30.5``; ``what`` names the value in errors (``--start``)."""
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
@@ -112,9 +112,9 @@ def parse_time(value) -> float | None:
             for part in parts:
                 seconds = seconds * 60 + float(part)
         except ValueError:
-            raise UserError(f"time {value!r}: expected seconds (90.5) or [HH:]MM:SS(.ms) (1:30.5)") from None
+            raise UserError(f"{what} {value!r}: expected seconds (90.5) or [HH:]MM:SS(.ms) (1:30.5)") from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise UserError(f"time {value!r}: must be a non-negative number of seconds")
+        raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
     return seconds
 
 
@@ -427,7 +427,7 @@ def download(
                         f"write a literal brace as {{{{ or }}}}, {example}") from None
     if output.exists() and not output.is_dir():
         raise UserError(f"{output}: exists and is not a folder; -o takes the folder that receives the videos")
-    t0, t1 = parse_time(start), parse_time(end)
+    t0, t1 = parse_time(start, "--start"), parse_time(end, "--end")
     if t0 is not None and t1 is not None and t1 <= t0:
         raise UserError(f"--start {start} --end {end}: the end must come after the start")
     started = time.perf_counter()

@@ -61,6 +61,14 @@ def test_missing_weights_fail_with_the_download_command(tmp_path):
     assert "GB" in weights.fix  # how much it is
 
 
+def test_a_file_given_as_the_models_folder_says_so(tmp_path):
+    (tmp_path / "ckpt.pth").write_bytes(b"weights")
+    report = doc.doctor(models=tmp_path / "ckpt.pth")
+    folder = by_name(report)["models folder"]
+    assert not report.ready and folder.status == doc.FAIL and "is a file" in folder.detail and "--models" in folder.fix
+    assert "weights" not in by_name(report)  # no download advice for a folder that is not one
+
+
 @needs_parity
 def test_a_recorded_file_that_changed_fails(weights):
     ckpt = "MagicAnimate/temporal_attention/temporal_attention.ckpt"

@@ -144,7 +144,7 @@ def test_cli_json_partial_failure_and_quiet_stdout(server, template, tmp_path):
     [
         ([], "nothing to download"),
         (["not-a-url-or-id"], "YouTube video ID"),
-        ([VID, "--start", "abc"], "time"),
+        ([VID, "--start", "abc"], "--start 'abc': expected seconds"),
         ([VID, "--start", "5", "--end", "2"], "after the start"),
         ([VID, "--max-height", "0"], "--max-height"),
         ([VID, "--url-template", "http://x/"], "{id}"),
@@ -183,6 +183,13 @@ def test_bad_tracklets(tmp_path):
 
 def test_parse_time():
     assert parse_time("90") == 90 and parse_time("1:30.5") == 90.5 and parse_time("1:00:00") == 3600 and parse_time(None) is None
+
+
+@pytest.mark.parametrize("option, value, message", [("--start", "abc", "expected seconds"), ("--end", "-3", "must be a non-negative")])
+def test_a_bad_time_names_its_option(tmp_path, option, value, message):
+    with pytest.raises(UserError, match=f"^{option} '{value}': {message}"):
+        download(["https://example.org/v.mp4"], tmp_path / "out", **{option[2:]: value})
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_tracklet_partition_cannot_leave_the_output_folder(server, template, tmp_path):

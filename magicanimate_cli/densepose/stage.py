@@ -234,16 +234,16 @@ def densepose(
     frames and ``fill_missing`` is off; the labels made so far are kept for a re-run.
     """
     settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing, min_detected)
-    if estimator is None:
+    settings.validate()
+    plan = _plan(Path(input), Path(output) if output is not None else None, Path(labels) if labels is not None else None, fps)
+    if estimator is None:  # a missing input is said before a missing detectron2
         check_options(config=config, weights=weights, device=device, settings=settings)
     else:
-        settings.validate()
         check_device(device)
     model = _Model(*_model(config, weights, estimator))
     progress = progress or silent
     started = time.perf_counter()
 
-    plan = _plan(Path(input), Path(output) if output is not None else None, Path(labels) if labels is not None else None, fps)
     _check_outputs(plan, overwrite)
     work = _Work(plan.output, {**plan.identity, "model": model.key, "min_score": min_score, "max_people": max_people})
     work.open(plan.names)

@@ -367,6 +367,12 @@ def test_without_detectron2_the_stage_says_how_to_install_it(tmp_path):
     assert status["weights"].endswith("DensePose/densepose_rcnn_R_50_FPN_s1x/model_final_162be9.pkl") and status["weights_present"] is False
 
 
+def test_a_missing_input_is_said_before_anything_about_the_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(est, "detectron2_available", lambda: False)  # as on a machine without it
+    with pytest.raises(UserError, match=r"nope\.mp4: no such file or folder"):
+        densepose(tmp_path / "nope.mp4", tmp_path / "out.mp4")
+
+
 @needs_no_detectron2
 def test_cli_without_detectron2_exits_2_with_the_install_line(tmp_path):
     from magicanimate_cli.cli import app
