@@ -229,9 +229,8 @@ class _Runner:
 
     def __init__(
         self, source: Source, folder: Path, request: dict, *, force: bool, keep_work: bool, progress, unavailable: dict,
-        networks: _Networks | None = None, replaced: Path | None = None,
+        networks: _Networks | None = None,
     ):
-        self.replaced = replaced  # what was in the way of ``folder`` (--overwrite), renamed aside by _preflight
         self.networks = networks or _Networks(None, progress)
         self.source, self.folder, self.request = source, folder, request
         self.force, self.keep_work, self.progress = force, keep_work, progress
@@ -250,7 +249,6 @@ class _Runner:
         from .clip import versions
 
         meta = read_meta(self.folder)
-        replaced = (meta or {}).get("replaced") or (str(self.replaced) if self.replaced is not None else None)
         signature = _signature(self.source)
         if meta is None or self.force or meta.get("source", {}).get("signature") != signature:
             if meta is not None and not self.force:
@@ -268,12 +266,20 @@ class _Runner:
             request=self.request,
             status="running",
         )
-        if replaced is not None:  # kept until this folder holds a clip: deleted in run()
-            self.clip.meta["replaced"] = replaced
+        self.clip.meta.pop("replaced", None)
+        if self.replaced():  # kept until this folder holds a clip: deleted in run()
+            self.clip.meta["replaced"] = [str(path) for path in self.replaced()]
         if self.force:
             self.clip.forget(*list(self.clip.meta["stages"]))
             shutil.rmtree(self.work, ignore_errors=True)
         self.clip.save()
+
+    def replaced(self) -> list[Path]:
+        """What ``--overwrite`` renamed aside from this clip's place (``_aside``), by this run or a
+        killed or failed earlier one: found by name, so a kill before ``meta.json`` loses none."""
+        import glob
+
+        return sorted(self.folder.parent.glob(f".{glob.escape(self.folder.name)}.replaced-*"))
 
     def finished(self) -> bool:
         """The clip folder is complete for this request, flip aside (nothing before flip to redo).
@@ -387,11 +393,10 @@ class _Runner:
         self.clip.save()
         if status == "done" and not self.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
-        replaced = self.clip.meta.get("replaced")
-        if replaced is not None and status != "failed":  # this folder holds a clip now: what it replaced goes
-            path = Path(replaced)
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
-            del self.clip.meta["replaced"]
+        if status != "failed" and self.replaced():  # this folder holds a clip now: what it replaced goes
+            for path in self.replaced():
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+            self.clip.meta.pop("replaced", None)
             self.clip.save()
         return self.outcome(status)
 
@@ -592,13 +597,13 @@ def _now() -> str:
 # ----------------------------------------------------------------------------- the command
 
 
-def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool) -> dict[str, Path]:
+def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool) -> None:
     """Refuse (before any work) to write into folders that are not this tool's clips of these sources.
 
     With ``overwrite`` nothing is deleted here: a clip folder in the way is renamed aside (a hidden
     name that no sweep removes, ``_aside``) and deleted only once its replacement holds a clip
-    (``_Runner.run``); a folder in the way of the mirrored clip is replaced in one step by the
-    flip stage itself. Returns the clip name -> where its folder in the way now is.
+    (``_Runner.run``, which finds it by name: ``_Runner.replaced``); a folder in the way of the
+    mirrored clip is replaced in one step by the flip stage itself.
     """
     names = {source.name for source in sources}
     if flip:
@@ -623,12 +628,10 @@ def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool)
             if not overwrite:
                 what = "is not a clip folder made from it" if meta is None else f"holds a clip made from {meta.get('source', {}).get('path', 'another source')}"
                 raise UserError(f"{folder}: exists and {what} ({source.path}); pass --overwrite to replace it or choose another -o")
-    aside = {}
     for source in sources:  # only once every folder passed: a refusal above moves nothing
         folder = output / source.name
         if overwrite and (folder.exists() or folder.is_symlink()) and not _ours(folder, source):
-            aside[source.name] = _aside(folder)
-    return aside
+            _aside(folder)
 
 
 def _ours(folder: Path, source: Source) -> bool:
@@ -698,7 +701,7 @@ def preprocess(
     dp_settings = DensePoseSettings(weights, min_score, fill_missing, min_detected)
     dp_settings.validate()
     sources = collect_sources(inputs)
-    aside = _preflight(sources, output, flip, overwrite)
+    _preflight(sources, output, flip, overwrite)
     request = {"fps": fps, "size": size, "fov": fov, "skip": sorted(skipped), "flip": bool(flip), "allow_truncated": bool(allow_truncated)}
 
     started = time.perf_counter()
@@ -710,7 +713,7 @@ def preprocess(
     for index, source in enumerate(sources):
         runner = _Runner(
             source, output / source.name, request, force=force, keep_work=keep_work, progress=progress, unavailable=unavailable,
-            networks=networks, replaced=aside.get(source.name),
+            networks=networks,
         )
         if runner.up_to_date():
             meta = read_meta(runner.folder) or {}

@@ -294,7 +294,7 @@ def test_overwrite_keeps_what_is_in_the_way_until_its_replacement_holds_a_clip(v
     first = preprocess([source], out, skip="densepose,matte", flip=True, overwrite=True, **FAST)
     (clip,) = first.clips
     assert clip["status"] == "failed"
-    aside = Path(clip["replaced"])
+    (aside,) = map(Path, clip["replaced"])
     assert aside.parent == out and aside.name.startswith(".talk.replaced-") and (aside / "mine.txt").read_text() == "keep me"
     assert (out / "talk_flip" / "mine.txt").read_text() == "keep me"  # the flip stage never ran: untouched
     source.write_bytes(data)
@@ -304,6 +304,16 @@ def test_overwrite_keeps_what_is_in_the_way_until_its_replacement_holds_a_clip(v
     assert not aside.exists() and sorted(p.name for p in out.iterdir()) == ["talk", "talk_flip"]
     assert not (out / "talk" / "mine.txt").exists() and not (out / "talk_flip" / "mine.txt").exists()
     assert "replaced" not in json.loads((out / "talk" / "meta.json").read_text())
+
+
+def test_a_folder_renamed_aside_by_a_killed_run_is_found_by_name(videos, tmp_path):
+    # killed right after the rename aside, before the clip's meta.json could say where it went
+    out = tmp_path / "out"
+    aside = out / ".talk.replaced-20261128T050000-4242"
+    aside.mkdir(parents=True)
+    (aside / "mine.txt").write_text("keep me")
+    (clip,) = preprocess([videos / "talk.mp4"], out, skip="densepose,matte", **FAST).clips
+    assert clip["status"] == "done" and not aside.exists()
 
 
 @pytest.mark.parametrize("args", [["--skip", "frames"], ["--fov", "big"], ["--size", "0"], ["--fps", "-1"]])
