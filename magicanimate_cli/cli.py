@@ -162,6 +162,11 @@ def _run(call: Callable, as_json: bool) -> None:
     except KeyboardInterrupt:
         _fail("interrupted", 130, as_json)
     except Exception as exc:  # a bug or an environment failure: say so in one line
+        from .files import write_error
+
+        refusal = write_error(exc)  # a full disk, a name too long, no permission: the user fixes it
+        if refusal is not None:
+            _fail(str(refusal), 2, as_json)
         if _state["debug"]:
             traceback.print_exc()
         _fail(f"{exc.__class__.__name__}: {exc} (run with --debug for the traceback)", 1, as_json)

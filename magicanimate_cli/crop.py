@@ -375,7 +375,7 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
     """
 
     from . import media
-    from .files import commit, discard, temp_beside
+    from .files import commit, discard, output_of, temp_beside, writing
 
     source, target = Path(source), Path(target)
     files = {sub: media.list_frame_files(source / sub) for sub in subs}
@@ -384,19 +384,20 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
     for sub in subs:
         tmp = temp_beside(target / sub)
         try:
-            for file in files[sub]:
-                with media.open_image(file) as stored:
-                    image = media.upright(stored)  # a phone photo's EXIF turn, as every other reader applies it
-                    if image.size != plan.source_size:
-                        w, h = plan.source_size
-                        raise UserError(f"{file}: size {image.size[0]}x{image.size[1]} differs from the clip's {w}x{h}; all subfolders must match images/")
-                    out = crop_image(image, plan.crop_box, plan.output_size, resample_for(sub))
-                    media.save_png(out, tmp / f"{file.stem}.png", compress_level)
-                done += 1
-                if progress is not None:
-                    progress("crop", done, total)
-            commit(tmp, target / sub, replace=True)
-            tmp = None
+            with writing(output_of(target / sub)):  # a full disk names the output, not its temporary
+                for file in files[sub]:
+                    with media.open_image(file) as stored:
+                        image = media.upright(stored)  # a phone photo's EXIF turn, as every other reader applies it
+                        if image.size != plan.source_size:
+                            w, h = plan.source_size
+                            raise UserError(f"{file}: size {image.size[0]}x{image.size[1]} differs from the clip's {w}x{h}; all subfolders must match images/")
+                        out = crop_image(image, plan.crop_box, plan.output_size, resample_for(sub))
+                        media.save_png(out, tmp / f"{file.stem}.png", compress_level)
+                    done += 1
+                    if progress is not None:
+                        progress("crop", done, total)
+                commit(tmp, target / sub, replace=True)
+                tmp = None
         finally:
             discard(tmp)
     return len(files[subs[0]]) if subs else 0
@@ -435,7 +436,7 @@ def crop(
     """
     from . import media
     from .clip import is_clip_folder, read_meta, subfolders, versions, write_meta
-    from .files import commit, discard, temp_beside
+    from .files import commit, discard, temp_beside, writing
 
     input, output = Path(input), Path(output)
     if not input.exists():
@@ -452,17 +453,18 @@ def crop(
         width, height = clip_source_size(input, subs)
         media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, width, height, size=size, box=box, fov=fov)
-        tmp = temp_beside(output)
-        try:
-            count = crop_clip_into(input, tmp, plan, subs, progress)
-            meta = read_meta(input) or {}
-            meta.setdefault("crops", []).append({"input": str(input), **_plan_dict(plan), "versions": versions()})
-            meta["crop_box"] = _compose(meta.get("crop_box"), plan)
-            write_meta(tmp, meta)
-            commit(tmp, output, replace=overwrite)
-            tmp = None
-        finally:
-            discard(tmp)
+        with writing(output):  # a full disk names the output, not its temporary
+            tmp = temp_beside(output)
+            try:
+                count = crop_clip_into(input, tmp, plan, subs, progress)
+                meta = read_meta(input) or {}
+                meta.setdefault("crops", []).append({"input": str(input), **_plan_dict(plan), "versions": versions()})
+                meta["crop_box"] = _compose(meta.get("crop_box"), plan)
+                write_meta(tmp, meta)
+                commit(tmp, output, replace=overwrite)
+                tmp = None
+            finally:
+                discard(tmp)
     elif media.is_image(input):
         subs = None
         if output.suffix.lower() != ".png":

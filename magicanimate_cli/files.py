@@ -10,7 +10,8 @@ API (all paths may be ``str`` or ``Path``):
 ``temp_beside(final, directory=True, suffix=None) -> Path``
     Create and return a fresh hidden temporary folder (or empty file with ``directory=False``) next
     to ``final``, named ``.{final.name}.{pid}-{random}.partial{suffix}`` (``suffix`` defaults to
-    ``final``'s suffix for files, so tools that look at extensions still work). It has the mode a
+    ``final``'s suffix for files, so tools that look at extensions still work; a name too long to
+    take this tail is cut and hashed, ``short_name``, so every name the file system takes works). It has the mode a
     plain ``open``/``mkdir`` would give. It first ``sweep``s what killed writers of ``final`` left. While this process lives, an exclusive lock on a sibling
     ``.{final.name}.{pid}-{random}.lock`` marks it as in use, so that ``sweep`` run by another job
     never removes it; the OS drops the lock when the process dies, even by ``kill -9``.
@@ -47,7 +48,14 @@ API (all paths may be ``str`` or ``Path``):
     The permission bits a plain ``open(..., "w")`` (``0o666``) or ``mkdir`` (``0o777``) would give
     under the current umask. ``tempfile`` creates owner-only files, which would hide outputs from the
     other users of a shared folder; every temporary is ``chmod``-ed to this.
-``scratch_file(final, size) -> (path, numpy.memmap)`` is in ``media`` (big in-run arrays).
+``writing(final)`` / ``write_error(exc, final=None)`` / ``ffmpeg_write_error(stderr, final)``
+    A full disk (quota, read-only file system) met while writing ``final`` becomes a one-line
+    ``UserError`` naming ``final`` (exit 2), never a traceback or a blame on the input;
+    ``write_error`` also names the file of a name-too-long, permission or not-a-folder refusal
+    (the CLI, batch tasks and preprocess stages map what no writer did). ``output_of(path)`` reads
+    a temporary (or a file in one) as the output the user named.
+``short_name(name, room)``
+    ``name``, or its start and a hash when ``room`` more bytes would not fit a file name.
 
 ``errors.first_line(exc)`` (the first non-empty line of an exception's message) and
 ``errors.shown(path)`` (a path quoted for a one-line message) live in ``errors``.
@@ -57,10 +65,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import hashlib
 import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,26 +105,57 @@ def check_utf8(path: Path | str) -> None:
         raise UserError(f"{path}: not UTF-8 text (byte {start}: {exc.reason}); save it as UTF-8") from None
 
 
+NAME_MAX = 255
+"""The longest file name, in bytes, that Linux and macOS filesystems take."""
+
+
+def short_name(name: str, room: int) -> str:
+    """``name`` itself when ``room`` more bytes still fit a file name (``NAME_MAX``), else its
+    start cut to fit with ``~`` and 8 hex digits of its sha256 (the same name always gives the same
+    short one, so later runs find what earlier ones named after it)."""
+    raw = os.fsencode(name)
+    if len(raw) + room <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    head = raw[: max(NAME_MAX - room - 9, 1)].decode("utf-8", errors="ignore") or "x"  # never half a character
+    return f"{head}~{digest}"
+
+
+_TAIL_ROOM = 64
+"""Bytes that a temporary's name adds to its output's (``.``, ``.PID-RANDOM.partial`` and a suffix)."""
+
+
+def _stem(final: Path) -> str:
+    return short_name(final.name, _TAIL_ROOM)
+
+
 def _token_pattern(final: Path) -> re.Pattern:
-    return re.compile(rf"^\.{re.escape(final.name)}\.(\d+-[0-9a-f]{{8}})\.(partial.*|old|lock)$", re.DOTALL)
+    return re.compile(rf"^\.{re.escape(_stem(final))}\.(\d+-[0-9a-f]{{8}})\.(partial.*|old|lock)$", re.DOTALL)
 
 
 def _lock_path(final: Path, token: str) -> Path:
-    return final.with_name(f".{final.name}.{token}.lock")
+    return final.with_name(f".{_stem(final)}.{token}.lock")
 
 
 def temp_beside(final: Path | str, directory: bool = True, suffix: str | None = None) -> Path:
     """A fresh, locked, hidden temporary folder (or file) next to ``final``; see the module docstring."""
+    final = Path(final)
+    with writing(final):
+        return _temp_beside(final, directory, suffix)
+
+
+def _temp_beside(final: Path, directory: bool, suffix: str | None) -> Path:
     from filelock import FileLock
 
-    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep(final)  # what a killed earlier writer of the same output left
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     lock = FileLock(str(_lock_path(final, token)), mode=file_mode())
     lock.acquire(timeout=0)
     tail = "" if directory else (final.suffix if suffix is None else suffix)
-    path = final.with_name(f".{final.name}.{token}.partial{tail}")
+    if len(os.fsencode(tail)) > _TAIL_ROOM - 30:
+        tail = ""  # an odd, long "extension": no tool needs it
+    path = final.with_name(f".{_stem(final)}.{token}.partial{tail}")
     try:
         if directory:
             path.mkdir(mode=0o700)
@@ -127,6 +169,9 @@ def temp_beside(final: Path | str, directory: bool = True, suffix: str | None = 
         raise
     with _LOCKS_GUARD:
         _LOCKS[str(path)] = lock
+        _OUTPUTS[str(path)] = final
+        while len(_OUTPUTS) > 1024:
+            del _OUTPUTS[next(iter(_OUTPUTS))]
     return path
 
 
@@ -147,6 +192,11 @@ def _release(tmp: Path) -> None:
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
+        if os.path.lexists(path):  # a read-only folder in it (a replaced output the user had made read-only)
+            for folder, _, _ in os.walk(path):
+                with contextlib.suppress(OSError):  # not ours to change: left (and tried again by the next sweep)
+                    os.chmod(folder, stat.S_IMODE(os.lstat(folder).st_mode) | stat.S_IRWXU)
+            shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -196,6 +246,77 @@ def sweep(final: Path | str) -> list[Path]:
         finally:
             _drop_lock(lock)
     return removed
+
+
+# ----------------------------------------------------------------------------- refusals
+
+_OUTPUTS: dict[str, Path] = {}  # temporary path -> its output, for messages (the latest 1024)
+_FULL = {
+    errno.ENOSPC: "free space on that disk or choose an output on another one",
+    errno.EDQUOT: "free space within your quota or choose an output on another disk",
+    errno.EFBIG: "choose an output on a disk whose file system takes larger files",
+    errno.EROFS: "choose an output on a writable disk",
+}
+_NAMED = {
+    errno.ENAMETOOLONG: "choose a shorter name",
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.ENOTDIR: "a file is in the way of a folder there; choose another path",
+}
+
+
+def output_of(path: Path | str) -> Path:
+    """The path the user knows for ``path``: a temporary (or a file inside one) read as its output."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        final = _OUTPUTS.get(str(parent))
+        if final is not None:
+            return final / path.relative_to(parent)
+    return path
+
+
+def write_error(exc: BaseException, final: Path | str | None = None) -> UserError | None:
+    """A filesystem's refusal (a full disk or quota, a read-only file system; with a file name:
+    a name too long, no permission, a file in the way) as a one-line ``UserError`` naming the path
+    and the fix, else None. ``final`` is the output being written, named for a full disk whose
+    error names no file; without it, the error's own file is named (a temporary as its output)."""
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    reason = exc.strerror or os.strerror(exc.errno)
+    named = exc.filename is not None
+    if exc.errno in _FULL:
+        where = final if final is not None else (output_of(exc.filename) if named else None)
+        if where is None:
+            return UserError(f"{reason} while writing the output; {_FULL[exc.errno]}")
+        return UserError(f"{shown(where)}: cannot write it ({reason}); {_FULL[exc.errno]}")
+    if exc.errno in _NAMED and named and final is None:
+        return UserError(f"{shown(output_of(exc.filename))}: {reason}; {_NAMED[exc.errno]}")
+    return None
+
+
+@contextlib.contextmanager
+def writing(final: Path | str) -> Iterator[None]:
+    """Report a full disk (quota, read-only file system) met in the block as a ``UserError``
+    naming ``final``, the output being written (``write_error``)."""
+    try:
+        yield
+    except OSError as exc:
+        error = write_error(exc, final) if exc.errno in _FULL else None
+        if error is None:
+            raise
+        raise error from exc
+
+
+FFMPEG_REFUSALS = {os.strerror(code): code for code in _FULL}
+"""ffmpeg's messages for a full disk (and the like), to tell them from a damaged input."""
+
+
+def ffmpeg_write_error(stderr: str, final: Path | str) -> UserError | None:
+    """The ``write_error`` for an ffmpeg run whose stderr says its output could not be written."""
+    for text, code in FFMPEG_REFUSALS.items():
+        if text in stderr:
+            return write_error(OSError(code, text), final)
+    return None
 
 
 # ----------------------------------------------------------------------------- committing
@@ -376,12 +497,13 @@ def temporary(
     final: Path | str, directory: bool = False, suffix: str | None = None, replace: bool = False
 ) -> Iterator[Path]:
     """Yield a temporary beside ``final``; commit it when the block succeeds, else discard it."""
-    tmp = temp_beside(final, directory=directory, suffix=suffix)
-    try:
-        yield tmp
-        commit(tmp, final, replace=replace)
-    finally:
-        discard(tmp)
+    with writing(final):
+        tmp = temp_beside(final, directory=directory, suffix=suffix)
+        try:
+            yield tmp
+            commit(tmp, final, replace=replace)
+        finally:
+            discard(tmp)
 
 
 def write_bytes(final: Path | str, data: bytes, *, replace: bool) -> None:

@@ -166,7 +166,7 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     """Write the mirror image of clip folder ``clip`` to the clip folder ``output``."""
     from . import media
     from .clip import META, is_clip_folder, now, read_meta, subfolders, versions, write_meta
-    from .files import commit, discard, temp_beside
+    from .files import commit, discard, temp_beside, writing
 
     clip, output = Path(clip), Path(output)
     if not clip.exists():
@@ -187,15 +187,16 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     media.check_output(output, overwrite, protect=(clip,))
     ignored = sorted(p.name for p in clip.iterdir() if p.name not in (*SUBFOLDERS, META) and not p.name.startswith("."))
     started = time.perf_counter()
-    tmp = temp_beside(output)
-    try:
-        count, snapped, max_distance = flip_clip_into(clip, tmp, subs, progress)
-        meta = read_meta(clip) or {}
-        meta["flipped"] = not meta.get("flipped", False)
-        meta["flip"] = {"of": str(clip), "time": now(), "versions": versions(), "snapped_pixels": snapped}
-        write_meta(tmp, meta)
-        commit(tmp, output, replace=overwrite)
-        tmp = None
-    finally:
-        discard(tmp)
+    with writing(output):  # a full disk names the output, not its temporary
+        tmp = temp_beside(output)
+        try:
+            count, snapped, max_distance = flip_clip_into(clip, tmp, subs, progress)
+            meta = read_meta(clip) or {}
+            meta["flipped"] = not meta.get("flipped", False)
+            meta["flip"] = {"of": str(clip), "time": now(), "versions": versions(), "snapped_pixels": snapped}
+            write_meta(tmp, meta)
+            commit(tmp, output, replace=overwrite)
+            tmp = None
+        finally:
+            discard(tmp)
     return FlipResult(str(output), count, subs, snapped, round(max_distance, 3), ignored, round(time.perf_counter() - started, 3))

@@ -474,6 +474,11 @@ def extract_frames(
             code = process.wait()
         errors.seek(0)
         stderr = errors.read().decode(errors="replace")
+    from . import files
+
+    refusal = files.ffmpeg_write_error(stderr, files.output_of(folder))  # a full disk is no damaged video
+    if refusal is not None:
+        raise refusal
     count = len(list_frame_files(folder))
     duration = header.get("duration")
     check_decode(Path(video), code, stderr, count, int(round(duration * fps)) if duration else None, allow_truncated, duration)
@@ -583,12 +588,48 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
         raise UserError(f"{shown(path)}: already exists; pass --overwrite to replace it or choose another output")
     if is_video(path) and path.suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
         raise UserError(f"{shown(path)}: cannot write {path.suffix} video; use one of {', '.join(sorted(WRITABLE_VIDEO_EXTENSIONS))}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        discard(temp_beside(path, directory=False))  # can we write there at all? say so before the work (and sweep)
-    except OSError as exc:
-        raise UserError(f"{shown(path)}: cannot write into {shown(path.parent)} ({exc.strerror or exc}); choose another output") from exc
+    check_writable(path)
     return path
+
+
+def check_names(path: Path, fix: str = "choose a shorter one") -> Path:
+    """Refuse a ``path`` whose name, or the name of a folder it still needs, is longer than its
+    file system takes (``fix`` says what to do). Returns the nearest part of it that exists."""
+    import os
+
+    from .files import NAME_MAX
+
+    path = Path(path)
+    existing = path.parent
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    try:
+        longest = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = NAME_MAX
+    for part in [path, *(p for p in path.parents if p not in existing.parents and p != existing)]:
+        size = len(os.fsencode(part.name))
+        if size > longest:
+            raise UserError(f"{shown(part)}: a name of {size} bytes, longer than the {longest} its file system takes; {fix}")
+    return existing
+
+
+def check_writable(path: Path) -> None:
+    """Can ``path`` be written? Said before the work, without creating anything: the folders it
+    needs are made when its first temporary is (a run refused later leaves no empty folder)."""
+    import errno
+    import os
+
+    existing = check_names(path)
+    if not existing.is_dir():
+        raise UserError(f"{shown(path)}: {shown(existing)} is a file, not a folder; choose another output")
+    try:
+        if existing == path.parent:
+            discard(temp_beside(path, directory=False))  # can we write there at all? say so before the work (and sweep)
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
+    except OSError as exc:  # (a full disk is already a UserError naming the output)
+        raise UserError(f"{shown(path)}: cannot write into {shown(existing)} ({exc.strerror or exc}); choose another output") from exc
 
 
 class FrameWriter:
@@ -632,13 +673,16 @@ class FrameWriter:
             self._tmp = temp_beside(self.path, directory=not is_video(self.path))
         elif frame.shape[:2] != self._size:
             raise ValueError("all frames must have the same size")
-        if is_video(self.path):
-            self._write_video_frame(frame)
-        else:
-            from PIL import Image
+        from .files import writing
 
-            name = name or (self.names[self.count] if self.names else frame_name(self.count))
-            Image.fromarray(frame).save(self._tmp / name, format="PNG")
+        with writing(self.path):  # a full disk names the output, not the temporary
+            if is_video(self.path):
+                self._write_video_frame(frame)
+            else:
+                from PIL import Image
+
+                name = name or (self.names[self.count] if self.names else frame_name(self.count))
+                Image.fromarray(frame).save(self._tmp / name, format="PNG")
         self.count += 1
 
     def _write_video_frame(self, frame: np.ndarray) -> None:
@@ -661,9 +705,14 @@ class FrameWriter:
         try:
             self._process.stdin.write(np.ascontiguousarray(frame).tobytes())
         except BrokenPipeError:
+            from .files import ffmpeg_write_error
+
             self._process.wait()
-            lines = self._process.stderr.read().decode(errors="replace").strip().splitlines()
-            raise UserError(f"{self.path}: ffmpeg stopped encoding ({lines[-1] if lines else 'no message'})") from None
+            stderr = self._process.stderr.read().decode(errors="replace")
+            lines = stderr.strip().splitlines()
+            raise ffmpeg_write_error(stderr, self.path) or UserError(
+                f"{self.path}: ffmpeg stopped encoding ({lines[-1] if lines else 'no message'})"
+            ) from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         from . import files
@@ -672,9 +721,12 @@ class FrameWriter:
         try:
             if self._process is not None:
                 self._process.stdin.close()
-                err = self._process.stderr.read()
+                err = self._process.stderr.read().decode(errors="replace")
                 if self._process.wait() != 0 and ok:
-                    raise UserError(f"{self.path}: ffmpeg failed to encode ({err.decode(errors='replace').strip().splitlines()[-1:]})")
+                    lines = err.strip().splitlines()
+                    raise files.ffmpeg_write_error(err, self.path) or UserError(
+                        f"{self.path}: ffmpeg failed to encode ({lines[-1] if lines else 'no message'})"
+                    )
             if ok and self.commit:
                 files.commit(self._tmp, self.path, replace=self.overwrite)
                 self._tmp = None

@@ -40,7 +40,8 @@ from pathlib import Path
 from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, Clip, read_meta
 from .clip import SIZE as CROP_SIZE
 from .densepose.config import DensePoseConfig
-from .errors import MissingDependency, NetworkError, StageFailed, UserError
+from .errors import MissingDependency, NetworkError, StageFailed, UserError, shown
+from .files import write_error
 from .frames import DEFAULT_FPS as FRAMES_FPS
 
 SKIPPABLE = ("densepose", "matte")
@@ -279,7 +280,7 @@ class _Runner:
         killed or failed earlier one: found by name, so a kill before ``meta.json`` loses none."""
         import glob
 
-        return sorted(self.folder.parent.glob(f".{glob.escape(self.folder.name)}.replaced-*"))
+        return sorted(self.folder.parent.glob(f".{glob.escape(_aside_stem(self.folder))}.replaced-*"))
 
     def finished(self) -> bool:
         """The clip folder is complete for this request, flip aside (nothing before flip to redo).
@@ -344,6 +345,7 @@ class _Runner:
         try:
             result = call()
         except Exception as exc:  # recorded in meta.json and the result; the run goes on
+            exc = write_error(exc) or exc  # a full disk, a name too long: the message that names the path and the fix
             message = str(exc) if isinstance(exc, (UserError, StageFailed, NetworkError)) else f"{exc.__class__.__name__}: {exc}"
             message = " ".join(message.split())
             status, hint = (UNAVAILABLE, _install_hint(stage)) if optional and _is_missing_dependency(exc) else (FAILED, None)
@@ -610,11 +612,13 @@ def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool)
         for source in sources:
             if source.name + FLIP_SUFFIX in names:
                 raise UserError(f"{source.path}: with --flip, clip {source.name!r} would write {source.name}{FLIP_SUFFIX}/, the name of another input; rename one")
-    from .media import check_apart
+    from .media import check_apart, check_names, check_writable
 
     for source in sources:
         folders = [output / source.name] + ([output / f"{source.name}{FLIP_SUFFIX}"] if flip else [])
         for folder in folders:
+            check_names(folder, f"rename {shown(source.path)} (its clip folder takes its name)")
+            check_writable(folder)  # a file in the way, no permission, a read-only disk: said before any work
             check_apart(folder, [s.path for s in sources])  # a clip folder never is, holds or lies inside an input
             if not folder.exists():
                 continue
@@ -642,9 +646,16 @@ def _ours(folder: Path, source: Source) -> bool:
 def _aside(folder: Path) -> Path:
     """Rename what is in the way of a clip folder to ``.NAME.replaced-TIME-PID`` beside it (one
     atomic rename: it is never lost, even if the run is killed)."""
-    target = folder.with_name(f".{folder.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    target = folder.with_name(f".{_aside_stem(folder)}.replaced-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
     os.rename(folder, target)
     return target
+
+
+def _aside_stem(folder: Path) -> str:
+    """The clip's name in ``_aside``'s names, cut (``files.short_name``) where the whole would not fit."""
+    from .files import short_name
+
+    return short_name(folder.name, 40)
 
 
 def preprocess(

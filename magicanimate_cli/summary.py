@@ -1,7 +1,8 @@
 """The summary a command prints for a person when it ends (without ``--json``).
 
 A result's ``for_humans()`` (a dict of lines, or a Rich renderable such as a table) when it has one,
-else its ``to_dict()`` fields, one ``key: value`` line each. ``show`` prints it on the terminal;
+else its ``to_dict()`` fields, one ``key: value`` line each (a newline in a value, say in a file
+name, is shown escaped). ``show`` prints it on the terminal;
 ``as_text`` renders the same into plain text of a given width, which a ``magicanimate serve`` sends
 to the client that asked for it (``server.py``), so a command prints the same lines either way.
 """
@@ -16,6 +17,8 @@ def show(result, file=None, width: int | None = None, color: bool = True) -> Non
     from rich.console import Console
     from rich.markup import escape
 
+    from .errors import one_line
+
     console = Console(file=file, soft_wrap=True, width=width, no_color=None if color else True)
     shown = result.for_humans() if hasattr(result, "for_humans") else result.to_dict()
     if not isinstance(shown, dict):
@@ -23,7 +26,7 @@ def show(result, file=None, width: int | None = None, color: bool = True) -> Non
         return
     for key, value in shown.items():
         if value is not None:
-            console.print(f"[bold]{escape(str(key))}[/bold]: {escape(str(value))}", highlight=False)
+            console.print(f"[bold]{escape(one_line(key))}[/bold]: {escape(one_line(value))}", highlight=False)  # a line per field
 
 
 def as_text(result, width: int = 80) -> str:

@@ -208,3 +208,48 @@ def test_first_line_and_shown():
     assert shown(Path("a/b.png")) == "a/b.png"
     assert shown("a\nb.png") == "'a\\nb.png'"
     assert "\n" not in str(UserError("bad\nname: no such file"))
+
+
+@pytest.mark.parametrize("length", [200, 255])
+def test_an_output_with_a_long_name_gets_temporaries_that_fit_and_are_swept(tmp_path, length):
+    final = tmp_path / ("x" * (length - 4) + ".mp4")
+    tmp = files.temp_beside(final, directory=False, suffix=".motion.u8")
+    assert all(len(p.name.encode()) <= 255 for p in tmp_path.iterdir())
+    assert files.output_of(tmp) == final
+    files.discard(tmp)
+    left = files.temp_beside(final, directory=False)
+    files._release(left)  # as a killed run leaves it: no lock held
+    assert files.sweep(final) == [left] and list(tmp_path.iterdir()) == []
+    files.write_bytes(final, b"data", replace=False)
+    assert final.read_bytes() == b"data"
+
+
+def test_short_names_are_stable_and_cut_whole_characters():
+    name = "é" * 120  # 240 bytes
+    short = files.short_name(name, 64)
+    assert short == files.short_name(name, 64) and len(short.encode()) + 64 <= 255
+    assert short.startswith("é") and short.rsplit("~", 1)[0] == "é" * len(short.rsplit("~", 1)[0])
+    assert files.short_name("short.mp4", 64) == "short.mp4"
+    assert files.short_name(name, 64) != files.short_name(name[:-1] + "e", 64)
+
+
+def test_a_refusal_by_the_file_system_is_one_line_naming_the_output(tmp_path):
+    import errno
+
+    final = tmp_path / "out"
+    tmp = files.temp_beside(final)
+    try:
+        full = OSError(errno.ENOSPC, "No space left on device", str(tmp / "00003.png"))
+        assert str(files.write_error(full)) == f"{final / '00003.png'}: cannot write it (No space left on device); free space on that disk or choose an output on another one"
+        assert str(files.write_error(OSError(errno.ENOSPC, "No space left on device"), final)).startswith(f"{final}: cannot write it")
+        assert files.write_error(OSError(errno.EIO, "Input/output error", str(tmp))) is None  # not the user's to fix
+        long = OSError(errno.ENAMETOOLONG, "File name too long", str(tmp_path / "n"))
+        assert str(files.write_error(long)) == f"{tmp_path / 'n'}: File name too long; choose a shorter name"
+        with pytest.raises(files.UserError, match="out: cannot write it .Disk quota exceeded"):
+            with files.writing(final):
+                raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        with pytest.raises(PermissionError):  # only a full disk is the output's; the rest is named by the CLI
+            with files.writing(final):
+                raise PermissionError(errno.EACCES, "Permission denied", "/some/input")
+    finally:
+        files.discard(tmp)

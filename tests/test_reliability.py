@@ -4,10 +4,13 @@ the atomic-write helper: tests/test_files.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from typer.testing import CliRunner
 from magicanimate_cli import media
 from magicanimate_cli.cli import app
 
+from disk_helpers import run_on_small_disk, small_disk_available
 from preprocess_helpers import make_video, write_clip
 
 runner = CliRunner()
@@ -164,6 +168,175 @@ def test_reading_a_truncated_video_stops_with_its_name(half_mp4):
     assert 0 < len(list(media.iter_frames(half_mp4, allow_truncated=True))) < 28
     full = half_mp4.with_name("full.mp4")
     assert len(list(media.iter_frames(full))) == 28  # a whole video passes
+
+
+# ----------------------------------------------------------------------------- 7. full disks
+
+
+small_disk = pytest.mark.skipif(not small_disk_available(), reason="no user namespaces here to mount a small tmpfs")
+
+
+@pytest.fixture()
+def noise_mp4(tmp_path, rng):
+    """8 frames of noise: about 50 KB per PNG frame, too much for the small disks below."""
+    return media.write_frames(tmp_path / "noise.mp4", rng.integers(0, 256, (8, 128, 128, 3), dtype=np.uint8), fps=25)
+
+
+def _no_temporaries(files: dict) -> bool:
+    return not any(Path(name).name.startswith(".") for name in files)
+
+
+@small_disk
+def test_frames_on_a_full_disk_names_the_output_not_the_video_and_keeps_the_old_one(noise_mp4):
+    small = str(make_video(noise_mp4.with_name("small.mp4"), count=3, width=16, height=16))
+    first, fresh, allowed, replacing = run_on_small_disk("200k", [
+        {"args": ["frames", small, "-o", "fr"]},
+        {"args": ["frames", str(noise_mp4), "-o", "new"]},
+        {"args": ["frames", str(noise_mp4), "-o", "new", "--allow-truncated"]},  # the frames that fit are no video's fault
+        {"args": ["frames", str(noise_mp4), "-o", "fr", "--overwrite", "--allow-truncated"]},
+    ])
+    assert first["rc"] == 0
+    for result in (fresh, allowed, replacing):
+        error = result["stderr"].strip().splitlines()[-1]
+        assert result["rc"] == 2 and "Traceback" not in result["stderr"], result["stderr"]
+        assert error.endswith("cannot write it (No space left on device); free space on that disk or choose an output on another one")
+        assert "noise.mp4" not in error and "truncated" not in error
+        assert not any(name.startswith("new") for name in result["files"]) and _no_temporaries(result["files"])
+    assert "error: new: cannot write it" in fresh["stderr"] and "error: fr: cannot write it" in replacing["stderr"]
+    assert replacing["files"] == first["files"]  # the old frames, as they were
+
+
+@small_disk
+def test_writers_on_a_full_disk_say_so_in_one_line_naming_the_output(tmp_path, noise_mp4):
+    clip = tmp_path / "clip"
+    write_clip(clip, count=6, width=120, height=120)
+    results = run_on_small_disk("160k", [
+        {"fill": 20_000},
+        {"args": ["crop", str(noise_mp4), "-o", "c.mp4", "--size", "128"]},  # an encoder's output
+        {"args": ["crop", str(clip), "-o", "cropped", "--size", "120"]},  # PNGs written by Pillow
+        {"args": ["flip", str(clip), "-o", "flipped"]},
+        {"args": ["preprocess", str(noise_mp4), "-o", "pp", "--skip", "densepose,matte", "--json"]},
+    ])
+    _, crop_video, crop_clip, flip, prep = results
+    for result, output in ((crop_video, "c.mp4"), (crop_clip, "cropped/images"), (flip, "flipped")):
+        assert result["rc"] == 2 and result["stderr"].count("error:") == 1 and "Traceback" not in result["stderr"], result["stderr"]
+        assert f"error: {output}: cannot write it (No space left on device)" in result["stderr"]
+        assert set(result["files"]) == {"filler"}
+    assert prep["rc"] == 1 and "No space left on device" in prep["stdout"]
+    failure = json.loads(prep["stdout"])["clips"][0]
+    assert failure["status"] == "failed" and "noise/.work/full/images: cannot write it (No space left on device)" in failure["errors"]["frames"]
+
+
+@small_disk
+def test_animate_on_a_full_disk_names_its_output(tmp_path, tiny_weights, rng):
+    reference = tmp_path / "ref.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
+    motion = make_video(tmp_path / "motion.mp4", count=4, width=64, height=64)
+    args = ["animate", str(reference), str(motion), "-o", "out.mp4", "--models", str(tiny_weights), "--steps", "1", "--size", "64"]
+    _, result = run_on_small_disk("100k", [{"fill": 4_000}, {"args": [*args, "--device", "cpu"]}])  # less than one fitted frame
+    assert result["rc"] == 2 and "Traceback" not in result["stderr"], result["stderr"]
+    assert result["stderr"].strip().splitlines()[-1] == (
+        "error: out.mp4: cannot write it (No space left on device); free space on that disk or choose an output on another one"
+    )
+    assert set(result["files"]) == {"filler"}
+
+
+# ----------------------------------------------------------------------------- 8. long names, places that cannot be written
+
+
+def test_the_longest_names_work_and_a_longer_one_is_refused_before_anything_is_made(tmp_path):
+    video = make_video(tmp_path / "v.mp4", count=3, width=16, height=16)
+    longest = "c" * 255
+    result = runner.invoke(app, ["frames", str(video), "-o", str(tmp_path / longest)])
+    assert result.exit_code == 0, result.output
+    assert len(media.list_frame_files(tmp_path / longest)) == 3 and _hidden(tmp_path) == []
+    result = runner.invoke(app, ["frames", str(video), "-o", str(tmp_path / "new" / ("d" * 256) / "fr")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "a name of 256 bytes, longer than the 255 its file system takes; choose a shorter one" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_preprocess_refuses_a_clip_name_too_long_for_its_mirror_before_any_work(tmp_path):
+    video = make_video(tmp_path / ("v" * 251 + ".mp4"), count=3, width=16, height=16)  # the clip v…v fits, v…v_flip does not
+    result = runner.invoke(app, ["preprocess", str(video), "-o", str(tmp_path / "pp"), "--skip", "densepose,matte", "--flip"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "_flip: a name of 256 bytes" in result.output and f"rename {video} (its clip folder takes its name)" in result.output
+    assert not (tmp_path / "pp").exists()
+
+
+def test_a_refused_run_leaves_no_new_empty_folders(tmp_path):
+    video = make_video(tmp_path / "v.mp4", count=3, width=16, height=16)
+    (tmp_path / "ref.png").write_text("not an image")
+    cases = [
+        ["crop", str(video), "-o", str(tmp_path / "new" / "sub" / "c.mp4"), "--box", "0,0,99,99"],
+        ["animate", str(tmp_path / "ref.png"), str(video), "-o", str(tmp_path / "new" / "a.mp4"), "--models", str(tmp_path / "models")],
+    ]
+    for args in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and result.output.count("\n") == 1, (args, result.output)
+        assert not (tmp_path / "new").exists(), args
+
+
+def test_an_output_under_a_file_is_one_line_and_exit_2(tmp_path):
+    video = make_video(tmp_path / "v.mp4", count=3, width=16, height=16)
+    (tmp_path / "afile").write_text("x")
+    result = runner.invoke(app, ["frames", str(video), "-o", str(tmp_path / "afile" / "fr")])
+    assert result.exit_code == 2 and result.output == f"error: {tmp_path / 'afile' / 'fr'}: {tmp_path / 'afile'} is a file, not a folder; choose another output\n"
+    result = runner.invoke(app, ["preprocess", str(video), "-o", str(tmp_path / "afile" / "pp"), "--skip", "densepose,matte"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.output == f"error: {tmp_path / 'afile' / 'pp' / 'v'}: {tmp_path / 'afile'} is a file, not a folder; choose another output\n"
+
+
+@pytest.fixture()
+def as_nobody(tmp_path):
+    """Run a Python snippet as an unprivileged user (root ignores file permissions), in a folder it may write."""
+    if os.geteuid() != 0:
+        runner_prefix = []
+    elif shutil.which("setpriv"):
+        runner_prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    else:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    shared = Path(tempfile.mkdtemp(prefix="ma-perm-"))
+    shared.chmod(0o777)
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*runner_prefix, sys.executable, "-c", code], cwd=shared, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(shared)})
+
+    probe = run("import magicanimate_cli.files")
+    if probe.returncode != 0:
+        shutil.rmtree(shared, ignore_errors=True)
+        pytest.skip(f"the unprivileged user cannot import the package here: {probe.stderr.strip()[-200:]}")
+    yield shared, run
+    subprocess.run(["chmod", "-R", "u+rwx", str(shared)], check=False)
+    shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_replacing_a_read_only_output_folder_leaves_nothing_behind(as_nobody):
+    shared, run = as_nobody
+    done = run(
+        "from pathlib import Path\n"
+        "from magicanimate_cli import files\n"
+        "final = Path('out'); (final / 'sub').mkdir(parents=True); (final / 'sub' / 'a.png').write_text('old')\n"
+        "(final / 'sub').chmod(0o555); final.chmod(0o555)\n"
+        "tmp = files.temp_beside(final); (tmp / 'b.png').write_text('new')\n"
+        "files.commit(tmp, final, replace=True)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in shared.iterdir() if p.name != ".cache") == ["out"]
+    assert [p.name for p in (shared / "out").iterdir()] == ["b.png"]
+
+
+def test_an_output_in_a_read_only_folder_is_one_line_and_exit_2(as_nobody, tmp_path):
+    shared, run = as_nobody
+    video = make_video(shared / "v.mp4", count=3, width=16, height=16)
+    (shared / "locked").mkdir()
+    (shared / "locked").chmod(0o555)
+    for args in (["frames", "v.mp4", "-o", "locked/fr"], ["preprocess", "v.mp4", "-o", "locked/pp", "--skip", "densepose,matte"]):
+        done = run(f"import sys; from magicanimate_cli.cli import app; sys.argv = ['magicanimate', *{args!r}]; app()")
+        assert done.returncode == 2 and done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "locked" in done.stderr and "ermission denied" in done.stderr
+    assert video.exists() and list((shared / "locked").iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- smaller problems

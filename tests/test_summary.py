@@ -42,3 +42,8 @@ def test_a_table_is_laid_out_for_the_width():
     narrow, wide = as_text(Table("x" * 60), width=40), as_text(Table("x" * 60), width=100)
     assert max(map(len, narrow.splitlines())) <= 40 < max(map(len, wide.splitlines()))
     assert "31.20" in narrow and "x" * 60 in wide and "\x1b[" not in narrow + wide
+
+
+def test_a_newline_in_a_value_does_not_split_its_line():
+    text = as_text(Plain("out\nput.mp4"))
+    assert text.splitlines() == ["output: out\\nput.mp4"]

@@ -81,7 +81,10 @@ class _FrameStore:
         self._file = open(self.path, "wb")
 
     def append(self, frame) -> None:
-        self._file.write(frame.tobytes())
+        from ..files import output_of, writing
+
+        with writing(output_of(self.path)):  # a full disk names the output, not this temporary
+            self._file.write(frame.tobytes())
         self.count += 1
 
     def frames(self):

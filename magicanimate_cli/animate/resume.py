@@ -27,7 +27,10 @@ def run_key(reference, poses, settings: dict) -> str:
 class StepCheckpoint:
     def __init__(self, output: Path, key: str) -> None:
         output = Path(output)
-        self.path = output.parent / f".{output.name}.animate-resume.safetensors"
+        from ..files import short_name
+
+        tail = ".animate-resume.safetensors"
+        self.path = output.parent / f".{short_name(output.name, len(tail) + 1)}{tail}"  # a long output name still fits
         self.key = key
 
     def load(self):

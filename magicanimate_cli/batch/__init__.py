@@ -211,7 +211,7 @@ def _check_tasks(manifest: Path, tasks: list[Task], runner: TaskRunner) -> dict[
             problems.append(f"line {task.line} ({task.command}): {exc}")
             continue
         for path in outputs[task.id]:
-            clash = writers.add(path, task.line)
+            clash = writers.add(os.path.realpath(path), task.line)  # two names for one place (a symlinked folder) clash too
             if clash:
                 problems.append(f"line {task.line} ({task.command}): {clash}; give each task its own output")
     if problems:

@@ -190,6 +190,11 @@ class TaskRunner:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # the CLI's exit 1: report the failure, keep going
+            from ..files import write_error
+
+            refusal = write_error(exc)  # as the CLI: a full disk, a name too long, ... is exit 2
+            if refusal is not None:
+                return 2, None, _as_written(str(refusal), written), None
             return 1, None, _as_written(f"{exc.__class__.__name__}: {exc}", written), None
         data = _as_written(result.to_dict(), written)
         summary = None

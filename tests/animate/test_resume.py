@@ -147,3 +147,16 @@ def test_the_checkpoint_is_written_only_through_our_own_temporary(tmp_path, monk
     steps, latents = checkpoint.load()
     assert steps == 2 and torch.equal(latents, torch.ones(1, 4, 2, 8, 8))
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint.path.name]
+
+
+def test_an_output_with_the_longest_name_resumes(tmp_path, inputs, tiny_pipeline, monkeypatch):
+    output = tmp_path / ("n" * 251 + ".mp4")  # 255 bytes: the checkpoint's and the temporaries' names are longer
+    common = {"size": 64, "steps": 2, "seed": 4, "pipeline": tiny_pipeline}
+    with monkeypatch.context() as patch:
+        interrupt_after(1, patch)
+        with pytest.raises(KeyboardInterrupt):
+            animate(*inputs, output, **common)
+    checkpoint = [p.name for p in tmp_path.iterdir() if p.name.endswith(".animate-resume.safetensors")]
+    assert len(checkpoint) == 1 and len(checkpoint[0]) <= 255
+    assert animate(*inputs, output, **common).resumed_from_step == 1
+    assert output.is_file() and sorted(p.name for p in tmp_path.iterdir()) == sorted(["ref.png", "poses", output.name])

@@ -156,6 +156,15 @@ def test_two_tasks_writing_the_same_output_refuse_the_manifest(tmp_path, fake_co
         run_batch(nested, commands=batch_helpers.COMMANDS)
 
 
+def test_two_names_for_one_folder_are_the_same_output(tmp_path, fake_commands):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "link").symlink_to("out")
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "out/a.txt", "--text", "1"), ("write", "-o", "link/a.txt", "--text", "2"))
+    with pytest.raises(UserError, match=r"line 2 \(write\): writes .*out/a\.txt.* as line 1 does"):
+        run_batch(manifest, commands=batch_helpers.COMMANDS)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_animate_grid_output_counts_as_a_task_output(tmp_path):
     # the real registry: `animate -o out/x --grid` also writes out/x_grid, which another task writes here
     from magicanimate_cli.batch.registry import COMMANDS
