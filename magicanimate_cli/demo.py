@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .animate import FITS, POSE_BACKGROUND, AnimateConfig
-from .errors import MissingDependency, UserError
+from .errors import MissingDependency, UserError, first_line
 from .processes import stop_on_sigterm
 
 DEMO_INSTALL = "pip install 'magicanimate-cli[demo]'"
@@ -556,8 +556,10 @@ def start(
         raise UserError(f"--port {port}: choose a port between 1 and 65535")
     if clips is not None and not Path(clips).is_dir():
         raise UserError(f"--clips {clips}: no such folder; give the -o folder of `magicanimate preprocess`")
+    _check_port(host, port)  # before the models load
     owns = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="magicanimate-demo-")) if owns else Path(workdir).expanduser().resolve()
+    created = next((p for p in reversed([workdir, *workdir.parents]) if not p.exists()), None)  # the top folder this makes
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -577,13 +579,32 @@ def start(
             show_error=True, max_file_size=f"{max_upload_mb}mb", allowed_paths=[str(app.runs_dir)], blocked_paths=blocked,
             css=CSS, footer_links=[], ssr_mode=False,
         )
-    except BaseException:
+    except BaseException as exc:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-        if owns:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if owns or created is not None:  # what this call made, and only that
+            shutil.rmtree(workdir if owns else created, ignore_errors=True)
+        if isinstance(exc, OSError) and "port" in str(exc):  # taken between the check and the launch
+            raise UserError(f"--port {port}: {first_line(exc)}; choose another --port") from exc
         raise
     return DemoServer(page.local_url or f"http://{host}:{port}/", app, page, workdir, owns, saved)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a ``port`` that another server already listens on at ``host`` (exit 2, one line)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UserError(f"--host {host}: {exc.strerror or exc}; give an address such as 127.0.0.1 or 0.0.0.0") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds it
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UserError(f"--port {port}: {host}:{port} is in use or not allowed ({exc.strerror or exc}); choose another --port") from exc
 
 
 def demo(

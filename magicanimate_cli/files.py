@@ -254,7 +254,7 @@ _OUTPUTS: dict[str, Path] = {}  # temporary path -> its output, for messages (th
 _FULL = {
     errno.ENOSPC: "free space on that disk or choose an output on another one",
     errno.EDQUOT: "free space within your quota or choose an output on another disk",
-    errno.EFBIG: "choose an output on a disk whose file system takes larger files",
+    errno.EFBIG: "choose an output on a disk whose file system takes larger files, or raise the file-size limit (ulimit -f)",
     errno.EROFS: "choose an output on a writable disk",
 }
 _NAMED = {
@@ -280,7 +280,12 @@ def write_error(exc: BaseException, final: Path | str | None = None) -> UserErro
     a name too long, no permission, a file in the way) as a one-line ``UserError`` naming the path
     and the fix, else None. ``final`` is the output being written, named for a full disk whose
     error names no file; without it, the error's own file is named (a temporary as its output)."""
-    if not isinstance(exc, OSError) or exc.errno is None:
+    if not isinstance(exc, OSError):  # a Rust library's I/O error (safetensors' "... (os error 28)")
+        code = re.search(r"\(os error (\d+)\)", str(exc))
+        if code is None or int(code.group(1)) not in _FULL:
+            return None
+        exc = OSError(int(code.group(1)), os.strerror(int(code.group(1))))
+    if exc.errno is None:
         return None
     reason = exc.strerror or os.strerror(exc.errno)
     named = exc.filename is not None
@@ -300,8 +305,8 @@ def writing(final: Path | str) -> Iterator[None]:
     naming ``final``, the output being written (``write_error``)."""
     try:
         yield
-    except OSError as exc:
-        error = write_error(exc, final) if exc.errno in _FULL else None
+    except Exception as exc:
+        error = write_error(exc, final) if getattr(exc, "errno", None) in _FULL or not isinstance(exc, OSError) else None
         if error is None:
             raise
         raise error from exc
@@ -311,8 +316,13 @@ FFMPEG_REFUSALS = {os.strerror(code): code for code in _FULL}
 """ffmpeg's messages for a full disk (and the like), to tell them from a damaged input."""
 
 
-def ffmpeg_write_error(stderr: str, final: Path | str) -> UserError | None:
-    """The ``write_error`` for an ffmpeg run whose stderr says its output could not be written."""
+def ffmpeg_write_error(stderr: str, final: Path | str, returncode: int | None = None) -> UserError | None:
+    """The ``write_error`` for an ffmpeg run whose stderr says its output could not be written, or
+    that a file-size limit (``ulimit -f``: SIGXFSZ, which kills it) ended."""
+    import signal
+
+    if returncode is not None and returncode == -getattr(signal, "SIGXFSZ", 0):
+        return write_error(OSError(errno.EFBIG, os.strerror(errno.EFBIG)), final)
     for text, code in FFMPEG_REFUSALS.items():
         if text in stderr:
             return write_error(OSError(code, text), final)

@@ -476,7 +476,7 @@ def extract_frames(
         stderr = errors.read().decode(errors="replace")
     from . import files
 
-    refusal = files.ffmpeg_write_error(stderr, files.output_of(folder))  # a full disk is no damaged video
+    refusal = files.ffmpeg_write_error(stderr, files.output_of(folder), code)  # a full disk is no damaged video
     if refusal is not None:
         raise refusal
     count = len(list_frame_files(folder))
@@ -707,10 +707,10 @@ class FrameWriter:
         except BrokenPipeError:
             from .files import ffmpeg_write_error
 
-            self._process.wait()
+            code = self._process.wait()
             stderr = self._process.stderr.read().decode(errors="replace")
             lines = stderr.strip().splitlines()
-            raise ffmpeg_write_error(stderr, self.path) or UserError(
+            raise ffmpeg_write_error(stderr, self.path, code) or UserError(
                 f"{self.path}: ffmpeg stopped encoding ({lines[-1] if lines else 'no message'})"
             ) from None
 
@@ -722,9 +722,10 @@ class FrameWriter:
             if self._process is not None:
                 self._process.stdin.close()
                 err = self._process.stderr.read().decode(errors="replace")
-                if self._process.wait() != 0 and ok:
+                code = self._process.wait()
+                if code != 0 and ok:
                     lines = err.strip().splitlines()
-                    raise files.ffmpeg_write_error(err, self.path) or UserError(
+                    raise files.ffmpeg_write_error(err, self.path, code) or UserError(
                         f"{self.path}: ffmpeg failed to encode ({lines[-1] if lines else 'no message'})"
                     )
             if ok and self.commit:

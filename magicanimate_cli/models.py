@@ -646,6 +646,9 @@ def _fetch_one(fetcher: Fetcher, item: ManifestFile, root: Path, replace: bool, 
     except (UserError, NetworkError, KeyboardInterrupt):
         raise
     except Exception as exc:  # network and hub errors: one line, and the way out
+        refusal = files.write_error(exc)  # a full or read-only disk, no permission: the folder's fault, not the network's
+        if refusal is not None:
+            raise refusal from exc
         error = NetworkError if _is_network_failure(exc) else UserError
         raise error(
             f"{root / item.path}: download from {_source_label(item)} failed ({exc.__class__.__name__}: {first_line(exc)}); "
@@ -801,6 +804,7 @@ def convert(
         if progress is not None:
             progress("convert", i + 1, total * 2)
     metadata = {"format": "pt", "converted_from": src.name, "source_sha256": source_sha, "dtype": dtype_name}
+    existed = dst.exists()
     with files.temporary(dst, replace=overwrite) as tmp:  # hidden until complete, synced, then renamed
         save_file(tensors, str(tmp), metadata=metadata)
         with safe_open(str(tmp), framework="pt") as check:
@@ -815,9 +819,14 @@ def convert(
     del tensors, state
     sha = sha256_file(dst, progress, total=max(1, dst.stat().st_size // _MB))
     derived = {"path": TEMPORAL_CKPT, "sha256": source_sha, "dtype": dtype_name}
-    update_record(
-        root, lambda rec: rec.put(TEMPORAL_SAFETENSORS, sha, group="animate", source="converted", checked_against="converted", derived_from=derived)
-    )
+    try:
+        update_record(
+            root, lambda rec: rec.put(TEMPORAL_SAFETENSORS, sha, group="animate", source="converted", checked_against="converted", derived_from=derived)
+        )
+    except BaseException:
+        if not existed:  # unrecorded, it would block the next run ("not recorded"): take it back
+            dst.unlink(missing_ok=True)
+        raise
     result.tensors, result.skipped = total, False
     return _converted(result, root, src, dst, remove_original, started)
 

@@ -333,3 +333,36 @@ def test_sigterm_stops_the_page_with_one_json_line_and_removes_its_work_folder(t
     assert len(out.splitlines()) == 1, out
     assert json.loads(out) == {"ok": True, "url": f"http://127.0.0.1:{port}/", "workdir": "(removed)", "runs": 0}
     assert not list(tmp_path.glob("magicanimate-demo-*"))
+
+
+def test_a_port_in_use_is_one_line_and_exit_2_before_the_models_load(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        workdir = tmp_path / "new" / "work"
+        args = ["demo", "--port", str(port), "--workdir", str(workdir), "--models", str(tmp_path / "no-models"), "--json"]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout.splitlines()[0])["error"]
+    assert error.startswith(f"--port {port}: 127.0.0.1:{port} is in use or not allowed (") and error.endswith("choose another --port")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_work_folder_the_demo_made_is_taken_back_when_it_cannot_start(tmp_path, monkeypatch):
+    import gradio as gr
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+
+    def taken_meanwhile(*args, **kwargs):  # as Gradio says it when another server took the port after the check
+        raise OSError(f"Cannot find empty port in range: {port}-{port}.")
+
+    monkeypatch.setattr(gr.Blocks, "launch", taken_meanwhile)
+    args = ["demo", "--port", str(port), "--workdir", str(tmp_path / "new" / "work"), "--models", str(tmp_path), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout.splitlines()[0])["error"]
+    assert error == f"--port {port}: Cannot find empty port in range: {port}-{port}.; choose another --port"
+    assert not (tmp_path / "new").exists()

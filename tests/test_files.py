@@ -243,6 +243,9 @@ def test_a_refusal_by_the_file_system_is_one_line_naming_the_output(tmp_path):
         assert str(files.write_error(full)) == f"{final / '00003.png'}: cannot write it (No space left on device); free space on that disk or choose an output on another one"
         assert str(files.write_error(OSError(errno.ENOSPC, "No space left on device"), final)).startswith(f"{final}: cannot write it")
         assert files.write_error(OSError(errno.EIO, "Input/output error", str(tmp))) is None  # not the user's to fix
+        rust = RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")  # safetensors' words
+        assert str(files.write_error(rust, final)).startswith(f"{final}: cannot write it (No space left on device)")
+        assert files.write_error(RuntimeError("I/O error: Input/output error (os error 5)"), final) is None
         long = OSError(errno.ENAMETOOLONG, "File name too long", str(tmp_path / "n"))
         assert str(files.write_error(long)) == f"{tmp_path / 'n'}: File name too long; choose a shorter name"
         with pytest.raises(files.UserError, match="out: cannot write it .Disk quota exceeded"):

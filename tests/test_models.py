@@ -515,6 +515,50 @@ def test_convert_round_trip_gives_identical_tensors_and_is_recorded(fixture_weig
     assert convert(models=fixture_weights, half=True).skipped
 
 
+@needs_parity
+def test_convert_on_a_full_disk_is_one_line_naming_the_file(fixture_weights, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):  # what safetensors (Rust) raises when the disk is full
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    before = sorted(p.name for p in fixture_weights.iterdir())
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(UserError) as caught:
+        convert(models=fixture_weights)
+    assert str(caught.value) == (
+        f"{fixture_weights / TEMPORAL_SAFETENSORS}: cannot write it (No space left on device); "
+        "free space on that disk or choose an output on another one"
+    )
+    assert sorted(p.name for p in fixture_weights.iterdir()) == before
+
+
+@needs_parity
+def test_a_conversion_that_cannot_be_recorded_is_taken_back(fixture_weights, monkeypatch):
+    def full(*args, **kwargs):
+        raise UserError(f"{fixture_weights}/.magicanimate-checksums.json: cannot write it (No space left on device)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(models_mod, "update_record", full)
+        with pytest.raises(UserError, match="checksums.json: cannot write it"):
+            convert(models=fixture_weights)
+    assert not (fixture_weights / TEMPORAL_SAFETENSORS).exists()  # else the next run: "exists ... not recorded"
+    assert not convert(models=fixture_weights).skipped
+
+
+def test_a_models_folder_that_cannot_be_written_is_named_not_blamed_on_the_network(hub, tmp_path):
+    import errno
+
+    def refused(item, root, replace, meter):
+        raise PermissionError(errno.EACCES, "Permission denied", str(root / item.path))
+
+    with pytest.raises(UserError) as caught:
+        download(models=tmp_path / "models", manifest=hub.manifest, fetch=refused)
+    assert str(caught.value).startswith(str(tmp_path / "models"))
+    assert str(caught.value).endswith(": Permission denied; check its permissions or choose another path")
+
+
 def test_convert_without_a_checkpoint_says_what_to_do(tmp_path):
     with pytest.raises(UserError, match="models download"):
         convert(models=tmp_path)

@@ -241,6 +241,22 @@ def test_animate_on_a_full_disk_names_its_output(tmp_path, tiny_weights, rng):
     assert set(result["files"]) == {"filler"}
 
 
+def test_a_file_size_limit_that_kills_ffmpeg_names_the_output(tmp_path, noise_mp4):
+    import resource
+
+    def limited():  # `ulimit -f 8`: ffmpeg is killed by SIGXFSZ (subprocesses get the default action back)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    for args, output in ((["frames", str(noise_mp4), "-o", "fr"], "fr"), (["crop", str(noise_mp4), "-o", "c.mp4", "--size", "128"], "c.mp4")):
+        done = subprocess.run([sys.executable, "-m", "magicanimate_cli", *args], cwd=tmp_path, capture_output=True, text=True, preexec_fn=limited)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"error: {output}: cannot write it (File too large); choose an output on a disk whose file system takes larger files, "
+            "or raise the file-size limit (ulimit -f)"
+        )
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.mp4"]
+
+
 # ----------------------------------------------------------------------------- 8. long names, places that cannot be written
 
 

@@ -30,6 +30,7 @@ class StepCheckpoint:
         from ..files import short_name
 
         tail = ".animate-resume.safetensors"
+        self.output = output
         self.path = output.parent / f".{short_name(output.name, len(tail) + 1)}{tail}"  # a long output name still fits
         self.key = key
 
@@ -50,14 +51,15 @@ class StepCheckpoint:
 
     def save(self, steps_done: int, latents) -> None:
         """Write the checkpoint atomically; a failed write (a full disk) leaves no file behind and
-        is reported as ``UserError`` naming the folder."""
+        is reported as ``UserError`` naming the output."""
         from safetensors.torch import save
 
         from ..errors import UserError, first_line, shown
         from ..files import commit, discard, temp_beside
 
-        tmp = temp_beside(self.path, directory=False)
+        tmp = None
         try:
+            tmp = temp_beside(self.path, directory=False)
             # the bytes into our own temporary: safetensors' save_file writes a .tmpXXXXXX of its
             # own beside it, which a kill would leave where no sweep knows it
             data = save({"latents": latents.detach().cpu().contiguous()}, metadata={"key": self.key, "step": str(steps_done)})
@@ -65,11 +67,11 @@ class StepCheckpoint:
                 handle.write(data)
             commit(tmp, self.path, replace=True)
         except Exception as exc:
-            if isinstance(exc, UserError):
-                raise
+            cause = exc.__cause__ if isinstance(exc, UserError) and isinstance(exc.__cause__, OSError) else exc
+            reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else first_line(exc)
             raise UserError(
-                f"{shown(self.path.parent)}: cannot write the resume checkpoint ({first_line(exc)}); free disk space there or "
-                "choose another output folder, then run again"
+                f"{shown(self.output)}: cannot write its resume checkpoint beside it ({reason}); free space on that disk or "
+                "choose an output on another one, then run again"
             ) from exc
         finally:
             discard(tmp)
