@@ -280,7 +280,10 @@ def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = 
                 return final, "skipped"
             raise UserError(f"{final}: exists but is not a readable video; pass --overwrite to download it again")
     work = folder / f".{safe_name(name or 'url')}.download-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
-    work.mkdir(exist_ok=True)
+    from .files import writing
+
+    with writing(folder):  # a full or read-only disk names the folder the user gave, not this hidden one
+        work.mkdir(exist_ok=True)
     log = _Log()
     attempt = 0
     while True:

@@ -200,3 +200,20 @@ def test_a_tracklet_partition_cannot_leave_the_output_folder(server, template, t
     assert result.ok, result.items
     assert not (tmp_path / "escaped").exists()
     assert all(Path(item["output"]).resolve().is_relative_to(out.resolve()) for item in result.items)
+
+
+def test_a_read_only_folder_is_named_not_the_hidden_work_folder(server, template, tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    mkdir = pathlib.Path.mkdir
+
+    def read_only(self, *args, **kwargs):  # the disk is mounted read-only: the work folder cannot be made
+        if ".download-" in self.name:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    with pytest.raises(UserError) as caught:
+        download_module.fetch(f"{server.url}/talk.mp4", tmp_path / "d")
+    assert str(caught.value) == f"{tmp_path / 'd'}: cannot write it (Read-only file system); choose an output on a writable disk"
