@@ -11,8 +11,8 @@ API (all paths may be ``str`` or ``Path``):
     Create and return a fresh hidden temporary folder (or empty file with ``directory=False``) next
     to ``final``, named ``.{final.name}.{pid}-{random}.partial{suffix}`` (``suffix`` defaults to
     ``final``'s suffix for files, so tools that look at extensions still work; a name too long to
-    take this tail is cut and hashed, ``short_name``, so every name the file system takes works). It has the mode a
-    plain ``open``/``mkdir`` would give. It first ``sweep``s what killed writers of ``final`` left. While this process lives, an exclusive lock on a sibling
+    take this tail is cut and hashed, ``short_name``, so every name the file system takes works).
+    It has the mode a plain ``open``/``mkdir`` would give. It first ``sweep``s what killed writers of ``final`` left. While this process lives, an exclusive lock on a sibling
     ``.{final.name}.{pid}-{random}.lock`` marks it as in use, so that ``sweep`` run by another job
     never removes it; the OS drops the lock when the process dies, even by ``kill -9``.
 ``commit(tmp, final, *, replace) -> None``
