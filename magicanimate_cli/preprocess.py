@@ -273,7 +273,10 @@ class _Runner:
         if self.force:
             self.clip.forget(*list(self.clip.meta["stages"]))
             shutil.rmtree(self.work, ignore_errors=True)
-        self.clip.save()
+        from .folders import created_folders
+
+        with created_folders(self.folder):  # refused here (a full disk): no new empty folders left
+            self.clip.save()
 
     def replaced(self) -> list[Path]:
         """What ``--overwrite`` renamed aside from this clip's place (``_aside``), by this run or a

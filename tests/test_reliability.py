@@ -216,13 +216,18 @@ def test_writers_on_a_full_disk_say_so_in_one_line_naming_the_output(tmp_path, n
         {"args": ["crop", str(clip), "-o", "cropped", "--size", "120"]},  # PNGs written by Pillow
         {"args": ["flip", str(clip), "-o", "flipped"]},
         {"args": ["preprocess", str(noise_mp4), "-o", "pp", "--skip", "densepose,matte", "--json"]},
+        {"fill": 0},
+        {"args": ["preprocess", str(noise_mp4), "-o", "pp2", "--skip", "densepose,matte"]},  # not even its meta.json fits
     ])
-    _, crop_video, crop_clip, flip, prep = results
+    _, crop_video, crop_clip, flip, prep, _, refused = results
     for result, output in ((crop_video, "c.mp4"), (crop_clip, "cropped/images"), (flip, "flipped")):
         assert result["rc"] == 2 and result["stderr"].count("error:") == 1 and "Traceback" not in result["stderr"], result["stderr"]
         assert f"error: {output}: cannot write it (No space left on device)" in result["stderr"]
         assert set(result["files"]) == {"filler"}
     assert prep["rc"] == 1 and "No space left on device" in prep["stdout"]
+    assert refused["rc"] == 2 and refused["stderr"].strip().endswith("pp2/noise/meta.json: cannot write it (No space left on device); "
+                                                                      "free space on that disk or choose an output on another one")
+    assert not any(name.startswith("pp2") for name in refused["files"])  # no new empty folders
     failure = json.loads(prep["stdout"])["clips"][0]
     assert failure["status"] == "failed" and "noise/.work/full/images: cannot write it (No space left on device)" in failure["errors"]["frames"]
 

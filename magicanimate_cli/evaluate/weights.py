@@ -14,12 +14,18 @@ first use and checked against that record from then on.
 
 from __future__ import annotations
 
+import errno
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import files
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..weights_manifest import sha256_file
+
+log = logging.getLogger(__name__)
+_UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+"""Why a sha256 record may not be written beside weights that are otherwise fine."""
 
 SUBFOLDER = "metrics"
 
@@ -114,7 +120,13 @@ def verify(weight: WeightFile, models_dir: Path) -> Path:
         raise UserError(f"{path}: sha256 differs from the one recorded at download ({recorded[:16]}...); the file changed, download it again")
     _check_pinned(weight, digest, str(path))
     if recorded is None:
-        _write_record(path, digest)
+        try:
+            _write_record(path, digest)
+        except (UserError, OSError) as exc:  # a shared, read-only models folder: checked, just not remembered
+            cause = exc.__cause__ if isinstance(exc, UserError) else exc
+            if getattr(cause, "errno", None) not in _UNWRITABLE:
+                raise
+            log.debug("%s: cannot record its sha256 (%s); it is hashed again next time", path, first_line(cause))
     return path
 
 

@@ -90,3 +90,28 @@ def test_every_pinned_weight_has_a_source():
             assert weight.sha256_prefix in weight.filename
 
 
+
+
+@pytest.mark.parametrize("refusal", ["read-only", "no permission"])
+def test_weights_in_a_folder_that_cannot_take_their_record_are_used(tmp_path, monkeypatch, refusal):
+    import errno
+
+    from magicanimate_cli import files
+
+    payload = b"weights" * 100
+    weight = W.WeightFile("t", "w.pth", None, "hand-placed", sha256=hashlib.sha256(payload).hexdigest())
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "w.pth").write_bytes(payload)
+
+    def refuse(final, text, *, replace):  # a shared models folder mounted read-only, or owned by another user
+        if refusal == "read-only":
+            with files.writing(final):
+                raise OSError(errno.EROFS, "Read-only file system")
+        raise PermissionError(errno.EACCES, "Permission denied", str(final))
+
+    monkeypatch.setattr(files, "write_text", refuse)
+    assert W.verify(weight, tmp_path) == tmp_path / "metrics" / "w.pth"  # checked against its pin, not remembered
+    assert not (tmp_path / "metrics" / "w.pth.sha256").exists()
+    weight = W.WeightFile("t", "w.pth", None, "hand-placed", sha256="0" * 64)
+    with pytest.raises(UserError, match="is not the published"):  # the pin still holds
+        W.verify(weight, tmp_path)
