@@ -337,10 +337,12 @@ def reference_box(
         elif (result := found(labels > 0, "densepose")) is not None:
             return result
 
+    from .models import download_command
+
     raise UserError(
         f"{reference}: cannot tell where the person is ({'; '.join(notes)}); pass --ref-box x0,y0,x1,y1 (reference pixels) "
         "to `magicanimate align`, use an image with a transparent background, or get the matting weights "
-        "(`magicanimate models download --only matting`)"
+        f"(`{download_command('matting', models)}`)"
     )
 
 
@@ -364,13 +366,14 @@ def _installed_segmenter(models, notes: list[str]):
 
 def _installed_estimator(models, notes: list[str]):
     from .densepose.estimator import detectron2_available, load_estimator, resolve_model, weights_path
+    from .models import download_command
 
     if not detectron2_available():
         notes.append("densepose: detectron2 is not installed (see docs/densepose.md)")
         return None
     spec, _ = resolve_model(None)
     if not weights_path(spec, models).is_file():
-        notes.append(f"densepose: no weights at {weights_path(spec, models)} (`magicanimate models download --only densepose`)")
+        notes.append(f"densepose: no weights at {weights_path(spec, models)} (`{download_command('densepose', models)}`)")
         return None
     try:
         return load_estimator(models=models)

@@ -67,7 +67,7 @@ class DoctorReport:
             if c.fix and c.status != OK:
                 lines.append(f"  {'':<4}  {'':<{width}}  fix: {c.fix}")
         verdict = "yes" if self.ready else f"no ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''})"
-        return {"ready": verdict, "models": self.models, "checks": "\n" + "\n".join(lines)}
+        return {"ready": verdict, "models": self.models, "checks": lines}
 
 
 def _version(dist: str) -> str | None:
@@ -226,6 +226,7 @@ def check_paddleseg() -> Check:
 
 def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[Check], int]:
     """(the checks, the bytes of the missing animate files)."""
+    from .models import download_command
     from .weights_manifest import (
         CORRUPT,
         MISSING,
@@ -252,10 +253,10 @@ def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[
     need = sum(f.size or 0 for f in missing)
     if corrupt:
         first = corrupt[0]
-        checks.append(Check("weights", FAIL, f"{first.path}: {first.detail}" + (f" (+{len(corrupt) - 1} more)" if len(corrupt) > 1 else ""), "run `magicanimate models download --only animate --overwrite`"))
+        checks.append(Check("weights", FAIL, f"{first.path}: {first.detail}" + (f" (+{len(corrupt) - 1} more)" if len(corrupt) > 1 else ""), f"run `{download_command('animate', root, overwrite=True)}`"))
     elif missing:
         checks.append(
-            Check("weights", FAIL, f"{len(missing)} of {len(animate)} animate file(s) missing in {root}, e.g. {missing[0].path}", f"run `magicanimate models download --only animate` ({human_size(need, approx=True)})")
+            Check("weights", FAIL, f"{len(missing)} of {len(animate)} animate file(s) missing in {root}, e.g. {missing[0].path}", f"run `{download_command('animate', root)}` ({human_size(need, approx=True)})")
         )
     else:
         unverified = [f for f in animate if f.status == UNVERIFIED]
@@ -268,7 +269,7 @@ def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[
                     "weights",
                     WARN,
                     f"animate weights present ({human_size(size)}), {len(unverified)} file(s) not verified yet; temporal attention: {kind}",
-                    "run `magicanimate models download --only animate` (checks and records them; downloads nothing when they match)",
+                    f"run `{download_command('animate', root)}` (checks and records them; downloads nothing when they match)",
                 )
             )
         else:
@@ -278,9 +279,9 @@ def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[
         broken = [f for f in members if f.status == CORRUPT]
         absent = [f for f in members if f.status == MISSING]
         if broken:
-            checks.append(Check(f"{group} weights", WARN, f"{broken[0].path}: {broken[0].detail}", f"run `magicanimate models download --only {group} --overwrite`"))
+            checks.append(Check(f"{group} weights", WARN, f"{broken[0].path}: {broken[0].detail}", f"run `{download_command(group, root, overwrite=True)}`"))
         elif absent:
-            checks.append(Check(f"{group} weights", WARN, f"not downloaded (needed by `magicanimate {stage}`)", f"run `magicanimate models download --only {group}`"))
+            checks.append(Check(f"{group} weights", WARN, f"not downloaded (needed by `magicanimate {stage}`)", f"run `{download_command(group, root)}`"))
         else:
             state = "verified" if all(f.status == VERIFIED for f in members) else "present"
             checks.append(Check(f"{group} weights", OK, state))

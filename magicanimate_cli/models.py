@@ -114,6 +114,17 @@ def resolve_models_dir(models: Path | str | None = None) -> Path:
     return checkout_models_dir() or Path.home() / ".cache" / "magicanimate" / "models"
 
 
+def download_command(group: str | None = None, models: Path | str | None = None, *, overwrite: bool = False) -> str:
+    """The ``magicanimate models download`` command line that fetches ``group`` into ``models``
+    (``--models`` only when that folder is not the one the command finds without it)."""
+    import shlex
+
+    parts = ["magicanimate", "models", "download", *(["--only", group] if group else [])]
+    if models is not None and Path(models).expanduser().resolve() != resolve_models_dir().expanduser().resolve():
+        parts += ["--models", str(models)]
+    return shlex.join(parts + (["--overwrite"] if overwrite else []))
+
+
 def models_root(models: Path | str | None = None) -> Path:
     """``resolve_models_dir``, refusing a file where the weights folder should be (the commands that
     read or write weights; ``doctor`` reports instead)."""
@@ -871,7 +882,7 @@ class ModelsListing:
         summary = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
         if self.counts.get(UNVERIFIED):
             summary += " (unverified: not in the checksum record; `magicanimate models download` checks and records them)"
-        return {"models": self.models, "summary": summary or "no files", "files": "\n" + "\n".join(lines)}
+        return {"models": self.models, "summary": summary or "no files", "files": lines}
 
 
 def list_models(

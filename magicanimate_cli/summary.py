@@ -2,7 +2,8 @@
 
 A result's ``for_humans()`` (a dict of lines, or a Rich renderable such as a table) when it has one,
 else its ``to_dict()`` fields, one ``key: value`` line each (a newline in a value, say in a file
-name, is shown escaped). ``show`` prints it on the terminal;
+name, is shown escaped). A ``for_humans()`` value that is a list is a block: the key on its own
+line, then one line per item (doctor's checks, the files of ``models list``). ``show`` prints it on the terminal;
 ``as_text`` renders the same into plain text of a given width, which a ``magicanimate serve`` sends
 to the client that asked for it (``server.py``), so a command prints the same lines either way.
 """
@@ -25,7 +26,11 @@ def show(result, file=None, width: int | None = None, color: bool = True) -> Non
         console.print(shown)
         return
     for key, value in shown.items():
-        if value is not None:
+        if isinstance(value, list):  # a block: the key, then one line per item
+            console.print(f"[bold]{escape(one_line(key))}[/bold]:", highlight=False)
+            for line in value:
+                console.print(escape(one_line(line)), highlight=False)
+        elif value is not None:
             console.print(f"[bold]{escape(one_line(key))}[/bold]: {escape(one_line(value))}", highlight=False)  # a line per field
 
 

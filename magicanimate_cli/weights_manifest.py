@@ -368,13 +368,15 @@ def human_size(n: int | None, approx: bool = False) -> str:
 # ----------------------------------------------------------------------------- verdicts
 
 
-def fix_for(check: FileCheck, manifest: Manifest) -> str:
-    """The command that repairs the file of ``check``."""
+def fix_for(check: FileCheck, manifest: Manifest, root: Path | None = None) -> str:
+    """The command that repairs the file of ``check`` in the weights folder ``root``."""
+    from .models import download_command
+
     if manifest.get(check.path) is None and manifest.replacement_of(check.path) is not None:
         return "run `magicanimate models convert --overwrite` (or delete it to use the original checkpoint)"
     if check.status == CORRUPT:
-        return "run `magicanimate models download --overwrite` to fetch it again"
-    return f"run `magicanimate models download --only {check.group}`"
+        return f"run `{download_command(None, root, overwrite=True)}` to fetch it again"
+    return f"run `{download_command(check.group, root)}`"
 
 
 def problems(checks: Iterable[FileCheck], record: ChecksumRecord, *, missing_ok: bool = False) -> list[FileCheck]:
@@ -413,8 +415,8 @@ def verify_models(
             size = human_size(sum(c.size or 0 for c in absent), approx=True)
             raise UserError(
                 f"{root / first.path}: missing ({len(absent)} file(s) of the {first.group} weights, {size}, are not in {root}); "
-                f"{fix_for(first, man)}, or point --models / MAGICANIMATE_MODELS at a folder in the official layout"
+                f"{fix_for(first, man, root)}, or point --models / MAGICANIMATE_MODELS at a folder in the official layout"
             )
         more = f" (and {len(bad) - 1} more file{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
-        raise UserError(f"{root / first.path}: {first.detail}{more}; {fix_for(first, man)}")
+        raise UserError(f"{root / first.path}: {first.detail}{more}; {fix_for(first, man, root)}")
     return checks

@@ -166,7 +166,10 @@ def test_cli_exit_codes_and_json(tmp_path):
     assert any(p.startswith("weights:") and "models download" in p for p in data["problems"])
     out = runner.invoke(app, ["doctor", "--models", str(tmp_path / "nothing")])
     text = " ".join(out.output.split())  # Rich wraps long lines at the terminal width
-    assert out.exit_code == 1 and "fix: run `magicanimate models download --only animate`" in text
+    assert out.exit_code == 1 and f"fix: run `magicanimate models download --only animate --models {tmp_path / 'nothing'}`" in text
+    lines = out.stdout.splitlines()
+    checks = lines.index("checks:")  # one check per line under it, not one line of "\n"s
+    assert lines[checks + 1].split()[:2] == ["ok", "python"] and "\\n" not in out.stdout
     if PARITY_WEIGHTS.is_dir():
         out = runner.invoke(app, ["doctor", "--models", str(PARITY_WEIGHTS), "--json"])
         assert out.exit_code == 0 and json.loads(out.stdout)["ready"] is True

@@ -415,7 +415,7 @@ def test_corrupt_truncated_and_missing_files_fail_verification_with_the_fix(hub,
     data = bytearray(vae.read_bytes())
     data[100] ^= 0xFF
     vae.write_bytes(bytes(data))
-    with pytest.raises(UserError, match=r"diffusion_pytorch_model.safetensors: checksum mismatch.*magicanimate models download --overwrite") as info:
+    with pytest.raises(UserError, match=r"diffusion_pytorch_model.safetensors: checksum mismatch.*magicanimate models download --models .*/models --overwrite") as info:
         verify_models(root, manifest=hub.manifest)
     assert "\n" not in str(info.value)
     listing = list_models(models=root, manifest=hub.manifest)
@@ -632,3 +632,11 @@ def test_a_file_given_as_the_weights_folder_is_refused(tmp_path, monkeypatch):
         models_mod.check_models()
     assert models_mod.resolve_models_dir() == photo  # doctor reports what it finds instead of stopping
     assert models_mod.models_root(tmp_path / "not-yet") == tmp_path / "not-yet"  # a folder to be made is fine
+
+
+def test_the_download_command_names_the_folder_only_when_it_is_not_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv(models_mod.ENV_VAR, str(tmp_path / "default"))
+    assert models_mod.download_command("animate") == "magicanimate models download --only animate"
+    assert models_mod.download_command("animate", tmp_path / "default") == "magicanimate models download --only animate"
+    odd = tmp_path / "my models"
+    assert models_mod.download_command("matting", odd, overwrite=True) == f"magicanimate models download --only matting --models '{odd}' --overwrite"

@@ -47,3 +47,11 @@ def test_a_table_is_laid_out_for_the_width():
 def test_a_newline_in_a_value_does_not_split_its_line():
     text = as_text(Plain("out\nput.mp4"))
     assert text.splitlines() == ["output: out\\nput.mp4"]
+
+
+def test_a_list_is_a_block_of_lines_each_kept_on_its_own():
+    class Block(Plain):
+        def for_humans(self) -> dict:
+            return {"ready": "yes", "checks": ["  ok    python", "  warn  gpu", "  bad\nname"]}
+
+    assert as_text(Block("x")).splitlines() == ["ready: yes", "checks:", "  ok    python", "  warn  gpu", "  bad\\nname"]

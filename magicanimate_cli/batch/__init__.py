@@ -76,7 +76,7 @@ class BatchResult:
         """The summary without the per-task list, for reading on a terminal."""
         failures = [f"line {r['line']} {r['command']}: {r['error']} (exit {r['exit_code']})" for r in self.results if r["status"] == "failed"]
         data = {key: value for key, value in self.to_dict().items() if key not in ("results", "ok", "exit_code")}
-        data["failures"] = "\n  " + "\n  ".join(failures) if failures else None
+        data["failures"] = [f"  {line}" for line in failures] or None
         return data
 
 

@@ -85,8 +85,9 @@ def test_missing_file_names_the_file_and_the_fix(tmp_path, tiny_weights):
     root = tmp_path / "m"
     shutil.copytree(tiny_weights, root)
     (root / "MagicAnimate" / "temporal_attention" / "temporal_attention.ckpt").unlink()
-    with pytest.raises(UserError, match=r"temporal_attention.ckpt: missing \(1 file\(s\) .*run `magicanimate models download --only animate`"):
+    with pytest.raises(UserError, match=r"temporal_attention.ckpt: missing \(1 file\(s\) .*run `magicanimate models download --only animate") as info:
         check_models(root)
+    assert f"--only animate --models {root}`" in str(info.value)  # into this folder, not the default one
 
 
 # ----------------------------------------------------------------------------- broken weights (issue 12)
