@@ -219,7 +219,10 @@ def _text_encoder(folder: Path, dtype: torch.dtype):
     names = ("model.safetensors", "pytorch_model.bin")
     file = next((folder / n for n in names if (folder / n).is_file()), None)
     if file is None:
-        raise UserError(f"{folder / names[0]}: missing (no model.safetensors or pytorch_model.bin); run `magicanimate models download --only animate`")
+        from ..models import download_command
+
+        root = folder.parent.parent  # ROOT/stable-diffusion-v1-5/text_encoder
+        raise UserError(f"{folder / names[0]}: missing (no model.safetensors or pytorch_model.bin); run `{download_command('animate', root)}`")
 
     def expected() -> dict:
         with torch.device("meta"):
@@ -247,16 +250,16 @@ def load_components(root: Path, dtype: torch.dtype) -> dict:
     sd = layout.stable_diffusion
     return {
         # the tokenizers library raises plain Exception for a damaged vocab.json or merges.txt
-        "tokenizer": _damaged_config(sd / "tokenizer", lambda: CLIPTokenizer.from_pretrained(sd / "tokenizer"), Exception),
-        "text_encoder": _damaged_config(sd / "text_encoder", lambda: _text_encoder(sd / "text_encoder", dtype)),
-        "vae": _damaged_config(layout.vae, lambda: _diffusers_component(AutoencoderKL, layout.vae, dtype)),
-        "controlnet": _damaged_config(layout.controlnet, lambda: _diffusers_component(ControlNetModel, layout.controlnet, dtype)),
-        "appearance_encoder": _damaged_config(layout.appearance_encoder, lambda: load_appearance_encoder(layout.appearance_encoder, dtype)),
-        "unet": _damaged_config(sd / "unet", lambda: load_unet(layout, dtype)),
+        "tokenizer": _damaged_config(root, sd / "tokenizer", lambda: CLIPTokenizer.from_pretrained(sd / "tokenizer"), Exception),
+        "text_encoder": _damaged_config(root, sd / "text_encoder", lambda: _text_encoder(sd / "text_encoder", dtype)),
+        "vae": _damaged_config(root, layout.vae, lambda: _diffusers_component(AutoencoderKL, layout.vae, dtype)),
+        "controlnet": _damaged_config(root, layout.controlnet, lambda: _diffusers_component(ControlNetModel, layout.controlnet, dtype)),
+        "appearance_encoder": _damaged_config(root, layout.appearance_encoder, lambda: load_appearance_encoder(layout.appearance_encoder, dtype)),
+        "unet": _damaged_config(root, sd / "unet", lambda: load_unet(layout, dtype)),
     }
 
 
-def _damaged_config(folder: Path, load, errors: type[BaseException] | tuple = (OSError, ValueError)):
+def _damaged_config(root: Path, folder: Path, load, errors: type[BaseException] | tuple = (OSError, ValueError)):
     """``load()``, with a config or tokenizer file that cannot be parsed (bad JSON, settings the
     model class refuses) said in one line naming the folder; the weights' own problems are
     ``UserError`` already."""
@@ -267,7 +270,9 @@ def _damaged_config(folder: Path, load, errors: type[BaseException] | tuple = (O
     except PermissionError as exc:
         raise UserError(f"{folder}: cannot be read ({first_line(exc)}); check the permissions of its files") from exc
     except errors as exc:
+        from ..models import download_command
+
         raise UserError(
             f"{folder}: cannot be loaded ({first_line(exc)}); its files are damaged or belong to another model: "
-            "download them again (`magicanimate models download --only animate`)"
+            f"download them again (`{download_command('animate', root)}`)"
         ) from exc

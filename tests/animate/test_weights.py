@@ -146,7 +146,7 @@ def test_a_damaged_config_or_tokenizer_file_names_its_folder(fixture_copy, relpa
     path.write_text(damage(path.read_text()))
     message = load_error(fixture_copy)
     assert message.startswith(f"{path.parent}: cannot be loaded (")
-    assert message.endswith("download them again (`magicanimate models download --only animate`)")
+    assert message.endswith(f"download them again (`magicanimate models download --only animate --models {fixture_copy}`)")
 
 
 @needs_parity
