@@ -337,7 +337,7 @@ def reference_box(
         elif (result := found(labels > 0, "densepose")) is not None:
             return result
 
-    from .models import download_command
+    from .weights_manifest import download_command
 
     raise UserError(
         f"{reference}: cannot tell where the person is ({'; '.join(notes)}); pass --ref-box x0,y0,x1,y1 (reference pixels) "
@@ -366,7 +366,7 @@ def _installed_segmenter(models, notes: list[str]):
 
 def _installed_estimator(models, notes: list[str]):
     from .densepose.estimator import detectron2_available, load_estimator, resolve_model, weights_path
-    from .models import download_command
+    from .weights_manifest import download_command
 
     if not detectron2_available():
         notes.append("densepose: detectron2 is not installed (see docs/densepose.md)")

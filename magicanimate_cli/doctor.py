@@ -226,7 +226,6 @@ def check_paddleseg() -> Check:
 
 def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[Check], int]:
     """(the checks, the bytes of the missing animate files)."""
-    from .models import download_command
     from .weights_manifest import (
         CORRUPT,
         MISSING,
@@ -235,6 +234,7 @@ def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[
         VERIFIED,
         ChecksumRecord,
         check_folder,
+        download_command,
         human_size,
         load_manifest,
         problems,

@@ -46,6 +46,7 @@ from .weights_manifest import (
     ManifestFile,
     check_folder,
     check_recorded,
+    download_command,  # noqa: F401 - part of this module's API (errors and doctor suggest it)
     git_blob_sha1,
     human_size,
     load_manifest,
@@ -112,17 +113,6 @@ def resolve_models_dir(models: Path | str | None = None) -> Path:
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
     return checkout_models_dir() or Path.home() / ".cache" / "magicanimate" / "models"
-
-
-def download_command(group: str | None = None, models: Path | str | None = None, *, overwrite: bool = False) -> str:
-    """The ``magicanimate models download`` command line that fetches ``group`` into ``models``
-    (``--models`` only when that folder is not the one the command finds without it)."""
-    import shlex
-
-    parts = ["magicanimate", "models", "download", *(["--only", group] if group else [])]
-    if models is not None and Path(models).expanduser().resolve() != resolve_models_dir().expanduser().resolve():
-        parts += ["--models", str(models)]
-    return shlex.join(parts + (["--overwrite"] if overwrite else []))
 
 
 def models_root(models: Path | str | None = None) -> Path:

@@ -368,10 +368,21 @@ def human_size(n: int | None, approx: bool = False) -> str:
 # ----------------------------------------------------------------------------- verdicts
 
 
+def download_command(group: str | None = None, models: Path | str | None = None, *, overwrite: bool = False) -> str:
+    """The ``magicanimate models download`` command line that fetches ``group`` into ``models``
+    (``--models`` only when that folder is not the one the command finds without it)."""
+    import shlex
+
+    from .models import resolve_models_dir  # the one place that knows the default folder
+
+    parts = ["magicanimate", "models", "download", *(["--only", group] if group else [])]
+    if models is not None and Path(models).expanduser().resolve() != resolve_models_dir().expanduser().resolve():
+        parts += ["--models", str(models)]
+    return shlex.join(parts + (["--overwrite"] if overwrite else []))
+
+
 def fix_for(check: FileCheck, manifest: Manifest, root: Path | None = None) -> str:
     """The command that repairs the file of ``check`` in the weights folder ``root``."""
-    from .models import download_command
-
     if manifest.get(check.path) is None and manifest.replacement_of(check.path) is not None:
         return "run `magicanimate models convert --overwrite` (or delete it to use the original checkpoint)"
     if check.status == CORRUPT:

@@ -219,7 +219,7 @@ def _text_encoder(folder: Path, dtype: torch.dtype):
     names = ("model.safetensors", "pytorch_model.bin")
     file = next((folder / n for n in names if (folder / n).is_file()), None)
     if file is None:
-        from ..models import download_command
+        from ..weights_manifest import download_command
 
         root = folder.parent.parent  # ROOT/stable-diffusion-v1-5/text_encoder
         raise UserError(f"{folder / names[0]}: missing (no model.safetensors or pytorch_model.bin); run `{download_command('animate', root)}`")
@@ -270,7 +270,7 @@ def _damaged_config(root: Path, folder: Path, load, errors: type[BaseException] 
     except PermissionError as exc:
         raise UserError(f"{folder}: cannot be read ({first_line(exc)}); check the permissions of its files") from exc
     except errors as exc:
-        from ..models import download_command
+        from ..weights_manifest import download_command
 
         raise UserError(
             f"{folder}: cannot be loaded ({first_line(exc)}); its files are damaged or belong to another model: "
