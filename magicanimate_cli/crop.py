@@ -436,7 +436,7 @@ def crop(
     """
     from . import media
     from .clip import is_clip_folder, read_meta, subfolders, versions, write_meta
-    from .files import commit, discard, temp_beside, writing
+    from .files import commit, discard, temp_beside
 
     input, output = Path(input), Path(output)
     if not input.exists():
@@ -453,18 +453,17 @@ def crop(
         width, height = clip_source_size(input, subs)
         media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, width, height, size=size, box=box, fov=fov)
-        with writing(output):  # a full disk names the output, not its temporary
-            tmp = temp_beside(output)
-            try:
-                count = crop_clip_into(input, tmp, plan, subs, progress)
-                meta = read_meta(input) or {}
-                meta.setdefault("crops", []).append({"input": str(input), **_plan_dict(plan), "versions": versions()})
-                meta["crop_box"] = _compose(meta.get("crop_box"), plan)
-                write_meta(tmp, meta)
-                commit(tmp, output, replace=overwrite)
-                tmp = None
-            finally:
-                discard(tmp)
+        tmp = temp_beside(output)
+        try:  # (crop_clip_into and write_meta name the output on a full disk themselves)
+            count = crop_clip_into(input, tmp, plan, subs, progress)
+            meta = read_meta(input) or {}
+            meta.setdefault("crops", []).append({"input": str(input), **_plan_dict(plan), "versions": versions()})
+            meta["crop_box"] = _compose(meta.get("crop_box"), plan)
+            write_meta(tmp, meta)
+            commit(tmp, output, replace=overwrite)
+            tmp = None
+        finally:
+            discard(tmp)
     elif media.is_image(input):
         subs = None
         if output.suffix.lower() != ".png":

@@ -75,15 +75,18 @@ class _FrameStore:
     """
 
     def __init__(self, path: Path, size: int) -> None:
+        from ..files import output_of
+
         self.path = Path(path)
+        self.output = output_of(self.path)  # what a full disk names: the output, not this temporary
         self.size = size
         self.count = 0
         self._file = open(self.path, "wb")
 
     def append(self, frame) -> None:
-        from ..files import output_of, writing
+        from ..files import writing
 
-        with writing(output_of(self.path)):  # a full disk names the output, not this temporary
+        with writing(self.output):
             self._file.write(frame.tobytes())
         self.count += 1
 
