@@ -569,6 +569,7 @@ def start(
            "GRADIO_ANALYTICS_ENABLED": "False"}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
+    page = None
     try:
         app = DemoApp(models=models, device=device, dtype=dtype, clips=clips, workdir=workdir, progress=progress)
         page = app.blocks()
@@ -579,7 +580,11 @@ def start(
             show_error=True, max_file_size=f"{max_upload_mb}mb", allowed_paths=[str(app.runs_dir)], blocked_paths=blocked,
             css=CSS, footer_links=[], ssr_mode=False,
         )
+        return DemoServer(page.local_url or f"http://{host}:{port}/", app, page, workdir, owns, saved)
     except BaseException as exc:
+        if page is not None:  # launched, or partly: a SIGTERM can come between the launch and the return
+            with contextlib.suppress(Exception), contextlib.redirect_stdout(sys.stderr):  # its "Closing server ..."
+                page.close()
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         if owns or created is not None:  # what this call made, and only that
@@ -587,7 +592,6 @@ def start(
         if isinstance(exc, OSError) and "port" in str(exc):  # taken between the check and the launch
             raise UserError(f"--port {port}: {first_line(exc)}; choose another --port") from exc
         raise
-    return DemoServer(page.local_url or f"http://{host}:{port}/", app, page, workdir, owns, saved)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -626,9 +630,14 @@ def demo(
     sources. ``workdir``: where runs and uploads go (default a temporary folder removed at exit).
     ``on_ready(url)`` is called once the page is served.
     """
-    server = start(models=models, host=host, port=port, device=device, dtype=dtype, clips=clips, workdir=workdir,
-                   max_upload_mb=max_upload_mb, progress=progress)
-    previous = stop_on_sigterm()
+    previous = stop_on_sigterm()  # before the work folder exists: a SIGTERM while loading removes it too
+    try:
+        server = start(models=models, host=host, port=port, device=device, dtype=dtype, clips=clips, workdir=workdir,
+                       max_upload_mb=max_upload_mb, progress=progress)
+    except BaseException:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        raise
     try:
         if on_ready is not None:
             on_ready(server.url)

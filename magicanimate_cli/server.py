@@ -279,14 +279,6 @@ def serve(
         from .device import check_device
 
         check_device(device)
-    path = Path(socket).expanduser() if socket else default_socket()
-    lock = _lock(path)
-    try:
-        listener = _listen(path)
-    except BaseException:
-        os.close(lock)
-        raise
-    identity = os.stat(path).st_ino
     runner = TaskRunner(commands or COMMANDS)
     started, counts = time.monotonic(), {"tasks": 0, "failed": 0}
 
@@ -294,9 +286,18 @@ def serve(
         counts["tasks"] += 1
         counts["failed"] += record.get("exit_code") != 0
 
-    previous = stop_on_sigterm()
-    home = os.open(".", os.O_RDONLY)  # the server's own folder, back after each task
+    path = Path(socket).expanduser() if socket else default_socket()
+    previous = stop_on_sigterm()  # before the socket exists: a SIGTERM from here on stops the server cleanly
     try:
+        lock = _lock(path)
+    except BaseException:
+        _give_back(previous)
+        raise
+    listener = identity = home = None
+    try:
+        listener = _listen(path)
+        identity = os.stat(path).st_ino
+        home = os.open(".", os.O_RDONLY)  # the server's own folder, back after each task
         listener.settimeout(idle_timeout)
         if preload:
             animate = runner.registry["animate"]
@@ -318,13 +319,20 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        os.close(home)
-        listener.close()
+        if home is not None:
+            os.close(home)
+        if listener is not None:
+            listener.close()
         _remove_if_ours(path, identity)
         os.close(lock)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        _give_back(previous)
     return ServeResult(str(path), counts["tasks"], counts["failed"], runner.loads, round(time.monotonic() - started, 3))
+
+
+def _give_back(previous) -> None:
+    """Put back the SIGTERM handler ``stop_on_sigterm`` replaced (None: it replaced none)."""
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _private_folder(folder: Path) -> None:
@@ -387,9 +395,12 @@ def _listen(path: Path) -> sockets.socket:
     return listener
 
 
-def _remove_if_ours(path: Path, identity: int) -> None:
+def _remove_if_ours(path: Path, identity: int | None) -> None:
+    """Remove the server's socket at ``path`` (the lock held). ``identity`` None: stopped before its
+    inode was known (a SIGTERM inside ``_listen``), so a socket there is this server's or a stale one."""
     try:
-        if os.lstat(path).st_ino == identity:
+        info = os.lstat(path)
+        if info.st_ino == identity or (identity is None and stat.S_ISSOCK(info.st_mode)):
             path.unlink()
     except OSError:
         pass

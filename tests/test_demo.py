@@ -366,3 +366,51 @@ def test_a_work_folder_the_demo_made_is_taken_back_when_it_cannot_start(tmp_path
     error = json.loads(result.stdout.splitlines()[0])["error"]
     assert error == f"--port {port}: Cannot find empty port in range: {port}-{port}.; choose another --port"
     assert not (tmp_path / "new").exists()
+
+
+
+SIGTERM_AT = """
+import os, signal, sys, time
+import gradio as gr
+import magicanimate_cli.demo as demo_module
+from magicanimate_cli.cli import entrypoint
+
+def sigterm_now():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the handler's KeyboardInterrupt comes here
+
+moment = sys.argv.pop(1)
+if moment == "load":
+    real_app = demo_module.DemoApp
+    def loading(*args, **kwargs):
+        sigterm_now()
+        return real_app(*args, **kwargs)
+    demo_module.DemoApp = loading
+else:
+    real_launch = gr.Blocks.launch
+    def launched(self, *args, **kwargs):
+        result = real_launch(self, *args, **kwargs)
+        sigterm_now()
+        return result
+    gr.Blocks.launch = launched
+sys.argv[0] = "magicanimate"
+entrypoint()
+"""
+
+
+@pytest.mark.parametrize("moment", ["load", "launch"])
+def test_a_sigterm_before_the_page_serves_takes_back_the_work_folder_and_the_port(moment, tmp_path):
+    # systemd may stop the unit while it starts (the models load, or the page just launched): the
+    # signal's handler is in place before anything is made, so nothing is left behind
+    import subprocess
+    import sys
+
+    port = free_port()
+    args = ["demo", "--port", str(port), "--workdir", str(tmp_path / "new" / "work"), "--models", str(tmp_path / "none"), "--json"]
+    done = subprocess.run([sys.executable, "-c", SIGTERM_AT, moment, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["error"] == "interrupted"
+    assert not (tmp_path / "new").exists()
+    with socket.socket() as again:  # the page's server was closed: its port is free again
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))

@@ -339,6 +339,31 @@ def test_serve_refuses_a_live_socket_and_any_other_file_and_replaces_a_stale_soc
     assert (result.tasks, result.models_loaded) == (0, 0) and not stale.exists()
 
 
+
+SIGTERM_ONCE_LISTENING = (
+    "import json, os, signal, sys, time\n"
+    "from magicanimate_cli import server\n"
+    "real_listen = server._listen\n"
+    "def listening(path):\n"
+    "    listener = real_listen(path)\n"
+    "    os.kill(os.getpid(), signal.SIGTERM)  # as soon as the socket exists, before anything else\n"
+    "    time.sleep(30)\n"
+    "    return listener\n"
+    "server._listen = listening\n"
+    "print(json.dumps(server.serve(sys.argv[1]).to_dict()), flush=True)\n"
+)
+
+
+def test_a_sigterm_as_soon_as_the_socket_exists_stops_the_server_cleanly(tmp_path):
+    # a client (or a test) may SIGTERM the server the moment its socket appears
+    sock = tmp_path / "s.sock"
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_ONCE_LISTENING, str(sock)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["tasks"] == 0
+    assert not sock.exists()
+    result = server.serve(sock, idle_timeout=0.1)  # and its lock was let go
+    assert result.tasks == 0
+
 def test_the_socket_is_private_to_its_user(tmp_path):
     sock = tmp_path / "private" / "deeper" / "s.sock"
     proc = start(sock, HELPERS_SERVER)
