@@ -519,7 +519,7 @@ def demo_(
     """Serve a browser page (Gradio, extra 'demo') that runs the whole chain; Ctrl-C stops it."""
     from .demo import demo as run
 
-    _call(run, locals(), on_ready=None if as_json else lambda url: _say(f"demo running at {url} (Ctrl-C to stop)"))
+    _call(run, locals(), on_ready=lambda url: _say(f"demo running at {url} (Ctrl-C to stop)"))  # stderr, --json too: when to connect
 
 
 @app.command("serve")
@@ -537,7 +537,7 @@ def serve_(
     """Keep the models loaded for later commands: `magicanimate --server SOCKET animate ...` runs here."""
     from .server import serve as run
 
-    _call(run, locals(), on_ready=None if as_json else _say_serving, on_task=None if as_json else _say_task)
+    _call(run, locals(), on_ready=_say_serving, on_task=None if as_json else _say_task)  # the ready line (stderr) with --json too
 
 
 def _say_serving(path) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from .animate import FITS, POSE_BACKGROUND, AnimateConfig
 from .errors import MissingDependency, UserError, first_line
+from .files import write_text
 from .processes import stop_on_sigterm
 
 DEMO_INSTALL = "pip install 'magicanimate-cli[demo]'"
@@ -403,7 +404,7 @@ class DemoApp:
             raise
         finally:
             record["stages"] = stages
-            (run / "run.json").write_text(json.dumps(record, indent=2, default=str))
+            write_text(run / "run.json", json.dumps(record, indent=2, default=str), replace=True)  # never seen half written
         status = (f"**Done**: {result.frames} frames at {result.fps:g} fps, {result.size}×{result.size}, "
                   f"{result.steps} steps, seed {result.seed}, on {result.device} ({result.dtype}) in {result.seconds:.1f} s. "
                   f"Run folder: `{run}`")

@@ -35,7 +35,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -377,33 +377,47 @@ def _lock(path: Path) -> int:
 
 
 def _listen(path: Path) -> sockets.socket:
-    """Listen on ``path`` (the lock held): a socket left there by a server that died is replaced."""
-    if os.path.lexists(path):
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise UserError(f"{shown(path)}: exists and is not a socket; choose another --socket (nothing was changed)")
-        path.unlink(missing_ok=True)  # no server holds the lock: nothing listens on it
+    """Listen on ``path`` (the lock held): a socket left there by a server that died is replaced.
+
+    The socket is bound and listening under a hidden name first, then renamed onto ``path``, so a
+    client that sees the file can connect (a bound socket refuses connections until ``listen``)."""
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise UserError(f"{shown(path)}: exists and is not a socket; choose another --socket (nothing was changed)")
+    hidden = _hidden(path)
     listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
     mask = os.umask(0o177)  # the socket is born 0600
     try:
-        listener.bind(str(path))
+        hidden.unlink(missing_ok=True)  # left by a killed server that had this pid (the lock is held)
+        listener.bind(str(hidden))
         listener.listen(16)
+        os.replace(hidden, path)  # a stale socket there goes: no server holds the lock
     except OSError as exc:
         listener.close()
+        with suppress(OSError):
+            hidden.unlink()
         raise UserError(f"{shown(path)}: cannot listen there ({exc.strerror}); choose another --socket") from None
     finally:
         os.umask(mask)
     return listener
 
 
+def _hidden(path: Path) -> Path:
+    """Where ``_listen`` binds before the rename: in the same private folder, short (sockets' paths
+    are limited to about 107 bytes, and ``path`` was checked against 100)."""
+    return path.with_name(f".{os.getpid() % 100000}.s")
+
+
 def _remove_if_ours(path: Path, identity: int | None) -> None:
     """Remove the server's socket at ``path`` (the lock held). ``identity`` None: stopped before its
-    inode was known (a SIGTERM inside ``_listen``), so a socket there is this server's or a stale one."""
-    try:
-        info = os.lstat(path)
-        if info.st_ino == identity or (identity is None and stat.S_ISSOCK(info.st_mode)):
-            path.unlink()
-    except OSError:
-        pass
+    inode was known (a SIGTERM inside ``_listen``), so a socket there is this server's or a stale
+    one, and the hidden name it binds first may be left too."""
+    for name in (path, _hidden(path)) if identity is None else (path,):
+        try:
+            info = os.lstat(name)
+            if info.st_ino == identity or (identity is None and stat.S_ISSOCK(info.st_mode)):
+                name.unlink()
+        except OSError:
+            pass
 
 
 def _peer_uid(conn: sockets.socket) -> int | None:

@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import socket
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -195,6 +196,7 @@ def test_uploads_are_checked_and_only_the_work_folder_is_served(server, client, 
     outside = [WEIGHTS / "weights_info.json", inputs["reference"], Path("/etc/hostname")]
     for path in outside:
         assert httpx.get(f"{server.url}gradio_api/file={path}").status_code == 403, path
+    client.predict(*animate_args(inputs, motion=inputs["archive"], steps=1), api_name="/animate")  # this test's own result
     served = next((server.workdir / "gradio").rglob("animation.mp4"))
     assert httpx.get(f"{server.url}gradio_api/file={served}").status_code == 200
     assert server.url.startswith("http://127.0.0.1:")
@@ -253,7 +255,9 @@ def test_browser_uploads_animates_and_plays_the_result(server, inputs, tmp_path)
             field.send_keys(str(SMALL[name]) + "\n")
         driver.find_element(By.XPATH, "//*[@id='ma-fit']//input[@value='stretch']/..").click()
         wait.until(lambda d: d.execute_script("const i = document.querySelector('#ma-reference img'); return i && i.complete;"))
-        time.sleep(1.0)  # let the uploads and settings settle
+        uploaded = f"#ma-motion a[data-testid=download-link][href*='gradio_api/file='][download='{inputs['motion'].name}']"
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, uploaded))  # the server holds the motion: its upload is done
+        time.sleep(0.5)  # let the settings settle
         driver.find_element(By.ID, "ma-animate").click()
         playable = (
             "const v = document.querySelector('#ma-result video');"
@@ -315,20 +319,28 @@ def test_sigterm_stops_the_page_with_one_json_line_and_removes_its_work_folder(t
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     command = [sys.executable, "-m", "magicanimate_cli", "demo", "--models", str(tmp_path / "none"), "--device", "cpu", "--port", str(port), "--json"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    said, ready = [], threading.Event()
+
+    def read_stderr():  # the ready line comes on stderr, with --json too, once the page serves
+        for line in proc.stderr:
+            said.append(line)
+            if line.startswith("demo running at "):
+                ready.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/config", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        assert proc.poll() is None, proc.stderr.read()
+        assert ready.wait(timeout=120), "".join(said)
+        assert said[-1] == f"demo running at http://127.0.0.1:{port}/ (Ctrl-C to stop)\n"
+        assert httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).status_code == 200
         assert list(tmp_path.glob("magicanimate-demo-*")), "the page serves from a temporary work folder"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        out = proc.stdout.read()
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
     finally:
         proc.kill()
+    err = "".join(said)
     assert proc.returncode == 0, err
     assert len(out.splitlines()) == 1, out
     assert json.loads(out) == {"ok": True, "url": f"http://127.0.0.1:{port}/", "workdir": "(removed)", "runs": 0}

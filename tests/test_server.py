@@ -364,6 +364,40 @@ def test_a_sigterm_as_soon_as_the_socket_exists_stops_the_server_cleanly(tmp_pat
     result = server.serve(sock, idle_timeout=0.1)  # and its lock was let go
     assert result.tasks == 0
 
+
+def test_the_socket_file_appears_only_once_it_takes_connections(tmp_path, monkeypatch):
+    # clients (and scripts) wait for the file, then connect: a bound socket refuses until listen()
+    sock = tmp_path / "s.sock"
+    real_listen = socket.socket.listen
+
+    def slow_listen(self, *args):
+        time.sleep(1.0)  # a loaded machine between bind() and listen()
+        return real_listen(self, *args)
+
+    monkeypatch.setattr(socket.socket, "listen", slow_listen)
+    outcome = {}
+
+    def client():
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with socket.socket(socket.AF_UNIX) as conn:
+            try:
+                conn.connect(str(sock))
+                outcome["connected"] = True
+            except OSError as exc:
+                outcome["connected"] = exc
+
+    waiter = threading.Thread(target=client)
+    waiter.start()
+    listener = server._listen(sock)
+    waiter.join(timeout=60)
+    try:
+        assert outcome.get("connected") is True, outcome
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sock"]  # the hidden name it bound first is gone
+    finally:
+        listener.close()
+
 def test_the_socket_is_private_to_its_user(tmp_path):
     sock = tmp_path / "private" / "deeper" / "s.sock"
     proc = start(sock, HELPERS_SERVER)
