@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PARITY_ROOT
 from typer.testing import CliRunner
 
 from magicanimate_cli import doctor as doc
 from magicanimate_cli import weights_manifest as wm
 from magicanimate_cli.cli import app
 
-PARITY_WEIGHTS = Path(__file__).resolve().parent.parent.parent / "shared" / "parity" / "A" / "weights"
+PARITY_WEIGHTS = PARITY_ROOT / "A" / "weights"
 needs_parity = pytest.mark.skipif(not PARITY_WEIGHTS.is_dir(), reason="parity fixture A not available")
 
 

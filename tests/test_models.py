@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PARITY_ROOT
 from typer.testing import CliRunner
 
 from magicanimate_cli import files
@@ -34,7 +35,7 @@ from magicanimate_cli.models import (
 
 from models_helpers import FakeHub, make_hub, write_manifest
 
-PARITY_A = Path(__file__).resolve().parent.parent.parent / "shared" / "parity" / "A"
+PARITY_A = PARITY_ROOT / "A"
 needs_parity = pytest.mark.skipif(not (PARITY_A / "weights").is_dir(), reason="parity fixture A not available")
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import PARITY_ROOT
 
 from magicanimate_cli.animate import load_pipeline
 from magicanimate_cli.animate.weights import (
@@ -17,7 +18,7 @@ from magicanimate_cli.models import check_models
 
 from factories import make_official_weights
 
-PARITY_WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "parity" / "A" / "weights"
+PARITY_WEIGHTS = PARITY_ROOT / "A" / "weights"
 needs_parity = pytest.mark.skipif(not PARITY_WEIGHTS.is_dir(), reason="parity fixture A not available")
 
 
