@@ -387,7 +387,7 @@ def _listen(path: Path) -> sockets.socket:
     listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
     mask = os.umask(0o177)  # the socket is born 0600
     try:
-        hidden.unlink(missing_ok=True)  # left by a killed server that had this pid (the lock is held)
+        hidden.unlink(missing_ok=True)  # left by a server killed while it started (the lock is held)
         listener.bind(str(hidden))
         listener.listen(16)
         os.replace(hidden, path)  # a stale socket there goes: no server holds the lock
@@ -402,9 +402,9 @@ def _listen(path: Path) -> sockets.socket:
 
 
 def _hidden(path: Path) -> Path:
-    """Where ``_listen`` binds before the rename: in the same private folder, short (sockets' paths
-    are limited to about 107 bytes, and ``path`` was checked against 100)."""
-    return path.with_name(f".{os.getpid() % 100000}.s")
+    """Where ``_listen`` binds before the rename: beside ``path`` in its private folder, used only
+    under ``path``'s lock, 5 bytes longer (sockets' paths take about 107; ``path`` is at most 100)."""
+    return path.with_name(f".{path.name}.new")
 
 
 def _remove_if_ours(path: Path, identity: int | None) -> None:
