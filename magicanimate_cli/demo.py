@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -631,26 +630,19 @@ def demo(
     sources. ``workdir``: where runs and uploads go (default a temporary folder removed at exit).
     ``on_ready(url)`` is called once the page is served.
     """
-    previous = stop_on_sigterm()  # before the work folder exists: a SIGTERM while loading removes it too
-    try:
+    with stop_on_sigterm():  # before the work folder exists: a SIGTERM while loading removes it too
         server = start(models=models, host=host, port=port, device=device, dtype=dtype, clips=clips, workdir=workdir,
                        max_upload_mb=max_upload_mb, progress=progress)
-    except BaseException:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        raise
-    try:
-        if on_ready is not None:
-            on_ready(server.url)
         try:
-            while True:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        runs = len([p for p in server.app.runs_dir.iterdir() if p.is_dir()])
-        return DemoResult(server.url, str(server.workdir) if not server.owns_workdir else "(removed)", runs)
-    finally:
-        with contextlib.redirect_stdout(sys.stderr):  # Gradio prints "Closing server ..." there: stdout is the result's
-            server.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            if on_ready is not None:
+                on_ready(server.url)
+            try:
+                while True:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+            runs = len([p for p in server.app.runs_dir.iterdir() if p.is_dir()])
+            return DemoResult(server.url, str(server.workdir) if not server.owns_workdir else "(removed)", runs)
+        finally:
+            with contextlib.redirect_stdout(sys.stderr):  # Gradio prints "Closing server ..." there: stdout is the result's
+                server.close()

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 
 
 def parent_death_signal() -> Callable[[int], None] | None:
@@ -34,16 +35,22 @@ def parent_death_signal() -> Callable[[int], None] | None:
     return arm
 
 
+@contextmanager
 def stop_on_sigterm():
-    """Have SIGTERM (what Slurm, systemd and ``kill`` send) raise ``KeyboardInterrupt`` as Ctrl-C
-    does, so a serving command cleans up and prints its result; the main thread only. Returns the
-    handler it replaced (give it back with ``signal.signal(signal.SIGTERM, previous)``), or None."""
+    """Within the block, SIGTERM (what Slurm, systemd and ``kill`` send) raises ``KeyboardInterrupt``
+    as Ctrl-C does, so a serving command cleans up and prints its result; the handler it replaced
+    is back when the block ends. Only the main thread can take signals: elsewhere it does nothing."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return None
+        yield
+        return
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket as sockets
 import stat
 import struct
@@ -287,52 +286,41 @@ def serve(
         counts["failed"] += record.get("exit_code") != 0
 
     path = Path(socket).expanduser() if socket else default_socket()
-    previous = stop_on_sigterm()  # before the socket exists: a SIGTERM from here on stops the server cleanly
-    try:
+    with stop_on_sigterm():  # before the socket exists: a SIGTERM from here on stops the server cleanly
         lock = _lock(path)
-    except BaseException:
-        _give_back(previous)
-        raise
-    listener = identity = home = None
-    try:
-        listener = _listen(path)
-        identity = os.stat(path).st_ino
-        home = os.open(".", os.O_RDONLY)  # the server's own folder, back after each task
-        listener.settimeout(idle_timeout)
-        if preload:
-            animate = runner.registry["animate"]
-            runner.model(animate.name, animate.model, {"models": models, "device": device, "dtype": dtype})
-        if on_ready is not None:
-            on_ready(str(path))
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                break
-            with conn:
+        listener = identity = home = None
+        try:
+            listener = _listen(path)
+            identity = os.stat(path).st_ino
+            home = os.open(".", os.O_RDONLY)  # the server's own folder, back after each task
+            listener.settimeout(idle_timeout)
+            if preload:
+                animate = runner.registry["animate"]
+                runner.model(animate.name, animate.model, {"models": models, "device": device, "dtype": dtype})
+            if on_ready is not None:
+                on_ready(str(path))
+            while True:
                 try:
-                    record = _serve_one(conn, runner, counted)
-                finally:
-                    os.fchdir(home)
-            if record is not None and on_task is not None:
-                on_task(record)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if home is not None:
-            os.close(home)
-        if listener is not None:
-            listener.close()
-        _remove_if_ours(path, identity)
-        os.close(lock)
-        _give_back(previous)
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    break
+                with conn:
+                    try:
+                        record = _serve_one(conn, runner, counted)
+                    finally:
+                        os.fchdir(home)
+                if record is not None and on_task is not None:
+                    on_task(record)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if home is not None:
+                os.close(home)
+            if listener is not None:
+                listener.close()
+            _remove_if_ours(path, identity)
+            os.close(lock)
     return ServeResult(str(path), counts["tasks"], counts["failed"], runner.loads, round(time.monotonic() - started, 3))
-
-
-def _give_back(previous) -> None:
-    """Put back the SIGTERM handler ``stop_on_sigterm`` replaced (None: it replaced none)."""
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _private_folder(folder: Path) -> None:

@@ -210,8 +210,9 @@ def _explain(cls, folder: Path, file: Path, exc: BaseException) -> UserError:
     return shape_problem(file, expected, found) or unreadable(file, exc)
 
 
-def _text_encoder(folder: Path, dtype: torch.dtype):
-    """The CLIP text encoder; transformers would fill missing tensors with random values silently."""
+def _text_encoder(folder: Path, dtype: torch.dtype, root: Path):
+    """The CLIP text encoder; transformers would fill missing tensors with random values silently.
+    ``root``: the weights folder, which the suggested download command names."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from . import text
@@ -221,7 +222,6 @@ def _text_encoder(folder: Path, dtype: torch.dtype):
     if file is None:
         from ..weights_manifest import download_command
 
-        root = folder.parent.parent  # ROOT/stable-diffusion-v1-5/text_encoder
         raise UserError(f"{folder / names[0]}: missing (no model.safetensors or pytorch_model.bin); run `{download_command('animate', root)}`")
 
     def expected() -> dict:
@@ -251,7 +251,7 @@ def load_components(root: Path, dtype: torch.dtype) -> dict:
     return {
         # the tokenizers library raises plain Exception for a damaged vocab.json or merges.txt
         "tokenizer": _damaged_config(root, sd / "tokenizer", lambda: CLIPTokenizer.from_pretrained(sd / "tokenizer"), Exception),
-        "text_encoder": _damaged_config(root, sd / "text_encoder", lambda: _text_encoder(sd / "text_encoder", dtype)),
+        "text_encoder": _damaged_config(root, sd / "text_encoder", lambda: _text_encoder(sd / "text_encoder", dtype, root)),
         "vae": _damaged_config(root, layout.vae, lambda: _diffusers_component(AutoencoderKL, layout.vae, dtype)),
         "controlnet": _damaged_config(root, layout.controlnet, lambda: _diffusers_component(ControlNetModel, layout.controlnet, dtype)),
         "appearance_encoder": _damaged_config(root, layout.appearance_encoder, lambda: load_appearance_encoder(layout.appearance_encoder, dtype)),
