@@ -122,6 +122,19 @@ def test_a_missing_vae_weights_file_is_named_before_loading(fixture_copy):
     assert "magicanimate models download --only animate" in message
 
 
+
+def test_a_text_encoder_folder_without_weights_names_the_download_into_its_weights_folder(tmp_path):
+    from magicanimate_cli.animate.weights import _text_encoder
+
+    folder = tmp_path / "models" / "stable-diffusion-v1-5" / "text_encoder"
+    folder.mkdir(parents=True)
+    with pytest.raises(UserError) as info:
+        _text_encoder(folder, torch.float32, tmp_path / "models")
+    assert str(info.value) == (
+        f"{folder / 'model.safetensors'}: missing (no model.safetensors or pytorch_model.bin); "
+        f"run `magicanimate models download --only animate --models {tmp_path / 'models'}`"
+    )
+
 def _more_blocks(text: str) -> str:
     import json
 
