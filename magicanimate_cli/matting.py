@@ -612,16 +612,9 @@ def matte(
     ``segmenter`` reuses a ``load_segmenter()`` result (batch jobs). A video that does not decode
     to its end is refused unless ``allow_truncated``.
     """
-    from . import media
-
-    config = MatteConfig(model, threshold, batch_size, smooth)
-    config.validate()
-    if device not in DEVICES:
-        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+    config, plan, info = _checked(input, output, model=model, threshold=threshold, batch_size=batch_size, smooth=smooth,
+                                  device=device, overwrite=overwrite)  # fmt: skip
     input = Path(input)
-    plan = _plan(input, Path(output) if output is not None else None)
-    media.check_output(plan.output, overwrite, protect=(plan.source,))
-    info = _probe(plan)
     progress = progress or silent
 
     started = time.perf_counter()
@@ -655,6 +648,32 @@ def matte(
         empty_frames=stats.empty,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def check_matte(*args, **kwargs) -> None:
+    """Every check ``matte(*args, **kwargs)`` makes before it loads a segmenter: the settings, the
+    device, the input, the output, the input's header. A batch worker or ``serve`` runs it before it
+    loads (or swaps) the segmenter for a task, so a task with a missing input or a taken output
+    fails at once."""
+    import inspect
+
+    arguments = inspect.signature(matte).bind(*args, **kwargs)
+    arguments.apply_defaults()
+    _checked(**arguments.arguments)
+
+
+def _checked(input, output, *, model, threshold, batch_size, smooth, device, overwrite, **_):
+    """``matte``'s checks, in its order; the rest of its arguments are ignored. Returns the
+    settings, the plan and the input's size, fps and frame count."""
+    from . import media
+
+    config = MatteConfig(model, threshold, batch_size, smooth)
+    config.validate()
+    if device not in DEVICES:
+        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+    plan = _plan(Path(input), Path(output) if output is not None else None)
+    media.check_output(plan.output, overwrite, protect=(plan.source,))
+    return config, plan, _probe(plan)
 
 
 # ----------------------------------------------------------------------------- its steps

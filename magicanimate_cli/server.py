@@ -295,8 +295,11 @@ def serve(
             home = os.open(".", os.O_RDONLY)  # the server's own folder, back after each task
             listener.settimeout(idle_timeout)
             if preload:
+                from .models import check_models
+
+                check_models(models)  # missing or damaged weights in one line, before the load
                 animate = runner.registry["animate"]
-                runner.model(animate.name, animate.model, {"models": models, "device": device, "dtype": dtype})
+                runner.model(animate.name, animate.model, {"models": models, "device": device, "dtype": dtype}, check=False)
             if on_ready is not None:
                 on_ready(str(path))
             while True:

@@ -226,43 +226,19 @@ def animate(
 
     Every option is checked before anything heavy is imported or read, in this order: the
     settings, the weights folder, the outputs (never an input, inside one, or holding one), the device.
+    ``check_animate`` makes the same checks without the work.
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
-    from ..device import check_device
     from ..files import discard, temp_beside
 
-    config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
-    config.validate()
-    reference, motion, output = Path(reference), Path(motion), Path(output)
-    media.check_sequence_output(output)
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
-        raise UserError(f"--fps {fps}: must be a positive, finite number of frames per second")
-    check_dtype(dtype)
-    device_list = _parse_devices(devices)
-    if not device_list:
-        check_device(device)
-    if pipeline is None:  # no torch: missing or damaged weights are said before any heavy import or reading
-        from ..models import check_models
-
-        check_models(models)
-    media.check_output(output, overwrite, protect=(reference, motion))
-    grid_output = grid_path(output) if grid else None
-    if grid_output is not None:
-        media.check_output(grid_output, overwrite, protect=(reference, motion, output))
-    if not device_list and pipeline is None:
-        from ..device import resolve_device
-
-        resolve_device(device)  # a missing GPU is said now, not after reading the motion
-    if compile:
-        from ..device import check_compile, resolve_device
-
-        check_compile(device_list[0] if device_list else str(pipeline.unet.device) if pipeline else resolve_device(device))
-    _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
+    request = _checked(reference, motion, output, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                       size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit, device=device,
+                       dtype=dtype, fps=fps, grid=grid, devices=devices, compile=compile, overwrite=overwrite, pipeline=pipeline)  # fmt: skip
+    config, reference, motion, output = request.config, request.reference, request.motion, request.output
+    device_list, grid_output, ref_image, info = request.devices, request.grid_output, request.ref_image, request.info
     from ..crop import fit_square  # the animator's input fitting lives with the other crops
 
-    ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
-    info = media.probe(motion, fps)
     pose_fill = POSE_BACKGROUND
     if align:  # as `magicanimate align`: the reference person first (a user error before the long work)
         from ..align import clip_background, reference_box
@@ -331,6 +307,72 @@ def animate(
         resumed_from_step=resumed[0] if resumed else 0,
         alignment={**alignment.to_dict(), "ref_box_source": ref_found.source} if alignment else None,
     )
+
+
+def check_animate(*args, **kwargs) -> None:
+    """Every check ``animate(*args, **kwargs)`` makes before it loads a pipeline or reads the
+    motion's frames: the settings, the weights folder, the outputs, the device, the reference image
+    and the motion's header. A batch worker or ``serve`` runs it before it loads (or swaps) the
+    pipeline for a task, so a task with a missing input or a taken output fails at once."""
+    import inspect
+
+    pin_cpu_kernels()  # first, as in animate: the checks may import torch
+    arguments = inspect.signature(animate).bind(*args, **kwargs)
+    arguments.apply_defaults()
+    _checked(**arguments.arguments)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A checked call of ``animate``: its settings, paths, devices, and the inputs read so far."""
+
+    config: AnimateConfig
+    reference: Path
+    motion: Path
+    output: Path
+    grid_output: Path | None
+    devices: list[str]
+    ref_image: object  # uint8 size×size×3
+    info: object  # media.VideoInfo
+
+
+def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
+             device, dtype, fps, grid, devices, compile, overwrite, pipeline, **_) -> _Request:  # fmt: skip
+    """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
+    from .. import media
+    from ..crop import fit_square  # the animator's input fitting lives with the other crops
+    from ..device import check_device
+
+    config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
+    config.validate()
+    reference, motion, output = Path(reference), Path(motion), Path(output)
+    media.check_sequence_output(output)
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise UserError(f"--fps {fps}: must be a positive, finite number of frames per second")
+    check_dtype(dtype)
+    device_list = _parse_devices(devices)
+    if not device_list:
+        check_device(device)
+    if pipeline is None:  # no torch: missing or damaged weights are said before any heavy import or reading
+        from ..models import check_models
+
+        check_models(models)
+    media.check_output(output, overwrite, protect=(reference, motion))
+    grid_output = grid_path(output) if grid else None
+    if grid_output is not None:
+        media.check_output(grid_output, overwrite, protect=(reference, motion, output))
+    if not device_list and pipeline is None:
+        from ..device import resolve_device
+
+        resolve_device(device)  # a missing GPU is said now, not after reading the motion
+    if compile:
+        from ..device import check_compile, resolve_device
+
+        check_compile(device_list[0] if device_list else str(pipeline.unet.device) if pipeline else resolve_device(device))
+    _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
+    ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
+    info = media.probe(motion, fps)
+    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info)
 
 
 def _fast_path(fast: bool, compile: bool):

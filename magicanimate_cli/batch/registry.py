@@ -53,9 +53,11 @@ class ModelCache:
 
     The loaded model goes in as ``keyword``. ``key(params)`` says which model the task's keyword
     arguments ask for (tasks with the same key share it) and ``load(params)`` loads it.
-    ``check(params)``, when given, runs for every task before the model is reused or replaced
-    (the quick weights check: a task naming a broken folder fails without dropping the loaded
-    model, and a reused model's files are still checked against their record).
+    ``check(params)``, when given, runs for every task before the model is reused or replaced:
+    the command's own checks before its work (``check_animate``, ...: settings, weights folder,
+    inputs, outputs). A task naming a missing input, a taken output or a broken weights folder
+    fails at once, without loading a model or dropping the loaded one, and a reused model's files
+    are still checked against their record.
     """
 
     keyword: str
@@ -366,9 +368,9 @@ def _animate_key(params: dict) -> Hashable:
 
 
 def _animate_check(params: dict) -> None:
-    from ..models import check_models
+    from ..animate import check_animate
 
-    check_models(params.get("models"))
+    check_animate(**params)
 
 
 def _animate_load(params: dict):
@@ -410,12 +412,9 @@ def _densepose_key(params: dict) -> Hashable:
 
 
 def _densepose_check(params: dict) -> None:
-    from ..densepose import DensePoseConfig
-    from ..densepose.stage import check_options
+    from ..densepose.stage import check_densepose
 
-    names = ("batch_size", "min_score", "max_people", "smooth", "fill_missing", "min_detected")
-    settings = DensePoseConfig(**{name: params[name] for name in names if name in params})
-    check_options(config=params.get("config"), weights=params.get("weights"), device=params.get("device", "auto"), settings=settings)
+    check_densepose(**params)
 
 
 def _densepose_load(params: dict):
@@ -438,14 +437,9 @@ def _matte_key(params: dict) -> Hashable:
 
 
 def _matte_check(params: dict) -> None:
-    from ..errors import UserError
-    from ..matting import DEVICES, MatteConfig
+    from ..matting import check_matte
 
-    names = ("model", "threshold", "batch_size", "smooth")
-    MatteConfig(**{name: params[name] for name in names if name in params}).validate()
-    device = params.get("device", "auto")
-    if device not in DEVICES:
-        raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+    check_matte(**params)
 
 
 def _matte_load(params: dict):

@@ -209,9 +209,12 @@ class TaskRunner:
         data.pop("exit_code", None)
         return code, data or None, str(error or f"'{cmd.name}' exited with code {code}; its result says what failed"), summary
 
-    def model(self, name: str, cache: ModelCache, params: dict):
-        """The model ``params`` ask for: the one already loaded, or a fresh one replacing it."""
-        if cache.check is not None:
+    def model(self, name: str, cache: ModelCache, params: dict, check: bool = True):
+        """The model ``params`` ask for: the one already loaded, or a fresh one replacing it.
+
+        ``params`` are a task's keyword arguments, checked first (``cache.check``) unless
+        ``check`` is false (``serve --preload``, which has no task: it checks the weights itself)."""
+        if check and cache.check is not None:
             cache.check(params)
         key = cache.key(params)
         held = self._models.get(name)

@@ -183,8 +183,8 @@ def _model(config, weights, estimator) -> tuple[str, str]:
 def check_options(
     *, config=None, weights=None, device: str = "auto", settings: DensePoseConfig | None = None
 ) -> None:
-    """The checks ``densepose`` makes before any work when it loads its own estimator (settings,
-    device, config, weights file, detectron2 installed); a batch worker runs them before loading one."""
+    """The checks ``densepose`` makes of its options before any work when it loads its own estimator
+    (settings, device, config, weights file, detectron2 installed)."""
     if settings is not None:
         settings.validate()
     check_device(device)  # auto, cuda, cuda:N or cpu, as animate
@@ -233,18 +233,13 @@ def densepose(
     Raises ``StageFailed`` (exit 1) when a person was found in fewer than ``min_detected`` of the
     frames and ``fill_missing`` is off; the labels made so far are kept for a re-run.
     """
-    settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing, min_detected)
-    settings.validate()
-    plan = _plan(Path(input), Path(output) if output is not None else None, Path(labels) if labels is not None else None, fps)
-    if estimator is None:  # a missing input is said before a missing detectron2
-        check_options(config=config, weights=weights, device=device, settings=settings)
-    else:
-        check_device(device)
+    settings, plan = _checked(input, output, labels=labels, config=config, weights=weights, batch_size=batch_size,
+                              min_score=min_score, max_people=max_people, fill_missing=fill_missing, min_detected=min_detected,
+                              smooth=smooth, fps=fps, device=device, overwrite=overwrite, estimator=estimator)  # fmt: skip
     model = _Model(*_model(config, weights, estimator))
     progress = progress or silent
     started = time.perf_counter()
 
-    _check_outputs(plan, overwrite)
     work = _Work(plan.output, {**plan.identity, "model": model.key, "min_score": min_score, "max_people": max_people})
     work.open(plan.names)
 
@@ -279,6 +274,32 @@ def densepose(
         weights_sha256=model.weights_sha256,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def check_densepose(*args, **kwargs) -> None:
+    """Every check ``densepose(*args, **kwargs)`` makes before it loads an estimator: the settings,
+    the input and its frames' names, the model, the device, detectron2, the outputs. A batch worker
+    or ``serve`` runs it before it loads (or swaps) the estimator for a task, so a task with a
+    missing input or a taken output fails at once."""
+    import inspect
+
+    arguments = inspect.signature(densepose).bind(*args, **kwargs)
+    arguments.apply_defaults()
+    _checked(**arguments.arguments)
+
+
+def _checked(input, output, *, labels, config, weights, batch_size, min_score, max_people, fill_missing, min_detected, smooth,
+             fps, device, overwrite, estimator, **_) -> tuple[DensePoseConfig, _Plan]:  # fmt: skip
+    """``densepose``'s checks, in its order; the rest of its arguments are ignored."""
+    settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing, min_detected)
+    settings.validate()
+    plan = _plan(Path(input), Path(output) if output is not None else None, Path(labels) if labels is not None else None, fps)
+    if estimator is None:  # a missing input is said before a missing detectron2
+        check_options(config=config, weights=weights, device=device, settings=settings)
+    else:
+        check_device(device)
+    _check_outputs(plan, overwrite)
+    return settings, plan
 
 
 # ----------------------------------------------------------------------------- its steps

@@ -194,7 +194,30 @@ def test_a_task_path_is_read_against_the_manifests_folder_and_tilde_is_home():
     assert resolve_path("ref.png", None) == "ref.png"
 
 
-def test_an_animate_task_keys_its_pipeline_by_the_device_and_dtype_this_machine_resolves(tiny_weights):
+def animate_inputs(folder: Path) -> tuple[str, str]:
+    """A reference image and a two-frame motion folder in ``folder``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (folder / "motion").mkdir()
+    Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(folder / "ref.png")
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(folder / "motion" / f"{i:05d}.png")
+    return str(folder / "ref.png"), str(folder / "motion")
+
+
+def clip_folder(folder: Path) -> Path:
+    """A clip folder with two frames in ``images/``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    (folder / "images").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(folder / "images" / f"{i:05d}.png")
+    return folder
+
+
+def test_an_animate_task_keys_its_pipeline_by_the_device_and_dtype_this_machine_resolves(tiny_weights, tmp_path):
     """``auto`` and its spelled-out device and dtype are one loaded animator in a worker or server."""
     import torch
 
@@ -216,9 +239,13 @@ def test_an_animate_task_keys_its_pipeline_by_the_device_and_dtype_this_machine_
     assert key()[1:] == (device, dtype)
     assert key(dtype="bfloat16") != key()
     # a worker asked for "auto" and then for what it resolves to loads the animator once
-    runner = TaskRunner()
-    first = runner.model("animate", ANIMATE_MODEL, {"models": str(tiny_weights)})
-    again = runner.model("animate", ANIMATE_MODEL, {"models": str(tiny_weights), "device": device, "dtype": dtype})
+    runner, (reference, motion) = TaskRunner(), animate_inputs(tmp_path)
+
+    def params(*args):
+        return COMMANDS.commands["animate"].parse([reference, motion, "-o", str(tmp_path / "out.mp4"), "--models", str(tiny_weights), *args])
+
+    first = runner.model("animate", ANIMATE_MODEL, params())
+    again = runner.model("animate", ANIMATE_MODEL, params("--device", device, "--dtype", dtype))
     assert again is first and runner.loads == 1
 
 
@@ -235,14 +262,15 @@ def test_a_densepose_task_keys_its_estimator_by_what_its_labels_depend_on(tmp_pa
     monkeypatch.setattr(est, "load_estimator", lambda *args: loaded.append(args) or object())
     command = COMMANDS.commands["densepose"]
     (tmp_path / "mine.pkl").write_bytes(b"weights")
+    clip = str(clip_folder(tmp_path / "clip"))
 
     def params(*args):
-        return command.parse(["clip", "--weights", str(tmp_path / "mine.pkl"), "--device", "cpu", *args])
+        return command.parse([clip, "--weights", str(tmp_path / "mine.pkl"), "--device", "cpu", *args])
 
     key = DENSEPOSE_MODEL.key
     assert key(params()) == key(params("--batch-size", "2", "--smooth", "3"))
     assert key(params("--min-score", "0.5")) != key(params()) != key(params("--max-people", "2"))
-    assert key(command.parse(["clip", "--device", "cpu"])) != key(params())  # the zoo's weights
+    assert key(command.parse([clip, "--device", "cpu"])) != key(params())  # the zoo's weights
     runner = TaskRunner()
     first = runner.model("densepose", DENSEPOSE_MODEL, params())
     assert runner.model("densepose", DENSEPOSE_MODEL, params("--batch-size", "2")) is first and runner.loads == 1
@@ -250,7 +278,7 @@ def test_a_densepose_task_keys_its_estimator_by_what_its_labels_depend_on(tmp_pa
         with pytest.raises(UserError, match=message):
             runner.model("densepose", DENSEPOSE_MODEL, params(*bad[0]))
     with pytest.raises(UserError, match="missing.pkl: no such weights file"):
-        runner.model("densepose", DENSEPOSE_MODEL, command.parse(["clip", "--weights", str(tmp_path / "missing.pkl")]))
+        runner.model("densepose", DENSEPOSE_MODEL, command.parse([clip, "--weights", str(tmp_path / "missing.pkl")]))
     assert runner.loads == 1 and runner.model("densepose", DENSEPOSE_MODEL, params()) is first
     (tmp_path / "mine.pkl").write_bytes(b"other weights")  # replaced under the same name: loaded again
     assert runner.model("densepose", DENSEPOSE_MODEL, params()) is not first and runner.loads == 2
@@ -258,8 +286,8 @@ def test_a_densepose_task_keys_its_estimator_by_what_its_labels_depend_on(tmp_pa
     # the zoo's weights, downloaded by the first load: the next task finds the same model
     zoo = est.weights_path(est.MODELS[est.DEFAULT_MODEL], tmp_path / "models")
     monkeypatch.setattr(est, "load_estimator", lambda *args: zoo.parent.mkdir(parents=True) or zoo.write_bytes(b"zoo") or object())
-    downloaded = runner.model("densepose", DENSEPOSE_MODEL, command.parse(["clip", "--models", str(tmp_path / "models")]))
-    assert runner.model("densepose", DENSEPOSE_MODEL, command.parse(["clip", "--models", str(tmp_path / "models")])) is downloaded
+    downloaded = runner.model("densepose", DENSEPOSE_MODEL, command.parse([clip, "--models", str(tmp_path / "models")]))
+    assert runner.model("densepose", DENSEPOSE_MODEL, command.parse([clip, "--models", str(tmp_path / "models")])) is downloaded
     assert runner.loads == 3
 
 
@@ -277,10 +305,10 @@ def test_a_matte_task_reuses_its_segmenter_with_the_same_masks(tmp_path, monkeyp
     lite = "pp-humansegv2-lite"
     monkeypatch.setitem(matting.MODELS, lite, dataclasses.replace(matting.MODELS[lite], sha256=None))
     weights = paddleseg_checkpoint(lite, matting.weights_path(lite, tmp_path / "models"))
-    command = COMMANDS.commands["matte"]
+    command, clip = COMMANDS.commands["matte"], str(clip_folder(tmp_path / "clip"))
 
     def params(*args):
-        return command.parse(["frames", "--models", str(tmp_path / "models"), "--model", lite, "--device", "cpu", *args])
+        return command.parse([clip, "--models", str(tmp_path / "models"), "--model", lite, "--device", "cpu", *args])
 
     runner = TaskRunner()
     segmenter = runner.model("matte", MATTE_MODEL, params())
@@ -309,3 +337,39 @@ def test_a_matte_task_reuses_its_segmenter_with_the_same_masks(tmp_path, monkeyp
         assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / f"{i:05d}.png")), np.asarray(Image.open(tmp_path / "b" / f"{i:05d}.png")))
     paddleseg_checkpoint(lite, weights, seed=1)  # replaced under the same name: loaded again
     assert runner.model("matte", MATTE_MODEL, params()) is not segmenter and runner.loads == 2
+
+
+@pytest.mark.parametrize("name", ["animate", "densepose", "matte"])
+def test_a_task_with_a_missing_input_or_a_taken_output_fails_before_any_model_loads(name, tiny_weights, tmp_path, monkeypatch):
+    """A worker or server runs the command's own checks before it loads a model for a task: a
+    missing input or an output that is there fails at once (exit 2, the command's message), loads
+    nothing, and keeps the model loaded for other tasks, even one of another key."""
+    from magicanimate_cli import animate, matting
+    from magicanimate_cli.batch.tasks import TaskRunner
+    from magicanimate_cli.densepose import estimator as est
+
+    loaded = []
+    monkeypatch.setattr(animate, "load_pipeline", lambda *args: loaded.append(args) or object())
+    monkeypatch.setattr(est, "require_detectron2", lambda: None)  # detectron2 is an optional extra
+    monkeypatch.setattr(est, "load_estimator", lambda *args: loaded.append(args) or object())
+    monkeypatch.setattr(matting, "load_segmenter", lambda *args: loaded.append(args) or object())
+    (tmp_path / "taken.mp4").write_bytes(b"the user's video")
+    if name == "animate":
+        reference, motion = animate_inputs(tmp_path)
+        inputs, other_key = [reference, motion], ["--dtype", "bfloat16"]
+        options, missing = ["--models", str(tiny_weights)], ([str(tmp_path / "nope.png"), motion], "nope.png: no such image file")
+    else:
+        inputs = [str(clip_folder(tmp_path / "clip"))]
+        other_key = ["--min-score", "0.5"] if name == "densepose" else ["--model", "pp-humansegv2-mobile"]
+        options, missing = ["--device", "cpu"], ([str(tmp_path / "nope")], "nope: no such file or folder")
+    command, model = COMMANDS.commands[name], COMMANDS.commands[name].model
+    runner = TaskRunner()
+    first = runner.model(name, model, command.parse([*inputs, "-o", str(tmp_path / "out.mp4"), *options]))
+    assert runner.loads == 1 and len(loaded) == 1
+    for args, message in ((missing[0] + ["-o", str(tmp_path / "out.mp4")], missing[1]),
+                          (inputs + ["-o", str(tmp_path / "taken.mp4")], "taken.mp4: already exists; pass --overwrite")):  # fmt: skip
+        record = runner.run({"command": name, "args": [*args, *options, *other_key]})
+        assert (record["status"], record["exit_code"]) == ("failed", 2) and message in record["error"], record
+        assert record["models_loaded"] == 1 and len(loaded) == 1
+    assert runner.model(name, model, command.parse([*inputs, "-o", str(tmp_path / "out.mp4"), *options])) is first
+    assert runner.loads == 1 and (tmp_path / "taken.mp4").read_bytes() == b"the user's video"
