@@ -806,17 +806,26 @@ def convert(
             progress("convert", i + 1, total * 2)
     metadata = {"format": "pt", "converted_from": src.name, "source_sha256": source_sha, "dtype": dtype_name}
     existed = dst.exists()
-    with files.temporary(dst, replace=overwrite) as tmp:  # hidden until complete, synced, then renamed
-        save_file(tensors, str(tmp), metadata=metadata)
-        with safe_open(str(tmp), framework="pt") as check:
-            if set(check.keys()) != set(tensors):
-                raise RuntimeError("the written file lacks tensors")
-            for i, key in enumerate(tensors):
-                if not torch.equal(check.get_tensor(key), tensors[key]):
-                    raise RuntimeError(f"tensor {key} differs after writing")
-                if progress is not None:
-                    progress("convert", total + i + 1, total * 2)
-        os.chmod(tmp, files.file_mode())  # safetensors recreates the file with 0o600
+    # hidden until complete, synced, then renamed; written inside a private folder, because
+    # safetensors writes through a temporary of its own (.tmpXXXXXX) beside the file it is given,
+    # which a kill would leave in the weights folder; the next run sweeps the folder
+    folder = files.temp_beside(dst)
+    try:
+        with files.writing(dst):
+            tmp = folder / dst.name
+            save_file(tensors, str(tmp), metadata=metadata)
+            with safe_open(str(tmp), framework="pt") as check:
+                if set(check.keys()) != set(tensors):
+                    raise RuntimeError("the written file lacks tensors")
+                for i, key in enumerate(tensors):
+                    if not torch.equal(check.get_tensor(key), tensors[key]):
+                        raise RuntimeError(f"tensor {key} differs after writing")
+                    if progress is not None:
+                        progress("convert", total + i + 1, total * 2)
+            os.chmod(tmp, files.file_mode())  # safetensors recreates the file with 0o600
+            files.commit(tmp, dst, replace=overwrite)
+    finally:
+        files.discard(folder)
     del tensors, state
     sha = sha256_file(dst, progress, total=max(1, dst.stat().st_size // _MB))
     derived = {"path": TEMPORAL_CKPT, "sha256": source_sha, "dtype": dtype_name}

@@ -535,6 +535,47 @@ def test_convert_on_a_full_disk_is_one_line_naming_the_file(fixture_weights, mon
     assert sorted(p.name for p in fixture_weights.iterdir()) == before
 
 
+KILLED_WHILE_SAVING = """
+import os, signal, sys, threading, time
+import safetensors.torch, torch
+from magicanimate_cli.models import convert
+
+real = safetensors.torch.save_file
+
+
+def save_file(tensors, path, metadata=None):  # the real one, killed once its own temporary is there
+    tensors = {**tensors, "zz_padding": torch.zeros(300_000_000, dtype=torch.uint8)}  # long enough to see it
+    threading.Thread(target=real, args=(tensors, path), kwargs={"metadata": metadata}, daemon=True).start()
+    for _ in range(20_000):
+        if any(name.startswith(".tmp") for name in os.listdir(os.path.dirname(path))):
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.0005)
+    sys.exit("safetensors' temporary never appeared")
+
+
+safetensors.torch.save_file = save_file
+convert(models=sys.argv[1])
+"""
+
+
+@needs_parity
+def test_a_conversion_killed_while_saving_leaves_nothing_after_the_next_run(fixture_weights):
+    """safetensors writes through a ``.tmpXXXXXX`` of its own beside the path it is given; convert
+    gives it a path inside a hidden folder of its own, which the next run sweeps."""
+    def listing() -> set[str]:
+        return {str(p.relative_to(fixture_weights)) for p in fixture_weights.rglob("*")}
+
+    before = listing()
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(fixture_weights)], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    left = listing() - before
+    assert left and all(".partial" in path for path in left if ".tmp" in path)  # safetensors' is inside convert's own
+    assert not convert(models=fixture_weights).skipped
+    made = {TEMPORAL_SAFETENSORS, wm.RECORD_NAME, wm.RECORD_NAME + ".lock"}  # the record's lock file stays, as filelock keeps it
+    assert listing() - before == made, listing() - before
+    verify_models(fixture_weights)
+
+
 @needs_parity
 def test_a_conversion_that_cannot_be_recorded_is_taken_back(fixture_weights, monkeypatch):
     def full(*args, **kwargs):
