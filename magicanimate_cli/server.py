@@ -185,6 +185,14 @@ def _terminal_width() -> int:
 def _connect(path: Path) -> sockets.socket:
     if not hasattr(sockets, "AF_UNIX"):
         raise UserError("--server needs Unix sockets, which this platform lacks; run the command without --server")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # said by the connect below
+    if mode is not None and not stat.S_ISSOCK(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "a file"
+        raise UserError(f"{shown(path)}: is {what}, not a magicanimate server's socket; pass the socket `magicanimate serve` "
+                        f"printed (its default: {shown(default_socket())}) to --server / MAGICANIMATE_SERVER")  # fmt: skip
     conn = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
     try:
         conn.connect(str(path))

@@ -444,6 +444,16 @@ def test_no_server_listening_is_a_one_line_exit_2(tmp_path):
     assert "start one with `magicanimate serve --socket" in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_a_server_path_that_is_no_socket_says_what_it_is_and_where_the_socket_is(tmp_path, kind):
+    target = tmp_path / "here"
+    target.mkdir() if kind == "folder" else target.write_text("notes")
+    result = runner.invoke(app, ["--server", str(target), "flip", "clip", "-o", "out"], env={"MAGICANIMATE_SERVER": None})
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(f"error: {target}: is a {kind}, not a magicanimate server's socket;")
+    assert f"(its default: {server.default_socket()})" in result.output and "serve --socket" not in result.output
+
+
 @pytest.mark.parametrize(
     ("command", "args", "expected"),
     [
