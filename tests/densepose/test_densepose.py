@@ -149,6 +149,56 @@ def test_an_interrupted_run_resumes_at_the_first_frame_without_labels(tmp_path):
     assert fake.seen == [0, 1, 2, 3, 4] and result.resumed == 0
 
 
+KILLED_AT_THE_THIRD_BATCH = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from densepose_helpers import PLAN, FakeEstimator
+from magicanimate_cli.densepose import densepose
+
+
+class Killed(FakeEstimator):
+    def __call__(self, frames):
+        if len(self.batches) == 2:  # two batches recorded: the process dies as under kill -9
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(frames)
+
+
+densepose(sys.argv[2], sys.argv[3], labels=sys.argv[4], batch_size=2, estimator=Killed(PLAN))
+"""
+
+
+@pytest.mark.parametrize("damage", ["none", "torn record", "torn state"])
+def test_a_run_killed_with_kill_9_resumes_to_the_frames_of_an_uninterrupted_run(tmp_path, damage):
+    """A real ``kill -9``: nothing of the run's cleanup happens. A record line cut off by the kill
+    is read up to the last whole line (those frames resume); a cut-off state file starts afresh."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    frames_folder(tmp_path / "in", 5)
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_THE_THIRD_BATCH, str(Path(__file__).parent), str(tmp_path / "in"),
+                             str(tmp_path / "out"), str(tmp_path / "labels")], capture_output=True, text=True)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    work = tmp_path / ".out.densepose-work"
+    assert not (tmp_path / "out").exists() and len((work / "frames.jsonl").read_text().splitlines()) == 4
+    if damage == "torn record":
+        with open(work / "frames.jsonl", "r+") as handle:
+            handle.truncate(os.path.getsize(work / "frames.jsonl") - 3)  # the fourth record, cut short
+    elif damage == "torn state":
+        (work / "state.json").write_text((work / "state.json").read_text()[:10])
+
+    fake = FakeEstimator(PLAN)
+    result = densepose(tmp_path / "in", tmp_path / "out", labels=tmp_path / "labels", batch_size=2, estimator=fake)
+    resumed = {"none": 4, "torn record": 3, "torn state": 0}[damage]
+    assert result.resumed == resumed and fake.seen == list(range(resumed, 5))
+    frames_folder(tmp_path / "again", 5)
+    densepose(tmp_path / "again", tmp_path / "clean", labels=tmp_path / "clean_labels", batch_size=2, estimator=FakeEstimator(PLAN))
+    for name in sorted(os.listdir(tmp_path / "clean")):
+        assert np.array_equal(read_png(tmp_path / "out" / name), read_png(tmp_path / "clean" / name))
+        assert np.array_equal(read_png(tmp_path / "labels" / name), read_png(tmp_path / "clean_labels" / name))
+    assert not work.exists()
+
+
 def test_a_loaded_estimator_resumes_only_the_work_of_the_model_it_holds(tmp_path):
     # a batch worker hands `densepose` the estimator it loaded for the task's --config/--weights;
     # its ``key`` (``model_key`` of those options) decides what an interrupted run may resume
