@@ -412,7 +412,7 @@ def _densepose_key(params: dict) -> Hashable:
 
 
 def _densepose_check(params: dict) -> None:
-    from ..densepose.stage import check_densepose
+    from ..densepose import check_densepose
 
     check_densepose(**params)
 

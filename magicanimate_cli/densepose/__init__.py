@@ -26,7 +26,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from .config import CLIP_IMAGES, CLIP_LABELS, CLIP_OUTPUT, DensePoseConfig, DensePoseResult
-from .stage import densepose
+from .stage import check_densepose, densepose
 
 # numpy/torch-backed names load on first use, so `magicanimate --help` stays fast
 _LAZY = {
@@ -47,7 +47,7 @@ _LAZY = {
     "load_estimator": "estimator",
 }
 
-__all__ = ["CLIP_IMAGES", "CLIP_LABELS", "CLIP_OUTPUT", "DensePoseConfig", "DensePoseResult", "densepose", *_LAZY]
+__all__ = ["CLIP_IMAGES", "CLIP_LABELS", "CLIP_OUTPUT", "DensePoseConfig", "DensePoseResult", "check_densepose", "densepose", *_LAZY]
 
 
 def __getattr__(name: str):

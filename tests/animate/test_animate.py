@@ -245,6 +245,32 @@ def test_every_option_is_checked_before_the_motion_is_read(tmp_path, motion_dir,
         animate(reference, motion_dir, tmp_path / "out.mp4", **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"fps": float("nan")}, "--fps"), ({"steps": 0}, "--steps"), ({"device": "gpu"}, "--device"), ({"grid": True}, "out_grid.mp4: already exists"),
+     ({"reference": "nope.png"}, "nope.png: no such image file"), ({"motion": "nope"}, "nope: no such"), ({}, None)],
+)  # fmt: skip
+def test_check_animate_says_what_animate_says_and_loads_nothing(tiny_weights, tmp_path, motion_dir, reference, kwargs, message, monkeypatch):
+    import magicanimate_cli.animate as animate_module
+    from magicanimate_cli.animate import check_animate
+
+    (tmp_path / "out_grid.mp4").write_bytes(b"the user's")
+    paths = {"reference": reference, "motion": motion_dir, **{k: tmp_path / v for k, v in kwargs.items() if k in ("reference", "motion")}}
+    options = {k: v for k, v in kwargs.items() if k not in paths}
+    call = (paths["reference"], paths["motion"], tmp_path / "out.mp4")
+    before = sorted(tmp_path.iterdir())
+    monkeypatch.setattr(animate_module, "load_pipeline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a pipeline was loaded")))
+    if message is None:
+        assert check_animate(*call, models=tiny_weights, **options) is None
+    else:
+        with pytest.raises(UserError) as checked:
+            check_animate(*call, models=tiny_weights, **options)
+        with pytest.raises(UserError) as animated:
+            animate(*call, models=tiny_weights, **options)
+        assert message in str(checked.value) and str(checked.value) == str(animated.value)
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def test_missing_cuda_is_said_before_the_motion_is_read(tiny_weights, tmp_path, motion_dir, reference, monkeypatch):
     import torch
 
