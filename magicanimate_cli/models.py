@@ -768,7 +768,7 @@ def convert(
             result.dtype = (done.derived_from or {}).get("dtype", "?")
             result.bytes_out, result.removed_original = dst.stat().st_size, True
             return result
-        raise UserError(f"{src}: missing; run `magicanimate models download --only animate` first")
+        raise UserError(f"{src}: missing; run `{download_command('animate', root)}` first")
     source_sha = _verify_source(root, progress)
     previous = record.entries.get(TEMPORAL_SAFETENSORS)
     if dst.exists():

@@ -21,8 +21,18 @@ from pathlib import Path
 
 from .errors import UserError, first_line
 
-REDOWNLOAD = "run `magicanimate models download --only animate --overwrite` to fetch it again"
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def redownload(path: Path | str) -> str:
+    """The fix for a damaged or foreign weights file: the download command that fetches it again
+    into the weights folder that holds it (the ancestor with the layout's ``MagicAnimate/``
+    folder; ``--models`` named when that is not the default folder)."""
+    from .weights_manifest import download_command
+
+    root = next((folder for folder in Path(path).parents if (folder / "MagicAnimate").is_dir()), None)
+    return f"run `{download_command('animate', root, overwrite=True)}` to fetch it again"
+
 
 
 @dataclass(frozen=True)
@@ -90,12 +100,12 @@ def weights_file(folder: Path) -> Path:
     for name in WEIGHT_NAMES:
         if (folder / name).is_file():
             return folder / name
-    raise UserError(f"{folder / WEIGHT_NAMES[0]}: missing (no .safetensors or .bin weights in that folder); {REDOWNLOAD}")
+    raise UserError(f"{folder / WEIGHT_NAMES[0]}: missing (no .safetensors or .bin weights in that folder); {redownload(folder)}")
 
 
 def unreadable(path: Path, exc: BaseException) -> UserError:
     """The one-line error for a weights file that cannot be parsed (cut short, or another format)."""
-    return UserError(f"{path}: cannot be read ({exc.__class__.__name__}: {first_line(exc)}; truncated or damaged?); {REDOWNLOAD}")
+    return UserError(f"{path}: cannot be read ({exc.__class__.__name__}: {first_line(exc)}; truncated or damaged?); {redownload(path)}")
 
 
 def load_tensors(path: Path):
@@ -113,7 +123,7 @@ def load_tensors(path: Path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # a truncated or foreign file: say which one
-        raise UserError(f"{path}: cannot be read as a PyTorch state dict ({exc.__class__.__name__}); {REDOWNLOAD}") from exc
+        raise UserError(f"{path}: cannot be read as a PyTorch state dict ({exc.__class__.__name__}); {redownload(path)}") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -151,13 +161,13 @@ def shape_problem(
         if want is not None and tuple(want) != tuple(shape):
             return UserError(
                 f"{path}: tensor {key} has shape {list(shape)}, {config} expects {list(want)}; "
-                f"these weights belong to another model or configuration ({REDOWNLOAD})"
+                f"these weights belong to another model or configuration ({redownload(path)})"
             )
     absent = [key for key in expected if key not in found] if missing else []
     if absent:
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
         return UserError(
             f"{path}: tensor {absent[0]}{more} missing (expected shape {list(expected[absent[0]])} from {config}); "
-            f"not the weights of this model ({REDOWNLOAD})"
+            f"not the weights of this model ({redownload(path)})"
         )
     return None

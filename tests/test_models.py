@@ -602,8 +602,8 @@ def test_a_models_folder_that_cannot_be_written_is_named_not_blamed_on_the_netwo
 
 
 def test_convert_without_a_checkpoint_says_what_to_do(tmp_path):
-    with pytest.raises(UserError, match="models download"):
-        convert(models=tmp_path)
+    with pytest.raises(UserError, match=f"run `magicanimate models download --only animate --models {tmp_path}` first"):
+        convert(models=tmp_path)  # into the folder it was given, not the default one
 
 
 def test_a_corrupt_conversion_is_caught_at_load_time_with_its_own_fix(hub, tmp_path):

@@ -177,7 +177,8 @@ def test_truncated_weights_without_a_record_name_the_file(fixture_copy, relpath)
     path = fixture_copy / relpath
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     message = load_error(fixture_copy)
-    assert message.startswith(f"{path}: cannot be read") and "models download --only animate --overwrite" in message
+    assert message.startswith(f"{path}: cannot be read")
+    assert message.endswith(f"run `magicanimate models download --only animate --models {fixture_copy} --overwrite` to fetch it again")
 
 
 def _reshape(path: Path, key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
