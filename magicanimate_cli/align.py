@@ -56,14 +56,14 @@ class AlignConfig:
     fit: str = AnimateConfig.fit
 
     def validate(self) -> None:
-        from .animate import FITS
+        from .animate import FITS, MAX_SIZE, MIN_SIZE
 
         if self.anchor not in ANCHORS:
             raise UserError(f"--anchor {self.anchor}: choose one of {', '.join(ANCHORS)}")
         if self.frames not in FRAME_MODES:
             raise UserError(f"--frames {self.frames}: choose one of {', '.join(FRAME_MODES)}")
-        if self.size < 64 or self.size % 8:
-            raise UserError(f"--size {self.size}: must be a multiple of 8, at least 64 (as for animate)")
+        if not MIN_SIZE <= self.size <= MAX_SIZE or self.size % 8:
+            raise UserError(f"--size {self.size}: must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE} (as for animate)")
         if self.fit not in FITS:
             raise UserError(f"--fit {self.fit}: choose one of {', '.join(FITS)}")
 

@@ -210,7 +210,7 @@ def animate(
     steps: int = typer.Option(_ANIMATE.steps, "--steps", help="DDIM steps."),
     guidance_scale: float = typer.Option(_ANIMATE.guidance_scale, "--guidance-scale", help="Appearance guidance (classifier-free, against the prediction without the reference's features); 1 or less turns it off and halves the UNet's work."),
     seed: int = typer.Option(_ANIMATE.seed, "--seed", help="Noise seed."),
-    size: int = typer.Option(_ANIMATE.size, "--size", help="Square working size in pixels (multiple of 8)."),
+    size: int = typer.Option(_ANIMATE.size, "--size", help="Square working size in pixels (a multiple of 8, 64 to 2048)."),
     context_frames: int = typer.Option(_ANIMATE.context_frames, "--context-frames", help="Frames per window."),
     context_overlap: int = typer.Option(_ANIMATE.context_overlap, "--context-overlap", help="Frames shared by neighbouring windows."),
     fit: str = typer.Option(_ANIMATE.fit, "--fit", help="crop (center crop), pad, or stretch (the official squash)."),

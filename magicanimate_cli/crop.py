@@ -114,9 +114,12 @@ def parse_fov(fov) -> tuple[int, int]:
     return width, height
 
 
+MAX_SIZE = 8192  # an 8K square; beyond it a frame no longer fits in memory on ordinary machines
+
+
 def check_size(size: int) -> int:
-    if size is None or size < 0 or (0 < size < 8):
-        raise UserError(f"--size {size}: must be 0 (keep the region) or at least 8 pixels")
+    if size is None or size < 0 or (0 < size < 8) or size > MAX_SIZE:
+        raise UserError(f"--size {size}: must be 0 (keep the region) or from 8 to {MAX_SIZE} pixels")
     return int(size)
 
 

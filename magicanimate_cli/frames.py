@@ -33,9 +33,12 @@ class FramesResult:
         return asdict(self)
 
 
+MAX_FPS = 1000  # above any camera a clip of people comes from; far above it ffmpeg fails, late and misleadingly
+
+
 def check_fps(fps: float) -> float:
-    if not fps or fps <= 0 or not math.isfinite(fps):
-        raise UserError(f"--fps {fps}: must be a positive number of frames per second (25 is MagicAnimate's)")
+    if not fps or fps <= 0 or not math.isfinite(fps) or fps > MAX_FPS:
+        raise UserError(f"--fps {fps:g}: must be a number of frames per second above 0, at most {MAX_FPS} (25 is MagicAnimate's)")
     return float(fps)
 
 

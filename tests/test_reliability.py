@@ -400,3 +400,27 @@ def test_offline_download_leaves_no_empty_folders(tmp_path):
     result = runner.invoke(app, ["download", "http://127.0.0.1:9/talk.mp4", "-o", str(target), "--retries", "0", "--json"])
     assert result.exit_code != 0
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["frames", "{video}", "-o", "out", "--fps", "1e12"], "--fps 1e+12: must be a number of frames per second above 0, at most 1000"),
+        (["crop", "{image}", "-o", "out.png", "--size", "100000000"], "--size 100000000: must be 0 (keep the region) or from 8 to 8192"),
+        (["align", "{image}", "{video}", "-o", "out.mp4", "--size", "80000"], "--size 80000: must be a multiple of 8 from 64 to 2048"),
+        (["animate", "{image}", "{video}", "-o", "out.mp4", "--size", "99999992"], "--size 99999992: must be a multiple of 8 from 64 to 2048"),
+        (["animate", "{image}", "{video}", "-o", "out.mp4", "--fps", "1e12"], "--fps 1e+12: must be a number of frames per second"),
+        (["animate", "{image}", "{video}", "-o", "out.mp4", "--seed", str(2**64)], f"--seed {2**64}: choose a whole number from 0 to {2**64 - 1}"),
+        (["animate", "{image}", "{video}", "-o", "out.mp4", "--seed", "-1"], "--seed -1: choose a whole number from 0"),
+    ],
+)
+def test_absurd_sizes_rates_and_seeds_are_exit_2_before_any_work(tmp_path, monkeypatch, args, message):
+    """Before, these ran out of memory (exit 1, or killed by the kernel), overflowed after the
+    models loaded, or made ffmpeg fail at the end blaming the video."""
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "ref.png")
+    media.write_frames(tmp_path / "clip.mp4", np.zeros((3, 32, 32, 3), np.uint8), fps=25)
+    before = sorted(tmp_path.iterdir())
+    result = runner.invoke(app, [arg.format(video="clip.mp4", image="ref.png") for arg in args])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {message}"), result.output
+    assert len(result.output.strip().splitlines()) == 1 and sorted(tmp_path.iterdir()) == before

@@ -18,6 +18,7 @@ from .malloc import reuse_freed_memory
 
 FITS = ("crop", "pad", "stretch")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
+MIN_SIZE, MAX_SIZE = 64, 2048  # --size: 4× the model's 512 already needs 16× its memory and time
 POSE_BACKGROUND = (68, 1, 84)  # viridis(0): the DensePose renderings' background (§10.3)
 
 
@@ -38,8 +39,10 @@ class AnimateConfig:
             raise UserError(f"--guidance-scale {self.guidance_scale}: must be a finite number (7.5 is the official setting)")
         if not 1 <= self.steps <= 1000:
             raise UserError(f"--steps {self.steps}: choose between 1 and 1000 (the scheduler's training steps)")
-        if self.size < 64 or self.size % 8:
-            raise UserError(f"--size {self.size}: must be a multiple of 8, at least 64")
+        if not 0 <= self.seed < 2**64:
+            raise UserError(f"--seed {self.seed}: choose a whole number from 0 to {2**64 - 1} (a 64-bit seed)")
+        if not MIN_SIZE <= self.size <= MAX_SIZE or self.size % 8:
+            raise UserError(f"--size {self.size}: must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE} (the model's own is 512)")
         if self.context_frames < 1:
             raise UserError(f"--context-frames {self.context_frames}: must be at least 1")
         if not 0 <= self.context_overlap < self.context_frames:
@@ -347,8 +350,10 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     config.validate()
     reference, motion, output = Path(reference), Path(motion), Path(output)
     media.check_sequence_output(output)
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
-        raise UserError(f"--fps {fps}: must be a positive, finite number of frames per second")
+    if fps is not None:
+        from ..frames import check_fps
+
+        check_fps(fps)
     check_dtype(dtype)
     device_list = _parse_devices(devices)
     if not device_list:
