@@ -111,6 +111,8 @@ def open_image(path: Path):
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{shown(path)}: is a folder; pass an image file (PNG or JPEG)")
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such image file")
     if not _heif_plugin() and path.suffix.lower() in HEIF_EXTENSIONS:  # registered for every file: a HEIC may be named .jpg

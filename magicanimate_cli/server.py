@@ -282,10 +282,11 @@ def serve(
         raise UserError("serve needs Unix sockets, which this platform lacks; use `magicanimate batch` instead")
     if idle_timeout is not None and not idle_timeout > 0:
         raise UserError(f"--idle-timeout {idle_timeout}: must be a positive number of seconds (leave it out to serve until stopped)")
-    if preload:  # a bad --device is said before the socket's folder and lock are made
-        from .device import check_device
+    from .animate import check_dtype
+    from .device import check_device
 
-        check_device(device)
+    check_device(device)  # a bad --device or --dtype is said before the socket's folder and lock are made,
+    check_dtype(dtype)  # with --preload or without (where they are unused)
     runner = TaskRunner(commands or COMMANDS)
     started, counts = time.monotonic(), {"tasks": 0, "failed": 0}
 

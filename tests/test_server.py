@@ -417,8 +417,11 @@ def test_the_socket_is_private_to_its_user(tmp_path):
     with pytest.raises(UserError, match="is not a folder \\(a link or a file\\)"):
         server.serve(tmp_path / "link" / "s.sock", idle_timeout=0.1)
     assert list(shared.iterdir()) == [] and list((tmp_path / "real").iterdir()) == []
-    with pytest.raises(UserError, match="--device tpu: choose one of"):  # said before any folder or lock is made
-        server.serve(tmp_path / "new" / "s.sock", preload=True, device="tpu", idle_timeout=0.1)
+    for preload in (True, False):  # said before any folder or lock is made, with --preload or without
+        with pytest.raises(UserError, match="--device tpu: choose one of"):
+            server.serve(tmp_path / "new" / "s.sock", preload=preload, device="tpu", idle_timeout=0.1)
+        with pytest.raises(UserError, match="--dtype float8: choose one of"):
+            server.serve(tmp_path / "new" / "s.sock", preload=preload, dtype="float8", idle_timeout=0.1)
     assert not (tmp_path / "new").exists()
 
 

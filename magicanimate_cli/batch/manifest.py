@@ -56,6 +56,8 @@ class Task:
 def read_manifest(path: Path | str) -> list[Task]:
     """The tasks of a CSV or JSONL manifest, in file order (bad syntax raises ``UserError``)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the manifest file in it (a .jsonl or .csv list of tasks)")
     if not path.is_file():
         raise UserError(f"{path}: no such manifest file; give a .jsonl or .csv list of tasks")
     suffix = path.suffix.lower()

@@ -136,6 +136,9 @@ def test_missing_or_broken_inputs_name_the_file(tiny_pipeline, tmp_path, motion_
     (tmp_path / "ref.png").write_bytes(b"not an image")
     with pytest.raises(UserError, match="ref.png: not a readable image"):
         run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "out.mp4")
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(UserError, match=r"photos: is a folder; pass an image file \(PNG or JPEG\)"):
+        run(tiny_pipeline, tmp_path / "photos", motion_dir, tmp_path / "out.mp4")
 
 
 def test_cpu_kernels_are_pinned_before_torch_is_imported(tmp_path):

@@ -92,6 +92,13 @@ def test_bad_manifests_are_one_line_user_errors(tmp_path, name, text, expected):
     assert expected in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_a_missing_manifest_or_a_folder_is_said_as_such(tmp_path):
+    with pytest.raises(UserError, match="none.jsonl: no such manifest file; give a .jsonl or .csv list"):
+        read_manifest(tmp_path / "none.jsonl")
+    with pytest.raises(UserError, match=r"jobs: is a folder; give the manifest file in it \(a .jsonl or .csv list"):
+        read_manifest((tmp_path / "jobs").mkdir() or tmp_path / "jobs")
+
+
 def test_a_manifest_that_is_not_utf8_is_a_user_error(tmp_path):  # was UnicodeDecodeError, exit 1
     (tmp_path / "u.jsonl").write_bytes('{"command": "flip", "args": ["a"]}\n'.encode("utf-16"))
     with pytest.raises(UserError, match=r"u.jsonl: not UTF-8 text \(byte 0: .*\); save it as UTF-8"):
