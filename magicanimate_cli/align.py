@@ -445,14 +445,12 @@ def align(
     clip = None
     source = motion
     if clip_folder.is_clip_folder(motion):
-        source = motion / clip_folder.DENSEPOSE
-        if not source.is_dir():
-            raise UserError(f"{motion}: clip folder without {clip_folder.DENSEPOSE}/; run `magicanimate densepose {motion}` first")
+        source = clip_folder.motion_of(motion)
         clip = clip_folder.Clip(motion)
     media.check_output(output, overwrite, protect=(reference, source))  # a clip folder: its densepose/ is the input
     progress = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
-    info = media.probe(source)
+    info = media.probe(source, clip_folder.clip_fps(motion) if clip is not None else None)
     found = reference_box(reference, size, fit, ref_box=ref_box, models=models, segmenter=segmenter, estimator=estimator)
     params = {"reference": str(reference), "output": str(output), **asdict(config), "ref_box": ref_box}
     if clip is not None:

@@ -204,7 +204,7 @@ def _fail(message: str, code: int, as_json: bool) -> None:
 @app.command()
 def animate(
     reference: Path = typer.Argument(..., metavar="REF", help="Reference image (any mode and size)."),
-    motion: Path = typer.Argument(..., metavar="MOTION", help="DensePose motion: a video, or a folder of frames."),
+    motion: Path = typer.Argument(..., metavar="MOTION", help="DensePose motion: a video, a folder of frames, or a clip folder (reads densepose/)."),
     output: Path = typer.Option(..., "-o", "--output", help="An .mp4 path, or a folder that receives PNG frames."),
     models: Optional[Path] = MODELS_OPTION,
     steps: int = typer.Option(_ANIMATE.steps, "--steps", help="DDIM steps."),

@@ -46,6 +46,25 @@ def is_clip_folder(path: Path) -> bool:
     return path.is_dir() and ((path / META).is_file() or any((path / sub).is_dir() for sub in SUBFOLDERS))
 
 
+def clip_fps(folder: Path) -> float | None:
+    """The fps a clip folder's meta.json records (``preprocess``, ``flip``), if any."""
+    try:
+        fps = (read_meta(folder) or {}).get("fps") if folder.is_dir() else None
+    except UserError:  # a damaged meta.json: the default rate, as without one
+        return None
+    return float(fps) if isinstance(fps, (int, float)) and fps > 0 else None
+
+
+def motion_of(path: Path) -> Path:
+    """The DensePose frames a MOTION argument names: a clip folder's ``densepose/`` (a clip
+    without one is refused with the command that makes it), else ``path`` itself."""
+    if not is_clip_folder(path):
+        return path
+    if not (path / DENSEPOSE).is_dir():
+        raise UserError(f"{path}: clip folder without {DENSEPOSE}/; run `magicanimate densepose {path}` first")
+    return path / DENSEPOSE
+
+
 def subfolders(path: Path) -> list[str]:
     """The clip subfolders present in ``path`` that hold at least one frame, in layout order."""
     from .media import list_frame_files

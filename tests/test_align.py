@@ -295,6 +295,10 @@ def test_clip_folder_records_the_transform_in_meta_json(tmp_path):
     assert record["status"] == "done" and record["result"] == json.loads(json.dumps(result.transform))
     assert record["result"]["scale"] == 2 and result.meta.endswith("meta.json")
     assert len(media.list_frame_files(tmp_path / "clip" / "densepose_aligned")) == 3
+    assert result.fps == 25.0  # a clip without a recorded rate: the frames folder default
+    (tmp_path / "clip" / "meta.json").write_text(json.dumps({**meta, "fps": 30.0}))
+    assert align(reference, tmp_path / "clip", tmp_path / "at30.mp4", size=64).fps == 30.0  # the clip's own rate
+    assert media.probe(tmp_path / "at30.mp4").fps == 30.0
     with pytest.raises(UserError, match="input"):  # never onto the frames it reads
         align(reference, tmp_path / "clip", tmp_path / "clip" / "densepose", size=64, overwrite=True)
 

@@ -212,7 +212,7 @@ def animate(
 ) -> AnimateResult:
     """Animate the person of ``reference`` along the DensePose ``motion`` and write ``output``.
 
-    ``motion`` is a video or a folder of frames (25 fps unless ``fps``); ``output`` is a video
+    ``motion`` is a video, a folder of frames (25 fps unless ``fps``) or a clip folder (its ``densepose/``); ``output`` is a video
     path or, without a video extension, a folder that receives one PNG per motion frame. The
     output appears atomically and an existing one is only replaced with ``overwrite``. An
     interrupted run resumes after its last finished denoising step when started again with the
@@ -348,7 +348,11 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
     config.validate()
+    from ..clip import clip_fps, motion_of
+
     reference, motion, output = Path(reference), Path(motion), Path(output)
+    if motion.is_dir() and not media.list_frame_files(motion) and motion_of(motion) != motion:  # a clip folder: its densepose/
+        motion, fps = motion_of(motion), fps or clip_fps(motion)  # at the clip's own rate
     media.check_sequence_output(output)
     if fps is not None:
         from ..frames import check_fps

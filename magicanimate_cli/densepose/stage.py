@@ -35,6 +35,7 @@ class _Plan:
 
 def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | None = None) -> _Plan:
     from .. import media
+    from ..clip import clip_fps
     from ..frames import check_fps
 
     if fps is not None:
@@ -67,7 +68,7 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
         names = [f"{file.stem}.png" for file in files]
         if len(set(names)) != len(names):  # e.g. a.png and a.jpg
             names = [media.frame_name(i) for i in range(len(files))]
-        count, fps = len(files), fps or _clip_fps(input) or media.DEFAULT_FPS
+        count, fps = len(files), fps or clip_fps(input) or media.DEFAULT_FPS
         identity = {"input": str(source.resolve()), "files": [f.name for f in files], "mtime": max(f.stat().st_mtime_ns for f in files)}
     else:
         info = media.probe(source)
@@ -80,17 +81,6 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
     if count == 0:
         raise UserError(f"{source}: no frames")
     return _Plan(source, output, labels, names, count, fps, identity)
-
-
-def _clip_fps(folder: Path) -> float | None:
-    """The fps a clip folder's meta.json records (``preprocess``, ``flip``), if any."""
-    from ..clip import read_meta
-
-    try:
-        fps = (read_meta(folder) or {}).get("fps") if folder.is_dir() else None
-    except UserError:  # a damaged meta.json: the default rate, as without one
-        return None
-    return float(fps) if isinstance(fps, (int, float)) and fps > 0 else None
 
 
 def _writer(path: Path, names: list[str], fps: float, overwrite: bool):

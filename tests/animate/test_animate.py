@@ -89,6 +89,25 @@ def test_frames_folder_means_25_fps_unless_told(tiny_pipeline, tmp_path, motion_
     assert media.probe(tmp_path / "b.mp4").fps == 10.0
 
 
+def test_a_clip_folder_animates_its_densepose_frames_at_the_clips_rate(tiny_pipeline, tmp_path, motion_dir, reference):
+    """``preprocess`` makes clip folders; a clip is a MOTION as for ``align`` (its ``densepose/``)."""
+    import json
+    import shutil
+
+    clip = tmp_path / "clip"
+    (clip / "images").mkdir(parents=True)
+    shutil.copytree(motion_dir, clip / "densepose")
+    (clip / "meta.json").write_text(json.dumps({"format": 1, "fps": 30.0}))
+    from_clip = run(tiny_pipeline, reference, clip, tmp_path / "a")
+    from_folder = run(tiny_pipeline, reference, clip / "densepose", tmp_path / "b", fps=30)
+    assert from_clip.fps == from_folder.fps == 30.0 and from_clip.frames == from_folder.frames == 3
+    for name in sorted(p.name for p in (tmp_path / "b").iterdir()):
+        assert np.array_equal(media.read_image(tmp_path / "a" / name), media.read_image(tmp_path / "b" / name))
+    shutil.rmtree(clip / "densepose")
+    with pytest.raises(UserError, match=f"{clip}: clip folder without densepose/; run `magicanimate densepose {clip}` first"):
+        run(tiny_pipeline, reference, clip, tmp_path / "c")
+
+
 def test_existing_output_is_never_overwritten(tiny_pipeline, tmp_path, motion_dir, rng):
     reference = tmp_path / "ref.png"
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
