@@ -34,7 +34,6 @@ def redownload(path: Path | str) -> str:
     return f"run `{download_command('animate', root, overwrite=True)}` to fetch it again"
 
 
-
 @dataclass(frozen=True)
 class WeightLayout:
     """Paths of every component inside a models folder."""

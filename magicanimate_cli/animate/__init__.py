@@ -343,16 +343,17 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
              device, dtype, fps, grid, devices, compile, overwrite, pipeline, **_) -> _Request:  # fmt: skip
     """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
     from .. import media
+    from ..clip import clip_fps, motion_of
     from ..crop import fit_square  # the animator's input fitting lives with the other crops
     from ..device import check_device
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
     config.validate()
-    from ..clip import clip_fps, motion_of
-
     reference, motion, output = Path(reference), Path(motion), Path(output)
-    if motion.is_dir() and not media.list_frame_files(motion) and motion_of(motion) != motion:  # a clip folder: its densepose/
-        motion, fps = motion_of(motion), fps or clip_fps(motion)  # at the clip's own rate
+    if motion.is_dir() and not media.list_frame_files(motion):
+        source = motion_of(motion)  # a clip folder: its densepose/ (refused without one)
+        if source != motion:
+            motion, fps = source, fps or clip_fps(motion)  # at the clip's own rate
     media.check_sequence_output(output)
     if fps is not None:
         from ..frames import check_fps
