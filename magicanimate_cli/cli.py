@@ -137,7 +137,7 @@ def main(
         from .server import forwardable, submit, wants_json
 
         if forwardable(ctx.invoked_subcommand, args):
-            _run(lambda progress: submit(ctx.invoked_subcommand, args, socket=server, progress=progress), wants_json(args))
+            _run(lambda progress: submit(ctx.invoked_subcommand, args, socket=server, progress=progress, debug=debug), wants_json(args))
             raise typer.Exit(0)
     if debug:
         show_library_logs()
@@ -158,6 +158,8 @@ def _run(call: Callable, as_json: bool) -> None:
     except UserError as exc:
         _fail(str(exc), 2, as_json)
     except (StageFailed, NetworkError) as exc:
+        if _state["debug"] and getattr(exc, "traceback", None):  # a server's task (--server): its traceback there
+            typer.echo(exc.traceback.rstrip(), err=True)
         _fail(str(exc), 1, as_json)
     except KeyboardInterrupt:
         _fail("interrupted", 130, as_json)

@@ -10,7 +10,7 @@ environment) imports none of that: it sends the command, its arguments and its w
 shows the progress the server reports and prints the result, with the CLI's exit codes.
 
 The protocol is one JSON object per line. The client sends ``{"protocol": 1, "command": ...,
-"args": [...], "cwd": ..., "env": {...}, "width": ...}``; the server answers ``{"started": true}``,
+"args": [...], "cwd": ..., "env": {...}, "width": ..., "debug": false}``; the server answers ``{"started": true}``,
 ``{"progress": [stage, done, total]}`` lines and one ``{"record": ...}`` (the batch's task record:
 ``exit_code``, ``error``, ``result``, ``summary``, ...). One task runs at a time, in the order the
 clients connected, in the client's folder. A client that goes away (Ctrl-C) ends its task at the
@@ -132,6 +132,7 @@ def submit(
     socket: Path | str,
     cwd: Path | str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    debug: bool = False,
 ) -> Forwarded:
     """Run ``magicanimate COMMAND ARGS`` on the server at ``socket``, as if typed in ``cwd``.
 
@@ -139,13 +140,15 @@ def submit(
     progress goes to ``progress``. Bad input raises ``UserError`` (the CLI's exit 2), a failed
     task ``StageFailed`` (exit 1); a result whose own exit code is not 0 (a stage of
     ``preprocess`` failed) is returned with it. The variables of ``FORWARDED_ENV`` hold for the
-    task as they are in this process (a relative weights folder read against ``cwd``).
+    task as they are in this process (a relative weights folder read against ``cwd``). With
+    ``debug`` a task that fails with an unexpected exception raises a ``StageFailed`` whose
+    ``traceback`` is the server's text of it (``--debug`` prints it, as for a local run).
     """
     path = Path(socket).expanduser()
     cwd = os.path.abspath(cwd or os.getcwd())
     env = {name: os.path.join(cwd, os.path.expanduser(os.environ[name])) for name in FORWARDED_ENV if os.environ.get(name)}
     request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env,
-               "width": _terminal_width()}
+               "width": _terminal_width(), "debug": bool(debug)}
     record = None
     with _connect(path) as conn:
         try:
@@ -170,7 +173,9 @@ def submit(
     if code == 2:
         raise UserError(record.get("error") or "bad input")
     if code and record.get("result") is None:
-        raise StageFailed(record.get("error") or f"the task failed with exit code {code}")
+        failed = StageFailed(record.get("error") or f"the task failed with exit code {code}")
+        failed.traceback = record.get("traceback")
+        raise failed
     return Forwarded(record.get("result") or {}, code, record.get("models_loaded"), record.get("summary"))
 
 
@@ -477,6 +482,8 @@ def _read_request(conn: sockets.socket, registry) -> dict | str:
         return refusal
     if not isinstance(cwd, str) or not os.path.isabs(cwd) or not os.path.isdir(cwd):
         return f"the client's folder {cwd!r} is not a folder this server can see; run the server on the same machine"
+    if not isinstance(request.setdefault("debug", False), bool):
+        return "the request's debug must be true or false"
     width = request.setdefault("width", DEFAULT_WIDTH)
     if not isinstance(width, int) or not 20 <= width <= 1000:
         return "the request's width must be a number of columns from 20 to 1000"
@@ -535,7 +542,7 @@ def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) ->
             os.chdir(request["cwd"])  # what the task's checks call the current folder is the client's
             with _environment(request.get("env", {})):
                 record = runner.run({"command": request["command"], "args": request["args"]}, progress=report,
-                                    summary_width=request["width"])
+                                    summary_width=request["width"], debug=request["debug"])
         except OSError as exc:
             record = {**_refused(f"{shown(request['cwd'])}: cannot work in the client's folder ({exc.strerror}); run the command without --server"),
                       "command": request["command"], "args": request["args"]}

@@ -254,11 +254,36 @@ def test_a_task_failure_on_the_server_is_the_clis_exit_code(tmp_path):
             server.submit("write", ["-o", "x.txt", "--fail", "user"], socket=sock, cwd=tmp_path)
         with pytest.raises(Exception, match="RuntimeError: told to crash") as bug:
             server.submit("write", ["-o", "y.txt", "--fail", "bug"], socket=sock, cwd=tmp_path)
+        with pytest.raises(Exception, match="RuntimeError: told to crash") as debugged:  # --debug --server
+            server.submit("write", ["-o", "y.txt", "--fail", "bug"], socket=sock, cwd=tmp_path, debug=True)
         with pytest.raises(UserError, match="^.sub. has no subcommand .nothing. \\(commands: write\\)$"):
             server.submit("sub", ["nothing"], socket=sock, cwd=tmp_path)
     finally:
         stop(proc)
-    assert type(bug.value).__name__ == "StageFailed"  # the CLI's exit 1
+    assert type(bug.value).__name__ == "StageFailed" and bug.value.traceback is None  # the CLI's exit 1
+    trace = debugged.value.traceback  # the server's, which `--debug` prints
+    assert trace.startswith("Traceback (most recent call last):") and 'raise RuntimeError("told to crash")' in trace
+    assert trace.rstrip().endswith("RuntimeError: told to crash")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_debug_through_a_server_prints_the_servers_traceback(tmp_path, monkeypatch, debug):
+    from magicanimate_cli.errors import StageFailed
+
+    asked = []
+
+    def submit(command, args, *, socket, progress, debug):
+        asked.append(debug)
+        failed = StageFailed("RuntimeError: told to crash")
+        failed.traceback = "Traceback (most recent call last):\n  File \"on the server\"\nRuntimeError: told to crash\n" if debug else None
+        raise failed
+
+    monkeypatch.setattr(server, "submit", submit)
+    words = ["--server", str(tmp_path / "s.sock"), "flip", "clip", "-o", "out"] + (["--debug"] if debug else [])
+    result = runner.invoke(app, words, env={"MAGICANIMATE_SERVER": None})
+    assert result.exit_code == 1 and asked == [debug]
+    assert result.output.endswith("error: RuntimeError: told to crash\n")
+    assert ('File "on the server"' in result.output) == debug
 
 
 def test_a_client_that_left_while_queued_gets_no_task_run(tmp_path):

@@ -91,6 +91,7 @@ class TaskRunner:
         self.workdir = str(workdir) if workdir is not None else None
         self._models: dict[str, tuple[Hashable, Any]] = {}
         self.loads = 0
+        self._traceback: str | None = None  # of the last task that failed with an unexpected exception
 
     # -- reading a task
 
@@ -134,7 +135,7 @@ class TaskRunner:
 
     # -- running a task
 
-    def run(self, task: dict, progress=None, summary_width: int | None = None) -> dict:
+    def run(self, task: dict, progress=None, summary_width: int | None = None, debug: bool = False) -> dict:
         """Run one task (``Task.to_dict()``) and return its record: the task plus ``status``
         (done/failed), ``exit_code``, ``error``, ``result``, ``seconds``, ``worker`` (host:pid)
         and ``models_loaded`` (how many models this worker has loaded so far).
@@ -144,7 +145,8 @@ class TaskRunner:
         task's progress reports (default: none; ``server.py`` sends them to its client). With
         ``summary_width`` the record of a task that returned a result (whatever its exit code) also
         has ``summary``: the lines the CLI would print for a person (``summary.as_text``), that
-        many columns wide."""
+        many columns wide. With ``debug`` the record of a task that failed with an unexpected
+        exception (exit 1) also has ``traceback``: its text, as ``--debug`` prints it."""
         started = time.perf_counter()
         reclaim = bool(task.get("reclaim"))
         task = {key: value for key, value in task.items() if key != "reclaim"}
@@ -154,9 +156,11 @@ class TaskRunner:
             raise
         except BaseException as exc:  # noqa: BLE001 - nothing a task does may end the batch
             code, result, error, summary = 1, None, f"{exc.__class__.__name__}: {exc}", None
+        failure, self._traceback = self._traceback, None
         return {
             **task,
             **({"summary": summary} if summary is not None else {}),
+            **({"traceback": failure} if debug and failure is not None else {}),
             "status": "done" if code == 0 else "failed",
             "exit_code": code,
             "error": error,
@@ -195,6 +199,9 @@ class TaskRunner:
             refusal = write_error(exc)  # as the CLI: a full disk, a name too long, ... is exit 2
             if refusal is not None:
                 return 2, None, _as_written(str(refusal), written), None
+            import traceback
+
+            self._traceback = traceback.format_exc()  # for run(debug=True)
             return 1, None, _as_written(f"{exc.__class__.__name__}: {exc}", written), None
         data = _as_written(result.to_dict(), written)
         summary = None
