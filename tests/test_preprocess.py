@@ -272,6 +272,14 @@ def test_a_broken_video_fails_alone(videos, tmp_path, fakes):
     assert bad["stages"]["frames"] == "failed" and "bad.mp4" in bad["errors"]["frames"]
 
 
+def test_a_named_file_that_is_no_video_is_exit_2_before_any_work(videos, tmp_path):
+    """Named on the command line, it is bad input (as a missing one is); found in a folder, its clip fails alone (above)."""
+    (tmp_path / "notes.mp4").write_text("not a video")
+    result = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), str(tmp_path / "notes.mp4"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(f"error: {tmp_path / 'notes.mp4'}: not a video") and not (tmp_path / "out").exists()
+
+
 def test_foreign_folder_needs_overwrite(videos, tmp_path):
     (tmp_path / "talk").mkdir()
     (tmp_path / "talk" / "mine.txt").write_text("keep me")
@@ -290,8 +298,8 @@ def test_overwrite_keeps_what_is_in_the_way_until_its_replacement_holds_a_clip(v
         (folder / "mine.txt").write_text("keep me")
     source.parent.mkdir()
     data = (videos / "talk.mp4").read_bytes()
-    source.write_bytes(data[: len(data) // 2])  # cut off: the frames stage fails
-    first = preprocess([source], out, skip="densepose,matte", flip=True, overwrite=True, **FAST)
+    source.write_bytes(data[: len(data) // 2])  # cut off: the frames stage fails (found in its folder, not named: no refusal up front)
+    first = preprocess([source.parent], out, skip="densepose,matte", flip=True, overwrite=True, **FAST)
     (clip,) = first.clips
     assert clip["status"] == "failed"
     (aside,) = map(Path, clip["replaced"])
@@ -592,6 +600,8 @@ def test_camera_and_broadcast_containers_are_videos(tmp_path):
     for name in ("cam.MTS", "capture.ts", "phone.3gp"):
         (tmp_path / name).write_bytes(b"")
     assert sorted(s.name for s in collect_sources([tmp_path])) == ["cam", "capture", "phone"]
+    media.write_frames(tmp_path / "real.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    (tmp_path / "capture.ts").write_bytes((tmp_path / "real.mp4").read_bytes())  # named: ffmpeg must open it
     assert [s.kind for s in collect_sources([tmp_path / "capture.ts"])] == ["video"]
 
 
