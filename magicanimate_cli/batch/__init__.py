@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,12 +88,23 @@ def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n", replace=True)
 
 
+_STATE_NAME = re.compile(r"[0-9a-f]{16}\.json|summary-\d+-of-\d+\.json|\..*")  # records, summaries, their temporaries
+
+
 class State:
-    """The per-task records of a batch, one JSON file per task id."""
+    """The per-task records of a batch, one JSON file per task id (and its summaries)."""
 
     def __init__(self, folder: Path, workdir: Path) -> None:
         self.folder = folder
         self.workdir = workdir
+        try:
+            foreign = next((entry for entry in sorted(os.listdir(folder)) if not _STATE_NAME.fullmatch(entry)), None)
+        except NotADirectoryError:
+            raise UserError(f"{folder}: is a file; pass --state a folder for the batch's records") from None
+        except OSError:
+            foreign = None  # made below
+        if foreign is not None:  # never mix the batch's records into a folder of the user's
+            raise UserError(f"{folder}: holds files that are not a batch's records ({foreign}, ...); pass --state a new or empty folder")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

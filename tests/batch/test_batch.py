@@ -179,6 +179,21 @@ def test_a_network_failure_is_exit_1_with_its_own_message(tmp_path, fake_command
     assert (record["status"], record["exit_code"], record["error"]) == ("failed", 1, "n.txt: no answer from the server; run again")
 
 
+def test_a_state_folder_of_the_users_is_refused_and_its_own_is_reused(tmp_path, fake_commands):
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "a.txt"))
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "00000.png").write_bytes(b"the user's")
+    refused = invoke("batch", manifest, "--state", tmp_path / "frames")
+    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1
+    assert f"{tmp_path / 'frames'}: holds files that are not a batch's records (00000.png, ...)" in refused.output
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["00000.png"] and not (tmp_path / "a.txt").exists()
+    (tmp_path / "notes.txt").write_text("mine")
+    assert "notes.txt: is a file; pass --state a folder" in invoke("batch", manifest, "--state", tmp_path / "notes.txt").output
+    assert invoke("batch", manifest, "--state", tmp_path / "state").exit_code == 0  # new: made
+    again = invoke("batch", manifest, "--state", tmp_path / "state", "--resume")  # its own records and summary: reused
+    assert again.exit_code == 0 and "skipped" in again.output
+
+
 def test_batch_runs_every_task_records_them_and_exits_1_when_one_failed(tmp_path, fake_commands, monkeypatch):
     jobs = tmp_path / "jobs"
     jobs.mkdir()
