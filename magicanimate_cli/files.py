@@ -56,6 +56,12 @@ API (all paths may be ``str`` or ``Path``):
     a temporary (or a file in one) as the output the user named.
 ``short_name(name, room)``
     ``name``, or its start and a hash when ``room`` more bytes would not fit a file name.
+``claim(final) -> Claim``
+    One run at a time per output: a long, resumable run (``animate``, ``densepose``) holds
+    ``.{final.name}.run.lock`` beside its output until it ends (``Claim.release()``, or the
+    block of ``with claim(final):``); a second run of the same output meanwhile is refused in one
+    line instead of sharing (or deleting) the first one's work. The file is removed on release,
+    and one that a killed run left is taken over (the OS dropped its lock).
 
 ``errors.first_line(exc)`` (the first non-empty line of an exception's message) and
 ``errors.shown(path)`` (a path quoted for a one-line message) live in ``errors``.
@@ -245,6 +251,11 @@ def sweep(final: Path | str) -> list[Path]:
                     removed.append(path)
         finally:
             _drop_lock(lock)
+    run_lock = final.with_name(f".{_stem(final)}.run.lock")
+    if run_lock.exists():  # a killed run's claim (nobody holds it) goes too; a live run's stays
+        with contextlib.suppress(UserError, OSError):
+            claim(final).release()
+            removed.append(run_lock)
     return removed
 
 
@@ -500,6 +511,55 @@ def commit_together(pairs: list[tuple[Path, Path]], *, replace: bool) -> None:
             _remove(previous)
     for tmp, _ in pairs:
         _release(tmp)
+
+
+class Claim:
+    """A held ``claim(final)``: release it once the run has ended (also as ``with``)."""
+
+    def __init__(self, final: Path, path: Path, fd: int | None) -> None:
+        self.final, self.path, self._fd = final, path, fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # while still holding it: a run that opened it meanwhile sees it gone (below)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim(final: Path | str) -> Claim:
+    """Hold the run lock of ``final``, or raise ``UserError`` when another run holds it; see the
+    module docstring. Makes ``final``'s folder, as its first temporary would."""
+    final = Path(final)
+    path = final.with_name(f".{_stem(final)}.run.lock")
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): runs are not kept apart
+        return Claim(final, path, None)
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UserError(f"{shown(final)}: another run is writing it now; wait for that run to end (or stop it), "
+                                "or choose another output") from None  # fmt: skip
+            try:
+                current = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                return Claim(final, path, fd)
+            os.close(fd)  # the run that held it ended and removed it: lock the file there now
 
 
 @contextlib.contextmanager

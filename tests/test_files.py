@@ -192,6 +192,48 @@ def test_sweep_removes_a_killed_runs_temporary_but_not_a_live_one(tmp_path, kind
     assert _hidden(tmp_path) == []
 
 
+_CLAIMER = textwrap.dedent(
+    """
+    import sys, time
+    from magicanimate_cli import files
+    files.claim(sys.argv[1])
+    print("claimed", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_one_run_at_a_time_per_output_and_a_killed_runs_claim_is_taken_over(tmp_path):
+    final = tmp_path / "new" / "out.mp4"
+    lock = final.with_name(".out.mp4.run.lock")
+    with files.claim(final):
+        assert lock.exists()
+        with pytest.raises(UserError, match=f"^{final}: another run is writing it now; wait for that run to end"):
+            files.claim(final)  # another run (flock: another open file, even in this process)
+        assert files.sweep(final) == [] and lock.exists()  # a live run's claim stays
+    assert sorted(p.name for p in final.parent.iterdir()) == []  # released: nothing left
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", _CLAIMER, str(final)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "claimed"
+        with pytest.raises(UserError, match="another run is writing it now"):  # held by another process
+            files.claim(final)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        child.kill()
+        child.wait()
+    assert lock.exists()  # what the killed run left, until the next run of the output
+    files.claim(final).release()  # taken over: the OS dropped the killed run's lock
+    assert not lock.exists()
+    killed = subprocess.Popen([sys.executable, "-c", _CLAIMER, str(tmp_path / "other.mp4")], stdout=subprocess.PIPE, text=True, env=env)
+    assert killed.stdout.readline().strip() == "claimed"
+    killed.kill()
+    killed.wait()
+    assert files.sweep(tmp_path / "other.mp4") == [tmp_path / ".other.mp4.run.lock"]  # a command's check removes it
+    assert not (tmp_path / ".other.mp4.run.lock").exists()
+
+
 def test_sweep_leaves_this_process_temporaries_and_other_outputs(tmp_path):
     mine = files.temp_beside(tmp_path / "a.png", directory=False)
     other = tmp_path / ".a.png.x.partial"  # not a name temp_beside makes

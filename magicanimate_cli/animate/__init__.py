@@ -233,7 +233,7 @@ def animate(
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
-    from ..files import discard, temp_beside
+    from ..files import claim, discard, temp_beside
 
     request = _checked(reference, motion, output, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
                        size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit, device=device,
@@ -254,9 +254,11 @@ def animate(
     from .weights import WeightLayout
 
     started = time.perf_counter()
-    scratch = temp_beside(output, directory=False, suffix=".motion.u8")
-    aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
+    run = claim(output)  # one run at a time per output: a second one is refused, not mixed into this one's resume
+    scratch = aligned_scratch = None
     try:
+        scratch = temp_beside(output, directory=False, suffix=".motion.u8")
+        aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
         store = _FrameStore(scratch, size)
         for frame in media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated):  # each fitted on its own
             store.append(fit_square(frame, size, fit, pose_fill))
@@ -296,6 +298,7 @@ def animate(
     finally:
         discard(scratch)
         discard(aligned_scratch)
+        run.release()
     return AnimateResult(
         output=str(output),
         grid=str(grid_output) if grid_output else None,

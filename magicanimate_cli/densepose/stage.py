@@ -230,19 +230,22 @@ def densepose(
     progress = progress or silent
     started = time.perf_counter()
 
-    work = _Work(plan.output, {**plan.identity, "model": model.key, "min_score": min_score, "max_people": max_people})
-    work.open(plan.names)
+    from ..files import claim
 
-    if len(work.people) < plan.count:
-        if estimator is None:
-            from .estimator import load_estimator
+    with claim(plan.output):  # one run at a time per output: a second one is refused, not given this one's work folder
+        work = _Work(plan.output, {**plan.identity, "model": model.key, "min_score": min_score, "max_people": max_people})
+        work.open(plan.names)
 
-            estimator = load_estimator(config, weights, models, device, min_score, max_people, progress)
-        model = model.of(estimator)
-        _estimate(plan, work, estimator, settings, progress)
-    repair = _repair(Path(input), plan, work, settings)
-    _render(plan, work, repair.sources, smooth, overwrite, progress)
-    work.remove()
+        if len(work.people) < plan.count:
+            if estimator is None:
+                from .estimator import load_estimator
+
+                estimator = load_estimator(config, weights, models, device, min_score, max_people, progress)
+            model = model.of(estimator)
+            _estimate(plan, work, estimator, settings, progress)
+        repair = _repair(Path(input), plan, work, settings)
+        _render(plan, work, repair.sources, smooth, overwrite, progress)
+        work.remove()
     return DensePoseResult(
         input=str(input),
         output=str(plan.output),

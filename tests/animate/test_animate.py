@@ -108,6 +108,16 @@ def test_a_clip_folder_animates_its_densepose_frames_at_the_clips_rate(tiny_pipe
         run(tiny_pipeline, reference, clip, tmp_path / "c")
 
 
+def test_a_second_run_of_the_same_output_is_refused_while_the_first_runs(tiny_pipeline, tmp_path, motion_dir, reference):
+    from magicanimate_cli import files
+
+    with files.claim(tmp_path / "out.mp4"):  # the first run, still going (its resume checkpoint is its own)
+        with pytest.raises(UserError, match="out.mp4: another run is writing it now; wait for that run to end"):
+            run(tiny_pipeline, reference, motion_dir, tmp_path / "out.mp4")
+    assert run(tiny_pipeline, reference, motion_dir, tmp_path / "out.mp4").frames == 3  # once it has ended
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "poses", "ref.png"]
+
+
 def test_existing_output_is_never_overwritten(tiny_pipeline, tmp_path, motion_dir, rng):
     reference = tmp_path / "ref.png"
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)

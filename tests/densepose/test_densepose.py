@@ -199,6 +199,22 @@ def test_a_run_killed_with_kill_9_resumes_to_the_frames_of_an_uninterrupted_run(
     assert not work.exists()
 
 
+def test_a_second_run_of_the_same_output_is_refused_and_leaves_the_first_ones_work(tmp_path):
+    from magicanimate_cli import files
+
+    frames_folder(tmp_path / "in", 5)
+    with pytest.raises(KeyboardInterrupt):
+        densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=FakeEstimator(PLAN, fail_on_call=2))
+    work = tmp_path / ".out.densepose-work"
+    with files.claim(tmp_path / "out"):  # the first run, going again
+        with pytest.raises(UserError, match="out: another run is writing it now"):  # other settings would delete its work
+            densepose(tmp_path / "in", tmp_path / "out", batch_size=2, min_score=0.3, estimator=FakeEstimator(PLAN))
+        assert sorted(p.name for p in work.glob("*.png")) == ["0001.png", "0002.png"]
+    fake = FakeEstimator(PLAN)
+    assert densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=fake).resumed == 2 and fake.seen == [2, 3, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
 def test_a_loaded_estimator_resumes_only_the_work_of_the_model_it_holds(tmp_path):
     # a batch worker hands `densepose` the estimator it loaded for the task's --config/--weights;
     # its ``key`` (``model_key`` of those options) decides what an interrupted run may resume
