@@ -143,6 +143,10 @@ def _lock_path(final: Path, token: str) -> Path:
     return final.with_name(f".{_stem(final)}.{token}.lock")
 
 
+def _run_lock_path(final: Path) -> Path:
+    return final.with_name(f".{_stem(final)}.run.lock")  # not a token's: sweep's pattern never takes it
+
+
 def temp_beside(final: Path | str, directory: bool = True, suffix: str | None = None) -> Path:
     """A fresh, locked, hidden temporary folder (or file) next to ``final``; see the module docstring."""
     final = Path(final)
@@ -251,7 +255,7 @@ def sweep(final: Path | str) -> list[Path]:
                     removed.append(path)
         finally:
             _drop_lock(lock)
-    run_lock = final.with_name(f".{_stem(final)}.run.lock")
+    run_lock = _run_lock_path(final)
     if run_lock.exists():  # a killed run's claim (nobody holds it) goes too; a live run's stays
         with contextlib.suppress(UserError, OSError):
             claim(final).release()
@@ -538,7 +542,7 @@ def claim(final: Path | str) -> Claim:
     """Hold the run lock of ``final``, or raise ``UserError`` when another run holds it; see the
     module docstring. Makes ``final``'s folder, as its first temporary would."""
     final = Path(final)
-    path = final.with_name(f".{_stem(final)}.run.lock")
+    path = _run_lock_path(final)
     try:
         import fcntl
     except ImportError:  # no flock (Windows): runs are not kept apart
