@@ -433,6 +433,13 @@ def read_frames(path: Path, fps: float | None = None, allow_truncated: bool = Fa
     return Frames(np.stack(frames), info_fps)
 
 
+def check_video(path: Path) -> None:
+    """``path`` is a video ffmpeg opens, read from its header alone (no pass over the stream), else
+    a one-line ``UserError`` saying why (no video, its index missing, sound only, ...)."""
+    _check_video(path)
+    _header(path)
+
+
 def _check_video(path: Path) -> None:
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")

@@ -105,7 +105,7 @@ def collect_sources(inputs, *, _from_list: bool = False) -> list[Source]:
             found += collect_sources(_read_list(path), _from_list=True)
         elif path.is_file() and media.is_video(path):
             if not _from_list:  # named on the command line: a file ffmpeg cannot open is bad input, before any work
-                media.probe(path)  # (one among many found in a folder or a list fails alone, as its clip)
+                media.check_video(path)  # (one among many found in a folder or a list fails alone, as its clip)
             found.append(Source(path.stem, path.resolve(), "video"))
         elif path.is_dir():
             videos = sorted(p for p in path.iterdir() if p.is_file() and media.is_video(p) and not p.name.startswith("."))
