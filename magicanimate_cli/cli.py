@@ -216,6 +216,10 @@ def animate(
     context_frames: int = typer.Option(_ANIMATE.context_frames, "--context-frames", help="Frames per window."),
     context_overlap: int = typer.Option(_ANIMATE.context_overlap, "--context-overlap", help="Frames shared by neighbouring windows."),
     fit: str = typer.Option(_ANIMATE.fit, "--fit", help="crop (center crop), pad, or stretch (the official squash)."),
+    context_schedule: str = typer.Option(
+        _ANIMATE.context_schedule, "--context-schedule",
+        help="loop (the official: the last window wraps from the clip's end into its start) or open (no window wraps).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output fps; default the motion video's (frames folder: 25)."),

@@ -35,7 +35,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .animate import FITS, POSE_BACKGROUND, AnimateConfig
+from .animate import FITS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
 from .errors import MissingDependency, UserError, first_line
 from .files import write_text
 from .processes import stop_on_sigterm
@@ -148,7 +148,7 @@ def cli_command(reference: Path, motion: Path, output: Path, settings: dict, *, 
         parts.append(f"magicanimate preprocess {q(str(preprocess_video))} -o {q(str(clips_out))} --size {size} --fov {size}x{size} --skip matte"
                      f" --models {q(str(models))}")
     animate = [f"magicanimate animate {q(str(reference))} {q(str(motion))} -o {q(str(output))} --models {q(str(models))}"]
-    for key in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit"):
+    for key in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit", "context_schedule"):
         animate.append(f"--{key.replace('_', '-')} {settings[key]}")
     if device != "auto":
         animate.append(f"--device {device}")
@@ -265,9 +265,10 @@ class DemoApp:
         raise UserError(f"unknown driving source {source!r}; choose one of: {', '.join(SOURCES)}")
 
     @staticmethod
-    def _settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit) -> dict:
+    def _settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule) -> dict:
         try:
-            config = AnimateConfig(int(steps), float(guidance_scale), int(seed), int(size), int(context_frames), int(context_overlap), str(fit))
+            config = AnimateConfig(int(steps), float(guidance_scale), int(seed), int(size), int(context_frames), int(context_overlap), str(fit),
+                                   str(context_schedule))
         except (TypeError, ValueError) as exc:
             raise UserError(f"settings: {exc}") from exc
         config.validate()
@@ -305,7 +306,7 @@ class DemoApp:
         return ref_img, pose_img, "\n\n".join(lines)
 
     async def run(self, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
-                  fit, progress=None):
+                  fit, context_schedule=_A.context_schedule, progress=None):
         """The Animate button: the work runs in a worker thread; a cancelled event stops it."""
         gr = _require_gradio()
         cancel = threading.Event()
@@ -314,6 +315,7 @@ class DemoApp:
         work = loop.run_in_executor(
             None, context.run, self._run_sync, cancel, progress,
             reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
+            context_schedule,
         )
         try:
             return await asyncio.shield(work)
@@ -328,19 +330,19 @@ class DemoApp:
             raise gr.Error(f"{exc.__class__.__name__}: {exc}") from exc
 
     def _run_sync(self, cancel: threading.Event, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed,
-                  size, context_frames, context_overlap, fit):
+                  size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule):
         if not self._device.acquire(blocking=False):  # a cancelled run is still stopping
             if gr_progress is not None:
                 gr_progress(None, desc="waiting for the device")
             self._device.acquire()
         try:
             return self._work(cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size,
-                              context_frames, context_overlap, fit)
+                              context_frames, context_overlap, fit, context_schedule)
         finally:
             self._device.release()
 
     def _work(self, cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
-              context_overlap, fit):
+              context_overlap, fit, context_schedule=_A.context_schedule):
         from . import media
         from .animate import animate
 
@@ -349,7 +351,7 @@ class DemoApp:
             raise Cancelled()
         if st.pipeline is None:
             raise UserError(f"the animator is not loaded ({st.load_error}); see the problems at the top of the page")
-        settings = self._settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit)
+        settings = self._settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule)
         if not reference:
             raise UserError("no reference image: upload one")
         _check_suffix(Path(reference), media.IMAGE_EXTENSIONS, "reference image")
@@ -460,6 +462,8 @@ class DemoApp:
                             context_frames = gr.Number(_A.context_frames, label="--context-frames", elem_id="ma-context-frames", precision=0, minimum=1, min_width=100)
                             context_overlap = gr.Number(_A.context_overlap, label="--context-overlap", elem_id="ma-context-overlap", precision=0, minimum=0, min_width=100)
                         fit = gr.Radio(list(FITS), value=_A.fit, label="--fit", elem_id="ma-fit")
+                        context_schedule = gr.Radio(list(SCHEDULES), value=_A.context_schedule, label="--context-schedule",
+                                                    elem_id="ma-context-schedule")
                 with gr.Column(scale=1, min_width=320):
                     with gr.Row():
                         ref_preview = gr.Image(label="Fitted reference", interactive=False, height=150, min_width=140, format="png")
@@ -481,12 +485,13 @@ class DemoApp:
                 component.change(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_visibility="private")
 
             async def animate_(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
-                               fit, progress=gr.Progress()):
+                               fit, context_schedule, progress=gr.Progress()):
                 return await self.run(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
-                                      context_overlap, fit, progress=progress)
+                                      context_overlap, fit, context_schedule, progress=progress)
 
             running = go.click(
-                animate_, [reference, source, motion, raw_video, clip, steps, guidance, seed, size, context_frames, context_overlap, fit],
+                animate_, [reference, source, motion, raw_video, clip, steps, guidance, seed, size, context_frames, context_overlap, fit,
+                           context_schedule],
                 [result, grid, command, status], api_name="animate", concurrency_limit=1, concurrency_id="device",
             )
             stop.click(lambda: "Cancelled.", None, status, cancels=[running], queue=False, api_name="cancel")

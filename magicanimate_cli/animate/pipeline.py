@@ -4,7 +4,9 @@ The algorithm is the official one (``official-inference.md`` §4-§7): DDIM, one
 along the edge-padded motion, closed-loop windows averaged uniformly, ControlNet once per frame and
 step (shared by both guidance halves), the appearance encoder once per step on the clean reference
 latents at timestep ``t``, guidance between "with reference" and "without reference", per-frame VAE
-decode and truncating uint8 conversion.
+decode and truncating uint8 conversion. ``context_schedule="open"`` (``--context-schedule open``) is
+the one departure from the official algorithm a caller can ask for: windows that never wrap from the
+clip's end into its start (``windows.py``).
 
 Things that differ from the official code without changing a single bit of the result (CPU,
 fixture A):
@@ -74,7 +76,7 @@ from .text_kv import install_shared_text
 from .unet import guided_forward, make_official, pair_time_projections
 from .upsample_phases import install_upsample_phases
 from .weights import SCALING_FACTOR
-from .windows import context_windows, padded_length
+from .windows import SCHEDULES, context_windows, padded_length
 
 OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent", "float")
 """``"float"`` is an older name of ``"np"``."""
@@ -329,6 +331,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         context_frames: int = 16,
         context_overlap: int = 4,
+        context_schedule: str = "loop",
         output_type: str = "uint8",
         return_dict: bool = True,
         fast: bool | FastPath = False,
@@ -352,14 +355,18 @@ class MagicAnimatePipeline(DiffusionPipeline):
 
         With ``distributed`` (inside an initialised ``torch.distributed`` process group) each rank
         denoises a contiguous share of the windows, the window sums are all-reduced every step,
-        and rank 0 decodes; the result is bitwise the single-process one (at most two windows
-        cover a frame, so the order of the sums cannot matter). Other ranks return no frames.
+        and rank 0 decodes; the result is bitwise the single-process one where at most two windows
+        cover a frame (so the order of the sums cannot matter): with either schedule at the default
+        16 frames overlapping by 4, not where a larger overlap makes three. Other ranks return no frames.
 
         ``callback_on_step_end(pipe, step_index, timestep, tensors)`` runs after every denoising
         step with the tensors named in ``callback_on_step_end_tensor_inputs`` (``"latents"``,
         ``"noise_pred"``); a returned ``"latents"`` replaces the latents. Resuming: passing the
         latents seen after step ``i`` back with ``start_step=i + 1`` continues the run exactly
         (DDIM with eta 0 carries no other state).
+
+        ``context_schedule``: ``"loop"`` (the official windows: the last one wraps from the clip's
+        end into its start) or ``"open"`` (no window wraps; ``windows.py``).
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}")
@@ -368,6 +375,8 @@ class MagicAnimatePipeline(DiffusionPipeline):
         num_frames = len(motion)
         if num_frames < 1:
             raise ValueError("motion needs at least one frame")
+        if context_schedule not in SCHEDULES:
+            raise ValueError(f"context_schedule must be one of {', '.join(SCHEDULES)}")
         tensor_inputs = getattr(callback_on_step_end, "tensor_inputs", None) or list(callback_on_step_end_tensor_inputs)
         unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
@@ -378,7 +387,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         try:
             latents = self._denoise(
                 reference, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
-                fast, progress, distributed, latents, start_step, callback_on_step_end, tensor_inputs,
+                context_schedule, fast, progress, distributed, latents, start_step, callback_on_step_end, tensor_inputs,
             )
         finally:
             self._bank.clear()
@@ -404,14 +413,14 @@ class MagicAnimatePipeline(DiffusionPipeline):
 
     def _denoise(
         self, reference, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
-        fast, progress, distributed, latents, start_step, callback, tensor_inputs,
+        context_schedule, fast, progress, distributed, latents, start_step, callback, tensor_inputs,
     ) -> torch.Tensor:
         num_frames = len(motion)
         height, width = reference.shape[:2]
         device, dtype = self.unet.device, self.unet.dtype
         clip_length = context_frames
         total = padded_length(num_frames, clip_length)  # edge padding: frame i reads min(i, T-1)
-        windows = context_windows(total, context_frames, context_overlap)
+        windows = context_windows(total, context_frames, context_overlap, context_schedule)
         rank, world = _rank_and_world(distributed)
         windows = _share(windows, rank, world)
         guided = guidance_scale > 1.0

@@ -27,12 +27,13 @@ def test_device_lists():
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_reproduce_one_process_bitwise(tmp_path, tiny_weights, rng):
+@pytest.mark.parametrize("schedule", ["loop", "open"])
+def test_two_gloo_processes_reproduce_one_process_bitwise(tmp_path, tiny_weights, rng, schedule):
     reference = tmp_path / "ref.png"
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
     motion = tmp_path / "poses"
     media.write_frames(motion, rng.integers(0, 256, (30, 64, 64, 3), dtype=np.uint8))  # 32 padded, 3 windows
-    common = {"models": tiny_weights, "size": 64, "steps": 2, "seed": 3, "device": "cpu"}
+    common = {"models": tiny_weights, "size": 64, "steps": 2, "seed": 3, "device": "cpu", "context_schedule": schedule}
     single = animate(reference, motion, tmp_path / "one", **common)
     split = animate(reference, motion, tmp_path / "two", devices="cpu,cpu", **common)
     assert split.device == "cpu,cpu" and single.frames == split.frames == 30

@@ -126,3 +126,38 @@ def test_bfloat16_follows_the_float32_run(tiny_weights, tiny_pipeline, inputs):
     # moves the frames by 0.15 on average; bfloat16 must stay an approximation of the same run.
     assert np.abs(low - full).mean() < 0.02 and np.abs(low - full).max() < 0.1
     assert np.abs(other_seed - full).mean() > 0.1
+
+
+def test_open_windows_keep_the_clips_end_out_of_its_start(tiny_pipeline, rng):
+    # 40 frames, padded to 48. The official loop's last window is frames 36..47 followed by 0..3,
+    # so the end of the motion reaches the first frames; the open schedule's windows (0..15,
+    # 11..26, 21..36, 32..47) let nothing past frame 31 reach frames 0..20 in one step.
+    reference = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    motion = rng.integers(0, 256, (40, 64, 64, 3), dtype=np.uint8)
+    other_end = motion.copy()
+    other_end[32:] = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    run = {"num_inference_steps": 1, "seed": 3, "output_type": "float"}
+    frames = {
+        (schedule, which): tiny_pipeline(reference, clip, **run, context_schedule=schedule).frames
+        for schedule in ("loop", "open") for which, clip in (("same", motion), ("other end", other_end))
+    }
+    assert np.array_equal(frames["open", "same"][:21], frames["open", "other end"][:21])
+    assert not np.array_equal(frames["open", "same"][21:], frames["open", "other end"][21:])
+    for first in range(4):
+        assert not np.array_equal(frames["loop", "same"][first], frames["loop", "other end"][first])
+    assert np.array_equal(frames["loop", "same"][4:12], frames["loop", "other end"][4:12])
+
+
+def test_open_windows_need_no_wrapped_window(tiny_pipeline, inputs):
+    events = []
+    motion = np.concatenate([inputs[1]] * 3)  # 60 frames, padded to 64: 6 windows a step in the loop, 5 open
+    out = tiny_pipeline(inputs[0], motion, num_inference_steps=1, seed=0, context_schedule="open",
+                        progress=lambda *e: events.append(e))
+    assert [e for e in events if e[0] == "denoise"][-1] == ("denoise", 5, 5)
+    assert out.frames.shape == (60, 64, 64, 3)
+    short = inputs[1][:5]  # one window either way: the same computation
+    run = {"num_inference_steps": 1, "seed": 0, "output_type": "float"}
+    assert np.array_equal(tiny_pipeline(inputs[0], short, **run, context_schedule="open").frames,
+                          tiny_pipeline(inputs[0], short, **run).frames)
+    with pytest.raises(ValueError, match="context_schedule"):
+        tiny_pipeline(*inputs, num_inference_steps=1, context_schedule="spiral")

@@ -49,12 +49,13 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, inputs, tiny_pipel
     assert not (tmp_path / ".cut.animate-resume.safetensors").exists()
 
 
-def test_other_settings_start_afresh(tmp_path, inputs, tiny_pipeline, monkeypatch):
+@pytest.mark.parametrize("other", [{"seed": 2}, {"context_schedule": "open"}])
+def test_other_settings_start_afresh(tmp_path, inputs, tiny_pipeline, monkeypatch, other):
     with monkeypatch.context() as patch:
         interrupt_after(1, patch)
         with pytest.raises(KeyboardInterrupt):
             animate(*inputs, tmp_path / "out", size=64, steps=2, seed=1, pipeline=tiny_pipeline)
-    result = animate(*inputs, tmp_path / "out", size=64, steps=2, seed=2, pipeline=tiny_pipeline)
+    result = animate(*inputs, tmp_path / "out", **{"size": 64, "steps": 2, "seed": 1, "pipeline": tiny_pipeline, **other})
     assert result.resumed_from_step == 0
 
 

@@ -52,6 +52,46 @@ def test_bad_arguments():
         context_windows(32, 16, 16)
     with pytest.raises(ValueError):
         context_windows(0, 16, 4)
+    with pytest.raises(ValueError, match="schedule"):
+        context_windows(32, 16, 4, "spiral")
+
+
+@pytest.mark.parametrize("size, overlap", [(16, 4), (16, 0), (16, 8), (8, 3), (24, 4)])
+@pytest.mark.parametrize("frames", [1, 5, 16, 17, 28, 29, 32, 40, 48, 64, 100, 256])
+def test_open_windows_stay_inside_the_clip_and_overlap_as_asked(frames, size, overlap):
+    windows = context_windows(frames, size, overlap, "open")
+    for window in windows:  # consecutive frames, none wrapped
+        assert window == list(range(window[0], window[0] + len(window))) and window[-1] < frames
+    assert windows[0][0] == 0 and windows[-1][-1] == frames - 1
+    assert all(len(w) == min(size, frames) for w in windows)
+    starts_ = starts(windows)
+    assert starts_ == sorted(set(starts_))
+    shared = [len(set(a) & set(b)) for a, b in zip(windows, windows[1:])]
+    assert all(n >= overlap for n in shared)
+    # as few windows as that allows: with one less, some neighbours would be further apart than
+    # ``size - overlap`` frames, so they would share fewer than ``overlap``
+    if frames <= size:
+        assert len(windows) == 1
+    elif len(windows) > 2:
+        assert (frames - size) / (len(windows) - 2) > size - overlap
+
+
+@pytest.mark.parametrize("frames", [16, 32, 48, 64, 80, 96, 128, 256])
+def test_open_windows_at_the_defaults_cover_a_frame_at_most_twice_and_never_outnumber_the_loop(frames):
+    # the padded lengths (multiples of 16) the pipeline gives them: at most two windows per frame
+    # keeps --devices bitwise the single-process result
+    windows = context_windows(frames, 16, 4, "open")
+    counts = [0] * frames
+    for window in windows:
+        for f in window:
+            counts[f] += 1
+    assert min(counts) == 1 and max(counts) <= 2
+    assert len(windows) <= len(context_windows(frames, 16, 4, "loop"))
+
+
+def test_open_windows_save_the_wrapped_window_where_the_loop_needs_one():
+    assert starts(context_windows(64, 16, 4, "open")) == [0, 12, 24, 36, 48]  # the loop: 6 windows, the last 60..63, 0..11
+    assert starts(context_windows(256, 16, 4, "open")) == list(range(0, 241, 12))  # 21 windows; the loop: 22
 
 
 def test_padded_length():
