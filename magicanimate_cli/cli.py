@@ -220,6 +220,10 @@ def animate(
         _ANIMATE.context_schedule, "--context-schedule",
         help="loop (the official: the last window wraps from the clip's end into its start) or open (no window wraps).",
     ),
+    context_fusion: str = typer.Option(
+        _ANIMATE.context_fusion, "--context-fusion",
+        help="flat (the official mean of overlapping windows) or pyramid (each weighed by the frame's place in it: a gradual hand-over).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output fps; default the motion video's (frames folder: 25)."),

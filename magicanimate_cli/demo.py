@@ -35,7 +35,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .animate import FITS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
+from .animate import FITS, FUSIONS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
 from .errors import MissingDependency, UserError, first_line
 from .files import write_text
 from .processes import stop_on_sigterm
@@ -148,7 +148,7 @@ def cli_command(reference: Path, motion: Path, output: Path, settings: dict, *, 
         parts.append(f"magicanimate preprocess {q(str(preprocess_video))} -o {q(str(clips_out))} --size {size} --fov {size}x{size} --skip matte"
                      f" --models {q(str(models))}")
     animate = [f"magicanimate animate {q(str(reference))} {q(str(motion))} -o {q(str(output))} --models {q(str(models))}"]
-    for key in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit", "context_schedule"):
+    for key in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit", "context_schedule", "context_fusion"):
         animate.append(f"--{key.replace('_', '-')} {settings[key]}")
     if device != "auto":
         animate.append(f"--device {device}")
@@ -265,10 +265,11 @@ class DemoApp:
         raise UserError(f"unknown driving source {source!r}; choose one of: {', '.join(SOURCES)}")
 
     @staticmethod
-    def _settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule) -> dict:
+    def _settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule,
+                  context_fusion=_A.context_fusion) -> dict:
         try:
             config = AnimateConfig(int(steps), float(guidance_scale), int(seed), int(size), int(context_frames), int(context_overlap), str(fit),
-                                   str(context_schedule))
+                                   str(context_schedule), str(context_fusion))
         except (TypeError, ValueError) as exc:
             raise UserError(f"settings: {exc}") from exc
         config.validate()
@@ -306,7 +307,7 @@ class DemoApp:
         return ref_img, pose_img, "\n\n".join(lines)
 
     async def run(self, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
-                  fit, context_schedule=_A.context_schedule, progress=None):
+                  fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, progress=None):
         """The Animate button: the work runs in a worker thread; a cancelled event stops it."""
         gr = _require_gradio()
         cancel = threading.Event()
@@ -315,7 +316,7 @@ class DemoApp:
         work = loop.run_in_executor(
             None, context.run, self._run_sync, cancel, progress,
             reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
-            context_schedule,
+            context_schedule, context_fusion,
         )
         try:
             return await asyncio.shield(work)
@@ -330,19 +331,19 @@ class DemoApp:
             raise gr.Error(f"{exc.__class__.__name__}: {exc}") from exc
 
     def _run_sync(self, cancel: threading.Event, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed,
-                  size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule):
+                  size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion):
         if not self._device.acquire(blocking=False):  # a cancelled run is still stopping
             if gr_progress is not None:
                 gr_progress(None, desc="waiting for the device")
             self._device.acquire()
         try:
             return self._work(cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size,
-                              context_frames, context_overlap, fit, context_schedule)
+                              context_frames, context_overlap, fit, context_schedule, context_fusion)
         finally:
             self._device.release()
 
     def _work(self, cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
-              context_overlap, fit, context_schedule=_A.context_schedule):
+              context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion):
         from . import media
         from .animate import animate
 
@@ -351,7 +352,7 @@ class DemoApp:
             raise Cancelled()
         if st.pipeline is None:
             raise UserError(f"the animator is not loaded ({st.load_error}); see the problems at the top of the page")
-        settings = self._settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule)
+        settings = self._settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule, context_fusion)
         if not reference:
             raise UserError("no reference image: upload one")
         _check_suffix(Path(reference), media.IMAGE_EXTENSIONS, "reference image")
@@ -464,6 +465,7 @@ class DemoApp:
                         fit = gr.Radio(list(FITS), value=_A.fit, label="--fit", elem_id="ma-fit")
                         context_schedule = gr.Radio(list(SCHEDULES), value=_A.context_schedule, label="--context-schedule",
                                                     elem_id="ma-context-schedule")
+                        context_fusion = gr.Radio(list(FUSIONS), value=_A.context_fusion, label="--context-fusion", elem_id="ma-context-fusion")
                 with gr.Column(scale=1, min_width=320):
                     with gr.Row():
                         ref_preview = gr.Image(label="Fitted reference", interactive=False, height=150, min_width=140, format="png")
@@ -485,13 +487,13 @@ class DemoApp:
                 component.change(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_visibility="private")
 
             async def animate_(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
-                               fit, context_schedule, progress=gr.Progress()):
+                               fit, context_schedule, context_fusion, progress=gr.Progress()):
                 return await self.run(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
-                                      context_overlap, fit, context_schedule, progress=progress)
+                                      context_overlap, fit, context_schedule, context_fusion, progress=progress)
 
             running = go.click(
                 animate_, [reference, source, motion, raw_video, clip, steps, guidance, seed, size, context_frames, context_overlap, fit,
-                           context_schedule],
+                           context_schedule, context_fusion],
                 [result, grid, command, status], api_name="animate", concurrency_limit=1, concurrency_id="device",
             )
             stop.click(lambda: "Cancelled.", None, status, cancels=[running], queue=False, api_name="cancel")

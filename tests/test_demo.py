@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURE = Path(os.environ.get("MAGICANIMATE_PARITY_DIR", REPO.parent / "shared" / "parity")) / "A"
 WEIGHTS = FIXTURE / "weights"
 SMALL = {"steps": 4, "guidance_scale": 7.5, "seed": 42, "size": 64, "context_frames": 16, "context_overlap": 4, "fit": "stretch",
-         "context_schedule": "loop"}
+         "context_schedule": "loop", "context_fusion": "flat"}
 FRAMES = 6  # a short motion keeps each run to one window per step
 
 pytestmark = pytest.mark.skipif(not WEIGHTS.is_dir(), reason=f"fixture A weights not found at {WEIGHTS}")
@@ -51,7 +51,7 @@ def free_port() -> int:
 
 def settings(**changes) -> list:
     values = {**SMALL, **changes}
-    return [values[k] for k in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit", "context_schedule")]
+    return [values[k] for k in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit", "context_schedule", "context_fusion")]
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +125,12 @@ def test_motion_video_equals_the_cli_run_of_the_printed_command(server, client, 
     assert media.read_image(Path(pose_preview)).shape == (64, 64, 3) and f"{FRAMES} frames" in info
     assert np.array_equal(media.read_image(Path(ref_preview)), media.read_image(inputs["reference"]))  # 64² already: untouched
 
-    video, grid, command, status = client.predict(*animate_args(inputs, motion=inputs["motion"], context_schedule="open"), api_name="/animate")
+    video, grid, command, status = client.predict(*animate_args(inputs, motion=inputs["motion"], context_schedule="open",
+                                                                  context_fusion="pyramid"), api_name="/animate")
     frames = media.read_frames(Path(video)).array
     assert len(frames) == media.probe(inputs["motion"]).frames == FRAMES
     assert "--steps 4" in command and "--seed 42" in command and "--fit stretch" in command and "Done" in status
-    assert "--context-schedule open" in command
+    assert "--context-schedule open" in command and "--context-fusion pyramid" in command
 
     run_cli(command, tmp_path / "cli.mp4")
     assert np.array_equal(frames, media.read_frames(tmp_path / "cli.mp4").array)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .malloc import reuse_freed_memory
-from .windows import SCHEDULES
+from .windows import FUSIONS, SCHEDULES
 
 FITS = ("crop", "pad", "stretch")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -35,6 +35,7 @@ class AnimateConfig:
     context_overlap: int = 4
     fit: str = "crop"
     context_schedule: str = "loop"  # the official windows; "open": none wraps from the clip's end into its start
+    context_fusion: str = "flat"  # the official mean of overlapping windows; "pyramid": weighed by the frame's place in each
 
     def validate(self) -> None:
         if not math.isfinite(self.guidance_scale):
@@ -53,6 +54,8 @@ class AnimateConfig:
             raise UserError(f"--fit {self.fit}: choose one of {', '.join(FITS)}")
         if self.context_schedule not in SCHEDULES:
             raise UserError(f"--context-schedule {self.context_schedule}: choose one of {', '.join(SCHEDULES)}")
+        if self.context_fusion not in FUSIONS:
+            raise UserError(f"--context-fusion {self.context_fusion}: choose one of {', '.join(FUSIONS)}")
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ def animate(
     context_overlap: int = AnimateConfig.context_overlap,
     fit: str = AnimateConfig.fit,
     context_schedule: str = AnimateConfig.context_schedule,
+    context_fusion: str = AnimateConfig.context_fusion,
     device: str = "auto",
     dtype: str = "auto",
     fps: float | None = None,
@@ -242,7 +246,7 @@ def animate(
 
     request = _checked(reference, motion, output, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
                        size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit,
-                       context_schedule=context_schedule, device=device,
+                       context_schedule=context_schedule, context_fusion=context_fusion, device=device,
                        dtype=dtype, fps=fps, grid=grid, devices=devices, compile=compile, overwrite=overwrite, pipeline=pipeline)  # fmt: skip
     config, reference, motion, output = request.config, request.reference, request.motion, request.output
     device_list, grid_output, ref_image, info = request.devices, request.grid_output, request.ref_image, request.info
@@ -293,7 +297,7 @@ def animate(
         job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
                    {"num_inference_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
                         "context_frames": context_frames, "context_overlap": context_overlap, "context_schedule": context_schedule,
-                        "fast": _fast_path(fast, compile),
+                        "context_fusion": context_fusion, "fast": _fast_path(fast, compile),
                         "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
                    checkpoint, unaligned.path if unaligned else None)
         if distributed:
@@ -350,14 +354,14 @@ class _Request:
 
 
 def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
-             context_schedule, device, dtype, fps, grid, devices, compile, overwrite, pipeline, **_) -> _Request:  # fmt: skip
+             context_schedule, context_fusion, device, dtype, fps, grid, devices, compile, overwrite, pipeline, **_) -> _Request:  # fmt: skip
     """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
     from .. import media
     from ..clip import clip_fps, motion_of
     from ..crop import fit_square  # the animator's input fitting lives with the other crops
     from ..device import check_device
 
-    config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule)
+    config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule, context_fusion)
     config.validate()
     reference, motion, output = Path(reference), Path(motion), Path(output)
     if motion.is_dir() and not media.list_frame_files(motion):

@@ -5,8 +5,9 @@ along the edge-padded motion, closed-loop windows averaged uniformly, ControlNet
 step (shared by both guidance halves), the appearance encoder once per step on the clean reference
 latents at timestep ``t``, guidance between "with reference" and "without reference", per-frame VAE
 decode and truncating uint8 conversion. ``context_schedule="open"`` (``--context-schedule open``) is
-the one departure from the official algorithm a caller can ask for: windows that never wrap from the
-clip's end into its start (``windows.py``).
+a departure from the official algorithm a caller can ask for: windows that never wrap from the
+clip's end into its start; ``context_fusion="pyramid"`` another, overlapping windows weighed by the
+frame's place in each (``windows.py``).
 
 Things that differ from the official code without changing a single bit of the result (CPU,
 fixture A):
@@ -76,7 +77,7 @@ from .text_kv import install_shared_text
 from .unet import guided_forward, make_official, pair_time_projections
 from .upsample_phases import install_upsample_phases
 from .weights import SCALING_FACTOR
-from .windows import SCHEDULES, context_windows, padded_length
+from .windows import FUSIONS, SCHEDULES, context_windows, padded_length, window_weights
 
 OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent", "float")
 """``"float"`` is an older name of ``"np"``."""
@@ -332,6 +333,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         context_frames: int = 16,
         context_overlap: int = 4,
         context_schedule: str = "loop",
+        context_fusion: str = "flat",
         output_type: str = "uint8",
         return_dict: bool = True,
         fast: bool | FastPath = False,
@@ -366,7 +368,9 @@ class MagicAnimatePipeline(DiffusionPipeline):
         (DDIM with eta 0 carries no other state).
 
         ``context_schedule``: ``"loop"`` (the official windows: the last one wraps from the clip's
-        end into its start) or ``"open"`` (no window wraps; ``windows.py``).
+        end into its start) or ``"open"`` (no window wraps). ``context_fusion``: ``"flat"`` (the
+        official mean of overlapping windows) or ``"pyramid"`` (each window weighed by the frame's
+        place in it; ``windows.py``).
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}")
@@ -377,6 +381,8 @@ class MagicAnimatePipeline(DiffusionPipeline):
             raise ValueError("motion needs at least one frame")
         if context_schedule not in SCHEDULES:
             raise ValueError(f"context_schedule must be one of {', '.join(SCHEDULES)}")
+        if context_fusion not in FUSIONS:
+            raise ValueError(f"context_fusion must be one of {', '.join(FUSIONS)}")
         tensor_inputs = getattr(callback_on_step_end, "tensor_inputs", None) or list(callback_on_step_end_tensor_inputs)
         unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
@@ -387,7 +393,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         try:
             latents = self._denoise(
                 reference, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
-                context_schedule, fast, progress, distributed, latents, start_step, callback_on_step_end, tensor_inputs,
+                context_schedule, context_fusion, fast, progress, distributed, latents, start_step, callback_on_step_end, tensor_inputs,
             )
         finally:
             self._bank.clear()
@@ -413,7 +419,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
 
     def _denoise(
         self, reference, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
-        context_schedule, fast, progress, distributed, latents, start_step, callback, tensor_inputs,
+        context_schedule, context_fusion, fast, progress, distributed, latents, start_step, callback, tensor_inputs,
     ) -> torch.Tensor:
         num_frames = len(motion)
         height, width = reference.shape[:2]
@@ -421,6 +427,9 @@ class MagicAnimatePipeline(DiffusionPipeline):
         clip_length = context_frames
         total = padded_length(num_frames, clip_length)  # edge padding: frame i reads min(i, T-1)
         windows = context_windows(total, context_frames, context_overlap, context_schedule)
+        weight = None  # flat: every window alike, the official sum; pyramid: by the frame's place in its window
+        if context_fusion != "flat" and len(windows) > 1:
+            weight = torch.tensor(window_weights(len(windows[0]), context_fusion), device=device, dtype=dtype)[None, None, :, None, None]
         rank, world = _rank_and_world(distributed)
         windows = _share(windows, rank, world)
         guided = guidance_scale > 1.0
@@ -469,8 +478,12 @@ class MagicAnimatePipeline(DiffusionPipeline):
             for index, window in enumerate(windows):
                 down, mid = residuals.take(index)
                 pred = self._window(latents[:, :, window], t, text, down, mid, halves, fast)  # consumes ``down``
-                noise_pred[:, :, window] += pred
-                counter[:, :, window] += 1
+                if weight is None:
+                    noise_pred[:, :, window] += pred
+                    counter[:, :, window] += 1
+                else:
+                    noise_pred[:, :, window] += pred * weight
+                    counter[:, :, window] += weight
                 done += 1
                 if progress:
                     progress("denoise", done, work)

@@ -161,3 +161,51 @@ def test_open_windows_need_no_wrapped_window(tiny_pipeline, inputs):
                           tiny_pipeline(inputs[0], short, **run).frames)
     with pytest.raises(ValueError, match="context_schedule"):
         tiny_pipeline(*inputs, num_inference_steps=1, context_schedule="spiral")
+
+
+@pytest.mark.parametrize("schedule", ["loop", "open"])
+@pytest.mark.parametrize("fusion", ["flat", "pyramid"])
+def test_overlapping_windows_are_averaged_alike_or_by_the_frames_place(tiny_pipeline, inputs, monkeypatch, schedule, fusion):
+    from magicanimate_cli.animate.windows import context_windows, window_weights
+
+    calls = []
+
+    def window(sample, t, text, down, mid, halves, fast):  # window i predicts i + 1 everywhere
+        calls.append(len(calls) + 1)
+        return torch.full((halves, *sample.shape[1:]), float(calls[-1]))
+
+    seen = {}
+
+    def keep(pipe, step, t, tensors):
+        seen.update(tensors)
+        return {}
+
+    monkeypatch.setattr(tiny_pipeline, "_window", window)
+    motion = np.concatenate([inputs[1]] * 2)  # 40 frames, padded to 48
+    tiny_pipeline(inputs[0], motion, num_inference_steps=1, seed=0, context_schedule=schedule, context_fusion=fusion,
+                  output_type="latent", callback_on_step_end=keep, callback_on_step_end_tensor_inputs=["noise_pred"])
+    windows = context_windows(48, 16, 4, schedule)
+
+    def mean(weights):
+        out = []
+        for frame in range(48):
+            covering = [(weights[w.index(frame)], i + 1) for i, w in enumerate(windows) if frame in w]
+            out.append(sum(weight * value for weight, value in covering) / sum(weight for weight, _ in covering))
+        return out
+
+    expected = mean(window_weights(16, fusion))
+    assert len(calls) == len(windows)
+    assert torch.allclose(seen["noise_pred"][0, 0, :, 0, 0], torch.tensor(expected), rtol=0, atol=1e-6)
+    if fusion == "pyramid":  # and not the flat mean
+        assert max(abs(a - b) for a, b in zip(expected, mean([1] * 16))) > 0.1
+
+
+def test_pyramid_fusion_changes_only_clips_of_more_than_one_window(tiny_pipeline, inputs):
+    run = {"num_inference_steps": 1, "seed": 0, "output_type": "float"}
+    short, long = inputs[1][:16], inputs[1]  # one window; 20 frames, padded to 32: three
+    assert np.array_equal(tiny_pipeline(inputs[0], short, **run, context_fusion="pyramid").frames,
+                          tiny_pipeline(inputs[0], short, **run).frames)
+    assert not np.array_equal(tiny_pipeline(inputs[0], long, **run, context_fusion="pyramid").frames,
+                              tiny_pipeline(inputs[0], long, **run).frames)
+    with pytest.raises(ValueError, match="context_fusion"):
+        tiny_pipeline(*inputs, num_inference_steps=1, context_fusion="gauss")

@@ -49,7 +49,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, inputs, tiny_pipel
     assert not (tmp_path / ".cut.animate-resume.safetensors").exists()
 
 
-@pytest.mark.parametrize("other", [{"seed": 2}, {"context_schedule": "open"}])
+@pytest.mark.parametrize("other", [{"seed": 2}, {"context_schedule": "open"}, {"context_fusion": "pyramid"}])
 def test_other_settings_start_afresh(tmp_path, inputs, tiny_pipeline, monkeypatch, other):
     with monkeypatch.context() as patch:
         interrupt_after(1, patch)

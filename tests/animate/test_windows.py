@@ -1,6 +1,6 @@
 import pytest
 
-from magicanimate_cli.animate.windows import context_windows, last_use, padded_length
+from magicanimate_cli.animate.windows import context_windows, last_use, padded_length, window_weights
 
 
 def starts(windows):
@@ -96,3 +96,11 @@ def test_open_windows_save_the_wrapped_window_where_the_loop_needs_one():
 
 def test_padded_length():
     assert [padded_length(n, 16) for n in (1, 16, 17, 28, 32)] == [16, 16, 32, 32, 32]
+
+
+def test_window_weights():
+    assert window_weights(16) == [1] * 16
+    assert window_weights(16, "pyramid") == [1, 2, 3, 4, 5, 6, 7, 8, 8, 7, 6, 5, 4, 3, 2, 1]
+    assert window_weights(5, "pyramid") == [1, 2, 3, 2, 1] and window_weights(1, "pyramid") == [1]
+    with pytest.raises(ValueError, match="fusion"):
+        window_weights(16, "gauss")
