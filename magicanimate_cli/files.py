@@ -22,7 +22,8 @@ API (all paths may be ``str`` or ``Path``):
     raised — the create is atomic, there is no window in which another writer's output is replaced.
     With ``replace=True`` a file is replaced atomically; a folder is swapped in atomically where
     the kernel offers it (Linux ``renameat2(RENAME_EXCHANGE)``), else moved aside, replaced and
-    deleted. Releases the temporary's lock.
+    deleted. A device, FIFO or socket under ``final`` is never replaced (``check_replaceable``,
+    ``UserError``). Releases the temporary's lock.
 ``commit_together([(tmp, final), ...], *, replace) -> None``
     Commit several outputs of one run all or none: every ``final`` is checked first, and if one
     commit fails the ones already committed by this call are taken back (removed, or with
@@ -113,6 +114,20 @@ def check_utf8(path: Path | str) -> None:
 
 NAME_MAX = 255
 """The longest file name, in bytes, that Linux and macOS filesystems take."""
+
+
+def check_replaceable(final: Path | str) -> None:
+    """Refuse an output path that names a device, a FIFO or a socket (``-o /dev/null``): no
+    output may take its place, with ``--overwrite`` or without. A file, a folder, a symlink (the
+    link itself is what an output replaces) or nothing is fine."""
+    try:
+        mode = os.lstat(final).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    kinds = {stat.S_ISCHR: "a device", stat.S_ISBLK: "a device", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket"}
+    for test, kind in kinds.items():
+        if test(mode):
+            raise UserError(f"{final}: is {kind}, not a file or folder, and no output replaces it; choose another output")
 
 
 def short_name(name: str, room: int) -> str:
@@ -399,6 +414,7 @@ def _appeared(final: Path) -> UserError:
 
 def _place(tmp: Path, final: Path, replace: bool) -> Path | None:
     """Rename ``tmp`` onto ``final``; return where the replaced previous version now is, if kept."""
+    check_replaceable(final)
     if not replace:
         if tmp.is_dir() and not tmp.is_symlink():
             if final.exists() or final.is_symlink():
@@ -490,6 +506,8 @@ def commit(tmp: Path | str, final: Path | str, *, replace: bool) -> None:
 def commit_together(pairs: list[tuple[Path, Path]], *, replace: bool) -> None:
     """Commit every ``(tmp, final)`` pair, or none of them; see the module docstring."""
     pairs = [(Path(t), Path(f)) for t, f in pairs]
+    for _, final in pairs:
+        check_replaceable(final)
     if not replace:
         for _, final in pairs:
             if final.exists() or final.is_symlink():

@@ -591,8 +591,11 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     current folder (``check_apart``). Temporaries that a killed earlier run left for this output
     are removed (``files.sweep``).
     """
+    from .files import check_replaceable
+
     path = Path(path)
     check_apart(path, protect)
+    check_replaceable(path)
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise UserError(f"{shown(path)}: already exists; pass --overwrite to replace it or choose another output")
     if is_video(path) and path.suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:

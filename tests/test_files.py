@@ -298,3 +298,33 @@ def test_a_refusal_by_the_file_system_is_one_line_naming_the_output(tmp_path):
                 raise PermissionError(errno.EACCES, "Permission denied", "/some/input")
     finally:
         files.discard(tmp)
+
+
+def test_a_device_a_fifo_or_a_socket_is_never_replaced_by_an_output(tmp_path):
+    import socket
+    import stat
+
+    from magicanimate_cli import media
+
+    fifo, sock = tmp_path / "pipe", tmp_path / "sock"
+    os.mkfifo(fifo)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    try:
+        for path, kind in ((fifo, "a FIFO"), (sock, "a socket"), (Path("/dev/null"), "a device")):
+            for overwrite in (False, True):
+                with pytest.raises(UserError, match=f"{path}: is {kind}.*, not a file or folder"):
+                    media.check_output(path, overwrite=overwrite)
+            if path.parent == tmp_path:  # and the commit itself refuses, for a writer without the check
+                for directory in (False, True):
+                    tmp = files.temp_beside(path, directory=directory)
+                    with pytest.raises(UserError, match=f"is {kind}"):
+                        files.commit(tmp, path, replace=True)
+                    with pytest.raises(UserError, match=f"is {kind}"):
+                        files.commit_together([(tmp, path)], replace=True)
+                    files.discard(tmp)
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and stat.S_ISSOCK(os.lstat(sock).st_mode)
+        assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "sock"]
+    finally:
+        server.close()
