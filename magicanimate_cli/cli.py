@@ -150,10 +150,11 @@ def _run(call: Callable, as_json: bool) -> None:
     lines or a Rich renderable for the terminal) and ``exit_code`` (non-zero when some of the work
     failed, e.g. one task of a batch).
     """
+    from .processes import stop_on_signals
     from .progress import rich_progress
 
     try:
-        with rich_progress(enabled=None if not as_json else False) as progress:
+        with stop_on_signals(), rich_progress(enabled=None if not as_json else False) as progress:  # SIGTERM, SIGHUP: as Ctrl-C
             result = call(progress)
     except UserError as exc:
         _fail(str(exc), 2, as_json)

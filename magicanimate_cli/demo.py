@@ -38,7 +38,7 @@ from pathlib import Path
 from .animate import FITS, FUSIONS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
 from .errors import MissingDependency, UserError, first_line
 from .files import write_text
-from .processes import stop_on_sigterm
+from .processes import stop_on_signals
 
 DEMO_INSTALL = "pip install 'magicanimate-cli[demo]'"
 DEFAULT_MAX_UPLOAD_MB = 200
@@ -637,7 +637,7 @@ def demo(
     sources. ``workdir``: where runs and uploads go (default a temporary folder removed at exit).
     ``on_ready(url)`` is called once the page is served.
     """
-    with stop_on_sigterm():  # before the work folder exists: a SIGTERM while loading removes it too
+    with stop_on_signals():  # before the work folder exists: a SIGTERM while loading removes it too
         server = start(models=models, host=host, port=port, device=device, dtype=dtype, clips=clips, workdir=workdir,
                        max_upload_mb=max_upload_mb, progress=progress)
         try:

@@ -1,5 +1,5 @@
 """How processes end: child processes that end with their parent (batch workers and the ffmpeg
-that writes frames), and long-running commands that stop on SIGTERM as on Ctrl-C.
+that writes frames), and commands that stop on SIGTERM and SIGHUP as on Ctrl-C.
 
 On Linux a process can ask the kernel for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``); the
 parent is the thread that started it, which the callers keep alive as long as the child runs.
@@ -35,11 +35,18 @@ def parent_death_signal() -> Callable[[int], None] | None:
     return arm
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+"""What stops a command as Ctrl-C does: SIGTERM (what Slurm's ``scancel`` and time limit, systemd,
+``timeout`` and ``kill`` send) and SIGHUP (a closed terminal or a dropped SSH session)."""
+
+
 @contextmanager
-def stop_on_sigterm():
-    """Within the block, SIGTERM (what Slurm, systemd and ``kill`` send) raises ``KeyboardInterrupt``
-    as Ctrl-C does, so a serving command cleans up and prints its result; the handler it replaced
-    is back when the block ends. Only the main thread can take signals: elsewhere it does nothing."""
+def stop_on_signals():
+    """Within the block, ``STOP_SIGNALS`` raise ``KeyboardInterrupt`` as Ctrl-C does, so a command
+    cleans up, removes its temporaries, keeps what resumes it and reports "interrupted" (exit 130);
+    the handlers it replaced are back when the block ends. A signal that was ignored when the
+    block began (``nohup`` ignores SIGHUP) stays ignored. Only the main thread can take signals:
+    elsewhere it does nothing."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -49,8 +56,13 @@ def stop_on_sigterm():
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)  # no SIGHUP on Windows
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            previous[number] = signal.signal(number, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

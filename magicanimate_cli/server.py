@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import StageFailed, UserError, first_line, shown
-from .processes import stop_on_sigterm
+from .processes import stop_on_signals
 
 PROTOCOL = 1
 MAX_REQUEST_BYTES = 1 << 20
@@ -300,7 +300,7 @@ def serve(
         counts["failed"] += record.get("exit_code") != 0
 
     path = Path(socket).expanduser() if socket else default_socket()
-    with stop_on_sigterm():  # before the socket exists: a SIGTERM from here on stops the server cleanly
+    with stop_on_signals():  # before the socket exists: a SIGTERM from here on stops the server cleanly
         lock = _lock(path)
         listener = identity = home = None
         try:

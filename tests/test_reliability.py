@@ -121,6 +121,51 @@ def test_kill_9_during_decode_leaves_nothing_the_next_run_does_not_clean(tmp_pat
     assert not [p for p in partial_parent.iterdir() if p.name.startswith(name)], "the next run cleans up"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_stops_a_command_as_ctrl_c_does(tmp_path, signum):
+    # what Slurm's scancel or time limit, timeout, systemd (SIGTERM) and a dropped SSH session
+    # (SIGHUP) send: "interrupted", exit 130, the temporaries removed; the default would kill the
+    # process at once (exit 143 / 129, no JSON, its temporaries left for the next run)
+    video = make_video(tmp_path / "talk.mp4", count=600, width=320, height=240, moving=True)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "magicanimate_cli", "frames", str(video), "-o", str(out), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".out.") and p.is_dir() and any(p.iterdir()) for p in tmp_path.iterdir()):
+            assert process.poll() is None, "finished before the signal; make the input longer"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        process.send_signal(signum)  # to the command alone, not its ffmpeg
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, stderr
+    assert json.loads(stdout) == {"ok": False, "error": "interrupted", "exit_code": 130}
+    assert stderr.strip().splitlines()[-1] == "error: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4"]
+
+
+def test_a_sighup_that_nohup_ignores_stays_ignored(tmp_path):
+    video = make_video(tmp_path / "talk.mp4", count=60, width=160, height=120, moving=True)
+    process = subprocess.Popen([sys.executable, "-m", "magicanimate_cli", "frames", str(video), "-o", str(tmp_path / "out"), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as `nohup` starts it
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        process.send_signal(signal.SIGHUP)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout)["ok"] and len(list((tmp_path / "out").iterdir())) == media.probe(video).frames
+
+
 # ----------------------------------------------------------------------------- 6. cut-off videos
 
 
