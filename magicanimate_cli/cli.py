@@ -27,7 +27,7 @@ from .align import AlignConfig as _AlignConfig
 from .animate import AnimateConfig
 from .clip import SIZE as _CROP_SIZE
 from .densepose import DensePoseConfig as _DensePoseConfig
-from .errors import NetworkError, StageFailed, UserError, show_library_logs
+from .errors import NetworkError, StageFailed, UserError, one_line, show_library_logs
 from .evaluate import EvalConfig as _EvalConfig
 from .frames import DEFAULT_FPS as _FRAMES_FPS
 from .matting import MODELS as _MATTE_MODELS
@@ -172,7 +172,7 @@ def _run(call: Callable, as_json: bool) -> None:
             _fail(str(refusal), 2, as_json)
         if _state["debug"]:
             traceback.print_exc()
-        _fail(f"{exc.__class__.__name__}: {exc} (run with --debug for the traceback)", 1, as_json)
+        _fail(f"{exc.__class__.__name__}: {one_line(exc)} (run with --debug for the traceback)", 1, as_json)
     code = getattr(result, "exit_code", 0)
     if as_json:
         typer.echo(json.dumps({"ok": code == 0, **result.to_dict()}))

@@ -55,6 +55,24 @@ def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def check_name_encoding(path: Path | str) -> None:
+    """Refuse a path that is not valid UTF-8 (a name made on another system, say ``caf\xe9.mp4`` in
+    Latin-1): ffmpeg-python cannot pass it to ffmpeg. One line naming the file and the fix."""
+    import os
+
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(str(path))  # the bytes on disk, shown as \xNN where they are not UTF-8
+        raise UserError(f"{raw.decode('utf-8', 'backslashreplace')}: the name is not valid UTF-8, which ffmpeg cannot be handed; rename it") from None
+
+
+def _ffmpeg_path(path: Path | str) -> str:
+    """``path`` as ffmpeg-python takes it: absolute (``a:b.mp4`` is then no protocol), UTF-8."""
+    check_name_encoding(path)
+    return str(Path(path).resolve())
+
+
 def is_image(path: Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
@@ -295,7 +313,7 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     # re-timed to the rate the clip is labelled with (the header's average rate): a constant-rate
     # video comes out frame for frame, a variable-rate one (a phone's, a joined clip) with its
     # duration kept, where ffmpeg's own choice of rate (the fastest stretch's) repeated frames
-    source = ffmpeg.input(str(path.resolve())).video
+    source = ffmpeg.input(_ffmpeg_path(path)).video
     source = source.filter("fps", fps=header["fps"]) if header.get("fps") else source
     stream = ffmpeg.output(square_pixels(source), "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
     process = ffmpeg.run_async(
@@ -417,7 +435,7 @@ def _streams_end(path: Path) -> float | None:
 
     import ffmpeg
 
-    stream = ffmpeg.output(ffmpeg.input(str(Path(path).resolve())), "-", f="null", c="copy", map="0")
+    stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(path)), "-", f="null", c="copy", map="0")
     stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
     done = subprocess.run(ffmpeg.compile(stream, cmd=ffmpeg_binary()), capture_output=True, text=True, errors="replace")
     times = [line.partition("=")[2] for line in done.stdout.splitlines() if line.startswith("out_time_us=")]
@@ -464,8 +482,8 @@ def extract_frames(
 
     header = _header(Path(video))
 
-    stream = square_pixels(ffmpeg.input(str(Path(video).resolve())).video.filter("fps", fps=fps))  # absolute: "a:b.mp4" is no protocol
-    pattern = str(Path(folder).resolve()).replace("%", "%%") + "/%05d.png"  # a literal % in the folder name
+    stream = square_pixels(ffmpeg.input(_ffmpeg_path(video)).video.filter("fps", fps=fps))  # absolute: "a:b.mp4" is no protocol
+    pattern = _ffmpeg_path(folder).replace("%", "%%") + "/%05d.png"  # a literal % in the folder name
     # zlib level 1: ~6x faster than ffmpeg's default for ~10 % larger files (still lossless)
     stream = ffmpeg.output(stream, pattern, start_number=0, pix_fmt="rgb24", vcodec="png", compression_level=1)
     stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
@@ -531,7 +549,7 @@ def remux_mp4(source: Path, target: Path) -> bool:
     import ffmpeg
 
     for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
-        stream = ffmpeg.output(ffmpeg.input(str(Path(source).resolve())).video, str(Path(target).resolve()), an=None,
+        stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(source)).video, _ffmpeg_path(target), an=None,
                                movflags="+faststart", **codec)
         if _run_ffmpeg(stream) is None:
             return True
@@ -545,11 +563,11 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
     import ffmpeg
 
     x0, y0, w, h = box
-    path = str(Path(source).resolve())
+    path = _ffmpeg_path(source)
     stream = ffmpeg.input(path, ss=f"{start:.6f}") if start is not None else ffmpeg.input(path)
     video = stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")
     limit = {"frames:v": int(frames)} if frames is not None else {}
-    out = ffmpeg.output(video, str(Path(target).resolve()), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart",
+    out = ffmpeg.output(video, _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart",
                         an=None, **limit)
     return _run_ffmpeg(out)
 
@@ -594,6 +612,7 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     from .files import check_replaceable
 
     path = Path(path)
+    check_name_encoding(path)
     check_apart(path, protect)
     check_replaceable(path)
     if (path.exists() or path.is_symlink()) and not overwrite:
@@ -709,7 +728,7 @@ class FrameWriter:
 
             stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width + pad_w}x{height + pad_h}", framerate=self.fps)
             stream = ffmpeg.output(
-                stream, str(self._tmp.resolve()), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps
+                stream, _ffmpeg_path(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps
             ).global_args("-hide_banner", "-loglevel", "error")
             self._process = ffmpeg.run_async(
                 stream, cmd=ffmpeg_binary(), pipe_stdin=True, pipe_stderr=True, overwrite_output=True, quiet=False

@@ -247,3 +247,17 @@ def test_every_option_is_a_keyword_of_the_library_function_with_its_default(name
             assert param.default is None and type(None) in typing.get_args(hints[param.name]), f"{name}: {param.name}"
         else:
             assert param.default == default, f"{name}: {param.name} defaults to {param.default!r}, the library's to {default!r}"
+
+
+def test_an_unexpected_error_spanning_lines_is_still_one_line(tmp_path, monkeypatch):
+    # a library's multi-line message (tokenizers, say) must not break the one-line rule
+    import magicanimate_cli.frames
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("failed to extract\n  enum PyVocab\nsecond line")
+
+    monkeypatch.setattr(magicanimate_cli.frames, "frames", fails)
+    result = runner.invoke(app, ["frames", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"] == "RuntimeError: failed to extract\\n  enum PyVocab\\nsecond line (run with --debug for the traceback)"
+    assert result.stderr.count("\n") == 1

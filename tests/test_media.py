@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 import time
@@ -339,3 +340,23 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_name_that_is_not_utf8_is_refused_in_one_line_naming_its_bytes(tmp_path, clip):
+    import os
+
+    from typer.testing import CliRunner
+
+    from magicanimate_cli.cli import app
+
+    good = tmp_path / "good.mp4"
+    media.write_frames(good, clip[:2])
+    bad = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.mp4"))  # Latin-1 "café": not UTF-8
+    os.link(good, bad)
+    for args, name in ((["frames", str(bad), "-o", str(tmp_path / "out")], "caf\\xe9.mp4"),
+                       (["frames", str(good), "-o", os.fsdecode(bytes(tmp_path) + b"/\xff")], "/\\xff")):
+        result = CliRunner().invoke(app, [*args, "--json"])
+        assert result.exit_code == 2, result.output
+        error = json.loads(result.stdout)["error"]
+        assert error.endswith(f"{name}: the name is not valid UTF-8, which ffmpeg cannot be handed; rename it")
+    assert sorted(os.listdir(tmp_path)) == sorted(["good.mp4", os.fsdecode(b"caf\xe9.mp4")])

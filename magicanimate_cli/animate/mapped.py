@@ -34,7 +34,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 def _file_mappings() -> list[tuple[int, int]]:
     """``(start, end)`` of every mapping of this process that is backed by a file."""
     spans = []
-    with open("/proc/self/maps") as maps:
+    with open("/proc/self/maps", errors="surrogateescape") as maps:  # file names are bytes
         for line in maps:
             fields = line.split(maxsplit=5)
             if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):

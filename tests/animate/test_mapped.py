@@ -99,3 +99,22 @@ def test_the_pipeline_hands_back_its_once_per_call_models(tiny_weights, tmp_path
     assert resident(text_file) == 0
     assert resident(unet_file) > 0
     assert np.array_equal(pipe(reference, motion, num_inference_steps=1).frames, first)
+
+
+def test_mapped_files_with_names_that_are_not_utf8_are_read(tmp_path):
+    # /proc/self/maps lists every mapped file by its bytes: the motion scratch beside an output
+    # named in Latin-1 made its text reading fail (UnicodeDecodeError) before the first step
+    import ctypes
+    import mmap
+    import os
+
+    from magicanimate_cli.animate.mapped import _file_mappings
+
+    path = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.u8")
+    with open(path, "wb") as file:
+        file.write(b"\0" * mmap.PAGESIZE)
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY) as view:
+        first = ctypes.c_char.from_buffer(view)
+        address = ctypes.addressof(first)
+        del first  # (an exported buffer keeps the mapping from closing)
+        assert any(start <= address < end for start, end in _file_mappings())
