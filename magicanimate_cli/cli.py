@@ -8,6 +8,7 @@ Exit codes: 0 done, 1 failed (a bug or a failed task), 2 bad input (one line, no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import traceback
@@ -198,9 +199,9 @@ def _say(text: str) -> None:
 def _fail(message: str, code: int, as_json: bool) -> None:
     if _state["debug"] and code == 2:
         traceback.print_exc()
+    typer.echo(f"error: {message}", err=True)  # first: said even when stdout cannot take the JSON
     if as_json:
         typer.echo(json.dumps({"ok": False, "error": message, "exit_code": code}))
-    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -576,10 +577,17 @@ def doctor_(
 
 def entrypoint() -> None:
     """The console script: usage errors too are one line (and one JSON object with ``--json``)."""
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks is escaped, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = app(standalone_mode=False)
     except BrokenPipeError:
         sys.exit(1)
+    except OSError as exc:  # what escapes ``_run``: the result itself could not be printed (stdout on a full disk)
+        with contextlib.suppress(OSError):
+            typer.echo(f"error: the result could not be written to standard output ({exc.strerror or exc})", err=True)
+        code = 2
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:

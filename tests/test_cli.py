@@ -1,8 +1,10 @@
 """The command line as users and batch scripts meet it."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -261,3 +263,31 @@ def test_an_unexpected_error_spanning_lines_is_still_one_line(tmp_path, monkeypa
     assert result.exit_code == 1
     assert json.loads(result.stdout)["error"] == "RuntimeError: failed to extract\\n  enum PyVocab\\nsecond line (run with --debug for the traceback)"
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_result_that_cannot_be_printed_is_one_line_on_stderr(tmp_path):
+    # stdout on a full disk (here /dev/full): the error, or the result, is said in one line on
+    # stderr, exit 2, never a traceback
+    with open("/dev/full", "w") as full:
+        for args, first in ((["frames", str(tmp_path / "nothing.mp4"), "-o", str(tmp_path / "x")], "error: "),
+                            (["doctor"], None)):
+            done = subprocess.run([sys.executable, "-m", "magicanimate_cli", *args, "--json"], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, timeout=300)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+            assert lines[-1] == "error: the result could not be written to standard output (No space left on device)"
+            if first:
+                assert lines[0].startswith(first) and "nothing.mp4: no such file" in lines[0]
+
+
+def test_a_name_the_terminals_encoding_lacks_is_escaped_not_a_crash(tmp_path):
+    from magicanimate_cli import media
+
+    video = tmp_path / "mötiön.mp4"
+    media.write_frames(video, np.zeros((2, 16, 16, 3), np.uint8))
+    done = subprocess.run([sys.executable, "-m", "magicanimate_cli", "frames", str(video), "-o", str(tmp_path / "fräмes")],
+                          capture_output=True, text=True, encoding="ascii", errors="strict", timeout=300,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0, done.stderr
+    assert "fr\\xe4\\u043ces" in done.stdout and len(list((tmp_path / "fräмes").iterdir())) == 2
