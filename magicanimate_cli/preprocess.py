@@ -21,7 +21,9 @@ start from the video again).
 Resuming: each stage's parameters and status are in ``meta.json``. A re-run skips a clip whose
 stages all finished with the same settings, skips each finished stage whose inputs did not
 change, and redoes a stage left ``running`` by an interrupted run (every writer is atomic, so
-there is never a half-written folder under a final name). ``force`` redoes everything.
+there is never a half-written folder under a final name). ``force`` redoes everything. One run at a time per clip (``files.claim``): a clip that another
+run is working on is refused (exit 2) when it is the only one, else it fails alone and the others
+go on.
 
 The DensePose and matting stages need optional packages. When one cannot run (not installed,
 weights not downloadable, ...) the clip is still finished without it, the stage is recorded as
@@ -41,7 +43,7 @@ from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, C
 from .clip import SIZE as CROP_SIZE
 from .densepose.config import DensePoseConfig
 from .errors import MissingDependency, NetworkError, StageFailed, UserError, shown
-from .files import write_error
+from .files import claim, write_error
 from .frames import DEFAULT_FPS as FRAMES_FPS
 
 SKIPPABLE = ("densepose", "matte")
@@ -663,6 +665,17 @@ def _aside_stem(folder: Path) -> str:
     return short_name(folder.name, 40)
 
 
+def _one_clip(source: Source, folder: Path, request: dict, **options) -> dict:
+    """Bring one clip folder up to date; its outcome (``PreprocessResult.clips``)."""
+    runner = _Runner(source, folder, request, **options)
+    if not runner.up_to_date():
+        return runner.run()
+    meta = read_meta(folder) or {}
+    return {"name": source.name, "source": str(source.path), "output": str(folder), "status": "up-to-date",
+            "frames": meta.get("frames"), "stages": {k: v.get("status") for k, v in meta.get("stages", {}).items()},
+            "errors": {}, "flip": str(folder.with_name(folder.name + FLIP_SUFFIX)) if request["flip"] else None}
+
+
 def preprocess(
     inputs,
     output: Path | str,
@@ -727,17 +740,17 @@ def preprocess(
     if progress is not None:
         progress("clips", 0, len(sources))
     for index, source in enumerate(sources):
-        runner = _Runner(
-            source, output / source.name, request, force=force, keep_work=keep_work, progress=progress, unavailable=unavailable,
-            networks=networks,
-        )
-        if runner.up_to_date():
-            meta = read_meta(runner.folder) or {}
-            outcome = {"name": source.name, "source": str(source.path), "output": str(runner.folder), "status": "up-to-date",
-                       "frames": meta.get("frames"), "stages": {k: v.get("status") for k, v in meta.get("stages", {}).items()},
-                       "errors": {}, "flip": str(runner.folder.with_name(runner.folder.name + FLIP_SUFFIX)) if flip else None}
+        try:
+            run = claim(output / source.name)  # one run at a time per clip (two jobs whose lists overlap)
+        except UserError as exc:
+            if len(sources) == 1:
+                raise
+            outcome = {"name": source.name, "source": str(source.path), "output": str(output / source.name), "status": "failed",
+                       "frames": None, "stages": {}, "errors": {"preprocess": str(exc)}, "flip": None}
         else:
-            outcome = runner.run()
+            with run:
+                outcome = _one_clip(source, output / source.name, request, force=force, keep_work=keep_work, progress=progress,
+                                    unavailable=unavailable, networks=networks)
         result.clips.append(outcome)
         if progress is not None:
             progress("clips", index + 1, len(sources))

@@ -272,6 +272,27 @@ def test_a_broken_video_fails_alone(videos, tmp_path, fakes):
     assert bad["stages"]["frames"] == "failed" and "bad.mp4" in bad["errors"]["frames"]
 
 
+def test_a_clip_another_run_is_working_on_is_refused_alone(videos, tmp_path, fakes):
+    # two jobs whose lists overlap (a resubmitted Slurm array, `parallel`): the second one used to
+    # fail in the middle of the first one's crop and record the clip's crop as failed
+    from magicanimate_cli import files
+
+    out = tmp_path / "out"
+    with files.claim(out / "talk"):  # another run, working on talk
+        alone = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(out), "--size", "32", "--json"])
+        both = runner.invoke(app, ["preprocess", str(videos), "-o", str(out), "--size", "32", "--json"])
+        assert not (out / "talk").exists()
+    assert alone.exit_code == 2, alone.output
+    assert json.loads(alone.stdout)["error"] == f"{out / 'talk'}: another run is writing it now; wait for that run to end (or stop it), or choose another output"
+    assert both.exit_code == 1, both.output
+    clips = {c["name"]: c for c in json.loads(both.stdout)["clips"]}
+    assert clips["dance"]["status"] == "done" and clips["talk"]["status"] == "failed"
+    assert clips["talk"]["errors"] == {"preprocess": json.loads(alone.stdout)["error"]}
+    again = runner.invoke(app, ["preprocess", str(videos), "-o", str(out), "--size", "32", "--json"])  # once that run has ended
+    assert again.exit_code == 0 and {c["name"]: c["status"] for c in json.loads(again.stdout)["clips"]} == {"dance": "up-to-date", "talk": "done"}
+    assert sorted(p.name for p in out.iterdir()) == ["dance", "talk"]
+
+
 def test_a_named_file_that_is_no_video_is_exit_2_before_any_work(videos, tmp_path):
     """Named on the command line, it is bad input (as a missing one is); found in a folder, its clip fails alone (above)."""
     (tmp_path / "notes.mp4").write_text("not a video")
