@@ -312,6 +312,11 @@ def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = 
                 raise UserError(f"{url}: {message}") from None
             time.sleep(min(60.0, RETRY_WAIT * 2**attempt))
             attempt += 1
+        except OSError:  # a full disk, no permission: said as such (files.write_error), the work kept to resume
+            raise
+        except Exception as exc:  # a URL yt-dlp cannot even parse (a space in the host, a broken IPv6 address): no retry helps
+            shutil.rmtree(work, ignore_errors=True)
+            raise UserError(f"{url}: not a URL that can be fetched ({first_line(exc)}); check it") from None
     downloads = info.get("requested_downloads") or [{}]
     got = Path(downloads[0].get("filepath") or downloads[0].get("_filename") or "")
     if not got.is_file():

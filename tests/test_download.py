@@ -139,6 +139,21 @@ def test_cli_json_partial_failure_and_quiet_stdout(server, template, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing to resume after a 404
 
 
+def test_a_url_that_cannot_be_parsed_fails_alone_and_leaves_no_folder(server, template, tmp_path):
+    # yt-dlp raises its HTTP library's or urllib's own errors for these, not a DownloadError:
+    # they stopped the whole run (exit 1, "RequestError: ...") and left the hidden work folder
+    out = tmp_path / "videos"
+    result = runner.invoke(app, ["download", "https://exa mple.com/a.mp4", "http://[::1", f"{server.url}/talk.mp4", "-o", str(out), "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert [i["status"] for i in data["items"]] == ["failed", "failed", "downloaded"]
+    assert data["items"][0]["error"].startswith("https://exa mple.com/a.mp4: not a URL that can be fetched (")
+    assert data["items"][1]["error"] == "http://[::1: not a URL that can be fetched (Invalid IPv6 URL); check it"
+    assert sorted(p.name for p in out.iterdir()) == ["talk.mp4"]
+    alone = runner.invoke(app, ["download", "http://[::1", "-o", str(tmp_path / "none"), "--json"])
+    assert alone.exit_code == 1 and not (tmp_path / "none").exists()
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
