@@ -188,8 +188,18 @@ def _run(call: Callable, as_json: bool) -> None:
 def _call(run: Callable, options: dict, **callbacks: Callable | None) -> None:
     """Call the stage function ``run`` with the command's options, which are its keyword arguments
     (and ``callbacks``: what a server or a plan prints on the terminal)."""
-    kwargs = {k: v for k, v in options.items() if k not in ("run", "as_json")}
+    kwargs = {k: _expand(v) for k, v in options.items() if k not in ("run", "as_json")}
     _run(lambda progress: run(**kwargs, **callbacks, progress=progress), options["as_json"])
+
+
+def _expand(value):
+    """A path option as a shell would have given it: ``~/x`` (quoted in a script, a Makefile, a
+    config) is the home folder's ``x``, as in batch manifests, not a folder named ``~`` here."""
+    if isinstance(value, Path):
+        return value.expanduser()
+    if isinstance(value, list) and value and all(isinstance(item, Path) for item in value):
+        return [item.expanduser() for item in value]
+    return value
 
 
 def _say(text: str) -> None:

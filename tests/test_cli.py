@@ -291,3 +291,19 @@ def test_a_name_the_terminals_encoding_lacks_is_escaped_not_a_crash(tmp_path):
                           env={**os.environ, "PYTHONIOENCODING": "ascii"})
     assert done.returncode == 0, done.stderr
     assert "fr\\xe4\\u043ces" in done.stdout and len(list((tmp_path / "fräмes").iterdir())) == 2
+
+
+def test_a_quoted_tilde_is_the_home_folder_as_in_batch_manifests(tmp_path, monkeypatch):
+    # `-o "~/x"` from a script, a Makefile or a config reaches us unexpanded: it made a folder
+    # named `~` here (one `rm -rf ~` away from a disaster), while batch and --models expanded it
+    from magicanimate_cli import media
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    media.write_frames(home / "in.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    monkeypatch.chdir(work)
+    result = runner.invoke(app, ["frames", "~/in.mp4", "-o", "~/out", "--json"], env={"HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["output"] == str(home / "out") and len(list((home / "out").iterdir())) == 2
+    assert list(work.iterdir()) == []
