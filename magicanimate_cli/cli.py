@@ -148,8 +148,9 @@ def _run(call: Callable, as_json: bool) -> None:
     """Run ``call(progress)``, print its result, exit with its code; errors become exit codes.
 
     A result has ``to_dict()`` (the ``--json`` object); it may have ``for_humans()`` (a dict of
-    lines or a Rich renderable for the terminal) and ``exit_code`` (non-zero when some of the work
-    failed, e.g. one task of a batch).
+    lines or a Rich renderable for the terminal), ``exit_code`` (non-zero when some of the work
+    failed, e.g. one task of a batch) and ``failure`` (then one line saying what: the JSON's
+    ``error``, and ``error: ...`` on stderr after the summary).
     """
     from .processes import stop_on_signals
     from .progress import rich_progress
@@ -175,12 +176,19 @@ def _run(call: Callable, as_json: bool) -> None:
             traceback.print_exc()
         _fail(f"{exc.__class__.__name__}: {one_line(exc)} (run with --debug for the traceback)", 1, as_json)
     code = getattr(result, "exit_code", 0)
+    failure = getattr(result, "failure", None) if code else None  # a part of the work failed: one line saying what
     if as_json:
-        typer.echo(json.dumps({"ok": code == 0, **result.to_dict()}))
+        data = {"ok": code == 0, **result.to_dict()}
+        if code:
+            data.setdefault("error", failure or "failed")
+            data.setdefault("exit_code", code)
+        typer.echo(json.dumps(data))
     else:
         from .summary import show
 
         show(result)
+        if failure:
+            typer.echo(f"error: {failure}", err=True)
     if code:
         raise typer.Exit(code)
 

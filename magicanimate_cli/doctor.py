@@ -48,6 +48,12 @@ class DoctorReport:
         return 0 if self.ready else 1
 
     @property
+    def failure(self) -> str:
+        count = len(self.problems)
+        first = self.to_dict()["problems"][0] if count else "a check failed"
+        return f"animate cannot run here: {count} problem{'s' if count != 1 else ''}; the first: {first}"
+
+    @property
     def problems(self) -> list[Check]:
         return [c for c in self.checks if c.status == FAIL]
 

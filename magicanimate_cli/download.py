@@ -60,6 +60,11 @@ class DownloadResult:
     def exit_code(self) -> int:
         return 0 if self.ok else 1
 
+    @property
+    def failure(self) -> str:
+        bad = [item for item in self.items if item["status"] == "failed"]
+        return f"{len(bad)} of {len(self.items)} downloads failed; the first: {bad[0]['error']}" if bad else ""
+
     def to_dict(self) -> dict:
         counts = {status: sum(1 for i in self.items if i["status"] == status) for status in ("downloaded", "skipped", "cut", "failed")}
         return {"ok": self.ok, "output": self.output, **counts, "items": self.items, "seconds": self.seconds}

@@ -75,6 +75,11 @@ class PreprocessResult:
     def exit_code(self) -> int:
         return 0 if self.ok else 1
 
+    @property
+    def failure(self) -> str:
+        bad = [c for c in self.clips if c["status"] not in ("done", "up-to-date")]
+        return f"{len(bad)} of {len(self.clips)} clips not done: " + ", ".join(f"{c['name']} ({c['status']})" for c in bad)
+
     def to_dict(self) -> dict:
         counts = {s: sum(1 for c in self.clips if c["status"] == s) for s in ("done", "up-to-date", "incomplete", "failed")}
         return {"ok": self.ok, "output": self.output, **counts, "clips": self.clips, "seconds": self.seconds}

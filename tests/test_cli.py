@@ -307,3 +307,25 @@ def test_a_quoted_tilde_is_the_home_folder_as_in_batch_manifests(tmp_path, monke
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["output"] == str(home / "out") and len(list((home / "out").iterdir())) == 2
     assert list(work.iterdir()) == []
+
+
+def test_a_run_where_part_of_the_work_failed_says_what_in_one_line(tmp_path):
+    # the --json convention is {"ok": false, "error": ..., "exit_code": ...}; results made of
+    # several items (download, preprocess, doctor) had no "error", and without --json said nothing
+    # on stderr, so `2>err.log` caught nothing
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "broken.mp4").write_bytes(b"not a video" * 20)
+    runs = {
+        "download": (["download", "http://[::1", "-o", str(tmp_path / "dl")], "1 of 1 downloads failed; the first: http://[::1: "),
+        "preprocess": (["preprocess", str(videos), "-o", str(tmp_path / "clips"), "--skip", "densepose,matte"],
+                       "1 of 1 clips not done: broken (failed)"),
+        "doctor": (["doctor", "--models", str(tmp_path / "no-weights")], "animate cannot run here: "),
+    }
+    for name, (args, start) in runs.items():
+        as_json = runner.invoke(app, [*args, "--json"])
+        data = json.loads(as_json.stdout)
+        assert as_json.exit_code == 1 and data["ok"] is False and data["exit_code"] == 1, name
+        assert data["error"].startswith(start), (name, data["error"])
+        plain = runner.invoke(app, args)
+        assert plain.exit_code == 1 and plain.stderr.strip().splitlines()[-1] == f"error: {data['error']}", name

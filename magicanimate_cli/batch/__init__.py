@@ -56,6 +56,10 @@ class BatchResult:
     def exit_code(self) -> int:
         return 1 if self.failed else 0
 
+    @property
+    def failure(self) -> str:
+        return f"{self.failed} of {self.tasks} tasks failed (their errors: {self.summary})"
+
     def to_dict(self) -> dict:
         return {
             "ok": not self.failed,
