@@ -55,3 +55,15 @@ def test_a_list_is_a_block_of_lines_each_kept_on_its_own():
             return {"ready": "yes", "checks": ["  ok    python", "  warn  gpu", "  bad\nname"]}
 
     assert as_text(Block("x")).splitlines() == ["ready: yes", "checks:", "  ok    python", "  warn  gpu", "  bad\\nname"]
+
+
+def test_sizes_boxes_and_transforms_are_one_line_each_and_empty_lists_are_left_out():
+    # crop's sizes and boxes and align's transform were blocks of one number a line, or a dict's repr
+    class Result(Plain):
+        def to_dict(self) -> dict:
+            return {"output": self.output, "source_size": [64, 48], "crop_box": [0.5, 0, 48.5, 48],
+                    "transform": {"scale": 0.82, "shift": [1.7, 7.5], "anchor": "feet"}, "notes": [], "ok": True}
+
+    assert as_text(Result("c.mp4")).splitlines() == [
+        "output: c.mp4", "source_size: 64, 48", "crop_box: 0.5, 0, 48.5, 48",
+        "transform: scale=0.82, shift=[1.7, 7.5], anchor=feet", "ok: True"]
