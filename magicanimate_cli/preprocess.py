@@ -714,6 +714,7 @@ def preprocess(
     does not decode to its end is refused unless ``allow_truncated``.
     """
     from .crop import check_size, parse_fov
+    from .folders import created_folders
     from .frames import check_fps
 
     if isinstance(inputs, (str, Path)):
@@ -744,20 +745,21 @@ def preprocess(
     networks = _Networks(models, progress, dp_settings)
     if progress is not None:
         progress("clips", 0, len(sources))
-    for index, source in enumerate(sources):
-        try:
-            run = claim(output / source.name)  # one run at a time per clip (two jobs whose lists overlap)
-        except UserError as exc:
-            if len(sources) == 1:
-                raise
-            outcome = {"name": source.name, "source": str(source.path), "output": str(output / source.name), "status": "failed",
-                       "frames": None, "stages": {}, "errors": {"preprocess": str(exc)}, "flip": None}
-        else:
-            with run:
-                outcome = _one_clip(source, output / source.name, request, force=force, keep_work=keep_work, progress=progress,
-                                    unavailable=unavailable, networks=networks)
-        result.clips.append(outcome)
-        if progress is not None:
-            progress("clips", index + 1, len(sources))
+    with created_folders(output):  # a run refused before its first clip leaves no new empty folder
+        for index, source in enumerate(sources):
+            try:
+                run = claim(output / source.name)  # one run at a time per clip (two jobs whose lists overlap)
+            except UserError as exc:
+                if len(sources) == 1:
+                    raise
+                outcome = {"name": source.name, "source": str(source.path), "output": str(output / source.name), "status": "failed",
+                           "frames": None, "stages": {}, "errors": {"preprocess": str(exc)}, "flip": None}
+            else:
+                with run:
+                    outcome = _one_clip(source, output / source.name, request, force=force, keep_work=keep_work, progress=progress,
+                                        unavailable=unavailable, networks=networks)
+            result.clips.append(outcome)
+            if progress is not None:
+                progress("clips", index + 1, len(sources))
     result.seconds = round(time.perf_counter() - started, 3)
     return result

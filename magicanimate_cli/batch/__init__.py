@@ -74,13 +74,14 @@ class BatchResult:
             "skipped": self.skipped,
             "failed": self.failed,
             "seconds": self.seconds,
+            **({"error": self.failure} if self.failed else {}),
             "results": self.results,
         }
 
     def for_humans(self) -> dict:
         """The summary without the per-task list, for reading on a terminal."""
         failures = [f"line {r['line']} {r['command']}: {r['error']} (exit {r['exit_code']})" for r in self.results if r["status"] == "failed"]
-        data = {key: value for key, value in self.to_dict().items() if key not in ("results", "ok", "exit_code")}
+        data = {key: value for key, value in self.to_dict().items() if key not in ("results", "ok", "exit_code", "error")}
         data["failures"] = [f"  {line}" for line in failures] or None
         return data
 
