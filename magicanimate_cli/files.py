@@ -412,15 +412,26 @@ def _appeared(final: Path) -> UserError:
     return UserError(f"{shown(final)}: appeared while this run was writing it (another job?); kept it, pass --overwrite to replace it")
 
 
+def empty_folder(path: Path | str) -> bool:
+    """``path`` is a folder (not a link to one) with nothing in it: a folder output may take its
+    place without ``--overwrite`` (``mkdir -p out && magicanimate frames v.mp4 -o out``), as
+    nothing in it can be lost."""
+    path = Path(path)
+    try:
+        return path.is_dir() and not path.is_symlink() and next(os.scandir(path), None) is None
+    except OSError:
+        return False
+
+
 def _place(tmp: Path, final: Path, replace: bool) -> Path | None:
     """Rename ``tmp`` onto ``final``; return where the replaced previous version now is, if kept."""
     check_replaceable(final)
     if not replace:
         if tmp.is_dir() and not tmp.is_symlink():
-            if final.exists() or final.is_symlink():
+            if (final.exists() or final.is_symlink()) and not empty_folder(final):
                 raise _appeared(final)
             try:
-                os.rename(tmp, final)  # onto a name that a racing writer just created: fails (non-empty) or wins
+                os.rename(tmp, final)  # onto nothing or an empty folder; onto one that a racing writer just filled: fails
             except OSError as exc:
                 if final.exists():
                     raise _appeared(final) from None
@@ -509,8 +520,8 @@ def commit_together(pairs: list[tuple[Path, Path]], *, replace: bool) -> None:
     for _, final in pairs:
         check_replaceable(final)
     if not replace:
-        for _, final in pairs:
-            if final.exists() or final.is_symlink():
+        for tmp, final in pairs:
+            if (final.exists() or final.is_symlink()) and not (tmp.is_dir() and not tmp.is_symlink() and empty_folder(final)):
                 raise _appeared(final)
     for tmp, _ in pairs:
         _fsync_tree(tmp)

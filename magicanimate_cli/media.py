@@ -604,18 +604,20 @@ def check_sequence_output(path: Path) -> None:
 def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     """Check an output path before the work: make sure its folder exists and is writable.
 
-    An existing output is refused unless ``overwrite``. Whatever ``overwrite`` says, an output is
+    An existing output is refused unless ``overwrite``, but for an empty folder where a folder
+    output goes (``mkdir -p out`` first: nothing in it can be lost). Whatever ``overwrite`` says, an output is
     never one of the ``protect`` paths (the command's inputs), inside one, or holding one, nor the
     current folder (``check_apart``). Temporaries that a killed earlier run left for this output
     are removed (``files.sweep``).
     """
-    from .files import check_replaceable
+    from .files import check_replaceable, empty_folder
 
     path = Path(path)
     check_name_encoding(path)
     check_apart(path, protect)
     check_replaceable(path)
-    if (path.exists() or path.is_symlink()) and not overwrite:
+    vacant = empty_folder(path) and not is_video(path) and not is_image(path)  # an empty folder for a folder output
+    if (path.exists() or path.is_symlink()) and not overwrite and not vacant:
         raise UserError(f"{shown(path)}: already exists; pass --overwrite to replace it or choose another output")
     if is_video(path) and path.suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
         raise UserError(f"{shown(path)}: cannot write {path.suffix} video; use one of {', '.join(sorted(WRITABLE_VIDEO_EXTENSIONS))}")

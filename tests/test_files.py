@@ -70,11 +70,12 @@ def test_folder_commit(tmp_path, replace):
 def test_folder_is_never_replaced_without_replace(tmp_path):
     final = tmp_path / "out"
     tmp = files.temp_beside(final)
-    final.mkdir()  # appears from elsewhere meanwhile, even empty
+    final.mkdir()  # appears from elsewhere meanwhile, with something in it (an empty one is taken: see below)
+    (final / "theirs.png").write_bytes(b"theirs")
     with pytest.raises(UserError, match="appeared while"):
         files.commit(tmp, final, replace=False)
     files.discard(tmp)
-    assert final.is_dir() and _hidden(tmp_path) == []
+    assert [p.name for p in final.iterdir()] == ["theirs.png"] and _hidden(tmp_path) == []
 
 
 def test_commit_together_is_all_or_none(tmp_path):
@@ -328,3 +329,40 @@ def test_a_device_a_fifo_or_a_socket_is_never_replaced_by_an_output(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "sock"]
     finally:
         server.close()
+
+
+def test_an_empty_folder_takes_a_folder_output_without_overwrite_and_nothing_else(tmp_path):
+    # `mkdir -p out && magicanimate frames v.mp4 -o out`: nothing in an empty folder can be lost
+    import numpy as np
+
+    from magicanimate_cli import media
+
+    empty, full, video_named = tmp_path / "out", tmp_path / "full", tmp_path / "v.mp4"
+    for folder in (empty, full, video_named):
+        folder.mkdir()
+    (full / "notes.txt").write_text("mine")
+    assert media.check_output(empty, overwrite=False) == empty
+    for taken in (full, video_named):
+        with pytest.raises(UserError, match="already exists"):
+            media.check_output(taken, overwrite=False)
+    with media.FrameWriter(empty) as writer:
+        writer.write(np.zeros((8, 8, 3), np.uint8))
+    assert [p.name for p in empty.iterdir()] == ["00000.png"]
+    # a file never takes an empty folder's place, and a folder filled meanwhile is kept
+    tmp = files.temp_beside(video_named, directory=False)
+    with pytest.raises(UserError, match="appeared while"):
+        files.commit(tmp, video_named, replace=False)
+    files.discard(tmp)
+    filling = tmp_path / "filling"
+    filling.mkdir()
+    tmp = files.temp_beside(filling)
+    (filling / "theirs.txt").write_text("another job's")
+    with pytest.raises(UserError, match="appeared while"):
+        files.commit(tmp, filling, replace=False)
+    files.discard(tmp)
+    assert (filling / "theirs.txt").read_text() == "another job's" and (full / "notes.txt").read_text() == "mine"
+    pair = [(files.temp_beside(tmp_path / "a"), tmp_path / "a"), (files.temp_beside(tmp_path / "b"), tmp_path / "b")]
+    (tmp_path / "a").mkdir()
+    files.commit_together(pair, replace=False)
+    assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "filling", "full", "out", "v.mp4"]
