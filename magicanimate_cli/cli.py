@@ -359,8 +359,10 @@ def eval_(
     _call(run, locals())
 
 
-# Preprocessing (docs/preprocessing.md). Defaults are written out, not imported, so --help stays
-# fast; tests/test_preprocess.py checks them against the library functions' defaults.
+_DENSEPOSE = _DensePoseConfig()
+
+# Preprocessing (docs/preprocessing.md). Defaults come from the stages' light modules and configs
+# (no torch), so --help stays fast; tests/test_cli.py checks them against the library functions'.
 
 
 @app.command("download")
@@ -440,9 +442,9 @@ def preprocess_(
     keep_work: bool = typer.Option(False, "--keep-work", help="Keep the full-size intermediate frames (OUT/<clip>/.work/)."),
     models: Optional[Path] = MODELS_OPTION,
     densepose_weights: Optional[Path] = typer.Option(None, "--densepose-weights", help="DensePose weights (.pkl or .pth, R_50_FPN_s1x), as densepose --weights; default the pinned zoo weights."),
-    min_score: float = typer.Option(0.8, "--min-score", help="DensePose: keep people detected with a score above this."),
+    min_score: float = typer.Option(_DENSEPOSE.min_score, "--min-score", help="DensePose: keep people detected with a score above this."),
     fill_missing: bool = typer.Option(False, "--fill-missing", help="DensePose: frames without a person take the labels of the nearest frame with one."),
-    min_detected: float = typer.Option(0.5, "--min-detected", help="DensePose fails for a clip with a person in fewer than this fraction of its frames (0 = never)."),
+    min_detected: float = typer.Option(_DENSEPOSE.min_detected, "--min-detected", help="DensePose fails for a clip with a person in fewer than this fraction of its frames (0 = never)."),
     allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace folders in the way that are not clips of these inputs."),
     as_json: bool = JSON_OPTION,
@@ -452,9 +454,6 @@ def preprocess_(
 
     _call(run, locals())
 
-
-
-_DENSEPOSE = _DensePoseConfig()
 
 
 @app.command("densepose")

@@ -1,5 +1,5 @@
-"""The one exception type for problems the user can fix (bad input, missing files, ...), and the
-helpers that keep every message on one line.
+"""The exceptions a command ends with (``UserError``: a problem the user can fix, exit 2;
+``StageFailed`` and ``NetworkError``: exit 1), and the helpers that keep every message on one line.
 
 A ``UserError`` message is a single line that names the file and the fix; the CLI prints it and
 exits 2. Control characters in a message (a newline in a file name, say) are escaped when the error

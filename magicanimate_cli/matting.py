@@ -746,7 +746,7 @@ def _write_masks(plan: _Plan, masks: Iterator, fps: float, overwrite: bool) -> N
 
 
 def matting_status(models: Path | str | None = None, import_check: bool = True) -> dict:
-    """What ``magicanimate doctor`` reports for matting; never raises.
+    """Whether matting can run here, for library callers (``doctor`` makes its own checks); never raises.
 
     ``ok`` is true when paddle and paddleseg import and the default model's weights are present;
     ``problem`` and ``fix`` say what to do otherwise. ``import_check=False`` skips importing paddle

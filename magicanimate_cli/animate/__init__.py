@@ -237,8 +237,9 @@ def animate(
     without them); at 1 or less there is no guidance (diffusers' rule) and the UNet runs one half.
 
     Every option is checked before anything heavy is imported or read, in this order: the
-    settings, the weights folder, the outputs (never an input, inside one, or holding one), the device.
-    ``check_animate`` makes the same checks without the work.
+    settings, the output's kind, the fps, dtype and devices, the weights folder, the outputs (never
+    an input, inside one, or holding one), the device, the window length, the reference image and
+    the motion's header. ``check_animate`` makes the same checks without the work.
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
@@ -330,7 +331,9 @@ def check_animate(*args, **kwargs) -> None:
     """Every check ``animate(*args, **kwargs)`` makes before it loads a pipeline or reads the
     motion's frames: the settings, the weights folder, the outputs, the device, the reference image
     and the motion's header. A batch worker or ``serve`` runs it before it loads (or swaps) the
-    pipeline for a task, so a task with a missing input or a taken output fails at once."""
+    pipeline for a task, so a task with a missing input or a taken output fails at once. With
+    ``align``, finding the person in the reference may need a model of its own (``align.reference_box``):
+    that one is left to the run."""
     import inspect
 
     pin_cpu_kernels()  # first, as in animate: the checks may import torch

@@ -1,4 +1,6 @@
-"""The denoising UNet: diffusers' ``UNetMotionModel`` plus two named GroupNorm adapters.
+"""The denoising UNet: diffusers' ``UNetMotionModel`` plus named adapters where the official
+numerics differ (two GroupNorm scopes, below; the linear layers ``FrameSharedLinear``,
+``PairedLinear`` and ``OfficialLayoutLinear``, each documented where it is defined).
 
 The official MagicAnimate UNet is the AnimateDiff-v1 ``UNet3DConditionModel``. diffusers'
 ``UNetMotionModel`` has the same modules and parameter names, but two GroupNorm scopes differ

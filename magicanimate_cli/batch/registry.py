@@ -470,7 +470,7 @@ COMMANDS = Registry(
         Command("doctor", "magicanimate_cli.doctor:doctor"),
     ]
 )
-"""Every command of the CLI that a batch can run (all but ``batch``)."""
+"""Every command of the CLI that a batch can run (all but ``batch``, ``demo`` and ``serve``: ``NOT_TASKS``)."""
 
 
 def resolve(path: str):
