@@ -33,6 +33,7 @@ from .evaluate import EvalConfig as _EvalConfig
 from .frames import DEFAULT_FPS as _FRAMES_FPS
 from .matting import MODELS as _MATTE_MODELS
 from .matting import MatteConfig as _MatteConfig
+from .server import option_words, wants_json
 
 
 class _Group(TyperGroup):
@@ -62,14 +63,9 @@ class _Group(TyperGroup):
         return command
 
 
-def _options(args: list[str]) -> list[str]:
-    """The words before ``--`` (after it every word is an argument, ``--json`` and ``--debug`` too)."""
-    return args[: args.index("--")] if "--" in args else args
-
-
 def _debug_first(args: list[str]) -> list[str]:
     """Move ``--debug`` in front of the command (never one after ``--``, which is an argument)."""
-    end = len(_options(args))
+    end = len(option_words(args))
     if "--debug" not in args[:end]:
         return args
     return ["--debug", *(a for i, a in enumerate(args) if not (a == "--debug" and i < end))]
@@ -611,7 +607,7 @@ def entrypoint() -> None:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):  # not a click usage error
             raise
         message = exc.format_message().strip().replace("\n", " ")
-        if "--json" in _options(sys.argv):
+        if wants_json(sys.argv):
             typer.echo(json.dumps({"ok": False, "error": message or "usage", "exit_code": exc.exit_code}))
         if message:  # empty when the help was shown instead (no arguments)
             typer.echo(f"error: {message} (see --help)", err=True)

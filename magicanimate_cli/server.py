@@ -106,7 +106,7 @@ def _refusal(command: str | None, args: list[str], registry=None) -> str | None:
     if registry is None:
         from .batch.registry import COMMANDS as registry
     words = (command or "").split()
-    if not words or words[0] in NOT_TASKS or "--help" in _options(args):
+    if not words or words[0] in NOT_TASKS or "--help" in option_words(args):
         return f"'{command}' does not run on a server; run it without --server"
     try:
         registry.lookup(command, args)
@@ -115,14 +115,14 @@ def _refusal(command: str | None, args: list[str], registry=None) -> str | None:
     return None
 
 
-def _options(args: list[str]) -> list[str]:
-    """The words before ``--`` (after it every word is an argument)."""
+def option_words(args: list[str]) -> list[str]:
+    """The words before ``--`` (after it every word is an argument, ``--json`` and ``--debug`` too)."""
     return args[: args.index("--")] if "--" in args else args
 
 
 def wants_json(args: list[str]) -> bool:
     """Whether the command's own arguments ask for ``--json``."""
-    return "--json" in _options(args)
+    return "--json" in option_words(args)
 
 
 def submit(
