@@ -605,8 +605,9 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     """Check an output path before the work: make sure its folder exists and is writable.
 
     An existing output is refused unless ``overwrite``, but for an empty folder where a folder
-    output goes (``mkdir -p out`` first: nothing in it can be lost). Whatever ``overwrite`` says, an output is
-    never one of the ``protect`` paths (the command's inputs), inside one, or holding one, nor the
+    output goes (``mkdir -p out`` first: nothing in it can be lost); a device, FIFO or socket
+    always (``files.check_replaceable``), as is a name that is not UTF-8. Whatever ``overwrite``
+    says, an output is never one of the ``protect`` paths (the command's inputs), inside one, or holding one, nor the
     current folder (``check_apart``). Temporaries that a killed earlier run left for this output
     are removed (``files.sweep``).
     """

@@ -21,9 +21,9 @@ start from the video again).
 Resuming: each stage's parameters and status are in ``meta.json``. A re-run skips a clip whose
 stages all finished with the same settings, skips each finished stage whose inputs did not
 change, and redoes a stage left ``running`` by an interrupted run (every writer is atomic, so
-there is never a half-written folder under a final name). ``force`` redoes everything. One run at a time per clip (``files.claim``): a clip that another
-run is working on is refused (exit 2) when it is the only one, else it fails alone and the others
-go on.
+there is never a half-written folder under a final name). ``force`` redoes everything. One run
+at a time per clip (``files.claim``): a clip that another run is working on is refused (exit 2)
+when it is the only one, else it fails alone and the others go on.
 
 The DensePose and matting stages need optional packages. When one cannot run (not installed,
 weights not downloadable, ...) the clip is still finished without it, the stage is recorded as
