@@ -28,7 +28,7 @@ from .align import AlignConfig as _AlignConfig
 from .animate import AnimateConfig
 from .clip import SIZE as _CROP_SIZE
 from .densepose import DensePoseConfig as _DensePoseConfig
-from .errors import NetworkError, StageFailed, UserError, one_line, show_library_logs
+from .errors import NetworkError, StageFailed, UserError, one_line, show_library_logs, warn_in_one_line
 from .evaluate import EvalConfig as _EvalConfig
 from .frames import DEFAULT_FPS as _FRAMES_FPS
 from .matting import MODELS as _MATTE_MODELS
@@ -129,6 +129,7 @@ def main(
     ),
 ) -> None:
     _state["debug"] = debug
+    warn_in_one_line()  # an InputWarning (a motion that is not DensePose): one "warning: ..." line on stderr
     args = ctx.meta.get("magicanimate.command_args", [])
     if server is not None:
         from .server import forwardable, submit, wants_json

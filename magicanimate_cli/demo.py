@@ -409,7 +409,7 @@ class DemoApp:
             write_text(run / "run.json", json.dumps(record, indent=2, default=str), replace=True)  # never seen half written
         status = (f"**Done**: {result.frames} frames at {result.fps:g} fps, {result.size}×{result.size}, "
                   f"{result.steps} steps, seed {result.seed}, on {result.device} ({result.dtype}) in {result.seconds:.1f} s. "
-                  f"Run folder: `{run}`")
+                  f"Run folder: `{run}`" + "".join(f"\n\n**Warning**: {message}" for message in result.warnings))
         return str(output), result.grid, command, status
 
     # -- the page

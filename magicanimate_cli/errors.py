@@ -1,5 +1,6 @@
 """The exceptions a command ends with (``UserError``: a problem the user can fix, exit 2;
-``StageFailed`` and ``NetworkError``: exit 1), and the helpers that keep every message on one line.
+``StageFailed`` and ``NetworkError``: exit 1), the warning a run goes on after (``InputWarning``),
+and the helpers that keep every message on one line.
 
 A ``UserError`` message is a single line that names the file and the fix; the CLI prints it and
 exits 2. Control characters in a message (a newline in a file name, say) are escaped when the error
@@ -45,6 +46,33 @@ class UserError(Exception):
 
 class MissingDependency(UserError):
     """An optional stage's library (detectron2, PaddleSeg, ...) is not installed; the message says how."""
+
+
+class InputWarning(UserWarning):
+    """An input that works but is probably not what was meant (a motion that is not DensePose).
+
+    The run goes on; the stage warns as soon as it knows (``warnings.warn``, so a library caller
+    can filter it or make it an error) and lists the message in its result's ``warnings``. The CLI
+    prints it as one ``warning: ...`` line on stderr (``warn_in_one_line``).
+    """
+
+
+def warn_in_one_line() -> None:
+    """Show every ``InputWarning`` as one ``warning: <message>`` line on stderr; other warnings as Python does."""
+    import sys
+    import warnings
+
+    original = warnings.showwarning
+    if getattr(original, "in_one_line", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, InputWarning):
+            return original(message, category, filename, lineno, file, line)
+        print(f"warning: {one_line(message)}", file=file or sys.stderr, flush=True)
+
+    show.in_one_line = True
+    warnings.showwarning = show
 
 
 class NetworkError(Exception):

@@ -3,7 +3,7 @@
 A result's ``for_humans()`` (a dict of lines, or a Rich renderable such as a table) when it has one,
 else its ``to_dict()`` fields, one ``key: value`` line each (a newline in a value, say in a file
 name, is shown escaped). A ``for_humans()`` value that is a list is a block: the key on its own
-line, then one line per item (doctor's checks, the files of ``models list``); a list of numbers
+line, then one line per item (doctor's checks, the files of ``models list``, a run's warnings); a list of numbers
 (a size, a box) and a dict (a transform) are one line each, and an empty list is left out. ``show`` prints it on the terminal;
 ``as_text`` renders the same into plain text of a given width, which a ``magicanimate serve`` sends
 to the client that asked for it (``server.py``), so a command prints the same lines either way.
@@ -31,9 +31,9 @@ def show(result, file=None, width: int | None = None, color: bool = True) -> Non
             value = ", ".join(str(v) for v in value)
         elif isinstance(value, dict):  # a transform: one line of name=value
             value = ", ".join(f"{k}={v}" for k, v in value.items())
-        if isinstance(value, list) and not value:  # nothing to list: no empty heading
+        if isinstance(value, (list, tuple)) and not value:  # nothing to list: no empty heading
             continue
-        if isinstance(value, list):  # a block: the key, then one line per item
+        if isinstance(value, (list, tuple)):  # a block: the key, then one line per item
             console.print(f"[bold]{escape(one_line(key))}[/bold]:", highlight=False)
             for line in value:
                 console.print(escape(one_line(line)), highlight=False)

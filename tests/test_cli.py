@@ -56,6 +56,14 @@ def test_json_result_is_one_parseable_object(tmp_path, inputs, tiny_weights):
     assert (tmp_path / "out.mp4").is_file()
 
 
+def test_a_motion_that_is_not_densepose_is_one_warning_line_and_listed_in_the_json(tmp_path, inputs, tiny_weights):
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "out.mp4"), "--json")  # the poses are random noise
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"warning: {tmp_path / 'poses'}: does not look like DensePose") and "magicanimate densepose" in line
+    assert json.loads(proc.stdout)["warnings"] == [line.removeprefix("warning: ")]
+
+
 def test_refuses_to_overwrite_with_exit_2_and_one_line(tmp_path, inputs, tiny_weights):
     (tmp_path / "out.mp4").write_bytes(b"keep me")
     proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "out.mp4"))

@@ -131,6 +131,7 @@ def test_motion_video_equals_the_cli_run_of_the_printed_command(server, client, 
     assert len(frames) == media.probe(inputs["motion"]).frames == FRAMES
     assert "--steps 4" in command and "--seed 42" in command and "--fit stretch" in command and "Done" in status
     assert "--context-schedule open" in command and "--context-fusion pyramid" in command
+    assert "**Warning**" in status and "does not look like DensePose" in status  # the fixture's poses are IUV-coloured
 
     run_cli(command, tmp_path / "cli.mp4")
     assert np.array_equal(frames, media.read_frames(tmp_path / "cli.mp4").array)

@@ -67,3 +67,17 @@ def test_sizes_boxes_and_transforms_are_one_line_each_and_empty_lists_are_left_o
     assert as_text(Result("c.mp4")).splitlines() == [
         "output: c.mp4", "source_size: 64, 48", "crop_box: 0.5, 0, 48.5, 48",
         "transform: scale=0.82, shift=[1.7, 7.5], anchor=feet", "ok: True"]
+
+
+def test_a_tuple_of_lines_is_a_block_too_and_an_empty_one_is_left_out():
+    # AnimateResult.warnings is a tuple (the result is frozen): "warnings: ()" was printed for none
+    class Result(Plain):
+        def __init__(self, warnings):
+            super().__init__("a.mp4")
+            self.warnings = warnings
+
+        def to_dict(self) -> dict:
+            return {"output": self.output, "warnings": self.warnings}
+
+    assert as_text(Result(())).splitlines() == ["output: a.mp4"]
+    assert as_text(Result(("poses.mp4: not DensePose",))).splitlines() == ["output: a.mp4", "warnings:", "poses.mp4: not DensePose"]

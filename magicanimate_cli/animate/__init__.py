@@ -10,10 +10,11 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import InputWarning, UserError
 from .malloc import reuse_freed_memory
 from .windows import FUSIONS, SCHEDULES
 
@@ -21,6 +22,11 @@ FITS = ("crop", "pad", "stretch")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 MIN_SIZE, MAX_SIZE = 64, 2048  # --size: 4× the model's 512 already needs 16× its memory and time
 POSE_BACKGROUND = (68, 1, 84)  # viridis(0): the DensePose renderings' background (§10.3)
+#: Below this share of a motion's person drawn in the DensePose palette, it is not MagicAnimate's kind of
+#: pose (``palette_shares``; measured: the five bundled driving videos 0.84-0.94 fitted to 64²-512², photographs
+#: and a GIF at most 0.04, a blue-green-yellow logo 0.38, the IUV-coloured parity fixture 0).
+MIN_PALETTE_SHARE = 0.5
+MIN_PERSON_SHARE = 0.001  # below: no person (a 16×16 one in a 512² frame is 0.001)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class AnimateResult:
     seconds: float
     resumed_from_step: int = 0
     alignment: dict | None = None  # the transform of --align (align.py)
+    warnings: tuple[str, ...] = ()  # InputWarning messages: the run went on (a motion that is not DensePose)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -239,7 +246,10 @@ def animate(
     Every option is checked before anything heavy is imported or read, in this order: the
     settings, the output's kind, the fps, dtype and devices, the weights folder, the outputs (never
     an input, inside one, or holding one), the device, the window length, the reference image and
-    the motion's header. ``check_animate`` makes the same checks without the work.
+    the motion's header. ``check_animate`` makes the same checks without the work. Once the motion
+    is read, and before the models load, a motion with no person or one not drawn in the DensePose
+    palette (a raw video, an IUV rendering) is warned about (``InputWarning``; ``motion_warnings``)
+    and listed in the result's ``warnings``: the run goes on.
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
@@ -276,6 +286,9 @@ def animate(
         poses = store.frames()
         if len(poses) == 0:
             raise UserError(f"{motion}: no frames to animate")
+        noticed = motion_warnings(poses, motion)
+        for message in noticed:  # said now, before the long work, which goes on
+            warnings.warn(message, InputWarning, stacklevel=2)
         unaligned = alignment = None
         if align:
             unaligned, (store, alignment) = store, _align_store(store, aligned_scratch, ref_found.box, pose_fill, motion)
@@ -324,7 +337,30 @@ def animate(
         seconds=round(time.perf_counter() - started, 3),
         resumed_from_step=resumed[0] if resumed else 0,
         alignment={**alignment.to_dict(), "ref_box_source": ref_found.source} if alignment else None,
+        warnings=tuple(noticed),
     )
+
+
+def motion_warnings(poses, motion: Path) -> list[str]:
+    """What makes fitted ``poses`` (uint8 RGB ``T×S×S×3``) unlikely to drive the model, judged on up
+    to 8 frames spread over the clip: no person at all, or a person not drawn in the DensePose palette
+    (a raw video, an IUV or parula rendering). MagicAnimate's ControlNet was trained on viridis
+    DensePose only, so either gives an animation that does not follow the motion."""
+    import numpy as np
+
+    from ..align import clip_background
+    from ..densepose.palette import palette_shares
+
+    picked = poses[np.linspace(0, len(poses) - 1, min(8, len(poses))).round().astype(int)]
+    person, palette = palette_shares(picked, clip_background(picked))  # background: viridis(0) and the border's colour
+    if person < MIN_PERSON_SHARE:
+        return [f"{motion}: no person in {len(picked)} frames spread over the clip (only background); "
+                "the animation will show nobody: check the video given to `magicanimate densepose`"]
+    if palette < MIN_PALETTE_SHARE:
+        return [f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels "
+                "are viridis part colours), so the animation will probably not follow it; make the poses with "
+                "`magicanimate densepose VIDEO`"]
+    return []
 
 
 def check_animate(*args, **kwargs) -> None:

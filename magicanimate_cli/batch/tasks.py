@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from ..errors import NetworkError, StageFailed, UserError
+from ..errors import NetworkError, StageFailed, UserError, warn_in_one_line
 from .registry import Command, ModelCache, Registry, Unknown, Usage, resolve, resolve_path
 
 COMMANDS = "magicanimate_cli.batch.registry:COMMANDS"
@@ -147,6 +147,7 @@ class TaskRunner:
         has ``summary``: the lines the CLI would print for a person (``summary.as_text``), that
         many columns wide. With ``debug`` the record of a task that failed with an unexpected
         exception (exit 1) also has ``traceback``: its text, as ``--debug`` prints it."""
+        warn_in_one_line()  # a task's InputWarning (a motion that is not DensePose): one line, as the CLI prints it
         started = time.perf_counter()
         reclaim = bool(task.get("reclaim"))
         task = {key: value for key, value in task.items() if key != "reclaim"}

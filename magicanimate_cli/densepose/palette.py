@@ -112,3 +112,31 @@ def labels_from_render(rgb: np.ndarray, nearest: bool = False) -> np.ndarray:
         best_distance[closer] = distance[closer]
     labels[off] = best
     return labels
+
+
+#: How far (Euclidean RGB) a decoded pixel may be from its palette colour and still count as it:
+#: h264/yuv420p moves the colours of the bundled driving videos by 4.4 (median) and 7-16 (p95), §10.4.
+PALETTE_TOLERANCE = 20
+
+
+def palette_shares(frames, background=BACKGROUND) -> tuple[float, float]:
+    """How much of ``frames`` (uint8 RGB ``...×H×W×3``) is a person, and how much of that person is drawn in the palette.
+
+    A pixel within ``PALETTE_TOLERANCE`` of ``background`` or of viridis(0) is background (some
+    published renders are on black); the others are the person. Returns the person's share of all
+    pixels and the share of the person's pixels within ``PALETTE_TOLERANCE`` of one of the 24 part
+    colours: about 0.84-0.94 for the five bundled MagicAnimate driving videos fitted to 64²-512²,
+    at most 0.04 for photographs, 0 where there is no person (a person share of 0).
+    """
+    rgb = np.asarray(frames).reshape(-1, 3)
+    codes = (rgb[:, 0].astype(np.int64) << 16) | (rgb[:, 1].astype(np.int64) << 8) | rgb[:, 2]
+    unique, counts = np.unique(codes, return_counts=True)  # each colour once, not each pixel
+    colours = np.stack([unique >> 16, (unique >> 8) & 255, unique & 255], axis=-1)
+    targets = np.vstack([np.asarray(background, np.int64), PALETTE.astype(np.int64)])  # background, label 0, labels 1..24
+    distances = (colours**2).sum(axis=1)[:, None] - 2 * colours @ targets.T + (targets**2).sum(axis=1)[None]
+    near = distances <= PALETTE_TOLERANCE**2
+    person = ~near[:, :2].any(axis=1)
+    person_pixels = int(counts[person].sum())
+    if not person_pixels:
+        return 0.0, 0.0
+    return person_pixels / len(rgb), int(counts[person & near[:, 2:].any(axis=1)].sum()) / person_pixels

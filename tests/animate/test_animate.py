@@ -1,12 +1,15 @@
 """The file-level API `animate()`: inputs of any kind in, atomic outputs out."""
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from magicanimate_cli import media
 from magicanimate_cli.animate import animate, fit_square
-from magicanimate_cli.errors import UserError
+from magicanimate_cli.densepose import PALETTE
+from magicanimate_cli.errors import InputWarning, UserError
 
 
 @pytest.fixture()
@@ -402,3 +405,41 @@ def test_kill_9_leaves_no_motion_scratch_for_good(tiny_pipeline, tmp_path, motio
     assert any(name.endswith(".motion.u8") for name in left)
     run(tiny_pipeline, reference, motion_dir, output)  # the next run of the same output cleans it up
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _poses(folder, frames):
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def test_a_motion_that_is_not_densepose_is_warned_about_and_still_animated(tiny_pipeline, tmp_path, motion_dir, reference):
+    with pytest.warns(InputWarning, match="does not look like DensePose") as caught:
+        result = run(tiny_pipeline, reference, motion_dir, tmp_path / "out")  # random noise, as a raw video is
+    assert [str(w.message) for w in caught] == list(result.warnings) and len(result.warnings) == 1
+    assert result.warnings[0].startswith(f"{motion_dir}: ") and "magicanimate densepose" in result.warnings[0]
+    assert len(media.list_frame_files(tmp_path / "out")) == 3
+
+
+def test_a_densepose_motion_is_not_warned_about_on_viridis_or_on_black(tiny_pipeline, tmp_path, reference, rng):
+    labels = np.zeros((3, 48, 80), np.uint8)
+    labels[:, 8:40, 30:50] = np.kron(rng.integers(1, 25, (3, 4, 5)), np.ones((8, 4), np.int64))  # solid parts
+    for background in ((68, 1, 84), (0, 0, 0)):
+        render = np.where(labels[..., None] > 0, PALETTE[labels], np.uint8(background)).astype(np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", InputWarning)
+            result = run(tiny_pipeline, reference, _poses(tmp_path / f"poses{background[0]}", render), tmp_path / f"out{background[0]}")
+        assert result.warnings == ()
+
+
+def test_a_motion_without_a_person_is_warned_about_before_the_models_load(tiny_weights, tmp_path, reference, monkeypatch):
+    import magicanimate_cli.animate as animate_module
+
+    def no_loading(*args, **kwargs):
+        raise RuntimeError("the models were loaded")
+
+    monkeypatch.setattr(animate_module, "load_pipeline", no_loading)
+    empty = _poses(tmp_path / "poses", np.broadcast_to(np.uint8([68, 1, 84]), (3, 48, 80, 3)))
+    with pytest.warns(InputWarning, match="no person in 3 frames"), pytest.raises(RuntimeError, match="were loaded"):
+        animate(reference, empty, tmp_path / "out", models=tiny_weights, size=64, steps=1, device="cpu")

@@ -366,6 +366,7 @@ def test_animate_tasks_share_one_pipeline_and_match_running_animate_alone(tmp_pa
     assert records[0]["worker"] == records[1]["worker"] == records[2]["worker"]
     assert records[0]["models_loaded"] == records[1]["models_loaded"] == records[2]["models_loaded"] == 1
     assert records[0]["result"]["frames"] == 3 and records[1]["result"]["seed"] == 7
+    assert len(records[0]["result"]["warnings"]) == 1 and "does not look like DensePose" in records[0]["result"]["warnings"][0]  # noise poses
     # the same command run on its own, from the shell (a fresh process, as a batch worker is)
     alone = subprocess.run(
         [sys.executable, "-m", "magicanimate_cli", "animate", "ref.png", "pose", "-o", "alone", *common, "--json"],

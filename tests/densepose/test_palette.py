@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from magicanimate_cli.densepose import (
+    BACKGROUND,
     MASK_LABEL_SYMMETRIES,
     PALETTE,
     PART_NAMES,
@@ -13,6 +14,7 @@ from magicanimate_cli.densepose import (
     labels_from_render,
     render_labels,
 )
+from magicanimate_cli.densepose.palette import palette_shares
 
 from densepose_helpers import TABLE_10_3
 
@@ -72,3 +74,45 @@ def test_point_label_symmetries_swap_left_and_right():
     assert sym[labels].tolist() == [[4, 3, 0, 23]]
 
 
+
+
+def _render_clip(frames=4, size=96, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """A render of solid 8×8 parts of random labels in a box, as real renders are made of solid parts."""
+    labels = np.zeros((frames, size, size), np.uint8)
+    parts = np.random.default_rng(seed).integers(1, 25, (frames, 8, 5))
+    labels[:, 16:80, 28:68] = np.kron(parts, np.ones((8, 8), np.int64))
+    return labels, render_labels(labels)
+
+
+def test_palette_shares_of_a_render_are_its_person_and_all_of_it_in_the_palette():
+    labels, render = _render_clip()
+    person = float((labels > 0).mean())
+    assert palette_shares(render) == (person, 1.0)
+    on_black = np.where(labels[..., None] > 0, render, 0).astype(np.uint8)  # some published renders are on black
+    assert palette_shares(on_black, background=(0, 0, 0)) == (person, 1.0)
+    assert palette_shares(np.broadcast_to(BACKGROUND, (2, 8, 8, 3))) == (0.0, 0.0)  # nobody
+
+
+def test_palette_shares_survive_h264(tmp_path):
+    from magicanimate_cli import media
+
+    labels, render = _render_clip()
+    media.write_frames(tmp_path / "render.mp4", render, 25.0)  # libx264 yuv420p: colours drift and bleed at edges
+    decoded = np.stack(list(media.iter_frames(tmp_path / "render.mp4")))
+    assert not np.array_equal(decoded, render)
+    person, palette = palette_shares(decoded)
+    assert abs(person - (labels > 0).mean()) < 0.02 and palette > 0.95
+
+
+def test_a_video_that_is_not_a_render_has_almost_none_of_its_pixels_in_the_palette(tmp_path):
+    import subprocess
+
+    from magicanimate_cli import media
+    from magicanimate_cli.align import clip_background
+
+    video = tmp_path / "testsrc2.mp4"  # ffmpeg's colourful moving test pattern, as a raw video stands for
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=96x96:rate=25:duration=1",
+                    "-pix_fmt", "yuv420p", str(video)], check=True)  # fmt: skip
+    frames = np.stack(list(media.iter_frames(video)))
+    person, palette = palette_shares(frames, clip_background(frames))
+    assert person > 0.5 and palette < 0.05
