@@ -34,13 +34,14 @@ Boxes are ``(x0, y0, x1, y1)`` with ``x1``/``y1`` exclusive, in pixels of the fi
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .animate import AnimateConfig
-from .errors import UserError
+from .errors import InputWarning, UserError
 
 ANCHORS = ("feet", "center", "head")
 FRAME_MODES = ("first", "median")
@@ -399,6 +400,7 @@ class AlignResult:
     meta: str | None = None  # the clip's meta.json that records the transform
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # InputWarning messages: the run went on (animate.motion_warnings)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -428,11 +430,13 @@ def align(
     receives ``00000.png``, ... (lossless). Frames are ``size×size``, fitted like ``animate``
     fits them, so ``animate`` uses them as they are. ``segmenter``/``estimator`` replace the
     installed PaddleSeg/detectron2 models (see ``reference_box``). A motion video that does not
-    decode to its end is refused unless ``allow_truncated``.
+    decode to its end is refused unless ``allow_truncated``. A motion that is not DensePose in
+    MagicAnimate's colours, or shows nobody, is warned about as ``animate`` does (``InputWarning``,
+    the result's ``warnings``).
     """
     from . import clip as clip_folder
     from . import media
-    from .animate import _FrameStore
+    from .animate import _FrameStore, motion_warnings
     from .crop import fit_square
     from .files import discard, temp_beside
 
@@ -466,6 +470,9 @@ def align(
             poses = store.frames()
             if len(poses) == 0:
                 raise UserError(f"{source}: no frames to align")
+            noticed = motion_warnings(poses, source)  # not DensePose, or nobody: said before the body is looked for
+            for message in noticed:
+                warnings.warn(message, InputWarning, stacklevel=2)
             alignment = plan_alignment(poses, found.box, anchor=anchor, frames=frames, background=background, source=str(source))
             with media.FrameWriter(output, info.fps, overwrite) as writer:
                 for index, pose in enumerate(poses):
@@ -495,4 +502,5 @@ def align(
         meta=str(motion / clip_folder.META) if clip is not None else None,
         notes=list(found.notes),
         seconds=round(time.perf_counter() - started, 3),
+        warnings=noticed,
     )

@@ -271,6 +271,21 @@ def test_align_writes_frames_and_the_transform(tmp_path):
         align(reference, motion, tmp_path / "out", size=96)
 
 
+def test_align_warns_about_a_motion_that_is_not_densepose_as_animate_does(tmp_path):
+    import warnings
+
+    from magicanimate_cli.errors import InputWarning
+
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)  # a DensePose clip: none
+        assert align(reference, write_frames_folder(tmp_path / "poses", draw_clip([BODY] * 3, part=4)), tmp_path / "a", size=96).warnings == []
+    noise = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)  # a raw video stands for it
+    with pytest.warns(InputWarning, match="does not look like DensePose") as caught:
+        result = align(reference, write_frames_folder(tmp_path / "noise", noise), tmp_path / "b", size=96)
+    assert result.warnings == [str(w.message) for w in caught] and result.warnings[0].startswith(f"{tmp_path / 'noise'}: ")
+
+
 def test_a_truncated_motion_video_is_refused_unless_allowed(tmp_path, tiny_pipeline):
     from magicanimate_cli.animate import animate
 
