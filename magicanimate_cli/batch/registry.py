@@ -7,7 +7,7 @@ parameter with a CLI type (``str``, ``int``, ``float``, ``bool``, ``Path``, opti
 them) is an option ``--name-with-dashes`` with the function's default; a ``bool`` is a flag
 (``--no-name`` too when it defaults to true); ``output`` is also ``-o``. Parameters of other types
 (a loaded model, a callback) are not options. ``SPELLINGS`` and ``Command.types`` hold the few
-exceptions. tests/batch/test_batch_registry.py keeps this table equal to the CLI's commands.
+exceptions. tests/batch/test_registry.py keeps this table equal to the CLI's commands.
 
 ``parse(command, args)`` turns a manifest line into the function's keyword arguments, with the
 CLI's rules and messages (unknown option, wrong type, missing argument), without importing the
