@@ -57,21 +57,29 @@ class InputWarning(UserWarning):
     """
 
 
-def warn_in_one_line() -> None:
-    """Show every ``InputWarning`` as one ``warning: <message>`` line on stderr; other warnings as Python does."""
+def warn_in_one_line(also=None) -> None:
+    """Show every ``InputWarning`` as one ``warning: <message>`` line on stderr; other warnings as Python does.
+
+    ``also`` (a function of the message's text) receives each one too: ``serve`` sends it to the
+    client whose task warned. Called again without ``also``, it leaves the installed one as it is.
+    """
     import sys
     import warnings
 
     original = warnings.showwarning
     if getattr(original, "in_one_line", False):
-        return
+        if also is None:
+            return
+        original = original.shown_before  # replaced, not stacked: still one line per warning
 
     def show(message, category, filename, lineno, file=None, line=None):
         if not issubclass(category, InputWarning):
             return original(message, category, filename, lineno, file, line)
         print(f"warning: {one_line(message)}", file=file or sys.stderr, flush=True)
+        if also is not None:
+            also(str(message))
 
-    show.in_one_line = True
+    show.in_one_line, show.shown_before = True, original
     warnings.showwarning = show
 
 

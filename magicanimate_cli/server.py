@@ -11,7 +11,9 @@ shows the progress the server reports and prints the result, with the CLI's exit
 
 The protocol is one JSON object per line. The client sends ``{"protocol": 1, "command": ...,
 "args": [...], "cwd": ..., "env": {...}, "width": ..., "debug": false}``; the server answers ``{"started": true}``,
-``{"progress": [stage, done, total]}`` lines and one ``{"record": ...}`` (the batch's task record:
+``{"progress": [stage, done, total]}`` and ``{"warning": text}`` lines (an ``InputWarning`` of the
+task, which the client warns with in its own process, so its terminal shows it when it is found)
+and one ``{"record": ...}`` (the batch's task record:
 ``exit_code``, ``error``, ``result``, ``summary``, ...). One task runs at a time, in the order the
 clients connected, in the client's folder. A client that goes away (Ctrl-C) ends its task at the
 task's next progress report; what the task had written stays as an interrupted run leaves it
@@ -33,12 +35,13 @@ import stat
 import struct
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import StageFailed, UserError, first_line, shown
+from .errors import InputWarning, StageFailed, UserError, first_line, shown
 from .processes import stop_on_signals
 
 PROTOCOL = 1
@@ -159,6 +162,8 @@ def submit(
                     if "record" in message:
                         record = message["record"]
                         break
+                    if "warning" in message:  # the task's InputWarning, when it was found
+                        warnings.warn(str(message["warning"]), InputWarning, stacklevel=2)
                     if progress is not None and "progress" in message:
                         stage, done, total = message["progress"]
                         progress(str(stage), int(done), int(total))
@@ -516,6 +521,12 @@ def _send(conn: sockets.socket, message: dict) -> None:
     conn.sendall(json.dumps(message, default=str).encode() + b"\n")
 
 
+def _send_quietly(conn: sockets.socket, message: dict) -> None:
+    """``_send``, for a client that may have left: its task stops at its next progress report."""
+    with suppress(OSError):
+        _send(conn, message)
+
+
 def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) -> dict | None:
     """Run one client's task in the client's folder; its record, given to ``counted`` and then
     sent to the client. None when the client left before its task began (nothing ran)."""
@@ -542,7 +553,8 @@ def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) ->
             os.chdir(request["cwd"])  # what the task's checks call the current folder is the client's
             with _environment(request.get("env", {})):
                 record = runner.run({"command": request["command"], "args": request["args"]}, progress=report,
-                                    summary_width=request["width"], debug=request["debug"])
+                                    summary_width=request["width"], debug=request["debug"],
+                                    warned=lambda text: _send_quietly(conn, {"warning": text}))
         except OSError as exc:
             record = {**_refused(f"{shown(request['cwd'])}: cannot work in the client's folder ({exc.strerror}); run the command without --server"),
                       "command": request["command"], "args": request["args"]}

@@ -17,11 +17,13 @@ import os
 import re
 import socket
 import time
+import warnings
 from collections.abc import Hashable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import NetworkError, StageFailed, UserError, warn_in_one_line
+from ..errors import InputWarning, NetworkError, StageFailed, UserError, warn_in_one_line
 from .registry import Command, ModelCache, Registry, Unknown, Usage, resolve, resolve_path
 
 COMMANDS = "magicanimate_cli.batch.registry:COMMANDS"
@@ -135,7 +137,7 @@ class TaskRunner:
 
     # -- running a task
 
-    def run(self, task: dict, progress=None, summary_width: int | None = None, debug: bool = False) -> dict:
+    def run(self, task: dict, progress=None, summary_width: int | None = None, debug: bool = False, warned=None) -> dict:
         """Run one task (``Task.to_dict()``) and return its record: the task plus ``status``
         (done/failed), ``exit_code``, ``error``, ``result``, ``seconds``, ``worker`` (host:pid)
         and ``models_loaded`` (how many models this worker has loaded so far).
@@ -146,13 +148,15 @@ class TaskRunner:
         ``summary_width`` the record of a task that returned a result (whatever its exit code) also
         has ``summary``: the lines the CLI would print for a person (``summary.as_text``), that
         many columns wide. With ``debug`` the record of a task that failed with an unexpected
-        exception (exit 1) also has ``traceback``: its text, as ``--debug`` prints it."""
+        exception (exit 1) also has ``traceback``: its text, as ``--debug`` prints it. ``warned``
+        receives each ``InputWarning`` the task gives, as soon as it is given, with its paths as the
+        task wrote them (``server.py`` sends it to its client); every one, also one of a text seen before."""
         warn_in_one_line()  # a task's InputWarning (a motion that is not DensePose): one line, as the CLI prints it
         started = time.perf_counter()
         reclaim = bool(task.get("reclaim"))
         task = {key: value for key, value in task.items() if key != "reclaim"}
         try:
-            code, result, error, summary = self._run(task["command"], list(task["args"]), reclaim, progress, summary_width)
+            code, result, error, summary = self._run(task["command"], list(task["args"]), reclaim, progress, summary_width, warned)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - nothing a task does may end the batch
@@ -172,7 +176,7 @@ class TaskRunner:
         }
 
     def _run(self, command: str, args: list[str], reclaim: bool, progress=None,
-             summary_width: int | None = None) -> tuple[int, dict | None, str | None, str | None]:
+             summary_width: int | None = None, warned=None) -> tuple[int, dict | None, str | None, str | None]:
         try:
             cmd, params, written = self.parse(command, args)
         except (Unknown, Usage) as exc:
@@ -185,9 +189,10 @@ class TaskRunner:
 
             extra["progress"] = progress or silent
         try:
-            if cmd.model is not None:
-                extra[cmd.model.keyword] = self.model(cmd.name, cmd.model, params)
-            result = cmd.load()(**params, **extra)
+            with _warnings_to(warned, written):
+                if cmd.model is not None:
+                    extra[cmd.model.keyword] = self.model(cmd.name, cmd.model, params)
+                result = cmd.load()(**params, **extra)
         except UserError as exc:
             return 2, None, _as_written(str(exc), written), None
         except (StageFailed, NetworkError) as exc:
@@ -240,6 +245,18 @@ def _signature(command: Command) -> set[str]:
     import inspect
 
     return set(inspect.signature(command.load()).parameters)
+
+
+@contextmanager
+def _warnings_to(warned, written: dict[str, str]):
+    """Inside: each ``InputWarning`` also goes to ``warned`` (if any), its paths as the task wrote them."""
+    if warned is None:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        warn_in_one_line(also=lambda text: warned(_as_written(text, written)))
+        yield
 
 
 def _as_written(value, written: dict[str, str]):
