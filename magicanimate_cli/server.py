@@ -140,9 +140,9 @@ def submit(
     """Run ``magicanimate COMMAND ARGS`` on the server at ``socket``, as if typed in ``cwd``.
 
     Relative paths are read against ``cwd`` (default: this process's folder). The server's
-    progress goes to ``progress``; the task's ``InputWarning``s are warned here as they come. Bad input raises ``UserError`` (the CLI's exit 2), a failed
-    task ``StageFailed`` (exit 1); a result whose own exit code is not 0 (a stage of
-    ``preprocess`` failed) is returned with it. The variables of ``FORWARDED_ENV`` hold for the
+    progress goes to ``progress``; the task's ``InputWarning``s are warned here as they come. Bad
+    input raises ``UserError`` (the CLI's exit 2), a failed task ``StageFailed`` (exit 1); a
+    result whose own exit code is not 0 (a stage of ``preprocess`` failed) is returned with it. The variables of ``FORWARDED_ENV`` hold for the
     task as they are in this process (a relative weights folder read against ``cwd``). With
     ``debug`` a task that fails with an unexpected exception raises a ``StageFailed`` whose
     ``traceback`` is the server's text of it (``--debug`` prints it, as for a local run).
