@@ -34,14 +34,13 @@ Boxes are ``(x0, y0, x1, y1)`` with ``x1``/``y1`` exclusive, in pixels of the fi
 from __future__ import annotations
 
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .animate import AnimateConfig
-from .errors import InputWarning, UserError
+from .errors import UserError
 
 ANCHORS = ("feet", "center", "head")
 FRAME_MODES = ("first", "median")
@@ -81,9 +80,10 @@ class BorderColours:
     def add(self, frame) -> None:
         import numpy as np
 
-        border = np.concatenate([frame[0], frame[-1], frame[1:-1, 0], frame[1:-1, -1]]).astype(np.uint32)
-        packed = (border[:, 0] << 16) | (border[:, 1] << 8) | border[:, 2]
-        values, counts = np.unique(packed, return_counts=True)
+        from .densepose.palette import colour_codes
+
+        border = np.concatenate([frame[0], frame[-1], frame[1:-1, 0], frame[1:-1, -1]])
+        values, counts = np.unique(colour_codes(border), return_counts=True)
         self.counts.update(dict(zip(values.tolist(), counts.tolist())))
 
     def most_common(self) -> tuple[int, int, int]:
@@ -112,13 +112,10 @@ def body_mask(frame, background) -> "numpy.ndarray":  # noqa: F821
     """
     import numpy as np
 
-    from .densepose.palette import PALETTE
+    from .densepose.palette import PALETTE, distinct_colour_distances
 
-    codes = (frame[..., 0].astype(np.int32) << 16) | (frame[..., 1].astype(np.int32) << 8) | frame[..., 2]
-    unique, inverse = np.unique(codes, return_inverse=True)  # classify each colour once, not each pixel
-    colours = np.stack([unique >> 16, (unique >> 8) & 255, unique & 255], axis=-1).astype(np.int64)
     targets = np.vstack([background, PALETTE]).astype(np.int64)  # background, label 0, labels 1..24
-    distances = (colours**2).sum(axis=1)[:, None] - 2 * colours @ targets.T + (targets**2).sum(axis=1)[None]
+    distances, inverse, _ = distinct_colour_distances(frame, targets)  # each colour classified once, not each pixel
     is_body = distances[:, 2:].min(axis=1) < distances[:, :2].min(axis=1)
     return is_body[inverse].reshape(frame.shape[:2])
 
@@ -471,8 +468,6 @@ def align(
             if len(poses) == 0:
                 raise UserError(f"{source}: no frames to align")
             noticed = motion_warnings(poses, source)  # not DensePose, or nobody: said before the body is looked for
-            for message in noticed:
-                warnings.warn(message, InputWarning, stacklevel=2)
             alignment = plan_alignment(poses, found.box, anchor=anchor, frames=frames, background=background, source=str(source))
             with media.FrameWriter(output, info.fps, overwrite) as writer:
                 for index, pose in enumerate(poses):

@@ -286,9 +286,7 @@ def animate(
         poses = store.frames()
         if len(poses) == 0:
             raise UserError(f"{motion}: no frames to animate")
-        noticed = motion_warnings(poses, motion)
-        for message in noticed:  # said now, before the long work, which goes on
-            warnings.warn(message, InputWarning, stacklevel=2)
+        noticed = motion_warnings(poses, motion)  # said now, before the long work, which goes on
         unaligned = alignment = None
         if align:
             unaligned, (store, alignment) = store, _align_store(store, aligned_scratch, ref_found.box, pose_fill, motion)
@@ -342,10 +340,11 @@ def animate(
 
 
 def motion_warnings(poses, motion: Path) -> list[str]:
-    """What makes fitted ``poses`` (uint8 RGB ``T×S×S×3``) unlikely to drive the model, judged on up
-    to 8 frames spread over the clip: no person at all, or a person not drawn in the DensePose palette
-    (a raw video, an IUV or parula rendering). MagicAnimate's ControlNet was trained on viridis
-    DensePose only, so either gives an animation that does not follow the motion."""
+    """Warn (``InputWarning``, from the stage's caller) about what makes fitted ``poses`` (uint8 RGB
+    ``T×S×S×3``) unlikely to drive the model, and return the messages, judged on up to 8 frames
+    spread over the clip: no person at all, or a person not drawn in the DensePose palette (a raw
+    video, an IUV or parula rendering). MagicAnimate's ControlNet was trained on viridis DensePose
+    only, so either gives an animation that does not follow the motion."""
     import numpy as np
 
     from ..align import clip_background
@@ -353,14 +352,17 @@ def motion_warnings(poses, motion: Path) -> list[str]:
 
     picked = poses[np.linspace(0, len(poses) - 1, min(8, len(poses))).round().astype(int)]
     person, palette = palette_shares(picked, clip_background(picked))  # background: viridis(0) and the border's colour
+    found = []
     if person < MIN_PERSON_SHARE:
-        return [f"{motion}: no person in {len(picked)} frames spread over the clip (only background); "
-                "the animation will show nobody: check the video given to `magicanimate densepose`"]
-    if palette < MIN_PALETTE_SHARE:
-        return [f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels "
-                "are viridis part colours), so the animation will probably not follow it; make the poses with "
-                "`magicanimate densepose VIDEO`"]
-    return []
+        found.append(f"{motion}: no person in {len(picked)} frames spread over the clip (only background); "
+                     "the animation will show nobody: check the video given to `magicanimate densepose`")
+    elif palette < MIN_PALETTE_SHARE:
+        found.append(f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels "
+                     "are viridis part colours), so the animation will probably not follow it; make the poses with "
+                     "`magicanimate densepose VIDEO`")
+    for message in found:
+        warnings.warn(message, InputWarning, stacklevel=3)  # pointing at whoever called animate() or align()
+    return found
 
 
 def check_animate(*args, **kwargs) -> None:
