@@ -439,7 +439,7 @@ def align(
 
     config = AlignConfig(anchor, frames, size, fit)
     config.validate()
-    reference, motion, output = Path(reference), Path(motion), Path(output)
+    reference, motion, output = media.input_path(reference), media.input_path(motion), media.output_path(output)
     media.check_sequence_output(output)
     if not motion.exists():
         raise UserError(f"{motion}: no such file or folder")

@@ -107,6 +107,10 @@ OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace OUTPUT if it
 ALLOW_TRUNCATED_OPTION = typer.Option(
     False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."
 )
+OUTPUT_AS_TYPED = {"parser": str, "metavar": "<path>"}
+"""Paths reach the stage as typed (``parser=str``; ``Path`` would read ``""`` as ``.`` and drop a
+trailing ``/``): ``media.output_path`` and ``media.input_path`` read them (``~``, ``-o ""``,
+``-o out.mp4/``). The input arguments take ``parser=str`` alone (their metavars are their names)."""
 MODELS_OPTION = typer.Option(
     None, "--models", envvar="MAGICANIMATE_MODELS", help="Weights folder (official layout); default ./models of a checkout, else ~/.cache/magicanimate/models."
 )
@@ -222,9 +226,9 @@ def _fail(message: str, code: int, as_json: bool) -> None:
 
 @app.command()
 def animate(
-    reference: Path = typer.Argument(..., metavar="REF", help="Reference image (any mode and size)."),
-    motion: Path = typer.Argument(..., metavar="MOTION", help="DensePose motion: a video, a folder of frames, or a clip folder (reads densepose/)."),
-    output: Path = typer.Option(..., "-o", "--output", help="An .mp4 path, or a folder that receives PNG frames."),
+    reference: Path = typer.Argument(..., parser=str, metavar="REF", help="Reference image (any mode and size)."),
+    motion: Path = typer.Argument(..., parser=str, metavar="MOTION", help="DensePose motion: a video, a folder of frames, or a clip folder (reads densepose/)."),
+    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="An .mp4 path, or a folder that receives PNG frames."),
     models: Optional[Path] = MODELS_OPTION,
     steps: int = typer.Option(_ANIMATE.steps, "--steps", help="DDIM steps."),
     guidance_scale: float = typer.Option(_ANIMATE.guidance_scale, "--guidance-scale", help="Appearance guidance (classifier-free, against the prediction without the reference's features); 1 or less turns it off and halves the UNet's work."),
@@ -271,9 +275,9 @@ _ALIGN = _AlignConfig()
 
 @app.command("align")
 def align_(
-    reference: Path = typer.Argument(..., metavar="REF", help="Reference image: the person the poses are fitted to."),
-    motion: Path = typer.Argument(..., metavar="MOTION", help="DensePose motion: a video, a frames folder, or a clip folder (reads densepose/, records the transform in meta.json)."),
-    output: Path = typer.Option(..., "-o", "--output", help="An .mp4 path, or a folder that receives PNG frames (lossless)."),
+    reference: Path = typer.Argument(..., parser=str, metavar="REF", help="Reference image: the person the poses are fitted to."),
+    motion: Path = typer.Argument(..., parser=str, metavar="MOTION", help="DensePose motion: a video, a frames folder, or a clip folder (reads densepose/, records the transform in meta.json)."),
+    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="An .mp4 path, or a folder that receives PNG frames (lossless)."),
     anchor: str = typer.Option(_ALIGN.anchor, "--anchor", help=f"The point that lines up: {', '.join(_ANCHORS)} (bottom centre, box centre, top centre)."),
     frames: str = typer.Option(_ALIGN.frames, "--frames", help=f"Body box of the {' or '.join(_FRAME_MODES)} (per-coordinate median over frames with a body)."),
     ref_box: Optional[str] = typer.Option(None, "--ref-box", help="The reference person's box x0,y0,x1,y1 in reference pixels; default from alpha, matting or DensePose."),
@@ -314,8 +318,8 @@ _MATTE = _MatteConfig()
 
 @app.command()
 def matte(
-    input: Path = typer.Argument(..., help="A video, a frames folder, one image, or a clip folder (reads images/, writes masks/)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Masks folder (PNG, input frame names), .mp4, or .png; default CLIP/masks."),
+    input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, one image, or a clip folder (reads images/, writes masks/)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", **OUTPUT_AS_TYPED, help="Masks folder (PNG, input frame names), .mp4, or .png; default CLIP/masks."),
     models: Optional[Path] = MODELS_OPTION,
     model: str = typer.Option(_MATTE.model, "--model", help=f"PaddleSeg model: {', '.join(_MATTE_MODELS)}."),
     soft: bool = typer.Option(False, "--soft", help="Write the person probability (0-255) instead of a 0/255 mask."),
@@ -339,8 +343,8 @@ _EVAL = _EvalConfig()
 
 @app.command("eval")
 def eval_(
-    generated: Path = typer.Argument(..., help="Generated clip (.mp4 or frames folder) or a folder of clips."),
-    ground_truth: Path = typer.Argument(..., help="Ground-truth clip, or a folder of clips with the same names."),
+    generated: Path = typer.Argument(..., parser=str, help="Generated clip (.mp4 or frames folder) or a folder of clips."),
+    ground_truth: Path = typer.Argument(..., parser=str, help="Ground-truth clip, or a folder of clips with the same names."),
     metrics: str = typer.Option(_EVAL.metrics, "--metrics", help="Comma list of l1,psnr,ssim,lpips,fid,fid-vid,fvd (or all)."),
     protocol: str = typer.Option(_EVAL.protocol, "--protocol", help="corrected (float, RGB SSIM, LPIPS on [-1,1]) or disco (DisCo's code, bug for bug)."),
     clip_length: int = typer.Option(_EVAL.clip_length, "--clip-length", help="Frames per FVD/FID-VID clip (disco FVD uses whole videos)."),
@@ -365,7 +369,7 @@ _DENSEPOSE = _DensePoseConfig()
 @app.command("download")
 def download_(
     sources: Optional[list[str]] = typer.Argument(None, metavar="URL_OR_ID...", help="Video URLs or YouTube IDs (with --tracklets: only these IDs' rows)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder that receives DIR/<id>.mp4 (and the cut clips)."),
+    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="Folder that receives DIR/<id>.mp4 (and the cut clips)."),
     start: Optional[str] = typer.Option(None, "--start", help="Cut from this time (seconds or [HH:]MM:SS) into <id>_<start>-<end>.mp4."),
     end: Optional[str] = typer.Option(None, "--end", help="Cut up to this time (exclusive); default the end of the video."),
     tracklets: Optional[Path] = typer.Option(None, "--tracklets", help="TED-talks metadata CSV: one cut, box-cropped clip per row into DIR/<partition>/."),
@@ -383,8 +387,8 @@ def download_(
 
 @app.command("frames")
 def frames_(
-    video: Path = typer.Argument(..., help="A video file."),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder that receives 00000.png, 00001.png, ..."),
+    video: Path = typer.Argument(..., parser=str, help="A video file."),
+    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="Folder that receives 00000.png, 00001.png, ..."),
     fps: float = typer.Option(_FRAMES_FPS, "--fps", help="Frames per second to extract (MagicAnimate uses 25)."),
     allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
@@ -398,8 +402,8 @@ def frames_(
 
 @app.command("crop")
 def crop_(
-    input: Path = typer.Argument(..., help="A video, a frames folder, an image, or a clip folder (all its subfolders alike)."),
-    output: Path = typer.Option(..., "-o", "--output", help="An .mp4, a frames folder, a .png, or (for a clip folder) a clip folder."),
+    input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, an image, or a clip folder (all its subfolders alike)."),
+    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="An .mp4, a frames folder, a .png, or (for a clip folder) a clip folder."),
     size: int = typer.Option(_CROP_SIZE, "--size", help="Output square side; 0 keeps the --box / --fov region's own size."),
     box: Optional[str] = typer.Option(None, "--box", help="Fixed region x0,y0,x1,y1 in source pixels (x1, y1 exclusive)."),
     fov: Optional[str] = typer.Option(None, "--fov", help="Person-centred field of view WxH (e.g. 1024x512), steady over the clip."),
@@ -415,8 +419,8 @@ def crop_(
 
 @app.command("flip")
 def flip_(
-    clip: Path = typer.Argument(..., help="A clip folder (images/, densepose/, masks/, densepose_labels/)."),
-    output: Path = typer.Option(..., "-o", "--output", help="The mirrored clip folder."),
+    clip: Path = typer.Argument(..., parser=str, help="A clip folder (images/, densepose/, masks/, densepose_labels/)."),
+    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="The mirrored clip folder."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -428,8 +432,8 @@ def flip_(
 
 @app.command("preprocess")
 def preprocess_(
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Videos, folders of videos (or of frames), list files (.txt, one path a line)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder that receives one clip folder per video."),
+    inputs: list[Path] = typer.Argument(..., parser=str, metavar="INPUT...", help="Videos, folders of videos (or of frames), list files (.txt, one path a line)."),
+    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="Folder that receives one clip folder per video."),
     flip: bool = typer.Option(False, "--flip", help="Also write the mirrored clip OUT/<clip>_flip/."),
     fov: Optional[str] = typer.Option(None, "--fov", help="Crop a person-centred WxH field of view (e.g. 1024x512) before DensePose."),
     size: int = typer.Option(_CROP_SIZE, "--size", help="Side of the final square frames."),
@@ -455,9 +459,9 @@ def preprocess_(
 
 @app.command("densepose")
 def densepose_(
-    input: Path = typer.Argument(..., help="A video, a frames folder, or a clip folder (reads images/, writes densepose/ and densepose_labels/)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="An .mp4, or a folder of PNG frames; default CLIP/densepose for a clip folder."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Also write the part labels 0..24 here (single-channel PNGs); default CLIP/densepose_labels."),
+    input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, or a clip folder (reads images/, writes densepose/ and densepose_labels/)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", **OUTPUT_AS_TYPED, help="An .mp4, or a folder of PNG frames; default CLIP/densepose for a clip folder."),
+    labels: Optional[Path] = typer.Option(None, "--labels", **OUTPUT_AS_TYPED, help="Also write the part labels 0..24 here (single-channel PNGs); default CLIP/densepose_labels."),
     config: Optional[str] = typer.Option(None, "--config", help="Zoo model (default densepose_rcnn_R_50_FPN_s1x; R_101_FPN_DL_s1x, ...) or a detectron2 DensePose YAML."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Model weights (.pkl or .pth); default the zoo weights, downloaded once into MODELS."),
     models: Optional[Path] = MODELS_OPTION,
@@ -594,6 +598,10 @@ def entrypoint() -> None:
     for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks is escaped, not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    if sys.stdout is None and wants_json(sys.argv):  # started with stdout closed (`>&-`): the result would be lost
+        with contextlib.suppress(OSError, AttributeError):
+            sys.stderr.write("error: --json: standard output is closed, so the result would be lost; redirect it (> result.json)\n")
+        sys.exit(2)
     try:
         code = app(standalone_mode=False)
     except BrokenPipeError:

@@ -35,6 +35,7 @@ SUBFOLDERS = (IMAGES, DENSEPOSE, MASKS, LABELS)
 SIZE = 512  # a clip's square frames, as the TikTok dataset and MagicAnimate have them
 META = "meta.json"
 META_FORMAT = 1
+WORK = ".work"  # `preprocess`'s full-size intermediate frames, removed when the clip is complete (kept with --keep-work)
 
 # stage statuses written to meta.json
 RUNNING, DONE, FAILED, UNAVAILABLE, SKIPPED = "running", "done", "failed", "unavailable", "skipped"

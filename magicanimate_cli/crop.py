@@ -441,7 +441,7 @@ def crop(
     from .clip import is_clip_folder, read_meta, subfolders, versions, write_meta
     from .files import commit, discard, temp_beside
 
-    input, output = Path(input), Path(output)
+    input, output = media.input_path(input), media.output_path(output)
     if not input.exists():
         raise UserError(f"{input}: no such file or folder")
     size = check_size(size)

@@ -424,7 +424,9 @@ def download(
     With ``tracklets``, ``sources`` (optional) restricts the CSV to those YouTube IDs.
     ``url_template`` turns a YouTube ID into a URL (``{id}``), e.g. a lab mirror of the videos.
     """
-    output = Path(output)
+    from .media import output_path
+
+    output = output_path(output)
     sources = [s.strip() for s in (sources or []) if s and s.strip()]
     if max_height is None or max_height < 16:
         raise UserError(f"--max-height {max_height}: must be at least 16 pixels (1080 is the default)")

@@ -154,6 +154,15 @@ def _token_pattern(final: Path) -> re.Pattern:
     return re.compile(rf"^\.{re.escape(_stem(final))}\.(\d+-[0-9a-f]{{8}})\.(partial.*|old|lock)$", re.DOTALL)
 
 
+_ANY_TEMPORARY = re.compile(r"^\..+\.(\d+-[0-9a-f]{8}\.(partial.*|old|lock)|run\.lock)$", re.DOTALL)
+
+
+def is_temporary_name(name: str) -> bool:
+    """``name`` is one of the hidden temporaries, locks or run claims that this module puts
+    beside an output (of whatever output)."""
+    return _ANY_TEMPORARY.match(name) is not None
+
+
 def _lock_path(final: Path, token: str) -> Path:
     return final.with_name(f".{_stem(final)}.{token}.lock")
 

@@ -168,7 +168,7 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     from .clip import META, is_clip_folder, now, read_meta, subfolders, versions, write_meta
     from .files import commit, discard, temp_beside, writing
 
-    clip, output = Path(clip), Path(output)
+    clip, output = media.input_path(clip), media.output_path(output)
     if not clip.exists():
         raise UserError(f"{clip}: no such clip folder")
     if not is_clip_folder(clip):

@@ -58,7 +58,7 @@ def frames(
     from . import media
     from .files import commit, discard, temp_beside
 
-    video, output = Path(video), Path(output)
+    video, output = media.input_path(video), media.output_path(output)
     fps = check_fps(fps)
     if video.is_dir():
         raise UserError(f"{video}: is a folder; `magicanimate frames` takes a video file (a folder of frames needs no extraction)")

@@ -671,7 +671,7 @@ def _checked(input, output, *, model, threshold, batch_size, smooth, device, ove
     config.validate()
     if device not in DEVICES:
         raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
-    plan = _plan(Path(input), Path(output) if output is not None else None)
+    plan = _plan(media.input_path(input), media.output_path(output) if output is not None else None)
     media.check_output(plan.output, overwrite, protect=(plan.source,))
     return config, plan, _probe(plan)
 

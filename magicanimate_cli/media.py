@@ -575,6 +575,37 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
 # ----------------------------------------------------------------------------- writing
 
 
+def input_path(value: Path | str) -> Path:
+    """An input path as the user wrote it: ``~`` is the home folder; an empty one (an unset shell
+    variable) is refused instead of read as the current folder."""
+    import os
+
+    text = os.fspath(value)
+    if not text:
+        raise UserError('"": an empty input path (an unset shell variable?); name the file or folder to read')
+    return Path(text).expanduser()
+
+
+def output_path(value: Path | str, option: str = "-o") -> Path:
+    """An output path as the user wrote it, checked before it becomes a ``Path`` (which drops a
+    trailing ``/``): ``~`` is the home folder; an empty one is refused (``-o "$OUT"`` with an unset
+    variable would otherwise name the current folder); a name that ends in ``/`` (a folder) but
+    reads as a video or an image file is refused (``-o out.mp4/``: the video, or a folder of
+    frames?). ``option`` names the option in that refusal. Every stage takes its outputs through
+    it; the CLI hands them over as typed."""
+    import os
+
+    text = os.fspath(value)
+    if not text:
+        raise UserError(f'{option} "": an empty output path (an unset shell variable?); name a video (out.mp4) or a folder (out/)')
+    path = Path(text).expanduser()
+    if text.endswith(("/", os.sep)) and (is_video(path) or is_image(path)):
+        kind = "a video" if is_video(path) else "an image"
+        raise UserError(f"{text}: ends in / (a folder) but {path.suffix} names {kind} file; drop the / to write {kind}, "
+                        f"or name the folder without {path.suffix}")
+    return path
+
+
 def check_apart(output: Path, inputs=()) -> None:
     """Refuse an output that is one of ``inputs``, lies inside one, or holds one (or the current
     folder): writing it would change or delete what the command reads. Symlinks are resolved."""
@@ -601,6 +632,46 @@ def check_sequence_output(path: Path) -> None:
         raise UserError(f"{shown(path)}: an image file name, but this writes every frame; pass a video ({path.stem}.mp4) or a folder ({path.stem}/)")
 
 
+_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}  # what file managers leave in any folder they show
+
+
+def foreign_entry(folder: Path) -> Path | None:
+    """The first thing in ``folder`` that no output of this package holds, or None.
+
+    A folder output is a frames folder of PNGs, or a clip folder: ``meta.json``, the clip
+    layout's subfolders of PNGs (``clip.SUBFOLDERS``) and ``preprocess --keep-work``'s ``.work/``.
+    Temporaries and locks of this package's writers and file managers' litter (``.DS_Store``,
+    ``._*``) are part of no one's work. Anything else (a document, a video, another folder) is
+    the user's: ``--overwrite`` must not delete it with the folder (``check_output``).
+    """
+    import os
+
+    from .clip import META, SUBFOLDERS, WORK
+    from .files import is_temporary_name
+
+    def stray(where: Path, top: bool) -> Path | None:
+        with os.scandir(where) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                name = entry.name
+                if name in _LITTER or name.startswith("._") or is_temporary_name(name):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if top and name == WORK:
+                        continue
+                    if top and name in SUBFOLDERS:
+                        found = stray(Path(entry.path), top=False)
+                        if found is not None:
+                            return found
+                        continue
+                    return Path(entry.path)
+                if name.lower().endswith(".png") or (top and name == META):
+                    continue
+                return Path(entry.path)
+        return None
+
+    return stray(Path(folder), top=True)
+
+
 def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     """Check an output path before the work: make sure its folder exists and is writable.
 
@@ -620,10 +691,26 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     vacant = empty_folder(path) and not is_video(path) and not is_image(path)  # an empty folder for a folder output
     if (path.exists() or path.is_symlink()) and not overwrite and not vacant:
         raise UserError(f"{shown(path)}: already exists; pass --overwrite to replace it or choose another output")
+    if overwrite and not vacant:
+        check_only_outputs_in(path)
     if is_video(path) and path.suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
         raise UserError(f"{shown(path)}: cannot write {path.suffix} video; use one of {', '.join(sorted(WRITABLE_VIDEO_EXTENSIONS))}")
     check_writable(path)
     return path
+
+
+def check_only_outputs_in(path: Path) -> None:
+    """Refuse to replace a folder ``path`` that holds something no output of this package holds
+    (``foreign_entry``): ``--overwrite`` replaces an earlier output, never a folder of the user's
+    own files named by mistake (``-o ~/Documents``). A file, a link or nothing passes."""
+    path = Path(path)
+    try:
+        stray = foreign_entry(path) if path.is_dir() and not path.is_symlink() else None
+    except OSError as exc:
+        raise UserError(f"{shown(path)}: cannot look inside ({exc.strerror or exc}), so --overwrite does not replace it; choose another output") from exc
+    if stray is not None:
+        raise UserError(f"{shown(path)}: holds {shown(stray)}, which is not part of an earlier output, so --overwrite does not replace "
+                        "this folder (it replaces PNG frames and clip folders only); move that away or choose another output")
 
 
 def check_names(path: Path, fix: str = "choose a shorter one") -> Path:

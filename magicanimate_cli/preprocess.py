@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, Clip, read_meta
+from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, WORK, Clip, read_meta
 from .clip import SIZE as CROP_SIZE
 from .densepose.config import DensePoseConfig
 from .errors import MissingDependency, NetworkError, StageFailed, UserError, shown
@@ -48,7 +48,6 @@ from .frames import DEFAULT_FPS as FRAMES_FPS
 
 SKIPPABLE = ("densepose", "matte")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
-WORK = ".work"
 FLIP_SUFFIX = "_flip"
 # what each stage writes into the folder it works on
 STAGE_OUTPUTS = {"frames": (IMAGES,), "matte": (MASKS,), "fov": (IMAGES, MASKS), "densepose": (DENSEPOSE, LABELS)}
@@ -103,7 +102,7 @@ def collect_sources(inputs, *, _from_list: bool = False) -> list[Source]:
 
     found: list[Source] = []
     for raw in inputs:
-        path = Path(raw).expanduser()
+        path = media.input_path(raw)
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
         if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
@@ -614,17 +613,18 @@ def _now() -> str:
 def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool) -> None:
     """Refuse (before any work) to write into folders that are not this tool's clips of these sources.
 
-    With ``overwrite`` nothing is deleted here: a clip folder in the way is renamed aside (a hidden
-    name that no sweep removes, ``_aside``) and deleted only once its replacement holds a clip
-    (``_Runner.run``, which finds it by name: ``_Runner.replaced``); a folder in the way of the
-    mirrored clip is replaced in one step by the flip stage itself.
+    With ``overwrite`` nothing is deleted here: a folder in the way that holds anything but an
+    earlier output's files is refused (``media.check_only_outputs_in``); a clip folder in the way
+    is renamed aside (a hidden name that no sweep removes, ``_aside``) and deleted only once its
+    replacement holds a clip (``_Runner.run``, which finds it by name: ``_Runner.replaced``); a
+    folder in the way of the mirrored clip is replaced in one step by the flip stage itself.
     """
     names = {source.name for source in sources}
     if flip:
         for source in sources:
             if source.name + FLIP_SUFFIX in names:
                 raise UserError(f"{source.path}: with --flip, clip {source.name!r} would write {source.name}{FLIP_SUFFIX}/, the name of another input; rename one")
-    from .media import check_apart, check_names, check_writable
+    from .media import check_apart, check_names, check_only_outputs_in, check_writable
 
     for source in sources:
         folders = [output / source.name] + ([output / f"{source.name}{FLIP_SUFFIX}"] if flip else [])
@@ -641,7 +641,9 @@ def _preflight(sources: list[Source], output: Path, flip: bool, overwrite: bool)
             )
             if ours:
                 continue
-            if not overwrite:
+            if overwrite:
+                check_only_outputs_in(folder)  # an earlier output is replaced; a folder of the user's own files never
+            else:
                 what = "is not a clip folder made from it" if meta is None else f"holds a clip made from {meta.get('source', {}).get('path', 'another source')}"
                 raise UserError(f"{folder}: exists and {what} ({source.path}); pass --overwrite to replace it or choose another -o")
     for source in sources:  # only once every folder passed: a refusal above moves nothing
@@ -721,7 +723,9 @@ def preprocess(
         inputs = [inputs]
     if not inputs:
         raise UserError("nothing to preprocess: give videos, folders of videos or a list file")
-    output = Path(output).expanduser().resolve()
+    from .media import output_path
+
+    output = output_path(output).resolve()
     if output.exists() and not output.is_dir():
         raise UserError(f"{output}: exists and is not a folder; -o takes the folder that receives one clip folder per video")
     size = check_size(size)

@@ -301,6 +301,20 @@ def test_a_name_the_terminals_encoding_lacks_is_escaped_not_a_crash(tmp_path):
     assert "fr\\xe4\\u043ces" in done.stdout and len(list((tmp_path / "fräмes").iterdir())) == 2
 
 
+def test_json_with_stdout_closed_is_refused_before_any_work(tmp_path):
+    # `magicanimate frames v.mp4 -o x --json >&-`: Python gives no sys.stdout, the result was lost and the exit was 0
+    from magicanimate_cli import media
+
+    media.write_frames(tmp_path / "in.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    args = [sys.executable, "-m", "magicanimate_cli", "frames", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out")]
+    closed = subprocess.run(["sh", "-c", '"$@" >&-', "sh", *args, "--json"], stderr=subprocess.PIPE, text=True, timeout=300)
+    assert closed.returncode == 2 and closed.stderr == "error: --json: standard output is closed, so the result would be lost; redirect it (> result.json)\n"
+    assert not (tmp_path / "out").exists()
+    humans = subprocess.run(["sh", "-c", '"$@" >&-', "sh", *args], stderr=subprocess.PIPE, text=True, timeout=300)
+    assert humans.returncode == 0, humans.stderr  # without --json nothing is lost: the frames are the result
+    assert len(media.list_frame_files(tmp_path / "out")) == 2
+
+
 def test_a_quoted_tilde_is_the_home_folder_as_in_batch_manifests(tmp_path, monkeypatch):
     # `-o "~/x"` from a script, a Makefile or a config reaches us unexpanded: it made a folder
     # named `~` here (one `rm -rf ~` away from a disaster), while batch and --models expanded it
@@ -315,6 +329,49 @@ def test_a_quoted_tilde_is_the_home_folder_as_in_batch_manifests(tmp_path, monke
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["output"] == str(home / "out") and len(list((home / "out").iterdir())) == 2
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["frames", "crop", "animate", "densepose", "download"])
+def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, command):
+    # `-o "$OUT"` with OUT unset: Path("") is ".", which wrote (or replaced, with --overwrite) the current folder
+    from magicanimate_cli import media
+
+    media.write_frames(tmp_path / "in.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    inputs = {"animate": [str(tmp_path / "in.mp4"), str(tmp_path / "in.mp4")], "download": ["https://example.invalid/v.mp4"]}
+    result = runner.invoke(app, [command, *inputs.get(command, [str(tmp_path / "in.mp4")]), "-o", "", "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"].startswith('-o "": an empty output path')
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["preprocess", ""], ["frames", ""], ["animate", "", "motion.mp4"], ["eval", "", "gt"]])
+def test_an_empty_input_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, command):
+    # `magicanimate preprocess "$VIDEOS"` with VIDEOS unset preprocessed every video of the current folder
+    from magicanimate_cli import media
+
+    media.write_frames(tmp_path / "talk.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    output = ["-o", str(tmp_path / "out")] if command[0] != "eval" else []
+    result = runner.invoke(app, [*command, *output, "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"].startswith('"": an empty input path')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4"]
+
+
+@pytest.mark.parametrize("output", ["out.mp4/", "out.png/"])
+def test_a_video_or_image_name_ending_in_a_slash_is_refused(tmp_path, output):
+    # a Path drops the "/": `-o out.mp4/` (meant as a folder?) wrote a video named out.mp4
+    from magicanimate_cli import media
+
+    media.write_frames(tmp_path / "in.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    result = runner.invoke(app, ["crop", str(tmp_path / "in.mp4"), "-o", f"{tmp_path}/{output}", "--size", "16"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    suffix = output[3:-1]
+    assert result.output.startswith(f"error: {tmp_path}/{output}: ends in / (a folder) but {suffix} names a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
 def test_a_run_where_part_of_the_work_failed_says_what_in_one_line(tmp_path):

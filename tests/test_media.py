@@ -157,6 +157,49 @@ def test_overwrite_never_replaces_an_input_or_the_current_folder(tmp_path, clip,
     assert video.read_bytes() == b"input"
 
 
+@pytest.mark.parametrize(("stray", "named"), [("notes.txt", "notes.txt"), ("take.mp4", "take.mp4"), ("holiday/00000.png", "holiday"),
+                                              ("images/cat.jpg", "images/cat.jpg"), ("images/deeper/00000.png", "images/deeper")])
+def test_overwrite_never_replaces_a_folder_of_the_users_own_files(tmp_path, clip, stray, named):
+    folder = tmp_path / "out"
+    media.write_frames(folder, clip[:2])
+    (folder / stray).parent.mkdir(parents=True, exist_ok=True)
+    (folder / stray).write_bytes(b"mine")
+    with pytest.raises(UserError) as refused:
+        media.write_frames(folder, clip[:3], overwrite=True)
+    assert str(refused.value).startswith(f"{folder}: holds {folder / named}, which is not part of an earlier output")
+    assert (folder / stray).read_bytes() == b"mine" and len(media.list_frame_files(folder)) == 2
+
+
+def test_overwrite_replaces_earlier_frames_and_clip_folders(tmp_path, clip):
+    frames = tmp_path / "frames"
+    media.write_frames(frames, clip[:2])
+    for litter in (".DS_Store", "._00000.png", ".00000.png.123-0123abcd.partial.png", ".frames.run.lock"):
+        (frames / litter).write_bytes(b"")
+    media.write_frames(frames, clip[:3], overwrite=True)
+    assert sorted(p.name for p in frames.iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    folder = tmp_path / "clip"
+    for sub in ("images", "densepose", "masks", "densepose_labels", ".work/full"):
+        media.write_frames(folder / sub, clip[:2])
+    (folder / ".work" / "notes.json").write_text("{}")  # preprocess --keep-work's own
+    (folder / "meta.json").write_text("{}")
+    media.write_frames(folder, clip[:1], overwrite=True)
+    assert [p.name for p in folder.iterdir()] == ["00000.png"]
+
+
+def test_output_paths_are_read_as_typed(tmp_path, monkeypatch, clip):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert media.output_path("~/out.mp4") == tmp_path / "out.mp4" and media.output_path("frames/") == Path("frames")
+    with pytest.raises(UserError, match='^--labels "": an empty output path'):
+        media.output_path("", "--labels")
+    with pytest.raises(UserError, match=r"^a\.MP4/: ends in / \(a folder\) but \.MP4 names a video file"):
+        media.output_path("a.MP4/")
+    media.write_frames(tmp_path / "in.mp4", clip[:2])
+    from magicanimate_cli.frames import frames
+
+    frames("~/in.mp4", "~/frames")  # the library as the CLI: ~ is the home folder
+    assert len(media.list_frame_files(tmp_path / "frames")) == 2
+
+
 def test_names_with_colons_are_files_not_protocols(tmp_path, clip, monkeypatch):
     monkeypatch.chdir(tmp_path)
     media.write_frames(Path("take:1.mp4"), clip[:2])

@@ -302,21 +302,31 @@ def test_a_named_file_that_is_no_video_is_exit_2_before_any_work(videos, tmp_pat
 
 
 def test_foreign_folder_needs_overwrite(videos, tmp_path):
-    (tmp_path / "talk").mkdir()
-    (tmp_path / "talk" / "mine.txt").write_text("keep me")
+    (tmp_path / "talk" / "images").mkdir(parents=True)
+    (tmp_path / "talk" / "images" / "00000.png").write_text("another clip's frame")
     result = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(tmp_path), "--skip", "densepose,matte"])
     assert result.exit_code == 2 and "--overwrite" in result.output and len(result.output.strip().splitlines()) == 1
-    assert (tmp_path / "talk" / "mine.txt").exists()
+    assert (tmp_path / "talk" / "images" / "00000.png").read_text() == "another clip's frame"
     ok = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(tmp_path), "--skip", "densepose,matte", "--size", "32", "--overwrite"])
     assert ok.exit_code == 0, ok.output
-    assert not (tmp_path / "talk" / "mine.txt").exists()
+    assert (tmp_path / "talk" / "images" / "00000.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_overwrite_never_replaces_a_folder_of_the_users_own_files(videos, tmp_path):
+    for folder in (tmp_path / "talk", tmp_path / "talk_flip"):
+        folder.mkdir()
+    (tmp_path / "talk_flip" / "mine.txt").write_text("keep me")
+    result = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(tmp_path), "--skip", "densepose,matte", "--flip", "--overwrite"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(f"error: {tmp_path / 'talk_flip'}: holds {tmp_path / 'talk_flip' / 'mine.txt'}, which is not part of an earlier output")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk", "talk_flip"] and (tmp_path / "talk_flip" / "mine.txt").read_text() == "keep me"
 
 
 def test_overwrite_keeps_what_is_in_the_way_until_its_replacement_holds_a_clip(videos, tmp_path):
     out, source = tmp_path / "out", tmp_path / "in" / "talk.mp4"
     for folder in (out / "talk", out / "talk_flip"):
-        folder.mkdir(parents=True)
-        (folder / "mine.txt").write_text("keep me")
+        (folder / "images").mkdir(parents=True)
+        (folder / "images" / "00000.png").write_text("keep me")  # an earlier clip's frame
     source.parent.mkdir()
     data = (videos / "talk.mp4").read_bytes()
     source.write_bytes(data[: len(data) // 2])  # cut off: the frames stage fails (found in its folder, not named: no refusal up front)
@@ -324,14 +334,14 @@ def test_overwrite_keeps_what_is_in_the_way_until_its_replacement_holds_a_clip(v
     (clip,) = first.clips
     assert clip["status"] == "failed"
     (aside,) = map(Path, clip["replaced"])
-    assert aside.parent == out and aside.name.startswith(".talk.replaced-") and (aside / "mine.txt").read_text() == "keep me"
-    assert (out / "talk_flip" / "mine.txt").read_text() == "keep me"  # the flip stage never ran: untouched
+    assert aside.parent == out and aside.name.startswith(".talk.replaced-") and (aside / "images" / "00000.png").read_text() == "keep me"
+    assert (out / "talk_flip" / "images" / "00000.png").read_text() == "keep me"  # the flip stage never ran: untouched
     source.write_bytes(data)
     second = preprocess([source], out, skip="densepose,matte", flip=True, overwrite=True, **FAST)
     (clip,) = second.clips
     assert clip["status"] == "done" and "replaced" not in clip
     assert not aside.exists() and sorted(p.name for p in out.iterdir()) == ["talk", "talk_flip"]
-    assert not (out / "talk" / "mine.txt").exists() and not (out / "talk_flip" / "mine.txt").exists()
+    assert all((out / name / "images" / "00000.png").read_bytes().startswith(b"\x89PNG") for name in ("talk", "talk_flip"))
     assert "replaced" not in json.loads((out / "talk" / "meta.json").read_text())
 
 

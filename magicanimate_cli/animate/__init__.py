@@ -404,7 +404,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule, context_fusion)
     config.validate()
-    reference, motion, output = Path(reference), Path(motion), Path(output)
+    reference, motion, output = media.input_path(reference), media.input_path(motion), media.output_path(output)
     if motion.is_dir() and not media.list_frame_files(motion):
         source = motion_of(motion)  # a clip folder: its densepose/ (refused without one)
         if source != motion:

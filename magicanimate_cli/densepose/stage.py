@@ -284,9 +284,12 @@ def check_densepose(*args, **kwargs) -> None:
 def _checked(input, output, *, labels, config, weights, batch_size, min_score, max_people, fill_missing, min_detected, smooth,
              fps, device, overwrite, estimator, **_) -> tuple[DensePoseConfig, _Plan]:  # fmt: skip
     """``densepose``'s checks, in its order; the rest of its arguments are ignored."""
+    from .. import media
+
     settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing, min_detected)
     settings.validate()
-    plan = _plan(Path(input), Path(output) if output is not None else None, Path(labels) if labels is not None else None, fps)
+    output = media.output_path(output) if output is not None else None
+    plan = _plan(media.input_path(input), output, media.output_path(labels, "--labels") if labels is not None else None, fps)
     if estimator is None:  # a missing input is said before a missing detectron2
         check_options(config=config, weights=weights, device=device, settings=settings)
     else:

@@ -299,7 +299,7 @@ def evaluate(
     wanted = EvalConfig(metrics, protocol, clip_length, batch_size).validate()
     if check_device(device).startswith("cuda"):
         resolve_device(device)  # a missing GPU is said before any frame is read, network metrics or not
-    generated, ground_truth = Path(generated), Path(ground_truth)
+    generated, ground_truth = media.input_path(generated), media.input_path(ground_truth)
     pairs = pair_clips(generated, ground_truth)
     given = dict(extractors or {})
     models_dir = resolve_models_dir(models)
