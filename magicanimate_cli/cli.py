@@ -82,6 +82,8 @@ def _readme_style(command) -> None:
             param.get_usage_pieces = lambda ctx, shown=shown: [shown]
             if param.nargs != 1:  # the metavar already says INPUT...; no <list[Path]>
                 param.display_type_rich = lambda ctx: None
+            elif getattr(param.type_descriptor, "annotation", None) is Path:  # handed over as typed (parser=str): a path still
+                param.display_type_rich = lambda ctx: "<path>"
 
 
 def _no_placeholder(option):
@@ -249,6 +251,10 @@ def animate(
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output fps; default the motion video's (frames folder: 25)."),
     grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid)."),
+    keep_aspect: bool = typer.Option(
+        False, "--keep-aspect",
+        help="With --fit pad or stretch: write frames of the motion's aspect (e.g. 288x512 from a 9:16 motion at --size 512), the padding cut off or the squash undone.",
+    ),
     align: bool = typer.Option(False, "--align", help="First fit the poses to the person in REFERENCE, as `magicanimate align` does (feet anchor, first frame)."),
     devices: Optional[str] = typer.Option(
         None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3."

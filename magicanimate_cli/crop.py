@@ -159,6 +159,35 @@ def fit_square(image, size: int, fit: str, fill: tuple[int, int, int]):
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
 
 
+def unfit_square(image, width: int, height: int, fit: str):
+    """Undo ``fit_square`` on a ``size×size`` result: back to the ``width×height`` aspect of the
+    image it was fitted from, the long side kept at ``size`` (``unfit_box``). ``pad`` cuts the
+    padding off (the pixels inside are untouched); ``stretch`` undoes the squash (Pillow's
+    bicubic, as the fit). A square image is returned as it is."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = unfit_box(width, height, image.shape[0], fit)
+    if fit == "pad" or width == height:
+        return np.ascontiguousarray(image[y0:y1, x0:x1])
+    return np.asarray(Image.fromarray(image).resize((x1 - x0, y1 - y0), Image.BICUBIC))
+
+
+def unfit_box(width: int, height: int, size: int, fit: str) -> tuple[int, int, int, int]:
+    """Where a ``width×height`` image lies in its ``fit_square`` to ``size`` (``pad``: inside the
+    padding), or the box a ``stretch`` is undone to (``(0, 0, w, h)``, the long side ``size``).
+    ``crop`` cut the sides away, so nothing can be undone (``ValueError``)."""
+    if width == height:
+        return 0, 0, size, size
+    if fit not in ("pad", "stretch"):
+        raise ValueError(f"fit {fit!r}: only pad and stretch can be undone")
+    side = max(width, height)
+    if fit == "stretch":
+        return 0, 0, max(1, round(width * size / side)), max(1, round(height * size / side))
+    top, left = (side - height) // 2, (side - width) // 2  # where fit_square put the image
+    return (round(left * size / side), round(top * size / side),
+            round((left + width) * size / side), round((top + height) * size / side))
+
+
 def fov_window(person, aspect: float, width: int, height: int, margin: float = FOV_MARGIN) -> tuple[int, int, int, int]:
     """The smallest window of ``aspect`` (w/h) holding ``person`` plus ``margin``, inside the frame.
 

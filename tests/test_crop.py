@@ -11,7 +11,19 @@ from typer.testing import CliRunner
 
 from magicanimate_cli import media
 from magicanimate_cli.cli import app
-from magicanimate_cli.crop import center_square, clip_box, crop, fov_window, mask_box, parse_box, parse_fov, plan_crop
+from magicanimate_cli.crop import (
+    center_square,
+    clip_box,
+    crop,
+    fit_square,
+    fov_window,
+    mask_box,
+    parse_box,
+    parse_fov,
+    plan_crop,
+    unfit_box,
+    unfit_square,
+)
 from magicanimate_cli.errors import UserError
 
 from preprocess_helpers import TABLE_10_3, make_video, save_sideways, write_clip
@@ -25,6 +37,33 @@ runner = CliRunner()
 def test_center_square():
     assert center_square((0, 0, 160, 90)) == (35, 0, 125, 90)
     assert center_square((10, 20, 40, 100)) == (10, 45, 40, 75)
+
+
+@pytest.mark.parametrize(("width", "height", "fit", "box"), [
+    (80, 48, "pad", (0, 13, 64, 51)), (48, 80, "pad", (13, 0, 51, 64)), (1080, 1920, "pad", (112, 0, 400, 512)),
+    (81, 40, "pad", (0, 16, 64, 47)), (80, 48, "stretch", (0, 0, 64, 38)), (1080, 1920, "stretch", (0, 0, 288, 512)),
+    (50, 50, "crop", (0, 0, 64, 64)),
+])
+def test_unfit_box_is_where_fit_square_put_the_image(width, height, fit, box):
+    size = max(box[2], box[3])
+    assert unfit_box(width, height, size, fit) == box
+    if fit == "pad":  # the image's own pixels, and no row or column of the padding, inside the box
+        image = np.full((height, width, 3), 200, np.uint8)
+        fitted = fit_square(image, size, "pad", (0, 0, 0))
+        inside = unfit_square(fitted, width, height, "pad")
+        assert inside.shape == (box[3] - box[1], box[2] - box[0], 3)
+        assert inside[1:-1, 1:-1].min() == 200 and fitted.min() == 0
+
+
+def test_unfit_square_undoes_a_stretch_and_refuses_a_crop(rng):
+    image = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    squashed = fit_square(image, 64, "stretch", (0, 0, 0))
+    back = unfit_square(squashed, 80, 48, "stretch")
+    assert back.shape == (38, 64, 3)
+    assert np.array_equal(back, np.asarray(Image.fromarray(squashed).resize((64, 38), Image.BICUBIC)))
+    with pytest.raises(ValueError, match="only pad and stretch"):
+        unfit_square(squashed, 80, 48, "crop")
+    assert unfit_square(squashed, 64, 64, "crop") is not squashed and np.array_equal(unfit_square(squashed, 64, 64, "crop"), squashed)
 
 
 @pytest.mark.parametrize("person", [(100, 50, 140, 200), (5, 5, 30, 60), (560, 300, 630, 350)])

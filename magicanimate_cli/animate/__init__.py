@@ -76,6 +76,8 @@ class AnimateResult:
     device: str
     dtype: str
     seconds: float
+    width: int = 0  # of the written frames: size, or with keep_aspect the motion's aspect
+    height: int = 0
     resumed_from_step: int = 0
     alignment: dict | None = None  # the transform of --align (align.py)
     warnings: tuple[str, ...] = ()  # InputWarning messages: the run went on (a motion that is not DensePose)
@@ -217,6 +219,7 @@ def animate(
     dtype: str = "auto",
     fps: float | None = None,
     grid: bool = False,
+    keep_aspect: bool = False,
     align: bool = False,
     devices: str | None = None,
     allow_truncated: bool = False,
@@ -238,7 +241,10 @@ def animate(
     compiled by ``torch.compile`` (within the contract too; the first call of a process compiles). ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs). ``align`` first fits the poses to the
     reference person exactly as ``magicanimate align`` does with its defaults (see ``align.py``).
-    The main output and the grid are committed together or not at all. A motion video that does
+    The main output and the grid are committed together or not at all. ``keep_aspect`` (with
+    ``fit`` ``"pad"`` or ``"stretch"``) writes frames of the motion's aspect, the long side
+    ``size`` pixels: the padding cut off, or the squash undone (``crop.unfit_square``); the
+    animation itself, and the grid, stay square. A motion video that does
     not decode to its end is refused unless ``allow_truncated``. ``guidance_scale`` is the official
     appearance guidance (the prediction with the reference's features pushed away from the one
     without them); at 1 or less there is no guidance (diffusers' rule) and the UNet runs one half.
@@ -258,10 +264,11 @@ def animate(
     request = _checked(reference, motion, output, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
                        size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit,
                        context_schedule=context_schedule, context_fusion=context_fusion, device=device,
-                       dtype=dtype, fps=fps, grid=grid, devices=devices, compile=compile, overwrite=overwrite, pipeline=pipeline)  # fmt: skip
+                       dtype=dtype, fps=fps, grid=grid, keep_aspect=keep_aspect, devices=devices, compile=compile, overwrite=overwrite,
+                       pipeline=pipeline)  # fmt: skip
     config, reference, motion, output = request.config, request.reference, request.motion, request.output
     device_list, grid_output, ref_image, info = request.devices, request.grid_output, request.ref_image, request.info
-    from ..crop import fit_square  # the animator's input fitting lives with the other crops
+    from ..crop import fit_square, unfit_box  # the animator's input fitting lives with the other crops
 
     pose_fill = POSE_BACKGROUND
     if align:  # as `magicanimate align`: the reference person first (a user error before the long work)
@@ -311,12 +318,13 @@ def animate(
                         "context_frames": context_frames, "context_overlap": context_overlap, "context_schedule": context_schedule,
                         "context_fusion": context_fusion, "fast": _fast_path(fast, compile),
                         "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
-                   checkpoint, unaligned.path if unaligned else None)
+                   checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None)
         if distributed:
             _run_distributed(job, device_list, models, dtype)
         else:
             _render(job, pipeline, progress, distributed=False)
         checkpoint.remove()
+        written = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
         del poses
     finally:
         discard(scratch)
@@ -333,6 +341,8 @@ def animate(
         device=used_device,
         dtype=used_dtype,
         seconds=round(time.perf_counter() - started, 3),
+        width=written[2] - written[0],
+        height=written[3] - written[1],
         resumed_from_step=resumed[0] if resumed else 0,
         alignment={**alignment.to_dict(), "ref_box_source": ref_found.source} if alignment else None,
         warnings=tuple(noticed),
@@ -395,7 +405,8 @@ class _Request:
 
 
 def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
-             context_schedule, context_fusion, device, dtype, fps, grid, devices, compile, overwrite, pipeline, **_) -> _Request:  # fmt: skip
+             context_schedule, context_fusion, device, dtype, fps, grid, keep_aspect, devices, compile, overwrite, pipeline,
+             **_) -> _Request:  # fmt: skip
     """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
     from .. import media
     from ..clip import clip_fps, motion_of
@@ -410,6 +421,9 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
         if source != motion:
             motion, fps = source, fps or clip_fps(motion)  # at the clip's own rate
     media.check_sequence_output(output)
+    if keep_aspect and fit == "crop":
+        raise UserError("--keep-aspect: only with --fit pad or --fit stretch (--fit crop cuts the motion's sides away, so "
+                        "the output cannot have its aspect)")
     if fps is not None:
         from ..frames import check_fps
 
@@ -492,6 +506,7 @@ class _Job:
     call: dict
     checkpoint: object
     unaligned_path: Path | None = None  # with --align: the poses before alignment (a grid panel)
+    aspect: tuple | None = None  # with --keep-aspect: (width, height, fit) of the motion, for crop.unfit_square
 
     def poses(self, path: Path | None = None):
         import numpy as np
@@ -504,6 +519,7 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
     import numpy as np
 
     from .. import media
+    from ..crop import unfit_square
 
     poses = job.poses()
     if distributed and _rank() != 0:
@@ -516,7 +532,7 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
     with media.committed_together(writers, replace=job.overwrite):
 
         def on_frame(index: int, frame) -> None:
-            writers[0].write(frame)
+            writers[0].write(unfit_square(frame, *job.aspect) if job.aspect else frame)
             if len(writers) > 1:
                 before = [unaligned[index]] if unaligned is not None else []  # --align: pose | aligned pose
                 writers[1].write(np.concatenate([job.reference, *before, poses[index], frame], axis=1))

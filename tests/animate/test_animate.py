@@ -66,6 +66,28 @@ def test_fit_modes(fit):
         assert out[32, 0].min() > 200  # squashed: the band is still there
 
 
+@pytest.mark.parametrize("fit", ["pad", "stretch"])
+def test_keep_aspect_writes_the_motions_aspect_cut_from_the_same_animation(tiny_pipeline, tmp_path, motion_dir, rng, fit):
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    square = run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "square", fit=fit, grid=True)
+    kept = run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "kept", fit=fit, grid=True, keep_aspect=True)
+    assert (square.width, square.height) == (64, 64) and (kept.width, kept.height) == (64, 38)  # motion 80x48
+    for name in ("00000.png", "00002.png"):
+        whole, cut = media.read_image(tmp_path / "square" / name), media.read_image(tmp_path / "kept" / name)
+        if fit == "pad":  # the same animation, its padding rows cut off
+            assert np.array_equal(cut, whole[13:51])
+        else:
+            assert np.array_equal(cut, np.asarray(Image.fromarray(whole).resize((64, 38), Image.BICUBIC)))
+        assert np.array_equal(media.read_image(tmp_path / "kept_grid" / name), media.read_image(tmp_path / "square_grid" / name))
+
+
+def test_keep_aspect_with_crop_is_refused_before_the_work(tiny_pipeline, tmp_path, motion_dir, rng):
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    with pytest.raises(UserError, match="^--keep-aspect: only with --fit pad or --fit stretch"):
+        run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "out", keep_aspect=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
+
+
 def test_square_input_of_the_right_size_is_untouched():
     image = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
     assert np.array_equal(fit_square(image, 64, "crop", (0, 0, 0)), image)
