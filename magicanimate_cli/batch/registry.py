@@ -484,7 +484,10 @@ def resolve(path: str):
 
 def resolve_path(value: str, root: Path | str | None) -> str:
     """``value`` read against ``root`` (the manifest's folder) unless it is absolute (``~`` is
-    the user's home, as for a command typed in a shell)."""
+    the user's home, as for a command typed in a shell). An empty ``value`` stays empty: the stage
+    refuses it (``media.output_path``) instead of taking the manifest's folder for it."""
+    if not value:
+        return value
     expanded = os.path.expanduser(value)
     if root is None or os.path.isabs(expanded):
         return expanded if os.path.isabs(expanded) else value

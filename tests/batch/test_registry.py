@@ -192,6 +192,8 @@ def test_a_task_path_is_read_against_the_manifests_folder_and_tilde_is_home():
     assert resolve_path("/abs/ref.png", "/data/jobs") == "/abs/ref.png"
     assert resolve_path("~/ref.png", "/data/jobs") == os.path.expanduser("~/ref.png")
     assert resolve_path("ref.png", None) == "ref.png"
+    assert resolve_path("", "/data/jobs") == ""  # an empty path stays empty: the stage refuses it, not "/data/jobs/"
+    assert resolve_path("out.mp4/", "/data/jobs") == "/data/jobs/out.mp4/"  # as typed: the stage refuses a video name ending in /
 
 
 def animate_inputs(folder: Path) -> tuple[str, str]:
