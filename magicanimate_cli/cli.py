@@ -109,7 +109,7 @@ OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace OUTPUT if it
 ALLOW_TRUNCATED_OPTION = typer.Option(
     False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."
 )
-OUTPUT_AS_TYPED = {"parser": str, "metavar": "<path>"}
+PATH_AS_TYPED = {"parser": str, "metavar": "<path>"}
 """Paths reach the stage as typed (``parser=str``; ``Path`` would read ``""`` as ``.`` and drop a
 trailing ``/``): ``media.output_path`` and ``media.input_path`` read them (``~``, ``-o ""``,
 ``-o out.mp4/``). The input arguments take ``parser=str`` alone (their metavars are their names)."""
@@ -230,7 +230,7 @@ def _fail(message: str, code: int, as_json: bool) -> None:
 def animate(
     reference: Path = typer.Argument(..., parser=str, metavar="REF", help="Reference image (any mode and size)."),
     motion: Path = typer.Argument(..., parser=str, metavar="MOTION", help="DensePose motion: a video, a folder of frames, or a clip folder (reads densepose/)."),
-    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="An .mp4 path, or a folder that receives PNG frames."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4 path, or a folder that receives PNG frames."),
     models: Optional[Path] = MODELS_OPTION,
     steps: int = typer.Option(_ANIMATE.steps, "--steps", help="DDIM steps."),
     guidance_scale: float = typer.Option(_ANIMATE.guidance_scale, "--guidance-scale", help="Appearance guidance (classifier-free, against the prediction without the reference's features); 1 or less turns it off and halves the UNet's work."),
@@ -251,6 +251,10 @@ def animate(
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output fps; default the motion video's (frames folder: 25)."),
     grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid)."),
+    audio: Optional[Path] = typer.Option(
+        None, "--audio", **PATH_AS_TYPED,
+        help="Give OUT (a video) the sound of this video or sound file, from its start, cut to the animation's length: the video the poses were made from.",
+    ),
     keep_aspect: bool = typer.Option(
         False, "--keep-aspect",
         help="With --fit pad or stretch: write frames of the motion's aspect (e.g. 288x512 from a 9:16 motion at --size 512), the padding cut off or the squash undone.",
@@ -283,7 +287,7 @@ _ALIGN = _AlignConfig()
 def align_(
     reference: Path = typer.Argument(..., parser=str, metavar="REF", help="Reference image: the person the poses are fitted to."),
     motion: Path = typer.Argument(..., parser=str, metavar="MOTION", help="DensePose motion: a video, a frames folder, or a clip folder (reads densepose/, records the transform in meta.json)."),
-    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="An .mp4 path, or a folder that receives PNG frames (lossless)."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4 path, or a folder that receives PNG frames (lossless)."),
     anchor: str = typer.Option(_ALIGN.anchor, "--anchor", help=f"The point that lines up: {', '.join(_ANCHORS)} (bottom centre, box centre, top centre)."),
     frames: str = typer.Option(_ALIGN.frames, "--frames", help=f"Body box of the {' or '.join(_FRAME_MODES)} (per-coordinate median over frames with a body)."),
     ref_box: Optional[str] = typer.Option(None, "--ref-box", help="The reference person's box x0,y0,x1,y1 in reference pixels; default from alpha, matting or DensePose."),
@@ -325,7 +329,7 @@ _MATTE = _MatteConfig()
 @app.command()
 def matte(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, one image, or a clip folder (reads images/, writes masks/)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", **OUTPUT_AS_TYPED, help="Masks folder (PNG, input frame names), .mp4, or .png; default CLIP/masks."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", **PATH_AS_TYPED, help="Masks folder (PNG, input frame names), .mp4, or .png; default CLIP/masks."),
     models: Optional[Path] = MODELS_OPTION,
     model: str = typer.Option(_MATTE.model, "--model", help=f"PaddleSeg model: {', '.join(_MATTE_MODELS)}."),
     soft: bool = typer.Option(False, "--soft", help="Write the person probability (0-255) instead of a 0/255 mask."),
@@ -375,7 +379,7 @@ _DENSEPOSE = _DensePoseConfig()
 @app.command("download")
 def download_(
     sources: Optional[list[str]] = typer.Argument(None, metavar="URL_OR_ID...", help="Video URLs or YouTube IDs (with --tracklets: only these IDs' rows)."),
-    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="Folder that receives DIR/<id>.mp4 (and the cut clips)."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="Folder that receives DIR/<id>.mp4 (and the cut clips)."),
     start: Optional[str] = typer.Option(None, "--start", help="Cut from this time (seconds or [HH:]MM:SS) into <id>_<start>-<end>.mp4."),
     end: Optional[str] = typer.Option(None, "--end", help="Cut up to this time (exclusive); default the end of the video."),
     tracklets: Optional[Path] = typer.Option(None, "--tracklets", help="TED-talks metadata CSV: one cut, box-cropped clip per row into DIR/<partition>/."),
@@ -394,7 +398,7 @@ def download_(
 @app.command("frames")
 def frames_(
     video: Path = typer.Argument(..., parser=str, help="A video file."),
-    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="Folder that receives 00000.png, 00001.png, ..."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="Folder that receives 00000.png, 00001.png, ..."),
     fps: float = typer.Option(_FRAMES_FPS, "--fps", help="Frames per second to extract (MagicAnimate uses 25)."),
     allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
@@ -409,7 +413,7 @@ def frames_(
 @app.command("crop")
 def crop_(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, an image, or a clip folder (all its subfolders alike)."),
-    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="An .mp4, a frames folder, a .png, or (for a clip folder) a clip folder."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4, a frames folder, a .png, or (for a clip folder) a clip folder."),
     size: int = typer.Option(_CROP_SIZE, "--size", help="Output square side; 0 keeps the --box / --fov region's own size."),
     box: Optional[str] = typer.Option(None, "--box", help="Fixed region x0,y0,x1,y1 in source pixels (x1, y1 exclusive)."),
     fov: Optional[str] = typer.Option(None, "--fov", help="Person-centred field of view WxH (e.g. 1024x512), steady over the clip."),
@@ -426,7 +430,7 @@ def crop_(
 @app.command("flip")
 def flip_(
     clip: Path = typer.Argument(..., parser=str, help="A clip folder (images/, densepose/, masks/, densepose_labels/)."),
-    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="The mirrored clip folder."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="The mirrored clip folder."),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -439,7 +443,7 @@ def flip_(
 @app.command("preprocess")
 def preprocess_(
     inputs: list[Path] = typer.Argument(..., parser=str, metavar="INPUT...", help="Videos, folders of videos (or of frames), list files (.txt, one path a line)."),
-    output: Path = typer.Option(..., "-o", "--output", **OUTPUT_AS_TYPED, help="Folder that receives one clip folder per video."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="Folder that receives one clip folder per video."),
     flip: bool = typer.Option(False, "--flip", help="Also write the mirrored clip OUT/<clip>_flip/."),
     fov: Optional[str] = typer.Option(None, "--fov", help="Crop a person-centred WxH field of view (e.g. 1024x512) before DensePose."),
     size: int = typer.Option(_CROP_SIZE, "--size", help="Side of the final square frames."),
@@ -466,8 +470,8 @@ def preprocess_(
 @app.command("densepose")
 def densepose_(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, or a clip folder (reads images/, writes densepose/ and densepose_labels/)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", **OUTPUT_AS_TYPED, help="An .mp4, or a folder of PNG frames; default CLIP/densepose for a clip folder."),
-    labels: Optional[Path] = typer.Option(None, "--labels", **OUTPUT_AS_TYPED, help="Also write the part labels 0..24 here (single-channel PNGs); default CLIP/densepose_labels."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", **PATH_AS_TYPED, help="An .mp4, or a folder of PNG frames; default CLIP/densepose for a clip folder."),
+    labels: Optional[Path] = typer.Option(None, "--labels", **PATH_AS_TYPED, help="Also write the part labels 0..24 here (single-channel PNGs); default CLIP/densepose_labels."),
     config: Optional[str] = typer.Option(None, "--config", help="Zoo model (default densepose_rcnn_R_50_FPN_s1x; R_101_FPN_DL_s1x, ...) or a detectron2 DensePose YAML."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Model weights (.pkl or .pth); default the zoo weights, downloaded once into MODELS."),
     models: Optional[Path] = MODELS_OPTION,

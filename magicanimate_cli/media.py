@@ -606,6 +606,29 @@ def output_path(value: Path | str, option: str = "-o") -> Path:
     return path
 
 
+
+def audio_streams(path: Path) -> list[str]:
+    """The codecs of the sound streams in ``path`` (a video or a sound file), as ffmpeg's header
+    lists them; ``[]`` for none. ffmpeg-python's ``probe`` needs ffprobe, which imageio-ffmpeg
+    does not ship, so this reads ``ffmpeg -i``'s stream lines (no shell; the path is one argument)."""
+    import subprocess
+
+    done = subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", _ffmpeg_path(path)], capture_output=True, text=True,
+                          errors="replace", timeout=120)  # fmt: skip
+    return [line.split("Audio:", 1)[1].split()[0].strip(",") for line in done.stderr.splitlines() if "Stream #" in line and "Audio:" in line]
+
+
+def check_audio_source(path: Path) -> Path:
+    """Refuse a ``--audio`` source that is missing or has no sound, in one line naming it."""
+    path = Path(path)
+    check_name_encoding(path)
+    if not path.is_file():
+        raise UserError(f"{shown(path)}: no such file; --audio takes a video or sound file whose sound the output gets")
+    if not audio_streams(path):
+        raise UserError(f"{shown(path)}: has no sound (no audio stream ffmpeg can read); give --audio the video the poses were made from")
+    return path
+
+
 def check_apart(output: Path, inputs=()) -> None:
     """Refuse an output that is one of ``inputs``, lies inside one, or holds one (or the current
     folder): writing it would change or delete what the command reads. Symlinks are resolved."""
@@ -759,7 +782,9 @@ class FrameWriter:
     Use as a context manager; frames become visible under ``path`` only when the block ends
     without an exception. Odd frame sizes are padded by one edge pixel for yuv420p video. Folder
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
-    e.g. to keep the file names of the input frames.
+    e.g. to keep the file names of the input frames. A video gets the sound of ``audio`` (a
+    video or sound file; ``check_audio_source``) from its start, at most ``audio_seconds`` of it
+    (AAC; the frames are encoded as without it).
     """
 
     def __init__(
@@ -770,6 +795,8 @@ class FrameWriter:
         crf: int = 18,
         names: list[str] | None = None,
         commit: bool = True,
+        audio: Path | None = None,
+        audio_seconds: float | None = None,
     ):
         self.path = check_output(Path(path), overwrite)
         self.overwrite = overwrite
@@ -778,6 +805,7 @@ class FrameWriter:
         self.names = names
         self.fps = float(fps)
         self.crf = crf
+        self.audio, self.audio_seconds = audio, audio_seconds
         self.count = 0
         self._process = None
         self._tmp: Path | None = None
@@ -817,8 +845,14 @@ class FrameWriter:
             import ffmpeg
 
             stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width + pad_w}x{height + pad_h}", framerate=self.fps)
+            streams, sound = [stream], {}
+            if self.audio is not None:  # cut by its input's length, not -shortest, which may cut the last frames
+                limit = {"t": f"{self.audio_seconds:.6f}"} if self.audio_seconds else {}
+                streams.append(ffmpeg.input(_ffmpeg_path(self.audio), **limit).audio)
+                sound = {"acodec": "aac", "audio_bitrate": "192k"}
             stream = ffmpeg.output(
-                stream, _ffmpeg_path(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps
+                *streams, _ffmpeg_path(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps,
+                **sound,
             ).global_args("-hide_banner", "-loglevel", "error")
             self._process = ffmpeg.run_async(
                 stream, cmd=ffmpeg_binary(), pipe_stdin=True, pipe_stderr=True, overwrite_output=True, quiet=False

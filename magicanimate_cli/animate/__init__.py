@@ -14,7 +14,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import InputWarning, UserError
+from ..errors import InputWarning, UserError, shown
 from .malloc import reuse_freed_memory
 from .windows import FUSIONS, SCHEDULES
 
@@ -78,6 +78,7 @@ class AnimateResult:
     seconds: float
     width: int = 0  # of the written frames: size, or with keep_aspect the motion's aspect
     height: int = 0
+    audio: str | None = None  # the file whose sound the video got (--audio)
     resumed_from_step: int = 0
     alignment: dict | None = None  # the transform of --align (align.py)
     warnings: tuple[str, ...] = ()  # InputWarning messages: the run went on (a motion that is not DensePose)
@@ -220,6 +221,7 @@ def animate(
     fps: float | None = None,
     grid: bool = False,
     keep_aspect: bool = False,
+    audio: Path | str | None = None,
     align: bool = False,
     devices: str | None = None,
     allow_truncated: bool = False,
@@ -244,7 +246,9 @@ def animate(
     The main output and the grid are committed together or not at all. ``keep_aspect`` (with
     ``fit`` ``"pad"`` or ``"stretch"``) writes frames of the motion's aspect, the long side
     ``size`` pixels: the padding cut off, or the squash undone (``crop.unfit_square``); the
-    animation itself, and the grid, stay square. A motion video that does
+    animation itself, and the grid, stay square. ``audio`` (a video or sound file; a video
+    ``output``) gives the video (and the grid) that file's sound from its start, cut to the
+    animation's length: the sound of the video the poses were made from. A motion video that does
     not decode to its end is refused unless ``allow_truncated``. ``guidance_scale`` is the official
     appearance guidance (the prediction with the reference's features pushed away from the one
     without them); at 1 or less there is no guidance (diffusers' rule) and the UNet runs one half.
@@ -264,8 +268,8 @@ def animate(
     request = _checked(reference, motion, output, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
                        size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit,
                        context_schedule=context_schedule, context_fusion=context_fusion, device=device,
-                       dtype=dtype, fps=fps, grid=grid, keep_aspect=keep_aspect, devices=devices, compile=compile, overwrite=overwrite,
-                       pipeline=pipeline)  # fmt: skip
+                       dtype=dtype, fps=fps, grid=grid, keep_aspect=keep_aspect, audio=audio, devices=devices, compile=compile,
+                       overwrite=overwrite, pipeline=pipeline)  # fmt: skip
     config, reference, motion, output = request.config, request.reference, request.motion, request.output
     device_list, grid_output, ref_image, info = request.devices, request.grid_output, request.ref_image, request.info
     from ..crop import fit_square, unfit_box  # the animator's input fitting lives with the other crops
@@ -318,7 +322,8 @@ def animate(
                         "context_frames": context_frames, "context_overlap": context_overlap, "context_schedule": context_schedule,
                         "context_fusion": context_fusion, "fast": _fast_path(fast, compile),
                         "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
-                   checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None)
+                   checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None,
+                   request.audio)
         if distributed:
             _run_distributed(job, device_list, models, dtype)
         else:
@@ -343,6 +348,7 @@ def animate(
         seconds=round(time.perf_counter() - started, 3),
         width=written[2] - written[0],
         height=written[3] - written[1],
+        audio=str(request.audio) if request.audio else None,
         resumed_from_step=resumed[0] if resumed else 0,
         alignment={**alignment.to_dict(), "ref_box_source": ref_found.source} if alignment else None,
         warnings=tuple(noticed),
@@ -402,10 +408,11 @@ class _Request:
     devices: list[str]
     ref_image: object  # uint8 size×size×3
     info: object  # media.VideoInfo
+    audio: Path | None = None  # checked: it has sound
 
 
 def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
-             context_schedule, context_fusion, device, dtype, fps, grid, keep_aspect, devices, compile, overwrite, pipeline,
+             context_schedule, context_fusion, device, dtype, fps, grid, keep_aspect, audio, devices, compile, overwrite, pipeline,
              **_) -> _Request:  # fmt: skip
     """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
     from .. import media
@@ -424,6 +431,10 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     if keep_aspect and fit == "crop":
         raise UserError("--keep-aspect: only with --fit pad or --fit stretch (--fit crop cuts the motion's sides away, so "
                         "the output cannot have its aspect)")
+    if audio is not None:
+        if not media.is_video(output):
+            raise UserError(f"{shown(output)}: a folder of frames holds no sound; write a video (-o {output.name}.mp4) to give it --audio")
+        audio = media.check_audio_source(media.input_path(audio))
     if fps is not None:
         from ..frames import check_fps
 
@@ -451,7 +462,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
-    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info)
+    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio)
 
 
 def _fast_path(fast: bool, compile: bool):
@@ -507,6 +518,7 @@ class _Job:
     checkpoint: object
     unaligned_path: Path | None = None  # with --align: the poses before alignment (a grid panel)
     aspect: tuple | None = None  # with --keep-aspect: (width, height, fit) of the motion, for crop.unfit_square
+    audio: Path | None = None  # with --audio: the sound the videos get
 
     def poses(self, path: Path | None = None):
         import numpy as np
@@ -526,9 +538,10 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
         pipeline(job.reference, poses, **job.call, distributed=True)
         return
     unaligned = job.poses(job.unaligned_path) if job.unaligned_path else None
-    writers = [media.FrameWriter(job.output, job.fps, job.overwrite, commit=False)]
+    sound = {"audio": job.audio, "audio_seconds": job.frames / job.fps} if job.audio else {}
+    writers = [media.FrameWriter(job.output, job.fps, job.overwrite, commit=False, **sound)]
     if job.grid_output:
-        writers.append(media.FrameWriter(job.grid_output, job.fps, job.overwrite, commit=False))
+        writers.append(media.FrameWriter(job.grid_output, job.fps, job.overwrite, commit=False, **sound))
     with media.committed_together(writers, replace=job.overwrite):
 
         def on_frame(index: int, frame) -> None:

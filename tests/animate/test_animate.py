@@ -88,6 +88,44 @@ def test_keep_aspect_with_crop_is_refused_before_the_work(tiny_pipeline, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
 
 
+def _with_sound(path, seconds: float) -> None:
+    """A test pattern video with a sine tone, as a phone's dance video has its music."""
+    import subprocess
+
+    subprocess.run([media.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size=64x48:rate=10:duration={seconds}", "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)  # fmt: skip
+
+
+def test_audio_gives_the_video_the_sound_of_the_source_and_the_same_frames(tiny_pipeline, tmp_path, rng):
+    motion = tmp_path / "poses.mp4"
+    media.write_frames(motion, rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8), fps=10)
+    _with_sound(tmp_path / "dance.mp4", 3)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "silent.mp4")
+    result = run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "out.mp4", audio=tmp_path / "dance.mp4", grid=True)
+    assert result.audio == str(tmp_path / "dance.mp4")
+    assert media.audio_streams(tmp_path / "silent.mp4") == [] and media.audio_streams(tmp_path / "out.mp4") == ["aac"]
+    assert media.audio_streams(tmp_path / "out_grid.mp4") == ["aac"]
+    assert np.array_equal(media.read_frames(tmp_path / "out.mp4").array, media.read_frames(tmp_path / "silent.mp4").array)
+    import subprocess
+
+    header = subprocess.run([media.ffmpeg_binary(), "-hide_banner", "-i", str(tmp_path / "out.mp4")], capture_output=True, text=True).stderr
+    assert "Duration: 00:00:00.5" in header  # 5 frames at 10 fps: the 3 s of sound are cut to the animation
+
+
+def test_audio_is_refused_before_the_work_without_sound_or_a_video_output(tiny_pipeline, tmp_path, motion_dir, rng):
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    media.write_frames(tmp_path / "mute.mp4", rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8))
+    with pytest.raises(UserError, match=f"^{tmp_path / 'mute.mp4'}: has no sound"):
+        run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "out.mp4", audio=tmp_path / "mute.mp4")
+    with pytest.raises(UserError, match=f"^{tmp_path / 'nothing.wav'}: no such file"):
+        run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "out.mp4", audio=tmp_path / "nothing.wav")
+    with pytest.raises(UserError, match=f"^{tmp_path / 'frames'}: a folder of frames holds no sound"):
+        run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "frames", audio=tmp_path / "mute.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mute.mp4", "poses", "ref.png"]
+
+
 def test_square_input_of_the_right_size_is_untouched():
     image = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
     assert np.array_equal(fit_square(image, 64, "crop", (0, 0, 0)), image)
