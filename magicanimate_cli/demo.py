@@ -139,7 +139,7 @@ def list_clips(clips: Path | None) -> list[str]:
 
 
 def cli_command(reference: Path, motion: Path, output: Path, settings: dict, *, models: Path, device: str, dtype: str,
-                preprocess_video: Path | None = None, clips_out: Path | None = None) -> str:
+                preprocess_video: Path | None = None, clips_out: Path | None = None, audio: Path | None = None) -> str:
     """The shell command that reproduces a run (``preprocess`` first for a raw video)."""
     q = shlex.quote
     parts = []
@@ -154,6 +154,8 @@ def cli_command(reference: Path, motion: Path, output: Path, settings: dict, *, 
         animate.append(f"--device {device}")
     if dtype != "auto":
         animate.append(f"--dtype {dtype}")
+    if audio is not None:
+        animate.append(f"--audio {q(str(audio))}")
     animate.append("--grid")
     parts.append(" ".join(animate))
     return " && \\\n  ".join(parts)
@@ -372,11 +374,13 @@ class DemoApp:
         try:
             ref_path = run / "inputs" / Path(reference).name
             shutil.copyfile(reference, ref_path)
-            preprocess_video = clips_out = None
+            preprocess_video = clips_out = sound = None
             if kind in ("video", "archive", "raw"):
                 copied = run / "inputs" / path.name
                 shutil.copyfile(path, copied)
                 path = copied
+                if kind != "archive" and media.audio_streams(path):  # a dance video's music: the animation keeps it
+                    sound = path
             if kind == "archive":
                 path = extract_frames_archive(path, run / "inputs" / path.stem)
             elif kind == "raw":
@@ -393,9 +397,9 @@ class DemoApp:
                 path = Path(outcome["output"]) / "densepose"
             output = run / "animation.mp4"
             command = cli_command(ref_path, path, output, settings, models=st.models, device=st.device, dtype=st.dtype,
-                                  preprocess_video=preprocess_video, clips_out=clips_out)
+                                  preprocess_video=preprocess_video, clips_out=clips_out, audio=sound)
             record["command"] = command
-            result = animate(ref_path, path, output, models=st.models, device=st.device, dtype=st.dtype, grid=True,
+            result = animate(ref_path, path, output, models=st.models, device=st.device, dtype=st.dtype, grid=True, audio=sound,
                              progress=progress, pipeline=st.pipeline, **settings)
             record.update(status="done", result=result.to_dict())
         except Cancelled:
@@ -408,7 +412,8 @@ class DemoApp:
             record["stages"] = stages
             write_text(run / "run.json", json.dumps(record, indent=2, default=str), replace=True)  # never seen half written
         status = (f"**Done**: {result.frames} frames at {result.fps:g} fps, {result.size}×{result.size}, "
-                  f"{result.steps} steps, seed {result.seed}, on {result.device} ({result.dtype}) in {result.seconds:.1f} s. "
+                  f"{result.steps} steps, seed {result.seed}, on {result.device} ({result.dtype}) in {result.seconds:.1f} s"
+                  f"{f', with the sound of {Path(result.audio).name}' if result.audio else ''}. "
                   f"Run folder: `{run}`" + "".join(f"\n\n**Warning**: {message}" for message in result.warnings))
         return str(output), result.grid, command, status
 

@@ -58,6 +58,22 @@ def make_video(path: Path, count: int = 30, fps: float = 25.0, width: int = 64, 
     return media.write_frames(path, frames, fps=fps, overwrite=True)
 
 
+def add_sound(video: Path, seconds: float) -> Path:
+    """Give ``video`` a 440 Hz tone of ``seconds`` (AAC), its frames copied as they are: a phone's
+    dance video has its music."""
+    import subprocess
+
+    from magicanimate_cli import media
+
+    video = Path(video)
+    silent = video.with_name(f"silent-{video.name}")
+    video.rename(silent)
+    subprocess.run([media.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-i", str(silent), "-f", "lavfi", "-t", f"{seconds}",
+                    "-i", "sine=frequency=440", "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(video)], check=True)  # fmt: skip
+    silent.unlink()
+    return video
+
+
 def write_clip(folder: Path, count: int = 3, width: int = 40, height: int = 30, seed: int = 0, person=(20, 5, 36, 28)) -> dict:
     """A clip folder with images/, masks/, densepose/ (exact palette) and densepose_labels/.
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from preprocess_helpers import make_video
+from preprocess_helpers import add_sound, make_video
 
 gradio_client = pytest.importorskip("gradio_client", reason="the demo extra is not installed (pip install 'magicanimate-cli[demo]')")
 pytest.importorskip("gradio", reason="the demo extra is not installed (pip install 'magicanimate-cli[demo]')")
@@ -65,7 +65,7 @@ def inputs(tmp_path_factory):
             zf.write(folder / f"{i:05d}.png", f"poses/{i:05d}.png")
     clips = folder / "clips"
     shutil.copytree(FIXTURE / "inputs" / "motion_frames", clips / "dancer" / "densepose")
-    make_video(folder / "dance.mp4", count=FRAMES, fps=25.0, width=96, height=48, moving=True)
+    add_sound(make_video(folder / "dance.mp4", count=FRAMES, fps=25.0, width=96, height=48, moving=True), FRAMES / 25)
     (folder / "notes.txt").write_text("not a video")
     (folder / "big.mp4").write_bytes(os.urandom(1_200_000))
     return {"reference": FIXTURE / "inputs" / "reference.png", "motion": folder / "motion.mp4", "archive": folder / "motion.zip",
@@ -155,6 +155,9 @@ def test_raw_video_runs_through_preprocess_with_the_fake_densepose(server, clien
     assert poses.shape == (FRAMES, 64, 64, 3) and (poses != poses[0, 0, 0]).any()  # the fake drew the moving bar
     run_cli(animate_cmd, tmp_path / "cli.mp4")
     assert np.array_equal(media.read_frames(Path(video)).array, media.read_frames(tmp_path / "cli.mp4").array)
+    # the raw video's music: the animation, the grid and the printed command keep it
+    assert media.audio_streams(Path(video)) == media.audio_streams(Path(grid)) == media.audio_streams(tmp_path / "cli.mp4") == ["aac"]
+    assert f"--audio {run / 'inputs' / 'dance.mp4'}" in animate_cmd and "with the sound of dance.mp4" in status
 
 
 def test_clip_folder_and_frames_archive(server, client, inputs):

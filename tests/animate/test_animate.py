@@ -11,6 +11,8 @@ from magicanimate_cli.animate import animate, fit_square
 from magicanimate_cli.densepose import PALETTE
 from magicanimate_cli.errors import InputWarning, UserError
 
+from preprocess_helpers import add_sound, make_video
+
 
 @pytest.fixture()
 def motion_dir(tmp_path, rng):
@@ -88,19 +90,10 @@ def test_keep_aspect_with_crop_is_refused_before_the_work(tiny_pipeline, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
 
 
-def _with_sound(path, seconds: float) -> None:
-    """A test pattern video with a sine tone, as a phone's dance video has its music."""
-    import subprocess
-
-    subprocess.run([media.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"testsrc2=size=64x48:rate=10:duration={seconds}", "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)  # fmt: skip
-
-
 def test_audio_gives_the_video_the_sound_of_the_source_and_the_same_frames(tiny_pipeline, tmp_path, rng):
     motion = tmp_path / "poses.mp4"
     media.write_frames(motion, rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8), fps=10)
-    _with_sound(tmp_path / "dance.mp4", 3)
+    add_sound(make_video(tmp_path / "dance.mp4", count=30, fps=10), 3)
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
     run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "silent.mp4")
     result = run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "out.mp4", audio=tmp_path / "dance.mp4", grid=True)
