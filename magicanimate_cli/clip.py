@@ -145,6 +145,23 @@ def read_meta(folder: Path, damaged_ok: bool = False) -> dict | None:
         raise UserError(f"{path}: unreadable meta.json ({exc.__class__.__name__}); delete it, or pass --overwrite to redo the clip") from exc
 
 
+def source_video(folder: Path) -> Path:
+    """The video a clip folder was made from (its ``meta.json``), e.g. for its sound; refused in
+    one line when the clip has no record of one, was made from frames, or the video is gone."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    source = (meta or {}).get("source") or {}
+    if not source.get("path"):
+        raise UserError(f"{folder}: a folder with no record of a source video (no meta.json from `magicanimate preprocess`); "
+                        "give the video itself")
+    if source.get("kind") != "video":
+        raise UserError(f"{folder}: made from frames ({source['path']}), which have no sound; give the video itself")
+    path = Path(source["path"])
+    if not path.is_file():
+        raise UserError(f"{folder}: its source video {path} (meta.json) is not there any more; give the video itself")
+    return path
+
+
 def write_meta(folder: Path, meta: dict) -> None:
     """Write meta.json atomically (temporary name in the same folder, then rename)."""
     from .files import write_text

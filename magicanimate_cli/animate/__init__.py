@@ -246,9 +246,9 @@ def animate(
     The main output and the grid are committed together or not at all. ``keep_aspect`` (with
     ``fit`` ``"pad"`` or ``"stretch"``) writes frames of the motion's aspect, the long side
     ``size`` pixels: the padding cut off, or the squash undone (``crop.unfit_square``); the
-    animation itself, and the grid, stay square. ``audio`` (a video or sound file; a video
-    ``output``) gives the video (and the grid) that file's sound from its start, cut to the
-    animation's length: the sound of the video the poses were made from. A motion video that does
+    animation itself, and the grid, stay square. ``audio`` (a video or sound file, or a clip
+    folder for the video it was made from; a video ``output``) gives the video (and the grid)
+    that sound from its start, cut to the animation's length. A motion video that does
     not decode to its end is refused unless ``allow_truncated``. ``guidance_scale`` is the official
     appearance guidance (the prediction with the reference's features pushed away from the one
     without them); at 1 or less there is no guidance (diffusers' rule) and the UNet runs one half.
@@ -434,7 +434,12 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     if audio is not None:
         if not media.is_video(output):
             raise UserError(f"{shown(output)}: a folder of frames holds no sound; write a video (-o {output.name}.mp4) to give it --audio")
-        audio = media.check_audio_source(media.input_path(audio))
+        audio = media.input_path(audio)
+        if audio.is_dir():  # a clip folder: the video it was made from
+            from ..clip import source_video
+
+            audio = source_video(audio)
+        audio = media.check_audio_source(audio)
     if fps is not None:
         from ..frames import check_fps
 

@@ -107,6 +107,23 @@ def test_audio_gives_the_video_the_sound_of_the_source_and_the_same_frames(tiny_
     assert "Duration: 00:00:00.5" in header  # 5 frames at 10 fps: the 3 s of sound are cut to the animation
 
 
+def test_audio_from_a_clip_folder_is_the_sound_of_the_video_it_was_made_from(tiny_pipeline, tmp_path, rng):
+    from magicanimate_cli.clip import write_meta
+
+    clip = tmp_path / "clips" / "dance"
+    media.write_frames(clip / "densepose", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    write_meta(clip, {"source": {"path": str(tmp_path / "dance.mp4"), "kind": "video"}})
+    with pytest.raises(UserError, match=f"^{clip}: its source video {tmp_path / 'dance.mp4'} \\(meta.json\\) is not there any more"):
+        run(tiny_pipeline, tmp_path / "ref.png", clip, tmp_path / "out.mp4", audio=clip)
+    add_sound(make_video(tmp_path / "dance.mp4", count=10, fps=25), 0.4)
+    result = run(tiny_pipeline, tmp_path / "ref.png", clip, tmp_path / "out.mp4", audio=clip)
+    assert result.audio == str(tmp_path / "dance.mp4") and media.audio_streams(tmp_path / "out.mp4") == ["aac"]
+    write_meta(clip, {"source": {"path": str(tmp_path / "frames"), "kind": "frames"}})
+    with pytest.raises(UserError, match=f"^{clip}: made from frames"):
+        run(tiny_pipeline, tmp_path / "ref.png", clip, tmp_path / "again.mp4", audio=clip)
+
+
 def test_audio_is_refused_before_the_work_without_sound_or_a_video_output(tiny_pipeline, tmp_path, motion_dir, rng):
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
     media.write_frames(tmp_path / "mute.mp4", rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8))
