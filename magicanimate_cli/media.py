@@ -606,7 +606,6 @@ def output_path(value: Path | str, option: str = "-o") -> Path:
     return path
 
 
-
 def audio_streams(path: Path) -> list[str]:
     """The codecs of the sound streams in ``path`` (a video or a sound file), as ffmpeg's header
     lists them; ``[]`` for none. ffmpeg-python's ``probe`` needs ffprobe, which imageio-ffmpeg
