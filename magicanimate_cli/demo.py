@@ -139,7 +139,8 @@ def list_clips(clips: Path | None) -> list[str]:
 
 
 def cli_command(reference: Path, motion: Path, output: Path, settings: dict, *, models: Path, device: str, dtype: str,
-                preprocess_video: Path | None = None, clips_out: Path | None = None, audio: Path | None = None) -> str:
+                preprocess_video: Path | None = None, clips_out: Path | None = None, audio: Path | None = None,
+                keep_aspect: bool = False) -> str:
     """The shell command that reproduces a run (``preprocess`` first for a raw video)."""
     q = shlex.quote
     parts = []
@@ -156,6 +157,8 @@ def cli_command(reference: Path, motion: Path, output: Path, settings: dict, *, 
         animate.append(f"--dtype {dtype}")
     if audio is not None:
         animate.append(f"--audio {q(str(audio))}")
+    if keep_aspect:
+        animate.append("--keep-aspect")
     animate.append("--grid")
     parts.append(" ".join(animate))
     return " && \\\n  ".join(parts)
@@ -309,7 +312,7 @@ class DemoApp:
         return ref_img, pose_img, "\n\n".join(lines)
 
     async def run(self, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
-                  fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, progress=None):
+                  fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, keep_aspect=False, progress=None):
         """The Animate button: the work runs in a worker thread; a cancelled event stops it."""
         gr = _require_gradio()
         cancel = threading.Event()
@@ -318,7 +321,7 @@ class DemoApp:
         work = loop.run_in_executor(
             None, context.run, self._run_sync, cancel, progress,
             reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
-            context_schedule, context_fusion,
+            context_schedule, context_fusion, keep_aspect,
         )
         try:
             return await asyncio.shield(work)
@@ -333,19 +336,20 @@ class DemoApp:
             raise gr.Error(f"{exc.__class__.__name__}: {exc}") from exc
 
     def _run_sync(self, cancel: threading.Event, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed,
-                  size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion):
+                  size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion,
+                  keep_aspect=False):
         if not self._device.acquire(blocking=False):  # a cancelled run is still stopping
             if gr_progress is not None:
                 gr_progress(None, desc="waiting for the device")
             self._device.acquire()
         try:
             return self._work(cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size,
-                              context_frames, context_overlap, fit, context_schedule, context_fusion)
+                              context_frames, context_overlap, fit, context_schedule, context_fusion, keep_aspect)
         finally:
             self._device.release()
 
     def _work(self, cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
-              context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion):
+              context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, keep_aspect=False):
         from . import media
         from .animate import animate
 
@@ -360,7 +364,9 @@ class DemoApp:
         _check_suffix(Path(reference), media.IMAGE_EXTENSIONS, "reference image")
         kind, path = self._motion_source(source, motion, raw_video, clip)
         run = self._new_run()
-        record = {"status": "running", "source": kind, "settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        keep_aspect = bool(keep_aspect)
+        record = {"status": "running", "source": kind, "settings": {**settings, "keep_aspect": keep_aspect},
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         stages: list[str] = []
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -397,10 +403,10 @@ class DemoApp:
                 path = Path(outcome["output"]) / "densepose"
             output = run / "animation.mp4"
             command = cli_command(ref_path, path, output, settings, models=st.models, device=st.device, dtype=st.dtype,
-                                  preprocess_video=preprocess_video, clips_out=clips_out, audio=sound)
+                                  preprocess_video=preprocess_video, clips_out=clips_out, audio=sound, keep_aspect=keep_aspect)
             record["command"] = command
             result = animate(ref_path, path, output, models=st.models, device=st.device, dtype=st.dtype, grid=True, audio=sound,
-                             progress=progress, pipeline=st.pipeline, **settings)
+                             keep_aspect=keep_aspect, progress=progress, pipeline=st.pipeline, **settings)
             record.update(status="done", result=result.to_dict())
         except Cancelled:
             record["status"] = "cancelled"
@@ -411,7 +417,7 @@ class DemoApp:
         finally:
             record["stages"] = stages
             write_text(run / "run.json", json.dumps(record, indent=2, default=str), replace=True)  # never seen half written
-        status = (f"**Done**: {result.frames} frames at {result.fps:g} fps, {result.size}×{result.size}, "
+        status = (f"**Done**: {result.frames} frames at {result.fps:g} fps, {result.width}×{result.height}, "
                   f"{result.steps} steps, seed {result.seed}, on {result.device} ({result.dtype}) in {result.seconds:.1f} s"
                   f"{f', with the sound of {Path(result.audio).name}' if result.audio else ''}. "
                   f"Run folder: `{run}`" + "".join(f"\n\n**Warning**: {message}" for message in result.warnings))
@@ -467,7 +473,10 @@ class DemoApp:
                             size = gr.Number(_A.size, label="--size", elem_id="ma-size", precision=0, minimum=64, step=8, min_width=100)
                             context_frames = gr.Number(_A.context_frames, label="--context-frames", elem_id="ma-context-frames", precision=0, minimum=1, min_width=100)
                             context_overlap = gr.Number(_A.context_overlap, label="--context-overlap", elem_id="ma-context-overlap", precision=0, minimum=0, min_width=100)
-                        fit = gr.Radio(list(FITS), value=_A.fit, label="--fit", elem_id="ma-fit")
+                        with gr.Row():
+                            fit = gr.Radio(list(FITS), value=_A.fit, label="--fit", elem_id="ma-fit")
+                            keep_aspect = gr.Checkbox(False, label="--keep-aspect (with pad or stretch: the motion's aspect, not a square)",
+                                                      elem_id="ma-keep-aspect")
                         context_schedule = gr.Radio(list(SCHEDULES), value=_A.context_schedule, label="--context-schedule",
                                                     elem_id="ma-context-schedule")
                         context_fusion = gr.Radio(list(FUSIONS), value=_A.context_fusion, label="--context-fusion", elem_id="ma-context-fusion")
@@ -492,13 +501,13 @@ class DemoApp:
                 component.change(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_visibility="private")
 
             async def animate_(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
-                               fit, context_schedule, context_fusion, progress=gr.Progress()):
+                               fit, context_schedule, context_fusion, keep_aspect, progress=gr.Progress()):
                 return await self.run(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
-                                      context_overlap, fit, context_schedule, context_fusion, progress=progress)
+                                      context_overlap, fit, context_schedule, context_fusion, keep_aspect, progress=progress)
 
             running = go.click(
                 animate_, [reference, source, motion, raw_video, clip, steps, guidance, seed, size, context_frames, context_overlap, fit,
-                           context_schedule, context_fusion],
+                           context_schedule, context_fusion, keep_aspect],
                 [result, grid, command, status], api_name="animate", concurrency_limit=1, concurrency_id="device",
             )
             stop.click(lambda: "Cancelled.", None, status, cancels=[running], queue=False, api_name="cancel")

@@ -50,8 +50,9 @@ def free_port() -> int:
 
 
 def settings(**changes) -> list:
-    values = {**SMALL, **changes}
-    return [values[k] for k in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit", "context_schedule", "context_fusion")]
+    values = {**SMALL, "keep_aspect": False, **changes}
+    return [values[k] for k in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit", "context_schedule", "context_fusion",
+                                "keep_aspect")]
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +67,11 @@ def inputs(tmp_path_factory):
     clips = folder / "clips"
     shutil.copytree(FIXTURE / "inputs" / "motion_frames", clips / "dancer" / "densepose")
     add_sound(make_video(folder / "dance.mp4", count=FRAMES, fps=25.0, width=96, height=48, moving=True), FRAMES / 25)
+    media.write_frames(folder / "wide.mp4", np.pad(motion, ((0, 0), (0, 0), (16, 16), (0, 0)), mode="edge"), fps=25)  # 96x64
     (folder / "notes.txt").write_text("not a video")
     (folder / "big.mp4").write_bytes(os.urandom(1_200_000))
     return {"reference": FIXTURE / "inputs" / "reference.png", "motion": folder / "motion.mp4", "archive": folder / "motion.zip",
-            "clips": clips, "raw": folder / "dance.mp4", "text": folder / "notes.txt", "big": folder / "big.mp4"}
+            "clips": clips, "raw": folder / "dance.mp4", "text": folder / "notes.txt", "big": folder / "big.mp4", "wide": folder / "wide.mp4"}
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +140,15 @@ def test_motion_video_equals_the_cli_run_of_the_printed_command(server, client, 
     assert np.array_equal(media.read_frames(Path(grid)).array, media.read_frames(tmp_path / "cli_grid.mp4").array)
     run = Path(shlex.split(command)[2]).parents[1]
     assert json.loads((run / "run.json").read_text())["status"] == "done"
+
+
+def test_keep_aspect_gives_the_motions_aspect_as_the_printed_command_does(server, client, inputs, tmp_path):
+    video, grid, command, status = client.predict(*animate_args(inputs, motion=inputs["wide"], fit="pad", keep_aspect=True), api_name="/animate")
+    frames = media.read_frames(Path(video)).array
+    assert frames.shape == (FRAMES, 42, 64, 3) and "64×42" in status and "--fit pad" in command and "--keep-aspect" in command
+    assert media.read_frames(Path(grid)).array.shape[1] == 64  # the grid stays square
+    run_cli(command, tmp_path / "cli.mp4")
+    assert np.array_equal(frames, media.read_frames(tmp_path / "cli.mp4").array)
 
 
 def test_raw_video_runs_through_preprocess_with_the_fake_densepose(server, client, inputs, fake_densepose, tmp_path):
