@@ -469,7 +469,7 @@ def align(
                 raise UserError(f"{source}: no frames to align")
             noticed = motion_warnings(poses, source)  # not DensePose, or nobody: said before the body is looked for
             alignment = plan_alignment(poses, found.box, anchor=anchor, frames=frames, background=background, source=str(source))
-            with media.FrameWriter(output, info.fps, overwrite) as writer:
+            with media.FrameWriter(output, info.fps, overwrite, **media.kept_sound(source, output, len(poses) / info.fps)) as writer:
                 for index, pose in enumerate(poses):
                     writer.write(alignment.apply(pose))
                     progress("align", index + 1, len(poses))

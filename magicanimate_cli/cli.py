@@ -386,10 +386,11 @@ def download_(
     max_height: int = typer.Option(1080, "--max-height", help="Tallest video stream to fetch, in pixels."),
     retries: int = typer.Option(3, "--retries", help="Retries after a failed attempt (HTTP errors, broken transfers)."),
     url_template: str = typer.Option("https://www.youtube.com/watch?v={id}", "--url-template", help="URL of a YouTube ID ({id}), e.g. a mirror of the videos."),
+    sound: bool = typer.Option(False, "--sound", help="Also fetch the sound where it is served apart (YouTube), for animate --audio."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Download and cut again what is already there."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Download videos with yt-dlp (best mp4 video stream), cut ranges or TED-talks tracklets; exit 1 if any failed."""
+    """Download videos with yt-dlp (best mp4 video stream; --sound: with sound), cut ranges or TED-talks tracklets; exit 1 if any failed."""
     from .download import download as run
 
     _call(run, locals())

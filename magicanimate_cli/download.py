@@ -1,8 +1,10 @@
 """``magicanimate download``: videos by URL or YouTube ID (yt-dlp), time ranges, TED-talks tracklets.
 
 * Each video is fetched once through the yt-dlp Python API: the best mp4 video stream no taller
-  than ``max_height`` (h264 preferred at equal resolution; no audio, MagicAnimate needs none). A
-  non-mp4 result is remuxed into mp4 with ffmpeg.
+  than ``max_height`` (h264 preferred at equal resolution). MagicAnimate needs no sound, so none
+  is fetched where a site serves it apart (YouTube) unless ``sound``: then the best sound stream
+  too (AAC preferred), merged into the mp4 by yt-dlp with ffmpeg. A non-mp4 result is remuxed
+  into mp4 with ffmpeg (its sound kept).
 * Downloads go to a hidden work folder ``DIR/.<name>.download-<hash>/`` whose name depends only on
   the URL, so an interrupted download resumes from its ``.part`` file on the next run; only a
   complete, readable video is renamed to ``DIR/<name>.mp4``. A video already there is skipped
@@ -12,7 +14,9 @@
   page); errors that cannot get better (404, 403, private or removed videos) are not retried.
   One failed video does not stop the others; the result lists each one.
 * ``start``/``end`` cut a time range out of each video (frame-exact, re-encoded with libx264) into
-  ``DIR/<name>_<start>-<end>.mp4``; the full download stays beside it for other cuts.
+  ``DIR/<name>_<start>-<end>.mp4``; the full download stays beside it for other cuts. A cut keeps
+  the video's sound, if it has one, from the cut's first frame for as long as its frames last
+  (AAC), so ``animate --audio`` gets the music of that range. So do the tracklets.
 * ``tracklets`` reads the TED-talks metadata CSV
   (``video_id,start,end,bbox,fps,width,height,partition``, video_id ``YOUTUBEID#STARTFRAME#ENDFRAME``,
   bbox ``x0-y0-x1-y1``) and writes one clip per row into ``DIR/<partition>/<video_id>.mp4``,
@@ -214,13 +218,17 @@ class _Log:
         self.messages.append(message)
 
 
-def format_selector(max_height: int) -> str:
-    """Best mp4 video stream no taller than ``max_height`` (unknown heights allowed), then any container."""
+def format_selector(max_height: int, sound: bool = False) -> str:
+    """Best mp4 video stream no taller than ``max_height`` (unknown heights allowed), then any
+    container; with ``sound``, each merged with the best sound stream (m4a first) where the site
+    serves it apart, else a format that has both."""
     h = f"[height<=?{int(max_height)}]"
+    if sound:
+        return f"bv*[ext=mp4]{h}+ba[ext=m4a]/b[ext=mp4]{h}/bv*{h}+ba/b{h}"
     return f"bv*[ext=mp4]{h}/b[ext=mp4]{h}/bv*{h}/b{h}"
 
 
-def ydl_options(work: Path, *, max_height: int, retries: int, log: _Log, progress=None) -> dict:
+def ydl_options(work: Path, *, max_height: int, retries: int, log: _Log, progress=None, sound: bool = False) -> dict:
     from .media import ffmpeg_binary
 
     def hook(status: dict) -> None:
@@ -233,8 +241,9 @@ def ydl_options(work: Path, *, max_height: int, retries: int, log: _Log, progres
         progress("download", done, max(total, done, 1))
 
     return {
-        "format": format_selector(max_height),
-        "format_sort": ["res", "vcodec:h264"],
+        "format": format_selector(max_height, sound),
+        "format_sort": ["res", "vcodec:h264", "acodec:aac"],
+        "merge_output_format": "mp4",
         "outtmpl": {"default": str(work / "video.%(ext)s")},
         "paths": {"home": str(work), "temp": str(work)},
         "noplaylist": True,
@@ -265,11 +274,12 @@ def _clean_error(message: str) -> str:
 
 
 def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = DEFAULT_MAX_HEIGHT, retries: int = DEFAULT_RETRIES,
-          overwrite: bool = False, progress=None) -> tuple[Path, str]:
+          overwrite: bool = False, sound: bool = False, progress=None) -> tuple[Path, str]:
     """Download ``url`` to ``folder/<name>.mp4`` (name: the video's id). Returns (path, status).
 
-    status is ``downloaded`` or ``skipped`` (already complete). Raises ``UserError`` with yt-dlp's
-    message when the video cannot be had.
+    status is ``downloaded`` or ``skipped`` (already complete, with or without sound: ``overwrite``
+    fetches it again). ``sound``: with the best sound stream (``format_selector``). Raises
+    ``UserError`` with yt-dlp's message when the video cannot be had.
     """
     try:
         import yt_dlp
@@ -293,7 +303,7 @@ def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = 
     attempt = 0
     while True:
         try:
-            with yt_dlp.YoutubeDL(ydl_options(work, max_height=max_height, retries=retries, log=log, progress=progress)) as ydl:
+            with yt_dlp.YoutubeDL(ydl_options(work, max_height=max_height, retries=retries, log=log, progress=progress, sound=sound)) as ydl:
                 info = ydl.extract_info(url, download=False)
                 if info.get("_type") in ("playlist", "multi_video"):
                     raise UserError(f"{url}: is a playlist; pass the videos' URLs or IDs one by one")
@@ -351,7 +361,8 @@ def _readable(path: Path) -> bool:
 
 
 def _remux_mp4(source: Path, target: Path) -> Path:
-    """The video stream of ``source`` in an mp4 container (``media.remux_mp4``), checked readable."""
+    """The video stream of ``source`` (and its sound) in an mp4 container (``media.remux_mp4``),
+    checked readable."""
     from . import media
 
     if media.remux_mp4(source, target) and _readable(target):
@@ -367,7 +378,8 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     """Frames ``first``..``first+count`` of ``source`` (optionally cropped to ``box``) into an mp4.
 
     Frame-exact: ffmpeg seeks to half a frame before ``first`` and re-encodes (libx264, crf 18,
-    yuv420p; sizes rounded down to even). Written atomically. Returns the frames written.
+    yuv420p; sizes rounded down to even). The sound of those frames comes along, if ``source`` has
+    one (``media.encode_cut``). Written atomically. Returns the frames written.
     """
     from . import media
     from .files import commit, discard, temp_beside
@@ -383,7 +395,8 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     w, h = (x1 - x0) // 2 * 2, (y1 - y0) // 2 * 2
     tmp = temp_beside(output, directory=False, suffix=".mp4")
     try:
-        error = media.encode_cut(source, tmp, start=(first - 0.5) / info.fps if first > 0 else None, box=(x0, y0, w, h), frames=count)
+        error = media.encode_cut(source, tmp, start=(first - 0.5) / info.fps if first > 0 else None, box=(x0, y0, w, h), frames=count,
+                                  fps=info.fps)
         if error is not None:
             raise UserError(f"{source}: ffmpeg could not cut frames {first}+ ({error})")
         written = media.probe(tmp).frames
@@ -416,6 +429,7 @@ def download(
     max_height: int = DEFAULT_MAX_HEIGHT,
     retries: int = DEFAULT_RETRIES,
     url_template: str = YOUTUBE_URL,
+    sound: bool = False,
     overwrite: bool = False,
     progress=None,
 ) -> DownloadResult:
@@ -423,6 +437,8 @@ def download(
 
     With ``tracklets``, ``sources`` (optional) restricts the CSV to those YouTube IDs.
     ``url_template`` turns a YouTube ID into a URL (``{id}``), e.g. a lab mirror of the videos.
+    ``sound`` also fetches the sound where it is served apart from the video (YouTube), for
+    ``animate --audio``; cuts keep whatever sound the video has.
     """
     from .media import output_path
 
@@ -449,7 +465,7 @@ def download(
     result = DownloadResult(str(output))
     created = [p for p in [output, *output.parents] if not p.exists()]  # made by this run: removed again if left empty
     try:
-        _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress)
+        _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress, sound)
     finally:
         for folder in created:  # deepest first
             try:
@@ -460,7 +476,7 @@ def download(
     return result
 
 
-def _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress) -> None:
+def _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress, sound) -> None:
     if tracklets is not None:
         if t0 is not None or t1 is not None:
             raise UserError("--start/--end and --tracklets: the tracklets give each clip's range; use one or the other")
@@ -471,7 +487,7 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
             if not rows:
                 raise UserError(f"{tracklets}: no rows for {', '.join(sorted(wanted))}")
         _download_tracklets(rows, output, result, max_height=max_height, retries=retries, url_template=url_template,
-                            overwrite=overwrite, progress=progress)
+                            overwrite=overwrite, sound=sound, progress=progress)
     else:
         if not sources:
             raise UserError("nothing to download: give URLs or YouTube IDs, or --tracklets CSV")
@@ -480,7 +496,7 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
             item = {"source": ref, "url": url}
             try:
                 path, status = fetch(url, output, name=None if "://" in ref else ref, max_height=max_height, retries=retries,
-                                     overwrite=overwrite, progress=progress)
+                                     overwrite=overwrite, sound=sound, progress=progress)
                 item.update(file=str(path), status=status)
                 if t0 is not None or t1 is not None:
                     clip = path.with_name(f"{path.stem}_{_fmt_time(t0)}-{_fmt_time(t1)}.mp4")
@@ -522,7 +538,7 @@ def tracklet_box(row: Tracklet, width: int, height: int) -> tuple[int, int, int,
 
 
 def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResult, *, max_height: int, retries: int,
-                        url_template: str, overwrite: bool, progress) -> None:
+                        url_template: str, overwrite: bool, sound: bool, progress) -> None:
     from . import media
 
     by_video: dict[str, list[Tracklet]] = {}
@@ -535,7 +551,7 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
         url = url_template.format(id=youtube_id)
         try:
             path, status = fetch(url, output, name=youtube_id, max_height=max_height, retries=retries, overwrite=False,
-                                 progress=progress)
+                                 sound=sound, progress=progress)
             result.items.append({"source": youtube_id, "url": url, "file": str(path), "output": str(path), "status": status})
         except UserError as exc:
             result.items.append({"source": youtube_id, "url": url, "status": "failed", "error": str(exc)})

@@ -544,35 +544,46 @@ def _run_ffmpeg(stream) -> str | None:
 
 
 def remux_mp4(source: Path, target: Path) -> bool:
-    """Copy the video stream of ``source`` into the mp4 ``target`` (faststart, no audio); re-encode
-    with libx264 when it cannot be copied. True when ffmpeg succeeded. Not atomic by itself."""
+    """Copy the video stream of ``source`` into the mp4 ``target`` (faststart); re-encode with
+    libx264 when it cannot be copied. Its first sound stream too, if it has one
+    (``sound_options``). True when ffmpeg succeeded. Not atomic by itself."""
     import ffmpeg
 
+    path = _ffmpeg_path(source)
+    codecs = audio_streams(source)
     for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
-        stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(source)).video, _ffmpeg_path(target), an=None,
-                               movflags="+faststart", **codec)
+        streams = [ffmpeg.input(path).video] + ([ffmpeg.input(path).audio] if codecs else [])
+        audio = sound_options(codecs[0]) if codecs else {"an": None}
+        stream = ffmpeg.output(*streams, _ffmpeg_path(target), movflags="+faststart", **codec, **audio)
         if _run_ffmpeg(stream) is None:
             return True
     return False
 
 
-def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[int, int, int, int], frames: int | None) -> str | None:
+def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[int, int, int, int], frames: int | None,
+               fps: float = DEFAULT_FPS, sound: bool = True) -> str | None:
     """Re-encode part of ``source`` into the mp4 ``target`` (libx264 crf 18, yuv420p, faststart):
     from ``start`` seconds (input seeking), cropped to ``box`` = (x, y, width, height), at most
-    ``frames`` frames. None when it worked, else ffmpeg's error line. Not atomic by itself."""
+    ``frames`` frames. With ``sound``, the sound of those frames too, if ``source`` has one
+    (AAC): it starts half a frame after ``start`` (the first frame's time; ``start`` is half a
+    frame before it) and lasts ``frames / fps`` seconds. None when it worked, else ffmpeg's error
+    line. Not atomic by itself."""
     import ffmpeg
 
     x0, y0, w, h = box
     path = _ffmpeg_path(source)
     stream = ffmpeg.input(path, ss=f"{start:.6f}") if start is not None else ffmpeg.input(path)
-    video = stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")
+    streams = [stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
     limit = {"frames:v": int(frames)} if frames is not None else {}
-    out = ffmpeg.output(video, _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart",
-                        an=None, **limit)
+    audio = {"an": None}
+    if sound and audio_streams(source):
+        window = {"ss": f"{start + 0.5 / fps:.6f}"} if start is not None else {}
+        window.update({"t": f"{frames / fps:.6f}"} if frames is not None else {})
+        streams.append(ffmpeg.input(path, **window).audio)
+        audio = {"acodec": "aac", "audio_bitrate": "192k"}
+    out = ffmpeg.output(*streams, _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart",
+                        **audio, **limit)
     return _run_ffmpeg(out)
-
-
-# ----------------------------------------------------------------------------- writing
 
 
 def input_path(value: Path | str) -> Path:
@@ -615,6 +626,27 @@ def audio_streams(path: Path) -> list[str]:
     done = subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", _ffmpeg_path(path)], capture_output=True, text=True,
                           errors="replace", timeout=120)  # fmt: skip
     return [line.split("Audio:", 1)[1].split()[0].strip(",") for line in done.stderr.splitlines() if "Stream #" in line and "Audio:" in line]
+
+
+MP4_SOUND = ("aac", "mp3", "alac")  # sound codecs an mp4 holds as they are
+
+
+def sound_options(codec: str) -> dict:
+    """ffmpeg's output options for a sound stream of ``codec`` (as ``audio_streams`` names it)
+    in an mp4: copied as it is when an mp4 holds that codec (no second lossy encoding), else
+    encoded to AAC."""
+    return {"acodec": "copy"} if codec in MP4_SOUND else {"acodec": "aac", "audio_bitrate": "192k"}
+
+
+def kept_sound(source: Path, output: Path, seconds: float | None) -> dict:
+    """``FrameWriter`` keyword arguments that give the video ``output`` the sound of the video
+    ``source`` it is made from, frame for frame (a stage that keeps the frames' times: DensePose,
+    crop, align), so the music of a dance video reaches the poses and ``animate --audio``; ``{}``
+    when either is not a video or ``source`` has no sound."""
+    source, output = Path(source), Path(output)
+    if not (is_video(output) and is_video(source) and source.is_file() and audio_streams(source)):
+        return {}
+    return {"audio": source, "audio_seconds": seconds}
 
 
 def check_audio_source(path: Path) -> Path:
@@ -783,7 +815,8 @@ class FrameWriter:
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
     e.g. to keep the file names of the input frames. A video gets the sound of ``audio`` (a
     video or sound file; ``check_audio_source``) from its start, at most ``audio_seconds`` of it
-    (AAC; the frames are encoded as without it).
+    (copied when an mp4 holds its codec, else AAC: ``sound_options``; the frames are encoded as
+    without it).
     """
 
     def __init__(
@@ -848,7 +881,7 @@ class FrameWriter:
             if self.audio is not None:  # cut by its input's length, not -shortest, which may cut the last frames
                 limit = {"t": f"{self.audio_seconds:.6f}"} if self.audio_seconds else {}
                 streams.append(ffmpeg.input(_ffmpeg_path(self.audio), **limit).audio)
-                sound = {"acodec": "aac", "audio_bitrate": "192k"}
+                sound = sound_options((audio_streams(self.audio) or ["?"])[0])
             stream = ffmpeg.output(
                 *streams, _ffmpeg_path(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps,
                 **sound,

@@ -58,9 +58,10 @@ def make_video(path: Path, count: int = 30, fps: float = 25.0, width: int = 64, 
     return media.write_frames(path, frames, fps=fps, overwrite=True)
 
 
-def add_sound(video: Path, seconds: float) -> Path:
+def add_sound(video: Path, seconds: float, rising: bool = False) -> Path:
     """Give ``video`` a 440 Hz tone of ``seconds`` (AAC), its frames copied as they are: a phone's
-    dance video has its music."""
+    dance video has its music. ``rising``: the tone's amplitude grows from 0 to 0.9 over the
+    ``seconds``, so its level tells the time (``sound_level``)."""
     import subprocess
 
     from magicanimate_cli import media
@@ -68,10 +69,32 @@ def add_sound(video: Path, seconds: float) -> Path:
     video = Path(video)
     silent = video.with_name(f"silent-{video.name}")
     video.rename(silent)
+    tone = f"aevalsrc=0.9*t/{seconds}*sin(2*PI*440*t):s=44100:d={seconds}" if rising else "sine=frequency=440"
     subprocess.run([media.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-i", str(silent), "-f", "lavfi", "-t", f"{seconds}",
-                    "-i", "sine=frequency=440", "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(video)], check=True)  # fmt: skip
+                    "-i", tone, "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(video)], check=True)  # fmt: skip
     silent.unlink()
     return video
+
+
+SOUND_RATE = 8000  # samples per second of ``read_sound``
+
+
+def read_sound(path: Path, rate: int = SOUND_RATE) -> np.ndarray:
+    """The first sound stream of ``path`` decoded by ffmpeg: mono float samples at ``rate``."""
+    import subprocess
+
+    from magicanimate_cli import media
+
+    done = subprocess.run([media.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1",
+                           "-ar", str(rate), "-f", "s16le", "-"], check=True, capture_output=True)  # fmt: skip
+    return np.frombuffer(done.stdout, np.int16).astype(np.float64) / 32768
+
+
+def sound_level(samples: np.ndarray, at: float, window: float = 0.05) -> float:
+    """The amplitude of a tone around ``at`` seconds (√2 × the RMS of ``window`` seconds)."""
+    start = int(at * SOUND_RATE)
+    part = samples[start : start + int(window * SOUND_RATE)]
+    return float(np.sqrt(2 * np.mean(part**2)))
 
 
 def write_clip(folder: Path, count: int = 3, width: int = 40, height: int = 30, seed: int = 0, person=(20, 5, 36, 28)) -> dict:
@@ -142,7 +165,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Type", {".mpd": "application/dash+xml", ".m4a": "audio/mp4", ".mkv": "video/x-matroska"}.get(file.suffix, "video/mp4"))
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
@@ -185,3 +208,14 @@ def save_sideways(path: Path, shown: np.ndarray) -> None:
     exif = stored.getexif()
     exif[0x0112] = 6
     stored.save(path, exif=exif)
+
+
+def assert_keeps_sound(output: Path, source: Path, seconds: float) -> None:
+    """``output`` has the sound of ``source`` from its start, copied as it is (the same samples,
+    no second encoding), for the ``seconds`` its frames last."""
+    from magicanimate_cli import media
+
+    assert media.audio_streams(output) == ["aac"]
+    kept, original = read_sound(output, 44100), read_sound(source, 44100)
+    assert seconds <= len(kept) / 44100 < seconds + 0.05  # up to the next AAC packet (1024 samples)
+    assert np.array_equal(kept[:8192], original[:8192])

@@ -21,7 +21,7 @@ from magicanimate_cli.cli import app
 from magicanimate_cli.densepose.charts import Detections
 from magicanimate_cli.errors import UserError
 
-from preprocess_helpers import TABLE_10_3, write_clip
+from preprocess_helpers import TABLE_10_3, add_sound, assert_keeps_sound, write_clip
 
 VIRIDIS_0 = tuple(int(v) for v in TABLE_10_3[0])
 BLACK = (0, 0, 0)
@@ -269,6 +269,13 @@ def test_align_writes_frames_and_the_transform(tmp_path):
     assert result.transform["ref_box_source"] == "alpha" and result.transform["scale"] == pytest.approx(1.2)
     with pytest.raises(UserError, match="--overwrite"):
         align(reference, motion, tmp_path / "out", size=96)
+
+
+def test_a_motion_video_keeps_its_sound(tmp_path):
+    motion = add_sound(media.write_frames(tmp_path / "poses.mp4", draw_clip([BODY] * 5, size=96), fps=10), 1.0, rising=True)
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    align(reference, motion, tmp_path / "aligned.mp4", size=96)
+    assert_keeps_sound(tmp_path / "aligned.mp4", motion, 0.5)
 
 
 def test_align_warns_about_a_motion_that_is_not_densepose_as_animate_does(tmp_path):

@@ -26,7 +26,7 @@ from magicanimate_cli.crop import (
 )
 from magicanimate_cli.errors import UserError
 
-from preprocess_helpers import TABLE_10_3, make_video, save_sideways, write_clip
+from preprocess_helpers import TABLE_10_3, add_sound, assert_keeps_sound, make_video, save_sideways, write_clip
 
 runner = CliRunner()
 
@@ -144,6 +144,17 @@ def test_center_crop_video_to_video(tmp_path):
     out = media.read_frames(tmp_path / "out.mp4")
     assert out.array.shape == (5, 32, 32, 3) and out.fps == 25
     assert out.array[:, :, :, 1].max() < 60  # the green strip at the left edge was cut away
+
+
+def test_a_video_cropped_into_a_video_keeps_its_sound(tmp_path):
+    frames = np.stack([_quadrants()] * 5)
+    mute = media.write_frames(tmp_path / "mute.mp4", frames, fps=25)
+    dance = add_sound(media.write_frames(tmp_path / "dance.mp4", frames, fps=25), 1.0, rising=True)
+    crop(dance, tmp_path / "out.mp4", size=32)
+    crop(mute, tmp_path / "mute_out.mp4", size=32)
+    assert_keeps_sound(tmp_path / "out.mp4", dance, 0.2)
+    assert media.audio_streams(tmp_path / "mute_out.mp4") == []
+    assert np.array_equal(media.read_frames(tmp_path / "out.mp4").array, media.read_frames(tmp_path / "mute_out.mp4").array)
 
 
 def test_box_on_frames_folder_keeps_pixels_with_size_0(tmp_path, rng):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from magicanimate_cli.cli import app
 from magicanimate_cli.download import download, parse_time, read_tracklets, tracklet_box, tracklet_frames
 from magicanimate_cli.errors import UserError
 
-from preprocess_helpers import decode_index, make_video, serve
+from preprocess_helpers import add_sound, decode_index, make_video, read_sound, serve, sound_level
 
 runner = CliRunner()
 VID = "AAAAAAAAAAA"  # an 11-character "YouTube ID"
@@ -32,8 +33,29 @@ def server(tmp_path_factory):
     make_video(root / "talk.mp4", count=20, fps=25.0, width=48, height=32)
     make_video(root / "flaky.mp4", count=10, fps=25.0)
     make_video(root / "broken.mp4", count=30, fps=25.0)
+    add_sound(make_video(root / "dance.mp4", count=30, fps=25.0), 1.2, rising=True)
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-i", str(root / "dance.mp4"), "-c", "copy", str(root / "phone.mkv")], check=True)
+    _site_serving_sound_apart(root)
     with serve(root) as httpd:
         yield httpd
+
+
+def _site_serving_sound_apart(root: Path) -> None:
+    """``site.mpd``: a DASH manifest of a video-only mp4 and an m4a sound (a rising tone), as
+    YouTube serves them; yt-dlp's generic extractor reads it."""
+    make_video(root / "picture.mp4", count=30, fps=25.0)
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-i", "aevalsrc=0.9*t/1.2*sin(2*PI*440*t):s=44100:d=1.2",
+                    "-c:a", "aac", str(root / "music.m4a")], check=True)  # fmt: skip
+    (root / "site.mpd").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT1.2S" '
+        'profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"><Period>'
+        '<AdaptationSet mimeType="video/mp4"><Representation id="picture" codecs="avc1.64000d" width="64" height="48" '
+        'bandwidth="100000"><BaseURL>picture.mp4</BaseURL></Representation></AdaptationSet>'
+        '<AdaptationSet mimeType="audio/mp4"><Representation id="music" codecs="mp4a.40.2" audioSamplingRate="44100" '
+        'bandwidth="64000"><BaseURL>music.m4a</BaseURL></Representation></AdaptationSet>'
+        "</Period></MPD>"
+    )
 
 
 @pytest.fixture()
@@ -73,6 +95,40 @@ def test_time_range_is_frame_exact(server, template, tmp_path):
     assert (tmp_path / f"{VID}.mp4").is_file()  # the full video stays for other cuts
     open_ended = download([VID], tmp_path, url_template=template, start=1).items[0]
     assert open_ended["frames"] == 5 and open_ended["output"].endswith(f"{VID}_1-end.mp4")
+
+
+def test_a_cut_keeps_the_sound_of_its_frames(server, template, tmp_path):
+    result = download([f"{server.url}/dance.mp4"], tmp_path, start="0.4", end="0.8")
+    assert result.ok and result.items[0]["frames"] == 10
+    whole, cut = read_sound(tmp_path / "dance.mp4"), read_sound(tmp_path / "dance_0.4-0.8.mp4")
+    assert media.audio_streams(tmp_path / "dance_0.4-0.8.mp4") == ["aac"]
+    assert len(cut) / 8000 == pytest.approx(0.4, abs=0.03)  # the 10 frames' 0.4 s, not the rest of the video
+    for at in (0.0, 0.2, 0.3):  # the rising tone says when: the cut's sound starts at its first frame, 0.4 s
+        assert sound_level(cut, at) == pytest.approx(sound_level(whole, 0.4 + at), abs=0.03)
+    assert abs(sound_level(cut, 0.0) - sound_level(whole, 0.0)) > 0.2
+
+
+def test_another_container_becomes_an_mp4_with_its_sound(server, template, tmp_path):
+    result = download([f"{server.url}/phone.mkv"], tmp_path)
+    assert result.ok and sorted(p.name for p in tmp_path.iterdir()) == ["phone.mp4"]
+    assert media.probe(tmp_path / "phone.mp4").frames == 30 and media.audio_streams(tmp_path / "phone.mp4") == ["aac"]
+    assert (tmp_path / "phone.mp4").read_bytes()[4:8] == b"ftyp"  # an mp4 container, not the Matroska file renamed
+
+
+def test_sound_served_apart_comes_with_sound_only_and_its_cuts_keep_it(server, template, tmp_path):
+    url = f"{server.url}/site.mpd"
+    plain = download([url], tmp_path / "plain", start="0.4", end="0.8")
+    assert plain.ok and [media.audio_streams(p) for p in sorted((tmp_path / "plain").iterdir())] == [[], []]
+    with_sound = download([url], tmp_path / "sound", start="0.4", end="0.8", sound=True)
+    assert with_sound.ok and sorted(p.name for p in (tmp_path / "sound").iterdir()) == ["site.mp4", "site_0.4-0.8.mp4"]
+    whole = tmp_path / "sound" / "site.mp4"
+    assert media.audio_streams(whole) == ["aac"] and media.probe(whole).frames == 30  # merged into one mp4
+    cut = read_sound(tmp_path / "sound" / "site_0.4-0.8.mp4")
+    assert len(cut) / 8000 == pytest.approx(0.4, abs=0.03)
+    assert sound_level(cut, 0.1) == pytest.approx(sound_level(read_sound(whole), 0.5), abs=0.03)
+    cli = runner.invoke(app, ["download", url, "-o", str(tmp_path / "cli"), "--sound", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert media.audio_streams(tmp_path / "cli" / "site.mp4") == ["aac"]
 
 
 def test_tracklets(server, template, tmp_path):

@@ -403,3 +403,37 @@ def test_a_name_that_is_not_utf8_is_refused_in_one_line_naming_its_bytes(tmp_pat
         error = json.loads(result.stdout)["error"]
         assert error.endswith(f"{name}: the name is not valid UTF-8, which ffmpeg cannot be handed; rename it")
     assert sorted(os.listdir(tmp_path)) == sorted(["good.mp4", os.fsdecode(b"caf\xe9.mp4")])
+
+
+def test_a_video_made_from_a_video_keeps_its_sound_and_nothing_else_does(tmp_path):
+    from preprocess_helpers import add_sound, make_video
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
+    mute = make_video(tmp_path / "mute.mp4", count=10)
+    assert media.kept_sound(dance, tmp_path / "poses.mp4", 0.4) == {"audio": dance, "audio_seconds": 0.4}
+    assert media.kept_sound(dance, tmp_path / "poses.MOV", None) == {"audio": dance, "audio_seconds": None}
+    assert media.kept_sound(dance, tmp_path / "poses", 0.4) == {}  # frames hold no sound
+    assert media.kept_sound(mute, tmp_path / "poses.mp4", 0.4) == {}
+    assert media.kept_sound(tmp_path / "gone.mp4", tmp_path / "poses.mp4", 0.4) == {}
+    media.write_frames(tmp_path / "frames", np.zeros((2, 8, 8, 3), np.uint8))
+    assert media.kept_sound(tmp_path / "frames", tmp_path / "poses.mp4", 0.4) == {}
+
+
+def test_a_writer_copies_sound_an_mp4_holds_and_encodes_other_sound_to_aac(tmp_path):
+    from preprocess_helpers import add_sound, make_video, read_sound
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=30), 1.2, rising=True)
+    wav = tmp_path / "music.wav"
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-t", "1", "-i", "sine=frequency=440", str(wav)], check=True)
+    assert media.audio_streams(wav) == ["pcm_s16le"]
+    frames = np.zeros((10, 16, 16, 3), np.uint8)
+    for source, name in ((dance, "copied.mp4"), (wav, "encoded.mp4")):
+        with media.FrameWriter(tmp_path / name, 25.0, audio=source, audio_seconds=0.4) as writer:
+            for frame in frames:
+                writer.write(frame)
+        assert media.audio_streams(tmp_path / name) == ["aac"]
+    original, copied = read_sound(dance, 44100), read_sound(tmp_path / "copied.mp4", 44100)
+    assert 0.4 <= len(copied) / 44100 < 0.45  # cut to the frames, to the next AAC packet (1024 samples)
+    assert np.array_equal(copied[:16384], original[:16384])  # the same samples: not encoded a second time
+    music, encoded = read_sound(wav, 44100), read_sound(tmp_path / "encoded.mp4", 44100)
+    assert not np.array_equal(encoded[:16384], music[:16384]) and np.abs(encoded[:16384] - music[:16384]).max() < 0.05

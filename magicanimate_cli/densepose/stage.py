@@ -83,11 +83,12 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
     return _Plan(source, output, labels, names, count, fps, identity)
 
 
-def _writer(path: Path, names: list[str], fps: float, overwrite: bool):
-    """A video, or a folder of PNGs that keeps the input frames' names."""
+def _writer(path: Path, names: list[str], fps: float, overwrite: bool, sound: dict | None = None):
+    """A video (with ``sound``: ``media.kept_sound``), or a folder of PNGs that keeps the input
+    frames' names."""
     from .. import media
 
-    return media.FrameWriter(path, fps, overwrite, names=None if media.is_video(path) else names)
+    return media.FrameWriter(path, fps, overwrite, names=None if media.is_video(path) else names, **(sound or {}))
 
 
 # ----------------------------------------------------------------------------- resumable labels
@@ -409,6 +410,7 @@ def _repair(input: Path, plan: _Plan, work: _Work, settings: DensePoseConfig) ->
 
 def _render(plan: _Plan, work: _Work, sources: list[int], smooth: int, overwrite: bool, progress: Progress) -> None:
     """Step 3: render each frame's (repaired, smoothed) labels, and write the label maps."""
+    from .. import media
     from .palette import render_labels
     from .repair import majority, window
 
@@ -425,7 +427,8 @@ def _render(plan: _Plan, work: _Work, sources: list[int], smooth: int, overwrite
         return cache[raw]
 
     names = plan.names[:count]
-    with _writer(plan.output, names, plan.fps, overwrite) as out:
+    sound = media.kept_sound(plan.source, plan.output, count / plan.fps)  # a dance video's music stays with its poses
+    with _writer(plan.output, names, plan.fps, overwrite, sound) as out:
         label_writer = _writer(plan.labels, names, plan.fps, overwrite) if plan.labels is not None else None
         with label_writer if label_writer is not None else nullcontext():
             for index in range(count):

@@ -75,6 +75,19 @@ def test_video_in_folder_and_video_out(tmp_path):
         assert agree > 0.9  # (edges of small parts blur; a wrong frame would agree on a few %)
 
 
+def test_a_video_keeps_its_sound_in_the_poses_video(tmp_path):
+    from preprocess_helpers import add_sound, assert_keeps_sound
+
+    media.write_frames(tmp_path / "dance.mp4", np.random.default_rng(4).integers(0, 255, (4, H, W, 3), dtype=np.uint8), fps=10)
+    add_sound(tmp_path / "dance.mp4", 1.0, rising=True)  # longer than the 4 frames
+    plan = {i: [person(7, (4, 4, 40, 36))] for i in range(4)}
+    densepose(tmp_path / "dance.mp4", tmp_path / "poses.mp4", labels=tmp_path / "labels", estimator=FakeEstimator(plan, by_order=True))
+    assert_keeps_sound(tmp_path / "poses.mp4", tmp_path / "dance.mp4", 0.4)  # so `animate --audio poses.mp4` has the music
+    assert media.read_frames(tmp_path / "poses.mp4").array.shape == (4, H, W, 3)
+    densepose(tmp_path / "dance.mp4", tmp_path / "frames", estimator=FakeEstimator(plan, by_order=True))  # frames: no sound to keep
+    assert len(media.list_frame_files(tmp_path / "frames")) == 4
+
+
 def test_clip_folder_writes_densepose_and_labels_beside_images(tmp_path):
     clip = tmp_path / "clip"
     names = frames_folder(clip / "images", 5)
