@@ -415,6 +415,7 @@ def align(
     fit: str = AlignConfig.fit,
     models: Path | str | None = None,
     allow_truncated: bool = False,
+    strict: bool = False,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     segmenter: Callable | None = None,
@@ -429,7 +430,7 @@ def align(
     installed PaddleSeg/detectron2 models (see ``reference_box``). A motion video that does not
     decode to its end is refused unless ``allow_truncated``. A motion that is not DensePose in
     MagicAnimate's colours, or shows nobody, is warned about as ``animate`` does (``InputWarning``,
-    the result's ``warnings``).
+    the result's ``warnings``), or refused with ``strict``.
     """
     from . import clip as clip_folder
     from . import media
@@ -467,7 +468,7 @@ def align(
             poses = store.frames()
             if len(poses) == 0:
                 raise UserError(f"{source}: no frames to align")
-            noticed = motion_warnings(poses, source)  # not DensePose, or nobody: said before the body is looked for
+            noticed = motion_warnings(poses, source, strict)  # not DensePose, or nobody: said before the body is looked for
             alignment = plan_alignment(poses, found.box, anchor=anchor, frames=frames, background=background, source=str(source))
             with media.FrameWriter(output, info.fps, overwrite, **media.kept_sound(source, output, len(poses) / info.fps)) as writer:
                 for index, pose in enumerate(poses):

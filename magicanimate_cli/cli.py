@@ -109,6 +109,9 @@ OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace OUTPUT if it
 ALLOW_TRUNCATED_OPTION = typer.Option(
     False, "--allow-truncated", help="Use the frames that decode from a cut-off or damaged video instead of refusing it."
 )
+STRICT_OPTION = typer.Option(
+    False, "--strict", help="Refuse (exit 2) a motion that is not DensePose in MagicAnimate's colours or shows nobody, instead of warning."
+)
 PATH_AS_TYPED = {"parser": str, "metavar": "<path>"}
 """Paths reach the stage as typed (``parser=str``; ``Path`` would read ``""`` as ``.`` and drop a
 trailing ``/``): ``media.output_path`` and ``media.input_path`` read them (``~``, ``-o ""``,
@@ -264,6 +267,7 @@ def animate(
         None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3."
     ),
     allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
+    strict: bool = STRICT_OPTION,
     fast: bool = typer.Option(
         False, "--fast", help="Fast path: same algorithm, other matrix shapes; within the parity contract, not bit for bit (docs/performance.md)."
     ),
@@ -295,6 +299,7 @@ def align_(
     fit: str = typer.Option(_ALIGN.fit, "--fit", help="crop, pad or stretch, as for animate."),
     models: Optional[Path] = MODELS_OPTION,
     allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
+    strict: bool = STRICT_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -285,12 +285,16 @@ def test_align_warns_about_a_motion_that_is_not_densepose_as_animate_does(tmp_pa
 
     reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
     with warnings.catch_warnings():
-        warnings.simplefilter("error", InputWarning)  # a DensePose clip: none
-        assert align(reference, write_frames_folder(tmp_path / "poses", draw_clip([BODY] * 3, part=4)), tmp_path / "a", size=96).warnings == []
+        warnings.simplefilter("error", InputWarning)  # a DensePose clip: none, and strict lets it through
+        poses = write_frames_folder(tmp_path / "poses", draw_clip([BODY] * 3, part=4))
+        assert align(reference, poses, tmp_path / "a", size=96, strict=True).warnings == []
     noise = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)  # a raw video stands for it
     with pytest.warns(InputWarning, match="does not look like DensePose") as caught:
         result = align(reference, write_frames_folder(tmp_path / "noise", noise), tmp_path / "b", size=96)
     assert result.warnings == [str(w.message) for w in caught] and result.warnings[0].startswith(f"{tmp_path / 'noise'}: ")
+    with pytest.raises(UserError, match=r"does not look like DensePose.*\(refused: --strict"):
+        align(reference, tmp_path / "noise", tmp_path / "c", size=96, strict=True)
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_truncated_motion_video_is_refused_unless_allowed(tmp_path, tiny_pipeline):

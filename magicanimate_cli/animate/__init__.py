@@ -225,6 +225,7 @@ def animate(
     align: bool = False,
     devices: str | None = None,
     allow_truncated: bool = False,
+    strict: bool = False,
     fast: bool = False,
     compile: bool = False,
     overwrite: bool = False,
@@ -259,7 +260,8 @@ def animate(
     the motion's header. ``check_animate`` makes the same checks without the work. Once the motion
     is read, and before the models load, a motion with no person or one not drawn in the DensePose
     palette (a raw video, an IUV rendering) is warned about (``InputWarning``; ``motion_warnings``)
-    and listed in the result's ``warnings``: the run goes on.
+    and listed in the result's ``warnings``: the run goes on, unless ``strict``, which refuses it
+    there (``UserError``).
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
@@ -297,7 +299,7 @@ def animate(
         poses = store.frames()
         if len(poses) == 0:
             raise UserError(f"{motion}: no frames to animate")
-        noticed = motion_warnings(poses, motion)  # said now, before the long work, which goes on
+        noticed = motion_warnings(poses, motion, strict)  # said now, before the long work, which goes on (unless strict)
         unaligned = alignment = None
         if align:
             unaligned, (store, alignment) = store, _align_store(store, aligned_scratch, ref_found.box, pose_fill, motion)
@@ -355,12 +357,13 @@ def animate(
     )
 
 
-def motion_warnings(poses, motion: Path) -> list[str]:
+def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:
     """Warn (``InputWarning``, from the stage's caller) about what makes fitted ``poses`` (uint8 RGB
     ``T×S×S×3``) unlikely to drive the model, and return the messages, judged on up to 8 frames
     spread over the clip: no person at all, or a person not drawn in the DensePose palette (a raw
     video, an IUV or parula rendering). MagicAnimate's ControlNet was trained on viridis DensePose
-    only, so either gives an animation that does not follow the motion."""
+    only, so either gives an animation that does not follow the motion. ``strict`` refuses it
+    instead (``UserError``): a batch job stops there, before the models load."""
     import numpy as np
 
     from ..align import clip_background
@@ -376,6 +379,8 @@ def motion_warnings(poses, motion: Path) -> list[str]:
         found.append(f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels "
                      "are viridis part colours), so the animation will probably not follow it; make the poses with "
                      "`magicanimate densepose VIDEO`")
+    if strict and found:
+        raise UserError(f"{found[0]} (refused: --strict; without it the run goes on with a warning)")
     for message in found:
         warnings.warn(message, InputWarning, stacklevel=3)  # pointing at whoever called animate() or align()
     return found
