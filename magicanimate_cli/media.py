@@ -646,7 +646,7 @@ def kept_sound(source: Path, output: Path, seconds: float | None) -> dict:
     source, output = Path(source), Path(output)
     if not (is_video(output) and is_video(source) and source.is_file() and audio_streams(source)):
         return {}
-    return {"audio": source, "audio_seconds": seconds}
+    return {"audio": source, "audio_seconds": seconds, "sound_kept": True}
 
 
 def check_audio_source(path: Path) -> Path:
@@ -815,8 +815,11 @@ class FrameWriter:
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
     e.g. to keep the file names of the input frames. A video gets the sound of ``audio`` (a
     video or sound file; ``check_audio_source``) from its start, at most ``audio_seconds`` of it
-    (copied when an mp4 holds its codec, else AAC: ``sound_options``; the frames are encoded as
-    without it).
+    (copied when an mp4 holds its codec, else AAC: ``sound_options``). The sound is muxed in
+    after the picture is encoded, by a second ffmpeg pass that copies the picture, so the frames
+    are encoded as without it. If that pass fails, the video is written without the sound: with
+    a ``warning:`` line (``InputWarning``) when the sound was only kept along (``sound_kept``, as
+    ``kept_sound`` gives it), as an error naming ``audio`` when it was asked for.
     """
 
     def __init__(
@@ -829,6 +832,7 @@ class FrameWriter:
         commit: bool = True,
         audio: Path | None = None,
         audio_seconds: float | None = None,
+        sound_kept: bool = False,
     ):
         self.path = check_output(Path(path), overwrite)
         self.overwrite = overwrite
@@ -837,7 +841,7 @@ class FrameWriter:
         self.names = names
         self.fps = float(fps)
         self.crf = crf
-        self.audio, self.audio_seconds = audio, audio_seconds
+        self.audio, self.audio_seconds, self.sound_kept = audio, audio_seconds, sound_kept
         self.count = 0
         self._process = None
         self._tmp: Path | None = None
@@ -877,14 +881,8 @@ class FrameWriter:
             import ffmpeg
 
             stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width + pad_w}x{height + pad_h}", framerate=self.fps)
-            streams, sound = [stream], {}
-            if self.audio is not None:  # cut by its input's length, not -shortest, which may cut the last frames
-                limit = {"t": f"{self.audio_seconds:.6f}"} if self.audio_seconds else {}
-                streams.append(ffmpeg.input(_ffmpeg_path(self.audio), **limit).audio)
-                sound = sound_options((audio_streams(self.audio) or ["?"])[0])
             stream = ffmpeg.output(
-                *streams, _ffmpeg_path(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps,
-                **sound,
+                stream, _ffmpeg_path(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps,
             ).global_args("-hide_banner", "-loglevel", "error")
             self._process = ffmpeg.run_async(
                 stream, cmd=ffmpeg_binary(), pipe_stdin=True, pipe_stderr=True, overwrite_output=True, quiet=False
@@ -915,6 +913,8 @@ class FrameWriter:
                     raise files.ffmpeg_write_error(err, self.path, code) or UserError(
                         f"{self.path}: ffmpeg failed to encode ({lines[-1] if lines else 'no message'})"
                     )
+                if ok and self.audio is not None:
+                    self._add_sound()
             if ok and self.commit:
                 files.commit(self._tmp, self.path, replace=self.overwrite)
                 self._tmp = None
@@ -922,6 +922,37 @@ class FrameWriter:
                 self.pending, self._tmp = self._tmp, None
         finally:
             discard(self._tmp)
+
+
+    def _add_sound(self) -> None:
+        """Mux the sound of ``audio`` into the encoded picture (copied): cut by the sound input's
+        length, not by ``-shortest``, which may cut the last frames."""
+        import warnings
+
+        import ffmpeg
+
+        from .errors import InputWarning
+        from .files import writing
+
+        with writing(self.path):
+            muxed = temp_beside(self.path, directory=False)
+        limit = {"t": f"{self.audio_seconds:.6f}"} if self.audio_seconds else {}
+        codecs = audio_streams(self.audio)
+        error = "no sound stream" if not codecs else _run_ffmpeg(ffmpeg.output(
+            ffmpeg.input(_ffmpeg_path(self._tmp)).video, ffmpeg.input(_ffmpeg_path(self.audio), **limit).audio, _ffmpeg_path(muxed),
+            vcodec="copy", movflags="+faststart", **sound_options(codecs[0])))  # fmt: skip
+        if error is None:
+            discard(self._tmp)
+            self._tmp = muxed
+            return
+        discard(muxed)
+        if not self.sound_kept:
+            from .files import ffmpeg_write_error
+
+            raise ffmpeg_write_error(error, self.path, 1) or UserError(
+                f"{shown(self.audio)}: its sound could not be added to {shown(self.path)} (ffmpeg: {error}); give --audio another file"
+            )
+        warnings.warn(f"{shown(self.path)}: written without the sound of {shown(self.audio)} (ffmpeg: {error})", InputWarning, stacklevel=3)
 
 
 @contextmanager

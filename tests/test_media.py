@@ -410,8 +410,8 @@ def test_a_video_made_from_a_video_keeps_its_sound_and_nothing_else_does(tmp_pat
 
     dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
     mute = make_video(tmp_path / "mute.mp4", count=10)
-    assert media.kept_sound(dance, tmp_path / "poses.mp4", 0.4) == {"audio": dance, "audio_seconds": 0.4}
-    assert media.kept_sound(dance, tmp_path / "poses.MOV", None) == {"audio": dance, "audio_seconds": None}
+    assert media.kept_sound(dance, tmp_path / "poses.mp4", 0.4) == {"audio": dance, "audio_seconds": 0.4, "sound_kept": True}
+    assert media.kept_sound(dance, tmp_path / "poses.MOV", None) == {"audio": dance, "audio_seconds": None, "sound_kept": True}
     assert media.kept_sound(dance, tmp_path / "poses", 0.4) == {}  # frames hold no sound
     assert media.kept_sound(mute, tmp_path / "poses.mp4", 0.4) == {}
     assert media.kept_sound(tmp_path / "gone.mp4", tmp_path / "poses.mp4", 0.4) == {}
@@ -437,3 +437,24 @@ def test_a_writer_copies_sound_an_mp4_holds_and_encodes_other_sound_to_aac(tmp_p
     assert np.array_equal(copied[:16384], original[:16384])  # the same samples: not encoded a second time
     music, encoded = read_sound(wav, 44100), read_sound(tmp_path / "encoded.mp4", 44100)
     assert not np.array_equal(encoded[:16384], music[:16384]) and np.abs(encoded[:16384] - music[:16384]).max() < 0.05
+
+
+def test_sound_that_cannot_be_muxed_costs_only_the_sound_when_it_was_only_kept_along(tmp_path, monkeypatch):
+    from magicanimate_cli.errors import InputWarning
+
+    from preprocess_helpers import add_sound, make_video
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
+    monkeypatch.setattr(media, "sound_options", lambda codec: {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot put in an mp4
+    frames = np.full((4, 16, 16, 3), 90, np.uint8)
+    with pytest.warns(InputWarning, match=f"^{tmp_path / 'kept.mp4'}: written without the sound of {dance} \\(ffmpeg: "):
+        media.write_frames(tmp_path / "kept.mp4", frames)  # the frames only: no sound asked for
+        with media.FrameWriter(tmp_path / "kept.mp4", 25.0, overwrite=True, **media.kept_sound(dance, tmp_path / "kept.mp4", 0.16)) as writer:
+            for frame in frames:
+                writer.write(frame)
+    assert media.audio_streams(tmp_path / "kept.mp4") == [] and len(media.read_frames(tmp_path / "kept.mp4").array) == 4
+    with pytest.raises(UserError, match=f"^{dance}: its sound could not be added to {tmp_path / 'asked.mp4'} \\(ffmpeg: "):
+        with media.FrameWriter(tmp_path / "asked.mp4", 25.0, audio=dance, audio_seconds=0.16) as writer:
+            for frame in frames:
+                writer.write(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "kept.mp4"]  # no temporaries left
