@@ -546,17 +546,19 @@ def _run_ffmpeg(stream) -> str | None:
 def remux_mp4(source: Path, target: Path) -> bool:
     """Copy the video stream of ``source`` into the mp4 ``target`` (faststart); re-encode with
     libx264 when it cannot be copied. Its first sound stream too, if it has one
-    (``sound_options``). True when ffmpeg succeeded. Not atomic by itself."""
+    (``sound_options``); without it if that fails. True when ffmpeg succeeded. Not atomic by
+    itself."""
     import ffmpeg
 
-    path = _ffmpeg_path(source)
     codecs = audio_streams(source)
-    for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
-        streams = [ffmpeg.input(path).video] + ([ffmpeg.input(path).audio] if codecs else [])
-        audio = sound_options(codecs[0]) if codecs else {"an": None}
-        stream = ffmpeg.output(*streams, _ffmpeg_path(target), movflags="+faststart", **codec, **audio)
-        if _run_ffmpeg(stream) is None:
-            return True
+    sounds = ([sound_options(codecs[0])] if codecs else []) + [None]
+    for sound in sounds:
+        for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
+            video = ffmpeg.input(_ffmpeg_path(source))
+            streams = [video.video] + ([video.audio] if sound is not None else [])
+            stream = ffmpeg.output(*streams, _ffmpeg_path(target), movflags="+faststart", **codec, **(sound or {"an": None}))
+            if _run_ffmpeg(stream) is None:
+                return True
     return False
 
 
@@ -584,6 +586,9 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
     out = ffmpeg.output(*streams, _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart",
                         **audio, **limit)
     return _run_ffmpeg(out)
+
+
+# ----------------------------------------------------------------------------- writing
 
 
 def input_path(value: Path | str) -> Path:
@@ -923,7 +928,6 @@ class FrameWriter:
         finally:
             discard(self._tmp)
 
-
     def _add_sound(self) -> None:
         """Mux the sound of ``audio`` into the encoded picture (copied): cut by the sound input's
         length, not by ``-shortest``, which may cut the last frames."""
@@ -932,10 +936,8 @@ class FrameWriter:
         import ffmpeg
 
         from .errors import InputWarning
-        from .files import writing
 
-        with writing(self.path):
-            muxed = temp_beside(self.path, directory=False)
+        muxed = temp_beside(self.path, directory=False)  # a full disk names the output
         limit = {"t": f"{self.audio_seconds:.6f}"} if self.audio_seconds else {}
         codecs = audio_streams(self.audio)
         error = "no sound stream" if not codecs else _run_ffmpeg(ffmpeg.output(
