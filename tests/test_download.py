@@ -108,11 +108,15 @@ def test_a_cut_keeps_the_sound_of_its_frames(server, template, tmp_path):
     assert abs(sound_level(cut, 0.0) - sound_level(whole, 0.0)) > 0.2
 
 
-def test_another_container_becomes_an_mp4_with_its_sound(server, template, tmp_path):
+def test_another_container_becomes_an_mp4_with_its_sound(server, template, tmp_path, monkeypatch):
     result = download([f"{server.url}/phone.mkv"], tmp_path)
     assert result.ok and sorted(p.name for p in tmp_path.iterdir()) == ["phone.mp4"]
     assert media.probe(tmp_path / "phone.mp4").frames == 30 and media.audio_streams(tmp_path / "phone.mp4") == ["aac"]
     assert (tmp_path / "phone.mp4").read_bytes()[4:8] == b"ftyp"  # an mp4 container, not the Matroska file renamed
+    monkeypatch.setattr(media, "sound_options", lambda codec: {"acodec": "no-such-encoder"})  # a sound an mp4 cannot take
+    again = download([f"{server.url}/phone.mkv"], tmp_path / "again")
+    assert again.ok and media.probe(tmp_path / "again" / "phone.mp4").frames == 30  # the video, without its sound
+    assert media.audio_streams(tmp_path / "again" / "phone.mp4") == []
 
 
 def test_sound_served_apart_comes_with_sound_only_and_its_cuts_keep_it(server, template, tmp_path):
