@@ -568,8 +568,8 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
     from ``start`` seconds (input seeking), cropped to ``box`` = (x, y, width, height), at most
     ``frames`` frames. With ``sound``, the sound of those frames too, if ``source`` has one
     (AAC): it starts half a frame after ``start`` (the first frame's time; ``start`` is half a
-    frame before it) and lasts ``frames / fps`` seconds. None when it worked, else ffmpeg's error
-    line. Not atomic by itself."""
+    frame before it) and lasts ``frames / fps`` seconds; a sound ffmpeg cannot encode is left
+    out. None when it worked, else ffmpeg's error line. Not atomic by itself."""
     import ffmpeg
 
     x0, y0, w, h = box
@@ -577,14 +577,14 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
     stream = ffmpeg.input(path, ss=f"{start:.6f}") if start is not None else ffmpeg.input(path)
     streams = [stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
     limit = {"frames:v": int(frames)} if frames is not None else {}
-    audio = {"an": None}
     if sound and audio_streams(source):
         window = {"ss": f"{start + 0.5 / fps:.6f}"} if start is not None else {}
         window.update({"t": f"{frames / fps:.6f}"} if frames is not None else {})
-        streams.append(ffmpeg.input(path, **window).audio)
-        audio = {"acodec": "aac", "audio_bitrate": "192k"}
-    out = ffmpeg.output(*streams, _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart",
-                        **audio, **limit)
+        out = ffmpeg.output(*streams, ffmpeg.input(path, **window).audio, _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p",
+                            crf=18, movflags="+faststart", **AAC, **limit)  # fmt: skip
+        if _run_ffmpeg(out) is None:
+            return None
+    out = ffmpeg.output(*streams, _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p", crf=18, movflags="+faststart", an=None, **limit)
     return _run_ffmpeg(out)
 
 
@@ -634,13 +634,14 @@ def audio_streams(path: Path) -> list[str]:
 
 
 MP4_SOUND = ("aac", "mp3", "alac")  # sound codecs an mp4 holds as they are
+AAC = {"acodec": "aac", "audio_bitrate": "192k"}  # what other sound becomes in an mp4
 
 
 def sound_options(codec: str) -> dict:
     """ffmpeg's output options for a sound stream of ``codec`` (as ``audio_streams`` names it)
     in an mp4: copied as it is when an mp4 holds that codec (no second lossy encoding), else
     encoded to AAC."""
-    return {"acodec": "copy"} if codec in MP4_SOUND else {"acodec": "aac", "audio_bitrate": "192k"}
+    return {"acodec": "copy"} if codec in MP4_SOUND else AAC
 
 
 def kept_sound(source: Path, output: Path, seconds: float | None) -> dict:
