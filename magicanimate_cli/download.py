@@ -77,6 +77,9 @@ class DownloadResult:
         """Counts, then one line per failed video or clip (the terminal view)."""
 
         summary = {k: v for k, v in self.to_dict().items() if k not in ("items", "ok")}
+        silent = [item["output"] for item in self.items if item.get("sound") is False]
+        if silent:  # --sound asked for it, but these videos have none
+            summary["without sound"] = ", ".join(Path(output).name for output in silent)
         for item in self.items:
             if item["status"] == "failed":
                 summary[item["source"]] = f"failed: {item.get('error')}"
@@ -438,7 +441,8 @@ def download(
     With ``tracklets``, ``sources`` (optional) restricts the CSV to those YouTube IDs.
     ``url_template`` turns a YouTube ID into a URL (``{id}``), e.g. a lab mirror of the videos.
     ``sound`` also fetches the sound where it is served apart from the video (YouTube), for
-    ``animate --audio``; cuts keep whatever sound the video has.
+    ``animate --audio``, and says in each item whether its output has sound (``sound``: some
+    videos have none); cuts keep whatever sound the video has.
     """
     from .media import output_path
 
@@ -466,6 +470,12 @@ def download(
     created = [p for p in [output, *output.parents] if not p.exists()]  # made by this run: removed again if left empty
     try:
         _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress, sound)
+        if sound:
+            from .media import audio_streams
+
+            for item in result.items:
+                if item["status"] != "failed" and item.get("output"):
+                    item["sound"] = bool(audio_streams(Path(item["output"])))
     finally:
         for folder in created:  # deepest first
             try:

@@ -133,9 +133,13 @@ def test_sound_served_apart_comes_with_sound_only_and_its_cuts_keep_it(server, t
     cut = read_sound(tmp_path / "sound" / "site_0.4-0.8.mp4")
     assert len(cut) / 8000 == pytest.approx(0.4, abs=0.03)
     assert sound_level(cut, 0.1) == pytest.approx(sound_level(read_sound(whole), 0.5), abs=0.03)
-    cli = runner.invoke(app, ["download", url, "-o", str(tmp_path / "cli"), "--sound", "--json"])
+    assert [item["sound"] for item in with_sound.items] == [True] and "sound" not in plain.items[0]
+    cli = runner.invoke(app, ["download", url, f"{server.url}/talk.mp4", "-o", str(tmp_path / "cli"), "--sound", "--json"])
     assert cli.exit_code == 0, cli.output
     assert media.audio_streams(tmp_path / "cli" / "site.mp4") == ["aac"]
+    assert [(Path(i["output"]).name, i["sound"]) for i in json.loads(cli.stdout)["items"]] == [("site.mp4", True), ("talk.mp4", False)]
+    told = runner.invoke(app, ["download", f"{server.url}/talk.mp4", "-o", str(tmp_path / "cli"), "--sound"])
+    assert told.exit_code == 0 and "without sound" in told.output and "talk.mp4" in told.output  # it has none to give
 
 
 def test_tracklets(server, template, tmp_path):
