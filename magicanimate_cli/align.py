@@ -470,7 +470,9 @@ def align(
                 raise UserError(f"{source}: no frames to align")
             noticed = motion_warnings(poses, source, strict)  # not DensePose, or nobody: said before the body is looked for
             alignment = plan_alignment(poses, found.box, anchor=anchor, frames=frames, background=background, source=str(source))
-            with media.FrameWriter(output, info.fps, overwrite, **media.kept_sound(source, output, len(poses) / info.fps)) as writer:
+            sound = clip_folder.sound_of(motion) if clip is not None else source  # a clip folder's: the video it was made from
+            sound = media.kept_sound(sound, output, len(poses) / info.fps) if sound is not None else {}
+            with media.FrameWriter(output, info.fps, overwrite, **sound) as writer:
                 for index, pose in enumerate(poses):
                     writer.write(alignment.apply(pose))
                     progress("align", index + 1, len(poses))

@@ -162,6 +162,16 @@ def source_video(folder: Path) -> Path:
     return path
 
 
+def sound_of(folder: Path) -> Path | None:
+    """The video a clip folder was made from, if it is still there (``source_video``), else None:
+    its sound fits the clip's frames (``preprocess`` keeps their times), so a stage that writes a
+    video from the clip keeps that sound along, and never fails for the lack of it."""
+    try:
+        return source_video(folder)
+    except UserError:
+        return None
+
+
 def write_meta(folder: Path, meta: dict) -> None:
     """Write meta.json atomically (temporary name in the same folder, then rename)."""
     from .files import write_text

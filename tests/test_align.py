@@ -329,6 +329,17 @@ def test_clip_folder_records_the_transform_in_meta_json(tmp_path):
         align(reference, tmp_path / "clip", tmp_path / "clip" / "densepose", size=64, overwrite=True)
 
 
+def test_a_clip_folder_gives_an_aligned_video_the_sound_of_the_video_it_was_made_from(tmp_path):
+    from magicanimate_cli.clip import write_meta
+
+    write_clip(tmp_path / "clip", count=3, width=64, height=64, person=(20, 10, 30, 30))
+    dance = add_sound(media.write_frames(tmp_path / "dance.mp4", np.zeros((3, 64, 64, 3), np.uint8), fps=10), 1.0, rising=True)
+    write_meta(tmp_path / "clip", {"fps": 10, "source": {"path": str(dance), "kind": "video"}})
+    reference = rgba_reference(tmp_path / "ref.png", 64, (20, 20, 40, 60))
+    align(reference, tmp_path / "clip", tmp_path / "aligned.mp4", size=64)
+    assert_keeps_sound(tmp_path / "aligned.mp4", dance, 0.3)
+
+
 def test_cli_json_and_exit_codes(tmp_path):
     motion = write_frames_folder(tmp_path / "poses", draw_clip([BODY] * 2, size=64))
     reference = rgba_reference(tmp_path / "ref.png", 64, (20, 6, 44, 66))

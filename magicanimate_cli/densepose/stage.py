@@ -31,11 +31,12 @@ class _Plan:
     count: int
     fps: float
     identity: dict  # what the labels depend on (resume check)
+    sound: Path | None = None  # the video whose sound a video output keeps: the input, or a clip folder's source
 
 
 def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | None = None) -> _Plan:
     from .. import media
-    from ..clip import clip_fps
+    from ..clip import clip_fps, sound_of
     from ..frames import check_fps
 
     if fps is not None:
@@ -80,7 +81,8 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
         identity = {"input": str(source.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
     if count == 0:
         raise UserError(f"{source}: no frames")
-    return _Plan(source, output, labels, names, count, fps, identity)
+    sound = source if media.is_video(source) else sound_of(input) if source == input / CLIP_IMAGES else None  # a clip: its video
+    return _Plan(source, output, labels, names, count, fps, identity, sound)
 
 
 def _writer(path: Path, names: list[str], fps: float, overwrite: bool, sound: dict | None = None):
@@ -427,7 +429,7 @@ def _render(plan: _Plan, work: _Work, sources: list[int], smooth: int, overwrite
         return cache[raw]
 
     names = plan.names[:count]
-    sound = media.kept_sound(plan.source, plan.output, count / plan.fps)  # a dance video's music stays with its poses
+    sound = media.kept_sound(plan.sound, plan.output, count / plan.fps) if plan.sound else {}  # a dance video's music stays with its poses
     with _writer(plan.output, names, plan.fps, overwrite, sound) as out:
         label_writer = _writer(plan.labels, names, plan.fps, overwrite) if plan.labels is not None else None
         with label_writer if label_writer is not None else nullcontext():

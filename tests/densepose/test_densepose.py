@@ -88,6 +88,21 @@ def test_a_video_keeps_its_sound_in_the_poses_video(tmp_path):
     assert len(media.list_frame_files(tmp_path / "frames")) == 4
 
 
+def test_a_clip_folder_gives_a_poses_video_the_sound_of_the_video_it_was_made_from(tmp_path):
+    from magicanimate_cli.clip import write_meta
+
+    from preprocess_helpers import add_sound, assert_keeps_sound
+
+    clip = tmp_path / "clip"
+    frames_folder(clip / "images", 5)
+    write_meta(clip, {"fps": 10, "source": {"path": str(tmp_path / "dance.mp4"), "kind": "video"}})
+    densepose(clip, tmp_path / "gone.mp4", labels=tmp_path / "labels1", estimator=FakeEstimator(PLAN))  # the video is not there: no sound, no error
+    assert media.audio_streams(tmp_path / "gone.mp4") == []
+    add_sound(media.write_frames(tmp_path / "dance.mp4", np.zeros((5, H, W, 3), np.uint8), fps=10), 1.0, rising=True)
+    densepose(clip, tmp_path / "poses.mp4", labels=tmp_path / "labels2", estimator=FakeEstimator(PLAN))
+    assert_keeps_sound(tmp_path / "poses.mp4", tmp_path / "dance.mp4", 0.5)
+
+
 def test_clip_folder_writes_densepose_and_labels_beside_images(tmp_path):
     clip = tmp_path / "clip"
     names = frames_folder(clip / "images", 5)
