@@ -79,7 +79,8 @@ class DownloadResult:
         summary = {k: v for k, v in self.to_dict().items() if k not in ("items", "ok")}
         silent = [item["output"] for item in self.items if item.get("sound") is False]
         if silent:  # --sound asked for it, but these videos have none
-            summary["without sound"] = ", ".join(Path(output).name for output in silent)
+            summary["without sound"] = (", ".join(Path(output).name for output in silent)
+                                        + " (none served, or downloaded earlier without --sound: --overwrite fetches it again)")
         for item in self.items:
             if item["status"] == "failed":
                 summary[item["source"]] = f"failed: {item.get('error')}"
