@@ -448,8 +448,7 @@ def test_sound_that_cannot_be_muxed_costs_only_the_sound_when_it_was_only_kept_a
     monkeypatch.setattr(media, "sound_options", lambda codec: {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot put in an mp4
     frames = np.full((4, 16, 16, 3), 90, np.uint8)
     with pytest.warns(InputWarning, match=f"^{tmp_path / 'kept.mp4'}: written without the sound of {dance} \\(ffmpeg: "):
-        media.write_frames(tmp_path / "kept.mp4", frames)  # the frames only: no sound asked for
-        with media.FrameWriter(tmp_path / "kept.mp4", 25.0, overwrite=True, **media.kept_sound(dance, tmp_path / "kept.mp4", 0.16)) as writer:
+        with media.FrameWriter(tmp_path / "kept.mp4", 25.0, **media.kept_sound(dance, tmp_path / "kept.mp4", 0.16)) as writer:
             for frame in frames:
                 writer.write(frame)
     assert media.audio_streams(tmp_path / "kept.mp4") == [] and len(media.read_frames(tmp_path / "kept.mp4").array) == 4
