@@ -437,6 +437,7 @@ def align(
     from .animate import _FrameStore, motion_warnings
     from .crop import fit_square
     from .files import discard, temp_beside
+    from .folders import missing_folders, take_back
 
     config = AlignConfig(anchor, frames, size, fit)
     config.validate()
@@ -453,10 +454,8 @@ def align(
     progress = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
     info = media.probe(source, clip_folder.clip_fps(motion) if clip is not None else None)
-    found = reference_box(reference, size, fit, ref_box=ref_box, models=models, segmenter=segmenter, estimator=estimator)
     params = {"reference": str(reference), "output": str(output), **asdict(config), "ref_box": ref_box}
-    if clip is not None:
-        clip.start(STAGE, params)
+    new_folders, recorded = missing_folders(output.parent), False
     try:
         scratch = temp_beside(output, directory=False, suffix=".motion.u8")  # the next run cleans it after a kill
         try:
@@ -468,10 +467,14 @@ def align(
             poses = store.frames()
             if len(poses) == 0:
                 raise UserError(f"{source}: no frames to align")
-            noticed = motion_warnings(poses, source, strict)  # not DensePose, or nobody: said before the body is looked for
+            noticed = motion_warnings(poses, source, strict)  # not DensePose, or nobody: said (or refused) before any model or record
+            found = reference_box(reference, size, fit, ref_box=ref_box, models=models, segmenter=segmenter, estimator=estimator)
+            if clip is not None:
+                clip.start(STAGE, params)
+                recorded = True
             alignment = plan_alignment(poses, found.box, anchor=anchor, frames=frames, background=background, source=str(source))
             sound = clip_folder.sound_of(motion) if clip is not None else source  # a clip folder's: the video it was made from
-            sound = media.kept_sound(sound, output, len(poses) / info.fps) if sound is not None else {}
+            sound = media.kept_sound(sound, output) if sound is not None else {}
             with media.FrameWriter(output, info.fps, overwrite, **sound) as writer:
                 for index, pose in enumerate(poses):
                     writer.write(alignment.apply(pose))
@@ -481,8 +484,9 @@ def align(
         finally:
             discard(scratch)
     except BaseException as exc:
-        if clip is not None:
+        if recorded:
             clip.fail(STAGE, str(exc) or exc.__class__.__name__, params=params)
+        take_back(new_folders)  # a refused or failed run leaves no new empty folder
         raise
     transform = {**alignment.to_dict(), "ref_box_source": found.source}
     if clip is not None:

@@ -513,7 +513,7 @@ def crop(
         info = media.probe(input)
         media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, info.width, info.height, size=size, box=box, fov=fov)
-        with media.FrameWriter(output, info.fps, overwrite, **media.kept_sound(input, output, info.frames / info.fps)) as writer:
+        with media.FrameWriter(output, info.fps, overwrite, **media.kept_sound(input, output)) as writer:
             count = crop_frames_to(media.iter_frames(input, allow_truncated=allow_truncated), writer, plan, progress, info.frames)
     return CropResult(
         output=str(output),

@@ -400,7 +400,7 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     tmp = temp_beside(output, directory=False, suffix=".mp4")
     try:
         error = media.encode_cut(source, tmp, start=(first - 0.5) / info.fps if first > 0 else None, box=(x0, y0, w, h), frames=count,
-                                  fps=info.fps)
+                                  fps=info.fps, seconds=((count if count is not None else info.frames - first) / info.fps))
         if error is not None:
             raise UserError(f"{source}: ffmpeg could not cut frames {first}+ ({error})")
         written = media.probe(tmp).frames
@@ -510,7 +510,7 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
                                      overwrite=overwrite, sound=sound, progress=progress)
                 item.update(file=str(path), status=status)
                 if t0 is not None or t1 is not None:
-                    clip = path.with_name(f"{path.stem}_{_fmt_time(t0)}-{_fmt_time(t1)}.mp4")
+                    clip = path.with_name(f"{path.stem}_{_fmt_time(t0 or 0.0)}-{_fmt_time(t1)}.mp4")
                     item["output"] = str(clip)
                     if clip.exists() and not overwrite and _readable(clip):
                         item["status"] = "skipped"

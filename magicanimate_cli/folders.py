@@ -7,24 +7,37 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-@contextmanager
-def created_folders(folder: Path | str) -> Iterator[Path]:
-    """Create ``folder`` (and its missing parents) for the body; if the body raises, remove the
-    folders this created that are still empty (a resumable partial download inside keeps them).
-    Folders that existed before are never touched."""
-    folder = Path(folder)
+def missing_folders(folder: Path | str) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what a step that
+    writes into ``folder`` would create (``take_back`` removes them again)."""
     missing = []
-    for candidate in (folder, *folder.parents):
+    for candidate in (Path(folder), *Path(folder).parents):
         if candidate.exists():
             break
         missing.append(candidate)
+    return missing
+
+
+def take_back(missing: list[Path]) -> None:
+    """Remove the folders of ``missing_folders`` that are still empty, deepest first (a folder
+    with something in it, such as a resumable partial result, keeps itself and those above it)."""
+    for candidate in missing:
+        try:
+            candidate.rmdir()
+        except OSError:  # not empty (or gone): keep it and everything above it
+            break
+
+
+@contextmanager
+def created_folders(folder: Path | str) -> Iterator[Path]:
+    """Create ``folder`` (and its missing parents) for the body; if the body raises, remove the
+    folders this created that are still empty (``take_back``). Folders that existed before are
+    never touched."""
+    folder = Path(folder)
+    missing = missing_folders(folder)
     folder.mkdir(parents=True, exist_ok=True)
     try:
         yield folder
     except BaseException:
-        for candidate in missing:  # deepest first
-            try:
-                candidate.rmdir()
-            except OSError:  # not empty (or gone): keep it and everything above it
-                break
+        take_back(missing)
         raise

@@ -12,6 +12,7 @@ is replaced unless ``overwrite`` is set.
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import warnings
@@ -551,11 +552,11 @@ def remux_mp4(source: Path, target: Path) -> bool:
     import ffmpeg
 
     codecs = audio_streams(source)
-    sounds = ([sound_options(codecs[0])] if codecs else []) + [None]
+    sounds = ([sound_options(codecs[0], target)] if codecs else []) + [None]
     for sound in sounds:
         for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
             video = ffmpeg.input(_ffmpeg_path(source))
-            streams = [video.video] + ([video.audio] if sound is not None else [])
+            streams = [video["v:0"]] + ([video["a:0"]] if sound is not None else [])  # the first of each
             stream = ffmpeg.output(*streams, _ffmpeg_path(target), movflags="+faststart", **codec, **(sound or {"an": None}))
             if _run_ffmpeg(stream) is None:
                 return True
@@ -563,13 +564,14 @@ def remux_mp4(source: Path, target: Path) -> bool:
 
 
 def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[int, int, int, int], frames: int | None,
-               fps: float = DEFAULT_FPS, sound: bool = True) -> str | None:
+               fps: float = DEFAULT_FPS, sound: bool = True, seconds: float | None = None) -> str | None:
     """Re-encode part of ``source`` into the mp4 ``target`` (libx264 crf 18, yuv420p, faststart):
     from ``start`` seconds (input seeking), cropped to ``box`` = (x, y, width, height), at most
-    ``frames`` frames. With ``sound``, the sound of those frames too, if ``source`` has one
-    (AAC): it starts half a frame after ``start`` (the first frame's time; ``start`` is half a
-    frame before it) and lasts ``frames / fps`` seconds; a sound ffmpeg cannot encode is left
-    out. None when it worked, else ffmpeg's error line. Not atomic by itself."""
+    ``frames`` frames. With ``sound``, the sound of those frames too (the first sound stream, if
+    ``source`` has one; AAC): it starts half a frame after ``start`` (the first frame's time;
+    ``start`` is half a frame before it; without ``start``, at the first picture:
+    ``picture_start``) and lasts ``seconds`` (default ``frames / fps``); a sound ffmpeg cannot
+    encode is left out. None when it worked, else ffmpeg's error line. Not atomic by itself."""
     import ffmpeg
 
     x0, y0, w, h = box
@@ -578,9 +580,10 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
     streams = [stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
     limit = {"frames:v": int(frames)} if frames is not None else {}
     if sound and audio_streams(source):
-        window = {"ss": f"{start + 0.5 / fps:.6f}"} if start is not None else {}
-        window.update({"t": f"{frames / fps:.6f}"} if frames is not None else {})
-        out = ffmpeg.output(*streams, ffmpeg.input(path, **window).audio, _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p",
+        begin = start + 0.5 / fps if start is not None else picture_start(source)
+        seconds = seconds if seconds is not None else frames / fps if frames is not None else None
+        window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | ({"t": f"{seconds:.6f}"} if seconds is not None else {})
+        out = ffmpeg.output(*streams, ffmpeg.input(path, **window)["a:0"], _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p",
                             crf=18, movflags="+faststart", **AAC, **limit)  # fmt: skip
         if _run_ffmpeg(out) is None:
             return None
@@ -622,29 +625,56 @@ def output_path(value: Path | str, option: str = "-o") -> Path:
     return path
 
 
-def audio_streams(path: Path) -> list[str]:
-    """The codecs of the sound streams in ``path`` (a video or a sound file), as ffmpeg's header
-    lists them; ``[]`` for none. ffmpeg-python's ``probe`` needs ffprobe, which imageio-ffmpeg
-    does not ship, so this reads ``ffmpeg -i``'s stream lines (no shell; the path is one argument)."""
+_STREAM_LINE = re.compile(r"^\s+Stream #\d+:\d+\S*: (Video|Audio): ([^\s,]+)(.*)$")
+
+
+def _streams(path: Path) -> tuple[float, list[tuple[str, str, float | None]]]:
+    """``ffmpeg -i``'s view of ``path``: the container's start time and, per stream, its kind
+    (``Video``/``Audio``), codec and own start time when it differs. ffmpeg-python's ``probe``
+    needs ffprobe, which imageio-ffmpeg does not ship, so this reads the header's stream lines
+    (no shell; the path is one argument; metadata lines, indented deeper, never match)."""
     import subprocess
 
     done = subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", _ffmpeg_path(path)], capture_output=True, text=True,
                           errors="replace", timeout=120)  # fmt: skip
-    return [line.split("Audio:", 1)[1].split()[0].strip(",") for line in done.stderr.splitlines() if "Stream #" in line and "Audio:" in line]
+    base = re.search(r"^\s+Duration: .*?, start: (-?\d+(?:\.\d+)?)", done.stderr, re.MULTILINE)
+    streams = []
+    for line in done.stderr.splitlines():
+        found = _STREAM_LINE.match(line)
+        if found:
+            start = re.search(r", start (-?\d+(?:\.\d+)?)", found.group(3))
+            streams.append((found.group(1), found.group(2), float(start.group(1)) if start else None))
+    return (float(base.group(1)) if base else 0.0), streams
 
 
-MP4_SOUND = ("aac", "mp3", "alac")  # sound codecs an mp4 holds as they are
-AAC = {"acodec": "aac", "audio_bitrate": "192k"}  # what other sound becomes in an mp4
+def audio_streams(path: Path) -> list[str]:
+    """The codecs of the sound streams in ``path`` (a video or a sound file), as ffmpeg's header
+    lists them; ``[]`` for none."""
+    return [codec for kind, codec, _ in _streams(path)[1] if kind == "Audio"]
 
 
-def sound_options(codec: str) -> dict:
+def picture_start(path: Path) -> float:
+    """Seconds from the start of ``path`` to its first picture (0 for a sound file): a video whose
+    picture starts after its sound has its first frame there, so the sound that goes with the
+    frames starts there too."""
+    base, streams = _streams(path)
+    start = next((start for kind, _, start in streams if kind == "Video"), None)
+    return max(0.0, start - base) if start is not None else 0.0
+
+
+MP4_SOUND = ("aac", "mp3", "alac")  # sound codecs an mp4 (and a .mov, a .mkv) holds as they are; a .m4v only AAC
+AAC = {"acodec": "aac", "audio_bitrate": "192k"}  # what other sound becomes
+
+
+def sound_options(codec: str, output: Path) -> dict:
     """ffmpeg's output options for a sound stream of ``codec`` (as ``audio_streams`` names it)
-    in an mp4: copied as it is when an mp4 holds that codec (no second lossy encoding), else
-    encoded to AAC."""
-    return {"acodec": "copy"} if codec in MP4_SOUND else AAC
+    in the video ``output``: copied as it is when its container holds that codec (no second
+    lossy encoding), else encoded to AAC."""
+    holds = ("aac",) if Path(output).suffix.lower() == ".m4v" else MP4_SOUND
+    return {"acodec": "copy"} if codec in holds else AAC
 
 
-def kept_sound(source: Path, output: Path, seconds: float | None) -> dict:
+def kept_sound(source: Path, output: Path) -> dict:
     """``FrameWriter`` keyword arguments that give the video ``output`` the sound of the video
     ``source`` it is made from, frame for frame (a stage that keeps the frames' times: DensePose,
     crop, align), so the music of a dance video reaches the poses and ``animate --audio``; ``{}``
@@ -652,7 +682,7 @@ def kept_sound(source: Path, output: Path, seconds: float | None) -> dict:
     source, output = Path(source), Path(output)
     if not (is_video(output) and is_video(source) and source.is_file() and audio_streams(source)):
         return {}
-    return {"audio": source, "audio_seconds": seconds, "sound_kept": True}
+    return {"audio": source, "sound_kept": True}
 
 
 def check_audio_source(path: Path) -> Path:
@@ -819,13 +849,14 @@ class FrameWriter:
     Use as a context manager; frames become visible under ``path`` only when the block ends
     without an exception. Odd frame sizes are padded by one edge pixel for yuv420p video. Folder
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
-    e.g. to keep the file names of the input frames. A video gets the sound of ``audio`` (a
-    video or sound file; ``check_audio_source``) from its start, at most ``audio_seconds`` of it
-    (copied when an mp4 holds its codec, else AAC: ``sound_options``). The sound is muxed in
-    after the picture is encoded, by a second ffmpeg pass that copies the picture, so the frames
-    are encoded as without it. If that pass fails, the video is written without the sound: with
-    a ``warning:`` line (``InputWarning``) when the sound was only kept along (``sound_kept``, as
-    ``kept_sound`` gives it), as an error naming ``audio`` when it was asked for.
+    e.g. to keep the file names of the input frames. A video gets the first sound stream of
+    ``audio`` (a video or sound file; ``check_audio_source``) from its first picture
+    (``picture_start``), as long as the frames written last (copied when the container holds its
+    codec, else AAC: ``sound_options``). The sound is muxed in after the picture is encoded, by a
+    second ffmpeg pass that copies the picture, so the frames are encoded as without it. If that
+    pass fails or yields no sound, the video is written without it: with a ``warning:`` line
+    (``InputWarning``) when the sound was only kept along (``sound_kept``, as ``kept_sound`` gives
+    it), as an error naming ``audio`` when it was asked for; a full disk is an error either way.
     """
 
     def __init__(
@@ -837,7 +868,6 @@ class FrameWriter:
         names: list[str] | None = None,
         commit: bool = True,
         audio: Path | None = None,
-        audio_seconds: float | None = None,
         sound_kept: bool = False,
     ):
         self.path = check_output(Path(path), overwrite)
@@ -847,7 +877,7 @@ class FrameWriter:
         self.names = names
         self.fps = float(fps)
         self.crf = crf
-        self.audio, self.audio_seconds, self.sound_kept = audio, audio_seconds, sound_kept
+        self.audio, self.sound_kept = audio, sound_kept
         self.count = 0
         self._process = None
         self._tmp: Path | None = None
@@ -931,30 +961,34 @@ class FrameWriter:
 
     def _add_sound(self) -> None:
         """Mux the sound of ``audio`` into the encoded picture (copied): cut by the sound input's
-        length, not by ``-shortest``, which may cut the last frames."""
+        length (the frames written), not by ``-shortest``, which may cut the last frames."""
         import warnings
 
         import ffmpeg
 
         from .errors import InputWarning
+        from .files import ffmpeg_write_error
 
         muxed = temp_beside(self.path, directory=False)  # a full disk names the output
-        limit = {"t": f"{self.audio_seconds:.6f}"} if self.audio_seconds else {}
         codecs = audio_streams(self.audio)
+        begin = picture_start(self.audio)
+        window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | {"t": f"{self.count / self.fps:.6f}"}
         error = "no sound stream" if not codecs else _run_ffmpeg(ffmpeg.output(
-            ffmpeg.input(_ffmpeg_path(self._tmp)).video, ffmpeg.input(_ffmpeg_path(self.audio), **limit).audio, _ffmpeg_path(muxed),
-            vcodec="copy", movflags="+faststart", **sound_options(codecs[0])))  # fmt: skip
+            ffmpeg.input(_ffmpeg_path(self._tmp))["v:0"], ffmpeg.input(_ffmpeg_path(self.audio), **window)["a:0"], _ffmpeg_path(muxed),
+            vcodec="copy", movflags="+faststart", **sound_options(codecs[0], self.path)))  # fmt: skip
+        if error is None and not audio_streams(muxed):
+            error = "no sound came out (an empty sound stream?)"
         if error is None:
             discard(self._tmp)
             self._tmp = muxed
             return
         discard(muxed)
+        full = ffmpeg_write_error(error, self.path, 1)
+        if full is not None:
+            raise full
         if not self.sound_kept:
-            from .files import ffmpeg_write_error
-
-            raise ffmpeg_write_error(error, self.path, 1) or UserError(
-                f"{shown(self.audio)}: its sound could not be added to {shown(self.path)} (ffmpeg: {error}); give --audio another file"
-            )
+            raise UserError(f"{shown(self.audio)}: its sound could not be added to {shown(self.path)} (ffmpeg: {error}); "
+                            "give --audio another file")
         warnings.warn(f"{shown(self.path)}: written without the sound of {shown(self.audio)} (ffmpeg: {error})", InputWarning, stacklevel=3)
 
 

@@ -293,8 +293,14 @@ def test_align_warns_about_a_motion_that_is_not_densepose_as_animate_does(tmp_pa
         result = align(reference, write_frames_folder(tmp_path / "noise", noise), tmp_path / "b", size=96)
     assert result.warnings == [str(w.message) for w in caught] and result.warnings[0].startswith(f"{tmp_path / 'noise'}: ")
     with pytest.raises(UserError, match=r"does not look like DensePose.*\(refused: --strict"):
-        align(reference, tmp_path / "noise", tmp_path / "c", size=96, strict=True)
-    assert not (tmp_path / "c").exists()
+        align(reference, tmp_path / "noise", tmp_path / "new" / "c", size=96, strict=True)
+    assert not (tmp_path / "new").exists()  # nothing written, no new folder
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    write_frames_folder(clip / "densepose", noise)
+    with pytest.raises(UserError, match=r"\(refused: --strict"):
+        align(reference, clip, tmp_path / "d.mp4", size=96, strict=True)
+    assert sorted(p.name for p in clip.iterdir()) == ["densepose"]  # the clip records no run that never began
 
 
 def test_a_truncated_motion_video_is_refused_unless_allowed(tmp_path, tiny_pipeline):

@@ -35,6 +35,9 @@ def server(tmp_path_factory):
     make_video(root / "broken.mp4", count=30, fps=25.0)
     add_sound(make_video(root / "dance.mp4", count=30, fps=25.0), 1.2, rising=True)
     subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-i", str(root / "dance.mp4"), "-c", "copy", str(root / "phone.mkv")], check=True)
+    add_sound(make_video(root / "long.mp4", count=30, fps=25.0), 3.0, rising=True)  # the sound runs on 1.8 s after the picture
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-itsoffset", "0.5", "-i", str(root / "long.mp4"), "-i", str(root / "long.mp4"),
+                    "-map", "0:v", "-map", "1:a", "-c", "copy", str(root / "late.mp4")], check=True)  # the picture starts 0.5 s in  # fmt: skip
     _site_serving_sound_apart(root)
     with serve(root) as httpd:
         yield httpd
@@ -95,6 +98,8 @@ def test_time_range_is_frame_exact(server, template, tmp_path):
     assert (tmp_path / f"{VID}.mp4").is_file()  # the full video stays for other cuts
     open_ended = download([VID], tmp_path, url_template=template, start=1).items[0]
     assert open_ended["frames"] == 5 and open_ended["output"].endswith(f"{VID}_1-end.mp4")
+    from_the_start = download([VID], tmp_path, url_template=template, end="0.2").items[0]
+    assert from_the_start["frames"] == 5 and from_the_start["output"].endswith(f"{VID}_0-0.2.mp4")  # not "_end-0.2"
 
 
 def test_a_cut_keeps_the_sound_of_its_frames(server, template, tmp_path, monkeypatch):
@@ -116,10 +121,21 @@ def test_another_container_becomes_an_mp4_with_its_sound(server, template, tmp_p
     assert result.ok and sorted(p.name for p in tmp_path.iterdir()) == ["phone.mp4"]
     assert media.probe(tmp_path / "phone.mp4").frames == 30 and media.audio_streams(tmp_path / "phone.mp4") == ["aac"]
     assert (tmp_path / "phone.mp4").read_bytes()[4:8] == b"ftyp"  # an mp4 container, not the Matroska file renamed
-    monkeypatch.setattr(media, "sound_options", lambda codec: {"acodec": "no-such-encoder"})  # a sound an mp4 cannot take
+    monkeypatch.setattr(media, "sound_options", lambda codec, output: {"acodec": "no-such-encoder"})  # a sound an mp4 cannot take
     again = download([f"{server.url}/phone.mkv"], tmp_path / "again")
     assert again.ok and media.probe(tmp_path / "again" / "phone.mp4").frames == 30  # the video, without its sound
     assert media.audio_streams(tmp_path / "again" / "phone.mp4") == []
+
+
+def test_a_cut_to_the_end_or_from_a_late_picture_keeps_the_sound_of_its_frames_only(server, template, tmp_path):
+    to_the_end = download([f"{server.url}/long.mp4"], tmp_path, start="0.8")
+    assert to_the_end.items[0]["frames"] == 10
+    assert len(read_sound(tmp_path / "long_0.8-end.mp4")) / 8000 == pytest.approx(0.4, abs=0.03)  # not the 2.2 s of sound left
+    late = download([f"{server.url}/late.mp4"], tmp_path, end="0.4")
+    assert late.items[0]["frames"] == 10
+    cut, whole = read_sound(tmp_path / "late_0-0.4.mp4"), read_sound(tmp_path / "late.mp4")
+    for at in (0.0, 0.2):  # the first frame is 0.5 s into the sound
+        assert sound_level(cut, at) == pytest.approx(sound_level(whole, 0.5 + at), abs=0.03)
 
 
 def test_sound_served_apart_comes_with_sound_only_and_its_cuts_keep_it(server, template, tmp_path):

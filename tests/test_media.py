@@ -410,13 +410,13 @@ def test_a_video_made_from_a_video_keeps_its_sound_and_nothing_else_does(tmp_pat
 
     dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
     mute = make_video(tmp_path / "mute.mp4", count=10)
-    assert media.kept_sound(dance, tmp_path / "poses.mp4", 0.4) == {"audio": dance, "audio_seconds": 0.4, "sound_kept": True}
-    assert media.kept_sound(dance, tmp_path / "poses.MOV", None) == {"audio": dance, "audio_seconds": None, "sound_kept": True}
-    assert media.kept_sound(dance, tmp_path / "poses", 0.4) == {}  # frames hold no sound
-    assert media.kept_sound(mute, tmp_path / "poses.mp4", 0.4) == {}
-    assert media.kept_sound(tmp_path / "gone.mp4", tmp_path / "poses.mp4", 0.4) == {}
+    assert media.kept_sound(dance, tmp_path / "poses.mp4") == {"audio": dance, "sound_kept": True}
+    assert media.kept_sound(dance, tmp_path / "poses.MOV") == {"audio": dance, "sound_kept": True}
+    assert media.kept_sound(dance, tmp_path / "poses") == {}  # frames hold no sound
+    assert media.kept_sound(mute, tmp_path / "poses.mp4") == {}
+    assert media.kept_sound(tmp_path / "gone.mp4", tmp_path / "poses.mp4") == {}
     media.write_frames(tmp_path / "frames", np.zeros((2, 8, 8, 3), np.uint8))
-    assert media.kept_sound(tmp_path / "frames", tmp_path / "poses.mp4", 0.4) == {}
+    assert media.kept_sound(tmp_path / "frames", tmp_path / "poses.mp4") == {}
 
 
 def test_a_writer_copies_sound_an_mp4_holds_and_encodes_other_sound_to_aac(tmp_path):
@@ -428,7 +428,7 @@ def test_a_writer_copies_sound_an_mp4_holds_and_encodes_other_sound_to_aac(tmp_p
     assert media.audio_streams(wav) == ["pcm_s16le"]
     frames = np.zeros((10, 16, 16, 3), np.uint8)
     for source, name in ((dance, "copied.mp4"), (wav, "encoded.mp4")):
-        with media.FrameWriter(tmp_path / name, 25.0, audio=source, audio_seconds=0.4) as writer:
+        with media.FrameWriter(tmp_path / name, 25.0, audio=source) as writer:
             for frame in frames:
                 writer.write(frame)
         assert media.audio_streams(tmp_path / name) == ["aac"]
@@ -445,15 +445,85 @@ def test_sound_that_cannot_be_muxed_costs_only_the_sound_when_it_was_only_kept_a
     from preprocess_helpers import add_sound, make_video
 
     dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
-    monkeypatch.setattr(media, "sound_options", lambda codec: {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot put in an mp4
+    monkeypatch.setattr(media, "sound_options", lambda codec, output: {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot put in an mp4
     frames = np.full((4, 16, 16, 3), 90, np.uint8)
     with pytest.warns(InputWarning, match=f"^{tmp_path / 'kept.mp4'}: written without the sound of {dance} \\(ffmpeg: "):
-        with media.FrameWriter(tmp_path / "kept.mp4", 25.0, **media.kept_sound(dance, tmp_path / "kept.mp4", 0.16)) as writer:
+        with media.FrameWriter(tmp_path / "kept.mp4", 25.0, **media.kept_sound(dance, tmp_path / "kept.mp4")) as writer:
             for frame in frames:
                 writer.write(frame)
     assert media.audio_streams(tmp_path / "kept.mp4") == [] and len(media.read_frames(tmp_path / "kept.mp4").array) == 4
     with pytest.raises(UserError, match=f"^{dance}: its sound could not be added to {tmp_path / 'asked.mp4'} \\(ffmpeg: "):
-        with media.FrameWriter(tmp_path / "asked.mp4", 25.0, audio=dance, audio_seconds=0.16) as writer:
+        with media.FrameWriter(tmp_path / "asked.mp4", 25.0, audio=dance) as writer:
             for frame in frames:
                 writer.write(frame)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "kept.mp4"]  # no temporaries left
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([media.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def _write(path, count: int = 10, **sound) -> Path:
+    with media.FrameWriter(path, 25.0, **sound) as writer:
+        for _ in range(count):
+            writer.write(np.full((16, 16, 3), 90, np.uint8))
+    return path
+
+
+def test_only_the_first_sound_stream_is_kept_in_a_form_its_container_holds(tmp_path):
+    from preprocess_helpers import make_video
+
+    picture = make_video(tmp_path / "picture.mp4", count=10)
+    _ffmpeg("-i", str(picture), "-f", "lavfi", "-t", "1", "-i", "sine=frequency=440", "-f", "lavfi", "-t", "1", "-i", "sine=frequency=880",
+            "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "copy", "-c:a:0", "aac", "-c:a:1", "pcm_s16le", str(tmp_path / "two.mkv"))
+    assert media.audio_streams(tmp_path / "two.mkv") == ["aac", "pcm_s16le"]
+    assert media.audio_streams(_write(tmp_path / "one.mp4", **media.kept_sound(tmp_path / "two.mkv", tmp_path / "one.mp4"))) == ["aac"]
+    _ffmpeg("-f", "lavfi", "-t", "1", "-i", "sine=frequency=440", "-c:a", "libmp3lame", str(tmp_path / "song.mp3"))
+    assert media.audio_streams(_write(tmp_path / "copied.mp4", audio=tmp_path / "song.mp3")) == ["mp3"]  # an mp4 holds MP3
+    assert media.audio_streams(_write(tmp_path / "ipod.m4v", audio=tmp_path / "song.mp3")) == ["aac"]  # a .m4v only AAC
+
+
+def test_sound_is_read_from_the_header_streams_not_from_metadata(tmp_path):
+    from preprocess_helpers import make_video
+
+    picture = make_video(tmp_path / "picture.mp4", count=5)
+    _ffmpeg("-i", str(picture), "-c", "copy", "-metadata", "title=Stream #2:0: Audio: aac", str(tmp_path / "titled.mp4"))
+    assert media.audio_streams(tmp_path / "titled.mp4") == [] and media.kept_sound(tmp_path / "titled.mp4", tmp_path / "out.mp4") == {}
+
+
+def test_an_empty_sound_stream_gives_no_sound_and_says_so(tmp_path):
+    from magicanimate_cli.errors import InputWarning
+
+    from preprocess_helpers import add_sound, make_video
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
+    _ffmpeg("-i", str(dance), "-map", "0", "-c", "copy", "-bsf:a", "noise=drop=1", str(tmp_path / "empty.mkv"))
+    assert media.audio_streams(tmp_path / "empty.mkv") == ["aac"]  # the header lists it; no packet has sound
+    with pytest.raises(UserError, match=f"^{tmp_path / 'empty.mkv'}: its sound could not be added .*no sound came out"):
+        _write(tmp_path / "asked.mp4", audio=tmp_path / "empty.mkv")
+    with pytest.warns(InputWarning, match="written without the sound"):
+        assert media.audio_streams(_write(tmp_path / "kept.mp4", **media.kept_sound(tmp_path / "empty.mkv", tmp_path / "kept.mp4"))) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "empty.mkv", "kept.mp4"]
+
+
+def test_the_sound_starts_at_the_first_picture_and_lasts_as_long_as_the_frames_written(tmp_path):
+    from preprocess_helpers import add_sound, make_video, read_sound, sound_level
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=25), 2.0, rising=True)  # 1 s of picture, 2 s of a rising tone
+    _ffmpeg("-itsoffset", "0.5", "-i", str(dance), "-i", str(dance), "-map", "0:v", "-map", "1:a", "-c", "copy", str(tmp_path / "late.mp4"))
+    assert media.picture_start(tmp_path / "late.mp4") == pytest.approx(0.5) and media.picture_start(dance) == 0.0
+    whole = read_sound(dance)
+    kept = read_sound(_write(tmp_path / "kept.mp4", count=20, **media.kept_sound(tmp_path / "late.mp4", tmp_path / "kept.mp4")))
+    assert len(kept) / 8000 == pytest.approx(0.8, abs=0.03)  # the 20 frames written, not the header's 25 or the sound's 2 s
+    for at in (0.0, 0.3, 0.6):  # the picture's first frame is 0.5 s into the tone
+        assert sound_level(kept, at) == pytest.approx(sound_level(whole, 0.5 + at), abs=0.03)
+
+
+def test_a_full_disk_while_adding_the_sound_is_an_error_even_when_it_was_only_kept_along(tmp_path, monkeypatch):
+    from preprocess_helpers import add_sound, make_video
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
+    monkeypatch.setattr(media, "_run_ffmpeg", lambda stream: "out.mp4: No space left on device")
+    with pytest.raises(UserError, match=f"^{tmp_path / 'kept.mp4'}: cannot write it \\(No space left on device\\)"):
+        _write(tmp_path / "kept.mp4", **media.kept_sound(dance, tmp_path / "kept.mp4"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4"]

@@ -283,11 +283,13 @@ def animate(
         ref_found = reference_box(reference, size, fit, models=models)
         pose_fill = clip_background(media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated))  # viridis(0) for our renders
 
+    from ..folders import missing_folders, take_back
     from ..models import resolve_models_dir
     from .resume import StepCheckpoint, run_key
     from .weights import WeightLayout
 
     started = time.perf_counter()
+    new_folders, done = missing_folders(output.parent), False
     run = claim(output)  # one run at a time per output: a second one is refused, not mixed into this one's resume
     scratch = aligned_scratch = None
     try:
@@ -333,10 +335,13 @@ def animate(
         checkpoint.remove()
         written = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
         del poses
+        done = True
     finally:
         discard(scratch)
         discard(aligned_scratch)
         run.release()
+        if not done:
+            take_back(new_folders)  # a refused or failed run leaves no new empty folder (a resume checkpoint keeps its own)
     return AnimateResult(
         output=str(output),
         grid=str(grid_output) if grid_output else None,
@@ -548,7 +553,7 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
         pipeline(job.reference, poses, **job.call, distributed=True)
         return
     unaligned = job.poses(job.unaligned_path) if job.unaligned_path else None
-    sound = {"audio": job.audio, "audio_seconds": job.frames / job.fps} if job.audio else {}
+    sound = {"audio": job.audio} if job.audio else {}
     writers = [media.FrameWriter(job.output, job.fps, job.overwrite, commit=False, **sound)]
     if job.grid_output:
         writers.append(media.FrameWriter(job.grid_output, job.fps, job.overwrite, commit=False, **sound))

@@ -529,11 +529,11 @@ def test_strict_refuses_what_would_be_warned_about_before_the_models_load(tiny_w
     monkeypatch.setattr(animate_module, "load_pipeline", no_loading)
     empty = _poses(tmp_path / "empty", np.broadcast_to(np.uint8([68, 1, 84]), (3, 48, 80, 3)))
     common = ["--models", str(tiny_weights), "--size", "64", "--steps", "1", "--device", "cpu", "--strict"]
-    refused = CliRunner().invoke(app, ["animate", str(reference), str(empty), "-o", str(tmp_path / "out.mp4"), *common])
+    refused = CliRunner().invoke(app, ["animate", str(reference), str(empty), "-o", str(tmp_path / "new" / "sub" / "out.mp4"), *common])
     assert refused.exit_code == 2 and "Traceback" not in refused.output
     lines = refused.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {empty}: no person in 3 frames") and "--strict" in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "poses", reference.name]  # nothing written, no scratch left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "poses", reference.name]  # nothing written: no scratch, no new folder
     as_json = CliRunner().invoke(app, ["animate", str(reference), str(motion_dir), "-o", str(tmp_path / "out.mp4"), *common, "--json"])
     data = json.loads(as_json.stdout)  # random noise, as a raw video is: not DensePose
     assert as_json.exit_code == 2 and data["exit_code"] == 2 and "does not look like DensePose" in data["error"]
