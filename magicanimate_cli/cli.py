@@ -256,7 +256,7 @@ def animate(
     grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid)."),
     audio: Optional[Path] = typer.Option(
         None, "--audio", **PATH_AS_TYPED,
-        help="Give OUT (a video) the sound of this video or sound file (a clip folder: the video it was made from), from its start, cut to the animation's length.",
+        help="Give OUT (a video) the sound of this video or sound file (a clip folder: the video it was made from), from its start (a video's first picture), cut to the animation's length.",
     ),
     keep_aspect: bool = typer.Option(
         False, "--keep-aspect",

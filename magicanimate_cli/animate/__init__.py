@@ -249,7 +249,8 @@ def animate(
     ``size`` pixels: the padding cut off, or the squash undone (``crop.unfit_square``); the
     animation itself, and the grid, stay square. ``audio`` (a video or sound file, or a clip
     folder for the video it was made from; a video ``output``) gives the video (and the grid)
-    that sound from its start, cut to the animation's length. A motion video that does
+    that sound (its first stream) from its start (a video's: from its first picture), cut to the
+    animation's length (``media.FrameWriter``). A motion video that does
     not decode to its end is refused unless ``allow_truncated``. ``guidance_scale`` is the official
     appearance guidance (the prediction with the reference's features pushed away from the one
     without them); at 1 or less there is no guidance (diffusers' rule) and the UNet runs one half.
