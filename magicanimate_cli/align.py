@@ -455,6 +455,9 @@ def align(
     started = time.perf_counter()
     info = media.probe(source, clip_folder.clip_fps(motion) if clip is not None else None)
     params = {"reference": str(reference), "output": str(output), **asdict(config), "ref_box": ref_box}
+    media.read_image(reference)  # a missing or unreadable reference, and a malformed --ref-box, before any work
+    if ref_box is not None:
+        parse_box(ref_box)
     new_folders, recorded = missing_folders(output.parent), False
     try:
         scratch = temp_beside(output, directory=False, suffix=".motion.u8")  # the next run cleans it after a kill
@@ -473,8 +476,7 @@ def align(
                 clip.start(STAGE, params)
                 recorded = True
             alignment = plan_alignment(poses, found.box, anchor=anchor, frames=frames, background=background, source=str(source))
-            sound = clip_folder.sound_of(motion) if clip is not None else source  # a clip folder's: the video it was made from
-            sound = media.kept_sound(sound, output) if sound is not None else {}
+            sound = media.kept_sound(clip_folder.sound_of(motion) if clip is not None else source, output)  # a clip's: its video's
             with media.FrameWriter(output, info.fps, overwrite, **sound) as writer:
                 for index, pose in enumerate(poses):
                     writer.write(alignment.apply(pose))

@@ -80,7 +80,7 @@ class DownloadResult:
         silent = [item["output"] for item in self.items if item.get("sound") is False]
         if silent:  # --sound asked for it, but these videos have none
             summary["without sound"] = (", ".join(Path(output).name for output in silent)
-                                        + " (none served, or downloaded earlier without --sound: --overwrite fetches it again)")
+                                        + " (none served, or downloaded earlier without --sound: remove it to fetch it again)")
         for item in self.items:
             if item["status"] == "failed":
                 summary[item["source"]] = f"failed: {item.get('error')}"
@@ -381,7 +381,8 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
         overwrite: bool = False) -> int:
     """Frames ``first``..``first+count`` of ``source`` (optionally cropped to ``box``) into an mp4.
 
-    Frame-exact: ffmpeg seeks to half a frame before ``first`` and re-encodes (libx264, crf 18,
+    Frame-exact: ffmpeg seeks to half a frame before ``first`` (counted from the first picture,
+    which may start after the sound: ``media.picture_start``) and re-encodes (libx264, crf 18,
     yuv420p; sizes rounded down to even). The sound of those frames comes along, if ``source`` has
     one (``media.encode_cut``). Written atomically. Returns the frames written.
     """
@@ -399,8 +400,9 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     w, h = (x1 - x0) // 2 * 2, (y1 - y0) // 2 * 2
     tmp = temp_beside(output, directory=False, suffix=".mp4")
     try:
-        error = media.encode_cut(source, tmp, start=(first - 0.5) / info.fps if first > 0 else None, box=(x0, y0, w, h), frames=count,
-                                  fps=info.fps, seconds=((count if count is not None else info.frames - first) / info.fps))
+        start = media.picture_start(source) + (first - 0.5) / info.fps if first > 0 else None  # frames count from the first picture
+        error = media.encode_cut(source, tmp, start=start, box=(x0, y0, w, h), frames=count, fps=info.fps,
+                                  seconds=(count if count is not None else info.frames - first) / info.fps)
         if error is not None:
             raise UserError(f"{source}: ffmpeg could not cut frames {first}+ ({error})")
         written = media.probe(tmp).frames

@@ -553,8 +553,8 @@ def remux_mp4(source: Path, target: Path) -> bool:
 
     codecs = audio_streams(source)
     sounds = ([sound_options(codecs[0], target)] if codecs else []) + [None]
-    for sound in sounds:
-        for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
+    for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
+        for sound in sounds:  # a sound that cannot be kept costs the sound, not a re-encoding of the picture
             video = ffmpeg.input(_ffmpeg_path(source))
             streams = [video["v:0"]] + ([video["a:0"]] if sound is not None else [])  # the first of each
             stream = ffmpeg.output(*streams, _ffmpeg_path(target), movflags="+faststart", **codec, **(sound or {"an": None}))
@@ -564,14 +564,14 @@ def remux_mp4(source: Path, target: Path) -> bool:
 
 
 def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[int, int, int, int], frames: int | None,
-               fps: float = DEFAULT_FPS, sound: bool = True, seconds: float | None = None) -> str | None:
+               fps: float, seconds: float) -> str | None:
     """Re-encode part of ``source`` into the mp4 ``target`` (libx264 crf 18, yuv420p, faststart):
     from ``start`` seconds (input seeking), cropped to ``box`` = (x, y, width, height), at most
-    ``frames`` frames. With ``sound``, the sound of those frames too (the first sound stream, if
-    ``source`` has one; AAC): it starts half a frame after ``start`` (the first frame's time;
-    ``start`` is half a frame before it; without ``start``, at the first picture:
-    ``picture_start``) and lasts ``seconds`` (default ``frames / fps``); a sound ffmpeg cannot
-    encode is left out. None when it worked, else ffmpeg's error line. Not atomic by itself."""
+    ``frames`` frames. The sound of those frames comes too (the first sound stream, if ``source``
+    has one; AAC): it starts half a frame after ``start`` (the first frame's time; ``start`` is
+    half a frame before it; without ``start``, at the first picture: ``picture_start``) and lasts
+    ``seconds``; a sound ffmpeg cannot encode is left out. None when it worked, else ffmpeg's
+    error line. Not atomic by itself."""
     import ffmpeg
 
     x0, y0, w, h = box
@@ -579,10 +579,9 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
     stream = ffmpeg.input(path, ss=f"{start:.6f}") if start is not None else ffmpeg.input(path)
     streams = [stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
     limit = {"frames:v": int(frames)} if frames is not None else {}
-    if sound and audio_streams(source):
+    if audio_streams(source):
         begin = start + 0.5 / fps if start is not None else picture_start(source)
-        seconds = seconds if seconds is not None else frames / fps if frames is not None else None
-        window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | ({"t": f"{seconds:.6f}"} if seconds is not None else {})
+        window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | {"t": f"{seconds:.6f}"}
         out = ffmpeg.output(*streams, ffmpeg.input(path, **window)["a:0"], _ffmpeg_path(target), vcodec="libx264", pix_fmt="yuv420p",
                             crf=18, movflags="+faststart", **AAC, **limit)  # fmt: skip
         if _run_ffmpeg(out) is None:
@@ -625,41 +624,33 @@ def output_path(value: Path | str, option: str = "-o") -> Path:
     return path
 
 
-_STREAM_LINE = re.compile(r"^\s+Stream #\d+:\d+\S*: (Video|Audio): ([^\s,]+)(.*)$")
+_STREAM_LINE = re.compile(r"^\s+Stream #\d+:\d+\S*: (Video|Audio): ([^\s,]+)")
 
 
-def _streams(path: Path) -> tuple[float, list[tuple[str, str, float | None]]]:
-    """``ffmpeg -i``'s view of ``path``: the container's start time and, per stream, its kind
-    (``Video``/``Audio``), codec and own start time when it differs. ffmpeg-python's ``probe``
-    needs ffprobe, which imageio-ffmpeg does not ship, so this reads the header's stream lines
-    (no shell; the path is one argument; metadata lines, indented deeper, never match)."""
+def _ffmpeg_report(path: Path, *args: str) -> str:
+    """What ``ffmpeg -i path ARGS`` says on stderr (its header, and what ``ARGS`` add). ffmpeg-python's
+    ``probe`` needs ffprobe, which imageio-ffmpeg does not ship. No shell; the path is one argument."""
     import subprocess
 
-    done = subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", _ffmpeg_path(path)], capture_output=True, text=True,
-                          errors="replace", timeout=120)  # fmt: skip
-    base = re.search(r"^\s+Duration: .*?, start: (-?\d+(?:\.\d+)?)", done.stderr, re.MULTILINE)
-    streams = []
-    for line in done.stderr.splitlines():
-        found = _STREAM_LINE.match(line)
-        if found:
-            start = re.search(r", start (-?\d+(?:\.\d+)?)", found.group(3))
-            streams.append((found.group(1), found.group(2), float(start.group(1)) if start else None))
-    return (float(base.group(1)) if base else 0.0), streams
+    return subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", _ffmpeg_path(path), *args], capture_output=True,
+                          text=True, errors="replace", timeout=120).stderr  # fmt: skip
 
 
 def audio_streams(path: Path) -> list[str]:
-    """The codecs of the sound streams in ``path`` (a video or a sound file), as ffmpeg's header
-    lists them; ``[]`` for none."""
-    return [codec for kind, codec, _ in _streams(path)[1] if kind == "Audio"]
+    """The codecs of the sound streams in ``path`` (a video or a sound file), as the header's
+    stream lines list them (metadata lines, indented deeper, never match); ``[]`` for none."""
+    return [found.group(2) for found in map(_STREAM_LINE.match, _ffmpeg_report(path).splitlines()) if found and found.group(1) == "Audio"]
 
 
 def picture_start(path: Path) -> float:
     """Seconds from the start of ``path`` to its first picture (0 for a sound file): a video whose
     picture starts after its sound has its first frame there, so the sound that goes with the
-    frames starts there too."""
-    base, streams = _streams(path)
-    start = next((start for kind, _, start in streams if kind == "Video"), None)
-    return max(0.0, start - base) if start is not None else 0.0
+    frames starts there too. Read from the first decoded frame's timestamp (``showinfo``), which
+    every ffmpeg prints, against the container's start."""
+    report = _ffmpeg_report(path, "-map", "0:v:0", "-frames:v", "1", "-vf", "showinfo", "-f", "null", "-")
+    base = re.search(r"^\s+Duration: .*?, start: (-?\d+(?:\.\d+)?)", report, re.MULTILINE)
+    first = re.search(r"\bpts_time:(-?\d+(?:\.\d+)?)", report)
+    return max(0.0, float(first.group(1)) - (float(base.group(1)) if base else 0.0)) if first else 0.0
 
 
 MP4_SOUND = ("aac", "mp3", "alac")  # sound codecs an mp4 (and a .mov, a .mkv) holds as they are; a .m4v only AAC
@@ -674,11 +665,13 @@ def sound_options(codec: str, output: Path) -> dict:
     return {"acodec": "copy"} if codec in holds else AAC
 
 
-def kept_sound(source: Path, output: Path) -> dict:
+def kept_sound(source: Path | None, output: Path) -> dict:
     """``FrameWriter`` keyword arguments that give the video ``output`` the sound of the video
     ``source`` it is made from, frame for frame (a stage that keeps the frames' times: DensePose,
     crop, align), so the music of a dance video reaches the poses and ``animate --audio``; ``{}``
-    when either is not a video or ``source`` has no sound."""
+    when there is no ``source``, either is not a video or ``source`` has no sound."""
+    if source is None:
+        return {}
     source, output = Path(source), Path(output)
     if not (is_video(output) and is_video(source) and source.is_file() and audio_streams(source)):
         return {}
@@ -970,14 +963,18 @@ class FrameWriter:
         from .files import ffmpeg_write_error
 
         muxed = temp_beside(self.path, directory=False)  # a full disk names the output
-        codecs = audio_streams(self.audio)
-        begin = picture_start(self.audio)
-        window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | {"t": f"{self.count / self.fps:.6f}"}
-        error = "no sound stream" if not codecs else _run_ffmpeg(ffmpeg.output(
-            ffmpeg.input(_ffmpeg_path(self._tmp))["v:0"], ffmpeg.input(_ffmpeg_path(self.audio), **window)["a:0"], _ffmpeg_path(muxed),
-            vcodec="copy", movflags="+faststart", **sound_options(codecs[0], self.path)))  # fmt: skip
-        if error is None and not audio_streams(muxed):
-            error = "no sound came out (an empty sound stream?)"
+        try:
+            codecs = audio_streams(self.audio)
+            begin = picture_start(self.audio)
+            window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | {"t": f"{self.count / self.fps:.6f}"}
+            error = "no sound stream" if not codecs else _run_ffmpeg(ffmpeg.output(
+                ffmpeg.input(_ffmpeg_path(self._tmp))["v:0"], ffmpeg.input(_ffmpeg_path(self.audio), **window)["a:0"], _ffmpeg_path(muxed),
+                vcodec="copy", movflags="+faststart", **sound_options(codecs[0], self.path)))  # fmt: skip
+            if error is None and not audio_streams(muxed):
+                error = "no sound came out (an empty sound stream?)"
+        except BaseException:  # Ctrl-C during the second pass: no temporary left behind
+            discard(muxed)
+            raise
         if error is None:
             discard(self._tmp)
             self._tmp = muxed

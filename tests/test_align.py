@@ -301,6 +301,25 @@ def test_align_warns_about_a_motion_that_is_not_densepose_as_animate_does(tmp_pa
     with pytest.raises(UserError, match=r"\(refused: --strict"):
         align(reference, clip, tmp_path / "d.mp4", size=96, strict=True)
     assert sorted(p.name for p in clip.iterdir()) == ["densepose"]  # the clip records no run that never began
+    plain = tmp_path / "plain.png"  # no alpha: finding its person takes the segmenter, a model, which strict never reaches
+    Image.new("RGB", (96, 96), (200, 180, 160)).save(plain)
+
+    def no_model(image):
+        raise AssertionError("the segmenter ran")
+
+    with pytest.raises(UserError, match=r"\(refused: --strict"):
+        align(plain, tmp_path / "noise", tmp_path / "e.mp4", size=96, strict=True, segmenter=no_model)
+
+
+def test_a_missing_reference_or_a_bad_ref_box_is_refused_before_the_motion_is_read(tmp_path):
+    motion = write_frames_folder(tmp_path / "poses", draw_clip([BODY] * 3, size=96))
+    seen = []
+    with pytest.raises(UserError, match="missing.png"):
+        align(tmp_path / "missing.png", motion, tmp_path / "out", size=96, progress=lambda *a: seen.append(a))
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    with pytest.raises(UserError, match="--ref-box"):
+        align(reference, motion, tmp_path / "out", size=96, ref_box="1,2,x", progress=lambda *a: seen.append(a))
+    assert seen == [] and sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
 
 
 def test_a_truncated_motion_video_is_refused_unless_allowed(tmp_path, tiny_pipeline):

@@ -278,10 +278,9 @@ def animate(
     from ..crop import fit_square, unfit_box  # the animator's input fitting lives with the other crops
 
     pose_fill = POSE_BACKGROUND
-    if align:  # as `magicanimate align`: the reference person first (a user error before the long work)
+    if align:  # as `magicanimate align`; the reference's person is looked for once the motion passed motion_warnings
         from ..align import clip_background, reference_box
 
-        ref_found = reference_box(reference, size, fit, models=models)
         pose_fill = clip_background(media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated))  # viridis(0) for our renders
 
     from ..folders import missing_folders, take_back
@@ -291,9 +290,9 @@ def animate(
 
     started = time.perf_counter()
     new_folders, done = missing_folders(output.parent), False
-    run = claim(output)  # one run at a time per output: a second one is refused, not mixed into this one's resume
-    scratch = aligned_scratch = None
+    run = scratch = aligned_scratch = None
     try:
+        run = claim(output)  # one run at a time per output: a second one is refused, not mixed into this one's resume
         scratch = temp_beside(output, directory=False, suffix=".motion.u8")
         aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
         store = _FrameStore(scratch, size)
@@ -304,7 +303,8 @@ def animate(
             raise UserError(f"{motion}: no frames to animate")
         noticed = motion_warnings(poses, motion, strict)  # said now, before the long work, which goes on (unless strict)
         unaligned = alignment = None
-        if align:
+        if align:  # the reference's person: a user error (or a model of its own) before the animator loads
+            ref_found = reference_box(reference, size, fit, models=models)
             unaligned, (store, alignment) = store, _align_store(store, aligned_scratch, ref_found.box, pose_fill, motion)
             poses = store.frames()
         distributed = len(device_list) > 1
@@ -340,7 +340,8 @@ def animate(
     finally:
         discard(scratch)
         discard(aligned_scratch)
-        run.release()
+        if run is not None:
+            run.release()
         if not done:
             take_back(new_folders)  # a refused or failed run leaves no new empty folder (a resume checkpoint keeps its own)
     return AnimateResult(

@@ -429,7 +429,7 @@ def _render(plan: _Plan, work: _Work, sources: list[int], smooth: int, overwrite
         return cache[raw]
 
     names = plan.names[:count]
-    sound = media.kept_sound(plan.sound, plan.output) if plan.sound else {}  # a dance video's music stays with its poses
+    sound = media.kept_sound(plan.sound, plan.output)  # a dance video's music stays with its poses
     with _writer(plan.output, names, plan.fps, overwrite, sound) as out:
         label_writer = _writer(plan.labels, names, plan.fps, overwrite) if plan.labels is not None else None
         with label_writer if label_writer is not None else nullcontext():
