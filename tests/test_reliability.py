@@ -252,6 +252,24 @@ def test_frames_on_a_full_disk_names_the_output_not_the_video_and_keeps_the_old_
 
 
 @small_disk
+@small_disk
+def test_a_full_disk_while_adding_a_kept_sound_is_an_error_not_a_silent_video(tmp_path):
+    import subprocess
+
+    loud = tmp_path / "loud.mov"  # a tiny picture and 2 s of PCM sound, which becomes about 50 KB of AAC
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=d=2:s=16x16:r=25", "-f", "lavfi", "-i",
+                    "anoisesrc=d=2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", str(loud)], check=True)  # fmt: skip
+    fits, _, full = run_on_small_disk("160k", [
+        {"args": ["crop", str(loud), "-o", "room.mp4", "--size", "16"]},
+        {"fill": 30_000},  # the picture fits, the picture with its sound does not
+        {"args": ["crop", str(loud), "-o", "c.mp4", "--size", "16"]},
+    ])
+    assert media.audio_streams(loud) == ["pcm_s16le"] and fits["rc"] == 0
+    assert full["rc"] == 2 and full["stderr"].count("error:") == 1 and "Traceback" not in full["stderr"], full["stderr"]
+    assert "error: c.mp4: cannot write it (No space left on device)" in full["stderr"] and "warning" not in full["stderr"]
+    assert set(full["files"]) == {"room.mp4", "filler"}
+
+
 def test_writers_on_a_full_disk_say_so_in_one_line_naming_the_output(tmp_path, noise_mp4):
     clip = tmp_path / "clip"
     write_clip(clip, count=6, width=120, height=120)
