@@ -470,7 +470,9 @@ def download(
         raise UserError(f"--start {start} --end {end}: the end must come after the start")
     started = time.perf_counter()
     result = DownloadResult(str(output))
-    created = [p for p in [output, *output.parents] if not p.exists()]  # made by this run: removed again if left empty
+    from .folders import missing_folders, take_back
+
+    created = missing_folders(output)  # made by this run: removed again if left empty
     try:
         _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress, sound)
         if sound:
@@ -480,11 +482,7 @@ def download(
                 if item["status"] != "failed" and item.get("output"):
                     item["sound"] = bool(audio_streams(Path(item["output"])))
     finally:
-        for folder in created:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:
-                break  # not empty (or not ours to remove): neither are its parents
+        take_back(created)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
