@@ -28,7 +28,16 @@ from .align import AlignConfig as _AlignConfig
 from .animate import AnimateConfig
 from .clip import SIZE as _CROP_SIZE
 from .densepose import DensePoseConfig as _DensePoseConfig
-from .errors import NetworkError, StageFailed, UserError, one_line, show_library_logs, warn_in_one_line
+from .errors import (
+    NetworkError,
+    StageFailed,
+    UserError,
+    one_line,
+    said_warnings,
+    show_library_logs,
+    warn_in_one_line,
+    with_warnings,
+)
 from .evaluate import EvalConfig as _EvalConfig
 from .frames import DEFAULT_FPS as _FRAMES_FPS
 from .matting import MODELS as _MATTE_MODELS
@@ -156,35 +165,37 @@ def _run(call: Callable, as_json: bool) -> None:
     A result has ``to_dict()`` (the ``--json`` object); it may have ``for_humans()`` (a dict of
     lines or a Rich renderable for the terminal), ``exit_code`` (non-zero when some of the work
     failed, e.g. one task of a batch) and ``failure`` (then one line saying what: the JSON's
-    ``error``, and ``error: ...`` on stderr after the summary).
+    ``error``, and ``error: ...`` on stderr after the summary). The JSON lists in ``warnings`` every
+    ``warning: ...`` line the run printed (``errors.with_warnings``).
     """
     from .processes import stop_on_signals
     from .progress import rich_progress
 
+    said: list[str] = []
     try:
-        with stop_on_signals(), rich_progress(enabled=None if not as_json else False) as progress:  # SIGTERM, SIGHUP: as Ctrl-C
+        with stop_on_signals(), rich_progress(enabled=None if not as_json else False) as progress, said_warnings(said):  # SIGTERM, SIGHUP: as Ctrl-C
             result = call(progress)
     except UserError as exc:
-        _fail(str(exc), 2, as_json)
+        _fail(str(exc), 2, as_json, said)
     except (StageFailed, NetworkError) as exc:
         if _state["debug"] and getattr(exc, "traceback", None):  # a server's task (--server): its traceback there
             typer.echo(exc.traceback.rstrip(), err=True)
-        _fail(str(exc), 1, as_json)
+        _fail(str(exc), 1, as_json, said)
     except KeyboardInterrupt:
-        _fail("interrupted", 130, as_json)
+        _fail("interrupted", 130, as_json, said)
     except Exception as exc:  # a bug or an environment failure: say so in one line
         from .files import write_error
 
         refusal = write_error(exc)  # a full disk, a name too long, no permission: the user fixes it
         if refusal is not None:
-            _fail(str(refusal), 2, as_json)
+            _fail(str(refusal), 2, as_json, said)
         if _state["debug"]:
             traceback.print_exc()
-        _fail(f"{exc.__class__.__name__}: {one_line(exc)} (run with --debug for the traceback)", 1, as_json)
+        _fail(f"{exc.__class__.__name__}: {one_line(exc)} (run with --debug for the traceback)", 1, as_json, said)
     code = getattr(result, "exit_code", 0)
     failure = getattr(result, "failure", None) if code else None  # a part of the work failed: one line saying what
     if as_json:
-        data = {"ok": code == 0, **result.to_dict()}
+        data = {"ok": code == 0, **with_warnings(result.to_dict(), said)}
         if code:
             data.setdefault("error", failure or "failed")
             data.setdefault("exit_code", code)
@@ -220,12 +231,13 @@ def _say(text: str) -> None:
     typer.echo(text, err=True)
 
 
-def _fail(message: str, code: int, as_json: bool) -> None:
+def _fail(message: str, code: int, as_json: bool, said: list[str] = ()) -> None:
+    """Say ``message``, print the JSON failure (with the ``warnings`` said before it, if any), exit ``code``."""
     if _state["debug"] and code == 2:
         traceback.print_exc()
     typer.echo(f"error: {message}", err=True)  # first: said even when stdout cannot take the JSON
     if as_json:
-        typer.echo(json.dumps({"ok": False, "error": message, "exit_code": code}))
+        typer.echo(json.dumps({"ok": False, "error": message, "exit_code": code} | ({"warnings": list(dict.fromkeys(said))} if said else {})))
     raise typer.Exit(code)
 
 

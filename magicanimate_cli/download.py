@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError, first_line
+from .errors import UserError, first_line, shown
 
 DEFAULT_MAX_HEIGHT = 1080
 DEFAULT_RETRIES = 3
@@ -347,7 +347,7 @@ def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = 
         shutil.rmtree(work, ignore_errors=True)  # not worth resuming
         raise UserError(f"{url}: the downloaded file is not a readable video")
     if got.suffix.lower() != ".mp4":
-        got = _remux_mp4(got, work / "video.remux.mp4")
+        got = _remux_mp4(got, work / "video.remux.mp4", final, url)
     from .files import commit
 
     commit(got, final, replace=overwrite)
@@ -364,14 +364,25 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def _remux_mp4(source: Path, target: Path) -> Path:
+def _remux_mp4(source: Path, target: Path, final: Path, url: str) -> Path:
     """The video stream of ``source`` (and its sound) in an mp4 container (``media.remux_mp4``),
-    checked readable."""
+    checked readable. A sound left out is warned about (``InputWarning``), naming ``final``, the
+    file ``target`` becomes, and ``url``."""
     from . import media
 
-    if media.remux_mp4(source, target) and _readable(target):
-        return target
-    raise UserError(f"{source}: could not be converted to mp4")
+    if not (media.remux_mp4(source, target) and _readable(target)):
+        raise UserError(f"{source}: could not be converted to mp4")
+    if media.audio_streams(source) and not media.audio_streams(target):
+        _warn_without_sound(final, url, "ffmpeg could not put it in an mp4")
+    return target
+
+
+def _warn_without_sound(output: Path, source, why: str) -> None:
+    import warnings
+
+    from .errors import InputWarning
+
+    warnings.warn(f"{shown(output)}: written without the sound of {shown(source)} ({why})", InputWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- cutting
@@ -408,10 +419,13 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
         written = media.probe(tmp).frames
         if written == 0:
             raise UserError(f"{source}: the cut from frame {first} is empty")
+        lost_sound = bool(media.audio_streams(source)) and not media.audio_streams(tmp)
         commit(tmp, output, replace=overwrite)
         tmp = None
     finally:
         discard(tmp)
+    if lost_sound:
+        _warn_without_sound(output, source, "ffmpeg could not encode it as AAC")
     return written
 
 

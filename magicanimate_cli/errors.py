@@ -12,6 +12,7 @@ non-empty line of any exception's text, for ``f"...({first_line(exc)})"``.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
@@ -61,26 +62,56 @@ def warn_in_one_line(also=None) -> None:
     """Show every ``InputWarning`` as one ``warning: <message>`` line on stderr; other warnings as Python does.
 
     ``also`` (a function of the message's text) receives each one too: ``serve`` sends it to the
-    client whose task warned. Called again without ``also``, it leaves the installed one as it is.
+    client whose task warned, ``said_warnings`` lists it. Called again, it replaces the installed
+    shower instead of stacking on it (still one line per warning), keeping the receivers it had and
+    adding ``also``; ``warnings.catch_warnings`` around the call restores the one before.
     """
     import sys
     import warnings
 
     original = warnings.showwarning
+    receivers = ()
     if getattr(original, "in_one_line", False):
         if also is None:
             return
-        original = original.shown_before  # replaced, not stacked: still one line per warning
+        original, receivers = original.shown_before, original.receivers
+    receivers = (*receivers, also) if also is not None else receivers
 
     def show(message, category, filename, lineno, file=None, line=None):
         if not issubclass(category, InputWarning):
             return original(message, category, filename, lineno, file, line)
         print(f"warning: {one_line(message)}", file=file or sys.stderr, flush=True)
-        if also is not None:
-            also(str(message))
+        for receiver in receivers:
+            receiver(str(message))
 
-    show.in_one_line, show.shown_before = True, original
+    show.in_one_line, show.shown_before, show.receivers = True, original, receivers
     warnings.showwarning = show
+
+
+@contextmanager
+def said_warnings(said: list[str] | None = None):
+    """Inside: every ``InputWarning`` is shown as ``warn_in_one_line`` shows it, each time it is
+    given (not once per place in the code), and its text is appended to ``said`` (a new list if
+    none), which this yields: what a command's ``--json`` lists in ``warnings`` (``with_warnings``),
+    so a batch job reads there what a person reads on stderr."""
+    import warnings
+
+    said = [] if said is None else said
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        warn_in_one_line(also=said.append)
+        yield said
+
+
+def with_warnings(data: dict, said) -> dict:
+    """``data`` (a result's ``to_dict()``) with ``warnings``: the ones it lists itself (``animate``,
+    ``align``, always, ``[]`` for none), then each one ``said`` during the run that it does not
+    list, once. Without either, ``data`` as it is (no empty ``warnings`` in every result)."""
+    if not said and "warnings" not in data:
+        return data
+    listed = list(data.get("warnings") or ())
+    listed += [text for text in dict.fromkeys(said) if text not in listed]
+    return {**data, "warnings": listed}
 
 
 class NetworkError(Exception):

@@ -76,6 +76,18 @@ def add_sound(video: Path, seconds: float, rising: bool = False) -> Path:
     return video
 
 
+def with_empty_sound(video: Path, target: Path) -> Path:
+    """``target`` (an .mkv): ``video``'s picture and a sound stream that its header lists but no
+    packet fills, a sound that cannot be kept (``written without the sound of ...``)."""
+    import subprocess
+
+    from magicanimate_cli import media
+
+    subprocess.run([media.ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-i", str(video), "-map", "0", "-c", "copy",
+                    "-bsf:a", "noise=drop=1", str(target)], check=True)  # fmt: skip
+    return Path(target)
+
+
 SOUND_RATE = 8000  # samples per second of ``read_sound``
 
 

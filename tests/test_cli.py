@@ -273,6 +273,25 @@ def test_an_unexpected_error_spanning_lines_is_still_one_line(tmp_path, monkeypa
     assert result.stderr.count("\n") == 1
 
 
+def test_a_run_that_warned_and_then_failed_lists_the_warning_in_its_json_failure(tmp_path, monkeypatch):
+    import warnings
+
+    import magicanimate_cli.frames
+    from magicanimate_cli.errors import InputWarning, UserError
+
+    def warns_then_fails(*args, **kwargs):
+        warnings.warn("out/: written without the sound of in.mkv", InputWarning, stacklevel=2)
+        raise UserError("in.mp4: cut off after 3 frames; pass --allow-truncated")
+
+    monkeypatch.setattr(magicanimate_cli.frames, "frames", warns_then_fails)
+    result = runner.invoke(app, ["frames", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["warning: out/: written without the sound of in.mkv",
+                                          "error: in.mp4: cut off after 3 frames; pass --allow-truncated"]
+    assert json.loads(result.stdout) == {"ok": False, "error": "in.mp4: cut off after 3 frames; pass --allow-truncated", "exit_code": 2,
+                                         "warnings": ["out/: written without the sound of in.mkv"]}
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_result_that_cannot_be_printed_is_one_line_on_stderr(tmp_path):
     # stdout on a full disk (here /dev/full): the error, or the result, is said in one line on

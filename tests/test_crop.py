@@ -26,7 +26,15 @@ from magicanimate_cli.crop import (
 )
 from magicanimate_cli.errors import UserError
 
-from preprocess_helpers import TABLE_10_3, add_sound, assert_keeps_sound, make_video, save_sideways, write_clip
+from preprocess_helpers import (
+    TABLE_10_3,
+    add_sound,
+    assert_keeps_sound,
+    make_video,
+    save_sideways,
+    with_empty_sound,
+    write_clip,
+)
 
 runner = CliRunner()
 
@@ -155,6 +163,21 @@ def test_a_video_cropped_into_a_video_keeps_its_sound(tmp_path):
     assert_keeps_sound(tmp_path / "out.mp4", dance, 0.2)
     assert media.audio_streams(tmp_path / "mute_out.mp4") == []
     assert np.array_equal(media.read_frames(tmp_path / "out.mp4").array, media.read_frames(tmp_path / "mute_out.mp4").array)
+
+
+def test_json_lists_the_warning_of_a_sound_that_could_not_be_kept(tmp_path):
+    frames = np.stack([_quadrants()] * 5)
+    dance = add_sound(media.write_frames(tmp_path / "dance.mp4", frames, fps=25), 1.0)
+    empty = with_empty_sound(dance, tmp_path / "empty.mkv")
+    runner = CliRunner()
+    kept = runner.invoke(app, ["crop", str(dance), "-o", str(tmp_path / "kept.mp4"), "--size", "32", "--json"])
+    lost = runner.invoke(app, ["crop", str(empty), "-o", str(tmp_path / "lost.mp4"), "--size", "32", "--json"])
+    assert kept.exit_code == 0 and "warnings" not in json.loads(kept.stdout)
+    assert lost.exit_code == 0, lost.output
+    said = [line.removeprefix("warning: ") for line in lost.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'lost.mp4'}: written without the sound of {empty}")
+    assert json.loads(lost.stdout)["warnings"] == said  # what a person reads on stderr, a batch job reads in the JSON
+    assert media.audio_streams(tmp_path / "lost.mp4") == [] and media.read_frames(tmp_path / "lost.mp4").array.shape == (5, 32, 32, 3)
 
 
 def test_box_on_frames_folder_keeps_pixels_with_size_0(tmp_path, rng):

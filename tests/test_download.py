@@ -13,7 +13,7 @@ from magicanimate_cli import download as download_module
 from magicanimate_cli import media
 from magicanimate_cli.cli import app
 from magicanimate_cli.download import download, parse_time, read_tracklets, tracklet_box, tracklet_frames
-from magicanimate_cli.errors import UserError
+from magicanimate_cli.errors import InputWarning, UserError
 
 from preprocess_helpers import add_sound, decode_index, make_video, read_sound, serve, sound_level
 
@@ -112,7 +112,10 @@ def test_a_cut_keeps_the_sound_of_its_frames(server, template, tmp_path, monkeyp
         assert sound_level(cut, at) == pytest.approx(sound_level(whole, 0.4 + at), abs=0.012)
     assert abs(sound_level(cut, 0.0) - sound_level(whole, 0.0)) > 0.2
     monkeypatch.setattr(media, "AAC", {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot encode costs the sound, not the cut
-    again = download([f"{server.url}/dance.mp4"], tmp_path / "again", start="0.4", end="0.8")
+    with pytest.warns(InputWarning) as said:
+        again = download([f"{server.url}/dance.mp4"], tmp_path / "again", start="0.4", end="0.8")
+    assert [str(w.message) for w in said] == [
+        f"{tmp_path / 'again' / 'dance_0.4-0.8.mp4'}: written without the sound of {tmp_path / 'again' / 'dance.mp4'} (ffmpeg could not encode it as AAC)"]
     assert again.ok and again.items[0]["frames"] == 10 and media.audio_streams(tmp_path / "again" / "dance_0.4-0.8.mp4") == []
 
 
@@ -122,7 +125,10 @@ def test_another_container_becomes_an_mp4_with_its_sound(server, template, tmp_p
     assert media.probe(tmp_path / "phone.mp4").frames == 30 and media.audio_streams(tmp_path / "phone.mp4") == ["aac"]
     assert (tmp_path / "phone.mp4").read_bytes()[4:8] == b"ftyp"  # an mp4 container, not the Matroska file renamed
     monkeypatch.setattr(media, "sound_options", lambda codec, output: {"acodec": "no-such-encoder"})  # a sound an mp4 cannot take
-    again = download([f"{server.url}/phone.mkv"], tmp_path / "again")
+    with pytest.warns(InputWarning) as said:
+        again = download([f"{server.url}/phone.mkv"], tmp_path / "again")
+    assert [str(w.message) for w in said] == [
+        f"{tmp_path / 'again' / 'phone.mp4'}: written without the sound of {server.url}/phone.mkv (ffmpeg could not put it in an mp4)"]
     assert again.ok and media.probe(tmp_path / "again" / "phone.mp4").frames == 30  # the video, without its sound
     assert media.audio_streams(tmp_path / "again" / "phone.mp4") == []
 

@@ -32,3 +32,32 @@ def test_also_receives_each_input_warning_and_replaces_the_shower_instead_of_sta
         warnings.warn("poses.mp4: not DensePose", InputWarning, stacklevel=1)
     assert capsys.readouterr().err.splitlines() == ["warning: poses.mp4: not DensePose"] * 2
     assert sent == ["poses.mp4: not DensePose"] * 2
+
+
+def test_said_warnings_lists_each_input_warning_as_it_is_shown_and_keeps_the_receivers_before_it(capsys, monkeypatch):
+    from magicanimate_cli.errors import said_warnings
+
+    monkeypatch.setattr(warnings, "showwarning", lambda *args: None)
+    sent = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # Python's own: once per place in the code
+        warn_in_one_line(also=sent.append)  # serve: to the client
+        with said_warnings() as said:
+            for _ in range(2):  # the same place twice: shown, sent and listed twice
+                warnings.warn("out.mp4: written without the sound of in.mkv", InputWarning, stacklevel=1)
+            warnings.warn("an old API", DeprecationWarning, stacklevel=1)
+        warnings.warn("after.mp4: not DensePose", InputWarning, stacklevel=1)  # outside: no longer listed
+    assert said == ["out.mp4: written without the sound of in.mkv"] * 2
+    assert sent == said + ["after.mp4: not DensePose"]
+    assert capsys.readouterr().err.splitlines() == [f"warning: {text}" for text in sent]
+
+
+def test_with_warnings_keeps_the_results_own_list_first_and_adds_each_other_one_once():
+    from magicanimate_cli.errors import with_warnings
+
+    own = {"output": "out.mp4", "warnings": ["poses.mp4: not DensePose"], "seconds": 1.0}
+    said = ["poses.mp4: not DensePose", "out.mp4: written without the sound of in.mkv", "out.mp4: written without the sound of in.mkv"]
+    assert with_warnings(own, said) == {**own, "warnings": ["poses.mp4: not DensePose", "out.mp4: written without the sound of in.mkv"]}
+    assert list(with_warnings(own, said)) == ["output", "warnings", "seconds"]  # in its place
+    assert with_warnings({"output": "out/"}, []) == {"output": "out/"}  # nothing said: no empty list in every result
+    assert with_warnings({"output": "out/", "warnings": []}, []) == {"output": "out/", "warnings": []}

@@ -494,10 +494,9 @@ def test_sound_is_read_from_the_header_streams_not_from_metadata(tmp_path):
 def test_an_empty_sound_stream_gives_no_sound_and_says_so(tmp_path):
     from magicanimate_cli.errors import InputWarning
 
-    from preprocess_helpers import add_sound, make_video
+    from preprocess_helpers import add_sound, make_video, with_empty_sound
 
-    dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
-    _ffmpeg("-i", str(dance), "-map", "0", "-c", "copy", "-bsf:a", "noise=drop=1", str(tmp_path / "empty.mkv"))
+    with_empty_sound(add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4), tmp_path / "empty.mkv")
     assert media.audio_streams(tmp_path / "empty.mkv") == ["aac"]  # the header lists it; no packet has sound
     with pytest.raises(UserError, match=f"^{tmp_path / 'empty.mkv'}: its sound could not be added .*no sound came out"):
         _write(tmp_path / "asked.mp4", audio=tmp_path / "empty.mkv")

@@ -103,6 +103,7 @@ def test_animate_through_a_server_equals_a_local_run_and_loads_the_models_once(t
     # the noise poses' InputWarning reaches each client as the local run prints it (the second one too)
     warned = [[line for line in run.stderr.splitlines() if line.startswith("warning:")] for run in (alone, first, second)]
     assert warned[0] == warned[1] == warned[2] and len(warned[0]) == 1 and "pose: does not look like DensePose" in warned[0][0]
+    assert json.loads(first.stdout)["warnings"] == [warned[1][0].removeprefix("warning: ")]  # listed once: the server's and the client's
     for name in ("00000.png", "00001.png", "00002.png"):
         expected = media.read_image(tmp_path / "alone" / name)
         assert np.array_equal(media.read_image(tmp_path / "out1" / name), expected)

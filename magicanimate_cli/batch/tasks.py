@@ -17,13 +17,12 @@ import os
 import re
 import socket
 import time
-import warnings
 from collections.abc import Hashable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputWarning, NetworkError, StageFailed, UserError, warn_in_one_line
+from ..errors import NetworkError, StageFailed, UserError, said_warnings, warn_in_one_line, with_warnings
 from .registry import Command, ModelCache, Registry, Unknown, Usage, resolve, resolve_path
 
 COMMANDS = "magicanimate_cli.batch.registry:COMMANDS"
@@ -189,7 +188,7 @@ class TaskRunner:
 
             extra["progress"] = progress or silent
         try:
-            with _warnings_to(warned, written):
+            with _warnings_to(warned, written) as said:
                 if cmd.model is not None:
                     extra[cmd.model.keyword] = self.model(cmd.name, cmd.model, params)
                 result = cmd.load()(**params, **extra)
@@ -209,7 +208,7 @@ class TaskRunner:
 
             self._traceback = traceback.format_exc()  # for run(debug=True)
             return 1, None, _as_written(f"{exc.__class__.__name__}: {exc}", written), None
-        data = _as_written(result.to_dict(), written)
+        data = _as_written(with_warnings(result.to_dict(), said), written)  # what --json prints, less its ok
         summary = None
         if summary_width is not None:
             from ..summary import as_text
@@ -249,14 +248,12 @@ def _signature(command: Command) -> set[str]:
 
 @contextmanager
 def _warnings_to(warned, written: dict[str, str]):
-    """Inside: each ``InputWarning`` also goes to ``warned`` (if any), its paths as the task wrote them."""
-    if warned is None:
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", InputWarning)
-        warn_in_one_line(also=lambda text: warned(_as_written(text, written)))
-        yield
+    """Inside: each ``InputWarning`` also goes to ``warned`` (if any), its paths as the task wrote
+    them; yields the list of them all (``errors.said_warnings``), for the result's ``warnings``."""
+    with said_warnings() as said:
+        if warned is not None:
+            warn_in_one_line(also=lambda text: warned(_as_written(text, written)))
+        yield said
 
 
 def _as_written(value, written: dict[str, str]):

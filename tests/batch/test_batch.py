@@ -343,6 +343,25 @@ def test_workers_are_pinned_to_gpus_keep_their_models_and_survive_a_killed_worke
 # ----------------------------------------------------------------------------- real animate tasks
 
 
+def test_a_tasks_warnings_are_in_its_records_result_as_in_its_json(tmp_path):
+    from magicanimate_cli import media
+
+    from preprocess_helpers import add_sound, make_video, with_empty_sound
+
+    empty = with_empty_sound(add_sound(make_video(tmp_path / "dance.mp4", count=5), 0.2), tmp_path / "empty.mkv")
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("crop", "empty.mkv", "-o", "lost.mp4", "--size", "16"),
+                     ("crop", "dance.mp4", "-o", "kept.mp4", "--size", "16"))
+    result = invoke("batch", manifest, "--json")
+    assert result.exit_code == 0, result.output
+    records = one_json(result.stdout)["results"]
+    assert [r["status"] for r in records] == ["done", "done"]
+    (said,) = records[0]["result"]["warnings"]  # named as the manifest names them, not as the worker resolved them
+    assert said.startswith("lost.mp4: written without the sound of empty.mkv (ffmpeg: ")
+    assert "warnings" not in records[1]["result"] and media.audio_streams(tmp_path / "kept.mp4") == ["aac"]
+    alone = CliRunner().invoke(app, ["crop", str(empty), "-o", str(tmp_path / "alone.mp4"), "--size", "16", "--json"])
+    assert json.loads(alone.stdout).keys() - {"ok"} == records[0]["result"].keys()
+
+
 @pytest.mark.slow
 def test_animate_tasks_share_one_pipeline_and_match_running_animate_alone(tmp_path, tiny_weights):
     from magicanimate_cli import media
