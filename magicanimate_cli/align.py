@@ -437,7 +437,7 @@ def align(
     from .animate import _FrameStore, motion_warnings
     from .crop import fit_square
     from .files import discard, temp_beside
-    from .folders import missing_folders, take_back
+    from .folders import taking_back
 
     config = AlignConfig(anchor, frames, size, fit)
     config.validate()
@@ -458,10 +458,10 @@ def align(
     media.read_image(reference)  # a missing or unreadable reference, and a malformed --ref-box, before any work
     if ref_box is not None:
         parse_box(ref_box)
-    new_folders, recorded = missing_folders(output.parent), False
-    try:
-        scratch = temp_beside(output, directory=False, suffix=".motion.u8")  # the next run cleans it after a kill
+    recorded, scratch = False, None
+    with taking_back(output.parent):  # a refused or failed run leaves no new empty folder
         try:
+            scratch = temp_beside(output, directory=False, suffix=".motion.u8")  # the next run cleans it after a kill
             background = clip_background(media.iter_frames(source, same_size=False, allow_truncated=allow_truncated))  # a first pass: the border colours
             store = _FrameStore(scratch, size)
             for frame in media.iter_frames(source, same_size=False, allow_truncated=allow_truncated):  # every frame is fitted on its own, as in animate
@@ -483,13 +483,12 @@ def align(
                     progress("align", index + 1, len(poses))
             count = len(poses)
             del poses
+        except BaseException as exc:
+            if recorded:
+                clip.fail(STAGE, str(exc) or exc.__class__.__name__, params=params)
+            raise
         finally:
             discard(scratch)
-    except BaseException as exc:
-        if recorded:
-            clip.fail(STAGE, str(exc) or exc.__class__.__name__, params=params)
-        take_back(new_folders)  # a refused or failed run leaves no new empty folder
-        raise
     transform = {**alignment.to_dict(), "ref_box_source": found.source}
     if clip is not None:
         clip.finish(STAGE, transform)

@@ -484,10 +484,9 @@ def download(
         raise UserError(f"--start {start} --end {end}: the end must come after the start")
     started = time.perf_counter()
     result = DownloadResult(str(output))
-    from .folders import missing_folders, take_back
+    from .folders import taking_back
 
-    created = missing_folders(output)  # made by this run: removed again if left empty
-    try:
+    with taking_back(output, always=True):  # made by this run: removed again if left empty, whatever failed
         _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress, sound)
         if sound:
             from .media import audio_streams
@@ -495,8 +494,6 @@ def download(
             for item in result.items:
                 if item["status"] != "failed" and item.get("output"):
                     item["sound"] = bool(audio_streams(Path(item["output"])))
-    finally:
-        take_back(created)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 

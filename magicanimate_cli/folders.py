@@ -29,15 +29,26 @@ def take_back(missing: list[Path]) -> None:
 
 
 @contextmanager
-def created_folders(folder: Path | str) -> Iterator[Path]:
-    """Create ``folder`` (and its missing parents) for the body; if the body raises, remove the
-    folders this created that are still empty (``take_back``). Folders that existed before are
-    never touched."""
-    folder = Path(folder)
+def taking_back(folder: Path | str, *, always: bool = False) -> Iterator[list[Path]]:
+    """For a body that writes into ``folder``: when it raises (or, with ``always``, whenever it
+    ends), remove the folders it created on the way to ``folder`` that are still empty
+    (``missing_folders`` before it, then ``take_back``). Yields that list. Folders that existed
+    before are never touched."""
     missing = missing_folders(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     try:
-        yield folder
+        yield missing
     except BaseException:
         take_back(missing)
         raise
+    if always:
+        take_back(missing)
+
+
+@contextmanager
+def created_folders(folder: Path | str) -> Iterator[Path]:
+    """Create ``folder`` (and its missing parents) for the body; if the body raises, remove the
+    folders this created that are still empty (``taking_back``)."""
+    folder = Path(folder)
+    with taking_back(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder

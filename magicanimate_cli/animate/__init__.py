@@ -283,67 +283,64 @@ def animate(
 
         pose_fill = clip_background(media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated))  # viridis(0) for our renders
 
-    from ..folders import missing_folders, take_back
+    from ..folders import taking_back
     from ..models import resolve_models_dir
     from .resume import StepCheckpoint, run_key
     from .weights import WeightLayout
 
     started = time.perf_counter()
-    new_folders, done = missing_folders(output.parent), False
     run = scratch = aligned_scratch = None
-    try:
-        run = claim(output)  # one run at a time per output: a second one is refused, not mixed into this one's resume
-        scratch = temp_beside(output, directory=False, suffix=".motion.u8")
-        aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
-        store = _FrameStore(scratch, size)
-        for frame in media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated):  # each fitted on its own
-            store.append(fit_square(frame, size, fit, pose_fill))
-        poses = store.frames()
-        if len(poses) == 0:
-            raise UserError(f"{motion}: no frames to animate")
-        noticed = motion_warnings(poses, motion, strict)  # said now, before the long work, which goes on (unless strict)
-        unaligned = alignment = None
-        if align:  # the reference's person: a user error (or a model of its own) before the animator loads
-            ref_found = reference_box(reference, size, fit, models=models)
-            unaligned, (store, alignment) = store, _align_store(store, aligned_scratch, ref_found.box, pose_fill, motion)
+    with taking_back(output.parent):  # a refused or failed run leaves no new empty folder (a resume checkpoint keeps its own)
+        try:
+            run = claim(output)  # one run at a time per output: a second one is refused, not mixed into this one's resume
+            scratch = temp_beside(output, directory=False, suffix=".motion.u8")
+            aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
+            store = _FrameStore(scratch, size)
+            for frame in media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated):  # each fitted on its own
+                store.append(fit_square(frame, size, fit, pose_fill))
             poses = store.frames()
-        distributed = len(device_list) > 1
-        if not distributed and pipeline is None:
-            pipeline = load_pipeline(models, device_list[0] if device_list else device, dtype)
-        if distributed:
-            used_device, used_dtype = ",".join(device_list), _distributed_dtype(device_list, dtype)
-        else:
-            used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
-            _check_window(context_frames, pipeline.unet.config.motion_max_seq_length)  # said before the motion if the header told
-        settings = {
-            **asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype,
-            "weights": WeightLayout(resolve_models_dir(models)).identity(),  # weights replaced or converted: another run
-            "fast": "compile" if compile else fast,  # another computation: never resume one from the other
-        }
-        checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
-        resumed = checkpoint.load()
-        job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
-                   {"num_inference_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
-                        "context_frames": context_frames, "context_overlap": context_overlap, "context_schedule": context_schedule,
-                        "context_fusion": context_fusion, "fast": _fast_path(fast, compile),
-                        "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
-                   checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None,
-                   request.audio)
-        if distributed:
-            _run_distributed(job, device_list, models, dtype)
-        else:
-            _render(job, pipeline, progress, distributed=False)
-        checkpoint.remove()
-        written = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
-        del poses
-        done = True
-    finally:
-        discard(scratch)
-        discard(aligned_scratch)
-        if run is not None:
-            run.release()
-        if not done:
-            take_back(new_folders)  # a refused or failed run leaves no new empty folder (a resume checkpoint keeps its own)
+            if len(poses) == 0:
+                raise UserError(f"{motion}: no frames to animate")
+            noticed = motion_warnings(poses, motion, strict)  # said now, before the long work, which goes on (unless strict)
+            unaligned = alignment = None
+            if align:  # the reference's person: a user error (or a model of its own) before the animator loads
+                ref_found = reference_box(reference, size, fit, models=models)
+                unaligned, (store, alignment) = store, _align_store(store, aligned_scratch, ref_found.box, pose_fill, motion)
+                poses = store.frames()
+            distributed = len(device_list) > 1
+            if not distributed and pipeline is None:
+                pipeline = load_pipeline(models, device_list[0] if device_list else device, dtype)
+            if distributed:
+                used_device, used_dtype = ",".join(device_list), _distributed_dtype(device_list, dtype)
+            else:
+                used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
+                _check_window(context_frames, pipeline.unet.config.motion_max_seq_length)  # said before the motion if the header told
+            settings = {
+                **asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype,
+                "weights": WeightLayout(resolve_models_dir(models)).identity(),  # weights replaced or converted: another run
+                "fast": "compile" if compile else fast,  # another computation: never resume one from the other
+            }
+            checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
+            resumed = checkpoint.load()
+            job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
+                       {"num_inference_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
+                            "context_frames": context_frames, "context_overlap": context_overlap, "context_schedule": context_schedule,
+                            "context_fusion": context_fusion, "fast": _fast_path(fast, compile),
+                            "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
+                       checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None,
+                       request.audio)
+            if distributed:
+                _run_distributed(job, device_list, models, dtype)
+            else:
+                _render(job, pipeline, progress, distributed=False)
+            checkpoint.remove()
+            written = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
+            del poses
+        finally:
+            discard(scratch)
+            discard(aligned_scratch)
+            if run is not None:
+                run.release()
     return AnimateResult(
         output=str(output),
         grid=str(grid_output) if grid_output else None,
