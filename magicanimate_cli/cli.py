@@ -270,6 +270,9 @@ def animate(
         None, "--audio", **PATH_AS_TYPED,
         help="Give OUT (a video) the sound of this video or sound file (a clip folder: the video it was made from), from its start (a video's first picture), cut to the animation's length.",
     ),
+    audio_start: Optional[str] = typer.Option(
+        None, "--audio-start", help="Start the --audio sound this far in (seconds or [HH:]MM:SS; after a video's first picture), e.g. at the chorus.",
+    ),
     keep_aspect: bool = typer.Option(
         False, "--keep-aspect",
         help="With --fit pad or stretch: write frames of the motion's aspect (e.g. 288x512 from a 9:16 motion at --size 512), the padding cut off or the squash undone.",

@@ -678,14 +678,24 @@ def kept_sound(source: Path | None, output: Path) -> dict:
     return {"audio": source, "sound_kept": True}
 
 
-def check_audio_source(path: Path) -> Path:
-    """Refuse a ``--audio`` source that is missing or has no sound, in one line naming it."""
+def check_audio_source(path: Path, start: float = 0.0) -> Path:
+    """Refuse a ``--audio`` source that is missing or has no sound, or a ``--audio-start`` (``start``
+    seconds after its first picture) that is not before its end (by its header's duration, when
+    it has one), in one line naming it."""
     path = Path(path)
     check_name_encoding(path)
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file; --audio takes a video or sound file whose sound the output gets")
     if not audio_streams(path):
         raise UserError(f"{shown(path)}: has no sound (no audio stream ffmpeg can read); give --audio the video the poses were made from")
+    if start > 0:
+        found = re.search(r"^\s+Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", _ffmpeg_report(path), re.MULTILINE)
+        if found is not None:
+            hours, minutes, seconds = found.groups()
+            left = int(hours) * 3600 + int(minutes) * 60 + float(seconds) - picture_start(path)
+            if start >= left:
+                raise UserError(f"--audio-start {start:g}: {shown(path)} has {max(left, 0):.2f} s of sound from its first picture; "
+                                "start it earlier")
     return path
 
 
@@ -844,7 +854,7 @@ class FrameWriter:
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
     e.g. to keep the file names of the input frames. A video gets the first sound stream of
     ``audio`` (a video or sound file; ``check_audio_source``) from its first picture
-    (``picture_start``), as long as the frames written last (copied when the container holds its
+    (``picture_start``), or ``audio_start`` seconds after it, as long as the frames written last (copied when the container holds its
     codec, else AAC: ``sound_options``). The sound is muxed in after the picture is encoded, by a
     second ffmpeg pass that copies the picture, so the frames are encoded as without it. If that
     pass fails or yields no sound, the video is written without it: with a ``warning:`` line
@@ -862,6 +872,7 @@ class FrameWriter:
         commit: bool = True,
         audio: Path | None = None,
         sound_kept: bool = False,
+        audio_start: float = 0.0,
     ):
         self.path = check_output(Path(path), overwrite)
         self.overwrite = overwrite
@@ -870,7 +881,7 @@ class FrameWriter:
         self.names = names
         self.fps = float(fps)
         self.crf = crf
-        self.audio, self.sound_kept = audio, sound_kept
+        self.audio, self.sound_kept, self.audio_start = audio, sound_kept, float(audio_start)
         self.count = 0
         self._process = None
         self._tmp: Path | None = None
@@ -965,7 +976,7 @@ class FrameWriter:
         muxed = temp_beside(self.path, directory=False)  # a full disk names the output
         try:
             codecs = audio_streams(self.audio)
-            begin = picture_start(self.audio)
+            begin = picture_start(self.audio) + self.audio_start
             window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | {"t": f"{self.count / self.fps:.6f}"}
             error = "no sound stream" if not codecs else _run_ffmpeg(ffmpeg.output(
                 ffmpeg.input(_ffmpeg_path(self._tmp))["v:0"], ffmpeg.input(_ffmpeg_path(self.audio), **window)["a:0"], _ffmpeg_path(muxed),

@@ -79,6 +79,13 @@ def test_missing_models_exit_2_with_the_fix(tmp_path, inputs):
     assert "magicanimate models download" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_audio_start_reaches_animate_as_typed(tmp_path, inputs):
+    reference, poses = inputs
+    result = runner.invoke(app, ["animate", str(reference), str(poses), "-o", str(tmp_path / "out.mp4"), "--audio-start", "1:05"])
+    assert result.exit_code == 2 and result.stderr == "error: --audio-start 1:05: only with --audio (the file whose sound the output gets)\n"
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_bad_motion_exit_2(tmp_path, inputs, tiny_weights):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 100)

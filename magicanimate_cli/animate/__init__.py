@@ -79,6 +79,7 @@ class AnimateResult:
     width: int = 0  # of the written frames: size, or with keep_aspect the motion's aspect
     height: int = 0
     audio: str | None = None  # the file whose sound the video got (--audio)
+    audio_start: float | None = None  # with --audio: seconds into it (after its first picture) where the video's sound starts
     resumed_from_step: int = 0
     alignment: dict | None = None  # the transform of --align (align.py)
     warnings: tuple[str, ...] = ()  # InputWarning messages: the run went on (a motion that is not DensePose)
@@ -222,6 +223,7 @@ def animate(
     grid: bool = False,
     keep_aspect: bool = False,
     audio: Path | str | None = None,
+    audio_start: float | str | None = None,
     align: bool = False,
     devices: str | None = None,
     allow_truncated: bool = False,
@@ -249,8 +251,9 @@ def animate(
     ``size`` pixels: the padding cut off, or the squash undone (``crop.unfit_square``); the
     animation itself, and the grid, stay square. ``audio`` (a video or sound file, or a clip
     folder for the video it was made from; a video ``output``) gives the video (and the grid)
-    that sound (its first stream) from its start (a video's: from its first picture), cut to the
-    animation's length (``media.FrameWriter``). A motion video that does
+    that sound (its first stream) from its start (a video's: from its first picture), or
+    ``audio_start`` after it (seconds, or ``[HH:]MM:SS.ms`` as ``download --start`` takes), cut to
+    the animation's length (``media.FrameWriter``). A motion video that does
     not decode to its end is refused unless ``allow_truncated``. ``guidance_scale`` is the official
     appearance guidance (the prediction with the reference's features pushed away from the one
     without them); at 1 or less there is no guidance (diffusers' rule) and the UNet runs one half.
@@ -271,7 +274,7 @@ def animate(
     request = _checked(reference, motion, output, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
                        size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit,
                        context_schedule=context_schedule, context_fusion=context_fusion, device=device,
-                       dtype=dtype, fps=fps, grid=grid, keep_aspect=keep_aspect, audio=audio, devices=devices, compile=compile,
+                       dtype=dtype, fps=fps, grid=grid, keep_aspect=keep_aspect, audio=audio, audio_start=audio_start, devices=devices, compile=compile,
                        overwrite=overwrite, pipeline=pipeline)  # fmt: skip
     config, reference, motion, output = request.config, request.reference, request.motion, request.output
     device_list, grid_output, ref_image, info = request.devices, request.grid_output, request.ref_image, request.info
@@ -328,7 +331,7 @@ def animate(
                             "context_fusion": context_fusion, "fast": _fast_path(fast, compile),
                             "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
                        checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None,
-                       request.audio)
+                       request.audio, request.audio_start)
             if distributed:
                 _run_distributed(job, device_list, models, dtype)
             else:
@@ -355,6 +358,7 @@ def animate(
         width=written[2] - written[0],
         height=written[3] - written[1],
         audio=str(request.audio) if request.audio else None,
+        audio_start=request.audio_start if request.audio else None,
         resumed_from_step=resumed[0] if resumed else 0,
         alignment={**alignment.to_dict(), "ref_box_source": ref_found.source} if alignment else None,
         warnings=tuple(noticed),
@@ -418,10 +422,11 @@ class _Request:
     ref_image: object  # uint8 size×size×3
     info: object  # media.VideoInfo
     audio: Path | None = None  # checked: it has sound
+    audio_start: float = 0.0  # seconds after its first picture, checked: before its end
 
 
 def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
-             context_schedule, context_fusion, device, dtype, fps, grid, keep_aspect, audio, devices, compile, overwrite, pipeline,
+             context_schedule, context_fusion, device, dtype, fps, grid, keep_aspect, audio, audio_start, devices, compile, overwrite, pipeline,
              **_) -> _Request:  # fmt: skip
     """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
     from .. import media
@@ -440,6 +445,12 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     if keep_aspect and fit == "crop":
         raise UserError("--keep-aspect: only with --fit pad or --fit stretch (--fit crop cuts the motion's sides away, so "
                         "the output cannot have its aspect)")
+    if audio_start is not None:
+        if audio is None:
+            raise UserError(f"--audio-start {audio_start}: only with --audio (the file whose sound the output gets)")
+        from ..download import parse_time
+
+        audio_start = parse_time(audio_start, "--audio-start")
     if audio is not None:
         if not media.is_video(output):
             raise UserError(f"{shown(output)}: a folder of frames holds no sound; write a video (-o {output.name}.mp4) to give it --audio")
@@ -448,7 +459,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
             from ..clip import source_video
 
             audio = source_video(audio)
-        audio = media.check_audio_source(audio)
+        audio = media.check_audio_source(audio, audio_start or 0.0)
     if fps is not None:
         from ..frames import check_fps
 
@@ -476,7 +487,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
-    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio)
+    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, audio_start or 0.0)
 
 
 def _fast_path(fast: bool, compile: bool):
@@ -533,6 +544,7 @@ class _Job:
     unaligned_path: Path | None = None  # with --align: the poses before alignment (a grid panel)
     aspect: tuple | None = None  # with --keep-aspect: (width, height, fit) of the motion, for crop.unfit_square
     audio: Path | None = None  # with --audio: the sound the videos get
+    audio_start: float = 0.0  # with --audio-start: where in it
 
     def poses(self, path: Path | None = None):
         import numpy as np
@@ -552,7 +564,7 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
         pipeline(job.reference, poses, **job.call, distributed=True)
         return
     unaligned = job.poses(job.unaligned_path) if job.unaligned_path else None
-    sound = {"audio": job.audio} if job.audio else {}
+    sound = {"audio": job.audio, "audio_start": job.audio_start} if job.audio else {}
     writers = [media.FrameWriter(job.output, job.fps, job.overwrite, commit=False, **sound)]
     if job.grid_output:
         writers.append(media.FrameWriter(job.grid_output, job.fps, job.overwrite, commit=False, **sound))

@@ -107,6 +107,44 @@ def test_audio_gives_the_video_the_sound_of_the_source_and_the_same_frames(tiny_
     assert "Duration: 00:00:00.5" in header  # 5 frames at 10 fps: the 3 s of sound are cut to the animation
 
 
+def test_audio_start_takes_the_sound_from_that_far_in(tiny_pipeline, tmp_path, rng):
+    from preprocess_helpers import read_sound, sound_level
+
+    motion = media.write_frames(tmp_path / "poses.mp4", rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8), fps=10)
+    song = add_sound(make_video(tmp_path / "song.mp4", count=30, fps=10), 3.0, rising=True)  # its level tells the time
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    whole = read_sound(song)
+    for start, name in ((1.2, "seconds.mp4"), ("0:01.2", "clock.mp4")):  # 1.2 s either way
+        result = run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / name, audio=song, audio_start=start)
+        assert result.audio_start == 1.2
+        kept = read_sound(tmp_path / name)
+        assert len(kept) / 8000 == pytest.approx(0.5, abs=0.03)  # the 5 frames' 0.5 s
+        for at in (0.0, 0.2, 0.4):
+            assert sound_level(kept, at) == pytest.approx(sound_level(whole, 1.2 + at), abs=0.012)
+    assert run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "start.mp4", audio=song).audio_start == 0.0
+    assert run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "none.mp4").audio_start is None
+
+
+@pytest.mark.parametrize(
+    ("audio", "start", "message"),
+    [
+        (None, "1.5", r"^--audio-start 1\.5: only with --audio"),
+        ("song.mp4", "-1", r"^--audio-start '-1': must be a non-negative number of seconds"),
+        ("song.mp4", "1m", r"^--audio-start '1m': expected seconds \(90\.5\) or \[HH:\]MM:SS\(\.ms\)"),
+        ("song.mp4", "0:05", r"song\.mp4 has 3\.0\d s of sound from its first picture; start it earlier$"),
+        ("song.mp4", 3.0, r"song\.mp4 has 3\.0\d s of sound"),
+    ],
+)
+def test_an_audio_start_that_cannot_be_is_refused_before_any_work(tiny_pipeline, tmp_path, rng, audio, start, message):
+    motion = media.write_frames(tmp_path / "poses.mp4", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8), fps=10)
+    add_sound(make_video(tmp_path / "song.mp4", count=30, fps=10), 3.0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    with pytest.raises(UserError, match=message):
+        animate(tmp_path / "ref.png", motion, tmp_path / "out" / "out.mp4", audio=tmp_path / audio if audio else None, audio_start=start,
+                pipeline=tiny_pipeline, size=64, steps=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses.mp4", "ref.png", "song.mp4"]
+
+
 def test_audio_from_a_clip_folder_is_the_sound_of_the_video_it_was_made_from(tiny_pipeline, tmp_path, rng):
     from magicanimate_cli.clip import write_meta
 
