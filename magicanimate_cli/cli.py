@@ -231,13 +231,13 @@ def _say(text: str) -> None:
     typer.echo(text, err=True)
 
 
-def _fail(message: str, code: int, as_json: bool, said: list[str] = ()) -> None:
+def _fail(message: str, code: int, as_json: bool, said: list[str] | None = None) -> None:
     """Say ``message``, print the JSON failure (with the ``warnings`` said before it, if any), exit ``code``."""
     if _state["debug"] and code == 2:
         traceback.print_exc()
     typer.echo(f"error: {message}", err=True)  # first: said even when stdout cannot take the JSON
     if as_json:
-        typer.echo(json.dumps({"ok": False, "error": message, "exit_code": code} | ({"warnings": list(dict.fromkeys(said))} if said else {})))
+        typer.echo(json.dumps(with_warnings({"ok": False, "error": message, "exit_code": code}, said or [])))
     raise typer.Exit(code)
 
 

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError, first_line, shown
+from .errors import InputWarning, UserError, first_line, shown
 
 DEFAULT_MAX_HEIGHT = 1080
 DEFAULT_RETRIES = 3
@@ -110,22 +110,27 @@ class Tracklet:
 # ----------------------------------------------------------------------------- parsing
 
 
+_CLOCK = re.compile(r"(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)", re.ASCII)  # [[HH:]MM:]SS[.ms], ASCII digits only
+
+
 def parse_time(value, what: str = "time") -> float | None:
-    """Seconds from ``90``, ``90.5``, ``1:30`` or ``0:01:30.5``; ``what`` names the value in errors (``--start``)."""
+    """Seconds from ``90``, ``90.5``, ``1:30`` or ``0:01:30.5`` (minutes and seconds after a colon
+    below 60); ``what`` names the value in errors (``--start``)."""
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
-        parts = str(value).strip().split(":")
-        try:
-            if len(parts) > 3:
-                raise ValueError
-            seconds = 0.0
-            for part in parts:
-                seconds = seconds * 60 + float(part)
-        except ValueError:
-            raise UserError(f"{what} {value!r}: expected seconds (90.5) or [HH:]MM:SS(.ms) (1:30.5)") from None
+        text = str(value).strip()
+        found = _CLOCK.fullmatch(text)
+        if found is None:
+            if text.startswith("-"):
+                raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
+            raise UserError(f"{what} {value!r}: expected seconds (90.5) or [HH:]MM:SS(.ms) (1:30.5)")
+        hours, minutes, rest = found.groups()
+        if (minutes is not None and float(rest) >= 60) or (hours is not None and int(minutes) >= 60):
+            raise UserError(f"{what} {value!r}: minutes and seconds after a colon run from 0 to 59; write 1:30 for 90 s")
+        seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(rest)
     if not math.isfinite(seconds) or seconds < 0:
         raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
     return seconds
@@ -372,15 +377,13 @@ def _remux_mp4(source: Path, target: Path, final: Path, url: str) -> Path:
 
     if not (media.remux_mp4(source, target) and _readable(target)):
         raise UserError(f"{source}: could not be converted to mp4")
-    if media.audio_streams(source) and not media.audio_streams(target):
+    if media.audio_streams(source) and media.sound_end(target) <= 0:
         _warn_without_sound(final, url, "ffmpeg could not put it in an mp4")
     return target
 
 
 def _warn_without_sound(output: Path, source, why: str) -> None:
     import warnings
-
-    from .errors import InputWarning
 
     warnings.warn(f"{shown(output)}: written without the sound of {shown(source)} ({why})", InputWarning, stacklevel=3)
 
@@ -419,13 +422,15 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
         written = media.probe(tmp).frames
         if written == 0:
             raise UserError(f"{source}: the cut from frame {first} is empty")
-        lost_sound = bool(media.audio_streams(source)) and not media.audio_streams(tmp)
+        lost_sound = bool(media.audio_streams(source)) and media.sound_end(tmp) <= 0
         commit(tmp, output, replace=overwrite)
         tmp = None
     finally:
         discard(tmp)
     if lost_sound:
-        _warn_without_sound(output, source, "ffmpeg could not encode it as AAC")
+        ends = media.sound_end(source) - media.picture_start(source)
+        _warn_without_sound(output, source, f"its sound ends {ends:.2f} s after its first picture, before frame {first}"
+                            if ends <= first / info.fps else "ffmpeg could not encode it as AAC")
     return written
 
 
@@ -489,11 +494,11 @@ def download(
     with taking_back(output, always=True):  # made by this run: removed again if left empty, whatever failed
         _download_into(output, result, sources, t0, t1, tracklets, max_height, retries, url_template, overwrite, progress, sound)
         if sound:
-            from .media import audio_streams
+            from .media import sound_end
 
             for item in result.items:
                 if item["status"] != "failed" and item.get("output"):
-                    item["sound"] = bool(audio_streams(Path(item["output"])))
+                    item["sound"] = sound_end(Path(item["output"])) > 0  # a packet of it, not only a stream in the header
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 

@@ -58,13 +58,14 @@ class InputWarning(UserWarning):
     """
 
 
-def warn_in_one_line(also=None) -> None:
+def warn_in_one_line(also=None, *, alone: bool = False) -> None:
     """Show every ``InputWarning`` as one ``warning: <message>`` line on stderr; other warnings as Python does.
 
     ``also`` (a function of the message's text) receives each one too: ``serve`` sends it to the
     client whose task warned, ``said_warnings`` lists it. Called again, it replaces the installed
-    shower instead of stacking on it (still one line per warning), keeping the receivers it had and
-    adding ``also``; ``warnings.catch_warnings`` around the call restores the one before.
+    shower instead of stacking on it (still one line per warning), keeping the receivers it had
+    (none with ``alone``: a batch task's warnings are its own) and adding ``also``;
+    ``warnings.catch_warnings`` around the call restores the one before.
     """
     import sys
     import warnings
@@ -75,6 +76,7 @@ def warn_in_one_line(also=None) -> None:
         if also is None:
             return
         original, receivers = original.shown_before, original.receivers
+    receivers = () if alone else receivers
     receivers = (*receivers, also) if also is not None else receivers
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -89,17 +91,22 @@ def warn_in_one_line(also=None) -> None:
 
 
 @contextmanager
-def said_warnings(said: list[str] | None = None):
-    """Inside: every ``InputWarning`` is shown as ``warn_in_one_line`` shows it, each time it is
-    given (not once per place in the code), and its text is appended to ``said`` (a new list if
-    none), which this yields: what a command's ``--json`` lists in ``warnings`` (``with_warnings``),
-    so a batch job reads there what a person reads on stderr."""
+def said_warnings(said: list[str] | None = None, *, alone: bool = False):
+    """Inside: every ``InputWarning`` is shown as ``warn_in_one_line`` shows it and its text is
+    appended to ``said`` (a new list if none), which this yields: what a command's ``--json`` lists
+    in ``warnings`` (``with_warnings``), so a batch job reads there what a person reads on stderr.
+    With ``alone`` (a batch task) they are not passed on to the lists and receivers outside.
+
+    Each is shown every time it is given, not once per place in the code (a server's second
+    client is warned too), unless a filter of the caller's says otherwise: the rule is appended
+    after the filters already there (``PYTHONWARNINGS=error`` or ``ignore``, a library caller's
+    ``simplefilter``), which keep their word."""
     import warnings
 
     said = [] if said is None else said
     with warnings.catch_warnings():
-        warnings.simplefilter("always", InputWarning)
-        warn_in_one_line(also=said.append)
+        warnings.simplefilter("always", InputWarning, append=True)
+        warn_in_one_line(also=said.append, alone=alone)
         yield said
 
 

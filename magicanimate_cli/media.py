@@ -653,6 +653,21 @@ def picture_start(path: Path) -> float:
     return max(0.0, float(first.group(1)) - (float(base.group(1)) if base else 0.0)) if first else 0.0
 
 
+_TIME = re.compile(r"\btime=(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def sound_end(path: Path) -> float:
+    """Seconds from the start of ``path`` to the end of its first sound stream's last packet, as
+    ffmpeg counts it when it copies that stream to nowhere (no decoding: milliseconds for hours of
+    sound; the header's duration may be missing, estimated, or the picture's); 0 when it has no
+    sound stream or no packet in it."""
+    times = _TIME.findall(_ffmpeg_report(path, "-map", "0:a:0", "-c", "copy", "-f", "null", "-"))  # none: an error, no time=
+    if not times:
+        return 0.0
+    hours, minutes, seconds = times[-1]
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 MP4_SOUND = ("aac", "mp3", "alac")  # sound codecs an mp4 (and a .mov, a .mkv) holds as they are; a .m4v only AAC
 AAC = {"acodec": "aac", "audio_bitrate": "192k"}  # what other sound becomes
 
@@ -678,24 +693,14 @@ def kept_sound(source: Path | None, output: Path) -> dict:
     return {"audio": source, "sound_kept": True}
 
 
-def check_audio_source(path: Path, start: float = 0.0) -> Path:
-    """Refuse a ``--audio`` source that is missing or has no sound, or a ``--audio-start`` (``start``
-    seconds after its first picture) that is not before its end (by its header's duration, when
-    it has one), in one line naming it."""
+def check_audio_source(path: Path) -> Path:
+    """Refuse a ``--audio`` source that is missing or has no sound, in one line naming it."""
     path = Path(path)
     check_name_encoding(path)
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file; --audio takes a video or sound file whose sound the output gets")
     if not audio_streams(path):
         raise UserError(f"{shown(path)}: has no sound (no audio stream ffmpeg can read); give --audio the video the poses were made from")
-    if start > 0:
-        found = re.search(r"^\s+Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", _ffmpeg_report(path), re.MULTILINE)
-        if found is not None:
-            hours, minutes, seconds = found.groups()
-            left = int(hours) * 3600 + int(minutes) * 60 + float(seconds) - picture_start(path)
-            if start >= left:
-                raise UserError(f"--audio-start {start:g}: {shown(path)} has {max(left, 0):.2f} s of sound from its first picture; "
-                                "start it earlier")
     return path
 
 
@@ -981,8 +986,8 @@ class FrameWriter:
             error = "no sound stream" if not codecs else _run_ffmpeg(ffmpeg.output(
                 ffmpeg.input(_ffmpeg_path(self._tmp))["v:0"], ffmpeg.input(_ffmpeg_path(self.audio), **window)["a:0"], _ffmpeg_path(muxed),
                 vcodec="copy", movflags="+faststart", **sound_options(codecs[0], self.path)))  # fmt: skip
-            if error is None and not audio_streams(muxed):
-                error = "no sound came out (an empty sound stream?)"
+            if error is None and sound_end(muxed) <= 0:  # the header may list a stream that no packet fills
+                error = "no sound came out (an empty sound stream, or none from that time on?)"
         except BaseException:  # Ctrl-C during the second pass: no temporary left behind
             discard(muxed)
             raise

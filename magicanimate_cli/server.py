@@ -177,11 +177,12 @@ def submit(
     code = int(record.get("exit_code") or 0)
     if code == 2:
         raise UserError(record.get("error") or "bad input")
-    if code and record.get("result") is None:
+    result = record.get("result") or {}
+    if code and not set(result) - {"warnings"}:  # failed with no result but the warnings said before, which came as they were said
         failed = StageFailed(record.get("error") or f"the task failed with exit code {code}")
         failed.traceback = record.get("traceback")
         raise failed
-    return Forwarded(record.get("result") or {}, code, record.get("models_loaded"), record.get("summary"))
+    return Forwarded(result, code, record.get("models_loaded"), record.get("summary"))
 
 
 def _terminal_width() -> int:

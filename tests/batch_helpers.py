@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -24,7 +25,7 @@ import typer
 
 from magicanimate_cli.batch import Command, ModelCache, Registry
 from magicanimate_cli.cli import JSON_OPTION, OVERWRITE_OPTION, _run
-from magicanimate_cli.errors import NetworkError, UserError
+from magicanimate_cli.errors import InputWarning, NetworkError, UserError
 
 COMMANDS = "batch_helpers:REGISTRY"
 LOADS = []  # models loaded by this process
@@ -56,6 +57,7 @@ def write(
     *,
     text: str = "hello",
     fail: str | None = None,
+    warn: str | None = None,
     crash_once: Path | str | None = None,
     crash: bool = False,
     sleep: float = 0.0,
@@ -73,6 +75,8 @@ def write(
         Path(pid_file).write_text(str(os.getpid()))
     if output.exists() and not overwrite:
         raise UserError(f"{output}: already exists; pass --overwrite to replace it or choose another output")
+    if warn is not None:  # an InputWarning, as a stage gives one (a motion that is not DensePose), before anything else
+        warnings.warn(f"{output}: {warn}", InputWarning, stacklevel=2)
     if fail == "user":
         raise UserError(f"{output}: told to fail; fix the task")
     if fail == "bug":
@@ -149,6 +153,7 @@ def write_command(
     output: Path = typer.Option(..., "-o", "--output"),
     text: str = typer.Option("hello", "--text"),
     fail: Optional[str] = typer.Option(None, "--fail", help="user, bug or network"),
+    warn: Optional[str] = typer.Option(None, "--warn", help="Give this InputWarning first."),
     crash_once: Optional[Path] = typer.Option(None, "--crash-once"),
     crash: bool = typer.Option(False, "--crash"),
     sleep: float = typer.Option(0.0, "--sleep"),

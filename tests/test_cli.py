@@ -280,6 +280,7 @@ def test_an_unexpected_error_spanning_lines_is_still_one_line(tmp_path, monkeypa
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.filterwarnings("default::magicanimate_cli.errors.InputWarning")  # as a user has it, not pyproject.toml's ignore
 def test_a_run_that_warned_and_then_failed_lists_the_warning_in_its_json_failure(tmp_path, monkeypatch):
     import warnings
 

@@ -165,6 +165,7 @@ def test_a_video_cropped_into_a_video_keeps_its_sound(tmp_path):
     assert np.array_equal(media.read_frames(tmp_path / "out.mp4").array, media.read_frames(tmp_path / "mute_out.mp4").array)
 
 
+@pytest.mark.filterwarnings("default::magicanimate_cli.errors.InputWarning")  # as a user has it, not pyproject.toml's ignore
 def test_json_lists_the_warning_of_a_sound_that_could_not_be_kept(tmp_path):
     frames = np.stack([_quadrants()] * 5)
     dance = add_sound(media.write_frames(tmp_path / "dance.mp4", frames, fps=25), 1.0)

@@ -114,7 +114,7 @@ def test_a_cut_keeps_the_sound_of_its_frames(server, template, tmp_path, monkeyp
     monkeypatch.setattr(media, "AAC", {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot encode costs the sound, not the cut
     with pytest.warns(InputWarning) as said:
         again = download([f"{server.url}/dance.mp4"], tmp_path / "again", start="0.4", end="0.8")
-    assert [str(w.message) for w in said] == [
+    assert [str(w.message) for w in said if w.category is InputWarning] == [
         f"{tmp_path / 'again' / 'dance_0.4-0.8.mp4'}: written without the sound of {tmp_path / 'again' / 'dance.mp4'} (ffmpeg could not encode it as AAC)"]
     assert again.ok and again.items[0]["frames"] == 10 and media.audio_streams(tmp_path / "again" / "dance_0.4-0.8.mp4") == []
 
@@ -127,10 +127,19 @@ def test_another_container_becomes_an_mp4_with_its_sound(server, template, tmp_p
     monkeypatch.setattr(media, "sound_options", lambda codec, output: {"acodec": "no-such-encoder"})  # a sound an mp4 cannot take
     with pytest.warns(InputWarning) as said:
         again = download([f"{server.url}/phone.mkv"], tmp_path / "again")
-    assert [str(w.message) for w in said] == [
+    assert [str(w.message) for w in said if w.category is InputWarning] == [
         f"{tmp_path / 'again' / 'phone.mp4'}: written without the sound of {server.url}/phone.mkv (ffmpeg could not put it in an mp4)"]
     assert again.ok and media.probe(tmp_path / "again" / "phone.mp4").frames == 30  # the video, without its sound
     assert media.audio_streams(tmp_path / "again" / "phone.mp4") == []
+
+
+def test_a_cut_after_the_sound_has_ended_says_so(tmp_path):
+    song = add_sound(make_video(tmp_path / "song.mp4", count=25), 0.4)  # 1 s of picture, 0.4 s of sound
+    with pytest.warns(InputWarning) as said:
+        assert download_module.cut(song, tmp_path / "late.mp4", first=15, count=5) == 5
+    assert [str(w.message) for w in said if w.category is InputWarning] == [
+        f"{tmp_path / 'late.mp4'}: written without the sound of {song} (its sound ends 0.40 s after its first picture, before frame 15)"]
+    assert media.sound_end(tmp_path / "late.mp4") == 0.0
 
 
 def test_a_cut_to_the_end_or_from_a_late_picture_keeps_the_sound_of_its_frames_only(server, template, tmp_path):
@@ -293,6 +302,18 @@ def test_bad_tracklets(tmp_path):
 
 def test_parse_time():
     assert parse_time("90") == 90 and parse_time("1:30.5") == 90.5 and parse_time("1:00:00") == 3600 and parse_time(None) is None
+    assert parse_time(" 0:0:1.2 ") == 1.2 and parse_time(".5") == 0.5 and parse_time("90:00") == 5400 and parse_time(2) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("1:-30", "expected seconds"), ("-1", "must be a non-negative"), ("0:90", "minutes and seconds after a colon run from 0 to 59"),
+     ("1:60:00", "minutes and seconds after a colon"), ("1_0", "expected seconds"), ("\uff11.\uff12", "expected seconds"),
+     ("1e3", "expected seconds"), ("nan", "expected seconds"), ("1:2:3:4", "expected seconds"), (float("inf"), "must be a non-negative")],
+)
+def test_a_time_is_refused_unless_it_reads_one_way(value, message):
+    with pytest.raises(UserError, match=f"^--start {value!r}: {message}"):
+        parse_time(value, "--start")
 
 
 @pytest.mark.parametrize("option, value, message", [("--start", "abc", "expected seconds"), ("--end", "-3", "must be a non-negative")])

@@ -505,6 +505,21 @@ def test_an_empty_sound_stream_gives_no_sound_and_says_so(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "empty.mkv", "kept.mp4"]
 
 
+def test_sound_end_is_where_the_last_packet_of_sound_ends_not_the_headers_duration(tmp_path):
+    from preprocess_helpers import add_sound, make_video, with_empty_sound
+
+    picture = make_video(tmp_path / "picture.mp4", count=50)  # 2 s of picture
+    short = add_sound(make_video(tmp_path / "short.mp4", count=50), 0.6)  # with 0.6 s of sound: the header says 2 s
+    _ffmpeg("-i", str(picture), "-itsoffset", "0.5", "-i", str(short), "-map", "0:v", "-map", "1:a", "-c", "copy", str(tmp_path / "late.mp4"))
+    with open(tmp_path / "piped.mkv", "wb") as piped:  # written through a pipe: no duration in its header
+        subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-i", str(short), "-c", "copy", "-f", "matroska", "-"], stdout=piped,
+                       check=True)
+    assert media.sound_end(picture) == 0.0 and media.sound_end(with_empty_sound(short, tmp_path / "empty.mkv")) == 0.0
+    assert media.sound_end(short) == pytest.approx(0.6, abs=0.03)
+    assert media.sound_end(tmp_path / "late.mp4") == pytest.approx(1.1, abs=0.03)  # from the file's start
+    assert media.sound_end(tmp_path / "piped.mkv") == pytest.approx(0.6, abs=0.03)
+
+
 def test_the_sound_starts_at_the_first_picture_and_lasts_as_long_as_the_frames_written(tmp_path):
     from preprocess_helpers import add_sound, make_video, read_sound, sound_level
 

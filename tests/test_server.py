@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from magicanimate_cli import server
 from magicanimate_cli.cli import app
-from magicanimate_cli.errors import UserError
+from magicanimate_cli.errors import InputWarning, UserError
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -96,6 +96,7 @@ def test_animate_through_a_server_equals_a_local_run_and_loads_the_models_once(t
     assert missing.stderr.startswith("error: nowhere.mp4") and len(missing.stderr.strip().splitlines()) == 1
     assert "Traceback" not in missing.stderr
     assert summary == {**summary, "socket": str(sock), "tasks": 3, "failed": 1, "models_loaded": 1}
+    assert "warnings" not in summary  # the tasks' warnings went to their clients, not into the server's own result
     assert not sock.exists()  # removed when the server stopped
 
     alone = cli("animate", "ref.png", "pose", "-o", "alone", "--models", tiny_weights, *common, cwd=tmp_path)
@@ -262,8 +263,11 @@ def test_a_task_failure_on_the_server_is_the_clis_exit_code(tmp_path):
             server.submit("write", ["-o", "y.txt", "--fail", "bug"], socket=sock, cwd=tmp_path, debug=True)
         with pytest.raises(UserError, match="^.sub. has no subcommand .nothing. \\(commands: write\\)$"):
             server.submit("sub", ["nothing"], socket=sock, cwd=tmp_path)
+        with pytest.warns(InputWarning, match="^z.txt: odd poses$"), pytest.raises(Exception, match="RuntimeError: told to crash") as warned:
+            server.submit("write", ["-o", "z.txt", "--warn", "odd poses", "--fail", "bug"], socket=sock, cwd=tmp_path)
     finally:
         stop(proc)
+    assert type(warned.value).__name__ == "StageFailed"  # its record's result holds only the warning: still a failure, not a result
     assert type(bug.value).__name__ == "StageFailed" and bug.value.traceback is None  # the CLI's exit 1
     trace = debugged.value.traceback  # the server's, which `--debug` prints
     assert trace.startswith("Traceback (most recent call last):") and 'raise RuntimeError("told to crash")' in trace

@@ -445,12 +445,13 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     if keep_aspect and fit == "crop":
         raise UserError("--keep-aspect: only with --fit pad or --fit stretch (--fit crop cuts the motion's sides away, so "
                         "the output cannot have its aspect)")
+    start = None
     if audio_start is not None:
         if audio is None:
             raise UserError(f"--audio-start {audio_start}: only with --audio (the file whose sound the output gets)")
         from ..download import parse_time
 
-        audio_start = parse_time(audio_start, "--audio-start")
+        start = parse_time(audio_start, "--audio-start")
     if audio is not None:
         if not media.is_video(output):
             raise UserError(f"{shown(output)}: a folder of frames holds no sound; write a video (-o {output.name}.mp4) to give it --audio")
@@ -459,7 +460,12 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
             from ..clip import source_video
 
             audio = source_video(audio)
-        audio = media.check_audio_source(audio, audio_start or 0.0)
+        audio = media.check_audio_source(audio)
+        if start:  # by the sound's last packet, not the header's duration (missing, estimated or the picture's)
+            left = media.sound_end(audio) - media.picture_start(audio)
+            if start >= left:
+                raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(left, 0):.2f} s of sound from its first "
+                                "picture on; start it earlier")
     if fps is not None:
         from ..frames import check_fps
 
@@ -487,7 +493,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
-    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, audio_start or 0.0)
+    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, start or 0.0)
 
 
 def _fast_path(fast: bool, compile: bool):

@@ -187,15 +187,16 @@ class TaskRunner:
             from ..progress import silent
 
             extra["progress"] = progress or silent
+        said: list[str] = []
         try:
-            with _warnings_to(warned, written) as said:
+            with _warnings_to(warned, written, said):
                 if cmd.model is not None:
                     extra[cmd.model.keyword] = self.model(cmd.name, cmd.model, params)
                 result = cmd.load()(**params, **extra)
         except UserError as exc:
-            return 2, None, _as_written(str(exc), written), None
+            return 2, _said(said, written), _as_written(str(exc), written), None
         except (StageFailed, NetworkError) as exc:
-            return 1, None, _as_written(str(exc), written), None
+            return 1, _said(said, written), _as_written(str(exc), written), None
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # the CLI's exit 1: report the failure, keep going
@@ -203,11 +204,11 @@ class TaskRunner:
 
             refusal = write_error(exc)  # as the CLI: a full disk, a name too long, ... is exit 2
             if refusal is not None:
-                return 2, None, _as_written(str(refusal), written), None
+                return 2, _said(said, written), _as_written(str(refusal), written), None
             import traceback
 
             self._traceback = traceback.format_exc()  # for run(debug=True)
-            return 1, None, _as_written(f"{exc.__class__.__name__}: {exc}", written), None
+            return 1, _said(said, written), _as_written(f"{exc.__class__.__name__}: {exc}", written), None
         data = _as_written(with_warnings(result.to_dict(), said), written)  # what --json prints, less its ok
         summary = None
         if summary_width is not None:
@@ -247,13 +248,19 @@ def _signature(command: Command) -> set[str]:
 
 
 @contextmanager
-def _warnings_to(warned, written: dict[str, str]):
-    """Inside: each ``InputWarning`` also goes to ``warned`` (if any), its paths as the task wrote
-    them; yields the list of them all (``errors.said_warnings``), for the result's ``warnings``."""
-    with said_warnings() as said:
+def _warnings_to(warned, written: dict[str, str], said: list[str]):
+    """Inside: each ``InputWarning`` goes to ``said`` (for the result's ``warnings``: the task's
+    own, not passed on to a list outside it, ``errors.said_warnings``) and to ``warned`` (if any),
+    its paths as the task wrote them."""
+    with said_warnings(said, alone=True):
         if warned is not None:
             warn_in_one_line(also=lambda text: warned(_as_written(text, written)))
-        yield said
+        yield
+
+
+def _said(said: list[str], written: dict[str, str]) -> dict | None:
+    """The result of a task that failed after it warned: its ``warnings``, as the CLI's failure JSON lists them."""
+    return _as_written(with_warnings({}, said), written) or None
 
 
 def _as_written(value, written: dict[str, str]):

@@ -131,18 +131,23 @@ def test_audio_start_takes_the_sound_from_that_far_in(tiny_pipeline, tmp_path, r
         (None, "1.5", r"^--audio-start 1\.5: only with --audio"),
         ("song.mp4", "-1", r"^--audio-start '-1': must be a non-negative number of seconds"),
         ("song.mp4", "1m", r"^--audio-start '1m': expected seconds \(90\.5\) or \[HH:\]MM:SS\(\.ms\)"),
-        ("song.mp4", "0:05", r"song\.mp4 has 3\.0\d s of sound from its first picture; start it earlier$"),
-        ("song.mp4", 3.0, r"song\.mp4 has 3\.0\d s of sound"),
+        ("song.mp4", "0:05", r"^--audio-start 0:05: .*song\.mp4 has 1\.0\d s of sound from its first picture on; start it earlier$"),
+        ("song.mp4", 1.0, r"^--audio-start 1\.0: .*song\.mp4 has 1\.0\d s of sound"),  # the sound's 1 s, not the picture's 3 s
+        ("late.mp4", "0.6", r"late\.mp4 has 0\.5\d s of sound from its first picture on"),  # its picture starts 0.5 s into it
     ],
 )
 def test_an_audio_start_that_cannot_be_is_refused_before_any_work(tiny_pipeline, tmp_path, rng, audio, start, message):
+    import subprocess
+
     motion = media.write_frames(tmp_path / "poses.mp4", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8), fps=10)
-    add_sound(make_video(tmp_path / "song.mp4", count=30, fps=10), 3.0)
+    add_sound(make_video(tmp_path / "song.mp4", count=30, fps=10), 1.0)  # 3 s of picture, 1 s of sound
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-itsoffset", "0.5", "-i", str(tmp_path / "song.mp4"), "-i",
+                    str(tmp_path / "song.mp4"), "-map", "0:v", "-map", "1:a", "-c", "copy", str(tmp_path / "late.mp4")], check=True)
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
     with pytest.raises(UserError, match=message):
         animate(tmp_path / "ref.png", motion, tmp_path / "out" / "out.mp4", audio=tmp_path / audio if audio else None, audio_start=start,
                 pipeline=tiny_pipeline, size=64, steps=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses.mp4", "ref.png", "song.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.mp4", "poses.mp4", "ref.png", "song.mp4"]
 
 
 def test_audio_from_a_clip_folder_is_the_sound_of_the_video_it_was_made_from(tiny_pipeline, tmp_path, rng):

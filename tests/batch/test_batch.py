@@ -233,6 +233,27 @@ def test_batch_runs_every_task_records_them_and_exits_1_when_one_failed(tmp_path
     assert one_json(alone.stdout).keys() - {"ok"} == by_line[1]["result"].keys()
 
 
+@pytest.mark.filterwarnings("default::magicanimate_cli.errors.InputWarning")  # as a user has it, not pyproject.toml's ignore
+def test_each_record_lists_its_own_tasks_warnings_even_when_it_failed(tmp_path, fake_commands):
+    manifest = jsonl(
+        tmp_path / "tasks.jsonl",
+        ("write", "-o", "out/a.txt", "--warn", "odd poses", "--fail", "user"),
+        ("write", "-o", "out/b.txt", "--warn", "odd poses", "--fail", "bug"),
+        ("write", "-o", "out/c.txt", "--warn", "odd poses"),
+        ("write", "-o", "out/d.txt"),
+    )
+    result = invoke("batch", manifest, "--json")
+    assert result.exit_code == 1, result.output
+    records = {r["line"]: r for r in one_json(result.stdout)["results"]}
+    assert [records[n]["status"] for n in (1, 2, 3, 4)] == ["failed", "failed", "done", "done"]
+    # a failed task's result: its warnings, as the CLI's failure JSON lists them (named as the manifest names the paths)
+    assert records[1]["result"] == {"warnings": ["out/a.txt: odd poses"]} and records[2]["result"] == {"warnings": ["out/b.txt: odd poses"]}
+    assert records[3]["result"]["warnings"] == ["out/c.txt: odd poses"]  # one worker ran them all: no task's warning in another's
+    assert "warnings" not in records[4]["result"]
+    alone = CliRunner().invoke(batch_helpers.app, ["write", "-o", str(tmp_path / "alone.txt"), "--warn", "odd poses", "--fail", "user", "--json"])
+    assert one_json(alone.stdout).keys() - {"ok", "error", "exit_code"} == records[1]["result"].keys()
+
+
 def test_rerunning_needs_resume_then_skips_what_is_done_and_redoes_the_rest(tmp_path, fake_commands):
     manifest = jsonl(
         tmp_path / "tasks.jsonl",
@@ -343,6 +364,7 @@ def test_workers_are_pinned_to_gpus_keep_their_models_and_survive_a_killed_worke
 # ----------------------------------------------------------------------------- real animate tasks
 
 
+@pytest.mark.filterwarnings("default::magicanimate_cli.errors.InputWarning")  # as a user has it, not pyproject.toml's ignore
 def test_a_tasks_warnings_are_in_its_records_result_as_in_its_json(tmp_path):
     from magicanimate_cli import media
 
