@@ -428,9 +428,11 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     finally:
         discard(tmp)
     if lost_sound:
-        ends = media.sound_end(source) - media.picture_start(source)
-        _warn_without_sound(output, source, f"its sound ends {ends:.2f} s after its first picture, before frame {first}"
-                            if ends <= first / info.fps else "ffmpeg could not encode it as AAC")
+        end = media.sound_end(source)
+        ends = end - media.picture_start(source)
+        _warn_without_sound(output, source, "its sound stream is empty" if end <= 0 else
+                            f"its sound ends {ends:.2f} s after its first picture, before frame {first}" if ends <= first / info.fps else
+                            "ffmpeg could not encode it as AAC")  # fmt: skip
     return written
 
 

@@ -859,10 +859,11 @@ class FrameWriter:
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
     e.g. to keep the file names of the input frames. A video gets the first sound stream of
     ``audio`` (a video or sound file; ``check_audio_source``) from its first picture
-    (``picture_start``), or ``audio_start`` seconds after it, as long as the frames written last (copied when the container holds its
-    codec, else AAC: ``sound_options``). The sound is muxed in after the picture is encoded, by a
-    second ffmpeg pass that copies the picture, so the frames are encoded as without it. If that
-    pass fails or yields no sound, the video is written without it: with a ``warning:`` line
+    (``picture_start``), or ``audio_start`` seconds after it, as long as the frames written last
+    (copied when the container holds its codec, else AAC: ``sound_options``). The sound is muxed
+    in after the picture is encoded, by a second ffmpeg pass that copies the picture, so the
+    frames are encoded as without it. If that pass fails or yields no sound (no packet:
+    ``sound_end``), the video is written without it: with a ``warning:`` line
     (``InputWarning``) when the sound was only kept along (``sound_kept``, as ``kept_sound`` gives
     it), as an error naming ``audio`` when it was asked for; a full disk is an error either way.
     """

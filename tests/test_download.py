@@ -15,7 +15,7 @@ from magicanimate_cli.cli import app
 from magicanimate_cli.download import download, parse_time, read_tracklets, tracklet_box, tracklet_frames
 from magicanimate_cli.errors import InputWarning, UserError
 
-from preprocess_helpers import add_sound, decode_index, make_video, read_sound, serve, sound_level
+from preprocess_helpers import add_sound, decode_index, make_video, read_sound, serve, sound_level, with_empty_sound
 
 runner = CliRunner()
 VID = "AAAAAAAAAAA"  # an 11-character "YouTube ID"
@@ -140,6 +140,11 @@ def test_a_cut_after_the_sound_has_ended_says_so(tmp_path):
     assert [str(w.message) for w in said if w.category is InputWarning] == [
         f"{tmp_path / 'late.mp4'}: written without the sound of {song} (its sound ends 0.40 s after its first picture, before frame 15)"]
     assert media.sound_end(tmp_path / "late.mp4") == 0.0
+    empty = with_empty_sound(song, tmp_path / "empty.mkv")
+    with pytest.warns(InputWarning) as said:
+        download_module.cut(empty, tmp_path / "none.mp4", first=0, count=5)
+    assert [str(w.message) for w in said if w.category is InputWarning] == [
+        f"{tmp_path / 'none.mp4'}: written without the sound of {empty} (its sound stream is empty)"]
 
 
 def test_a_cut_to_the_end_or_from_a_late_picture_keeps_the_sound_of_its_frames_only(server, template, tmp_path):
