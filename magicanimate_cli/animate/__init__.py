@@ -82,7 +82,7 @@ class AnimateResult:
     audio_start: float | None = None  # with --audio: seconds into it (after its first picture) where the video's sound starts
     resumed_from_step: int = 0
     alignment: dict | None = None  # the transform of --align (align.py)
-    warnings: tuple[str, ...] = ()  # InputWarning messages: the run went on (a motion that is not DensePose)
+    warnings: tuple[str, ...] = ()  # InputWarning messages: the run went on (a motion that is not DensePose, a sound that ends early)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -265,7 +265,8 @@ def animate(
     is read, and before the models load, a motion with no person or one not drawn in the DensePose
     palette (a raw video, an IUV rendering) is warned about (``InputWarning``; ``motion_warnings``)
     and listed in the result's ``warnings``: the run goes on, unless ``strict``, which refuses it
-    there (``UserError``).
+    there (``UserError``). An ``audio`` sound that ends before the animation does is warned about
+    there too (``_short_sound``; not refused by ``strict``, which is about the motion).
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
@@ -305,6 +306,7 @@ def animate(
             if len(poses) == 0:
                 raise UserError(f"{motion}: no frames to animate")
             noticed = motion_warnings(poses, motion, strict)  # said now, before the long work, which goes on (unless strict)
+            noticed += _short_sound(request, len(poses))
             unaligned = alignment = None
             if align:  # the reference's person: a user error (or a model of its own) before the animator loads
                 ref_found = reference_box(reference, size, fit, models=models)
@@ -363,6 +365,25 @@ def animate(
         alignment={**alignment.to_dict(), "ref_box_source": ref_found.source} if alignment else None,
         warnings=tuple(noticed),
     )
+
+
+def _short_sound(request: _Request, frames: int) -> list[str]:
+    """Warn (``InputWarning``, from animate's caller) when the ``--audio`` sound, from its first
+    picture or ``--audio-start``, ends more than a frame before the ``frames`` of the animation do:
+    the rest of the video is silent. Returns the messages (none or one)."""
+    from .. import media
+
+    if request.audio is None:
+        return []
+    seconds = frames / request.info.fps
+    left = media.sound_end(request.audio) - media.picture_start(request.audio) - request.audio_start
+    if left >= seconds - 1 / request.info.fps:
+        return []
+    since = f" from --audio-start {request.audio_start:g} s" if request.audio_start else ""
+    message = (f"{shown(request.output)}: the sound of {shown(request.audio)} ends {seconds - left:.2f} s before the animation does "
+               f"({left:.2f} s of sound{since} for {seconds:.2f} s of frames); the rest is silent")
+    warnings.warn(message, InputWarning, stacklevel=3)
+    return [message]
 
 
 def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:

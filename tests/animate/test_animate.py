@@ -125,6 +125,21 @@ def test_audio_start_takes_the_sound_from_that_far_in(tiny_pipeline, tmp_path, r
     assert run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "none.mp4").audio_start is None
 
 
+def test_a_sound_that_ends_before_the_animation_is_warned_about(tiny_pipeline, tmp_path, rng):
+    motion = media.write_frames(tmp_path / "poses.mp4", rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8), fps=10)  # 0.5 s
+    song = add_sound(make_video(tmp_path / "song.mp4", count=30, fps=10), 1.0)  # 3 s of picture, 1 s of sound
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", InputWarning)
+        fits = run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "fits.mp4", audio=song, audio_start=0.4)  # 0.6 s left
+        short = run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "short.mp4", audio=song, audio_start=0.8)  # 0.2 s left
+    sound = [str(w.message) for w in said if w.category is InputWarning and "the sound of" in str(w.message)]
+    assert len(sound) == 1 and sound[0].startswith(f"{tmp_path / 'short.mp4'}: the sound of {song} ends 0.3")
+    assert "(0.2" in sound[0] and "s of sound from --audio-start 0.8 s for 0.50 s of frames); the rest is silent" in sound[0]
+    assert sound[0] in short.warnings and not any("the sound of" in text for text in fits.warnings)
+    assert media.sound_end(tmp_path / "short.mp4") == pytest.approx(0.2, abs=0.03)  # written all the same
+
+
 @pytest.mark.parametrize(
     ("audio", "start", "message"),
     [
