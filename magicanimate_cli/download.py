@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputWarning, UserError, first_line, shown
+from .errors import UserError, first_line
 
 DEFAULT_MAX_HEIGHT = 1080
 DEFAULT_RETRIES = 3
@@ -378,14 +378,8 @@ def _remux_mp4(source: Path, target: Path, final: Path, url: str) -> Path:
     if not (media.remux_mp4(source, target) and _readable(target)):
         raise UserError(f"{source}: could not be converted to mp4")
     if media.audio_streams(source) and media.sound_end(target) <= 0:
-        _warn_without_sound(final, url, "ffmpeg could not put it in an mp4")
+        media.warn_without_sound(final, url, "ffmpeg could not put it in an mp4")
     return target
-
-
-def _warn_without_sound(output: Path, source, why: str) -> None:
-    import warnings
-
-    warnings.warn(f"{shown(output)}: written without the sound of {shown(source)} ({why})", InputWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- cutting
@@ -430,9 +424,9 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     if lost_sound:
         end = media.sound_end(source)
         ends = end - media.picture_start(source)
-        _warn_without_sound(output, source, "its sound stream is empty" if end <= 0 else
-                            f"its sound ends {ends:.2f} s after its first picture, before frame {first}" if ends <= first / info.fps else
-                            "ffmpeg could not encode it as AAC")  # fmt: skip
+        why = ("its sound stream is empty" if end <= 0 else f"its sound ends {ends:.2f} s after its first picture, before frame {first}"
+               if ends <= first / info.fps else "ffmpeg could not encode it as AAC")  # fmt: skip
+        media.warn_without_sound(output, source, why)
     return written
 
 

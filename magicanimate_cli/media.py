@@ -693,6 +693,14 @@ def kept_sound(source: Path | None, output: Path) -> dict:
     return {"audio": source, "sound_kept": True}
 
 
+def warn_without_sound(output: Path, source, why: str, stacklevel: int = 3) -> None:
+    """The one ``warning:`` line (``InputWarning``) of a video written without the sound it was
+    to keep from ``source`` (a file or a URL), and ``why``: ``FrameWriter``, ``download``."""
+    from .errors import InputWarning
+
+    warnings.warn(f"{shown(output)}: written without the sound of {shown(source)} ({why})", InputWarning, stacklevel=stacklevel)
+
+
 def check_audio_source(path: Path) -> Path:
     """Refuse a ``--audio`` source that is missing or has no sound, in one line naming it."""
     path = Path(path)
@@ -972,11 +980,8 @@ class FrameWriter:
     def _add_sound(self) -> None:
         """Mux the sound of ``audio`` into the encoded picture (copied): cut by the sound input's
         length (the frames written), not by ``-shortest``, which may cut the last frames."""
-        import warnings
-
         import ffmpeg
 
-        from .errors import InputWarning
         from .files import ffmpeg_write_error
 
         muxed = temp_beside(self.path, directory=False)  # a full disk names the output
@@ -1003,7 +1008,7 @@ class FrameWriter:
         if not self.sound_kept:
             raise UserError(f"{shown(self.audio)}: its sound could not be added to {shown(self.path)} (ffmpeg: {error}); "
                             "give --audio another file")
-        warnings.warn(f"{shown(self.path)}: written without the sound of {shown(self.audio)} (ffmpeg: {error})", InputWarning, stacklevel=3)
+        warn_without_sound(self.path, self.audio, f"ffmpeg: {error}", stacklevel=4)
 
 
 @contextmanager

@@ -371,12 +371,10 @@ def _short_sound(request: _Request, frames: int) -> list[str]:
     """Warn (``InputWarning``, from animate's caller) when the ``--audio`` sound, from its first
     picture or ``--audio-start``, ends more than a frame before the ``frames`` of the animation do:
     the rest of the video is silent. Returns the messages (none or one)."""
-    from .. import media
-
     if request.audio is None:
         return []
     seconds = frames / request.info.fps
-    left = media.sound_end(request.audio) - media.picture_start(request.audio) - request.audio_start
+    left = request.sound_seconds - request.audio_start
     if left >= seconds - 1 / request.info.fps:
         return []
     since = f" from --audio-start {request.audio_start:g} s" if request.audio_start else ""
@@ -444,6 +442,7 @@ class _Request:
     info: object  # media.VideoInfo
     audio: Path | None = None  # checked: it has sound
     audio_start: float = 0.0  # seconds after its first picture, checked: before its end
+    sound_seconds: float = 0.0  # how much sound it has from its first picture on (media.sound_end)
 
 
 def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
@@ -466,7 +465,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     if keep_aspect and fit == "crop":
         raise UserError("--keep-aspect: only with --fit pad or --fit stretch (--fit crop cuts the motion's sides away, so "
                         "the output cannot have its aspect)")
-    start = None
+    start, sound_seconds = None, 0.0
     if audio_start is not None:
         if audio is None:
             raise UserError(f"--audio-start {audio_start}: only with --audio (the file whose sound the output gets)")
@@ -482,11 +481,10 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
 
             audio = source_video(audio)
         audio = media.check_audio_source(audio)
-        if start:  # by the sound's last packet, not the header's duration (missing, estimated or the picture's)
-            left = media.sound_end(audio) - media.picture_start(audio)
-            if start >= left:
-                raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(left, 0):.2f} s of sound from its first "
-                                "picture on; start it earlier")
+        sound_seconds = media.sound_end(audio) - media.picture_start(audio)  # by its last packet, not the header's duration
+        if start and start >= sound_seconds:  # (missing, estimated or the picture's)
+            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound from its first "
+                            "picture on; start it earlier")
     if fps is not None:
         from ..frames import check_fps
 
@@ -514,7 +512,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion, fps)
-    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, start or 0.0)
+    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, start or 0.0, sound_seconds)
 
 
 def _fast_path(fast: bool, compile: bool):
