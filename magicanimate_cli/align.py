@@ -242,7 +242,7 @@ def parse_box(text) -> tuple[int, int, int, int]:
     """``"x0,y0,x1,y1"`` (or a 4-sequence) as integers with ``x0 < x1`` and ``y0 < y1``."""
     try:
         values = [int(round(float(v))) for v in (text.split(",") if isinstance(text, str) else text)]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf, 1e400
         values = []
     if len(values) != 4 or values[0] >= values[2] or values[1] >= values[3]:
         raise UserError(f"--ref-box {text}: expected x0,y0,x1,y1 in pixels of the reference, with x0 < x1 and y0 < y1")

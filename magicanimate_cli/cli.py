@@ -126,7 +126,8 @@ PATH_AS_TYPED = {"parser": str, "metavar": "<path>"}
 trailing ``/``): ``media.output_path`` and ``media.input_path`` read them (``~``, ``-o ""``,
 ``-o out.mp4/``). The input arguments take ``parser=str`` alone (their metavars are their names)."""
 MODELS_OPTION = typer.Option(
-    None, "--models", envvar="MAGICANIMATE_MODELS", help="Weights folder (official layout); default ./models of a checkout, else ~/.cache/magicanimate/models."
+    None, "--models", envvar="MAGICANIMATE_MODELS", help="Weights folder (official layout); default ./models of a checkout, else ~/.cache/magicanimate/models.",
+    **PATH_AS_TYPED,  # `--models ""` (an unset variable) is refused, not read as the current folder
 )
 
 

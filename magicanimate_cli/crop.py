@@ -89,7 +89,7 @@ def parse_box(box) -> tuple[int, int, int, int]:
         parts = list(box)
     try:
         values = tuple(int(round(float(p))) for p in parts)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf, 1e400
         values = ()
     if len(values) != 4:
         raise UserError(f"--box {box}: expected four numbers x0,y0,x1,y1 (pixels, x1 and y1 exclusive), e.g. --box 100,0,740,640")
@@ -109,8 +109,8 @@ def parse_fov(fov) -> tuple[int, int]:
         width, height = (int(p) for p in parts)
     except (TypeError, ValueError):
         raise UserError(f"--fov {fov}: expected WIDTHxHEIGHT in pixels, e.g. --fov 1024x512") from None
-    if width < 1 or height < 1:
-        raise UserError(f"--fov {fov}: width and height must be positive")
+    if not (1 <= width <= MAX_SIZE and 1 <= height <= MAX_SIZE):
+        raise UserError(f"--fov {fov}: width and height must be from 1 to {MAX_SIZE} pixels")
     return width, height
 
 

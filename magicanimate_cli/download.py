@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError, first_line
+from .times import parse_time
 
 DEFAULT_MAX_HEIGHT = 1080
 DEFAULT_RETRIES = 3
@@ -108,32 +109,6 @@ class Tracklet:
 
 
 # ----------------------------------------------------------------------------- parsing
-
-
-_CLOCK = re.compile(r"(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)", re.ASCII)  # [[HH:]MM:]SS[.ms], ASCII digits only
-
-
-def parse_time(value, what: str = "time") -> float | None:
-    """Seconds from ``90``, ``90.5``, ``1:30`` or ``0:01:30.5`` (minutes and seconds after a colon
-    below 60); ``what`` names the value in errors (``--start``)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip()
-        found = _CLOCK.fullmatch(text)
-        if found is None:
-            if text.startswith("-"):
-                raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
-            raise UserError(f"{what} {value!r}: expected seconds (90.5) or [HH:]MM:SS(.ms) (1:30.5)")
-        hours, minutes, rest = found.groups()
-        if (minutes is not None and float(rest) >= 60) or (hours is not None and int(minutes) >= 60):
-            raise UserError(f"{what} {value!r}: minutes and seconds after a colon run from 0 to 59; write 1:30 for 90 s")
-        seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(rest)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
-    return seconds
 
 
 def source_url(ref: str, url_template: str = YOUTUBE_URL) -> str:
@@ -481,8 +456,8 @@ def download(
     if output.exists() and not output.is_dir():
         raise UserError(f"{output}: exists and is not a folder; -o takes the folder that receives the videos")
     t0, t1 = parse_time(start, "--start"), parse_time(end, "--end")
-    if t0 is not None and t1 is not None and t1 <= t0:
-        raise UserError(f"--start {start} --end {end}: the end must come after the start")
+    if t1 is not None and t1 <= (t0 or 0.0):
+        raise UserError(f"--start {start or 0} --end {end}: the end must come after the start")
     started = time.perf_counter()
     result = DownloadResult(str(output))
     from .folders import taking_back

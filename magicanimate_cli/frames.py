@@ -34,11 +34,12 @@ class FramesResult:
 
 
 MAX_FPS = 1000  # above any camera a clip of people comes from; far above it ffmpeg fails, late and misleadingly
+MIN_FPS = 0.01  # a frame every 100 s (a slide show); ffmpeg fails to encode below 1e-4, after all the work
 
 
 def check_fps(fps: float) -> float:
-    if not fps or fps <= 0 or not math.isfinite(fps) or fps > MAX_FPS:
-        raise UserError(f"--fps {fps:g}: must be a number of frames per second above 0, at most {MAX_FPS} (25 is MagicAnimate's)")
+    if not fps or not math.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS:
+        raise UserError(f"--fps {fps:g}: must be a number of frames per second from {MIN_FPS:g} to {MAX_FPS} (25 is MagicAnimate's)")
     return float(fps)
 
 

@@ -144,7 +144,7 @@ def open_image(path: Path):
             image.load()
     except Image.DecompressionBombError as exc:
         raise UserError(
-            f"{shown(path)}: image too large to decode safely ({first_line(exc)}); resize it below {Image.MAX_IMAGE_PIXELS} pixels"
+            f"{shown(path)}: image too large to decode safely ({first_line(exc)}); resize it below {2 * Image.MAX_IMAGE_PIXELS} pixels"
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{shown(path)}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
@@ -155,9 +155,14 @@ def open_image(path: Path):
 @contextmanager
 def _quiet_exif():
     """Pillow warns "Corrupt EXIF data" on stderr for a photo whose metadata is damaged but whose
-    pixels are fine (the damaged EXIF then reads as none); only that warning is silenced."""
+    pixels are fine (the damaged EXIF then reads as none), and ``DecompressionBombWarning`` for an
+    image of 89 to 179 megapixels (a 100 MP phone photo), which is read; only those warnings are
+    silenced (above that, ``DecompressionBombError`` is said in one line)."""
+    from PIL import Image
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
         yield
 
 
@@ -497,6 +502,9 @@ def extract_frames(
                 if key == "frame" and progress is not None and value.isdigit():
                     done = int(value)
                     progress("frames", done, max(expected or 0, done))
+        except BaseException:  # Ctrl-C, SIGTERM, a progress callback that failed: nobody keeps the rest
+            process.kill()  # else ffmpeg decodes the whole video before wait() returns (seen: 9 s on a 2-minute one)
+            raise
         finally:
             process.stdout.close()
             code = process.wait()

@@ -107,7 +107,11 @@ def checkout_models_dir() -> Path | None:
 
 def resolve_models_dir(models: Path | str | None = None) -> Path:
     """The weights folder: ``models``, else ``$MAGICANIMATE_MODELS``, else ``models/`` of a source
-    checkout, else ``~/.cache/magicanimate/models`` (``models_root`` also refuses a file there)."""
+    checkout, else ``~/.cache/magicanimate/models`` (``models_root`` also refuses a file there). An
+    empty ``models`` (``--models "$MODELS"`` with the variable unset) is refused, not read as the
+    current folder."""
+    if models is not None and not os.fspath(models):
+        raise UserError('--models "": an empty weights folder (an unset shell variable?); name the folder, or leave --models out for the default')
     if models:
         return Path(models).expanduser()
     if os.environ.get(ENV_VAR):

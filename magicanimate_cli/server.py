@@ -54,6 +54,9 @@ DEFAULT_WIDTH = 80
 REQUEST_TIMEOUT_S = 30.0
 """How long the server waits for a connected client's request before it serves the next one."""
 
+MAX_IDLE_TIMEOUT = 365 * 24 * 3600.0
+"""The longest ``--idle-timeout``: a socket's timeout cannot be set much further out."""
+
 FORWARDED_ENV = ("MAGICANIMATE_MODELS",)
 """Variables of the client's environment that hold for its task on the server (set or unset)."""
 
@@ -85,6 +88,7 @@ class Forwarded:
     exit_code: int = 0
     models_loaded: int | None = None
     summary: str | None = None
+    failure: str | None = None  # with a non-zero exit code: the one line saying what failed, as the CLI's own
 
     def to_dict(self) -> dict:
         return dict(self.result)
@@ -182,7 +186,7 @@ def submit(
         failed = StageFailed(record.get("error") or f"the task failed with exit code {code}")
         failed.traceback = record.get("traceback")
         raise failed
-    return Forwarded(result, code, record.get("models_loaded"), record.get("summary"))
+    return Forwarded(result, code, record.get("models_loaded"), record.get("summary"), record.get("error") if code else None)
 
 
 def _terminal_width() -> int:
@@ -291,8 +295,9 @@ def serve(
 
     if not hasattr(sockets, "AF_UNIX"):
         raise UserError("serve needs Unix sockets, which this platform lacks; use `magicanimate batch` instead")
-    if idle_timeout is not None and not idle_timeout > 0:
-        raise UserError(f"--idle-timeout {idle_timeout}: must be a positive number of seconds (leave it out to serve until stopped)")
+    if idle_timeout is not None and not 0 < idle_timeout <= MAX_IDLE_TIMEOUT:
+        raise UserError(f"--idle-timeout {idle_timeout}: must be a number of seconds above 0, at most {MAX_IDLE_TIMEOUT:g} "
+                        "(a year; leave it out to serve until stopped)")
     from .animate import check_dtype
     from .device import check_device
 

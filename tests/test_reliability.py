@@ -431,7 +431,15 @@ def test_a_decompression_bomb_is_exit_2_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10 000 pixels: over twice the limit, as a real bomb is
     result = runner.invoke(app, ["crop", str(tmp_path / "bomb.png"), "-o", str(tmp_path / "out.png"), "--size", "16"])
     assert result.exit_code == 2
-    assert result.output.count("\n") == 1 and "bomb.png: image too large" in result.output
+    assert result.output.count("\n") == 1 and "bomb.png: image too large" in result.output and "resize it below 2000 pixels" in result.output
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_large_photo_under_the_bomb_limit_is_read_without_pillows_warning(tmp_path, monkeypatch):
+    # 89-179 megapixels (a 100 MP phone photo) make Pillow warn on stderr; the image is read all the same
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "large.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1 600 pixels: over the limit, under twice it
+    assert media.read_image(tmp_path / "large.png").shape == (40, 40, 3)
 
 
 def test_a_path_with_a_newline_does_not_split_the_message(tmp_path):
@@ -468,7 +476,14 @@ def test_offline_download_leaves_no_empty_folders(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["frames", "{video}", "-o", "out", "--fps", "1e12"], "--fps 1e+12: must be a number of frames per second above 0, at most 1000"),
+        (["frames", "{video}", "-o", "out", "--fps", "1e12"], "--fps 1e+12: must be a number of frames per second from 0.01 to 1000"),
+        (["animate", "{image}", "{video}", "-o", "out.mp4", "--fps", "1e-300"], "--fps 1e-300: must be a number of frames per second from 0.01"),
+        (["crop", "{video}", "-o", "out.mp4", "--fov", "99999x99999", "--size", "0"], "--fov 99999x99999: width and height must be from 1 to 8192"),
+        (["crop", "{video}", "-o", "out.mp4", "--box", "inf,0,10,10"], "--box inf,0,10,10: expected four numbers"),
+        (["align", "{image}", "{video}", "-o", "out.mp4", "--ref-box", "0,0,1e400,10"], "--ref-box 0,0,1e400,10: expected x0,y0,x1,y1"),
+        (["serve", "--socket", "s.sock", "--idle-timeout", "inf"], "--idle-timeout inf: must be a number of seconds above 0, at most"),
+        (["models", "download", "--models", "", "--dry-run"], '--models "": an empty weights folder (an unset shell variable?)'),
+        (["download", "https://example.org/v.mp4", "-o", "dl", "--end", "0"], "--start 0 --end 0: the end must come after the start"),
         (["crop", "{image}", "-o", "out.png", "--size", "100000000"], "--size 100000000: must be 0 (keep the region) or from 8 to 8192"),
         (["align", "{image}", "{video}", "-o", "out.mp4", "--size", "80000"], "--size 80000: must be a multiple of 8 from 64 to 2048"),
         (["animate", "{image}", "{video}", "-o", "out.mp4", "--size", "99999992"], "--size 99999992: must be a multiple of 8 from 64 to 2048"),

@@ -341,12 +341,33 @@ def test_the_clients_folder_is_the_current_folder_of_its_task(tmp_path):
     try:
         refused = cli("--server", sock, "frames", "../clip.mp4", "-o", ".", "--overwrite", cwd=victim)
         done = cli("--server", sock, "frames", "../clip.mp4", "-o", "frames", cwd=victim)
+        # paths with ../ come back as typed, as a local run prints them
+        served = {name: cli("--server", sock, "frames", f"../{name}.mp4", "-o", "../up", "--json", cwd=victim) for name in ("clip", "none")}
     finally:
         stop(proc)
     assert refused.returncode == 2 and refused.stderr.strip() == "error: .: is the current folder or holds it; choose a new output path"
     assert (victim / "precious.txt").read_text() == "mine"
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (victim / "frames").iterdir()) == ["00000.png", "00001.png"]
+    assert json.loads(served["clip"].stdout)["output"] == "../up" and (tmp_path / "up" / "00001.png").exists()
+    local = cli("frames", "../none.mp4", "-o", "../up", "--json", cwd=victim)
+    assert served["none"].returncode == local.returncode == 2 and served["none"].stdout == local.stdout
+    assert json.loads(local.stdout)["error"].startswith("../none.mp4: ")
+
+
+def test_a_result_that_failed_in_part_says_why_through_a_server(tmp_path):
+    # `doctor` finds a problem: a result with exit code 1 and one line saying what failed
+    sock = tmp_path / "s.sock"
+    proc = start(sock, cwd=REPO)
+    try:
+        served = [cli("--server", sock, "doctor", "--models", "none", *json_flag, cwd=tmp_path) for json_flag in ([], ["--json"])]
+    finally:
+        stop(proc)
+    local = [cli("doctor", "--models", "none", *json_flag, cwd=tmp_path) for json_flag in ([], ["--json"])]
+    assert [r.returncode for r in served] == [r.returncode for r in local] == [1, 1]
+    error = json.loads(local[1].stdout)["error"]
+    assert error.startswith("animate cannot run here") and json.loads(served[1].stdout)["error"] == error
+    assert served[0].stderr.strip().splitlines()[-1] == local[0].stderr.strip().splitlines()[-1] == f"error: {error}"
 
 
 def test_serve_refuses_a_live_socket_and_any_other_file_and_replaces_a_stale_socket(tmp_path):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .manifest import Task, parse_shard, read_manifest, select_shard, shard_from_env
-from .registry import Command, ModelCache, Registry, Unknown, Usage
+from .registry import Command, ModelCache, Registry, Unknown, Usage, resolve_path
 from .tasks import TaskRunner
 
 ENGINES = ("local", "ray")
@@ -51,18 +51,21 @@ class BatchResult:
     failed: int
     seconds: float
     results: list = field(default_factory=list)
+    interrupted: int = 0  # tasks that did not end because the batch was stopped (Ctrl-C, SIGTERM)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 130 if self.interrupted else 1 if self.failed else 0
 
     @property
     def failure(self) -> str:
+        if self.interrupted:
+            return f"interrupted: {self.interrupted} of {self.tasks} tasks did not end; run the batch again with --resume"
         return f"{self.failed} of {self.tasks} tasks failed (their errors: {self.summary})"
 
     def to_dict(self) -> dict:
         return {
-            "ok": not self.failed,
+            "ok": self.exit_code == 0,
             "exit_code": self.exit_code,
             "manifest": self.manifest,
             "state": self.state,
@@ -73,8 +76,9 @@ class BatchResult:
             "done": self.done,
             "skipped": self.skipped,
             "failed": self.failed,
+            **({"interrupted": self.interrupted} if self.interrupted else {}),
             "seconds": self.seconds,
-            **({"error": self.failure} if self.failed else {}),
+            **({"error": self.failure} if self.exit_code else {}),
             "results": self.results,
         }
 
@@ -128,7 +132,7 @@ class State:
         if not record or record.get("status") != "done":
             return False
         output = (record.get("result") or {}).get("output")
-        return not isinstance(output, str) or (self.workdir / output).exists()
+        return not isinstance(output, str) or os.path.exists(resolve_path(output, self.workdir))  # as written: ~/out too
 
     def write(self, record: dict) -> None:
         write_json(self.path(record["id"]), record)
@@ -191,8 +195,17 @@ def run_batch(
     mine = select_shard(tasks, index, count)
     store = _open_state(manifest, state, workdir)
     records, to_run = _skip_done(mine, store, resume)
-    _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
-    return _summarize(manifest, store, [records[task.id] for task in mine], index, count, engine, started)
+    try:
+        _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM (Slurm's preemption): the summary of what ended, exit 130
+        pass
+    return _summarize(manifest, store, [records.get(task.id) or _not_ended(task) for task in mine], index, count, engine, started)
+
+
+def _not_ended(task: Task) -> dict:
+    """The summary's record of a task the batch was stopped before it ended (``--resume`` runs it)."""
+    return {**task.to_dict(), "status": "interrupted", "exit_code": None, "error": None, "result": None, "seconds": None,
+            "worker": None, "models_loaded": None}
 
 
 def _check_options(engine: str, address: str | None, gpus: str | None, jobs: int | None, shard: str | None) -> tuple[int, int]:
@@ -339,6 +352,7 @@ def _summarize(manifest: Path, store: State, results: list[dict], index: int, co
         failed=sum(r["status"] == "failed" for r in results),
         seconds=round(time.perf_counter() - started, 3),
         results=results,
+        interrupted=sum(r["status"] == "interrupted" for r in results),
     )
     write_json(summary, result.to_dict())
     return result

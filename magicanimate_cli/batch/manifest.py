@@ -9,8 +9,9 @@ as it would be typed after ``magicanimate``. Two formats, chosen by the file ext
   and lines starting with ``#`` are ignored.
 * CSV (``.csv``): a header row with a ``command`` column and an ``args`` column; ``args`` holds
   the arguments as one command line, split like a POSIX shell splits words (``shlex``: quotes
-  group words, nothing is expanded or executed). Blank rows are ignored. A row is one line: a
-  quote left open (which would swallow the next lines) is an error naming the line.
+  group words, nothing is expanded or executed). Blank rows and lines starting with ``#`` are
+  ignored. A row is one line: a quote left open (which would swallow the next lines) is an error
+  naming the line.
 
 Tasks are identified by a hash of their command and arguments (``Task.id``), so editing a
 task's arguments makes it a new task, and moving it to another line does not.
@@ -23,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from functools import cached_property
@@ -114,16 +116,19 @@ def _read_csv(path: Path) -> list[Task]:
     tasks = []
     with open(path, encoding="utf-8-sig", newline="") as handle:
         text = handle.read()
+    text = re.sub(r"(?m)^[ \t]*#[^\r\n]*", "", text)  # comment lines: blank, so the line numbers stay
     lines = text.splitlines()
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    stream = io.StringIO(text, newline="")
+    head = csv.reader(stream, strict=True)
 
     def next_row(after: int) -> int:  # the line a row starts on: the first non-blank one after ``after``
         return next((n for n in range(after + 1, len(lines) + 1) if lines[n - 1].strip()), after + 1)
 
     try:
-        columns = [name.strip() for name in reader.fieldnames or []]
+        columns = [name.strip() for name in next((row for row in head if any(cell.strip() for cell in row)), [])]  # after comments
     except csv.Error as exc:
-        raise UserError(f"{path} line 1: {exc}; check the quotes of the header row") from None
+        raise UserError(f"{path} line {next_row(0)}: {exc}; check the quotes of the header row") from None
+    reader, header = csv.DictReader(stream, strict=True), head.line_num  # the rows after the header; line numbers count from the file's start
     if "command" not in columns:
         raise UserError(f"{path}: the first row must name the columns: command,args")
     unknown = [name for name in columns if name not in ("command", "args")]
@@ -131,7 +136,7 @@ def _read_csv(path: Path) -> list[Task]:
         raise UserError(f"{path}: unknown column {unknown[0]!r}; a task has only the columns command and args")
     reader.fieldnames = columns
     while True:
-        ended = reader.line_num
+        ended = header + reader.line_num
         try:
             row = next(reader)
         except StopIteration:
@@ -139,8 +144,8 @@ def _read_csv(path: Path) -> list[Task]:
         except csv.Error as exc:
             raise UserError(f"{path} line {next_row(ended)}: {exc} (a quote left open?); close each quote on the line it opens") from None
         number = next_row(ended)
-        if number != reader.line_num:
-            raise UserError(f"{path} line {number}: a quote opened here closes on line {reader.line_num}; close each quote on the line it opens")
+        if number != header + reader.line_num:
+            raise UserError(f"{path} line {number}: a quote opened here closes on line {header + reader.line_num}; close each quote on the line it opens")
         if None in row:
             raise UserError(f"{path} line {number}: more cells than columns; quote an args cell that holds commas")
         if not any((value or "").strip() for value in row.values()):

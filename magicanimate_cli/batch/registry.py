@@ -97,7 +97,8 @@ class Command:
     ``types`` for parameters whose annotation does not say (``(("inputs", "path"),)``),
     ``exclude`` for parameters that are not options, a ``model`` loaded once per worker,
     ``gpu`` when Ray should give its tasks a GPU, and ``derived(params)`` for the paths a task
-    writes that no option names (``animate --grid`` writes ``OUTPUT_grid`` too)."""
+    writes that no option names (``animate --grid`` writes ``OUTPUT_grid`` too; ``matte CLIP``
+    writes ``CLIP/masks``)."""
 
     name: str
     function: str
@@ -107,7 +108,7 @@ class Command:
     exclude: tuple[str, ...] = ()
     model: ModelCache | None = field(default=None, compare=False)
     gpu: bool = False
-    derived: Callable[[dict], list] | None = field(default=None, compare=False)  # outputs named by no option (animate's grid)
+    derived: Callable[[dict], list] | None = field(default=None, compare=False)  # outputs named by no option (animate's grid, a clip's folders)
 
     def load(self) -> Callable:
         module, _, attribute = self.function.partition(":")
@@ -389,6 +390,24 @@ def _animate_grid(params: dict) -> list:
     return [grid_path(Path(params["output"]))] if params.get("grid") and params.get("output") else []
 
 
+def _matte_defaults(params: dict) -> list:
+    """``matte CLIP`` without ``-o`` writes ``CLIP/masks``."""
+    from ..clip import MASKS
+
+    return [os.path.join(params["input"], MASKS)] if params.get("input") and params.get("output") is None else []
+
+
+def _densepose_defaults(params: dict) -> list:
+    """``densepose CLIP`` writes ``CLIP/densepose`` and ``CLIP/densepose_labels`` unless ``-o`` and
+    ``--labels`` name others (an input without ``-o`` can only be a clip folder)."""
+    from ..clip import DENSEPOSE, IMAGES, LABELS
+
+    source = params.get("input")
+    if not source or (params.get("output") is not None and not os.path.isdir(os.path.join(source, IMAGES))):
+        return []
+    return [os.path.join(source, name) for key, name in (("output", DENSEPOSE), ("labels", LABELS)) if params.get(key) is None]
+
+
 def _file_state(path: Path) -> tuple | None:
     """A weights file's identity: a file replaced under the same name loads again."""
     try:
@@ -456,8 +475,8 @@ COMMANDS = Registry(
                 derived=_animate_grid),  # fmt: skip
         Command("align", "magicanimate_cli.align:align", ("reference", "motion"), ("output",)),
         Command("densepose", "magicanimate_cli.densepose:densepose", ("input",), ("output", "labels"), (("config", "path_or_name"),),
-                model=DENSEPOSE_MODEL, gpu=True),  # fmt: skip
-        Command("matte", "magicanimate_cli.matting:matte", ("input",), ("output",), model=MATTE_MODEL),
+                model=DENSEPOSE_MODEL, gpu=True, derived=_densepose_defaults),  # fmt: skip
+        Command("matte", "magicanimate_cli.matting:matte", ("input",), ("output",), model=MATTE_MODEL, derived=_matte_defaults),
         Command("eval", "magicanimate_cli.evaluate:evaluate", ("generated", "ground_truth")),
         Command("download", "magicanimate_cli.download:download", ("sources...",)),
         Command("frames", "magicanimate_cli.frames:frames", ("video",), ("output",)),

@@ -115,7 +115,7 @@ class TaskRunner:
                 if param.kind == "path_or_name" and not os.path.exists(path):
                     path = item
                 if path != item:
-                    written[os.path.normpath(path)] = os.path.normpath(item)
+                    _name_as_written(written, path, item)
                 resolved.append(path)
             params[param.name] = resolved if param.many else resolved[0]
         return cmd, params, written
@@ -218,7 +218,7 @@ class TaskRunner:
         code = getattr(result, "exit_code", 0) or 0
         if code == 0:
             return 0, data, None, summary
-        error = data.pop("error", None)
+        error = data.pop("error", None) or _as_written(getattr(result, "failure", None), written)  # the line the CLI says
         data.pop("exit_code", None)
         return code, data or None, str(error or f"'{cmd.name}' exited with code {code}; its result says what failed"), summary
 
@@ -261,6 +261,19 @@ def _warnings_to(warned, written: dict[str, str], said: list[str]):
 def _said(said: list[str], written: dict[str, str]) -> dict | None:
     """The result of a task that failed after it warned: its ``warnings``, as the CLI's failure JSON lists them."""
     return _as_written(with_warnings({}, said), written) or None
+
+
+def _name_as_written(written: dict[str, str], path: str, item: str) -> None:
+    """Let ``_as_written`` name ``path`` (``item`` read against the manifest's folder) as ``item``:
+    in each form a stage may print it (``/m/../x`` as joined, ``/m/x`` normalised or as a ``Path``
+    shows ``/m/./x``), and with its extension off, so that a path made beside it (``OUT_grid.mp4``
+    of ``OUT.mp4``) is named as written too."""
+    as_written = os.path.normpath(item)
+    for form in {path, os.path.normpath(path), str(Path(path))}:
+        written[form] = as_written
+        stem, extension = os.path.splitext(form)
+        if extension and os.path.basename(stem):
+            written.setdefault(stem, os.path.splitext(as_written)[0])
 
 
 def _as_written(value, written: dict[str, str]):

@@ -1,5 +1,7 @@
 """`--devices`: the windows of every step split across processes give the single-process result."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -40,3 +42,40 @@ def test_two_gloo_processes_reproduce_one_process_bitwise(tmp_path, tiny_weights
     a = media.read_frames(tmp_path / "one").array
     b = media.read_frames(tmp_path / "two").array
     assert np.array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_command_alone_stops_its_device_processes(tmp_path, tiny_weights, rng):
+    # `kill PID` or `docker stop` reach the command, not its device processes: they stop too,
+    # and nothing is written but what resumes the run
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    media.write_frames(tmp_path / "poses", rng.integers(0, 256, (30, 64, 64, 3), dtype=np.uint8))
+    out = tmp_path / "out.mp4"
+    checkpoint = tmp_path / ".out.mp4.animate-resume.safetensors"
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "magicanimate_cli", "animate", str(tmp_path / "ref.png"), str(tmp_path / "poses"), "-o", str(out),
+               "--models", str(tiny_weights), "--size", "64", "--steps", "40", "--devices", "cpu,cpu", "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, stderr
+    assert json.loads(stdout)["error"] == "interrupted"
+    time.sleep(2)  # a device process left running would go on to write the output
+    assert not out.exists() and checkpoint.exists()

@@ -59,11 +59,11 @@ def test_jsonl_and_csv_manifests_give_the_same_tasks(tmp_path):
         "\n"
         '{"command": "flip", "args": ["clip"]}\n'
     )
-    (tmp_path / "a.csv").write_text('command,args\nanimate,"\'ref one.png\' pose.mp4 -o out.mp4 --steps 25"\n,\nflip,clip\n')
+    (tmp_path / "a.csv").write_text('# animate, then "flip"\ncommand,args\n  # a pair, quoted\nanimate,"\'ref one.png\' pose.mp4 -o out.mp4 --steps 25"\n,\nflip,clip\n')
     from_jsonl, from_csv = read_manifest(tmp_path / "a.jsonl"), read_manifest(tmp_path / "a.csv")
     assert [(t.command, t.args) for t in from_jsonl] == [(t.command, t.args) for t in from_csv]
     assert from_jsonl[0].args == ("ref one.png", "pose.mp4", "-o", "out.mp4", "--steps", "25")
-    assert [t.line for t in from_jsonl] == [2, 4] and [t.line for t in from_csv] == [2, 4]
+    assert [t.line for t in from_jsonl] == [2, 4] and [t.line for t in from_csv] == [4, 6]  # comments count as lines
     assert [t.id for t in from_jsonl] == [t.id for t in from_csv]
     assert from_jsonl[0].id != Task(2, "animate", ("ref one.png", "pose.mp4", "-o", "out.mp4")).id
     # the id does not depend on the line, and the command is never run through a shell
@@ -283,6 +283,17 @@ def test_rerunning_needs_resume_then_skips_what_is_done_and_redoes_the_rest(tmp_
     assert "skipped: 3" in final.stdout and "done: 1" in final.stdout
 
 
+def test_resume_finds_an_output_written_under_the_home_folder(tmp_path, fake_commands, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "~/a.txt"))
+    first = one_json(invoke("batch", manifest, "--json").stdout)
+    assert first["results"][0]["result"]["output"] == "~/a.txt" and (tmp_path / "home" / "a.txt").exists()
+    resumed = invoke("batch", manifest, "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.stdout
+    assert [r["status"] for r in one_json(resumed.stdout)["results"]] == ["skipped"]
+
+
 def test_a_bad_task_refuses_the_manifest_before_anything_runs(tmp_path, fake_commands):
     manifest = jsonl(
         tmp_path / "tasks.jsonl",
@@ -476,3 +487,24 @@ def test_ray_runs_the_manifest_retries_a_killed_worker_and_reports_failures(tmp_
     # the same state folder as the local engine: a resumed run skips everything done
     again = run_batch(manifest, engine="ray", resume=True, commands=batch_helpers.COMMANDS)
     assert (again.skipped, again.failed, again.done) == (5, 2, 0)
+
+
+@pytest.mark.parametrize("output", ["../out/g.mp4", "./g.mp4", "~/g.mp4"])
+def test_paths_made_from_a_tasks_paths_are_named_as_the_task_wrote_them(tmp_path, monkeypatch, output):
+    # a message or result names a resolved path in any form a stage prints it (joined with "..",
+    # normalised, as a Path), or one made beside it (animate's OUT_grid.mp4): all as written
+    from magicanimate_cli.animate import grid_path
+    from magicanimate_cli.batch.registry import COMMANDS
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    runner = batch_tasks.TaskRunner(COMMANDS, tmp_path / "sub")
+    _, params, written = runner.parse("animate", ["ref.png", "../poses", "-o", output, "--grid"])
+    resolved = params["output"]
+    forms = {resolved, os.path.normpath(resolved), str(Path(resolved))}
+    expected = os.path.normpath(output)
+    for form in forms:
+        other = os.path.splitext(form)[0] + "x.mp4"  # another file whose name starts with the output's: as it is
+        message = f"{grid_path(Path(form))}: kept; {form}: written; {params['motion']}/00001.png; {other} stays"
+        named = batch_tasks._as_written(message, written)
+        stem = os.path.splitext(expected)[0]
+        assert named == f"{stem}_grid.mp4: kept; {expected}: written; ../poses/00001.png; {other} stays", form

@@ -92,6 +92,32 @@ def test_kill_9_of_the_batch_takes_its_worker_along_and_resume_runs_the_task(tmp
     assert (tmp_path / "slow.txt").read_text() == "hello"
 
 
+def test_a_stopped_batch_prints_and_writes_its_summary_and_exits_130(tmp_path):
+    # Slurm's preemption (SIGTERM) or Ctrl-C: the summary of what ended, the rest "interrupted"
+    tasks = [("write", "-o", "a.txt"), ("write", "-o", "b.txt", "--sleep", "30", "--pid-file", "b.pid"), ("write", "-o", "c.txt")]
+    manifest = jsonl(tmp_path / "tasks.jsonl", *tasks)
+    script = ("import sys, batch_helpers\nfrom magicanimate_cli.batch import tasks\ntasks.COMMANDS = batch_helpers.COMMANDS\n"
+              "from magicanimate_cli.cli import app\napp(sys.argv[1:], prog_name='magicanimate')\n")
+    batch = subprocess.Popen([sys.executable, "-c", script, "batch", str(manifest), "--json"], env=env_with_tests(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "b.pid").exists() and (tmp_path / "b.pid").read_text(), 120, "the second task to start")
+        batch.send_signal(signal.SIGTERM)
+        stdout, stderr = batch.communicate(timeout=60)
+    finally:
+        batch.kill()
+    assert batch.returncode == 130, stderr
+    summary = json.loads(stdout)
+    assert (summary["ok"], summary["exit_code"], summary["done"], summary["failed"], summary["interrupted"]) == (False, 130, 1, 0, 2)
+    assert [r["status"] for r in summary["results"]] == ["done", "interrupted", "interrupted"]
+    assert summary["error"] == "interrupted: 2 of 3 tasks did not end; run the batch again with --resume"
+    assert json.loads(Path(summary["summary"]).read_text()) == summary
+    assert not (tmp_path / "b.txt").exists() and not (tmp_path / "c.txt").exists()
+    manifest.write_text(manifest.read_text().replace('"--sleep", "30", ', ""))  # b's id changes: a new task, as an edit makes one
+    resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+    assert [r["status"] for r in resumed.results] == ["skipped", "done", "done"] and resumed.exit_code == 0
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
 def test_resume_recognises_an_output_its_task_wrote_just_before_the_kill(tmp_path):
     """The task commits its output, then the batch is killed before it records the task."""
@@ -179,6 +205,29 @@ def test_animate_grid_output_counts_as_a_task_output(tmp_path):
     with pytest.raises(UserError, match=r"line 2 \(animate\): writes .*x_grid.* as line 1 does.*line 4 \(crop\): writes .*y_grid\.mp4.* as line 3 does"):
         run_batch(manifest, commands=COMMANDS)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_clip_folders_default_outputs_count_as_task_outputs(tmp_path):
+    # `matte CLIP` writes CLIP/masks and `densepose CLIP` CLIP/densepose and CLIP/densepose_labels
+    # though no option names them
+    from magicanimate_cli.batch.registry import COMMANDS
+
+    (tmp_path / "clip" / "images").mkdir(parents=True)
+    (tmp_path / "frames").mkdir()
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("matte", "clip"), ("matte", "clip", "-o", "clip/masks", "--threshold", "0.4"))
+    with pytest.raises(UserError, match=r"line 2 \(matte\): writes .*clip/masks.* as line 1 does"):
+        run_batch(manifest, commands=COMMANDS)
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("densepose", "clip", "-o", "a.mp4"), ("flip", "clip", "-o", "clip/densepose_labels/x"))
+    with pytest.raises(UserError, match=r"line 2 \(flip\): writes .*inside"):
+        run_batch(manifest, commands=COMMANDS)
+    assert not (tmp_path / "tasks.jsonl.state").exists()
+    runner = batch_tasks.TaskRunner(COMMANDS, tmp_path)
+    clip = tmp_path / "clip"
+    assert runner.outputs("densepose", ["clip"]) == [str(clip / "densepose"), str(clip / "densepose_labels")]
+    assert runner.outputs("densepose", ["clip", "-o", "a.mp4", "--labels", "l"]) == [str(tmp_path / "a.mp4"), str(tmp_path / "l")]
+    assert runner.outputs("matte", ["clip", "-o", "m"]) == [str(tmp_path / "m")]
+    # a folder of frames is no clip: its labels go only where --labels says
+    assert runner.outputs("densepose", ["frames", "-o", "a.mp4"]) == [str(tmp_path / "a.mp4")]
 
 
 def test_wrong_types_and_missing_arguments_refuse_the_manifest_naming_their_lines(tmp_path, fake_commands):

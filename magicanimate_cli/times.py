@@ -1,0 +1,33 @@
+"""Times as users type them on the command line (``download --start``, ``animate --audio-start``)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import UserError
+
+_CLOCK = re.compile(r"(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)", re.ASCII)  # [[HH:]MM:]SS[.ms], ASCII digits only
+
+
+def parse_time(value, what: str = "time") -> float | None:
+    """Seconds from ``90``, ``90.5``, ``1:30`` or ``0:01:30.5`` (minutes and seconds after a colon
+    below 60); ``what`` names the value in errors (``--start``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        found = _CLOCK.fullmatch(text)
+        if found is None:
+            if text.startswith("-"):
+                raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
+            raise UserError(f"{what} {value!r}: expected seconds (90.5) or [HH:]MM:SS(.ms) (1:30.5)")
+        hours, minutes, rest = found.groups()
+        if (minutes is not None and float(rest) >= 60) or (hours is not None and int(minutes) >= 60):
+            raise UserError(f"{what} {value!r}: minutes and seconds after a colon run from 0 to 59; write 1:30 for 90 s")
+        seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(rest)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
+    return seconds
