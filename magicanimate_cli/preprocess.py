@@ -312,6 +312,13 @@ class _Runner:
             return False
         return all((self.folder / sub).is_dir() for sub in meta.get("subfolders") or [IMAGES])
 
+    def tidy(self) -> None:
+        """Remove the ``.work/`` of a clip recorded done: a run stopped between recording it and
+        removing that folder left it (gigabytes of full-size frames, for good)."""
+        meta = read_meta(self.folder) or {}
+        if not self.keep_work and meta.get("status") == "done" and meta.get("keep_work") is False:  # not one --keep-work kept
+            shutil.rmtree(self.work, ignore_errors=True)
+
     def up_to_date(self) -> bool:
         """Finished, and the mirrored clip is there if asked for: nothing to do at all."""
         if not self.finished():
@@ -403,6 +410,7 @@ class _Runner:
             failed = [s for s, rec in self.clip.meta["stages"].items() if rec.get("status") in (FAILED, UNAVAILABLE)]
             status = "incomplete" if failed else "done"
         self.clip.meta["status"] = status
+        self.clip.meta["keep_work"] = self.keep_work
         self.clip.save()
         if status == "done" and not self.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -677,6 +685,7 @@ def _one_clip(source: Source, folder: Path, request: dict, **options) -> dict:
     runner = _Runner(source, folder, request, **options)
     if not runner.up_to_date():
         return runner.run()
+    runner.tidy()
     meta = read_meta(folder) or {}
     return {"name": source.name, "source": str(source.path), "output": str(folder), "status": "up-to-date",
             "frames": meta.get("frames"), "stages": {k: v.get("status") for k, v in meta.get("stages", {}).items()},

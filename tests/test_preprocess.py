@@ -198,8 +198,11 @@ def test_resume_after_interruption_then_up_to_date_then_force(videos, tmp_path, 
     images = clip / "images" / "00000.png"
     stamp = images.stat().st_mtime_ns
     fakes.calls.clear()
+    (clip / ".work" / "full" / "images").mkdir(parents=True)  # as a run stopped between recording the clip done and removing .work
+    (clip / ".work" / "full" / "images" / "00000.png").write_bytes(images.read_bytes())
     again = preprocess([videos / "dance.mp4"], tmp_path, **FAST)
     assert again.clips[0]["status"] == "up-to-date" and fakes.calls == [] and images.stat().st_mtime_ns == stamp
+    assert not (clip / ".work").exists()
     forced = preprocess([videos / "dance.mp4"], tmp_path, force=True, **FAST)
     assert forced.clips[0]["status"] == "done" and fakes.count("matte") == 1 and fakes.count("densepose") == 1
     assert images.stat().st_mtime_ns != stamp
@@ -208,6 +211,8 @@ def test_resume_after_interruption_then_up_to_date_then_force(videos, tmp_path, 
 def test_changed_size_with_kept_work_redoes_only_the_crop(videos, tmp_path, fakes):
     preprocess([videos / "dance.mp4"], tmp_path, keep_work=True, **FAST)
     assert (tmp_path / "dance" / ".work" / "full" / "images").is_dir()
+    assert preprocess([videos / "dance.mp4"], tmp_path, **FAST).clips[0]["status"] == "up-to-date"
+    assert (tmp_path / "dance" / ".work" / "full" / "images").is_dir(), "kept on purpose: a plain re-run leaves it"
     fakes.calls.clear()
     result = preprocess([videos / "dance.mp4"], tmp_path, keep_work=True, size=16)
     assert result.clips[0]["status"] == "done" and fakes.calls == []

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,12 +195,39 @@ def run_batch(
     outputs = _check_tasks(manifest, tasks, TaskRunner(commands, workdir))
     mine = select_shard(tasks, index, count)
     store = _open_state(manifest, state, workdir)
-    records, to_run = _skip_done(mine, store, resume)
+    with _running(store, index, count):
+        records, to_run = _skip_done(mine, store, resume)
+        try:
+            _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM (Slurm's preemption): the summary of what ended, exit 130
+            pass
+        return _summarize(manifest, store, [records.get(task.id) or _not_ended(task) for task in mine], index, count, engine, started)
+
+
+@contextmanager
+def _running(store: State, index: int, count: int):
+    """Hold this shard of the state folder for the run: a second run of the same shard at the same
+    time (a job submitted again while the first still runs) is refused, exit 2, instead of recording
+    as failed ("already exists") the tasks the first one is writing, over its records."""
+    from filelock import FileLock, Timeout
+
+    from ..files import file_mode
+
+    lock = FileLock(str(store.folder / f".run-{index}-of-{count}.lock"), mode=file_mode())
     try:
-        _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM (Slurm's preemption): the summary of what ended, exit 130
-        pass
-    return _summarize(manifest, store, [records.get(task.id) or _not_ended(task) for task in mine], index, count, engine, started)
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(
+            f"{store.folder}: another batch is running shard {index}/{count} of these tasks now; wait for it to end "
+            "(then --resume), or give this run its own --state DIR"
+        ) from None
+    except OSError:  # a file system without locks: run as before
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _not_ended(task: Task) -> dict:

@@ -92,6 +92,23 @@ def test_kill_9_of_the_batch_takes_its_worker_along_and_resume_runs_the_task(tmp
     assert (tmp_path / "slow.txt").read_text() == "hello"
 
 
+def test_a_second_run_of_the_same_shard_at_the_same_time_is_refused(tmp_path):
+    # a job submitted again while the first still runs: it would record as failed what the first writes
+    task = ("write", "-o", "slow.txt", "--sleep", "2", "--pid-file", "worker.pid")
+    manifest = jsonl(tmp_path / "tasks.jsonl", task)
+    first = start_batch(manifest)
+    try:
+        wait_for(lambda: (tmp_path / "worker.pid").exists() and (tmp_path / "worker.pid").read_text(), 120, "the first run's task")
+        with pytest.raises(UserError, match=r"tasks.jsonl.state: another batch is running shard 0/1 of these tasks now; wait"):
+            run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+        assert first.wait(60) == 0
+    finally:
+        first.kill()
+    assert record_of(manifest, *task)["status"] == "done"
+    again = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)  # once it ended
+    assert [r["status"] for r in again.results] == ["skipped"]
+
+
 def test_a_stopped_batch_prints_and_writes_its_summary_and_exits_130(tmp_path):
     # Slurm's preemption (SIGTERM) or Ctrl-C: the summary of what ended, the rest "interrupted"
     tasks = [("write", "-o", "a.txt"), ("write", "-o", "b.txt", "--sleep", "30", "--pid-file", "b.pid"), ("write", "-o", "c.txt")]
