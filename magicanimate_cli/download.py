@@ -163,7 +163,7 @@ def _tracklet(path: Path, line: int, row: dict) -> Tracklet:
         fps = float(row["fps"])
         width, height = int(float(row["width"])), int(float(row["height"]))
         bbox = tuple(int(float(v)) for v in row["bbox"].split("-"))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: inf
         raise UserError(f"{where}: start/end/fps/width/height must be numbers and bbox x0-y0-x1-y1") from None
     from_id = start == 0 and end == 0
     if from_id:
@@ -175,8 +175,8 @@ def _tracklet(path: Path, line: int, row: dict) -> Tracklet:
             raise UserError(f"{where}: frame numbers in video_id {row['video_id']!r} are not integers") from None
     if len(bbox) != 4 or bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
         raise UserError(f"{where}: bbox {row['bbox']!r} must be x0-y0-x1-y1 with x1 > x0 and y1 > y0")
-    if end <= start or fps <= 0 or width <= 0 or height <= 0:
-        raise UserError(f"{where}: need end > start, fps > 0, width > 0, height > 0")
+    if start < 0 or end <= start or not (math.isfinite(fps) and fps > 0) or width <= 0 or height <= 0:
+        raise UserError(f"{where}: need 0 <= start < end, a finite fps > 0, width > 0, height > 0")
     return Tracklet(line, row["video_id"], youtube_id, start, end, bbox, fps, width, height, row.get("partition", ""), from_id)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -282,6 +283,19 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
     result = runner.invoke(app, ["download", *args, "-o", str(tmp_path / "d")])
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("start", "fps", "message"), [
+    ("inf", "25", "must be numbers"),  # was OverflowError, exit 1
+    ("0", "nan", "a finite fps > 0"),  # was a ValueError after the download, ending the whole run
+    ("0", "inf", "a finite fps > 0"),  # was "no video stream" about a hidden temporary file
+    ("-5", "25", "need 0 <= start < end"),  # was a 15-frame clip named #-00005#
+])
+def test_a_tracklet_with_a_number_out_of_range_is_refused_before_any_download(tmp_path, start, fps, message):
+    csv = tmp_path / "t.csv"
+    csv.write_text(f"video_id,start,end,bbox,fps,width,height,partition\nabcdefghijk,{start},10,1-2-3-4,{fps},10,10,train\n")
+    with pytest.raises(UserError, match=rf"t.csv:2: .*{re.escape(message)}"):
+        read_tracklets(csv)
 
 
 def test_bad_tracklets(tmp_path):

@@ -27,6 +27,7 @@ from ..progress import Progress, silent
 
 PROTOCOLS = ("corrected", "disco")
 METRICS = ("l1", "psnr", "ssim", "lpips", "fid", "fid-vid", "fvd")
+SSIM_WINDOW = 7  # scikit-image's default window, in pixels: frames must be at least that wide and high
 NETWORK_METRICS = ("lpips", "fid", "fid-vid", "fvd")
 LOWER_IS_BETTER = {"l1", "lpips", "fid", "fid-vid", "fvd"}
 
@@ -301,6 +302,11 @@ def evaluate(
         resolve_device(device)  # a missing GPU is said before any frame is read, network metrics or not
     generated, ground_truth = media.input_path(generated), media.input_path(ground_truth)
     pairs = pair_clips(generated, ground_truth)
+    infos = [(media.probe(g), media.probe(t)) for _, g, t in pairs]
+    small = next(((t, it) for (_, _, t), (_, it) in zip(pairs, infos) if min(it.width, it.height) < SSIM_WINDOW), None)
+    if "ssim" in wanted and small is not None:  # scikit-image's window would not fit: exit 1 after the other clips' work
+        raise UserError(f"{small[0]}: frames of {small[1].width}x{small[1].height} are smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} "
+                        "window; leave ssim out of --metrics")
     given = dict(extractors or {})
     models_dir = resolve_models_dir(models)
     _check_available(wanted, protocol, clip_length, given, models_dir, download)
@@ -308,7 +314,6 @@ def evaluate(
     rules = PROTOCOLS[protocol]
     metrics_ = accumulators(wanted, nets, rules, clip_length, batch_size)
 
-    infos = [(media.probe(g), media.probe(t)) for _, g, t in pairs]
     counter = _Counter(progress, sum(min(ig.frames, it.frames) for ig, it in infos))
     clips: list[ClipScores] = []
     notes: list[str] = []

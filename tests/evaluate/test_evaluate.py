@@ -171,6 +171,16 @@ def test_cli_bad_input_exits_2_with_json_error(tmp_path, rng):
     assert result.exit_code == 2 and "not a video" in result.stderr
 
 
+@pytest.mark.parametrize("protocol", ["corrected", "disco"])
+def test_frames_smaller_than_the_ssim_window_are_refused_unless_ssim_is_left_out(tmp_path, rng, protocol):
+    generated, truth = clip_set(tmp_path, rng, names=("a", "thin"), frames=2, size=(200, 6))  # 6 wide: was a ValueError, exit 1
+    result = runner.invoke(app, ["eval", str(generated), str(truth), "--metrics", "l1,ssim", "--protocol", protocol, "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"].endswith("frames of 6x200 are smaller than SSIM's 7x7 window; leave ssim out of --metrics")
+    result = runner.invoke(app, ["eval", str(generated), str(truth), "--metrics", "l1,psnr", "--protocol", protocol, "--json"])
+    assert result.exit_code == 0, result.output
+
+
 def test_animate_grid_outputs_beside_results_are_not_clips(tmp_path):
     from magicanimate_cli.evaluate import pair_clips
 
