@@ -816,8 +816,12 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
 def check_only_outputs_in(path: Path) -> None:
     """Refuse to replace a folder ``path`` that holds something no output of this package holds
     (``foreign_entry``): ``--overwrite`` replaces an earlier output, never a folder of the user's
-    own files named by mistake (``-o ~/Documents``). A file, a link or nothing passes."""
+    own files named by mistake (``-o ~/Documents``), nor a file where a folder goes (``-o
+    thesis.docx``: no output is a file of that name). A video or image file, a link or nothing passes."""
     path = Path(path)
+    if path.is_file() and not path.is_symlink() and not is_video(path) and not is_image(path):
+        raise UserError(f"{shown(path)}: is a file where a folder of frames would go, not an earlier output, so --overwrite does not "
+                        "replace it; move it away or choose another output")
     try:
         stray = foreign_entry(path) if path.is_dir() and not path.is_symlink() else None
     except OSError as exc:

@@ -170,6 +170,18 @@ def test_overwrite_never_replaces_a_folder_of_the_users_own_files(tmp_path, clip
     assert (folder / stray).read_bytes() == b"mine" and len(media.list_frame_files(folder)) == 2
 
 
+@pytest.mark.parametrize("name", ["thesis.docx", "NOTES"])
+def test_overwrite_never_replaces_a_file_where_a_folder_of_frames_goes(tmp_path, clip, name):
+    # no output is a file of that name, so it is no earlier output: the user's document stays
+    (tmp_path / name).write_text("my thesis")
+    with pytest.raises(UserError, match=rf"{name}: is a file where a folder of frames would go, not an earlier output"):
+        media.write_frames(tmp_path / name, clip[:2], overwrite=True)
+    assert (tmp_path / name).read_text() == "my thesis"
+    media.write_frames(tmp_path / "take.mp4", clip[:2])
+    media.write_frames(tmp_path / "take.mp4", clip[:3], overwrite=True)  # a video file is an output: replaced
+    assert media.probe(tmp_path / "take.mp4").frames == 3
+
+
 def test_overwrite_replaces_earlier_frames_and_clip_folders(tmp_path, clip):
     frames = tmp_path / "frames"
     media.write_frames(frames, clip[:2])
