@@ -192,9 +192,10 @@ def run_batch(
     index, count = _check_options(engine, address, gpus, jobs, shard)
     tasks = read_manifest(manifest)
     workdir = manifest.resolve().parent
-    outputs = _check_tasks(manifest, tasks, TaskRunner(commands, workdir))
+    folder = _state_folder(manifest, state)
+    outputs = _check_tasks(manifest, tasks, TaskRunner(commands, workdir), folder)
     mine = select_shard(tasks, index, count)
-    store = _open_state(manifest, state, workdir)
+    store = State(folder, workdir)
     with _running(store, index, count):
         records, to_run = _skip_done(mine, store, resume)
         try:
@@ -258,10 +259,12 @@ def _check_options(engine: str, address: str | None, gpus: str | None, jobs: int
     return index, count
 
 
-def _check_tasks(manifest: Path, tasks: list[Task], runner: TaskRunner) -> dict[str, list[str]]:
+def _check_tasks(manifest: Path, tasks: list[Task], runner: TaskRunner, state: Path | None = None) -> dict[str, list[str]]:
     """Refuse the whole manifest (exit 2) when a task names no command, its arguments do not fit
-    it, or it writes what another task writes; else return each task's outputs by task id."""
+    it, it writes what another task writes, or it writes into the ``state`` folder (or holds it);
+    else return each task's outputs by task id."""
     problems, outputs, writers = [], {}, _Writers()
+    records = os.path.realpath(state) if state is not None else None
     for task in tasks:
         try:
             outputs[task.id] = runner.outputs(task.command, task.args)
@@ -269,7 +272,12 @@ def _check_tasks(manifest: Path, tasks: list[Task], runner: TaskRunner) -> dict[
             problems.append(f"line {task.line} ({task.command}): {exc}")
             continue
         for path in outputs[task.id]:
-            clash = writers.add(os.path.realpath(path), task.line)  # two names for one place (a symlinked folder) clash too
+            real = os.path.realpath(path)
+            if records is not None and (real == records or records in _parents(real) or real in _parents(records)):  # in it, or holding it
+                problems.append(f"line {task.line} ({task.command}): writes {path!r}, where the batch keeps its records ({records}); "
+                                "give the task another output, or the batch another --state")
+                continue
+            clash = writers.add(real, task.line)  # two names for one place (a symlinked folder) clash too
             if clash:
                 problems.append(f"line {task.line} ({task.command}): {clash}; give each task its own output")
     if problems:
@@ -309,9 +317,10 @@ def _parents(path: str) -> list[str]:
     return parents
 
 
-def _open_state(manifest: Path, state: Path | str | None, workdir: Path) -> State:
+def _state_folder(manifest: Path, state: Path | str | None) -> Path:
+    """Where the batch keeps its records: ``--state``, else ``MANIFEST.state/`` beside the manifest."""
     folder = Path(state) if state else manifest.with_name(manifest.name + ".state")
-    return State(folder.resolve() if not folder.is_absolute() else folder, workdir)
+    return folder.resolve() if not folder.is_absolute() else folder
 
 
 def _skip_done(mine: list[Task], store: State, resume: bool) -> tuple[dict[str, dict], list[Task]]:

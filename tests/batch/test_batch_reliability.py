@@ -199,6 +199,16 @@ def test_two_tasks_writing_the_same_output_refuse_the_manifest(tmp_path, fake_co
         run_batch(nested, commands=batch_helpers.COMMANDS)
 
 
+@pytest.mark.parametrize(("output", "state"), [("tasks.jsonl.state/x.txt", None), ("out/x.txt", "out"), ("st", "st/inner")])
+def test_a_task_that_writes_where_the_batch_keeps_its_records_refuses_the_manifest(tmp_path, fake_commands, output, state):
+    # inside the state folder it would block every --resume ("holds files that are not a batch's
+    # records"); holding it, the task would fail "already exists" on the folder the batch made
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "fine.txt"), ("write", "-o", output))
+    with pytest.raises(UserError, match=r"line 2 \(write\): writes .* where the batch keeps its records .*another --state"):
+        run_batch(manifest, state=tmp_path / state if state else None, commands=batch_helpers.COMMANDS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tasks.jsonl"]
+
+
 def test_two_names_for_one_folder_are_the_same_output(tmp_path, fake_commands):
     (tmp_path / "out").mkdir()
     (tmp_path / "link").symlink_to("out")
