@@ -109,6 +109,28 @@ def test_a_second_run_of_the_same_shard_at_the_same_time_is_refused(tmp_path):
     assert [r["status"] for r in again.results] == ["skipped"]
 
 
+@pytest.mark.slow
+def test_a_stopped_batch_lets_its_running_task_remove_its_temporaries(tmp_path):
+    # SIGTERM (or Ctrl-C) of the batch: the worker stops its task as the command alone would stop,
+    # its partial frames removed, instead of being killed with them left behind
+    from preprocess_helpers import make_video
+
+    make_video(tmp_path / "talk.mp4", count=600, width=320, height=240, moving=True)
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("frames", "talk.mp4", "-o", "out"))
+    batch = subprocess.Popen([sys.executable, "-m", "magicanimate_cli", "batch", str(manifest), "--json"], env=env_with_tests(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        partial = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".out.") and p.is_dir() and any(p.iterdir())]  # noqa: E731
+        wait_for(partial, 120, "the task's partial frames")
+        batch.send_signal(signal.SIGTERM)
+        stdout, stderr = batch.communicate(timeout=60)
+    finally:
+        batch.kill()
+    assert batch.returncode == 130, stderr
+    assert json.loads(stdout)["interrupted"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4", "tasks.jsonl", "tasks.jsonl.state"]
+
+
 def test_a_stopped_batch_prints_and_writes_its_summary_and_exits_130(tmp_path):
     # Slurm's preemption (SIGTERM) or Ctrl-C: the summary of what ended, the rest "interrupted"
     tasks = [("write", "-o", "a.txt"), ("write", "-o", "b.txt", "--sleep", "30", "--pid-file", "b.pid"), ("write", "-o", "c.txt")]
