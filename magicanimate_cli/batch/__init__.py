@@ -20,6 +20,7 @@ paths in tasks are read against the manifest's folder, whichever folder the batc
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -142,15 +143,17 @@ class State:
         """Record that ``task`` starts, and return what its worker gets.
 
         The record lists the task's ``outputs`` that do not exist yet, or that an earlier attempt
-        of this task left (listed by that attempt as not existing, made since): the task's own.
+        of this task left (listed by that attempt as not existing, made since, and not after the
+        batch stopped, when it recorded that: ``_mark_stopped``): the task's own.
         When every output that exists is its own, the worker may replace them (``reclaim``)."""
         earlier = self.read(task)
         now = time.time()
-        claimed, since = [], now
+        claimed, since, until = [], now, math.inf
         if earlier and earlier.get("status") == "running":
             claimed, since = earlier.get("fresh_outputs") or [], float(earlier.get("started") or now)
+            until = float(earlier.get("stopped") or math.inf)  # a stopped batch's: made after it, by hand
         existing = [path for path in outputs if os.path.lexists(path)]
-        own = [path for path in existing if path in claimed and _mtime(path) >= since - MTIME_SLACK]
+        own = [path for path in existing if path in claimed and since - MTIME_SLACK <= _mtime(path) <= until + MTIME_SLACK]
         fresh = [path for path in outputs if path not in existing or path in own]
         self.write({**task, "status": "running", "started": since if own else now, "fresh_outputs": fresh})
         return {**task, "reclaim": True} if existing and len(own) == len(existing) else task
@@ -201,7 +204,7 @@ def run_batch(
         try:
             _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM (Slurm's preemption): the summary of what ended, exit 130
-            pass
+            _mark_stopped(store, [task for task in to_run if task.id not in records])
         return _summarize(manifest, store, [records.get(task.id) or _not_ended(task) for task in mine], index, count, engine, started)
 
 
@@ -229,6 +232,17 @@ def _running(store: State, index: int, count: int):
         yield
     finally:
         lock.release()
+
+
+def _mark_stopped(store: State, tasks: list[Task]) -> None:
+    """Record when the batch stopped in the ``running`` records of ``tasks`` (their workers have
+    stopped by now): an output made after that was made by someone else, so ``--resume`` never
+    takes it for the task's own (``State.begin``)."""
+    stopped = time.time()
+    for task in tasks:
+        record = store.read(task)
+        if record is not None and record.get("status") == "running":
+            store.write({**record, "stopped": stopped})
 
 
 def _not_ended(task: Task) -> dict:

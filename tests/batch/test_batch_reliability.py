@@ -157,6 +157,28 @@ def test_a_stopped_batch_prints_and_writes_its_summary_and_exits_130(tmp_path):
     assert [r["status"] for r in resumed.results] == ["skipped", "done", "done"] and resumed.exit_code == 0
 
 
+def test_resume_never_takes_an_output_made_by_hand_after_a_stop_for_the_tasks_own(tmp_path):
+    # the batch was stopped (Ctrl-C) in a task, then the user made its output by hand: --resume
+    # fails the task ("already exists") instead of replacing the user's file
+    task = ("write", "-o", "slow.txt", "--sleep", "30", "--pid-file", "worker.pid")
+    manifest = jsonl(tmp_path / "tasks.jsonl", task)
+    batch = start_batch(manifest)
+    try:
+        wait_for(lambda: (tmp_path / "worker.pid").exists() and (tmp_path / "worker.pid").read_text(), 120, "the worker to start the task")
+        batch.send_signal(signal.SIGINT)
+        assert batch.wait(60) == 0
+    finally:
+        batch.kill()
+    record = record_of(manifest, *task)
+    assert record["status"] == "running" and record["stopped"] >= record["started"]
+    (tmp_path / "slow.txt").write_text("mine")
+    later = record["stopped"] + 10  # made by hand after the stop (beyond coarse file-system clocks)
+    os.utime(tmp_path / "slow.txt", (later, later))
+    resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+    assert resumed.failed == 1 and "already exists" in resumed.results[0]["error"]
+    assert (tmp_path / "slow.txt").read_text() == "mine"
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
 def test_resume_recognises_an_output_its_task_wrote_just_before_the_kill(tmp_path):
     """The task commits its output, then the batch is killed before it records the task."""
