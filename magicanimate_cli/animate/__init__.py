@@ -481,10 +481,11 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
 
             audio = source_video(audio)
         audio = media.check_audio_source(audio)
-        sound_seconds = media.sound_end(audio) - media.picture_start(audio)  # by its last packet, not the header's duration
+        picture = media.picture_start(audio)  # 0 for a sound file
+        sound_seconds = media.sound_end(audio) - picture  # by its last packet, not the header's duration
         if start and start >= sound_seconds:  # (missing, estimated or the picture's)
-            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound from its first "
-                            "picture on; start it earlier")
+            counted = " from its first picture on" if picture > 0 else ""
+            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound{counted}; start it earlier")
     if fps is not None:
         from ..frames import check_fps
 
