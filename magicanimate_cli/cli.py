@@ -182,8 +182,10 @@ def _run(call: Callable, as_json: bool) -> None:
         if _state["debug"] and getattr(exc, "traceback", None):  # a server's task (--server): its traceback there
             typer.echo(exc.traceback.rstrip(), err=True)
         _fail(str(exc), 1, as_json, said)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130, as_json, said)
+    except KeyboardInterrupt as exc:
+        result = getattr(exc, "result", None)  # a batch stopped after its summary (BatchInterrupted): printed below, exit 130
+        if result is None:
+            _fail("interrupted", 130, as_json, said)
     except Exception as exc:  # a bug or an environment failure: say so in one line
         from .files import write_error
 

@@ -99,8 +99,10 @@ def parse_box(box) -> tuple[int, int, int, int]:
     return values
 
 
-def parse_fov(fov) -> tuple[int, int]:
-    """``"WxH"`` (or a 2-sequence) -> (width, height) in pixels."""
+def parse_fov(fov, *, as_size: bool = False) -> tuple[int, int]:
+    """``"WxH"`` (or a 2-sequence) -> (width, height) in pixels. ``as_size``: the frames are written
+    at that size (``--size 0``, ``preprocess``'s field-of-view stage), so each side is at most
+    ``MAX_SIZE``; otherwise only its aspect counts."""
     if isinstance(fov, str):
         parts = fov.lower().replace("×", "x").split("x")
     else:
@@ -109,8 +111,10 @@ def parse_fov(fov) -> tuple[int, int]:
         width, height = (int(p) for p in parts)
     except (TypeError, ValueError):
         raise UserError(f"--fov {fov}: expected WIDTHxHEIGHT in pixels, e.g. --fov 1024x512") from None
-    if not (1 <= width <= MAX_SIZE and 1 <= height <= MAX_SIZE):
-        raise UserError(f"--fov {fov}: width and height must be from 1 to {MAX_SIZE} pixels")
+    if width < 1 or height < 1:
+        raise UserError(f"--fov {fov}: width and height must be positive")
+    if as_size and max(width, height) > MAX_SIZE:
+        raise UserError(f"--fov {fov}: frames of that size are written here; at most {MAX_SIZE} pixels a side (or give --size)")
     return width, height
 
 
@@ -351,7 +355,7 @@ def plan_crop(source: Path, width: int, height: int, *, size: int = DEFAULT_SIZE
     elif mode == "center":
         raise UserError("--size 0 keeps the region's own size, which only makes sense with --box or --fov")
     elif mode == "fov":
-        crop_box, output_size = window, parse_fov(fov)
+        crop_box, output_size = window, parse_fov(fov, as_size=True)
     else:
         crop_box, output_size = window, (window[2] - window[0], window[3] - window[1])
     return CropPlan(mode, (width, height), window, crop_box, output_size, located_by, person)

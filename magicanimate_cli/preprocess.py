@@ -742,7 +742,7 @@ def preprocess(
         raise UserError("--size 0: the clip folder needs square frames; give a size such as 512")
     fps = check_fps(fps)
     if fov is not None:
-        width, height = parse_fov(fov)
+        width, height = parse_fov(fov, as_size=True)  # the field-of-view stage writes frames of that size
         fov = f"{width}x{height}"
     skipped = parse_skip(skip)
     weights = Path(densepose_weights).expanduser().resolve() if densepose_weights is not None else None

@@ -54,8 +54,9 @@ DEFAULT_WIDTH = 80
 REQUEST_TIMEOUT_S = 30.0
 """How long the server waits for a connected client's request before it serves the next one."""
 
-MAX_IDLE_TIMEOUT = 365 * 24 * 3600.0
-"""The longest ``--idle-timeout``: a socket's timeout cannot be set much further out."""
+MAX_IDLE_TIMEOUT = float((2**31 - 1) // 1000)
+"""The longest ``--idle-timeout`` (24.8 days): CPython waits on a socket in milliseconds held in a
+32-bit int, and a longer timeout wraps around (49.7 days timed out after 1.5 s)."""
 
 FORWARDED_ENV = ("MAGICANIMATE_MODELS",)
 """Variables of the client's environment that hold for its task on the server (set or unset)."""
@@ -296,8 +297,8 @@ def serve(
     if not hasattr(sockets, "AF_UNIX"):
         raise UserError("serve needs Unix sockets, which this platform lacks; use `magicanimate batch` instead")
     if idle_timeout is not None and not 0 < idle_timeout <= MAX_IDLE_TIMEOUT:
-        raise UserError(f"--idle-timeout {idle_timeout}: must be a number of seconds above 0, at most {MAX_IDLE_TIMEOUT:g} "
-                        "(a year; leave it out to serve until stopped)")
+        raise UserError(f"--idle-timeout {idle_timeout}: must be a number of seconds above 0, at most {MAX_IDLE_TIMEOUT:.0f} "
+                        "(24 days; leave it out to serve until stopped)")
     from .animate import check_dtype
     from .device import check_device
 

@@ -122,6 +122,12 @@ def test_parse_fov_errors(text):
         parse_fov(text)
 
 
+def test_a_large_fov_is_only_bounded_where_frames_take_its_size():
+    assert parse_fov("16000x9000") == (16000, 9000)  # with --size N only its aspect counts
+    with pytest.raises(UserError, match="^--fov 16000x9000: frames of that size are written here; at most 8192"):
+        parse_fov("16000x9000", as_size=True)
+
+
 def test_plan_modes(tmp_path):
     assert plan_crop(tmp_path, 160, 90, size=64).crop_box == (35, 0, 125, 90)
     plan = plan_crop(tmp_path, 160, 90, size=0, box="10,10,50,40")

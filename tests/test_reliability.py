@@ -478,7 +478,8 @@ def test_offline_download_leaves_no_empty_folders(tmp_path):
     [
         (["frames", "{video}", "-o", "out", "--fps", "1e12"], "--fps 1e+12: must be a number of frames per second from 0.01 to 1000"),
         (["animate", "{image}", "{video}", "-o", "out.mp4", "--fps", "1e-300"], "--fps 1e-300: must be a number of frames per second from 0.01"),
-        (["crop", "{video}", "-o", "out.mp4", "--fov", "99999x99999", "--size", "0"], "--fov 99999x99999: width and height must be from 1 to 8192"),
+        (["crop", "{video}", "-o", "out.mp4", "--fov", "99999x99999", "--size", "0"], "--fov 99999x99999: frames of that size are written here; at most 8192"),
+        (["preprocess", "{video}", "-o", "out", "--fov", "14000x14000", "--size", "64"], "--fov 14000x14000: frames of that size are written here"),
         (["crop", "{video}", "-o", "out.mp4", "--box", "inf,0,10,10"], "--box inf,0,10,10: expected four numbers"),
         (["align", "{image}", "{video}", "-o", "out.mp4", "--ref-box", "0,0,1e400,10"], "--ref-box 0,0,1e400,10: expected x0,y0,x1,y1"),
         (["serve", "--socket", "s.sock", "--idle-timeout", "inf"], "--idle-timeout inf: must be a number of seconds above 0, at most"),

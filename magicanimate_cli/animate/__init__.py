@@ -698,11 +698,16 @@ def _stop_processes(processes) -> None:
         if process.is_alive():
             os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
+    try:
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # a second Ctrl-C: no more waiting
+        pass
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _stop_once_on_signals() -> None:

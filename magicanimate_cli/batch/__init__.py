@@ -37,7 +37,7 @@ ENGINES = ("local", "ray")
 MAX_LISTED_PROBLEMS = 3
 MTIME_SLACK = 2.0  # seconds: file systems that keep coarse modification times
 
-__all__ = ["BatchResult", "Command", "ModelCache", "Registry", "run_batch"]
+__all__ = ["BatchInterrupted", "BatchResult", "Command", "ModelCache", "Registry", "run_batch"]
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,8 @@ def run_batch(
     progress=None,
     commands: str | None = None,
 ) -> BatchResult:
-    """Run the tasks of ``manifest`` (this process's ``shard``) and return the summary.
+    """Run the tasks of ``manifest`` (this process's ``shard``) and return the summary; stopped
+    (Ctrl-C, SIGTERM), it raises ``BatchInterrupted`` holding the summary of what ended.
 
     ``shard`` is ``"I/N"``; by default it comes from a Slurm array (``SLURM_ARRAY_TASK_ID``,
     ``SLURM_ARRAY_TASK_COUNT``), else the whole manifest. ``jobs`` is the number of worker
@@ -199,13 +200,27 @@ def run_batch(
     outputs = _check_tasks(manifest, tasks, TaskRunner(commands, workdir), folder)
     mine = select_shard(tasks, index, count)
     store = State(folder, workdir)
+    stopped = False
     with _running(store, index, count):
         records, to_run = _skip_done(mine, store, resume)
         try:
             _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM (Slurm's preemption): the summary of what ended, exit 130
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM (Slurm's preemption): the summary of what ended, then exit 130
             _mark_stopped(store, [task for task in to_run if task.id not in records])
-        return _summarize(manifest, store, [records.get(task.id) or _not_ended(task) for task in mine], index, count, engine, started)
+            stopped = True
+        result = _summarize(manifest, store, [records.get(task.id) or _not_ended(task) for task in mine], index, count, engine, started)
+    if stopped:
+        raise BatchInterrupted(result)
+    return result
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """``run_batch`` was stopped (Ctrl-C, SIGTERM) after it wrote its summary, which is ``result``
+    (``exit_code`` 130; the tasks that did not end are ``interrupted``). The CLI prints it."""
+
+    def __init__(self, result: BatchResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
 
 
 @contextmanager
@@ -222,10 +237,10 @@ def _running(store: State, index: int, count: int):
         lock.acquire(timeout=0)
     except Timeout:
         raise UserError(
-            f"{store.folder}: another batch is running shard {index}/{count} of these tasks now; wait for it to end "
+            f"{store.folder}: another batch is running shard {index}/{count} with this state folder now; wait for it to end "
             "(then --resume), or give this run its own --state DIR"
         ) from None
-    except OSError:  # a file system without locks: run as before
+    except (OSError, NotImplementedError):  # a file system without locks (Lustre without flock): run as before
         yield
         return
     try:
@@ -241,8 +256,8 @@ def _mark_stopped(store: State, tasks: list[Task]) -> None:
     stopped = time.time()
     for task in tasks:
         record = store.read(task)
-        if record is not None and record.get("status") == "running":
-            store.write({**record, "stopped": stopped})
+        if record is not None and record.get("status") == "running" and "stopped" not in record:  # an earlier stop's stays:
+            store.write({**record, "stopped": stopped})  # a task that started again has a new record, without it
 
 
 def _not_ended(task: Task) -> dict:
@@ -285,11 +300,14 @@ def _check_tasks(manifest: Path, tasks: list[Task], runner: TaskRunner, state: P
         except (Unknown, Usage) as exc:
             problems.append(f"line {task.line} ({task.command}): {exc}")
             continue
-        for path in outputs[task.id]:
+        filled = runner.folders_filled(task.command, task.args)
+        for path in outputs[task.id] + filled:
             real = os.path.realpath(path)
             if records is not None and (real == records or records in _parents(real) or real in _parents(records)):  # in it, or holding it
                 problems.append(f"line {task.line} ({task.command}): writes {path!r}, where the batch keeps its records ({records}); "
                                 "give the task another output, or the batch another --state")
+                continue
+            if path in filled:  # shared by tasks (preprocess -o OUT): no clash
                 continue
             clash = writers.add(real, task.line)  # two names for one place (a symlinked folder) clash too
             if clash:

@@ -237,12 +237,18 @@ class _Pool:
                 except OSError:
                     pass
             deadline = time.monotonic() + STOP_GRACE_SECONDS
-            for slot in busy:
-                slot.process.join(max(0.0, deadline - time.monotonic()))
-                if slot.process.is_alive():
-                    slot.process.kill()
-            for slot in self.slots:
-                self._stop(slot)
+            try:
+                for slot in busy:
+                    slot.process.join(max(0.0, deadline - time.monotonic()))
+            except KeyboardInterrupt:  # a second Ctrl-C: no more waiting
+                pass
+            finally:
+                for slot in busy:
+                    if slot.process.is_alive():
+                        slot.process.kill()
+                        slot.process.join()
+                for slot in self.slots:
+                    self._stop(slot)
 
     def _died(self, slot: _Slot, queue: deque, on_record: Callable[[dict], None]) -> None:
         """The worker died in a task: run it again on a fresh worker, or record the failure."""

@@ -399,11 +399,13 @@ def _matte_defaults(params: dict) -> list:
 
 def _densepose_defaults(params: dict) -> list:
     """``densepose CLIP`` writes ``CLIP/densepose`` and ``CLIP/densepose_labels`` unless ``-o`` and
-    ``--labels`` name others (an input without ``-o`` can only be a clip folder)."""
-    from ..clip import DENSEPOSE, IMAGES, LABELS
+    ``--labels`` name others (an input without ``-o`` can only be a clip folder). A folder that is
+    not a clip yet when the manifest is checked may be one when the task runs: counted too."""
+    from ..clip import DENSEPOSE, LABELS
+    from ..media import is_video
 
     source = params.get("input")
-    if not source or (params.get("output") is not None and not os.path.isdir(os.path.join(source, IMAGES))):
+    if not source or (params.get("output") is not None and is_video(Path(source))):  # a video is no clip: labels only where --labels says
         return []
     return [os.path.join(source, name) for key, name in (("output", DENSEPOSE), ("labels", LABELS)) if params.get(key) is None]
 

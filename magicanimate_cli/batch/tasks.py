@@ -134,6 +134,13 @@ class TaskRunner:
         paths = [params[name] for name in cmd.outputs if params.get(name)] + (cmd.derived(params) if cmd.derived else [])
         return [os.path.normpath(os.path.abspath(path)) for path in paths]
 
+    def folders_filled(self, command: str, args) -> list[str]:
+        """The folder a task fills that is not its own output (``preprocess -o``, ``download -o``:
+        tasks may share it), resolved."""
+        cmd, params, _ = self.parse(command, args)
+        folder = params.get("output") if "output" not in cmd.outputs else None
+        return [os.path.normpath(os.path.abspath(folder))] if isinstance(folder, str) and folder else []
+
     # -- running a task
 
     def run(self, task: dict, progress=None, summary_width: int | None = None, debug: bool = False, warned=None) -> dict:

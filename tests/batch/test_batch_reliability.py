@@ -39,7 +39,8 @@ def env_with_tests() -> dict:
 
 def start_batch(manifest: Path) -> subprocess.Popen:
     """``run_batch(manifest)`` with the fake commands, in a process of its own (to kill it)."""
-    script = "import sys, batch_helpers\nfrom magicanimate_cli.batch import run_batch\nrun_batch(sys.argv[1], commands=batch_helpers.COMMANDS)\n"
+    script = ("import sys, batch_helpers\nfrom magicanimate_cli.batch import BatchInterrupted, run_batch\n"
+              "try:\n    run_batch(sys.argv[1], commands=batch_helpers.COMMANDS)\nexcept BatchInterrupted:\n    sys.exit(130)\n")
     return subprocess.Popen([sys.executable, "-c", script, str(manifest)], env=env_with_tests(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -99,7 +100,7 @@ def test_a_second_run_of_the_same_shard_at_the_same_time_is_refused(tmp_path):
     first = start_batch(manifest)
     try:
         wait_for(lambda: (tmp_path / "worker.pid").exists() and (tmp_path / "worker.pid").read_text(), 120, "the first run's task")
-        with pytest.raises(UserError, match=r"tasks.jsonl.state: another batch is running shard 0/1 of these tasks now; wait"):
+        with pytest.raises(UserError, match=r"tasks.jsonl.state: another batch is running shard 0/1 with this state folder now; wait"):
             run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
         assert first.wait(60) == 0
     finally:
@@ -166,11 +167,15 @@ def test_resume_never_takes_an_output_made_by_hand_after_a_stop_for_the_tasks_ow
     try:
         wait_for(lambda: (tmp_path / "worker.pid").exists() and (tmp_path / "worker.pid").read_text(), 120, "the worker to start the task")
         batch.send_signal(signal.SIGINT)
-        assert batch.wait(60) == 0
+        assert batch.wait(60) == 130  # BatchInterrupted, after the summary
     finally:
         batch.kill()
     record = record_of(manifest, *task)
     assert record["status"] == "running" and record["stopped"] >= record["started"]
+    from magicanimate_cli.batch import State, _mark_stopped
+
+    _mark_stopped(State(tmp_path / "tasks.jsonl.state", tmp_path), [Task(1, task[0], tuple(task[1:]))])  # a later run stopped before it
+    assert record_of(manifest, *task)["stopped"] == record["stopped"]  # started the task again: the first stop still counts
     (tmp_path / "slow.txt").write_text("mine")
     later = record["stopped"] + 10  # made by hand after the stop (beyond coarse file-system clocks)
     os.utime(tmp_path / "slow.txt", (later, later))
@@ -243,13 +248,20 @@ def test_two_tasks_writing_the_same_output_refuse_the_manifest(tmp_path, fake_co
         run_batch(nested, commands=batch_helpers.COMMANDS)
 
 
-@pytest.mark.parametrize(("output", "state"), [("tasks.jsonl.state/x.txt", None), ("out/x.txt", "out"), ("st", "st/inner")])
-def test_a_task_that_writes_where_the_batch_keeps_its_records_refuses_the_manifest(tmp_path, fake_commands, output, state):
+@pytest.mark.parametrize(("task", "state"), [(("write", "-o", "tasks.jsonl.state/x.txt"), None), (("write", "-o", "out/x.txt"), "out"),
+                                             (("write", "-o", "st"), "st/inner"),
+                                             (("preprocess", "v.mp4", "-o", "tasks.jsonl.state"), None),  # a folder it fills: no output of its own
+                                             (("download", "abcdefghijk", "-o", "dl"), "dl/state")])
+def test_a_task_that_writes_where_the_batch_keeps_its_records_refuses_the_manifest(tmp_path, task, state):
     # inside the state folder it would block every --resume ("holds files that are not a batch's
     # records"); holding it, the task would fail "already exists" on the folder the batch made
-    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "fine.txt"), ("write", "-o", output))
-    with pytest.raises(UserError, match=r"line 2 \(write\): writes .* where the batch keeps its records .*another --state"):
-        run_batch(manifest, state=tmp_path / state if state else None, commands=batch_helpers.COMMANDS)
+    from magicanimate_cli.batch.registry import COMMANDS
+
+    fake = task[0] == "write"
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "fine.txt") if fake else ("crop", "v.mp4", "-o", "fine.mp4"), task)
+    with pytest.raises(UserError, match=rf"tasks.jsonl: line 2 \({task[0]}\): writes .* where the batch keeps its records .*another --state"
+                                        r"; fix these tasks, nothing was run$"):
+        run_batch(manifest, state=tmp_path / state if state else None, commands=batch_helpers.COMMANDS if fake else COMMANDS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tasks.jsonl"]
 
 
@@ -297,8 +309,9 @@ def test_a_clip_folders_default_outputs_count_as_task_outputs(tmp_path):
     assert runner.outputs("densepose", ["clip"]) == [str(clip / "densepose"), str(clip / "densepose_labels")]
     assert runner.outputs("densepose", ["clip", "-o", "a.mp4", "--labels", "l"]) == [str(tmp_path / "a.mp4"), str(tmp_path / "l")]
     assert runner.outputs("matte", ["clip", "-o", "m"]) == [str(tmp_path / "m")]
-    # a folder of frames is no clip: its labels go only where --labels says
-    assert runner.outputs("densepose", ["frames", "-o", "a.mp4"]) == [str(tmp_path / "a.mp4")]
+    # a video is no clip: its labels go only where --labels says; a folder may be a clip by the time the task runs
+    assert runner.outputs("densepose", ["v.mp4", "-o", "a.mp4"]) == [str(tmp_path / "a.mp4")]
+    assert runner.outputs("densepose", ["frames", "-o", "a.mp4"]) == [str(tmp_path / "a.mp4"), str(tmp_path / "frames" / "densepose_labels")]
 
 
 def test_wrong_types_and_missing_arguments_refuse_the_manifest_naming_their_lines(tmp_path, fake_commands):
