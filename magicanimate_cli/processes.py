@@ -66,3 +66,47 @@ def stop_on_signals():
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def stop_once_on(*signals: int) -> None:
+    """In a child process (a batch worker, a ``--devices`` process): the first of ``signals`` raises
+    ``KeyboardInterrupt``, so its work cleans up as a command does on Ctrl-C; later ones are
+    ignored, so that a second signal (Ctrl-C reaches the whole process group, and the parent then
+    sends SIGTERM too, ``stop_children``) does not cut that clean-up short."""
+
+    def stop(signum, frame):
+        for number in signals:
+            signal.signal(number, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for number in signals:
+        signal.signal(number, stop)
+
+
+STOP_GRACE_SECONDS = 20.0
+"""How long stopped child processes may take to clean up before they are killed."""
+
+
+def stop_children(processes) -> None:
+    """Stop ``processes`` (``multiprocessing`` processes that called ``stop_once_on(SIGTERM, ...)``)
+    with SIGTERM, and kill those still running after ``STOP_GRACE_SECONDS``, or at once on a second
+    Ctrl-C here."""
+    import time
+
+    alive = [process for process in processes if process.is_alive()]
+    for process in alive:
+        try:
+            os.kill(process.pid, signal.SIGTERM)
+        except OSError:  # ended meanwhile
+            pass
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    try:
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # a second Ctrl-C: no more waiting
+        pass
+    finally:
+        for process in alive:
+            if process.is_alive():
+                process.kill()
+                process.join()

@@ -677,59 +677,22 @@ def _run_distributed(job: _Job, devices: list[str], models, dtype: str) -> None:
         if "UserError" in message:
             raise UserError(message.split("UserError: ", 1)[-1]) from None
         raise RuntimeError(f"a device process failed: {message}") from None
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM to this process alone: the device processes stop too
-        _stop_processes(context.processes)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM to this process alone (`kill PID`, `docker stop`): the device
+        from ..processes import stop_children
+
+        stop_children(context.processes)  # processes stop too (else they went on and wrote the output)
         raise
 
 
-STOP_GRACE_SECONDS = 20.0
-"""How long stopped device processes may take to clean up before they are killed."""
-
-
-def _stop_processes(processes) -> None:
-    """Stop the device processes as Ctrl-C stops a command (SIGTERM, which ``_stop_once_on_signals``
-    turns into one ``KeyboardInterrupt``: rank 0 removes its temporaries and keeps the resume
-    checkpoint), and kill those still there after ``STOP_GRACE_SECONDS``. Without this, a SIGTERM to
-    the command alone (``kill PID``, ``docker stop``) said "interrupted" while the device processes
-    went on to the end and wrote the output."""
-    import signal
-
-    for process in processes:
-        if process.is_alive():
-            os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    try:
-        for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-    except KeyboardInterrupt:  # a second Ctrl-C: no more waiting
-        pass
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join()
-
-
-def _stop_once_on_signals() -> None:
-    """In a device process: the first SIGINT (Ctrl-C reaches the whole process group) or SIGTERM
-    (from ``_stop_processes``) raises ``KeyboardInterrupt``; later ones are ignored, so that the two
-    a Ctrl-C brings (its own and the parent's) do not cut the clean-up short."""
-    import signal
-
-    def stop(signum, frame):
-        for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, stop)
-
-
 def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype: str, port: int) -> None:
+    import signal
+
     import torch
     import torch.distributed as dist
 
-    _stop_once_on_signals()
+    from ..processes import stop_once_on
+
+    stop_once_on(signal.SIGINT, signal.SIGTERM)
     device = devices[rank]
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
+from ..processes import stop_children, stop_once_on
 from .tasks import COMMANDS, TaskRunner, lost_record
 
 WORKER_RETRIES = 2
 PARENT_CHECK_SECONDS = 0.2
-STOP_GRACE_SECONDS = 20.0  # how long a stopped batch's busy workers may take to clean up before they are killed
 
 
 def parse_gpus(gpus: str | None, env: dict | None = None) -> list[str]:
@@ -130,7 +130,7 @@ def _worker_main(conn, env: dict, workdir, commands: str, parent: int) -> None:
     """A worker process: run the tasks the parent sends, send back their records."""
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers on Ctrl-C: with SIGTERM (_Pool.run)
-    signal.signal(signal.SIGTERM, _stop_once)
+    stop_once_on(signal.SIGTERM)
     os.environ.update(env)
     os.dup2(2, 1)  # stray native prints go to stderr; stdout stays the parent's JSON
     runner = TaskRunner(commands, workdir)
@@ -145,13 +145,6 @@ def _worker_main(conn, env: dict, workdir, commands: str, parent: int) -> None:
             conn.send(runner.run(task))
     except KeyboardInterrupt:  # stopped by the parent: the task has cleaned up as a command does
         return
-
-
-def _stop_once(signum, frame) -> None:
-    """A worker's SIGTERM: the task in hand stops as a command does on Ctrl-C (``KeyboardInterrupt``:
-    its temporaries removed, what resumes it kept); a second one does not cut that short."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 class _Slot:
@@ -230,23 +223,9 @@ class _Pool:
                         continue
                     self._died(slot, queue, on_record)
         finally:  # stopped (Ctrl-C, SIGTERM) or done: busy workers stop their task cleanly, or are killed after a grace
-            busy = [slot for slot in self.slots if slot.task is not None and slot.process is not None and slot.process.is_alive()]
-            for slot in busy:
-                try:
-                    os.kill(slot.process.pid, signal.SIGTERM)
-                except OSError:
-                    pass
-            deadline = time.monotonic() + STOP_GRACE_SECONDS
             try:
-                for slot in busy:
-                    slot.process.join(max(0.0, deadline - time.monotonic()))
-            except KeyboardInterrupt:  # a second Ctrl-C: no more waiting
-                pass
+                stop_children([slot.process for slot in self.slots if slot.task is not None and slot.process is not None])
             finally:
-                for slot in busy:
-                    if slot.process.is_alive():
-                        slot.process.kill()
-                        slot.process.join()
                 for slot in self.slots:
                     self._stop(slot)
 

@@ -52,6 +52,12 @@ def wait_for(predicate, seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def wait_for_pid(pid_file: Path, what: str) -> int:
+    """The pid a task wrote to ``pid_file`` as it started (``write --pid-file``), once it has."""
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 120, what)
+    return int(pid_file.read_text())
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
@@ -76,8 +82,7 @@ def test_kill_9_of_the_batch_takes_its_worker_along_and_resume_runs_the_task(tmp
     task = ("write", "-o", "slow.txt", "--sleep", "3", "--pid-file", "worker.pid")
     manifest = jsonl(tmp_path / "tasks.jsonl", task)
     batch = start_batch(manifest)
-    wait_for(lambda: (tmp_path / "worker.pid").exists() and (tmp_path / "worker.pid").read_text(), 120, "the worker to start the task")
-    worker = int((tmp_path / "worker.pid").read_text())
+    worker = wait_for_pid(tmp_path / "worker.pid", "the worker to start the task")
     assert worker != batch.pid and alive(worker)
     batch.send_signal(signal.SIGKILL)
     batch.wait()
@@ -99,7 +104,7 @@ def test_a_second_run_of_the_same_shard_at_the_same_time_is_refused(tmp_path):
     manifest = jsonl(tmp_path / "tasks.jsonl", task)
     first = start_batch(manifest)
     try:
-        wait_for(lambda: (tmp_path / "worker.pid").exists() and (tmp_path / "worker.pid").read_text(), 120, "the first run's task")
+        wait_for_pid(tmp_path / "worker.pid", "the first run's task")
         with pytest.raises(UserError, match=r"tasks.jsonl.state: another batch is running shard 0/1 with this state folder now; wait"):
             run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
         assert first.wait(60) == 0
@@ -141,7 +146,7 @@ def test_a_stopped_batch_prints_and_writes_its_summary_and_exits_130(tmp_path):
     batch = subprocess.Popen([sys.executable, "-c", script, "batch", str(manifest), "--json"], env=env_with_tests(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: (tmp_path / "b.pid").exists() and (tmp_path / "b.pid").read_text(), 120, "the second task to start")
+        wait_for_pid(tmp_path / "b.pid", "the second task to start")
         batch.send_signal(signal.SIGTERM)
         stdout, stderr = batch.communicate(timeout=60)
     finally:
@@ -165,7 +170,7 @@ def test_resume_never_takes_an_output_made_by_hand_after_a_stop_for_the_tasks_ow
     manifest = jsonl(tmp_path / "tasks.jsonl", task)
     batch = start_batch(manifest)
     try:
-        wait_for(lambda: (tmp_path / "worker.pid").exists() and (tmp_path / "worker.pid").read_text(), 120, "the worker to start the task")
+        wait_for_pid(tmp_path / "worker.pid", "the worker to start the task")
         batch.send_signal(signal.SIGINT)
         assert batch.wait(60) == 130  # BatchInterrupted, after the summary
     finally:
