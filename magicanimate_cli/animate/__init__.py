@@ -660,15 +660,18 @@ def _distributed_dtype(devices: list[str], dtype: str) -> str:
 
 def _run_distributed(job: _Job, devices: list[str], models, dtype: str) -> None:
     """One process per device (torch.multiprocessing, NCCL on GPUs, gloo on CPU)."""
+    import torch
     import torch.multiprocessing as mp
 
     if any(d.startswith("cuda") for d in devices):
-        import torch
-
         if not torch.cuda.is_available() or torch.cuda.device_count() <= max(int(d.split(":")[1]) for d in devices):
             raise UserError(f"--devices {','.join(devices)}: not that many CUDA devices are visible; see `magicanimate doctor`")
     port = _free_port()
-    context = mp.spawn(_distributed_worker, args=(job, devices, str(models) if models else None, dtype, port), nprocs=len(devices), join=False)
+    # each process computes with this process's thread count: parallel sums add up in an order
+    # that depends on it, and the frames are those of the same run in one process
+    threads = torch.get_num_threads()
+    args = (job, devices, str(models) if models else None, dtype, port, threads)
+    context = mp.spawn(_distributed_worker, args=args, nprocs=len(devices), join=False)
     try:
         while not context.join():
             pass
@@ -684,7 +687,7 @@ def _run_distributed(job: _Job, devices: list[str], models, dtype: str) -> None:
         raise
 
 
-def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype: str, port: int) -> None:
+def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype: str, port: int, threads: int) -> None:
     import signal
 
     import torch
@@ -693,6 +696,7 @@ def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype:
     from ..processes import stop_once_on
 
     stop_once_on(signal.SIGINT, signal.SIGTERM)
+    torch.set_num_threads(threads)
     device = devices[rank]
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
