@@ -40,10 +40,13 @@ def threads(request):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("schedule", "threads"), [("loop", None), ("open", 1)], indirect=["threads"])
-def test_two_gloo_processes_reproduce_one_process_bitwise(tmp_path, tiny_weights, rng, schedule, threads):
-    # with one thread here (an API caller's torch.set_num_threads) the device processes use one
-    # too: parallel sums add up in an order that depends on the thread count
+@pytest.mark.parametrize(("schedule", "threads", "omp"), [("loop", None, "1"), ("open", 1, None)], indirect=["threads"])
+def test_two_gloo_processes_reproduce_one_process_bitwise(tmp_path, tiny_weights, rng, schedule, threads, omp, monkeypatch):
+    # the device processes compute with this process's thread count, whatever an API caller set
+    # (torch.set_num_threads) or a library left in the environment (importing paddle, for the
+    # matting, sets OMP_NUM_THREADS=1): parallel sums add up in an order that depends on it
+    if omp:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
     reference = tmp_path / "ref.png"
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
     motion = tmp_path / "poses"
