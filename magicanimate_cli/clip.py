@@ -3,7 +3,7 @@
 This is the layout of the TikTok dataset that DisCo, MagicAnimate and their followers read::
 
     CLIP/images/00000.png      uint8 RGB frames
-    CLIP/densepose/00000.png   DensePose renderings (viridis palette, see densepose.py)
+    CLIP/densepose/00000.png   DensePose renderings (viridis palette, see densepose/palette.py)
     CLIP/masks/00000.png       single-channel person masks, 255 = person
     CLIP/densepose_labels/00000.png  optional: DensePose part labels 0..24 (single channel)
     CLIP/meta.json             where the clip came from and how it was made

@@ -38,11 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from .clip import DENSEPOSE, IMAGES, LABELS, MASKS, SIZE
+from .densepose.config import BACKGROUND
 from .errors import UserError
 
-DEFAULT_SIZE = SIZE
 FOV_MARGIN = 0.10
-BACKGROUND = (68, 1, 84)  # viridis(0): the DensePose canvas colour (official-inference §10.3)
 MOTION_WIDTH = 128
 
 
@@ -333,7 +332,7 @@ def locate_person(source: Path, width: int, height: int) -> tuple[tuple[int, int
 # ----------------------------------------------------------------------------- planning
 
 
-def plan_crop(source: Path, width: int, height: int, *, size: int = DEFAULT_SIZE, box=None, fov=None) -> CropPlan:
+def plan_crop(source: Path, width: int, height: int, *, size: int = SIZE, box=None, fov=None) -> CropPlan:
     """Choose the region for a ``width×height`` source (``source`` is read only for ``fov``)."""
     size = check_size(size)
     if box is not None and fov is not None:
@@ -457,7 +456,7 @@ def crop(
     input: Path | str,
     output: Path | str,
     *,
-    size: int = DEFAULT_SIZE,
+    size: int = SIZE,
     box: str | None = None,
     fov: str | None = None,
     allow_truncated: bool = False,

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .animate import FITS, FUSIONS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
+from .clip import DENSEPOSE
 from .errors import MissingDependency, UserError, first_line
 from .files import write_text
 from .processes import stop_on_signals
@@ -132,7 +133,7 @@ def list_clips(clips: Path | None) -> list[str]:
         return []
     found = []
     for folder in sorted(Path(clips).iterdir()):
-        poses = folder / "densepose"
+        poses = folder / DENSEPOSE
         if folder.is_dir() and not folder.name.startswith(".") and poses.is_dir() and media.list_frame_files(poses):
             found.append(folder.name)
     return found
@@ -266,7 +267,7 @@ class DemoApp:
         if source == SOURCE_CLIP:
             if not clip or clip not in list_clips(self.state.clips):
                 raise UserError(f"choose one of the clips in {self.state.clips}" if self.state.clips else "no --clips folder was given to the demo")
-            return "clip", self.state.clips / clip / "densepose"
+            return "clip", self.state.clips / clip / DENSEPOSE
         raise UserError(f"unknown driving source {source!r}; choose one of: {', '.join(SOURCES)}")
 
     @staticmethod
@@ -285,13 +286,12 @@ class DemoApp:
     def preview(self, reference, source, motion, raw_video, clip, size, fit):
         """Fitted reference and first driving frame (uint8 arrays) and a line about the motion."""
         from . import media
-        from .animate import fit_square
+        from .crop import fit_square
 
         lines, ref_img, pose_img = [], None, None
         try:
             size = int(size)
-            if size < 8 or size % 8 or size > 4096:
-                raise UserError(f"--size {size}: must be a multiple of 8, at least 64")
+            AnimateConfig(size=size).validate()  # the sizes the animation takes
             if reference:
                 _check_suffix(Path(reference), media.IMAGE_EXTENSIONS, "reference image")
                 ref_img = fit_square(media.read_image(Path(reference)), size, fit, (255, 255, 255))
@@ -400,7 +400,7 @@ class DemoApp:
                 if outcome["status"] != "done" or outcome["stages"].get("densepose") != "done":
                     errors = "; ".join(f"{k}: {v}" for k, v in outcome["errors"].items()) or outcome["status"]
                     raise UserError(f"preprocessing {path.name} failed ({errors})")
-                path = Path(outcome["output"]) / "densepose"
+                path = Path(outcome["output"]) / DENSEPOSE
             output = run / "animation.mp4"
             command = cli_command(ref_path, path, output, settings, models=st.models, device=st.device, dtype=st.dtype,
                                   preprocess_video=preprocess_video, clips_out=clips_out, audio=sound, keep_aspect=keep_aspect)

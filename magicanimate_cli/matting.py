@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .clip import IMAGES, MASKS
 from .errors import MissingDependency, UserError, first_line
 from .progress import Progress, silent
 from .weights_manifest import sha256_file
@@ -546,9 +547,9 @@ def _plan(input: Path, output: Path | None) -> _Plan:
 
     if not input.exists():
         raise UserError(f"{input}: no such file or folder")
-    if input.is_dir() and (input / "images").is_dir():
-        mode, source = "clip", input / "images"
-        output = output if output is not None else input / "masks"
+    if input.is_dir() and (input / IMAGES).is_dir():
+        mode, source = "clip", input / IMAGES
+        output = output if output is not None else input / MASKS
     elif input.is_dir():
         mode, source = "frames", input
     elif media.is_image(input):

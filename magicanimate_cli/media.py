@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import UserError, first_line, shown
 from .files import discard, temp_beside
+from .frames import DEFAULT_FPS
 
 VIDEO_EXTENSIONS = {  # what ffmpeg reads: phones, cameras (.mts/.m2ts), broadcast and DVD captures (.ts, .mpg), the web
     ".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".ts", ".mts", ".m2ts", ".3gp", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv",
@@ -33,7 +34,6 @@ VIDEO_EXTENSIONS = {  # what ffmpeg reads: phones, cameras (.mts/.m2ts), broadca
 WRITABLE_VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: read through pillow-heif's Pillow plugin
-DEFAULT_FPS = 25.0
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, UNAVAILABLE, WORK, Clip, read_meta
+from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, SUBFOLDERS, UNAVAILABLE, WORK, Clip, read_meta
 from .clip import SIZE as CROP_SIZE
 from .densepose.config import DensePoseConfig
 from .errors import MissingDependency, NetworkError, StageFailed, UserError, shown
@@ -447,7 +447,7 @@ class _Runner:
             params = self.networks.densepose.params()
             self.run_stage("densepose", params, lambda: self._densepose(self.stage_dir), self.stage_dir, optional=True)
         # 5. crop + resize into the clip folder
-        subs = [s for s in (IMAGES, DENSEPOSE, MASKS, LABELS) if (self.stage_dir / s).is_dir() and media.list_frame_files(self.stage_dir / s)]
+        subs = [s for s in SUBFOLDERS if (self.stage_dir / s).is_dir() and media.list_frame_files(self.stage_dir / s)]
         if not all((self.folder / sub).is_dir() for sub in subs):
             self.clip.forget("crop")  # someone removed the results: make them again
         self.run_stage("crop", {"size": request["size"], "subfolders": subs}, lambda: self._crop(subs))
@@ -555,7 +555,7 @@ class _Runner:
         width, height = clip_source_size(self.stage_dir, subs)
         plan = plan_crop(self.stage_dir, width, height, size=self.request["size"])
         crop_clip_into(self.stage_dir, self.folder, plan, subs, self.progress)
-        for stale in (IMAGES, DENSEPOSE, MASKS, LABELS):
+        for stale in SUBFOLDERS:
             if stale not in subs:
                 shutil.rmtree(self.folder / stale, ignore_errors=True)
         return {"crop_box": self._source_box(plan), "box_in_stage": list(plan.crop_box), "size": self.request["size"], "subfolders": subs}

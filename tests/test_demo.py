@@ -126,6 +126,8 @@ def test_motion_video_equals_the_cli_run_of_the_printed_command(server, client, 
     ref_preview, pose_preview, info = client.predict(*animate_args(inputs, motion=inputs["motion"])[:5], 64, "stretch", api_name="/preview")
     assert media.read_image(Path(pose_preview)).shape == (64, 64, 3) and f"{FRAMES} frames" in info
     assert np.array_equal(media.read_image(Path(ref_preview)), media.read_image(inputs["reference"]))  # 64² already: untouched
+    *_, info = client.predict(*animate_args(inputs, motion=inputs["motion"])[:5], 4096, "stretch", api_name="/preview")
+    assert "--size 4096" in info and "2048" in info  # the animator's bounds, not a wider rule of the page's own
 
     video, grid, command, status = client.predict(*animate_args(inputs, motion=inputs["motion"], context_schedule="open",
                                                                   context_fusion="pyramid"), api_name="/animate")

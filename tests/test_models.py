@@ -75,7 +75,7 @@ def downloaded(hub, tmp_path) -> Path:
 
 
 def test_manifest_names_exactly_what_the_animator_reads():
-    from magicanimate_cli.animate.weights import WeightLayout
+    from magicanimate_cli.weights_layout import WeightLayout
 
     manifest = wm.load_manifest()
     animate = [f.path for f in manifest.select(["animate"])]

@@ -470,13 +470,6 @@ def test_real_matting_stage_with_random_paddleseg_weights(videos, tmp_path, monk
     assert meta["stages"]["fov"]["result"]["located_by"] in ("masks", "motion")  # random masks may be empty
 
 
-def test_clip_layout_names_agree_with_the_model_stages():
-    from magicanimate_cli import clip, densepose
-
-    assert (clip.IMAGES, clip.DENSEPOSE, clip.LABELS) == (densepose.CLIP_IMAGES, densepose.CLIP_OUTPUT, densepose.CLIP_LABELS)
-    assert clip.MASKS == "masks"  # matting.matte's clip-folder output
-
-
 def test_a_failure_that_mentions_install_is_not_a_missing_dependency(videos, tmp_path, fakes):
     """Only a missing library marks a stage unavailable for the rest of the run (review finding)."""
     fakes.fail["densepose"] = UserError(f"{tmp_path}/reinstall/a: found no person in any frame")

@@ -14,14 +14,16 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..densepose.config import BACKGROUND
 from ..errors import InputWarning, UserError, shown
+from .distributed import parse_devices, run_distributed
 from .malloc import reuse_freed_memory
 from .windows import FUSIONS, SCHEDULES
 
 FITS = ("crop", "pad", "stretch")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 MIN_SIZE, MAX_SIZE = 64, 2048  # --size: 4× the model's 512 already needs 16× its memory and time
-POSE_BACKGROUND = (68, 1, 84)  # viridis(0): the DensePose renderings' background (§10.3)
+POSE_BACKGROUND = BACKGROUND  # the DensePose renderings' background, viridis(0)
 #: Below this share of a motion's person drawn in the DensePose palette, it is not MagicAnimate's kind of
 #: pose (``palette_shares``; measured: the five bundled driving videos 0.84-0.94 fitted to 64²-512², photographs
 #: and a GIF at most 0.04, a blue-green-yellow logo 0.38, the IUV-coloured parity fixture 0).
@@ -171,9 +173,12 @@ def resolve_device_dtype(device: str, dtype: str):
 
     check_dtype(dtype)
     device = resolve_device(device)
-    if dtype == "auto":
-        dtype = "float16" if device.startswith("cuda") else "float32"
-    return torch.device(device), getattr(torch, dtype)
+    return torch.device(device), getattr(torch, auto_dtype(device) if dtype == "auto" else dtype)
+
+
+def auto_dtype(device: str) -> str:
+    """``--dtype auto`` on ``device`` (a resolved one: ``cuda:0``, ``cpu``): float16 on CUDA, float32 elsewhere."""
+    return "float16" if device.startswith("cuda") else "float32"
 
 
 def load_pipeline(models: Path | str | None = None, device: str = "auto", dtype: str = "auto"):
@@ -289,8 +294,8 @@ def animate(
 
     from ..folders import taking_back
     from ..models import resolve_models_dir
+    from ..weights_layout import WeightLayout
     from .resume import StepCheckpoint, run_key
-    from .weights import WeightLayout
 
     started = time.perf_counter()
     run = scratch = aligned_scratch = None
@@ -316,7 +321,7 @@ def animate(
             if not distributed and pipeline is None:
                 pipeline = load_pipeline(models, device_list[0] if device_list else device, dtype)
             if distributed:
-                used_device, used_dtype = ",".join(device_list), _distributed_dtype(device_list, dtype)
+                used_device, used_dtype = ",".join(device_list), dtype if dtype != "auto" else auto_dtype(device_list[0])
             else:
                 used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
                 _check_window(context_frames, pipeline.unet.config.motion_max_seq_length)  # said before the motion if the header told
@@ -335,7 +340,7 @@ def animate(
                        checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None,
                        request.audio, request.audio_start)
             if distributed:
-                _run_distributed(job, device_list, models, dtype)
+                run_distributed(job, device_list, models, dtype)
             else:
                 _render(job, pipeline, progress, distributed=False)
             checkpoint.remove()
@@ -491,7 +496,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
 
         check_fps(fps)
     check_dtype(dtype)
-    device_list = _parse_devices(devices)
+    device_list = parse_devices(devices)
     if not device_list:
         check_device(device)
     if pipeline is None:  # no torch: missing or damaged weights are said before any heavy import or reading
@@ -540,7 +545,8 @@ def _motion_positions(models) -> int | None:
     """The positions the motion modules know, from the temporal checkpoint's header (safetensors)
     or its mapped pickle, without loading its tensors; None when it does not say."""
     from ..models import resolve_models_dir
-    from .weights import WeightLayout, motion_positions
+    from ..weights_layout import WeightLayout
+    from .weights import motion_positions
 
     try:
         return motion_positions(WeightLayout(resolve_models_dir(models)))
@@ -581,12 +587,13 @@ class _Job:
 def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
     """Run the pipeline on ``job``; the process that decodes (rank 0) writes the outputs."""
     import numpy as np
+    import torch
 
     from .. import media
     from ..crop import unfit_square
 
     poses = job.poses()
-    if distributed and _rank() != 0:
+    if distributed and torch.distributed.get_rank() != 0:
         pipeline(job.reference, poses, **job.call, distributed=True)
         return
     unaligned = job.poses(job.unaligned_path) if job.unaligned_path else None
@@ -616,124 +623,3 @@ def _save_checkpoint(checkpoint):
         return {}
 
     return callback
-
-
-def _rank() -> int:
-    import torch
-
-    return torch.distributed.get_rank()
-
-
-def _parse_devices(devices: str | None) -> list[str]:
-    """``"0,1"`` -> ``["cuda:0", "cuda:1"]``; ``"cpu,cpu"`` -> two CPU processes."""
-    if not devices:
-        return []
-    out = []
-    for item in devices.split(","):
-        item = item.strip()
-        if item.isdigit():
-            out.append(f"cuda:{item}")
-        elif item == "cpu" or item.startswith("cuda"):
-            out.append(item)
-        else:
-            raise UserError(f"--devices {devices}: expected GPU indices like 0,1,2 (or cpu,cpu to test on CPU)")
-    if len(set(out)) != len(out) and any(d.startswith("cuda") for d in out):
-        raise UserError(f"--devices {devices}: each GPU may appear once")
-    if len({d.split(":")[0] for d in out}) > 1:
-        raise UserError(f"--devices {devices}: all GPUs or all cpu, not a mix")
-    return out
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _distributed_dtype(devices: list[str], dtype: str) -> str:
-    if dtype != "auto":
-        return dtype
-    return "float16" if devices[0].startswith("cuda") else "float32"
-
-
-def _run_distributed(job: _Job, devices: list[str], models, dtype: str) -> None:
-    """One process per device (torch.multiprocessing, NCCL on GPUs, gloo on CPU)."""
-    import torch
-    import torch.multiprocessing as mp
-
-    if any(d.startswith("cuda") for d in devices):
-        if not torch.cuda.is_available() or torch.cuda.device_count() <= max(int(d.split(":")[1]) for d in devices):
-            raise UserError(f"--devices {','.join(devices)}: not that many CUDA devices are visible; see `magicanimate doctor`")
-    port = _free_port()
-    # each process computes with this process's thread count: parallel sums add up in an order
-    # that depends on it, and the frames are those of the same run in one process
-    threads = torch.get_num_threads()
-    args = (job, devices, str(models) if models else None, dtype, port, threads)
-    context = mp.spawn(_distributed_worker, args=args, nprocs=len(devices), join=False)
-    try:
-        while not context.join():
-            pass
-    except mp.ProcessRaisedException as exc:
-        message = str(exc).strip().splitlines()[-1]
-        if "UserError" in message:
-            raise UserError(message.split("UserError: ", 1)[-1]) from None
-        raise RuntimeError(f"a device process failed: {message}") from None
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM to this process alone (`kill PID`, `docker stop`): the device
-        from ..processes import stop_children
-
-        stop_children(context.processes)  # processes stop too (else they went on and wrote the output)
-        raise
-
-
-def _distributed_worker(rank: int, job: _Job, devices: list[str], models, dtype: str, port: int, threads: int) -> None:
-    import signal
-
-    import torch
-    import torch.distributed as dist
-
-    from ..processes import stop_once_on
-
-    stop_once_on(signal.SIGINT, signal.SIGTERM)
-    torch.set_num_threads(threads)
-    device = devices[rank]
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(devices))
-    try:
-        pipeline = load_pipeline(models, "cuda" if device.startswith("cuda") else "cpu", dtype)
-        _check_window(job.call["context_frames"], pipeline.unet.config.motion_max_seq_length)
-        _render(job, pipeline, None, distributed=True)
-        # the other ranks are done after the last step; they wait here while rank 0 decodes and
-        # writes, so that no process tears its connections down while another still holds them
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    _leave_without_teardown()
-
-
-def _leave_without_teardown() -> None:
-    """End a device process that has done its work without the interpreter's teardown.
-
-    A spawned process that returns exits through ``sys.exit``, and in the teardown that follows
-    (no Python frame left) gloo's threads can end the process with ``terminate called without an
-    active exception`` (SIGABRT) after the output is complete: measured, 3 of 70 two-process CPU
-    runs; ``torch.multiprocessing.spawn`` then stops the other process and the run fails. By now
-    everything is written, closed and renamed, so the process flushes its streams and leaves with
-    exit code 0. A process that raised never gets here: spawn reports its error as before.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def __getattr__(name: str):
-    """``fit_square`` stays importable from here; it lives in ``crop.py``, which imports numpy, so
-    it is resolved on first use rather than when ``magicanimate --help`` imports this package."""
-    if name == "fit_square":
-        from ..crop import fit_square
-
-        return fit_square
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ from ..errors import UserError, first_line
 from ..weights_layout import WeightLayout, load_tensors, shape_problem, tensor_shapes, unreadable, weights_file
 from ..weights_manifest import verify_models
 
-__all__ = ["SCALING_FACTOR", "WeightLayout", "load_components", "load_tensors"]
+__all__ = ["SCALING_FACTOR", "load_components", "motion_positions"]
 
 SCALING_FACTOR = 0.18215  # hard-coded in the official pipeline (not vae.config.scaling_factor)
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..clip import DENSEPOSE as CLIP_OUTPUT
+from ..clip import IMAGES as CLIP_IMAGES
+from ..clip import LABELS as CLIP_LABELS
 from ..errors import UserError
 
-CLIP_IMAGES = "images"
-CLIP_OUTPUT = "densepose"
-CLIP_LABELS = "densepose_labels"
+__all__ = ["BACKGROUND", "CLIP_IMAGES", "CLIP_LABELS", "CLIP_OUTPUT", "DensePoseConfig", "DensePoseResult"]  # CLIP_*: the clip folder's names, clip.py
+
+BACKGROUND = (68, 1, 84)
+"""The canvas colour of every DensePose render, viridis(0) as RGB (official-inference §10.3); row 0
+of ``palette.PALETTE``. Here, away from numpy, for the commands that only need the colour."""
 
 
 @dataclass(frozen=True)

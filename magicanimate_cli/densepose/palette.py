@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import BACKGROUND  # the canvas colour, row 0 of PALETTE
+
 N_LABELS = 25  # background + 24 fine parts (detectron2 DensePose N_PART_LABELS = 24)
 
 
@@ -38,9 +40,6 @@ PALETTE = _frozen(
         dtype=np.uint8,
     )
 )  # fmt: skip
-
-#: The canvas colour of every render: viridis(0) as RGB.
-BACKGROUND = (68, 1, 84)
 
 #: Fine label -> its mirror image's label (detectron2 ``DensePoseTransformData.POINT_LABEL_SYMMETRIES``):
 #: 3<->4, 5<->6, ..., 23<->24; 0, 1, 2 map to themselves. Index it with a label map to swap sides.

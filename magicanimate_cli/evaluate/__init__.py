@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..clip import IMAGES
 from ..errors import UserError
 from ..progress import Progress, silent
 
@@ -171,8 +172,8 @@ def _single_clip(path: Path) -> Path | None:
         raise UserError(f"{path}: not a video; pass an .mp4, a folder of frames, or a folder of clips")
     if _is_frames_folder(path):
         return path
-    if _is_frames_folder(path / "images"):
-        return path / "images"
+    if _is_frames_folder(path / IMAGES):
+        return path / IMAGES
     return None
 
 
@@ -186,7 +187,7 @@ def _clips_in(folder: Path) -> dict[str, Path]:
         if entry.is_file() and is_video(entry):
             source = entry
         elif entry.is_dir():
-            source = entry if _is_frames_folder(entry) else (entry / "images" if _is_frames_folder(entry / "images") else None)
+            source = entry if _is_frames_folder(entry) else (entry / IMAGES if _is_frames_folder(entry / IMAGES) else None)
         else:
             source = None
         if source is not None:

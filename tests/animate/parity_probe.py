@@ -35,7 +35,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from magicanimate_cli import media  # noqa: E402
-from magicanimate_cli.animate import fit_square, load_pipeline  # noqa: E402
+from magicanimate_cli.animate import load_pipeline  # noqa: E402
+from magicanimate_cli.crop import fit_square  # noqa: E402
 
 
 def _first(output):

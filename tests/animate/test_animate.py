@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from magicanimate_cli import media
-from magicanimate_cli.animate import animate, fit_square
+from magicanimate_cli.animate import animate
+from magicanimate_cli.crop import fit_square
 from magicanimate_cli.densepose import PALETTE
 from magicanimate_cli.errors import InputWarning, UserError
 

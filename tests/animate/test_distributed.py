@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from magicanimate_cli import media
-from magicanimate_cli.animate import _parse_devices, animate
+from magicanimate_cli.animate import animate
+from magicanimate_cli.animate.distributed import parse_devices
 from magicanimate_cli.animate.pipeline import _share
 from magicanimate_cli.errors import UserError
 
@@ -20,12 +21,12 @@ def test_windows_are_shared_in_contiguous_blocks():
 
 
 def test_device_lists():
-    assert _parse_devices("0,1") == ["cuda:0", "cuda:1"]
-    assert _parse_devices("cpu,cpu") == ["cpu", "cpu"]
+    assert parse_devices("0,1") == ["cuda:0", "cuda:1"]
+    assert parse_devices("cpu,cpu") == ["cpu", "cpu"]
     with pytest.raises(UserError):
-        _parse_devices("0,0")
+        parse_devices("0,0")
     with pytest.raises(UserError):
-        _parse_devices("gpu1")
+        parse_devices("gpu1")
 
 
 @pytest.fixture

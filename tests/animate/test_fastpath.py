@@ -161,7 +161,8 @@ FIXTURES = parity_fixtures()
 SCRIPT = textwrap.dedent(
     """
     import sys, numpy as np
-    from magicanimate_cli.animate import pin_cpu_kernels, load_pipeline, fit_square
+    from magicanimate_cli.animate import pin_cpu_kernels, load_pipeline
+    from magicanimate_cli.crop import fit_square
     pin_cpu_kernels()
     from magicanimate_cli import media
     from magicanimate_cli.animate.pipeline import FastPath

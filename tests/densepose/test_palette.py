@@ -25,6 +25,7 @@ def test_palette_is_the_table_of_section_10_3():
         assert (label * 255) // 24 == index
         assert tuple(int(v) for v in PALETTE[label]) == rgb
     assert len({tuple(c) for c in PALETTE.tolist()}) == 25  # the inverse is well defined
+    assert tuple(int(v) for v in PALETTE[0]) == BACKGROUND  # the canvas colour the other stages use
     with pytest.raises(ValueError):
         PALETTE[0, 0] = 1  # read-only
 

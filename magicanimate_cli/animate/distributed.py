@@ -1,0 +1,117 @@
+"""``animate --devices``: one process per device, each denoising its share of every step's windows.
+
+``run_distributed`` starts the processes (``torch.multiprocessing``; NCCL between GPUs, gloo
+between CPU processes, for tests) and waits for them; each loads the pipeline and runs the same
+``_Job`` (``animate/__init__.py``); the pipeline shares the windows out (``pipeline._share``) and
+rank 0 decodes and writes the outputs. The frames are those of the same run in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import UserError
+
+__all__ = ["free_port", "parse_devices", "run_distributed"]
+
+
+def parse_devices(devices: str | None) -> list[str]:
+    """``"0,1"`` -> ``["cuda:0", "cuda:1"]``; ``"cpu,cpu"`` -> two CPU processes."""
+    if not devices:
+        return []
+    out = []
+    for item in devices.split(","):
+        item = item.strip()
+        if item.isdigit():
+            out.append(f"cuda:{item}")
+        elif item == "cpu" or item.startswith("cuda"):
+            out.append(item)
+        else:
+            raise UserError(f"--devices {devices}: expected GPU indices like 0,1,2 (or cpu,cpu to test on CPU)")
+    if len(set(out)) != len(out) and any(d.startswith("cuda") for d in out):
+        raise UserError(f"--devices {devices}: each GPU may appear once")
+    if len({d.split(":")[0] for d in out}) > 1:
+        raise UserError(f"--devices {devices}: all GPUs or all cpu, not a mix")
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_distributed(job, devices: list[str], models, dtype: str) -> None:
+    """One process per device (torch.multiprocessing, NCCL on GPUs, gloo on CPU)."""
+    import torch
+    import torch.multiprocessing as mp
+
+    if any(d.startswith("cuda") for d in devices):
+        if not torch.cuda.is_available() or torch.cuda.device_count() <= max(int(d.split(":")[1]) for d in devices):
+            raise UserError(f"--devices {','.join(devices)}: not that many CUDA devices are visible; see `magicanimate doctor`")
+    port = free_port()
+    # each process computes with this process's thread count: parallel sums add up in an order
+    # that depends on it, and the frames are those of the same run in one process
+    threads = torch.get_num_threads()
+    args = (job, devices, str(models) if models else None, dtype, port, threads)
+    context = mp.spawn(_worker, args=args, nprocs=len(devices), join=False)
+    try:
+        while not context.join():
+            pass
+    except mp.ProcessRaisedException as exc:
+        message = str(exc).strip().splitlines()[-1]
+        if "UserError" in message:
+            raise UserError(message.split("UserError: ", 1)[-1]) from None
+        raise RuntimeError(f"a device process failed: {message}") from None
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM to this process alone (`kill PID`, `docker stop`): the device
+        from ..processes import stop_children
+
+        stop_children(context.processes)  # processes stop too (else they went on and wrote the output)
+        raise
+
+
+def _worker(rank: int, job, devices: list[str], models, dtype: str, port: int, threads: int) -> None:
+    import signal
+
+    import torch
+    import torch.distributed as dist
+
+    from ..processes import stop_once_on
+    from . import _check_window, _render, load_pipeline
+
+    stop_once_on(signal.SIGINT, signal.SIGTERM)
+    torch.set_num_threads(threads)
+    device = devices[rank]
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(devices))
+    try:
+        pipeline = load_pipeline(models, "cuda" if device.startswith("cuda") else "cpu", dtype)
+        _check_window(job.call["context_frames"], pipeline.unet.config.motion_max_seq_length)
+        _render(job, pipeline, None, distributed=True)
+        # the other ranks are done after the last step; they wait here while rank 0 decodes and
+        # writes, so that no process tears its connections down while another still holds them
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    _leave_without_teardown()
+
+
+def _leave_without_teardown() -> None:
+    """End a device process that has done its work without the interpreter's teardown.
+
+    A spawned process that returns exits through ``sys.exit``, and in the teardown that follows
+    (no Python frame left) gloo's threads can end the process with ``terminate called without an
+    active exception`` (SIGABRT) after the output is complete: measured, 3 of 70 two-process CPU
+    runs; ``torch.multiprocessing.spawn`` then stops the other process and the run fails. By now
+    everything is written, closed and renamed, so the process flushes its streams and leaves with
+    exit code 0. A process that raised never gets here: spawn reports its error as before.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
