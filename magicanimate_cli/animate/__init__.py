@@ -184,8 +184,12 @@ def auto_dtype(device: str) -> str:
 def load_pipeline(models: Path | str | None = None, device: str = "auto", dtype: str = "auto"):
     """The animator pipeline with the weights of ``models`` (official layout) on ``device``.
 
-    On a CPU device it first makes malloc reuse freed memory (``malloc.reuse_freed_memory``).
+    It pins the CPU kernels first (``pin_cpu_kernels``), as the CLI does, so that frames made with
+    it are those of the CLI; in a process that imported torch before, the kernels are torch's
+    choice (AVX-512 ones round differently). On a CPU device it makes malloc reuse freed memory
+    (``malloc.reuse_freed_memory``).
     """
+    pin_cpu_kernels()  # first: what follows imports torch
     from ..models import resolve_models_dir
     from .pipeline import MagicAnimatePipeline, official_scheduler
     from .weights import load_components

@@ -1,5 +1,6 @@
 """The file-level API `animate()`: inputs of any kind in, atomic outputs out."""
 
+import os
 import warnings
 
 import numpy as np
@@ -322,6 +323,22 @@ def test_cpu_kernels_are_pinned_before_torch_is_imported(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[False]"
+
+
+def test_load_pipeline_pins_the_cpu_kernels_as_the_cli_does(tiny_weights):
+    """The API's way (load_pipeline, then animate(pipeline=...)) computes with the CLI's kernels."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, magicanimate_cli.animate as A\n"
+        f"A.load_pipeline({str(tiny_weights)!r}, 'cpu')\n"
+        "import torch\n"
+        "print(os.environ.get('ATEN_CPU_CAPABILITY'), torch.backends.cpu.get_cpu_capability())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert out[0] == "avx2" and out[1] in ("AVX2", "DEFAULT")  # DEFAULT: a CPU without AVX2
 
 
 def test_load_pipeline_on_cpu_reuses_freed_memory(tiny_weights, monkeypatch):
