@@ -270,7 +270,12 @@ def list_frame_files(folder: Path) -> list[Path]:
 
 
 def probe(path: Path, fps: float | None = None) -> VideoInfo:
-    """Size, fps and frame count of a video or frames folder (``fps`` overrides)."""
+    """Size, fps and frame count of a video or frames folder (``fps`` overrides).
+
+    A video's count is that of the frames ``iter_frames`` yields: re-timed to the header's rate,
+    so a variable-rate video (a phone's, clips joined) counts the frames its duration takes at
+    that rate, not the frames stored (``_retimed_count``).
+    """
     path = Path(path)
     if path.is_dir():
         files = list_frame_files(path)
@@ -282,9 +287,25 @@ def probe(path: Path, fps: float | None = None) -> VideoInfo:
     import imageio_ffmpeg
 
     meta = _header(path)
-    count, _ = imageio_ffmpeg.count_frames_and_secs(str(path.resolve()))
+    count, seconds = imageio_ffmpeg.count_frames_and_secs(str(path.resolve()))
+    if meta.get("fps") and abs(count - seconds * meta["fps"]) > 1:  # frames stored at another rate than the label
+        count = _retimed_count(path, meta["fps"]) or count
     width, height = meta["size"]
     return VideoInfo(width, height, float(fps or meta.get("fps") or DEFAULT_FPS), count)
+
+
+def _retimed_count(path: Path, fps: float) -> int | None:
+    """How many frames ``iter_frames`` yields of ``path`` re-timed to ``fps`` (ffmpeg decodes the
+    video once to count them); None when ffmpeg cannot tell."""
+    import subprocess
+
+    import ffmpeg
+
+    stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(path)).video.filter("fps", fps=fps), "-", f="null")
+    stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
+    done = subprocess.run(ffmpeg.compile(stream, cmd=ffmpeg_binary()), capture_output=True, text=True, errors="replace")
+    frames = [line.partition("=")[2] for line in done.stdout.splitlines() if line.startswith("frame=")]
+    return int(frames[-1]) if done.returncode == 0 and frames and frames[-1].isdigit() else None
 
 
 def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = False) -> Iterator[np.ndarray]:

@@ -75,6 +75,23 @@ def test_video_in_folder_and_video_out(tmp_path):
         assert agree > 0.9  # (edges of small parts blur; a wrong frame would agree on a few %)
 
 
+def test_every_frame_of_a_joined_clip_gets_a_pose(tmp_path):
+    # 1 s at 20 fps then 1 s at 10 fps joined without re-encoding (30 frames stored): the stage
+    # reads it re-timed to the header's rate, as the other stages do, and estimated only the first 30
+    import subprocess
+
+    for name, rate in (("a", 20), ("b", 10)):
+        subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=size={W}x{H}:rate={rate}:duration=1",
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tmp_path / f"{name}.mp4")], check=True)
+    (tmp_path / "list.txt").write_text("file a.mp4\nfile b.mp4\n")
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "concat", "-i", str(tmp_path / "list.txt"), "-c", "copy",
+                    str(tmp_path / "joined.mkv")], check=True)
+    read = sum(1 for _ in media.iter_frames(tmp_path / "joined.mkv"))
+    plan = {i: [person(7, (4, 4, 40, 36))] for i in range(100)}
+    result = densepose(tmp_path / "joined.mkv", tmp_path / "poses", estimator=FakeEstimator(plan, by_order=True))
+    assert result.frames == read == len(media.list_frame_files(tmp_path / "poses")) > 30
+
+
 def test_a_video_keeps_its_sound_in_the_poses_video(tmp_path):
     from preprocess_helpers import add_sound, assert_keeps_sound
 
