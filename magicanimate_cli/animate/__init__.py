@@ -511,10 +511,14 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     grid_output = grid_path(output) if grid else None
     if grid_output is not None:
         media.check_output(grid_output, overwrite, protect=(reference, motion, output))
-    if not device_list and pipeline is None:
+    if pipeline is None:  # a missing GPU is said now, not after reading the motion
         from ..device import resolve_device
+        from .distributed import check_devices
 
-        resolve_device(device)  # a missing GPU is said now, not after reading the motion
+        if device_list:
+            check_devices(device_list)
+        else:
+            resolve_device(device)
     if compile:
         from ..device import check_compile, resolve_device
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import sys
 
+from ..device import check_device
 from ..errors import UserError
 
-__all__ = ["free_port", "parse_devices", "run_distributed"]
+__all__ = ["check_devices", "free_port", "parse_devices", "run_distributed"]
 
 
 def parse_devices(devices: str | None) -> list[str]:
@@ -25,8 +26,8 @@ def parse_devices(devices: str | None) -> list[str]:
         item = item.strip()
         if item.isdigit():
             out.append(f"cuda:{item}")
-        elif item == "cpu" or item.startswith("cuda"):
-            out.append(item)
+        elif item == "cpu" or item.startswith("cuda:"):
+            out.append(check_device(item, "--devices"))
         else:
             raise UserError(f"--devices {devices}: expected GPU indices like 0,1,2 (or cpu,cpu to test on CPU)")
     if len(set(out)) != len(out) and any(d.startswith("cuda") for d in out):
@@ -34,6 +35,14 @@ def parse_devices(devices: str | None) -> list[str]:
     if len({d.split(":")[0] for d in out}) > 1:
         raise UserError(f"--devices {devices}: all GPUs or all cpu, not a mix")
     return out
+
+
+def check_devices(devices: list[str]) -> None:
+    """``UserError`` unless PyTorch sees every device of ``parse_devices``'s list (imports torch)."""
+    from ..device import resolve_device
+
+    for device in devices:
+        resolve_device(device, "--devices")
 
 
 def free_port() -> int:
@@ -49,9 +58,7 @@ def run_distributed(job, devices: list[str], models, dtype: str) -> None:
     import torch
     import torch.multiprocessing as mp
 
-    if any(d.startswith("cuda") for d in devices):
-        if not torch.cuda.is_available() or torch.cuda.device_count() <= max(int(d.split(":")[1]) for d in devices):
-            raise UserError(f"--devices {','.join(devices)}: not that many CUDA devices are visible; see `magicanimate doctor`")
+    check_devices(devices)
     port = free_port()
     # each process computes with this process's thread count: parallel sums add up in an order
     # that depends on it, and the frames are those of the same run in one process

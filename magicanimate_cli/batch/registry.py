@@ -53,6 +53,9 @@ class ModelCache:
 
     The loaded model goes in as ``keyword``. ``key(params)`` says which model the task's keyword
     arguments ask for (tasks with the same key share it) and ``load(params)`` loads it.
+    ``needed(params)``, when given, says whether the task uses the model at all (``animate
+    --devices 0,1`` starts a process per device, each loading its own); a task that does not
+    gets none, and a model held for earlier tasks is let go, to leave its device's memory free.
     ``check(params)``, when given, runs for every task before the model is reused or replaced:
     the command's own checks before its work (``check_animate``, ...: settings, weights folder,
     inputs, outputs). A task naming a missing input, a taken output or a broken weights folder
@@ -64,6 +67,7 @@ class ModelCache:
     key: Callable[[dict], Hashable]
     load: Callable[[dict], Any]
     check: Callable[[dict], None] | None = None
+    needed: Callable[[dict], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -355,13 +359,15 @@ def _animate_key(params: dict) -> Hashable:
     """Which animator a task needs: the models folder, and the device and dtype as this machine
     resolves them (``auto``, ``cuda`` and ``cuda:0`` on a one-GPU machine are one pipeline)."""
     from ..animate import pin_cpu_kernels, resolve_device_dtype
+    from ..animate.distributed import check_devices, parse_devices
     from ..models import resolve_models_dir
 
     pin_cpu_kernels()  # this imports torch: the kernels are pinned first, as for the load
     import torch
 
-    devices = params.get("devices")
-    device = devices if devices and "," not in devices else params.get("device", "auto")
+    devices = parse_devices(params.get("devices"))  # --devices 0: the one GPU, in this process
+    check_devices(devices)
+    device = devices[0] if devices else params.get("device", "auto")
     device, dtype = resolve_device_dtype(device, params.get("dtype", "auto"))
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -381,7 +387,13 @@ def _animate_load(params: dict):
     return load_pipeline(params.get("models"), device, dtype)
 
 
-ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load, _animate_check)
+def _animate_needed(params: dict) -> bool:
+    from ..animate.distributed import parse_devices
+
+    return len(parse_devices(params.get("devices"))) <= 1
+
+
+ANIMATE_MODEL = ModelCache("pipeline", _animate_key, _animate_load, _animate_check, _animate_needed)
 
 
 def _animate_grid(params: dict) -> list:

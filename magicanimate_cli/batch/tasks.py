@@ -197,8 +197,10 @@ class TaskRunner:
         said: list[str] = []
         try:
             with _warnings_to(warned, written, said):
-                if cmd.model is not None:
+                if cmd.model is not None and (cmd.model.needed is None or cmd.model.needed(params)):
                     extra[cmd.model.keyword] = self.model(cmd.name, cmd.model, params)
+                elif cmd.model is not None:
+                    self._let_go(cmd.name)  # its own processes load theirs: leave them the memory
                 result = cmd.load()(**params, **extra)
         except UserError as exc:
             return 2, _said(said, written), _as_written(str(exc), written), None
@@ -240,12 +242,26 @@ class TaskRunner:
         held = self._models.get(name)
         if held is not None and held[0] == key:
             return held[1]
-        self._models.pop(name, None)
         del held
+        self._let_go(name)
         model = cache.load(params)
         self.loads += 1
         self._models[name] = (cache.key(params), model)  # as it is now: a load may have downloaded the weights the key names
         return model
+
+
+    def _let_go(self, name: str) -> None:
+        """Drop the model held for ``name``, its GPU memory included (torch keeps freed blocks
+        for itself until asked: another process could not have them)."""
+        if self._models.pop(name, None) is None:
+            return
+        import gc
+        import sys
+
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
 
 
 def _signature(command: Command) -> set[str]:

@@ -29,6 +29,21 @@ def test_device_lists():
         parse_devices("gpu1")
 
 
+def test_devices_are_checked_with_the_other_options_before_any_work(tmp_path, tiny_weights, rng):
+    import torch
+
+    from magicanimate_cli.animate import check_animate
+
+    with pytest.raises(UserError, match="--devices cuda:x: choose one of"):
+        parse_devices("cuda:x")
+    if torch.cuda.is_available():
+        return
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    media.write_frames(tmp_path / "poses", rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
+    with pytest.raises(UserError, match="--devices cuda:0: no CUDA device"):  # not after reading the whole motion
+        check_animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out.mp4", models=tiny_weights, devices="0")
+
+
 @pytest.fixture
 def threads(request):
     """This process's torch thread count for the test, restored after it."""

@@ -251,6 +251,35 @@ def test_an_animate_task_keys_its_pipeline_by_the_device_and_dtype_this_machine_
     assert again is first and runner.loads == 1
 
 
+def test_animate_devices_in_a_task_mean_what_they_mean_on_the_command_line(tmp_path, tiny_weights):
+    """--devices 0 is that one GPU, in the worker's own pipeline; --devices cpu,cpu starts a process
+    per device, each loading its own: the worker loads none and lets go of the one it held."""
+    import torch
+
+    from magicanimate_cli import media
+    from magicanimate_cli.batch.registry import ANIMATE_MODEL
+    from magicanimate_cli.batch.tasks import TaskRunner
+    from magicanimate_cli.errors import UserError
+
+    def key(**params):
+        return ANIMATE_MODEL.key({"models": str(tiny_weights), **params})
+
+    assert key(devices="cpu") == key(device="cpu")
+    if torch.cuda.is_available():
+        assert key(devices="0") == key(device="cuda:0")
+    else:
+        with pytest.raises(UserError, match="--devices cuda:0: no CUDA device"):  # was: "--device 0: choose one of ..."
+            key(devices="0")
+    runner, (reference, motion) = TaskRunner(), animate_inputs(tmp_path)
+    common = [reference, motion, "--models", str(tiny_weights), "--size", "64", "--steps", "1", "--device", "cpu"]
+    runner.model("animate", ANIMATE_MODEL, COMMANDS.commands["animate"].parse([*common, "-o", str(tmp_path / "a.mp4")]))
+    assert runner.loads == 1 and "animate" in runner._models
+    record = runner.run({"command": "animate", "args": [*common, "-o", str(tmp_path / "b.mp4"), "--devices", "cpu,cpu"]})
+    assert record["status"] == "done", record
+    assert record["models_loaded"] == 1 and "animate" not in runner._models
+    assert media.probe(tmp_path / "b.mp4").frames == 2
+
+
 def test_a_densepose_task_keys_its_estimator_by_what_its_labels_depend_on(tmp_path, monkeypatch):
     """A worker loads the DensePose estimator once for tasks that need the same one; the check
     runs first for every task, so bad options fail without loading anything."""
