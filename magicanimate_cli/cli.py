@@ -267,7 +267,7 @@ def animate(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Output fps; default the motion video's (frames folder: 25)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frames-folder MOTION (default: the clip's meta.json, else 25); a video keeps its own."),
     grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid)."),
     audio: Optional[Path] = typer.Option(
         None, "--audio", **PATH_AS_TYPED,

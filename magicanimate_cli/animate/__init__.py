@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..densepose.config import BACKGROUND
@@ -245,7 +245,8 @@ def animate(
 ) -> AnimateResult:
     """Animate the person of ``reference`` along the DensePose ``motion`` and write ``output``.
 
-    ``motion`` is a video, a folder of frames (25 fps unless ``fps``) or a clip folder (its ``densepose/``); ``output`` is a video
+    ``motion`` is a video (at its own rate), a folder of frames (25 fps unless ``fps``) or a clip folder (its ``densepose/``, at
+    the clip's rate unless ``fps``); ``output`` is a video
     path or, without a video extension, a folder that receives one PNG per motion frame. The
     output appears atomically and an existing one is only replaced with ``overwrite``. An
     interrupted run resumes after its last finished denoising step when started again with the
@@ -525,7 +526,12 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
         check_compile(device_list[0] if device_list else str(pipeline.unet.device) if pipeline else resolve_device(device))
     _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
-    info = media.probe(motion, fps)
+    info = media.probe(motion)
+    if fps is not None and not motion.is_dir() and media.is_video(motion) and abs(info.fps - fps) > 1e-6:
+        # a label alone would play the motion faster or slower, and out of step with its sound
+        raise UserError(f"--fps {fps:g}: {shown(motion)} is read at its own {info.fps:g} fps; --fps is for a frames "
+                        f"folder (to re-time the video: magicanimate frames {shown(motion)} --fps {fps:g} -o FOLDER)")
+    info = replace(info, fps=fps) if fps is not None else info
     return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, start or 0.0, sound_seconds)
 
 

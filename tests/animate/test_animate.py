@@ -222,6 +222,17 @@ def test_frames_folder_means_25_fps_unless_told(tiny_pipeline, tmp_path, motion_
     assert media.probe(tmp_path / "b.mp4").fps == 10.0
 
 
+def test_fps_other_than_a_motion_videos_own_is_refused(tmp_path, motion_dir, reference, tiny_weights):
+    # a label alone played the motion 2.5× fast (10 frames of a 1 s video as 0.4 s at 25 fps), out
+    # of step with its sound
+    from magicanimate_cli.animate import check_animate
+
+    video = media.write_frames(tmp_path / "motion.mp4", media.read_frames(motion_dir).array, fps=10)
+    with pytest.raises(UserError, match=r"--fps 25: .*motion.mp4 is read at its own 10 fps; --fps is for a frames folder"):
+        check_animate(reference, video, tmp_path / "out.mp4", models=tiny_weights, fps=25)
+    check_animate(reference, video, tmp_path / "out.mp4", models=tiny_weights, fps=10)  # its own rate: nothing to refuse
+
+
 def test_a_clip_folder_animates_its_densepose_frames_at_the_clips_rate(tiny_pipeline, tmp_path, motion_dir, reference):
     """``preprocess`` makes clip folders; a clip is a MOTION as for ``align`` (its ``densepose/``)."""
     import json
