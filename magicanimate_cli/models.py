@@ -476,7 +476,7 @@ def download(
     items = man.select(groups)
     record = ChecksumRecord.load(root)
 
-    state = _local_state(items, root, record, progress)
+    state = _local_state(items, root, record, progress, write=not dry_run)
     remote, note = _published([i for i in items if state[i.path] not in ("ok", "converted")], offline, dry_run)
     plan, to_record = _make_plan(items, root, state, remote, record, progress)
     if on_plan is not None:
@@ -498,8 +498,8 @@ def download(
         note=note,
     )
     if not dry_run:
+        result.recorded = _record_present(root, to_record)  # checked here: recorded even if what is missing cannot be fetched
         _refuse(root, fetching, need, offline=offline, overwrite=overwrite)
-        result.recorded = _record_present(root, to_record)
         _fetch_all(root, fetching, items, remote, fetch, progress, result)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
@@ -508,8 +508,9 @@ def download(
 FETCH_ACTIONS = ("download", "replace", "update")
 
 
-def _local_state(items: list[ManifestFile], root: Path, record: ChecksumRecord, progress: Progress | None) -> dict[str, str]:
-    """Step 1, no network: each file's state here (ok, converted, outdated, present, corrupt, missing)."""
+def _local_state(items: list[ManifestFile], root: Path, record: ChecksumRecord, progress: Progress | None, write: bool = True) -> dict[str, str]:
+    """Step 1, no network: each file's state here (ok, converted, outdated, present, alternative, corrupt, missing);
+    with ``write``, the record's cached stat of intact files that were hashed again is refreshed."""
     state: dict[str, str] = {}
     rehashed: list[str] = []
     for item in items:
@@ -525,9 +526,13 @@ def _local_state(items: list[ManifestFile], root: Path, record: ChecksumRecord, 
             state[item.path] = {VERIFIED: "ok", CORRUPT: "corrupt", MISSING: "missing"}[check.status]
             if check.rehashed and check.status == VERIFIED:
                 rehashed.append(item.path)
+        elif (root / item.path).is_file():
+            state[item.path] = "present"
+        elif any((root / alt).is_file() for alt in item.alternatives):
+            state[item.path] = "alternative"  # the loader reads that one instead (a hand-made folder's .bin)
         else:
-            state[item.path] = "present" if (root / item.path).is_file() else "missing"
-    if rehashed:  # intact files whose mtime moved: refresh the cache so the next check is instant
+            state[item.path] = "missing"
+    if rehashed and write:  # intact files whose mtime moved: refresh the cache so the next check is instant
         update_record(root, lambda rec: [_refresh_stat(rec, p) for p in rehashed], required=False)
     return state
 
@@ -561,6 +566,10 @@ def _make_plan(
         if st in ("ok", "converted"):
             reason = "verified" if st == "ok" else f"converted to {Path(item.replaced_by).name}"
             plan.append(PlanItem(item.path, item.group, label, (root / (item.path if st == "ok" else item.replaced_by)).stat().st_size, "keep", reason))
+        elif st == "alternative":
+            alt = next(a for a in item.alternatives if (root / a).is_file())
+            plan.append(PlanItem(item.path, item.group, label, (root / alt).stat().st_size, "keep",
+                                 f"present as {Path(alt).name}, which the loader reads instead (unverified)"))
         elif st == "present":
             ok, sha, origin = _matches(root / item.path, item, info, progress)
             if ok is False:
@@ -769,7 +778,11 @@ def convert(
     if not src.is_file():
         done = record.entries.get(TEMPORAL_SAFETENSORS)
         if dst.is_file() and done is not None:  # converted earlier and the original removed
-            result.dtype = (done.derived_from or {}).get("dtype", "?")
+            made = (done.derived_from or {}).get("dtype", "?")
+            if overwrite or made != dtype_name:  # nothing to convert from: saying "skipped" would leave the wrong precision
+                raise UserError(f"{src}: removed after the conversion to {made}, so it cannot be converted again "
+                                f"({'--half' if half else 'float32'} asked); run `{download_command('animate', root)}` first")
+            result.dtype = made
             result.bytes_out, result.removed_original = dst.stat().st_size, True
             return result
         raise UserError(f"{src}: missing; run `{download_command('animate', root)}` first")

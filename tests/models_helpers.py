@@ -189,6 +189,7 @@ def make_hub(folder: Path, seed: int = 0) -> tuple[Path, dict]:
                 "group": "animate",
                 "source": "sd",
                 "sha256": sha256(files["org/sd/text_encoder/model.safetensors"]),
+                "alternatives": ["stable-diffusion-v1-5/text_encoder/pytorch_model.bin"],
             },
             {"path": "stable-diffusion-v1-5/unet/config.json", "group": "animate", "source": "sd"},
             {"path": "sd-vae-ft-mse/config.json", "group": "animate", "source": "vae"},

@@ -222,6 +222,40 @@ def test_a_folder_made_by_hand_is_checked_and_recorded_not_downloaded_again(hub,
     assert list_models(models=root, manifest=hub.manifest).counts["verified"] == len(hub.contents)
 
 
+def test_a_dry_run_writes_nothing_even_for_a_touched_file(hub, tmp_path):
+    root = tmp_path / "models"
+    download(models=root, manifest=hub.manifest)
+    record = root / wm.RECORD_NAME
+    before = record.read_bytes()
+    touched = root / next(iter(hub.contents))
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))  # same bytes: hashed again
+    assert {p.action for p in download(models=root, manifest=hub.manifest, dry_run=True).plan} == {"keep"}
+    assert record.read_bytes() == before  # the record's cached stat was rewritten by a dry run
+    download(models=root, manifest=hub.manifest)
+    assert record.read_bytes() != before  # a real run refreshes it, so that the next check is instant
+
+
+def test_a_variant_the_loader_reads_counts_as_present(hub, tmp_path, monkeypatch):
+    # a hand-made folder with the text encoder's .bin: "either file counts as present"; it was
+    # planned as missing (fetched again online; offline, refused with nothing recorded)
+    import huggingface_hub.constants as constants
+
+    root = tmp_path / "models"
+    for rel, data in hub.contents.items():
+        if rel.endswith("text_encoder/model.safetensors"):
+            rel = rel.replace("model.safetensors", "pytorch_model.bin")
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    plan = {p.path: p for p in download(models=root, manifest=hub.manifest, dry_run=True).plan}
+    assert plan["stable-diffusion-v1-5/text_encoder/model.safetensors"].action == "keep"
+    assert "pytorch_model.bin" in plan["stable-diffusion-v1-5/text_encoder/model.safetensors"].reason
+    result = download(models=root, manifest=hub.manifest)
+    assert result.downloaded == [] and result.bytes_to_download == 0
+    assert len(result.recorded) == len(hub.contents) - 1 and not (root / "stable-diffusion-v1-5/text_encoder/model.safetensors").exists()
+
+
 def test_a_different_file_is_only_replaced_with_overwrite(hub, tmp_path):
     root = tmp_path / "models"
     own = root / "MagicAnimate/temporal_attention/temporal_attention.ckpt"
@@ -514,6 +548,9 @@ def test_convert_round_trip_gives_identical_tensors_and_is_recorded(fixture_weig
     assert states[TEMPORAL_CKPT] == wm.REPLACED and states[TEMPORAL_SAFETENSORS] == wm.VERIFIED
     verify_models(fixture_weights)
     assert convert(models=fixture_weights, half=True).skipped
+    for again in ({"half": False}, {"half": True, "overwrite": True}):  # no original left to convert from: said, not "skipped"
+        with pytest.raises(UserError, match=f"{TEMPORAL_CKPT}: removed after the conversion to float16, so it cannot be converted again"):
+            convert(models=fixture_weights, **again)
 
 
 @needs_parity
