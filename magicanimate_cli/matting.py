@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .clip import IMAGES, MASKS
+from .clip import IMAGES, MASKS, clip_fps
 from .errors import MissingDependency, UserError, first_line
 from .progress import Progress, silent
 from .weights_manifest import sha256_file
@@ -687,7 +687,7 @@ def _probe(plan: _Plan):
     if plan.mode == "image":
         first = media.read_image(plan.source)
         return media.VideoInfo(first.shape[1], first.shape[0], media.DEFAULT_FPS, 1)
-    return media.probe(plan.source)
+    return media.probe(plan.source, clip_fps(plan.source.parent) if plan.mode == "clip" else None)  # a clip: at its own rate
 
 
 class _Coverage:

@@ -188,6 +188,10 @@ def test_clip_folder_writes_masks_and_never_overwrites_silently(tmp_path, lite_m
     assert (clip / "masks" / "00000.png").read_bytes() == before
     matting.matte(clip, models=lite_models, segmenter=segmenter, soft=True, overwrite=True)
     assert len(np.unique(media.read_map(clip / "masks" / "00000.png"))) > 2
+    # a masks video of a clip plays at the clip's rate (meta.json), as densepose's and animate's do
+    (clip / "meta.json").write_text(json.dumps({"format": 1, "fps": 30.0}))
+    matting.matte(clip, tmp_path / "masks.mp4", models=lite_models, segmenter=segmenter)
+    assert media.probe(tmp_path / "masks.mp4").fps == 30
 
 
 def test_video_in_video_or_folder_out(tmp_path, lite_models, segmenter, clip_frames):
