@@ -370,6 +370,22 @@ def resample_for(kind: str):
     return {IMAGES: Image.BICUBIC, MASKS: Image.BILINEAR, DENSEPOSE: Image.NEAREST, LABELS: Image.NEAREST}.get(kind, Image.BICUBIC)
 
 
+def eight_bit(image):
+    """A photo frame as an 8-bit PIL image that PNG stores and ``crop_image`` resamples: RGB, or
+    RGBA where it has transparency (an alpha channel or a PNG colour key, which cropping keeps).
+    CMYK, LAB and YCbCr become RGB; 16-bit and float images are scaled to 8 bits (``media.to_rgb``),
+    not clipped; L, LA and RGB(A) pass unchanged."""
+    from PIL import Image
+
+    from . import media
+
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    if media.has_transparency(image):
+        return image.convert("RGBA")
+    return Image.fromarray(media.to_rgb(image))
+
+
 def crop_image(image, crop_box, output_size, resample):
     """Cut ``crop_box`` out of a PIL image and resize it to ``output_size`` (one resampling)."""
     from PIL import Image
@@ -423,6 +439,7 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
                 for file in files[sub]:
                     with media.open_image(file) as stored:
                         image = media.upright(stored)  # a phone photo's EXIF turn, as every other reader applies it
+                        image = eight_bit(image) if sub == IMAGES else image  # CMYK, 16-bit, float: what PNG stores
                         if image.size != plan.source_size:
                             w, h = plan.source_size
                             raise UserError(f"{file}: size {image.size[0]}x{image.size[1]} differs from the clip's {w}x{h}; all subfolders must match images/")
@@ -505,10 +522,12 @@ def crop(
             raise UserError(f"{output}: an image crops into an image; give -o a .png path")
         from PIL import Image
 
-        frame = media.read_image(input)
-        media.check_output(output, overwrite, protect=(input,))
-        plan = plan_crop(input, frame.shape[1], frame.shape[0], size=size, box=box, fov=fov)
-        media.write_png(output, np.asarray(crop_image(Image.fromarray(frame), plan.crop_box, plan.output_size, Image.BICUBIC)), replace=overwrite)
+        with media.open_image(input) as stored:
+            image = eight_bit(media.upright(stored))  # its transparency kept (align and animate --align read it)
+            media.check_output(output, overwrite, protect=(input,))
+            plan = plan_crop(input, image.size[0], image.size[1], size=size, box=box, fov=fov)
+            cropped = np.asarray(crop_image(image, plan.crop_box, plan.output_size, Image.BICUBIC))
+        media.write_png(output, cropped, replace=overwrite)
         count = 1
     else:
         subs = None

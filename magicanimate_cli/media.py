@@ -107,14 +107,14 @@ def to_rgb(image) -> np.ndarray:
             peak = 1.0 if array.max() <= 1.0 else 255.0
         gray = np.clip(np.floor(array / peak * 255.0 + 0.5), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    if _transparent(image):
+    if has_transparency(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
     return np.asarray(image.convert("RGB"))
 
 
-def _transparent(image) -> bool:
+def has_transparency(image) -> bool:
     """An alpha channel, or a colour key (a PNG's tRNS chunk: palette, RGB or grey pixels of one
     value are transparent, as PNG optimisers write a mask with only 0 and 255)."""
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode in ("P", "RGB", "L") and "transparency" in image.info)
@@ -199,7 +199,7 @@ def read_alpha(path: Path) -> np.ndarray | None:
     """The alpha channel of an image file as uint8 ``H×W`` (oriented like ``read_image``), or None."""
     with open_image(path) as image:
         image = upright(image)
-        if not _transparent(image):
+        if not has_transparency(image):
             return None
         return np.asarray(image.convert("RGBA"))[..., 3].copy()
 

@@ -201,6 +201,37 @@ def test_single_image(tmp_path):
     assert media.read_image(tmp_path / "square.png").shape == (16, 16, 3)
 
 
+def test_a_single_image_keeps_its_transparency(tmp_path, rng):
+    # align and animate --align find the reference's person by its alpha: a crop made it white
+    rgba = np.dstack([rng.integers(0, 256, (64, 48, 3), dtype=np.uint8), np.where(np.arange(48) < 24, 0, 255).astype(np.uint8)[None].repeat(64, 0)])
+    Image.fromarray(rgba).save(tmp_path / "cut-out.png")
+    crop(tmp_path / "cut-out.png", tmp_path / "square.png", box="0,8,48,56", size=0)
+    assert np.array_equal(media.read_alpha(tmp_path / "square.png"), rgba[8:56, :, 3])
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "I;16B", "F"])
+def test_clip_frames_of_any_image_mode_crop_into_rgb(tmp_path, rng, mode):
+    # a CMYK JPEG or a float TIFF failed ("cannot write mode CMYK as PNG"), a 16-bit big-endian
+    # TIFF came out white (clipped to 255, not scaled): cropped as every reader reads them
+    rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    if mode == "CMYK":
+        image, name = Image.fromarray(rgb).convert("CMYK"), "00000.jpg"
+    elif mode == "F":
+        image, name = Image.fromarray(rgb[..., 0].astype(np.float32) / 255, "F"), "00000.tif"
+    else:
+        image, name = Image.frombytes("I;16B", (32, 32), (rgb[..., 0].astype(">u2") * 257).tobytes()), "00000.tif"
+    (tmp_path / "clip" / "images").mkdir(parents=True)
+    image.save(tmp_path / "clip" / "images" / name)
+    for size in (32, 16):  # as stored, and resampled
+        crop(tmp_path / "clip", tmp_path / f"out{size}", size=size)
+        got = media.read_image(tmp_path / f"out{size}" / "images" / "00000.png")
+        expected = media.read_image(tmp_path / "clip" / "images" / name)
+        if size == 32:
+            assert np.array_equal(got, expected)
+        else:
+            assert got.shape == (16, 16, 3) and abs(float(got.mean()) - float(expected.mean())) < 8
+
+
 def test_a_single_image_output_that_appears_meanwhile_is_kept(tmp_path, monkeypatch):
     from magicanimate_cli import crop as crop_module
 
