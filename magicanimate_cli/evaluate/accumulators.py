@@ -27,7 +27,12 @@ def _score(value: float, protocol: Protocol, definition: str, extractor, clip_le
 
 
 class FrameMetric:
-    """L1, PSNR, SSIM (one column each): the mean over a clip's frames, and over all frames."""
+    """L1, PSNR, SSIM (one column each): the mean over a clip's frames, and over all frames.
+
+    Identical frames have an infinite PSNR (the corrected protocol; DisCo's caps it at 100 dB): they
+    are left out of the mean, which their note counts, so that one such frame does not make a
+    clip's and the overall PSNR infinite. Only where every frame is identical is the value ``inf``.
+    """
 
     def __init__(self, column: str, function, protocol: Protocol) -> None:
         self.columns = (column,)
@@ -47,8 +52,13 @@ class FrameMetric:
         return {self.column: self._mean(self.all, clip_length)}
 
     def _mean(self, series: list[float], clip_length: int | None):
+        finite = [v for v in series if np.isfinite(v)]
+        note = None
+        if finite and len(finite) < len(series):
+            note = f"{len(series) - len(finite)} of {len(series)} frame pairs are identical (infinite PSNR) and are left out of the mean"
+            series = finite
         value = float(np.mean(series)) if series else float("nan")
-        return _score(value, self.protocol, self.protocol.definitions[self.column], None, clip_length, len(series))
+        return _score(value, self.protocol, self.protocol.definitions[self.column], None, clip_length, len(series), note)
 
 
 class Lpips(FrameMetric):

@@ -101,6 +101,21 @@ def test_resize_and_length_mismatch_are_reported(tmp_path, rng):
     assert disco.clips[0].scores["l1"].value == pytest.approx(expected, rel=1e-12)
 
 
+def test_an_identical_frame_pair_is_left_out_of_the_psnr_mean_not_made_its_value(tmp_path, rng):
+    # one identical pair made the clip's and the overall PSNR infinite (JSON null), hiding the others
+    truth = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    generated = np.concatenate([truth[:1], rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)])
+    write_clip(tmp_path / "truth", truth)
+    write_clip(tmp_path / "gen", generated)
+    result = evaluate(tmp_path / "gen", tmp_path / "truth", metrics="l1,psnr")
+    expected = np.mean([F.psnr(g, t) for g, t in zip(generated[1:], truth[1:])])
+    for score in (result.clips[0].scores["psnr"], result.overall["psnr"]):
+        assert score.value == pytest.approx(expected, rel=1e-12) and score.samples == 3
+        assert score.to_dict()["note"].startswith("1 of 4 frame pairs are identical")
+    alike = evaluate(tmp_path / "truth", tmp_path / "truth", metrics="psnr").overall["psnr"]
+    assert alike.to_dict()["value"] is None and "infinite PSNR" in alike.to_dict()["note"]  # nothing else to average
+
+
 def test_inputs_are_paired_by_name_and_mismatches_are_one_line_errors(tmp_path, rng):
     generated, truth = clip_set(tmp_path, rng, names=("x", "y"), frames=2)
     assert [p[0] for p in pair_clips(generated, truth)] == ["x", "y"]
