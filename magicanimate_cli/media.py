@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError, first_line, shown
+from .errors import InputWarning, UserError, first_line, shown
 from .files import discard, temp_beside
 from .frames import DEFAULT_FPS
 
@@ -896,7 +896,9 @@ class FrameWriter:
     """Stream frames to an mp4 (any video extension) or to a folder of PNGs, atomically.
 
     Use as a context manager; frames become visible under ``path`` only when the block ends
-    without an exception. Odd frame sizes are padded by one edge pixel for yuv420p video. Folder
+    without an exception. H.264 in yuv420p (what players take) has even sides: odd frames are
+    padded by one edge pixel in a video, with a warning (``InputWarning``; ``written_size`` is the
+    size written, width × height); a folder keeps them exact. Folder
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
     e.g. to keep the file names of the input frames. A video gets the first sound stream of
     ``audio`` (a video or sound file; ``check_audio_source``) from its first picture
@@ -957,6 +959,14 @@ class FrameWriter:
                 Image.fromarray(frame).save(self._tmp / name, format="PNG")
         self.count += 1
 
+    @property
+    def written_size(self) -> tuple[int, int] | None:
+        """(width, height) of the frames as written (a video's padded to even sides); None before any."""
+        if self._size is None:
+            return None
+        height, width = self._size
+        return (width + width % 2, height + height % 2) if is_video(self.path) else (width, height)
+
     def _write_video_frame(self, frame: np.ndarray) -> None:
         if frame.ndim == 2:
             frame = np.repeat(frame[..., None], 3, axis=2)
@@ -966,6 +976,13 @@ class FrameWriter:
             frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         if self._process is None:
             import ffmpeg
+
+            if pad_h or pad_w:
+                warnings.warn(
+                    InputWarning(f"{shown(self.path)}: H.264 video needs even sides: the {width}x{height} frames are written as "
+                                 f"{width + pad_w}x{height + pad_h}, the last column or row repeated; write a folder of frames to keep the size"),
+                    stacklevel=3,
+                )
 
             stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width + pad_w}x{height + pad_h}", framerate=self.fps)
             stream = ffmpeg.output(

@@ -76,6 +76,23 @@ def test_frames_of_different_sizes_are_refused(tmp_path, rng):
         list(media.iter_frames(folder))
 
 
+def test_odd_frames_in_a_video_are_padded_to_even_sides_and_said(tmp_path, rng):
+    from magicanimate_cli.errors import InputWarning
+
+    frames = rng.integers(0, 256, (2, 47, 63, 3), dtype=np.uint8)
+    with pytest.warns(InputWarning, match=r"odd.mp4: H.264 video needs even sides: the 63x47 frames are written as 64x48"):
+        with media.FrameWriter(tmp_path / "odd.mp4", 10) as writer:
+            for frame in frames:
+                writer.write(frame)
+    probed = media.probe(tmp_path / "odd.mp4")
+    assert writer.written_size == (probed.width, probed.height) == (64, 48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a folder keeps the size: nothing to say
+        with media.FrameWriter(tmp_path / "odd", 10) as writer:
+            writer.write(frames[0])
+    assert writer.written_size == (63, 47) and media.read_image(tmp_path / "odd" / "00000.png").shape == (47, 63, 3)
+
+
 def test_unreadable_video_is_a_user_error(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"garbage")

@@ -78,7 +78,7 @@ class AnimateResult:
     device: str
     dtype: str
     seconds: float
-    width: int = 0  # of the written frames: size, or with keep_aspect the motion's aspect
+    width: int = 0  # of the written frames: size, or with keep_aspect the motion's aspect (a video's sides even)
     height: int = 0
     audio: str | None = None  # the file whose sound the video got (--audio)
     audio_start: float | None = None  # with --audio: seconds into it (after its first picture) where the video's sound starts
@@ -349,7 +349,10 @@ def animate(
             else:
                 _render(job, pipeline, progress, distributed=False)
             checkpoint.remove()
-            written = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
+            x0, y0, x1, y1 = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
+            width, height = x1 - x0, y1 - y0
+            if media.is_video(output):  # H.264's even sides (media.FrameWriter pads, and warns)
+                width, height = width + width % 2, height + height % 2
             del poses
         finally:
             discard(scratch)
@@ -367,8 +370,8 @@ def animate(
         device=used_device,
         dtype=used_dtype,
         seconds=round(time.perf_counter() - started, 3),
-        width=written[2] - written[0],
-        height=written[3] - written[1],
+        width=width,
+        height=height,
         audio=str(request.audio) if request.audio else None,
         audio_start=request.audio_start if request.audio else None,
         resumed_from_step=resumed[0] if resumed else 0,

@@ -85,6 +85,15 @@ def test_keep_aspect_writes_the_motions_aspect_cut_from_the_same_animation(tiny_
         assert np.array_equal(media.read_image(tmp_path / "kept_grid" / name), media.read_image(tmp_path / "square_grid" / name))
 
 
+def test_keep_aspect_reports_the_size_of_the_video_written(tiny_pipeline, tmp_path, rng):
+    # a 64x35 aspect is written as 64x36 in H.264; the result said 35
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    media.write_frames(tmp_path / "motion", rng.integers(0, 256, (2, 35, 64, 3), dtype=np.uint8))
+    kept = run(tiny_pipeline, tmp_path / "ref.png", tmp_path / "motion", tmp_path / "kept.mp4", fit="pad", keep_aspect=True)
+    probed = media.probe(tmp_path / "kept.mp4")
+    assert (kept.width, kept.height) == (probed.width, probed.height) == (64, 36)
+
+
 def test_keep_aspect_with_crop_is_refused_before_the_work(tiny_pipeline, tmp_path, motion_dir, rng):
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
     with pytest.raises(UserError, match="^--keep-aspect: only with --fit pad or --fit stretch"):
