@@ -22,6 +22,8 @@ from typer.core import TyperGroup
 # The stages' config modules are light (no numpy, torch, paddle or detectron2): their defaults
 # are the options' defaults, so CLI and library cannot drift.
 from . import __version__
+from . import demo as _demo
+from . import download as _download
 from .align import ANCHORS as _ANCHORS
 from .align import FRAME_MODES as _FRAME_MODES
 from .align import AlignConfig as _AlignConfig
@@ -406,9 +408,9 @@ def download_(
     start: Optional[str] = typer.Option(None, "--start", help="Cut from this time (seconds or [HH:]MM:SS) into <id>_<start>-<end>.mp4."),
     end: Optional[str] = typer.Option(None, "--end", help="Cut up to this time (exclusive); default the end of the video."),
     tracklets: Optional[Path] = typer.Option(None, "--tracklets", help="TED-talks metadata CSV: one cut, box-cropped clip per row into DIR/<partition>/."),
-    max_height: int = typer.Option(1080, "--max-height", help="Tallest video stream to fetch, in pixels."),
-    retries: int = typer.Option(3, "--retries", help="Retries after a failed attempt (HTTP errors, broken transfers)."),
-    url_template: str = typer.Option("https://www.youtube.com/watch?v={id}", "--url-template", help="URL of a YouTube ID ({id}), e.g. a mirror of the videos."),
+    max_height: int = typer.Option(_download.DEFAULT_MAX_HEIGHT, "--max-height", help="Tallest video stream to fetch, in pixels."),
+    retries: int = typer.Option(_download.DEFAULT_RETRIES, "--retries", help="Retries after a failed attempt (HTTP errors, broken transfers)."),
+    url_template: str = typer.Option(_download.YOUTUBE_URL, "--url-template", help="URL of a YouTube ID ({id}), e.g. a mirror of the videos."),
     sound: bool = typer.Option(False, "--sound", help="Also fetch the sound where it is served apart (YouTube), for animate --audio."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Download and cut again what is already there."),
     as_json: bool = JSON_OPTION,
@@ -478,7 +480,7 @@ def preprocess_(
     models: Optional[Path] = MODELS_OPTION,
     densepose_weights: Optional[Path] = typer.Option(None, "--densepose-weights", help="DensePose weights (.pkl or .pth, R_50_FPN_s1x), as densepose --weights; default the pinned zoo weights."),
     min_score: float = typer.Option(_DENSEPOSE.min_score, "--min-score", help="DensePose: keep people detected with a score above this."),
-    fill_missing: bool = typer.Option(False, "--fill-missing", help="DensePose: frames without a person take the labels of the nearest frame with one."),
+    fill_missing: bool = typer.Option(_DENSEPOSE.fill_missing, "--fill-missing", help="DensePose: frames without a person take the labels of the nearest frame with one."),
     min_detected: float = typer.Option(_DENSEPOSE.min_detected, "--min-detected", help="DensePose fails for a clip with a person in fewer than this fraction of its frames (0 = never)."),
     allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace folders in the way that are not clips of these inputs."),
@@ -577,7 +579,7 @@ def demo_(
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     clips: Optional[Path] = typer.Option(None, "--clips", help="A `magicanimate preprocess` output folder whose clips the page offers as driving sources."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Folder for uploads and one folder per run; default a temporary folder removed at exit."),
-    max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="Largest upload accepted, in MB."),
+    max_upload_mb: int = typer.Option(_demo.DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb", help="Largest upload accepted, in MB."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Serve a browser page (Gradio, extra 'demo') that runs the whole chain; Ctrl-C stops it."""

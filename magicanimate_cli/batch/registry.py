@@ -451,10 +451,12 @@ def _densepose_check(params: dict) -> None:
 
 
 def _densepose_load(params: dict):
+    from ..densepose import DensePoseConfig
     from ..densepose.estimator import load_estimator
 
+    defaults = DensePoseConfig()
     return load_estimator(params.get("config"), params.get("weights"), params.get("models"), params.get("device", "auto"),
-                          params.get("min_score", 0.8), params.get("max_people", 1))  # fmt: skip
+                          params.get("min_score", defaults.min_score), params.get("max_people", defaults.max_people))  # fmt: skip
 
 
 DENSEPOSE_MODEL = ModelCache("estimator", _densepose_key, _densepose_load, _densepose_check)
