@@ -100,21 +100,22 @@ STAGE_LIBRARIES = {
 }
 
 
-def stage_library_versions() -> dict[str, str | None]:
-    """Installed versions of the DensePose and matting stages' libraries (None: not installed),
-    read from the package metadata without importing them (torch, paddle take seconds)."""
+def installed_version(*distributions: str) -> str | None:
+    """The version of the first of ``distributions`` that is installed, read from the package
+    metadata without importing it (torch, paddle take seconds); None when none is."""
     from importlib import metadata
 
-    found: dict[str, str | None] = {}
-    for key, distributions in STAGE_LIBRARIES.items():
-        found[key] = None
-        for distribution in distributions:
-            try:
-                found[key] = metadata.version(distribution)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return found
+    for distribution in distributions:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def stage_library_versions() -> dict[str, str | None]:
+    """Installed versions of the DensePose and matting stages' libraries (None: not installed)."""
+    return {key: installed_version(*distributions) for key, distributions in STAGE_LIBRARIES.items()}
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .clip import installed_version
 from .progress import Progress
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -76,15 +77,6 @@ class DoctorReport:
         return {"ready": verdict, "models": self.models, "checks": lines}
 
 
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def check_python() -> Check:
     version = ".".join(map(str, sys.version_info[:3]))
     if sys.version_info[:2] < MIN_PYTHON:
@@ -111,7 +103,7 @@ def torch_build() -> tuple[str, str | None] | None:
         loader.loader.exec_module(module)
         return str(module.__version__), getattr(module, "cuda", None)
     except Exception:  # an odd install: the version from the metadata, CUDA unknown
-        version = _version("torch")
+        version = installed_version("torch")
         return (version, None) if version else None
 
 
@@ -174,7 +166,7 @@ _LIBRARIES = ("diffusers", "transformers", "accelerate", "safetensors", "hugging
 def check_libraries() -> Check:
     found, missing = [], []
     for dist in _LIBRARIES:
-        version = _version(dist)
+        version = installed_version(dist)
         (found if version else missing).append(f"{dist} {version}" if version else dist)
     if missing:
         return Check("libraries", FAIL, f"missing {', '.join(missing)}", f"pip install {' '.join(missing)}")
@@ -208,7 +200,11 @@ def _library_check(name: str, modules: tuple[str, ...], dists: tuple[tuple[str, 
             missing.append(module)
     if missing:
         return Check(name, WARN, f"not installed ({', '.join(missing)} missing); only needed for `magicanimate {stage}`", fix)
-    versions = [f"{found} {version}" for names in dists for found, version in [next(((n, _version(n)) for n in names if _version(n)), (names[0], None))] if version]
+    versions = []
+    for names in dists:  # the first installed distribution of each library (paddlepaddle or paddlepaddle-gpu)
+        found = next((name for name in names if installed_version(name)), None)
+        if found:
+            versions.append(f"{found} {installed_version(found)}")
     return Check(name, OK, ", ".join(versions) or "installed")
 
 

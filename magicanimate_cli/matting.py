@@ -753,13 +753,7 @@ def matting_status(models: Path | str | None = None, import_check: bool = True) 
     ``problem`` and ``fix`` say what to do otherwise. ``import_check=False`` skips importing paddle
     (about 4 s) and reports installed versions only.
     """
-    from importlib import metadata
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
+    from .clip import installed_version as version
 
     status: dict = {
         "ok": False,

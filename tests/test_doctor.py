@@ -83,7 +83,7 @@ def test_a_recorded_file_that_changed_fails(weights):
 
 def test_broken_libraries_are_reported_not_raised(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
-    monkeypatch.setattr(doc, "_version", lambda dist: None if dist == "diffusers" else "1.0")
+    monkeypatch.setattr(doc, "installed_version", lambda dist: None if dist == "diffusers" else "1.0")
     from magicanimate_cli import media
 
     monkeypatch.setattr(media, "ffmpeg_binary", lambda: str(tmp_path / "no-ffmpeg"))

@@ -501,13 +501,7 @@ def load_estimator(
 
 def densepose_status(models: str | Path | None = None) -> dict:
     """What ``magicanimate doctor`` reports about the DensePose stage (never raises)."""
-    from importlib import metadata
-
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
+    from ..clip import installed_version as version
 
     spec = MODELS[DEFAULT_MODEL]
     try:

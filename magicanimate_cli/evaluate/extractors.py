@@ -18,7 +18,6 @@ Tests build the same wrappers around small random-weight networks (``FrameExtrac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +53,9 @@ def missing_packages(metric: str) -> list[str]:
 
 
 def version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "?"
+    from ..clip import installed_version
+
+    return installed_version(distribution) or "?"
 
 
 # ----------------------------------------------------------------------------- preprocessing
