@@ -57,7 +57,6 @@ def frames(
 
     A video that does not decode to its end is refused unless ``allow_truncated``."""
     from . import media
-    from .files import commit, discard, temp_beside
 
     video, output = media.input_path(video), media.output_path(output)
     fps = check_fps(fps)
@@ -71,6 +70,16 @@ def frames(
     info = media.probe(video)
     media.check_output(output, overwrite, protect=(video,))
     started = time.perf_counter()
+    count = extract_into(video, info, output, fps, replace=overwrite, progress=progress, allow_truncated=allow_truncated)
+    return FramesResult(str(output), count, fps, info.fps, info.width, info.height, round(time.perf_counter() - started, 3))
+
+
+def extract_into(video: Path, info, output: Path, fps: float, *, replace: bool, progress=None, allow_truncated: bool = False) -> int:
+    """Extract ``video`` (``info``: its ``media.probe``) at ``fps`` into the folder ``output``,
+    which appears whole or not at all (replacing one there only with ``replace``); the count."""
+    from . import media
+    from .files import commit, discard, temp_beside
+
     tmp = temp_beside(output)
     try:
         count = media.extract_frames(
@@ -80,8 +89,8 @@ def frames(
             raise UserError(f"{video}: the video ({info.frames} frames at {info.fps:g} fps) is shorter than one frame at --fps {fps:g}; raise --fps")
         if count == 0:
             raise UserError(f"{video}: ffmpeg produced no frames; is the video empty?")
-        commit(tmp, output, replace=overwrite)
+        commit(tmp, output, replace=replace)
         tmp = None
     finally:
         discard(tmp)
-    return FramesResult(str(output), count, fps, info.fps, info.width, info.height, round(time.perf_counter() - started, 3))
+    return count

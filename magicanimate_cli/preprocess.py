@@ -484,25 +484,15 @@ class _Runner:
 
     def _frames(self):
         from . import media
-        from .files import commit, discard, temp_beside
-        from .frames import FramesResult, expected_count
+        from .frames import FramesResult, extract_into
 
         target = self.full / IMAGES
         fps = self.request["fps"]
         started = time.perf_counter()
         if self.source.kind == "video":
             info = media.probe(self.source.path)
-            tmp = temp_beside(target)
-            try:
-                count = media.extract_frames(self.source.path, tmp, fps=fps, progress=self.progress,
-                                             expected=expected_count(info.frames, info.fps, fps),
-                                             allow_truncated=self.request["allow_truncated"])
-                if count == 0:
-                    raise UserError(f"{self.source.path}: ffmpeg produced no frames")
-                commit(tmp, target, replace=True)
-                tmp = None
-            finally:
-                discard(tmp)
+            count = extract_into(self.source.path, info, target, fps, replace=True, progress=self.progress,
+                                 allow_truncated=self.request["allow_truncated"])
             source_fps = info.fps
         else:
             info = media.probe(self.source.path, fps)
