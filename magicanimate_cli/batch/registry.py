@@ -115,11 +115,7 @@ class Command:
     derived: Callable[[dict], list] | None = field(default=None, compare=False)  # outputs named by no option (animate's grid, a clip's folders)
 
     def load(self) -> Callable:
-        module, _, attribute = self.function.partition(":")
-        target = importlib.import_module(module)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-        return target
+        return resolve(self.function)
 
     @cached_property
     def params(self) -> tuple[Param, ...]:
@@ -509,7 +505,7 @@ COMMANDS = Registry(
 
 
 def resolve(path: str):
-    """The object named by ``"module:attribute"`` (a ``Registry``)."""
+    """The object named by ``"module:attribute"`` (a ``Registry``, a command's function)."""
     module, _, attribute = path.partition(":")
     target = importlib.import_module(module)
     for name in attribute.split(".") if attribute else ():
