@@ -239,14 +239,10 @@ class ReferenceBox:
 
 
 def parse_box(text) -> tuple[int, int, int, int]:
-    """``"x0,y0,x1,y1"`` (or a 4-sequence) as integers with ``x0 < x1`` and ``y0 < y1``."""
-    try:
-        values = [int(round(float(v))) for v in (text.split(",") if isinstance(text, str) else text)]
-    except (TypeError, ValueError, OverflowError):  # OverflowError: inf, 1e400
-        values = []
-    if len(values) != 4 or values[0] >= values[2] or values[1] >= values[3]:
-        raise UserError(f"--ref-box {text}: expected x0,y0,x1,y1 in pixels of the reference, with x0 < x1 and y0 < y1")
-    return values[0], values[1], values[2], values[3]
+    """``--ref-box``: ``crop.parse_box`` of pixels of the reference image."""
+    from .crop import parse_box as parse
+
+    return parse(text, "--ref-box", "pixels of the reference")
 
 
 def fitted_box(mask, size: int, fit: str) -> tuple[int, int, int, int] | None:

@@ -80,8 +80,9 @@ class CropResult:
 # ----------------------------------------------------------------------------- parsing
 
 
-def parse_box(box) -> tuple[int, int, int, int]:
-    """``"x0,y0,x1,y1"`` (or a 4-sequence) -> ints; x1 > x0 and y1 > y0."""
+def parse_box(box, option: str = "--box", of: str = "pixels") -> tuple[int, int, int, int]:
+    """``"x0,y0,x1,y1"`` (or a 4-sequence) -> ints; 0 <= x0 < x1 and 0 <= y0 < y1. ``option`` and
+    ``of`` (what the pixels are of) word the error: ``crop --box``, ``align --ref-box``."""
     if isinstance(box, str):
         parts = [p.strip() for p in box.replace(" ", ",").split(",") if p.strip()]
     else:
@@ -91,10 +92,10 @@ def parse_box(box) -> tuple[int, int, int, int]:
     except (TypeError, ValueError, OverflowError):  # OverflowError: inf, 1e400
         values = ()
     if len(values) != 4:
-        raise UserError(f"--box {box}: expected four numbers x0,y0,x1,y1 (pixels, x1 and y1 exclusive), e.g. --box 100,0,740,640")
+        raise UserError(f"{option} {box}: expected four numbers x0,y0,x1,y1 ({of}, x1 and y1 exclusive), e.g. {option} 100,0,740,640")
     x0, y0, x1, y1 = values
     if x1 <= x0 or y1 <= y0 or x0 < 0 or y0 < 0:
-        raise UserError(f"--box {box}: need 0 <= x0 < x1 and 0 <= y0 < y1")
+        raise UserError(f"{option} {box}: need 0 <= x0 < x1 and 0 <= y0 < y1")
     return values
 
 

@@ -481,7 +481,7 @@ def test_offline_download_leaves_no_empty_folders(tmp_path):
         (["crop", "{video}", "-o", "out.mp4", "--fov", "99999x99999", "--size", "0"], "--fov 99999x99999: frames of that size are written here; at most 8192"),
         (["preprocess", "{video}", "-o", "out", "--fov", "14000x14000", "--size", "64"], "--fov 14000x14000: frames of that size are written here"),
         (["crop", "{video}", "-o", "out.mp4", "--box", "inf,0,10,10"], "--box inf,0,10,10: expected four numbers"),
-        (["align", "{image}", "{video}", "-o", "out.mp4", "--ref-box", "0,0,1e400,10"], "--ref-box 0,0,1e400,10: expected x0,y0,x1,y1"),
+        (["align", "{image}", "{video}", "-o", "out.mp4", "--ref-box", "0,0,1e400,10"], "--ref-box 0,0,1e400,10: expected four numbers x0,y0,x1,y1 (pixels of the reference"),
         (["serve", "--socket", "s.sock", "--idle-timeout", "inf"], "--idle-timeout inf: must be a number of seconds above 0, at most"),
         (["models", "download", "--models", "", "--dry-run"], '--models "": an empty weights folder (an unset shell variable?)'),
         (["download", "https://example.org/v.mp4", "-o", "dl", "--end", "0"], "--start 0 --end 0: the end must come after the start"),
