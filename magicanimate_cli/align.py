@@ -34,7 +34,6 @@ Boxes are ``(x0, y0, x1, y1)`` with ``x1``/``y1`` exclusive, in pixels of the fi
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,36 +68,6 @@ class AlignConfig:
 
 
 # ----------------------------------------------------------------------------- the driving body
-
-
-class BorderColours:
-    """Counts the colours on the border of every frame it is given; ``most_common()`` is the background."""
-
-    def __init__(self) -> None:
-        self.counts: Counter = Counter()
-
-    def add(self, frame) -> None:
-        import numpy as np
-
-        from .densepose.palette import colour_codes
-
-        border = np.concatenate([frame[0], frame[-1], frame[1:-1, 0], frame[1:-1, -1]])
-        values, counts = np.unique(colour_codes(border), return_counts=True)
-        self.counts.update(dict(zip(values.tolist(), counts.tolist())))
-
-    def most_common(self) -> tuple[int, int, int]:
-        if not self.counts:
-            raise ValueError("no frames were counted")
-        value = self.counts.most_common(1)[0][0]
-        return (value >> 16) & 255, (value >> 8) & 255, value & 255
-
-
-def clip_background(frames) -> tuple[int, int, int]:
-    """The most common border colour over ``frames`` (uint8 RGB, ``T×H×W×3`` or an iterable)."""
-    counter = BorderColours()
-    for frame in frames:
-        counter.add(frame)
-    return counter.most_common()
 
 
 def body_mask(frame, background) -> "numpy.ndarray":  # noqa: F821
@@ -195,6 +164,8 @@ def plan_alignment(
     unfitted frames when they were letterboxed. ``source`` names the motion in error messages.
     """
     import numpy as np
+
+    from .densepose.palette import clip_background
 
     AlignConfig(anchor, frames).validate()
     if background is None:
@@ -393,7 +364,7 @@ class AlignResult:
     meta: str | None = None  # the clip's meta.json that records the transform
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)  # InputWarning messages: the run went on (animate.motion_warnings)
+    warnings: list[str] = field(default_factory=list)  # InputWarning messages: the run went on (densepose.palette.motion_warnings)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -430,8 +401,8 @@ def align(
     """
     from . import clip as clip_folder
     from . import media
-    from .animate import _FrameStore, motion_warnings
     from .crop import fit_square
+    from .densepose.palette import clip_background, motion_warnings
     from .files import discard, temp_beside
     from .folders import taking_back
 
@@ -459,7 +430,7 @@ def align(
         try:
             scratch = temp_beside(output, directory=False, suffix=".motion.u8")  # the next run cleans it after a kill
             background = clip_background(media.iter_frames(source, same_size=False, allow_truncated=allow_truncated))  # a first pass: the border colours
-            store = _FrameStore(scratch, size)
+            store = media.FrameStore(scratch, size)
             for frame in media.iter_frames(source, same_size=False, allow_truncated=allow_truncated):  # every frame is fitted on its own, as in animate
                 store.append(fit_square(frame, size, fit, background))
                 progress("read", store.count, info.frames)

@@ -892,6 +892,36 @@ def check_writable(path: Path) -> None:
         raise UserError(f"{shown(path)}: cannot write into {shown(existing)} ({exc.strerror or exc}); choose another output") from exc
 
 
+class FrameStore:
+    """Square uint8 RGB frames (``size``²) in a file, so memory does not grow with the clip: ``append``
+    them, then ``frames()`` maps them (``T×size×size×3``, read-only). ``animate`` and ``align`` keep the
+    fitted motion in one.
+
+    The file is a locked temporary beside the output (``files.temp_beside``): a run killed with
+    ``kill -9`` leaves it, and the next run writing the same output removes it.
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        from .files import output_of
+
+        self.path = Path(path)
+        self.output = output_of(self.path)  # what a full disk names: the output, not this temporary
+        self.size = size
+        self.count = 0
+        self._file = open(self.path, "wb")
+
+    def append(self, frame) -> None:
+        from .files import writing
+
+        with writing(self.output):
+            self._file.write(frame.tobytes())
+        self.count += 1
+
+    def frames(self):
+        self._file.close()
+        return np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.count, self.size, self.size, 3))
+
+
 class FrameWriter:
     """Stream frames to an mp4 (any video extension) or to a folder of PNGs, atomically.
 

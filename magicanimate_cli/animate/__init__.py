@@ -24,11 +24,6 @@ FITS = ("crop", "pad", "stretch")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 MIN_SIZE, MAX_SIZE = 64, 2048  # --size: 4× the model's 512 already needs 16× its memory and time
 POSE_BACKGROUND = BACKGROUND  # the DensePose renderings' background, viridis(0)
-#: Below this share of a motion's person drawn in the DensePose palette, it is not MagicAnimate's kind of
-#: pose (``palette_shares``; measured: the five bundled driving videos 0.84-0.94 fitted to 64²-512², photographs
-#: and a GIF at most 0.04, a blue-green-yellow logo 0.38, the IUV-coloured parity fixture 0).
-MIN_PALETTE_SHARE = 0.5
-MIN_PERSON_SHARE = 0.001  # below: no person (a 16×16 one in a 512² frame is 0.001)
 
 
 @dataclass(frozen=True)
@@ -88,36 +83,6 @@ class AnimateResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class _FrameStore:
-    """Fitted motion frames in a temporary file, so memory does not grow with the clip.
-
-    The file is a locked temporary beside the output (``files.temp_beside``): a run killed with
-    ``kill -9`` leaves it, and the next run writing the same output removes it.
-    """
-
-    def __init__(self, path: Path, size: int) -> None:
-        from ..files import output_of
-
-        self.path = Path(path)
-        self.output = output_of(self.path)  # what a full disk names: the output, not this temporary
-        self.size = size
-        self.count = 0
-        self._file = open(self.path, "wb")
-
-    def append(self, frame) -> None:
-        from ..files import writing
-
-        with writing(self.output):
-            self._file.write(frame.tobytes())
-        self.count += 1
-
-    def frames(self):
-        import numpy as np
-
-        self._file.close()
-        return np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.count, self.size, self.size, 3))
 
 
 def pin_cpu_kernels() -> None:
@@ -273,7 +238,7 @@ def animate(
     an input, inside one, or holding one), the device, the window length, the reference image and
     the motion's header. ``check_animate`` makes the same checks without the work. Once the motion
     is read, and before the models load, a motion with no person or one not drawn in the DensePose
-    palette (a raw video, an IUV rendering) is warned about (``InputWarning``; ``motion_warnings``)
+    palette (a raw video, an IUV rendering) is warned about (``InputWarning``; ``densepose.palette.motion_warnings``)
     and listed in the result's ``warnings``: the run goes on, unless ``strict``, which refuses it
     there (``UserError``). An ``audio`` sound that ends before the animation does is warned about
     there too (``_short_sound``; not refused by ``strict``, which is about the motion).
@@ -290,10 +255,12 @@ def animate(
     config, reference, motion, output = request.config, request.reference, request.motion, request.output
     device_list, grid_output, ref_image, info = request.devices, request.grid_output, request.ref_image, request.info
     from ..crop import fit_square, unfit_box  # the animator's input fitting lives with the other crops
+    from ..densepose.palette import motion_warnings
 
     pose_fill = POSE_BACKGROUND
     if align:  # as `magicanimate align`; the reference's person is looked for once the motion passed motion_warnings
-        from ..align import clip_background, reference_box
+        from ..align import reference_box
+        from ..densepose.palette import clip_background
 
         pose_fill = clip_background(media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated))  # viridis(0) for our renders
 
@@ -309,7 +276,7 @@ def animate(
             run = claim(output)  # one run at a time per output: a second one is refused, not mixed into this one's resume
             scratch = temp_beside(output, directory=False, suffix=".motion.u8")
             aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
-            store = _FrameStore(scratch, size)
+            store = media.FrameStore(scratch, size)
             for frame in media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated):  # each fitted on its own
                 store.append(fit_square(frame, size, fit, pose_fill))
             poses = store.frames()
@@ -395,35 +362,6 @@ def _short_sound(request: _Request, frames: int) -> list[str]:
                f"({left:.2f} s of sound{since} for {seconds:.2f} s of frames); the rest is silent")
     warnings.warn(message, InputWarning, stacklevel=3)
     return [message]
-
-
-def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:
-    """Warn (``InputWarning``, from the stage's caller) about what makes fitted ``poses`` (uint8 RGB
-    ``T×S×S×3``) unlikely to drive the model, and return the messages, judged on up to 8 frames
-    spread over the clip: no person at all, or a person not drawn in the DensePose palette (a raw
-    video, an IUV or parula rendering). MagicAnimate's ControlNet was trained on viridis DensePose
-    only, so either gives an animation that does not follow the motion. ``strict`` refuses it
-    instead (``UserError``): a batch job stops there, before the models load."""
-    import numpy as np
-
-    from ..align import clip_background
-    from ..densepose.palette import palette_shares
-
-    picked = poses[np.linspace(0, len(poses) - 1, min(8, len(poses))).round().astype(int)]
-    person, palette = palette_shares(picked, clip_background(picked))  # background: viridis(0) and the border's colour
-    found = []
-    if person < MIN_PERSON_SHARE:
-        found.append(f"{motion}: no person in {len(picked)} frames spread over the clip (only background); "
-                     "the animation will show nobody: check the video given to `magicanimate densepose`")
-    elif palette < MIN_PALETTE_SHARE:
-        found.append(f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels "
-                     "are viridis part colours), so the animation will probably not follow it; make the poses with "
-                     "`magicanimate densepose VIDEO`")
-    if strict and found:
-        raise UserError(f"{found[0]} (refused: --strict; without it the run goes on with a warning)")
-    for message in found:
-        warnings.warn(message, InputWarning, stacklevel=3)  # pointing at whoever called animate() or align()
-    return found
 
 
 def check_animate(*args, **kwargs) -> None:
@@ -547,12 +485,13 @@ def _fast_path(fast: bool, compile: bool):
     return FastPath(compile=True)
 
 
-def _align_store(store: _FrameStore, path: Path, ref_box, background, motion: Path):
-    """The fitted poses moved onto ``ref_box`` (``align.plan_alignment``), in a second store at ``path``."""
+def _align_store(store, path: Path, ref_box, background, motion: Path):
+    """The fitted poses (a ``media.FrameStore``) moved onto ``ref_box`` (``align.plan_alignment``), in a second store at ``path``."""
+    from .. import media
     from ..align import plan_alignment
 
     alignment = plan_alignment(store.frames(), ref_box, background=background, source=str(motion))
-    aligned = _FrameStore(path, store.size)
+    aligned = media.FrameStore(path, store.size)
     for pose in store.frames():
         aligned.append(alignment.apply(pose))
     return aligned, alignment

@@ -1,4 +1,4 @@
-"""DensePose part labels and the colours MagicAnimate's driving videos use (pure numpy).
+"""DensePose part labels and the colours MagicAnimate's driving videos use (numpy only), and whether a motion is drawn in them.
 
 MagicAnimate was trained on DensePose fine-segmentation renders in the vid2densepose style
 (reference/official-inference.md §10): every pixel of a person gets its part label ``l`` in
@@ -15,8 +15,13 @@ the table of §10.3.
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 
+from ..errors import InputWarning, UserError
 from .config import BACKGROUND  # the canvas colour, row 0 of PALETTE
 
 N_LABELS = 25  # background + 24 fine parts (detectron2 DensePose N_PART_LABELS = 24)
@@ -155,3 +160,63 @@ def palette_shares(frames, background=BACKGROUND) -> tuple[float, float]:
     if not person_pixels:
         return 0.0, 0.0
     return person_pixels / int(counts.sum()), int(counts[person & near[:, 2:].any(axis=1)].sum()) / person_pixels
+
+
+# ----------------------------------------------------------------------------- is it DensePose at all?
+
+
+class BorderColours:
+    """Counts the colours on the border of every frame it is given; ``most_common()`` is the background."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+
+    def add(self, frame) -> None:
+        border = np.concatenate([frame[0], frame[-1], frame[1:-1, 0], frame[1:-1, -1]])
+        values, counts = np.unique(colour_codes(border), return_counts=True)
+        self.counts.update(dict(zip(values.tolist(), counts.tolist())))
+
+    def most_common(self) -> tuple[int, int, int]:
+        if not self.counts:
+            raise ValueError("no frames were counted")
+        value = self.counts.most_common(1)[0][0]
+        return (value >> 16) & 255, (value >> 8) & 255, value & 255
+
+
+def clip_background(frames) -> tuple[int, int, int]:
+    """The most common border colour over ``frames`` (uint8 RGB, ``T×H×W×3`` or an iterable)."""
+    counter = BorderColours()
+    for frame in frames:
+        counter.add(frame)
+    return counter.most_common()
+
+
+#: Below this share of a motion's person drawn in the DensePose palette, it is not MagicAnimate's kind of
+#: pose (``palette_shares``; measured: the five bundled driving videos 0.84-0.94 fitted to 64²-512², photographs
+#: and a GIF at most 0.04, a blue-green-yellow logo 0.38, the IUV-coloured parity fixture 0).
+MIN_PALETTE_SHARE = 0.5
+MIN_PERSON_SHARE = 0.001  # below: no person (a 16×16 one in a 512² frame is 0.001)
+
+
+def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:
+    """Warn (``InputWarning``, from the stage's caller) about what makes fitted ``poses`` (uint8 RGB
+    ``T×S×S×3``) unlikely to drive the model, and return the messages, judged on up to 8 frames
+    spread over the clip: no person at all, or a person not drawn in the DensePose palette (a raw
+    video, an IUV or parula rendering). MagicAnimate's ControlNet was trained on viridis DensePose
+    only, so either gives an animation that does not follow the motion. ``strict`` refuses it
+    instead (``UserError``): a batch job stops there, before the models load."""
+    picked = poses[np.linspace(0, len(poses) - 1, min(8, len(poses))).round().astype(int)]
+    person, palette = palette_shares(picked, clip_background(picked))  # background: viridis(0) and the border's colour
+    found = []
+    if person < MIN_PERSON_SHARE:
+        found.append(f"{motion}: no person in {len(picked)} frames spread over the clip (only background); "
+                     "the animation will show nobody: check the video given to `magicanimate densepose`")
+    elif palette < MIN_PALETTE_SHARE:
+        found.append(f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels "
+                     "are viridis part colours), so the animation will probably not follow it; make the poses with "
+                     "`magicanimate densepose VIDEO`")
+    if strict and found:
+        raise UserError(f"{found[0]} (refused: --strict; without it the run goes on with a warning)")
+    for message in found:
+        warnings.warn(message, InputWarning, stacklevel=3)  # pointing at whoever called animate() or align()
+    return found

@@ -109,7 +109,7 @@ def test_a_video_that_is_not_a_render_has_almost_none_of_its_pixels_in_the_palet
     import subprocess
 
     from magicanimate_cli import media
-    from magicanimate_cli.align import clip_background
+    from magicanimate_cli.densepose.palette import clip_background
 
     video = tmp_path / "testsrc2.mp4"  # ffmpeg's colourful moving test pattern, as a raw video stands for
     subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=96x96:rate=25:duration=1",
