@@ -42,6 +42,20 @@ runner = CliRunner()
 # ----------------------------------------------------------------------------- geometry
 
 
+@pytest.mark.parametrize("fit", ["crop", "pad", "stretch"])
+def test_fit_modes(fit):
+    image = np.zeros((40, 80, 3), dtype=np.uint8)
+    image[:, :20] = 255  # a white band on the left
+    out = fit_square(image, 64, fit, (68, 1, 84))
+    assert out.shape == (64, 64, 3)
+    if fit == "crop":
+        assert out[32, 0].max() < 20  # the left band is cropped away
+    elif fit == "pad":
+        assert tuple(out[0, 32]) == (68, 1, 84)  # letterbox in the pose background colour
+    else:
+        assert out[32, 0].min() > 200  # squashed: the band is still there
+
+
 def test_center_square():
     assert center_square((0, 0, 160, 90)) == (35, 0, 125, 90)
     assert center_square((10, 20, 40, 100)) == (10, 45, 40, 75)

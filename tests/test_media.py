@@ -93,6 +93,16 @@ def test_odd_frames_in_a_video_are_padded_to_even_sides_and_said(tmp_path, rng):
     assert writer.written_size == (63, 47) and media.read_image(tmp_path / "odd" / "00000.png").shape == (47, 63, 3)
 
 
+def test_sixteen_bit_images_are_scaled_not_clipped():
+    image = Image.fromarray(np.full((4, 4), 257 * 100, dtype=np.uint16))
+    assert image.mode == "I;16" and media.to_rgb(image)[0, 0, 0] == 100
+
+
+def test_transparent_pixels_become_white():
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    assert (media.to_rgb(Image.fromarray(rgba, "RGBA")) == 255).all()
+
+
 def test_unreadable_video_is_a_user_error(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"garbage")

@@ -30,14 +30,6 @@ def jsonl(path: Path, *tasks) -> Path:
     return path
 
 
-@pytest.fixture()
-def fake_commands(monkeypatch):
-    """Make the fake commands of batch_helpers the ones the CLI's batch runs."""
-    monkeypatch.setattr(batch_tasks, "COMMANDS", batch_helpers.COMMANDS)
-    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
-    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT", raising=False)
-
-
 def invoke(*args):
     result = CliRunner().invoke(app, [str(a) for a in args])
     return result

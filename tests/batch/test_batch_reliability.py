@@ -225,13 +225,6 @@ def test_a_worker_killed_after_its_output_is_retried_over_its_own_output(tmp_pat
 # ----------------------------------------------------------------------------- refused up front
 
 
-@pytest.fixture()
-def fake_commands(monkeypatch):
-    monkeypatch.setattr(batch_tasks, "COMMANDS", batch_helpers.COMMANDS)
-    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
-    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT", raising=False)
-
-
 def test_two_tasks_writing_the_same_output_refuse_the_manifest(tmp_path, fake_commands):
     (tmp_path / "sub").mkdir()
     manifest = jsonl(
