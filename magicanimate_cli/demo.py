@@ -189,7 +189,7 @@ class DemoApp:
     """The page and its handlers around one loaded pipeline."""
 
     def __init__(self, *, models=None, device="auto", dtype="auto", clips=None, workdir: Path, progress=None) -> None:
-        from .models import resolve_models_dir
+        from .weights_layout import resolve_models_dir
 
         self.state = DemoState(resolve_models_dir(models).resolve(), device, dtype, Path(workdir), Path(clips).resolve() if clips else None)
         self.runs_dir = self.state.workdir / "runs"

@@ -312,7 +312,7 @@ def check_disk(root: Path, missing_bytes: int = 0) -> list[Check]:
 def _models_origin(models: Path | str | None) -> str:
     import os
 
-    from .models import ENV_VAR, checkout_models_dir
+    from .weights_layout import ENV_VAR, checkout_models_dir
 
     if models:
         return "--models"
@@ -326,7 +326,7 @@ def doctor(*, models: Path | str | None = None, progress: Progress | None = None
     weights (present and verified) and free disk space. Never raises for what it finds.
 
     No library is imported to find it (see the module docstring)."""
-    from .models import resolve_models_dir
+    from .weights_layout import resolve_models_dir
 
     root = resolve_models_dir(models)
     checks: list[Check] = [check_python()]

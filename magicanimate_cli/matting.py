@@ -228,7 +228,7 @@ def _select_device(paddle, device: str) -> str:
 
 def weights_path(model: str = DEFAULT_MODEL, models: Path | str | None = None) -> Path:
     """Where ``model``'s checkpoint lives: ``<models>/matting/<PaddleSeg name>/model.pdparams``."""
-    from .models import resolve_models_dir
+    from .weights_layout import resolve_models_dir
 
     return resolve_models_dir(models) / model_spec(model).relpath
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from . import files
 from .errors import NetworkError, UserError, first_line
 from .progress import Progress
-from .weights_layout import load_tensors
+from .weights_layout import ENV_VAR, checkout_models_dir, load_tensors, models_root, resolve_models_dir  # noqa: F401 (models.*: the folder)
 from .weights_manifest import (
     CORRUPT,
     MISSING,
@@ -56,7 +56,6 @@ from .weights_manifest import (
     verify_models,
 )
 
-ENV_VAR = "MAGICANIMATE_MODELS"
 TEMPORAL_CKPT = "MagicAnimate/temporal_attention/temporal_attention.ckpt"
 TEMPORAL_SAFETENSORS = "MagicAnimate/temporal_attention/temporal_attention.safetensors"
 _MB = 1_000_000
@@ -94,42 +93,6 @@ def _quiet_hub():
         yield
     finally:
         logger.setLevel(level)
-
-
-def checkout_models_dir() -> Path | None:
-    """``models/`` beside the package when running from a source checkout."""
-    root = Path(__file__).resolve().parent.parent
-    candidate = root / "models"
-    if (root / "pyproject.toml").is_file() and candidate.is_dir():
-        return candidate
-    return None
-
-
-def resolve_models_dir(models: Path | str | None = None) -> Path:
-    """The weights folder: ``models``, else ``$MAGICANIMATE_MODELS``, else ``models/`` of a source
-    checkout, else ``~/.cache/magicanimate/models`` (``models_root`` also refuses a file there). An
-    empty ``models`` (``--models "$MODELS"`` with the variable unset) is refused, not read as the
-    current folder."""
-    if models is not None and not os.fspath(models):
-        raise UserError('--models "": an empty weights folder (an unset shell variable?); name the folder, or leave --models out for the default')
-    if models:
-        return Path(models).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    return checkout_models_dir() or Path.home() / ".cache" / "magicanimate" / "models"
-
-
-def models_root(models: Path | str | None = None) -> Path:
-    """``resolve_models_dir``, refusing a file where the weights folder should be (the commands that
-    read or write weights; ``doctor`` reports instead)."""
-    folder = resolve_models_dir(models)
-    try:
-        is_file = folder.exists() and not folder.is_dir()
-    except OSError:  # unsearchable: said where the folder is read
-        is_file = False
-    if is_file:
-        raise UserError(f"{folder}: is a file, but the weights folder (--models or {ENV_VAR}) must be a folder (official layout); give that folder")
-    return folder
 
 
 def _manifest(manifest: Manifest | Path | str | None) -> Manifest:

@@ -8,6 +8,8 @@ Layout of a models folder (the official ``pretrained_models/``)::
     MagicAnimate/densepose_controlnet/{config.json, diffusion_pytorch_model.safetensors}
     MagicAnimate/temporal_attention/temporal_attention.ckpt   (or .safetensors after conversion)
 
+Which folder is the weights folder (``resolve_models_dir``: ``--models``, ``$MAGICANIMATE_MODELS``,
+a checkout's ``models/``, ``~/.cache/magicanimate/models``) is decided here too, for every stage.
 This module sits below both ``models`` (download, convert, list) and ``animate.weights`` (the
 loader): neither of those imports the other. torch and safetensors are imported inside the
 functions that read tensors, so the paths are available without them.
@@ -15,12 +17,15 @@ functions that read tensors, so the paths are available without them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError, first_line
 
+ENV_VAR = "MAGICANIMATE_MODELS"
+"""The weights folder when ``--models`` is not given."""
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -32,6 +37,42 @@ def redownload(path: Path | str) -> str:
 
     root = next((folder for folder in Path(path).parents if (folder / "MagicAnimate").is_dir()), None)
     return f"run `{download_command('animate', root, overwrite=True)}` to fetch it again"
+
+
+def checkout_models_dir() -> Path | None:
+    """``models/`` beside the package when running from a source checkout."""
+    root = Path(__file__).resolve().parent.parent
+    candidate = root / "models"
+    if (root / "pyproject.toml").is_file() and candidate.is_dir():
+        return candidate
+    return None
+
+
+def resolve_models_dir(models: Path | str | None = None) -> Path:
+    """The weights folder: ``models``, else ``$MAGICANIMATE_MODELS``, else ``models/`` of a source
+    checkout, else ``~/.cache/magicanimate/models`` (``models_root`` also refuses a file there). An
+    empty ``models`` (``--models "$MODELS"`` with the variable unset) is refused, not read as the
+    current folder."""
+    if models is not None and not os.fspath(models):
+        raise UserError('--models "": an empty weights folder (an unset shell variable?); name the folder, or leave --models out for the default')
+    if models:
+        return Path(models).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return checkout_models_dir() or Path.home() / ".cache" / "magicanimate" / "models"
+
+
+def models_root(models: Path | str | None = None) -> Path:
+    """``resolve_models_dir``, refusing a file where the weights folder should be (the commands that
+    read or write weights; ``doctor`` reports instead)."""
+    folder = resolve_models_dir(models)
+    try:
+        is_file = folder.exists() and not folder.is_dir()
+    except OSError:  # unsearchable: said where the folder is read
+        is_file = False
+    if is_file:
+        raise UserError(f"{folder}: is a file, but the weights folder (--models or {ENV_VAR}) must be a folder (official layout); give that folder")
+    return folder
 
 
 @dataclass(frozen=True)

@@ -373,7 +373,7 @@ def download_command(group: str | None = None, models: Path | str | None = None,
     (``--models`` only when that folder is not the one the command finds without it)."""
     import shlex
 
-    from .models import resolve_models_dir  # the one place that knows the default folder
+    from .weights_layout import resolve_models_dir  # the one place that knows the default folder
 
     parts = ["magicanimate", "models", "download", *(["--only", group] if group else [])]
     if models is not None and Path(models).expanduser().resolve() != resolve_models_dir().expanduser().resolve():

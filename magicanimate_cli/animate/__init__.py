@@ -155,7 +155,7 @@ def load_pipeline(models: Path | str | None = None, device: str = "auto", dtype:
     (``malloc.reuse_freed_memory``).
     """
     pin_cpu_kernels()  # first: what follows imports torch
-    from ..models import resolve_models_dir
+    from ..weights_layout import resolve_models_dir
     from .pipeline import MagicAnimatePipeline, official_scheduler
     from .weights import load_components
 
@@ -265,8 +265,7 @@ def animate(
         pose_fill = clip_background(media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated))  # viridis(0) for our renders
 
     from ..folders import taking_back
-    from ..models import resolve_models_dir
-    from ..weights_layout import WeightLayout
+    from ..weights_layout import WeightLayout, resolve_models_dir
     from .resume import StepCheckpoint, run_key
 
     started = time.perf_counter()
@@ -500,8 +499,7 @@ def _align_store(store, path: Path, ref_box, background, motion: Path):
 def _motion_positions(models) -> int | None:
     """The positions the motion modules know, from the temporal checkpoint's header (safetensors)
     or its mapped pickle, without loading its tensors; None when it does not say."""
-    from ..models import resolve_models_dir
-    from ..weights_layout import WeightLayout
+    from ..weights_layout import WeightLayout, resolve_models_dir
     from .weights import motion_positions
 
     try:

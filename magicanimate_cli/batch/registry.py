@@ -356,7 +356,7 @@ def _animate_key(params: dict) -> Hashable:
     resolves them (``auto``, ``cuda`` and ``cuda:0`` on a one-GPU machine are one pipeline)."""
     from ..animate import pin_cpu_kernels, resolve_device_dtype
     from ..animate.distributed import check_devices, parse_devices
-    from ..models import resolve_models_dir
+    from ..weights_layout import resolve_models_dir
 
     pin_cpu_kernels()  # this imports torch: the kernels are pinned first, as for the load
     import torch

@@ -192,7 +192,7 @@ def build_config(config: str | Path | None = None, *, device: str = "cpu", min_s
 
 def weights_path(spec: ModelSpec, models: str | Path | None = None) -> Path:
     """Where the zoo weights of ``spec`` live: ``<models>/DensePose/<config name>/<file>`` (as in models/manifest.json)."""
-    from ..models import resolve_models_dir
+    from ..weights_layout import resolve_models_dir
 
     return resolve_models_dir(models) / "DensePose" / spec.name / spec.filename
 

@@ -293,7 +293,7 @@ def evaluate(
     """
     from .. import media
     from ..device import check_device, resolve_device
-    from ..models import resolve_models_dir
+    from ..weights_layout import resolve_models_dir
     from .accumulators import accumulators
     from .protocols import PROTOCOLS
 

@@ -1,6 +1,6 @@
 """The metric networks' weight files: where they come from, download once, verify by sha256.
 
-Files live in ``<models>/metrics/`` (``models.resolve_models_dir``). A download streams to a
+Files live in ``<models>/metrics/`` (``weights_layout.resolve_models_dir``). A download streams to a
 temporary name in that folder, hashes while it writes, and is renamed only when the hash
 matches; the verified hash is recorded beside the file (``NAME.sha256``, ``sha256sum`` format)
 and checked again every time the file is loaded, so a truncated or swapped file is a one-line
