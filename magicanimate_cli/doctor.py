@@ -291,17 +291,17 @@ def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[
 
 
 def check_disk(root: Path, missing_bytes: int = 0) -> list[Check]:
-    from .models import _free_bytes
+    from .models import free_bytes
     from .weights_manifest import human_size
 
     checks = []
-    free = _free_bytes(root)
+    free = free_bytes(root)
     if missing_bytes and free < missing_bytes:
         checks.append(Check("disk (models)", FAIL, f"{human_size(free)} free at {root}, the missing weights need {human_size(missing_bytes, approx=True)}", "free space, or put the weights elsewhere with --models / MAGICANIMATE_MODELS"))
     else:
         checks.append(Check("disk (models)", OK, f"{human_size(free)} free at {root}"))
     tmp = Path(tempfile.gettempdir())
-    free_tmp = _free_bytes(tmp)
+    free_tmp = free_bytes(tmp)
     if free_tmp < LOW_DISK:
         checks.append(Check("disk (temp)", WARN, f"only {human_size(free_tmp)} free in {tmp}", "free space or set TMPDIR to a bigger disk"))
     else:
