@@ -136,6 +136,15 @@ class StageFailed(Exception):
     """
 
 
+def debugging() -> bool:
+    """Whether ``--debug`` asked for the libraries' own output (``show_library_logs`` ran): the
+    stages that keep a library's stderr quiet (diffusers and transformers, detectron2) then leave
+    it alone. (PaddleSeg's logger writes on stdout, which ``--json`` keeps for its one line.)"""
+    import logging
+
+    return logging.getLogger("magicanimate_cli").isEnabledFor(logging.DEBUG)
+
+
 def show_library_logs() -> None:
     """``--debug``: let through what libraries keep quiet by default (huggingface_hub's download
     retries, the stages' own log lines and warnings, which stay off stderr below DEBUG)."""

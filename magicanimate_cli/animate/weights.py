@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError, first_line
+from ..errors import UserError, debugging, first_line
 from ..weights_layout import WeightLayout, load_tensors, shape_problem, tensor_shapes, unreadable, weights_file
 from ..weights_manifest import verify_models
 
@@ -173,10 +173,12 @@ def load_unet(layout: WeightLayout, dtype: torch.dtype):
 
 
 def _quiet_libraries() -> None:
-    """Keep library chatter (progress bars, format notices) out of our output."""
+    """Keep library chatter (progress bars, format notices) out of our output, unless ``--debug``."""
     import diffusers
     import transformers
 
+    if debugging():
+        return
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..device import resolve_device
-from ..errors import MissingDependency, UserError
+from ..errors import MissingDependency, UserError, debugging
 from ..weights_manifest import sha256_file
 
 DETECTRON2_REPO = "https://github.com/facebookresearch/detectron2.git"
@@ -374,7 +374,7 @@ def _quiet_libraries():
     (which puts the ``magicanimate_cli`` logger on DEBUG) lets everything through."""
     import warnings
 
-    if logging.getLogger("magicanimate_cli").isEnabledFor(logging.DEBUG):
+    if debugging():
         yield
         return
     loggers = {logging.getLogger(name): level for name, level in LIBRARY_LOGGERS.items()}

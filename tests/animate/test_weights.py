@@ -266,3 +266,28 @@ def test_appearance_encoder_of_the_wrong_shape_is_refused(tmp_path, tiny_weights
     shutil.copy(root / "MagicAnimate" / "densepose_controlnet" / "diffusion_pytorch_model.safetensors", target)
     with pytest.raises(UserError, match="not an appearance encoder"):
         load_appearance_encoder(target.parent, torch.float32)
+
+
+def test_diffusers_and_transformers_are_kept_quiet_unless_debug():
+    import logging
+
+    import diffusers
+    import transformers
+
+    from magicanimate_cli.animate.weights import _quiet_libraries
+
+    ours = logging.getLogger("magicanimate_cli")
+    before = (ours.level, diffusers.utils.logging.get_verbosity(), transformers.utils.logging.get_verbosity())
+    try:
+        diffusers.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+        ours.setLevel(logging.DEBUG)  # --debug (errors.show_library_logs)
+        _quiet_libraries()
+        assert diffusers.utils.logging.get_verbosity() == transformers.utils.logging.get_verbosity() == logging.WARNING
+        ours.setLevel(logging.NOTSET)
+        _quiet_libraries()
+        assert diffusers.utils.logging.get_verbosity() == transformers.utils.logging.get_verbosity() == logging.ERROR
+    finally:
+        ours.setLevel(before[0])
+        diffusers.utils.logging.set_verbosity(before[1])
+        transformers.utils.logging.set_verbosity(before[2])
