@@ -189,6 +189,25 @@ def upright(image):
         return ImageOps.exif_transpose(image)
 
 
+def check_frame_sizes(folder: Path) -> None:
+    """Refuse a frames folder whose frames differ in size (as ``iter_frames`` does when it reaches
+    one), from the files' headers alone: width and height as viewers show them (EXIF turn). A file
+    Pillow cannot open is left to the reader, which says why."""
+    from PIL import ExifTags, Image
+
+    first = None
+    for file in list_frame_files(folder):
+        try:
+            with Image.open(file) as image, _quiet_exif():
+                size = image.size[::-1] if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8) else image.size
+        except Exception:  # noqa: BLE001 - said where the frame is read
+            continue
+        if first is None:
+            first = size
+        elif size != first:
+            raise UserError(f"{shown(file)}: size {size[0]}x{size[1]} differs from the first frame's {first[0]}x{first[1]}; resize the folder")
+
+
 def read_image(path: Path) -> np.ndarray:
     """An image file as uint8 RGB ``H×W×3``, turned the way viewers show it (``upright``)."""
     with open_image(path) as image:

@@ -124,6 +124,8 @@ def collect_sources(inputs, *, _from_list: bool = False) -> list[Source]:
             if videos:
                 found += [Source(v.stem, v.resolve(), "video") for v in videos]
             elif media.list_frame_files(path):
+                if not _from_list:  # named on the command line: frames of two sizes are bad input, before any work
+                    media.check_frame_sizes(path)
                 found.append(Source(path.resolve().name, path.resolve(), "frames"))
             else:
                 raise UserError(f"{path}: folder holds no videos and no image frames")

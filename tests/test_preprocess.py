@@ -638,3 +638,22 @@ def test_a_folder_of_frames_and_videos_is_refused_but_a_thumbnail_is_no_frame(tm
         Image.new("RGB", (8, 8)).save(tmp_path / f"{i:05d}.png")
     with pytest.raises(UserError, match=r"holds both videos \(talk.mp4, ...\) and image frames \(00000.png, ...\)"):
         collect_sources([tmp_path])
+
+
+def test_a_named_frames_folder_with_frames_of_two_sizes_is_exit_2_before_any_work(tmp_path):
+    # it failed as a clip (exit 1) after extracting the frames before it, leaving a clip folder
+    (tmp_path / "frames").mkdir()
+    for i in range(5):
+        Image.new("RGB", (64, 50 if i == 3 else 48)).save(tmp_path / "frames" / f"{i}.png")
+    Image.new("RGB", (48, 64)).save(tmp_path / "frames" / "4.png", exif=_turned())  # stored sideways, shown 64x48: as the others
+    result = CliRunner().invoke(app, ["preprocess", str(tmp_path / "frames"), "-o", str(tmp_path / "ds"), "--skip", "densepose,matte", "--json"])
+    assert result.exit_code == 2 and json.loads(result.stdout)["error"].endswith("3.png: size 64x50 differs from the first frame's 64x48; resize the folder")
+    assert not (tmp_path / "ds").exists()
+    (tmp_path / "frames" / "3.png").unlink()
+    assert [s.kind for s in collect_sources([tmp_path / "frames"])] == ["frames"]
+
+
+def _turned():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° to show it
+    return exif
