@@ -1,6 +1,6 @@
 """Time the two CPU levers of the UNet's up path on the real SD1.5 shapes, module by module.
 
-``FastPath.shared_skips`` (``unet.resnet_on_shared_skip``) against the resnet on the skip repeated
+``FastPath.shared_skips`` (``shared_halves.resnet_on_shared_skip``) against the resnet on the skip repeated
 for both guidance halves, and ``FastPath.upsample_phases`` (``upsample_phases.py``) against
 diffusers' ``Upsample2D``, for every up-block resnet and upsampler of the SD1.5 UNet at a working
 size (random weights: only the shapes matter). Both sides have the fast path's other CPU lever,
@@ -50,13 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.upsampling import Upsample2D
 
-    from magicanimate_cli.animate import unet, upsample_phases
+    from magicanimate_cli.animate import shared_halves, upsample_phases
+    from magicanimate_cli.animate.shared_halves import resnet_on_shared_skip
     from magicanimate_cli.animate.side_by_side import install_side_by_side
-    from magicanimate_cli.animate.unet import FrameCount, WindowGroupNorm, resnet_on_shared_skip
+    from magicanimate_cli.animate.unet import FrameCount, WindowGroupNorm
     from magicanimate_cli.animate.upsample_phases import install_upsample_phases, phase_kernels
 
     if args.all_shapes:
-        unet.SHARED_SKIP_MIN_PIXELS, upsample_phases.MIN_SIDE = 1, 1
+        shared_halves.SHARED_SKIP_MIN_PIXELS, upsample_phases.MIN_SIDE = 1, 1
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                 stock = lambda: resnet(torch.cat([hidden, skip.repeat(halves, 1, 1, 1)], dim=1), temb)  # noqa: E731
                 lever = lambda: resnet_on_shared_skip(resnet, hidden, skip, temb, halves)  # noqa: E731
                 _report("shared_skips", f"up_blocks.{block}.resnets.{j}", (hidden_channels, skip_channels, output, side),
-                        side * side >= unet.SHARED_SKIP_MIN_PIXELS,
+                        side * side >= shared_halves.SHARED_SKIP_MIN_PIXELS,
                         _best(stock, args.repeat), _best(lever, args.repeat), (lever() - stock()).abs().max().item(), totals)
             if block < 3:
                 upsampler = Upsample2D(output, use_conv=True).eval().requires_grad_(False)

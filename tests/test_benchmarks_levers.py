@@ -38,10 +38,10 @@ def test_up_path_levers_times_the_levers(monkeypatch, capsys):
     would report 0)."""
     import json
 
-    from magicanimate_cli.animate import unet, upsample_phases
+    from magicanimate_cli.animate import shared_halves, upsample_phases
 
     # --all-shapes lowers the thresholds module-wide; monkeypatch puts them back
-    monkeypatch.setattr(unet, "SHARED_SKIP_MIN_PIXELS", unet.SHARED_SKIP_MIN_PIXELS)
+    monkeypatch.setattr(shared_halves, "SHARED_SKIP_MIN_PIXELS", shared_halves.SHARED_SKIP_MIN_PIXELS)
     monkeypatch.setattr(upsample_phases, "MIN_SIDE", upsample_phases.MIN_SIDE)
     _module("up_path_levers").main(["--size", "64", "--frames", "2", "--threads", "1", "--repeat", "1",
                                     "--all-shapes", "--channel-divisor", "10"])

@@ -34,7 +34,7 @@ the reference features are rounded through float16), within the parity contract
 it also replays the appearance encoder from a CUDA graph after its first step (``cuda_graph.py``;
 bitwise the eager encoder); on a CPU it runs the deepest small convolutions on the frames laid side
 by side (``side_by_side.py``; bitwise on the shapes it takes), computes the up path's share of each
-skip connection once for both halves (``unet.resnet_on_shared_skip``) and the upsampling
+skip connection once for both halves (``shared_halves.resnet_on_shared_skip``) and the upsampling
 convolutions of the UNet and the VAE's decoder at the input's size (``upsample_phases.py``).
 
 diffusers conventions: ``generator``, ``callback_on_step_end``, ``output_type`` (``"np"``, ``"pt"``,
@@ -72,9 +72,10 @@ from .reference import (
     project_reference,
 )
 from .residuals import StepResiduals
+from .shared_halves import guided_forward
 from .side_by_side import install_side_by_side
 from .text_kv import install_shared_text
-from .unet import guided_forward, make_official, pair_time_projections
+from .unet import make_official, pair_time_projections
 from .upsample_phases import install_upsample_phases
 from .weights import SCALING_FACTOR
 from .windows import FUSIONS, SCHEDULES, context_windows, padded_length, window_weights
@@ -95,11 +96,11 @@ class FastPath:
 
     shared_down: bool = True
     """Run the UNet's down path and its mid block's first resnet once for both guidance halves
-    (``unet.guided_forward``)."""
+    (``shared_halves.guided_forward``)."""
     shared_skips: bool = True
     """On CPU, with ``shared_down``: the up path's resnets compute the share of their skip connection
     (the groups of ``norm1`` wholly in it, their ``conv1`` products, its ``conv_shortcut`` products) once
-    for both guidance halves where the skip is at least 8×8 (``unet.resnet_on_shared_skip``). The
+    for both guidance halves where the skip is at least 8×8 (``shared_halves.resnet_on_shared_skip``). The
     same sums in another order. Never used with ``compile`` or on a GPU (not measured there)."""
     upsample_phases: bool = True
     """On CPU, compute the nearest ×2 upsampling and its 3×3 convolution of the UNet and of the VAE's

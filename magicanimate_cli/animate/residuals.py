@@ -5,7 +5,7 @@ residuals depend in the last bits on the other frames of its batch, so the chunk
 every frame's residuals on the device for the whole step, so its memory grows with the clip. Here a
 chunk is computed when a window first reads one of its frames; ``take`` gives the window its rows
 before its UNet call and keeps, of each chunk, only the rows of frames a later window reads. The
-UNet consumes the list it is given (``unet.guided_forward``), so on the up path, where the
+UNet consumes the list it is given (``shared_halves.guided_forward``), so on the up path, where the
 activations peak, a 16-frame clip holds no residuals at all and a longer clip at most 28 frames'
 rows with 16-frame windows overlapping by 4 (the next window's first frames and the first frames
 of the clip, which the closing window wraps into), whatever its length. The values are exactly the

@@ -20,7 +20,7 @@ import torch
 from conftest import parity_fixtures
 
 from magicanimate_cli.animate.pipeline import FastPath
-from magicanimate_cli.animate.unet import guided_forward
+from magicanimate_cli.animate.shared_halves import guided_forward
 
 NOTHING = FastPath(shared_down=False, shared_skips=False, reference_kv_once=False, text_kv_once=False, appearance_one_row=False,
                    side_by_side_convs=False, upsample_phases=False, decode_chunk=1, cuda_graph=False)  # no lever: the default computation
