@@ -500,7 +500,9 @@ def load_estimator(
 
 
 def densepose_status(models: str | Path | None = None) -> dict:
-    """What ``magicanimate doctor`` reports about the DensePose stage (never raises)."""
+    """The DensePose stage's state, for library use: versions, whether detectron2 imports (and its
+    error), whether the default weights are there, the install command. Never raises.
+    (``magicanimate doctor`` reads the installed versions alone, without importing detectron2.)"""
     from ..clip import installed_version as version
 
     spec = MODELS[DEFAULT_MODEL]
