@@ -291,9 +291,10 @@ def list_frame_files(folder: Path) -> list[Path]:
 def probe(path: Path, fps: float | None = None) -> VideoInfo:
     """Size, fps and frame count of a video or frames folder (``fps`` overrides).
 
-    A video's count is that of the frames ``iter_frames`` yields: re-timed to the header's rate,
-    so a variable-rate video (a phone's, clips joined) counts the frames its duration takes at
-    that rate, not the frames stored (``_retimed_count``).
+    A video's count is that of the frames ``iter_frames`` yields (``_counted_frames``: ffmpeg decodes
+    it once through the same re-timing): a variable-rate video (a phone's, clips joined) counts the
+    frames its duration takes at the header's rate, not the frames stored, and a picture that
+    starts after the sound counts the frames that fill its start.
     """
     path = Path(path)
     if path.is_dir():
@@ -306,21 +307,22 @@ def probe(path: Path, fps: float | None = None) -> VideoInfo:
     import imageio_ffmpeg
 
     meta = _header(path)
-    count, seconds = imageio_ffmpeg.count_frames_and_secs(str(path.resolve()))
-    if meta.get("fps") and abs(count - seconds * meta["fps"]) > 1:  # frames stored at another rate than the label
-        count = _retimed_count(path, meta["fps"]) or count
+    count = _counted_frames(path, meta["fps"]) if meta.get("fps") else None
+    if count is None:  # no rate in the header (iter_frames reads it as stored), or ffmpeg could not tell
+        count, _ = imageio_ffmpeg.count_frames_and_secs(str(path.resolve()))
     width, height = meta["size"]
     return VideoInfo(width, height, float(fps or meta.get("fps") or DEFAULT_FPS), count)
 
 
-def _retimed_count(path: Path, fps: float) -> int | None:
-    """How many frames ``iter_frames`` yields of ``path`` re-timed to ``fps`` (ffmpeg decodes the
-    video once to count them); None when ffmpeg cannot tell."""
+def _counted_frames(path: Path, fps: float) -> int | None:
+    """How many frames ``iter_frames`` yields of ``path``: ffmpeg decodes the video once through the
+    same re-timing to ``fps`` and output timing (constant rate, from the file's start), into nothing;
+    None when ffmpeg cannot tell (``iter_frames`` then says why, if it cannot either)."""
     import subprocess
 
     import ffmpeg
 
-    stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(path)).video.filter("fps", fps=fps), "-", f="null")
+    stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(path)).video.filter("fps", fps=fps), "-", f="null", fps_mode="cfr")
     stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
     done = subprocess.run(ffmpeg.compile(stream, cmd=ffmpeg_binary()), capture_output=True, text=True, errors="replace")
     frames = [line.partition("=")[2] for line in done.stdout.splitlines() if line.startswith("frame=")]

@@ -324,6 +324,15 @@ def test_a_joined_clip_counts_the_frames_it_is_read_as(tmp_path, container):
     assert info.frames == len(frames) > 45 and abs(len(frames) / info.fps - 2.0) < 0.1
 
 
+def test_a_picture_that_starts_after_its_sound_counts_the_frames_that_fill_its_start(tmp_path):
+    # a phone's or a stream-copied cut's picture starting 0.5 s into the file: read from the file's
+    # start (frames repeated until the picture begins, in step with the sound), and counted so
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=2", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / "v.mp4")
+    _ffmpeg("-itsoffset", "0.5", "-i", tmp_path / "v.mp4", "-f", "lavfi", "-i", "sine=duration=2.5", "-map", "0:v", "-map", "1:a",
+            "-c:v", "copy", "-c:a", "aac", tmp_path / "late.mp4")
+    assert media.probe(tmp_path / "late.mp4").frames == len(list(media.iter_frames(tmp_path / "late.mp4"))) > 50
+
+
 def test_a_constant_rate_video_reads_frame_for_frame(tmp_path):
     # the re-timing to the header's rate changes nothing where the rate is constant (29.97 included)
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30000/1001:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / "ntsc.mp4")
