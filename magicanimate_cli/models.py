@@ -440,7 +440,7 @@ def download(
     record = ChecksumRecord.load(root)
 
     state = _local_state(items, root, record, progress, write=not dry_run)
-    remote, note = _published([i for i in items if state[i.path] not in ("ok", "converted")], offline, dry_run)
+    remote, note = _published([i for i in items if state[i.path] not in ("ok", "converted", "alternative")], offline, dry_run)
     plan, to_record = _make_plan(items, root, state, remote, record, progress)
     if on_plan is not None:
         on_plan(plan)
@@ -744,7 +744,8 @@ def convert(
             made = (done.derived_from or {}).get("dtype", "?")
             if overwrite or made != dtype_name:  # nothing to convert from: saying "skipped" would leave the wrong precision
                 raise UserError(f"{src}: removed after the conversion to {made}, so it cannot be converted again "
-                                f"({'--half' if half else 'float32'} asked); run `{download_command('animate', root)}` first")
+                                f"({'--half' if half else 'float32'} asked); delete {dst} and run "
+                                f"`{download_command('animate', root)}` to fetch the original, then convert it")
             result.dtype = made
             result.bytes_out, result.removed_original = dst.stat().st_size, True
             return result

@@ -246,6 +246,10 @@ def test_a_variant_the_loader_reads_counts_as_present(hub, tmp_path, monkeypatch
             rel = rel.replace("model.safetensors", "pytorch_model.bin")
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
+    asked, published = [], models_mod._published
+    monkeypatch.setattr(models_mod, "_published", lambda pending, *args: asked.extend(p.path for p in pending) or published(pending, *args))
+    assert download(models=root, manifest=hub.manifest, dry_run=True).bytes_to_download == 0  # online
+    assert asked and "stable-diffusion-v1-5/text_encoder/model.safetensors" not in asked  # nothing to ask the Hub about it
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     plan = {p.path: p for p in download(models=root, manifest=hub.manifest, dry_run=True).plan}
@@ -520,7 +524,7 @@ def test_a_read_only_models_folder_still_verifies(hub, tmp_path):
 
 
 @needs_parity
-def test_convert_round_trip_gives_identical_tensors_and_is_recorded(fixture_weights):
+def test_convert_round_trip_gives_identical_tensors_and_is_recorded(fixture_weights, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
@@ -549,8 +553,13 @@ def test_convert_round_trip_gives_identical_tensors_and_is_recorded(fixture_weig
     verify_models(fixture_weights)
     assert convert(models=fixture_weights, half=True).skipped
     for again in ({"half": False}, {"half": True, "overwrite": True}):  # no original left to convert from: said, not "skipped"
-        with pytest.raises(UserError, match=f"{TEMPORAL_CKPT}: removed after the conversion to float16, so it cannot be converted again"):
+        with pytest.raises(UserError, match=f"{TEMPORAL_CKPT}: removed after the conversion to float16, so it cannot be converted again") as said:
             convert(models=fixture_weights, **again)
+    assert f"delete {fixture_weights / TEMPORAL_SAFETENSORS} and run `magicanimate models download" in str(said.value)
+    (fixture_weights / TEMPORAL_SAFETENSORS).unlink()  # as it says: the download then fetches the original
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    plan = {p.path: p.action for p in download(models=fixture_weights, only="animate", dry_run=True).plan}
+    assert plan[TEMPORAL_CKPT] == "download"
 
 
 @needs_parity
