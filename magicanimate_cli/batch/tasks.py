@@ -200,6 +200,8 @@ class TaskRunner:
                 if cmd.model is not None and (cmd.model.needed is None or cmd.model.needed(params)):
                     extra[cmd.model.keyword] = self.model(cmd.name, cmd.model, params)
                 elif cmd.model is not None:
+                    if cmd.model.check is not None:
+                        cmd.model.check(params)  # a bad task fails first, keeping the model for the others
                     self._let_go(cmd.name)  # its own processes load theirs: leave them the memory
                 result = cmd.load()(**params, **extra)
         except UserError as exc:
