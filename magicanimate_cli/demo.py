@@ -20,7 +20,6 @@ functions, so ``magicanimate --help`` stays fast.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import json
@@ -314,6 +313,8 @@ class DemoApp:
     async def run(self, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
                   fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, keep_aspect=False, progress=None):
         """The Animate button: the work runs in a worker thread; a cancelled event stops it."""
+        import asyncio  # here: the CLI imports this module for its defaults, and asyncio takes tens of ms
+
         gr = _require_gradio()
         cancel = threading.Event()
         context = contextvars.copy_context()  # gr.Progress finds its event through context variables
