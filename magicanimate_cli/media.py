@@ -52,6 +52,12 @@ class VideoInfo:
     frames: int
 
 
+def same_rate(a: float, b: float) -> bool:
+    """Whether two frame rates are one: a header's rate is rounded (23.98 for 24000/1001), so
+    ``--fps 23.976`` names it too (within 0.1 %)."""
+    return abs(a - b) <= 1e-3 * max(a, b)
+
+
 def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 

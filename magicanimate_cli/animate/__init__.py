@@ -467,7 +467,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
     ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
     info = media.probe(motion)
-    if fps is not None and not motion.is_dir() and media.is_video(motion) and abs(info.fps - fps) > 1e-6:
+    if fps is not None and not motion.is_dir() and media.is_video(motion) and not media.same_rate(info.fps, fps):
         # a label alone would play the motion faster or slower, and out of step with its sound
         raise UserError(f"--fps {fps:g}: {shown(motion)} is read at its own {info.fps:g} fps; --fps is for a frames "
                         f"folder (to re-time the video: magicanimate frames {shown(motion)} --fps {fps:g} -o FOLDER)")

@@ -11,25 +11,26 @@ from __future__ import annotations
 import os
 import sys
 
-from ..device import check_device
-from ..errors import UserError
+from ..errors import UserError, debugging, show_library_logs
 
 __all__ = ["check_devices", "free_port", "parse_devices", "run_distributed"]
 
 
 def parse_devices(devices: str | None) -> list[str]:
-    """``"0,1"`` -> ``["cuda:0", "cuda:1"]``; ``"cpu,cpu"`` -> two CPU processes."""
+    """``"0,1"`` (or ``"cuda:0,cuda:1"``) -> ``["cuda:0", "cuda:1"]``; ``"cuda"`` is ``cuda:0``;
+    ``"cpu,cpu"`` -> two CPU processes (for tests). No torch import."""
     if not devices:
         return []
     out = []
     for item in devices.split(","):
         item = item.strip()
-        if item.isdigit():
-            out.append(f"cuda:{item}")
-        elif item == "cpu" or item.startswith("cuda:"):
-            out.append(check_device(item, "--devices"))
+        index = item.removeprefix("cuda:") if item.startswith("cuda:") else item
+        if index.isascii() and index.isdigit():
+            out.append(f"cuda:{int(index)}")
+        elif item in ("cpu", "cuda"):
+            out.append("cuda:0" if item == "cuda" else item)
         else:
-            raise UserError(f"--devices {devices}: expected GPU indices like 0,1,2 (or cpu,cpu to test on CPU)")
+            raise UserError(f"--devices {devices}: expected GPU indices like 0,1,2 (or cuda:0,cuda:1; cpu,cpu to test on CPU)")
     if len(set(out)) != len(out) and any(d.startswith("cuda") for d in out):
         raise UserError(f"--devices {devices}: each GPU may appear once")
     if len({d.split(":")[0] for d in out}) > 1:
@@ -63,7 +64,7 @@ def run_distributed(job, devices: list[str], models, dtype: str) -> None:
     # each process computes with this process's thread count: parallel sums add up in an order
     # that depends on it, and the frames are those of the same run in one process
     threads = torch.get_num_threads()
-    args = (job, devices, str(models) if models else None, dtype, port, threads)
+    args = (job, devices, str(models) if models else None, dtype, port, threads, debugging())  # --debug's library logs too
     context = mp.spawn(_worker, args=args, nprocs=len(devices), join=False)
     try:
         while not context.join():
@@ -80,7 +81,7 @@ def run_distributed(job, devices: list[str], models, dtype: str) -> None:
         raise
 
 
-def _worker(rank: int, job, devices: list[str], models, dtype: str, port: int, threads: int) -> None:
+def _worker(rank: int, job, devices: list[str], models, dtype: str, port: int, threads: int, debug: bool = False) -> None:
     import signal
 
     import torch
@@ -91,6 +92,8 @@ def _worker(rank: int, job, devices: list[str], models, dtype: str, port: int, t
 
     stop_once_on(signal.SIGINT, signal.SIGTERM)
     torch.set_num_threads(threads)
+    if debug:
+        show_library_logs()
     device = devices[rank]
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):

@@ -73,7 +73,7 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
         identity = {"input": str(source.resolve()), "files": [f.name for f in files], "mtime": max(f.stat().st_mtime_ns for f in files)}
     else:
         info = media.probe(source)
-        if fps is not None and abs(fps - info.fps) > 1e-6:
+        if fps is not None and not media.same_rate(fps, info.fps):
             raise UserError(f"--fps {fps:g}: {source} is read at its own {info.fps:g} fps; --fps is for a frames folder")
         count, fps = info.frames, info.fps
         names = [media.frame_name(i) for i in range(count)]

@@ -216,6 +216,8 @@ def test_fps_other_than_a_motion_videos_own_is_refused(tmp_path, motion_dir, ref
     with pytest.raises(UserError, match=r"--fps 25: .*motion.mp4 is read at its own 10 fps; --fps is for a frames folder"):
         check_animate(reference, video, tmp_path / "out.mp4", models=tiny_weights, fps=25)
     check_animate(reference, video, tmp_path / "out.mp4", models=tiny_weights, fps=10)  # its own rate: nothing to refuse
+    ntsc = media.write_frames(tmp_path / "ntsc.mp4", media.read_frames(motion_dir).array, fps=24000 / 1001)  # its header says 23.98
+    check_animate(reference, ntsc, tmp_path / "out.mp4", models=tiny_weights, fps=23.976)
 
 
 def test_a_clip_folder_animates_its_densepose_frames_at_the_clips_rate(tiny_pipeline, tmp_path, motion_dir, reference):

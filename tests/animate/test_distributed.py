@@ -34,8 +34,9 @@ def test_devices_are_checked_with_the_other_options_before_any_work(tmp_path, ti
 
     from magicanimate_cli.animate import check_animate
 
-    with pytest.raises(UserError, match="--devices cuda:x: choose one of"):
+    with pytest.raises(UserError, match=r"--devices cuda:x: expected GPU indices like 0,1,2 \(or cuda:0,cuda:1; cpu,cpu to test on CPU\)"):
         parse_devices("cuda:x")
+    assert parse_devices("cuda") == ["cuda:0"] and parse_devices("cuda:1,2") == ["cuda:1", "cuda:2"]
     if torch.cuda.is_available():
         return
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
