@@ -417,7 +417,7 @@ def align(
     if clip_folder.is_clip_folder(motion):
         source = clip_folder.motion_of(motion)
         clip = clip_folder.Clip(motion)
-    media.check_output(output, overwrite, protect=(reference, source))  # a clip folder: its densepose/ is the input
+    media.check_output(output, overwrite, protect=(reference, source, *clip_folder.parts_of(motion)))  # a clip: none of it written over
     progress = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
     info = media.probe(source, clip_folder.clip_fps(motion) if clip is not None else None)

@@ -56,6 +56,13 @@ def clip_fps(folder: Path) -> float | None:
     return float(fps) if isinstance(fps, (int, float)) and fps > 0 else None
 
 
+def parts_of(path: Path) -> list[Path]:
+    """What a clip folder holds (its subfolders and ``meta.json``): what a command that reads the
+    clip must not write over (``media.check_output``'s ``protect``); none for another path."""
+    path = Path(path)
+    return [path / name for name in (*SUBFOLDERS, META) if (path / name).exists()] if is_clip_folder(path) else []
+
+
 def motion_of(path: Path) -> Path:
     """The DensePose frames a MOTION argument names: a clip folder's ``densepose/`` (a clip
     without one is refused with the command that makes it), else ``path`` itself."""

@@ -352,6 +352,11 @@ def test_clip_folder_records_the_transform_in_meta_json(tmp_path):
     assert media.probe(tmp_path / "at30.mp4").fps == 30.0
     with pytest.raises(UserError, match="input"):  # never onto the frames it reads
         align(reference, tmp_path / "clip", tmp_path / "clip" / "densepose", size=64, overwrite=True)
+    images = {f.name: f.read_bytes() for f in (tmp_path / "clip" / "images").iterdir()}
+    for part in ("images", "meta.json"):  # nor onto the rest of the clip (its photos were replaced by poses)
+        with pytest.raises(UserError, match=f"is the input .*clip/{part}"):
+            align(reference, tmp_path / "clip", tmp_path / "clip" / part, size=64, overwrite=True)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "clip" / "images").iterdir()} == images
 
 
 def test_a_clip_folder_gives_an_aligned_video_the_sound_of_the_video_it_was_made_from(tmp_path):

@@ -400,14 +400,16 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
              **_) -> _Request:  # fmt: skip
     """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
     from .. import media
-    from ..clip import clip_fps, motion_of
+    from ..clip import clip_fps, motion_of, parts_of
     from ..crop import fit_square  # the animator's input fitting lives with the other crops
     from ..device import check_device
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule, context_fusion)
     config.validate()
     reference, motion, output = media.input_path(reference), media.input_path(motion), media.output_path(output)
+    clip_parts = []
     if motion.is_dir() and not media.list_frame_files(motion):
+        clip_parts = parts_of(motion)  # a clip folder: none of it is written over (-o CLIP/images)
         source = motion_of(motion)  # a clip folder: its densepose/ (refused without one)
         if source != motion:
             motion, fps = source, fps or clip_fps(motion)  # at the clip's own rate
@@ -448,10 +450,10 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
         from ..models import check_models
 
         check_models(models)
-    media.check_output(output, overwrite, protect=(reference, motion))
+    media.check_output(output, overwrite, protect=(reference, motion, *clip_parts))
     grid_output = grid_path(output) if grid else None
     if grid_output is not None:
-        media.check_output(grid_output, overwrite, protect=(reference, motion, output))
+        media.check_output(grid_output, overwrite, protect=(reference, motion, output, *clip_parts))
     if pipeline is None:  # a missing GPU is said now, not after reading the motion
         from ..device import resolve_device
         from .distributed import check_devices

@@ -207,6 +207,21 @@ def test_frames_folder_means_25_fps_unless_told(tiny_pipeline, tmp_path, motion_
     assert media.probe(tmp_path / "b.mp4").fps == 10.0
 
 
+def test_a_clip_motion_is_never_written_over(tmp_path, motion_dir, reference, tiny_weights):
+    # -o CLIP/images --overwrite replaced the clip's photos with the animation
+    import shutil
+
+    from magicanimate_cli.animate import check_animate
+
+    clip = tmp_path / "clip"
+    shutil.copytree(motion_dir, clip / "densepose")
+    shutil.copytree(motion_dir, clip / "images")
+    for part in ("images", "densepose"):
+        with pytest.raises(UserError, match=f"is the input .*clip/{part}"):
+            check_animate(reference, clip, clip / part, models=tiny_weights, overwrite=True)
+    check_animate(reference, clip, clip / "animation.mp4", models=tiny_weights)  # a new file beside them is fine
+
+
 def test_fps_other_than_a_motion_videos_own_is_refused(tmp_path, motion_dir, reference, tiny_weights):
     # a label alone played the motion 2.5× fast (10 frames of a 1 s video as 0.4 s at 25 fps), out
     # of step with its sound
