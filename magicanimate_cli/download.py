@@ -112,11 +112,17 @@ class Tracklet:
 
 
 def source_url(ref: str, url_template: str = YOUTUBE_URL) -> str:
-    """A URL as it is; a YouTube video ID through ``url_template``."""
+    """A URL as it is; a YouTube video ID through ``url_template``. A local file (a path, a
+    ``file://`` URL) is refused: it needs no download, and the other commands take it as it is."""
+    local = "`magicanimate download` fetches videos from the web; give a local video to `preprocess`, `frames` or `crop` as it is"
+    if ref.lower().startswith("file:"):
+        raise UserError(f"{ref}: a local file; {local}")
     if "://" in ref:
         return ref
     if _YOUTUBE_ID.match(ref):
         return url_template.format(id=ref)
+    if Path(ref).expanduser().exists():
+        raise UserError(f"{ref}: a local file; {local}")
     raise UserError(f"{ref}: neither a URL (https://...) nor an 11-character YouTube video ID")
 
 
@@ -258,13 +264,21 @@ def _clean_error(message: str) -> str:
 
 
 def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = DEFAULT_MAX_HEIGHT, retries: int = DEFAULT_RETRIES,
-          overwrite: bool = False, sound: bool = False, progress=None) -> tuple[Path, str]:
+          overwrite: bool = False, sound: bool = False, progress=None, taken: dict | None = None) -> tuple[Path, str]:
     """Download ``url`` to ``folder/<name>.mp4`` (name: the video's id). Returns (path, status).
 
     status is ``downloaded`` or ``skipped`` (already complete, with or without sound: ``overwrite``
     fetches it again). ``sound``: with the best sound stream (``format_selector``). Raises
-    ``UserError`` with yt-dlp's message when the video cannot be had.
+    ``UserError`` with yt-dlp's message when the video cannot be had. ``taken`` maps the files this
+    run has given to their URLs (the caller adds each): another URL whose video has the same id
+    (two sites' ``clip.mp4``) is refused rather than taken for that file, or written over it.
     """
+
+    def claimed(final: Path) -> Path:
+        if taken is not None and taken.get(final, url) != url:
+            raise UserError(f"{url}: its video id names {final}, which {taken[final]} gave in this run; download it with another -o")
+        return final
+
     try:
         import yt_dlp
     except ImportError:
@@ -273,7 +287,7 @@ def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if name is not None:
-        final = folder / f"{safe_name(name)}.mp4"
+        final = claimed(folder / f"{safe_name(name)}.mp4")
         if final.exists() and not overwrite:
             if _readable(final):
                 return final, "skipped"
@@ -292,7 +306,7 @@ def fetch(url: str, folder: Path, *, name: str | None = None, max_height: int = 
                 if info.get("_type") in ("playlist", "multi_video"):
                     raise UserError(f"{url}: is a playlist; pass the videos' URLs or IDs one by one")
                 if name is None:
-                    final = folder / f"{safe_name(str(info.get('id') or 'video'))}.mp4"
+                    final = claimed(folder / f"{safe_name(str(info.get('id') or 'video'))}.mp4")
                     if final.exists() and not overwrite:
                         shutil.rmtree(work, ignore_errors=True)
                         if _readable(final):
@@ -490,11 +504,18 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
         if not sources:
             raise UserError("nothing to download: give URLs or YouTube IDs, or --tracklets CSV")
         urls = [(ref, source_url(ref, url_template)) for ref in sources]
+        taken: dict[Path, str] = {}
         for ref, url in urls:
             item = {"source": ref, "url": url}
+            if "://" not in ref and (t0 is not None or t1 is not None) and not overwrite:
+                clip = output / f"{safe_name(ref)}_{_fmt_time(t0 or 0.0)}-{_fmt_time(t1)}.mp4"
+                if clip.exists() and _readable(clip):  # the cut is there: its source need not be (nor be reachable)
+                    result.items.append({**item, "output": str(clip), "status": "skipped"})
+                    continue
             try:
                 path, status = fetch(url, output, name=None if "://" in ref else ref, max_height=max_height, retries=retries,
-                                     overwrite=overwrite, sound=sound, progress=progress)
+                                     overwrite=overwrite, sound=sound, progress=progress, taken=taken)
+                taken[path] = url
                 item.update(file=str(path), status=status)
                 if t0 is not None or t1 is not None:
                     clip = path.with_name(f"{path.stem}_{_fmt_time(t0 or 0.0)}-{_fmt_time(t1)}.mp4")
@@ -542,11 +563,30 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
     by_video: dict[str, list[Tracklet]] = {}
     for row in rows:
         by_video.setdefault(row.youtube_id, []).append(row)
-    names = [row.name for row in rows]
-    duplicates = {n for n in names if names.count(n) > 1}
+
+    def place(row: Tracklet) -> tuple[str, str]:
+        return safe_name(row.partition) if row.partition else "", safe_name(row.name)
+
+    places = [place(row) for row in rows]
+    duplicates = {p for p in places if places.count(p) > 1}  # rows that would write one file: named by their line too
+
+    def clip_of(row: Tracklet) -> Path:
+        folder = output / safe_name(row.partition) if row.partition else output  # never outside -o
+        name = row.name if place(row) not in duplicates else f"{row.name}#L{row.line}"
+        return folder / f"{safe_name(name)}.mp4"
+
     done_rows = 0
     for youtube_id, video_rows in by_video.items():
         url = url_template.format(id=youtube_id)
+        if not overwrite and all(clip_of(row).exists() and _readable(clip_of(row)) for row in video_rows):
+            # every clip of this video is there: nothing to fetch (its source may be gone, or removed to free the disk)
+            result.items.append({"source": youtube_id, "url": url, "status": "skipped", "note": "its clips are all there"})
+            for row in video_rows:
+                result.items.append({"source": row.video_id, "line": row.line, "output": str(clip_of(row)), "status": "skipped"})
+            done_rows += len(video_rows)
+            if progress is not None:
+                progress("tracklets", done_rows, len(rows))
+            continue
         try:
             path, status = fetch(url, output, name=youtube_id, max_height=max_height, retries=retries, overwrite=False,
                                  sound=sound, progress=progress)
@@ -559,9 +599,7 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
             continue
         info = media.probe(path)
         for row in video_rows:
-            name = row.name if row.name not in duplicates else f"{row.name}#L{row.line}"
-            folder = output / safe_name(row.partition) if row.partition else output  # never outside -o
-            clip = folder / f"{safe_name(name)}.mp4"
+            clip = clip_of(row)
             item = {"source": row.video_id, "line": row.line, "file": str(path), "output": str(clip)}
             try:
                 if clip.exists() and not overwrite and _readable(clip):

@@ -32,6 +32,8 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("www")
     make_video(root / f"{VID}.mp4", count=30, fps=25.0)
     make_video(root / "talk.mp4", count=20, fps=25.0, width=48, height=32)
+    (root / "other").mkdir()
+    make_video(root / "other" / "talk.mp4", count=12, fps=25.0)  # another site's video of the same name
     make_video(root / "flaky.mp4", count=10, fps=25.0)
     make_video(root / "broken.mp4", count=30, fps=25.0)
     add_sound(make_video(root / "dance.mp4", count=30, fps=25.0), 1.2, rising=True)
@@ -83,6 +85,17 @@ def test_url_download_skip_and_overwrite(server, template, tmp_path):
     assert forced.items[0]["status"] == "downloaded" and media.probe(path).frames == 20
 
 
+def test_two_urls_whose_videos_have_one_id_do_not_share_a_file(server, template, tmp_path):
+    # the second was reported "skipped" with the first one's file, or (--overwrite) written over it
+    urls = [f"{server.url}/talk.mp4", f"{server.url}/other/talk.mp4"]
+    for overwrite in (False, True):
+        result = download(urls, tmp_path, overwrite=overwrite)
+        assert [i["status"] for i in result.items] == ["downloaded", "failed"]
+        assert f"which {urls[0]} gave in this run" in result.items[1]["error"]
+        assert media.probe(tmp_path / "talk.mp4").frames == 20  # the first one's, whole
+    assert download(urls[1:], tmp_path / "apart").items[0]["status"] == "downloaded"  # alone, into another folder: fine
+
+
 def test_id_through_url_template_is_skipped_without_network(server, template, tmp_path):
     download([VID], tmp_path, url_template=template)
     server.requests.clear()
@@ -101,6 +114,9 @@ def test_time_range_is_frame_exact(server, template, tmp_path):
     assert open_ended["frames"] == 5 and open_ended["output"].endswith(f"{VID}_1-end.mp4")
     from_the_start = download([VID], tmp_path, url_template=template, end="0.2").items[0]
     assert from_the_start["frames"] == 5 and from_the_start["output"].endswith(f"{VID}_0-0.2.mp4")  # not "_end-0.2"
+    (tmp_path / f"{VID}.mp4").unlink()  # the source removed to free the disk, unreachable now: the cut is there
+    again = download([VID], tmp_path, url_template=server.url + "/missing/{id}.mp4", start="0.2", end="0:00.6").items[0]
+    assert again["status"] == "skipped" and again["output"] == str(tmp_path / f"{VID}_0.2-0.6.mp4")
 
 
 def test_a_cut_keeps_the_sound_of_its_frames(server, template, tmp_path, monkeypatch):
@@ -202,6 +218,25 @@ def test_tracklets(server, template, tmp_path):
     assert b.array.shape == (10, 24, 32, 3) and [decode_index(f) for f in b.array] == list(range(10, 20))
     again = download(None, out, tracklets=csv, url_template=template)
     assert [i["status"] for i in again.items] == ["skipped", "skipped", "skipped"]
+    # the source removed to free the disk, and unreachable now: its clips are all there, nothing to fetch
+    (out / f"{VID}.mp4").unlink()
+    server.requests.clear()
+    gone = download(None, out, tracklets=csv, url_template=server.url + "/missing/{id}.mp4")
+    assert gone.ok and [i["status"] for i in gone.items] == ["skipped", "skipped", "skipped"] and server.requests == []
+
+
+def test_tracklets_of_one_name_in_two_partitions_keep_their_names(server, template, tmp_path):
+    # they write two files already: no "#L<line>" suffix (which renamed them when a row was added)
+    csv = tmp_path / "ted.csv"
+    header = "video_id,start,end,bbox,fps,width,height,partition\n"
+    rows = [f"{VID}#000005#000015,0,0,8-4-40-36,25.0,64,48,train\n", f"{VID}#000005#000015,0,0,8-4-40-36,25.0,64,48,test\n"]
+    csv.write_text(header + "".join(rows))
+    result = download(None, tmp_path / "ted", tracklets=csv, url_template=template)
+    assert [Path(i["output"]).relative_to(tmp_path / "ted").as_posix() for i in result.items[1:]] == [
+        f"train/{VID}#000005#000015.mp4", f"test/{VID}#000005#000015.mp4"]
+    csv.write_text(header + rows[0] + rows[0])  # one place twice: told apart by their lines
+    result = download(None, tmp_path / "twice", tracklets=csv, url_template=template)
+    assert [Path(i["output"]).name for i in result.items[1:]] == [f"{VID}#000005#000015#L2.mp4", f"{VID}#000005#000015#L3.mp4"]
 
 
 def test_tracklet_rules():
@@ -269,6 +304,8 @@ def test_a_url_that_cannot_be_parsed_fails_alone_and_leaves_no_folder(server, te
     [
         ([], "nothing to download"),
         (["not-a-url-or-id"], "YouTube video ID"),
+        (["file:///tmp/dance.mp4"], "file:///tmp/dance.mp4: a local file; `magicanimate download` fetches videos from the web"),  # was: yt-dlp's --enable-file-urls advice
+        ([__file__], f"{__file__}: a local file; `magicanimate download` fetches videos from the web"),
         ([VID, "--start", "abc"], "--start 'abc': expected seconds"),
         ([VID, "--start", "5", "--end", "2"], "after the start"),
         ([VID, "--max-height", "0"], "--max-height"),
