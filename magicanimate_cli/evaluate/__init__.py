@@ -162,15 +162,26 @@ def _is_frames_folder(path: Path) -> bool:
     return path.is_dir() and any(p.is_file() and is_image(p) and not p.name.startswith(".") for p in path.iterdir())
 
 
+def _loose_images(folder: Path) -> list[Path]:
+    """Images in a folder that also holds clips (videos, folders of frames): a reference image
+    beside the results, a cover; left out, and said (``evaluate``'s notes)."""
+    from ..media import is_image
+
+    if not folder.is_dir() or not _clips_in(folder):
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
+
+
 def _single_clip(path: Path) -> Path | None:
-    """The frames source if ``path`` is one clip (video, frames folder, clip folder), else None."""
+    """The frames source if ``path`` is one clip (video, frames folder, clip folder), else None. A
+    folder that holds clips is a folder of clips, whatever images lie beside them."""
     from ..media import is_video
 
     if path.is_file():
         if is_video(path):
             return path
         raise UserError(f"{path}: not a video; pass an .mp4, a folder of frames, or a folder of clips")
-    if _is_frames_folder(path):
+    if _is_frames_folder(path) and not _clips_in(path):
         return path
     if _is_frames_folder(path / IMAGES):
         return path / IMAGES
@@ -303,6 +314,7 @@ def evaluate(
         resolve_device(device)  # a missing GPU is said before any frame is read, network metrics or not
     generated, ground_truth = media.input_path(generated), media.input_path(ground_truth)
     pairs = pair_clips(generated, ground_truth)
+    loose = [(folder, images) for folder in (generated, ground_truth) if (images := _loose_images(folder))]
     infos = [(media.probe(g), media.probe(t)) for _, g, t in pairs]
     small = next(((t, it) for (_, _, t), (_, it) in zip(pairs, infos) if min(it.width, it.height) < SSIM_WINDOW), None)
     if "ssim" in wanted and small is not None:  # scikit-image's window would not fit: exit 1 after the other clips' work
@@ -317,7 +329,8 @@ def evaluate(
 
     counter = _Counter(progress, sum(min(ig.frames, it.frames) for ig, it in infos))
     clips: list[ClipScores] = []
-    notes: list[str] = []
+    notes: list[str] = [f"{folder}: {len(images)} image(s) beside its clips left out ({', '.join(p.name for p in images[:3])}"
+                        f"{', ...' if len(images) > 3 else ''})" for folder, images in loose]
     for (name, source_g, source_t), (info_g, info_t) in zip(pairs, infos):
         clip = _score_clip(name, source_g, source_t, info_g, info_t, metrics_, rules, counter)
         clips.append(clip)

@@ -116,6 +116,19 @@ def test_an_identical_frame_pair_is_left_out_of_the_psnr_mean_not_made_its_value
     assert alike.to_dict()["value"] is None and "infinite PSNR" in alike.to_dict()["note"]  # nothing else to average
 
 
+def test_an_image_beside_the_clips_leaves_them_a_folder_of_clips(tmp_path, rng):
+    # a reference.png beside the results made the folder one one-frame clip: scored against a
+    # cover image of the other side, or refused as "one clip but a folder of clips"
+    generated, truth = clip_set(tmp_path, rng, names=("a",), frames=2)
+    media.write_png(generated / "reference.png", rng.integers(0, 256, (24, 20, 3), dtype=np.uint8), replace=False)
+    media.write_png(truth / "cover.png", rng.integers(0, 256, (24, 20, 3), dtype=np.uint8), replace=False)
+    assert [p[0] for p in pair_clips(generated, truth)] == ["a"]
+    result = evaluate(generated, truth, metrics="l1")
+    assert [c.name for c in result.clips] == ["a"] and result.clips[0].frames == 2
+    assert f"{generated}: 1 image(s) beside its clips left out (reference.png)" in result.notes
+    assert f"{truth}: 1 image(s) beside its clips left out (cover.png)" in result.notes
+
+
 def test_inputs_are_paired_by_name_and_mismatches_are_one_line_errors(tmp_path, rng):
     generated, truth = clip_set(tmp_path, rng, names=("x", "y"), frames=2)
     assert [p[0] for p in pair_clips(generated, truth)] == ["x", "y"]
