@@ -144,9 +144,13 @@ def collect_sources(inputs, *, _from_list: bool = False) -> list[Source]:
 
 def _read_list(path: Path) -> list[Path]:
     """Paths in a list file, one a line, relative to the file's folder; blank lines and lines
-    starting with ``#`` are ignored (a ``#`` inside a name, as in TED-talks clip names, is kept)."""
+    starting with ``#`` are ignored (a ``#`` inside a name, as in TED-talks clip names, is kept).
+    UTF-8, with or without a BOM (Notepad's "UTF-8 with BOM")."""
+    from .files import check_utf8
+
+    check_utf8(path)
     entries = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             entry = Path(line).expanduser()

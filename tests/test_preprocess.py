@@ -657,3 +657,14 @@ def _turned():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° to show it
     return exif
+
+
+def test_a_list_file_in_utf8_with_a_bom_or_not_utf8_at_all(videos, tmp_path):
+    # the BOM became part of the first path ("\ufeffvids/a.mp4: no such file"); Latin-1 was a
+    # UnicodeDecodeError, exit 1, naming no file
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\xef\xbb\xbf# dances\n" + str(videos / "talk.mp4").encode() + b"\n")
+    assert [s.name for s in collect_sources([listing])] == ["talk"]
+    listing.write_bytes(b"clips/caf\xe9.mp4\n")
+    with pytest.raises(UserError, match=r"list.txt: not UTF-8 text \(byte 9: invalid continuation byte\); save it as UTF-8"):
+        collect_sources([listing])
