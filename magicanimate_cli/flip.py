@@ -167,6 +167,7 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     from . import media
     from .clip import META, is_clip_folder, now, read_meta, subfolders, versions, write_meta
     from .files import commit, discard, temp_beside, writing
+    from .folders import taking_back
 
     clip, output = media.input_path(clip), media.output_path(output)
     if not clip.exists():
@@ -187,7 +188,7 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     media.check_output(output, overwrite, protect=(clip,))
     ignored = sorted(p.name for p in clip.iterdir() if p.name not in (*SUBFOLDERS, META) and not p.name.startswith("."))
     started = time.perf_counter()
-    with writing(output):  # a full disk names the output, not its temporary
+    with taking_back(output.parent), writing(output):  # a refused or failed run leaves no new empty folder; a full disk names the output
         tmp = temp_beside(output)
         try:
             count, snapped, max_distance = flip_clip_into(clip, tmp, subs, progress)

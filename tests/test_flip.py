@@ -141,6 +141,8 @@ def test_refuses_renderings_that_are_not_viridis(tmp_path, rng):
     assert "not a viridis DensePose rendering" in result.output
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    result = runner.invoke(app, ["flip", str(clip), "-o", str(tmp_path / "new" / "deep" / "out")])
+    assert result.exit_code == 2 and not (tmp_path / "new").exists()  # nor the folders made on the way to it
 
 
 def test_cli_json_and_no_overwrite(tmp_path):
