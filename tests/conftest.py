@@ -44,3 +44,15 @@ def parity_fixtures() -> list[Path]:
     if not PARITY_ROOT.is_dir():
         return []
     return sorted(p for p in PARITY_ROOT.iterdir() if (p / "expected" / "run.json").is_file())
+
+
+@pytest.fixture()
+def fake_commands(monkeypatch):
+    """Make the fake commands of batch_helpers the ones the CLI's batch runs (outside a Slurm array)."""
+    from magicanimate_cli.batch import tasks as batch_tasks
+
+    import batch_helpers
+
+    monkeypatch.setattr(batch_tasks, "COMMANDS", batch_helpers.COMMANDS)
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT", raising=False)
