@@ -251,7 +251,6 @@ class TaskRunner:
         self._models[name] = (cache.key(params), model)  # as it is now: a load may have downloaded the weights the key names
         return model
 
-
     def _let_go(self, name: str) -> None:
         """Drop the model held for ``name``, its GPU memory included (torch keeps freed blocks
         for itself until asked: another process could not have them)."""
