@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PARITY_ROOT = Path(os.environ.get("MAGICANIMATE_PARITY_DIR", REPO.parent / "shared" / "parity"))
+
+
+def wait_for(predicate, seconds: float, what: str) -> None:
+    """Poll ``predicate`` until it is true; ``AssertionError`` naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 
 from magicanimate_cli import processes
 
@@ -50,10 +51,7 @@ def _start(tmp_path, cleanup_seconds: float, count: int = 2):
     children = [context.Process(target=_child, args=(str(tmp_path), cleanup_seconds)) for _ in range(count)]
     for child in children:
         child.start()
-    deadline = time.monotonic() + 30
-    while len(list(tmp_path.glob("*.started"))) < count:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: len(list(tmp_path.glob("*.started"))) == count, 30, "the children to start")
     return children
 
 

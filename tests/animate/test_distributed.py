@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import wait_for
 from PIL import Image
 
 from magicanimate_cli import media
@@ -98,11 +99,8 @@ def test_sigterm_to_the_command_alone_stops_its_device_processes(tmp_path, tiny_
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(repo)})
     try:
-        deadline = time.monotonic() + 300
-        while not checkpoint.exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for(lambda: checkpoint.exists() or process.poll() is not None, 300, "the first step's checkpoint")
+        assert process.poll() is None, process.communicate()
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)
     finally:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from typer.testing import CliRunner
 
 from magicanimate_cli.batch import run_batch
@@ -42,14 +43,6 @@ def start_batch(manifest: Path) -> subprocess.Popen:
     script = ("import sys, batch_helpers\nfrom magicanimate_cli.batch import BatchInterrupted, run_batch\n"
               "try:\n    run_batch(sys.argv[1], commands=batch_helpers.COMMANDS)\nexcept BatchInterrupted:\n    sys.exit(130)\n")
     return subprocess.Popen([sys.executable, "-c", script, str(manifest)], env=env_with_tests(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_for(predicate, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_for_pid(pid_file: Path, what: str) -> int:
