@@ -34,6 +34,7 @@ VIDEO_EXTENSIONS = {  # what ffmpeg reads: phones, cameras (.mts/.m2ts), broadca
 WRITABLE_VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: read through pillow-heif's Pillow plugin
+MAX_PIXELS = 1 << 28  # 268 MP: a 200 MP phone photo (16320x12240) reads; Pillow alone refuses above 179 MP
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def open_image(path: Path):
     """A loaded PIL image of ``path`` (any format Pillow reads), closed after the block.
 
     Every way an image file can be unusable — missing, not an image, truncated, a decompression
-    bomb (more pixels than Pillow's ``MAX_IMAGE_PIXELS`` guard) — is a one-line ``UserError``.
+    bomb (more than ``MAX_PIXELS`` pixels, or than Pillow's own guard if that is set higher) — is a
+    one-line ``UserError``.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -145,13 +147,11 @@ def open_image(path: Path):
     if path.stat().st_size == 0:
         raise UserError(f"{shown(path)}: empty file (0 bytes); write the image again or remove it")
     try:
-        with _quiet_exif():
+        with _quiet_exif(), _pixel_limit() as limit:
             image = Image.open(path)
             image.load()
     except Image.DecompressionBombError as exc:
-        raise UserError(
-            f"{shown(path)}: image too large to decode safely ({first_line(exc)}); resize it below {2 * Image.MAX_IMAGE_PIXELS} pixels"
-        ) from None
+        raise UserError(f"{shown(path)}: image too large to decode safely ({first_line(exc)}); resize it below {limit} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{shown(path)}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
     with image:
@@ -170,6 +170,23 @@ def _quiet_exif():
         warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
         yield
+
+
+@contextmanager
+def _pixel_limit():
+    """Pillow's decompression-bomb guard raised to ``MAX_PIXELS`` for the block (restored after it;
+    a caller's higher limit, or none, is kept); yields the number of pixels above which an image is
+    refused. Pillow refuses above twice ``Image.MAX_IMAGE_PIXELS`` (179 MP by default), which a
+    200 MP phone's photos exceed."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    if before is not None and 2 * before < MAX_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
+    try:
+        yield None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
 
 
 @lru_cache(maxsize=1)
@@ -204,7 +221,7 @@ def check_frame_sizes(folder: Path) -> None:
     first = None
     for file in list_frame_files(folder):
         try:
-            with Image.open(file) as image, _quiet_exif():
+            with _quiet_exif(), _pixel_limit(), Image.open(file) as image:
                 size = image.size[::-1] if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8) else image.size
         except Exception:  # noqa: BLE001 - said where the frame is read
             continue

@@ -428,7 +428,8 @@ def test_an_output_in_a_read_only_folder_is_one_line_and_exit_2(as_nobody, tmp_p
 
 def test_a_decompression_bomb_is_exit_2_in_one_line(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "bomb.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10 000 pixels: over twice the limit, as a real bomb is
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    monkeypatch.setattr(media, "MAX_PIXELS", 2000)  # 10 000 pixels: over the limit, as a real bomb is
     result = runner.invoke(app, ["crop", str(tmp_path / "bomb.png"), "-o", str(tmp_path / "out.png"), "--size", "16"])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "bomb.png: image too large" in result.output and "resize it below 2000 pixels" in result.output
@@ -438,8 +439,24 @@ def test_a_decompression_bomb_is_exit_2_in_one_line(tmp_path, monkeypatch):
 def test_a_large_photo_under_the_bomb_limit_is_read_without_pillows_warning(tmp_path, monkeypatch):
     # 89-179 megapixels (a 100 MP phone photo) make Pillow warn on stderr; the image is read all the same
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "large.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1 600 pixels: over the limit, under twice it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1 600 pixels: over Pillow's limit, under twice it
+    monkeypatch.setattr(media, "MAX_PIXELS", 2000)
     assert media.read_image(tmp_path / "large.png").shape == (40, 40, 3)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_200_megapixel_photo_is_read_and_pillows_own_limit_is_left_as_it_was(tmp_path, monkeypatch):
+    # a 200 MP phone's photo (16320x12240) is over Pillow's 179 MP refusal; one bit per pixel keeps the test small
+    Image.new("1", (16320, 12240), 1).save(tmp_path / "photo.png")
+    before = Image.MAX_IMAGE_PIXELS
+    with media.open_image(tmp_path / "photo.png") as image:
+        assert image.size == (16320, 12240) and image.getpixel((16319, 12239)) == 255
+    assert Image.MAX_IMAGE_PIXELS == before
+    media.check_frame_sizes(tmp_path)  # reads the header without refusing it either
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # a caller that switched the guard off keeps it off
+    with media.open_image(tmp_path / "photo.png") as image:
+        assert image.size == (16320, 12240)
+    assert Image.MAX_IMAGE_PIXELS is None
 
 
 def test_a_path_with_a_newline_does_not_split_the_message(tmp_path):
