@@ -67,7 +67,7 @@ class CropResult:
     source_size: list
     window: list
     crop_box: list
-    output_size: list
+    output_size: list  # as written: a video's frames padded to even sides (media.FrameWriter.written_size)
     located_by: str | None
     person: list | None
     subfolders: list | None
@@ -496,6 +496,7 @@ def crop(
         raise UserError(f"{input}: no such file or folder")
     size = check_size(size)
     started = time.perf_counter()
+    written = None  # a video's frames as written (padded to even sides), where they differ from the plan's
     if is_clip_folder(input):
         subs = subfolders(input)
         if not subs:
@@ -538,6 +539,7 @@ def crop(
         plan = plan_crop(input, info.width, info.height, size=size, box=box, fov=fov)
         with media.FrameWriter(output, info.fps, overwrite, **media.kept_sound(input, output)) as writer:
             count = crop_frames_to(media.iter_frames(input, allow_truncated=allow_truncated), writer, plan, progress, info.frames)
+        written = writer.written_size
     return CropResult(
         output=str(output),
         frames=count,
@@ -546,7 +548,7 @@ def crop(
         source_size=list(plan.source_size),
         window=list(plan.window),
         crop_box=list(plan.crop_box),
-        output_size=list(plan.output_size),
+        output_size=list(written or plan.output_size),
         located_by=plan.located_by,
         person=list(plan.person) if plan.person else None,
         subfolders=subs,

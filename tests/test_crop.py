@@ -209,6 +209,16 @@ def test_box_on_frames_folder_keeps_pixels_with_size_0(tmp_path, rng):
     assert np.array_equal(got, frames[:, 4:24, 5:25])
 
 
+def test_an_odd_box_reports_the_size_written(tmp_path, rng):
+    frames = rng.integers(0, 256, (3, 30, 40, 3), dtype=np.uint8)
+    source = media.write_frames(tmp_path / "in", frames)
+    video = crop(source, tmp_path / "out.mp4", size=0, box="5,4,26,25")  # 21x21: H.264 pads it to 22x22
+    assert video.output_size == [22, 22] and media.read_frames(tmp_path / "out.mp4").array.shape == (3, 22, 22, 3)
+    assert video.crop_box == [5, 4, 26, 25]  # the source pixels cut out are still the box's
+    folder = crop(source, tmp_path / "out", size=0, box="5,4,26,25")  # a folder keeps the size exact
+    assert folder.output_size == [21, 21] and media.read_frames(tmp_path / "out").array.shape == (3, 21, 21, 3)
+
+
 def test_single_image(tmp_path):
     media.write_png(tmp_path / "photo.png", _quadrants(), replace=False)
     crop(tmp_path / "photo.png", tmp_path / "square.png", size=16)
