@@ -17,7 +17,8 @@ mirrored: every part colour ``l`` must become the colour of its mirror part
 * ``densepose_labels/`` (DensePose part labels): mirrored and relabelled; a map with a value
   outside 0..24 is refused (it is not a DensePose label map).
 
-Every subfolder must hold the same number of frames, or the clip is refused before any work.
+Every subfolder must hold the same number of frames, all of one size (as viewers show them), or the
+clip is refused before any work.
 
 File names and image modes are kept. ``meta.json`` is copied with ``flip`` recorded. Other
 files and folders in the clip are not copied; the result lists them.
@@ -181,6 +182,11 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{sub}/ {count}" for sub, count in counts.items())
         raise UserError(f"{shown(clip)}: its subfolders hold different numbers of frames ({listed}); redo the clip so they match")
+    sizes = {sub: media.check_frame_sizes(clip / sub) for sub in subs}  # headers only: before any work
+    known = {sub: size for sub, size in sizes.items() if size is not None}
+    if len(set(known.values())) > 1:
+        listed = ", ".join(f"{sub}/ {w}x{h}" for sub, (w, h) in known.items())
+        raise UserError(f"{shown(clip)}: its subfolders hold frames of different sizes ({listed}); redo the clip so they match")
     if media.is_video(output) or media.is_image(output):
         raise UserError(f"{output}: flip writes a clip folder; give -o a folder name (e.g. {clip.name}_flip)")
     if output.resolve() == clip.resolve():

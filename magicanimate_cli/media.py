@@ -212,10 +212,11 @@ def upright(image):
         return ImageOps.exif_transpose(image)
 
 
-def check_frame_sizes(folder: Path) -> None:
+def check_frame_sizes(folder: Path) -> tuple[int, int] | None:
     """Refuse a frames folder whose frames differ in size (as ``iter_frames`` does when it reaches
     one), from the files' headers alone: width and height as viewers show them (EXIF turn). A file
-    Pillow cannot open is left to the reader, which says why."""
+    Pillow cannot open is left to the reader, which says why. Returns the frames' (width, height),
+    None if no frame opens."""
     from PIL import ExifTags, Image
 
     first = None
@@ -229,6 +230,7 @@ def check_frame_sizes(folder: Path) -> None:
             first = size
         elif size != first:
             raise UserError(f"{shown(file)}: size {size[0]}x{size[1]} differs from the first frame's {first[0]}x{first[1]}; resize the folder")
+    return first
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -166,3 +166,20 @@ def test_not_a_clip_folder(tmp_path, make):
     result = runner.invoke(app, ["flip", str(target), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("odd", ["one mask", "all masks"])
+def test_parts_of_different_sizes_are_refused_before_any_work(tmp_path, odd):
+    clip = tmp_path / "clip"
+    write_clip(clip, count=3)  # 40x30
+    for name in ["00001.png"] if odd == "one mask" else ["00000.png", "00001.png", "00002.png"]:
+        Image.fromarray(np.zeros((60, 80), np.uint8)).save(clip / "masks" / name)
+    result = runner.invoke(app, ["flip", str(clip), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    said = result.output.strip()
+    if odd == "one mask":
+        assert said == f"error: {clip / 'masks' / '00001.png'}: size 80x60 differs from the first frame's 40x30; resize the folder"
+    else:
+        assert said == (f"error: {clip}: its subfolders hold frames of different sizes "
+                        "(images/ 40x30, densepose/ 40x30, masks/ 80x60, densepose_labels/ 40x30); redo the clip so they match")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]  # nothing written, no temporary
