@@ -130,6 +130,21 @@ def test_parse_box_errors(text):
         parse_box(text)
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ("10.5,20.5,100.5,80.5", "--box 10.5,20.5,100.5,80.5: coordinates are whole pixels, not fractions; e.g. --box 10,20,101,81 holds that region"),
+    ("11.5,21.5,101.5,81.5", "--box 11.5,21.5,101.5,81.5: coordinates are whole pixels, not fractions; e.g. --box 11,21,102,82 holds that region"),
+    ("10.5,0,11.5,5", "--box 10.5,0,11.5,5: coordinates are whole pixels, not fractions; e.g. --box 10,0,12,5 holds that region"),
+    ("-0.4,0,5,5", "--box -0.4,0,5,5: coordinates are whole pixels, not fractions; e.g. --box 0,0,5,5 holds that region"),
+    ("0.1,0.1,0.9,0.9", "--box 0.1,0.1,0.9,0.9: coordinates are whole pixels, not fractions of the frame, e.g. --box 100,0,740,640"),
+    ("inf,0,5,5", "--box inf,0,5,5: expected four numbers"),
+])
+def test_a_fractional_box_is_refused_never_rounded(text, said):
+    with pytest.raises(UserError) as refused:
+        parse_box(text)
+    assert str(refused.value).startswith(said)
+    assert parse_box("10.0,20,1e2,80") == (10, 20, 100, 80)  # whole numbers written as decimals are whole pixels
+
+
 @pytest.mark.parametrize("text", ["1024", "1024x", "wxh", "0x512", "1x2x3"])
 def test_parse_fov_errors(text):
     with pytest.raises(UserError, match="--fov"):
@@ -344,7 +359,7 @@ def test_cli(tmp_path):
     assert data["ok"] and data["subfolders"] == ["images", "densepose", "masks", "densepose_labels"] and data["output_size"] == [16, 16]
     again = runner.invoke(app, ["crop", str(clip), "-o", str(tmp_path / "out")])
     assert again.exit_code == 2 and "--overwrite" in again.output
-    for args in (["--box", "1,2,3"], ["--fov", "nope"], ["--box", "0,0,5,5", "--fov", "2x1"], ["--size", "0"], ["--size", "3"]):
+    for args in (["--box", "1,2,3"], ["--box", "0.5,0,8,8"], ["--fov", "nope"], ["--box", "0,0,5,5", "--fov", "2x1"], ["--size", "0"], ["--size", "3"]):
         bad = runner.invoke(app, ["crop", str(clip), "-o", str(tmp_path / "x"), *args])
         assert bad.exit_code == 2, args
         assert len(bad.output.strip().splitlines()) == 1
