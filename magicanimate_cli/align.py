@@ -397,8 +397,11 @@ def align(
     installed PaddleSeg/detectron2 models (see ``reference_box``). A motion video that does not
     decode to its end is refused unless ``allow_truncated``. A motion that is not DensePose in
     MagicAnimate's colours, or shows nobody, is warned about as ``animate`` does (``InputWarning``,
-    the result's ``warnings``), or refused with ``strict``.
+    the result's ``warnings``), or refused with ``strict``: judged in the first pass over the motion,
+    before its frames are fitted (no progress) and before the reference's person is looked for.
     """
+    import numpy as np
+
     from . import clip as clip_folder
     from . import media
     from .crop import fit_square
@@ -428,8 +431,28 @@ def align(
     recorded, scratch = False, None
     with taking_back(output.parent):  # a refused or failed run leaves no new empty folder
         try:
+            # a first pass: the border colours, and the frames motion_warnings judges (8 spread over the clip)
+            wanted = set(np.linspace(0, info.frames - 1, min(8, info.frames)).round().astype(int).tolist())
+            sample: list = []
+            read = 0
+
+            def keeping(frames):
+                nonlocal read
+                for frame in frames:
+                    if read in wanted:
+                        sample.append(frame)
+                    read += 1
+                    yield frame
+
+            background = clip_background(keeping(media.iter_frames(source, same_size=False, allow_truncated=allow_truncated)))
+            if read == 0:
+                raise UserError(f"{source}: no frames to align")
+            noticed = None
+            if sample:  # not DensePose, or nobody: said (or refused) before the frames are fitted, any model or record
+                noticed = motion_warnings(np.stack([fit_square(frame, size, fit, background) for frame in sample]), source, strict)
+                sample.clear()
+            found = reference_box(reference, size, fit, ref_box=ref_box, models=models, segmenter=segmenter, estimator=estimator)
             scratch = temp_beside(output, directory=False, suffix=".motion.u8")  # the next run cleans it after a kill
-            background = clip_background(media.iter_frames(source, same_size=False, allow_truncated=allow_truncated))  # a first pass: the border colours
             store = media.FrameStore(scratch, size)
             for frame in media.iter_frames(source, same_size=False, allow_truncated=allow_truncated):  # every frame is fitted on its own, as in animate
                 store.append(fit_square(frame, size, fit, background))
@@ -437,8 +460,8 @@ def align(
             poses = store.frames()
             if len(poses) == 0:
                 raise UserError(f"{source}: no frames to align")
-            noticed = motion_warnings(poses, source, strict)  # not DensePose, or nobody: said (or refused) before any model or record
-            found = reference_box(reference, size, fit, ref_box=ref_box, models=models, segmenter=segmenter, estimator=estimator)
+            if noticed is None:  # the first pass found none of the frames the count promised
+                noticed = motion_warnings(poses, source, strict)
             if clip is not None:
                 clip.start(STAGE, params)
                 recorded = True

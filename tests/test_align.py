@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from magicanimate_cli import media
 from magicanimate_cli.align import align, align_poses, plan_alignment, reference_box
 from magicanimate_cli.cli import app
+from magicanimate_cli.crop import fit_square
 from magicanimate_cli.densepose.charts import Detections
 from magicanimate_cli.errors import UserError
 
@@ -309,6 +310,29 @@ def test_align_warns_about_a_motion_that_is_not_densepose_as_animate_does(tmp_pa
 
     with pytest.raises(UserError, match=r"\(refused: --strict"):
         align(plain, tmp_path / "noise", tmp_path / "e.mp4", size=96, strict=True, segmenter=no_model)
+
+
+def test_a_strict_refusal_comes_before_the_frames_are_fitted_or_any_progress(tmp_path, monkeypatch):
+    import magicanimate_cli.align as align_module
+
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    noise = write_frames_folder(tmp_path / "noise", np.random.default_rng(0).integers(0, 256, (20, 96, 96, 3), dtype=np.uint8))
+    fitted, seen = [], []
+    monkeypatch.setattr(align_module, "reference_box", lambda *a, **k: pytest.fail("the reference was looked at"))
+    monkeypatch.setattr("magicanimate_cli.crop.fit_square", lambda *a: fitted.append(1) or fit_square(*a))
+    with pytest.raises(UserError, match=r"does not look like DensePose.*\(refused: --strict"):
+        align(reference, noise, tmp_path / "out", size=96, strict=True, progress=lambda *a: seen.append(a))
+    assert seen == [] and len(fitted) == 8  # the 8 frames it judges, not the 20 of the clip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise", "ref.png"]  # no scratch, no output
+
+
+def test_a_reference_without_a_known_person_is_refused_before_the_motion_is_fitted(tmp_path):
+    motion = write_frames_folder(tmp_path / "poses", draw_clip([BODY] * 3, size=64))
+    seen = []
+    with pytest.raises(UserError, match="--ref-box"):
+        align(rgb_reference(tmp_path / "plain.png"), motion, tmp_path / "out", size=64, strict=True, models=tmp_path / "none",
+              progress=lambda *a: seen.append(a))
+    assert seen == []
 
 
 def test_a_missing_reference_or_a_bad_ref_box_is_refused_before_the_motion_is_read(tmp_path):
