@@ -441,7 +441,7 @@ def crop_(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, an image, or a clip folder (all its subfolders alike)."),
     output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4, a frames folder, a .png, or (for a clip folder) a clip folder."),
     size: int = typer.Option(_CROP_SIZE, "--size", help="Output square side; 0 keeps the --box / --fov region's own size."),
-    box: Optional[str] = typer.Option(None, "--box", help="Fixed region x0,y0,x1,y1 in source pixels (x1, y1 exclusive)."),
+    box: Optional[str] = typer.Option(None, "--box", help="Fixed region x0,y0,x1,y1 in source pixels (x1, y1 exclusive; fractions rounded outwards)."),
     fov: Optional[str] = typer.Option(None, "--fov", help="Person-centred field of view WxH (e.g. 1024x512), steady over the clip."),
     allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = OVERWRITE_OPTION,

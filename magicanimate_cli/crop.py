@@ -85,10 +85,10 @@ def parse_box(box, option: str = "--box", of: str = "pixels") -> tuple[int, int,
     """``"x0,y0,x1,y1"`` (or a 4-sequence) -> ints; 0 <= x0 < x1 and 0 <= y0 < y1. ``option`` and
     ``of`` (what the pixels are of) word the error: ``crop --box``, ``align --ref-box``.
 
-    Coordinates are whole pixels (``10`` or ``10.0``); a fraction is refused, never rounded (a
-    rounding would move an edge by up to half a pixel either way, so change the size by one, and
-    would make a box in fractions of the frame, ``0.1,0.1,0.9,0.9``, one pixel). The refusal
-    names the whole-pixel box that holds the region given (x0, y0 down to at least 0, x1, y1 up)."""
+    Fractional coordinates (a detector's box) are rounded outwards to the whole-pixel box that
+    holds the region: x0, y0 down (a detector's -0.4 to 0), x1, y1 up; never to the nearest pixel,
+    which could move both edges inwards. A box whose numbers all lie in 0-1 and are not all whole
+    is taken for fractions of the frame and refused (it would be a 1-pixel box)."""
     if isinstance(box, str):
         parts = [p.strip() for p in box.replace(" ", ",").split(",") if p.strip()]
     else:
@@ -99,13 +99,13 @@ def parse_box(box, option: str = "--box", of: str = "pixels") -> tuple[int, int,
         numbers = ()
     if len(numbers) != 4 or not all(math.isfinite(v) for v in numbers):  # inf, 1e400, nan
         raise UserError(f"{option} {box}: expected four numbers x0,y0,x1,y1 ({of}, x1 and y1 exclusive), e.g. {option} 100,0,740,640")
-    if not all(v.is_integer() for v in numbers):
-        if all(0 <= v <= 1 for v in numbers):
-            raise UserError(f"{option} {box}: coordinates are whole {of}, not fractions of the frame, e.g. {option} 100,0,740,640")
-        x0, y0, x1, y1 = numbers
-        holding = f"{max(0, math.floor(x0))},{max(0, math.floor(y0))},{math.ceil(x1)},{math.ceil(y1)}"
-        raise UserError(f"{option} {box}: coordinates are whole {of}, not fractions; e.g. {option} {holding} holds that region")
-    values = tuple(int(v) for v in numbers)
+    if not all(v.is_integer() for v in numbers) and all(0 <= v <= 1 for v in numbers):
+        raise UserError(f"{option} {box}: coordinates are {of}, not fractions of the frame, e.g. {option} 100,0,740,640")
+
+    def down(v: float) -> int:
+        return 0 if -1 < v < 0 else math.floor(v)
+
+    values = (down(numbers[0]), down(numbers[1]), math.ceil(numbers[2]), math.ceil(numbers[3]))
     x0, y0, x1, y1 = values
     if x1 <= x0 or y1 <= y0 or x0 < 0 or y0 < 0:
         raise UserError(f"{option} {box}: need 0 <= x0 < x1 and 0 <= y0 < y1")

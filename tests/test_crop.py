@@ -130,19 +130,27 @@ def test_parse_box_errors(text):
         parse_box(text)
 
 
+@pytest.mark.parametrize(("text", "box"), [
+    ("10.5,20.5,100.5,80.5", (10, 20, 101, 81)),  # outwards, where rounding half to even gave 10,20,100,80
+    ("11.5,21.5,101.5,81.5", (11, 21, 102, 82)),  # ... and 12,22,102,82: the size moved with the parity
+    ("10.5,0,11.5,5", (10, 0, 12, 5)),  # a region 1 pixel wide over two pixels is held by both
+    ("-0.4,0.2,5.01,4.999", (0, 0, 6, 5)),  # a detector's box just outside the frame starts at 0
+    ("10.0,20,1e2,80", (10, 20, 100, 80)),  # whole numbers written as decimals are whole pixels
+])
+def test_a_fractional_box_is_rounded_outwards_to_the_pixels_that_hold_it(text, box):
+    assert parse_box(text) == box
+
+
 @pytest.mark.parametrize(("text", "said"), [
-    ("10.5,20.5,100.5,80.5", "--box 10.5,20.5,100.5,80.5: coordinates are whole pixels, not fractions; e.g. --box 10,20,101,81 holds that region"),
-    ("11.5,21.5,101.5,81.5", "--box 11.5,21.5,101.5,81.5: coordinates are whole pixels, not fractions; e.g. --box 11,21,102,82 holds that region"),
-    ("10.5,0,11.5,5", "--box 10.5,0,11.5,5: coordinates are whole pixels, not fractions; e.g. --box 10,0,12,5 holds that region"),
-    ("-0.4,0,5,5", "--box -0.4,0,5,5: coordinates are whole pixels, not fractions; e.g. --box 0,0,5,5 holds that region"),
-    ("0.1,0.1,0.9,0.9", "--box 0.1,0.1,0.9,0.9: coordinates are whole pixels, not fractions of the frame, e.g. --box 100,0,740,640"),
+    ("0.1,0.1,0.9,0.9", "--box 0.1,0.1,0.9,0.9: coordinates are pixels, not fractions of the frame, e.g. --box 100,0,740,640"),
+    ("0,0,0.5,1", "--box 0,0,0.5,1: coordinates are pixels, not fractions of the frame"),
+    ("-1.5,0,5,5", "--box -1.5,0,5,5: need 0 <= x0 < x1"),
     ("inf,0,5,5", "--box inf,0,5,5: expected four numbers"),
 ])
-def test_a_fractional_box_is_refused_never_rounded(text, said):
+def test_fractions_of_the_frame_and_boxes_outside_it_are_refused(text, said):
     with pytest.raises(UserError) as refused:
         parse_box(text)
     assert str(refused.value).startswith(said)
-    assert parse_box("10.0,20,1e2,80") == (10, 20, 100, 80)  # whole numbers written as decimals are whole pixels
 
 
 @pytest.mark.parametrize("text", ["1024", "1024x", "wxh", "0x512", "1x2x3"])
@@ -359,7 +367,7 @@ def test_cli(tmp_path):
     assert data["ok"] and data["subfolders"] == ["images", "densepose", "masks", "densepose_labels"] and data["output_size"] == [16, 16]
     again = runner.invoke(app, ["crop", str(clip), "-o", str(tmp_path / "out")])
     assert again.exit_code == 2 and "--overwrite" in again.output
-    for args in (["--box", "1,2,3"], ["--box", "0.5,0,8,8"], ["--fov", "nope"], ["--box", "0,0,5,5", "--fov", "2x1"], ["--size", "0"], ["--size", "3"]):
+    for args in (["--box", "1,2,3"], ["--box", "0,0,0.5,0.5"], ["--fov", "nope"], ["--box", "0,0,5,5", "--fov", "2x1"], ["--size", "0"], ["--size", "3"]):
         bad = runner.invoke(app, ["crop", str(clip), "-o", str(tmp_path / "x"), *args])
         assert bad.exit_code == 2, args
         assert len(bad.output.strip().splitlines()) == 1
