@@ -32,6 +32,7 @@ class _Plan:
     fps: float
     identity: dict  # what the labels depend on (resume check)
     sound: Path | None = None  # the video whose sound a video output keeps: the input, or a clip folder's source
+    clip: Path | None = None  # the input when it is a clip folder: its other parts are never written over
 
 
 def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | None = None) -> _Plan:
@@ -82,7 +83,8 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
     if count == 0:
         raise UserError(f"{source}: no frames")
     sound = source if media.is_video(source) else sound_of(input) if source == input / CLIP_IMAGES else None  # a clip: its video
-    return _Plan(source, output, labels, names, count, fps, identity, sound)
+    clip = input if source == input / CLIP_IMAGES else None
+    return _Plan(source, output, labels, names, count, fps, identity, sound, clip)
 
 
 def _writer(path: Path, names: list[str], fps: float, overwrite: bool, sound: dict | None = None):
@@ -324,11 +326,16 @@ class _Model:
 
 
 def _check_outputs(plan: _Plan, overwrite: bool) -> None:
+    """Each output may replace an earlier one (``overwrite``), but never the input, nor, in a clip
+    folder, a part that is not its own (``-o CLIP/masks`` would replace the clip's masks)."""
     from .. import media
+    from ..clip import parts_of
 
-    media.check_output(plan.output, overwrite, protect=(plan.source,))
-    if plan.labels is not None:
-        media.check_output(plan.labels, overwrite, protect=(plan.source,))
+    parts = parts_of(plan.clip) if plan.clip is not None else []
+    for path, own in ((plan.output, CLIP_OUTPUT), (plan.labels, CLIP_LABELS)):
+        if path is not None:
+            others = [part for part in parts if part != plan.clip / own]
+            media.check_output(path, overwrite, protect=(plan.source, *others))
 
 
 def _estimate(plan: _Plan, work: _Work, estimator, settings: DensePoseConfig, progress: Progress) -> None:

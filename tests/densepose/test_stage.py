@@ -139,6 +139,32 @@ def test_clip_folder_writes_densepose_and_labels_beside_images(tmp_path):
     assert (tmp_path / "elsewhere" / "0005.png").is_file()
 
 
+def test_a_clip_folders_other_parts_are_never_written_over(tmp_path, monkeypatch):
+    # `densepose CLIP -o CLIP/masks --overwrite` replaced the clip's masks with DensePose renderings
+    from magicanimate_cli.cli import app
+
+    clip = tmp_path / "clip"
+    frames_folder(clip / "images", 5)
+    masks = frames_folder(clip / "masks", 5)
+    (clip / "meta.json").write_text('{"fps": 30}')
+    before = {name: (clip / "masks" / name).read_bytes() for name in masks}
+    for options in ({"output": clip / "masks"}, {"labels": clip / "masks"}, {"output": clip / "meta.json"}, {"labels": clip / "masks" / "sub"}):
+        fake = FakeEstimator(PLAN)
+        with pytest.raises(UserError, match="is the input|lies inside the input"):
+            densepose(clip, **options, overwrite=True, estimator=fake)
+        assert fake.batches == []
+    monkeypatch.setattr(est, "require_detectron2", lambda: None)
+    monkeypatch.setattr(est, "load_estimator", lambda *args, **kwargs: FakeEstimator(PLAN))
+    refused = CliRunner().invoke(app, ["densepose", str(clip), "-o", str(clip / "masks"), "--overwrite"])
+    assert refused.exit_code == 2 and "masks: is the input" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert {name: (clip / "masks" / name).read_bytes() for name in masks} == before
+    assert (clip / "meta.json").read_text() == '{"fps": 30}'
+
+    densepose(clip, estimator=FakeEstimator(PLAN))  # its own parts: written, and replaced with --overwrite
+    densepose(clip, clip / "densepose", labels=clip / "densepose_labels", overwrite=True, estimator=FakeEstimator(PLAN))
+    assert sorted(p.name for p in (clip / "densepose_labels").iterdir()) == masks
+
+
 def test_fill_missing_takes_the_nearest_good_frame(tmp_path):
     frames_folder(tmp_path / "in", 6)
     plan = {0: [person(3, (0, 0, 20, 20))], 3: [person(10, (30, 10, 20, 20))], 4: [person(22, (5, 5, 50, 40))]}
