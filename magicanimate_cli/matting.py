@@ -181,6 +181,7 @@ def _import_paddle():
     if "paddle" not in sys.modules:
         # Paddle's C++ side logs through glog; keep INFO/WARNING lines off the user's terminal.
         os.environ.setdefault("GLOG_minloglevel", "2")
+    threads = os.environ.get("OMP_NUM_THREADS")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "No ccache found" from paddle.utils.cpp_extension
@@ -188,7 +189,30 @@ def _import_paddle():
             import paddleseg  # noqa: F401
     except ImportError as exc:
         raise MissingDependency(f"matting needs PaddlePaddle and PaddleSeg ({first_line(exc)}); install them: {INSTALL_HINT}") from exc
+    finally:
+        _give_back_threads(threads)
     return paddle
+
+
+def _give_back_threads(before: str | None) -> None:
+    """Put ``OMP_NUM_THREADS`` back as it was (``before``; None: unset) after paddle's import.
+
+    Paddle's import sets it to 1 when it is unset (``paddle.base.__bootstrap__``) and leaves it
+    there, so every process started afterwards (a batch worker, a library caller's subprocess)
+    would run its OpenMP and BLAS on one thread. Paddle's own OpenMP runtime reads the variable
+    only when first used, so it is first given the count the import chose
+    (``core.set_num_threads``, paddle's own setter): matting runs on the threads it always did.
+    """
+    chosen = os.environ.get("OMP_NUM_THREADS")
+    if chosen == before:
+        return
+    core = sys.modules.get("paddle.base.core")
+    if core is not None and hasattr(core, "set_num_threads") and chosen is not None and chosen.isdigit():
+        core.set_num_threads(int(chosen))
+    if before is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = before
 
 
 INSTALL_HINT = (

@@ -130,6 +130,27 @@ def test_paddle_runs_beside_torch(segmenter, clip_frames):
     np.testing.assert_array_equal(segmenter(clip_frames[:1]), before)
 
 
+def test_importing_paddle_leaves_the_callers_omp_num_threads_as_it_was(tmp_path):
+    """Paddle's import set OMP_NUM_THREADS=1 for good: every process started afterwards ran single-threaded.
+    In a fresh process (paddle is imported here already); its own OpenMP still runs on the one thread it chose."""
+    import os
+
+    code = (
+        "import ctypes, os, subprocess, sys; from magicanimate_cli import matting; matting.build_network(sys.argv[1]); "
+        "child = subprocess.run([sys.executable, '-c', 'import os; print(os.environ.get(\"OMP_NUM_THREADS\"))'], "
+        "capture_output=True, text=True, check=True).stdout.strip()\n"
+        "try: threads = ctypes.CDLL('libiomp5.so').omp_get_max_threads()\n"
+        "except OSError: threads = None\n"
+        "print(os.environ.get('OMP_NUM_THREADS'), child, threads)"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", code, LITE], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    here, child, threads = done.stdout.split()
+    assert (here, child) == ("None", "None")
+    assert threads in ("1", "None")  # paddle's OpenMP (where its build has one) on the one thread its import chose
+
+
 # ----------------------------------------------------------------------------- masks on disk
 
 
