@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .clip import IMAGES, MASKS, clip_fps
+from .clip import IMAGES, MASKS, clip_fps, parts_of
 from .errors import MissingDependency, UserError, first_line
 from .progress import Progress, silent
 from .weights_manifest import sha256_file
@@ -697,7 +697,9 @@ def _checked(input, output, *, model, threshold, batch_size, smooth, device, ove
     if device not in DEVICES:
         raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
     plan = _plan(media.input_path(input), media.output_path(output) if output is not None else None)
-    media.check_output(plan.output, overwrite, protect=(plan.source,))
+    clip = plan.source.parent if plan.mode == "clip" else None  # its parts but masks/ are never written over (-o CLIP/densepose)
+    others = [part for part in parts_of(clip) if part != clip / MASKS] if clip is not None else []
+    media.check_output(plan.output, overwrite, protect=(plan.source, *others))
     return config, plan, _probe(plan)
 
 

@@ -197,6 +197,24 @@ def test_batch_size_does_not_change_masks(tmp_path, lite_models, segmenter, clip
     assert np.abs(b1 - b4).max() <= 1 and np.abs(b1 - b8).max() <= 1
 
 
+def test_a_clip_folders_other_parts_are_never_written_over(tmp_path, segmenter, clip_frames):
+    # `matte CLIP -o CLIP/densepose --overwrite` replaced the clip's DensePose frames with masks
+    clip = tmp_path / "clip"
+    names = [media.frame_name(i) for i in range(3)]
+    _write_folder(clip / "images", clip_frames[:3], names)
+    _write_folder(clip / "densepose", clip_frames[:3], names)
+    (clip / "meta.json").write_text('{"fps": 30}')
+    before = {name: (clip / "densepose" / name).read_bytes() for name in names}
+    for output in (clip / "densepose", clip / "densepose" / "sub", clip / "meta.json"):
+        with pytest.raises(UserError, match="is the input|lies inside the input"):
+            matting.matte(clip, output, overwrite=True, segmenter=segmenter)
+    assert {name: (clip / "densepose" / name).read_bytes() for name in names} == before
+    assert (clip / "meta.json").read_text() == '{"fps": 30}'
+    matting.matte(clip, clip / "masks", segmenter=segmenter)  # its own part
+    matting.matte(clip, clip / "masks", overwrite=True, segmenter=segmenter)
+    assert sorted(p.name for p in (clip / "masks").iterdir()) == names
+
+
 def test_clip_folder_writes_masks_and_never_overwrites_silently(tmp_path, lite_models, segmenter, clip_frames):
     clip = tmp_path / "clip"
     _write_folder(clip / "images", clip_frames[:3], [media.frame_name(i) for i in range(3)])
