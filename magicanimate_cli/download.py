@@ -523,8 +523,7 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
                     if clip.exists() and not overwrite and _readable(clip):
                         item["status"] = "skipped"
                     else:
-                        fps = _probe_fps(path)
-                        first = math.ceil((t0 or 0.0) * fps - 1e-6)
+                        fps, first = _first_frame(path, t0 or 0.0)
                         count = None if t1 is None else max(1, math.ceil(t1 * fps - 1e-6) - first)
                         item["frames"] = cut(path, clip, first=first, count=count, overwrite=overwrite)
                         item["status"] = "cut"
@@ -535,10 +534,18 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
             result.items.append(item)
 
 
-def _probe_fps(path: Path) -> float:
+def _first_frame(path: Path, start: float) -> tuple[float, int]:
+    """(fps, the first frame at or after ``start`` seconds) of the video ``path``; a ``--start``
+    after its last frame is refused in the user's seconds, with the latest start it can take."""
     from . import media
 
-    return media.probe(path).fps
+    info = media.probe(path)
+    first = math.ceil(start * info.fps - 1e-6)
+    if first >= info.frames:
+        latest = math.floor((info.frames - 1) / info.fps * 1000) / 1000  # a start that still gets the last frame
+        raise UserError(f"--start {_fmt_time(start)}: {path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at "
+                        f"{info.fps:g} fps), its last frame at {_fmt_time(latest)} s; give a --start of {_fmt_time(latest)} or less")
+    return info.fps, first
 
 
 def tracklet_frames(row: Tracklet, video_fps: float) -> tuple[int, int]:

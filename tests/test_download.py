@@ -119,6 +119,19 @@ def test_time_range_is_frame_exact(server, template, tmp_path):
     assert again["status"] == "skipped" and again["output"] == str(tmp_path / f"{VID}_0.2-0.6.mp4")
 
 
+def test_a_start_after_the_last_frame_is_refused_in_seconds_with_the_latest_start(server, template, tmp_path):
+    # was "starts at frame 30 but the video has 30 frames (1.20 s)": a frame number the user never typed, and no fix
+    result = runner.invoke(app, ["download", VID, "--url-template", template, "--start", "1.19", "-o", str(tmp_path), "--json"])
+    assert result.exit_code == 1  # known only once downloaded: that video fails, the others of the run go on
+    item = json.loads(result.stdout)["items"][0]
+    assert item["status"] == "failed" and item["error"] == (
+        f"--start 1.19: {tmp_path / f'{VID}.mp4'} is 1.20 s long (30 frames at 25 fps), its last frame at 1.16 s; give a --start of 1.16 or less")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{VID}.mp4"]  # no empty or one-frame clip
+    latest = download([VID], tmp_path, url_template=template, start="1.16").items[0]
+    assert latest["status"] == "cut" and latest["frames"] == 1
+    assert [decode_index(f) for f in media.read_frames(tmp_path / f"{VID}_1.16-end.mp4").array] == [29]
+
+
 def test_a_cut_keeps_the_sound_of_its_frames(server, template, tmp_path, monkeypatch):
     result = download([f"{server.url}/dance.mp4"], tmp_path, start="0.4", end="0.8")
     assert result.ok and result.items[0]["frames"] == 10
