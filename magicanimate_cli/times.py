@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 from .errors import UserError
 
@@ -24,10 +25,15 @@ def parse_time(value, what: str = "time") -> float | None:
             if text.startswith("-"):
                 raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
             raise UserError(f"{what} {value!r}: expected seconds (90.5) or [HH:]MM:SS(.ms) (1:30.5)")
-        hours, minutes, rest = found.groups()
-        if (minutes is not None and float(rest) >= 60) or (hours is not None and int(minutes) >= 60):
+        hours, minutes, rest = (Decimal(part) if part else None for part in found.groups())  # any number of digits, exactly
+        if (minutes is not None and rest >= 60) or (hours is not None and minutes >= 60):
             raise UserError(f"{what} {value!r}: minutes and seconds after a colon run from 0 to 59; write 1:30 for 90 s")
-        seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(rest)
+        try:
+            seconds = float((hours or 0) * 3600 + (minutes or 0) * 60 + rest)
+        except ArithmeticError:  # decimal.Overflow: a million digits
+            seconds = math.inf
+        if math.isinf(seconds):  # more than a float holds (was an OverflowError, or int()'s 4300-digit ValueError)
+            raise UserError(f"{what} {value!r}: too large a number of seconds")
     if not math.isfinite(seconds) or seconds < 0:
         raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
     return seconds

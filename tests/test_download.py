@@ -321,6 +321,7 @@ def test_a_url_that_cannot_be_parsed_fails_alone_and_leaves_no_folder(server, te
         ([__file__], f"{__file__}: a local file; `magicanimate download` fetches videos from the web"),
         ([VID, "--start", "abc"], "--start 'abc': expected seconds"),
         ([VID, "--start", "5", "--end", "2"], "after the start"),
+        ([VID, "--end", "9" * 400 + ":00:00"], "too large a number of seconds"),  # was OverflowError, exit 1
         ([VID, "--max-height", "0"], "--max-height"),
         ([VID, "--url-template", "http://x/"], "{id}"),
         ([VID, "--url-template", "http://x/{id}{bogus}"], "{id} is the only field it may hold ('bogus')"),  # was KeyError, exit 1
