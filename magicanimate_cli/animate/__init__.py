@@ -241,7 +241,8 @@ def animate(
     palette (a raw video, an IUV rendering) is warned about (``InputWarning``; ``densepose.palette.motion_warnings``)
     and listed in the result's ``warnings``: the run goes on, unless ``strict``, which refuses it
     there (``UserError``). An ``audio`` sound that ends before the animation does is warned about
-    there too (``_short_sound``; not refused by ``strict``, which is about the motion).
+    there too (``_short_sound``; not refused by ``strict``, which is about the motion); one with
+    less than a frame of sound from its start (or ``audio_start``) on is refused with the checks.
     """
     pin_cpu_kernels()  # first: anything below may import torch
     from .. import media
@@ -391,7 +392,7 @@ class _Request:
     ref_image: object  # uint8 size×size×3
     info: object  # media.VideoInfo
     audio: Path | None = None  # checked: it has sound
-    audio_start: float = 0.0  # seconds after its first picture, checked: before its end
+    audio_start: float = 0.0  # seconds after its first picture, checked: a frame or more before its end
     sound_seconds: float = 0.0  # how much sound it has from its first picture on (media.sound_end)
 
 
@@ -435,8 +436,8 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
         audio = media.check_audio_source(audio)
         picture = media.picture_start(audio)  # 0 for a sound file
         sound_seconds = media.sound_end(audio) - picture  # by its last packet, not the header's duration
+        counted = " from its first picture on" if picture > 0 else ""
         if start and start >= sound_seconds:  # (missing, estimated or the picture's)
-            counted = " from its first picture on" if picture > 0 else ""
             raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound{counted}; start it earlier")
     if fps is not None:
         from ..frames import check_fps
@@ -474,6 +475,12 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
         raise UserError(f"--fps {fps:g}: {shown(motion)} is read at its own {info.fps:g} fps; --fps is for a frames "
                         f"folder (to re-time the video: magicanimate frames {shown(motion)} --fps {fps:g} -o FOLDER)")
     info = replace(info, fps=fps) if fps is not None else info
+    if audio is not None and sound_seconds - (start or 0.0) < 1 / info.fps:  # a sliver, or no packet for ffmpeg to mux at the end
+        frame = f"less than one frame ({1 / info.fps:.2f} s at {info.fps:g} fps)"
+        if start:
+            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {sound_seconds:.2f} s of sound{counted}, "
+                            f"{sound_seconds - start:.3f} s of it from there: {frame}; start it earlier")
+        raise UserError(f"{shown(audio)}: has {max(sound_seconds, 0):.2f} s of sound{counted}: {frame}; give --audio another file")
     return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, start or 0.0, sound_seconds)
 
 

@@ -13,7 +13,7 @@ from magicanimate_cli.crop import fit_square
 from magicanimate_cli.densepose import PALETTE
 from magicanimate_cli.errors import InputWarning, UserError
 
-from preprocess_helpers import add_sound, make_video
+from preprocess_helpers import add_sound, make_video, with_empty_sound
 
 
 @pytest.fixture()
@@ -150,6 +150,31 @@ def test_an_audio_start_that_cannot_be_is_refused_before_any_work(tiny_pipeline,
         animate(tmp_path / "ref.png", motion, tmp_path / "out" / "out.mp4", audio=tmp_path / audio if audio else None, audio_start=start,
                 pipeline=tiny_pipeline, size=64, steps=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["late.mp4", "poses.mp4", "ref.png", "song.mp4"]
+
+
+@pytest.mark.parametrize(("start", "left"), [("0.95", "0.050"), ("0.995", "0.005")])
+def test_an_audio_start_that_leaves_less_than_a_frame_of_sound_is_refused_before_any_work(tiny_pipeline, tmp_path, rng, start, left):
+    # 0.95: the video got a 0.05 s sliver of sound (and a warning); 0.995: no sound came out, and the
+    # whole animation was thrown away at the end ("its sound could not be added")
+    motion = media.write_frames(tmp_path / "poses.mp4", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8), fps=10)
+    song = add_sound(make_video(tmp_path / "song.mp4", count=30, fps=10), 1.0)  # 1 s of sound
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    message = (rf"^--audio-start {start}: .*song\.mp4 has 1\.0\d s of sound, {left} s of it from there: less than one frame "
+               r"\(0\.10 s at 10 fps\); start it earlier$")
+    with pytest.raises(UserError, match=message):
+        run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "out" / "out.mp4", audio=song, audio_start=start)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses.mp4", "ref.png", "song.mp4"]
+    assert run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "fits.mp4", audio=song, audio_start="0.85").audio_start == 0.85
+
+
+def test_an_audio_whose_sound_stream_is_empty_is_refused_before_any_work(tiny_pipeline, tmp_path, rng):
+    # the header lists a stream, no packet fills it: refused after the whole animation ("no sound came out")
+    motion = media.write_frames(tmp_path / "poses.mp4", rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8), fps=10)
+    empty = with_empty_sound(add_sound(make_video(tmp_path / "song.mp4", count=30, fps=10), 1.0), tmp_path / "empty.mkv")
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    with pytest.raises(UserError, match=r"^.*empty\.mkv: has 0\.00 s of sound: less than one frame \(0\.10 s at 10 fps\); give --audio another file$"):
+        run(tiny_pipeline, tmp_path / "ref.png", motion, tmp_path / "out.mp4", audio=empty)
+    assert not (tmp_path / "out.mp4").exists()
 
 
 def test_audio_from_a_clip_folder_is_the_sound_of_the_video_it_was_made_from(tiny_pipeline, tmp_path, rng):
