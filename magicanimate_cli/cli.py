@@ -153,9 +153,10 @@ def main(
     warn_in_one_line()  # an InputWarning (a motion that is not DensePose): one "warning: ..." line on stderr
     args = ctx.meta.get("magicanimate.command_args", [])
     if server is not None:
-        from .server import forwardable, submit, wants_json
+        from .server import check_usage, forwardable, submit, wants_json
 
         if forwardable(ctx.invoked_subcommand, args):
+            check_usage(ctx, ctx.invoked_subcommand, args)  # a usage error: the direct run's one line, before sending
             _run(lambda progress: submit(ctx.invoked_subcommand, args, socket=server, progress=progress, debug=debug), wants_json(args))
             raise typer.Exit(0)
     if debug:

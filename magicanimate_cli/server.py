@@ -61,8 +61,8 @@ MAX_IDLE_TIMEOUT = float((2**31 - 1) // 1000)
 FORWARDED_ENV = ("MAGICANIMATE_MODELS",)
 """Variables of the client's environment that hold for its task on the server (set or unset)."""
 
-__all__ = ["PROTOCOL", "Forwarded", "ServeResult", "default_socket", "describe_task", "forwardable", "serve", "submit",
-           "wants_json"]
+__all__ = ["PROTOCOL", "Forwarded", "ServeResult", "check_usage", "default_socket", "describe_task", "forwardable", "serve",
+           "submit", "wants_json"]
 
 
 def default_socket() -> Path:
@@ -121,6 +121,22 @@ def _refusal(command: str | None, args: list[str], registry=None) -> str | None:
     except Unknown as exc:  # not a command, or a group without its subcommand: the local CLI says so
         return str(exc)
     return None
+
+
+def check_usage(ctx, command: str, args: list[str]) -> None:
+    """Parse ``COMMAND ARGS`` with the CLI's own parser (click, under the root context ``ctx``) in
+    the client, before anything is sent: a usage error (an unknown option, a value of the wrong
+    type, a missing argument) is raised as the direct run raises it, so it is the same one line
+    with the same exit code 2 (the server's own check, ``Command.parse``, words its messages apart
+    from click's). Nothing runs: no command's callback is called."""
+    from .batch.registry import COMMANDS
+
+    found, rest = COMMANDS.lookup(command, args)
+    leaf = ctx.command
+    for word in found.name.split():  # "models download": the group, then its command
+        leaf = leaf.get_command(ctx, word)
+    with leaf.make_context(found.name, list(rest), parent=ctx):
+        pass
 
 
 def option_words(args: list[str]) -> list[str]:

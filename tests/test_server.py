@@ -544,3 +544,19 @@ def test_help_and_local_commands_stay_local_with_a_server_set(tmp_path):
 def test_a_task_line_of_the_server_log():
     record = {"command": "animate", "args": ["ref.png", "my poses.mp4", "-o", "out.mp4"], "exit_code": 2, "seconds": 0.01, "error": "my poses.mp4: missing"}
     assert server.describe_task(record) == "animate ref.png my poses.mp4 -o out.mp4: exit 2 in 0.01 s (my poses.mp4: missing)"
+
+
+def test_a_usage_error_through_a_server_is_the_direct_runs_line_and_exit_2(tmp_path):
+    # the server's own check of the arguments (batch/registry.py) words them apart from click
+    sock = tmp_path / "s.sock"
+    proc = start(sock)
+    try:
+        for args in (["crop", "a.png", "-o", "b.png", "--size", "abc", "--json"], ["crop", "a.png", "-o", "b.png", "--bogus"],
+                     ["crop", "a.png", "b.png", "-o", "c.png"], ["models", "list", "--bogus"]):
+            direct = cli(*args, cwd=tmp_path)
+            served = cli("--server", sock, *args, cwd=tmp_path)
+            assert direct.returncode == 2 and direct.stderr.count("\n") == 1, direct.stderr
+            assert (served.returncode, served.stdout, served.stderr) == (2, direct.stdout, direct.stderr)
+    finally:
+        records = stop(proc)
+    assert records["tasks"] == 0  # refused in the client: nothing was sent
