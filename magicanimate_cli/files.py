@@ -61,8 +61,10 @@ API (all paths may be ``str`` or ``Path``):
     One run at a time per output: a long, resumable run (``animate``, ``densepose``) holds
     ``.{final.name}.run.lock`` beside its output until it ends (``Claim.release()``, or the
     block of ``with claim(final):``); a second run of the same output meanwhile is refused in one
-    line instead of sharing (or deleting) the first one's work. The file is removed on release,
-    and one that a killed run left is taken over (the OS dropped its lock).
+    line instead of sharing (or deleting) the first one's work; the refusal names the holder (pid,
+    host, since when, command line), which the holding run records in the file
+    (``record_holder``, ``holder_of``). The file is removed on release, and one that a killed run
+    left is taken over (the OS dropped its lock).
 
 ``errors.first_line(exc)`` (the first non-empty line of an exception's message) and
 ``errors.shown(path)`` (a path quoted for a one-line message) live in ``errors``.
@@ -83,7 +85,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import UserError, shown
+from .errors import UserError, one_line, shown
 
 _UMASK_LOCK = threading.Lock()
 _LOCKS: dict[str, object] = {}  # temporary path -> the filelock.FileLock held for it
@@ -555,6 +557,61 @@ def commit_together(pairs: list[tuple[Path, Path]], *, replace: bool) -> None:
         _release(tmp)
 
 
+def record_holder(lock: Path | str | int) -> None:
+    """Write who holds ``lock`` (its path, or an open descriptor of it) into the lock file: pid,
+    host, command line and since when, as JSON, for ``holder_of``. Only the holder writes it (the
+    lock held), and only its own record; a failure to write (a full disk) is not the run's."""
+    import json
+    import socket
+    import sys
+    import time
+
+    argv = sys.argv or ["python"]
+    if argv[0].endswith("__main__.py"):  # python -m PACKAGE
+        program = f"python -m {os.path.basename(os.path.dirname(argv[0]))}"
+    else:
+        program = "python -c" if argv[0] == "-c" else os.path.basename(argv[0])
+    command = " ".join([program, *argv[1:]])
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "command": command[:300]}
+    opened = not isinstance(lock, int)
+    with contextlib.suppress(OSError):
+        fd = os.open(lock, os.O_WRONLY) if opened else lock
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+        finally:
+            if opened:
+                os.close(fd)
+
+
+def holder_of(lock: Path | str) -> str:
+    """What ``lock``'s holder recorded (``record_holder``), for a refusal: `` (held by pid 12 on
+    host since 2025-01-02 10:00:00: magicanimate animate ...)``, with what to do when that pid has
+    ended on this host while the lock is still held (a process it started holds it); ``""`` when
+    nothing readable is recorded (an older version's lock, a holder that has not written yet)."""
+    import json
+    import socket
+    import time
+
+    try:
+        with open(lock, "rb") as handle:
+            record = json.loads(handle.read(4096))
+        pid, host, since, command = int(record["pid"]), str(record["host"]), float(record["since"]), str(record["command"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    said = f" (held by pid {pid} on {host} since {when}: {one_line(command)})"
+    if host != socket.gethostname():
+        return said
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"{said[:-1]}; pid {pid} has ended, so a process it started still holds the lock: stop that process, or if none is still writing, remove {shown(lock)})"
+    except OSError:  # another user's process: alive
+        pass
+    return said
+
+
 class Claim:
     """A held ``claim(final)``: release it once the run has ended (also as ``with``)."""
 
@@ -594,12 +651,13 @@ def claim(final: Path | str) -> Claim:
             except BlockingIOError:
                 os.close(fd)
                 raise UserError(f"{shown(final)}: another run is writing it now; wait for that run to end (or stop it), "
-                                "or choose another output") from None  # fmt: skip
+                                f"or choose another output{holder_of(path)}") from None  # fmt: skip
             try:
                 current = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 current = False
             if current:
+                record_holder(fd)  # who holds it, for the refusal of a second run
                 return Claim(final, path, fd)
             os.close(fd)  # the run that held it ended and removed it: lock the file there now
 

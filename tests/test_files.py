@@ -366,3 +366,54 @@ def test_an_empty_folder_takes_a_folder_output_without_overwrite_and_nothing_els
     files.commit_together(pair, replace=False)
     assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "filling", "full", "out", "v.mp4"]
+
+
+_FORKING_CLAIMER = textwrap.dedent(
+    """
+    import os, sys, time
+    from magicanimate_cli import files
+    files.claim(sys.argv[1])
+    child = os.fork()
+    if child == 0:  # a process the run started, which keeps the claim's descriptor (and lock) after the run ends
+        quiet = os.open(os.devnull, os.O_RDWR)
+        os.dup2(quiet, 1)  # not the test's pipe: the test reads to its end
+        os.dup2(quiet, 2)
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)
+    """
+)
+
+
+def test_a_refused_claim_names_its_holder_and_what_to_do_when_its_pid_has_ended(tmp_path):
+    import socket
+
+    final = tmp_path / "out.mp4"
+    lock = tmp_path / ".out.mp4.run.lock"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", _CLAIMER, str(final)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "claimed"
+        with pytest.raises(UserError) as refused:
+            files.claim(final)
+    finally:
+        child.kill()
+        child.wait()
+    message = str(refused.value)
+    assert message.startswith(f"{final}: another run is writing it now; wait for that run to end (or stop it), or choose another "
+                              f"output (held by pid {child.pid} on {socket.gethostname()} since ")
+    assert message.endswith(f": python -c {final})")
+    files.claim(final).release()  # the killed run's record went with its claim
+    run = subprocess.run([sys.executable, "-c", _FORKING_CLAIMER, str(final)], capture_output=True, text=True, env=env, check=True)
+    orphan = int(run.stdout)
+    try:
+        with pytest.raises(UserError, match=r"^\S+: another run is writing it now; .* \(held by pid (\d+) on .*; pid \1 has ended, so") as refused:
+            files.claim(final)
+        message = str(refused.value)
+        assert message.endswith(f"has ended, so a process it started still holds the lock: stop that process, or if none is still "
+                                f"writing, remove {lock})"), message
+        lock.unlink()  # what the message says to do once no process writes it
+        files.claim(final).release()
+    finally:
+        os.kill(orphan, signal.SIGKILL)

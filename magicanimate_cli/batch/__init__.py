@@ -24,7 +24,7 @@ import math
 import os
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -230,22 +230,26 @@ def _running(store: State, index: int, count: int):
     as failed ("already exists") the tasks the first one is writing, over its records."""
     from filelock import FileLock, Timeout
 
-    from ..files import file_mode
+    from ..files import file_mode, holder_of, record_holder
 
-    lock = FileLock(str(store.folder / f".run-{index}-of-{count}.lock"), mode=file_mode())
+    path = store.folder / f".run-{index}-of-{count}.lock"
+    lock = FileLock(str(path), mode=file_mode())
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise UserError(
             f"{store.folder}: another batch is running shard {index}/{count} with this state folder now; wait for it to end "
-            "(then --resume), or give this run its own --state DIR"
+            f"(then --resume), or give this run its own --state DIR{holder_of(path)}"
         ) from None
     except (OSError, NotImplementedError):  # a file system without locks (Lustre without flock): run as before
         yield
         return
+    record_holder(path)  # who runs it, for the refusal of a second run
     try:
         yield
     finally:
+        with suppress(OSError):
+            os.truncate(path, 0)  # the lock file stays (filelock's): no record of a run that ended
         lock.release()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -98,8 +99,10 @@ def test_a_second_run_of_the_same_shard_at_the_same_time_is_refused(tmp_path):
     first = start_batch(manifest)
     try:
         wait_for_pid(tmp_path / "worker.pid", "the first run's task")
-        with pytest.raises(UserError, match=r"tasks.jsonl.state: another batch is running shard 0/1 with this state folder now; wait"):
+        with pytest.raises(UserError, match=r"tasks.jsonl.state: another batch is running shard 0/1 with this state folder now; wait") as refused:
             run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+        assert f"its own --state DIR (held by pid {first.pid} on {socket.gethostname()} since " in str(refused.value)  # who runs it
+        assert str(refused.value).endswith(f": python -c {manifest})")  # and what
         assert first.wait(60) == 0
     finally:
         first.kill()
