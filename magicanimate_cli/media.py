@@ -411,6 +411,7 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
         process.stdout.close()
         code = process.wait()
         reader.join()
+        process.stderr.close()  # read to its end by the reader thread
     check_decode(path, code, b"".join(errors).decode(errors="replace"), count, _header_frames(header), allow_truncated, header.get("duration"))
 
 
@@ -1087,6 +1088,7 @@ class FrameWriter:
             if self._process is not None:
                 self._process.stdin.close()
                 err = self._process.stderr.read().decode(errors="replace")
+                self._process.stderr.close()
                 code = self._process.wait()
                 if code != 0 and ok:
                     lines = err.strip().splitlines()

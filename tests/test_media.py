@@ -618,3 +618,23 @@ def test_a_full_disk_while_adding_the_sound_is_an_error_even_when_it_was_only_ke
     with pytest.raises(UserError, match=f"^{tmp_path / 'kept.mp4'}: cannot write it \\(No space left on device\\)"):
         _write(tmp_path / "kept.mp4", **media.kept_sound(dance, tmp_path / "kept.mp4"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4"]
+
+
+def test_reading_and_writing_a_video_leaves_no_pipe_open(tmp_path, monkeypatch):
+    # PYTHONWARNINGS=error::ResourceWarning -X dev: ffmpeg's stderr pipe was left to the garbage collector
+    import gc
+    import warnings
+
+    from preprocess_helpers import make_video
+
+    video = make_video(tmp_path / "v.mp4", count=3)
+    header = media._header(video)  # imageio-ffmpeg's own header reader: not what this test is about
+    gc.collect()
+    monkeypatch.setattr(media, "_header", lambda path: header)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert len(list(media.iter_frames(video))) == 3
+        with media.FrameWriter(tmp_path / "out.mp4") as writer:  # and the encoder's
+            writer.write(np.zeros((16, 16, 3), np.uint8))
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
