@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from ..errors import UserError, debugging, show_library_logs
 
-__all__ = ["check_devices", "free_port", "parse_devices", "run_distributed"]
+__all__ = ["check_devices", "parse_devices", "run_distributed"]
 
 
 def parse_devices(devices: str | None) -> list[str]:
@@ -46,26 +47,28 @@ def check_devices(devices: list[str]) -> None:
         resolve_device(device, "--devices")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_distributed(job, devices: list[str], models, dtype: str) -> None:
-    """One process per device (torch.multiprocessing, NCCL on GPUs, gloo on CPU)."""
+    """One process per device (torch.multiprocessing, NCCL on GPUs, gloo on CPU).
+
+    The processes meet through a file in a private temporary folder (torch's ``FileStore``), not a
+    TCP port: a free port picked here could be taken by another program before rank 0 bound it."""
+    import tempfile
+
     import torch
     import torch.multiprocessing as mp
 
     check_devices(devices)
-    port = free_port()
-    # each process computes with this process's thread count: parallel sums add up in an order
-    # that depends on it, and the frames are those of the same run in one process
-    threads = torch.get_num_threads()
-    args = (job, devices, str(models) if models else None, dtype, port, threads, debugging())  # --debug's library logs too
-    context = mp.spawn(_worker, args=args, nprocs=len(devices), join=False)
+    with tempfile.TemporaryDirectory(prefix="magicanimate-devices-") as meeting:
+        # each process computes with this process's thread count: parallel sums add up in an order
+        # that depends on it, and the frames are those of the same run in one process
+        threads = torch.get_num_threads()
+        store = str(Path(meeting, "store"))
+        args = (job, devices, str(models) if models else None, dtype, store, threads, debugging())  # --debug's library logs too
+        _run_processes(mp, args, len(devices))
+
+
+def _run_processes(mp, args: tuple, count: int) -> None:
+    context = mp.spawn(_worker, args=args, nprocs=count, join=False)
     try:
         while not context.join():
             pass
@@ -81,7 +84,7 @@ def run_distributed(job, devices: list[str], models, dtype: str) -> None:
         raise
 
 
-def _worker(rank: int, job, devices: list[str], models, dtype: str, port: int, threads: int, debug: bool = False) -> None:
+def _worker(rank: int, job, devices: list[str], models, dtype: str, store: str, threads: int, debug: bool = False) -> None:
     import signal
 
     import torch
@@ -98,7 +101,7 @@ def _worker(rank: int, job, devices: list[str], models, dtype: str, port: int, t
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(devices))
+    dist.init_process_group(backend, store=dist.FileStore(store, len(devices)), rank=rank, world_size=len(devices))
     try:
         pipeline = load_pipeline(models, "cuda" if device.startswith("cuda") else "cpu", dtype)
         _check_window(job.call["context_frames"], pipeline.unet.config.motion_max_seq_length)

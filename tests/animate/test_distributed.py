@@ -1,6 +1,7 @@
 """`--devices`: the windows of every step split across processes give the single-process result."""
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -110,3 +111,28 @@ def test_sigterm_to_the_command_alone_stops_its_device_processes(tmp_path, tiny_
     assert json.loads(stdout)["error"] == "interrupted"
     time.sleep(2)  # a device process left running would go on to write the output
     assert not out.exists() and checkpoint.exists()
+
+
+@pytest.mark.slow
+def test_the_device_processes_meet_without_a_tcp_port_another_program_could_take(tmp_path, tiny_weights, rng, monkeypatch):
+    # a port picked free and bound later by rank 0 could be taken meanwhile (another run, any
+    # server); such a port is handed out here, and the processes meet through a file instead
+    import socket
+
+    from magicanimate_cli.animate import distributed
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    monkeypatch.setattr(distributed, "free_port", lambda: taken.getsockname()[1], raising=False)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
+    media.write_frames(tmp_path / "poses", rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8))
+    try:
+        result = animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out", models=tiny_weights, size=64, steps=1,
+                         device="cpu", devices="cpu,cpu")
+    finally:
+        taken.close()
+    assert result.frames == 16 and len(list((tmp_path / "out").glob("*.png"))) == 16
+    assert not list((tmp_path / "tmp").iterdir())  # the meeting place is gone
