@@ -14,7 +14,8 @@
   page); errors that cannot get better (404, 403, private or removed videos) are not retried.
   One failed video does not stop the others; the result lists each one.
 * ``start``/``end`` cut a time range out of each video (frame-exact, re-encoded with libx264) into
-  ``DIR/<name>_<start>-<end>.mp4``; the full download stays beside it for other cuts. A cut keeps
+  ``DIR/<name>_<start>-<end>.mp4`` (seconds, every digit given: ``--start 1.0001`` is not
+  ``_1-end``); the full download stays beside it for other cuts. A cut keeps
   the video's sound, if it has one, from the cut's first frame for as long as its frames last
   (AAC), so ``animate --audio`` gets the music of that range. So do the tracklets.
 * ``tracklets`` reads the TED-talks metadata CSV
@@ -36,6 +37,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from .errors import UserError, first_line
@@ -420,10 +422,12 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
 
 
 def _fmt_time(seconds: float | None) -> str:
+    """``seconds`` as a clip's name gives it: every digit it has (``1.0001``, not ``1``, so two
+    different cuts never share a name), in plain decimals (no ``1e-05``), no trailing zeros."""
     if seconds is None:
         return "end"
-    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
-    return text or "0"
+    text = format(Decimal(repr(float(seconds))), "f")
+    return (text.rstrip("0").rstrip(".") if "." in text else text) or "0"
 
 
 # ----------------------------------------------------------------------------- the stage

@@ -119,6 +119,22 @@ def test_time_range_is_frame_exact(server, template, tmp_path):
     assert again["status"] == "skipped" and again["output"] == str(tmp_path / f"{VID}_0.2-0.6.mp4")
 
 
+def test_two_cuts_a_frame_apart_do_not_share_a_name(server, template, tmp_path):
+    # names rounded the times to milliseconds: --start 1.0001 (frame 26) was "skipped" as _1-end.mp4 (frame 25 on)
+    assert download([VID], tmp_path, url_template=template, start="1").items[0]["frames"] == 5
+    later = download([VID], tmp_path, url_template=template, start="1.0001").items[0]
+    assert later["status"] == "cut" and later["output"] == str(tmp_path / f"{VID}_1.0001-end.mp4")
+    assert [decode_index(f) for f in media.read_frames(tmp_path / f"{VID}_1.0001-end.mp4").array] == [26, 27, 28, 29]
+    assert [decode_index(f) for f in media.read_frames(tmp_path / f"{VID}_1-end.mp4").array] == [25, 26, 27, 28, 29]
+    shorter = download([VID], tmp_path, url_template=template, end="0.6001").items[0]  # one frame more than --end 0.6
+    assert shorter["frames"] == 16 and shorter["output"].endswith(f"{VID}_0-0.6001.mp4")
+    # the same time typed another way is the same cut: the same name, skipped
+    again = download([VID], tmp_path, url_template=template, start="0:01.000").items[0]
+    assert again["status"] == "skipped" and again["output"] == str(tmp_path / f"{VID}_1-end.mp4")
+    tiny = download([VID], tmp_path, url_template=template, start="0.00001").items[0]  # plain decimals, not 1e-05 (its "-" splits the range)
+    assert tiny["output"].endswith(f"{VID}_0.00001-end.mp4")
+
+
 def test_a_start_after_the_last_frame_is_refused_in_seconds_with_the_latest_start(server, template, tmp_path):
     # was "starts at frame 30 but the video has 30 frames (1.20 s)": a frame number the user never typed, and no fix
     result = runner.invoke(app, ["download", VID, "--url-template", template, "--start", "1.19", "-o", str(tmp_path), "--json"])
