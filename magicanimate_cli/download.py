@@ -17,7 +17,9 @@
   ``DIR/<name>_<start>-<end>.mp4`` (seconds, every digit given: ``--start 1.0001`` is not
   ``_1-end``); the full download stays beside it for other cuts. A cut keeps
   the video's sound, if it has one, from the cut's first frame for as long as its frames last
-  (AAC), so ``animate --audio`` gets the music of that range. So do the tracklets.
+  (AAC), so ``animate --audio`` gets the music of that range. So do the tracklets. A start after
+  the video's last frame, or an end after its end, fails that video, saying its length: a clip
+  is never shorter than its name says.
 * ``tracklets`` reads the TED-talks metadata CSV
   (``video_id,start,end,bbox,fps,width,height,partition``, video_id ``YOUTUBEID#STARTFRAME#ENDFRAME``,
   bbox ``x0-y0-x1-y1``) and writes one clip per row into ``DIR/<partition>/<video_id>.mp4``,
@@ -527,8 +529,7 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
                     if clip.exists() and not overwrite and _readable(clip):
                         item["status"] = "skipped"
                     else:
-                        fps, first = _first_frame(path, t0 or 0.0)
-                        count = None if t1 is None else max(1, math.ceil(t1 * fps - 1e-6) - first)
+                        first, count = _frame_range(path, t0 or 0.0, t1)
                         item["frames"] = cut(path, clip, first=first, count=count, overwrite=overwrite)
                         item["status"] = "cut"
                 else:
@@ -538,18 +539,28 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
             result.items.append(item)
 
 
-def _first_frame(path: Path, start: float) -> tuple[float, int]:
-    """(fps, the first frame at or after ``start`` seconds) of the video ``path``; a ``--start``
-    after its last frame is refused in the user's seconds, with the latest start it can take."""
+def _frame_range(path: Path, start: float, end: float | None) -> tuple[int, int | None]:
+    """(the first frame at or after ``start`` seconds, the count of frames before ``end``; None:
+    to the last) of the video ``path``. A ``--start`` after its last frame, or an ``--end`` after
+    its end (the clip would be shorter than its name says), is refused in the user's seconds, with
+    the latest time it can take."""
     from . import media
 
     info = media.probe(path)
+    length = f"{path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at {info.fps:g} fps)"
     first = math.ceil(start * info.fps - 1e-6)
     if first >= info.frames:
         latest = math.floor((info.frames - 1) / info.fps * 1000) / 1000  # a start that still gets the last frame
-        raise UserError(f"--start {_fmt_time(start)}: {path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at "
-                        f"{info.fps:g} fps), its last frame at {_fmt_time(latest)} s; give a --start of {_fmt_time(latest)} or less")
-    return info.fps, first
+        raise UserError(f"--start {_fmt_time(start)}: {length}, its last frame at {_fmt_time(latest)} s; "
+                        f"give a --start of {_fmt_time(latest)} or less")
+    if end is None:
+        return first, None
+    stop = math.ceil(end * info.fps - 1e-6)
+    if stop > info.frames:
+        latest = math.floor(info.frames / info.fps * 1000) / 1000  # an end that still gets the last frame
+        raise UserError(f"--end {_fmt_time(end)}: {length}; give an --end of {_fmt_time(latest)} or less, "
+                        f"or no --end to cut to its end")
+    return first, max(1, stop - first)
 
 
 def tracklet_frames(row: Tracklet, video_fps: float) -> tuple[int, int]:

@@ -148,6 +148,22 @@ def test_a_start_after_the_last_frame_is_refused_in_seconds_with_the_latest_star
     assert [decode_index(f) for f in media.read_frames(tmp_path / f"{VID}_1.16-end.mp4").array] == [29]
 
 
+def test_an_end_after_the_video_is_refused_not_a_shorter_clip_named_with_it(server, template, tmp_path):
+    # was a 0.8 s clip named _0.4-5.mp4: a dataset took it for the 4.6 s it asked for
+    result = runner.invoke(app, ["download", VID, f"{server.url}/talk.mp4", "--url-template", template, "--start", "0.4", "--end", "1",
+                                 "-o", str(tmp_path), "--json"])  # fmt: skip
+    assert result.exit_code == 1
+    items = json.loads(result.stdout)["items"]
+    assert [i["status"] for i in items] == ["cut", "failed"] and items[0]["frames"] == 15  # the 1.2 s video has it; the 0.8 s one fails alone
+    assert items[1]["error"] == (f"--end 1: {tmp_path / 'talk.mp4'} is 0.80 s long (20 frames at 25 fps); "
+                                 "give an --end of 0.8 or less, or no --end to cut to its end")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{VID}.mp4", f"{VID}_0.4-1.mp4", "talk.mp4"]  # no clip under a false name
+    refused = download([VID], tmp_path, url_template=template, end="1.2001").items[0]
+    assert refused["status"] == "failed" and "give an --end of 1.2 or less" in refused["error"]
+    latest = download([VID], tmp_path, url_template=template, start="1", end="1.2").items[0]
+    assert latest["status"] == "cut" and latest["frames"] == 5 and latest["output"].endswith(f"{VID}_1-1.2.mp4")
+
+
 def test_a_cut_keeps_the_sound_of_its_frames(server, template, tmp_path, monkeypatch):
     result = download([f"{server.url}/dance.mp4"], tmp_path, start="0.4", end="0.8")
     assert result.ok and result.items[0]["frames"] == 10
