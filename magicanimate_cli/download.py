@@ -504,7 +504,7 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
             rows = [r for r in rows if r.youtube_id in wanted]
             if not rows:
                 raise UserError(f"{tracklets}: no rows for {', '.join(sorted(wanted))}")
-        _download_tracklets(rows, output, result, max_height=max_height, retries=retries, url_template=url_template,
+        _download_tracklets(rows, output, result, csv=Path(tracklets), max_height=max_height, retries=retries, url_template=url_template,
                             overwrite=overwrite, sound=sound, progress=progress)
     else:
         if not sources:
@@ -578,7 +578,7 @@ def tracklet_box(row: Tracklet, width: int, height: int) -> tuple[int, int, int,
     return int(x0 * sx), int(y0 * sy), min(width, int(x1 * sx)), min(height, int(y1 * sy))
 
 
-def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResult, *, max_height: int, retries: int,
+def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResult, *, csv: Path, max_height: int, retries: int,
                         url_template: str, overwrite: bool, sound: bool, progress) -> None:
     from . import media
 
@@ -630,6 +630,11 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
                     first, count = tracklet_frames(row, info.fps)
                     box = tracklet_box(row, info.width, info.height)
                     item.update(first_frame=first, box=list(box))
+                    if first >= info.frames:  # said in seconds and the row's own frames, not the video's frame number
+                        latest = math.floor((info.frames - 1) / info.fps * 1000) / 1000
+                        raise UserError(f"{csv}:{row.line}: starts at frame {row.start} at {row.fps:g} fps, {row.start / row.fps:.2f} s in, "
+                                        f"but {path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at {info.fps:g} fps), "
+                                        f"its last frame at {_fmt_time(latest)} s; the row does not fit this video: correct it or leave it out")
                     item["frames"] = cut(path, clip, first=first, count=count, box=box, overwrite=overwrite)
                     item["status"] = "cut"
             except UserError as exc:

@@ -270,6 +270,25 @@ def test_tracklets(server, template, tmp_path):
     assert gone.ok and [i["status"] for i in gone.items] == ["skipped", "skipped", "skipped"] and server.requests == []
 
 
+def test_a_tracklet_after_its_videos_end_fails_alone_in_seconds(server, template, tmp_path):
+    # was "starts at frame 40 but the video has 30 frames (1.20 s)": the video's frame number, not the row's, and no row
+    csv = tmp_path / "ted.csv"
+    csv.write_text("video_id,start,end,bbox,fps,width,height,partition\n"
+                   f"{VID}#000040#000050,0,0,8-4-40-36,25.0,64,48,train\n"
+                   f"{VID}#000005#000015,0,0,8-4-40-36,25.0,64,48,train\n"
+                   f"{VID}#000000#000099,20,30,0-0-16-12,12.5,32,24,test\n")  # fmt: skip
+    out = tmp_path / "ted"
+    result = runner.invoke(app, ["download", "--tracklets", str(csv), "--url-template", template, "-o", str(out), "--json"])
+    assert result.exit_code == 1
+    items = json.loads(result.stdout)["items"]
+    assert [i["status"] for i in items] == ["downloaded", "failed", "cut", "failed"]
+    video = out / f"{VID}.mp4"
+    tail = f"but {video} is 1.20 s long (30 frames at 25 fps), its last frame at 1.16 s; the row does not fit this video: correct it or leave it out"
+    assert items[1]["error"] == f"{csv}:2: starts at frame 40 at 25 fps, 1.60 s in, {tail}"
+    assert items[3]["error"] == f"{csv}:4: starts at frame 20 at 12.5 fps, 1.60 s in, {tail}"  # the row's frame, not the video's 40
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4")) == [f"{VID}.mp4", f"train/{VID}#000005#000015.mp4"]
+
+
 def test_tracklets_of_one_name_in_two_partitions_keep_their_names(server, template, tmp_path):
     # they write two files already: no "#L<line>" suffix (which renamed them when a row was added)
     csv = tmp_path / "ted.csv"
