@@ -18,8 +18,8 @@
   ``_1-end``); the full download stays beside it for other cuts. A cut keeps
   the video's sound, if it has one, from the cut's first frame for as long as its frames last
   (AAC), so ``animate --audio`` gets the music of that range. So do the tracklets. A start after
-  the video's last frame, or an end after its end, fails that video, saying its length: a clip
-  is never shorter than its name says.
+  the video's last frame, or an end more than a frame after its end, fails that video, saying its
+  length: a clip is never shorter than its name says by more than a frame.
 * ``tracklets`` reads the TED-talks metadata CSV
   (``video_id,start,end,bbox,fps,width,height,partition``, video_id ``YOUTUBEID#STARTFRAME#ENDFRAME``,
   bbox ``x0-y0-x1-y1``) and writes one clip per row into ``DIR/<partition>/<video_id>.mp4``,
@@ -556,11 +556,11 @@ def _frame_range(path: Path, start: float, end: float | None) -> tuple[int, int 
     if end is None:
         return first, None
     stop = math.ceil(end * info.fps - 1e-6)
-    if stop > info.frames:
+    if stop > info.frames + 1:  # one frame's slack: a length rounded in the metadata (an --end of 5:00 on 4:59.98)
         latest = math.floor(info.frames / info.fps * 1000) / 1000  # an end that still gets the last frame
         raise UserError(f"--end {_fmt_time(end)}: {length}; give an --end of {_fmt_time(latest)} or less, "
                         f"or no --end to cut to its end")
-    return first, max(1, stop - first)
+    return first, max(1, min(stop, info.frames) - first)
 
 
 def tracklet_frames(row: Tracklet, video_fps: float) -> tuple[int, int]:

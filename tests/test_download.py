@@ -158,8 +158,10 @@ def test_an_end_after_the_video_is_refused_not_a_shorter_clip_named_with_it(serv
     assert items[1]["error"] == (f"--end 1: {tmp_path / 'talk.mp4'} is 0.80 s long (20 frames at 25 fps); "
                                  "give an --end of 0.8 or less, or no --end to cut to its end")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{VID}.mp4", f"{VID}_0.4-1.mp4", "talk.mp4"]  # no clip under a false name
-    refused = download([VID], tmp_path, url_template=template, end="1.2001").items[0]
+    refused = download([VID], tmp_path, url_template=template, end="1.25").items[0]  # more than a frame (0.04 s) after its end
     assert refused["status"] == "failed" and "give an --end of 1.2 or less" in refused["error"]
+    slack = download([VID], tmp_path, url_template=template, start="1", end="1.2001").items[0]  # a length rounded in metadata
+    assert slack["status"] == "cut" and slack["frames"] == 5
     latest = download([VID], tmp_path, url_template=template, start="1", end="1.2").items[0]
     assert latest["status"] == "cut" and latest["frames"] == 5 and latest["output"].endswith(f"{VID}_1-1.2.mp4")
 
