@@ -535,6 +535,7 @@ def _download_into(output, result, sources, t0, t1, tracklets, max_height, retri
                 else:
                     item["output"] = str(path)
             except UserError as exc:
+                item.pop("output", None)  # not written
                 item.update(status="failed", error=str(exc))
             result.items.append(item)
 
@@ -560,7 +561,10 @@ def _frame_range(path: Path, start: float, end: float | None) -> tuple[int, int 
         latest = math.floor(info.frames / info.fps * 1000) / 1000  # an end that still gets the last frame
         raise UserError(f"--end {_fmt_time(end)}: {length}; give an --end of {_fmt_time(latest)} or less, "
                         f"or no --end to cut to its end")
-    return first, max(1, min(stop, info.frames) - first)
+    if stop <= first:
+        raise UserError(f"--start {_fmt_time(start)} --end {_fmt_time(end)}: no frame of {path} ({info.fps:g} fps) lies between them; "
+                        f"widen the range to at least {1 / info.fps:.3g} s")
+    return first, min(stop, info.frames) - first
 
 
 def tracklet_frames(row: Tracklet, video_fps: float) -> tuple[int, int]:
@@ -638,6 +642,7 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
                     item["frames"] = cut(path, clip, first=first, count=count, box=box, overwrite=overwrite)
                     item["status"] = "cut"
             except UserError as exc:
+                item.pop("output", None)  # not written
                 item.update(status="failed", error=str(exc))
             result.items.append(item)
             done_rows += 1

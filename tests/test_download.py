@@ -162,6 +162,18 @@ def test_an_end_after_the_video_is_refused_not_a_shorter_clip_named_with_it(serv
     assert refused["status"] == "failed" and "give an --end of 1.2 or less" in refused["error"]
     slack = download([VID], tmp_path, url_template=template, start="1", end="1.2001").items[0]  # a length rounded in metadata
     assert slack["status"] == "cut" and slack["frames"] == 5
+    assert "output" not in refused  # a failed cut names no clip: none was written
+
+
+def test_a_range_with_no_frame_in_it_is_refused_not_a_frame_outside_it(server, template, tmp_path):
+    # 0.21-0.22 s at 25 fps holds no frame (they are at 0.20 and 0.24 s): it was a 1-frame clip of the frame at 0.24 s
+    item = download([VID], tmp_path, url_template=template, start="0.21", end="0.22").items[0]
+    assert item["status"] == "failed" and item["error"] == (
+        f"--start 0.21 --end 0.22: no frame of {tmp_path / f'{VID}.mp4'} (25 fps) lies between them; widen the range to at least 0.04 s")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{VID}.mp4"]
+    one = download([VID], tmp_path, url_template=template, start="0.21", end="0.241").items[0]  # the frame at 0.24 s is inside
+    assert one["status"] == "cut" and one["frames"] == 1
+    assert [decode_index(f) for f in media.read_frames(tmp_path / f"{VID}_0.21-0.241.mp4").array] == [6]
     latest = download([VID], tmp_path, url_template=template, start="1", end="1.2").items[0]
     assert latest["status"] == "cut" and latest["frames"] == 5 and latest["output"].endswith(f"{VID}_1-1.2.mp4")
 
