@@ -152,6 +152,8 @@ def open_image(path: Path):
             image.load()
     except Image.DecompressionBombError as exc:
         raise UserError(f"{shown(path)}: image too large to decode safely ({first_line(exc)}); resize it below {limit} pixels") from None
+    except PermissionError as exc:
+        raise UserError(f"{shown(path)}: {permission_denied()}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{shown(path)}: not a readable image ({exc.__class__.__name__}); pass a PNG or JPEG") from exc
     with image:
@@ -296,7 +298,10 @@ def list_frame_files(folder: Path) -> list[Path]:
     import re
 
     folder = Path(folder)
-    files = [p for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith(".")]
+    try:
+        files = [p for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith(".")]
+    except PermissionError as exc:
+        raise UserError(f"{shown(folder)}: {permission_denied(folder=True)}") from exc
 
     def key(p: Path):
         return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)]
@@ -457,6 +462,8 @@ def _header(path: Path) -> dict:
 
 def _unreadable(path: Path, report: str) -> str | None:
     """Why ffmpeg could not open ``path``, and the fix, where its report says (else None)."""
+    if "Permission denied" in report:
+        return permission_denied()
     if path.is_file() and path.stat().st_size == 0:
         return "the file is empty (0 bytes); download or export it again"
     if "Output file does not contain any stream" in report or ("Stream #" in report and "Video:" not in report):
@@ -671,13 +678,44 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
 
 def input_path(value: Path | str) -> Path:
     """An input path as the user wrote it: ``~`` is the home folder; an empty one (an unset shell
-    variable) is refused instead of read as the current folder."""
+    variable) is refused instead of read as the current folder, one this user may not read as such
+    (``check_readable``)."""
     import os
 
     text = os.fspath(value)
     if not text:
         raise UserError('"": an empty input path (an unset shell variable?); name the file or folder to read')
-    return Path(text).expanduser()
+    path = Path(text).expanduser()
+    check_readable(path)
+    return path
+
+
+def check_readable(path: Path) -> None:
+    """Refuse an input this user may not read (a file it may not open, a folder it may not list
+    or enter, or one inside a folder it may not enter) in one line saying so and the fix
+    (``permission_denied``), not as the image, video or sound it then seems not to be. A path that
+    is not there is left to the caller, which says so."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except PermissionError as exc:
+        raise UserError(f"{shown(path)}: {permission_denied(above=True)}") from exc
+    except (OSError, ValueError):
+        return
+    folder = stat.S_ISDIR(mode)
+    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
+        raise UserError(f"{shown(path)}: {permission_denied(folder=folder)}")
+
+
+def permission_denied(*, folder: bool = False, above: bool = False) -> str:
+    """What follows ``path:`` when this user may not read ``path``: why, and the fix."""
+    if above:
+        return "permission denied: a folder on its way may not be entered; make it searchable (chmod +x) or run as a user who may"
+    if folder:
+        return "permission denied: this user may not list the folder; make it readable (chmod +rx) or run as a user who may"
+    return "permission denied: this user may not read the file; make it readable (chmod +r) or run as a user who may"
 
 
 def output_path(value: Path | str, option: str = "-o") -> Path:
@@ -781,6 +819,7 @@ def check_audio_source(path: Path) -> Path:
     """Refuse a ``--audio`` source that is missing or has no sound, in one line naming it."""
     path = Path(path)
     check_name_encoding(path)
+    check_readable(path)
     if not path.is_file():
         raise UserError(f"{shown(path)}: no such file; --audio takes a video or sound file whose sound the output gets")
     if not audio_streams(path):

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 import time
@@ -279,6 +280,37 @@ def test_damaged_exif_and_empty_images(tmp_path):
     (tmp_path / "blank.png").write_bytes(b"")
     with pytest.raises(UserError, match=r"blank.png: empty file \(0 bytes\)"):
         media.read_image(tmp_path / "blank.png")
+
+
+def test_an_input_this_user_may_not_read_says_permission_denied(tmp_path, clip, monkeypatch):
+    # it said "noread.png: not a readable image (PermissionError); pass a PNG or JPEG", a sound file
+    # "has no sound", a frames folder a bare PermissionError. Tests run as root, which reads
+    # anything: the refusals are provoked here (tests/test_reliability.py reads as nobody)
+    import os
+
+    media.write_frames(tmp_path / "frames", clip[:2])
+    media.write_frames(tmp_path / "v.mp4", clip[:2])
+    media.write_png(tmp_path / "noread.png", clip[0], replace=False)
+    denied = {tmp_path / "frames", tmp_path / "v.mp4", tmp_path / "noread.png"}
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) not in denied and access(path, mode, **kw))
+    for path in denied:
+        kind = "list the folder; make it readable (chmod +rx)" if path.is_dir() else "read the file; make it readable (chmod +r)"
+        with pytest.raises(UserError, match=rf"^{re.escape(str(path))}: permission denied: this user may not {re.escape(kind)} or run as a user who may$"):
+            media.input_path(path)
+    with pytest.raises(UserError, match=r"v.mp4: permission denied: this user may not read the file"):
+        media.check_audio_source(tmp_path / "v.mp4")
+    monkeypatch.setattr(os, "access", access)
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", refused)  # a frame inside a folder that may be listed
+    with pytest.raises(UserError, match=r"noread.png: permission denied: this user may not read the file; make it readable \(chmod \+r\)"):
+        media.read_image(tmp_path / "noread.png")
+    monkeypatch.setattr(Path, "iterdir", refused)  # a clip's subfolder
+    with pytest.raises(UserError, match=r"frames: permission denied: this user may not list the folder"):
+        media.list_frame_files(tmp_path / "frames")
 
 
 def test_phone_rotation_is_applied_without_a_warning(tmp_path, clip, caplog):

@@ -423,6 +423,28 @@ def test_an_output_in_a_read_only_folder_is_one_line_and_exit_2(as_nobody, tmp_p
     assert video.exists() and list((shared / "locked").iterdir()) == []
 
 
+def test_an_input_this_user_may_not_read_is_one_line_saying_permission_denied(as_nobody):
+    # a real EACCES (as nobody): it said "not a readable image (PermissionError); pass a PNG or JPEG",
+    # "ffmpeg cannot read this video (Could not load meta information)", or of a sound "has no sound"
+    shared, run = as_nobody
+    make_video(shared / "v.mp4", count=3, width=16, height=16)
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-t", "1", "-i", "sine", str(shared / "s.wav")], check=True)
+    media.write_frames(shared / "fr", np.zeros((2, 16, 16, 3), np.uint8))
+    media.write_png(shared / "p.png", np.zeros((16, 16, 3), np.uint8), replace=False)
+    for name in ("v.mp4", "s.wav", "fr", "p.png"):
+        (shared / name).chmod(0)
+    for args in (["crop", "p.png", "-o", "o.png"], ["frames", "v.mp4", "-o", "o"], ["crop", "fr", "-o", "o.mp4"]):
+        done = run(f"import sys; from magicanimate_cli.cli import app; sys.argv = ['magicanimate', *{args!r}]; app()")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(f"error: {args[1]}: permission denied: this user may not ") and "chmod +r" in done.stderr, done.stderr
+    calls = "media.read_image('p.png')", "media.probe(Path('v.mp4'))", "media.list_frame_files('fr')", "media.check_audio_source('s.wav')"
+    for call in calls:  # the library's readers, without the command's check of its inputs (ffmpeg's own refusal for the video)
+        done = run(f"from pathlib import Path\nfrom magicanimate_cli import media\ntry:\n    {call}\nexcept Exception as exc:\n    print(exc)\n")
+        name = call.split("'")[1]
+        assert done.stdout.startswith(f"{name}: permission denied: this user may not ") and "run as a user who may" in done.stdout, (call, done.stdout)
+    assert sorted(p.name for p in shared.iterdir() if not p.name.startswith(".")) == ["fr", "p.png", "s.wav", "v.mp4"]
+
+
 # ----------------------------------------------------------------------------- smaller problems
 
 
