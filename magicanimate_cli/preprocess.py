@@ -115,7 +115,7 @@ def collect_sources(inputs, *, _from_list: bool = False) -> list[Source]:
             found.append(Source(path.stem, path.resolve(), "video"))
         elif path.is_dir():
             videos = sorted(p for p in path.iterdir() if p.is_file() and media.is_video(p) and not p.name.startswith("."))
-            frames = [p for p in media.list_frame_files(path) if p.stem not in {v.stem for v in videos}] if videos else []
+            frames = [p for p in media.list_frame_files(path, sequence=False) if p.stem not in {v.stem for v in videos}] if videos else []
             if frames:  # a video's thumbnail (yt-dlp's, of the same name) is no frame
                 raise UserError(
                     f"{path}: holds both videos ({videos[0].name}, ...) and image frames ({frames[0].name}, ...); "
