@@ -481,7 +481,10 @@ def _local_state(items: list[ManifestFile], root: Path, record: ChecksumRecord, 
         if item.replaced_by and not (root / item.path).exists() and (root / item.replaced_by).is_file():
             state[item.path] = "converted"
         elif entry is not None and item.sha256 and entry.sha256 != item.sha256 and (root / item.path).is_file():
-            state[item.path] = "outdated"  # the manifest now pins another file
+            # the manifest now pins another file: updated only while it is still the file we recorded;
+            # one changed since (your own, put over it) is judged by its content, as a file placed by hand
+            check = check_recorded(root, item.path, entry, progress=progress)
+            state[item.path] = "outdated" if check.status == VERIFIED else "present"
         elif entry is not None and entry.source != _source_label(item) and (root / item.path).is_file():
             state[item.path] = "present"  # recorded from another revision or URL: check it again
         elif entry is not None:

@@ -311,6 +311,27 @@ def test_a_manifest_moved_to_another_revision_rechecks_recorded_files(hub, tmp_p
     assert (root / "stable-diffusion-v1-5/text_encoder/model.safetensors").read_bytes() == new
 
 
+def test_a_file_changed_since_it_was_recorded_is_not_updated_without_overwrite(hub, tmp_path):
+    # the manifest pins a new file; ours was replaced by the user's own since we recorded it:
+    # "update" (no --overwrite) replaced the user's file because the record, not the file, was judged
+    root = downloaded(hub, tmp_path)
+    rel = "stable-diffusion-v1-5/text_encoder/model.safetensors"
+    own = root / rel
+    own.write_bytes(b"my fine-tuned text encoder" * 100)
+    new = b"new text encoder" * 200
+    (hub.hub_folder / "org/sd" / rel.split("/", 1)[1]).write_bytes(new)
+    manifest = json.loads(hub.manifest.read_text())
+    manifest["files"][2]["sha256"] = hashlib.sha256(new).hexdigest()
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(manifest))
+    assert {p.path: p.action for p in download(models=root, manifest=moved, dry_run=True).plan}[rel] == "replace"
+    with pytest.raises(UserError, match="--overwrite"):
+        download(models=root, manifest=moved)
+    assert own.read_bytes() == b"my fine-tuned text encoder" * 100
+    download(models=root, manifest=moved, overwrite=True)
+    assert own.read_bytes() == new
+
+
 def test_offline_mode_uses_only_local_files(hub, tmp_path, monkeypatch):
     import huggingface_hub.constants as constants
 
