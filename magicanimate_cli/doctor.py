@@ -237,13 +237,15 @@ def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[
         ChecksumRecord,
         check_folder,
         download_command,
+        fix_for,
         human_size,
         load_manifest,
         problems,
     )
 
     try:
-        files = check_folder(root, manifest=load_manifest(), progress=progress)
+        manifest = load_manifest()
+        files = check_folder(root, manifest=manifest, progress=progress)
         record = ChecksumRecord.load(root)
     except Exception as exc:  # a damaged record, an unreadable folder
         return [Check("weights", FAIL, str(exc), "run `magicanimate models download`")], 0
@@ -255,7 +257,9 @@ def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[
     need = sum(f.size or 0 for f in missing)
     if corrupt:
         first = corrupt[0]
-        checks.append(Check("weights", FAIL, f"{first.path}: {first.detail}" + (f" (+{len(corrupt) - 1} more)" if len(corrupt) > 1 else ""), f"run `{download_command('animate', root, overwrite=True)}`"))
+        converted = manifest.get(first.path) is None  # a conversion: `models download` never touches it
+        fix = fix_for(first, manifest, root) if converted else f"run `{download_command('animate', root, overwrite=True)}`"
+        checks.append(Check("weights", FAIL, f"{first.path}: {first.detail}" + (f" (+{len(corrupt) - 1} more)" if len(corrupt) > 1 else ""), fix))
     elif missing:
         checks.append(
             Check("weights", FAIL, f"{len(missing)} of {len(animate)} animate file(s) missing in {root}, e.g. {missing[0].path}", f"run `{download_command('animate', root)}` ({human_size(need, approx=True)})")

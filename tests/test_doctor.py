@@ -81,6 +81,20 @@ def test_a_recorded_file_that_changed_fails(weights):
     assert not report.ready and "truncated" in by_name(report)["weights"].detail
 
 
+def test_a_damaged_conversion_gets_the_fix_that_repairs_it(tmp_path):
+    # doctor said `models download --overwrite`, which never touches the converted file, so the
+    # fix it gave left doctor (and animate) failing; animate's own check says `models convert`
+    rel = "MagicAnimate/temporal_attention/temporal_attention.safetensors"
+    converted = tmp_path / rel
+    converted.parent.mkdir(parents=True)
+    converted.write_bytes(b"0" * 100)
+    wm.update_record(tmp_path, lambda rec: rec.put(rel, wm.sha256_file(converted), group="animate", source="converted", checked_against="converted"))
+    converted.write_bytes(b"1" * 50)
+    weights = by_name(doc.doctor(models=tmp_path))["weights"]
+    assert weights.status == doc.FAIL and rel in weights.detail
+    assert "models convert --overwrite" in weights.fix and "models download" not in weights.fix
+
+
 def test_broken_libraries_are_reported_not_raised(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
     monkeypatch.setattr(doc, "installed_version", lambda dist: None if dist == "diffusers" else "1.0")
