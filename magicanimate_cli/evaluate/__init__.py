@@ -335,6 +335,7 @@ def evaluate(
         clip = _score_clip(name, source_g, source_t, info_g, info_t, metrics_, rules, counter)
         clips.append(clip)
         notes += _clip_notes(clip, metrics_, rules, clip_length)
+        notes += _rate_note(name, source_g, source_t, info_g, info_t)
 
     lengths = {clip.frames for clip in clips}
     uniform = lengths.pop() if len(lengths) == 1 else None
@@ -433,3 +434,14 @@ def _clip_notes(clip: ClipScores, metrics_: list, rules, clip_length: int) -> li
         (h0, w0), (h1, w1) = clip.resized_from, clip.size
         notes.append(f"{clip.name}: generated frames {w0}x{h0} resized to {w1}x{h1} ({rules.resize_name})")
     return notes
+
+
+def _rate_note(name: str, source_g: Path, source_t: Path, info_g, info_t) -> list[str]:
+    """Two videos at different frame rates: frames are paired by index, so frame i of one is not
+    the moment of frame i of the other; said, not hidden (a frames folder has no rate of its own)."""
+    from ..media import is_video
+
+    if not (is_video(source_g) and is_video(source_t)) or abs(info_g.fps - info_t.fps) <= 1e-3 * max(info_g.fps, info_t.fps):
+        return []
+    return [f"{name}: generated is {info_g.fps:g} fps, ground truth {info_t.fps:g} fps: frames are paired by index, not by time, "
+            "so the scores compare different moments; render or resample both at the same fps"]

@@ -101,6 +101,19 @@ def test_resize_and_length_mismatch_are_reported(tmp_path, rng):
     assert disco.clips[0].scores["l1"].value == pytest.approx(expected, rel=1e-12)
 
 
+def test_videos_at_different_frame_rates_are_said_to_be_paired_by_index(tmp_path, rng):
+    # the same 0.4 s at 12.5 and 25 fps: frame i of one is frame 2i of the other, and nothing said so
+    truth = rng.integers(0, 256, (10, 24, 32, 3), dtype=np.uint8)
+    media.write_frames(tmp_path / "gt.mp4", truth, fps=25)
+    media.write_frames(tmp_path / "gen.mp4", truth[::2], fps=12.5)
+    result = evaluate(tmp_path / "gen.mp4", tmp_path / "gt.mp4", metrics="l1")
+    assert any("12.5 fps" in n and "25 fps" in n and "paired by index" in n for n in result.notes), result.notes
+    media.write_frames(tmp_path / "same.mp4", truth, fps=25)
+    write_clip(tmp_path / "frames", truth)  # a frames folder has no rate of its own: nothing to say
+    for generated in (tmp_path / "same.mp4", tmp_path / "frames"):
+        assert not any("fps" in n for n in evaluate(generated, tmp_path / "gt.mp4", metrics="l1").notes)
+
+
 def test_an_identical_frame_pair_is_left_out_of_the_psnr_mean_not_made_its_value(tmp_path, rng):
     # one identical pair made the clip's and the overall PSNR infinite (JSON null), hiding the others
     truth = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
