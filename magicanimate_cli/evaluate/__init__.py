@@ -439,9 +439,9 @@ def _clip_notes(clip: ClipScores, metrics_: list, rules, clip_length: int) -> li
 def _rate_note(name: str, source_g: Path, source_t: Path, info_g, info_t) -> list[str]:
     """Two videos at different frame rates: frames are paired by index, so frame i of one is not
     the moment of frame i of the other; said, not hidden (a frames folder has no rate of its own)."""
-    from ..media import is_video
+    from ..media import is_video, same_rate
 
-    if not (is_video(source_g) and is_video(source_t)) or abs(info_g.fps - info_t.fps) <= 1e-3 * max(info_g.fps, info_t.fps):
+    if not (is_video(source_g) and is_video(source_t)) or same_rate(info_g.fps, info_t.fps):
         return []
     return [f"{name}: generated is {info_g.fps:g} fps, ground truth {info_t.fps:g} fps: frames are paired by index, not by time, "
             "so the scores compare different moments; render or resample both at the same fps"]
