@@ -164,13 +164,13 @@ def submit(
     progress goes to ``progress``; the task's ``InputWarning``s are warned here as they come. Bad
     input raises ``UserError`` (the CLI's exit 2), a failed task ``StageFailed`` (exit 1); a
     result whose own exit code is not 0 (a stage of ``preprocess`` failed) is returned with it. The variables of ``FORWARDED_ENV`` hold for the
-    task as they are in this process (a relative weights folder read against ``cwd``). With
+    task as they are in this process (the task runs in ``cwd``: a relative weights folder is read there). With
     ``debug`` a task that fails with an unexpected exception raises a ``StageFailed`` whose
     ``traceback`` is the server's text of it (``--debug`` prints it, as for a local run).
     """
     path = Path(socket).expanduser()
     cwd = os.path.abspath(cwd or os.getcwd())
-    env = {name: os.path.join(cwd, os.path.expanduser(os.environ[name])) for name in FORWARDED_ENV if os.environ.get(name)}
+    env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
     request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env,
                "width": _terminal_width(), "debug": bool(debug)}
     record = None
@@ -571,9 +571,8 @@ def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) ->
             except OSError as exc:
                 raise _ClientGone("the client went away; the task stopped") from exc
 
-        runner.workdir = request["cwd"]
         try:
-            os.chdir(request["cwd"])  # what the task's checks call the current folder is the client's
+            os.chdir(request["cwd"])  # the client's folder: its paths go to the task as typed, as a local run's do
             with _environment(request.get("env", {})):
                 record = runner.run({"command": request["command"], "args": request["args"]}, progress=report,
                                     summary_width=request["width"], debug=request["debug"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -353,6 +354,34 @@ def test_the_clients_folder_is_the_current_folder_of_its_task(tmp_path):
     local = cli("frames", "../none.mp4", "-o", "../up", "--json", cwd=victim)
     assert served["none"].returncode == local.returncode == 2 and served["none"].stdout == local.stdout
     assert json.loads(local.stdout)["error"].startswith("../none.mp4: ")
+
+
+def test_preprocess_json_through_a_server_names_its_paths_as_a_local_run_does(tmp_path):
+    # preprocess prints its paths resolved (a local run's); through a server they were the typed ones
+    from magicanimate_cli import media
+
+    work = tmp_path / "work"
+    media.write_frames(work / "sub" / "clip.mp4", np.zeros((3, 32, 24, 3), np.uint8))
+    (work / "list.txt").write_text("sub/clip.mp4\n")
+    command = ["preprocess", "clip.mp4", "../list.txt", "-o", "../out", "--skip", "densepose,matte", "--size", "16", "--json"]
+    models = {"MAGICANIMATE_MODELS": "../nomodels"}  # a relative weights folder, named as typed
+    sock = tmp_path / "run" / "s.sock"
+    proc = start(sock, cwd=REPO)
+    try:
+        served = cli("--server", sock, *command, cwd=work / "sub")
+        served_doctor = cli("--server", sock, "doctor", "--json", cwd=work / "sub", env=models)
+    finally:
+        stop(proc)
+    shutil.rmtree(work / "out")
+    local = cli(*command, cwd=work / "sub")
+    local_doctor = cli("doctor", "--json", cwd=work / "sub", env=models)
+    assert served.returncode == local.returncode == 0, served.stderr + local.stderr
+    served_json, local_json = (json.loads(run.stdout) for run in (served, local))
+    assert local_json["output"] == str(work / "out") and local_json["clips"][0]["source"] == str(work / "sub" / "clip.mp4")
+    assert {**served_json, "seconds": None} == {**local_json, "seconds": None}
+    assert served_doctor.returncode == local_doctor.returncode == 1
+    error = json.loads(local_doctor.stdout)["error"]
+    assert " ../nomodels, " in error and json.loads(served_doctor.stdout)["error"] == error
 
 
 def test_a_result_that_failed_in_part_says_why_through_a_server(tmp_path):

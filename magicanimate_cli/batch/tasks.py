@@ -2,8 +2,9 @@
 
 A task names a command of the registry (``registry.py``); its arguments become the keyword
 arguments of the command's library function (the one the CLI command calls), with the CLI's
-options, defaults and messages. Paths are read against the manifest's folder (or a ``serve``
-client's), whatever the current folder is, and messages and results name them as written. A command
+options, defaults and messages. Paths are read against the manifest's folder, whatever the
+current folder is, and messages and results name them as written (a ``serve`` task runs in its
+client's folder with no ``workdir``: its paths go to the function as typed, as a local run's do). A command
 with a ``ModelCache`` (``animate``, ``densepose``, ``matte``) gets a model loaded once per process and reused by every
 later task that asks for the same one.
 
@@ -81,8 +82,8 @@ def _default_threads() -> int:
 class TaskRunner:
     """Runs tasks of the registry at ``commands`` in this process, caching models per command.
 
-    ``workdir`` is the folder relative paths in the tasks are read against (the manifest's, or a
-    ``serve`` client's).
+    ``workdir`` is the folder relative paths in the tasks are read against (the manifest's); None:
+    the current folder, the paths passed on as written (``serve``, which runs in its client's folder).
     """
 
     def __init__(self, commands: str | Registry = COMMANDS, workdir: Path | str | None = None) -> None:
