@@ -10,7 +10,7 @@ environment) imports none of that: it sends the command, its arguments and its w
 shows the progress the server reports and prints the result, with the CLI's exit codes.
 
 The protocol is one JSON object per line. The client sends ``{"protocol": 1, "command": ...,
-"args": [...], "cwd": ..., "env": {...}, "width": ..., "debug": false}``; the server answers ``{"started": true}``,
+"args": [...], "cwd": ..., "env": {...}, "process_env": {...}, "width": ..., "debug": false}``; the server answers ``{"started": true}``,
 ``{"progress": [stage, done, total]}`` and ``{"warning": text}`` lines (an ``InputWarning`` of the
 task, which the client warns with in its own process, so its terminal shows it when it is found)
 and one ``{"record": ...}`` (the batch's task record:
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket as sockets
 import stat
 import struct
@@ -58,8 +59,17 @@ MAX_IDLE_TIMEOUT = float((2**31 - 1) // 1000)
 """The longest ``--idle-timeout`` (24.8 days): CPython waits on a socket in milliseconds held in a
 32-bit int, and a longer timeout wraps around (49.7 days timed out after 1.5 s)."""
 
-FORWARDED_ENV = ("MAGICANIMATE_MODELS",)
-"""Variables of the client's environment that hold for its task on the server (set or unset)."""
+FORWARDED_ENV = ("MAGICANIMATE_MODELS", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+"""Variables of the client's environment that hold for its task on the server (set or unset): a
+command reads them afresh (the weights folder; huggingface_hub reads its token for each request)."""
+
+PROCESS_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA",
+               "MKL_ENABLE_INSTRUCTIONS", "HF_HUB_OFFLINE", "HF_ENDPOINT")
+"""Variables that change what a command does but are read once per process (the GPUs when CUDA
+starts, torch's threads and CPU kernels when it is imported, huggingface_hub's offline mode and
+endpoint when it is): a task cannot take its client's, so a client whose values differ from those
+the server was started with is refused, saying to restart the server with them.
+``CUDA_VISIBLE_DEVICES`` only when the client sets it: a server per GPU is how a client picks one."""
 
 __all__ = ["PROTOCOL", "Forwarded", "ServeResult", "check_usage", "default_socket", "describe_task", "forwardable", "serve",
            "submit", "wants_json"]
@@ -164,7 +174,8 @@ def submit(
     progress goes to ``progress``; the task's ``InputWarning``s are warned here as they come. Bad
     input raises ``UserError`` (the CLI's exit 2), a failed task ``StageFailed`` (exit 1); a
     result whose own exit code is not 0 (a stage of ``preprocess`` failed) is returned with it. The variables of ``FORWARDED_ENV`` hold for the
-    task as they are in this process (the task runs in ``cwd``: a relative weights folder is read there). With
+    task as they are in this process (the task runs in ``cwd``: a relative weights folder is read there);
+    those of ``PROCESS_ENV`` must be the server's, else the task is refused (``UserError``). With
     ``debug`` a task that fails with an unexpected exception raises a ``StageFailed`` whose
     ``traceback`` is the server's text of it (``--debug`` prints it, as for a local run).
     """
@@ -172,7 +183,7 @@ def submit(
     cwd = os.path.abspath(cwd or os.getcwd())
     env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
     request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env,
-               "width": _terminal_width(), "debug": bool(debug)}
+               "process_env": {name: os.environ.get(name) for name in PROCESS_ENV}, "width": _terminal_width(), "debug": bool(debug)}
     record = None
     with _connect(path) as conn:
         try:
@@ -310,6 +321,7 @@ def serve(
     """
     from .batch.tasks import COMMANDS, TaskRunner
 
+    started_with = {name: os.environ.get(name) for name in PROCESS_ENV}  # before anything here sets one (torch's kernels)
     if not hasattr(sockets, "AF_UNIX"):
         raise UserError("serve needs Unix sockets, which this platform lacks; use `magicanimate batch` instead")
     if idle_timeout is not None and not 0 < idle_timeout <= MAX_IDLE_TIMEOUT:
@@ -351,7 +363,7 @@ def serve(
                     break
                 with conn:
                     try:
-                        record = _serve_one(conn, runner, counted)
+                        record = _serve_one(conn, runner, counted, started_with)
                     finally:
                         os.fchdir(home)
                 if record is not None and on_task is not None:
@@ -486,8 +498,8 @@ def _read_line(conn: sockets.socket) -> bytes | None:
     return data.split(b"\n", 1)[0] + b"\n" if b"\n" in data else data
 
 
-def _read_request(conn: sockets.socket, registry) -> dict | str:
-    """The client's request, or why it cannot run."""
+def _read_request(conn: sockets.socket, registry, started_with: dict[str, str | None] | None = None) -> dict | str:
+    """The client's request, or why it cannot run (``started_with``: the server's ``PROCESS_ENV``)."""
     uid = _peer_uid(conn)
     if uid is not None and uid != os.getuid():
         return f"this server runs tasks for user id {os.getuid()} only"
@@ -518,7 +530,28 @@ def _read_request(conn: sockets.socket, registry) -> dict | str:
     env = request.get("env", {})
     if not isinstance(env, dict) or not all(k in FORWARDED_ENV and isinstance(v, str) for k, v in env.items()):
         return f"the request's environment may only name {', '.join(FORWARDED_ENV)}"
-    return request
+    theirs = request.get("process_env", {})  # none from a client that did not say them: not compared
+    if not isinstance(theirs, dict) or not all(k in PROCESS_ENV and (v is None or isinstance(v, str)) for k, v in theirs.items()):
+        return f"the request's process environment may only name {', '.join(PROCESS_ENV)}"
+    return (_env_refusal(theirs, started_with) if started_with is not None else None) or request
+
+
+def _env_refusal(client: dict[str, str | None], server: dict[str, str | None]) -> str | None:
+    """Why a task with the client's ``PROCESS_ENV`` values cannot run on a server started with
+    ``server``'s (None: it can)."""
+    differ = [name for name in PROCESS_ENV if name in client and client[name] != server.get(name)
+              and not (name == "CUDA_VISIBLE_DEVICES" and client[name] is None)]  # unset: the server's GPUs, chosen by choosing it
+    if not differ:
+        return None
+
+    def value(text: str | None) -> str:
+        return "unset" if text is None else shlex.quote(text)
+
+    found = ", ".join(f"{name} is {value(client[name])} here but {value(server.get(name))} in the server" for name in differ)
+    unset = [f"-u {name}" for name in differ if client[name] is None]
+    start = " ".join([*(["env", *unset] if unset else []), *(f"{name}={value(client[name])}" for name in differ if client[name] is not None)])
+    return (f"{found}: a server reads {'it' if len(differ) == 1 else 'them'} once, when it starts; restart it as "
+            f"`{start} magicanimate serve ...`, or run the command without --server")
 
 
 @contextmanager
@@ -550,11 +583,11 @@ def _send_quietly(conn: sockets.socket, message: dict) -> None:
         _send(conn, message)
 
 
-def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None]) -> dict | None:
+def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None], started_with: dict | None = None) -> dict | None:
     """Run one client's task in the client's folder; its record, given to ``counted`` and then
     sent to the client. None when the client left before its task began (nothing ran)."""
     try:
-        request = _read_request(conn, runner.registry)
+        request = _read_request(conn, runner.registry, started_with)
     except Exception as exc:  # noqa: BLE001 - no request may stop the server
         request = f"the request could not be read ({exc.__class__.__name__}: {first_line(exc)})"
     if isinstance(request, str):

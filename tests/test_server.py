@@ -26,15 +26,17 @@ REPO = TESTS.parent
 runner = CliRunner()
 
 
-def start(socket_path: Path, code: str | None = None, cwd: Path | None = None, command: list[str] | None = None) -> subprocess.Popen:
+def start(socket_path: Path, code: str | None = None, cwd: Path | None = None, command: list[str] | None = None,
+          env: dict | None = None) -> subprocess.Popen:
     """A server process on ``socket_path`` (the CLI's ``serve --json``, ``code`` run with the socket
-    path as ``sys.argv[1]``, or ``command``), once its socket exists."""
+    path as ``sys.argv[1]``, or ``command``), once its socket exists; ``env`` on top of this
+    process's environment (None: unset)."""
     if command is None:
         command = [sys.executable, "-m", "magicanimate_cli", "serve", "--socket", str(socket_path), "--json"]
     if code is not None:
         command = [sys.executable, "-c", code, str(socket_path)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
-    env.pop("MAGICANIMATE_SERVER", None)
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
+    env = {name: value for name, value in env.items() if value is not None and name != "MAGICANIMATE_SERVER"}
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not socket_path.exists():
@@ -55,8 +57,9 @@ def stop(proc: subprocess.Popen) -> dict:
 
 def cli(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in ("MAGICANIMATE_SERVER", "MAGICANIMATE_MODELS")}
+    environment = {name: value for name, value in {**environment, **(env or {})}.items() if value is not None}  # None: unset
     return subprocess.run([sys.executable, "-m", "magicanimate_cli", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env={**environment, **(env or {})})
+                          env=environment)
 
 
 HELPERS_SERVER = (
@@ -212,6 +215,8 @@ def test_progress_reaches_the_client_and_a_client_that_leaves_stops_its_task(tmp
         (b'{"protocol": 1, "command": "batch", "args": [], "cwd": "/"}\n', "'batch' does not run on a server"),
         (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "relative"}\n', "is not a folder this server can see"),
         (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "/", "env": {"PATH": "/x"}}\n', "may only name MAGICANIMATE_MODELS"),
+        (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "/", "process_env": {"PATH": "/x"}}\n',
+         "process environment may only name CUDA_VISIBLE_DEVICES"),
         (b"[" * 100_000 + b"\n", "the request is not JSON"),  # deeper than the parser's recursion
         (b"x" * (server.MAX_REQUEST_BYTES + 10), "not one line of at most 1 MiB"),
     ],
@@ -382,6 +387,41 @@ def test_preprocess_json_through_a_server_names_its_paths_as_a_local_run_does(tm
     assert served_doctor.returncode == local_doctor.returncode == 1
     error = json.loads(local_doctor.stdout)["error"]
     assert " ../nomodels, " in error and json.loads(served_doctor.stdout)["error"] == error
+
+
+def test_a_client_whose_process_wide_settings_are_not_the_servers_is_refused_in_one_line(tmp_path):
+    # HF_HUB_OFFLINE, the threads, the GPUs: read once by the server's process, so a client's other value was ignored
+    started = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": ""}
+    sock = tmp_path / "run" / "s.sock"
+    command = ["models", "download", "--dry-run", "--models", "m", "--json"]
+    proc = start(sock, cwd=REPO, env=started)
+    try:
+        same = cli("--server", sock, *command, cwd=tmp_path, env={**started, "CUDA_VISIBLE_DEVICES": None})  # unset: the server's GPUs
+        online = cli("--server", sock, *command[:-1], cwd=tmp_path, env={**started, "HF_HUB_OFFLINE": None})
+        other = cli("--server", sock, *command, cwd=tmp_path, env={**started, "CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "4"})
+    finally:
+        summary = stop(proc)
+    local = cli(*command, cwd=tmp_path, env=started)
+    assert same.returncode == local.returncode == 0, same.stderr
+    assert {**json.loads(same.stdout), "seconds": None} == {**json.loads(local.stdout), "seconds": None}
+    assert json.loads(same.stdout)["offline"] is True
+    assert online.returncode == 2 and online.stdout == "" and "Traceback" not in online.stderr
+    assert online.stderr == ("error: HF_HUB_OFFLINE is unset here but 1 in the server: a server reads it once, when it starts; "
+                             "restart it as `env -u HF_HUB_OFFLINE magicanimate serve ...`, or run the command without --server\n")
+    assert other.returncode == 2 and json.loads(other.stdout)["error"] == (
+        "CUDA_VISIBLE_DEVICES is 0 here but '' in the server, OMP_NUM_THREADS is 4 here but 2 in the server: a server reads them "
+        "once, when it starts; restart it as `CUDA_VISIBLE_DEVICES=0 OMP_NUM_THREADS=4 magicanimate serve ...`, or run the "
+        "command without --server")
+    assert summary == {**summary, "tasks": 3, "failed": 2}
+
+
+def test_a_clients_hugging_face_token_holds_for_its_task(monkeypatch):
+    from huggingface_hub.utils import get_token
+
+    monkeypatch.setenv("HF_TOKEN", "the-servers")
+    with server._environment({"HF_TOKEN": "the-clients"}):
+        assert get_token() == "the-clients"
+    assert get_token() == "the-servers"
 
 
 def test_a_result_that_failed_in_part_says_why_through_a_server(tmp_path):
