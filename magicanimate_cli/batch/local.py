@@ -199,9 +199,11 @@ class _Pool:
                     if slot.task is None and queue:
                         if slot.process is None:
                             self._start(slot)
-                        slot.task, slot.attempts = queue.popleft()
+                        task, attempts = queue.popleft()
+                        sent = self.on_start(task)  # a failure here (the state's disk full) ends the batch, said as such
+                        slot.task, slot.attempts = task, attempts
                         try:
-                            slot.conn.send(self.on_start(slot.task))
+                            slot.conn.send(sent)
                         except (OSError, ValueError):
                             pass  # the worker is gone: its sentinel wakes the wait below
                 busy = [slot for slot in self.slots if slot.task is not None]

@@ -336,3 +336,30 @@ def test_a_csv_quote_left_open_is_one_line_exit_2(tmp_path, fake_commands, text,
     assert result.exit_code == 2, result.output
     assert f"tasks.csv line {line}:" in result.stderr and "quote" in result.stderr and result.stderr.count("\n") == 1
     assert not list(tmp_path.glob("*.txt"))
+
+
+@pytest.mark.timeout(120)  # it hung: the failure to write was taken for a worker gone, and the batch waited for it
+def test_a_state_that_cannot_be_written_at_the_start_is_one_line_and_the_next_run_is_a_fresh_one(tmp_path, fake_commands, monkeypatch):
+    import errno
+
+    import magicanimate_cli.batch as batch
+
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "a.txt"))
+    state = tmp_path / "tasks.jsonl.state"
+    written = batch.write_json
+
+    def full(path, data):  # the disk fills up as the batch writes its first record
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(batch, "write_json", full)
+    failed = CliRunner().invoke(app, ["batch", str(manifest)])
+    assert failed.exit_code == 2 and "Traceback" not in failed.output
+    line = failed.output.splitlines()[-1]  # the record it could not write, named
+    assert line.startswith(f"error: {state}{os.sep}") and line.endswith(".json: cannot write it (No space left on device); free space "
+                                                                        "on that disk or choose an output on another one")
+    assert [p.name for p in state.iterdir() if not p.name.startswith(".")] == [] and not (tmp_path / "a.txt").exists()
+
+    monkeypatch.setattr(batch, "write_json", written)
+    again = CliRunner().invoke(app, ["batch", str(manifest), "--json"])  # no --resume: nothing of the failed run is a record
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["done"] == 1 and (tmp_path / "a.txt").read_text() == "hello"
