@@ -109,6 +109,10 @@ def test_a_second_run_of_the_same_shard_at_the_same_time_is_refused(tmp_path):
     assert record_of(manifest, *task)["status"] == "done"
     again = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)  # once it ended
     assert [r["status"] for r in again.results] == ["skipped"]
+    # the shard's lock file stays (removed, a run that had opened it could lock it while a third locks a new one),
+    # emptied, in the state folder only: nothing beside the outputs
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.lock")) == [os.path.join("tasks.jsonl.state", ".run-0-of-1.lock")]
+    assert (tmp_path / "tasks.jsonl.state" / ".run-0-of-1.lock").read_bytes() == b""
 
 
 @pytest.mark.slow
