@@ -446,6 +446,9 @@ class _Runner:
             subs = [IMAGES] + ([MASKS] if have_masks else [])
             self.run_stage("fov", {"fov": request["fov"], "subfolders": subs}, lambda: self._fov(subs), self.fov_dir)
             self.clip.meta["fov_box"] = self.clip.record("fov").get("result", {}).get("window")
+        else:  # an earlier run's field of view is no part of this clip
+            self.clip.forget("fov")
+            self.clip.meta.pop("fov_box", None)
         # 4. densepose, on the field of view (or the full frames)
         if "densepose" in skip:
             self.skip("densepose", {}, self.stage_dir)
@@ -456,7 +459,8 @@ class _Runner:
         subs = [s for s in SUBFOLDERS if (self.stage_dir / s).is_dir() and media.list_frame_files(self.stage_dir / s)]
         if not all((self.folder / sub).is_dir() for sub in subs):
             self.clip.forget("crop")  # someone removed the results: make them again
-        self.run_stage("crop", {"size": request["size"], "subfolders": subs}, lambda: self._crop(subs))
+        # the crop's source (the field of view or the full frames) is one of its parameters
+        self.run_stage("crop", {"size": request["size"], "subfolders": subs, "fov": request["fov"]}, lambda: self._crop(subs))
         self.clip.meta["crop_box"] = self.clip.record("crop").get("result", {}).get("crop_box")
         self.clip.meta["subfolders"] = subs
         # 6. flip

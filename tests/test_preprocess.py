@@ -221,6 +221,23 @@ def test_changed_size_with_kept_work_redoes_only_the_crop(videos, tmp_path, fake
     assert _meta(tmp_path / "dance")["stages"]["crop"]["params"]["size"] == 16
 
 
+def test_dropping_the_field_of_view_recrops_from_the_full_frames(videos, tmp_path, fakes):
+    # DensePose not installed: the clip is incomplete and keeps .work, so a re-run without --fov
+    # finds every stage before the crop fresh; the crop must still be taken from the full frames
+    fakes.fail["densepose"] = MissingDependency("detectron2 is not installed; install them with: pip install example")
+    preprocess([videos / "dance.mp4"], tmp_path / "out", fov="48x48", **FAST)
+    assert _meta(tmp_path / "out" / "dance")["fov_box"]
+    again = preprocess([videos / "dance.mp4"], tmp_path / "out", **FAST)
+    fresh = preprocess([videos / "dance.mp4"], tmp_path / "fresh", **FAST)
+    assert again.clips[0]["status"] == fresh.clips[0]["status"] == "incomplete"
+    meta, expected = _meta(tmp_path / "out" / "dance"), _meta(tmp_path / "fresh" / "dance")
+    assert meta["crop_box"] == expected["crop_box"] and "fov_box" not in meta and "fov" not in meta["stages"]
+    assert "fov" not in again.clips[0]["stages"]
+    for sub in ("images", "masks"):
+        for mine, theirs in zip(media.list_frame_files(tmp_path / "out" / "dance" / sub), media.list_frame_files(tmp_path / "fresh" / "dance" / sub)):
+            assert np.array_equal(media.read_image(mine), media.read_image(theirs)), mine
+
+
 def test_changed_source_redoes_everything(videos, tmp_path, fakes):
     source = tmp_path / "in" / "clip.mp4"
     make_video(source, count=5, fps=25.0)
