@@ -745,6 +745,10 @@ def preprocess(
         width, height = parse_fov(fov, as_size=True)  # the field-of-view stage writes frames of that size
         fov = f"{width}x{height}"
     skipped = parse_skip(skip)
+    if set(SKIPPABLE) - skipped:  # a model stage reads its weights there: a file (or "") is refused before any work
+        from .weights_layout import models_root
+
+        models_root(models)
     weights = Path(densepose_weights).expanduser().resolve() if densepose_weights is not None else None
     dp_settings = DensePoseSettings(weights, min_score, fill_missing, min_detected)
     dp_settings.validate()

@@ -324,6 +324,20 @@ def test_a_named_file_that_is_no_video_is_exit_2_before_any_work(videos, tmp_pat
     assert result.output.startswith(f"error: {tmp_path / 'notes.mp4'}: not a video") and not (tmp_path / "out").exists()
 
 
+def test_a_file_or_nothing_given_as_models_is_exit_2_before_any_work(videos, tmp_path):
+    # it used to extract and crop every clip, then report each one incomplete (exit 1)
+    photo = tmp_path / "ref.png"
+    photo.write_bytes(b"not a folder")
+    for models, message in ((str(photo), f"{photo}: is a file, but the weights folder"), ("", '--models "": an empty weights folder')):
+        result = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(tmp_path / "out"), "--models", models, "--json"])
+        assert result.exit_code == 2, result.output
+        assert json.loads(result.stdout)["error"].startswith(message)
+        assert not (tmp_path / "out").exists()
+    skipped = runner.invoke(app, ["preprocess", str(videos / "talk.mp4"), "-o", str(tmp_path / "out"), "--models", str(photo),
+                                  "--skip", "densepose,matte", "--size", "32"])  # fmt: skip
+    assert skipped.exit_code == 0, skipped.output  # no model stage reads it
+
+
 def test_foreign_folder_needs_overwrite(videos, tmp_path):
     (tmp_path / "talk" / "images").mkdir(parents=True)
     (tmp_path / "talk" / "images" / "00000.png").write_text("another clip's frame")
