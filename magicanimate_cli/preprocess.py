@@ -33,6 +33,7 @@ result, and the run exits 1 at the end; the next run retries only that stage and
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -371,7 +372,7 @@ class _Runner:
         except Exception as exc:  # recorded in meta.json and the result; the run goes on
             exc = write_error(exc) or exc  # a full disk, a name too long: the message that names the path and the fix
             message = str(exc) if isinstance(exc, (UserError, StageFailed, NetworkError)) else f"{exc.__class__.__name__}: {exc}"
-            message = " ".join(message.split())
+            message = " ".join(message.split()) + _work_folders_note(self.folder.parent, message)
             status, hint = (UNAVAILABLE, _install_hint(stage)) if optional and _is_missing_dependency(exc) else (FAILED, None)
             if status == UNAVAILABLE:
                 self.unavailable[stage] = (message, hint)
@@ -592,6 +593,32 @@ class _StageFailed(Exception):
 
 def _is_missing_dependency(exc: BaseException) -> bool:
     return isinstance(exc, (ImportError, MissingDependency))
+
+
+def _work_folders_note(output: Path, message: str) -> str:
+    """For a stage that failed on a full disk (or quota): the clips' work folders under ``output``
+    that hold intermediate frames (hidden, and kept by --keep-work or an unfinished clip), how much,
+    and what deleting them costs; else nothing."""
+    from .files import FFMPEG_REFUSALS
+    from .weights_manifest import human_size
+
+    if not any(f"({text})" in message for text, code in FFMPEG_REFUSALS.items() if code in (errno.ENOSPC, errno.EDQUOT)):
+        return ""
+    held = {}
+    for work in sorted(output.glob(f"*/{WORK}")):
+        size = 0
+        for root, _, names in os.walk(work):
+            for name in names:
+                try:
+                    size += os.lstat(os.path.join(root, name)).st_size
+                except OSError:  # removed meanwhile (another run's temporary)
+                    pass
+        if size:
+            held[work] = size
+    if not held:
+        return ""
+    names = ", ".join(shown(work) for work in list(held)[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+    return f"; the hidden work folders {names} hold {human_size(sum(held.values()))} of intermediate frames: deleting them frees that space (a later run redoes what it needs)"
 
 
 def _install_hint(stage: str) -> str | None:

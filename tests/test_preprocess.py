@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,7 @@ from magicanimate_cli.cli import app
 from magicanimate_cli.errors import MissingDependency, UserError
 from magicanimate_cli.preprocess import collect_sources, parse_skip, preprocess
 
+from disk_helpers import run_on_small_disk, small_disk_available
 from factories import detectron2_person_weights, paddleseg_checkpoint
 from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, make_video
 
@@ -293,6 +295,24 @@ def test_a_broken_video_fails_alone(videos, tmp_path, fakes):
     assert status == {"bad": "failed", "good": "done"}
     bad = [c for c in data["clips"] if c["name"] == "bad"][0]
     assert bad["stages"]["frames"] == "failed" and "bad.mp4" in bad["errors"]["frames"]
+
+
+@pytest.mark.skipif(not small_disk_available(), reason="no user namespaces here to mount a small tmpfs")
+def test_a_full_disk_names_the_hidden_work_folders_that_hold_intermediate_frames(videos, tmp_path, rng):
+    noise = media.write_frames(tmp_path / "noise.mp4", rng.integers(0, 256, (8, 128, 128, 3), dtype=np.uint8), fps=25)
+    kept, _, full = run_on_small_disk("400k", [
+        {"args": ["preprocess", str(videos / "dance.mp4"), "-o", "out", "--skip", "densepose,matte", "--keep-work"]},
+        {"fill": 60_000},  # the noise frames (about 50 KB each) do not fit
+        {"args": ["preprocess", str(noise), "-o", "out", "--skip", "densepose,matte", "--json"]},
+    ])  # fmt: skip
+    assert kept["rc"] == 0 and any(name.startswith("out/dance/.work/full/images/") for name in kept["files"])
+    assert full["rc"] == 1, full["stderr"]
+    error = json.loads(full["stdout"])["clips"][0]["errors"]["frames"]
+    assert "/out/noise/.work/full/images: cannot write it (No space left on device); free space on that disk" in error
+    # .work is hidden (ls, a file manager): the message says which ones hold frames, how much, and what deleting costs
+    note = error.split("free space on that disk or choose an output on another one; ")[1]
+    assert re.fullmatch(r"the hidden work folders \S+/out/dance/\.work hold [\d.]+ kB of intermediate frames: "
+                        r"deleting them frees that space \(a later run redoes what it needs\)", note), note
 
 
 def test_a_clip_another_run_is_working_on_is_refused_alone(videos, tmp_path, fakes):
