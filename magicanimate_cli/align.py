@@ -426,8 +426,8 @@ def align(
     info = media.probe(source, clip_folder.clip_fps(motion) if clip is not None else None)
     params = {"reference": str(reference), "output": str(output), **asdict(config), "ref_box": ref_box}
     media.read_image(reference)  # a missing or unreadable reference, and a malformed --ref-box, before any work
-    if ref_box is not None:
-        parse_box(ref_box)
+    # a --ref-box outside the reference or its fitted square too: not after a pass over the whole motion
+    given = reference_box(reference, size, fit, ref_box=ref_box) if ref_box is not None else None
     recorded, scratch = False, None
     with taking_back(output.parent):  # a refused or failed run leaves no new empty folder
         try:
@@ -451,7 +451,7 @@ def align(
             if sample:  # not DensePose, or nobody: said (or refused) before the frames are fitted, any model or record
                 noticed = motion_warnings(np.stack([fit_square(frame, size, fit, background) for frame in sample]), source, strict)
                 sample.clear()
-            found = reference_box(reference, size, fit, ref_box=ref_box, models=models, segmenter=segmenter, estimator=estimator)
+            found = given or reference_box(reference, size, fit, models=models, segmenter=segmenter, estimator=estimator)
             scratch = temp_beside(output, directory=False, suffix=".motion.u8")  # the next run cleans it after a kill
             store = media.FrameStore(scratch, size)
             for frame in media.iter_frames(source, same_size=False, allow_truncated=allow_truncated):  # every frame is fitted on its own, as in animate

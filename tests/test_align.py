@@ -346,6 +346,21 @@ def test_a_missing_reference_or_a_bad_ref_box_is_refused_before_the_motion_is_re
     assert seen == [] and sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
 
 
+@pytest.mark.parametrize(("box", "message"), [("0,0,999,999", "outside the 160x96 reference"), ("0,0,10,96", "or its fitted square")])
+def test_a_ref_box_outside_the_reference_or_its_square_is_refused_before_the_motion_is_read(tmp_path, monkeypatch, box, message):
+    motion = write_frames_folder(tmp_path / "poses", draw_clip([BODY] * 3, size=96))
+    reference = tmp_path / "ref.png"
+    Image.new("RGB", (160, 96), (200, 180, 160)).save(reference)  # --fit crop keeps x 32..128 of it
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the motion was read before --ref-box was checked")
+
+    monkeypatch.setattr(media, "iter_frames", no_reading)
+    with pytest.raises(UserError, match=f"^--ref-box {box}: .*{message}"):
+        align(reference, motion, tmp_path / "out", size=96, ref_box=box)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
+
+
 def test_a_truncated_motion_video_is_refused_unless_allowed(tmp_path, tiny_pipeline):
     from magicanimate_cli.animate import animate
 
