@@ -925,12 +925,13 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
     current folder (``check_apart``). Temporaries that a killed earlier run left for this output
     are removed (``files.sweep``).
     """
-    from .files import check_replaceable, empty_folder
+    from .files import check_replaceable, empty_folder, sweep
 
     path = Path(path)
     check_name_encoding(path)
     check_apart(path, protect)
     check_replaceable(path)
+    sweep(path)  # a killed run's temporaries (a run refused below leaves none of them either)
     vacant = empty_folder(path) and not is_video(path) and not is_image(path)  # an empty folder for a folder output
     if (path.exists() or path.is_symlink()) and not overwrite and not vacant:
         raise UserError(f"{shown(path)}: already exists; pass --overwrite to replace it or choose another output")

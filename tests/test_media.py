@@ -701,3 +701,27 @@ def test_reading_and_writing_a_video_leaves_no_pipe_open(tmp_path, monkeypatch):
             writer.write(np.zeros((16, 16, 3), np.uint8))
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_check_output_removes_what_a_killed_run_left_even_when_it_refuses(tmp_path):
+    # a run killed mid-way leaves its temporaries (an animation's scratch motion: hundreds of MB);
+    # the next run's check removes them, also when it then refuses the output that is there
+    import os
+    import signal
+
+    final = tmp_path / "out.mp4"
+    final.write_bytes(b"earlier")
+    child = "import sys, time\nfrom magicanimate_cli import files\nprint(files.temp_beside(sys.argv[1], directory=False), flush=True)\ntime.sleep(60)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.Popen([sys.executable, "-c", child, str(final)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        left = Path(killed.stdout.readline().strip())
+        killed.send_signal(signal.SIGKILL)
+    finally:
+        killed.kill()
+        killed.wait()
+    assert left.exists()
+    with pytest.raises(UserError, match="already exists"):
+        media.check_output(final, overwrite=False)
+    assert not left.exists() and final.read_bytes() == b"earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
