@@ -52,7 +52,8 @@ class AnimateConfig:
         if self.context_frames < 1:
             raise UserError(f"--context-frames {self.context_frames}: must be at least 1")
         if not 0 <= self.context_overlap < self.context_frames:
-            raise UserError(f"--context-overlap {self.context_overlap}: must be >= 0 and smaller than --context-frames")
+            raise UserError(f"--context-overlap {self.context_overlap}: must be >= 0 and smaller than --context-frames "
+                            f"{self.context_frames}{'' if self.context_overlap < 0 else f'; give a smaller --context-overlap (the default is {AnimateConfig.context_overlap})'}")
         if self.fit not in FITS:
             raise UserError(f"--fit {self.fit}: choose one of {', '.join(FITS)}")
         if self.context_schedule not in SCHEDULES:

@@ -332,6 +332,16 @@ def test_bad_settings_are_user_errors(tiny_pipeline, tmp_path, motion_dir, kwarg
         run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "out.mp4", **kwargs)
 
 
+def test_a_window_no_wider_than_the_default_overlap_says_what_to_lower():
+    # --context-frames 4 alone: the default overlap (4) is what is too large, and the user never typed it
+    from magicanimate_cli.animate import AnimateConfig
+
+    with pytest.raises(UserError) as refused:
+        AnimateConfig(context_frames=4).validate()
+    assert str(refused.value) == ("--context-overlap 4: must be >= 0 and smaller than --context-frames 4; "
+                                  "give a smaller --context-overlap (the default is 4)")
+
+
 def test_missing_or_broken_inputs_name_the_file(tiny_pipeline, tmp_path, motion_dir):
     with pytest.raises(UserError, match="ref.png: no such image file"):
         run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "out.mp4")
