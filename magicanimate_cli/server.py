@@ -67,9 +67,10 @@ PROCESS_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "AT
                "MKL_ENABLE_INSTRUCTIONS", "HF_HUB_OFFLINE", "HF_ENDPOINT")
 """Variables that change what a command does but are read once per process (the GPUs when CUDA
 starts, torch's threads and CPU kernels when it is imported, huggingface_hub's offline mode and
-endpoint when it is): a task cannot take its client's, so a client whose values differ from those
-the server was started with is refused, saying to restart the server with them.
-``CUDA_VISIBLE_DEVICES`` only when the client sets it: a server per GPU is how a client picks one."""
+endpoint when it is): a task cannot take its client's, so a client that sets one to another value
+than the server was started with is refused, saying to restart the server with it. One the client
+leaves unset is the server's (a server started from a job script with its own thread count or
+offline mode serves a plain shell; a server per GPU is how a client picks one)."""
 
 __all__ = ["PROTOCOL", "Forwarded", "ServeResult", "check_usage", "default_socket", "describe_task", "forwardable", "serve",
            "submit", "wants_json"]
@@ -539,8 +540,7 @@ def _read_request(conn: sockets.socket, registry, started_with: dict[str, str | 
 def _env_refusal(client: dict[str, str | None], server: dict[str, str | None]) -> str | None:
     """Why a task with the client's ``PROCESS_ENV`` values cannot run on a server started with
     ``server``'s (None: it can)."""
-    differ = [name for name in PROCESS_ENV if name in client and client[name] != server.get(name)
-              and not (name == "CUDA_VISIBLE_DEVICES" and client[name] is None)]  # unset: the server's GPUs, chosen by choosing it
+    differ = [name for name in PROCESS_ENV if client.get(name) is not None and client[name] != server.get(name)]  # unset: the server's
     if not differ:
         return None
 
@@ -548,8 +548,7 @@ def _env_refusal(client: dict[str, str | None], server: dict[str, str | None]) -
         return "unset" if text is None else shlex.quote(text)
 
     found = ", ".join(f"{name} is {value(client[name])} here but {value(server.get(name))} in the server" for name in differ)
-    unset = [f"-u {name}" for name in differ if client[name] is None]
-    start = " ".join([*(["env", *unset] if unset else []), *(f"{name}={value(client[name])}" for name in differ if client[name] is not None)])
+    start = " ".join(f"{name}={value(client[name])}" for name in differ)
     return (f"{found}: a server reads {'it' if len(differ) == 1 else 'them'} once, when it starts; restart it as "
             f"`{start} magicanimate serve ...`, or run the command without --server")
 

@@ -397,7 +397,8 @@ def test_a_client_whose_process_wide_settings_are_not_the_servers_is_refused_in_
     proc = start(sock, cwd=REPO, env=started)
     try:
         same = cli("--server", sock, *command, cwd=tmp_path, env={**started, "CUDA_VISIBLE_DEVICES": None})  # unset: the server's GPUs
-        online = cli("--server", sock, *command[:-1], cwd=tmp_path, env={**started, "HF_HUB_OFFLINE": None})
+        online = cli("--server", sock, *command[:-1], cwd=tmp_path, env={**started, "HF_HUB_OFFLINE": "0"})
+        plain = cli("--server", sock, *command, cwd=tmp_path, env=dict.fromkeys(started))  # a plain shell: the server's
         other = cli("--server", sock, *command, cwd=tmp_path, env={**started, "CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "4"})
     finally:
         summary = stop(proc)
@@ -406,13 +407,14 @@ def test_a_client_whose_process_wide_settings_are_not_the_servers_is_refused_in_
     assert {**json.loads(same.stdout), "seconds": None} == {**json.loads(local.stdout), "seconds": None}
     assert json.loads(same.stdout)["offline"] is True
     assert online.returncode == 2 and online.stdout == "" and "Traceback" not in online.stderr
-    assert online.stderr == ("error: HF_HUB_OFFLINE is unset here but 1 in the server: a server reads it once, when it starts; "
-                             "restart it as `env -u HF_HUB_OFFLINE magicanimate serve ...`, or run the command without --server\n")
+    assert online.stderr == ("error: HF_HUB_OFFLINE is 0 here but 1 in the server: a server reads it once, when it starts; "
+                             "restart it as `HF_HUB_OFFLINE=0 magicanimate serve ...`, or run the command without --server\n")
+    assert plain.returncode == 0 and json.loads(plain.stdout)["offline"] is True, plain.stderr
     assert other.returncode == 2 and json.loads(other.stdout)["error"] == (
         "CUDA_VISIBLE_DEVICES is 0 here but '' in the server, OMP_NUM_THREADS is 4 here but 2 in the server: a server reads them "
         "once, when it starts; restart it as `CUDA_VISIBLE_DEVICES=0 OMP_NUM_THREADS=4 magicanimate serve ...`, or run the "
         "command without --server")
-    assert summary == {**summary, "tasks": 3, "failed": 2}
+    assert summary == {**summary, "tasks": 4, "failed": 2}
 
 
 def test_a_clients_hugging_face_token_holds_for_its_task(monkeypatch):
