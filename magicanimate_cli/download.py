@@ -551,20 +551,25 @@ def _frame_range(path: Path, start: float, end: float | None) -> tuple[int, int 
     length = f"{path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at {info.fps:g} fps)"
     first = math.ceil(start * info.fps - 1e-6)
     if first >= info.frames:
-        latest = math.floor((info.frames - 1) / info.fps * 1000) / 1000  # a start that still gets the last frame
+        latest = _millis_down((info.frames - 1) / info.fps)  # a start that still gets the last frame
         raise UserError(f"--start {_fmt_time(start)}: {length}, its last frame at {_fmt_time(latest)} s; "
                         f"give a --start of {_fmt_time(latest)} or less")
     if end is None:
         return first, None
     stop = math.ceil(end * info.fps - 1e-6)
     if stop > info.frames + 1:  # one frame's slack: a length rounded in the metadata (an --end of 5:00 on 4:59.98)
-        latest = math.floor(info.frames / info.fps * 1000) / 1000  # an end that still gets the last frame
+        latest = _millis_down(info.frames / info.fps)  # an end that still gets the last frame
         raise UserError(f"--end {_fmt_time(end)}: {length}; give an --end of {_fmt_time(latest)} or less, "
                         f"or no --end to cut to its end")
     if stop <= first:
         raise UserError(f"--start {_fmt_time(start)} --end {_fmt_time(end)}: no frame of {path} ({info.fps:g} fps) lies between them; "
                         f"widen the range to at least {1 / info.fps:.3g} s")
     return first, min(stop, info.frames) - first
+
+
+def _millis_down(seconds: float) -> float:
+    """``seconds`` rounded down to the millisecond: a time suggested in a message that is still taken."""
+    return math.floor(seconds * 1000) / 1000
 
 
 def tracklet_frames(row: Tracklet, video_fps: float) -> tuple[int, int]:
@@ -635,7 +640,7 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
                     box = tracklet_box(row, info.width, info.height)
                     item.update(first_frame=first, box=list(box))
                     if first >= info.frames:  # said in seconds and the row's own frames, not the video's frame number
-                        latest = math.floor((info.frames - 1) / info.fps * 1000) / 1000
+                        latest = _millis_down((info.frames - 1) / info.fps)
                         raise UserError(f"{csv}:{row.line}: starts at frame {row.start} at {row.fps:g} fps, {row.start / row.fps:.2f} s in, "
                                         f"but {path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at {info.fps:g} fps), "
                                         f"its last frame at {_fmt_time(latest)} s; the row does not fit this video: correct it or leave it out")

@@ -597,18 +597,16 @@ def holder_of(lock: Path | str) -> str:
         with open(lock, "rb") as handle:
             record = json.loads(handle.read(4096))
         pid, host, since, command = int(record["pid"]), str(record["host"]), float(record["since"]), str(record["command"])
-    except (OSError, ValueError, TypeError, KeyError):
-        return ""
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
-    said = f" (held by pid {pid} on {host} since {when}: {one_line(command)})"
-    if host != socket.gethostname():
-        return said
-    try:
-        os.kill(pid, 0)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        said = f" (held by pid {pid} on {host} since {when}: {one_line(command)})"
+        if host == socket.gethostname():
+            os.kill(pid, 0)
     except ProcessLookupError:
         return f"{said[:-1]}; pid {pid} has ended, so a process it started still holds the lock: stop that process, or if none is still writing, remove {shown(lock)})"
-    except OSError:  # another user's process: alive
+    except PermissionError:  # another user's process: alive
         pass
+    except (OSError, ValueError, TypeError, KeyError, OverflowError, AttributeError):  # nothing readable (a damaged record: no one named)
+        return ""
     return said
 
 

@@ -371,11 +371,17 @@ def human_size(n: int | None, approx: bool = False) -> str:
 def download_command(group: str | None = None, models: Path | str | None = None, *, overwrite: bool = False) -> str:
     """The ``magicanimate models download`` command line that fetches ``group`` into ``models``
     (``--models`` only when that folder is not the one the command finds without it)."""
+    return _models_command("download", *(["--only", group] if group else []), models=models, overwrite=overwrite)
+
+
+def _models_command(*words: str, models: Path | str | None, overwrite: bool) -> str:
+    """``magicanimate models WORDS`` for the weights folder ``models`` (``--models`` only when it
+    is not the one the command finds without it)."""
     import shlex
 
     from .weights_layout import resolve_models_dir  # the one place that knows the default folder
 
-    parts = ["magicanimate", "models", "download", *(["--only", group] if group else [])]
+    parts = ["magicanimate", "models", *words]
     if models is not None and Path(models).expanduser().resolve() != resolve_models_dir().expanduser().resolve():
         parts += ["--models", str(models)]
     return shlex.join(parts + (["--overwrite"] if overwrite else []))
@@ -384,7 +390,7 @@ def download_command(group: str | None = None, models: Path | str | None = None,
 def fix_for(check: FileCheck, manifest: Manifest, root: Path | None = None) -> str:
     """The command that repairs the file of ``check`` in the weights folder ``root``."""
     if manifest.get(check.path) is None and manifest.replacement_of(check.path) is not None:
-        return "run `magicanimate models convert --overwrite` (or delete it to use the original checkpoint)"
+        return f"run `{_models_command('convert', models=root, overwrite=True)}` (or delete it to use the original checkpoint)"
     if check.status == CORRUPT:
         return f"run `{download_command(None, root, overwrite=True)}` to fetch it again"
     return f"run `{download_command(check.group, root)}`"

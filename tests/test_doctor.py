@@ -92,7 +92,8 @@ def test_a_damaged_conversion_gets_the_fix_that_repairs_it(tmp_path):
     converted.write_bytes(b"1" * 50)
     weights = by_name(doc.doctor(models=tmp_path))["weights"]
     assert weights.status == doc.FAIL and rel in weights.detail
-    assert "models convert --overwrite" in weights.fix and "models download" not in weights.fix
+    assert weights.fix == (f"run `magicanimate models convert --models {tmp_path} --overwrite` "
+                           "(or delete it to use the original checkpoint)")  # this folder, not the default one
 
 
 def test_broken_libraries_are_reported_not_raised(tmp_path, monkeypatch):

@@ -417,3 +417,12 @@ def test_a_refused_claim_names_its_holder_and_what_to_do_when_its_pid_has_ended(
         files.claim(final).release()
     finally:
         os.kill(orphan, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("record", ['{"pid": 1, "host": "h", "since": 1e20, "command": "c"}', '{"pid": 1180591620717411303424, "host": "h", "since": 0, "command": "c"}',
+                                    '{"pid": 1, "host": "h", "since": NaN, "command": "c"}', '[1, 2]', 'not json'])
+def test_a_damaged_holder_record_names_no_one_instead_of_failing(tmp_path, record):
+    # a lock file's record is only a courtesy: one that cannot be read is left out of the refusal
+    lock = tmp_path / ".out.mp4.run.lock"
+    lock.write_text(record.replace('"h"', f'"{__import__("socket").gethostname()}"'))
+    assert files.holder_of(lock) == ""

@@ -682,7 +682,7 @@ def test_a_corrupt_conversion_is_caught_at_load_time_with_its_own_fix(hub, tmp_p
     plan = download(models=root, manifest=hub.manifest, dry_run=True).plan
     assert {p.path: p.action for p in plan}[TEMPORAL_CKPT] == "keep"  # the conversion stands in for it
     converted.write_bytes(b"1" * 50)
-    with pytest.raises(UserError, match="models convert --overwrite"):
+    with pytest.raises(UserError, match=re.escape(f"models convert --models {root} --overwrite")):  # this folder's
         verify_models(root, manifest=hub.manifest)
 
 

@@ -114,25 +114,31 @@ def test_sigterm_to_the_command_alone_stops_its_device_processes(tmp_path, tiny_
 
 
 @pytest.mark.slow
-def test_the_device_processes_meet_without_a_tcp_port_another_program_could_take(tmp_path, tiny_weights, rng, monkeypatch):
-    # a port picked free and bound later by rank 0 could be taken meanwhile (another run, any
-    # server); such a port is handed out here, and the processes meet through a file instead
-    import socket
+def test_the_device_processes_meet_through_a_file_not_a_tcp_port_another_program_could_take(tmp_path, tiny_weights, rng, monkeypatch):
+    # a port picked free, then bound by rank 0, could be taken meanwhile (another run, any server):
+    # the processes meet through a store file in a private temporary folder, seen here while they
+    # run and gone after
+    import threading
 
-    from magicanimate_cli.animate import distributed
-
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    monkeypatch.setattr(distributed, "free_port", lambda: taken.getsockname()[1], raising=False)
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
     media.write_frames(tmp_path / "poses", rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8))
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(p.relative_to(tmp_path / "tmp").parts[-1] for p in (tmp_path / "tmp").glob("magicanimate-devices-*/*"))
+            done.wait(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     try:
         result = animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out", models=tiny_weights, size=64, steps=1,
                          device="cpu", devices="cpu,cpu")
     finally:
-        taken.close()
+        done.set()
+        watcher.join()
     assert result.frames == 16 and len(list((tmp_path / "out").glob("*.png"))) == 16
-    assert not list((tmp_path / "tmp").iterdir())  # the meeting place is gone
+    assert seen == {"store"}  # the meeting place: a file
+    assert not list((tmp_path / "tmp").iterdir())  # gone after the run
