@@ -38,7 +38,7 @@ from .animate import FITS, FUSIONS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
 from .clip import DENSEPOSE
 from .errors import MissingDependency, UserError, first_line
 from .files import write_text
-from .processes import stop_on_signals
+from .processes import STOP_SIGNALS, stop_on_signals
 
 DEMO_INSTALL = "pip install 'magicanimate-cli[demo]'"
 DEFAULT_MAX_UPLOAD_MB = 200
@@ -597,11 +597,12 @@ def start(
         page = app.blocks()
         page.queue(default_concurrency_limit=4)
         blocked = [str(app.state.models)] + ([str(app.state.clips)] if app.state.clips else [])
-        page.launch(
-            server_name=host, server_port=port, share=False, prevent_thread_lock=True, inbrowser=False, quiet=True,
-            show_error=True, max_file_size=f"{max_upload_mb}mb", allowed_paths=[str(app.runs_dir)], blocked_paths=blocked,
-            css=CSS, footer_links=[], ssr_mode=False,
-        )
+        with _signals_held():  # a Ctrl-C inside launch() would leave its web server running, with nothing to close it
+            page.launch(
+                server_name=host, server_port=port, share=False, prevent_thread_lock=True, inbrowser=False, quiet=True,
+                show_error=True, max_file_size=f"{max_upload_mb}mb", allowed_paths=[str(app.runs_dir)], blocked_paths=blocked,
+                css=CSS, footer_links=[], ssr_mode=False,
+            )
         return DemoServer(page.local_url or f"http://{host}:{port}/", app, page, workdir, owns, saved)
     except BaseException as exc:
         if page is not None:  # launched, or partly: a SIGTERM can come between the launch and the return
@@ -614,6 +615,34 @@ def start(
         if isinstance(exc, OSError) and "port" in str(exc):  # taken between the check and the launch
             raise UserError(f"--port {port}: {first_line(exc)}; choose another --port") from exc
         raise
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and ``STOP_SIGNALS`` held back within the block and acted on when it ends (at once if
+    one came). Gradio's ``launch()`` starts its web server in a thread and waits for it before it
+    records it on the page: an interrupt in that wait left the server serving, its port bound, with
+    no handle that ``page.close()`` could stop. The wait lasts at most a few seconds. Only Python
+    handlers are held (a default SIGTERM still ends the process); only the main thread takes
+    signals: elsewhere it does nothing."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    held = {}
+    for name in ("SIGINT", *STOP_SIGNALS):
+        number = getattr(signal, name, None)
+        if number is not None and callable(signal.getsignal(number)):
+            held[number] = signal.signal(number, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+        if came:
+            held[came[0]](came[0], None)  # as it would have been: KeyboardInterrupt
 
 
 def _check_port(host: str, port: int) -> None:

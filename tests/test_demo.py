@@ -446,3 +446,37 @@ def test_a_sigterm_before_the_page_serves_takes_back_the_work_folder_and_the_por
     with socket.socket() as again:  # the page's server was closed: its port is free again
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+
+
+def test_a_sigterm_while_launch_waits_for_its_web_server_stops_that_server(tmp_path, monkeypatch):
+    # launch() starts the web server in a thread and records it on the page only once it answers:
+    # a signal in that wait must not leave it serving (its port bound) with nothing to close it
+    import signal
+
+    import gradio.http_server as http_server
+
+    from magicanimate_cli.demo import demo
+
+    servers = []
+    real_run = http_server.Server.run
+
+    def run(self, *args, **kwargs):  # the web server's thread: SIGTERM comes as it starts
+        servers.append(self)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(http_server.Server, "run", run)
+    port = free_port()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            demo(models=tmp_path / "none", port=port, device="cpu", workdir=tmp_path / "new" / "work", on_ready=lambda url: pytest.fail(url))
+        assert len(servers) == 1
+        servers[0].thread.join(timeout=10)
+        assert not servers[0].thread.is_alive(), "the web server launch() started still serves"
+    finally:
+        for server in servers:
+            server.should_exit = True
+    assert not (tmp_path / "new").exists()
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
