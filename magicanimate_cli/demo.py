@@ -328,6 +328,7 @@ class DemoApp:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
             cancel.set()  # the worker raises at its next progress report and then frees the device
+            work.add_done_callback(lambda done: done.cancelled() or done.exception())  # its Cancelled, taken: no "never retrieved"
             raise
         except Cancelled:
             raise gr.Error("cancelled") from None

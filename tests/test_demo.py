@@ -480,3 +480,40 @@ def test_a_sigterm_while_launch_waits_for_its_web_server_stops_that_server(tmp_p
     with socket.socket() as again:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+
+
+def test_a_cancelled_run_leaves_no_traceback_in_the_server_log(tmp_path):
+    # the Cancel button (or a closed tab, or Ctrl-C) cancels the awaiting handler; the worker then
+    # stops with Cancelled, which nobody awaits any more: asyncio must not log it as never retrieved
+    import asyncio
+    import gc
+
+    from magicanimate_cli.demo import Cancelled, DemoApp
+
+    demo_app = DemoApp.__new__(DemoApp)  # no models: the worker is a stand-in that stops as the real one does
+    started = threading.Event()
+
+    def _run_sync(cancel, gr_progress, *args):
+        started.set()
+        assert cancel.wait(timeout=30), "the worker was never told to stop"
+        raise Cancelled()
+
+    demo_app._run_sync = _run_sync
+    logged = []
+
+    async def cancel_a_run():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: logged.append(context["message"]))
+        task = asyncio.ensure_future(demo_app.run(None, SOURCE_MOTION, None, None, None, *settings()))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        del task
+        await asyncio.sleep(0.2)  # the worker's Cancelled reaches its future
+        gc.collect()
+        await asyncio.sleep(0)
+
+    asyncio.run(cancel_a_run())
+    gc.collect()
+    assert logged == []
