@@ -197,6 +197,8 @@ class DemoApp:
         self._lock = threading.Lock()
         self._device = threading.Lock()  # held by the worker that uses the device, cancelled or not
         self._archives: dict[str, Path] = {}
+        self._cancels: set[threading.Event] = set()  # of the runs started and not ended
+        self._stopped = False
         self._load(progress)
 
     # -- start-up
@@ -340,15 +342,33 @@ class DemoApp:
     def _run_sync(self, cancel: threading.Event, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed,
                   size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion,
                   keep_aspect=False):
-        if not self._device.acquire(blocking=False):  # a cancelled run is still stopping
-            if gr_progress is not None:
-                gr_progress(None, desc="waiting for the device")
-            self._device.acquire()
+        with self._lock:
+            self._cancels.add(cancel)
+            if self._stopped:
+                cancel.set()
         try:
-            return self._work(cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size,
-                              context_frames, context_overlap, fit, context_schedule, context_fusion, keep_aspect)
+            if not self._device.acquire(blocking=False):  # a cancelled run is still stopping
+                if gr_progress is not None:
+                    gr_progress(None, desc="waiting for the device")
+                self._device.acquire()
+            try:
+                return self._work(cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size,
+                                  context_frames, context_overlap, fit, context_schedule, context_fusion, keep_aspect)
+            finally:
+                self._device.release()
         finally:
-            self._device.release()
+            with self._lock:
+                self._cancels.discard(cancel)
+
+    def stop(self) -> None:
+        """Cancel every run and wait until the one on the device has stopped (at its next progress
+        report) and written its record; a run that starts later stops at once, writing nothing."""
+        with self._lock:
+            self._stopped = True
+            for cancel in self._cancels:
+                cancel.set()
+        with self._device:
+            pass
 
     def _work(self, cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
               context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, keep_aspect=False):
@@ -533,6 +553,7 @@ class DemoServer:
     def close(self) -> None:
         try:
             self.page.close()
+            self.app.stop()  # Gradio waits for a running worker for 5 s at most: the work folder goes after it
         finally:
             for key, value in self._env.items():
                 if value is None:

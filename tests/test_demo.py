@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import zipfile
@@ -517,3 +518,42 @@ def test_a_cancelled_run_leaves_no_traceback_in_the_server_log(tmp_path):
     asyncio.run(cancel_a_run())
     gc.collect()
     assert logged == []
+
+
+def test_stopping_the_page_during_a_run_waits_for_its_worker_before_removing_the_work_folder(tmp_path, monkeypatch):
+    # Ctrl-C or SIGTERM while a run animates: the worker stops at its next progress report (a
+    # denoising window can take longer than Gradio's 5-s wait for its server thread) and then writes
+    # the run's record; the temporary work folder goes after that, not before (else that record
+    # made the folder again and it was left behind)
+    import gradio.http_server as http_server
+
+    from magicanimate_cli.demo import Cancelled
+    from magicanimate_cli.files import write_text
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    srv = start(models=tmp_path / "none", port=free_port(), device="cpu")  # no models: the worker is a stand-in
+    started, finished = threading.Event(), threading.Event()
+
+    def _work(cancel, gr_progress, *args):
+        run = srv.app._new_run()
+        started.set()
+        try:
+            assert cancel.wait(timeout=30), "the worker was never told to stop"
+            time.sleep(0.5)  # the rest of a denoising window
+            write_text(run / "run.json", '{"status": "cancelled"}', replace=True)
+            raise Cancelled()
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(srv.app, "_work", _work)
+    monkeypatch.setattr(http_server.Server, "close", lambda self: setattr(self, "should_exit", True))  # as when Gradio's 5-s wait runs out
+    workdir = srv.workdir
+    try:
+        job = Client(srv.url, verbose=False).submit(handle_file(str(FIXTURE / "inputs" / "reference.png")), SOURCE_MOTION, None, None, None,
+                                                    *settings(), api_name="/animate")
+        assert started.wait(timeout=60), job.status()
+    finally:
+        srv.close()
+    assert finished.wait(timeout=30)
+    assert not workdir.exists(), sorted(str(p) for p in workdir.rglob("*"))
