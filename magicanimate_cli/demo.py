@@ -469,8 +469,10 @@ class DemoApp:
                     source = gr.Radio(list(SOURCES), value=SOURCE_MOTION, label="Driving source", elem_id="ma-source")
                     with gr.Row(equal_height=False):
                         with gr.Column(min_width=200):
-                            reference = gr.Image(label="Reference image", type="filepath", image_mode=None, sources=["upload"], height=180,
-                                                 elem_id="ma-reference")
+                            # a file, not gr.Image: Gradio opens an Image upload with bare Pillow, which refuses what the CLI reads
+                            # (HEIC photos, 180 to 268 MP); the handlers read it with media and say what is wrong in one line
+                            reference = gr.File(label="Reference image", file_types=sorted(media.IMAGE_EXTENSIONS), type="filepath", height=120,
+                                                elem_id="ma-reference")
                         with gr.Column(min_width=200):
                             motion = gr.File(label="DensePose video or .zip of frames", file_types=video_types + list(ARCHIVE_TYPES),
                                              type="filepath", height=120, elem_id="ma-motion")

@@ -223,6 +223,25 @@ def test_uploads_are_checked_and_only_the_work_folder_is_served(server, client, 
     assert server.url.startswith("http://127.0.0.1:")
 
 
+def test_a_reference_the_cli_reads_is_read_by_the_page_too(server, client, inputs, tmp_path):
+    # an iPhone's HEIC photo (or a 200-MP one) is a reference `magicanimate animate` takes: the page
+    # had Gradio open it with bare Pillow, which refused it with its own error and a traceback in the
+    # server's log, as it did a file that is no image at all
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from PIL import Image
+
+    photo = tmp_path / "IMG_0001.HEIC"
+    pillow_heif.from_pillow(Image.open(inputs["reference"]).convert("RGB")).save(photo, quality=100)
+    ref_preview, _, info = client.predict(handle_file(str(photo)), SOURCE_MOTION, None, None, None, 64, "stretch", api_name="/preview")
+    assert ref_preview is not None and media.read_image(Path(ref_preview)).shape == (64, 64, 3), info
+    video, *_ = client.predict(handle_file(str(photo)), *animate_args(inputs, motion=inputs["archive"], steps=1)[1:], api_name="/animate")
+    assert len(media.read_frames(Path(video)).array) == 3
+    broken = tmp_path / "photo.jpg"
+    broken.write_bytes(b"not a photo")
+    *_, info = client.predict(handle_file(str(broken)), SOURCE_MOTION, None, None, None, 64, "stretch", api_name="/preview")
+    assert info.startswith("⚠ ") and "photo.jpg: not a readable image" in info and "\n" not in info
+
+
 def test_problems_are_shown_on_the_page_not_raised(tmp_path, monkeypatch):
     import httpx
 
@@ -275,7 +294,7 @@ def test_browser_uploads_animates_and_plays_the_result(server, inputs, tmp_path)
             field.clear()
             field.send_keys(str(SMALL[name]) + "\n")
         driver.find_element(By.XPATH, "//*[@id='ma-fit']//input[@value='stretch']/..").click()
-        wait.until(lambda d: d.execute_script("const i = document.querySelector('#ma-reference img'); return i && i.complete;"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#ma-reference a[data-testid=download-link][download='{inputs['reference'].name}']"))
         uploaded = f"#ma-motion a[data-testid=download-link][href*='gradio_api/file='][download='{inputs['motion'].name}']"
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, uploaded))  # the server holds the motion: its upload is done
         time.sleep(0.5)  # let the settings settle
