@@ -424,7 +424,8 @@ class DemoApp:
                     raise UserError(f"preprocessing {path.name} failed ({errors})")
                 path = Path(outcome["output"]) / DENSEPOSE
             output = run / "animation.mp4"
-            command = cli_command(ref_path, path, output, settings, models=st.models, device=st.device, dtype=st.dtype,
+            # beside the page's animation, not over it: pasted as printed, the command runs (no --overwrite)
+            command = cli_command(ref_path, path, run / "animation-cli.mp4", settings, models=st.models, device=st.device, dtype=st.dtype,
                                   preprocess_video=preprocess_video, clips_out=clips_out, audio=sound, keep_aspect=keep_aspect)
             record["command"] = command
             result = animate(ref_path, path, output, models=st.models, device=st.device, dtype=st.dtype, grid=True, audio=sound,
@@ -508,7 +509,7 @@ class DemoApp:
                     with gr.Row():
                         ref_preview = gr.Image(label="Fitted reference", interactive=False, height=150, min_width=140, format="png")
                         pose_preview = gr.Image(label="First driving frame", interactive=False, height=150, min_width=140, format="png")
-                    info = gr.Markdown()
+                    info = gr.Markdown(elem_id="ma-info")
                     result = gr.Video(label="Animation", interactive=False, buttons=["download"], height=300, elem_id="ma-result")
                     grid = gr.Video(label="Reference | pose | result", interactive=False, buttons=["download"], height=200, elem_id="ma-grid")
                     command = gr.Textbox(label="Reproduce on the command line", lines=3, max_lines=8, interactive=False, buttons=["copy"], elem_id="ma-command")
@@ -520,9 +521,14 @@ class DemoApp:
 
             source.change(show_source, source, [motion, raw_note, raw_video, clip], queue=False, api_visibility="private")
             preview_inputs = [reference, source, motion, raw_video, clip, size, fit]
-            reference.change(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_name="preview")
-            for component in (source, motion, raw_video, clip, size, fit):
-                component.change(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_visibility="private")
+            # one preview at a time, in the order asked: a slow one (a motion fitted to 512²) finishing after
+            # a quick later one (the size typed next) showed stale settings
+            in_order = {"concurrency_limit": 1, "concurrency_id": "preview", "trigger_mode": "always_last"}
+            reference.change(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_name="preview", **in_order)
+            for component in (source, motion, raw_video, clip, fit):
+                component.change(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_visibility="private", **in_order)
+            for typed in (size.submit, size.blur):  # not on each keystroke: "6" on the way to 64 popped up Gradio's minimum error
+                typed(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_visibility="private", **in_order)
 
             async def animate_(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
                                fit, context_schedule, context_fusion, keep_aspect, progress=gr.Progress()):

@@ -114,13 +114,14 @@ def animate_args(inputs, source=SOURCE_MOTION, motion=None, raw=None, clip=None,
             handle_file(str(raw)) if raw else None, clip, *settings(**changes)]
 
 
-def run_cli(command: str, output: Path) -> None:
-    """Run the page's `magicanimate animate ...` command, writing to ``output`` instead."""
+def run_cli(command: str) -> Path:
+    """Run the page's `magicanimate animate ...` command as printed (its output beside the page's,
+    which is there); return where it wrote."""
     args = shlex.split(command.replace("\\\n", " "))
     assert args[:2] == ["magicanimate", "animate"], command
-    args[args.index("-o") + 1] = str(output)
     result = CliRunner().invoke(app, args[1:])
     assert result.exit_code == 0, result.output
+    return Path(args[args.index("-o") + 1])
 
 
 def test_motion_video_equals_the_cli_run_of_the_printed_command(server, client, inputs, tmp_path):
@@ -138,9 +139,11 @@ def test_motion_video_equals_the_cli_run_of_the_printed_command(server, client, 
     assert "--context-schedule open" in command and "--context-fusion pyramid" in command
     assert "**Warning**" in status and "does not look like DensePose" in status  # the fixture's poses are IUV-coloured
 
-    run_cli(command, tmp_path / "cli.mp4")
-    assert np.array_equal(frames, media.read_frames(tmp_path / "cli.mp4").array)
-    assert np.array_equal(media.read_frames(Path(grid)).array, media.read_frames(tmp_path / "cli_grid.mp4").array)
+    written = run_cli(command)
+    page = written.with_name("animation.mp4")  # beside the page's animation, which stays as it was
+    assert written != page and np.array_equal(media.read_frames(page).array, frames)
+    assert np.array_equal(frames, media.read_frames(written).array)
+    assert np.array_equal(media.read_frames(Path(grid)).array, media.read_frames(written.with_name(f"{written.stem}_grid.mp4")).array)
     run = Path(shlex.split(command)[2]).parents[1]
     assert json.loads((run / "run.json").read_text())["status"] == "done"
 
@@ -150,8 +153,7 @@ def test_keep_aspect_gives_the_motions_aspect_as_the_printed_command_does(server
     frames = media.read_frames(Path(video)).array
     assert frames.shape == (FRAMES, 42, 64, 3) and "64×42" in status and "--fit pad" in command and "--keep-aspect" in command
     assert media.read_frames(Path(grid)).array.shape[1] == 64  # the grid stays square
-    run_cli(command, tmp_path / "cli.mp4")
-    assert np.array_equal(frames, media.read_frames(tmp_path / "cli.mp4").array)
+    assert np.array_equal(frames, media.read_frames(run_cli(command)).array)
 
 
 def test_raw_video_runs_through_preprocess_with_the_fake_densepose(server, client, inputs, fake_densepose, tmp_path):
@@ -167,10 +169,10 @@ def test_raw_video_runs_through_preprocess_with_the_fake_densepose(server, clien
     assert record["stages"] == ["frames", "crop", "denoise", "decode"]  # stage by stage (the fake DensePose reports none)
     poses = media.read_frames(run / "clips" / "dance" / "densepose").array
     assert poses.shape == (FRAMES, 64, 64, 3) and (poses != poses[0, 0, 0]).any()  # the fake drew the moving bar
-    run_cli(animate_cmd, tmp_path / "cli.mp4")
-    assert np.array_equal(media.read_frames(Path(video)).array, media.read_frames(tmp_path / "cli.mp4").array)
+    written = run_cli(animate_cmd)
+    assert np.array_equal(media.read_frames(Path(video)).array, media.read_frames(written).array)
     # the raw video's music: the animation, the grid and the printed command keep it
-    assert media.audio_streams(Path(video)) == media.audio_streams(Path(grid)) == media.audio_streams(tmp_path / "cli.mp4") == ["aac"]
+    assert media.audio_streams(Path(video)) == media.audio_streams(Path(grid)) == media.audio_streams(written) == ["aac"]
     assert f"--audio {run / 'inputs' / 'dance.mp4'}" in animate_cmd and "with the sound of dance.mp4" in status
 
 
@@ -294,6 +296,9 @@ def test_browser_uploads_animates_and_plays_the_result(server, inputs, tmp_path)
             field.clear()
             field.send_keys(str(SMALL[name]) + "\n")
         driver.find_element(By.XPATH, "//*[@id='ma-fit']//input[@value='stretch']/..").click()
+        time.sleep(1)  # an error Gradio pops up for a value on the way to the one typed ("6" before "64") shows by now
+        popped = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".toast-body") if e.is_displayed()]
+        assert not popped, f"typing the settings popped up {popped}"
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#ma-reference a[data-testid=download-link][download='{inputs['reference'].name}']"))
         uploaded = f"#ma-motion a[data-testid=download-link][href*='gradio_api/file='][download='{inputs['motion'].name}']"
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, uploaded))  # the server holds the motion: its upload is done
@@ -305,6 +310,8 @@ def test_browser_uploads_animates_and_plays_the_result(server, inputs, tmp_path)
         )
         duration = WebDriverWait(driver, 600, poll_frequency=0.5).until(lambda d: d.execute_script(playable))
         assert duration == pytest.approx(FRAMES / 25, abs=0.1)
+        said = driver.find_element(By.CSS_SELECTOR, "#ma-info").text
+        assert f"→ {SMALL['size']}×{SMALL['size']} (stretch)" in said, f"the preview shows other settings than those typed: {said}"
         driver.execute_script("document.querySelector('#ma-command').scrollIntoView({block: 'end'})")
         driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(shots / "demo-1280x800.png"))
