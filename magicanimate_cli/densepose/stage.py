@@ -7,7 +7,6 @@ import os
 import shutil
 import time
 from collections import OrderedDict
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,10 +88,10 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
 
 def _writer(path: Path, names: list[str], fps: float, overwrite: bool, sound: dict | None = None):
     """A video (with ``sound``: ``media.kept_sound``), or a folder of PNGs that keeps the input
-    frames' names."""
+    frames' names; committed by ``media.committed_together``."""
     from .. import media
 
-    return media.FrameWriter(path, fps, overwrite, names=None if media.is_video(path) else names, **(sound or {}))
+    return media.FrameWriter(path, fps, overwrite, names=None if media.is_video(path) else names, commit=False, **(sound or {}))
 
 
 # ----------------------------------------------------------------------------- resumable labels
@@ -437,16 +436,19 @@ def _render(plan: _Plan, work: _Work, sources: list[int], smooth: int, overwrite
 
     names = plan.names[:count]
     sound = media.kept_sound(plan.sound, plan.output)  # a dance video's music stays with its poses
-    with _writer(plan.output, names, plan.fps, overwrite, sound) as out:
-        label_writer = _writer(plan.labels, names, plan.fps, overwrite) if plan.labels is not None else None
-        with label_writer if label_writer is not None else nullcontext():
-            for index in range(count):
-                if smooth > 1:
-                    span = window(index, count, smooth)
-                    label_map = majority([labels_of(j) for j in span], index - span.start)
-                else:
-                    label_map = labels_of(index)
-                out.write(render_labels(label_map))
-                if label_writer is not None:
-                    label_writer.write(label_map)
-                progress("render", index + 1, count)
+    writers = [_writer(plan.output, names, plan.fps, overwrite, sound)]
+    if plan.labels is not None:
+        writers.append(_writer(plan.labels, names, plan.fps, overwrite))
+    # both or neither: labels without their poses (a failed encode, a kill) would refuse the re-run
+    with media.committed_together(writers, replace=overwrite):
+        out, label_writer = writers[0], writers[1] if len(writers) > 1 else None
+        for index in range(count):
+            if smooth > 1:
+                span = window(index, count, smooth)
+                label_map = majority([labels_of(j) for j in span], index - span.start)
+            else:
+                label_map = labels_of(index)
+            out.write(render_labels(label_map))
+            if label_writer is not None:
+                label_writer.write(label_map)
+            progress("render", index + 1, count)

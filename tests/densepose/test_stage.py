@@ -270,6 +270,28 @@ def test_a_run_killed_with_kill_9_resumes_to_the_frames_of_an_uninterrupted_run(
     assert not work.exists()
 
 
+def test_poses_that_fail_to_encode_leave_no_labels_and_the_run_resumes(tmp_path, monkeypatch):
+    """The poses and their labels are committed together: an encode that fails (a full disk, a
+    broken ffmpeg) left densepose_labels/ without densepose/, and the re-run was refused."""
+    clip = tmp_path / "clip"
+    frames_folder(clip / "images", 5)
+    real = media.ffmpeg_binary()
+    broken = tmp_path / "ffmpeg"
+    broken.write_text("#!/bin/sh\ncat > /dev/null\necho 'No space left on device' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(media, "ffmpeg_binary", lambda: str(broken))
+    with pytest.raises(UserError, match="poses.mp4"):
+        densepose(clip, clip / "poses.mp4", estimator=FakeEstimator(PLAN))
+    assert sorted(p.name for p in clip.iterdir() if not p.name.startswith(".")) == ["images"]  # no labels without poses
+
+    monkeypatch.setattr(media, "ffmpeg_binary", lambda: real)
+    fake = FakeEstimator(PLAN)
+    result = densepose(clip, clip / "poses.mp4", estimator=fake)  # no --overwrite needed: nothing was written
+    assert result.resumed == 5 and fake.batches == []
+    assert sorted(p.name for p in (clip / "densepose_labels").iterdir()) == ["0001.png", "0002.png", "0003.png", "0004.png", "0005.png"]
+    assert media.probe(clip / "poses.mp4").frames == 5
+
+
 def test_a_second_run_of_the_same_output_is_refused_and_leaves_the_first_ones_work(tmp_path):
     from magicanimate_cli import files
 
