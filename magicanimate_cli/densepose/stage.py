@@ -61,6 +61,8 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
     for a, b in ((output, labels), (output, source), (labels, source)):
         if a is not None and b is not None and a.resolve() == b.resolve():
             raise UserError(f"{a}: used twice (input, output and --labels must be different paths)")
+    if labels is not None and (output.resolve() in labels.resolve().parents or labels.resolve() in output.resolve().parents):
+        raise UserError(f"{labels}: --labels and -o {output} lie one inside the other; give them separate folders, side by side")
 
     if source.is_dir():
         files = media.list_frame_files(source)

@@ -395,6 +395,17 @@ def test_bad_inputs(tmp_path):
         densepose(tmp_path / "empty", tmp_path / "out", estimator=fake)
 
 
+@pytest.mark.parametrize("output, labels", [("out", "out/labels"), ("both/poses", "both"), ("poses.mp4", "poses.mp4/labels")])
+def test_labels_and_output_one_inside_the_other_are_refused_before_any_work(tmp_path, output, labels):
+    # -o out --labels out/labels committed the labels into out/ first, then failed on out/ (a
+    # traceback, or "appeared while this run was writing it"), and every later run was refused
+    frames_folder(tmp_path / "in", 5)
+    fake = FakeEstimator(PLAN)
+    with pytest.raises(UserError, match="--labels and -o .* lie one inside the other"):
+        densepose(tmp_path / "in", tmp_path / output, labels=tmp_path / labels, estimator=fake)
+    assert fake.batches == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
 def test_default_config_values_are_documented():
     config = DensePoseConfig()
     assert (config.batch_size, config.min_score, config.max_people, config.smooth, config.fill_missing) == (4, 0.8, 1, 0, False)
