@@ -126,20 +126,25 @@ class _Work:
         self.state.write_text(json.dumps(self.identity))
 
     def _read_records(self, names: list[str]) -> list[int]:
-        people = []
+        """The records up to the first torn or unusable one, which is cut off with all after it, so
+        that the records this run appends follow whole lines (else a second kill loses them)."""
+        people, kept = [], 0
         try:
-            lines = self.records.read_text().splitlines()
+            lines = self.records.read_bytes().splitlines(keepends=True)
         except OSError:
             return people
         for line in lines:
             try:
-                record = json.loads(line)
+                record = json.loads(line) if line.endswith(b"\n") else None
             except ValueError:
                 break
             index = len(people)
-            if record.get("i") != index or index >= len(names) or not (self.folder / names[index]).is_file():
+            if not isinstance(record, dict) or record.get("i") != index or index >= len(names) or not (self.folder / names[index]).is_file():
                 break
             people.append(int(record["people"]))
+            kept += len(line)
+        if kept < sum(map(len, lines)):
+            os.truncate(self.records, kept)
         return people
 
     def add(self, names: list[str], label_maps, people: list[int]) -> None:

@@ -270,6 +270,26 @@ def test_a_run_killed_with_kill_9_resumes_to_the_frames_of_an_uninterrupted_run(
     assert not work.exists()
 
 
+def test_a_torn_record_is_cut_off_so_the_next_runs_records_count_after_a_second_kill(tmp_path):
+    # the resumed run appended its records to the torn line, which made them unreadable: every
+    # later interruption resumed at the torn record again, whatever had been done since
+    import os
+
+    frames_folder(tmp_path / "in", 5)
+    with pytest.raises(KeyboardInterrupt):
+        densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=FakeEstimator(PLAN, fail_on_call=3))
+    records = tmp_path / ".out.densepose-work" / "frames.jsonl"
+    with open(records, "r+") as handle:
+        handle.truncate(os.path.getsize(records) - 3)  # the fourth record, cut short by a kill
+    with pytest.raises(KeyboardInterrupt):
+        densepose(tmp_path / "in", tmp_path / "out", batch_size=1, estimator=FakeEstimator(PLAN, fail_on_call=2))  # redoes frame 4
+    fake = FakeEstimator(PLAN)
+    result = densepose(tmp_path / "in", tmp_path / "out", batch_size=1, estimator=fake)
+    assert result.resumed == 4 and fake.seen == [4]
+    for index in range(5):
+        assert np.array_equal(read_png(tmp_path / "out" / f"{index + 1:04d}.png"), PALETTE[oracle_frame(PLAN[index][:1])])
+
+
 def test_poses_that_fail_to_encode_leave_no_labels_and_the_run_resumes(tmp_path, monkeypatch):
     """The poses and their labels are committed together: an encode that fails (a full disk, a
     broken ffmpeg) left densepose_labels/ without densepose/, and the re-run was refused."""
