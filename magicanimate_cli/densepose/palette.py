@@ -201,16 +201,21 @@ MIN_PERSON_SHARE = 0.001  # below: no person (a 16×16 one in a 512² frame is 0
 def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:
     """Warn (``InputWarning``, from the stage's caller) about what makes fitted ``poses`` (uint8 RGB
     ``T×S×S×3``) unlikely to drive the model, and return the messages, judged on up to 8 frames
-    spread over the clip: no person at all, or a person not drawn in the DensePose palette (a raw
+    spread over the clip: no person at all, no person in most of them, or a person not drawn in the DensePose palette (a raw
     video, an IUV or parula rendering). MagicAnimate's ControlNet was trained on viridis DensePose
     only, so either gives an animation that does not follow the motion. ``strict`` refuses it
     instead (``UserError``): a batch job stops there, before the models load."""
     picked = poses[np.linspace(0, len(poses) - 1, min(8, len(poses))).round().astype(int)]
-    person, palette = palette_shares(picked, clip_background(picked))  # background: viridis(0) and the border's colour
+    background = clip_background(picked)  # viridis(0) and the border's colour
+    _, palette = palette_shares(picked, background)
+    empty = sum(palette_shares(frame, background)[0] < MIN_PERSON_SHARE for frame in picked)
     found = []
-    if person < MIN_PERSON_SHARE:
+    if empty == len(picked):
         found.append(f"{motion}: no person in {len(picked)} frames spread over the clip (only background); "
                      "the animation will show nobody: check the video given to `magicanimate densepose`")
+    elif empty * 2 > len(picked):  # as `densepose` refuses a clip with a person in under half its frames (--min-detected 0.5)
+        found.append(f"{motion}: no person in {empty} of {len(picked)} frames spread over the clip, so the animation will show "
+                     "nobody there: cut the clip to where the person is, or check the video given to `magicanimate densepose`")
     elif palette < MIN_PALETTE_SHARE:
         found.append(f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels "
                      "are viridis part colours), so the animation will probably not follow it; make the poses with "

@@ -117,3 +117,24 @@ def test_a_video_that_is_not_a_render_has_almost_none_of_its_pixels_in_the_palet
     frames = np.stack(list(media.iter_frames(video)))
     person, palette = palette_shares(frames, clip_background(frames))
     assert person > 0.5 and palette < 0.05
+
+
+def test_a_motion_with_nobody_in_most_of_its_frames_is_warned_about(tmp_path):
+    # a person in frames 27-36 of 64 only: 8 frames spread over the clip saw them twice, and the
+    # clip passed unwarned (only a clip with nobody at all was said); `densepose` refuses under half
+    from magicanimate_cli.densepose.palette import motion_warnings
+    from magicanimate_cli.errors import InputWarning, UserError
+
+    labels = np.zeros((64, 48, 48), np.uint8)
+    labels[27:37, 8:40, 16:32] = 2  # a torso, in 10 of 64 frames
+    poses = render_labels(labels)
+    with pytest.warns(InputWarning, match=r"no person in 6 of 8 frames spread over the clip") as said:
+        found = motion_warnings(poses, tmp_path / "poses.mp4")
+    assert found == [str(w.message) for w in said] and len(found) == 1
+    labels[:, 8:40, 16:32] = 2  # in every frame: nothing to say
+    assert motion_warnings(render_labels(labels), tmp_path / "poses.mp4") == []
+    labels[:28] = 0  # sampled frames 0, 9, 18, 27, 36, ..., 63: nobody in 4 of 8 (a person who walks in half-way): not said
+    assert motion_warnings(render_labels(labels), tmp_path / "poses.mp4") == []
+    labels[:40] = 0  # nobody in 5 of 8: said, and --strict refuses it
+    with pytest.raises(UserError, match=r"no person in 5 of 8 frames .* \(refused: --strict"):
+        motion_warnings(render_labels(labels), tmp_path / "poses.mp4", strict=True)
