@@ -362,6 +362,7 @@ def matte(
     threshold: float = typer.Option(_MATTE.threshold, "--threshold", help="Person where probability >= this (0.5 = PaddleSeg's argmax)."),
     batch_size: int = typer.Option(_MATTE.batch_size, "--batch-size", help="Frames per forward pass."),
     smooth: int = typer.Option(_MATTE.smooth, "--smooth", help="Temporal median over K frames (odd; 1 = off)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a masks .mp4 from a frames-folder INPUT (default: the clip's meta.json, else 25); a video keeps its own."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, or gpu (PaddlePaddle's name; cuda is the same)."),
     allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     overwrite: bool = OVERWRITE_OPTION,

@@ -621,6 +621,7 @@ def matte(
     threshold: float = MatteConfig.threshold,
     batch_size: int = MatteConfig.batch_size,
     smooth: int = MatteConfig.smooth,
+    fps: float | None = None,
     device: str = "auto",
     allow_truncated: bool = False,
     overwrite: bool = False,
@@ -635,10 +636,12 @@ def matte(
     uint8 ``H×W``, 255 = person; ``soft`` writes the rounded probability ×255 instead of
     thresholding. ``smooth`` K > 1 takes the per-pixel median over K frames centred on each frame.
     ``segmenter`` reuses a ``load_segmenter()`` result (batch jobs). A video that does not decode
-    to its end is refused unless ``allow_truncated``.
+    to its end is refused unless ``allow_truncated``. ``fps`` is the rate of a frames folder's
+    ``.mp4`` of masks (default: a clip's ``meta.json``, else 25), as for ``densepose``; a video
+    keeps its own.
     """
     config, plan, info = _checked(input, output, model=model, threshold=threshold, batch_size=batch_size, smooth=smooth,
-                                  device=device, overwrite=overwrite)  # fmt: skip
+                                  fps=fps, device=device, overwrite=overwrite)  # fmt: skip
     input = Path(input)
     progress = progress or silent
 
@@ -687,20 +690,27 @@ def check_matte(*args, **kwargs) -> None:
     _checked(**arguments.arguments)
 
 
-def _checked(input, output, *, model, threshold, batch_size, smooth, device, overwrite, **_):
+def _checked(input, output, *, model, threshold, batch_size, smooth, device, overwrite, fps=None, **_):
     """``matte``'s checks, in its order; the rest of its arguments are ignored. Returns the
     settings, the plan and the input's size, fps and frame count."""
+    from dataclasses import replace
+
     from . import media
+    from .frames import check_fps
 
     config = MatteConfig(model, threshold, batch_size, smooth)
     config.validate()
+    fps = check_fps(fps) if fps is not None else None
     if device not in DEVICES:
         raise UserError(f"--device {device}: choose one of {', '.join(DEVICES)}")
     plan = _plan(media.input_path(input), media.output_path(output) if output is not None else None)
     clip = plan.source.parent if plan.mode == "clip" else None  # its parts but masks/ are never written over (-o CLIP/densepose)
     others = [part for part in parts_of(clip) if part != clip / MASKS] if clip is not None else []
     media.check_output(plan.output, overwrite, protect=(plan.source, *others))
-    return config, plan, _probe(plan)
+    info = _probe(plan)
+    if fps is not None and media.is_video(plan.source) and not media.same_rate(fps, info.fps):
+        raise UserError(f"--fps {fps:g}: {plan.source} is read at its own {info.fps:g} fps; --fps is for a frames folder")
+    return config, plan, replace(info, fps=fps) if fps is not None and not media.is_video(plan.source) else info
 
 
 # ----------------------------------------------------------------------------- its steps

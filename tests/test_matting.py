@@ -244,6 +244,20 @@ def test_video_in_video_or_folder_out(tmp_path, lite_models, segmenter, clip_fra
     assert mp4.frames == 6
 
 
+def test_a_frames_folders_masks_video_plays_at_the_fps_given(tmp_path, lite_models, segmenter, clip_frames):
+    # a frames folder has no rate of its own: 25, unless --fps says otherwise (as for densepose);
+    # a video keeps its own, and another --fps for it is refused
+    _write_folder(tmp_path / "frames", clip_frames[:3], [media.frame_name(i) for i in range(3)])
+    matting.matte(tmp_path / "frames", tmp_path / "masks.mp4", segmenter=segmenter, fps=12.5)
+    assert media.probe(tmp_path / "masks.mp4").fps == 12.5
+    video = media.write_frames(tmp_path / "in.mp4", clip_frames, fps=10)
+    with pytest.raises(UserError, match=r"^--fps 12\.5: .*in\.mp4 is read at its own 10 fps; --fps is for a frames folder$"):
+        matting.matte(video, tmp_path / "again.mp4", segmenter=segmenter, fps=12.5)
+    with pytest.raises(UserError, match=r"^--fps 0:"):
+        matting.matte(tmp_path / "frames", tmp_path / "again.mp4", segmenter=segmenter, fps=0)
+    assert not (tmp_path / "again.mp4").exists()
+
+
 def test_a_truncated_video_is_refused_unless_allowed(tmp_path, segmenter, rng):
     media.write_frames(tmp_path / "full.mp4", rng.integers(0, 256, (28, 64, 64, 3), dtype=np.uint8), fps=10)
     data = (tmp_path / "full.mp4").read_bytes()
