@@ -104,10 +104,11 @@ def _run(ray, tasks, on_record, jobs, address, workdir, commands, on_start) -> N
         # off a batch job's stderr unless --debug asks for library logs; its errors still come through
         level = logging.INFO if logging.getLogger("magicanimate_cli").isEnabledFor(logging.DEBUG) else logging.ERROR
         try:
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level=level)
-            else:
-                ray.init(include_dashboard=False, log_to_driver=False, logging_level=level)
+            with _signal_handlers_kept():
+                if address:
+                    ray.init(address=address, log_to_driver=False, logging_level=level)
+                else:
+                    ray.init(include_dashboard=False, log_to_driver=False, logging_level=level)
         except (ConnectionError, TimeoutError) as exc:
             raise UserError(f"--address {address}: cannot reach a Ray cluster ({first_line(exc)}); start one with `ray start --head`") from None
         started = True
@@ -120,6 +121,27 @@ def _run(ray, tasks, on_record, jobs, address, workdir, commands, on_start) -> N
             ray.kill(actor, no_restart=True)
         if started:
             ray.shutdown()
+
+
+@contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Put back, after ``ray.init``, the handlers it replaces: it sets SIGTERM to exit the driver at
+    once (``sys.exit``), which would skip the batch's stop (``processes.stop_on_signals``: the
+    summary, the ``interrupted`` tasks, exit 130) when Slurm preempts the job."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)]
+    saved = {number: signal.getsignal(number) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            if handler is not None:  # set from outside Python: leave Ray's
+                signal.signal(number, handler)
 
 
 class _Kind:
