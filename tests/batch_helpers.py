@@ -3,7 +3,7 @@
 
 ``write`` writes a small text file atomically; it can fail with a ``UserError`` (exit 2), a ``NetworkError`` or a bug
 (exit 1), kill its own process the first time it runs (``--crash-once MARKER``) or every time
-(``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``)
+(``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``, with its temporary made first: ``--temp-first``)
 or after (``--linger``) writing, hang (``--hang-once MARKER``) or die (``--die-once MARKER``) right
 after its output is committed, the first time, and reports (``--report-threads``: with torch's thread count) the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
 ``model`` does the same with a "model" that batch workers load once (a ``ModelCache``) and count
@@ -66,6 +66,7 @@ def write(
     hang_once: Path | str | None = None,
     die_once: Path | str | None = None,
     report_threads: bool = False,
+    temp_first: bool = False,
     overwrite: bool = False,
     progress=None,
     model=None,
@@ -88,12 +89,18 @@ def write(
     if crash_once is not None and not Path(crash_once).exists():
         Path(crash_once).write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
-    for tick in range(10 if sleep else 0):  # the wait in ten parts, each reported
-        if progress is not None:
-            progress("write", tick, 10)
-        time.sleep(sleep / 10)
-    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")
+    if temp_first:  # as a stage: its temporary made before the wait, removed when stopped (Ctrl-C, SIGTERM) in it
+        tmp.write_text("")
+    try:
+        for tick in range(10 if sleep else 0):  # the wait in ten parts, each reported
+            if progress is not None:
+                progress("write", tick, 10)
+            time.sleep(sleep / 10)
+    except KeyboardInterrupt:
+        tmp.unlink(missing_ok=True)
+        raise
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(text)
     os.replace(tmp, output)
     time.sleep(linger)
@@ -162,6 +169,7 @@ def write_command(
     hang_once: Optional[Path] = typer.Option(None, "--hang-once"),
     die_once: Optional[Path] = typer.Option(None, "--die-once"),
     report_threads: bool = typer.Option(False, "--report-threads"),
+    temp_first: bool = typer.Option(False, "--temp-first"),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

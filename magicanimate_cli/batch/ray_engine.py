@@ -7,7 +7,9 @@ GPUs; every other task, and all tasks on a cluster without GPUs, go to actors th
 Each actor is a ``TaskRunner``: it loads a model on its first task and reuses it for the next
 ones. When an actor's process dies in a task, a fresh actor runs the task again; after
 ``WORKER_RETRIES`` retries the task is recorded as failed. Records come back as tasks finish and
-go into the same state folder and summary as the local engine's.
+go into the same state folder and summary as the local engine's. Stopped (Ctrl-C, SIGTERM), the
+driver sends SIGTERM to each busy actor's process, so its task stops as the command would on
+Ctrl-C, and kills the actors after ``STOP_GRACE_SECONDS`` at most.
 
 Every actor computes with the thread count of the driver's environment, not the one thread Ray
 gives a one-CPU worker, so a task gives the same bytes here as alone. Whatever Ray prints (worker
@@ -21,13 +23,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stdout, suppress
 from pathlib import Path
 
 from ..errors import UserError, first_line
+from ..processes import STOP_GRACE_SECONDS, stop_once_on
 from .local import WORKER_RETRIES
 from .registry import Unknown, resolve
 from .tasks import COMMANDS, TaskRunner, lost_record, thread_settings, use_thread_settings, worker_name
@@ -38,6 +42,8 @@ class RayWorker:
 
     def __init__(self, commands: str, workdir: str | None, threads: dict | None = None) -> None:
         use_thread_settings(threads)
+        with suppress(ValueError):  # tasks run in the actor's main thread: a SIGTERM stops one as Ctrl-C stops the command
+            stop_once_on(signal.SIGTERM)
         self.runner = TaskRunner(commands, workdir)
 
     def run(self, task: dict) -> dict:
@@ -45,6 +51,18 @@ class RayWorker:
 
     def where(self) -> str:
         return worker_name()
+
+    def process(self) -> tuple[str, int]:
+        """The Ray node and the pid of this actor's process, for the driver's stop (``_stop``)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), os.getpid()
+
+
+def _terminate(pid: int) -> None:
+    """A Ray task on an actor's node: SIGTERM the actor's process, so its task stops cleanly."""
+    with suppress(OSError):
+        os.kill(pid, signal.SIGTERM)
 
 
 def import_ray():
@@ -155,10 +173,12 @@ class _Kind:
         self.queue: deque = deque()
         self.idle: list = []
         self.actors = actors
+        self.processes: dict = {}  # actor -> the ref of its (node, pid)
 
     def new_actor(self):
         actor = self.actor_class.remote(self.commands, self.workdir, self.threads)
         self.actors.append(actor)
+        self.processes[actor] = actor.process.remote()  # answered before its first task
         return actor
 
 
@@ -194,6 +214,35 @@ def _dispatch(ray, tasks, on_record, on_start, jobs, workdir, commands, actors) 
         kind.idle = [kind.new_actor() for _ in range(kind.size)]
 
     running: dict = {}
+    try:
+        _loop(ray, kinds, running, on_record, on_start)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the running tasks stop as the command alone would, then _run kills the actors
+        _stop(ray, running)
+        raise
+
+
+def _stop(ray, running: dict) -> None:
+    """SIGTERM the process of each actor in ``running`` (on its node, by a Ray task), so that its task
+    stops as the command does on Ctrl-C (its temporaries removed, an ``animate`` checkpoint kept), and
+    wait for them ``STOP_GRACE_SECONDS`` at most, or until a second Ctrl-C."""
+    if not running:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    terminate = ray.remote(num_cpus=0, max_retries=0)(_terminate)
+    try:
+        for kind, actor, _, _ in running.values():
+            try:
+                node, pid = ray.get(kind.processes[actor], timeout=STOP_GRACE_SECONDS)
+            except ray.exceptions.RayError:  # the actor is gone already
+                continue
+            terminate.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(pid)
+        ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE_SECONDS)
+    except KeyboardInterrupt:  # a second Ctrl-C: kill them now
+        pass
+
+
+def _loop(ray, kinds, running: dict, on_record, on_start) -> None:
     while running or any(kind.queue for kind in kinds):
         for kind in kinds:
             while kind.idle and kind.queue:

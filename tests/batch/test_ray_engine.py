@@ -97,28 +97,44 @@ def test_a_task_gives_the_same_frames_through_ray_as_alone(ray_run):
         assert np.array_equal(media.read_image(work / "via_ray" / name), media.read_image(work / "alone" / name)), name
 
 
-def test_sigterm_during_a_ray_run_writes_the_summary_and_exits_130(tmp_path):
-    # Slurm's preemption sends SIGTERM: ray.init had replaced the batch's handler with its own
-    # sys.exit, so the batch died with no summary, exit 1, and its tasks' records never said it stopped
+
+def stop_a_ray_batch(work: Path, *tasks) -> tuple[subprocess.Popen, str, str]:
+    """``magicanimate batch --engine ray --jobs 1 --json`` of the fake ``tasks``, sent SIGTERM once
+    its first task wrote ``a.pid`` (as it started)."""
     import signal
 
     from conftest import wait_for
 
-    tasks = [("write", "-o", "a.txt", "--sleep", "30", "--pid-file", "a.pid"), ("write", "-o", "b.txt")]
-    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps({"command": c, "args": list(a)}) + "\n" for c, *a in tasks))
+    (work / "tasks.jsonl").write_text("".join(json.dumps({"command": c, "args": list(a)}) + "\n" for c, *a in tasks))
     script = ("import sys, batch_helpers\nfrom magicanimate_cli.batch import tasks\ntasks.COMMANDS = batch_helpers.COMMANDS\n"
               "from magicanimate_cli.cli import app\napp(sys.argv[1:], prog_name='magicanimate')\n")
     batch = subprocess.Popen([sys.executable, "-c", script, "batch", "tasks.jsonl", "--engine", "ray", "--jobs", "1", "--json"],
-                             cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=work, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: (tmp_path / "a.pid").exists() and (tmp_path / "a.pid").read_text(), 120, "the first task to start")
+        wait_for(lambda: (work / "a.pid").exists() and (work / "a.pid").read_text(), 120, "the first task to start")
         batch.send_signal(signal.SIGTERM)
         stdout, stderr = batch.communicate(timeout=60)
     finally:
         batch.kill()
+    return batch, stdout, stderr
+
+
+def test_sigterm_during_a_ray_run_writes_the_summary_and_exits_130(tmp_path):
+    # Slurm's preemption sends SIGTERM: ray.init had replaced the batch's handler with its own
+    # sys.exit, so the batch died with no summary, exit 1, and its tasks' records never said it stopped
+    batch, stdout, stderr = stop_a_ray_batch(tmp_path, ("write", "-o", "a.txt", "--sleep", "30", "--pid-file", "a.pid"), ("write", "-o", "b.txt"))
     assert batch.returncode == 130, stderr[-2000:]
     summary = json.loads(stdout)
     assert (summary["exit_code"], summary["interrupted"]) == (130, 2)
     assert json.loads((tmp_path / "tasks.jsonl.state" / "summary-0-of-1.json").read_text()) == summary
     record = json.loads((tmp_path / "tasks.jsonl.state" / f"{summary['results'][0]['id']}.json").read_text())
     assert record["status"] == "running" and "stopped" in record  # --resume never takes a later hand-made a.txt for its own
+
+
+def test_a_stopped_ray_batch_lets_its_running_task_remove_its_temporaries(tmp_path):
+    # as with the local engine: the actor's task stops as the command would on Ctrl-C, instead of
+    # its process being killed with its temporary (a stage's partial frames) left beside the output
+    batch, stdout, stderr = stop_a_ray_batch(tmp_path, ("write", "-o", "a.txt", "--sleep", "30", "--temp-first", "--pid-file", "a.pid"))
+    assert batch.returncode == 130, stderr[-2000:]
+    assert json.loads(stdout)["interrupted"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pid", "tasks.jsonl", "tasks.jsonl.state"]
