@@ -201,7 +201,7 @@ def run_batch(
     mine = select_shard(tasks, index, count)
     store = State(folder, workdir)
     stopped = False
-    with _running(store, index, count):
+    with _running(store, index, count, len(tasks)):
         records, to_run = _skip_done(mine, store, resume)
         try:
             _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
@@ -224,10 +224,12 @@ class BatchInterrupted(KeyboardInterrupt):
 
 
 @contextmanager
-def _running(store: State, index: int, count: int):
+def _running(store: State, index: int, count: int, total: int):
     """Hold this shard of the state folder for the run: a second run of the same shard at the same
     time (a job submitted again while the first still runs) is refused, exit 2, instead of recording
-    as failed ("already exists") the tasks the first one is writing, over its records."""
+    as failed ("already exists") the tasks the first one is writing, over its records; so is a run
+    of a shard of another split of the ``total`` tasks (``--shard 0/2`` beside the whole manifest)
+    that has a task in common with one running now, which both would run at once."""
     from filelock import FileLock, Timeout
 
     from ..files import file_mode, holder_of, record_holder
@@ -246,11 +248,46 @@ def _running(store: State, index: int, count: int):
         return
     record_holder(path)  # who runs it, for the refusal of a second run
     try:
+        _refuse_overlapping_runs(store.folder, index, count, total)
         yield
     finally:
         with suppress(OSError):
             os.truncate(path, 0)  # the lock file stays (filelock's): no record of a run that ended
         lock.release()
+
+
+_RUN_LOCK = re.compile(r"\.run-(\d+)-of-(\d+)\.lock")
+
+
+def _refuse_overlapping_runs(folder: Path, index: int, count: int, total: int) -> None:
+    """Refuse (exit 2) while a run of a shard ``J/M`` of another split, one that shares a task with
+    ``index/count``, holds its lock in ``folder``. Only non-empty lock files are tried (an ended
+    run's is empty), so no starting run of that shard is refused for this brief look."""
+    from filelock import FileLock, Timeout
+
+    from ..files import holder_of
+
+    for name in sorted(os.listdir(folder)):
+        match = _RUN_LOCK.fullmatch(name)
+        if not match or int(match[2]) == count:
+            continue
+        other, others = int(match[1]), int(match[2])
+        if not any(k % others == other for k in range(index, total, count)):  # no task in common
+            continue
+        path = folder / name
+        try:
+            if os.path.getsize(path) == 0:
+                continue
+            probe = FileLock(str(path))
+            probe.acquire(timeout=0)
+        except Timeout:
+            raise UserError(
+                f"{folder}: another batch is running shard {other}/{others} with this state folder now, which shares tasks "
+                f"with shard {index}/{count}; wait for it to end (then --resume), or split the manifest the same way{holder_of(path)}"
+            ) from None
+        except (OSError, NotImplementedError):
+            continue
+        probe.release()
 
 
 def _mark_stopped(store: State, tasks: list[Task]) -> None:

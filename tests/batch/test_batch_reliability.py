@@ -39,11 +39,12 @@ def env_with_tests() -> dict:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def start_batch(manifest: Path) -> subprocess.Popen:
-    """``run_batch(manifest)`` with the fake commands, in a process of its own (to kill it)."""
+def start_batch(manifest: Path, shard: str | None = None) -> subprocess.Popen:
+    """``run_batch(manifest, shard=shard)`` with the fake commands, in a process of its own (to kill it)."""
     script = ("import sys, batch_helpers\nfrom magicanimate_cli.batch import BatchInterrupted, run_batch\n"
-              "try:\n    run_batch(sys.argv[1], commands=batch_helpers.COMMANDS)\nexcept BatchInterrupted:\n    sys.exit(130)\n")
-    return subprocess.Popen([sys.executable, "-c", script, str(manifest)], env=env_with_tests(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+              "try:\n    run_batch(sys.argv[1], shard=sys.argv[2] if len(sys.argv) > 2 else None, commands=batch_helpers.COMMANDS)\n"
+              "except BatchInterrupted:\n    sys.exit(130)\n")
+    return subprocess.Popen([sys.executable, "-c", script, str(manifest), *([shard] if shard else [])], env=env_with_tests(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def wait_for_pid(pid_file: Path, what: str) -> int:
@@ -113,6 +114,31 @@ def test_a_second_run_of_the_same_shard_at_the_same_time_is_refused(tmp_path):
     # emptied, in the state folder only: nothing beside the outputs
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.lock")) == [os.path.join("tasks.jsonl.state", ".run-0-of-1.lock")]
     assert (tmp_path / "tasks.jsonl.state" / ".run-0-of-1.lock").read_bytes() == b""
+
+
+def test_a_run_of_another_split_sharing_a_task_with_a_running_one_is_refused(tmp_path):
+    # the whole manifest runs; --shard 0/2 started beside it would run its first task a second time, at once
+    tasks = [("write", "-o", "slow.txt", "--sleep", "3", "--pid-file", "worker.pid"), ("write", "-o", "b.txt")]
+    manifest = jsonl(tmp_path / "tasks.jsonl", *tasks)
+    first = start_batch(manifest)
+    try:
+        wait_for_pid(tmp_path / "worker.pid", "the first run's task")
+        with pytest.raises(UserError, match=r"another batch is running shard 0/1 with this state folder now, which shares tasks with shard 0/2"):
+            run_batch(manifest, shard="0/2", resume=True, commands=batch_helpers.COMMANDS)
+        assert first.wait(60) == 0
+    finally:
+        first.kill()
+    (tmp_path / "worker.pid").unlink()
+    assert [r["status"] for r in run_batch(manifest, shard="0/2", resume=True, commands=batch_helpers.COMMANDS).results] == ["skipped"]
+    # shards with no task in common run side by side: 1/4 (task 2) beside 0/2 (task 1)
+    manifest = jsonl(tmp_path / "other.jsonl", *tasks[:1], ("write", "-o", "c.txt"))
+    first = start_batch(manifest, shard="0/2")
+    try:
+        wait_for_pid(tmp_path / "worker.pid", "the task of shard 0/2")
+        assert [r["status"] for r in run_batch(manifest, shard="1/4", commands=batch_helpers.COMMANDS).results] == ["done"]
+        assert first.wait(60) == 0
+    finally:
+        first.kill()
 
 
 @pytest.mark.slow
