@@ -146,7 +146,6 @@ def _signal_handlers_kept() -> Iterator[None]:
     """Put back, after ``ray.init``, the handlers it replaces: it sets SIGTERM to exit the driver at
     once (``sys.exit``), which would skip the batch's stop (``processes.stop_on_signals``: the
     summary, the ``interrupted`` tasks, exit 130) when Slurm preempts the job."""
-    import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
