@@ -598,15 +598,19 @@ def holder_of(lock: Path | str) -> str:
             record = json.loads(handle.read(4096))
         pid, host, since, command = int(record["pid"]), str(record["host"]), float(record["since"]), str(record["command"])
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
-        said = f" (held by pid {pid} on {host} since {when}: {one_line(command)})"
-        if host == socket.gethostname():
-            os.kill(pid, 0)
-    except ProcessLookupError:
-        return f"{said[:-1]}; pid {pid} has ended, so a process it started still holds the lock: stop that process, or if none is still writing, remove {shown(lock)})"
-    except PermissionError:  # another user's process: alive
-        pass
+        if not 0 < pid < 2**31:  # 0 and -1 would name a process group, or every process, to os.kill
+            raise ValueError(pid)
     except (OSError, ValueError, TypeError, KeyError, OverflowError, AttributeError):  # nothing readable (a damaged record: no one named)
         return ""
+    said = f" (held by pid {pid} on {host} since {when}: {one_line(command)})"
+    if host != socket.gethostname():
+        return said
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"{said[:-1]}; pid {pid} has ended, so a process it started still holds the lock: stop that process, or if none is still writing, remove {shown(lock)})"
+    except OSError:  # another user's process: alive
+        pass
     return said
 
 

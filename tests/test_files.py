@@ -420,9 +420,23 @@ def test_a_refused_claim_names_its_holder_and_what_to_do_when_its_pid_has_ended(
 
 
 @pytest.mark.parametrize("record", ['{"pid": 1, "host": "h", "since": 1e20, "command": "c"}', '{"pid": 1180591620717411303424, "host": "h", "since": 0, "command": "c"}',
-                                    '{"pid": 1, "host": "h", "since": NaN, "command": "c"}', '[1, 2]', 'not json'])
+                                    '{"pid": 1, "host": "h", "since": NaN, "command": "c"}', '[1, 2]', 'not json', '{"pid": 0, "host": "h", "since": 0, "command": "c"}', '{"pid": -1, "host": "h", "since": 0, "command": "c"}'])
 def test_a_damaged_holder_record_names_no_one_instead_of_failing(tmp_path, record):
     # a lock file's record is only a courtesy: one that cannot be read is left out of the refusal
     lock = tmp_path / ".out.mp4.run.lock"
     lock.write_text(record.replace('"h"', f'"{__import__("socket").gethostname()}"'))
+    assert files.holder_of(lock) == ""
+
+
+def test_a_lock_file_this_user_may_not_read_names_no_one(tmp_path, monkeypatch):
+    lock = tmp_path / ".out.mp4.run.lock"
+    lock.write_text("{}")
+    real_open = open
+
+    def refused(path, *args, **kwargs):
+        if Path(path) == lock:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refused)
     assert files.holder_of(lock) == ""

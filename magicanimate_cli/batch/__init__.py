@@ -262,7 +262,9 @@ _RUN_LOCK = re.compile(r"\.run-(\d+)-of-(\d+)\.lock")
 def _refuse_overlapping_runs(folder: Path, index: int, count: int, total: int) -> None:
     """Refuse (exit 2) while a run of a shard ``J/M`` of another split, one that shares a task with
     ``index/count``, holds its lock in ``folder``. Only non-empty lock files are tried (an ended
-    run's is empty), so no starting run of that shard is refused for this brief look."""
+    run's is empty). Two races are left, both on the safe side: two such runs that start in the
+    same instant may refuse each other, and a run of ``J/M`` starting during this brief look at
+    the lock a killed run left may be refused (its re-run goes)."""
     from filelock import FileLock, Timeout
 
     from ..files import holder_of

@@ -226,17 +226,24 @@ def _stop(ray, running: dict) -> None:
     wait for them ``STOP_GRACE_SECONDS`` at most, or until a second Ctrl-C."""
     if not running:
         return
+    import time
+
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     terminate = ray.remote(num_cpus=0, max_retries=0)(_terminate)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS  # one grace for the whole stop, however many actors
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
     try:
         for kind, actor, _, _ in running.values():
             try:
-                node, pid = ray.get(kind.processes[actor], timeout=STOP_GRACE_SECONDS)
-            except ray.exceptions.RayError:  # the actor is gone already
+                node, pid = ray.get(kind.processes[actor], timeout=left())
+            except ray.exceptions.RayError:  # the actor is gone already (or did not answer in time)
                 continue
             terminate.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(pid)
-        ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE_SECONDS)
+        ray.wait(list(running), num_returns=len(running), timeout=left())
     except KeyboardInterrupt:  # a second Ctrl-C: kill them now
         pass
 
