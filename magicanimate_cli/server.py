@@ -176,7 +176,8 @@ def submit(
     input raises ``UserError`` (the CLI's exit 2), a failed task ``StageFailed`` (exit 1); a
     result whose own exit code is not 0 (a stage of ``preprocess`` failed) is returned with it. The variables of ``FORWARDED_ENV`` hold for the
     task as they are in this process (the task runs in ``cwd``: a relative weights folder is read there);
-    those of ``PROCESS_ENV`` must be the server's, else the task is refused (``UserError``). With
+    those of ``PROCESS_ENV`` that this process sets must be the server's, else the task is refused
+    (``UserError``); those it leaves unset are the server's. With
     ``debug`` a task that fails with an unexpected exception raises a ``StageFailed`` whose
     ``traceback`` is the server's text of it (``--debug`` prints it, as for a local run).
     """
