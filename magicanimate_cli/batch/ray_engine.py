@@ -31,7 +31,7 @@ from contextlib import contextmanager, redirect_stdout, suppress
 from pathlib import Path
 
 from ..errors import UserError, first_line
-from ..processes import STOP_GRACE_SECONDS, stop_once_on
+from ..processes import STOP_GRACE_SECONDS, STOP_SIGNALS, stop_once_on
 from .local import WORKER_RETRIES
 from .registry import Unknown, resolve
 from .tasks import COMMANDS, TaskRunner, lost_record, thread_settings, use_thread_settings, worker_name
@@ -151,7 +151,7 @@ def _signal_handlers_kept() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)]
+    numbers = [getattr(signal, name) for name in ("SIGINT", *STOP_SIGNALS) if hasattr(signal, name)]
     saved = {number: signal.getsignal(number) for number in numbers}
     try:
         yield
