@@ -548,7 +548,7 @@ def _frame_range(path: Path, start: float, end: float | None) -> tuple[int, int 
     from . import media
 
     info = media.probe(path)
-    length = f"{path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at {info.fps:g} fps)"
+    length = _length(path, info)
     first = math.ceil(start * info.fps - 1e-6)
     if first >= info.frames:
         latest = _millis_down((info.frames - 1) / info.fps)  # a start that still gets the last frame
@@ -565,6 +565,11 @@ def _frame_range(path: Path, start: float, end: float | None) -> tuple[int, int 
         raise UserError(f"--start {_fmt_time(start)} --end {_fmt_time(end)}: no frame of {path} ({info.fps:g} fps) lies between them; "
                         f"widen the range to at least {1 / info.fps:.3g} s")
     return first, min(stop, info.frames) - first
+
+
+def _length(path: Path, info) -> str:
+    """``PATH is 1.20 s long (30 frames at 25 fps)``: a video's length as a refused time says it."""
+    return f"{path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at {info.fps:g} fps)"
 
 
 def _millis_down(seconds: float) -> float:
@@ -642,7 +647,7 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
                     if first >= info.frames:  # said in seconds and the row's own frames, not the video's frame number
                         latest = _millis_down((info.frames - 1) / info.fps)
                         raise UserError(f"{csv}:{row.line}: starts at frame {row.start} at {row.fps:g} fps, {row.start / row.fps:.2f} s in, "
-                                        f"but {path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at {info.fps:g} fps), "
+                                        f"but {_length(path, info)}, "
                                         f"its last frame at {_fmt_time(latest)} s; the row does not fit this video: correct it or leave it out")
                     item["frames"] = cut(path, clip, first=first, count=count, box=box, overwrite=overwrite)
                     item["status"] = "cut"
