@@ -6,7 +6,7 @@ sorts them by descending score), their boxes as float XYWH in frame pixels (what
 (``DensePoseChartPredictorOutput.coarse_segm`` / ``fine_segm``, ``N×2×S×S`` / ``N×25×S×S``).
 
 ``frame_labels`` turns them into one ``H×W`` uint8 label map, following detectron2 DensePose
-(reference/official-inference.md §10.2):
+(../shared/reference/official-inference.md §10.2):
 
 * labels of a box: its XYWH box truncated to integers (``make_int_box``), both logits resized
   bilinearly (``align_corners=False``) to the box, ``argmax(fine) * (argmax(coarse) > 0)``

@@ -1,7 +1,7 @@
 """DensePose part labels and the colours MagicAnimate's driving videos use (numpy only), and whether a motion is drawn in them.
 
 MagicAnimate was trained on DensePose fine-segmentation renders in the vid2densepose style
-(reference/official-inference.md §10): every pixel of a person gets its part label ``l`` in
+(../shared/reference/official-inference.md §10): every pixel of a person gets its part label ``l`` in
 0..24, drawn with OpenCV's VIRIDIS colour map at ``floor(l * 255 / 24)``, alpha 1, over a canvas
 filled with viridis(0). So a render is a pure function of the label map:
 ``render_labels(labels) == PALETTE[labels]``, and ``labels_from_render`` inverts it exactly for

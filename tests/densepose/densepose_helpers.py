@@ -10,7 +10,7 @@ from PIL import Image
 
 from magicanimate_cli.densepose.charts import Detections
 
-# reference/official-inference.md §10.3: label -> (VIRIDIS LUT index, RGB)
+# ../shared/reference/official-inference.md §10.3: label -> (VIRIDIS LUT index, RGB)
 TABLE_10_3 = {
     0: (0, (68, 1, 84)), 1: (10, (71, 16, 99)), 2: (21, (72, 31, 112)), 3: (31, (71, 44, 122)),
     4: (42, (68, 57, 131)), 5: (53, (64, 70, 136)), 6: (63, (59, 81, 139)), 7: (74, (54, 93, 141)),
