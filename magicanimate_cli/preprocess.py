@@ -23,7 +23,8 @@ stages all finished with the same settings, skips each finished stage whose inpu
 change, and redoes a stage left ``running`` by an interrupted run (every writer is atomic, so
 there is never a half-written folder under a final name). ``force`` redoes everything. One run
 at a time per clip (``files.claim``): a clip that another run is working on is refused (exit 2)
-when it is the only one, else it fails alone and the others go on.
+when it is the only one, else it fails alone and the others go on. A clip that failed before
+making anything leaves no folder (its result says why), so ``OUT/`` holds only clips.
 
 The DensePose and matting stages need optional packages. When one cannot run (not installed,
 weights not downloadable, ...) the clip is still finished without it, the stage is recorded as
@@ -40,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, SUBFOLDERS, UNAVAILABLE, WORK, Clip, read_meta
+from .clip import DENSEPOSE, DONE, FAILED, IMAGES, LABELS, MASKS, META, SUBFOLDERS, UNAVAILABLE, WORK, Clip, read_meta
 from .clip import SIZE as CROP_SIZE
 from .densepose.config import DensePoseConfig
 from .errors import MissingDependency, NetworkError, StageFailed, UserError, shown
@@ -421,12 +422,24 @@ class _Runner:
         self.clip.save()
         if status == "done" and not self.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
+        if status == "failed" and self._made_nothing():  # no folder that looks like a clip: the result says why
+            shutil.rmtree(self.folder, ignore_errors=True)
         if status != "failed" and self.replaced():  # this folder holds a clip now: what it replaced goes
             for path in self.replaced():
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
             self.clip.meta.pop("replaced", None)
             self.clip.save()
         return self.outcome(status)
+
+    def _made_nothing(self) -> bool:
+        """The clip folder holds nothing but its ``meta.json`` (and empty folders): nothing a later run
+        could reuse, and no record of a folder ``--overwrite`` renamed aside (``replaced``)."""
+        if self.folder.is_symlink() or self.replaced():
+            return False
+        for root, folders, names in os.walk(self.folder):
+            if any(Path(root, name).is_symlink() for name in folders) or any(Path(root, name) != self.folder / META for name in names):
+                return False
+        return True
 
     def _chain(self) -> None:
         from . import media

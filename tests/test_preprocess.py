@@ -297,6 +297,37 @@ def test_a_broken_video_fails_alone(videos, tmp_path, fakes):
     assert bad["stages"]["frames"] == "failed" and "bad.mp4" in bad["errors"]["frames"]
 
 
+def test_a_clip_that_failed_before_making_anything_leaves_no_folder(videos, tmp_path, fakes):
+    # a folder holding only meta.json is no clip: a training loader globbing OUT/*/images, or
+    # `animate` (which then asked for `magicanimate densepose` on it), met it as one
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "bad.mp4").write_bytes(b"garbage" * 50)
+    (inputs / "good.mp4").write_bytes((videos / "talk.mp4").read_bytes())
+    result = preprocess([inputs], out, **FAST)
+    assert {c["name"]: c["status"] for c in result.clips} == {"bad": "failed", "good": "done"}
+    assert "bad.mp4" in result.clips[0]["errors"]["frames"]
+    assert sorted(p.name for p in out.iterdir()) == ["good"]
+    (inputs / "bad.mp4").write_bytes((videos / "dance.mp4").read_bytes())  # fixed: the next run makes it
+    again = preprocess([inputs], out, **FAST)
+    assert {c["name"]: c["status"] for c in again.clips} == {"bad": "done", "good": "up-to-date"}
+
+
+def test_a_clip_that_failed_after_its_model_stages_keeps_them_for_the_next_run(videos, tmp_path, fakes, monkeypatch):
+    from magicanimate_cli import preprocess as preprocess_module
+
+    def no_crop(self, subs):
+        raise OSError("cannot write")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(preprocess_module._Runner, "_crop", no_crop)
+        failed = preprocess([videos / "talk.mp4"], tmp_path, **FAST)
+    assert failed.clips[0]["status"] == "failed" and failed.clips[0]["stages"]["crop"] == "failed"
+    assert _meta(tmp_path / "talk")["status"] == "failed" and (tmp_path / "talk" / ".work").is_dir()
+    fakes.calls.clear()
+    assert preprocess([videos / "talk.mp4"], tmp_path, **FAST).ok and fakes.calls == []  # only the crop ran again
+
+
 @pytest.mark.skipif(not small_disk_available(), reason="no user namespaces here to mount a small tmpfs")
 def test_a_full_disk_names_the_hidden_work_folders_that_hold_intermediate_frames(videos, tmp_path, rng):
     noise = media.write_frames(tmp_path / "noise.mp4", rng.integers(0, 256, (8, 128, 128, 3), dtype=np.uint8), fps=25)
