@@ -29,7 +29,8 @@ making anything leaves no folder (its result says why), so ``OUT/`` holds only c
 The DensePose and matting stages need optional packages. When one cannot run (not installed,
 weights not downloadable, ...) the clip is still finished without it, the stage is recorded as
 ``unavailable`` (or ``failed``) with the error and the install hint in ``meta.json`` and in the
-result, and the run exits 1 at the end; the next run retries only that stage and what follows.
+result, and the run exits 1 at the end (a network that could not be loaded is tried once per run,
+not once per clip); the next run retries only that stage and what follows.
 """
 
 from __future__ import annotations
@@ -215,18 +216,32 @@ class DensePoseSettings:
 
 
 class _Networks:
-    """The DensePose estimator and matting network, loaded on first use and kept for every clip."""
+    """The DensePose estimator and matting network, loaded on first use and kept for every clip.
+
+    A network that could not be loaded (weights not downloadable offline or with the network
+    down, a damaged weights file, ...) is tried once per run: every later clip gets the same error
+    at once, without looking for the weights again (the next run tries again)."""
 
     def __init__(self, models, progress, densepose: DensePoseSettings | None = None) -> None:
         self.models, self.progress = models, progress
         self.densepose = densepose or DensePoseSettings()
         self._segmenter = self._estimator = None
+        self._failed: dict[str, Exception] = {}
+
+    def _load(self, name: str, load):
+        if name in self._failed:
+            raise self._failed[name]
+        try:
+            return load()
+        except Exception as exc:
+            self._failed[name] = exc
+            raise
 
     def segmenter(self):
         if self._segmenter is None:
             from .matting import load_segmenter
 
-            self._segmenter = load_segmenter(models=self.models, progress=self.progress)
+            self._segmenter = self._load("matte", lambda: load_segmenter(models=self.models, progress=self.progress))
         return self._segmenter
 
     def estimator(self):
@@ -234,10 +249,10 @@ class _Networks:
             from .densepose.estimator import load_estimator
 
             settings = self.densepose
-            self._estimator = load_estimator(
+            self._estimator = self._load("densepose", lambda: load_estimator(
                 weights=settings.weights, models=self.models, min_score=settings.min_score,
                 max_people=DensePoseConfig.max_people, progress=self.progress,
-            )  # fmt: skip
+            ))  # fmt: skip
         return self._estimator
 
 

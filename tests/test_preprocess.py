@@ -274,6 +274,22 @@ def test_missing_dependency_is_recorded_and_not_retried_per_clip(videos, tmp_pat
     assert _meta(tmp_path / "dance")["subfolders"] == ["images", "densepose", "masks", "densepose_labels"]
 
 
+def test_matting_weights_not_to_be_had_offline_are_looked_for_once_per_run(videos, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read once when huggingface_hub is imported
+    looked = []
+    download = matting_module.download_weights
+    monkeypatch.setattr(matting_module, "download_weights", lambda *a, **k: looked.append(a) or download(*a, **k))
+    (tmp_path / "models").mkdir()
+    result = preprocess([videos], tmp_path / "out", skip="densepose", models=tmp_path / "models", **FAST)
+    assert len(looked) == 1  # the second clip did not look again (online with the network down, each try costs retries)
+    for clip in result.clips:
+        assert clip["status"] == "incomplete" and clip["stages"]["matte"] == "failed" and clip["stages"]["crop"] == "done"
+        assert "HF_HUB_OFFLINE is set" in clip["errors"]["matte"]
+
+
 def test_a_crashing_optional_stage_does_not_stop_the_chain(videos, tmp_path, fakes):
     fakes.fail["matte"] = RuntimeError("out of memory")
     result = preprocess([videos / "dance.mp4"], tmp_path, fov="2x1", **FAST)
