@@ -815,8 +815,6 @@ def preprocess(
     result = PreprocessResult(str(output))
     unavailable: dict = {}
     networks = _Networks(models, progress, dp_settings)
-    if progress is not None:
-        progress("clips", 0, len(sources))
     with created_folders(output):  # a run refused before its first clip leaves no new empty folder
         for index, source in enumerate(sources):
             try:
@@ -824,9 +822,12 @@ def preprocess(
             except UserError as exc:
                 if len(sources) == 1:
                     raise
+                run = None
                 outcome = {"name": source.name, "source": str(source.path), "output": str(output / source.name), "status": "failed",
                            "frames": None, "stages": {}, "errors": {"preprocess": str(exc)}, "flip": None}
-            else:
+            if index == 0 and progress is not None:  # after the first claim: a run refused there shows no progress first
+                progress("clips", 0, len(sources))
+            if run is not None:
                 with run:
                     outcome = _one_clip(source, output / source.name, request, force=force, keep_work=keep_work, progress=progress,
                                         unavailable=unavailable, networks=networks)

@@ -383,6 +383,18 @@ def test_a_clip_another_run_is_working_on_is_refused_alone(videos, tmp_path, fak
     assert sorted(p.name for p in out.iterdir()) == ["dance", "talk"]
 
 
+def test_a_clip_another_run_is_working_on_is_refused_before_any_progress_shows(videos, tmp_path, fakes):
+    from magicanimate_cli import files
+
+    out, shown = tmp_path / "out", []
+    with files.claim(out / "talk"):
+        with pytest.raises(UserError, match="another run is writing it now"):
+            preprocess([videos / "talk.mp4"], out, progress=lambda *update: shown.append(update), **FAST)
+        assert shown == []  # not "clips 0/1" and then the refusal
+        preprocess([videos], out, progress=lambda *update: shown.append(update), **FAST)  # refused alone: the run goes on
+    assert shown[0] == ("clips", 0, 2) and shown[-1] == ("clips", 2, 2)
+
+
 def test_a_named_file_that_is_no_video_is_exit_2_before_any_work(videos, tmp_path):
     """Named on the command line, it is bad input (as a missing one is); found in a folder, its clip fails alone (above)."""
     (tmp_path / "notes.mp4").write_text("not a video")
