@@ -554,11 +554,16 @@ def read_frames(path: Path, fps: float | None = None, allow_truncated: bool = Fa
     return Frames(np.stack(frames), info_fps)
 
 
-def check_video(path: Path) -> None:
+def check_video(path: Path, fps: float | None = None) -> None:
     """``path`` is a video ffmpeg opens, read from its header alone (no pass over the stream), else
-    a one-line ``UserError`` saying why (no video, its index missing, sound only, ...)."""
+    a one-line ``UserError`` saying why (no video, its index missing, sound only, ...). With
+    ``fps``, also one its header's duration shows too short to give a frame at that rate (ffmpeg's
+    ``fps`` filter keeps none of a video shorter than half a period; the header's duration is
+    rounded to 10 ms, so a video that close to that length is left to the extraction to tell)."""
     _check_video(path)
-    _header(path)
+    duration = _header(path).get("duration")
+    if fps and duration and duration > 0 and (duration + 0.01) * fps < 0.5:
+        raise UserError(f"{shown(path)}: the video ({duration:g} s) is shorter than one frame at --fps {fps:g}; raise --fps")
 
 
 def _check_video(path: Path) -> None:

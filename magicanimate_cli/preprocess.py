@@ -99,8 +99,11 @@ class PreprocessResult:
 # ----------------------------------------------------------------------------- inputs
 
 
-def collect_sources(inputs, *, _from_list: bool = False) -> list[Source]:
-    """Videos and frames folders named by ``inputs`` (videos, folders of videos, list files)."""
+def collect_sources(inputs, *, fps: float | None = None, _from_list: bool = False) -> list[Source]:
+    """Videos and frames folders named by ``inputs`` (videos, folders of videos, list files).
+
+    A video named in ``inputs`` itself is checked here (``media.check_video``, with ``fps`` the
+    rate its frames are taken at): bad input, said before any work."""
     from . import media
 
     found: list[Source] = []
@@ -114,7 +117,7 @@ def collect_sources(inputs, *, _from_list: bool = False) -> list[Source]:
             found += collect_sources(_read_list(path), _from_list=True)
         elif path.is_file() and media.is_video(path):
             if not _from_list:  # named on the command line: a file ffmpeg cannot open is bad input, before any work
-                media.check_video(path)  # (one among many found in a folder or a list fails alone, as its clip)
+                media.check_video(path, fps)  # (one among many found in a folder or a list fails alone, as its clip)
             found.append(Source(path.stem, path.resolve(), "video"))
         elif path.is_dir():
             videos = sorted(p for p in path.iterdir() if p.is_file() and media.is_video(p) and not p.name.startswith("."))
@@ -807,7 +810,7 @@ def preprocess(
     weights = Path(densepose_weights).expanduser().resolve() if densepose_weights is not None else None
     dp_settings = DensePoseSettings(weights, min_score, fill_missing, min_detected)
     dp_settings.validate()
-    sources = collect_sources(inputs)
+    sources = collect_sources(inputs, fps=fps)
     _preflight(sources, output, flip, overwrite)
     request = {"fps": fps, "size": size, "fov": fov, "skip": sorted(skipped), "flip": bool(flip), "allow_truncated": bool(allow_truncated)}
 

@@ -403,6 +403,21 @@ def test_a_named_file_that_is_no_video_is_exit_2_before_any_work(videos, tmp_pat
     assert result.output.startswith(f"error: {tmp_path / 'notes.mp4'}: not a video") and not (tmp_path / "out").exists()
 
 
+def test_a_named_video_too_short_for_the_fps_is_exit_2_before_any_work(tmp_path):
+    """As ``frames --fps`` says it; found in a folder, its clip fails alone (exit 1) and leaves no folder."""
+    inputs = tmp_path / "in"
+    short = make_video(inputs / "short.mp4", count=3, fps=25.0)  # 0.12 s: no frame at 1 fps
+    named = runner.invoke(app, ["preprocess", str(short), "-o", str(tmp_path / "out"), "--fps", "1", "--skip", "densepose,matte"])
+    assert named.exit_code == 2, named.output
+    assert named.output == f"error: {short}: the video (0.12 s) is shorter than one frame at --fps 1; raise --fps\n"
+    assert not (tmp_path / "out").exists()
+    found = runner.invoke(app, ["preprocess", str(inputs), "-o", str(tmp_path / "out"), "--fps", "1", "--skip", "densepose,matte", "--json"])
+    assert found.exit_code == 1, found.output
+    clip = json.loads(found.stdout)["clips"][0]
+    assert clip["status"] == "failed" and "shorter than one frame at --fps 1" in clip["errors"]["frames"]
+    assert preprocess([short], tmp_path / "out", fps=5, skip="densepose,matte", **FAST).ok  # long enough for one frame at 5 fps
+
+
 def test_a_file_or_nothing_given_as_models_is_exit_2_before_any_work(videos, tmp_path):
     # it used to extract and crop every clip, then report each one incomplete (exit 1)
     photo = tmp_path / "ref.png"
