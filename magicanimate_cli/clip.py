@@ -65,11 +65,17 @@ def parts_of(path: Path) -> list[Path]:
 
 def motion_of(path: Path) -> Path:
     """The DensePose frames a MOTION argument names: a clip folder's ``densepose/`` (a clip
-    without one is refused with the command that makes it), else ``path`` itself."""
+    without one is refused with the command that makes it, and with why its ``meta.json`` says
+    the stage failed or could not run), else ``path`` itself."""
     if not is_clip_folder(path):
         return path
     if not (path / DENSEPOSE).is_dir():
-        raise UserError(f"{path}: clip folder without {DENSEPOSE}/; run `magicanimate densepose {path}` first")
+        record = ((read_meta(path, damaged_ok=True) or {}).get("stages") or {}).get(DENSEPOSE)
+        why = ""
+        if isinstance(record, dict) and record.get("status") in (FAILED, UNAVAILABLE) and record.get("error"):
+            error = " ".join(str(record["error"]).split())
+            why = f" (its densepose stage {record['status']}: {error[:200]}{'...' if len(error) > 200 else ''})"
+        raise UserError(f"{path}: clip folder without {DENSEPOSE}/{why}; run `magicanimate densepose {path}` first")
     return path / DENSEPOSE
 
 

@@ -40,3 +40,21 @@ def test_layout_helpers(tmp_path):
     assert is_clip_folder(tmp_path / "c")
     assert subfolders(tmp_path / "c") == ["images", "densepose", "masks", "densepose_labels"]
     assert {"magicanimate_cli", "ffmpeg"} <= set(versions()) and versions()["ffmpeg"].startswith("ffmpeg")
+
+
+def test_a_clip_without_poses_is_refused_with_why_its_densepose_stage_failed(tmp_path):
+    from magicanimate_cli.clip import motion_of
+
+    folder = tmp_path / "clip"
+    (folder / "images").mkdir(parents=True)
+    clip = Clip(folder)
+    clip.start("densepose", {})
+    clip.fail("densepose", "detectron2 is not installed\n(see docs)", status="unavailable")
+    with pytest.raises(UserError) as error:
+        motion_of(folder)
+    message = str(error.value)
+    assert message == (f"{folder}: clip folder without densepose/ (its densepose stage unavailable: detectron2 is not "
+                       f"installed (see docs)); run `magicanimate densepose {folder}` first")
+    (folder / "meta.json").write_text("{damaged")  # a damaged record: the plain refusal, not a second error
+    with pytest.raises(UserError, match=r"clip folder without densepose/; run"):
+        motion_of(folder)
