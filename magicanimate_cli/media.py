@@ -374,7 +374,7 @@ def _counted_frames(path: Path, fps: float) -> int | None:
 
     import ffmpeg
 
-    stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(path)).video.filter("fps", fps=fps), "-", f="null", fps_mode="cfr")
+    stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM].filter("fps", fps=fps), "-", f="null", fps_mode="cfr")
     stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
     done = subprocess.run(ffmpeg.compile(stream, cmd=ffmpeg_binary()), capture_output=True, text=True, errors="replace")
     frames = [line.partition("=")[2] for line in done.stdout.splitlines() if line.startswith("frame=")]
@@ -413,7 +413,7 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     # re-timed to the rate the clip is labelled with (the header's average rate): a constant-rate
     # video comes out frame for frame, a variable-rate one (a phone's, a joined clip) with its
     # duration kept, where ffmpeg's own choice of rate (the fastest stretch's) repeated frames
-    source = ffmpeg.input(_ffmpeg_path(path)).video
+    source = ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM]
     source = source.filter("fps", fps=header["fps"]) if header.get("fps") else source
     stream = ffmpeg.output(square_pixels(source), "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
     process = ffmpeg.run_async(
@@ -441,6 +441,11 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
         process.stderr.close()  # read to its end by the reader thread
     check_decode(path, code, b"".join(errors).decode(errors="replace"), count, _header_frames(header), allow_truncated, header.get("duration"))
 
+
+VIDEO_STREAM = "V:0"
+"""The video stream every reader here decodes, and the one ``_header`` describes: the first that is
+no cover picture (ffmpeg's ``V``; the album art of a sound file is none). ffmpeg's own choice (the
+largest) is not what ``0:v`` decodes when a file holds several (a broadcast capture's programs)."""
 
 SQUARE_PIXELS = ("-vf", "scale=iw*sar:ih,setsar=1")
 """ffmpeg's filter that gives frames of square pixels, as a player shows them."""
@@ -473,7 +478,7 @@ def _header(path: Path) -> dict:
     logging.getLogger("imageio_ffmpeg").addFilter(_displayed_size_notice)  # once: a filter is a set member
     # absolute: "take:1.mp4" is no protocol; the size reported is that of the frames as every reader
     # here decodes them: upright (a phone's rotation applied) and with square pixels
-    reader = imageio_ffmpeg.read_frames(str(path.resolve()), output_params=list(SQUARE_PIXELS))
+    reader = imageio_ffmpeg.read_frames(str(path.resolve()), output_params=["-map", f"0:{VIDEO_STREAM}", *SQUARE_PIXELS])
     try:
         return next(reader)
     except (RuntimeError, OSError, StopIteration) as exc:
@@ -488,6 +493,8 @@ def _unreadable(path: Path, report: str) -> str | None:
         return permission_denied()
     if path.is_file() and path.stat().st_size == 0:
         return "the file is empty (0 bytes); download or export it again"
+    if "(attached pic)" in report and f"'0:{VIDEO_STREAM}'" in report:  # a song's album art: no video to read
+        return "no video stream in this file, only a cover picture (a sound file?); give a video"
     if "Output file does not contain any stream" in report or ("Stream #" in report and "Video:" not in report):
         return "no video stream in this file (sound only?); give a video"
     if "misdetection possible" in report:  # ffmpeg only guessed the format from the name
@@ -590,7 +597,7 @@ def extract_frames(
 
     header = _header(Path(video))
 
-    stream = square_pixels(ffmpeg.input(_ffmpeg_path(video)).video.filter("fps", fps=fps))  # absolute: "a:b.mp4" is no protocol
+    stream = square_pixels(ffmpeg.input(_ffmpeg_path(video))[VIDEO_STREAM].filter("fps", fps=fps))  # absolute: "a:b.mp4" is no protocol
     pattern = _ffmpeg_path(folder).replace("%", "%%") + "/%05d.png"  # a literal % in the folder name
     # zlib level 1: ~6x faster than ffmpeg's default for ~10 % larger files (still lossless)
     stream = ffmpeg.output(stream, pattern, start_number=0, pix_fmt="rgb24", vcodec="png", compression_level=1)
@@ -666,7 +673,7 @@ def remux_mp4(source: Path, target: Path) -> bool:
     for codec in ({"vcodec": "copy"}, {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 18}):
         for sound in sounds:  # a sound that cannot be kept costs the sound, not a re-encoding of the picture
             video = ffmpeg.input(_ffmpeg_path(source))
-            streams = [video["v:0"]] + ([video["a:0"]] if sound is not None else [])  # the first of each
+            streams = [video[VIDEO_STREAM]] + ([video["a:0"]] if sound is not None else [])  # the first of each
             stream = ffmpeg.output(*streams, _ffmpeg_path(target), movflags="+faststart", **codec, **(sound or {"an": None}))
             if _run_ffmpeg(stream) is None:
                 return True
@@ -687,7 +694,7 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
     x0, y0, w, h = box
     path = _ffmpeg_path(source)
     stream = ffmpeg.input(path, ss=f"{start:.6f}") if start is not None else ffmpeg.input(path)
-    streams = [stream.video.filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
+    streams = [stream[VIDEO_STREAM].filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
     limit = {"frames:v": int(frames)} if frames is not None else {}
     if audio_streams(source):
         begin = start + 0.5 / fps if start is not None else picture_start(source)
@@ -788,7 +795,7 @@ def picture_start(path: Path) -> float:
     picture starts after its sound has its first frame there, so the sound that goes with the
     frames starts there too. Read from the first decoded frame's timestamp (``showinfo``), which
     every ffmpeg prints, against the container's start."""
-    report = _ffmpeg_report(path, "-map", "0:v:0", "-frames:v", "1", "-vf", "showinfo", "-f", "null", "-")
+    report = _ffmpeg_report(path, "-map", f"0:{VIDEO_STREAM}", "-frames:v", "1", "-vf", "showinfo", "-f", "null", "-")
     base = re.search(r"^\s+Duration: .*?, start: (-?\d+(?:\.\d+)?)", report, re.MULTILINE)
     first = re.search(r"\bpts_time:(-?\d+(?:\.\d+)?)", report)
     return max(0.0, float(first.group(1)) - (float(base.group(1)) if base else 0.0)) if first else 0.0

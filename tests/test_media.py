@@ -417,6 +417,33 @@ def test_an_anamorphic_video_is_read_with_square_pixels(tmp_path, caplog):
     assert not [r for r in caplog.records if r.name.startswith("imageio")]
 
 
+def test_a_file_of_two_video_streams_reads_its_first_one_whole(tmp_path):
+    # a broadcast capture (or an .avi) holding a small stream, then a larger one: the header gave
+    # the larger one's size (ffmpeg's own choice) while the frames decoded were the first one's,
+    # cut into frames of the wrong size (one garbled frame, or "truncated or damaged video")
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x16:rate=25:duration=0.2", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2",
+            "-map", "0", "-map", "1", "-c:v", "mjpeg", tmp_path / "two.avi")
+    _ffmpeg("-i", tmp_path / "two.avi", "-map", "0:v:0", "-c", "copy", tmp_path / "first.avi")
+    info = media.probe(tmp_path / "two.avi")
+    frames = np.stack(list(media.iter_frames(tmp_path / "two.avi")))
+    assert (info.width, info.height, info.frames) == (32, 16, 5)
+    assert np.array_equal(frames, np.stack(list(media.iter_frames(tmp_path / "first.avi"))))
+    (tmp_path / "f").mkdir()
+    assert media.extract_frames(tmp_path / "two.avi", tmp_path / "f", fps=25) == 5
+    assert media.read_image(tmp_path / "f" / "00000.png").shape == (16, 32, 3)
+
+
+def test_a_sound_file_with_cover_art_is_no_video(tmp_path):
+    # a song's album art is a one-picture "video" stream: it was read as a 1-frame clip of the cover
+    _ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-f", "lavfi", "-i", "color=red:size=32x32", "-map", "0", "-map", "1",
+            "-frames:v", "1", "-c:a", "aac", "-c:v", "mjpeg", "-disposition:v:0", "attached_pic", tmp_path / "song.m4a")
+    with pytest.raises(UserError, match=r"song.m4a: no video stream in this file, only a cover picture \(a sound file\?\); give a video$"):
+        media.probe(tmp_path / "song.m4a")
+    result = CliRunner().invoke(app, ["frames", str(tmp_path / "song.m4a"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "only a cover picture" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_interrupted_frame_extraction_stops_ffmpeg_at_once(tmp_path):
     # Ctrl-C or SIGTERM (KeyboardInterrupt) while ffmpeg writes the PNGs: it is stopped, not
     # waited for while it decodes the rest of the video into a folder that is thrown away
