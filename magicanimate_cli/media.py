@@ -413,7 +413,7 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     # re-timed to the rate the clip is labelled with (the header's average rate): a constant-rate
     # video comes out frame for frame, a variable-rate one (a phone's, a joined clip) with its
     # duration kept, where ffmpeg's own choice of rate (the fastest stretch's) repeated frames
-    source = ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM]
+    source = progressive(ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM])
     source = source.filter("fps", fps=header["fps"]) if header.get("fps") else source
     stream = ffmpeg.output(square_pixels(source), "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
     process = ffmpeg.run_async(
@@ -456,6 +456,14 @@ def square_pixels(stream):
     4:3 pixels) widened to square pixels (1920×1080); a square-pixel one passes unchanged, byte
     for byte (``SQUARE_PIXELS`` as an ffmpeg-python filter chain)."""
     return stream.filter("scale", "iw*sar", "ih").filter("setsar", "1")
+
+
+def progressive(stream):
+    """``stream`` with its interlaced frames (a camcorder's 1080i ``.mts``, a broadcast or DVD
+    capture) deinterlaced as players show them, one frame for each (``bwdif``), instead of read
+    with the two fields' combing on everything that moves; frames not flagged interlaced pass
+    unchanged."""
+    return stream.filter("bwdif", mode="send_frame", deint="interlaced")
 
 
 def _displayed_size_notice(record) -> bool:
@@ -597,7 +605,7 @@ def extract_frames(
 
     header = _header(Path(video))
 
-    stream = square_pixels(ffmpeg.input(_ffmpeg_path(video))[VIDEO_STREAM].filter("fps", fps=fps))  # absolute: "a:b.mp4" is no protocol
+    stream = square_pixels(progressive(ffmpeg.input(_ffmpeg_path(video))[VIDEO_STREAM]).filter("fps", fps=fps))  # absolute: "a:b.mp4" is no protocol
     pattern = _ffmpeg_path(folder).replace("%", "%%") + "/%05d.png"  # a literal % in the folder name
     # zlib level 1: ~6x faster than ffmpeg's default for ~10 % larger files (still lossless)
     stream = ffmpeg.output(stream, pattern, start_number=0, pix_fmt="rgb24", vcodec="png", compression_level=1)
@@ -694,7 +702,7 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
     x0, y0, w, h = box
     path = _ffmpeg_path(source)
     stream = ffmpeg.input(path, ss=f"{start:.6f}") if start is not None else ffmpeg.input(path)
-    streams = [stream[VIDEO_STREAM].filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
+    streams = [progressive(stream[VIDEO_STREAM]).filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
     limit = {"frames:v": int(frames)} if frames is not None else {}
     if audio_streams(source):
         begin = start + 0.5 / fps if start is not None else picture_start(source)

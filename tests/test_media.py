@@ -444,6 +444,24 @@ def test_a_sound_file_with_cover_art_is_no_video(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_interlaced_video_is_read_deinterlaced(tmp_path):
+    # a camcorder's 50i: each frame weaves two fields 1/50 s apart; read as stored, a moving bar
+    # came out with every other row shifted (combing), into DensePose and the cropped clip alike
+    _ffmpeg("-f", "lavfi", "-i", "color=black:s=96x64:r=50:d=0.4", "-f", "lavfi", "-i", "color=white:s=16x64:r=50:d=0.4", "-filter_complex",
+            "[0][1]overlay=x='mod(t*300,80)',tinterlace=interleave_top,setfield=tff", "-c:v", "libx264", "-flags", "+ildct+ilme",
+            "-x264-params", "tff=1", "-pix_fmt", "yuv420p", tmp_path / "50i.mp4")
+
+    def combing(frames):  # how far each row is from the mean of its neighbours
+        rows = np.asarray(frames, dtype=float)[..., 0]
+        return np.abs(rows[:, 1:-1] - (rows[:, :-2] + rows[:, 2:]) / 2).mean()
+
+    frames = np.stack(list(media.iter_frames(tmp_path / "50i.mp4")))
+    (tmp_path / "f").mkdir()
+    assert media.extract_frames(tmp_path / "50i.mp4", tmp_path / "f", fps=25) == len(frames) == media.probe(tmp_path / "50i.mp4").frames == 10
+    extracted = np.stack([media.read_image(f) for f in media.list_frame_files(tmp_path / "f")])
+    assert combing(frames) < 1 and combing(extracted) < 1  # 32 as stored
+
+
 def test_an_interrupted_frame_extraction_stops_ffmpeg_at_once(tmp_path):
     # Ctrl-C or SIGTERM (KeyboardInterrupt) while ffmpeg writes the PNGs: it is stopped, not
     # waited for while it decodes the rest of the video into a folder that is thrown away
