@@ -691,7 +691,8 @@ def remux_mp4(source: Path, target: Path) -> bool:
 def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[int, int, int, int], frames: int | None,
                fps: float, seconds: float) -> str | None:
     """Re-encode part of ``source`` into the mp4 ``target`` (libx264 crf 18, yuv420p, faststart):
-    from ``start`` seconds (input seeking), cropped to ``box`` = (x, y, width, height), at most
+    from ``start`` seconds (input seeking), cropped to ``box`` = (x, y, width, height) of the frames
+    as ``probe`` sizes them (upright, square pixels: an anamorphic video is scaled first), at most
     ``frames`` frames. The sound of those frames comes too (the first sound stream, if ``source``
     has one; AAC): it starts half a frame after ``start`` (the first frame's time; ``start`` is
     half a frame before it; without ``start``, at the first picture: ``picture_start``) and lasts
@@ -702,7 +703,7 @@ def encode_cut(source: Path, target: Path, *, start: float | None, box: tuple[in
     x0, y0, w, h = box
     path = _ffmpeg_path(source)
     stream = ffmpeg.input(path, ss=f"{start:.6f}") if start is not None else ffmpeg.input(path)
-    streams = [progressive(stream[VIDEO_STREAM]).filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
+    streams = [square_pixels(progressive(stream[VIDEO_STREAM])).filter("crop", w, h, x0, y0).filter("setpts", "PTS-STARTPTS")]
     limit = {"frames:v": int(frames)} if frames is not None else {}
     if audio_streams(source):
         begin = start + 0.5 / fps if start is not None else picture_start(source)

@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -467,3 +468,20 @@ def test_a_read_only_folder_is_named_not_the_hidden_work_folder(server, template
     with pytest.raises(UserError) as caught:
         download_module.fetch(f"{server.url}/talk.mp4", tmp_path / "d")
     assert str(caught.value) == f"{tmp_path / 'd'}: cannot write it (Read-only file system); choose an output on a writable disk"
+
+
+def test_a_cut_of_an_anamorphic_video_crops_the_frames_as_shown(tmp_path):
+    """A video of non-square pixels (a DVD rip, HDV's 1440x1080): the box is in the frames as
+    ``probe`` sizes them (square pixels), and the whole frame is the probed one."""
+    source = tmp_path / "wide.mp4"
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=1",
+                    "-vf", "setsar=2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(source)], check=True)
+    shown = media.read_frames(source).array
+    assert shown.shape[1:3] == (48, 128)  # stored 64x48, shown twice as wide
+    assert download_module.cut(source, tmp_path / "whole.mp4", first=3, count=5) == 5
+    assert (media.probe(tmp_path / "whole.mp4").width, media.probe(tmp_path / "whole.mp4").height) == (128, 48)
+    assert download_module.cut(source, tmp_path / "right.mp4", first=3, count=5, box=(64, 0, 128, 48)) == 5
+    right = media.read_frames(tmp_path / "right.mp4").array
+    assert right.shape == (5, 48, 64, 3)
+    error = np.abs(right[0].astype(int) - shown[3, :, 64:]).mean()  # the right half as shown (crf 18: a few levels)
+    assert error < 8 and np.abs(right[0].astype(int) - shown[3, :, :64]).mean() > 10 * error
