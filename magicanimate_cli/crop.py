@@ -453,6 +453,7 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
                 for file in files[sub]:
                     with media.open_image(file) as stored:
                         image = media.upright(stored)  # a phone photo's EXIF turn, as every other reader applies it
+                        image = media.in_srgb(image) if sub == IMAGES else image  # its colours as shown (P3, Adobe RGB)
                         image = eight_bit(image) if sub == IMAGES else image  # CMYK, 16-bit, float: what PNG stores
                         if image.size != plan.source_size:
                             w, h = plan.source_size
@@ -538,7 +539,7 @@ def crop(
         from PIL import Image
 
         with media.open_image(input) as stored:
-            image = eight_bit(media.upright(stored))  # its transparency kept (align and animate --align read it)
+            image = eight_bit(media.as_shown(stored))  # its transparency kept (align and animate --align read it)
             media.check_output(output, overwrite, protect=(input,))
             plan = plan_crop(input, image.size[0], image.size[1], size=size, box=box, fov=fov)
             cropped = np.asarray(crop_image(image, plan.crop_box, plan.output_size, Image.BICUBIC))

@@ -214,6 +214,41 @@ def upright(image):
         return ImageOps.exif_transpose(image)
 
 
+def as_shown(image):
+    """A photo as viewers show it: turned by its EXIF orientation (``upright``) and with its colours
+    in sRGB (``in_srgb``)."""
+    return in_srgb(upright(image))
+
+
+def in_srgb(image):
+    """A PIL ``image`` with its colours converted to sRGB from the ICC profile it embeds (an
+    iPhone's Display P3, a camera's Adobe RGB, a print CMYK profile), as colour-managed viewers
+    show it; read as sRGB, such a photo's colours come out washed out (P3, Adobe RGB) or wrong
+    (CMYK). ``image`` itself, byte for byte, when it embeds no profile, an sRGB one (by its
+    description: a camera's "sRGB IEC61966-2.1"), a damaged one, or is not RGB(A)/CMYK. Relative
+    colorimetric with black-point compensation, as photo editors convert by default; the profile
+    is not kept (the pixels are sRGB now)."""
+    import io
+
+    from PIL import ImageCms
+
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "RGBA", "CMYK"):
+        return image
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return image
+        converted = ImageCms.profileToProfile(
+            image, profile, ImageCms.createProfile("sRGB"), renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+            outputMode="RGBA" if image.mode == "RGBA" else "RGB", flags=ImageCms.Flags.BLACKPOINTCOMPENSATION,
+        )  # fmt: skip
+    except (ImageCms.PyCMSError, OSError, ValueError):  # a damaged or unusable profile reads as none
+        return image
+    converted.info = {key: value for key, value in image.info.items() if key != "icc_profile"}
+    return converted
+
+
 def check_frame_sizes(folder: Path) -> tuple[int, int] | None:
     """Refuse a frames folder whose frames differ in size (as ``iter_frames`` does when it reaches
     one), from the files' headers alone: width and height as viewers show them (EXIF turn). A file
@@ -236,9 +271,9 @@ def check_frame_sizes(folder: Path) -> tuple[int, int] | None:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB ``H×W×3``, turned the way viewers show it (``upright``)."""
+    """An image file as uint8 RGB ``H×W×3`` as viewers show it: upright, colours in sRGB (``as_shown``)."""
     with open_image(path) as image:
-        return to_rgb(upright(image))
+        return to_rgb(as_shown(image))
 
 
 def read_alpha(path: Path) -> np.ndarray | None:
@@ -269,15 +304,17 @@ def write_png(path: Path, array: np.ndarray, *, replace: bool) -> None:
 
 
 def save_image_like(image, path: Path, source) -> None:
-    """Save a PIL ``image`` the way ``source`` was saved: same format; a JPEG keeps its quantisation
-    tables and subsampling. Not atomic by itself (callers write into a temporary folder)."""
+    """Save a PIL ``image`` the way ``source`` was saved: same format and colour profile (a Display
+    P3 photo stays one); a JPEG keeps its quantisation tables and subsampling. Not atomic by itself
+    (callers write into a temporary folder)."""
     fmt = source.format or "PNG"
+    profile = {"icc_profile": source.info["icc_profile"]} if source.info.get("icc_profile") else {}
     if fmt == "JPEG":
         from PIL import JpegImagePlugin
 
-        image.save(path, format="JPEG", qtables=source.quantization, subsampling=JpegImagePlugin.get_sampling(source))
+        image.save(path, format="JPEG", qtables=source.quantization, subsampling=JpegImagePlugin.get_sampling(source), **profile)
     else:
-        image.save(path, format=fmt)
+        image.save(path, format=fmt, **profile)
 
 
 def save_png(image, path: Path, compress_level: int = 6) -> None:

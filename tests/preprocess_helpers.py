@@ -222,6 +222,41 @@ def save_sideways(path: Path, shown: np.ndarray) -> None:
     stored.save(path, exif=exif)
 
 
+def display_p3_profile() -> bytes:
+    """A minimal ICC v2 display profile with Display P3's primaries (D50-adapted, as Apple's) and a
+    2.2 gamma: a photo's embedded non-sRGB profile, built here as no ICC file ships with the tools."""
+    import struct
+
+    def number(value: float) -> bytes:  # s15Fixed16Number
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + number(x) + number(y) + number(z)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(2.2 * 256)) + bytes(2)
+    name = b"Display P3 (test)"
+    tags = [
+        (b"desc", b"desc" + bytes(4) + struct.pack(">I", len(name) + 1) + name + b"\0" + bytes(4 + 4 + 2 + 1 + 67)),
+        (b"wtpt", xyz(0.964203, 1.0, 0.824905)),
+        (b"rXYZ", xyz(0.515121, 0.241196, -0.001053)),
+        (b"gXYZ", xyz(0.291977, 0.692245, 0.041885)),
+        (b"bXYZ", xyz(0.157104, 0.066574, 0.784073)),
+        (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+        (b"cprt", b"text" + bytes(4) + b"none\0"),
+    ]
+    table, data = b"", b""
+    offset = 128 + 4 + 12 * len(tags)
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + bytes(12) + b"acsp"
+              + bytes(4 * 4 + 8 + 4) + number(0.9642) + number(1.0) + number(0.8249) + bytes(4 + 16 + 28))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
 def assert_keeps_sound(output: Path, source: Path, seconds: float) -> None:
     """``output`` has the sound of ``source`` from its start, copied as it is (the same samples,
     no second encoding), for the ``seconds`` its frames last."""

@@ -30,6 +30,7 @@ from preprocess_helpers import (
     TABLE_10_3,
     add_sound,
     assert_keeps_sound,
+    display_p3_profile,
     make_video,
     save_sideways,
     with_empty_sound,
@@ -336,6 +337,22 @@ def test_clip_folder_photos_are_cropped_as_viewers_show_them(tmp_path):
         name = f"{i:05d}.png"
         assert np.array_equal(media.read_image(tmp_path / "out" / "images" / name), arrays["images"][i][:, 5:35])
         assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "masks" / name)), arrays["masks"][i][:, 5:35])
+
+
+def test_display_p3_photos_are_cropped_in_srgb_as_viewers_show_them(tmp_path):
+    # an iPhone's photos embed Display P3; the crop writes PNGs without a profile, so in sRGB
+    red = np.full((30, 40, 3), (200, 60, 60), np.uint8)
+    Image.fromarray(red).save(tmp_path / "photo.jpg", quality=95, icc_profile=display_p3_profile())
+    crop(tmp_path / "photo.jpg", tmp_path / "square.png", size=16)
+    clip = tmp_path / "clip"
+    write_clip(clip, count=1, width=40, height=30)
+    Image.fromarray(red).save(clip / "images" / "00000.png", icc_profile=display_p3_profile())
+    crop(clip, tmp_path / "out", size=0, box="5,0,35,30")
+    for written in (tmp_path / "square.png", tmp_path / "out" / "images" / "00000.png"):
+        with Image.open(written) as image:
+            assert "icc_profile" not in image.info, written
+        colour = media.read_image(written)[8, 8].astype(int)
+        assert colour[0] >= 210 and colour[1] <= 50, (written, colour)  # P3's red, redder in sRGB
 
 
 def test_fov_square_output_is_person_centred(tmp_path):

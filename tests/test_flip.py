@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from magicanimate_cli.cli import app
 from magicanimate_cli.flip import flip, flip_densepose_array, flip_labels_array
 
-from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, save_sideways, write_clip
+from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, display_p3_profile, save_sideways, write_clip
 
 runner = CliRunner()
 
@@ -93,6 +93,21 @@ def test_phone_photos_are_mirrored_as_viewers_show_them(tmp_path):
         with Image.open(tmp_path / "out" / "images" / f"{i:05d}.png") as im:
             assert im.getexif().get(0x0112, 1) == 1  # upright, no turn left for a viewer to apply again
             assert np.array_equal(np.asarray(im), arrays["images"][i][:, ::-1])
+
+
+def test_a_photo_s_colour_profile_is_kept(tmp_path):
+    # a mirror changes no colour: a Display P3 photo (an iPhone's) stays one, or it would show washed out
+    clip = tmp_path / "clip"
+    arrays = write_clip(clip, count=2, width=40, height=30)
+    for i, fmt in enumerate(("png", "jpg")):
+        (clip / "images" / f"{i:05d}.png").unlink()
+        Image.fromarray(arrays["images"][i]).save(clip / "images" / f"{i:05d}.{fmt}", icc_profile=display_p3_profile())
+    flip(clip, tmp_path / "out")
+    for i, fmt in enumerate(("png", "jpg")):
+        with Image.open(tmp_path / "out" / "images" / f"{i:05d}.{fmt}") as image:
+            assert image.info.get("icc_profile") == display_p3_profile(), fmt
+    with Image.open(tmp_path / "out" / "images" / "00000.png") as image:
+        assert np.array_equal(np.asarray(image), arrays["images"][0][:, ::-1])
 
 
 def test_names_modes_and_formats_are_kept(tmp_path, rng):

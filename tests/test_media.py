@@ -770,3 +770,26 @@ def test_check_output_removes_what_a_killed_run_left_even_when_it_refuses(tmp_pa
         media.check_output(final, overwrite=False)
     assert not left.exists() and final.read_bytes() == b"earlier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def _tagged(path: Path, pixels: np.ndarray, icc: bytes | None, fmt: str = "PNG") -> Path:
+    Image.fromarray(pixels).save(path, format=fmt, **({"icc_profile": icc} if icc is not None else {}))
+    return path
+
+
+def test_a_photo_with_a_display_p3_profile_reads_in_srgb(tmp_path):
+    from PIL import ImageCms
+
+    from preprocess_helpers import display_p3_profile
+
+    pixels = np.array([[[200, 60, 60], [128, 128, 128], [60, 160, 60]], [[255, 255, 255], [0, 0, 0], [40, 80, 200]]], np.uint8)
+    shown = media.read_image(_tagged(tmp_path / "p3.png", pixels, display_p3_profile())).astype(int)
+    assert shown[0, 0, 0] >= 210 and shown[0, 0, 1] <= 50  # P3's red is redder than sRGB's: more saturated in sRGB
+    assert shown[0, 2, 1] > 160 and shown[0, 2, 0] < 30
+    assert np.abs(np.diff(shown[0, 1])).max() <= 1 and abs(shown[0, 1, 0] - 128) <= 2  # grey stays grey
+    assert shown[1, 0].tolist() == [255, 255, 255] and shown[1, 1].tolist() == [0, 0, 0]
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for name, icc in (("plain.png", None), ("srgb.png", srgb), ("damaged.png", b"not a profile")):
+        assert np.array_equal(media.read_image(_tagged(tmp_path / name, pixels, icc)), pixels), name  # as stored
+    p3_jpeg = media.read_image(_tagged(tmp_path / "p3.jpg", np.full((8, 8, 3), (200, 60, 60), np.uint8), display_p3_profile(), "JPEG"))
+    assert p3_jpeg[4, 4, 0] >= 210 and p3_jpeg[4, 4, 1] <= 50
