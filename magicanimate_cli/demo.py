@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .animate import FITS, FUSIONS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
 from .clip import DENSEPOSE
-from .errors import MissingDependency, UserError, first_line
+from .errors import MissingDependency, UserError, first_line, said_warnings
 from .files import write_text
 from .processes import STOP_SIGNALS, stop_on_signals
 
@@ -709,21 +709,26 @@ def demo(
 
     ``clips``: the ``-o`` folder of ``magicanimate preprocess``; its clips are offered as driving
     sources. ``workdir``: where runs and uploads go (default a temporary folder removed at exit).
-    ``on_ready(url)`` is called once the page is served.
+    ``on_ready(url)`` is called once the page is served. A run's warnings are shown on its page and
+    kept in its ``run.json``, not in the result's ``warnings`` (the CLI's ``--json``): that is the
+    server's.
     """
     with stop_on_signals():  # before the work folder exists: a SIGTERM while loading removes it too
         server = start(models=models, host=host, port=port, device=device, dtype=dtype, clips=clips, workdir=workdir,
                        max_upload_mb=max_upload_mb, progress=progress)
-        try:
-            if on_ready is not None:
-                on_ready(server.url)
+        # a run's warnings are its own (on its page, in its run.json), as a serve task's are: still one
+        # line each on stderr, but not the server's result's (the CLI's --json ``warnings``)
+        with said_warnings(alone=True):
             try:
-                while True:
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                pass
-            runs = len([p for p in server.app.runs_dir.iterdir() if p.is_dir()])
-            return DemoResult(server.url, str(server.workdir) if not server.owns_workdir else "(removed)", runs)
-        finally:
-            with contextlib.redirect_stdout(sys.stderr):  # Gradio prints "Closing server ..." there: stdout is the result's
-                server.close()
+                if on_ready is not None:
+                    on_ready(server.url)
+                try:
+                    while True:
+                        time.sleep(0.5)
+                except KeyboardInterrupt:
+                    pass
+                runs = len([p for p in server.app.runs_dir.iterdir() if p.is_dir()])
+                return DemoResult(server.url, str(server.workdir) if not server.owns_workdir else "(removed)", runs)
+            finally:
+                with contextlib.redirect_stdout(sys.stderr):  # Gradio prints "Closing server ..." there: stdout is the result's
+                    server.close()

@@ -8,6 +8,7 @@ stage of tests/test_preprocess.py, injected the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -583,3 +584,45 @@ def test_stopping_the_page_during_a_run_waits_for_its_worker_before_removing_the
         srv.close()
     assert finished.wait(timeout=30)
     assert not workdir.exists(), sorted(str(p) for p in workdir.rglob("*"))
+
+
+@pytest.mark.filterwarnings("default::magicanimate_cli.errors.InputWarning")  # as a user has it, not pyproject.toml's ignore
+def test_a_runs_warning_is_its_own_not_in_the_servers_json(tmp_path, monkeypatch):
+    # `demo --json` prints one result when the server stops: a browser user's warning (a motion that
+    # is not DensePose) belongs to that run's page and run.json, not to the server's result, where
+    # it named a file in a removed folder and piled up for the server's whole life
+    import _thread
+    import warnings
+
+    import httpx
+
+    from magicanimate_cli.demo import DemoApp
+    from magicanimate_cli.errors import InputWarning
+
+    def _work(self, cancel, gr_progress, *args):  # a stand-in for animate's warning about the motion
+        warnings.warn("runs/0001/inputs/motion.mp4: does not look like DensePose", InputWarning, stacklevel=2)
+        return None, None, "magicanimate animate ...", "**Done**"
+
+    monkeypatch.setattr(DemoApp, "_work", _work)
+    port, failed = free_port(), []
+
+    def browse():
+        try:
+            for _ in range(600):
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).status_code == 200:
+                        break
+                time.sleep(0.1)
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            client.predict(handle_file(str(FIXTURE / "inputs" / "reference.png")), SOURCE_MOTION, None, None, None, *settings(), api_name="/animate")
+        except Exception as exc:  # noqa: BLE001 - said by the test below
+            failed.append(exc)
+        finally:
+            _thread.interrupt_main()  # Ctrl-C
+
+    threading.Thread(target=browse, daemon=True).start()
+    result = CliRunner().invoke(app, ["demo", "--models", str(tmp_path / "none"), "--device", "cpu", "--port", str(port), "--json"])
+    assert not failed, failed
+    assert result.exit_code == 0, result.output
+    assert "warning: runs/0001/inputs/motion.mp4: does not look like DensePose" in result.stderr  # the server's log says it
+    assert "warnings" not in json.loads(result.stdout.splitlines()[-1])
