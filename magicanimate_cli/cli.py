@@ -580,7 +580,7 @@ def demo_(
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu (the models are loaded once, at start)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     clips: Optional[Path] = typer.Option(None, "--clips", help="A `magicanimate preprocess` output folder whose clips the page offers as driving sources."),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Folder for uploads and one folder per run; default a temporary folder removed at exit."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Folder in which the demo makes its own folder for uploads and runs, kept at exit; default a temporary folder removed at exit."),
     max_upload_mb: int = typer.Option(_demo.DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb", help="Largest upload accepted, in MB."),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -12,7 +12,9 @@ and the page shows the exact CLI command that reproduces each run.
   stops at its next progress report: the next denoising window or decoded frame).
 * Safe by default: 127.0.0.1, uploads limited in size and checked by type, Gradio serves only
   files under the work folder (its upload cache and the run folders), every run writes into its
-  own folder under ``workdir`` (default a temporary folder removed when the server stops).
+  own folder under the work folder: a new folder in ``workdir`` (one per demo, so demos that share
+  it, one after another or at once, never touch each other's files), by default a temporary folder
+  removed when the server stops.
 
 Gradio is an optional extra (``pip install 'magicanimate-cli[demo]'``); it is imported inside the
 functions, so ``magicanimate --help`` stays fast.
@@ -610,12 +612,19 @@ def start(
         raise UserError(f"--clips {clips}: no such folder; give the -o folder of `magicanimate preprocess`")
     _check_port(host, port)  # before the models load
     owns = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="magicanimate-demo-")) if owns else Path(workdir).expanduser().resolve()
-    created = next((p for p in reversed([workdir, *workdir.parents]) if not p.exists()), None)  # the top folder this makes
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--workdir {workdir}: cannot create it ({exc.strerror or exc})") from exc
+    created = None  # the top folder this call makes, if any: taken back when the demo cannot start
+    if owns:
+        workdir = Path(tempfile.mkdtemp(prefix="magicanimate-demo-"))
+    else:
+        # each demo its own new folder under the one given: a demo started there before, or running
+        # there now, keeps its runs, archives and uploads (same names, counted from 0001 by each)
+        given = Path(workdir).expanduser().resolve()
+        created = next((p for p in reversed([given, *given.parents]) if not p.exists()), None)
+        try:
+            given.mkdir(parents=True, exist_ok=True)
+            workdir = Path(tempfile.mkdtemp(prefix=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-", dir=given))
+        except OSError as exc:
+            raise UserError(f"--workdir {given}: cannot create a folder in it ({exc.strerror or exc}); give a folder you can write to") from exc
     # Gradio keeps uploads and the files it serves in GRADIO_TEMP_DIR: keep them in the work folder
     env = {"GRADIO_TEMP_DIR": str(workdir / "gradio"), "GRADIO_EXAMPLES_CACHE": str(workdir / "gradio-examples"),
            "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -640,8 +649,7 @@ def start(
                 page.close()
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-        if owns or created is not None:  # what this call made, and only that
-            shutil.rmtree(workdir if owns else created, ignore_errors=True)
+        shutil.rmtree(created or workdir, ignore_errors=True)  # what this call made, and only that
         if isinstance(exc, OSError) and "port" in str(exc):  # taken between the check and the launch
             raise UserError(f"--port {port}: {first_line(exc)}; choose another --port") from exc
         raise
@@ -708,7 +716,8 @@ def demo(
     """Serve the demo page until interrupted (Ctrl-C), then stop and clean up.
 
     ``clips``: the ``-o`` folder of ``magicanimate preprocess``; its clips are offered as driving
-    sources. ``workdir``: where runs and uploads go (default a temporary folder removed at exit).
+    sources. ``workdir``: the folder in which this demo makes its own folder for runs and uploads,
+    kept at exit (the result's ``workdir``); default a temporary folder removed at exit.
     ``on_ready(url)`` is called once the page is served. A run's warnings are shown on its page and
     kept in its ``run.json``, not in the result's ``warnings`` (the CLI's ``--json``): that is the
     server's.

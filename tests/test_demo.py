@@ -265,6 +265,52 @@ def test_problems_are_shown_on_the_page_not_raised(tmp_path, monkeypatch):
     assert (tmp_path / "work").is_dir(), "a --workdir the user gave is kept"
 
 
+def test_demos_sharing_a_workdir_each_keep_their_own_files(inputs, tmp_path):
+    # two demos on one --workdir, at once or one after the other: each counts its runs and archives
+    # from 0001, so in one folder the second replaced the first's unpacked archive of the same name
+    # (its next run animated the other's frames) and counted the other's runs as its own
+    shared = tmp_path / "W"
+    shared.mkdir()
+    (shared / "notes.txt").write_text("mine")
+    other = tmp_path / "other" / "motion.zip"  # same name, other frames: 2, not 3
+    other.parent.mkdir()
+    with zipfile.ZipFile(inputs["archive"]) as zf, zipfile.ZipFile(other, "w") as out:
+        for name in zf.namelist()[:2]:
+            out.writestr(name, zf.read(name))
+    first = start(models=tmp_path / "none", port=free_port(), device="cpu", workdir=shared)
+    try:
+        second = start(models=tmp_path / "none", port=free_port(), device="cpu", workdir=shared)
+        try:
+            assert "3 frames" in first.app.preview(None, SOURCE_MOTION, str(inputs["archive"]), None, None, 64, "stretch")[2]
+            assert "2 frames" in second.app.preview(None, SOURCE_MOTION, str(other), None, None, 64, "stretch")[2]
+            assert "3 frames" in first.app.preview(None, SOURCE_MOTION, str(inputs["archive"]), None, None, 64, "stretch")[2]
+            first.app._new_run(), second.app._new_run()  # the same number in the same second: no clash
+            assert len(list(second.app.runs_dir.iterdir())) == 1
+            assert first.workdir.parent == second.workdir.parent == shared and first.workdir != second.workdir
+        finally:
+            second.close()
+    finally:
+        first.close()
+    later = start(models=tmp_path / "none", port=free_port(), device="cpu", workdir=shared)
+    later.close()
+    assert list(later.app.runs_dir.iterdir()) == [], "a later demo counts only its own runs"
+    assert (shared / "notes.txt").read_text() == "mine" and len(list(shared.glob("demo-*"))) == 3  # all kept: the user's folder
+
+
+def test_a_demo_that_cannot_start_takes_back_only_its_own_folder_in_a_shared_workdir(tmp_path, monkeypatch):
+    import gradio as gr
+
+    def refused(*args, **kwargs):
+        raise OSError("Cannot find empty port in range: 1-1.")
+
+    shared = tmp_path / "W"
+    (shared / "demo-earlier").mkdir(parents=True)  # another demo's folder
+    monkeypatch.setattr(gr.Blocks, "launch", refused)
+    with pytest.raises(Exception, match="choose another --port"):
+        start(models=tmp_path / "none", port=free_port(), device="cpu", workdir=shared)
+    assert sorted(p.name for p in shared.iterdir()) == ["demo-earlier"]
+
+
 # ----------------------------------------------------------------------------- a real browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
