@@ -225,7 +225,8 @@ def animate(
     The main output and the grid are committed together or not at all. ``keep_aspect`` (with
     ``fit`` ``"pad"`` or ``"stretch"``) writes frames of the motion's aspect, the long side
     ``size`` pixels: the padding cut off, or the squash undone (``crop.unfit_square``); the
-    animation itself, and the grid, stay square. ``audio`` (a video or sound file, or a clip
+    animation itself stays square. The grid's panels take the written frames' size too: the poses
+    unfitted as the frames are, the reference at its own aspect inside its panel, padded white. ``audio`` (a video or sound file, or a clip
     folder for the video it was made from; a video ``output``) gives the video (and the grid)
     that sound (its first stream) from its start (a video's: from its first picture), or
     ``audio_start`` after it (seconds, or ``[HH:]MM:SS.ms`` as ``download --start`` takes), cut to
@@ -311,7 +312,7 @@ def animate(
                             "context_fusion": context_fusion, "fast": _fast_path(fast, compile),
                             "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
                        checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None,
-                       request.audio, request.audio_start)
+                       request.audio, request.audio_start, request.grid_reference)
             if distributed:
                 run_distributed(job, device_list, models, dtype)
             else:
@@ -395,6 +396,7 @@ class _Request:
     audio: Path | None = None  # checked: it has sound
     audio_start: float = 0.0  # seconds after its first picture, checked: a frame or more before its end
     sound_seconds: float = 0.0  # how much sound it has from its first picture on (media.sound_end)
+    grid_reference: object = None  # with grid and keep_aspect: the reference panel, of the written frames' size (_grid_reference)
 
 
 def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
@@ -469,7 +471,8 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
 
         check_compile(device_list[0] if device_list else str(pipeline.unet.device) if pipeline else resolve_device(device))
     _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
-    ref_image = fit_square(media.read_image(reference), size, fit, (255, 255, 255))
+    image = media.read_image(reference)
+    ref_image = fit_square(image, size, fit, (255, 255, 255))
     info = media.probe(motion)
     if fps is not None and not motion.is_dir() and media.is_video(motion) and not media.same_rate(info.fps, fps):
         # a label alone would play the motion faster or slower, and out of step with its sound
@@ -482,7 +485,25 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
             raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {sound_seconds:.2f} s of sound{counted}, "
                             f"{sound_seconds - start:.3f} s of it from there: {frame}; start it earlier")
         raise UserError(f"{shown(audio)}: has {max(sound_seconds, 0):.2f} s of sound{counted}: {frame}; give --audio another file")
-    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, start or 0.0, sound_seconds)
+    grid_reference = _grid_reference(image, info, size, fit) if grid_output is not None and keep_aspect else None
+    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, start or 0.0, sound_seconds,
+                    grid_reference)
+
+
+def _grid_reference(image, info, size: int, fit: str):
+    """The grid's reference panel with ``keep_aspect``: the other panels take the written frames'
+    ``unfit_box`` size, and the reference its own aspect inside it, padded white as ``fit_square``
+    pads it (the fitted square, squashed or padded to the motion's aspect, was distorted or cut);
+    ``None`` for a square motion (the fitted square as it is)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from ..crop import unfit_box
+
+    x0, y0, x1, y1 = unfit_box(info.width, info.height, size, fit)
+    if (x1 - x0, y1 - y0) == (size, size):
+        return None
+    return np.asarray(ImageOps.pad(Image.fromarray(image), (x1 - x0, y1 - y0), Image.BICUBIC, color=(255, 255, 255)))
 
 
 def _fast_path(fast: bool, compile: bool):
@@ -541,6 +562,7 @@ class _Job:
     aspect: tuple | None = None  # with --keep-aspect: (width, height, fit) of the motion, for crop.unfit_square
     audio: Path | None = None  # with --audio: the sound the videos get
     audio_start: float = 0.0  # with --audio-start: where in it
+    grid_reference: object = None  # with --keep-aspect and a motion not square: the grid's reference panel
 
     def poses(self, path: Path | None = None):
         import numpy as np
@@ -567,11 +589,17 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
         writers.append(media.FrameWriter(job.grid_output, job.fps, job.overwrite, commit=False, **sound))
     with media.committed_together(writers, replace=job.overwrite):
 
+        def panel(square):  # with --keep-aspect, as written: the motion's aspect (the grid's poses too)
+            return unfit_square(square, *job.aspect) if job.aspect else square
+
+        reference = job.reference if job.grid_reference is None else job.grid_reference
+
         def on_frame(index: int, frame) -> None:
-            writers[0].write(unfit_square(frame, *job.aspect) if job.aspect else frame)
+            frame = panel(frame)
+            writers[0].write(frame)
             if len(writers) > 1:
-                before = [unaligned[index]] if unaligned is not None else []  # --align: pose | aligned pose
-                writers[1].write(np.concatenate([job.reference, *before, poses[index], frame], axis=1))
+                before = [panel(unaligned[index])] if unaligned is not None else []  # --align: pose | aligned pose
+                writers[1].write(np.concatenate([reference, *before, panel(poses[index]), frame], axis=1))
 
         pipeline(
             job.reference, poses, **job.call, on_frame=on_frame, callback_on_step_end=_save_checkpoint(job.checkpoint),

@@ -58,7 +58,28 @@ def test_keep_aspect_writes_the_motions_aspect_cut_from_the_same_animation(tiny_
             assert np.array_equal(cut, whole[13:51])
         else:
             assert np.array_equal(cut, np.asarray(Image.fromarray(whole).resize((64, 38), Image.BICUBIC)))
-        assert np.array_equal(media.read_image(tmp_path / "kept_grid" / name), media.read_image(tmp_path / "square_grid" / name))
+        assert np.array_equal(media.read_image(tmp_path / "kept_grid" / name)[:, -64:], cut)  # the grid shows the frame written
+
+
+@pytest.mark.parametrize("fit", ["pad", "stretch"])
+def test_keep_aspect_grid_panels_have_the_written_aspect_undistorted(tiny_pipeline, tmp_path, motion_dir, rng, fit):
+    # the grid stayed square: with stretch its result and pose were the squash --keep-aspect undoes,
+    # with pad they kept the bands it cuts off; the reference is shown at its own aspect, not the motion's
+    reference = rng.integers(0, 256, (60, 40, 3), dtype=np.uint8)  # 2:3, the motion 80x48 (5:3)
+    Image.fromarray(reference).save(tmp_path / "ref.png")
+    run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "square", fit=fit, grid=True)
+    kept = run(tiny_pipeline, tmp_path / "ref.png", motion_dir, tmp_path / "kept", fit=fit, grid=True, keep_aspect=True)
+    assert (kept.width, kept.height) == (64, 38)
+    shown = np.asarray(Image.fromarray(reference).resize((25, 38), Image.BICUBIC))  # 40x60 at the panel's height of 38
+    for name in ("00000.png", "00002.png"):
+        grid, square_grid = media.read_image(tmp_path / "kept_grid" / name), media.read_image(tmp_path / "square_grid" / name)
+        assert grid.shape == (38, 3 * 64, 3)
+        assert np.array_equal(grid[:, :64], np.pad(shown, ((0, 0), (20, 19), (0, 0)), constant_values=255))
+        for panel in (slice(64, 128), slice(128, 192)):  # pose, result: cut from the square ones as the frames are
+            whole = square_grid[:, panel]
+            expected = whole[13:51] if fit == "pad" else np.asarray(Image.fromarray(whole).resize((64, 38), Image.BICUBIC))
+            assert np.array_equal(grid[:, panel], expected)
+        assert np.array_equal(grid[:, 128:], media.read_image(tmp_path / "kept" / name))
 
 
 def test_keep_aspect_reports_the_size_of_the_video_written(tiny_pipeline, tmp_path, rng):
