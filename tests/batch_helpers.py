@@ -5,7 +5,8 @@
 (exit 1), kill its own process the first time it runs (``--crash-once MARKER``) or every time
 (``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``, with its temporary made first: ``--temp-first``)
 or after (``--linger``) writing, hang (``--hang-once MARKER``) or die (``--die-once MARKER``) right
-after its output is committed, the first time, and reports (``--report-threads``: with torch's thread count) the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
+after its output is committed, the first time, finish its wait whatever stops it (``--unstoppable``: SIGTERM ignored, as
+a task that ends before its stop reaches it), and reports (``--report-threads``: with torch's thread count) the process and ``CUDA_VISIBLE_DEVICES`` it ran with.
 ``model`` does the same with a "model" that batch workers load once (a ``ModelCache``) and count
 (the name "broken" fails the cache's check). With ``--sleep`` the wait is reported as ten progress steps.
 Worker processes import this module through ``commands="batch_helpers:REGISTRY"``.
@@ -67,11 +68,14 @@ def write(
     die_once: Path | str | None = None,
     report_threads: bool = False,
     temp_first: bool = False,
+    unstoppable: bool = False,
     overwrite: bool = False,
     progress=None,
     model=None,
 ) -> WriteResult:
     output = Path(output)
+    if unstoppable:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if pid_file is not None:
         Path(pid_file).write_text(str(os.getpid()))
     if output.exists() and not overwrite:
@@ -170,6 +174,7 @@ def write_command(
     die_once: Optional[Path] = typer.Option(None, "--die-once"),
     report_threads: bool = typer.Option(False, "--report-threads"),
     temp_first: bool = typer.Option(False, "--temp-first"),
+    unstoppable: bool = typer.Option(False, "--unstoppable"),
     overwrite: bool = OVERWRITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

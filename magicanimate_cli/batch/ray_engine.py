@@ -216,14 +216,16 @@ def _dispatch(ray, tasks, on_record, on_start, jobs, workdir, commands, actors) 
     try:
         _loop(ray, kinds, running, on_record, on_start)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the running tasks stop as the command alone would, then _run kills the actors
-        _stop(ray, running)
+        _stop(ray, running, on_record)
         raise
 
 
-def _stop(ray, running: dict) -> None:
+def _stop(ray, running: dict, on_record) -> None:
     """SIGTERM the process of each actor in ``running`` (on its node, by a Ray task), so that its task
     stops as the command does on Ctrl-C (its temporaries removed, an ``animate`` checkpoint kept), and
-    wait for them ``STOP_GRACE_SECONDS`` at most, or until a second Ctrl-C."""
+    wait for them ``STOP_GRACE_SECONDS`` at most, or until a second Ctrl-C. A task that ended
+    meanwhile (it finished before its SIGTERM came) is recorded (``on_record``) as it ended: done
+    is done, and ``--resume`` skips it."""
     if not running:
         return
     import time
@@ -243,9 +245,15 @@ def _stop(ray, running: dict) -> None:
             except ray.exceptions.RayError:  # the actor is gone already (or did not answer in time)
                 continue
             terminate.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(pid)
-        ray.wait(list(running), num_returns=len(running), timeout=left())
+        ended, _ = ray.wait(list(running), num_returns=len(running), timeout=left())
     except KeyboardInterrupt:  # a second Ctrl-C: kill them now
-        pass
+        return
+    for ref in ended:
+        try:
+            record = ray.get(ref, timeout=0)
+        except ray.exceptions.RayError:  # stopped in its task, or its actor is gone: interrupted
+            continue
+        on_record(record)
 
 
 def _loop(ray, kinds, running: dict, on_record, on_start) -> None:

@@ -138,3 +138,15 @@ def test_a_stopped_ray_batch_lets_its_running_task_remove_its_temporaries(tmp_pa
     assert batch.returncode == 130, stderr[-2000:]
     assert json.loads(stdout)["interrupted"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pid", "tasks.jsonl", "tasks.jsonl.state"]
+
+
+def test_a_task_that_ends_in_the_stop_grace_is_recorded_as_done(tmp_path):
+    # its record came back while the batch waited for the stopped actors, and was dropped: the
+    # summary said interrupted, the record stayed "running", and --resume ran the task again
+    batch, stdout, stderr = stop_a_ray_batch(tmp_path, ("write", "-o", "a.txt", "--sleep", "3", "--unstoppable", "--pid-file", "a.pid"), ("write", "-o", "b.txt"))
+    assert batch.returncode == 130, stderr[-2000:]
+    summary = json.loads(stdout)
+    assert (summary["done"], summary["interrupted"]) == (1, 1)
+    assert [r["status"] for r in summary["results"]] == ["done", "interrupted"]
+    record = json.loads((tmp_path / "tasks.jsonl.state" / f"{summary['results'][0]['id']}.json").read_text())
+    assert record["status"] == "done" and (tmp_path / "a.txt").read_text() == "hello"
