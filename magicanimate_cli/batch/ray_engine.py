@@ -129,6 +129,9 @@ def _run(ray, tasks, on_record, jobs, address, workdir, commands, on_start) -> N
                     ray.init(include_dashboard=False, log_to_driver=False, logging_level=level)
         except (ConnectionError, TimeoutError) as exc:
             raise UserError(f"--address {address}: cannot reach a Ray cluster ({first_line(exc)}); start one with `ray start --head`") from None
+        except KeyboardInterrupt:  # stopped while Ray started: stop what it started, then the batch's stop
+            ray.shutdown()
+            raise
         started = True
     actors: list = []
     try:
@@ -145,7 +148,9 @@ def _run(ray, tasks, on_record, jobs, address, workdir, commands, on_start) -> N
 def _signal_handlers_kept() -> Iterator[None]:
     """Put back, after ``ray.init``, the handlers it replaces: it sets SIGTERM to exit the driver at
     once (``sys.exit``), which would skip the batch's stop (``processes.stop_on_signals``: the
-    summary, the ``interrupted`` tasks, exit 130) when Slurm preempts the job."""
+    summary, the ``interrupted`` tasks, exit 130) when Slurm preempts the job. A stop signal that
+    comes during ``ray.init`` (Ray's handler's ``SystemExit`` with that signal's number) is a
+    ``KeyboardInterrupt``, as it is before and after."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -155,6 +160,10 @@ def _signal_handlers_kept() -> Iterator[None]:
     saved = {number: signal.getsignal(number) for number in numbers}
     try:
         yield
+    except SystemExit as exc:
+        if exc.code not in numbers:
+            raise
+        raise KeyboardInterrupt from None
     finally:
         for number, handler in saved.items():
             if handler is not None:  # set from outside Python: leave Ray's

@@ -150,3 +150,40 @@ def test_a_task_that_ends_in_the_stop_grace_is_recorded_as_done(tmp_path):
     assert [r["status"] for r in summary["results"]] == ["done", "interrupted"]
     record = json.loads((tmp_path / "tasks.jsonl.state" / f"{summary['results'][0]['id']}.json").read_text())
     assert record["status"] == "done" and (tmp_path / "a.txt").read_text() == "hello"
+
+
+def test_sigterm_while_ray_starts_writes_the_summary_exits_130_and_leaves_no_ray_process(tmp_path):
+    # ray.init sets its own SIGTERM handler (sys.exit) as it begins: a SIGTERM while the local
+    # cluster started ended the batch with exit 15, no summary and nothing on stdout
+    import shutil
+    import signal
+    import tempfile
+
+    from conftest import wait_for
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths live under it
+    try:
+        (tmp_path / "tasks.jsonl").write_text(json.dumps({"command": "write", "args": ["-o", "a.txt"]}) + "\n")
+        script = ("import sys, batch_helpers\nfrom magicanimate_cli.batch import tasks\ntasks.COMMANDS = batch_helpers.COMMANDS\n"
+                  "from magicanimate_cli.cli import app\napp(sys.argv[1:], prog_name='magicanimate')\n")
+        batch = subprocess.Popen([sys.executable, "-c", script, "batch", "tasks.jsonl", "--engine", "ray", "--json"], cwd=tmp_path,
+                                 env={**environment(), "RAY_TMPDIR": str(ray_tmp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def ray_processes() -> list[str]:
+            listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+            return [line for line in listing if str(ray_tmp) in line]
+
+        try:
+            wait_for(lambda: any(ray_tmp.glob("ray/session_*/logs/gcs_server*")), 120, "Ray to start its cluster")
+            assert batch.poll() is None
+            batch.send_signal(signal.SIGTERM)
+            stdout, stderr = batch.communicate(timeout=120)
+        finally:
+            batch.kill()
+        assert batch.returncode == 130, stderr[-2000:]
+        summary = json.loads(stdout)
+        assert (summary["exit_code"], summary["interrupted"]) == (130, 1)
+        assert json.loads((tmp_path / "tasks.jsonl.state" / "summary-0-of-1.json").read_text()) == summary
+        wait_for(lambda: not ray_processes(), 30, f"Ray's processes to end: {ray_processes()}")
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
