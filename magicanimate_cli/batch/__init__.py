@@ -13,7 +13,8 @@ error, result) when it ends. ``STATE`` defaults to ``MANIFEST.state/`` beside th
 ``resume`` a task is skipped when its record says done and, if its result names an ``output``,
 that output still exists; tasks that failed or were cut off run again, and a task cut off after
 it had written its outputs (a kill between the output and the record) may replace them: they
-did not exist when it started. Each run also writes ``STATE/summary-I-of-N.json``. Relative
+did not exist when it started. Each run also writes ``STATE/summary-I-of-N.json``, and
+removes as it starts the summaries it makes out of date (``_drop_stale_summaries``). Relative
 paths in tasks are read against the manifest's folder, whichever folder the batch is started from.
 """
 
@@ -203,6 +204,7 @@ def run_batch(
     stopped = False
     with _running(store, index, count, len(tasks)):
         records, to_run = _skip_done(mine, store, resume)
+        _drop_stale_summaries(store.folder, index, count, len(tasks))
         try:
             _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM (Slurm's preemption): the summary of what ended, then exit 130
@@ -274,7 +276,7 @@ def _refuse_overlapping_runs(folder: Path, index: int, count: int, total: int) -
         if not match or int(match[2]) == count:
             continue
         other, others = int(match[1]), int(match[2])
-        if not any(k % others == other for k in range(index, total, count)):  # no task in common
+        if not _share_a_task(index, count, other, others, total):
             continue
         path = folder / name
         try:
@@ -290,6 +292,27 @@ def _refuse_overlapping_runs(folder: Path, index: int, count: int, total: int) -
         except (OSError, NotImplementedError):
             continue
         probe.release()
+
+
+def _share_a_task(index: int, count: int, other: int, others: int, total: int) -> bool:
+    """Shard ``index/count`` and shard ``other/others`` of ``total`` tasks have a task in common."""
+    return any(k % others == other for k in range(index, total, count))
+
+
+_SUMMARY = re.compile(r"summary-(\d+)-of-(\d+)\.json")
+
+
+def _drop_stale_summaries(folder: Path, index: int, count: int, total: int) -> None:
+    """Remove, as shard ``index/count`` starts, the summaries its run makes out of date: its own
+    (written again when it ends; a run killed meanwhile leaves none) and those of another split
+    that share a task with it (``summary-0-of-1.json`` once ``--shard 0/2`` runs), which would go
+    on saying what that task did before. The records stay."""
+    for name in sorted(os.listdir(folder)):
+        match = _SUMMARY.fullmatch(name)
+        if match and (int(match[2]) == count and int(match[1]) == index
+                      or int(match[2]) != count and _share_a_task(index, count, int(match[1]), int(match[2]), total)):
+            with suppress(FileNotFoundError):  # a run beside this one removed it too
+                (folder / name).unlink()
 
 
 def _mark_stopped(store: State, tasks: list[Task]) -> None:

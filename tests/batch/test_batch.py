@@ -325,6 +325,28 @@ def test_shard_from_slurm_runs_only_its_slice(tmp_path, fake_commands, monkeypat
     assert len(list(tmp_path.glob("*.txt"))) == 5
 
 
+def test_no_summary_of_an_earlier_run_is_left_to_contradict_a_later_one(tmp_path, fake_commands):
+    # the whole run's summary-0-of-1.json (task 1 failed) stayed beside the summaries of the shards
+    # that redid task 1: summing STATE/summary-*.json still counted it as failed
+    manifest = jsonl(tmp_path / "tasks.jsonl", *[("write", "-o", f"{i}.txt") for i in range(4)])
+    state = tmp_path / "tasks.jsonl.state"
+
+    def summaries() -> dict:
+        return {p.name: json.loads(p.read_text()) for p in state.glob("summary-*.json")}
+
+    (tmp_path / "1.txt").write_text("mine")
+    assert one_json(invoke("batch", manifest, "--json").stdout)["failed"] == 1
+    assert invoke("batch", manifest, "--json").exit_code == 2  # refused (no --resume): nothing changes
+    assert list(summaries()) == ["summary-0-of-1.json"]
+    (tmp_path / "1.txt").unlink()
+    for shard in ("0/2", "1/2"):
+        assert invoke("batch", manifest, "--shard", shard, "--resume", "--json").exit_code == 0
+    assert sorted(summaries()) == ["summary-0-of-2.json", "summary-1-of-2.json"]
+    assert sum(s["failed"] for s in summaries().values()) == 0 and sum(s["tasks"] for s in summaries().values()) == 4
+    assert invoke("batch", manifest, "--shard", "1/4", "--resume", "--json").exit_code == 0  # task 1 only: 0/2 holds none of it
+    assert sorted(summaries()) == ["summary-0-of-2.json", "summary-1-of-4.json"]
+
+
 def test_ray_engine_without_ray_is_a_clear_exit_2(tmp_path, fake_commands, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "a.txt"))
