@@ -389,6 +389,8 @@ def fetch_url(
     PaddleSeg models, metric networks): resumable, and when ``sha256`` is given a mismatching file
     is deleted and refused, never left under ``dest``. Retries are silent; a failure is one line:
     ``NetworkError`` (exit 1) when no server answered, ``UserError`` (exit 2) when the source did.
+    Two fetches into one folder at once take turns (``_one_download_at_a_time``); the second takes
+    the file the first fetched when it has ``sha256``.
     """
     if not url.startswith(("https://", "http://")):
         raise UserError(f"{url}: only http(s) downloads are supported")
@@ -396,12 +398,15 @@ def fetch_url(
         raise UserError(f"{url}: HF_HUB_OFFLINE is set; download it yourself and put it at {dest}")
     dest = Path(dest)
     fresh = dest.with_name(f".{dest.name}.fetched")
-    _download_to(url, fresh, size, archive_member, _Meter(progress, size or 0, unit=1, stage=stage), final=dest)
-    digest = sha256_file(fresh)
-    if sha256 and digest != sha256.lower():
-        fresh.unlink(missing_ok=True)
-        raise UserError(f"{url}: downloaded file has sha256 {digest[:16]}..., expected {sha256.lower()[:16]}...; refusing to use it (retry later, or report a changed upstream file)")
-    files.commit(fresh, dest, replace=True)
+    with _one_download_at_a_time(dest.parent, progress) as waited:  # another worker fetching it: wait, then take its file
+        if waited and sha256 and dest.is_file() and sha256_file(dest) == sha256.lower():
+            return sha256.lower()
+        _download_to(url, fresh, size, archive_member, _Meter(progress, size or 0, unit=1, stage=stage), final=dest)
+        digest = sha256_file(fresh)
+        if sha256 and digest != sha256.lower():
+            fresh.unlink(missing_ok=True)
+            raise UserError(f"{url}: downloaded file has sha256 {digest[:16]}..., expected {sha256.lower()[:16]}...; refusing to use it (retry later, or report a changed upstream file)")
+        files.commit(fresh, dest, replace=True)
     return digest
 
 
@@ -437,38 +442,99 @@ def download(
     man = _manifest(manifest)
     offline = _offline()
     items = man.select(groups)
-    record = ChecksumRecord.load(root)
+    with _one_download_at_a_time(root, progress, hold=not dry_run):  # a second one waits, then finds the files here
+        record = ChecksumRecord.load(root)
 
-    state = _local_state(items, root, record, progress, write=not dry_run)
-    remote, note = _published([i for i in items if state[i.path] not in ("ok", "converted", "alternative")], offline, dry_run)
-    plan, to_record = _make_plan(items, root, state, remote, record, progress)
-    if on_plan is not None:
-        on_plan(plan)
-    fetching = [p for p in plan if p.action in FETCH_ACTIONS]
-    need = sum(p.size or 0 for p in fetching)
-    result = DownloadResult(
-        models=str(root),
-        groups=list(groups),
-        offline=offline,
-        dry_run=dry_run,
-        downloaded=[],
-        recorded=[],
-        kept=[p.path for p in plan if p.action == "keep"],
-        bytes_to_download=need,
-        bytes_downloaded=0,
-        seconds=0.0,
-        plan=plan,
-        note=note,
-    )
-    if not dry_run:
-        result.recorded = _record_present(root, to_record)  # checked here: recorded even if what is missing cannot be fetched
-        _refuse(root, fetching, need, offline=offline, overwrite=overwrite)
-        _fetch_all(root, fetching, items, remote, fetch, progress, result)
+        state = _local_state(items, root, record, progress, write=not dry_run)
+        remote, note = _published([i for i in items if state[i.path] not in ("ok", "converted", "alternative")], offline, dry_run)
+        plan, to_record = _make_plan(items, root, state, remote, record, progress)
+        if on_plan is not None:
+            on_plan(plan)
+        fetching = [p for p in plan if p.action in FETCH_ACTIONS]
+        need = sum(p.size or 0 for p in fetching)
+        result = DownloadResult(
+            models=str(root),
+            groups=list(groups),
+            offline=offline,
+            dry_run=dry_run,
+            downloaded=[],
+            recorded=[],
+            kept=[p.path for p in plan if p.action == "keep"],
+            bytes_to_download=need,
+            bytes_downloaded=0,
+            seconds=0.0,
+            plan=plan,
+            note=note,
+        )
+        if not dry_run:
+            result.recorded = _record_present(root, to_record)  # checked here: recorded even if what is missing cannot be fetched
+            _refuse(root, fetching, need, offline=offline, overwrite=overwrite)
+            _fetch_all(root, fetching, items, remote, fetch, progress, result)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
 
 FETCH_ACTIONS = ("download", "replace", "update")
+DOWNLOAD_LOCK = ".magicanimate-download.lock"
+
+
+@contextmanager
+def _one_download_at_a_time(root: Path, progress: Progress | None, hold: bool = True):
+    """Within the block, hold ``root``'s download lock: a second download into the folder (another
+    ``models download``, or a stage fetching its weights, ``fetch_url``, in a batch worker beside it) waits for it,
+    saying so as the progress stage "waiting for another download into ROOT (held by ...)", and then
+    plans from what the first left, instead of writing the same ``.part`` file at the same time.
+    The lock file is removed when the block ends (with the folders it made that stayed empty);
+    a folder that cannot be written (read-only) or locked is used without it: nothing is
+    fetched there. As ``files.claim``, but waiting. Yields whether it waited."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): downloads are not kept apart
+        fcntl = None
+    hold = hold and fcntl is not None
+    made = [folder for folder in (root, *root.parents) if not folder.exists()] if hold else []
+    path, fd, waited = root / DOWNLOAD_LOCK, None, False
+    while hold:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, files.file_mode())
+        except FileNotFoundError:  # the folder, made by another download that failed, went meanwhile
+            continue
+        except OSError:  # a read-only folder
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stage = f"waiting for another download into {root}{files.holder_of(path)}"
+            if progress is not None:
+                progress(stage, 0, 1)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:  # Ctrl-C while waiting
+                os.close(fd)
+                raise
+            waited = True
+            if progress is not None:
+                progress(stage, 1, 1)
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            files.record_holder(fd)  # who downloads, for the one that waits
+            break
+        os.close(fd)  # the download that held it ended and removed it: lock the file there now
+        fd = None
+    try:
+        yield waited
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # while still holding it: one that opened it meanwhile sees it gone
+            os.close(fd)
+        for folder in made:  # innermost first; only the ones it made that stayed empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _local_state(items: list[ManifestFile], root: Path, record: ChecksumRecord, progress: Progress | None, write: bool = True) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
@@ -33,6 +34,7 @@ class FakeHub:
         self.folder = Path(folder)
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.cut_after: dict[str, int] = {}  # file name -> bytes to send before dropping the connection
+        self.slow: dict[str, float] = {}  # file name -> seconds each GET of it takes (its body sent in ten parts)
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -99,6 +101,14 @@ class FakeHub:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                seconds = hub.slow.get(file.name)
+                if seconds:
+                    step = -(-len(body) // 10)
+                    for start in range(0, len(body), step):
+                        self.wfile.write(body[start : start + step])
+                        self.wfile.flush()
+                        time.sleep(seconds / 10)
                     return
                 self.wfile.write(body)
 

@@ -191,6 +191,66 @@ def test_an_interrupted_url_download_resumes_where_it_stopped(hub, tmp_path, mon
     assert not list((root / "DensePose").glob("*.part"))
 
 
+def test_a_second_download_into_the_folder_waits_for_the_first_and_fetches_nothing(hub, tmp_path):
+    # both appended to the same DensePose/model_final.pkl.<tag>.part: a file of twice the size was
+    # committed and recorded as downloaded, and the other run failed on the vanished .part
+    import threading
+
+    from conftest import wait_for
+
+    root, results, stages = tmp_path / "models", {}, []
+    hub.slow["model_final.pkl"] = 1.0
+
+    def run(name: str, progress=None) -> None:
+        try:
+            results[name] = download(only="densepose", models=root, manifest=hub.manifest, progress=progress).downloaded
+        except Exception as exc:  # noqa: BLE001 - said by the assertion below
+            results[name] = f"{exc.__class__.__name__}: {exc}"
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    wait_for(lambda: hub.gets("model_final.pkl"), 30, "the first download to start")
+    second = threading.Thread(target=run, args=("second", lambda stage, done, total: stages.append((stage, done, total))))
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert results == {"first": ["DensePose/model_final.pkl"], "second": []}
+    assert (root / "DensePose/model_final.pkl").read_bytes() == hub.contents["DensePose/model_final.pkl"]
+    assert len(hub.gets("model_final.pkl")) == 1
+    waited = [stage for stage, _, _ in stages if stage.startswith("waiting for another download")]
+    assert waited and f"held by pid {os.getpid()}" in waited[0]
+    assert list_models(models=root, only="densepose", manifest=hub.manifest).counts["verified"] == 1
+    assert not (root / models_mod.DOWNLOAD_LOCK).exists()  # no lock file left in the folder
+
+
+def test_two_stages_fetching_the_same_weights_take_turns(hub, tmp_path):
+    # two batch workers' densepose tasks fetch the zoo weights at once: both wrote one
+    # .model_final.pkl.fetched.<tag>.part, and the mixed bytes failed their sha256
+    import threading
+
+    from conftest import wait_for
+
+    dest, data, results = tmp_path / "models" / "DensePose" / "model_final.pkl", hub.contents["DensePose/model_final.pkl"], []
+    hub.slow["model_final.pkl"] = 1.0
+    url, digest = f"{hub.url}/files/model_final.pkl", hashlib.sha256(data).hexdigest()
+
+    def fetch() -> None:
+        try:
+            results.append(models_mod.fetch_url(url, dest, sha256=digest))
+        except Exception as exc:  # noqa: BLE001 - said by the assertion below
+            results.append(f"{exc.__class__.__name__}: {exc}")
+
+    first, second = threading.Thread(target=fetch), threading.Thread(target=fetch)
+    first.start()
+    wait_for(lambda: hub.gets("model_final.pkl"), 30, "the first fetch to start")
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert results == [digest, digest] and dest.read_bytes() == data
+    assert len(hub.gets("model_final.pkl")) == 1  # the second took the first's file
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["model_final.pkl"]
+
+
 def test_ensure_weights_gives_a_stage_its_files(hub, tmp_path):
     from magicanimate_cli.models import ensure_weights
 
