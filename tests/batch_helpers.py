@@ -74,8 +74,7 @@ def write(
     model=None,
 ) -> WriteResult:
     output = Path(output)
-    if unstoppable:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ignored = signal.signal(signal.SIGTERM, signal.SIG_IGN) if unstoppable else None
     if pid_file is not None:
         Path(pid_file).write_text(str(os.getpid()))
     if output.exists() and not overwrite:
@@ -107,6 +106,8 @@ def write(
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(text)
     os.replace(tmp, output)
+    if unstoppable:  # its process handles the next SIGTERM as before (a batch worker: it stops)
+        signal.signal(signal.SIGTERM, ignored)
     time.sleep(linger)
     if hang_once is not None and not Path(hang_once).exists():  # output committed, then stuck until killed
         Path(hang_once).write_text(str(os.getpid()))

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from ..errors import UserError
@@ -156,6 +157,14 @@ class _Slot:
         self.attempts = 0
 
 
+def _sent(slot: _Slot) -> dict | None:
+    """The record ``slot``'s worker sent and the pool has not read, if any."""
+    try:
+        return slot.conn.recv() if slot.conn.poll() else None
+    except (EOFError, OSError):
+        return None
+
+
 class _Pool:
     def __init__(self, plan: list[dict], workdir, commands: str, on_start: Callable[[dict], dict] | None = None) -> None:
         import multiprocessing
@@ -193,6 +202,7 @@ class _Pool:
         from multiprocessing.connection import wait
 
         queue = deque((task, 0) for task in tasks)
+        stopping = False
         try:
             while queue or any(slot.task is not None for slot in self.slots):
                 for slot in self.slots:
@@ -211,12 +221,7 @@ class _Pool:
                 for slot in busy:
                     if slot.conn not in ready and slot.process.sentinel not in ready:
                         continue
-                    record = None
-                    try:
-                        if slot.conn.poll():
-                            record = slot.conn.recv()
-                    except (EOFError, OSError):
-                        record = None
+                    record = _sent(slot)
                     if record is not None:
                         slot.task = None
                         on_record(record)
@@ -224,9 +229,22 @@ class _Pool:
                     if slot.process.is_alive():  # woke up for nothing
                         continue
                     self._died(slot, queue, on_record)
+        except KeyboardInterrupt:
+            stopping = True
+            raise
         finally:  # stopped (Ctrl-C, SIGTERM) or done: busy workers stop their task cleanly, or are killed after a grace
             try:
-                stop_children([slot.process for slot in self.slots if slot.task is not None and slot.process is not None])
+                busy = [slot for slot in self.slots if slot.task is not None and slot.process is not None]
+                for slot in busy if stopping else []:  # no next task: a worker whose task ends in the grace then exits at once
+                    with suppress(OSError, ValueError):
+                        slot.conn.send(None)
+                stop_children([slot.process for slot in busy])
+                if stopping:  # a task that ended in the grace (before its SIGTERM came) is recorded as it ended: done is done
+                    for slot in busy:
+                        record = _sent(slot)
+                        if record is not None:
+                            slot.task = None
+                            on_record(record)
             finally:
                 for slot in self.slots:
                     self._stop(slot)

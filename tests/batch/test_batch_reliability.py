@@ -17,6 +17,7 @@ import pytest
 from conftest import wait_for
 from typer.testing import CliRunner
 
+from magicanimate_cli import processes
 from magicanimate_cli.batch import run_batch
 from magicanimate_cli.batch import tasks as batch_tasks
 from magicanimate_cli.batch.manifest import Task
@@ -393,3 +394,30 @@ def test_a_state_that_cannot_be_written_at_the_start_is_one_line_and_the_next_ru
     again = CliRunner().invoke(app, ["batch", str(manifest), "--json"])  # no --resume: nothing of the failed run is a record
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["done"] == 1 and (tmp_path / "a.txt").read_text() == "hello"
+
+
+def test_a_task_that_ends_in_the_stop_grace_is_recorded_as_done(tmp_path):
+    # its worker sent the record while the batch waited for it to stop, and the record was dropped:
+    # the summary said interrupted, the record stayed "running", --resume ran the task again, and
+    # the batch waited out the whole grace for a worker with nothing left to do
+    tasks = [("write", "-o", "a.txt", "--sleep", "3", "--unstoppable", "--pid-file", "a.pid"), ("write", "-o", "b.txt")]
+    manifest = jsonl(tmp_path / "tasks.jsonl", *tasks)
+    script = ("import sys, batch_helpers\nfrom magicanimate_cli.batch import tasks\ntasks.COMMANDS = batch_helpers.COMMANDS\n"
+              "from magicanimate_cli.cli import app\napp(sys.argv[1:], prog_name='magicanimate')\n")
+    batch = subprocess.Popen([sys.executable, "-c", script, "batch", str(manifest), "--jobs", "1", "--json"], env=env_with_tests(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_pid(tmp_path / "a.pid", "the first task to start")
+        batch.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        stdout, stderr = batch.communicate(timeout=60)
+    finally:
+        batch.kill()
+    assert batch.returncode == 130, stderr
+    assert time.monotonic() - stopped < processes.STOP_GRACE_SECONDS  # not the whole grace
+    summary = json.loads(stdout)
+    assert [r["status"] for r in summary["results"]] == ["done", "interrupted"]
+    record = json.loads((tmp_path / "tasks.jsonl.state" / f"{summary['results'][0]['id']}.json").read_text())
+    assert record["status"] == "done" and (tmp_path / "a.txt").read_text() == "hello"
+    resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+    assert [r["status"] for r in resumed.results] == ["skipped", "done"]
