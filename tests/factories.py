@@ -12,8 +12,8 @@ re-randomised and norms perturbed, so a dropped or mis-mapped tensor changes the
 
 The other stages' models are here too: a PaddleSeg matting checkpoint (``paddleseg_checkpoint``),
 detectron2 DensePose weights that find a person (``detectron2_person_weights``), the metric
-networks' stand-ins (``tiny_frame_net``, ``tiny_clip_net``) and a small CLIP text configuration
-(``clip_text_config``).
+networks' stand-ins (``tiny_frame_net``, ``tiny_clip_net``), a small CLIP text configuration
+(``clip_text_config``) and one small diffusers attention layer (``tiny_attention``).
 """
 
 from __future__ import annotations
@@ -287,3 +287,11 @@ def clip_text_config():
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16)
+
+
+def tiny_attention(seed: int = 0) -> torch.nn.Module:
+    """One diffusers ``Attention`` layer (16 channels, 2 heads of 8), as the UNet's self-attentions are built."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(seed)
+    return Attention(query_dim=16, heads=2, dim_head=8).eval()

@@ -1,5 +1,5 @@
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.attention_processor import AttnProcessor2_0
 
 from magicanimate_cli.animate.reference import (
     ReferenceBank,
@@ -8,14 +8,11 @@ from magicanimate_cli.animate.reference import (
     fusion_attn1_names,
 )
 
-
-def make_attention():
-    torch.manual_seed(0)
-    return Attention(query_dim=16, heads=2, dim_head=8).eval()
+from factories import tiny_attention
 
 
 def test_writer_stores_the_attn1_input_rounded_through_float16_and_attends_normally():
-    attn, bank = make_attention(), ReferenceBank()
+    attn, bank = tiny_attention(), ReferenceBank()
     x = torch.randn(2, 5, 16)
     out = ReferenceWriterProcessor(bank, "b")(attn, x)
     assert torch.equal(out, AttnProcessor2_0()(attn, x))
@@ -24,7 +21,7 @@ def test_writer_stores_the_attn1_input_rounded_through_float16_and_attends_norma
 
 
 def test_reader_guided_rows_attend_over_own_and_reference_tokens():
-    attn, bank = make_attention(), ReferenceBank()
+    attn, bank = tiny_attention(), ReferenceBank()
     reader = ReferenceReaderProcessor(bank, "b")
     x = torch.randn(6, 5, 16)  # 3 unconditional frames, 3 conditional frames
     reference = torch.randn(1, 5, 16)
@@ -39,7 +36,7 @@ def test_reader_guided_rows_attend_over_own_and_reference_tokens():
 
 
 def test_reader_without_guidance_gives_every_row_the_reference():
-    attn, bank = make_attention(), ReferenceBank()
+    attn, bank = tiny_attention(), ReferenceBank()
     reader = ReferenceReaderProcessor(bank, "b")
     bank.features["b"] = torch.randn(1, 5, 16)
     x = torch.randn(2, 5, 16)
@@ -49,7 +46,7 @@ def test_reader_without_guidance_gives_every_row_the_reference():
 
 
 def test_empty_bank_is_plain_self_attention():
-    attn = make_attention()
+    attn = tiny_attention()
     x = torch.randn(4, 5, 16)
     assert torch.equal(ReferenceReaderProcessor(ReferenceBank(), "b")(attn, x), AttnProcessor2_0()(attn, x))
 
