@@ -1,8 +1,8 @@
 """Animator speed at the real SD1.5 architecture size, with random weights (a GPU benchmark).
 
-Builds random weights in the official on-disk layout (tests/factories.py's pieces at the real
-sizes: UNet 320/640/1280/1280, ViT-L text encoder, sd-vae-ft-mse VAE, full ControlNet and appearance
-encoder; about 5.4 GB in float16) into WEIGHTS unless already there, then prints, for each path —
+Builds random weights in the official on-disk layout (tests/factories.py at the real sizes,
+``factories.SD15``: UNet 320/640/1280/1280, ViT-L text encoder, sd-vae-ft-mse VAE, full ControlNet
+and appearance encoder; about 5.4 GB in float16) into WEIGHTS unless already there, then prints, for each path —
 ``default`` (the official computation, bitwise on CPU: the "before"), ``fast`` (``--fast``) and
 ``compile`` (``--compile``), the last two also as ``*_no_graph`` (phase ``no_graph``: the appearance
 encoder run eagerly on every step instead of replayed from a CUDA graph, ``FastPath(cuda_graph=False)``)
@@ -38,74 +38,18 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def build_weights(root: Path, *, tiny: bool = False, dtype: str = "float16") -> Path:
-    """Random weights in the official layout at the real SD1.5 sizes (``tiny``: the test sizes)."""
+    """Random weights in the official layout at the real SD1.5 sizes (``tiny``: the test sizes, on four
+    UNet levels as the real model has), built by ``tests/factories.py``."""
+    import dataclasses
+
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
-    from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     import factories
 
-    cast = getattr(torch, dtype)
-    root = Path(root)
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    sd = root / factories.SD
-    blocks = (32, 32, 64, 64) if tiny else (320, 640, 1280, 1280)
-    cross = 32 if tiny else 768
-    vocab = factories.write_tokenizer(sd / "tokenizer")
-    text_config = CLIPTextConfig(
-        vocab_size=vocab, hidden_size=cross, intermediate_size=37 if tiny else 3072,
-        num_hidden_layers=2 if tiny else 12, num_attention_heads=4 if tiny else 12, max_position_embeddings=77,
-        bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
-    )
-    CLIPTextModel(text_config).to(cast).save_pretrained(sd / "text_encoder")
-
-    config = factories.unet_config(blocks, cross_attention_dim=cross, norm_num_groups=8 if tiny else 32)
-    config["sample_size"] = 64
-    unet = UNet2DConditionModel(**config)
-    factories._perturb(unet, generator)
-    (sd / "unet").mkdir(parents=True, exist_ok=True)
-    (sd / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", **config}))
-    save_file({k: v.to(cast).contiguous() for k, v in unet.state_dict().items()}, str(sd / "unet" / "diffusion_pytorch_model.safetensors"))
-
-    adapter = MotionAdapter(block_out_channels=blocks, motion_layers_per_block=2, motion_num_attention_heads=8,
-                            motion_max_seq_length=24, use_motion_mid_block=False)
-    factories._perturb(adapter, generator)
-    temporal = root / "MagicAnimate" / "temporal_attention"
-    temporal.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.to(cast) for k, v in factories.official_motion_state_dict(adapter).items()}, temporal / "temporal_attention.ckpt")
-    del adapter
-
-    encoder = UNet2DConditionModel(**config)
-    factories._perturb(encoder, generator)
-    folder = root / "MagicAnimate" / "appearance_encoder"
-    folder.mkdir(parents=True, exist_ok=True)
-    last_up, last_attn = len(encoder.up_blocks) - 1, len(encoder.up_blocks[-1].attentions) - 1
-    tail = f"up_blocks.{last_up}.attentions.{last_attn}."
-    kept = {
-        k: v.to(cast).contiguous() for k, v in encoder.state_dict().items()
-        if not k.startswith(("conv_norm_out.", "conv_out.", tail + "proj_out."))
-        and not (k.startswith(tail + "transformer_blocks.0.") and ".norm1." not in k)
-    }
-    save_file(kept, str(folder / "diffusion_pytorch_model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({"_class_name": "AppearanceEncoderModel", **config}))
-    del encoder, kept
-
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16) if tiny else (16, 32, 96, 256))
-    factories._perturb(controlnet, generator)
-    controlnet.to(cast).save_pretrained(root / "MagicAnimate" / "densepose_controlnet")
-    del controlnet, unet
-
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16) if tiny else (128, 256, 512, 512),
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4,
-        layers_per_block=1 if tiny else 2, norm_num_groups=8 if tiny else 32, sample_size=512,
-    )
-    factories._perturb(vae, generator)
-    vae.to(cast).save_pretrained(root / "sd-vae-ft-mse")
-    (root / ".complete").write_text("ok")
-    return root
+    size = dataclasses.replace(factories.TINY, block_out_channels=(32, 32, 64, 64), sample_size=64) if tiny else factories.SD15
+    factories.make_official_weights(root, size=size, dtype=getattr(torch, dtype))
+    (Path(root) / ".complete").write_text("ok")
+    return Path(root)
 
 
 def ensure_weights(root: Path, tiny: bool, dtype: str = "float16") -> Path:

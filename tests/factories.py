@@ -1,7 +1,8 @@
 """Tiny random-weight models saved in the official MagicAnimate on-disk layout.
 
-The one place where tests build models. ``make_official_weights`` writes a folder that the real
-loader reads exactly as it reads the published weights::
+The one place where tests (and the benchmarks) build models. ``make_official_weights`` writes a
+folder that the real loader reads exactly as it reads the published weights, at the tests' tiny
+sizes or (``size=SD15``) at the published ones::
 
     stable-diffusion-v1-5/{tokenizer, text_encoder, unet/config.json[, unet weights]}
     sd-vae-ft-mse/, MagicAnimate/{appearance_encoder, densepose_controlnet,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -68,10 +70,10 @@ def _perturb(module: torch.nn.Module, generator: torch.Generator) -> None:
                 param.add_(torch.randn(param.shape, generator=generator) * 0.1)
 
 
-def unet_config(block_out_channels=(32, 64), cross_attention_dim=32, norm_num_groups=8, layers_per_block=2) -> dict:
+def unet_config(block_out_channels=(32, 64), cross_attention_dim=32, norm_num_groups=8, layers_per_block=2, sample_size=8) -> dict:
     n = len(block_out_channels)
     return {
-        "sample_size": 8,
+        "sample_size": sample_size,
         "in_channels": 4,
         "out_channels": 4,
         "block_out_channels": list(block_out_channels),
@@ -111,17 +113,43 @@ def official_motion_state_dict(adapter) -> OrderedDict:
     return out
 
 
+@dataclass(frozen=True)
+class Size:
+    """The sizes of the models ``make_official_weights`` writes."""
+
+    block_out_channels: tuple[int, ...]  # the UNet's, appearance encoder's, ControlNet's and motion modules'
+    cross_attention_dim: int  # also the text encoder's hidden size
+    norm_num_groups: int  # the UNets' and the VAE's
+    text_intermediate_size: int
+    text_layers: int
+    text_heads: int
+    controlnet_conditioning_channels: tuple[int, ...]
+    vae_block_out_channels: tuple[int, ...]
+    vae_layers_per_block: int
+    sample_size: int | None = None  # the UNet's latent side (the VAE's is 8 times it); None: 8, diffusers' VAE default
+
+
+TINY = Size((32, 64), 32, 8, 37, 2, 4, (8, 8, 16, 16), (8, 16, 16, 16), 1)
+SD15 = Size((320, 640, 1280, 1280), 768, 32, 3072, 12, 12, (16, 32, 96, 256), (128, 256, 512, 512), 2, sample_size=64)
+"""The published models' sizes: SD1.5's UNet, its ViT-L/14 text encoder, sd-vae-ft-mse, a full ControlNet."""
+
+
 def make_official_weights(
     root: Path,
     *,
-    block_out_channels=(32, 64),
+    size: Size = TINY,
+    block_out_channels=None,
     seed: int = 0,
     full_unet_checkpoint: bool = False,
     key_prefix: str = "",
     unet_weights_format: str = "safetensors",
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write tiny random weights in the official layout under ``root``; returns ``root``.
+    """Write random weights in the official layout under ``root``; returns ``root``.
 
+    ``size``: the models' sizes (``TINY``, the tests'; ``SD15``, the published ones, about 5.4 GB in
+    float16); ``block_out_channels`` replaces its UNet channels. ``dtype``: the tensors are saved in
+    it (default: float32, as built).
     ``full_unet_checkpoint`` puts the spatial UNet into ``temporal_attention.ckpt`` as the
     published file does (then no SD UNet weights are written); otherwise the checkpoint holds the
     motion modules only and the spatial weights sit in ``stable-diffusion-v1-5/unet``.
@@ -131,6 +159,11 @@ def make_official_weights(
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    def cast(tensor_or_model):
+        return tensor_or_model if dtype is None else tensor_or_model.to(dtype)
+
+    if block_out_channels is not None:
+        size = replace(size, block_out_channels=tuple(block_out_channels))
     root = Path(root)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -139,25 +172,25 @@ def make_official_weights(
     vocab_size = write_tokenizer(sd / "tokenizer")
     text_config = CLIPTextConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        hidden_size=size.cross_attention_dim,
+        intermediate_size=size.text_intermediate_size,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
         max_position_embeddings=77,
         bos_token_id=vocab_size - 2,
         eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1,
     )
-    CLIPTextModel(text_config).save_pretrained(sd / "text_encoder")
+    cast(CLIPTextModel(text_config)).save_pretrained(sd / "text_encoder")
 
-    config = unet_config(block_out_channels)
+    config = unet_config(size.block_out_channels, size.cross_attention_dim, size.norm_num_groups, sample_size=size.sample_size or 8)
     unet = UNet2DConditionModel(**config)
     _perturb(unet, generator)
-    (sd / "unet").mkdir(parents=True)
+    (sd / "unet").mkdir(parents=True, exist_ok=True)
     (sd / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", **config}))
 
     adapter = MotionAdapter(
-        block_out_channels=tuple(block_out_channels),
+        block_out_channels=size.block_out_channels,
         motion_layers_per_block=config["layers_per_block"],
         motion_num_attention_heads=8,
         motion_max_seq_length=24,
@@ -165,48 +198,54 @@ def make_official_weights(
     )
     _perturb(adapter, generator)
     checkpoint = official_motion_state_dict(adapter)
+    del adapter
     if full_unet_checkpoint:
         checkpoint.update(unet.state_dict())
     else:
-        spatial = {k: v.contiguous() for k, v in unet.state_dict().items()}
+        spatial = {k: cast(v).contiguous() for k, v in unet.state_dict().items()}
         if unet_weights_format == "safetensors":
             save_file(spatial, str(sd / "unet" / "diffusion_pytorch_model.safetensors"))
         else:
             torch.save(spatial, sd / "unet" / "diffusion_pytorch_model.bin")
-    checkpoint = OrderedDict((key_prefix + k, v) for k, v in checkpoint.items())
+        del spatial
+    checkpoint = OrderedDict((key_prefix + k, cast(v)) for k, v in checkpoint.items())
     temporal = root / "MagicAnimate" / "temporal_attention"
-    temporal.mkdir(parents=True)
+    temporal.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, temporal / "temporal_attention.ckpt")
+    del checkpoint
 
     encoder = UNet2DConditionModel(**config)
     _perturb(encoder, generator)
     encoder_dir = root / "MagicAnimate" / "appearance_encoder"
-    encoder_dir.mkdir(parents=True)
+    encoder_dir.mkdir(parents=True, exist_ok=True)
     last_up, last_attn = len(encoder.up_blocks) - 1, len(encoder.up_blocks[-1].attentions) - 1
     tail = f"up_blocks.{last_up}.attentions.{last_attn}."
     kept = {
-        k: v.contiguous()
+        k: cast(v).contiguous()
         for k, v in encoder.state_dict().items()
         if not k.startswith(("conv_norm_out.", "conv_out.", tail + "proj_out."))
         and not (k.startswith(tail + "transformer_blocks.0.") and ".norm1." not in k)
     }
     save_file(kept, str(encoder_dir / "diffusion_pytorch_model.safetensors"))
     (encoder_dir / "config.json").write_text(json.dumps({"_class_name": "AppearanceEncoderModel", **config}))
+    del encoder, kept
 
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=size.controlnet_conditioning_channels)
     _perturb(controlnet, generator)
-    controlnet.save_pretrained(root / "MagicAnimate" / "densepose_controlnet")
+    cast(controlnet).save_pretrained(root / "MagicAnimate" / "densepose_controlnet")
+    del controlnet, unet
 
     vae = AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16),
+        block_out_channels=size.vae_block_out_channels,
         down_block_types=["DownEncoderBlock2D"] * 4,
         up_block_types=["UpDecoderBlock2D"] * 4,
         latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
+        layers_per_block=size.vae_layers_per_block,
+        norm_num_groups=size.norm_num_groups,
+        **({"sample_size": 8 * size.sample_size} if size.sample_size else {}),
     )
     _perturb(vae, generator)
-    vae.save_pretrained(root / "sd-vae-ft-mse")
+    cast(vae).save_pretrained(root / "sd-vae-ft-mse")
     return root
 
 

@@ -7,12 +7,44 @@ it prints. (cuDNN's algorithm search is a CUDA switch: on a CPU it must change n
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
+import factories
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "animate_gpu.py"
+
+
+def _tensors(path: Path) -> dict:
+    return load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_build_weights_writes_the_factories_weights_in_float16(tmp_path):
+    """One code path builds the official layout: the benchmark's weights are the factories' at its size, cast."""
+    spec = importlib.util.spec_from_file_location("animate_gpu", SCRIPT)
+    animate_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(animate_gpu)
+    bench = animate_gpu.build_weights(tmp_path / "bench", tiny=True)
+    size = dataclasses.replace(factories.TINY, block_out_channels=(32, 32, 64, 64), sample_size=64)
+    tests = factories.make_official_weights(tmp_path / "tests", size=size)
+    files = sorted(p.relative_to(tests) for p in tests.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(bench) for p in bench.rglob("*") if p.is_file()) == sorted([*files, Path(".complete")])
+    unet = json.loads((bench / factories.SD / "unet" / "config.json").read_text())
+    assert unet["block_out_channels"] == [32, 32, 64, 64] and unet["sample_size"] == 64
+    assert json.loads((bench / "sd-vae-ft-mse" / "config.json").read_text())["sample_size"] == 512
+    weights = [f for f in files if f.suffix in (".safetensors", ".ckpt")]
+    assert len(weights) == 6
+    for name in weights:
+        ours, theirs = _tensors(bench / name), _tensors(tests / name)
+        assert list(ours) == list(theirs)
+        assert all(ours[k].dtype == torch.float16 and torch.equal(ours[k], theirs[k].half()) for k in ours), name
 
 
 def test_the_dry_run_times_every_path_and_compares_their_frames(tmp_path):
