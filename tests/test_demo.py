@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -34,6 +35,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from magicanimate_cli import media  # noqa: E402
 from magicanimate_cli.cli import app  # noqa: E402
 from magicanimate_cli.demo import SOURCE_CLIP, SOURCE_MOTION, SOURCE_RAW, start  # noqa: E402
+from magicanimate_cli.errors import UserError  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = Path(os.environ.get("MAGICANIMATE_PARITY_DIR", REPO.parent / "shared" / "parity")) / "A"
@@ -49,6 +51,41 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class PortTaken(Exception):
+    """The demo refused its port: another process bound it after ``free_port`` found it free."""
+
+
+def raise_if_port_taken(port: int, error: str) -> None:
+    """Raise ``PortTaken`` if ``error`` is the demo's refusal of ``port`` ('--port N: ...', exit 2)."""
+    if error.startswith(f"--port {port}: "):
+        raise PortTaken(error)
+
+
+def on_a_free_port(launch, tries: int = 5):
+    """``launch(port)`` on a port ``free_port`` found. Between that and the demo's bind another
+    process (a parallel test run) can take the port; then ``launch`` raises ``PortTaken`` and is
+    tried again on another port."""
+    for attempt in range(1, tries + 1):
+        try:
+            return launch(free_port())
+        except PortTaken:
+            if attempt == tries:
+                raise
+
+
+def start_on_a_free_port(**kwargs):
+    """``start(port=..., **kwargs)`` on a free port; returns the server."""
+
+    def launch(port):
+        try:
+            return start(port=port, **kwargs)
+        except UserError as exc:
+            raise_if_port_taken(port, str(exc))
+            raise
+
+    return on_a_free_port(launch)
 
 
 def settings(**changes) -> list:
@@ -98,7 +135,7 @@ def fake_densepose():
 
 @pytest.fixture(scope="module")
 def server(inputs, fake_densepose):
-    srv = start(models=WEIGHTS, port=free_port(), device="cpu", clips=inputs["clips"], max_upload_mb=1)
+    srv = start_on_a_free_port(models=WEIGHTS, device="cpu", clips=inputs["clips"], max_upload_mb=1)
     yield srv
     workdir = srv.workdir
     srv.close()
@@ -251,7 +288,7 @@ def test_problems_are_shown_on_the_page_not_raised(tmp_path, monkeypatch):
     from magicanimate_cli.densepose import estimator
 
     monkeypatch.setattr(estimator, "detectron2_available", lambda: False)  # as on a machine without detectron2
-    srv = start(models=tmp_path / "no-models", port=free_port(), device="cpu", workdir=tmp_path / "work")
+    srv = start_on_a_free_port(models=tmp_path / "no-models", device="cpu", workdir=tmp_path / "work")
     try:
         config = httpx.get(f"{srv.url}config").text
         assert "could not be loaded" in config and "no-models" in config
@@ -405,26 +442,34 @@ def test_sigterm_stops_the_page_with_one_json_line_and_removes_its_work_folder(t
     # Slurm and systemd stop a job with SIGTERM; Gradio prints "Closing server ..." on stdout when it stops
     import signal
     import subprocess
-    import sys
 
     import httpx
 
-    port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    command = [sys.executable, "-m", "magicanimate_cli", "demo", "--models", str(tmp_path / "none"), "--device", "cpu", "--port", str(port), "--json"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    said, ready = [], threading.Event()
 
-    def read_stderr():  # the ready line comes on stderr, with --json too, once the page serves
-        for line in proc.stderr:
-            said.append(line)
-            if line.startswith("demo running at "):
-                ready.set()
+    def launch(port):
+        command = [sys.executable, "-m", "magicanimate_cli", "demo", "--models", str(tmp_path / "none"), "--device", "cpu", "--port", str(port), "--json"]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        said, told = [], threading.Event()
 
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
+        def read_stderr():  # the ready line comes on stderr, with --json too, once the page serves
+            for line in proc.stderr:
+                said.append(line)
+                if line.startswith("demo running at "):
+                    told.set()
+            told.set()  # or the process ended without serving
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        told.wait(timeout=120)
+        served = any(line.startswith("demo running at ") for line in said)
+        if not served and told.is_set() and proc.wait(timeout=60) == 2:
+            raise_if_port_taken(port, json.loads(proc.stdout.read().splitlines()[0])["error"])
+        return port, proc, said, served, reader
+
+    port, proc, said, served, reader = on_a_free_port(launch)
     try:
-        assert ready.wait(timeout=120), "".join(said)
+        assert served, "".join(said)
         assert said[-1] == f"demo running at http://127.0.0.1:{port}/ (Ctrl-C to stop)\n"
         assert httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).status_code == 200
         assert list(tmp_path.glob("magicanimate-demo-*")), "the page serves from a temporary work folder"
@@ -455,21 +500,41 @@ def test_a_port_in_use_is_one_line_and_exit_2_before_the_models_load(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_port_taken_after_it_was_found_free_is_tried_again(tmp_path, monkeypatch):
+    # the helpers above: free_port's port is free when found, not when the demo binds it
+    ports, really_free = [], free_port
+    with socket.socket() as other:  # another process, which binds the first port found before the demo does
+
+        def found_free():
+            ports.append(really_free())
+            if len(ports) == 1:
+                other.bind(("127.0.0.1", ports[0]))
+                other.listen()
+            return ports[-1]
+
+        monkeypatch.setattr(sys.modules[__name__], "free_port", found_free)
+        srv = start_on_a_free_port(models=tmp_path / "none", device="cpu", workdir=tmp_path / "work")
+        srv.close()
+    assert len(ports) == 2 and srv.url == f"http://127.0.0.1:{ports[1]}/"
+
+
 def test_a_work_folder_the_demo_made_is_taken_back_when_it_cannot_start(tmp_path, monkeypatch):
     import gradio as gr
 
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    def launch(port):
+        def taken_meanwhile(*args, **kwargs):  # as Gradio says it when another server took the port after the check
+            raise OSError(f"Cannot find empty port in range: {port}-{port}.")
 
-    def taken_meanwhile(*args, **kwargs):  # as Gradio says it when another server took the port after the check
-        raise OSError(f"Cannot find empty port in range: {port}-{port}.")
+        monkeypatch.setattr(gr.Blocks, "launch", taken_meanwhile)
+        args = ["demo", "--port", str(port), "--workdir", str(tmp_path / "new" / "work"), "--models", str(tmp_path), "--json"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        error = json.loads(result.stdout.splitlines()[0])["error"]
+        if " is in use or not allowed (" in error:  # taken before the check: not the case under test
+            raise_if_port_taken(port, error)
+        return port, error
 
-    monkeypatch.setattr(gr.Blocks, "launch", taken_meanwhile)
-    args = ["demo", "--port", str(port), "--workdir", str(tmp_path / "new" / "work"), "--models", str(tmp_path), "--json"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, result.output
-    error = json.loads(result.stdout.splitlines()[0])["error"]
+    port, error = on_a_free_port(launch)
     assert error == f"--port {port}: Cannot find empty port in range: {port}-{port}.; choose another --port"
     assert not (tmp_path / "new").exists()
 
@@ -509,11 +574,15 @@ def test_a_sigterm_before_the_page_serves_takes_back_the_work_folder_and_the_por
     # systemd may stop the unit while it starts (the models load, or the page just launched): the
     # signal's handler is in place before anything is made, so nothing is left behind
     import subprocess
-    import sys
 
-    port = free_port()
-    args = ["demo", "--port", str(port), "--workdir", str(tmp_path / "new" / "work"), "--models", str(tmp_path / "none"), "--json"]
-    done = subprocess.run([sys.executable, "-c", SIGTERM_AT, moment, *args], capture_output=True, text=True, timeout=120)
+    def launch(port):
+        args = ["demo", "--port", str(port), "--workdir", str(tmp_path / "new" / "work"), "--models", str(tmp_path / "none"), "--json"]
+        done = subprocess.run([sys.executable, "-c", SIGTERM_AT, moment, *args], capture_output=True, text=True, timeout=120)
+        if done.returncode == 2:
+            raise_if_port_taken(port, json.loads(done.stdout.splitlines()[0])["error"])
+        return port, done
+
+    port, done = on_a_free_port(launch)
     assert done.returncode == 130, done.stderr
     assert json.loads(done.stdout.splitlines()[0])["error"] == "interrupted"
     assert not (tmp_path / "new").exists()
@@ -540,10 +609,18 @@ def test_a_sigterm_while_launch_waits_for_its_web_server_stops_that_server(tmp_p
         return real_run(self, *args, **kwargs)
 
     monkeypatch.setattr(http_server.Server, "run", run)
-    port = free_port()
-    try:
+
+    def launch(port):
         with pytest.raises(KeyboardInterrupt):
-            demo(models=tmp_path / "none", port=port, device="cpu", workdir=tmp_path / "new" / "work", on_ready=lambda url: pytest.fail(url))
+            try:
+                demo(models=tmp_path / "none", port=port, device="cpu", workdir=tmp_path / "new" / "work", on_ready=lambda url: pytest.fail(url))
+            except UserError as exc:  # refused before its web server started
+                raise_if_port_taken(port, str(exc))
+                raise
+        return port
+
+    try:
+        port = on_a_free_port(launch)
         assert len(servers) == 1
         servers[0].thread.join(timeout=10)
         assert not servers[0].thread.is_alive(), "the web server launch() started still serves"
@@ -605,7 +682,7 @@ def test_stopping_the_page_during_a_run_waits_for_its_worker_before_removing_the
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)
-    srv = start(models=tmp_path / "none", port=free_port(), device="cpu")  # no models: the worker is a stand-in
+    srv = start_on_a_free_port(models=tmp_path / "none", device="cpu")  # no models: the worker is a stand-in
     started, finished = threading.Event(), threading.Event()
 
     def _work(cancel, gr_progress, *args):
