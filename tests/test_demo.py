@@ -314,9 +314,9 @@ def test_demos_sharing_a_workdir_each_keep_their_own_files(inputs, tmp_path):
     with zipfile.ZipFile(inputs["archive"]) as zf, zipfile.ZipFile(other, "w") as out:
         for name in zf.namelist()[:2]:
             out.writestr(name, zf.read(name))
-    first = start(models=tmp_path / "none", port=free_port(), device="cpu", workdir=shared)
+    first = start_on_a_free_port(models=tmp_path / "none", device="cpu", workdir=shared)
     try:
-        second = start(models=tmp_path / "none", port=free_port(), device="cpu", workdir=shared)
+        second = start_on_a_free_port(models=tmp_path / "none", device="cpu", workdir=shared)
         try:
             assert "3 frames" in first.app.preview(None, SOURCE_MOTION, str(inputs["archive"]), None, None, 64, "stretch")[2]
             assert "2 frames" in second.app.preview(None, SOURCE_MOTION, str(other), None, None, 64, "stretch")[2]
@@ -328,7 +328,7 @@ def test_demos_sharing_a_workdir_each_keep_their_own_files(inputs, tmp_path):
             second.close()
     finally:
         first.close()
-    later = start(models=tmp_path / "none", port=free_port(), device="cpu", workdir=shared)
+    later = start_on_a_free_port(models=tmp_path / "none", device="cpu", workdir=shared)
     later.close()
     assert list(later.app.runs_dir.iterdir()) == [], "a later demo counts only its own runs"
     assert (shared / "notes.txt").read_text() == "mine" and len(list(shared.glob("demo-*"))) == 3  # all kept: the user's folder
