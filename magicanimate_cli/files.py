@@ -82,7 +82,7 @@ import secrets
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import UserError, one_line, shown
@@ -641,27 +641,45 @@ def claim(final: Path | str) -> Claim:
     final = Path(final)
     path = _run_lock_path(final)
     try:
-        import fcntl
+        import fcntl  # noqa: F401 (hold_lock needs it)
     except ImportError:  # no flock (Windows): runs are not kept apart
         return Claim(final, path, None)
+    def refuse() -> None:
+        raise UserError(f"{shown(final)}: another run is writing it now; wait for that run to end (or stop it), "
+                        f"or choose another output{holder_of(path)}")  # fmt: skip
+
     with writing(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+        return Claim(final, path, hold_lock(path, refuse))
+
+
+def hold_lock(path: Path, busy: Callable[[], None]) -> int:
+    """Lock the file ``path`` (made if missing; flock, exclusive) and return its descriptor, with
+    this process recorded as its holder (``record_holder``). When another process holds it,
+    ``busy()`` is called first: it raises to refuse, or returns to wait for the lock. A lock file
+    its holder removed meanwhile (``Claim.release``) is locked afresh where it is made again.
+    Release it as ``Claim.release`` does (unlink, then close). POSIX only (``fcntl``)."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+        try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(fd)
-                raise UserError(f"{shown(final)}: another run is writing it now; wait for that run to end (or stop it), "
-                                f"or choose another output{holder_of(path)}") from None  # fmt: skip
-            try:
-                current = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                current = False
-            if current:
-                record_holder(fd)  # who holds it, for the refusal of a second run
-                return Claim(final, path, fd)
-            os.close(fd)  # the run that held it ended and removed it: lock the file there now
+                busy()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:  # refused, or Ctrl-C while waiting
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            record_holder(fd)  # who holds it, for the message of the next one
+            return fd
+        os.close(fd)  # the holder ended and removed it: lock the file there now
 
 
 @contextlib.contextmanager

@@ -486,52 +486,36 @@ def _one_download_at_a_time(root: Path, progress: Progress | None, hold: bool = 
     plans from what the first left, instead of writing the same ``.part`` file at the same time.
     The lock file is removed when the block ends (with the folders it made that stayed empty);
     a folder that cannot be written (read-only) or locked is used without it: nothing is
-    fetched there. As ``files.claim``, but waiting. Yields whether it waited."""
+    fetched there. As ``files.claim``, but waiting (``files.hold_lock``). Yields whether it waited."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401 (hold_lock needs it)
     except ImportError:  # no flock (Windows): downloads are not kept apart
-        fcntl = None
-    hold = hold and fcntl is not None
+        hold = False
     made = [folder for folder in (root, *root.parents) if not folder.exists()] if hold else []
-    path, fd, waited = root / DOWNLOAD_LOCK, None, False
+    path, held, waited = root / DOWNLOAD_LOCK, None, ""
+
+    def wait() -> None:
+        nonlocal waited
+        waited = f"waiting for another download into {root}{files.holder_of(path)}"
+        if progress is not None:
+            progress(waited, 0, 1)
+
     while hold:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, files.file_mode())
+            held = files.Claim(root, path, files.hold_lock(path, wait))
         except FileNotFoundError:  # the folder, made by another download that failed, went meanwhile
             continue
         except OSError:  # a read-only folder
-            break
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            stage = f"waiting for another download into {root}{files.holder_of(path)}"
-            if progress is not None:
-                progress(stage, 0, 1)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException:  # Ctrl-C while waiting
-                os.close(fd)
-                raise
-            waited = True
-            if progress is not None:
-                progress(stage, 1, 1)
-        try:
-            current = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:
-            files.record_holder(fd)  # who downloads, for the one that waits
-            break
-        os.close(fd)  # the download that held it ended and removed it: lock the file there now
-        fd = None
+            pass
+        break
+    if waited and progress is not None:
+        progress(waited, 1, 1)
     try:
-        yield waited
+        yield bool(waited)
     finally:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # while still holding it: one that opened it meanwhile sees it gone
-            os.close(fd)
+        if held is not None:
+            held.release()
         for folder in made:  # innermost first; only the ones it made that stayed empty
             with contextlib.suppress(OSError):
                 folder.rmdir()
