@@ -452,8 +452,8 @@ def crop_clip_into(source: Path, target: Path, plan: CropPlan, subs: list[str], 
             with writing(output_of(target / sub)):  # a full disk names the output, not its temporary
                 for file in files[sub]:
                     with media.open_image(file) as stored:
-                        image = media.upright(stored)  # a phone photo's EXIF turn, as every other reader applies it
-                        image = media.in_srgb(image) if sub == IMAGES else image  # its colours as shown (P3, Adobe RGB)
+                        # a phone photo's EXIF turn, as every other reader applies it (and a photo's colours in sRGB)
+                        image = media.as_shown(stored) if sub == IMAGES else media.upright(stored)
                         image = eight_bit(image) if sub == IMAGES else image  # CMYK, 16-bit, float: what PNG stores
                         if image.size != plan.source_size:
                             w, h = plan.source_size
