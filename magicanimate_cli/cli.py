@@ -500,6 +500,7 @@ def densepose_(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, or a clip folder (reads images/, writes densepose/ and densepose_labels/)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", **PATH_AS_TYPED, help="An .mp4, or a folder of PNG frames; default CLIP/densepose for a clip folder."),
     labels: Optional[Path] = typer.Option(None, "--labels", **PATH_AS_TYPED, help="Also write the part labels 0..24 here (single-channel PNGs); default CLIP/densepose_labels."),
+    from_iuv: bool = typer.Option(False, "--from-iuv", help="INPUT is DensePose you already have, as IUV images (PNG frames, or an RGB video): convert their part indices exactly; no model, no detectron2."),
     config: Optional[str] = typer.Option(None, "--config", help="Zoo model (default densepose_rcnn_R_50_FPN_s1x; R_101_FPN_DL_s1x, ...) or a detectron2 DensePose YAML."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Model weights (.pkl or .pth); default the zoo weights, downloaded once into MODELS."),
     models: Optional[Path] = MODELS_OPTION,

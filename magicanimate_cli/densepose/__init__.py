@@ -18,8 +18,11 @@ flip and smoothing stages read them instead of inverting colours). Work in progr
 hidden ``.<output>.densepose-work/`` folder beside the output: a run that is interrupted picks up
 at the first frame without labels when started again with the same settings.
 
+DensePose that exists already as IUV images (``--from-iuv``: ``iuv.labels_from_iuv``) skips the
+model: the labels are the images' part indices, rendered the same way.
+
 The pure-numpy rendering API (``PALETTE``, ``render_labels``, ``labels_from_render``,
-``POINT_LABEL_SYMMETRIES``) imports no torch and no detectron2.
+``labels_from_iuv``, ``POINT_LABEL_SYMMETRIES``) imports no torch and no detectron2.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ _LAZY = {
     "POINT_LABEL_SYMMETRIES": "palette",
     "labels_from_render": "palette",
     "render_labels": "palette",
+    "labels_from_iuv": "iuv",
     "Detections": "charts",
     "DEFAULT_MODEL": "estimator",
     "MODELS": "estimator",

@@ -198,13 +198,25 @@ MIN_PALETTE_SHARE = 0.5
 MIN_PERSON_SHARE = 0.001  # below: no person (a 16×16 one in a 512² frame is 0.001)
 
 
+def _iuv_command(motion: Path) -> str:
+    """The command that converts IUV ``motion`` (from its PNG frames when it is a video: a yuv video has lost the exact indices)."""
+    from ..clip import DENSEPOSE, IMAGES
+
+    if motion.is_dir():
+        frames = motion / DENSEPOSE if (motion / IMAGES).is_dir() else motion
+        return f"`magicanimate densepose {frames} --from-iuv -o POSES`, then animate POSES"
+    return ("`magicanimate densepose FRAMES --from-iuv -o POSES` on the IUV PNG frames this video was made from "
+            "(a yuv video's colours have lost the exact part indices), then animate POSES")
+
+
 def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:
     """Warn (``InputWarning``, from the stage's caller) about what makes fitted ``poses`` (uint8 RGB
     ``T×S×S×3``) unlikely to drive the model, and return the messages, judged on up to 8 frames
     spread over the clip: no person at all, no person in most of them, or a person not drawn in the DensePose palette (a raw
-    video, an IUV or parula rendering). MagicAnimate's ControlNet was trained on viridis DensePose
-    only, so either gives an animation that does not follow the motion. ``strict`` refuses it
-    instead (``UserError``): a batch job stops there, before the models load."""
+    video, an IUV or parula rendering; one that looks like IUV, ``iuv.looks_like_iuv``, is told to convert it with
+    ``densepose --from-iuv``). MagicAnimate's ControlNet was trained on viridis DensePose only, so either gives an
+    animation that does not follow the motion. ``strict`` refuses it instead (``UserError``): a batch job stops there,
+    before the models load."""
     picked = poses[np.linspace(0, len(poses) - 1, min(8, len(poses))).round().astype(int)]
     background = clip_background(picked)  # viridis(0) and the border's colour
     _, palette = palette_shares(picked, background)
@@ -217,9 +229,15 @@ def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:
         found.append(f"{motion}: no person in {empty} of {len(picked)} frames spread over the clip, so the animation will show "
                      "nobody there: cut the clip to where the person is, or check the video given to `magicanimate densepose`")
     elif palette < MIN_PALETTE_SHARE:
-        found.append(f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels "
-                     "are viridis part colours), so the animation will probably not follow it; make the poses with "
-                     "`magicanimate densepose VIDEO`")
+        from .iuv import looks_like_iuv
+
+        iuv = looks_like_iuv(picked) if background == (0, 0, 0) else None
+        shares = f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels are viridis part colours)"
+        if iuv is None:
+            found.append(f"{shares}, so the animation will probably not follow it; make the poses with `magicanimate densepose VIDEO`")
+        else:
+            found.append(f"{shares} but like DensePose IUV (part indices in the {iuv} channel, on black), which the animation "
+                         f"will not follow; convert it first: {_iuv_command(Path(motion))}")
     if strict and found:
         raise UserError(f"{found[0]} (refused: --strict; without it the run goes on with a warning)")
     for message in found:

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..device import check_device
-from ..errors import StageFailed, UserError
+from ..errors import StageFailed, UserError, shown
 from ..progress import Progress, silent
 from .config import CLIP_IMAGES, CLIP_LABELS, CLIP_OUTPUT, DensePoseConfig, DensePoseResult
 
 WORK_VERSION = 1
+IUV_MODEL = "iuv"  # the result's ``model`` when the labels were read from IUV images (``from_iuv``)
+IUV_CHUNK = 16  # IUV frames read between two saves of the work
 
 
 # ----------------------------------------------------------------------------- inputs and outputs
@@ -205,6 +207,7 @@ def densepose(
     output: Path | str | None = None,
     *,
     labels: Path | str | None = None,
+    from_iuv: bool = False,
     config: str | Path | None = None,
     weights: Path | str | None = None,
     models: Path | str | None = None,
@@ -229,15 +232,17 @@ def densepose(
     the zoo weights, downloaded once into ``models``). ``fps`` is the rate of a frames folder
     (default: the clip's meta.json, else 25); a video has its own. ``estimator`` replaces
     detectron2: a callable taking a list of RGB frames and returning one ``charts.Detections``
-    per frame (``config``, ``weights``, ``models`` and ``device`` are then unused).
+    per frame (``config``, ``weights``, ``models`` and ``device`` are then unused). ``from_iuv``
+    reads ``input`` (a frames folder, or a video stored in RGB) as DensePose IUV images instead
+    (``iuv.labels_from_iuv``): no model runs, and the labels are their part indices, exactly.
 
     Raises ``StageFailed`` (exit 1) when a person was found in fewer than ``min_detected`` of the
     frames and ``fill_missing`` is off; the labels made so far are kept for a re-run.
     """
-    settings, plan = _checked(input, output, labels=labels, config=config, weights=weights, batch_size=batch_size,
+    settings, plan = _checked(input, output, labels=labels, from_iuv=from_iuv, config=config, weights=weights, batch_size=batch_size,
                               min_score=min_score, max_people=max_people, fill_missing=fill_missing, min_detected=min_detected,
                               smooth=smooth, fps=fps, device=device, overwrite=overwrite, estimator=estimator)  # fmt: skip
-    model = _Model(*_model(config, weights, estimator))
+    model = _Model(IUV_MODEL, IUV_MODEL) if from_iuv else _Model(*_model(config, weights, estimator))
     progress = progress or silent
     started = time.perf_counter()
 
@@ -247,14 +252,16 @@ def densepose(
         work = _Work(plan.output, {**plan.identity, "model": model.key, "min_score": min_score, "max_people": max_people})
         work.open(plan.names)
 
-        if len(work.people) < plan.count:
+        if len(work.people) < plan.count and from_iuv:
+            _read_iuv(plan, work, progress)
+        elif len(work.people) < plan.count:
             if estimator is None:
                 from .estimator import load_estimator
 
                 estimator = load_estimator(config, weights, models, device, min_score, max_people, progress)
             model = model.of(estimator)
             _estimate(plan, work, estimator, settings, progress)
-        repair = _repair(Path(input), plan, work, settings)
+        repair = _repair(Path(input), plan, work, settings, from_iuv)
         _render(plan, work, repair.sources, smooth, overwrite, progress)
         work.remove()
     return DensePoseResult(
@@ -292,21 +299,44 @@ def check_densepose(*args, **kwargs) -> None:
     _checked(**arguments.arguments)
 
 
-def _checked(input, output, *, labels, config, weights, batch_size, min_score, max_people, fill_missing, min_detected, smooth,
-             fps, device, overwrite, estimator, **_) -> tuple[DensePoseConfig, _Plan]:  # fmt: skip
+def _checked(input, output, *, labels, from_iuv, config, weights, batch_size, min_score, max_people, fill_missing, min_detected,
+             smooth, fps, device, overwrite, estimator, **_) -> tuple[DensePoseConfig, _Plan]:  # fmt: skip
     """``densepose``'s checks, in its order; the rest of its arguments are ignored."""
     from .. import media
 
     settings = DensePoseConfig(batch_size, min_score, max_people, smooth, fill_missing, min_detected)
     settings.validate()
     output = media.output_path(output) if output is not None else None
-    plan = _plan(media.input_path(input), output, media.output_path(labels, "--labels") if labels is not None else None, fps)
-    if estimator is None:  # a missing input is said before a missing detectron2
+    input = media.input_path(input)
+    if from_iuv:
+        _check_iuv_options(input, config=config, weights=weights, min_score=min_score, max_people=max_people, estimator=estimator)
+    plan = _plan(input, output, media.output_path(labels, "--labels") if labels is not None else None, fps)
+    if from_iuv:
+        if media.is_video(plan.source):
+            from .iuv import check_iuv_video
+
+            check_iuv_video(plan.source)
+    elif estimator is None:  # a missing input is said before a missing detectron2
         check_options(config=config, weights=weights, device=device, settings=settings)
     else:
         check_device(device)
     _check_outputs(plan, overwrite)
     return settings, plan
+
+
+def _check_iuv_options(input: Path, *, config, weights, min_score, max_people, estimator) -> None:
+    """``from_iuv`` reads the labels from the input: the options of the model are refused, not ignored."""
+    given = {"--config": config is not None, "--weights": weights is not None, "estimator": estimator is not None,
+             f"--min-score {min_score:g}": min_score != DensePoseConfig.min_score,
+             f"--max-people {max_people}": max_people != DensePoseConfig.max_people}  # fmt: skip
+    for option, used in given.items():
+        if used:
+            raise UserError(f"{option}: not used with --from-iuv (no model runs: the IUV frames already hold the parts); leave it out")
+    if input.is_dir() and (input / CLIP_IMAGES).is_dir():
+        raise UserError(
+            f"{shown(input)}: a clip folder's {CLIP_IMAGES}/ holds photos, not IUV; give --from-iuv the folder of IUV frames "
+            f"itself (in the TikTok dataset {shown(input / 'densepose')}) and -o a new folder for the renders"
+        )
 
 
 # ----------------------------------------------------------------------------- its steps
@@ -376,17 +406,53 @@ def _estimate(plan: _Plan, work: _Work, estimator, settings: DensePoseConfig, pr
         flush()
 
 
-class TooFewPeople(StageFailed):
-    """DensePose found a person in fewer than ``min_detected`` of the frames (exit 1)."""
+def _read_iuv(plan: _Plan, work: _Work, progress: Progress) -> None:
+    """Step 1 with ``from_iuv``: each frame's labels are its IUV image's part indices (resumable).
+    A frame that is not lossless IUV is refused, naming it, and the work is dropped."""
+    from .. import media
+    from .iuv import labels_from_iuv
 
-    def __init__(self, subject: str, detected: int, count: int, min_detected: float, min_score: float) -> None:
+    files = media.list_frame_files(plan.source) if plan.source.is_dir() else None
+    start, maps = len(work.people), []
+    progress("densepose", len(work.people), plan.count)
+
+    def save() -> None:
+        work.add(plan.names, maps, [int(label_map.any()) for label_map in maps])  # an all-black frame: nobody
+        maps.clear()
+        progress("densepose", len(work.people), plan.count)
+
+    for index, frame in enumerate(media.iter_frames(plan.source)):
+        if index >= plan.count:
+            break
+        if index < start:  # an interrupted run's
+            continue
+        try:
+            maps.append(labels_from_iuv(frame))
+        except ValueError as exc:
+            work.remove()
+            where = shown(files[index]) if files is not None else f"{shown(plan.source)} (frame {index})"
+            raise UserError(f"{where}: {exc}") from None
+        if len(maps) == IUV_CHUNK:
+            save()
+    if maps:
+        save()
+
+
+class TooFewPeople(StageFailed):
+    """DensePose found a person in fewer than ``min_detected`` of the frames (exit 1); ``min_score``
+    None: the frames were IUV images (``from_iuv``), in which nobody is found by a model."""
+
+    def __init__(self, subject: str, detected: int, count: int, min_detected: float, min_score: float | None) -> None:
         self.subject, self.detected, self.count = subject, detected, count
         self.min_detected, self.min_score = min_detected, min_score
+        share = f"{detected} of {count} frames ({100 * detected / count:.0f}%, below --min-detected {min_detected:g})"
         super().__init__(
-            f"{subject}: DensePose found a person in only {detected} of {count} frames ({100 * detected / count:.0f}%, "
-            f"below --min-detected {min_detected:g}); lower --min-score (now {min_score:g}) to keep less certain "
+            f"{subject}: DensePose found a person in only {share}; lower --min-score (now {min_score:g}) to keep less certain "
             "detections, or pass --fill-missing to give those frames the nearest detected frame's labels"
-        )
+            if min_score is not None else
+            f"{subject}: the IUV frames show a person in only {share}; pass --fill-missing to give the black frames "
+            "the nearest frame's labels, or a lower --min-detected"
+        )  # fmt: skip
 
     def naming(self, subject: str) -> TooFewPeople:
         """The same failure, reported for ``subject`` (``preprocess`` names the clip, not its work folder)."""
@@ -401,7 +467,7 @@ class _Repair:
     filled: int
 
 
-def _repair(input: Path, plan: _Plan, work: _Work, settings: DensePoseConfig) -> _Repair:
+def _repair(input: Path, plan: _Plan, work: _Work, settings: DensePoseConfig, from_iuv: bool = False) -> _Repair:
     """Step 2: which frames have nobody, whether that is too many, and where their labels come from."""
     from .repair import fill_sources
 
@@ -412,13 +478,15 @@ def _repair(input: Path, plan: _Plan, work: _Work, settings: DensePoseConfig) ->
     missing = [i for i, n in enumerate(work.people) if n == 0]
     if len(missing) == count:
         work.remove()
+        if from_iuv:
+            raise UserError(f"{plan.source}: all of its {count} IUV frames are black (nobody in them); check the input")
         raise UserError(
             f"{plan.source}: DensePose found no person in any of its {count} frames (score above {settings.min_score}); "
             "check the input or lower --min-score"
         )
     detected = count - len(missing)
     if not settings.fill_missing and detected < settings.min_detected * count:
-        raise TooFewPeople(str(input), detected, count, settings.min_detected, settings.min_score)
+        raise TooFewPeople(str(input), detected, count, settings.min_detected, None if from_iuv else settings.min_score)
     sources = fill_sources([n == 0 for n in work.people]) if settings.fill_missing else list(range(count))
     return _Repair(count, missing, sources, sum(1 for i in missing if sources[i] != i))
 

@@ -138,3 +138,31 @@ def test_a_motion_with_nobody_in_most_of_its_frames_is_warned_about(tmp_path):
     labels[:40] = 0  # nobody in 5 of 8: said, and --strict refuses it
     with pytest.raises(UserError, match=r"no person in 5 of 8 frames .* \(refused: --strict"):
         motion_warnings(render_labels(labels), tmp_path / "poses.mp4", strict=True)
+
+
+def test_an_iuv_motion_is_told_to_be_converted_with_from_iuv(tmp_path):
+    from magicanimate_cli.crop import fit_square
+    from magicanimate_cli.densepose.palette import motion_warnings
+    from magicanimate_cli.errors import InputWarning
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((8, 48, 40), np.uint8)
+    labels[:, 6:42, 10:30] = np.repeat(np.arange(1, 25, dtype=np.uint8), 30)[: 36 * 20].reshape(36, 20)  # parts 1..24 in stripes
+    uv = rng.integers(0, 256, (*labels.shape, 2), dtype=np.uint8) * (labels > 0)[..., None].astype(np.uint8)
+    caffe2 = np.concatenate([uv[..., 1:], uv[..., :1], labels[..., None]], axis=-1)  # as read in RGB: V, U, I (I blue)
+    poses = np.stack([fit_square(frame, 64, "crop", (0, 0, 0)) for frame in caffe2])  # as animate fits them: bicubic
+    (tmp_path / "dp").mkdir()
+    with pytest.warns(InputWarning, match=r"does not look like DensePose in MagicAnimate's colours .* but like DensePose IUV "
+                                          r"\(part indices in the blue channel, on black\).*`magicanimate densepose \S*dp --from-iuv -o POSES`"):  # fmt: skip
+        motion_warnings(poses, tmp_path / "dp")
+    rgb = np.concatenate([labels[..., None], uv], axis=-1)  # I red: saved with Pillow in (I, U, V) order
+    (tmp_path / "clip" / "images").mkdir(parents=True)
+    with pytest.warns(InputWarning, match=r"in the red channel, on black\).*`magicanimate densepose \S*clip/densepose --from-iuv"):
+        motion_warnings(np.stack([fit_square(frame, 64, "crop", (0, 0, 0)) for frame in rgb]), tmp_path / "clip")
+    with pytest.warns(InputWarning, match=r"IUV PNG frames this video was made from"):
+        motion_warnings(poses, tmp_path / "dp.mp4")
+
+    colourful = rng.integers(0, 256, poses.shape, dtype=np.uint8) * poses.any(axis=-1, keepdims=True)  # on black, but not IUV
+    with pytest.warns(InputWarning, match=r"will probably not follow it; make the poses with `magicanimate densepose VIDEO`$") as said:
+        motion_warnings(colourful, tmp_path / "dp")
+    assert "IUV" not in str(said[0].message)

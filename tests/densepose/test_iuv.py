@@ -1,0 +1,229 @@
+"""DensePose IUV images -> MagicAnimate's driving frames (``iuv.py``, ``densepose(from_iuv=True)``,
+``magicanimate densepose --from-iuv``): exact for lossless IUV, refused for anything else, no model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from magicanimate_cli import media
+from magicanimate_cli.densepose import densepose, labels_from_iuv, render_labels
+from magicanimate_cli.densepose import estimator as est
+from magicanimate_cli.densepose.iuv import iuv_channel
+from magicanimate_cli.densepose.stage import TooFewPeople
+from magicanimate_cli.errors import UserError
+
+from densepose_helpers import read_png
+
+H, W = 40, 56
+
+
+def known_labels(seed: int = 0) -> np.ndarray:
+    """A person with every part 1..24 in blocks, on background 0."""
+    labels = np.zeros((H, W), np.uint8)
+    for part in range(1, 25):
+        row, col = divmod(part - 1, 6)
+        labels[4 + 8 * row : 10 + 8 * row, 4 + 8 * col : 11 + 8 * col] = part
+    return np.roll(labels, seed, axis=1)
+
+
+def iuv_of(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The IUV array DensePose makes (I, U·255, V·255 per pixel; all 0 on the background), channels in I, U, V order."""
+    rng = np.random.default_rng(seed)
+    uv = rng.integers(0, 256, (*labels.shape, 2), dtype=np.uint8) * (labels > 0)[..., None].astype(np.uint8)
+    return np.dstack([labels, uv])
+
+
+def write_caffe2(path, labels, seed=0):
+    """As the original DensePose's infer_simple.py saves it: the (I, U, V) array through cv2.imwrite (BGR),
+    so I is blue when read as RGB."""
+    cv2 = pytest.importorskip("cv2")
+    assert cv2.imwrite(str(path), iuv_of(labels, seed))
+
+
+def write_rgb(path, labels, seed=0):
+    """As scripts that save detectron2's (labels, uv·255) with Pillow do: I is red."""
+    Image.fromarray(iuv_of(labels, seed)).save(path)
+
+
+def iuv_folder(folder, count=3, writer=write_caffe2, empty=()):
+    folder.mkdir(parents=True)
+    names, labels = [f"{i + 1:04d}.png" for i in range(count)], []
+    for i, name in enumerate(names):
+        want = np.zeros((H, W), np.uint8) if i in empty else known_labels(i)
+        writer(folder / name, want, seed=i)
+        labels.append(want)
+    return names, labels
+
+
+# ----------------------------------------------------------------------------- labels_from_iuv
+
+
+@pytest.mark.parametrize("writer, channel", [(write_caffe2, 2), (write_rgb, 0)])
+def test_a_lossless_iuv_frame_is_the_render_of_its_labels_byte_for_byte(tmp_path, writer, channel):
+    labels = known_labels()
+    writer(tmp_path / "f_IUV.png", labels)
+    iuv = media.read_image(tmp_path / "f_IUV.png")
+    assert iuv_channel(iuv) == channel  # the channel that never exceeds 24
+    assert int(iuv[..., 2 - channel].max()) > 24  # (the other one is U·255 or V·255)
+    got = labels_from_iuv(iuv)
+    assert got.dtype == np.uint8 and np.array_equal(got, labels)
+    assert np.array_equal(render_labels(got), render_labels(labels))
+
+
+def test_a_frame_without_anybody_is_valid_and_empty():
+    assert not labels_from_iuv(np.zeros((H, W, 3), np.uint8)).any()
+
+
+def test_what_is_not_lossless_iuv_is_refused_saying_why(tmp_path):
+    labels = known_labels()
+    with pytest.raises(ValueError, match=r"already DensePose in MagicAnimate's colours, not IUV"):
+        labels_from_iuv(render_labels(labels))
+    photo = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"not a DensePose IUV image: neither its blue nor its red channel .*blue reaches 255"):
+        labels_from_iuv(photo)
+    Image.fromarray(iuv_of(labels)[..., ::-1]).save(tmp_path / "iuv.jpg", quality=95)  # a JPEG copy: chroma blurs onto the background
+    with pytest.raises(ValueError, match=r"not a (lossless )?DensePose IUV image"):
+        labels_from_iuv(media.read_image(tmp_path / "iuv.jpg"))
+    blurred = iuv_of(labels)[..., ::-1].copy()
+    blurred[0, 0] = (3, 0, 0)  # a background pixel (I = 0) with U = 3: not what DensePose writes
+    with pytest.raises(ValueError, match=r"not a lossless DensePose IUV image: 1 pixels of part 0"):
+        labels_from_iuv(blurred)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any attempt to need or load detectron2 fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--from-iuv must not need detectron2")
+
+    monkeypatch.setattr(est, "require_detectron2", refuse)
+    monkeypatch.setattr(est, "load_estimator", refuse)
+
+
+def test_an_iuv_folder_becomes_exact_driving_frames_without_a_model(tmp_path, no_model):
+    names, labels = iuv_folder(tmp_path / "densepose", 4, empty=(2,))  # the TikTok dataset's names: 0001.png, ...
+    result = densepose(tmp_path / "densepose", tmp_path / "poses", labels=tmp_path / "labels", from_iuv=True, fps=30)
+    assert result.model == "iuv" and result.frames == 4 and result.fps == 30 and result.weights is None
+    assert result.missing_frames == ["0003.png"] and result.filled == 0 and result.resumed == 0
+    assert sorted(p.name for p in (tmp_path / "poses").iterdir()) == names
+    for name, want in zip(names, labels):
+        assert np.array_equal(read_png(tmp_path / "poses" / name), render_labels(want))
+        assert np.array_equal(read_png(tmp_path / "labels" / name), want)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no work folder left
+
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        densepose(tmp_path / "densepose", tmp_path / "poses", from_iuv=True)
+    again = densepose(tmp_path / "densepose", tmp_path / "poses", from_iuv=True, fill_missing=True, overwrite=True)
+    assert again.filled == 1 and np.array_equal(read_png(tmp_path / "poses" / "0003.png"), render_labels(labels[1]))
+
+
+def test_an_interrupted_conversion_resumes_where_it_stopped(tmp_path, no_model, monkeypatch):
+    from magicanimate_cli.densepose import iuv, stage
+
+    names, labels = iuv_folder(tmp_path / "in", 5)
+    monkeypatch.setattr(stage, "IUV_CHUNK", 1)
+    real, calls = iuv.labels_from_iuv, []
+
+    def stopped_at_the_fourth(frame):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(frame)
+
+    monkeypatch.setattr(iuv, "labels_from_iuv", stopped_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        densepose(tmp_path / "in", tmp_path / "poses", from_iuv=True)
+    assert not (tmp_path / "poses").exists()
+    result = densepose(tmp_path / "in", tmp_path / "poses", from_iuv=True)
+    assert result.resumed == 3 and len(calls) == 3 + 1 + 2
+    for name, want in zip(names, labels):
+        assert np.array_equal(read_png(tmp_path / "poses" / name), render_labels(want))
+
+
+def test_both_channel_orders_and_a_lossless_rgb_video_convert(tmp_path, no_model):
+    _, labels = iuv_folder(tmp_path / "rgb", 3, writer=write_rgb)
+    densepose(tmp_path / "rgb", tmp_path / "from_rgb", from_iuv=True)
+    assert np.array_equal(read_png(tmp_path / "from_rgb" / "0002.png"), render_labels(labels[1]))
+
+    iuv_folder(tmp_path / "bgr", 3)
+    video = tmp_path / "iuv.mkv"  # lossless and RGB: bgr0 in FFV1
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-framerate", "25", "-i", str(tmp_path / "bgr" / "%04d.png"),
+                    "-c:v", "ffv1", "-pix_fmt", "bgr0", str(video)], check=True)  # fmt: skip
+    result = densepose(video, tmp_path / "from_video", from_iuv=True)
+    assert result.frames == 3 and result.fps == 25
+    for i, want in enumerate(labels):
+        assert np.array_equal(read_png(tmp_path / "from_video" / media.frame_name(i)), render_labels(want))
+
+
+def test_an_iuv_mp4_is_refused_as_its_yuv_colours_lost_the_part_indices(tmp_path, no_model):
+    iuv_folder(tmp_path / "bgr", 3)
+    frames = np.stack([media.read_image(p) for p in media.list_frame_files(tmp_path / "bgr")])
+    media.write_frames(tmp_path / "iuv.mp4", frames, 25.0)  # libx264, yuv420p
+    decoded = np.stack(list(media.iter_frames(tmp_path / "iuv.mp4")))
+    wrong = (np.clip(decoded[..., 2], 0, 24) != frames[..., 2])[frames[..., 2] > 0].mean()
+    assert wrong > 0.3  # what the refusal spares: a large share of the person's pixels on another part
+    with pytest.raises(UserError, match=r"iuv\.mp4: an IUV video stored as yuv420p has lost its part indices.*as PNGs") as info:
+        densepose(tmp_path / "iuv.mp4", tmp_path / "poses", from_iuv=True)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "poses").exists()
+
+
+def test_a_frame_that_is_not_iuv_is_refused_naming_it_and_nothing_is_left(tmp_path, no_model):
+    iuv_folder(tmp_path / "in", 20)
+    Image.fromarray(render_labels(known_labels())).save(tmp_path / "in" / "0018.png")  # a viridis render among them
+    with pytest.raises(UserError, match=r"in/0018\.png: already DensePose in MagicAnimate's colours"):
+        densepose(tmp_path / "in", tmp_path / "poses", from_iuv=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no output, no work folder
+
+
+def test_the_options_of_a_model_and_a_clip_folder_are_refused(tmp_path, no_model):
+    iuv_folder(tmp_path / "in", 2)
+    for kwargs, option in [({"config": "densepose_rcnn_R_101_FPN_s1x"}, "--config"), ({"weights": tmp_path / "w.pkl"}, "--weights"),
+                           ({"min_score": 0.5}, "--min-score 0.5"), ({"max_people": 0}, "--max-people 0"),
+                           ({"estimator": lambda frames: []}, "estimator")]:  # fmt: skip
+        with pytest.raises(UserError, match=rf"^{option}: not used with --from-iuv"):
+            densepose(tmp_path / "in", tmp_path / "poses", from_iuv=True, **kwargs)
+    (tmp_path / "clip" / "images").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"clip: a clip folder's images/ holds photos, not IUV; .*clip/densepose"):
+        densepose(tmp_path / "clip", from_iuv=True)
+
+
+def test_black_frames_count_as_nobody(tmp_path, no_model):
+    iuv_folder(tmp_path / "none", 2, empty=(0, 1))
+    with pytest.raises(UserError, match=r"all of its 2 IUV frames are black"):
+        densepose(tmp_path / "none", tmp_path / "poses", from_iuv=True)
+    iuv_folder(tmp_path / "few", 3, empty=(0, 1))
+    with pytest.raises(TooFewPeople, match=r"the IUV frames show a person in only 1 of 3 frames .*--fill-missing") as info:
+        densepose(tmp_path / "few", tmp_path / "poses", from_iuv=True)
+    assert "--min-score" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_cli_converts_and_refuses_in_one_line(tmp_path, no_model):
+    from magicanimate_cli.cli import app
+
+    names, labels = iuv_folder(tmp_path / "in", 3)
+    result = CliRunner().invoke(app, ["densepose", str(tmp_path / "in"), "--from-iuv", "-o", str(tmp_path / "poses"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is True and payload["model"] == "iuv" and payload["frames"] == 3
+    for name, want in zip(names, labels):
+        assert np.array_equal(read_png(tmp_path / "poses" / name), render_labels(want))
+
+    bad = CliRunner().invoke(app, ["densepose", str(tmp_path / "poses"), "--from-iuv", "-o", str(tmp_path / "again"), "--json"])
+    said = f"{tmp_path / 'poses' / '0001.png'}: already DensePose in MagicAnimate's colours, not IUV: use it as the motion as it is, without converting"
+    assert bad.exit_code == 2 and bad.stderr.strip().splitlines() == [f"error: {said}"]
+    assert json.loads(bad.stdout) == {"ok": False, "error": said, "exit_code": 2}
+    assert not (tmp_path / "again").exists()
