@@ -188,7 +188,7 @@ def test_a_cut_keeps_the_sound_of_its_frames(server, template, tmp_path, monkeyp
     for at in (0.0, 0.2, 0.3):  # the rising tone says when: the cut's sound starts at its first frame, 0.4 s
         assert sound_level(cut, at) == pytest.approx(sound_level(whole, 0.4 + at), abs=0.012)
     assert abs(sound_level(cut, 0.0) - sound_level(whole, 0.0)) > 0.2
-    monkeypatch.setattr(media, "AAC", {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot encode costs the sound, not the cut
+    monkeypatch.setattr(media.video, "AAC", {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot encode costs the sound, not the cut
     with pytest.warns(InputWarning) as said:
         again = download([f"{server.url}/dance.mp4"], tmp_path / "again", start="0.4", end="0.8")
     assert [str(w.message) for w in said if w.category is InputWarning] == [
@@ -201,7 +201,7 @@ def test_another_container_becomes_an_mp4_with_its_sound(server, template, tmp_p
     assert result.ok and sorted(p.name for p in tmp_path.iterdir()) == ["phone.mp4"]
     assert media.probe(tmp_path / "phone.mp4").frames == 30 and media.audio_streams(tmp_path / "phone.mp4") == ["aac"]
     assert (tmp_path / "phone.mp4").read_bytes()[4:8] == b"ftyp"  # an mp4 container, not the Matroska file renamed
-    monkeypatch.setattr(media, "sound_options", lambda codec, output: {"acodec": "no-such-encoder"})  # a sound an mp4 cannot take
+    monkeypatch.setattr(media.video, "sound_options", lambda codec, output: {"acodec": "no-such-encoder"})  # a sound an mp4 cannot take
     with pytest.warns(InputWarning) as said:
         again = download([f"{server.url}/phone.mkv"], tmp_path / "again")
     assert [str(w.message) for w in said if w.category is InputWarning] == [

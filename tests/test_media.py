@@ -503,7 +503,7 @@ def test_an_iphone_heic_photo_reads_as_rgb(tmp_path, monkeypatch):
     assert read.shape == (48, 64, 3) and media.is_image(tmp_path / "IMG_0001.HEIC")
     assert np.abs(read.astype(int) - photo).mean() < 4 and read[:, :24, 0].min() > 150 and read[:, 40:, 0].max() < 40
     assert media.read_alpha(tmp_path / "IMG_0001.HEIC") is None
-    monkeypatch.setattr(media, "_heif_plugin", lambda: False)  # installed without pillow-heif
+    monkeypatch.setattr(media.images, "_heif_plugin", lambda: False)  # installed without pillow-heif
     with pytest.raises(UserError, match=r"IMG_0001.HEIC: a HEIC/HEIF photo needs pillow-heif; pip install pillow-heif"):
         media.read_image(tmp_path / "IMG_0001.HEIC")
 
@@ -630,7 +630,7 @@ def test_sound_that_cannot_be_muxed_costs_only_the_sound_when_it_was_only_kept_a
     from preprocess_helpers import add_sound, make_video
 
     dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
-    monkeypatch.setattr(media, "sound_options", lambda codec, output: {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot put in an mp4
+    monkeypatch.setattr(media.writer, "sound_options", lambda codec, output: {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot put in an mp4
     frames = np.full((4, 16, 16, 3), 90, np.uint8)
     with pytest.warns(InputWarning, match=f"^{tmp_path / 'kept.mp4'}: written without the sound of {dance} \\(ffmpeg: "):
         with media.FrameWriter(tmp_path / "kept.mp4", 25.0, **media.kept_sound(dance, tmp_path / "kept.mp4")) as writer:
@@ -722,7 +722,7 @@ def test_a_full_disk_while_adding_the_sound_is_an_error_even_when_it_was_only_ke
     from preprocess_helpers import add_sound, make_video
 
     dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
-    monkeypatch.setattr(media, "_run_ffmpeg", lambda stream: "out.mp4: No space left on device")
+    monkeypatch.setattr(media.writer, "_run_ffmpeg", lambda stream: "out.mp4: No space left on device")
     with pytest.raises(UserError, match=f"^{tmp_path / 'kept.mp4'}: cannot write it \\(No space left on device\\)"):
         _write(tmp_path / "kept.mp4", **media.kept_sound(dance, tmp_path / "kept.mp4"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4"]
@@ -736,9 +736,9 @@ def test_reading_and_writing_a_video_leaves_no_pipe_open(tmp_path, monkeypatch):
     from preprocess_helpers import make_video
 
     video = make_video(tmp_path / "v.mp4", count=3)
-    header = media._header(video)  # imageio-ffmpeg's own header reader: not what this test is about
+    header = media.video._header(video)  # imageio-ffmpeg's own header reader: not what this test is about
     gc.collect()
-    monkeypatch.setattr(media, "_header", lambda path: header)
+    monkeypatch.setattr(media.video, "_header", lambda path: header)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         assert len(list(media.iter_frames(video))) == 3
@@ -813,7 +813,7 @@ def test_hdr_and_wide_gamut_video_reads_in_the_colours_a_player_shows(tmp_path, 
     # read as stored, HLG's red came out (139, 59, 38), PQ's (117, 70, 52), BT.2020's (158, 66, 44):
     # dark and washed out; tone mapped into BT.709 it is the red put in. 4 levels: the 10-bit 4:2:0
     # encoding of a flat colour and the 8-bit rounding (seen: 1)
-    if not media.has_filter("zscale"):
+    if not media.ffmpeg.has_filter("zscale"):
         pytest.skip("the ffmpeg in use has no zscale")
     video = _hdr_video(tmp_path / "phone.mp4", transfer)
     for frame in media.iter_frames(video):
@@ -823,7 +823,7 @@ def test_hdr_and_wide_gamut_video_reads_in_the_colours_a_player_shows(tmp_path, 
     for frame in map(media.read_image, media.list_frame_files(tmp_path / "out")):
         assert np.abs(frame.astype(int) - RED).max() <= 4, frame[24, 32]
     assert media.encode_cut(video, tmp_path / "cut.mp4", start=None, box=(0, 0, 32, 32), frames=None, fps=25, seconds=0.12) is None
-    assert "yuv420p(tv, bt709, " in media._header(tmp_path / "cut.mp4")["pix_fmt"]  # an SDR BT.709 video, labelled so
+    assert "yuv420p(tv, bt709, " in media.video._header(tmp_path / "cut.mp4")["pix_fmt"]  # an SDR BT.709 video, labelled so
     for frame in media.iter_frames(tmp_path / "cut.mp4"):
         assert np.abs(frame.astype(int) - RED).max() <= 4, frame[16, 16]
 
@@ -832,8 +832,8 @@ def test_hdr_and_wide_gamut_video_reads_in_the_colours_a_player_shows(tmp_path, 
 def test_hdr_video_without_zscale_is_read_as_stored_with_one_warning(tmp_path, monkeypatch):
     # a system ffmpeg built without libzimg: the frames as before, and one warning line naming the file and the fix
     video = _hdr_video(tmp_path / "phone.mp4", "arib-std-b67")
-    monkeypatch.setattr(media, "_filters", lambda binary: frozenset({"scale", "fps"}))
-    monkeypatch.setattr(media, "_WARNED_COLOURS", set())
+    monkeypatch.setattr(media.ffmpeg, "_filters", lambda binary: frozenset({"scale", "fps"}))
+    monkeypatch.setattr(media.colours, "_WARNED_COLOURS", set())
     result = CliRunner().invoke(app, ["frames", str(video), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     said = [line for line in result.stderr.splitlines() if line.startswith("warning:")]

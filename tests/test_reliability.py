@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from magicanimate_cli import media
 from magicanimate_cli.cli import app
+from magicanimate_cli.errors import UserError
 
 from disk_helpers import run_on_small_disk, small_disk_available
 from preprocess_helpers import make_video, write_clip
@@ -208,7 +209,7 @@ def test_preprocess_does_not_report_a_truncated_video_done(tmp_path, half_mp4):
 
 
 def test_reading_a_truncated_video_stops_with_its_name(half_mp4):
-    with pytest.raises(media.UserError, match="half.mp4: truncated"):
+    with pytest.raises(UserError, match="half.mp4: truncated"):
         list(media.iter_frames(half_mp4))
     assert 0 < len(list(media.iter_frames(half_mp4, allow_truncated=True))) < 28
     full = half_mp4.with_name("full.mp4")
@@ -451,7 +452,7 @@ def test_an_input_this_user_may_not_read_is_one_line_saying_permission_denied(as
 def test_a_decompression_bomb_is_exit_2_in_one_line(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
-    monkeypatch.setattr(media, "MAX_PIXELS", 2000)  # 10 000 pixels: over the limit, as a real bomb is
+    monkeypatch.setattr(media.images, "MAX_PIXELS", 2000)  # 10 000 pixels: over the limit, as a real bomb is
     result = runner.invoke(app, ["crop", str(tmp_path / "bomb.png"), "-o", str(tmp_path / "out.png"), "--size", "16"])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "bomb.png: image too large" in result.output and "resize it below 2000 pixels" in result.output
@@ -462,7 +463,7 @@ def test_a_large_photo_under_the_bomb_limit_is_read_without_pillows_warning(tmp_
     # 89-179 megapixels (a 100 MP phone photo) make Pillow warn on stderr; the image is read all the same
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "large.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1 600 pixels: over Pillow's limit, under twice it
-    monkeypatch.setattr(media, "MAX_PIXELS", 2000)
+    monkeypatch.setattr(media.images, "MAX_PIXELS", 2000)
     assert media.read_image(tmp_path / "large.png").shape == (40, 40, 3)
 
 

@@ -299,12 +299,12 @@ def test_poses_that_fail_to_encode_leave_no_labels_and_the_run_resumes(tmp_path,
     broken = tmp_path / "ffmpeg"
     broken.write_text("#!/bin/sh\ncat > /dev/null\necho 'No space left on device' >&2\nexit 1\n")
     broken.chmod(0o755)
-    monkeypatch.setattr(media, "ffmpeg_binary", lambda: str(broken))
+    monkeypatch.setattr(media.writer, "ffmpeg_binary", lambda: str(broken))
     with pytest.raises(UserError, match="poses.mp4"):
         densepose(clip, clip / "poses.mp4", estimator=FakeEstimator(PLAN))
     assert sorted(p.name for p in clip.iterdir() if not p.name.startswith(".")) == ["images"]  # no labels without poses
 
-    monkeypatch.setattr(media, "ffmpeg_binary", lambda: real)
+    monkeypatch.setattr(media.writer, "ffmpeg_binary", lambda: real)
     fake = FakeEstimator(PLAN)
     result = densepose(clip, clip / "poses.mp4", estimator=fake)  # no --overwrite needed: nothing was written
     assert result.resumed == 5 and fake.batches == []
