@@ -43,6 +43,12 @@ def rng():
 
 
 @pytest.fixture()
+def clip(rng):
+    """Six random 32×48 uint8 RGB frames (the media tests')."""
+    return rng.integers(0, 256, (6, 32, 48, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
 def inputs(rng):
     """A 64² reference and 20 motion frames for the tiny pipeline (tests that need other inputs or
     files define their own ``inputs``)."""

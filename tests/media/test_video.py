@@ -1,0 +1,242 @@
+"""media.video: reading videos and frame folders (probe, iter_frames, read_frames, check_decode, extract_frames)."""
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from magicanimate_cli import media
+from magicanimate_cli.cli import app
+from magicanimate_cli.errors import UserError
+
+from media_helpers import run_ffmpeg
+
+
+def test_frames_of_different_sizes_are_refused(tmp_path, rng):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "0.png")
+    Image.fromarray(rng.integers(0, 256, (9, 8, 3), dtype=np.uint8)).save(folder / "1.png")
+    with pytest.raises(UserError, match="1.png: size"):
+        list(media.iter_frames(folder))
+
+
+def test_mixed_frame_sizes_on_request(tmp_path, rng):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "0.png")
+    Image.fromarray(rng.integers(0, 256, (9, 8, 3), dtype=np.uint8)).save(folder / "1.png")
+    assert [f.shape for f in media.iter_frames(folder, same_size=False)] == [(8, 8, 3), (9, 8, 3)]
+
+
+def test_unreadable_video_is_a_user_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="bad.mp4"):
+        media.probe(bad)
+    with pytest.raises(UserError, match="no such file"):
+        media.probe(tmp_path / "missing.mp4")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no image frames"):
+        media.probe(tmp_path / "empty")
+
+
+def test_an_unreadable_video_says_why_and_the_fix(tmp_path):
+    # one line each, naming what is wrong with the file rather than ffmpeg's "Could not load meta information"
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:duration=1", "-c:v", "libx264", tmp_path / "whole.mp4")  # its index last
+    data = (tmp_path / "whole.mp4").read_bytes()
+    assert data.find(b"moov") > len(data) // 2
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "notes.mp4").write_text("these are notes, not a video\n" * 20)
+    run_ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", tmp_path / "sound.mp4")
+    expected = {
+        "empty.mp4": "the file is empty (0 bytes); download or export it again",
+        "notes.mp4": "not a video (ffmpeg does not recognise what the file holds)",
+        "sound.mp4": "no video stream in this file (sound only?); give a video",
+        "cut.mp4": "not a whole video (its index, the 'moov atom', is missing: an unfinished download or recording)",
+    }
+    for name, message in expected.items():
+        with pytest.raises(UserError) as caught:
+            media.probe(tmp_path / name)
+        assert str(caught.value).startswith(f"{tmp_path / name}: {message}") and "\n" not in str(caught.value), name
+
+
+def test_single_image_reads_as_a_one_frame_clip(tmp_path, clip):
+    Image.fromarray(clip[0]).save(tmp_path / "one.png")
+    assert np.array_equal(np.stack(list(media.iter_frames(tmp_path / "one.png"))), clip[:1])
+
+
+def test_names_with_colons_are_files_not_protocols(tmp_path, clip, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    media.write_frames(Path("take:1.mp4"), clip[:2])
+    assert media.probe(Path("take:1.mp4")).frames == 2
+    assert len(list(media.iter_frames(Path("take:1.mp4")))) == 2
+
+
+def test_phone_rotation_is_applied_without_a_warning(tmp_path, clip, caplog):
+    # a phone video stores its frames sideways with a rotation in its display matrix; ffmpeg turns
+    # them upright, and the size every reader uses is the displayed one (width and height swapped)
+    media.write_frames(tmp_path / "stored.mp4", clip)
+    rotate = ["-display_rotation:v:0", "90", "-i", str(tmp_path / "stored.mp4"), "-c", "copy", str(tmp_path / "phone.mp4")]
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", *rotate], check=True)
+    stored = media.read_frames(tmp_path / "stored.mp4").array
+    info = media.probe(tmp_path / "phone.mp4")
+    upright = media.read_frames(tmp_path / "phone.mp4").array
+    assert (info.width, info.height, info.frames) == (32, 48, 6)
+    assert np.array_equal(upright, np.rot90(stored, 1, axes=(1, 2)))  # 90° counter-clockwise, pixel for pixel
+    assert not [r for r in caplog.records if r.name.startswith("imageio")]  # its "frame size ... is different" notice is dropped
+
+
+def test_a_variable_rate_video_keeps_its_frames_and_duration(tmp_path):
+    # a phone's variable rate: half a second at 50 fps, then 25 fps, in a stream whose nominal rate
+    # is 50; ffmpeg's own choice of output rate (50) repeated frames and stretched the clip to 2 s
+    # of 50 fps labelled with the 32-fps average, i.e. 3.1 s of playback for 2 s of motion
+    source = "testsrc2=size=64x48:rate=50:duration=2,select='lt(n\\,25)+not(mod(n\\,2))'"
+    run_ffmpeg("-f", "lavfi", "-i", source, "-fps_mode", "passthrough", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / "vfr.mp4")
+    info = media.probe(tmp_path / "vfr.mp4")
+    frames = list(media.iter_frames(tmp_path / "vfr.mp4"))
+    assert info.frames == len(frames) and abs(len(frames) / info.fps - 2.0) < 0.1  # 62 frames stored: 25, then every other one
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_a_joined_clip_counts_the_frames_it_is_read_as(tmp_path, container):
+    # 1 s at 30 fps, then 1 s at 15 fps, joined without re-encoding: 45 frames stored, read
+    # re-timed to the header's rate; every stage that plans by the count (densepose named and
+    # estimated only the first 45 of them) must see the frames it will read
+    for name, rate in (("a", 30), ("b", 15)):
+        run_ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=64x48:rate={rate}:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / f"{name}.mp4")
+    (tmp_path / "list.txt").write_text("file a.mp4\nfile b.mp4\n")
+    run_ffmpeg("-f", "concat", "-i", tmp_path / "list.txt", "-c", "copy", tmp_path / f"joined.{container}")
+    info = media.probe(tmp_path / f"joined.{container}")
+    frames = list(media.iter_frames(tmp_path / f"joined.{container}"))
+    assert info.frames == len(frames) > 45 and abs(len(frames) / info.fps - 2.0) < 0.1
+
+
+def test_a_picture_that_starts_after_its_sound_counts_the_frames_that_fill_its_start(tmp_path):
+    # a phone's or a stream-copied cut's picture starting 0.5 s into the file: read from the file's
+    # start (frames repeated until the picture begins, in step with the sound), and counted so
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=2", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / "v.mp4")
+    run_ffmpeg("-itsoffset", "0.5", "-i", tmp_path / "v.mp4", "-f", "lavfi", "-i", "sine=duration=2.5", "-map", "0:v", "-map", "1:a",
+            "-c:v", "copy", "-c:a", "aac", tmp_path / "late.mp4")
+    assert media.probe(tmp_path / "late.mp4").frames == len(list(media.iter_frames(tmp_path / "late.mp4"))) > 50
+
+
+def test_a_constant_rate_video_reads_frame_for_frame(tmp_path):
+    # the re-timing to the header's rate changes nothing where the rate is constant (29.97 included)
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30000/1001:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / "ntsc.mp4")
+    run_ffmpeg("-i", tmp_path / "ntsc.mp4", "-start_number", "0", tmp_path / "%05d.png")
+    decoded = np.stack([media.read_image(f) for f in sorted(tmp_path.glob("*.png"))])
+    assert len(decoded) == 30 and np.array_equal(np.stack(list(media.iter_frames(tmp_path / "ntsc.mp4"))), decoded)
+
+
+def test_an_anamorphic_video_is_read_with_square_pixels(tmp_path, caplog):
+    # a camcorder's 1440×1080 with 4:3 pixels shows as 1920×1080; read at its stored size, a
+    # centre crop took a square of the screen 33 % too narrow and people came out thin
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x36:rate=25:duration=0.2,setsar=4/3", "-c:v", "libx264", "-pix_fmt", "yuv444p", tmp_path / "hdv.mp4")
+    info = media.probe(tmp_path / "hdv.mp4")
+    frames = np.stack(list(media.iter_frames(tmp_path / "hdv.mp4")))
+    (tmp_path / "f").mkdir()
+    assert media.extract_frames(tmp_path / "hdv.mp4", tmp_path / "f", fps=25) == 5
+    assert (info.width, info.height) == (64, 36) and frames.shape == (5, 36, 64, 3)
+    assert media.read_image(tmp_path / "f" / "00000.png").shape == (36, 64, 3)
+    assert not [r for r in caplog.records if r.name.startswith("imageio")]
+
+
+def test_a_file_of_two_video_streams_reads_its_first_one_whole(tmp_path):
+    # a broadcast capture (or an .avi) holding a small stream, then a larger one: the header gave
+    # the larger one's size (ffmpeg's own choice) while the frames decoded were the first one's,
+    # cut into frames of the wrong size (one garbled frame, or "truncated or damaged video")
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x16:rate=25:duration=0.2", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2",
+            "-map", "0", "-map", "1", "-c:v", "mjpeg", tmp_path / "two.avi")
+    run_ffmpeg("-i", tmp_path / "two.avi", "-map", "0:v:0", "-c", "copy", tmp_path / "first.avi")
+    info = media.probe(tmp_path / "two.avi")
+    frames = np.stack(list(media.iter_frames(tmp_path / "two.avi")))
+    assert (info.width, info.height, info.frames) == (32, 16, 5)
+    assert np.array_equal(frames, np.stack(list(media.iter_frames(tmp_path / "first.avi"))))
+    (tmp_path / "f").mkdir()
+    assert media.extract_frames(tmp_path / "two.avi", tmp_path / "f", fps=25) == 5
+    assert media.read_image(tmp_path / "f" / "00000.png").shape == (16, 32, 3)
+
+
+def test_a_sound_file_with_cover_art_is_no_video(tmp_path):
+    # a song's album art is a one-picture "video" stream: it was read as a 1-frame clip of the cover
+    run_ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-f", "lavfi", "-i", "color=red:size=32x32", "-map", "0", "-map", "1",
+            "-frames:v", "1", "-c:a", "aac", "-c:v", "mjpeg", "-disposition:v:0", "attached_pic", tmp_path / "song.m4a")
+    with pytest.raises(UserError, match=r"song.m4a: no video stream in this file, only a cover picture \(a sound file\?\); give a video$"):
+        media.probe(tmp_path / "song.m4a")
+    result = CliRunner().invoke(app, ["frames", str(tmp_path / "song.m4a"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "only a cover picture" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_interlaced_video_is_read_deinterlaced(tmp_path):
+    # a camcorder's 50i: each frame weaves two fields 1/50 s apart; read as stored, a moving bar
+    # came out with every other row shifted (combing), into DensePose and the cropped clip alike
+    run_ffmpeg("-f", "lavfi", "-i", "color=black:s=96x64:r=50:d=0.4", "-f", "lavfi", "-i", "color=white:s=16x64:r=50:d=0.4", "-filter_complex",
+            "[0][1]overlay=x='mod(t*300,80)',tinterlace=interleave_top,setfield=tff", "-c:v", "libx264", "-flags", "+ildct+ilme",
+            "-x264-params", "tff=1", "-pix_fmt", "yuv420p", tmp_path / "50i.mp4")
+
+    def combing(frames):  # how far each row is from the mean of its neighbours
+        rows = np.asarray(frames, dtype=float)[..., 0]
+        return np.abs(rows[:, 1:-1] - (rows[:, :-2] + rows[:, 2:]) / 2).mean()
+
+    frames = np.stack(list(media.iter_frames(tmp_path / "50i.mp4")))
+    (tmp_path / "f").mkdir()
+    assert media.extract_frames(tmp_path / "50i.mp4", tmp_path / "f", fps=25) == len(frames) == media.probe(tmp_path / "50i.mp4").frames == 10
+    extracted = np.stack([media.read_image(f) for f in media.list_frame_files(tmp_path / "f")])
+    assert combing(frames) < 1 and combing(extracted) < 1  # 32 as stored
+
+
+def test_an_interrupted_frame_extraction_stops_ffmpeg_at_once(tmp_path):
+    # Ctrl-C or SIGTERM (KeyboardInterrupt) while ffmpeg writes the PNGs: it is stopped, not
+    # waited for while it decodes the rest of the video into a folder that is thrown away
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x480:rate=25:duration=80", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            tmp_path / "long.mp4")
+    (tmp_path / "f").mkdir()
+
+    def stop(stage, done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        media.extract_frames(tmp_path / "long.mp4", tmp_path / "f", fps=25, progress=stop)  # at ffmpeg's first report (0.5 s)
+    written = len(list((tmp_path / "f").iterdir()))
+    assert written < 2000, f"all {written} frames written after the interrupt"
+
+
+def test_sound_that_runs_on_after_the_picture_is_no_truncation(tmp_path):
+    # the container's duration is its longest stream's: 2 s of sound after 1 s of picture made a
+    # complete file look truncated ("promises about 50 frames, and 25 frames decode")
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1", "-f", "lavfi", "-i", "sine=duration=2",
+            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", tmp_path / "talk.mp4")
+    assert len(list(media.iter_frames(tmp_path / "talk.mp4"))) == 25
+    (tmp_path / "f").mkdir()
+    assert media.extract_frames(tmp_path / "talk.mp4", tmp_path / "f", fps=25) == 25
+    # the same shortfall in a file whose streams all end early is still a truncation
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", tmp_path / "short.mp4")
+    media.check_decode(tmp_path / "talk.mp4", 0, "", 25, 50, False, duration=2.0)
+    with pytest.raises(UserError, match="short.mp4: truncated or damaged video: its header promises about 50 frames"):
+        media.check_decode(tmp_path / "short.mp4", 0, "", 25, 50, False, duration=2.0)
+
+
+def test_reading_and_writing_a_video_leaves_no_pipe_open(tmp_path, monkeypatch):
+    # PYTHONWARNINGS=error::ResourceWarning -X dev: ffmpeg's stderr pipe was left to the garbage collector
+    import gc
+    import warnings
+
+    from preprocess_helpers import make_video
+
+    video = make_video(tmp_path / "v.mp4", count=3)
+    header = media.video._header(video)  # imageio-ffmpeg's own header reader: not what this test is about
+    gc.collect()
+    monkeypatch.setattr(media.video, "_header", lambda path: header)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert len(list(media.iter_frames(video))) == 3
+        with media.FrameWriter(tmp_path / "out.mp4") as writer:  # and the encoder's
+            writer.write(np.zeros((16, 16, 3), np.uint8))
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -1,0 +1,168 @@
+"""media.writer: FrameWriter (videos, frame folders, the sound it muxes in), write_frames, atomic commits."""
+
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+
+from magicanimate_cli import files, media
+from magicanimate_cli.errors import UserError
+
+from media_helpers import write_video
+
+
+def test_frames_folder_round_trip_is_lossless(tmp_path, clip):
+    media.write_frames(tmp_path / "frames", clip)
+    assert [p.name for p in media.list_frame_files(tmp_path / "frames")] == [f"{i:05d}.png" for i in range(6)]
+    frames = media.read_frames(tmp_path / "frames")
+    assert np.array_equal(frames.array, clip) and frames.fps == 25.0
+
+
+def test_video_round_trip_keeps_count_size_and_fps(tmp_path, clip):
+    media.write_frames(tmp_path / "v.mp4", clip, fps=12.5)
+    info = media.probe(tmp_path / "v.mp4")
+    assert (info.width, info.height, info.frames, info.fps) == (48, 32, 6, 12.5)
+    decoded = media.read_frames(tmp_path / "v.mp4").array
+    assert decoded.shape == clip.shape and np.abs(decoded.astype(int) - clip).mean() < 60  # lossy, but the same clip
+
+
+def test_odd_sizes_are_padded_for_yuv420(tmp_path, rng):
+    media.write_frames(tmp_path / "odd.mp4", rng.integers(0, 256, (2, 31, 45, 3), dtype=np.uint8))
+    assert (media.probe(tmp_path / "odd.mp4").width, media.probe(tmp_path / "odd.mp4").height) == (46, 32)
+
+
+def test_writer_is_atomic(tmp_path, clip):
+    with pytest.raises(RuntimeError):
+        with media.FrameWriter(tmp_path / "v.mp4") as writer:
+            writer.write(clip[0])
+            raise RuntimeError("cut off")
+    with pytest.raises(RuntimeError):
+        with media.FrameWriter(tmp_path / "frames") as writer:
+            writer.write(clip[0])
+            raise RuntimeError("cut off")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_refuses_existing_output_unless_overwrite(tmp_path, clip):
+    media.write_frames(tmp_path / "frames", clip[:2])
+    with pytest.raises(UserError, match="already exists"):
+        media.write_frames(tmp_path / "frames", clip)
+    media.write_frames(tmp_path / "frames", clip[:3], overwrite=True)
+    assert len(media.list_frame_files(tmp_path / "frames")) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["frames"]
+
+
+def test_odd_frames_in_a_video_are_padded_to_even_sides_and_said(tmp_path, rng):
+    from magicanimate_cli.errors import InputWarning
+
+    frames = rng.integers(0, 256, (2, 47, 63, 3), dtype=np.uint8)
+    with pytest.warns(InputWarning, match=r"odd.mp4: H.264 video needs even sides: the 63x47 frames are written as 64x48"):
+        with media.FrameWriter(tmp_path / "odd.mp4", 10) as writer:
+            for frame in frames:
+                writer.write(frame)
+    probed = media.probe(tmp_path / "odd.mp4")
+    assert writer.written_size == (probed.width, probed.height) == (64, 48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a folder keeps the size: nothing to say
+        with media.FrameWriter(tmp_path / "odd", 10) as writer:
+            writer.write(frames[0])
+    assert writer.written_size == (63, 47) and media.read_image(tmp_path / "odd" / "00000.png").shape == (47, 63, 3)
+
+
+def test_commit_replaces_atomically(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp = files.temp_beside(final)
+    (tmp / "new.txt").write_text("new")
+    files.commit(tmp, final, replace=True)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_outputs_get_ordinary_permissions(tmp_path, clip):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        media.write_frames(tmp_path / "v.mp4", clip[:2])
+        media.write_frames(tmp_path / "frames", clip[:2])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "v.mp4").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_concurrent_writer_never_replaces_an_output(tmp_path, clip):
+    target = tmp_path / "v.mp4"
+    with pytest.raises(UserError, match="appeared while"):
+        with media.FrameWriter(target) as writer:
+            writer.write(clip[0])
+            target.write_bytes(b"the other job's result")
+    assert target.read_bytes() == b"the other job's result"
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+
+
+def test_a_writer_copies_sound_an_mp4_holds_and_encodes_other_sound_to_aac(tmp_path):
+    from preprocess_helpers import add_sound, make_video, read_sound
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=30), 1.2, rising=True)
+    wav = tmp_path / "music.wav"
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-t", "1", "-i", "sine=frequency=440", str(wav)], check=True)
+    assert media.audio_streams(wav) == ["pcm_s16le"]
+    frames = np.zeros((10, 16, 16, 3), np.uint8)
+    for source, name in ((dance, "copied.mp4"), (wav, "encoded.mp4")):
+        with media.FrameWriter(tmp_path / name, 25.0, audio=source) as writer:
+            for frame in frames:
+                writer.write(frame)
+        assert media.audio_streams(tmp_path / name) == ["aac"]
+    original, copied = read_sound(dance, 44100), read_sound(tmp_path / "copied.mp4", 44100)
+    assert 0.4 <= len(copied) / 44100 < 0.45  # cut to the frames, to the next AAC packet (1024 samples)
+    assert np.array_equal(copied[:16384], original[:16384])  # the same samples: not encoded a second time
+    music, encoded = read_sound(wav, 44100), read_sound(tmp_path / "encoded.mp4", 44100)
+    assert not np.array_equal(encoded[:16384], music[:16384]) and np.abs(encoded[:16384] - music[:16384]).max() < 0.05
+
+
+def test_sound_that_cannot_be_muxed_costs_only_the_sound_when_it_was_only_kept_along(tmp_path, monkeypatch):
+    from magicanimate_cli.errors import InputWarning
+
+    from preprocess_helpers import add_sound, make_video
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
+    monkeypatch.setattr(media.writer, "sound_options", lambda codec, output: {"acodec": "no-such-encoder"})  # a sound ffmpeg cannot put in an mp4
+    frames = np.full((4, 16, 16, 3), 90, np.uint8)
+    with pytest.warns(InputWarning, match=f"^{tmp_path / 'kept.mp4'}: written without the sound of {dance} \\(ffmpeg: "):
+        with media.FrameWriter(tmp_path / "kept.mp4", 25.0, **media.kept_sound(dance, tmp_path / "kept.mp4")) as writer:
+            for frame in frames:
+                writer.write(frame)
+    assert media.audio_streams(tmp_path / "kept.mp4") == [] and len(media.read_frames(tmp_path / "kept.mp4").array) == 4
+    with pytest.raises(UserError, match=f"^{dance}: its sound could not be added to {tmp_path / 'asked.mp4'} \\(ffmpeg: "):
+        with media.FrameWriter(tmp_path / "asked.mp4", 25.0, audio=dance) as writer:
+            for frame in frames:
+                writer.write(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "kept.mp4"]  # no temporaries left
+
+
+def test_an_empty_sound_stream_gives_no_sound_and_says_so(tmp_path):
+    from magicanimate_cli.errors import InputWarning
+
+    from preprocess_helpers import add_sound, make_video, with_empty_sound
+
+    with_empty_sound(add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4), tmp_path / "empty.mkv")
+    assert media.audio_streams(tmp_path / "empty.mkv") == ["aac"]  # the header lists it; no packet has sound
+    with pytest.raises(UserError, match=f"^{tmp_path / 'empty.mkv'}: its sound could not be added .*no sound came out"):
+        write_video(tmp_path / "asked.mp4", audio=tmp_path / "empty.mkv")
+    with pytest.warns(InputWarning, match="written without the sound"):
+        assert media.audio_streams(write_video(tmp_path / "kept.mp4", **media.kept_sound(tmp_path / "empty.mkv", tmp_path / "kept.mp4"))) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "empty.mkv", "kept.mp4"]
+
+
+def test_a_full_disk_while_adding_the_sound_is_an_error_even_when_it_was_only_kept_along(tmp_path, monkeypatch):
+    from preprocess_helpers import add_sound, make_video
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
+    monkeypatch.setattr(media.writer, "_run_ffmpeg", lambda stream: "out.mp4: No space left on device")
+    with pytest.raises(UserError, match=f"^{tmp_path / 'kept.mp4'}: cannot write it \\(No space left on device\\)"):
+        write_video(tmp_path / "kept.mp4", **media.kept_sound(dance, tmp_path / "kept.mp4"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4"]
