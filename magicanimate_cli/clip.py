@@ -133,7 +133,7 @@ def stage_library_versions() -> dict[str, str | None]:
 
 @lru_cache(maxsize=1)
 def ffmpeg_version() -> str:
-    """First line of ``ffmpeg -version`` of the binary media.py uses (e.g. ``ffmpeg version 9.0.2``)."""
+    """First line of ``ffmpeg -version`` of the binary ``media.ffmpeg_binary`` gives (e.g. ``ffmpeg version 9.0.2``)."""
     import subprocess
 
     from .media import ffmpeg_binary

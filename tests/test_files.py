@@ -440,3 +440,14 @@ def test_a_lock_file_this_user_may_not_read_names_no_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr("builtins.open", refused)
     assert files.holder_of(lock) == ""
+
+
+def test_commit_replaces_atomically(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp = files.temp_beside(final)
+    (tmp / "new.txt").write_text("new")
+    files.commit(tmp, final, replace=True)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from magicanimate_cli import files, media
+from magicanimate_cli import media
 from magicanimate_cli.errors import UserError
 
 from media_helpers import write_video
@@ -68,17 +68,6 @@ def test_odd_frames_in_a_video_are_padded_to_even_sides_and_said(tmp_path, rng):
         with media.FrameWriter(tmp_path / "odd", 10) as writer:
             writer.write(frames[0])
     assert writer.written_size == (63, 47) and media.read_image(tmp_path / "odd" / "00000.png").shape == (47, 63, 3)
-
-
-def test_commit_replaces_atomically(tmp_path):
-    final = tmp_path / "out"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
-    tmp = files.temp_beside(final)
-    (tmp / "new.txt").write_text("new")
-    files.commit(tmp, final, replace=True)
-    assert [p.name for p in final.iterdir()] == ["new.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 def test_outputs_get_ordinary_permissions(tmp_path, clip):
