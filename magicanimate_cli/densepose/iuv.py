@@ -83,19 +83,10 @@ def check_iuv_video(path: Path) -> None:
     h264: yuv420p puts 85 % of the person's pixels on another part at ``-crf 23``, 81 % at
     ``-crf 0``; even lossless yuv444p 50 % (off by one: a right hand becomes a left one); RGB
     (``libx264rgb -qp 0``, ``ffv1``) 0 %."""
-    import imageio_ffmpeg
+    from .. import media
 
-    from ..media import check_name_encoding
-
-    check_name_encoding(path)
-    reader = imageio_ffmpeg.read_frames(str(Path(path).resolve()))
-    try:
-        pix_fmt = str(next(reader).get("pix_fmt") or "")
-    except (RuntimeError, OSError, StopIteration):
-        return  # unreadable: said by the reader, with the reason
-    finally:
-        reader.close()
-    stored = pix_fmt.split("(")[0].strip()
+    media.check_name_encoding(path)
+    stored = media.pixel_format(path)
     if not _RGB_FORMATS.match(stored):
         raise UserError(
             f"{shown(path)}: an IUV video stored as {stored or 'an unknown pixel format'} has lost its part indices (a yuv "

@@ -20,8 +20,8 @@ The modules, each importing only those above it:
 * ``frame_folders``: frame names and a folder's frames in order (``list_frame_files``);
 * ``colours``: HDR and wide-gamut video in SDR BT.709 colours (``shown_colours``);
 * ``sound``: sound streams and the sound a video keeps (``audio_streams``, ``kept_sound``);
-* ``video``: reading videos (``probe``, ``iter_frames``, ``read_frames``, ``check_decode``,
-  ``extract_frames``) and the ones made from them (``remux_mp4``, ``encode_cut``);
+* ``video``: reading videos (``probe``, ``pixel_format``, ``iter_frames``, ``read_frames``,
+  ``check_decode``, ``extract_frames``) and the ones made from them (``remux_mp4``, ``encode_cut``);
 * ``writer``: ``FrameWriter``, ``committed_together``, ``write_frames``, ``FrameStore``.
 
 Every name the rest of the package uses is re-exported here (``media.probe(...)``); a test that
@@ -72,6 +72,7 @@ from .video import (
     encode_cut,
     extract_frames,
     iter_frames,
+    pixel_format,
     probe,
     read_frames,
     remux_mp4,
@@ -84,7 +85,7 @@ __all__ = [
     "audio_streams", "check_apart", "check_audio_source", "check_decode", "check_frame_sizes", "check_name_encoding", "check_names",
     "check_only_outputs_in", "check_output", "check_sequence_output", "check_video", "check_writable", "committed_together", "encode_cut",
     "extract_frames", "ffmpeg_binary", "foreign_entry", "frame_name", "has_transparency", "input_path", "is_image", "is_video",
-    "iter_frames", "kept_sound", "list_frame_files", "open_image", "output_path", "picture_start", "popen", "probe", "progressive",
+    "iter_frames", "kept_sound", "list_frame_files", "open_image", "output_path", "picture_start", "pixel_format", "popen", "probe", "progressive",
     "read_alpha", "read_frames", "read_image", "read_map", "remux_mp4", "same_rate", "save_image_like", "save_png", "shown_colours",
     "sound_end", "square_pixels", "to_rgb", "upright", "warn_without_sound", "write_frames", "write_png",
 ]  # fmt: skip

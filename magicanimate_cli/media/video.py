@@ -80,6 +80,15 @@ def probe(path: Path, fps: float | None = None) -> VideoInfo:
     return VideoInfo(width, height, float(fps or meta.get("fps") or DEFAULT_FPS), count)
 
 
+def pixel_format(path: Path) -> str:
+    """How a video stores its pixels, as ffmpeg names the format (``yuv420p``, ``bgr0``, ``gbrp``, ...),
+    read from its header for the stream every reader decodes (``VIDEO_STREAM``); "" when the header
+    does not say."""
+    path = Path(path)
+    _check_video(path)
+    return str(_header(path).get("pix_fmt") or "").split("(")[0].strip()
+
+
 def _counted_frames(path: Path, fps: float) -> int | None:
     """How many frames ``iter_frames`` yields of ``path``: ffmpeg decodes the video once through the
     same re-timing to ``fps`` and output timing (constant rate, from the file's start), into nothing;
