@@ -240,3 +240,15 @@ def test_reading_and_writing_a_video_leaves_no_pipe_open(tmp_path, monkeypatch):
             writer.write(np.zeros((16, 16, 3), np.uint8))
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_pixel_format_names_how_the_decoded_stream_stores_its_pixels(tmp_path):
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=5:duration=0.4", "-c:v", "ffv1", "-pix_fmt", "bgr0", tmp_path / "rgb.mkv")
+    # a cover picture first, then the video readers decode: the format is the video's, not the picture's
+    Image.new("RGB", (96, 96), (200, 0, 0)).save(tmp_path / "cover.png")  # larger: ffmpeg alone would pick it
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=5:duration=0.4", "-i", tmp_path / "cover.png", "-map", "1", "-map", "0",
+               "-c:v:0", "mjpeg", "-disposition:v:0", "attached_pic", "-c:v:1", "libx264", "-pix_fmt", "yuv444p", tmp_path / "covered.mp4")
+    assert media.pixel_format(tmp_path / "rgb.mkv") == "bgr0"
+    assert media.pixel_format(tmp_path / "covered.mp4") == "yuv444p"
+    with pytest.raises(UserError, match="no such file"):
+        media.pixel_format(tmp_path / "missing.mp4")
