@@ -27,14 +27,15 @@ is exactly what ``animate`` would see.
   clipped, not squeezed.
 
 Boxes are ``(x0, y0, x1, y1)`` with ``x1``/``y1`` exclusive, in pixels of the fitted square
-(``--ref-box`` alone is given in pixels of the reference image). ``plan_alignment`` and
-``Alignment.apply`` are the pure in-memory part that ``animate --align`` uses.
+(``--ref-box`` alone is given in pixels of the reference image). ``aligned_frames``
+(``plan_alignment``, then ``Alignment.apply`` on each frame) is the pure in-memory part that
+``align`` and ``animate --align`` both use.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -191,12 +192,17 @@ def plan_alignment(
     return Alignment(scale, shift, ref, body, anchor, frames, background)
 
 
-def align_poses(poses, ref_box, *, anchor: str = AlignConfig.anchor, frames: str = AlignConfig.frames, background=None):
-    """Align a whole clip in memory: ``(aligned T×S×S×3 uint8, Alignment)``."""
-    import numpy as np
+def aligned_frames(
+    poses, ref_box, *, anchor: str = AlignConfig.anchor, frames: str = AlignConfig.frames, background=None, source: str = "motion"
+) -> tuple[Alignment, Iterator]:
+    """``(Alignment, the frames of poses moved by it)``: the one alignment of ``align`` and ``animate --align``.
 
-    alignment = plan_alignment(poses, ref_box, anchor=anchor, frames=frames, background=background)
-    return np.stack([alignment.apply(pose) for pose in poses]), alignment
+    The transform is planned now (``plan_alignment``, the same arguments; its ``UserError`` raised
+    here); the moved frames come one at a time as they are read, so a memory-mapped clip is never
+    held whole.
+    """
+    alignment = plan_alignment(poses, ref_box, anchor=anchor, frames=frames, background=background, source=source)
+    return alignment, map(alignment.apply, poses)
 
 
 # ----------------------------------------------------------------------------- the reference person
@@ -465,11 +471,11 @@ def align(
             if clip is not None:
                 clip.start(STAGE, params)
                 recorded = True
-            alignment = plan_alignment(poses, found.box, anchor=anchor, frames=frames, background=background, source=str(source))
+            alignment, moved = aligned_frames(poses, found.box, anchor=anchor, frames=frames, background=background, source=str(source))
             sound = media.kept_sound(clip_folder.sound_of(motion) if clip is not None else source, output)  # a clip's: its video's
             with media.FrameWriter(output, info.fps, overwrite, **sound) as writer:
-                for index, pose in enumerate(poses):
-                    writer.write(alignment.apply(pose))
+                for index, pose in enumerate(moved):
+                    writer.write(pose)
                     progress("align", index + 1, len(poses))
             count = len(poses)
             del poses

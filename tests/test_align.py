@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from magicanimate_cli import media
-from magicanimate_cli.align import align, align_poses, plan_alignment, reference_box
+from magicanimate_cli.align import align, aligned_frames, plan_alignment, reference_box
 from magicanimate_cli.cli import app
 from magicanimate_cli.crop import fit_square
 from magicanimate_cli.densepose.charts import Detections
@@ -54,6 +54,12 @@ def measured_box(frame, background):
         return None
     ys, xs = np.nonzero(body)
     return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def align_poses(clip, ref_box, **kwargs):
+    """``aligned_frames`` gathered in memory: ``(aligned clip, Alignment)``."""
+    alignment, moved = aligned_frames(clip, ref_box, **kwargs)
+    return np.stack(list(moved)), alignment
 
 
 def colours(frames) -> set:

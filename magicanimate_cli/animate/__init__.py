@@ -516,14 +516,14 @@ def _fast_path(fast: bool, compile: bool):
 
 
 def _align_store(store, path: Path, ref_box, background, motion: Path):
-    """The fitted poses (a ``media.FrameStore``) moved onto ``ref_box`` (``align.plan_alignment``), in a second store at ``path``."""
+    """The fitted poses (a ``media.FrameStore``) moved onto ``ref_box`` (``align.aligned_frames``, as ``align``), in a second store at ``path``."""
     from .. import media
-    from ..align import plan_alignment
+    from ..align import aligned_frames
 
-    alignment = plan_alignment(store.frames(), ref_box, background=background, source=str(motion))
+    alignment, moved = aligned_frames(store.frames(), ref_box, background=background, source=str(motion))
     aligned = media.FrameStore(path, store.size)
-    for pose in store.frames():
-        aligned.append(alignment.apply(pose))
+    for pose in moved:
+        aligned.append(pose)
     return aligned, alignment
 
 
