@@ -526,7 +526,7 @@ def crop(
             count = crop_clip_into(input, tmp, plan, subs, progress)
             meta = read_meta(input) or {}
             meta.setdefault("crops", []).append({"input": str(input), **_plan_dict(plan), "versions": versions()})
-            meta["crop_box"] = _compose(meta.get("crop_box"), plan)
+            meta["crop_box"] = compose_box(meta.get("crop_box"), plan)
             write_meta(tmp, meta)
             commit(tmp, output, replace=overwrite)
             tmp = None
@@ -582,8 +582,9 @@ def _plan_dict(plan: CropPlan) -> dict:
     }
 
 
-def _compose(previous, plan: CropPlan) -> list:
-    """The crop box in the coordinates of the original source, given the input's own crop box."""
+def compose_box(previous, plan: CropPlan) -> list:
+    """``plan``'s crop box in the coordinates of the original source, given the box ``previous`` that the
+    plan's input was cut from there (a clip's ``crop_box``, preprocess's ``fov_box``); falsy: the input is the source."""
     box = [float(v) for v in plan.crop_box]
     if not previous:
         return [round(v, 3) for v in box]

@@ -582,7 +582,7 @@ class _Runner:
                 "output_size": list(plan.output_size), "source_size": list(plan.source_size)}
 
     def _crop(self, subs: list[str]):
-        from .crop import clip_source_size, crop_clip_into, plan_crop
+        from .crop import clip_source_size, compose_box, crop_clip_into, plan_crop
 
         width, height = clip_source_size(self.stage_dir, subs)
         plan = plan_crop(self.stage_dir, width, height, size=self.request["size"])
@@ -590,17 +590,8 @@ class _Runner:
         for stale in SUBFOLDERS:
             if stale not in subs:
                 shutil.rmtree(self.folder / stale, ignore_errors=True)
-        return {"crop_box": self._source_box(plan), "box_in_stage": list(plan.crop_box), "size": self.request["size"], "subfolders": subs}
-
-    def _source_box(self, plan) -> list:
-        """The final square in source-frame pixels (through the field of view when there is one)."""
-        box = [float(v) for v in plan.crop_box]
-        window = self.clip.meta.get("fov_box") if self.request["fov"] else None
-        if not window:
-            return [round(v, 3) for v in box]
-        wx0, wy0, wx1, wy1 = window
-        sx, sy = (wx1 - wx0) / plan.source_size[0], (wy1 - wy0) / plan.source_size[1]
-        return [round(wx0 + box[0] * sx, 3), round(wy0 + box[1] * sy, 3), round(wx0 + box[2] * sx, 3), round(wy0 + box[3] * sy, 3)]
+        window = self.clip.meta.get("fov_box") if self.request["fov"] else None  # crop_box: the square in source-frame pixels
+        return {"crop_box": compose_box(window, plan), "box_in_stage": list(plan.crop_box), "size": self.request["size"], "subfolders": subs}
 
     def _flip(self, flip_dir: Path):
         from .flip import flip

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 from magicanimate_cli import media
 from magicanimate_cli.cli import app
 from magicanimate_cli.crop import (
+    CropPlan,
     center_square,
     clip_box,
+    compose_box,
     crop,
     fit_square,
     fov_window,
@@ -118,6 +120,14 @@ def test_mask_box_ignores_specks():
     mask[0, 99] = True  # a speck
     assert mask_box(mask) == (30, 20, 60, 80)
     assert mask_box(np.zeros((5, 5), bool)) is None
+
+
+def test_compose_box_maps_the_crop_into_the_source_its_input_was_cut_from():
+    plan = CropPlan("center", (640, 320), (0, 0, 640, 320), (160, 0, 480, 320), (512, 512))
+    assert compose_box(None, plan) == [160.0, 0.0, 480.0, 320.0]  # the input is the source
+    assert compose_box([100, 50, 1380, 690], plan) == [420.0, 50.0, 1060.0, 690.0]  # input: that box, halved
+    thirds = CropPlan("box", (30, 9), (1, 0, 4, 9), (1, 0, 4, 9), (3, 9))
+    assert compose_box([10, 0, 110, 30], thirds) == [13.333, 0.0, 23.333, 30.0]  # 100/30 source pixels a pixel, rounded
 
 
 def test_clip_box_is_robust_to_a_bad_frame():

@@ -172,6 +172,9 @@ def test_full_chain_with_fov_order_and_outputs(videos, tmp_path, fakes):
     assert meta["subfolders"] == ["images", "densepose", "masks", "densepose_labels"]
     x0, y0, x1, y1 = meta["fov_box"]
     assert (x1 - x0) == 2 * (y1 - y0)
+    bx0, by0, bx1, by1 = stages["crop"]["result"]["box_in_stage"]  # the square in the 64x32 field of view: in source pixels
+    scale = (x1 - x0) / 64
+    assert meta["crop_box"] == pytest.approx([x0 + bx0 * scale, y0 + by0 * scale, x0 + bx1 * scale, y0 + by1 * scale], abs=1e-3)
     for sub in meta["subfolders"]:
         names = [f.name for f in media.list_frame_files(clip / sub)]
         assert names == [f"{i:05d}.png" for i in range(10)], sub
