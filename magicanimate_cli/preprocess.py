@@ -510,17 +510,16 @@ class _Runner:
     def outcome(self, status: str) -> dict:
         stages = {name: rec.get("status") for name, rec in (self.clip.meta["stages"] if self.clip else {}).items()}
         flip_dir = self.folder.with_name(self.folder.name + FLIP_SUFFIX)
-        return {
-            "name": self.source.name,
-            "source": str(self.source.path),
-            "output": str(self.folder),
-            "status": status,
-            "frames": self.clip.meta.get("frames") if self.clip else None,
-            "stages": stages,
-            "errors": self.errors,
-            "flip": str(flip_dir) if self.request["flip"] and stages.get("flip") == DONE else None,
-            **({"replaced": self.clip.meta["replaced"]} if self.clip and self.clip.meta.get("replaced") else {}),
-        }
+        return _outcome(
+            self.source,
+            self.folder,
+            status,
+            frames=self.clip.meta.get("frames") if self.clip else None,
+            stages=stages,
+            errors=self.errors,
+            flip=str(flip_dir) if self.request["flip"] and stages.get("flip") == DONE else None,
+            replaced=self.clip.meta.get("replaced") if self.clip else None,
+        )
 
     # -- stage bodies
 
@@ -729,6 +728,22 @@ def _aside_stem(folder: Path) -> str:
     return short_name(folder.name, 40)
 
 
+def _outcome(source: Source, folder: Path, status: str, *, frames=None, stages=None, errors=None, flip=None, replaced=None) -> dict:
+    """One clip's entry of ``PreprocessResult.clips``: the same keys in the same order for every status;
+    ``replaced`` (what was moved aside, ``_aside``) only when there is one."""
+    return {
+        "name": source.name,
+        "source": str(source.path),
+        "output": str(folder),
+        "status": status,
+        "frames": frames,
+        "stages": {} if stages is None else stages,
+        "errors": {} if errors is None else errors,
+        "flip": flip,
+        **({"replaced": replaced} if replaced else {}),
+    }
+
+
 def _one_clip(source: Source, folder: Path, request: dict, **options) -> dict:
     """Bring one clip folder up to date; its outcome (``PreprocessResult.clips``)."""
     runner = _Runner(source, folder, request, **options)
@@ -736,9 +751,9 @@ def _one_clip(source: Source, folder: Path, request: dict, **options) -> dict:
         return runner.run()
     runner.tidy()
     meta = read_meta(folder) or {}
-    return {"name": source.name, "source": str(source.path), "output": str(folder), "status": "up-to-date",
-            "frames": meta.get("frames"), "stages": {k: v.get("status") for k, v in meta.get("stages", {}).items()},
-            "errors": {}, "flip": str(folder.with_name(folder.name + FLIP_SUFFIX)) if request["flip"] else None}
+    return _outcome(source, folder, "up-to-date", frames=meta.get("frames"),
+                    stages={k: v.get("status") for k, v in meta.get("stages", {}).items()},
+                    flip=str(folder.with_name(folder.name + FLIP_SUFFIX)) if request["flip"] else None)
 
 
 def preprocess(
@@ -817,8 +832,7 @@ def preprocess(
                 if len(sources) == 1:
                     raise
                 run = None
-                outcome = {"name": source.name, "source": str(source.path), "output": str(output / source.name), "status": "failed",
-                           "frames": None, "stages": {}, "errors": {"preprocess": str(exc)}, "flip": None}
+                outcome = _outcome(source, output / source.name, "failed", errors={"preprocess": str(exc)})
             if index == 0 and progress is not None:  # after the first claim: a run refused there shows no progress first
                 progress("clips", 0, len(sources))
             if run is not None:

@@ -384,6 +384,8 @@ def test_a_clip_another_run_is_working_on_is_refused_alone(videos, tmp_path, fak
     again = runner.invoke(app, ["preprocess", str(videos), "-o", str(out), "--size", "32", "--json"])  # once that run has ended
     assert again.exit_code == 0 and {c["name"]: c["status"] for c in json.loads(again.stdout)["clips"]} == {"dance": "up-to-date", "talk": "done"}
     assert sorted(p.name for p in out.iterdir()) == ["dance", "talk"]
+    keys = ["name", "source", "output", "status", "frames", "stages", "errors", "flip"]  # every kind of result, in this order
+    assert list(clips["dance"]) == list(clips["talk"]) == list(json.loads(again.stdout)["clips"][0]) == keys
 
 
 def test_a_clip_another_run_is_working_on_is_refused_before_any_progress_shows(videos, tmp_path, fakes):
