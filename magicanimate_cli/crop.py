@@ -243,8 +243,8 @@ def _trimmed_extent(counts: np.ndarray, trim: float) -> tuple[int, int] | None:
     return lo, max(hi, lo + 1)
 
 
-def mask_box(mask: np.ndarray, trim: float = 0.005) -> tuple[int, int, int, int] | None:
-    """Bounding box of a boolean mask, ignoring ``trim`` of the pixels at each side (specks)."""
+def trimmed_box(mask: np.ndarray, trim: float = 0.005) -> tuple[int, int, int, int] | None:
+    """Bounding box of a boolean mask, ignoring ``trim`` of the pixels at each side (specks); ``align.mask_box`` is the exact box."""
     if mask.sum() < 4:
         return None
     xs = _trimmed_extent(mask.sum(axis=0), trim)
@@ -282,7 +282,7 @@ def _person_from_maps(files: list[Path], kind: str) -> tuple[int, int, int, int]
                 mask = np.asarray(image.convert("L")) > 127
         if mask.ndim == 3:
             mask = mask.any(axis=2)
-        boxes.append(mask_box(mask))
+        boxes.append(trimmed_box(mask))
     return clip_box(boxes)
 
 
@@ -311,7 +311,7 @@ def _person_from_motion(frames, width: int, height: int) -> tuple[int, int, int,
     moving = std > threshold
     if moving.mean() < 0.001:
         return None
-    box = mask_box(moving, trim=0.02)
+    box = trimmed_box(moving, trim=0.02)
     if box is None:
         return None
     sx, sy = width / std.shape[1], height / std.shape[0]

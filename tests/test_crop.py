@@ -19,10 +19,10 @@ from magicanimate_cli.crop import (
     crop,
     fit_square,
     fov_window,
-    mask_box,
     parse_box,
     parse_fov,
     plan_crop,
+    trimmed_box,
     unfit_box,
     unfit_square,
 )
@@ -114,12 +114,12 @@ def test_fov_window_person_too_big_or_missing():
     assert fov_window(None, 0.5, 640, 360) == (230, 0, 410, 360)  # centred, full height
 
 
-def test_mask_box_ignores_specks():
+def test_trimmed_box_ignores_specks():
     mask = np.zeros((100, 100), bool)
     mask[20:80, 30:60] = True
     mask[0, 99] = True  # a speck
-    assert mask_box(mask) == (30, 20, 60, 80)
-    assert mask_box(np.zeros((5, 5), bool)) is None
+    assert trimmed_box(mask) == (30, 20, 60, 80)
+    assert trimmed_box(np.zeros((5, 5), bool)) is None
 
 
 def test_compose_box_maps_the_crop_into_the_source_its_input_was_cut_from():
