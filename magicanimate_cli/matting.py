@@ -586,10 +586,11 @@ def _plan(input: Path, output: Path | None) -> _Plan:
         raise UserError(f"{input}: not a clip folder (no images/ inside); pass -o OUTPUT (a folder or an .mp4)")
     if output.resolve() == source.resolve() or output.resolve() == input.resolve():
         raise UserError(f"{output}: is the input itself; choose another output")
-    if media.is_image(output) and (mode != "image" or output.suffix.lower() != ".png"):
+    animated = mode != "image" and media.is_video_output(output)  # (out.webp: an animated WebP of the masks)
+    if media.is_image(output) and not animated and (mode != "image" or output.suffix.lower() != ".png"):
         raise UserError(f"{output}: masks are PNG; give a folder, an .mp4, or (for one image) a .png file")
     names = None  # a video's frames become 00000.png, 00001.png, ...
-    if not media.is_video(output) and not media.is_image(output):
+    if not media.is_video_output(output) and not media.is_image(output):
         if mode in ("clip", "frames"):
             files = media.list_frame_files(source)
             if not files:
@@ -763,7 +764,7 @@ def _write_masks(plan: _Plan, masks: Iterator, fps: float, overwrite: bool) -> N
     """Into a video, one PNG, or a folder of PNGs named like the input frames."""
     from . import media
 
-    if media.is_video(plan.output):
+    if media.is_video_output(plan.output):  # (out.webp with one image was refused: a .png)
         with media.FrameWriter(plan.output, fps, overwrite) as writer:
             for mask in masks:
                 writer.write(mask)

@@ -127,9 +127,20 @@ def test_one_gpu_in_devices_is_that_device_and_mixed_lists_are_refused(tmp_path,
     assert proc.returncode == 2 and "no CUDA device" in json.loads(proc.stdout)["error"]  # no GPU here: a clear error
 
 
-def test_gif_output_is_refused_before_any_work(tmp_path, inputs, tiny_weights):
-    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.gif"), "--json")
-    assert proc.returncode == 2 and "cannot write .gif" in json.loads(proc.stdout)["error"]
+def test_a_video_format_that_is_not_written_is_refused_before_any_work(tmp_path, inputs, tiny_weights):
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.avi"), "--json")
+    assert proc.returncode == 2 and "cannot write .avi video; use one of .gif, .m4v, .mkv, .mov, .mp4, .webm, .webp" in json.loads(proc.stdout)["error"]
+
+
+@pytest.mark.parametrize("name, kind", [("o.gif", "a GIF"), ("o.webp", "an animated WebP")])
+def test_sound_for_an_output_that_holds_none_is_refused_before_any_work(tmp_path, inputs, tiny_weights, name, kind):
+    from preprocess_helpers import add_sound, make_video
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / name), "--audio", str(dance))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert f"{tmp_path / name}: {kind} holds no sound; write o.mp4 or o.webm to give it --audio" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "poses", "ref.png"]
 
 
 @pytest.mark.parametrize(

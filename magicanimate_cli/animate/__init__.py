@@ -170,9 +170,9 @@ def load_pipeline(models: Path | str | None = None, device: str = "auto", dtype:
 
 def grid_path(output: Path) -> Path:
     """Where ``--grid`` writes beside ``output``: ``out_grid.mp4`` for ``out.mp4``, ``out_grid`` for a folder."""
-    from ..media import is_video
+    from ..media import is_video_output
 
-    if is_video(output):
+    if is_video_output(output):
         return output.with_name(f"{output.stem}_grid{output.suffix}")
     return output.with_name(f"{output.name}_grid")
 
@@ -320,7 +320,7 @@ def animate(
             checkpoint.remove()
             x0, y0, x1, y1 = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
             width, height = x1 - x0, y1 - y0
-            if media.is_video(output):  # H.264's even sides (media.FrameWriter pads, and warns)
+            if media.needs_even_sides(output):  # H.264's even sides (media.FrameWriter pads, and warns)
                 width, height = width + width % 2, height + height % 2
             del poses
         finally:
@@ -429,8 +429,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
 
         start = parse_time(audio_start, "--audio-start")
     if audio is not None:
-        if not media.is_video(output):
-            raise UserError(f"{shown(output)}: a folder of frames holds no sound; write a video (-o {output.name}.mp4) to give it --audio")
+        media.check_holds_sound(output)  # a folder, a GIF, a WebP: refused before any work
         audio = media.input_path(audio)
         if audio.is_dir():  # a clip folder: the video it was made from
             from ..clip import source_video

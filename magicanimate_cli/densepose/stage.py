@@ -56,7 +56,7 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
             raise UserError(f"{input}: pass -o OUTPUT (a .mp4 or a folder); only a clip folder (with {CLIP_IMAGES}/) has a default output")
     else:
         raise UserError(f"{input}: not a video, a frames folder or a clip folder; pass an .mp4, a folder of frames, or a folder with {CLIP_IMAGES}/")
-    if media.is_image(output):
+    if media.is_image(output) and not media.is_video_output(output):  # (out.webp: an animated WebP)
         raise UserError(f"{output}: the output is a video (.mp4) or a folder of PNG frames, not an image file")
     if labels is not None and (media.is_video(labels) or media.is_image(labels)):
         raise UserError(f"{labels}: --labels is a folder that receives one PNG label map per frame")
@@ -95,7 +95,7 @@ def _writer(path: Path, names: list[str], fps: float, overwrite: bool, sound: di
     frames' names; committed by ``media.committed_together``."""
     from .. import media
 
-    return media.FrameWriter(path, fps, overwrite, names=None if media.is_video(path) else names, commit=False, **(sound or {}))
+    return media.FrameWriter(path, fps, overwrite, names=None if media.is_video_output(path) else names, commit=False, **(sound or {}))
 
 
 # ----------------------------------------------------------------------------- resumable labels

@@ -11,7 +11,7 @@ is replaced unless ``overwrite`` is set.
 
 The modules, each importing only those above it:
 
-* ``paths``: what a name is (``is_video``, ``is_image``), inputs as typed (``input_path``) and
+* ``paths``: what a name is (``is_video``, ``is_image``, ``is_video_output``), inputs as typed (``input_path``) and
   output checks (``output_path``, ``check_output``, ``check_apart``, ``check_writable``, ...);
 * ``ffmpeg``: the binary (``ffmpeg_binary``), running it (``popen``), its filters (``has_filter``),
   the stream readers decode (``VIDEO_STREAM``) and their filters (``square_pixels``, ``progressive``);
@@ -51,6 +51,7 @@ from .paths import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     check_apart,
+    check_encoder,
     check_name_encoding,
     check_names,
     check_only_outputs_in,
@@ -61,9 +62,19 @@ from .paths import (
     input_path,
     is_image,
     is_video,
+    is_video_output,
+    needs_even_sides,
     output_path,
 )
-from .sound import audio_streams, check_audio_source, kept_sound, picture_start, sound_end, warn_without_sound
+from .sound import (
+    audio_streams,
+    check_audio_source,
+    check_holds_sound,
+    kept_sound,
+    picture_start,
+    sound_end,
+    warn_without_sound,
+)
 from .video import (
     Frames,
     VideoInfo,
@@ -81,11 +92,13 @@ from .video import (
 from .writer import FrameStore, FrameWriter, committed_together, write_frames
 
 __all__ = [
-    "DEFAULT_FPS", "FrameStore", "FrameWriter", "Frames", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VIDEO_STREAM", "VideoInfo", "as_shown",
-    "audio_streams", "check_apart", "check_audio_source", "check_decode", "check_frame_sizes", "check_name_encoding", "check_names",
-    "check_only_outputs_in", "check_output", "check_sequence_output", "check_video", "check_writable", "committed_together", "encode_cut",
-    "extract_frames", "ffmpeg_binary", "foreign_entry", "frame_name", "has_transparency", "input_path", "is_image", "is_video",
-    "iter_frames", "kept_sound", "list_frame_files", "open_image", "output_path", "picture_start", "pixel_format", "popen", "probe", "progressive",
-    "read_alpha", "read_frames", "read_image", "read_map", "remux_mp4", "same_rate", "save_image_like", "save_png", "shown_colours",
-    "sound_end", "square_pixels", "to_rgb", "upright", "warn_without_sound", "write_frames", "write_png",
+    "DEFAULT_FPS", "FrameStore", "FrameWriter", "Frames", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VIDEO_STREAM", "VideoInfo",
+    "as_shown", "audio_streams", "check_apart", "check_audio_source", "check_decode", "check_encoder", "check_frame_sizes",
+    "check_holds_sound", "check_name_encoding", "check_names", "check_only_outputs_in", "check_output", "check_sequence_output",
+    "check_video", "check_writable", "committed_together", "encode_cut", "extract_frames", "ffmpeg_binary", "foreign_entry",
+    "frame_name", "has_transparency", "input_path", "is_image", "is_video", "is_video_output", "iter_frames", "kept_sound",
+    "list_frame_files", "needs_even_sides", "open_image", "output_path", "picture_start", "pixel_format", "popen", "probe",
+    "progressive", "read_alpha", "read_frames", "read_image", "read_map", "remux_mp4", "same_rate", "save_image_like",
+    "save_png", "shown_colours", "sound_end", "square_pixels", "to_rgb", "upright", "warn_without_sound", "write_frames",
+    "write_png",
 ]  # fmt: skip

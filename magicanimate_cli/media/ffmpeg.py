@@ -1,7 +1,7 @@
 """The ffmpeg binary (the system one, else imageio-ffmpeg's static build) and how it is run: paths
 as ffmpeg-python takes them (``_ffmpeg_path``), quiet runs (``_run_ffmpeg``), a process that ends
-with the command (``popen``), its report on a file (``_ffmpeg_report``), the filters it has
-(``has_filter``); the video stream every reader decodes (``VIDEO_STREAM``) and the filters every
+with the command (``popen``), its report on a file (``_ffmpeg_report``), the filters and encoders
+it has (``has_filter``, ``has_encoder``); the video stream every reader decodes (``VIDEO_STREAM``) and the filters every
 reader applies (``square_pixels``, ``progressive``)."""
 
 from __future__ import annotations
@@ -70,6 +70,23 @@ def _filters(binary: str) -> frozenset[str]:
     except (OSError, subprocess.SubprocessError):
         return frozenset()
     return frozenset(found.group(1) for found in re.finditer(r"^\s*\S+\s+(\w+)\s+\S+->\S+", listed, re.MULTILINE))
+
+
+def has_encoder(name: str) -> bool:
+    """Whether the ffmpeg in use (``ffmpeg_binary``) has the encoder ``name`` (``ffmpeg -encoders``):
+    a system ffmpeg may be built without libvpx or libwebp."""
+    return name in _encoders(ffmpeg_binary())
+
+
+@lru_cache(maxsize=4)
+def _encoders(binary: str) -> frozenset[str]:
+    import subprocess
+
+    try:
+        listed = subprocess.run([binary, "-hide_banner", "-nostdin", "-encoders"], capture_output=True, text=True, errors="replace", timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(found.group(1) for found in re.finditer(r"^\s*[VAS][.\w]{5}\s+(\w[\w-]*)", listed, re.MULTILINE))
 
 
 def popen(args: list[str], **kwargs):

@@ -13,12 +13,26 @@ from ..files import discard, temp_beside
 VIDEO_EXTENSIONS = {  # what ffmpeg reads: phones, cameras (.mts/.m2ts), broadcast and DVD captures (.ts, .mpg), the web
     ".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".ts", ".mts", ".m2ts", ".3gp", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv",
 }
-WRITABLE_VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264
+H264_EXTENSIONS = {".mp4", ".mov", ".mkv", ".m4v"}  # containers that take H.264 (with even sides)
+WEB_ENCODERS = {".gif": "gif", ".webm": "libvpx-vp9", ".webp": "libwebp_anim"}  # clips to share as they are, and the ffmpeg encoder each needs
+SOUNDLESS_EXTENSIONS = {".gif", ".webp"}  # animations that hold no sound
+WRITABLE_VIDEO_EXTENSIONS = H264_EXTENSIONS | WEB_ENCODERS.keys()
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 
 
 def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def is_video_output(path: Path) -> bool:
+    """Whether an output ``path`` names one video file (not a folder of frames): a video name, or
+    ``.webp``, which is an animated WebP as an output (as an input, one image)."""
+    return is_video(path) or Path(path).suffix.lower() == ".webp"
+
+
+def needs_even_sides(path: Path) -> bool:
+    """Whether the video ``path`` is H.264 (yuv420p), whose sides ``FrameWriter`` pads to even."""
+    return Path(path).suffix.lower() in H264_EXTENSIONS
 
 
 def check_name_encoding(path: Path | str) -> None:
@@ -120,8 +134,8 @@ def check_apart(output: Path, inputs=()) -> None:
 
 def check_sequence_output(path: Path) -> None:
     """Refuse an image file name for an output that receives many frames (a video or a folder):
-    ``-o out.png`` would otherwise become a folder named ``out.png``."""
-    if is_image(path):
+    ``-o out.png`` would otherwise become a folder named ``out.png``. ``out.webp`` is an animated WebP."""
+    if is_image(path) and not is_video_output(path):
         raise UserError(f"{shown(path)}: an image file name, but this writes every frame; pass a video ({path.stem}.mp4) or a folder ({path.stem}/)")
 
 
@@ -170,7 +184,8 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
 
     An existing output is refused unless ``overwrite``, but for an empty folder where a folder
     output goes (``mkdir -p out`` first: nothing in it can be lost); a device, FIFO or socket
-    always (``files.check_replaceable``), as is a name that is not UTF-8. Whatever ``overwrite``
+    always (``files.check_replaceable``), as is a name that is not UTF-8 or a video the ffmpeg in use
+    has no encoder for (``check_encoder``). Whatever ``overwrite``
     says, an output is never one of the ``protect`` paths (the command's inputs), inside one, or holding one, nor the
     current folder (``check_apart``). Temporaries that a killed earlier run left for this output
     are removed (``files.sweep``).
@@ -189,8 +204,26 @@ def check_output(path: Path, overwrite: bool, protect=()) -> Path:
         check_only_outputs_in(path)
     if is_video(path) and path.suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
         raise UserError(f"{shown(path)}: cannot write {path.suffix} video; use one of {', '.join(sorted(WRITABLE_VIDEO_EXTENSIONS))}")
+    check_encoder(path)
     check_writable(path)
     return path
+
+
+def check_encoder(path: Path) -> None:
+    """Refuse a ``.gif``, ``.webm`` or ``.webp`` output when the ffmpeg in use lacks its encoder
+    (``WEB_ENCODERS``: a system ffmpeg may be built without libvpx or libwebp), before any work."""
+    import shutil
+
+    from .ffmpeg import ffmpeg_binary, has_encoder  # (that module imports this one)
+
+    path = Path(path)
+    encoder = WEB_ENCODERS.get(path.suffix.lower())
+    if encoder is None or has_encoder(encoder):
+        return
+    binary = ffmpeg_binary()
+    other = "; or take that ffmpeg off PATH (imageio-ffmpeg's own has it)" if binary == shutil.which("ffmpeg") else ""
+    raise UserError(f"{shown(path)}: the ffmpeg in use ({binary}) has no {encoder} encoder, which {path.suffix} needs; "
+                    f"write {path.stem}.mp4 instead{other}")
 
 
 def check_only_outputs_in(path: Path) -> None:

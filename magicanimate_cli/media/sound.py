@@ -1,7 +1,7 @@
 """Sound: the sound streams of a file (``audio_streams``), where its picture starts and its sound
 ends, how a video keeps the sound of the video it is made from (``kept_sound``; ``sound_options``:
-copied where its container holds the codec, else AAC), the ``--audio`` check and the warning of a
-video written without its sound."""
+copied where its container holds the codec, else AAC, or Opus in a WebM), the ``--audio`` checks
+(``check_audio_source``, ``check_holds_sound``) and the warning of a video written without its sound."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import warnings
 from pathlib import Path
 
 from ..errors import UserError, shown
-from .ffmpeg import VIDEO_STREAM, _ffmpeg_report
-from .paths import check_name_encoding, check_readable, is_video
+from .ffmpeg import VIDEO_STREAM, _ffmpeg_report, has_encoder
+from .paths import SOUNDLESS_EXTENSIONS, check_name_encoding, check_readable, is_video, is_video_output
 
 _STREAM_LINE = re.compile(r"^\s+Stream #\d+:\d+\S*: (Video|Audio): ([^\s,]+)")
 
@@ -50,13 +50,20 @@ def sound_end(path: Path) -> float:
 
 MP4_SOUND = ("aac", "mp3", "alac")  # sound codecs an mp4 (and a .mov, a .mkv) holds as they are; a .m4v only AAC
 AAC = {"acodec": "aac", "audio_bitrate": "192k"}  # what other sound becomes
+WEBM_SOUND = ("opus", "vorbis")  # the only sound codecs a WebM holds
 
 
 def sound_options(codec: str, output: Path) -> dict:
     """ffmpeg's output options for a sound stream of ``codec`` (as ``audio_streams`` names it)
     in the video ``output``: copied as it is when its container holds that codec (no second
-    lossy encoding), else encoded to AAC."""
-    holds = ("aac",) if Path(output).suffix.lower() == ".m4v" else MP4_SOUND
+    lossy encoding), else encoded to AAC; in a WebM to Opus (Vorbis where the ffmpeg in use
+    has no libopus), the sound a WebM takes."""
+    suffix = Path(output).suffix.lower()
+    if suffix == ".webm":
+        if codec in WEBM_SOUND:
+            return {"acodec": "copy"}
+        return {"acodec": "libopus", "audio_bitrate": "128k"} if has_encoder("libopus") else {"acodec": "libvorbis", "audio_bitrate": "192k"}
+    holds = ("aac",) if suffix == ".m4v" else MP4_SOUND
     return {"acodec": "copy"} if codec in holds else AAC
 
 
@@ -64,10 +71,13 @@ def kept_sound(source: Path | None, output: Path) -> dict:
     """``FrameWriter`` keyword arguments that give the video ``output`` the sound of the video
     ``source`` it is made from, frame for frame (a stage that keeps the frames' times: DensePose,
     crop, align), so the music of a dance video reaches the poses and ``animate --audio``; ``{}``
-    when there is no ``source``, either is not a video or ``source`` has no sound."""
+    when there is no ``source``, either is not a video, ``output`` holds no sound (a GIF, an
+    animated WebP: it is dropped, as a frames folder drops it) or ``source`` has no sound."""
     if source is None:
         return {}
     source, output = Path(source), Path(output)
+    if output.suffix.lower() in SOUNDLESS_EXTENSIONS:
+        return {}
     if not (is_video(output) and is_video(source) and source.is_file() and audio_streams(source)):
         return {}
     return {"audio": source, "sound_kept": True}
@@ -79,6 +89,17 @@ def warn_without_sound(output: Path, source, why: str, stacklevel: int = 3) -> N
     from ..errors import InputWarning
 
     warnings.warn(f"{shown(output)}: written without the sound of {shown(source)} ({why})", InputWarning, stacklevel=stacklevel)
+
+
+def check_holds_sound(output: Path) -> None:
+    """Refuse to give sound (``--audio``) to an ``output`` that cannot hold it, a folder of frames,
+    a GIF or an animated WebP, in one line naming it and the fix, before any work."""
+    output = Path(output)
+    if not is_video_output(output):
+        raise UserError(f"{shown(output)}: a folder of frames holds no sound; write a video (-o {output.name}.mp4) to give it --audio")
+    if output.suffix.lower() in SOUNDLESS_EXTENSIONS:
+        kind = "a GIF" if output.suffix.lower() == ".gif" else "an animated WebP"
+        raise UserError(f"{shown(output)}: {kind} holds no sound; write {output.stem}.mp4 or {output.stem}.webm to give it --audio")
 
 
 def check_audio_source(path: Path) -> Path:

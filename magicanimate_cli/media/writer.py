@@ -1,5 +1,5 @@
 """Writing frames: ``FrameWriter`` streams them to a video (H.264 through ffmpeg, with the sound it
-is to keep) or to a folder of PNGs, atomically; ``committed_together`` commits several writers'
+is to keep; or a GIF, WebM or animated WebP to share) or to a folder of PNGs, atomically; ``committed_together`` commits several writers'
 outputs all or none; ``write_frames`` writes a whole clip; ``FrameStore`` keeps frames in a file,
 not in memory."""
 
@@ -16,8 +16,15 @@ from ..files import discard, temp_beside
 from ..frames import DEFAULT_FPS
 from .ffmpeg import _ffmpeg_path, _run_ffmpeg, ffmpeg_binary
 from .frame_folders import frame_name
-from .paths import check_output, is_video
-from .sound import audio_streams, picture_start, sound_end, sound_options, warn_without_sound
+from .paths import H264_EXTENSIONS, SOUNDLESS_EXTENSIONS, check_output, is_video_output, needs_even_sides
+from .sound import audio_streams, check_holds_sound, picture_start, sound_end, sound_options, warn_without_sound
+
+VP9 = {"vcodec": "libvpx-vp9", "pix_fmt": "yuv420p", "crf": 24, "b:v": 0, "row-mt": 1, "deadline": "good", "cpu-used": 4}
+"""A WebM's picture: VP9 in constant quality, CRF 24 being about the PSNR of H.264 at CRF 18 (at a
+half to two thirds of its size)."""
+WEBP_LOSSY_QUALITY = 85  # libwebp's 0-100: about the PSNR of H.264 at CRF 18
+STORED = {".gif", ".webp"}  # encoded from the whole clip, kept in a file meanwhile: a GIF's palette, a WebP's lossless or not
+EXACT_COLOURS = 256  # a clip with no more colours (a DensePose render, masks) is written with exactly them
 
 
 class FrameStore:
@@ -56,7 +63,13 @@ class FrameWriter:
     Use as a context manager; frames become visible under ``path`` only when the block ends
     without an exception. H.264 in yuv420p (what players take) has even sides: odd frames are
     padded by one edge pixel in a video, with a warning (``InputWarning``; ``written_size`` is the
-    size written, width × height); a folder keeps them exact. Folder
+    size written, width × height); a folder keeps them exact, as do the formats to share a clip as
+    it is: a ``.webm`` (VP9, ``VP9``), a ``.gif`` and a ``.webp`` (animated, looping forever). The
+    frames of those two are kept in a temporary file beside the output (not in memory) and encoded
+    at the end: a clip of at most 256 colours (a DensePose render, masks) with exactly its colours,
+    so it reads back byte for byte (a GIF with them as its palette, a lossless WebP); any other clip
+    as a GIF with one palette for the whole clip (ffmpeg's ``palettegen``), ordered dithering (no
+    noise crawling over still parts from frame to frame), or as a lossy WebP. Folder
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
     e.g. to keep the file names of the input frames. A video gets the first sound stream of
     ``audio`` (a video or sound file; ``check_audio_source``) from its first picture
@@ -67,6 +80,8 @@ class FrameWriter:
     ``sound_end``), the video is written without it: with a ``warning:`` line
     (``InputWarning``) when the sound was only kept along (``sound_kept``, as ``kept_sound`` gives
     it), as an error naming ``audio`` when it was asked for; a full disk is an error either way.
+    A GIF or a WebP holds no sound: ``audio`` asked for is refused at once (``check_holds_sound``),
+    a sound only kept along is dropped, as a folder drops it (``kept_sound`` gives none for them).
     """
 
     def __init__(
@@ -82,6 +97,10 @@ class FrameWriter:
         audio_start: float = 0.0,
     ):
         self.path = check_output(Path(path), overwrite)
+        if audio is not None and self.path.suffix.lower() in SOUNDLESS_EXTENSIONS:
+            if not sound_kept:
+                check_holds_sound(self.path)
+            audio = None
         self.overwrite = overwrite
         self.commit = commit
         self.pending: Path | None = None  # with commit=False: the finished temporary, for committed_together
@@ -93,6 +112,9 @@ class FrameWriter:
         self._process = None
         self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
+        self._store = None  # a GIF's or WebP's frames (STORED): the file, and its name
+        self._stored: Path | None = None
+        self._colours: np.ndarray | None = np.zeros(0, np.uint32)  # the clip's colours while there are few (EXACT_COLOURS)
 
     def __enter__(self) -> FrameWriter:
         return self  # the temporary file appears with the first frame, not before a long computation
@@ -102,13 +124,18 @@ class FrameWriter:
             raise ValueError("frames must be uint8 H×W or H×W×3")
         if self._size is None:
             self._size = frame.shape[:2]
-            self._tmp = temp_beside(self.path, directory=not is_video(self.path))
+            self._tmp = temp_beside(self.path, directory=not is_video_output(self.path))
+            if self.path.suffix.lower() in STORED:
+                self._stored = temp_beside(self.path, directory=False, suffix=".rgb")
+                self._store = open(self._stored, "wb")
         elif frame.shape[:2] != self._size:
             raise ValueError("all frames must have the same size")
         from ..files import writing
 
         with writing(self.path):  # a full disk names the output, not the temporary
-            if is_video(self.path):
+            if self._store is not None:
+                self._store_frame(frame)
+            elif is_video_output(self.path):
                 self._write_video_frame(frame)
             else:
                 from PIL import Image
@@ -119,17 +146,64 @@ class FrameWriter:
 
     @property
     def written_size(self) -> tuple[int, int] | None:
-        """(width, height) of the frames as written (a video's padded to even sides); None before any."""
+        """(width, height) of the frames as written (an H.264 video's padded to even sides); None before any."""
         if self._size is None:
             return None
         height, width = self._size
-        return (width + width % 2, height + height % 2) if is_video(self.path) else (width, height)
+        return (width + width % 2, height + height % 2) if needs_even_sides(self.path) else (width, height)
+
+    def _store_frame(self, frame: np.ndarray) -> None:
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=2)
+        frame = np.ascontiguousarray(frame)
+        self._store.write(frame.tobytes())
+        if self._colours is not None:
+            packed = (frame[..., 0].astype(np.uint32) << 16) | (frame[..., 1].astype(np.uint32) << 8) | frame[..., 2]
+            colours = np.union1d(self._colours, np.unique(packed))
+            self._colours = colours if len(colours) <= EXACT_COLOURS else None
+
+    def _encode_stored(self) -> None:
+        """Encode the stored frames into the temporary output (``STORED``)."""
+        import ffmpeg
+
+        height, width = self._size
+
+        def frames():
+            return ffmpeg.input(_ffmpeg_path(self._stored), format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=self.fps)
+
+        exact = self._colours is not None
+        if self.path.suffix.lower() == ".webp":
+            quality = {"lossless": 1, "pix_fmt": "bgra"} if exact else {"lossless": 0, "quality": WEBP_LOSSY_QUALITY}
+            error = _run_ffmpeg(frames().output(_ffmpeg_path(self._tmp), vcodec="libwebp_anim", loop=0, **quality))
+        else:
+            palette = temp_beside(self.path, directory=False, suffix=".png")
+            try:
+                if exact:  # its own colours as the palette (palettegen's, averaged in OkLab, may be 1 off), no dithering
+                    from PIL import Image
+
+                    colours = np.resize(self._colours, 256)  # 16×16 entries, as paletteuse takes them (repeats fill the rest)
+                    rgb = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=-1).astype(np.uint8)
+                    Image.fromarray(rgb.reshape(16, 16, 3)).save(palette, format="PNG")
+                    error = None
+                else:
+                    error = _run_ffmpeg(frames().filter("palettegen", stats_mode="full").output(_ffmpeg_path(palette), vframes=1))
+                if error is None:
+                    dither = {"dither": "none"} if exact else {"dither": "bayer", "bayer_scale": 5}
+                    used = ffmpeg.filter([frames(), ffmpeg.input(_ffmpeg_path(palette))], "paletteuse", **dither)
+                    error = _run_ffmpeg(used.output(_ffmpeg_path(self._tmp), loop=0))
+            finally:
+                discard(palette)
+        if error is not None:
+            from ..files import ffmpeg_write_error
+
+            raise ffmpeg_write_error(error, self.path, 1) or UserError(f"{self.path}: ffmpeg failed to encode ({error})")
 
     def _write_video_frame(self, frame: np.ndarray) -> None:
         if frame.ndim == 2:
             frame = np.repeat(frame[..., None], 3, axis=2)
         height, width = frame.shape[:2]
-        pad_h, pad_w = height % 2, width % 2
+        even = needs_even_sides(self.path)
+        pad_h, pad_w = (height % 2, width % 2) if even else (0, 0)
         if pad_h or pad_w:
             frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         if self._process is None:
@@ -143,9 +217,8 @@ class FrameWriter:
                 )
 
             stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width + pad_w}x{height + pad_h}", framerate=self.fps)
-            stream = ffmpeg.output(
-                stream, _ffmpeg_path(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, movflags="+faststart", r=self.fps,
-            ).global_args("-hide_banner", "-loglevel", "error")
+            codec = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": self.crf, "movflags": "+faststart"} if even else VP9
+            stream = ffmpeg.output(stream, _ffmpeg_path(self._tmp), r=self.fps, **codec).global_args("-hide_banner", "-loglevel", "error")
             self._process = ffmpeg.run_async(
                 stream, cmd=ffmpeg_binary(), pipe_stdin=True, pipe_stderr=True, overwrite_output=True, quiet=False
             )
@@ -166,6 +239,11 @@ class FrameWriter:
 
         ok = exc_type is None and self.count > 0
         try:
+            if self._store is not None:
+                self._store.close()
+                if ok:
+                    with files.writing(self.path):  # a full disk names the output
+                        self._encode_stored()
             if self._process is not None:
                 self._process.stdin.close()
                 err = self._process.stderr.read().decode(errors="replace")
@@ -185,6 +263,7 @@ class FrameWriter:
                 self.pending, self._tmp = self._tmp, None
         finally:
             discard(self._tmp)
+            discard(self._stored)
 
     def _add_sound(self) -> None:
         """Mux the sound of ``audio`` into the encoded picture (copied): cut by the sound input's
@@ -200,7 +279,7 @@ class FrameWriter:
             window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | {"t": f"{self.count / self.fps:.6f}"}
             error = "no sound stream" if not codecs else _run_ffmpeg(ffmpeg.output(
                 ffmpeg.input(_ffmpeg_path(self._tmp))["v:0"], ffmpeg.input(_ffmpeg_path(self.audio), **window)["a:0"], _ffmpeg_path(muxed),
-                vcodec="copy", movflags="+faststart", **sound_options(codecs[0], self.path)))  # fmt: skip
+                vcodec="copy", **_mp4_flags(self.path), **sound_options(codecs[0], self.path)))  # fmt: skip
             if error is None and sound_end(muxed) <= 0:  # the header may list a stream that no packet fills
                 error = "no sound came out (an empty sound stream, or none from that time on?)"
         except BaseException:  # Ctrl-C during the second pass: no temporary left behind
@@ -218,6 +297,11 @@ class FrameWriter:
             raise UserError(f"{shown(self.audio)}: its sound could not be added to {shown(self.path)} (ffmpeg: {error}); "
                             "give --audio another file")
         warn_without_sound(self.path, self.audio, f"ffmpeg: {error}", stacklevel=4)
+
+
+def _mp4_flags(path: Path) -> dict:
+    """The moov atom first (played while it downloads), where the container is an mp4's (not a WebM)."""
+    return {"movflags": "+faststart"} if Path(path).suffix.lower() in H264_EXTENSIONS else {}
 
 
 @contextmanager

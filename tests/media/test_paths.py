@@ -154,3 +154,15 @@ def test_check_output_removes_what_a_killed_run_left_even_when_it_refuses(tmp_pa
         media.check_output(final, overwrite=False)
     assert not left.exists() and final.read_bytes() == b"earlier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_gif_webm_and_webp_are_written_and_image_names_still_refused_for_a_clip(tmp_path):
+    for name in ("out.gif", "out.webm", "out.webp", "OUT.WEBP"):
+        assert media.check_output(tmp_path / name, overwrite=False) == tmp_path / name
+        media.check_sequence_output(tmp_path / name)  # an output named .webp is an animated WebP
+    assert media.is_video_output(tmp_path / "out.webp") and not media.is_video(tmp_path / "out.webp")  # a .webp input stays an image
+    with pytest.raises(UserError, match="cannot write .avi video; use one of .gif, .m4v, .mkv, .mov, .mp4, .webm, .webp"):
+        media.check_output(tmp_path / "out.avi", overwrite=False)
+    with pytest.raises(UserError, match="an image file name, but this writes every frame"):
+        media.check_sequence_output(tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []

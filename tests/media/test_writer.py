@@ -155,3 +155,112 @@ def test_a_full_disk_while_adding_the_sound_is_an_error_even_when_it_was_only_ke
     with pytest.raises(UserError, match=f"^{tmp_path / 'kept.mp4'}: cannot write it \\(No space left on device\\)"):
         write_video(tmp_path / "kept.mp4", **media.kept_sound(dance, tmp_path / "kept.mp4"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4"]
+
+
+def _animation_frames(path):
+    """The frames of a GIF or an animated WebP as browsers decode them (libwebp, through Pillow: ffmpeg reads one frame of an animated WebP),
+    with its loop count and frame durations (ms)."""
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as image:
+        frames = np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)])
+        return frames, image.info.get("loop")
+
+
+def _densepose_render(rng, count=12, height=37, width=51):
+    from magicanimate_cli.densepose.palette import PALETTE
+
+    labels = rng.integers(0, len(PALETTE), (count, height // 4 + 1, width // 4 + 1))
+    return PALETTE[np.repeat(np.repeat(labels, 4, axis=1), 4, axis=2)[:, :height, :width]]  # all 25 viridis colours, odd sides
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_a_densepose_render_comes_back_from_a_gif_or_a_webp_byte_for_byte_looping_forever(tmp_path, rng, suffix):
+    render = _densepose_render(rng)
+    assert len(np.unique(render.reshape(-1, 3), axis=0)) == 25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # odd sides are kept: nothing to say
+        with media.FrameWriter(tmp_path / f"poses{suffix}", 25.0) as writer:
+            for frame in render:
+                writer.write(frame)
+    assert writer.written_size == (51, 37)
+    frames, loop = _animation_frames(tmp_path / f"poses{suffix}")
+    assert np.array_equal(frames, render) and loop == 0
+    if suffix == ".gif":  # as the package reads it back too, at its rate
+        assert np.array_equal(np.stack(list(media.iter_frames(tmp_path / "poses.gif"))), render)
+        assert media.probe(tmp_path / "poses.gif").fps == 25.0
+    assert [p.name for p in tmp_path.iterdir()] == [f"poses{suffix}"]  # the stored frames and the palette are gone
+
+
+def test_a_clip_of_many_colours_becomes_a_close_gif_and_a_lossy_webp(tmp_path):
+    from magicanimate_cli.densepose.palette import PALETTE
+
+    t, y, x = np.mgrid[:8, :37, :51]
+    clip = np.stack([x * 5, y * 7, 255 - x * 2 - y * 3 + t * 4], axis=-1).astype(np.uint8)  # smooth gradients, 1000s of colours
+    media.write_frames(tmp_path / "noisy.gif", clip)
+    media.write_frames(tmp_path / "noisy.webp", clip)
+    media.write_frames(tmp_path / "flat.webp", PALETTE[np.zeros((8, 37, 51), int)])
+    for name, error in (("noisy.gif", 8), ("noisy.webp", 4)):  # 255 colours of 15096 (dithered), or VP8: close, not exact
+        frames, loop = _animation_frames(tmp_path / name)
+        assert frames.shape == clip.shape and loop == 0 and 0 < np.abs(frames.astype(int) - clip).mean() < error
+    assert b"VP8L" in (tmp_path / "flat.webp").read_bytes() and b"VP8 " in (tmp_path / "noisy.webp").read_bytes()  # lossless, lossy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.webp", "noisy.gif", "noisy.webp"]
+
+
+def test_a_webm_is_vp9_of_the_frames_size_and_gets_its_sound_as_opus(tmp_path, rng):
+    from preprocess_helpers import add_sound, make_video
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=30), 1.2)
+    wav = tmp_path / "music.wav"
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-t", "1", "-i", "sine=frequency=440", str(wav)], check=True)
+    clip = rng.integers(0, 256, (10, 47, 63, 3), dtype=np.uint8)
+    for name, sound in (("kept.webm", media.kept_sound(dance, tmp_path / "kept.webm")), ("asked.webm", {"audio": wav})):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # VP9 takes odd sides: no padding, nothing to say
+            with media.FrameWriter(tmp_path / name, 25.0, **sound) as writer:
+                for frame in clip:
+                    writer.write(frame)
+        info = media.probe(tmp_path / name)
+        assert (info.width, info.height, info.frames, info.fps) == (63, 47, 10, 25.0) == (*writer.written_size, 10, 25.0)
+        assert "Video: vp9" in media.ffmpeg._ffmpeg_report(tmp_path / name)
+        assert media.audio_streams(tmp_path / name) == ["opus"] and media.sound_end(tmp_path / name) == pytest.approx(0.4, abs=0.03)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["asked.webm", "dance.mp4", "kept.webm", "music.wav"]
+
+
+@pytest.mark.parametrize("suffix, kind", [(".gif", "a GIF"), (".webp", "an animated WebP")])
+def test_sound_asked_for_a_gif_or_webp_is_refused_at_once_and_sound_kept_along_is_dropped(tmp_path, suffix, kind):
+    from preprocess_helpers import add_sound, make_video
+
+    dance = add_sound(make_video(tmp_path / "dance.mp4", count=10), 0.4)
+    with pytest.raises(UserError, match=f"^{tmp_path / ('out' + suffix)}: {kind} holds no sound; write out.mp4 or out.webm to give it --audio$"):
+        media.FrameWriter(tmp_path / f"out{suffix}", 25.0, audio=dance)
+    assert media.kept_sound(dance, tmp_path / f"out{suffix}") == {}  # dropped as a frames folder drops it: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_video(tmp_path / f"out{suffix}", audio=dance, sound_kept=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", f"out{suffix}"]
+
+
+@pytest.mark.parametrize("suffix, encoder", [(".gif", "gif"), (".webm", "libvpx-vp9"), (".webp", "libwebp_anim")])
+def test_an_ffmpeg_without_the_encoder_is_refused_before_any_work(tmp_path, monkeypatch, suffix, encoder):
+    listed = media.ffmpeg._encoders(media.ffmpeg_binary())
+    monkeypatch.setattr(media.ffmpeg, "_encoders", lambda binary: listed - {encoder})  # a system ffmpeg built without it
+    with pytest.raises(UserError, match=f"^{tmp_path / ('out' + suffix)}: the ffmpeg in use \\(.*\\) has no {encoder} encoder, which "
+                                        f"{suffix} needs; write out.mp4 instead"):
+        media.FrameWriter(tmp_path / f"out{suffix}")
+    write_video(tmp_path / "out.mp4")  # what it has is still written
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_a_gif_or_webp_is_written_atomically(tmp_path, clip):
+    for name in ("v.gif", "v.webp", "v.webm"):
+        with pytest.raises(RuntimeError):
+            with media.FrameWriter(tmp_path / name) as writer:
+                writer.write(clip[0])
+                raise RuntimeError("cut off")
+    assert list(tmp_path.iterdir()) == []
+    media.write_frames(tmp_path / "v.gif", clip[:2])
+    with pytest.raises(UserError, match="already exists"):
+        media.write_frames(tmp_path / "v.gif", clip)
+    media.write_frames(tmp_path / "v.gif", clip, overwrite=True)
+    assert len(_animation_frames(tmp_path / "v.gif")[0]) == len(clip) and [p.name for p in tmp_path.iterdir()] == ["v.gif"]
