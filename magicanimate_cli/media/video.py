@@ -89,15 +89,18 @@ def pixel_format(path: Path) -> str:
     return str(_header(path).get("pix_fmt") or "").split("(")[0].strip()
 
 
-def _counted_frames(path: Path, fps: float) -> int | None:
+def _counted_frames(path: Path, fps: float | None) -> int | None:
     """How many frames ``iter_frames`` yields of ``path``: ffmpeg decodes the video once through the
     same re-timing to ``fps`` and output timing (constant rate, from the file's start), into nothing;
-    None when ffmpeg cannot tell (``iter_frames`` then says why, if it cannot either)."""
+    with ``fps`` None, the frames stored. None when ffmpeg cannot tell (``iter_frames`` then says
+    why, if it cannot either)."""
     import subprocess
 
     import ffmpeg
 
-    stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM].filter("fps", fps=fps), "-", f="null", fps_mode="cfr")
+    source = ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM]
+    timing = {"fps_mode": "cfr"} if fps else {"fps_mode": "passthrough"}
+    stream = ffmpeg.output(source.filter("fps", fps=fps) if fps else source, "-", f="null", **timing)
     stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
     done = subprocess.run(ffmpeg.compile(stream, cmd=ffmpeg_binary()), capture_output=True, text=True, errors="replace")
     frames = [line.partition("=")[2] for line in done.stdout.splitlines() if line.startswith("frame=")]
@@ -187,11 +190,34 @@ def _header(path: Path) -> dict:
     # here decodes them: upright (a phone's rotation applied) and with square pixels
     reader = imageio_ffmpeg.read_frames(str(path.resolve()), output_params=["-map", f"0:{VIDEO_STREAM}", *SQUARE_PIXELS])
     try:
-        return next(reader)
+        header = next(reader)
     except (RuntimeError, OSError, StopIteration) as exc:
         raise UserError(f"{shown(path)}: {_unreadable(path, str(exc)) or f'ffmpeg cannot read this video ({first_line(exc)})'}") from exc
     finally:
         reader.close()
+    if path.suffix.lower() == ".gif":
+        header["fps"] = _gif_rate(path, header)
+    return header
+
+
+#: The rates a GIF's frames over its duration are snapped to, first match first (a GIF's delays
+#: cannot tell 30 from 29.97).
+GIF_RATES = (25.0, 30.0, 24.0, 50.0, 60.0, 20.0, 15.0, 12.5, 12.0, 10.0, 29.97, 23.976, 59.94)
+
+
+def _gif_rate(path: Path, header: dict) -> float | None:
+    """A GIF's frame rate: its frames over its duration. Its delays are whole hundredths of a
+    second, so a 30 fps clip is stored 3, 3, 4, ... and ffmpeg labels it with the shortest delay's
+    rate (33.33), at which every third frame would be read twice; the average rate reads each frame
+    once (24 and 15 fps likewise; 25, 20, 12.5 and 10 divide a second evenly). A usual rate whose
+    delays give that duration (``GIF_RATES``: the closest, within a hundredth of a second) is
+    taken as it is: 30, not the 30.049 of 61 frames in 2.03 s."""
+    stored, duration = _counted_frames(path, None), header.get("duration")
+    if not stored or not duration or duration <= 0:
+        return header.get("fps")
+    off = {rate: abs(round(stored * 100 / rate) - round(duration * 100)) for rate in GIF_RATES}
+    best = min(GIF_RATES, key=off.get)  # the first of the closest
+    return best if off[best] <= 1 else round(stored / duration, 3)
 
 
 def _unreadable(path: Path, report: str) -> str | None:

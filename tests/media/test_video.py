@@ -252,3 +252,15 @@ def test_pixel_format_names_how_the_decoded_stream_stores_its_pixels(tmp_path):
     assert media.pixel_format(tmp_path / "covered.mp4") == "yuv444p"
     with pytest.raises(UserError, match="no such file"):
         media.pixel_format(tmp_path / "missing.mp4")
+
+
+@pytest.mark.parametrize("fps", [30.0, 24.0, 15.0])
+def test_a_gif_at_a_rate_its_hundredths_cannot_hold_reads_frame_for_frame_at_that_rate(tmp_path, fps):
+    # delays of 3, 3, 4 hundredths (30 fps): ffmpeg labels the GIF 33.33 fps, which repeated every third frame
+    clip = np.zeros((40, 16, 16, 3), np.uint8)
+    clip[..., 0] = np.arange(40, dtype=np.uint8)[:, None, None] * 6
+    media.write_frames(tmp_path / "a.gif", clip, fps=fps)
+    info = media.probe(tmp_path / "a.gif")
+    back = np.stack(list(media.iter_frames(tmp_path / "a.gif")))
+    assert (info.fps, info.frames) == (fps, 40)
+    assert np.array_equal(back, clip)
