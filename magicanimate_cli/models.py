@@ -711,7 +711,9 @@ def ensure_weights(
 ) -> dict[str, Path]:
     """The files of one manifest group, downloaded first if missing, verified: manifest path -> file.
 
-    For the stages that need weights (DensePose, matting): ``ensure_weights("densepose")``.
+    For library callers (docs/models.md): ``ensure_weights("densepose")``. The stages fetch their
+    own, since they serve every model of their tables and the manifest pins only the default ones
+    (``densepose.estimator.ensure_weights``, ``matting.download_weights``).
     A file present but never recorded is hashed and checked once; a differing one is an error
     (``models download --overwrite`` replaces it).
     """
