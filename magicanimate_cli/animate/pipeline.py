@@ -60,6 +60,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..progress import Progress
+from . import AnimateConfig
 from .cuda_graph import AppearanceGraph
 from .malloc import release_freed_memory
 from .mapped import drop_mapped_pages
@@ -80,8 +81,7 @@ from .upsample_phases import install_upsample_phases
 from .weights import SCALING_FACTOR
 from .windows import FUSIONS, SCHEDULES, context_windows, padded_length, window_weights
 
-OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent", "float")
-"""``"float"`` is an older name of ``"np"``."""
+OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent")
 
 
 
@@ -327,14 +327,14 @@ class MagicAnimatePipeline(DiffusionPipeline):
         reference: np.ndarray,
         motion: Sequence[np.ndarray] | np.ndarray,
         *,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 7.5,
-        seed: int = 1,
+        num_inference_steps: int = AnimateConfig.steps,
+        guidance_scale: float = AnimateConfig.guidance_scale,
+        seed: int = AnimateConfig.seed,
         generator: torch.Generator | None = None,
-        context_frames: int = 16,
-        context_overlap: int = 4,
-        context_schedule: str = "loop",
-        context_fusion: str = "flat",
+        context_frames: int = AnimateConfig.context_frames,
+        context_overlap: int = AnimateConfig.context_overlap,
+        context_schedule: str = AnimateConfig.context_schedule,
+        context_fusion: str = AnimateConfig.context_fusion,
         output_type: str = "uint8",
         return_dict: bool = True,
         fast: bool | FastPath = False,
@@ -351,10 +351,10 @@ class MagicAnimatePipeline(DiffusionPipeline):
         Noise comes from ``generator`` when given, else from a generator seeded with ``seed``.
         Frames are decoded and handed to ``on_frame(index, frame)`` when given, otherwise
         collected into the output. ``output_type``: ``"uint8"`` (``T×H×W×3``, the official
-        truncating conversion), ``"np"`` (float32 ``T×H×W×3`` in [0, 1], before that conversion;
-        ``"float"`` is the same), ``"pt"`` (float32 tensor ``T×3×H×W``), ``"pil"`` (list of images of
-        the uint8 frames) or ``"latent"`` (no decoding). ``fast`` selects the fast path (within the
-        parity contract, not bitwise; see the module docstring).
+        truncating conversion), ``"np"`` (float32 ``T×H×W×3`` in [0, 1], before that conversion),
+        ``"pt"`` (float32 tensor ``T×3×H×W``), ``"pil"`` (list of images of the uint8 frames) or
+        ``"latent"`` (no decoding). ``fast`` selects the fast path (within the parity contract, not
+        bitwise; see the module docstring).
 
         With ``distributed`` (inside an initialised ``torch.distributed`` process group) each rank
         denoises a contiguous share of the windows, the window sums are all-reduced every step,
@@ -528,7 +528,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
                     frame = images[j]
                 else:
                     image = images[j].permute(1, 2, 0).numpy()
-                    if output_type in ("np", "float"):
+                    if output_type == "np":
                         frame = image
                     else:  # the official converts float64(x) * 255 by truncation (§14.5)
                         frame = (image.astype(np.float64) * 255).astype(np.uint8)

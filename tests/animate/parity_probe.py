@@ -103,7 +103,7 @@ def probe(fixture: Path) -> dict[str, np.ndarray]:
         seed=params["seed"],
         context_frames=params["context_frames"],
         context_overlap=params["context_overlap"],
-        output_type="float",
+        output_type="np",
     )
     arrays = {name: np.stack(values) for name, values in record.items()}
     arrays["timesteps"] = arrays["timesteps"].astype(np.int64)

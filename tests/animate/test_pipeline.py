@@ -42,7 +42,7 @@ def test_every_branch_changes_the_result(tiny_pipeline, inputs):
     # float frames: at one step the tiny models' ControlNet moves the frames by about 1e-6, far
     # below one grey level, so the uint8 truncation can hide it (an unwired branch changes nothing)
     reference, motion = inputs[0], inputs[1][:4]
-    run = {"num_inference_steps": 1, "seed": 1, "output_type": "float"}
+    run = {"num_inference_steps": 1, "seed": 1, "output_type": "np"}
     base = tiny_pipeline(reference, motion, **run).frames
     other_pose = tiny_pipeline(reference, motion[::-1].copy(), **run).frames
     other_reference = tiny_pipeline(255 - reference, motion, **run).frames
@@ -56,7 +56,7 @@ def test_guidance_of_one_or_less_is_off_and_runs_one_unet_half(tiny_pipeline, in
     # sees only the half with the reference's features
     reference, motion = inputs[0], inputs[1][:4]
     rows = _batch_sizes(monkeypatch, tiny_pipeline.unet)
-    run = {"num_inference_steps": 1, "seed": 1, "output_type": "float"}
+    run = {"num_inference_steps": 1, "seed": 1, "output_type": "np"}
     frames = {scale: tiny_pipeline(reference, motion, **run, guidance_scale=scale).frames for scale in (7.5, 1.0, 0.0, -3.0)}
     assert rows == [2, 1, 1, 1]
     assert np.array_equal(frames[1.0], frames[0.0]) and np.array_equal(frames[1.0], frames[-3.0])
@@ -92,7 +92,7 @@ def test_frames_stream_in_order(tiny_pipeline, inputs):
 
 
 def test_uint8_output_is_the_truncated_float_output(tiny_pipeline, inputs):
-    floats = tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="float").frames
+    floats = tiny_pipeline(*inputs, num_inference_steps=1, seed=0, output_type="np").frames
     ints = tiny_pipeline(*inputs, num_inference_steps=1, seed=0).frames
     assert floats.dtype == np.float32 and floats.min() >= 0 and floats.max() <= 1
     # Oracle, exact rational arithmetic: the official uint8 value is floor(x * 255) of the float32 x
@@ -118,9 +118,9 @@ def test_bfloat16_follows_the_float32_run(tiny_weights, tiny_pipeline, inputs):
     pipe = load_pipeline(tiny_weights, device="cpu", dtype="bfloat16")
     assert pipe.unet.dtype == torch.bfloat16
     reference, motion = inputs[0], inputs[1][:4]
-    low = pipe(reference, motion, num_inference_steps=1, seed=0, output_type="float").frames
-    full = tiny_pipeline(reference, motion, num_inference_steps=1, seed=0, output_type="float").frames
-    other_seed = tiny_pipeline(reference, motion, num_inference_steps=1, seed=1, output_type="float").frames
+    low = pipe(reference, motion, num_inference_steps=1, seed=0, output_type="np").frames
+    full = tiny_pipeline(reference, motion, num_inference_steps=1, seed=0, output_type="np").frames
+    other_seed = tiny_pipeline(reference, motion, num_inference_steps=1, seed=1, output_type="np").frames
     assert low.shape == full.shape == (4, 64, 64, 3)
     # Oracle: the float32 run. Measured: mean |bf16 - fp32| 0.002 (max 0.018), while another seed
     # moves the frames by 0.15 on average; bfloat16 must stay an approximation of the same run.
@@ -136,7 +136,7 @@ def test_open_windows_keep_the_clips_end_out_of_its_start(tiny_pipeline, rng):
     motion = rng.integers(0, 256, (40, 64, 64, 3), dtype=np.uint8)
     other_end = motion.copy()
     other_end[32:] = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
-    run = {"num_inference_steps": 1, "seed": 3, "output_type": "float"}
+    run = {"num_inference_steps": 1, "seed": 3, "output_type": "np"}
     frames = {
         (schedule, which): tiny_pipeline(reference, clip, **run, context_schedule=schedule).frames
         for schedule in ("loop", "open") for which, clip in (("same", motion), ("other end", other_end))
@@ -156,7 +156,7 @@ def test_open_windows_need_no_wrapped_window(tiny_pipeline, inputs):
     assert [e for e in events if e[0] == "denoise"][-1] == ("denoise", 5, 5)
     assert out.frames.shape == (60, 64, 64, 3)
     short = inputs[1][:5]  # one window either way: the same computation
-    run = {"num_inference_steps": 1, "seed": 0, "output_type": "float"}
+    run = {"num_inference_steps": 1, "seed": 0, "output_type": "np"}
     assert np.array_equal(tiny_pipeline(inputs[0], short, **run, context_schedule="open").frames,
                           tiny_pipeline(inputs[0], short, **run).frames)
     with pytest.raises(ValueError, match="context_schedule"):
@@ -201,7 +201,7 @@ def test_overlapping_windows_are_averaged_alike_or_by_the_frames_place(tiny_pipe
 
 
 def test_pyramid_fusion_changes_only_clips_of_more_than_one_window(tiny_pipeline, inputs):
-    run = {"num_inference_steps": 1, "seed": 0, "output_type": "float"}
+    run = {"num_inference_steps": 1, "seed": 0, "output_type": "np"}
     short, long = inputs[1][:16], inputs[1]  # one window; 20 frames, padded to 32: three
     assert np.array_equal(tiny_pipeline(inputs[0], short, **run, context_fusion="pyramid").frames,
                           tiny_pipeline(inputs[0], short, **run).frames)

@@ -3,12 +3,15 @@ step callbacks, output types and a save_pretrained/from_pretrained round trip.""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from PIL import Image
 
+from magicanimate_cli.animate import AnimateConfig
 from magicanimate_cli.animate.pipeline import MagicAnimatePipeline, MagicAnimatePipelineOutput
 from magicanimate_cli.animate.reference import MissingReferenceError, ReferenceAttentionError, ReferenceWriterProcessor
 
@@ -149,8 +152,18 @@ def test_output_types(tiny_pipeline, inputs):
     assert np.array_equal(np.stack([np.asarray(i) for i in as_pil]), as_uint8.frames)
     assert torch.equal(as_latent.frames, as_uint8.latents)
     assert np.array_equal(frames, as_uint8.frames) and torch.equal(latents, as_uint8.latents)
-    with pytest.raises(ValueError):
-        tiny_pipeline(*inputs, output_type="jpeg", **common)
+    for unknown in ("jpeg", "float"):  # "float" was an old name of "np"; diffusers' names only
+        with pytest.raises(ValueError, match="output_type must be one of uint8, np, pt, pil, latent$"):
+            tiny_pipeline(*inputs, output_type=unknown, **common)
+
+
+def test_the_call_defaults_are_the_animate_defaults():
+    """A library caller of the pipeline gets the settings `magicanimate animate` uses (the official ones)."""
+    defaults = {name: p.default for name, p in inspect.signature(MagicAnimatePipeline.__call__).parameters.items()}
+    config = AnimateConfig()
+    assert defaults["num_inference_steps"] == config.steps
+    for name in ("guidance_scale", "seed", "context_frames", "context_overlap", "context_schedule", "context_fusion"):
+        assert defaults[name] == getattr(config, name), name
 
 
 def test_save_pretrained_round_trip_on_a_tiny_pipeline(tiny_pipeline, inputs, tmp_path):
