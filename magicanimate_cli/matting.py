@@ -479,7 +479,7 @@ def temporal_median(masks: Iterable, k: int) -> Iterator:
     """
     import numpy as np
 
-    if k == 1:
+    if k <= 1:  # 0 or 1: off
         yield from masks
         return
     radius = k // 2
@@ -515,8 +515,8 @@ def temporal_median(masks: Iterable, k: int) -> Iterator:
 @dataclass(frozen=True)
 class MatteConfig:
     """Matting settings. ``threshold`` 0.5 on the person probability is exactly PaddleSeg's argmax
-    over its two classes, the rule its published mIoU figures are measured with; ``smooth`` 1 keeps
-    frames independent (set 3 or 5 for video); ``batch_size`` frames per forward pass."""
+    over its two classes, the rule its published mIoU figures are measured with; ``smooth`` 1 or 0
+    keeps frames independent (set 3 or 5 for video); ``batch_size`` frames per forward pass."""
 
     model: str = DEFAULT_MODEL
     threshold: float = 0.5
@@ -529,8 +529,8 @@ class MatteConfig:
             raise UserError(f"--threshold {self.threshold}: must be in (0, 1]; 0.5 is PaddleSeg's own decision rule")
         if self.batch_size < 1:
             raise UserError(f"--batch-size {self.batch_size}: must be at least 1")
-        if self.smooth < 1 or self.smooth % 2 == 0:
-            raise UserError(f"--smooth {self.smooth}: must be an odd number of frames (1 = off, 3, 5, ...)")
+        if self.smooth < 0 or (self.smooth > 1 and self.smooth % 2 == 0):  # 0 is off, as for densepose
+            raise UserError(f"--smooth {self.smooth}: use 0 or 1 (off) or an odd number of frames (3, 5, ...)")
 
 
 @dataclass(frozen=True)
@@ -635,7 +635,8 @@ def matte(
     out by default). ``output``: a folder (PNG masks named like the input frames, ``00000.png``...
     for a video), an ``.mp4`` (gray mask video), or a ``.png`` for a single image. Masks are
     uint8 ``H×W``, 255 = person; ``soft`` writes the rounded probability ×255 instead of
-    thresholding. ``smooth`` K > 1 takes the per-pixel median over K frames centred on each frame.
+    thresholding. ``smooth`` K > 1 takes the per-pixel median over K frames centred on each frame
+    (0 and 1: off).
     ``segmenter`` reuses a ``load_segmenter()`` result (batch jobs). A video that does not decode
     to its end is refused unless ``allow_truncated``. ``fps`` is the rate of a frames folder's
     ``.mp4`` of masks (default: a clip's ``meta.json``, else 25), as for ``densepose``; a video

@@ -301,14 +301,23 @@ def test_smoothing_is_a_majority_vote_of_the_frame_masks(tmp_path, lite_models, 
     np.testing.assert_array_equal(smooth, median_filter(raw, size=(3, 1, 1), mode="nearest"))
 
 
+def test_smooth_0_is_off_as_for_densepose(tmp_path, segmenter, clip_frames):
+    """`--smooth 0` was refused (exit 2) although `densepose --smooth 0` is its off; now both 0 and 1 are off."""
+    source = _write_folder(tmp_path / "frames", clip_frames, [media.frame_name(i) for i in range(6)])
+    one = matting.matte(source, tmp_path / "one", smooth=1, segmenter=segmenter)
+    zero = matting.matte(source, tmp_path / "zero", smooth=0, segmenter=segmenter)
+    assert zero.frames == one.frames == 6 and zero.smooth == 0
+    np.testing.assert_array_equal(_read_masks(tmp_path / "zero"), _read_masks(tmp_path / "one"))
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"smooth": 2}, "--smooth 2: must be an odd"),
-        ({"smooth": 0}, "--smooth 0"),
+        ({"smooth": 2}, "--smooth 2: .* or an odd number of frames"),
+        ({"smooth": -1}, "--smooth -1: use 0 or 1 \\(off\\)"),
         ({"threshold": 0.0}, "--threshold 0.0"),
         ({"threshold": 1.5}, "--threshold 1.5"),
         ({"batch_size": 0}, "--batch-size 0"),
