@@ -1,9 +1,7 @@
-"""Where the weights live, and getting, checking and converting them.
+"""Getting, checking and converting the weights.
 
-Resolution order: an explicit ``models`` argument (``--models DIR``), the ``MAGICANIMATE_MODELS``
-environment variable, the ``models/`` folder of a source checkout, then
-``~/.cache/magicanimate/models``. The folder uses the official ``pretrained_models/`` layout, so a
-folder made for the official code works as it is.
+Which folder holds them, and its layout (the official ``pretrained_models/``, so a folder made for
+the official code works as it is), is ``weights_layout``'s (``resolve_models_dir``).
 
 * ``download()`` (``magicanimate models download``): the files of ``models/manifest.json`` that
   are not already there and verified, each fetched with ``huggingface_hub.hf_hub_download`` into
@@ -33,7 +31,7 @@ from pathlib import Path
 from . import files
 from .errors import NetworkError, UserError, first_line
 from .progress import Progress
-from .weights_layout import ENV_VAR, checkout_models_dir, load_tensors, models_root, resolve_models_dir  # noqa: F401 (models.*: the folder)
+from .weights_layout import load_tensors, models_root
 from .weights_manifest import (
     CORRUPT,
     MISSING,

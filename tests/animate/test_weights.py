@@ -8,9 +8,7 @@ from conftest import PARITY_ROOT
 
 from magicanimate_cli.animate import load_pipeline
 from magicanimate_cli.animate.weights import (
-    WeightLayout,
     convert_motion_key,
-    load_tensors,
     split_temporal_checkpoint,
 )
 from magicanimate_cli.errors import UserError
@@ -225,36 +223,6 @@ def test_a_tensor_missing_from_the_controlnet_is_named_not_a_meta_tensor_crash(f
     save_file(state, str(path))  # was "Cannot copy out of meta tensor" from torch
     message = load_error(fixture_copy)
     assert message.startswith(f"{path}: tensor controlnet_cond_embedding.blocks.1.weight missing (expected shape {list(shape)}")
-
-
-def test_truncated_checkpoint_is_a_clear_error(tmp_path, tiny_weights):
-    ckpt = tiny_weights / "MagicAnimate" / "temporal_attention" / "temporal_attention.ckpt"
-    broken = tmp_path / "temporal_attention.ckpt"
-    broken.write_bytes(ckpt.read_bytes()[:1000])
-    with pytest.raises(UserError, match="cannot be read"):
-        load_tensors(broken)
-
-
-def test_pickles_are_loaded_weights_only(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (print, ("pwned",))
-
-    path = tmp_path / "evil.ckpt"
-    torch.save({"x": Evil()}, path)
-    with pytest.raises(UserError):
-        load_tensors(path)
-
-
-def test_safetensors_checkpoint_is_preferred(tmp_path, tiny_weights):
-    from safetensors.torch import save_file
-
-    root = tmp_path / "m"
-    shutil.copytree(tiny_weights, root)
-    folder = root / "MagicAnimate" / "temporal_attention"
-    state = torch.load(folder / "temporal_attention.ckpt", weights_only=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "temporal_attention.safetensors"))
-    assert WeightLayout(root).temporal_attention.suffix == ".safetensors"
 
 
 def test_appearance_encoder_of_the_wrong_shape_is_refused(tmp_path, tiny_weights):
