@@ -208,7 +208,9 @@ def _library_check(name: str, modules: tuple[str, ...], dists: tuple[tuple[str, 
     return Check(name, OK, ", ".join(versions) or "installed")
 
 
-def check_densepose() -> Check:
+def densepose_installed() -> Check:
+    """Whether detectron2 and DensePose are installed (from their metadata, nothing imported); the
+    stage's own checks before a run are ``densepose.check_densepose``."""
     try:  # the pinned install route; a light module (numpy only)
         from .densepose.estimator import install_command
 
@@ -218,7 +220,8 @@ def check_densepose() -> Check:
     return _library_check("densepose", ("detectron2", "densepose"), (("detectron2",), ("detectron2-densepose",)), fix, "densepose")
 
 
-def check_paddleseg() -> Check:
+def paddleseg_installed() -> Check:
+    """Whether PaddlePaddle and PaddleSeg are installed (from their metadata, nothing imported)."""
     try:
         from .matting import INSTALL_HINT as fix
     except Exception:
@@ -337,8 +340,8 @@ def doctor(*, models: Path | str | None = None, progress: Progress | None = None
     checks += check_torch()
     checks.append(check_libraries())
     checks.append(check_ffmpeg())
-    checks.append(check_densepose())
-    checks.append(check_paddleseg())
+    checks.append(densepose_installed())
+    checks.append(paddleseg_installed())
     if root.exists() and not root.is_dir():  # --models names a file (a checkpoint, say)
         checks.append(Check("models folder", FAIL, f"{root} (from {_models_origin(models)}) is a file", "give the weights folder (official layout) with --models or MAGICANIMATE_MODELS"))
     else:

@@ -23,8 +23,8 @@ needs_parity = pytest.mark.skipif(not PARITY_WEIGHTS.is_dir(), reason="parity fi
 def fast_optional_stages(monkeypatch):
     """The optional stages report through their own status functions (importing paddle takes
     seconds); these tests replace them unless a test asks for the real lookup."""
-    monkeypatch.setattr(doc, "check_densepose", lambda: doc.Check("densepose", doc.WARN, "not installed", "see docs"))
-    monkeypatch.setattr(doc, "check_paddleseg", lambda: doc.Check("paddleseg", doc.OK, "paddleseg 2.8.0"))
+    monkeypatch.setattr(doc, "densepose_installed", lambda: doc.Check("densepose", doc.WARN, "not installed", "see docs"))
+    monkeypatch.setattr(doc, "paddleseg_installed", lambda: doc.Check("paddleseg", doc.OK, "paddleseg 2.8.0"))
 
 
 @pytest.fixture()
@@ -111,16 +111,16 @@ def test_broken_libraries_are_reported_not_raised(tmp_path, monkeypatch):
 def test_optional_stages_are_found_without_importing_them(tmp_path, monkeypatch):
     """The oracle is the file system: a stand-in detectron2 + densepose on sys.path makes the check
     OK, their absence makes it a warning with the install route, and neither is ever imported."""
-    monkeypatch.undo()  # the real check_densepose / check_paddleseg
+    monkeypatch.undo()  # the real densepose_installed / paddleseg_installed
     for name in ("detectron2", "densepose"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    absent = doc.check_densepose()
+    absent = doc.densepose_installed()
     assert absent.status == doc.WARN and "detectron2" in absent.detail and "git+https://github.com/facebookresearch/detectron2" in absent.fix
     for name in ("detectron2", "densepose"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text("raise RuntimeError('imported')\n")  # importing it would fail
     monkeypatch.syspath_prepend(str(tmp_path))
-    present = doc.check_densepose()
+    present = doc.densepose_installed()
     assert present.status == doc.OK
     assert "detectron2" not in sys.modules and "densepose" not in sys.modules
 

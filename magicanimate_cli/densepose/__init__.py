@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .config import BACKGROUND, CLIP_IMAGES, CLIP_LABELS, CLIP_OUTPUT, DensePoseConfig, DensePoseResult
+from .config import BACKGROUND, DensePoseConfig, DensePoseResult
 from .stage import check_densepose, densepose
 
 # numpy/torch-backed names load on first use, so `magicanimate --help` stays fast
@@ -50,7 +50,7 @@ _LAZY = {
     "load_estimator": "estimator",
 }
 
-__all__ = ["BACKGROUND", "CLIP_IMAGES", "CLIP_LABELS", "CLIP_OUTPUT", "DensePoseConfig", "DensePoseResult", "check_densepose", "densepose", *_LAZY]
+__all__ = ["BACKGROUND", "DensePoseConfig", "DensePoseResult", "check_densepose", "densepose", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -1,15 +1,10 @@
-"""Settings, result and layout names of the DensePose stage (no heavy imports: the CLI reads them)."""
+"""Settings and result of the DensePose stage (no heavy imports: the CLI reads them)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..clip import DENSEPOSE as CLIP_OUTPUT
-from ..clip import IMAGES as CLIP_IMAGES
-from ..clip import LABELS as CLIP_LABELS
 from ..errors import UserError
-
-__all__ = ["BACKGROUND", "CLIP_IMAGES", "CLIP_LABELS", "CLIP_OUTPUT", "DensePoseConfig", "DensePoseResult"]  # CLIP_*: the clip folder's names, clip.py
 
 BACKGROUND = (68, 1, 84)
 """The canvas colour of every DensePose render, viridis(0) as RGB (official-inference §10.3); row 0

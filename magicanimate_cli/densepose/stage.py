@@ -10,10 +10,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..clip import DENSEPOSE as CLIP_OUTPUT
+from ..clip import IMAGES as CLIP_IMAGES
+from ..clip import LABELS as CLIP_LABELS
 from ..device import check_device
 from ..errors import StageFailed, UserError, shown
 from ..progress import Progress, silent
-from .config import CLIP_IMAGES, CLIP_LABELS, CLIP_OUTPUT, DensePoseConfig, DensePoseResult
+from .config import DensePoseConfig, DensePoseResult
 
 WORK_VERSION = 1
 IUV_MODEL = "iuv"  # the result's ``model`` when the labels were read from IUV images (``from_iuv``)
