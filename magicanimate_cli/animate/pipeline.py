@@ -84,7 +84,6 @@ from .windows import FUSIONS, SCHEDULES, context_windows, padded_length, window_
 OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent")
 
 
-
 @dataclass(frozen=True)
 class FastPath:
     """The levers of the fast path, each on its own (``fast=True`` is ``FastPath()``: all of them).
