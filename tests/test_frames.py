@@ -87,3 +87,19 @@ def test_a_clip_shorter_than_one_frame_at_the_rate_says_so(tmp_path):
     )
     assert not (tmp_path / "f").exists()
     assert frames(tmp_path / "one.mp4", tmp_path / "f", fps=25).frames == 1
+
+
+def test_an_animated_webp_gives_every_frame_and_a_still_one_is_an_image(tmp_path, rng):
+    # -o poses.webp of any command, read back: "is an image" before
+    from PIL import Image
+
+    clip = rng.integers(0, 4, (12, 24, 32, 1), dtype=np.uint8) * np.array([60, 20, 80], np.uint8)  # 4 colours: lossless
+    media.write_frames(tmp_path / "poses.webp", clip, fps=30)
+    result = runner.invoke(app, ["frames", str(tmp_path / "poses.webp"), "-o", str(tmp_path / "f"), "--fps", "30", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["source_fps"] == 30.0
+    files = media.list_frame_files(tmp_path / "f")
+    assert len(files) == 12 and all(np.array_equal(media.read_image(f), frame) for f, frame in zip(files, clip))
+    Image.fromarray(clip[0]).save(tmp_path / "photo.webp")
+    still = runner.invoke(app, ["frames", str(tmp_path / "photo.webp"), "-o", str(tmp_path / "g")])
+    assert still.exit_code == 2 and "is an image; `magicanimate frames` takes a video file" in still.output

@@ -1,7 +1,7 @@
 """The ffmpeg binary (the system one, else imageio-ffmpeg's static build) and how it is run: paths
 as ffmpeg-python takes them (``_ffmpeg_path``), quiet runs (``_run_ffmpeg``), a process that ends
-with the command (``popen``), its report on a file (``_ffmpeg_report``), the filters and encoders
-it has (``has_filter``, ``has_encoder``); the video stream every reader decodes (``VIDEO_STREAM``) and the filters every
+with the command (``popen``), its report on a file (``_ffmpeg_report``), the filters, encoders and decoders
+it has (``has_filter``, ``has_encoder``, ``has_decoder``); the video stream every reader decodes (``VIDEO_STREAM``) and the filters every
 reader applies (``square_pixels``, ``progressive``)."""
 
 from __future__ import annotations
@@ -78,12 +78,27 @@ def has_encoder(name: str) -> bool:
     return name in _encoders(ffmpeg_binary())
 
 
-@lru_cache(maxsize=4)
+def has_decoder(name: str) -> bool:
+    """Whether the ffmpeg in use (``ffmpeg_binary``) has the decoder ``name`` (``ffmpeg -decoders``):
+    ``webp_anim``, an animated WebP's, came with FFmpeg 9.0."""
+    return name in _decoders(ffmpeg_binary())
+
+
 def _encoders(binary: str) -> frozenset[str]:
+    return _codecs(binary, "-encoders")
+
+
+def _decoders(binary: str) -> frozenset[str]:
+    return _codecs(binary, "-decoders")
+
+
+@lru_cache(maxsize=8)
+def _codecs(binary: str, listing: str) -> frozenset[str]:
+    """The names that ``binary LISTING`` (``-encoders`` or ``-decoders``) lists; none if it cannot run."""
     import subprocess
 
     try:
-        listed = subprocess.run([binary, "-hide_banner", "-nostdin", "-encoders"], capture_output=True, text=True, errors="replace", timeout=60).stdout
+        listed = subprocess.run([binary, "-hide_banner", "-nostdin", listing], capture_output=True, text=True, errors="replace", timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
         return frozenset()
     return frozenset(found.group(1) for found in re.finditer(r"^\s*[VAS][.\w]{5}\s+(\w[\w-]*)", listed, re.MULTILINE))

@@ -1,4 +1,5 @@
-"""User paths: what a name is (a video or an image file, by its extension), an input as the user
+"""User paths: what a name is (a video or an image file, by its extension; a ``.webp`` by its header:
+an animated WebP is a video), an input as the user
 typed it and readable by this user (``input_path``), and an output checked before any work
 (``output_path``, ``check_output``: never an input, never the user's own files replaced, a name
 its file system and ffmpeg take, in a folder that can be written)."""
@@ -21,12 +22,31 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", "
 
 
 def is_video(path: Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+    """Whether ``path`` is a video: a video name, or an animated WebP (``is_animated_webp``)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS or is_animated_webp(path)
+
+
+def is_animated_webp(path: Path) -> bool:
+    """Whether ``path`` is an animated WebP: a ``.webp`` file whose header (its first 21 bytes; nothing
+    is decoded) opens with the extended format's ``VP8X`` chunk, with its animation flag set (the
+    WebP container, RFC 9649). A still WebP is not, nor a ``.webp`` that is not there, not a file
+    or not readable: that one stays an image, as its name says, and so do the errors that name it."""
+    path = Path(path)
+    if path.suffix.lower() != ".webp":
+        return False
+    try:
+        if not path.is_file():  # (a FIFO would block the read)
+            return False
+        with open(path, "rb") as file:
+            head = file.read(21)
+    except (OSError, ValueError):
+        return False
+    return len(head) == 21 and head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and bool(head[20] & 0x02)
 
 
 def is_video_output(path: Path) -> bool:
     """Whether an output ``path`` names one video file (not a folder of frames): a video name, or
-    ``.webp``, which is an animated WebP as an output (as an input, one image)."""
+    ``.webp``, which is an animated WebP as an output (as an input, a still WebP is one image)."""
     return is_video(path) or Path(path).suffix.lower() == ".webp"
 
 
@@ -48,7 +68,8 @@ def check_name_encoding(path: Path | str) -> None:
 
 
 def is_image(path: Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """Whether ``path`` is an image: an image name, but for an animated WebP (``is_animated_webp``)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS and not is_animated_webp(path)
 
 
 def input_path(value: Path | str) -> Path:

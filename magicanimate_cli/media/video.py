@@ -28,7 +28,7 @@ from .ffmpeg import (
 )
 from .frame_folders import list_frame_files
 from .images import read_image
-from .paths import is_image, permission_denied
+from .paths import is_animated_webp, is_image, permission_denied
 from .sound import AAC, audio_streams, picture_start, sound_options
 
 
@@ -186,6 +186,8 @@ def _header(path: Path) -> dict:
     import imageio_ffmpeg
 
     logging.getLogger("imageio_ffmpeg").addFilter(_displayed_size_notice)  # once: a filter is a set member
+    if is_animated_webp(path):
+        _check_webp_decoder(path)
     # absolute: "take:1.mp4" is no protocol; the size reported is that of the frames as every reader
     # here decodes them: upright (a phone's rotation applied) and with square pixels
     reader = imageio_ffmpeg.read_frames(str(path.resolve()), output_params=["-map", f"0:{VIDEO_STREAM}", *SQUARE_PIXELS])
@@ -195,29 +197,61 @@ def _header(path: Path) -> dict:
         raise UserError(f"{shown(path)}: {_unreadable(path, str(exc)) or f'ffmpeg cannot read this video ({first_line(exc)})'}") from exc
     finally:
         reader.close()
-    if path.suffix.lower() == ".gif":
-        header["fps"] = _gif_rate(path, header)
+    tick = ANIMATION_TICKS.get(path.suffix.lower())
+    if tick is not None:
+        if not header.get("duration"):  # an animated WebP's header has none: its frames' durations added up
+            header["duration"] = _streams_end(path)
+        header["fps"] = _animation_rate(path, header, tick)
     return header
 
 
-#: The rates a GIF's frames over its duration are snapped to, first match first (a GIF's delays
-#: cannot tell 30 from 29.97).
-GIF_RATES = (25.0, 30.0, 24.0, 50.0, 60.0, 20.0, 15.0, 12.5, 12.0, 10.0, 29.97, 23.976, 59.94)
+#: The rates an animation's frames over its duration are snapped to, first match first (a GIF's
+#: delays cannot tell 30 from 29.97).
+ANIMATION_RATES = (25.0, 30.0, 24.0, 50.0, 60.0, 20.0, 15.0, 12.5, 12.0, 10.0, 29.97, 23.976, 59.94)
+
+#: The seconds in which an animation stores each frame's duration: a GIF's delays are hundredths,
+#: an animated WebP's milliseconds.
+ANIMATION_TICKS = {".gif": 0.01, ".webp": 0.001}
 
 
-def _gif_rate(path: Path, header: dict) -> float | None:
-    """A GIF's frame rate: its frames over its duration. Its delays are whole hundredths of a
-    second, so a 30 fps clip is stored 3, 3, 4, ... and ffmpeg labels it with the shortest delay's
-    rate (33.33), at which every third frame would be read twice; the average rate reads each frame
-    once (24 and 15 fps likewise; 25, 20, 12.5 and 10 divide a second evenly). A usual rate whose
-    delays give that duration (``GIF_RATES``: the closest, within a hundredth of a second) is
-    taken as it is: 30, not the 30.049 of 61 frames in 2.03 s."""
+def _animation_rate(path: Path, header: dict, tick: float) -> float | None:
+    """A GIF's or an animated WebP's frame rate: its frames over its duration. Its frames'
+    durations are whole ``tick``s (a GIF's hundredths, a WebP's milliseconds), so a 30 fps clip is
+    stored 3, 3, 4, ... hundredths (33, 33, 34, ... ms) and ffmpeg labels a GIF with the shortest
+    delay's rate (33.33), at which every third frame would be read twice, and a WebP with a guess
+    (29.97 for 10 frames at 30); the average rate reads each frame once (24 and 15 fps likewise;
+    25, 20, 12.5 and 10 divide a second evenly). A usual rate whose durations give that duration
+    (``ANIMATION_RATES``: the closest, within a tick) is taken as it is: 30, not the 30.049 of 61
+    frames in 2.03 s."""
     stored, duration = _counted_frames(path, None), header.get("duration")
     if not stored or not duration or duration <= 0:
         return header.get("fps")
-    off = {rate: abs(round(stored * 100 / rate) - round(duration * 100)) for rate in GIF_RATES}
-    best = min(GIF_RATES, key=off.get)  # the first of the closest
+    ticks = round(1 / tick)
+    off = {rate: abs(round(stored * ticks / rate) - round(duration * ticks)) for rate in ANIMATION_RATES}
+    best = min(ANIMATION_RATES, key=off.get)  # the first of the closest
     return best if off[best] <= 1 else round(stored / duration, 3)
+
+
+def _check_webp_decoder(path: Path) -> None:
+    """Refuse the animated WebP ``path`` when an ffmpeg that reads it (``ffmpeg_binary``, and
+    imageio-ffmpeg's, which reads headers) has no ``webp_anim`` decoder: before FFmpeg 9.0 it skips
+    the frames and fails on "image data not found". One line naming the file and the fix."""
+    import imageio_ffmpeg
+
+    from .ffmpeg import _decoders
+
+    bundled = imageio_ffmpeg.get_ffmpeg_exe()
+    for binary in dict.fromkeys((ffmpeg_binary(), bundled)):
+        if "webp_anim" in _decoders(binary):
+            continue
+        if binary == bundled:
+            fix = "upgrade imageio-ffmpeg (pip install -U imageio-ffmpeg)"
+        elif "webp_anim" in _decoders(bundled):
+            fix = "take that ffmpeg off PATH (imageio-ffmpeg's own can)"
+        else:
+            fix = "upgrade that ffmpeg"
+        raise UserError(f"{shown(path)}: an animated WebP, which the ffmpeg in use ({binary}) cannot decode (FFmpeg 9.0 or later can); "
+                        f"{fix}, or give the clip as an .mp4 or a folder of frames")
 
 
 def _unreadable(path: Path, report: str) -> str | None:

@@ -245,6 +245,17 @@ def test_video_output_keeps_the_motion_fps_and_grid(tiny_pipeline, tmp_path, rng
     assert result.grid.endswith("out_grid.mp4")
 
 
+def test_an_animated_webp_motion_is_animated_whole_at_its_rate_and_a_still_webp_is_a_reference(tiny_pipeline, tmp_path, rng):
+    # `densepose -o poses.webp` read back as a motion was one frame (Pillow's first) at 25 fps
+    motion = tmp_path / "poses.webp"
+    media.write_frames(motion, PALETTE[rng.integers(0, len(PALETTE), (5, 64, 64))], fps=30)
+    reference = tmp_path / "ref.webp"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
+    result = run(tiny_pipeline, reference, motion, tmp_path / "out.mp4")
+    info = media.probe(tmp_path / "out.mp4")
+    assert (result.frames, result.fps) == (5, 30.0) and (info.frames, info.fps) == (5, 30.0)
+
+
 def test_frames_folder_means_25_fps_unless_told(tiny_pipeline, tmp_path, motion_dir, rng):
     reference = tmp_path / "ref.png"
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)

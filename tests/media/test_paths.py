@@ -160,9 +160,26 @@ def test_gif_webm_and_webp_are_written_and_image_names_still_refused_for_a_clip(
     for name in ("out.gif", "out.webm", "out.webp", "OUT.WEBP"):
         assert media.check_output(tmp_path / name, overwrite=False) == tmp_path / name
         media.check_sequence_output(tmp_path / name)  # an output named .webp is an animated WebP
-    assert media.is_video_output(tmp_path / "out.webp") and not media.is_video(tmp_path / "out.webp")  # a .webp input stays an image
+    assert media.is_video_output(tmp_path / "out.webp") and not media.is_video(tmp_path / "out.webp")  # a .webp input not there (or still) stays an image
     with pytest.raises(UserError, match="cannot write .avi video; use one of .gif, .m4v, .mkv, .mov, .mp4, .webm, .webp"):
         media.check_output(tmp_path / "out.avi", overwrite=False)
     with pytest.raises(UserError, match="an image file name, but this writes every frame"):
         media.check_sequence_output(tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_animated_webp_is_a_video_and_a_still_one_an_image(tmp_path, clip):
+    from PIL import Image
+
+    media.write_frames(tmp_path / "anim.webp", clip[:3], fps=25)
+    Image.fromarray(clip[0]).save(tmp_path / "still.webp")  # a photo: VP8, no animation flag
+    Image.fromarray(clip[0]).convert("RGBA").save(tmp_path / "alpha.webp")  # VP8X, alpha flag only
+    (tmp_path / "UPPER.WEBP").write_bytes((tmp_path / "anim.webp").read_bytes())
+    (tmp_path / "empty.webp").write_bytes(b"")
+    assert media.is_video(tmp_path / "anim.webp") and not media.is_image(tmp_path / "anim.webp")
+    assert media.is_video(tmp_path / "UPPER.WEBP") and not media.is_image(tmp_path / "UPPER.WEBP")
+    for name in ("still.webp", "alpha.webp", "empty.webp", "missing.webp"):  # missing: what its name says, as its error does
+        assert media.is_image(tmp_path / name) and not media.is_video(tmp_path / name), name
+    (tmp_path / "folder.webp").mkdir()
+    assert not media.is_video(tmp_path / "folder.webp")
+    assert media.is_video_output(tmp_path / "anim.webp") and media.is_video_output(tmp_path / "still.webp")

@@ -264,3 +264,38 @@ def test_a_gif_at_a_rate_its_hundredths_cannot_hold_reads_frame_for_frame_at_tha
     back = np.stack(list(media.iter_frames(tmp_path / "a.gif")))
     assert (info.fps, info.frames) == (fps, 40)
     assert np.array_equal(back, clip)
+
+
+@pytest.mark.parametrize(("fps", "count"), [(25.0, 40), (30.0, 40), (30.0, 10)])
+def test_an_animated_webp_is_a_video_read_frame_for_frame_at_its_rate(tmp_path, rng, fps, count):
+    # a DensePose render written as -o poses.webp (lossless, 40 ms or 33, 33, 34 ms a frame) was read as
+    # one image, its first frame; ffmpeg labels 10 frames at 30 fps 29.97
+    from magicanimate_cli.densepose.palette import PALETTE
+
+    labels = rng.integers(0, len(PALETTE), (count, 9, 13))
+    render = PALETTE[np.repeat(np.repeat(labels, 4, axis=1), 4, axis=2)]
+    media.write_frames(tmp_path / "poses.webp", render, fps=fps)
+    info = media.probe(tmp_path / "poses.webp")
+    assert (info.width, info.height, info.fps, info.frames) == (52, 36, fps, count)
+    assert np.array_equal(np.stack(list(media.iter_frames(tmp_path / "poses.webp"))), render)
+    assert np.array_equal(media.read_frames(tmp_path / "poses.webp").array, render)
+
+
+def test_a_still_webp_is_one_image(tmp_path, clip):
+    Image.fromarray(clip[0]).save(tmp_path / "photo.webp", lossless=True)
+    assert np.array_equal(np.stack(list(media.iter_frames(tmp_path / "photo.webp"))), clip[:1])
+    assert np.array_equal(media.read_image(tmp_path / "photo.webp"), clip[0])
+
+
+def test_an_ffmpeg_that_cannot_decode_an_animated_webp_says_so_and_the_fix(tmp_path, clip, monkeypatch):
+    # before FFmpeg 9.0 it skips the ANIM and ANMF chunks and fails on "image data not found"
+    media.write_frames(tmp_path / "anim.webp", clip[:3], fps=25)
+    monkeypatch.setattr(media.ffmpeg, "_decoders", lambda binary: frozenset({"webp", "h264"}))
+    with pytest.raises(UserError) as refused:
+        media.probe(tmp_path / "anim.webp")
+    assert str(refused.value).startswith(f"{tmp_path / 'anim.webp'}: an animated WebP, which the ffmpeg in use (")
+    assert "cannot decode (FFmpeg 9.0 or later can); " in str(refused.value)
+    result = CliRunner().invoke(app, ["frames", str(tmp_path / "anim.webp"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1 and "FFmpeg 9.0 or later" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.webp"]
+
