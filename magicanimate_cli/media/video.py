@@ -296,13 +296,28 @@ def check_decode(
         short = reached is None or reached < duration * 0.9
     if code != 0 and count == 0:
         raise UserError(f"{shown(path)}: ffmpeg cannot decode this video ({lines[-1] if lines else f'exit {code}'})")
-    if lines or code != 0 or short:
-        what = f"ffmpeg reports {lines[0]!r}" if lines else f"its header promises about {expected} frames"
+    cut = _cut_off_webp(path)
+    if lines or code != 0 or short or cut:
+        what = f"ffmpeg reports {lines[0]!r}" if lines else cut or f"its header promises about {expected} frames"
         raise UserError(
             f"{shown(path)}: truncated or damaged video: {what}, and {count} frames decode; "
             "download or export it again (animate, align, crop, frames, matte and preprocess take --allow-truncated to use the "
             "frames that decode; for the other commands extract them first with `magicanimate frames --allow-truncated`)"
         )
+
+
+def _cut_off_webp(path: Path) -> str | None:
+    """What the header of an animated WebP shorter than its RIFF size promises (a cut-off download,
+    whose frames there are ffmpeg decodes without a word); None for a whole one or another file."""
+    if not is_animated_webp(path):
+        return None
+    try:
+        with open(path, "rb") as file:
+            promised = int.from_bytes(file.read(8)[4:], "little") + 8
+        size = path.stat().st_size
+    except OSError:
+        return None
+    return f"its header promises {promised} bytes and {size} are there" if size < promised else None
 
 
 def _streams_end(path: Path) -> float | None:

@@ -299,3 +299,17 @@ def test_an_ffmpeg_that_cannot_decode_an_animated_webp_says_so_and_the_fix(tmp_p
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1 and "FFmpeg 9.0 or later" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.webp"]
 
+
+def test_a_cut_off_animated_webp_is_refused_unless_allowed(tmp_path, rng):
+    # cut between two frames, ffmpeg decodes the frames a cut-off download holds without a word: its RIFF size says more
+    from magicanimate_cli.densepose.palette import PALETTE
+
+    media.write_frames(tmp_path / "whole.webp", PALETTE[rng.integers(0, len(PALETTE), (30, 24, 32))], fps=25)
+    data = (tmp_path / "whole.webp").read_bytes()
+    end = data.index(b"ANMF", len(data) // 2)  # where a frame starts
+    (tmp_path / "cut.webp").write_bytes(data[:end])
+    with pytest.raises(UserError, match=f"^{tmp_path / 'cut.webp'}: truncated or damaged video: its header promises {len(data)} bytes and "
+                                        f"{end} are there, and [0-9]+ frames decode"):
+        list(media.iter_frames(tmp_path / "cut.webp"))
+    assert 0 < len(list(media.iter_frames(tmp_path / "cut.webp", allow_truncated=True))) < 30
+    assert len(list(media.iter_frames(tmp_path / "whole.webp"))) == 30
