@@ -59,12 +59,22 @@ def sound_options(codec: str, output: Path) -> dict:
     lossy encoding), else encoded to AAC; in a WebM to Opus (Vorbis where the ffmpeg in use
     has no libopus), the sound a WebM takes."""
     suffix = Path(output).suffix.lower()
-    if suffix == ".webm":
-        if codec in WEBM_SOUND:
-            return {"acodec": "copy"}
-        return {"acodec": "libopus", "audio_bitrate": "128k"} if has_encoder("libopus") else {"acodec": "libvorbis", "audio_bitrate": "192k"}
-    holds = ("aac",) if suffix == ".m4v" else MP4_SOUND
-    return {"acodec": "copy"} if codec in holds else AAC
+    holds = WEBM_SOUND if suffix == ".webm" else ("aac",) if suffix == ".m4v" else MP4_SOUND
+    return {"acodec": "copy"} if codec in holds else encoded_sound(output)
+
+
+def encoded_sound(output: Path) -> dict:
+    """ffmpeg's output options for sound encoded for the video ``output``: AAC, or in a WebM Opus
+    (Vorbis where the ffmpeg in use has no libopus)."""
+    if Path(output).suffix.lower() != ".webm":
+        return AAC
+    return {"acodec": "libopus", "audio_bitrate": "128k"} if has_encoder("libopus") else {"acodec": "libvorbis", "audio_bitrate": "192k"}
+
+
+EDIT_LISTS = (".mp4", ".mov", ".m4v")
+"""Containers whose edit lists start a copied sound exactly where it was cut, between two of its
+packets. A WebM or an MKV has none: copied from a time on, the sound starts at the packet (or the
+video's keyframe) before it, and the muxer delays the picture by as much instead."""
 
 
 def kept_sound(source: Path | None, output: Path) -> dict:

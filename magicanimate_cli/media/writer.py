@@ -17,7 +17,16 @@ from ..frames import DEFAULT_FPS
 from .ffmpeg import _ffmpeg_path, _run_ffmpeg, ffmpeg_binary
 from .frame_folders import frame_name
 from .paths import H264_EXTENSIONS, SOUNDLESS_EXTENSIONS, check_output, is_video_output, needs_even_sides
-from .sound import audio_streams, check_holds_sound, picture_start, sound_end, sound_options, warn_without_sound
+from .sound import (
+    EDIT_LISTS,
+    audio_streams,
+    check_holds_sound,
+    encoded_sound,
+    picture_start,
+    sound_end,
+    sound_options,
+    warn_without_sound,
+)
 
 VP9 = {"vcodec": "libvpx-vp9", "pix_fmt": "yuv420p", "crf": 24, "b:v": 0, "row-mt": 1, "deadline": "good", "cpu-used": 4}
 """A WebM's picture: VP9 in constant quality, CRF 24 being about the PSNR of H.264 at CRF 18 (at a
@@ -74,7 +83,8 @@ class FrameWriter:
     e.g. to keep the file names of the input frames. A video gets the first sound stream of
     ``audio`` (a video or sound file; ``check_audio_source``) from its first picture
     (``picture_start``), or ``audio_start`` seconds after it, as long as the frames written last
-    (copied when the container holds its codec, else AAC: ``sound_options``). The sound is muxed
+    (copied when the container holds its codec, else AAC: ``sound_options``; encoded too when it is
+    cut at a time for a WebM or an MKV, where a copy would delay the picture: ``EDIT_LISTS``). The sound is muxed
     in after the picture is encoded, by a second ffmpeg pass that copies the picture, so the
     frames are encoded as without it. If that pass fails or yields no sound (no packet:
     ``sound_end``), the video is written without it: with a ``warning:`` line
@@ -277,9 +287,12 @@ class FrameWriter:
             codecs = audio_streams(self.audio)
             begin = picture_start(self.audio) + self.audio_start
             window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | {"t": f"{self.count / self.fps:.6f}"}
+            sound = sound_options(codecs[0], self.path) if codecs else {}
+            if begin > 0 and sound.get("acodec") == "copy" and self.path.suffix.lower() not in EDIT_LISTS:
+                sound = encoded_sound(self.path)  # a copy would start before ``begin`` and delay the picture (``EDIT_LISTS``)
             error = "no sound stream" if not codecs else _run_ffmpeg(ffmpeg.output(
                 ffmpeg.input(_ffmpeg_path(self._tmp))["v:0"], ffmpeg.input(_ffmpeg_path(self.audio), **window)["a:0"], _ffmpeg_path(muxed),
-                vcodec="copy", **_mp4_flags(self.path), **sound_options(codecs[0], self.path)))  # fmt: skip
+                vcodec="copy", **_mp4_flags(self.path), **sound))  # fmt: skip
             if error is None and sound_end(muxed) <= 0:  # the header may list a stream that no packet fills
                 error = "no sound came out (an empty sound stream, or none from that time on?)"
         except BaseException:  # Ctrl-C during the second pass: no temporary left behind

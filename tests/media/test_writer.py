@@ -264,3 +264,16 @@ def test_a_gif_or_webp_is_written_atomically(tmp_path, clip):
         media.write_frames(tmp_path / "v.gif", clip)
     media.write_frames(tmp_path / "v.gif", clip, overwrite=True)
     assert len(_animation_frames(tmp_path / "v.gif")[0]) == len(clip) and [p.name for p in tmp_path.iterdir()] == ["v.gif"]
+
+
+@pytest.mark.parametrize("name, sound", [("out.webm", "music.opus"), ("out.mkv", "dance.mp4")])
+def test_a_sound_cut_at_a_time_for_a_webm_or_an_mkv_starts_with_the_first_frame(tmp_path, name, sound):
+    from preprocess_helpers import add_sound, make_video
+
+    add_sound(make_video(tmp_path / "dance.mp4", count=75), 3.0)  # AAC, which an MKV would hold as it is
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-t", "3", "-i", "sine=frequency=440",
+                    "-c:a", "libopus", str(tmp_path / "music.opus")], check=True)  # fmt: skip
+    write_video(tmp_path / name, count=25, audio=tmp_path / sound, audio_start=1.5)  # 1 s from 1.5 s on
+    info = media.probe(tmp_path / name)
+    assert media.picture_start(tmp_path / name) == 0 and info.frames == 25  # a copy from the packet before 1.5 s delayed the picture
+    assert media.sound_end(tmp_path / name) == pytest.approx(1.0, abs=0.03)
