@@ -42,15 +42,37 @@ def iuv_channel(iuv: np.ndarray) -> int | None:
     return None
 
 
-def labels_from_iuv(iuv: np.ndarray) -> np.ndarray:
+def clip_channel(frames) -> int | None:
+    """The channel that holds ``I`` in a clip of IUV images (uint8 RGB ``H×W×3`` each), as the first
+    frame in which only one channel can tells it. ``iuv_channel`` reads a frame where both can from
+    blue, which in a clip saved in RGB order is ``V·255``: a hand entering the picture, whose ``V``
+    stays under 0.1, became other parts. None when no frame tells (each is then read from its own
+    ``iuv_channel``)."""
+    for frame in frames:
+        fits = [channel for channel in CHANNELS.values() if int(frame[..., channel].max(initial=0)) <= I_MAX]
+        if len(fits) == 1:
+            return fits[0]
+    return None
+
+
+def labels_from_iuv(iuv: np.ndarray, channel: int | None = None) -> np.ndarray:
     """The label map (``H×W`` uint8, 0..24) of a DensePose IUV image (uint8 RGB ``H×W×3``): its ``I``
-    channel (``iuv_channel``). Raises ``ValueError`` saying why, and the fix, for what is not a
-    lossless IUV image: a DensePose render in MagicAnimate's colours, a photo, a lossy copy. A black
-    frame (nobody) gives an all-background map."""
+    channel, ``channel`` where given (a clip's, ``clip_channel``), else ``iuv_channel``. Raises
+    ``ValueError`` saying why, and the fix, for what is not a lossless IUV image: a DensePose render
+    in MagicAnimate's colours, a photo, a lossy copy, an IUV image with ``I`` in the other channel
+    than ``channel``. A black frame (nobody) gives an all-background map."""
     iuv = np.asarray(iuv)
     if iuv.dtype != np.uint8 or iuv.ndim != 3 or iuv.shape[-1] != 3:
         raise ValueError("IUV images must be uint8 RGB arrays of shape H×W×3")
-    channel = iuv_channel(iuv)
+    if channel is not None and int(iuv[..., channel].max(initial=0)) > I_MAX:
+        other, names = iuv_channel(iuv), {value: name for name, value in CHANNELS.items()}
+        if other is not None:
+            raise ValueError(
+                f"its part indices are in the {names[other]} channel, but in the {names[channel]} one in the clip's "
+                "frames before it: IUV images saved two ways (a BGR and an RGB writer) are mixed; convert each kind on its own"
+            )
+        channel = None  # not IUV at all: said below
+    channel = channel if channel is not None else iuv_channel(iuv)
     if channel is None:
         try:
             labels_from_render(iuv)

@@ -412,10 +412,14 @@ def _estimate(plan: _Plan, work: _Work, estimator, settings: DensePoseConfig, pr
 def _read_iuv(plan: _Plan, work: _Work, progress: Progress) -> None:
     """Step 1 with ``from_iuv``: each frame's labels are its IUV image's part indices (resumable).
     A frame that is not lossless IUV is refused, naming it, and the work is dropped."""
+    from contextlib import closing
+
     from .. import media
-    from .iuv import labels_from_iuv
+    from .iuv import clip_channel, labels_from_iuv
 
     files = media.list_frame_files(plan.source) if plan.source.is_dir() else None
+    with closing(media.iter_frames(plan.source)) as frames:
+        channel = clip_channel(frames)  # one for the whole clip, as its frames were saved one way
     start, maps = len(work.people), []
     progress("densepose", len(work.people), plan.count)
 
@@ -430,7 +434,7 @@ def _read_iuv(plan: _Plan, work: _Work, progress: Progress) -> None:
         if index < start:  # an interrupted run's
             continue
         try:
-            maps.append(labels_from_iuv(frame))
+            maps.append(labels_from_iuv(frame, channel))
         except ValueError as exc:
             work.remove()
             where = shown(files[index]) if files is not None else f"{shown(plan.source)} (frame {index})"

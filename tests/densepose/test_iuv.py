@@ -134,11 +134,11 @@ def test_an_interrupted_conversion_resumes_where_it_stopped(tmp_path, no_model, 
     monkeypatch.setattr(stage, "IUV_CHUNK", 1)
     real, calls = iuv.labels_from_iuv, []
 
-    def stopped_at_the_fourth(frame):
+    def stopped_at_the_fourth(frame, *channel):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return real(frame)
+        return real(frame, *channel)
 
     monkeypatch.setattr(iuv, "labels_from_iuv", stopped_at_the_fourth)
     with pytest.raises(KeyboardInterrupt):
@@ -163,6 +163,26 @@ def test_both_channel_orders_and_a_lossless_rgb_video_convert(tmp_path, no_model
     assert result.frames == 3 and result.fps == 25
     for i, want in enumerate(labels):
         assert np.array_equal(read_png(tmp_path / "from_video" / media.frame_name(i)), render_labels(want))
+
+
+def test_a_frame_where_both_channels_could_hold_the_parts_is_read_as_the_clips_other_frames(tmp_path, no_model):
+    _, labels = iuv_folder(tmp_path / "rgb", 3, writer=write_rgb)  # I in red
+    hand = np.zeros((H, W), np.uint8)
+    hand[20:24, 30:34] = 4  # a hand entering the picture: its V·255 stays under 24, so blue could hold parts too
+    rng = np.random.default_rng(9)
+    u, v = rng.integers(30, 256, (H, W)), rng.integers(1, 20, (H, W))
+    Image.fromarray(np.dstack([hand, u * (hand > 0), v * (hand > 0)]).astype(np.uint8)).save(tmp_path / "rgb" / "0004.png")
+    assert iuv_channel(media.read_image(tmp_path / "rgb" / "0004.png")) == 2  # alone, it is read from blue
+    densepose(tmp_path / "rgb", tmp_path / "poses", labels=tmp_path / "labels", from_iuv=True)
+    for name, want in zip(["0001.png", "0004.png"], [labels[0], hand]):
+        assert np.array_equal(read_png(tmp_path / "labels" / name), want)
+
+    iuv_folder(tmp_path / "mixed", 3)  # I in blue
+    write_rgb(tmp_path / "mixed" / "0004.png", known_labels(3))  # and one frame with I in red
+    with pytest.raises(UserError, match=r"mixed/0004\.png: its part indices are in the red channel, but in the blue one in the clip's "
+                                        r"frames before it: IUV images saved two ways"):
+        densepose(tmp_path / "mixed", tmp_path / "mixed_poses", from_iuv=True)
+    assert not (tmp_path / "mixed_poses").exists()
 
 
 def test_an_iuv_mp4_is_refused_as_its_yuv_colours_lost_the_part_indices(tmp_path, no_model):
