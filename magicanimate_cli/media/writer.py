@@ -34,6 +34,9 @@ half to two thirds of its size)."""
 WEBP_LOSSY_QUALITY = 85  # libwebp's 0-100: about the PSNR of H.264 at CRF 18
 STORED = {".gif", ".webp"}  # encoded from the whole clip, kept in a file meanwhile: a GIF's palette, a WebP's lossless or not
 EXACT_COLOURS = 256  # a clip with no more colours (a DensePose render, masks) is written with exactly them
+GIF_MAX_FPS = 50.0
+"""The fastest a GIF plays: its delays are in 1/100 s, and browsers show a frame of 0 or 1/100 s
+for 1/10 s (a 60 fps GIF stuttered, a 120 fps one played 10× slower)."""
 
 
 class FrameStore:
@@ -78,7 +81,8 @@ class FrameWriter:
     at the end: a clip of at most 256 colours (a DensePose render, masks) with exactly its colours,
     so it reads back byte for byte (a GIF with them as its palette, a lossless WebP); any other clip
     as a GIF with one palette for the whole clip (ffmpeg's ``palettegen``), ordered dithering (no
-    noise crawling over still parts from frame to frame), or as a lossy WebP. Folder
+    noise crawling over still parts from frame to frame), or as a lossy WebP. A GIF faster than
+    ``GIF_MAX_FPS`` is written at that rate, every frame kept, with a warning (``InputWarning``). Folder
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
     e.g. to keep the file names of the input frames. A video gets the first sound stream of
     ``audio`` (a video or sound file; ``check_audio_source``) from its first picture
@@ -118,6 +122,11 @@ class FrameWriter:
         self.fps = float(fps)
         self.crf = crf
         self.audio, self.sound_kept, self.audio_start = audio, sound_kept, float(audio_start)
+        if self.path.suffix.lower() == ".gif" and self.fps > GIF_MAX_FPS:
+            warnings.warn(InputWarning(
+                f"{shown(self.path)}: a GIF plays at most {GIF_MAX_FPS:g} fps (browsers show shorter frames for 1/10 s), so its "
+                f"{self.fps:g} fps frames are written at {GIF_MAX_FPS:g} fps, every one, playing {self.fps / GIF_MAX_FPS:.3g}× slower; "
+                f"write {self.path.stem}.webp or {self.path.stem}.webm to keep the rate"), stacklevel=2)  # fmt: skip
         self.count = 0
         self._process = None
         self._tmp: Path | None = None
@@ -177,9 +186,10 @@ class FrameWriter:
         import ffmpeg
 
         height, width = self._size
+        rate = min(self.fps, GIF_MAX_FPS) if self.path.suffix.lower() == ".gif" else self.fps
 
         def frames():
-            return ffmpeg.input(_ffmpeg_path(self._stored), format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=self.fps)
+            return ffmpeg.input(_ffmpeg_path(self._stored), format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=rate)
 
         exact = self._colours is not None
         if self.path.suffix.lower() == ".webp":

@@ -277,3 +277,20 @@ def test_a_sound_cut_at_a_time_for_a_webm_or_an_mkv_starts_with_the_first_frame(
     info = media.probe(tmp_path / name)
     assert media.picture_start(tmp_path / name) == 0 and info.frames == 25  # a copy from the packet before 1.5 s delayed the picture
     assert media.sound_end(tmp_path / name) == pytest.approx(1.0, abs=0.03)
+
+
+def test_a_gif_faster_than_browsers_play_is_written_at_50_fps_with_every_frame_and_a_warning(tmp_path, clip):
+    from PIL import Image, ImageSequence
+
+    from magicanimate_cli.errors import InputWarning
+
+    with pytest.warns(InputWarning, match=f"^{tmp_path / 'fast.gif'}: a GIF plays at most 50 fps .* its 60 fps frames are written at 50 fps, "
+                                          "every one, playing 1.2× slower; write fast.webp or fast.webm to keep the rate$"):
+        media.write_frames(tmp_path / "fast.gif", clip, fps=60)
+    with Image.open(tmp_path / "fast.gif") as image:
+        delays = [frame.info["duration"] for frame in ImageSequence.Iterator(image)]
+    assert delays == [20] * len(clip)  # never 10 ms, which browsers play as 100 ms
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 50 fps plays as it is: nothing to say
+        media.write_frames(tmp_path / "fifty.gif", clip, fps=50)
+        media.write_frames(tmp_path / "fast.webp", clip, fps=60)  # a WebP's delays are in ms
