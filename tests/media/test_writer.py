@@ -294,3 +294,54 @@ def test_a_gif_faster_than_browsers_play_is_written_at_50_fps_with_every_frame_a
         warnings.simplefilter("error")  # 50 fps plays as it is: nothing to say
         media.write_frames(tmp_path / "fifty.gif", clip, fps=50)
         media.write_frames(tmp_path / "fast.webp", clip, fps=60)  # a WebP's delays are in ms
+
+
+_ENCODING_WRITER = """
+import sys
+import numpy as np
+from magicanimate_cli import media
+with media.FrameWriter(sys.argv[1]) as writer:
+    writer.write(np.zeros((8, 8, 3), np.uint8))
+    media.ffmpeg.ffmpeg_binary = media.writer.ffmpeg_binary = lambda: sys.argv[2]  # an ffmpeg that takes its time over the GIF
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="the kernel's parent-death signal; /proc")
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
+def test_the_ffmpeg_encoding_a_gif_ends_with_a_writer_that_is_killed_or_interrupted(tmp_path, stop):
+    import contextlib
+    import os
+    import signal
+    import sys
+    import time
+
+    slow = tmp_path / "slow-ffmpeg"
+    slow.write_text(f"#!/bin/sh\necho $$ > {tmp_path / 'pid'}\nexec sleep 60\n")
+    slow.chmod(0o755)
+    child = subprocess.Popen([sys.executable, "-c", _ENCODING_WRITER, str(tmp_path / "out.gif"), str(slow)], stderr=subprocess.DEVNULL)
+    encoder = None
+    try:
+        for _ in range(300):
+            if (tmp_path / "pid").is_file() and (tmp_path / "pid").read_text().strip():
+                encoder = int((tmp_path / "pid").read_text())
+                break
+            time.sleep(0.05)
+        assert encoder is not None, "the encoding never started"
+        child.send_signal(getattr(signal, stop))
+        child.wait(timeout=30)
+        for _ in range(100):  # gone (or a zombie waiting for its new parent)
+            try:
+                with open(f"/proc/{encoder}/stat") as stat:
+                    if stat.read().rpartition(")")[2].split()[0] in "ZX":
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"ffmpeg went on after the writer was stopped with {stop}")
+    finally:
+        child.kill()
+        child.wait()
+        if encoder is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(encoder, signal.SIGKILL)
