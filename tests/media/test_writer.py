@@ -158,7 +158,7 @@ def test_a_full_disk_while_adding_the_sound_is_an_error_even_when_it_was_only_ke
 
 
 def _animation_frames(path):
-    """The frames of a GIF or an animated WebP as browsers decode them (libwebp, through Pillow: ffmpeg reads one frame of an animated WebP),
+    """The frames of a GIF or an animated WebP as browsers decode them (libwebp, through Pillow),
     with its loop count and frame durations (ms)."""
     from PIL import Image, ImageSequence
 
