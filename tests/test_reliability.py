@@ -253,7 +253,6 @@ def test_frames_on_a_full_disk_names_the_output_not_the_video_and_keeps_the_old_
 
 
 @small_disk
-@small_disk
 def test_a_full_disk_while_adding_a_kept_sound_is_an_error_not_a_silent_video(tmp_path):
     import subprocess
 
@@ -295,6 +294,22 @@ def test_writers_on_a_full_disk_say_so_in_one_line_naming_the_output(tmp_path, n
     failure = json.loads(prep["stdout"])["clips"][0]
     assert failure["status"] == "failed" and "noise/.work/full/images: cannot write it (No space left on device)" in failure["errors"]["frames"]
 
+
+
+@small_disk
+def test_a_full_disk_while_a_video_is_still_being_read_is_one_line_not_an_abort(tmp_path, rng):
+    # the frames folder fills the disk after a few frames, while ffmpeg still decodes the video: the
+    # reader left suspended aborted Python at exit ("Fatal Python error: _enter_buffered_busy", exit -6)
+    media.write_frames(tmp_path / "in.mp4", rng.integers(0, 256, (30, 96, 128, 3), dtype=np.uint8))
+    folder, gif = run_on_small_disk("300k", [
+        {"args": ["crop", str(tmp_path / "in.mp4"), "-o", "out", "--size", "128"]},
+        {"args": ["crop", str(tmp_path / "in.mp4"), "-o", "out.gif", "--size", "128"]},
+    ])
+    for result, output in ((folder, "out"), (gif, "out.gif")):
+        assert result["rc"] == 2 and "Fatal Python error" not in result["stderr"], result["stderr"]
+        assert result["stderr"].strip().splitlines()[-1] == (f"error: {output}: cannot write it (No space left on device); "
+                                                              "free space on that disk or choose an output on another one")
+        assert result["files"] == {}
 
 @small_disk
 def test_animate_on_a_full_disk_names_its_output(tmp_path, tiny_weights, rng):

@@ -6,7 +6,8 @@ extracted to PNGs (``extract_frames``), and the videos made from one: an mp4 cop
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,12 +143,16 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     source = progressive(ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM])
     source = source.filter("fps", fps=header["fps"]) if header.get("fps") else source
     stream = ffmpeg.output(square_pixels(shown_colours(source, path, header)), "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
-    process = ffmpeg.run_async(
-        stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error"), cmd=ffmpeg_binary(), pipe_stdout=True, pipe_stderr=True
-    )
-    errors: list[bytes] = []
-    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
-    reader.start()
+    # ffmpeg's messages go to a file, not a pipe read by a thread: a reading thread still blocked when
+    # a failing consumer left this generator suspended held the pipe's lock at interpreter shutdown,
+    # and closing the pipe then aborted Python ("Fatal Python error: _enter_buffered_busy")
+    errors = tempfile.TemporaryFile()
+    command = ffmpeg.compile(stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error"), cmd=ffmpeg_binary())
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+    except BaseException:
+        errors.close()
+        raise
     size = width * height * 3
     count, finished = 0, False
     try:
@@ -163,9 +168,10 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
             process.kill()  # the consumer stopped early (or failed): ffmpeg must not wait on a full pipe
         process.stdout.close()
         code = process.wait()
-        reader.join()
-        process.stderr.close()  # read to its end by the reader thread
-    check_decode(path, code, b"".join(errors).decode(errors="replace"), count, _header_frames(header), allow_truncated, header.get("duration"))
+        errors.seek(0)
+        report = errors.read().decode(errors="replace")
+        errors.close()
+    check_decode(path, code, report, count, _header_frames(header), allow_truncated, header.get("duration"))
 
 
 def _displayed_size_notice(record) -> bool:
