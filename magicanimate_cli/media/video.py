@@ -90,18 +90,13 @@ def pixel_format(path: Path) -> str:
     return str(_header(path).get("pix_fmt") or "").split("(")[0].strip()
 
 
-def _counted_frames(path: Path, fps: float | None) -> int | None:
+def _counted_frames(path: Path, fps: float) -> int | None:
     """How many frames ``iter_frames`` yields of ``path``: ffmpeg decodes the video once through the
     same re-timing to ``fps`` and output timing (constant rate, from the file's start), into nothing;
-    with ``fps`` None, the frames stored. None when ffmpeg cannot tell (``iter_frames`` then says
-    why, if it cannot either)."""
-    import subprocess
-
+    None when ffmpeg cannot tell (``iter_frames`` then says why, if it cannot either)."""
     import ffmpeg
 
-    source = ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM]
-    timing = {"fps_mode": "cfr"} if fps else {"fps_mode": "passthrough"}
-    stream = ffmpeg.output(source.filter("fps", fps=fps) if fps else source, "-", f="null", **timing)
+    stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM].filter("fps", fps=fps), "-", f="null", fps_mode="cfr")
     stream = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
     done = subprocess.run(ffmpeg.compile(stream, cmd=ffmpeg_binary()), capture_output=True, text=True, errors="replace")
     frames = [line.partition("=")[2] for line in done.stdout.splitlines() if line.startswith("frame=")]
@@ -203,39 +198,75 @@ def _header(path: Path) -> dict:
         raise UserError(f"{shown(path)}: {_unreadable(path, str(exc)) or f'ffmpeg cannot read this video ({first_line(exc)})'}") from exc
     finally:
         reader.close()
-    tick = ANIMATION_TICKS.get(path.suffix.lower())
-    if tick is not None:
+    if path.suffix.lower() in ANIMATIONS:
         if not header.get("duration"):  # an animated WebP's header has none: its frames' durations added up
             header["duration"] = _streams_end(path)
-        header["fps"] = _animation_rate(path, header, tick)
+        header["fps"] = _animation_rate(path) or header.get("fps")
     return header
 
 
-#: The rates an animation's frames over its duration are snapped to, first match first (a GIF's
-#: delays cannot tell 30 from 29.97).
-ANIMATION_RATES = (25.0, 30.0, 24.0, 50.0, 60.0, 20.0, 15.0, 12.5, 12.0, 10.0, 29.97, 23.976, 59.94)
-
-#: The seconds in which an animation stores each frame's duration: a GIF's delays are hundredths,
-#: an animated WebP's milliseconds.
-ANIMATION_TICKS = {".gif": 0.01, ".webp": 0.001}
+ANIMATIONS = {".gif": (-0.5, 0.5), ".webp": (-1.0, 0.0)}
+"""Formats that store a duration per frame, in whole ticks (a GIF's hundredths of a second, an
+animated WebP's milliseconds), with no frame rate (``_animation_rate``), and how far a frame's
+stored start may be from its exact time, in ticks, as ffmpeg writes them: a GIF's rounded, a
+WebP's rounded down (libwebp's timestamps)."""
 
 
-def _animation_rate(path: Path, header: dict, tick: float) -> float | None:
-    """A GIF's or an animated WebP's frame rate: its frames over its duration. Its frames'
-    durations are whole ``tick``s (a GIF's hundredths, a WebP's milliseconds), so a 30 fps clip is
-    stored 3, 3, 4, ... hundredths (33, 33, 34, ... ms) and ffmpeg labels a GIF with the shortest
-    delay's rate (33.33), at which every third frame would be read twice, and a WebP with a guess
-    (29.97 for 10 frames at 30); the average rate reads each frame once (24 and 15 fps likewise;
-    25, 20, 12.5 and 10 divide a second evenly). A usual rate whose durations give that duration
-    (``ANIMATION_RATES``: the closest, within a tick) is taken as it is: 30, not the 30.049 of 61
-    frames in 2.03 s."""
-    stored, duration = _counted_frames(path, None), header.get("duration")
-    if not stored or not duration or duration <= 0:
-        return header.get("fps")
-    ticks = round(1 / tick)
-    off = {rate: abs(round(stored * ticks / rate) - round(duration * ticks)) for rate in ANIMATION_RATES}
-    best = min(ANIMATION_RATES, key=off.get)  # the first of the closest
-    return best if off[best] <= 1 else round(stored / duration, 3)
+#: The rates an animation's frame times are matched against (``_animation_rate``), slowest
+#: first, then the NTSC ones (the frame times of a short clip cannot tell 30 from 29.97).
+ANIMATION_RATES = (10.0, 12.0, 12.5, 15.0, 20.0, 24.0, 25.0, 30.0, 50.0, 60.0)
+NTSC_RATES = (23.976, 29.97, 59.94)
+
+
+def _animation_rate(path: Path) -> float | None:
+    """The frame rate of a GIF or an animated WebP, from its frames' start times (``_frame_times``):
+    the slowest of ``ANIMATION_RATES`` (then ``NTSC_RATES``) whose exact frame times, rounded as the
+    format stores them (``ANIMATIONS``), are those times (a 25 fps clip fits 50 too; a rate of less
+    than two ticks a frame, a GIF's 60, fits any times and is not tried); none fitting, or two frames
+    only, its frames over its duration where they last alike (within a tick), else the rate of its
+    shortest frame (a frame held longer is then read several times, the timing kept). ffmpeg
+    labels a 30 fps GIF (stored 3, 3, 4, ... hundredths) with its shortest delay's rate, 33.33, at
+    which every third frame would be read twice, and an animated WebP with a guess (29.97 for 10
+    frames at 30); and libwebp merges identical neighbouring frames into one longer one (a person
+    standing still for 4 frames becomes one frame of 4/30 s), so neither the label nor frames over
+    duration reads each frame once. None (ffmpeg's label stands) for a clip of one frame, or when
+    ffmpeg cannot tell."""
+    times = _frame_times(path)
+    if times is None or len(times[0]) < 3:
+        return None
+    points, ticks = times
+    starts, (low, high) = points[:-1], ANIMATIONS[path.suffix.lower()]
+
+    def fits(rate: float) -> bool:
+        frames = [int(start * rate / ticks + 0.5) for start in starts]
+        return all(low <= start - frame * ticks / rate + 1e-9 and start - frame * ticks / rate - 1e-9 <= high
+                   for start, frame in zip(starts, frames)) and all(b > a for a, b in zip(frames, frames[1:]))  # fmt: skip
+
+    gaps = [b - a for a, b in zip(points, points[1:])]
+    even = round(len(starts) * ticks / points[-1], 3)  # frames over duration
+    if len(starts) < 3:  # two frames fit too many rates
+        return even
+    tried = (rate for rate in (*ANIMATION_RATES, *NTSC_RATES) if ticks / rate >= 2)
+    return next((rate for rate in tried if fits(rate)), even if max(gaps) - min(gaps) <= 1 else round(ticks / max(min(gaps), 1), 3))
+
+
+def _frame_times(path: Path) -> tuple[list[int], int] | None:
+    """The start time of each stored frame of ``path`` and the end of its last, in ticks of its time
+    base, and the ticks per second: ffmpeg lists the packets (``framecrc``, copied, not decoded).
+    None when ffmpeg cannot tell, or the time base is not whole ticks of a second."""
+    import re
+
+    import ffmpeg
+
+    stream = ffmpeg.output(ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM], "-", c="copy", f="framecrc")
+    done = subprocess.run(ffmpeg.compile(stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error"), cmd=ffmpeg_binary()),
+                          capture_output=True, text=True, errors="replace")  # fmt: skip
+    base = re.search(r"^#tb 0: 1/(\d+)$", done.stdout, re.MULTILINE)
+    packets = [[int(field) for field in line.split(",")[1:4]] for line in done.stdout.splitlines() if re.match(r"0,\s*-?\d", line)]
+    if done.returncode != 0 or base is None or not packets or int(base.group(1)) <= 0:
+        return None
+    points = [pts for pts, _, _ in packets] + [packets[-1][0] + packets[-1][2]]
+    return ([point - points[0] for point in points], int(base.group(1))) if points[-1] > points[0] else None
 
 
 def _check_webp_decoder(path: Path) -> None:

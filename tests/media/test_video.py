@@ -313,3 +313,17 @@ def test_a_cut_off_animated_webp_is_refused_unless_allowed(tmp_path, rng):
         list(media.iter_frames(tmp_path / "cut.webp"))
     assert 0 < len(list(media.iter_frames(tmp_path / "cut.webp", allow_truncated=True))) < 30
     assert len(list(media.iter_frames(tmp_path / "whole.webp"))) == 30
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".gif"])
+@pytest.mark.parametrize("fps", [25.0, 30.0, 24.0])
+def test_an_animation_with_frames_held_still_reads_frame_for_frame_at_its_rate(tmp_path, suffix, fps):
+    # libwebp stores neighbouring identical frames as one longer frame (frames 1-4 below: one frame
+    # of 4/fps s): read by frames over duration, the clip came back at a third of its rate, 3 frames short
+    labels = [0, 1, 1, 1, 1, 2, 3, 4, 5, 6, 6, 7]
+    clip = np.zeros((len(labels), 16, 16, 3), np.uint8)
+    clip[..., 1] = np.array(labels, np.uint8)[:, None, None] * 20
+    media.write_frames(tmp_path / f"a{suffix}", clip, fps=fps)
+    info = media.probe(tmp_path / f"a{suffix}")
+    assert (info.fps, info.frames) == (fps, len(labels))
+    assert np.array_equal(np.stack(list(media.iter_frames(tmp_path / f"a{suffix}"))), clip)
