@@ -458,12 +458,12 @@ def test_animate_align_equals_align_then_animate(tiny_pipeline, tmp_path):
 
 
 def test_animate_align_without_a_known_person_fails_before_loading_the_models(tmp_path, tiny_weights, monkeypatch):
-    import magicanimate_cli.animate as animate_module
+    import magicanimate_cli.animate.stage as stage_module
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the models were loaded before the reference person was found")
 
-    monkeypatch.setattr(animate_module, "load_pipeline", no_loading)
+    monkeypatch.setattr(stage_module, "load_pipeline", no_loading)
     motion = write_frames_folder(tmp_path / "poses", draw_clip([BODY], size=64))
     plain = rgb_reference(tmp_path / "plain.png")
     out = runner.invoke(app, ["animate", str(plain), str(motion), "-o", str(tmp_path / "out"), "--size", "64", "--align",

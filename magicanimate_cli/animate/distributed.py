@@ -2,7 +2,7 @@
 
 ``run_distributed`` starts the processes (``torch.multiprocessing``; NCCL between GPUs, gloo
 between CPU processes, for tests) and waits for them; each loads the pipeline and runs the same
-``_Job`` (``animate/__init__.py``); the pipeline shares the windows out (``pipeline._share``) and
+``_Job`` (``animate/stage.py``); the pipeline shares the windows out (``pipeline._share``) and
 rank 0 decodes and writes the outputs. The frames are those of the same run in one process.
 """
 
@@ -91,7 +91,8 @@ def _worker(rank: int, job, devices: list[str], models, dtype: str, store: str, 
     import torch.distributed as dist
 
     from ..processes import stop_once_on
-    from . import _check_window, _render, load_pipeline
+    from .loading import load_pipeline
+    from .stage import _check_window, _render
 
     stop_once_on(signal.SIGINT, signal.SIGTERM)
     torch.set_num_threads(threads)

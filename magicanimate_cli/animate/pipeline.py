@@ -60,7 +60,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..progress import Progress
-from . import AnimateConfig
+from .config import AnimateConfig
 from .cuda_graph import AppearanceGraph
 from .malloc import release_freed_memory
 from .mapped import drop_mapped_pages

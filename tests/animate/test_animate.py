@@ -391,10 +391,10 @@ def test_cpu_kernels_are_pinned_before_torch_is_imported(tmp_path):
     import sys
 
     code = (
-        "import sys, magicanimate_cli.animate as A\n"
+        "import sys, magicanimate_cli.animate as A, magicanimate_cli.animate.stage as S\n"
         "seen = []\n"
-        "original = A.pin_cpu_kernels\n"
-        "A.pin_cpu_kernels = lambda: (seen.append('torch' in sys.modules), original())\n"
+        "original = S.pin_cpu_kernels\n"
+        "S.pin_cpu_kernels = lambda: (seen.append('torch' in sys.modules), original())\n"
         "try:\n"
         f"    A.animate({str(tmp_path / 'missing.png')!r}, {str(tmp_path)!r}, {str(tmp_path / 'o.mp4')!r})\n"
         "except Exception:\n"
@@ -423,9 +423,10 @@ def test_load_pipeline_pins_the_cpu_kernels_as_the_cli_does(tiny_weights):
 
 def test_load_pipeline_on_cpu_reuses_freed_memory(tiny_weights, monkeypatch):
     import magicanimate_cli.animate as A
+    import magicanimate_cli.animate.loading as loading_module
 
     calls = []
-    monkeypatch.setattr(A, "reuse_freed_memory", lambda: calls.append(True))
+    monkeypatch.setattr(loading_module, "reuse_freed_memory", lambda: calls.append(True))
     A.load_pipeline(tiny_weights, device="cpu", dtype="float32")
     assert calls == [True]
 
@@ -514,7 +515,7 @@ def test_every_option_is_checked_before_the_motion_is_read(tmp_path, motion_dir,
      ({"reference": "nope.png"}, "nope.png: no such image file"), ({"motion": "nope"}, "nope: no such"), ({}, None)],
 )  # fmt: skip
 def test_check_animate_says_what_animate_says_and_loads_nothing(tiny_weights, tmp_path, motion_dir, reference, kwargs, message, monkeypatch):
-    import magicanimate_cli.animate as animate_module
+    import magicanimate_cli.animate.stage as stage_module
     from magicanimate_cli.animate import check_animate
 
     (tmp_path / "out_grid.mp4").write_bytes(b"the user's")
@@ -522,7 +523,7 @@ def test_check_animate_says_what_animate_says_and_loads_nothing(tiny_weights, tm
     options = {k: v for k, v in kwargs.items() if k not in paths}
     call = (paths["reference"], paths["motion"], tmp_path / "out.mp4")
     before = sorted(tmp_path.iterdir())
-    monkeypatch.setattr(animate_module, "load_pipeline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a pipeline was loaded")))
+    monkeypatch.setattr(stage_module, "load_pipeline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a pipeline was loaded")))
     if message is None:
         assert check_animate(*call, models=tiny_weights, **options) is None
     else:
@@ -660,12 +661,12 @@ def test_a_densepose_motion_is_not_warned_about_on_viridis_or_on_black(tiny_pipe
 
 
 def test_a_motion_without_a_person_is_warned_about_before_the_models_load(tiny_weights, tmp_path, reference, monkeypatch):
-    import magicanimate_cli.animate as animate_module
+    import magicanimate_cli.animate.stage as stage_module
 
     def no_loading(*args, **kwargs):
         raise RuntimeError("the models were loaded")
 
-    monkeypatch.setattr(animate_module, "load_pipeline", no_loading)
+    monkeypatch.setattr(stage_module, "load_pipeline", no_loading)
     empty = _poses(tmp_path / "poses", np.broadcast_to(np.uint8([68, 1, 84]), (3, 48, 80, 3)))
     with pytest.warns(InputWarning, match="no person in 3 frames"), pytest.raises(RuntimeError, match="were loaded"):
         animate(reference, empty, tmp_path / "out", models=tiny_weights, size=64, steps=1, device="cpu")
@@ -676,13 +677,13 @@ def test_strict_refuses_what_would_be_warned_about_before_the_models_load(tiny_w
 
     from typer.testing import CliRunner
 
-    import magicanimate_cli.animate as animate_module
+    import magicanimate_cli.animate.stage as stage_module
     from magicanimate_cli.cli import app
 
     def no_loading(*args, **kwargs):
         raise RuntimeError("the models were loaded")
 
-    monkeypatch.setattr(animate_module, "load_pipeline", no_loading)
+    monkeypatch.setattr(stage_module, "load_pipeline", no_loading)
     empty = _poses(tmp_path / "empty", np.broadcast_to(np.uint8([68, 1, 84]), (3, 48, 80, 3)))
     common = ["--models", str(tiny_weights), "--size", "64", "--steps", "1", "--device", "cpu", "--strict"]
     refused = CliRunner().invoke(app, ["animate", str(reference), str(empty), "-o", str(tmp_path / "new" / "sub" / "out.mp4"), *common])

@@ -1,0 +1,462 @@
+"""The ``animate()`` stage: check every option, fit the reference and the motion, render the
+animation (one process, or one per ``--devices`` device) and write the outputs together."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ..errors import InputWarning, UserError, shown
+from .config import POSE_BACKGROUND, AnimateConfig, AnimateResult, check_dtype
+from .distributed import parse_devices, run_distributed
+from .loading import auto_dtype, load_pipeline, pin_cpu_kernels
+
+
+def grid_path(output: Path) -> Path:
+    """Where ``--grid`` writes beside ``output``: ``out_grid.mp4`` for ``out.mp4``, ``out_grid`` for a folder."""
+    from ..media import is_video_output
+
+    if is_video_output(output):
+        return output.with_name(f"{output.stem}_grid{output.suffix}")
+    return output.with_name(f"{output.name}_grid")
+
+
+def animate(
+    reference: Path | str,
+    motion: Path | str,
+    output: Path | str,
+    *,
+    models: Path | str | None = None,
+    steps: int = AnimateConfig.steps,
+    guidance_scale: float = AnimateConfig.guidance_scale,
+    seed: int = AnimateConfig.seed,
+    size: int = AnimateConfig.size,
+    context_frames: int = AnimateConfig.context_frames,
+    context_overlap: int = AnimateConfig.context_overlap,
+    fit: str = AnimateConfig.fit,
+    context_schedule: str = AnimateConfig.context_schedule,
+    context_fusion: str = AnimateConfig.context_fusion,
+    device: str = "auto",
+    dtype: str = "auto",
+    fps: float | None = None,
+    grid: bool = False,
+    keep_aspect: bool = False,
+    audio: Path | str | None = None,
+    audio_start: float | str | None = None,
+    align: bool = False,
+    devices: str | None = None,
+    allow_truncated: bool = False,
+    strict: bool = False,
+    fast: bool = False,
+    compile: bool = False,
+    overwrite: bool = False,
+    progress=None,
+    pipeline=None,
+) -> AnimateResult:
+    """Animate the person of ``reference`` along the DensePose ``motion`` and write ``output``.
+
+    ``motion`` is a video (at its own rate), a folder of frames (25 fps unless ``fps``) or a clip folder (its ``densepose/``, at
+    the clip's rate unless ``fps``); ``output`` is a video
+    path or, without a video extension, a folder that receives one PNG per motion frame. The
+    output appears atomically and an existing one is only replaced with ``overwrite``. An
+    interrupted run resumes after its last finished denoising step when started again with the
+    same inputs and settings (see ``resume.py``). ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
+    windows of every denoising step across one process per device. ``fast`` selects the pipeline's
+    fast path (within the parity contract, not bitwise); ``compile`` is the fast path with its models
+    compiled by ``torch.compile`` (within the contract too; the first call of a process compiles). ``pipeline`` reuses an
+    already loaded ``load_pipeline()`` (batch jobs). ``align`` first fits the poses to the
+    reference person exactly as ``magicanimate align`` does with its defaults (see ``align.py``).
+    The main output and the grid are committed together or not at all. ``keep_aspect`` (with
+    ``fit`` ``"pad"`` or ``"stretch"``) writes frames of the motion's aspect, the long side
+    ``size`` pixels: the padding cut off, or the squash undone (``crop.unfit_square``); the
+    animation itself stays square. The grid's panels take the written frames' size too: the poses
+    unfitted as the frames are, the reference at its own aspect inside its panel, padded white. ``audio`` (a video or sound file, or a clip
+    folder for the video it was made from; a video ``output``) gives the video (and the grid)
+    that sound (its first stream) from its start (a video's: from its first picture), or
+    ``audio_start`` after it (seconds, or ``[HH:]MM:SS.ms`` as ``download --start`` takes), cut to
+    the animation's length (``media.FrameWriter``). A motion video that does
+    not decode to its end is refused unless ``allow_truncated``. ``guidance_scale`` is the official
+    appearance guidance (the prediction with the reference's features pushed away from the one
+    without them); at 1 or less there is no guidance (diffusers' rule) and the UNet runs one half.
+
+    Every option is checked before anything heavy is imported or read, in this order: the
+    settings, the output's kind, the fps, dtype and devices, the weights folder, the outputs (never
+    an input, inside one, or holding one), the device, the window length, the reference image and
+    the motion's header. ``check_animate`` makes the same checks without the work. Once the motion
+    is read, and before the models load, a motion with no person or one not drawn in the DensePose
+    palette (a raw video, an IUV rendering) is warned about (``InputWarning``; ``densepose.palette.motion_warnings``)
+    and listed in the result's ``warnings``: the run goes on, unless ``strict``, which refuses it
+    there (``UserError``). An ``audio`` sound that ends before the animation does is warned about
+    there too (``_short_sound``; not refused by ``strict``, which is about the motion); one with
+    less than a frame of sound from its start (or ``audio_start``) on is refused with the checks.
+    """
+    pin_cpu_kernels()  # first: anything below may import torch
+    from .. import media
+    from ..files import claim, discard, temp_beside
+
+    request = _checked(reference, motion, output, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                       size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit,
+                       context_schedule=context_schedule, context_fusion=context_fusion, device=device,
+                       dtype=dtype, fps=fps, grid=grid, keep_aspect=keep_aspect, audio=audio, audio_start=audio_start, devices=devices, compile=compile,
+                       overwrite=overwrite, pipeline=pipeline)  # fmt: skip
+    config, reference, motion, output = request.config, request.reference, request.motion, request.output
+    device_list, grid_output, ref_image, info = request.devices, request.grid_output, request.ref_image, request.info
+    from ..crop import fit_square, unfit_box  # the animator's input fitting lives with the other crops
+    from ..densepose.palette import motion_warnings
+
+    pose_fill = POSE_BACKGROUND
+    if align:  # as `magicanimate align`; the reference's person is looked for once the motion passed motion_warnings
+        from ..align import reference_box
+        from ..densepose.palette import clip_background
+
+        pose_fill = clip_background(media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated))  # viridis(0) for our renders
+
+    from ..folders import taking_back
+    from ..weights_layout import WeightLayout, resolve_models_dir
+    from .resume import StepCheckpoint, run_key
+
+    started = time.perf_counter()
+    run = scratch = aligned_scratch = None
+    with taking_back(output.parent):  # a refused or failed run leaves no new empty folder (a resume checkpoint keeps its own)
+        try:
+            run = claim(output)  # one run at a time per output: a second one is refused, not mixed into this one's resume
+            scratch = temp_beside(output, directory=False, suffix=".motion.u8")
+            aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
+            store = media.FrameStore(scratch, size)
+            for frame in media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated):  # each fitted on its own
+                store.append(fit_square(frame, size, fit, pose_fill))
+            poses = store.frames()
+            if len(poses) == 0:
+                raise UserError(f"{motion}: no frames to animate")
+            noticed = motion_warnings(poses, motion, strict)  # said now, before the long work, which goes on (unless strict)
+            noticed += _short_sound(request, len(poses))
+            unaligned = alignment = None
+            if align:  # the reference's person: a user error (or a model of its own) before the animator loads
+                ref_found = reference_box(reference, size, fit, models=models)
+                unaligned, (store, alignment) = store, _align_store(store, aligned_scratch, ref_found.box, pose_fill, motion)
+                poses = store.frames()
+            distributed = len(device_list) > 1
+            if not distributed and pipeline is None:
+                pipeline = load_pipeline(models, device_list[0] if device_list else device, dtype)
+            if distributed:
+                used_device, used_dtype = ",".join(device_list), dtype if dtype != "auto" else auto_dtype(device_list[0])
+            else:
+                used_device, used_dtype = str(pipeline.unet.device), str(pipeline.unet.dtype).replace("torch.", "")
+                _check_window(context_frames, pipeline.unet.config.motion_max_seq_length)  # said before the motion if the header told
+            settings = {
+                **asdict(config), "models": str(resolve_models_dir(models).resolve()), "device": used_device, "dtype": used_dtype,
+                "weights": WeightLayout(resolve_models_dir(models)).identity(),  # weights replaced or converted: another run
+                "fast": "compile" if compile else fast,  # another computation: never resume one from the other
+            }
+            checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
+            resumed = checkpoint.load()
+            job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
+                       {"num_inference_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
+                            "context_frames": context_frames, "context_overlap": context_overlap, "context_schedule": context_schedule,
+                            "context_fusion": context_fusion, "fast": _fast_path(fast, compile),
+                            "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
+                       checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None,
+                       request.audio, request.audio_start, request.grid_reference)
+            if distributed:
+                run_distributed(job, device_list, models, dtype)
+            else:
+                _render(job, pipeline, progress, distributed=False)
+            checkpoint.remove()
+            x0, y0, x1, y1 = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
+            width, height = x1 - x0, y1 - y0
+            if media.needs_even_sides(output):  # H.264's even sides (media.FrameWriter pads, and warns)
+                width, height = width + width % 2, height + height % 2
+            del poses
+        finally:
+            discard(scratch)
+            discard(aligned_scratch)
+            if run is not None:
+                run.release()
+    return AnimateResult(
+        output=str(output),
+        grid=str(grid_output) if grid_output else None,
+        frames=job.frames,
+        fps=info.fps,
+        size=size,
+        seed=seed,
+        steps=steps,
+        device=used_device,
+        dtype=used_dtype,
+        seconds=round(time.perf_counter() - started, 3),
+        width=width,
+        height=height,
+        audio=str(request.audio) if request.audio else None,
+        audio_start=request.audio_start if request.audio else None,
+        resumed_from_step=resumed[0] if resumed else 0,
+        alignment={**alignment.to_dict(), "ref_box_source": ref_found.source} if alignment else None,
+        warnings=tuple(noticed),
+    )
+
+
+def _short_sound(request: _Request, frames: int) -> list[str]:
+    """Warn (``InputWarning``, from animate's caller) when the ``--audio`` sound, from its first
+    picture or ``--audio-start``, ends more than a frame before the ``frames`` of the animation do:
+    the rest of the video is silent. Returns the messages (none or one)."""
+    if request.audio is None:
+        return []
+    seconds = frames / request.info.fps
+    left = request.sound_seconds - request.audio_start
+    if left >= seconds - 1 / request.info.fps:
+        return []
+    since = f" from --audio-start {request.audio_start:g} s" if request.audio_start else ""
+    message = (f"{shown(request.output)}: the sound of {shown(request.audio)} ends {seconds - left:.2f} s before the animation does "
+               f"({left:.2f} s of sound{since} for {seconds:.2f} s of frames); the rest is silent")
+    warnings.warn(message, InputWarning, stacklevel=3)
+    return [message]
+
+
+def check_animate(*args, **kwargs) -> None:
+    """Every check ``animate(*args, **kwargs)`` makes before it loads a pipeline or reads the
+    motion's frames: the settings, the weights folder, the outputs, the device, the reference image
+    and the motion's header. A batch worker or ``serve`` runs it before it loads (or swaps) the
+    pipeline for a task, so a task with a missing input or a taken output fails at once. With
+    ``align``, finding the person in the reference may need a model of its own (``align.reference_box``):
+    that one is left to the run."""
+    import inspect
+
+    pin_cpu_kernels()  # first, as in animate: the checks may import torch
+    arguments = inspect.signature(animate).bind(*args, **kwargs)
+    arguments.apply_defaults()
+    _checked(**arguments.arguments)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A checked call of ``animate``: its settings, paths, devices, and the inputs read so far."""
+
+    config: AnimateConfig
+    reference: Path
+    motion: Path
+    output: Path
+    grid_output: Path | None
+    devices: list[str]
+    ref_image: object  # uint8 size×size×3
+    info: object  # media.VideoInfo
+    audio: Path | None = None  # checked: it has sound
+    audio_start: float = 0.0  # seconds after its first picture, checked: a frame or more before its end
+    sound_seconds: float = 0.0  # how much sound it has from its first picture on (media.sound_end)
+    grid_reference: object = None  # with grid and keep_aspect: the reference panel, of the written frames' size (_grid_reference)
+
+
+def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
+             context_schedule, context_fusion, device, dtype, fps, grid, keep_aspect, audio, audio_start, devices, compile, overwrite, pipeline,
+             **_) -> _Request:  # fmt: skip
+    """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
+    from .. import media
+    from ..clip import clip_fps, motion_of, parts_of
+    from ..crop import fit_square  # the animator's input fitting lives with the other crops
+    from ..device import check_device
+
+    config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule, context_fusion)
+    config.validate()
+    reference, motion, output = media.input_path(reference), media.input_path(motion), media.output_path(output)
+    clip_parts = []
+    if motion.is_dir() and not media.list_frame_files(motion):
+        clip_parts = parts_of(motion)  # a clip folder: none of it is written over (-o CLIP/images)
+        source = motion_of(motion)  # a clip folder: its densepose/ (refused without one)
+        if source != motion:
+            motion, fps = source, fps or clip_fps(motion)  # at the clip's own rate
+    media.check_sequence_output(output)
+    if keep_aspect and fit == "crop":
+        raise UserError("--keep-aspect: only with --fit pad or --fit stretch (--fit crop cuts the motion's sides away, so "
+                        "the output cannot have its aspect)")
+    start, sound_seconds = None, 0.0
+    if audio_start is not None:
+        if audio is None:
+            raise UserError(f"--audio-start {audio_start}: only with --audio (the file whose sound the output gets)")
+        from ..times import parse_time
+
+        start = parse_time(audio_start, "--audio-start")
+    if audio is not None:
+        media.check_holds_sound(output)  # a folder, a GIF, a WebP: refused before any work
+        audio = media.input_path(audio)
+        if audio.is_dir():  # a clip folder: the video it was made from
+            from ..clip import source_video
+
+            audio = source_video(audio)
+        audio = media.check_audio_source(audio)
+        picture = media.picture_start(audio)  # 0 for a sound file
+        sound_seconds = media.sound_end(audio) - picture  # by its last packet, not the header's duration
+        counted = " from its first picture on" if picture > 0 else ""
+        if start and start >= sound_seconds:  # (missing, estimated or the picture's)
+            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound{counted}; start it earlier")
+    if fps is not None:
+        from ..frames import check_fps
+
+        check_fps(fps)
+    check_dtype(dtype)
+    device_list = parse_devices(devices)
+    if not device_list:
+        check_device(device)
+    if pipeline is None:  # no torch: missing or damaged weights are said before any heavy import or reading
+        from ..models import check_models
+
+        check_models(models)
+    media.check_output(output, overwrite, protect=(reference, motion, *clip_parts))
+    grid_output = grid_path(output) if grid else None
+    if grid_output is not None:
+        media.check_output(grid_output, overwrite, protect=(reference, motion, output, *clip_parts))
+    if pipeline is None:  # a missing GPU is said now, not after reading the motion
+        from ..device import resolve_device
+        from .distributed import check_devices
+
+        if device_list:
+            check_devices(device_list)
+        else:
+            resolve_device(device)
+    if compile:
+        from ..device import check_compile, resolve_device
+
+        check_compile(device_list[0] if device_list else str(pipeline.unet.device) if pipeline else resolve_device(device))
+    _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
+    image = media.read_image(reference)
+    ref_image = fit_square(image, size, fit, (255, 255, 255))
+    info = media.probe(motion)
+    if fps is not None and not motion.is_dir() and media.is_video(motion) and not media.same_rate(info.fps, fps):
+        # a label alone would play the motion faster or slower, and out of step with its sound
+        raise UserError(f"--fps {fps:g}: {shown(motion)} is read at its own {info.fps:g} fps; --fps is for a frames "
+                        f"folder (to re-time the video: magicanimate frames {shown(motion)} --fps {fps:g} -o FOLDER)")
+    info = replace(info, fps=fps) if fps is not None else info
+    if audio is not None and sound_seconds - (start or 0.0) < 1 / info.fps:  # a sliver, or no packet for ffmpeg to mux at the end
+        frame = f"less than one frame ({1 / info.fps:.2f} s at {info.fps:g} fps)"
+        if start:
+            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {sound_seconds:.2f} s of sound{counted}, "
+                            f"{sound_seconds - start:.3f} s of it from there: {frame}; start it earlier")
+        raise UserError(f"{shown(audio)}: has {max(sound_seconds, 0):.2f} s of sound{counted}: {frame}; give --audio another file")
+    grid_reference = _grid_reference(image, info, size, fit) if grid_output is not None and keep_aspect else None
+    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, start or 0.0, sound_seconds,
+                    grid_reference)
+
+
+def _grid_reference(image, info, size: int, fit: str):
+    """The grid's reference panel with ``keep_aspect``: the other panels take the written frames'
+    ``unfit_box`` size, and the reference its own aspect inside it, padded white as ``fit_square``
+    pads it (the fitted square, squashed or padded to the motion's aspect, was distorted or cut);
+    ``None`` for a square motion (the fitted square as it is)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from ..crop import unfit_box
+
+    x0, y0, x1, y1 = unfit_box(info.width, info.height, size, fit)
+    if (x1 - x0, y1 - y0) == (size, size):
+        return None
+    return np.asarray(ImageOps.pad(Image.fromarray(image), (x1 - x0, y1 - y0), Image.BICUBIC, color=(255, 255, 255)))
+
+
+def _fast_path(fast: bool, compile: bool):
+    """The pipeline's ``fast`` argument: ``--compile`` is the whole fast path, compiled."""
+    if not compile:
+        return fast
+    from .pipeline import FastPath
+
+    return FastPath(compile=True)
+
+
+def _align_store(store, path: Path, ref_box, background, motion: Path):
+    """The fitted poses (a ``media.FrameStore``) moved onto ``ref_box`` (``align.aligned_frames``, as ``align``), in a second store at ``path``."""
+    from .. import media
+    from ..align import aligned_frames
+
+    alignment, moved = aligned_frames(store.frames(), ref_box, background=background, source=str(motion))
+    aligned = media.FrameStore(path, store.size)
+    for pose in moved:
+        aligned.append(pose)
+    return aligned, alignment
+
+
+def _motion_positions(models) -> int | None:
+    """The positions the motion modules know, from the temporal checkpoint's header (safetensors)
+    or its mapped pickle, without loading its tensors; None when it does not say."""
+    from ..weights_layout import WeightLayout, resolve_models_dir
+    from .weights import motion_positions
+
+    try:
+        return motion_positions(WeightLayout(resolve_models_dir(models)))
+    except (UserError, OSError):  # an unreadable checkpoint is said, with its fix, when the weights load
+        return None
+
+
+def _check_window(context_frames: int, longest: int | None) -> None:
+    if longest is not None and context_frames > longest:
+        raise UserError(f"--context-frames {context_frames}: these motion modules know positions up to {longest}; use at most {longest}")
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a (possibly spawned) renderer needs; the poses wait in a memory-mapped file."""
+
+    reference: object
+    poses_path: Path
+    frames: int
+    size: int
+    output: Path
+    grid_output: Path | None
+    fps: float
+    overwrite: bool
+    call: dict
+    checkpoint: object
+    unaligned_path: Path | None = None  # with --align: the poses before alignment (a grid panel)
+    aspect: tuple | None = None  # with --keep-aspect: (width, height, fit) of the motion, for crop.unfit_square
+    audio: Path | None = None  # with --audio: the sound the videos get
+    audio_start: float = 0.0  # with --audio-start: where in it
+    grid_reference: object = None  # with --keep-aspect and a motion not square: the grid's reference panel
+
+    def poses(self, path: Path | None = None):
+        import numpy as np
+
+        return np.memmap(path or self.poses_path, dtype=np.uint8, mode="r", shape=(self.frames, self.size, self.size, 3))
+
+
+def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
+    """Run the pipeline on ``job``; the process that decodes (rank 0) writes the outputs."""
+    import numpy as np
+    import torch
+
+    from .. import media
+    from ..crop import unfit_square
+
+    poses = job.poses()
+    if distributed and torch.distributed.get_rank() != 0:
+        pipeline(job.reference, poses, **job.call, distributed=True)
+        return
+    unaligned = job.poses(job.unaligned_path) if job.unaligned_path else None
+    sound = {"audio": job.audio, "audio_start": job.audio_start} if job.audio else {}
+    writers = [media.FrameWriter(job.output, job.fps, job.overwrite, commit=False, **sound)]
+    if job.grid_output:
+        writers.append(media.FrameWriter(job.grid_output, job.fps, job.overwrite, commit=False, **sound))
+    with media.committed_together(writers, replace=job.overwrite):
+
+        def panel(square):  # with --keep-aspect, as written: the motion's aspect (the grid's poses too)
+            return unfit_square(square, *job.aspect) if job.aspect else square
+
+        reference = job.reference if job.grid_reference is None else job.grid_reference
+
+        def on_frame(index: int, frame) -> None:
+            frame = panel(frame)
+            writers[0].write(frame)
+            if len(writers) > 1:
+                before = [panel(unaligned[index])] if unaligned is not None else []  # --align: pose | aligned pose
+                writers[1].write(np.concatenate([reference, *before, panel(poses[index]), frame], axis=1))
+
+        pipeline(
+            job.reference, poses, **job.call, on_frame=on_frame, callback_on_step_end=_save_checkpoint(job.checkpoint),
+            progress=progress, distributed=distributed,
+        )
+
+
+def _save_checkpoint(checkpoint):
+    """The resume checkpoint as a diffusers ``callback_on_step_end``: latents after every step."""
+
+    def callback(pipe, step_index, timestep, tensors):
+        checkpoint.save(step_index + 1, tensors["latents"])
+        return {}
+
+    return callback
