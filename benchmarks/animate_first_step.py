@@ -48,16 +48,17 @@ import torch
 mark("import_torch")
 import magicanimate_cli.animate as A
 import magicanimate_cli.animate.pipeline as P
+import magicanimate_cli.animate.stage as S
 mark("import_pipeline")
 sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-load = A.load_pipeline
+load = S.load_pipeline
 def timed_load(*a, **k):
     mark("checks_and_read_motion")
     pipe = load(*a, **k)
     sync()
     mark("load")
     return pipe
-A.load_pipeline = timed_load
+S.load_pipeline = timed_load  # where animate() looks it up
 for name in ("_appearance", "_controlnet", "_window"):
     original = getattr(P.MagicAnimatePipeline, name)
     def wrapped(self, *a, _o=original, _n=name, **k):
