@@ -257,7 +257,8 @@ class DemoApp:
             if not motion:
                 raise UserError("no driving input: upload a DensePose video (.mp4, ...) or a .zip of frames")
             path = Path(motion)
-            _check_suffix(path, media.VIDEO_EXTENSIONS | set(ARCHIVE_TYPES), "DensePose video or frames archive")
+            if not media.is_video(path):  # an animated .webp is one too
+                _check_suffix(path, media.VIDEO_EXTENSIONS | set(ARCHIVE_TYPES), "DensePose video or frames archive")
             return ("archive" if path.suffix.lower() in ARCHIVE_TYPES else "video"), path
         if source == SOURCE_RAW:
             if self.state.densepose_hint:
@@ -265,7 +266,8 @@ class DemoApp:
             if not raw_video:
                 raise UserError("no video: upload a video of a person")
             path = Path(raw_video)
-            _check_suffix(path, media.VIDEO_EXTENSIONS, "video")
+            if not media.is_video(path):
+                _check_suffix(path, media.VIDEO_EXTENSIONS, "video")
             return "raw", path
         if source == SOURCE_CLIP:
             if not clip or clip not in list_clips(self.state.clips):
@@ -456,7 +458,7 @@ class DemoApp:
 
         st = self.state
         clips = list_clips(st.clips)
-        video_types = sorted(media.VIDEO_EXTENSIONS)
+        video_types = sorted(media.VIDEO_EXTENSIONS | {".webp"})  # an animated WebP is a video (a still one is refused when read)
         with gr.Blocks(title="MagicAnimate demo", analytics_enabled=False) as page:
             gr.Markdown(
                 f"## MagicAnimate · demo\nAnimate the person of a reference image along a DensePose motion. "

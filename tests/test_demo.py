@@ -223,6 +223,14 @@ def test_clip_folder_and_frames_archive(server, client, inputs):
         client.predict(*animate_args(inputs, source=SOURCE_CLIP, clip="../../etc", steps=1), api_name="/animate")
 
 
+
+def test_an_animated_webp_motion_is_animated_as_the_cli_reads_it(server, client, inputs, tmp_path):
+    # the CLI reads an animated WebP (what `-o poses.webp` writes) as a video; the page refused it by its name
+    motion = media.read_frames(inputs["motion"]).array[:5]
+    media.write_frames(tmp_path / "poses.webp", motion, fps=25)
+    video, *_ = client.predict(*animate_args(inputs, motion=tmp_path / "poses.webp", steps=1), api_name="/animate")
+    assert len(media.read_frames(Path(video)).array) == 5
+
 def test_cancel_stops_the_worker_and_frees_the_device(server, client, inputs):
     job = client.submit(*animate_args(inputs, motion=inputs["motion"], steps=500), api_name="/animate")
     deadline = time.monotonic() + 240
