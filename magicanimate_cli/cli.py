@@ -145,7 +145,7 @@ def main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (also accepted after the command)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     server: Optional[Path] = typer.Option(
-        None, "--server", envvar="MAGICANIMATE_SERVER",
+        None, "--server", envvar="MAGICANIMATE_SERVER", **PATH_AS_TYPED,
         help="Run the command on the `magicanimate serve` at this socket (models stay loaded between calls; docs/serve.md).",
     ),
 ) -> None:
@@ -219,18 +219,8 @@ def _run(call: Callable, as_json: bool) -> None:
 def _call(run: Callable, options: dict, **callbacks: Callable | None) -> None:
     """Call the stage function ``run`` with the command's options, which are its keyword arguments
     (and ``callbacks``: what a server or a plan prints on the terminal)."""
-    kwargs = {k: _expand(v) for k, v in options.items() if k not in ("run", "as_json")}
+    kwargs = {k: v for k, v in options.items() if k not in ("run", "as_json")}
     _run(lambda progress: run(**kwargs, **callbacks, progress=progress), options["as_json"])
-
-
-def _expand(value):
-    """A path option as a shell would have given it: ``~/x`` (quoted in a script, a Makefile, a
-    config) is the home folder's ``x``, as in batch manifests, not a folder named ``~`` here."""
-    if isinstance(value, Path):
-        return value.expanduser()
-    if isinstance(value, list) and value and all(isinstance(item, Path) for item in value):
-        return [item.expanduser() for item in value]
-    return value
 
 
 def _say(text: str) -> None:
@@ -332,14 +322,14 @@ def align_(
 
 @app.command()
 def batch(
-    manifest: Path = typer.Argument(..., help="Tasks: a .jsonl of {\"command\", \"args\"} objects or a .csv with command,args columns."),
+    manifest: Path = typer.Argument(..., parser=str, help="Tasks: a .jsonl of {\"command\", \"args\"} objects or a .csv with command,args columns."),
     jobs: Optional[int] = typer.Option(None, "--jobs", help="Worker processes (local; default one per --gpus entry, else 1) or most actors of a kind (ray)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Run shard I/N of the manifest; default from a Slurm array, else all tasks."),
     engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (a Ray cluster)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join: auto, HOST:PORT or ray://...; default a local cluster for this run."),
     resume: bool = typer.Option(False, "--resume", help="Skip the tasks an earlier run finished; run the failed and unfinished ones."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="Local: GPUs for the workers, e.g. 0,1,2,3 or all; each worker sees one."),
-    state: Optional[Path] = typer.Option(None, "--state", help="Folder of per-task records and summaries; default MANIFEST.state beside it."),
+    state: Optional[Path] = typer.Option(None, "--state", **PATH_AS_TYPED, help="Folder of per-task records and summaries; default MANIFEST.state beside it."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run the CLI commands listed in MANIFEST; exit 1 if any task failed (see docs/batch.md)."""
@@ -409,7 +399,7 @@ def download_(
     output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="Folder that receives DIR/<id>.mp4 (and the cut clips)."),
     start: Optional[str] = typer.Option(None, "--start", help="Cut from this time (seconds or [HH:]MM:SS) into <id>_<start>-<end>.mp4."),
     end: Optional[str] = typer.Option(None, "--end", help="Cut up to this time (exclusive); default the end of the video."),
-    tracklets: Optional[Path] = typer.Option(None, "--tracklets", help="TED-talks metadata CSV: one cut, box-cropped clip per row into DIR/<partition>/."),
+    tracklets: Optional[Path] = typer.Option(None, "--tracklets", **PATH_AS_TYPED, help="TED-talks metadata CSV: one cut, box-cropped clip per row into DIR/<partition>/."),
     max_height: int = typer.Option(_download.DEFAULT_MAX_HEIGHT, "--max-height", help="Tallest video stream to fetch, in pixels."),
     retries: int = typer.Option(_download.DEFAULT_RETRIES, "--retries", help="Retries after a failed attempt (HTTP errors, broken transfers)."),
     url_template: str = typer.Option(_download.YOUTUBE_URL, "--url-template", help="URL of a YouTube ID ({id}), e.g. a mirror of the videos."),
@@ -480,7 +470,7 @@ def preprocess_(
     force: bool = typer.Option(False, "--force", help="Redo every stage, even those already finished."),
     keep_work: bool = typer.Option(False, "--keep-work", help="Keep the full-size intermediate frames (OUT/<clip>/.work/)."),
     models: Optional[Path] = MODELS_OPTION,
-    densepose_weights: Optional[Path] = typer.Option(None, "--densepose-weights", help="DensePose weights (.pkl or .pth, R_50_FPN_s1x), as densepose --weights; default the pinned zoo weights."),
+    densepose_weights: Optional[Path] = typer.Option(None, "--densepose-weights", **PATH_AS_TYPED, help="DensePose weights (.pkl or .pth, R_50_FPN_s1x), as densepose --weights; default the pinned zoo weights."),
     min_score: float = typer.Option(_DENSEPOSE.min_score, "--min-score", help="DensePose: keep people detected with a score above this."),
     fill_missing: bool = typer.Option(_DENSEPOSE.fill_missing, "--fill-missing", help="DensePose: frames without a person take the labels of the nearest frame with one."),
     min_detected: float = typer.Option(_DENSEPOSE.min_detected, "--min-detected", help="DensePose fails for a clip with a person in fewer than this fraction of its frames (0 = never)."),
@@ -502,7 +492,7 @@ def densepose_(
     labels: Optional[Path] = typer.Option(None, "--labels", **PATH_AS_TYPED, help="Also write the part labels 0..24 here (single-channel PNGs); default CLIP/densepose_labels."),
     from_iuv: bool = typer.Option(False, "--from-iuv", help="INPUT is DensePose you already have, as IUV images (PNG frames, or an RGB video): convert their part indices exactly; no model, no detectron2."),
     config: Optional[str] = typer.Option(None, "--config", help="Zoo model (default densepose_rcnn_R_50_FPN_s1x; R_101_FPN_DL_s1x, ...) or a detectron2 DensePose YAML."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Model weights (.pkl or .pth); default the zoo weights, downloaded once into MODELS."),
+    weights: Optional[Path] = typer.Option(None, "--weights", **PATH_AS_TYPED, help="Model weights (.pkl or .pth); default the zoo weights, downloaded once into MODELS."),
     models: Optional[Path] = MODELS_OPTION,
     batch_size: int = typer.Option(_DENSEPOSE.batch_size, "--batch-size", help="Frames per forward pass."),
     min_score: float = typer.Option(_DENSEPOSE.min_score, "--min-score", help="Keep people detected with a score above this (detectron2's default 0.05 paints spurious people)."),
@@ -580,8 +570,8 @@ def demo_(
     port: int = typer.Option(7860, "--port", help="Port to serve on."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu (the models are loaded once, at start)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
-    clips: Optional[Path] = typer.Option(None, "--clips", help="A `magicanimate preprocess` output folder whose clips the page offers as driving sources."),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Folder in which the demo makes its own folder for uploads and runs, kept at exit; default a temporary folder removed at exit."),
+    clips: Optional[Path] = typer.Option(None, "--clips", **PATH_AS_TYPED, help="A `magicanimate preprocess` output folder whose clips the page offers as driving sources."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", **PATH_AS_TYPED, help="Folder in which the demo makes its own folder for uploads and runs, kept at exit; default a temporary folder removed at exit."),
     max_upload_mb: int = typer.Option(_demo.DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb", help="Largest upload accepted, in MB."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -594,7 +584,7 @@ def demo_(
 @app.command("serve")
 def serve_(
     socket: Optional[Path] = typer.Option(
-        None, "--socket", envvar="MAGICANIMATE_SERVER", help="Unix socket to listen on; default one in a folder of your own (printed at start)."
+        None, "--socket", envvar="MAGICANIMATE_SERVER", **PATH_AS_TYPED, help="Unix socket to listen on; default one in a folder of your own (printed at start)."
     ),
     idle_timeout: Optional[float] = typer.Option(None, "--idle-timeout", help="Stop after this many seconds without a client; default: until Ctrl-C or SIGTERM."),
     preload: bool = typer.Option(False, "--preload", help="Load the animator (--models, --device, --dtype) before taking clients, so the first animate is warm too."),

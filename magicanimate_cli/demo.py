@@ -610,7 +610,11 @@ def start(
         raise UserError(f"--max-upload-mb {max_upload_mb}: must be positive")
     if not 0 < port < 65536:
         raise UserError(f"--port {port}: choose a port between 1 and 65535")
-    if clips is not None and not Path(clips).is_dir():
+    from . import media
+
+    clips = media.input_path(clips) if clips is not None else None
+    workdir = media.output_path(workdir, "--workdir") if workdir is not None else None
+    if clips is not None and not clips.is_dir():
         raise UserError(f"--clips {clips}: no such folder; give the -o folder of `magicanimate preprocess`")
     _check_port(host, port)  # before the models load
     owns = workdir is None
@@ -620,7 +624,7 @@ def start(
     else:
         # each demo its own new folder under the one given: a demo started there before, or running
         # there now, keeps its runs, archives and uploads (same names, counted from 0001 by each)
-        given = Path(workdir).expanduser().resolve()
+        given = workdir.resolve()
         created = next((p for p in reversed([given, *given.parents]) if not p.exists()), None)
         try:
             given.mkdir(parents=True, exist_ok=True)

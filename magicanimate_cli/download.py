@@ -457,9 +457,10 @@ def download(
     ``animate --audio``, and says in each item whether its output has sound (``sound``: some
     videos have none); cuts keep whatever sound the video has.
     """
-    from .media import output_path
+    from .media import input_path, output_path
 
     output = output_path(output)
+    tracklets = input_path(tracklets) if tracklets is not None else None
     sources = [s.strip() for s in (sources or []) if s and s.strip()]
     if max_height is None or max_height < 16:
         raise UserError(f"--max-height {max_height}: must be at least 16 pixels (1080 is the default)")

@@ -796,7 +796,7 @@ def preprocess(
         inputs = [inputs]
     if not inputs:
         raise UserError("nothing to preprocess: give videos, folders of videos or a list file")
-    from .media import output_path
+    from .media import input_path, output_path
 
     output = output_path(output).resolve()
     if output.exists() and not output.is_dir():
@@ -813,7 +813,7 @@ def preprocess(
         from .weights_layout import models_root
 
         models_root(models)
-    weights = Path(densepose_weights).expanduser().resolve() if densepose_weights is not None else None
+    weights = input_path(densepose_weights).resolve() if densepose_weights is not None else None
     dp_settings = DensePoseSettings(weights, min_score, fill_missing, min_detected)
     dp_settings.validate()
     sources = collect_sources(inputs, fps=fps)

@@ -88,6 +88,16 @@ def default_socket() -> Path:
     return Path(tempfile.gettempdir()) / f"magicanimate-{os.getuid()}" / "serve.sock"
 
 
+def socket_path(socket: Path | str, option: str) -> Path:
+    """A socket path as typed (``~`` is the home folder, quoted or not); an empty one (an unset
+    variable) is refused instead of read as the current folder. ``option`` names it in that refusal.
+    (``media.input_path``'s rule, without importing ``media``: a client stays light.)"""
+    text = os.fspath(socket)
+    if not text:
+        raise UserError(f'{option} "": an empty socket path (an unset shell variable?); name the socket, or leave {option} out')
+    return Path(text).expanduser()
+
+
 # ----------------------------------------------------------------------------- the client
 
 
@@ -181,7 +191,7 @@ def submit(
     ``debug`` a task that fails with an unexpected exception raises a ``StageFailed`` whose
     ``traceback`` is the server's text of it (``--debug`` prints it, as for a local run).
     """
-    path = Path(socket).expanduser()
+    path = socket_path(socket, "--server")
     cwd = os.path.abspath(cwd or os.getcwd())
     env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
     request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env,
@@ -341,7 +351,7 @@ def serve(
         counts["tasks"] += 1
         counts["failed"] += record.get("exit_code") != 0
 
-    path = Path(socket).expanduser() if socket else default_socket()
+    path = socket_path(socket, "--socket") if socket is not None else default_socket()
     with stop_on_signals():  # before the socket exists: a SIGTERM from here on stops the server cleanly
         lock = _lock(path)
         listener = identity = home = None

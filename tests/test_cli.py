@@ -399,6 +399,36 @@ def test_an_empty_input_path_is_refused_not_read_as_the_current_folder(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4"]
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["batch", ""], '"": an empty input path'),
+        (["batch", "tasks.jsonl", "--state", ""], '--state "": an empty output path'),
+        (["download", "--tracklets", "", "-o", "out"], '"": an empty input path'),
+        (["preprocess", "talk.mp4", "-o", "out", "--densepose-weights", ""], '"": an empty input path'),
+        (["densepose", "talk.mp4", "-o", "poses.mp4", "--weights", ""], '"": an empty input path'),
+        (["demo", "--clips", ""], '"": an empty input path'),
+        (["demo", "--workdir", ""], '--workdir "": an empty output path'),
+        (["serve", "--socket", "", "--idle-timeout", "1"], '--socket "": an empty socket path'),
+        (["--server", "", "flip", "clip", "-o", "out"], '--server "": an empty socket path'),
+    ],
+)
+def test_every_path_option_reaches_the_stage_as_typed(tmp_path, monkeypatch, args, said):
+    # these options were plain Paths: "" became "." (`batch --state ""` wrote its records into the
+    # current folder, `serve --socket ""` failed with a ValueError), and `~` was expanded in cli.py only
+    from magicanimate_cli import media
+
+    if args[0] == "demo":
+        pytest.importorskip("gradio", reason="the demo extra is not installed")
+    media.write_frames(tmp_path / "talk.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    (tmp_path / "tasks.jsonl").write_text('{"command": "flip", "args": ["clip", "-o", "flipped"]}\n')
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args, env={"MAGICANIMATE_SERVER": None})
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith(f"error: {said}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4", "tasks.jsonl"]
+
+
 @pytest.mark.parametrize("output", ["out.mp4/", "out.png/"])
 def test_a_video_or_image_name_ending_in_a_slash_is_refused(tmp_path, output):
     # a Path drops the "/": `-o out.mp4/` (meant as a folder?) wrote a video named out.mp4

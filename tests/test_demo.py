@@ -342,6 +342,24 @@ def test_demos_sharing_a_workdir_each_keep_their_own_files(inputs, tmp_path):
     assert (shared / "notes.txt").read_text() == "mine" and len(list(shared.glob("demo-*"))) == 3  # all kept: the user's folder
 
 
+def test_clips_and_workdir_are_read_as_typed_home_folder_and_empty_path(tmp_path, monkeypatch):
+    # start(clips="~/clips") said "--clips ~/clips: no such folder" (the CLI expanded it), and
+    # workdir="" made the demo's folder in the current one
+    home, here = tmp_path / "home", tmp_path / "here"
+    (home / "clips").mkdir(parents=True)
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    srv = start_on_a_free_port(models=tmp_path / "none", device="cpu", clips="~/clips", workdir="~/work")
+    srv.close()
+    assert srv.app.state.clips == (home / "clips").resolve() and srv.workdir.parent == (home / "work").resolve()
+    for kwargs, said in [({"clips": ""}, '^"": an empty input path'), ({"workdir": ""}, '^--workdir "": an empty output path')]:
+        with pytest.raises(UserError, match=said) as caught:
+            start(models=tmp_path / "none", port=free_port(), device="cpu", **kwargs)
+        assert "\n" not in str(caught.value)
+    assert list(here.iterdir()) == []
+
+
 def test_a_demo_that_cannot_start_takes_back_only_its_own_folder_in_a_shared_workdir(tmp_path, monkeypatch):
     import gradio as gr
 

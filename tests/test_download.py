@@ -285,6 +285,18 @@ def test_tracklets(server, template, tmp_path):
     assert gone.ok and [i["status"] for i in gone.items] == ["skipped", "skipped", "skipped"] and server.requests == []
 
 
+def test_tracklets_are_read_as_typed_home_folder_and_empty_path(server, template, tmp_path, monkeypatch):
+    # download(tracklets="~/ted.csv") said "~/ted.csv: no such tracklets file" (the CLI expanded it);
+    # tracklets="" said ".: no such tracklets file"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ted.csv").write_text(f"video_id,start,end,bbox,fps,width,height,partition\n{VID}#000005#000015,0,0,8-4-40-36,25.0,64,48,train\n")
+    result = download(None, tmp_path / "ted", tracklets="~/ted.csv", url_template=template)
+    assert result.ok and (tmp_path / "ted" / "train" / f"{VID}#000005#000015.mp4").is_file()
+    with pytest.raises(UserError, match='^"": an empty input path') as caught:
+        download(None, tmp_path / "none", tracklets="", url_template=template)
+    assert "\n" not in str(caught.value) and not (tmp_path / "none").exists()
+
+
 def test_a_tracklet_after_its_videos_end_fails_alone_in_seconds(server, template, tmp_path):
     # was "starts at frame 40 but the video has 30 frames (1.20 s)": the video's frame number, not the row's, and no row
     csv = tmp_path / "ted.csv"

@@ -731,6 +731,19 @@ def test_densepose_weights_option_reaches_the_estimator_and_meta_json(videos, tm
     assert not (tmp_path / "o2").exists()  # refused before any work
 
 
+def test_densepose_weights_are_read_as_typed_home_folder_and_empty_path(videos, tmp_path, monkeypatch):
+    # densepose_weights="" was read as the current folder: "/the/cwd: no such weights file"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    weights = tmp_path / "mine.pkl"
+    weights.write_bytes(b"not really weights")
+    calls = real_densepose(monkeypatch, OrderEstimator(found=range(10), weights=weights, weights_sha256="0" * 64))
+    assert preprocess([videos / "dance.mp4"], tmp_path / "out", densepose_weights="~/mine.pkl", **FAST).ok
+    assert [c.weights for c in calls] == [weights.resolve()]
+    with pytest.raises(UserError, match='^"": an empty input path') as caught:
+        preprocess([videos / "dance.mp4"], tmp_path / "o2", densepose_weights="", **FAST)
+    assert "\n" not in str(caught.value) and not (tmp_path / "o2").exists()
+
+
 def test_versions_in_meta_json_name_the_stage_libraries_without_importing_them():
     import subprocess
     import sys

@@ -557,6 +557,28 @@ def test_default_socket_is_in_a_folder_of_the_users_own(monkeypatch, tmp_path):
     assert server.default_socket().parent.name == f"magicanimate-{os.getuid()}"
 
 
+def test_socket_paths_are_read_as_typed_home_folder_and_empty_path(tmp_path, monkeypatch):
+    # serve(socket="") listened on the default socket and `serve --socket ""` failed with a ValueError
+    # (exit 1); submit(socket="") and `--server ""` said ".: is a folder, not a magicanimate server's socket"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MAGICANIMATE_SERVER", raising=False)
+    ready = []
+    server.serve("~/s.sock", idle_timeout=0.1, on_ready=ready.append)
+    assert ready == [str(tmp_path / "s.sock")]
+    proc = start(tmp_path / "s.sock", HELPERS_SERVER)
+    try:
+        assert server.submit("write", ["-o", "a.txt"], socket="~/s.sock", cwd=tmp_path).result["output"] == "a.txt"
+    finally:
+        stop(proc)
+    for call, option in [(lambda: server.serve("", idle_timeout=0.1), "--socket"), (lambda: server.submit("write", [], socket=""), "--server")]:
+        with pytest.raises(UserError, match=f'^{option} "": an empty socket path') as caught:
+            call()
+        assert "\n" not in str(caught.value)
+    for args in (["serve", "--socket", "", "--idle-timeout", "0.1"], ["--server", "", "flip", "clip", "-o", "out"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and result.output.startswith("error: --") and len(result.output.strip().splitlines()) == 1
+
+
 def test_idle_timeout_must_be_positive(tmp_path):
     with pytest.raises(UserError, match="--idle-timeout 0: must be a number of seconds above 0, at most"):
         server.serve(tmp_path / "s.sock", idle_timeout=0)

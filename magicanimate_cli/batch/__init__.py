@@ -189,11 +189,13 @@ def run_batch(
     ``commands`` ("module:attribute") names the ``Registry`` the tasks' commands come from;
     default ``registry.COMMANDS``, every command of this package but ``batch``.
     """
+    from .. import media
     from . import tasks as task_module
 
     started = time.perf_counter()
     commands = commands or task_module.COMMANDS
-    manifest = Path(manifest)
+    manifest = media.input_path(manifest)
+    state = media.output_path(state, "--state") if state is not None else None
     index, count = _check_options(engine, address, gpus, jobs, shard)
     tasks = read_manifest(manifest)
     workdir = manifest.resolve().parent

@@ -195,9 +195,10 @@ def check_options(
         settings.validate()
     check_device(device)  # auto, cuda, cuda:N or cpu, as animate
     _model(config, weights, None)  # a bad --config fails before any work
+    from .. import media
     from .estimator import require_detectron2
 
-    if weights is not None and not Path(weights).expanduser().is_file():
+    if weights is not None and not media.input_path(weights).is_file():
         raise UserError(f"{weights}: no such weights file")
     require_detectron2()
 

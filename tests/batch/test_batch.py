@@ -286,6 +286,25 @@ def test_resume_finds_an_output_written_under_the_home_folder(tmp_path, fake_com
     assert [r["status"] for r in one_json(resumed.stdout)["results"]] == ["skipped"]
 
 
+def test_run_batch_reads_its_paths_as_the_command_line_does(tmp_path, monkeypatch):
+    # run_batch("~/t.jsonl") said "no such manifest file", and state="~/records" made a folder named
+    # `~` in the current one, while `magicanimate batch` expanded both; "" took the current folder
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    jsonl(home / "tasks.jsonl", ("write", "-o", "a.txt"))
+    result = run_batch("~/tasks.jsonl", state="~/records", commands=batch_helpers.COMMANDS)
+    assert result.exit_code == 0 and result.state == str(home / "records") and (home / "a.txt").exists()
+    assert (home / "records").is_dir() and list(work.iterdir()) == []
+    for manifest, state, said in [("", None, '"": an empty input path'), ("~/tasks.jsonl", "", '--state "": an empty output path')]:
+        with pytest.raises(UserError, match=said) as caught:
+            run_batch(manifest, state=state, commands=batch_helpers.COMMANDS)
+        assert "\n" not in str(caught.value)
+    assert list(work.iterdir()) == []
+
+
 def test_a_bad_task_refuses_the_manifest_before_anything_runs(tmp_path, fake_commands):
     manifest = jsonl(
         tmp_path / "tasks.jsonl",

@@ -596,6 +596,19 @@ def test_cli_runs_the_stage_and_refuses_to_overwrite(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "--smooth 2" in bad.stderr
 
 
+def test_weights_are_read_as_typed_home_folder_and_empty_path(tmp_path, monkeypatch):
+    # weights="" was read as the current folder: ": no such weights file" (`--weights ""`: ".: ...")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(est, "require_detectron2", lambda: None)
+    monkeypatch.setattr(est, "load_estimator", lambda *args, **kwargs: FakeEstimator(PLAN))
+    frames_folder(tmp_path / "in", 5)
+    (tmp_path / "mine.pkl").write_bytes(b"weights")
+    assert densepose(tmp_path / "in", tmp_path / "out", weights="~/mine.pkl", fill_missing=True).frames == 5
+    with pytest.raises(UserError, match='^"": an empty input path') as info:
+        densepose(tmp_path / "in", tmp_path / "o2", weights="")
+    assert "\n" not in str(info.value) and not (tmp_path / "o2").exists()
+
+
 def test_importing_the_stage_loads_neither_numpy_nor_torch():
     import subprocess
 
