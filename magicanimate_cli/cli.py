@@ -153,7 +153,7 @@ def main(
     warn_in_one_line()  # an InputWarning (a motion that is not DensePose): one "warning: ..." line on stderr
     args = ctx.meta.get("magicanimate.command_args", [])
     if server is not None:
-        from .server import check_usage, forwardable, submit, wants_json
+        from .server import check_usage, forwardable, submit
 
         if forwardable(ctx.invoked_subcommand, args):
             check_usage(ctx, ctx.invoked_subcommand, args)  # a usage error: the direct run's one line, before sending
@@ -294,12 +294,11 @@ def animate(
     _call(run, locals())
 
 
-
 _ALIGN = _AlignConfig()
 
 
-@app.command("align")
-def align_(
+@app.command()
+def align(
     reference: Path = typer.Argument(..., parser=str, metavar="REF", help="Reference image: the person the poses are fitted to."),
     motion: Path = typer.Argument(..., parser=str, metavar="MOTION", help="DensePose motion: a video, a frames folder, or a clip folder (reads densepose/, records the transform in meta.json)."),
     output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4 path, or a folder that receives PNG frames (lossless)."),
@@ -338,7 +337,6 @@ def batch(
     _call(run, locals())
 
 
-
 _MATTE = _MatteConfig()
 
 
@@ -362,7 +360,6 @@ def matte(
     from .matting import matte as run
 
     _call(run, locals())
-
 
 
 _EVAL = _EvalConfig()
@@ -393,8 +390,8 @@ _DENSEPOSE = _DensePoseConfig()
 # (no torch), so --help stays fast; tests/test_cli.py checks them against the library functions'.
 
 
-@app.command("download")
-def download_(
+@app.command()
+def download(
     sources: Optional[list[str]] = typer.Argument(None, metavar="URL_OR_ID...", help="Video URLs or YouTube IDs (with --tracklets: only these IDs' rows)."),
     output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="Folder that receives DIR/<id>.mp4 (and the cut clips)."),
     start: Optional[str] = typer.Option(None, "--start", help="Cut from this time (seconds or [HH:]MM:SS) into <id>_<start>-<end>.mp4."),
@@ -413,8 +410,8 @@ def download_(
     _call(run, locals())
 
 
-@app.command("frames")
-def frames_(
+@app.command()
+def frames(
     video: Path = typer.Argument(..., parser=str, help="A video file."),
     output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="Folder that receives 00000.png, 00001.png, ..."),
     fps: float = typer.Option(_FRAMES_FPS, "--fps", help="Frames per second to extract (MagicAnimate uses 25)."),
@@ -428,8 +425,8 @@ def frames_(
     _call(run, locals())
 
 
-@app.command("crop")
-def crop_(
+@app.command()
+def crop(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, an image, or a clip folder (all its subfolders alike)."),
     output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4, a frames folder, a .png, or (for a clip folder) a clip folder."),
     size: int = typer.Option(_CROP_SIZE, "--size", help="Output square side; 0 keeps the --box / --fov region's own size."),
@@ -445,8 +442,8 @@ def crop_(
     _call(run, locals())
 
 
-@app.command("flip")
-def flip_(
+@app.command()
+def flip(
     clip: Path = typer.Argument(..., parser=str, help="A clip folder (images/, densepose/, masks/, densepose_labels/)."),
     output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="The mirrored clip folder."),
     overwrite: bool = OVERWRITE_OPTION,
@@ -458,8 +455,8 @@ def flip_(
     _call(run, locals())
 
 
-@app.command("preprocess")
-def preprocess_(
+@app.command()
+def preprocess(
     inputs: list[Path] = typer.Argument(..., parser=str, metavar="INPUT...", help="Videos, folders of videos (or of frames), list files (.txt, one path a line)."),
     output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="Folder that receives one clip folder per video."),
     flip: bool = typer.Option(False, "--flip", help="Also write the mirrored clip OUT/<clip>_flip/."),
@@ -484,9 +481,8 @@ def preprocess_(
     _call(run, locals())
 
 
-
-@app.command("densepose")
-def densepose_(
+@app.command()
+def densepose(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, or a clip folder (reads images/, writes densepose/ and densepose_labels/)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", **PATH_AS_TYPED, help="An .mp4, or a folder of PNG frames; default CLIP/densepose for a clip folder."),
     labels: Optional[Path] = typer.Option(None, "--labels", **PATH_AS_TYPED, help="Also write the part labels 0..24 here (single-channel PNGs); default CLIP/densepose_labels."),
@@ -563,8 +559,8 @@ def models_list(
     _call(run, locals())
 
 
-@app.command("demo")
-def demo_(
+@app.command()
+def demo(
     models: Optional[Path] = MODELS_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on; 0.0.0.0 exposes the page to your network."),
     port: int = typer.Option(7860, "--port", help="Port to serve on."),
@@ -581,8 +577,8 @@ def demo_(
     _call(run, locals(), on_ready=lambda url: _say(f"demo running at {url} (Ctrl-C to stop)"))  # stderr, --json too: when to connect
 
 
-@app.command("serve")
-def serve_(
+@app.command()
+def serve(
     socket: Optional[Path] = typer.Option(
         None, "--socket", envvar="MAGICANIMATE_SERVER", **PATH_AS_TYPED, help="Unix socket to listen on; default one in a folder of your own (printed at start)."
     ),
@@ -609,8 +605,8 @@ def _say_task(record) -> None:
     _say(describe_task(record))
 
 
-@app.command("doctor")
-def doctor_(
+@app.command()
+def doctor(
     models: Optional[Path] = MODELS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

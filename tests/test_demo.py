@@ -442,7 +442,7 @@ def test_cli_options_are_the_demo_functions_keywords():
 
     from magicanimate_cli import cli, demo
 
-    command = inspect.signature(cli.demo_).parameters
+    command = inspect.signature(cli.demo).parameters
     function = inspect.signature(demo.demo).parameters
     assert set(command) - {"as_json"} == set(function) - {"progress", "on_ready"}
     for name, param in command.items():
