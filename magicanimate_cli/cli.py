@@ -241,7 +241,7 @@ def _fail(message: str, code: int, as_json: bool, said: list[str] | None = None)
 def animate(
     reference: Path = typer.Argument(..., parser=str, metavar="REF", help="Reference image (any mode and size)."),
     motion: Path = typer.Argument(..., parser=str, metavar="MOTION", help="DensePose motion: a video, a folder of frames, or a clip folder (reads densepose/)."),
-    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4 path, or a folder that receives PNG frames."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4 (or .gif, .webm, animated .webp), or a folder that receives PNG frames."),
     models: Optional[Path] = MODELS_OPTION,
     steps: int = typer.Option(_ANIMATE.steps, "--steps", help="DDIM steps."),
     guidance_scale: float = typer.Option(_ANIMATE.guidance_scale, "--guidance-scale", help="Appearance guidance (classifier-free, against the prediction without the reference's features); 1 or less turns it off and halves the UNet's work."),
@@ -301,7 +301,7 @@ _ALIGN = _AlignConfig()
 def align(
     reference: Path = typer.Argument(..., parser=str, metavar="REF", help="Reference image: the person the poses are fitted to."),
     motion: Path = typer.Argument(..., parser=str, metavar="MOTION", help="DensePose motion: a video, a frames folder, or a clip folder (reads densepose/, records the transform in meta.json)."),
-    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4 path, or a folder that receives PNG frames (lossless)."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4 (or .gif, .webm, animated .webp), or a folder that receives PNG frames (lossless)."),
     anchor: str = typer.Option(_ALIGN.anchor, "--anchor", help=f"The point that lines up: {', '.join(_ANCHORS)} (bottom centre, box centre, top centre)."),
     frames: str = typer.Option(_ALIGN.frames, "--frames", help=f"Body box of the {' or '.join(_FRAME_MODES)} (per-coordinate median over frames with a body)."),
     ref_box: Optional[str] = typer.Option(None, "--ref-box", help="The reference person's box x0,y0,x1,y1 in reference pixels; default from alpha, matting or DensePose."),
@@ -343,7 +343,7 @@ _MATTE = _MatteConfig()
 @app.command()
 def matte(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, one image, or a clip folder (reads images/, writes masks/)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", **PATH_AS_TYPED, help="Masks folder (PNG, input frame names), .mp4, or .png; default CLIP/masks."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", **PATH_AS_TYPED, help="Masks folder (PNG, input frame names), .mp4 (or .gif, .webm, .webp), or .png; default CLIP/masks."),
     models: Optional[Path] = MODELS_OPTION,
     model: str = typer.Option(_MATTE.model, "--model", help=f"PaddleSeg model: {', '.join(_MATTE_MODELS)}."),
     soft: bool = typer.Option(False, "--soft", help="Write the person probability (0-255) instead of a 0/255 mask."),
@@ -428,7 +428,7 @@ def frames(
 @app.command()
 def crop(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, an image, or a clip folder (all its subfolders alike)."),
-    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4, a frames folder, a .png, or (for a clip folder) a clip folder."),
+    output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4 (or .gif, .webm, animated .webp), a frames folder, a .png, or (for a clip folder) a clip folder."),
     size: int = typer.Option(_CROP_SIZE, "--size", help="Output square side; 0 keeps the --box / --fov region's own size."),
     box: Optional[str] = typer.Option(None, "--box", help="Fixed region x0,y0,x1,y1 in source pixels (x1, y1 exclusive; fractions rounded outwards)."),
     fov: Optional[str] = typer.Option(None, "--fov", help="Person-centred field of view WxH (e.g. 1024x512), steady over the clip."),
@@ -484,7 +484,7 @@ def preprocess(
 @app.command()
 def densepose(
     input: Path = typer.Argument(..., parser=str, help="A video, a frames folder, or a clip folder (reads images/, writes densepose/ and densepose_labels/)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", **PATH_AS_TYPED, help="An .mp4, or a folder of PNG frames; default CLIP/densepose for a clip folder."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", **PATH_AS_TYPED, help="An .mp4 (or .gif, .webm, animated .webp), or a folder of PNG frames; default CLIP/densepose for a clip folder."),
     labels: Optional[Path] = typer.Option(None, "--labels", **PATH_AS_TYPED, help="Also write the part labels 0..24 here (single-channel PNGs); default CLIP/densepose_labels."),
     from_iuv: bool = typer.Option(False, "--from-iuv", help="INPUT is DensePose you already have, as IUV images (PNG frames, or an RGB video): convert their part indices exactly; no model, no detectron2."),
     config: Optional[str] = typer.Option(None, "--config", help="Zoo model (default densepose_rcnn_R_50_FPN_s1x; R_101_FPN_DL_s1x, ...) or a detectron2 DensePose YAML."),

@@ -125,7 +125,8 @@ def output_path(value: Path | str, option: str = "-o") -> Path:
 
     text = os.fspath(value)
     if not text:
-        raise UserError(f'{option} "": an empty output path (an unset shell variable?); name a video (out.mp4) or a folder (out/)')
+        what = "a video (out.mp4) or a folder (out/)" if option == "-o" else "a folder"  # --labels, --state, --workdir: folders
+        raise UserError(f'{option} "": an empty output path (an unset shell variable?); name {what}')
     path = Path(text).expanduser()
     if text.endswith(("/", os.sep)) and (is_video(path) or is_image(path)):
         kind = "a video" if is_video(path) else "an image"

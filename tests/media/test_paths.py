@@ -70,8 +70,10 @@ def test_overwrite_replaces_earlier_frames_and_clip_folders(tmp_path, clip):
 def test_output_paths_are_read_as_typed(tmp_path, monkeypatch, clip):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert media.output_path("~/out.mp4") == tmp_path / "out.mp4" and media.output_path("frames/") == Path("frames")
-    with pytest.raises(UserError, match='^--labels "": an empty output path'):
-        media.output_path("", "--labels")
+    with pytest.raises(UserError, match=r'^--labels "": an empty output path \(an unset shell variable\?\); name a folder$'):
+        media.output_path("", "--labels")  # a folder option is not told to name a video
+    with pytest.raises(UserError, match=r'^-o "": .*; name a video \(out\.mp4\) or a folder \(out/\)$'):
+        media.output_path("")
     with pytest.raises(UserError, match=r"^a\.MP4/: ends in / \(a folder\) but \.MP4 names a video file"):
         media.output_path("a.MP4/")
     media.write_frames(tmp_path / "in.mp4", clip[:2])
