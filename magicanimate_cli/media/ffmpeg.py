@@ -121,16 +121,26 @@ def popen(args: list[str], **kwargs):
 
 
 def _run_ffmpeg(stream) -> str | None:
-    """Run an ffmpeg-python graph quietly; None when it worked, else ffmpeg's last error line."""
+    """Run an ffmpeg-python graph quietly, in a process that ends with this one: killed by the kernel
+    when it is (``popen``: a ``kill -9``) and when the wait is interrupted (Ctrl-C, or SIGTERM as
+    ``processes.stop_on_signals`` raises it), instead of going on encoding a GIF or cutting a clip
+    into a temporary that the next run removes. None when it worked, else ffmpeg's last error line."""
+    import subprocess
+
     import ffmpeg
 
+    args = ffmpeg.compile(stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin"), cmd=ffmpeg_binary(), overwrite_output=True)
+    process = popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        ffmpeg.run(stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin"), cmd=ffmpeg_binary(),
-                   capture_stdout=True, capture_stderr=True, overwrite_output=True)
-    except ffmpeg.Error as exc:
-        lines = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "failed"
-    return None
+        _, stderr = process.communicate()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    if process.returncode == 0:
+        return None
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "failed"
 
 
 def _ffmpeg_report(path: Path, *args: str) -> str:

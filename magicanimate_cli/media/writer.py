@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import InputWarning, UserError, shown
 from ..files import discard, temp_beside
 from ..frames import DEFAULT_FPS
-from .ffmpeg import _ffmpeg_path, ffmpeg_binary, popen
+from .ffmpeg import _ffmpeg_path, _run_ffmpeg, ffmpeg_binary
 from .frame_folders import frame_name
 from .paths import H264_EXTENSIONS, SOUNDLESS_EXTENSIONS, check_output, is_video_output, needs_even_sides
 from .sound import (
@@ -320,29 +320,6 @@ class FrameWriter:
             raise UserError(f"{shown(self.audio)}: its sound could not be added to {shown(self.path)} (ffmpeg: {error}); "
                             "give --audio another file")
         warn_without_sound(self.path, self.audio, f"ffmpeg: {error}", stacklevel=4)
-
-
-def _run_ffmpeg(stream) -> str | None:
-    """Run an ffmpeg-python graph quietly (as ``ffmpeg._run_ffmpeg``) in a process that ends with this
-    one: killed by the kernel when it is (``popen``: a ``kill -9``) and when the wait is interrupted
-    (Ctrl-C, or SIGTERM as ``processes.stop_on_signals`` raises it), instead of going on encoding a
-    GIF of a temporary that the next run removes. None when it worked, else ffmpeg's last error line."""
-    import subprocess
-
-    import ffmpeg
-
-    args = ffmpeg.compile(stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin"), cmd=ffmpeg_binary(), overwrite_output=True)
-    process = popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _, stderr = process.communicate()
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
-    if process.returncode == 0:
-        return None
-    lines = stderr.decode(errors="replace").strip().splitlines()
-    return lines[-1] if lines else "failed"
 
 
 def _mp4_flags(path: Path) -> dict:
