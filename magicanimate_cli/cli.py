@@ -261,6 +261,10 @@ def animate(
     device: str = typer.Option("auto", "--device", help="auto, cuda, cuda:N or cpu."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a frames-folder MOTION (default: the clip's meta.json, else 25); a video keeps its own."),
+    start: Optional[str] = typer.Option(
+        None, "--start", help="Animate only the part of MOTION from this time (seconds or [HH:]MM:SS, as download --start); --audio's sound from there too.",
+    ),
+    end: Optional[str] = typer.Option(None, "--end", help="Animate the part of MOTION up to this time (exclusive, as download --end); default, or past it: its end."),
     grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid)."),
     audio: Optional[Path] = typer.Option(
         None, "--audio", **PATH_AS_TYPED,

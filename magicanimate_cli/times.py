@@ -1,4 +1,4 @@
-"""Times as users type them on the command line (``download --start``, ``animate --audio-start``)."""
+"""Times as users type them on the command line (``download --start``, ``animate --start`` and ``--audio-start``)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,20 @@ def parse_time(value, what: str = "time") -> float | None:
     if not math.isfinite(seconds) or seconds < 0:
         raise UserError(f"{what} {value!r}: must be a non-negative number of seconds")
     return seconds
+
+
+def frame_at(seconds: float, fps: float) -> int:
+    """The first frame at or after ``seconds`` of a clip at ``fps`` (frame ``i`` shows at ``i / fps``;
+    a float's last digits of slack, so 0.1 s at 10 fps is frame 1, not 2)."""
+    return math.ceil(seconds * fps - 1e-6)
+
+
+def millis_down(seconds: float) -> float:
+    """``seconds`` rounded down to the millisecond: a frame's time given to the user that, typed back
+    as a ``--start`` or ``--end``, still takes that frame (below 1000 fps)."""
+    return math.floor(seconds * 1000 + 1e-6) / 1000
+
+
+def seconds_text(seconds: float) -> str:
+    """``millis_down(seconds)`` without trailing zeros: ``1.04``, ``2``."""
+    return f"{millis_down(seconds):.3f}".rstrip("0").rstrip(".")

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from magicanimate_cli import media
 from magicanimate_cli.cli import app
 
 runner = CliRunner()
@@ -26,7 +27,7 @@ def test_help_lists_the_animate_options():
     result = runner.invoke(app, ["animate", "--help"])
     assert result.exit_code == 0
     for option in ("--models", "--steps", "--guidance-scale", "--seed", "--size", "--context-frames",
-                   "--context-overlap", "--device", "--dtype", "--fps", "--grid", "--overwrite", "--json", "--fit"):
+                   "--context-overlap", "--device", "--dtype", "--fps", "--start", "--end", "--grid", "--overwrite", "--json", "--fit"):
         assert option in result.output
 
 
@@ -83,6 +84,31 @@ def test_audio_start_reaches_animate_as_typed(tmp_path, inputs):
     reference, poses = inputs
     result = runner.invoke(app, ["animate", str(reference), str(poses), "-o", str(tmp_path / "out.mp4"), "--audio-start", "1:05"])
     assert result.exit_code == 2 and result.stderr == "error: --audio-start 1:05: only with --audio (the file whose sound the output gets)\n"
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_part_of_the_motion_is_animated_and_said_in_the_json(tmp_path, inputs, tiny_weights):
+    proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "out.mp4"), "--start", "0.04", "--end", "1:00", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # 2 frames at 25 fps: the second, to the motion's end
+    assert (result["frames"], result["fps"], result["start"], result["end"], result["first_frame"]) == (1, 25, 0.04, 0.08, 1)
+    assert media.probe(tmp_path / "out.mp4").frames == 1
+
+
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        (["--start", "1", "--end", "0.5"], "--start 1 --end 0.5: the end must come after the start"),
+        (["--start", "0:05"], "--start 0:05: {poses} is 0.08 s long (2 frames at 25 fps), its last frame at 0.04 s; give a --start of 0.04 or less"),
+        (["--start", "0.01", "--end", "0.02"], "--start 0.01 --end 0.02: no frame of {poses} (25 fps) lies between them; make the part at "
+                                               "least 0.04 s long (one frame)"),
+    ],
+)  # fmt: skip
+def test_a_part_that_cannot_be_is_exit_2_and_one_line(tmp_path, inputs, tiny_weights, part, message):
+    reference, poses = inputs
+    result = runner.invoke(app, ["animate", str(reference), str(poses), "-o", str(tmp_path / "out.mp4"), "--models", str(tiny_weights),
+                                 "--device", "cpu", "--size", "64", *part])  # fmt: skip
+    assert result.exit_code == 2 and result.stderr == f"error: {message.format(poses=poses)}\n"
     assert not (tmp_path / "out.mp4").exists()
 
 

@@ -65,6 +65,9 @@ class AnimateResult:
     seconds: float
     width: int = 0  # of the written frames: size, or with keep_aspect the motion's aspect (a video's sides even)
     height: int = 0
+    start: float = 0.0  # the part animated (--start/--end), in seconds rounded down to the millisecond: its first frame's time,
+    end: float = 0.0  # and its end (exclusive: its last frame's time plus one frame; the motion's end without --end, or past it)
+    first_frame: int = 0  # the motion's frame the output's first one is made from (the output's are numbered from 0)
     audio: str | None = None  # the file whose sound the video got (--audio)
     audio_start: float | None = None  # with --audio: seconds into it (after its first picture) where the video's sound starts
     resumed_from_step: int = 0

@@ -41,6 +41,8 @@ def animate(
     device: str = "auto",
     dtype: str = "auto",
     fps: float | None = None,
+    start: float | str | None = None,
+    end: float | str | None = None,
     grid: bool = False,
     keep_aspect: bool = False,
     audio: Path | str | None = None,
@@ -58,7 +60,10 @@ def animate(
     """Animate the person of ``reference`` along the DensePose ``motion`` and write ``output``.
 
     ``motion`` is a video (at its own rate), a folder of frames (25 fps unless ``fps``) or a clip folder (its ``densepose/``, at
-    the clip's rate unless ``fps``); ``output`` is a video
+    the clip's rate unless ``fps``). ``start`` and ``end`` (seconds, or ``[HH:]MM:SS.ms`` as ``download --start`` takes) animate
+    a part of it: the frames whose time ``i / fps`` lies in ``[start, end)``, the same frames the whole run reads at
+    those indices (only they are fitted and kept; a video is not decoded past ``end``); an ``end`` past the motion's
+    end is its end (the result's ``start``/``end`` say the part used). ``output`` is a video
     path or, without a video extension, a folder that receives one PNG per motion frame. The
     output appears atomically and an existing one is only replaced with ``overwrite``. An
     interrupted run resumes after its last finished denoising step when started again with the
@@ -74,17 +79,19 @@ def animate(
     animation itself stays square. The grid's panels take the written frames' size too: the poses
     unfitted as the frames are, the reference at its own aspect inside its panel, padded white. ``audio`` (a video or sound file, or a clip
     folder for the video it was made from; a video ``output``) gives the video (and the grid)
-    that sound (its first stream) from its start (a video's: from its first picture), or
+    that sound (its first stream) from its start (a video's: from its first picture; with ``start``, from the part's
+    first frame's time, as the whole run gives those frames), or
     ``audio_start`` after it (seconds, or ``[HH:]MM:SS.ms`` as ``download --start`` takes), cut to
     the animation's length (``media.FrameWriter``). A motion video that does
-    not decode to its end is refused unless ``allow_truncated``. ``guidance_scale`` is the official
+    not decode to its end is refused unless ``allow_truncated`` (a part that ends before it is not read that far: damage
+    after the part is not looked for). ``guidance_scale`` is the official
     appearance guidance (the prediction with the reference's features pushed away from the one
     without them); at 1 or less there is no guidance (diffusers' rule) and the UNet runs one half.
 
     Every option is checked before anything heavy is imported or read, in this order: the
-    settings, the output's kind, the fps, dtype and devices, the weights folder, the outputs (never
+    settings (``end`` after ``start``), the output's kind, the fps, dtype and devices, the weights folder, the outputs (never
     an input, inside one, or holding one), the device, the window length, the reference image and
-    the motion's header. ``check_animate`` makes the same checks without the work. Once the motion
+    the motion's header (a ``start`` at or past its last frame, a part without a frame). ``check_animate`` makes the same checks without the work. Once the motion
     is read, and before the models load, a motion with no person or one not drawn in the DensePose
     palette (a raw video, an IUV rendering) is warned about (``InputWarning``; ``densepose.palette.motion_warnings``)
     and listed in the result's ``warnings``: the run goes on, unless ``strict``, which refuses it
@@ -99,7 +106,7 @@ def animate(
     request = _checked(reference, motion, output, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
                        size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit,
                        context_schedule=context_schedule, context_fusion=context_fusion, device=device,
-                       dtype=dtype, fps=fps, grid=grid, keep_aspect=keep_aspect, audio=audio, audio_start=audio_start, devices=devices, compile=compile,
+                       dtype=dtype, fps=fps, start=start, end=end, grid=grid, keep_aspect=keep_aspect, audio=audio, audio_start=audio_start, devices=devices, compile=compile,
                        overwrite=overwrite, pipeline=pipeline)  # fmt: skip
     config, reference, motion, output = request.config, request.reference, request.motion, request.output
     device_list, grid_output, ref_image, info = request.devices, request.grid_output, request.ref_image, request.info
@@ -111,9 +118,10 @@ def animate(
         from ..align import reference_box
         from ..densepose.palette import clip_background
 
-        pose_fill = clip_background(media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated))  # viridis(0) for our renders
+        pose_fill = clip_background(_part_frames(motion, *request.part, allow_truncated))  # viridis(0) for our renders
 
     from ..folders import taking_back
+    from ..times import millis_down
     from ..weights_layout import WeightLayout, resolve_models_dir
     from .resume import StepCheckpoint, run_key
 
@@ -125,7 +133,7 @@ def animate(
             scratch = temp_beside(output, directory=False, suffix=".motion.u8")
             aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
             store = media.FrameStore(scratch, size)
-            for frame in media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated):  # each fitted on its own
+            for frame in _part_frames(motion, *request.part, allow_truncated):  # each fitted on its own
                 store.append(fit_square(frame, size, fit, pose_fill))
             poses = store.frames()
             if len(poses) == 0:
@@ -150,6 +158,8 @@ def animate(
                 "weights": WeightLayout(resolve_models_dir(models)).identity(),  # weights replaced or converted: another run
                 "fast": "compile" if compile else fast,  # another computation: never resume one from the other
             }
+            if request.part != (0, None):  # a part resumes only its own run, even where another has the same poses
+                settings["part"] = list(request.part)
             checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
             resumed = checkpoint.load()
             job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
@@ -187,6 +197,9 @@ def animate(
         seconds=round(time.perf_counter() - started, 3),
         width=width,
         height=height,
+        start=millis_down(request.part[0] / info.fps),
+        end=millis_down((request.part[0] + job.frames) / info.fps),
+        first_frame=request.part[0],
         audio=str(request.audio) if request.audio else None,
         audio_start=request.audio_start if request.audio else None,
         resumed_from_step=resumed[0] if resumed else 0,
@@ -201,11 +214,15 @@ def _short_sound(request: _Request, frames: int) -> list[str]:
     the rest of the video is silent. Returns the messages (none or one)."""
     if request.audio is None:
         return []
+    from ..times import seconds_text
+
     seconds = frames / request.info.fps
     left = request.sound_seconds - request.audio_start
     if left >= seconds - 1 / request.info.fps:
         return []
     since = f" from --audio-start {request.audio_start:g} s" if request.audio_start else ""
+    if request.sound_from_part:
+        since = f" from the part's start at {seconds_text(request.audio_start)} s"
     message = (f"{shown(request.output)}: the sound of {shown(request.audio)} ends {seconds - left:.2f} s before the animation does "
                f"({left:.2f} s of sound{since} for {seconds:.2f} s of frames); the rest is silent")
     warnings.warn(message, InputWarning, stacklevel=3)
@@ -243,10 +260,13 @@ class _Request:
     audio_start: float = 0.0  # seconds after its first picture, checked: a frame or more before its end
     sound_seconds: float = 0.0  # how much sound it has from its first picture on (media.sound_end)
     grid_reference: object = None  # with grid and keep_aspect: the reference panel, of the written frames' size (_grid_reference)
+    part: tuple = (0, None)  # the motion's frames animated, first and stop (None: to its end), from start and end (_part)
+    sound_from_part: bool = False  # audio_start is the part's start (no --audio-start given)
 
 
 def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
-             context_schedule, context_fusion, device, dtype, fps, grid, keep_aspect, audio, audio_start, devices, compile, overwrite, pipeline,
+             context_schedule, context_fusion, device, dtype, fps, start, end, grid, keep_aspect, audio, audio_start, devices, compile,
+             overwrite, pipeline,
              **_) -> _Request:  # fmt: skip
     """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
     from .. import media
@@ -256,6 +276,11 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
 
     config = AnimateConfig(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule, context_fusion)
     config.validate()
+    from ..times import parse_time
+
+    first_time, end_time = parse_time(start, "--start"), parse_time(end, "--end")
+    if end_time is not None and end_time <= (first_time or 0.0):
+        raise UserError(f"--start {start or 0} --end {end}: the end must come after the start")
     reference, motion, output = media.input_path(reference), media.input_path(motion), media.output_path(output)
     clip_parts = []
     if motion.is_dir() and not media.list_frame_files(motion):
@@ -267,13 +292,11 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     if keep_aspect and fit == "crop":
         raise UserError("--keep-aspect: only with --fit pad or --fit stretch (--fit crop cuts the motion's sides away, so "
                         "the output cannot have its aspect)")
-    start, sound_seconds = None, 0.0
+    sound_from, sound_seconds = None, 0.0
     if audio_start is not None:
         if audio is None:
             raise UserError(f"--audio-start {audio_start}: only with --audio (the file whose sound the output gets)")
-        from ..times import parse_time
-
-        start = parse_time(audio_start, "--audio-start")
+        sound_from = parse_time(audio_start, "--audio-start")
     if audio is not None:
         media.check_holds_sound(output)  # a folder, a GIF, a WebP: refused before any work
         audio = media.input_path(audio)
@@ -285,7 +308,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
         picture = media.picture_start(audio)  # 0 for a sound file
         sound_seconds = media.sound_end(audio) - picture  # by its last packet, not the header's duration
         counted = " from its first picture on" if picture > 0 else ""
-        if start and start >= sound_seconds:  # (missing, estimated or the picture's)
+        if sound_from and sound_from >= sound_seconds:  # (missing, estimated or the picture's)
             raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound{counted}; start it earlier")
     if fps is not None:
         from ..frames import check_fps
@@ -324,15 +347,66 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
         raise UserError(f"--fps {fps:g}: {shown(motion)} is read at its own {info.fps:g} fps; --fps is for a frames "
                         f"folder (to re-time the video: magicanimate frames {shown(motion)} --fps {fps:g} -o FOLDER)")
     info = replace(info, fps=fps) if fps is not None else info
-    if audio is not None and sound_seconds - (start or 0.0) < 1 / info.fps:  # a sliver, or no packet for ffmpeg to mux at the end
+    part = _part(motion, info, first_time, end_time, start, end)
+    from_part = audio is not None and sound_from is None and part[0] > 0
+    if from_part:  # the sound of the part's time, as the whole run would give those frames
+        sound_from = part[0] / info.fps
+    if audio is not None and sound_seconds - (sound_from or 0.0) < 1 / info.fps:  # a sliver, or no packet for ffmpeg to mux at the end
         frame = f"less than one frame ({1 / info.fps:.2f} s at {info.fps:g} fps)"
-        if start:
+        if from_part:
+            from ..times import seconds_text
+
+            raise UserError(f"--start {start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound{counted}, "
+                            f"{max(sound_seconds - sound_from, 0):.3f} s of it from the part's start at {seconds_text(sound_from)} s: "
+                            f"{frame}; give --audio-start T to take the sound from elsewhere")
+        if sound_from:
             raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {sound_seconds:.2f} s of sound{counted}, "
-                            f"{sound_seconds - start:.3f} s of it from there: {frame}; start it earlier")
+                            f"{sound_seconds - sound_from:.3f} s of it from there: {frame}; start it earlier")
         raise UserError(f"{shown(audio)}: has {max(sound_seconds, 0):.2f} s of sound{counted}: {frame}; give --audio another file")
     grid_reference = _grid_reference(image, info, size, fit) if grid_output is not None and keep_aspect else None
-    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, start or 0.0, sound_seconds,
-                    grid_reference)
+    return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, sound_from or 0.0, sound_seconds,
+                    grid_reference, part, from_part)
+
+
+def _part(motion: Path, info, first_time: float | None, end_time: float | None, start, end) -> tuple[int, int | None]:
+    """``(first, stop)``: the frames of ``motion`` (``info``: its fps and length) whose time ``i / fps``
+    lies in ``[first_time, end_time)`` (``--start``, ``--end``, as ``start`` and ``end`` were typed),
+    as ``download`` cuts; stop None: to the motion's end (no ``--end``, or one at or past it). A start
+    at or past the last frame, or a part without a frame, is refused, saying the motion's length."""
+    from ..times import frame_at, seconds_text
+
+    if first_time is None and end_time is None:
+        return 0, None
+    length = f"{shown(motion)} is {info.frames / info.fps:.2f} s long ({info.frames} frames at {info.fps:g} fps)"
+    first = frame_at(first_time or 0.0, info.fps)
+    if first >= info.frames:
+        latest = seconds_text((info.frames - 1) / info.fps)  # a start that still gets the last frame
+        raise UserError(f"--start {start}: {length}, its last frame at {latest} s; give a --start of {latest} or less")
+    stop = None if end_time is None else frame_at(end_time, info.fps)
+    if stop is not None and stop <= first:
+        raise UserError(f"--start {start or 0} --end {end}: no frame of {shown(motion)} ({info.fps:g} fps) lies between them; "
+                        f"make the part at least {1 / info.fps:.3g} s long (one frame)")
+    return first, stop if stop is not None and stop < info.frames else None
+
+
+def _part_frames(motion: Path, first: int, stop: int | None, allow_truncated: bool):
+    """The frames ``first`` to ``stop`` (excluded; None: to the end) of ``motion``, one at a time, as
+    ``media.iter_frames`` gives them: of a frames folder only those files are read; a video is
+    decoded from its start (the frames before ``first`` skipped, so they are exactly the whole
+    run's) and its ffmpeg stopped after ``stop`` (a damage after the part is not looked for)."""
+    import itertools
+
+    from .. import media
+
+    if motion.is_dir() and (first or stop is not None):
+        for file in media.list_frame_files(motion)[first:stop]:
+            yield media.read_image(file)
+        return
+    frames = media.iter_frames(motion, same_size=False, allow_truncated=allow_truncated)
+    try:
+        yield from itertools.islice(frames, first, stop)
+    finally:
+        frames.close()  # ffmpeg stops (killed) when the part ends before the motion does
 
 
 def _grid_reference(image, info, size: int, fit: str):
