@@ -43,7 +43,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from .errors import UserError, first_line
-from .times import parse_time
+from .times import frame_at, millis_down, parse_time
 
 DEFAULT_MAX_HEIGHT = 1080
 DEFAULT_RETRIES = 3
@@ -550,16 +550,16 @@ def _frame_range(path: Path, start: float, end: float | None) -> tuple[int, int 
 
     info = media.probe(path)
     length = _length(path, info)
-    first = math.ceil(start * info.fps - 1e-6)
+    first = frame_at(start, info.fps)
     if first >= info.frames:
-        latest = _millis_down((info.frames - 1) / info.fps)  # a start that still gets the last frame
+        latest = millis_down((info.frames - 1) / info.fps)  # a start that still gets the last frame
         raise UserError(f"--start {_fmt_time(start)}: {length}, its last frame at {_fmt_time(latest)} s; "
                         f"give a --start of {_fmt_time(latest)} or less")
     if end is None:
         return first, None
-    stop = math.ceil(end * info.fps - 1e-6)
+    stop = frame_at(end, info.fps)
     if stop > info.frames + 1:  # one frame's slack: a length rounded in the metadata (an --end of 5:00 on 4:59.98)
-        latest = _millis_down(info.frames / info.fps)  # an end that still gets the last frame
+        latest = millis_down(info.frames / info.fps)  # an end that still gets the last frame
         raise UserError(f"--end {_fmt_time(end)}: {length}; give an --end of {_fmt_time(latest)} or less, "
                         f"or no --end to cut to its end")
     if stop <= first:
@@ -571,11 +571,6 @@ def _frame_range(path: Path, start: float, end: float | None) -> tuple[int, int 
 def _length(path: Path, info) -> str:
     """``PATH is 1.20 s long (30 frames at 25 fps)``: a video's length as a refused time says it."""
     return f"{path} is {info.frames / info.fps:.2f} s long ({info.frames} frames at {info.fps:g} fps)"
-
-
-def _millis_down(seconds: float) -> float:
-    """``seconds`` rounded down to the millisecond: a time suggested in a message that is still taken."""
-    return math.floor(seconds * 1000) / 1000
 
 
 def tracklet_frames(row: Tracklet, video_fps: float) -> tuple[int, int]:
@@ -646,7 +641,7 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
                     box = tracklet_box(row, info.width, info.height)
                     item.update(first_frame=first, box=list(box))
                     if first >= info.frames:  # said in seconds and the row's own frames, not the video's frame number
-                        latest = _millis_down((info.frames - 1) / info.fps)
+                        latest = millis_down((info.frames - 1) / info.fps)
                         raise UserError(f"{csv}:{row.line}: starts at frame {row.start} at {row.fps:g} fps, {row.start / row.fps:.2f} s in, "
                                         f"but {_length(path, info)}, "
                                         f"its last frame at {_fmt_time(latest)} s; the row does not fit this video: correct it or leave it out")
