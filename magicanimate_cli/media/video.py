@@ -199,9 +199,10 @@ def _header(path: Path) -> dict:
     finally:
         reader.close()
     if path.suffix.lower() in ANIMATIONS:
-        if not header.get("duration"):  # an animated WebP's header has none: its frames' durations added up
-            header["duration"] = _streams_end(path)
-        header["fps"] = _animation_rate(path) or header.get("fps")
+        times = _frame_times(path)  # one listing of the frames gives both
+        if not header.get("duration") and times is not None:  # an animated WebP's header has none: its frames' durations added up
+            header["duration"] = times[0][-1] / times[1]
+        header["fps"] = _animation_rate(times, path.suffix.lower()) or header.get("fps")
     return header
 
 
@@ -218,9 +219,9 @@ ANIMATION_RATES = (10.0, 12.0, 12.5, 15.0, 20.0, 24.0, 25.0, 30.0, 50.0, 60.0)
 NTSC_RATES = (23.976, 29.97, 59.94)
 
 
-def _animation_rate(path: Path) -> float | None:
-    """The frame rate of a GIF or an animated WebP, from its frames' start times (``_frame_times``):
-    the slowest of ``ANIMATION_RATES`` (then ``NTSC_RATES``) whose exact frame times, rounded as the
+def _animation_rate(times: tuple[list[int], int] | None, suffix: str) -> float | None:
+    """The frame rate of a GIF or an animated WebP (``suffix``), from its frames' start times
+    (``times``, as ``_frame_times`` lists them): the slowest of ``ANIMATION_RATES`` (then ``NTSC_RATES``) whose exact frame times, rounded as the
     format stores them (``ANIMATIONS``), are those times (a 25 fps clip fits 50 too; a rate of less
     than two ticks a frame, a GIF's 60, fits any times and is not tried); none fitting, or two frames
     only, its frames over its duration where they last alike (within a tick), else the rate of its
@@ -231,11 +232,10 @@ def _animation_rate(path: Path) -> float | None:
     standing still for 4 frames becomes one frame of 4/30 s), so neither the label nor frames over
     duration reads each frame once. None (ffmpeg's label stands) for a clip of one frame, or when
     ffmpeg cannot tell."""
-    times = _frame_times(path)
     if times is None or len(times[0]) < 3:
         return None
     points, ticks = times
-    starts, (low, high) = points[:-1], ANIMATIONS[path.suffix.lower()]
+    starts, (low, high) = points[:-1], ANIMATIONS[suffix]
 
     def fits(rate: float) -> bool:
         frames = [int(start * rate / ticks + 0.5) for start in starts]
