@@ -298,7 +298,7 @@ def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[
 
 
 def check_disk(root: Path, missing_bytes: int = 0) -> list[Check]:
-    from .models import free_bytes
+    from .files import free_bytes
     from .weights_manifest import human_size
 
     checks = []

@@ -55,6 +55,8 @@ API (all paths may be ``str`` or ``Path``):
     ``write_error`` also names the file of a name-too-long, permission or not-a-folder refusal
     (the CLI, batch tasks and preprocess stages map what no writer did). ``output_of(path)`` reads
     a temporary (or a file in one) as the output the user named.
+``free_bytes(path)``
+    The free space of the disk that holds (or would hold) ``path``: the checks before long work.
 ``short_name(name, room)``
     ``name``, or its start and a hash when ``room`` more bytes would not fit a file name.
 ``claim(final) -> Claim``
@@ -304,6 +306,14 @@ _NAMED = {
     errno.EPERM: "check its permissions or choose another path",
     errno.ENOTDIR: "a file is in the way of a folder there; choose another path",
 }
+
+
+def free_bytes(path: Path | str) -> int:
+    """The bytes free on the disk that holds ``path``, or would hold it (its nearest existing folder)."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
 
 
 def output_of(path: Path | str) -> Path:

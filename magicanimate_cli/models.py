@@ -239,13 +239,6 @@ def _source_label(item: ManifestFile) -> str:
     return f"{item.source.repo}@{item.source.revision}" if item.source.kind == "hf" else (item.url or item.source.name)
 
 
-def free_bytes(path: Path) -> int:
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
-
-
 class _Meter:
     """Bytes downloaded across all files, reported as ``progress("download", MB done, MB total)``."""
 
@@ -614,7 +607,7 @@ def _refuse(root: Path, fetching: list[PlanItem], need: int, *, offline: bool, o
     if replacing and not overwrite:
         first = replacing[0]
         raise UserError(f"{root / first.path}: {first.reason}; pass --overwrite to replace it, or move it away")
-    free = free_bytes(root)
+    free = files.free_bytes(root)
     if need and need > free:
         raise UserError(f"{root}: the download needs {human_size(need)} but only {human_size(free)} is free; free space or use --models on another disk")
 
