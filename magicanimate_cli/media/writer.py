@@ -81,7 +81,8 @@ class FrameWriter:
     at the end: a clip of at most 256 colours (a DensePose render, masks) with exactly its colours,
     so it reads back byte for byte (a GIF with them as its palette, a lossless WebP); any other clip
     as a GIF with one palette for the whole clip (ffmpeg's ``palettegen``), ordered dithering (no
-    noise crawling over still parts from frame to frame), or as a lossy WebP. A GIF faster than
+    noise crawling over still parts from frame to frame), or as a lossy WebP. A WebP keeps every frame, a held one
+    too (``_stored_frames``), so it reads back frame for frame at its rate. A GIF faster than
     ``GIF_MAX_FPS`` is written at that rate, every frame kept, with a warning (``InputWarning``). Folder
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
     e.g. to keep the file names of the input frames. A video gets the first sound stream of
@@ -195,6 +196,9 @@ class FrameWriter:
         if self.path.suffix.lower() == ".webp":
             quality = {"lossless": 1, "pix_fmt": "bgra"} if exact else {"lossless": 0, "quality": WEBP_LOSSY_QUALITY}
             error = _run_ffmpeg(frames().output(_ffmpeg_path(self._tmp), vcodec="libwebp_anim", loop=0, **quality))
+            if error is None and self.count > 1 and _stored_frames(self._tmp) != self.count:
+                error = _run_ffmpeg(frames().filter("settb", "1/1000").filter("setpts", "floor(N*1000/FRAME_RATE)").output(
+                    _ffmpeg_path(self._tmp), vcodec="libwebp", format="webp", enc_time_base="1/1000", loop=0, **quality))  # fmt: skip
         else:
             palette = temp_beside(self.path, directory=False, suffix=".png")
             try:
@@ -320,6 +324,25 @@ class FrameWriter:
             raise UserError(f"{shown(self.audio)}: its sound could not be added to {shown(self.path)} (ffmpeg: {error}); "
                             "give --audio another file")
         warn_without_sound(self.path, self.audio, f"ffmpeg: {error}", stacklevel=4)
+
+
+def _stored_frames(path: Path) -> int:
+    """How many frames the WebP ``path`` stores: libwebp's animation encoder merges a frame identical
+    to the one before (in a lossy WebP, one within a few levels of it) into that one, made longer,
+    and no option turns that off (not even every frame a key frame, ``kmax`` 1). A clip of
+    identical frames (a pose held, the masks of an empty scene) then becomes one still image, read
+    back as one frame; one of two or three runs of frames lists too few to give its rate; one
+    whose frames come in pairs (25 fps made from 12.5) reads back at 12.5 fps, half its frames.
+    ``FrameWriter`` then encodes each frame on its own (ffmpeg's ``libwebp`` encoder, whose frames
+    ffmpeg's WebP muxer stores one by one, at libwebp's timestamps: milliseconds rounded down),
+    so it reads back frame for frame at its rate; larger (each frame whole), so only then."""
+    from .paths import is_animated_webp
+    from .video import _frame_times
+
+    if not is_animated_webp(path):
+        return 1
+    times = _frame_times(path)
+    return len(times[0]) - 1 if times is not None else 0
 
 
 def _mp4_flags(path: Path) -> dict:

@@ -345,3 +345,25 @@ def test_the_ffmpeg_encoding_a_gif_ends_with_a_writer_that_is_killed_or_interrup
         if encoder is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(encoder, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("fps", [25.0, 30.0])
+def test_a_webp_of_held_frames_stays_an_animation_of_every_frame_at_its_rate(tmp_path, rng, fps):
+    from magicanimate_cli.densepose.palette import PALETTE
+
+    clips = {
+        "empty.webp": np.full((10, 32, 48, 3), 90, np.uint8),  # the masks of an empty scene: libwebp made it one still image
+        "held.webp": np.repeat(rng.integers(0, 256, (1, 32, 48, 3), dtype=np.uint8), 10, axis=0),  # a pose held, lossy
+        "two.webp": PALETTE[np.repeat([3, 7], 5)][:, None, None].repeat(32, 1).repeat(48, 2),  # two runs: 2 frames, read at 5 fps
+        "pairs.webp": np.repeat(rng.integers(0, 256, (5, 32, 48, 3), dtype=np.uint8), 2, axis=0),  # 12.5 fps made 25: read at 12.5
+    }
+    for name, clip in clips.items():
+        media.write_frames(tmp_path / name, clip, fps=fps)
+        info = media.probe(tmp_path / name)
+        assert (info.frames, info.fps) == (10, fps), name
+        frames = media.read_frames(tmp_path / name)
+        assert frames.array.shape == clip.shape and frames.fps == fps, name
+        if name in ("empty.webp", "two.webp"):  # few colours: lossless, frame for frame
+            assert np.array_equal(frames.array, clip), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(clips)
+
