@@ -551,6 +551,7 @@ def crop(
         info = media.probe(input)
         media.check_output(output, overwrite, protect=(input,))
         plan = plan_crop(input, info.width, info.height, size=size, box=box, fov=fov)
+        media.check_clip_fits(output, *plan.output_size, info.frames)  # a GIF's or WebP's limits, before any frame is cropped
         with media.FrameWriter(output, info.fps, overwrite, **media.kept_sound(input, output)) as writer:
             count = crop_frames_to(media.iter_frames(input, allow_truncated=allow_truncated), writer, plan, progress, info.frames)
         written = writer.written_size

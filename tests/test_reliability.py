@@ -253,6 +253,17 @@ def test_frames_on_a_full_disk_names_the_output_not_the_video_and_keeps_the_old_
 
 
 @small_disk
+def test_a_gif_whose_frames_cannot_be_stored_on_its_disk_is_refused_before_any_frame_is_cropped(noise_mp4):
+    gif, mp4 = run_on_small_disk("300k", [  # 8 frames of 128² kept raw until the palette pass: 393 kB
+        {"args": ["crop", str(noise_mp4), "-o", "c.gif", "--size", "128"]},
+        {"args": ["crop", str(noise_mp4), "-o", "c.mp4", "--size", "128"]},  # encoded as it goes: it fits
+    ])
+    assert gif["rc"] == 2 and gif["stderr"].count("error:") == 1 and "Traceback" not in gif["stderr"], gif["stderr"]
+    assert gif["stderr"].strip().startswith("error: c.gif: its 8 frames of 128x128 are kept uncompressed until the GIF is encoded, 393.22 kB, ")
+    assert gif["files"] == {} and mp4["rc"] == 0 and set(mp4["files"]) == {"c.mp4"}
+
+
+@small_disk
 def test_a_full_disk_while_adding_a_kept_sound_is_an_error_not_a_silent_video(tmp_path):
     import subprocess
 

@@ -22,7 +22,7 @@ The modules, each importing only those above it:
 * ``sound``: sound streams and the sound a video keeps (``audio_streams``, ``kept_sound``);
 * ``video``: reading videos (``probe``, ``pixel_format``, ``iter_frames``, ``read_frames``,
   ``check_decode``, ``extract_frames``) and the ones made from them (``remux_mp4``, ``encode_cut``);
-* ``writer``: ``FrameWriter``, ``committed_together``, ``write_frames``, ``FrameStore``.
+* ``writer``: ``FrameWriter``, ``committed_together``, ``write_frames``, ``FrameStore``, ``check_clip_fits`` (a clip a GIF or WebP cannot hold, said before the work).
 
 Every name the rest of the package uses is re-exported here (``media.probe(...)``); a test that
 replaces one patches the module that looks it up (``media.writer.ffmpeg_binary``, ...).
@@ -89,11 +89,11 @@ from .video import (
     remux_mp4,
     same_rate,
 )
-from .writer import FrameStore, FrameWriter, committed_together, write_frames
+from .writer import FrameStore, FrameWriter, check_clip_fits, committed_together, write_frames
 
 __all__ = [
     "DEFAULT_FPS", "FrameStore", "FrameWriter", "Frames", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VIDEO_STREAM", "VideoInfo",
-    "as_shown", "audio_streams", "check_apart", "check_audio_source", "check_decode", "check_encoder", "check_frame_sizes",
+    "as_shown", "audio_streams", "check_apart", "check_audio_source", "check_clip_fits", "check_decode", "check_encoder", "check_frame_sizes",
     "check_holds_sound", "check_name_encoding", "check_names", "check_only_outputs_in", "check_output", "check_sequence_output",
     "check_video", "check_writable", "committed_together", "encode_cut", "extract_frames", "ffmpeg_binary", "foreign_entry",
     "frame_name", "has_transparency", "input_path", "is_image", "is_video", "is_video_output", "iter_frames", "kept_sound",

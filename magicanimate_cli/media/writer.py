@@ -37,6 +37,37 @@ EXACT_COLOURS = 256  # a clip with no more colours (a DensePose render, masks) i
 GIF_MAX_FPS = 50.0
 """The fastest a GIF plays: its delays are in 1/100 s, and browsers show a frame of 0 or 1/100 s
 for 1/10 s (a 60 fps GIF stuttered, a 120 fps one played 10× slower)."""
+MAX_SIDES = {".webp": 16383, ".gif": 65535}
+"""The longest side each format takes: libwebp's ``WEBP_MAX_DIMENSION`` (its encoder fails "Picture
+size is too large. Max is 16383x16383"), a GIF's 16-bit screen size (ffmpeg's encoder: "GIF does
+not support resolutions above 65535x65535"). ffmpeg says so only when it encodes, after every
+frame was computed and stored: ``check_clip_fits`` says it first."""
+
+
+def check_clip_fits(path: Path, width: int, height: int, frames: int | None = None) -> None:
+    """Refuse, before any frame is computed, a clip of ``frames`` frames of ``width``×``height``
+    that ``FrameWriter`` cannot write to ``path``: a side longer than its format takes
+    (``MAX_SIDES``), or a GIF's or WebP's frames (``STORED``: kept uncompressed until they are
+    encoded, ``width·height·3`` bytes each) more than the free space of the disk it goes on
+    (``files.free_bytes``); ``frames`` None (not known yet) checks the sides only. One line naming
+    the output and the fix."""
+    from ..files import free_bytes
+    from ..weights_manifest import human_size
+
+    path = Path(path)
+    suffix, stem = path.suffix.lower(), path.stem
+    longest = MAX_SIDES.get(suffix)
+    if longest is not None and max(width, height) > longest:
+        kind, other = ("a WebP", f"{stem}.webm or a folder of frames ({stem}/)") if suffix == ".webp" else ("a GIF", f"a folder of frames ({stem}/)")
+        raise UserError(f"{shown(path)}: its frames are {width}x{height}, but {kind}'s sides are at most {longest} pixels; "
+                        f"make the frames smaller (a smaller --size) or write {other} instead")
+    if frames and suffix in STORED:
+        need, free = width * height * 3 * frames, free_bytes(path.parent)
+        if need > free:
+            kind = "GIF" if suffix == ".gif" else "WebP"
+            raise UserError(f"{shown(path)}: its {frames} frames of {width}x{height} are kept uncompressed until the {kind} is encoded, "
+                            f"{human_size(need)}, but only {human_size(free)} is free on that disk; free space, write it on another "
+                            f"disk, or write {stem}.mp4 or {stem}.webm (encoded as they come)")
 
 
 class FrameStore:
@@ -143,6 +174,7 @@ class FrameWriter:
         if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
             raise ValueError("frames must be uint8 H×W or H×W×3")
         if self._size is None:
+            check_clip_fits(self.path, frame.shape[1], frame.shape[0])  # before any temporary
             self._size = frame.shape[:2]
             self._tmp = temp_beside(self.path, directory=not is_video_output(self.path))
             if self.path.suffix.lower() in STORED:

@@ -367,3 +367,32 @@ def test_a_webp_of_held_frames_stays_an_animation_of_every_frame_at_its_rate(tmp
             assert np.array_equal(frames.array, clip), name
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(clips)
 
+
+@pytest.mark.parametrize("suffix, longest", [(".webp", 16383), (".gif", 65535)])
+def test_frames_longer_than_a_webp_or_gif_takes_are_refused_before_any_is_stored(tmp_path, suffix, longest):
+    for width, height in ((longest + 1, 2), (2, longest + 1)):
+        with pytest.raises(UserError, match=f"^{tmp_path / ('wide' + suffix)}: its frames are {width}x{height}, but an? (WebP|GIF)'s sides "
+                                            f"are at most {longest} pixels; make the frames smaller \\(a smaller --size\\) or write "):
+            media.check_clip_fits(tmp_path / f"wide{suffix}", width, height, 100)
+    media.check_clip_fits(tmp_path / "wide.webm", longest + 1, 2)  # VP9 takes it
+    with pytest.raises(UserError, match=f"sides are at most {longest} pixels"):
+        with media.FrameWriter(tmp_path / f"wide{suffix}") as writer:
+            writer.write(np.zeros((1, longest + 1, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []  # refused before any frame was stored (it failed at the end of the encoding)
+    media.write_frames(tmp_path / f"edge{suffix}", np.zeros((2, 1, longest, 3), np.uint8))  # the longest side it takes
+    assert _animation_frames(tmp_path / f"edge{suffix}")[0].shape == (2, 1, longest, 3)
+
+
+def test_a_gif_or_webp_whose_stored_frames_would_not_fit_the_disk_is_refused_up_front(tmp_path):
+    import shutil
+
+    frame = 512 * 512 * 3  # 0.75 MiB, kept uncompressed until the palette pass
+    too_many = shutil.disk_usage(tmp_path).free // frame + 1
+    for suffix, kind in ((".gif", "GIF"), (".webp", "WebP")):
+        with pytest.raises(UserError, match=f"^{tmp_path / ('long' + suffix)}: its {too_many} frames of 512x512 are kept uncompressed until "
+                                            f"the {kind} is encoded, .* but only .* is free on that disk; free space, write it on another "
+                                            "disk, or write long.mp4 or long.webm \\(encoded as they come\\)$"):
+            media.check_clip_fits(tmp_path / f"long{suffix}", 512, 512, too_many)
+        media.check_clip_fits(tmp_path / f"long{suffix}", 512, 512, 100)  # 75 MiB: room enough here
+    for suffix in (".mp4", ".webm", ""):  # encoded as the frames come, or PNGs: no stored frames
+        media.check_clip_fits(tmp_path / f"long{suffix}", 512, 512, too_many)
