@@ -37,6 +37,7 @@ from .frame_folders import check_frame_sizes, frame_name, list_frame_files
 from .images import (
     as_shown,
     has_transparency,
+    is_16bit_colour,
     open_image,
     read_alpha,
     read_image,
@@ -96,7 +97,7 @@ __all__ = [
     "as_shown", "audio_streams", "check_apart", "check_audio_source", "check_clip_fits", "check_decode", "check_encoder", "check_frame_sizes",
     "check_holds_sound", "check_name_encoding", "check_names", "check_only_outputs_in", "check_output", "check_sequence_output",
     "check_video", "check_writable", "committed_together", "encode_cut", "extract_frames", "ffmpeg_binary", "foreign_entry",
-    "frame_name", "has_transparency", "input_path", "is_image", "is_video", "is_video_output", "iter_frames", "kept_sound",
+    "frame_name", "has_transparency", "input_path", "is_16bit_colour", "is_image", "is_video", "is_video_output", "iter_frames", "kept_sound",
     "list_frame_files", "needs_even_sides", "open_image", "output_path", "picture_start", "pixel_format", "popen", "probe",
     "progressive", "read_alpha", "read_frames", "read_image", "read_map", "remux_mp4", "same_rate", "save_image_like",
     "save_png", "shown_colours", "sound_end", "square_pixels", "to_rgb", "upright", "warn_without_sound", "write_frames",

@@ -40,6 +40,20 @@ def to_rgb(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def is_16bit_colour(path: Path) -> bool:
+    """Whether ``path`` stores 16 bits per colour channel (an RGB or RGBA PNG or TIFF, as OpenCV's
+    ``imwrite`` saves a ``uint16`` array), which Pillow reads as 8-bit RGB(A) by keeping each
+    value's high byte (its raw mode ``RGB;16B``): ``read_image`` shows such a photo right, but
+    values 0..255 read as 0. From the header only; False for a file Pillow cannot open."""
+    from PIL import Image
+
+    try:
+        with _quiet_exif(), _pixel_limit(), Image.open(path) as image:
+            return image.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in image.tile)
+    except Exception:  # noqa: BLE001 - said where the image is read
+        return False
+
+
 def has_transparency(image) -> bool:
     """An alpha channel, or a colour key (a PNG's tRNS chunk: palette, RGB or grey pixels of one
     value are transparent, as PNG optimisers write a mask with only 0 and 255)."""

@@ -103,8 +103,9 @@ def _counted_frames(path: Path, fps: float) -> int | None:
     return int(frames[-1]) if done.returncode == 0 and frames and frames[-1].isdigit() else None
 
 
-def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = False) -> Iterator[np.ndarray]:
-    """Frames of a video, a frames folder or a single image, as uint8 RGB, one at a time.
+def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = False, read=read_image) -> Iterator[np.ndarray]:
+    """Frames of a video, a frames folder or a single image, as uint8 RGB, one at a time; the
+    image files read by ``read`` (default ``read_image``: as shown).
 
     A frames folder must hold frames of one size unless ``same_size`` is False. A video that
     ffmpeg cannot decode to its end (a cut-off download, a damaged file) raises ``UserError`` after
@@ -117,14 +118,14 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
             raise UserError(f"{shown(path)}: folder has no image frames (expected 00000.png, 00001.png, ...)")
         shape = None
         for file in files:
-            frame = read_image(file)
+            frame = read(file)
             if same_size and shape is not None and frame.shape != shape:
                 raise UserError(f"{shown(file)}: size {frame.shape[1]}x{frame.shape[0]} differs from the first frame; resize the folder")
             shape = frame.shape
             yield frame
         return
     if is_image(path):
-        yield read_image(path)
+        yield read(path)
         return
     _check_video(path)
     header = _header(path)

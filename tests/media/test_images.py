@@ -16,6 +16,19 @@ def test_sixteen_bit_images_are_scaled_not_clipped():
     assert image.mode == "I;16" and media.to_rgb(image)[0, 0, 0] == 100
 
 
+def test_a_16bit_colour_png_is_read_from_its_high_bytes_and_told_apart(tmp_path):
+    # how a 16-bit RGB PNG (OpenCV's imwrite of uint16) reads: scaled values right, values 0..255 as black
+    cv2 = pytest.importorskip("cv2")
+    values = np.array([[[0, 24, 200]]], np.uint16).repeat(2, axis=0)
+    for name, scale, shown in [("small.png", 1, [0, 0, 0]), ("scaled.png", 257, [200, 24, 0])]:
+        assert cv2.imwrite(str(tmp_path / name), values * scale)  # (BGR: read as RGB, reversed)
+        assert media.read_image(tmp_path / name)[0, 0].tolist() == shown and media.is_16bit_colour(tmp_path / name)
+    Image.fromarray(values.astype(np.uint8)).save(tmp_path / "eight.png")
+    Image.fromarray(values[..., 0]).save(tmp_path / "grey16.png")  # I;16: grey, scaled by to_rgb
+    assert not media.is_16bit_colour(tmp_path / "eight.png") and not media.is_16bit_colour(tmp_path / "grey16.png")
+    assert not media.is_16bit_colour(tmp_path / "missing.png")
+
+
 def test_transparent_pixels_become_white():
     rgba = np.zeros((2, 2, 4), dtype=np.uint8)
     assert (media.to_rgb(Image.fromarray(rgba, "RGBA")) == 255).all()
