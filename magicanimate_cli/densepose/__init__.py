@@ -41,6 +41,7 @@ _LAZY = {
     "labels_from_render": "palette",
     "render_labels": "palette",
     "labels_from_iuv": "iuv",
+    "read_iuv": "iuv",
     "Detections": "charts",
     "DEFAULT_MODEL": "estimator",
     "MODELS": "estimator",

@@ -1,4 +1,5 @@
-"""DensePose you already have, as IUV images, turned into label maps (``densepose --from-iuv``; numpy only).
+"""DensePose you already have, as IUV images, turned into label maps (``densepose --from-iuv``; numpy,
+and OpenCV for a 16-bit colour file).
 
 An IUV image holds, per pixel, the fine part index ``I`` (0 background, 1..24 the parts), and the
 part's chart coordinates ``U·255`` and ``V·255``; the background is black (0, 0, 0). Two channel
@@ -9,8 +10,9 @@ orders are in use, told apart by the channel that never exceeds 24:
   ``densepose/`` frames have this layout too;
 * ``I`` in **red**: scripts that save detectron2's ``(labels, uv·255)`` with Pillow (RGB order).
 
-The label map is the ``I`` channel itself, so ``render_labels(labels_from_iuv(iuv))`` is exactly the
-render MagicAnimate wants. Only lossless IUV converts: a yuv video's colour conversion (h264 in an
+``read_iuv`` reads an IUV image file with the values it stores (16 bits, transparency, grey),
+where ``media.read_image`` shows a photo. The label map is the ``I`` channel itself, so
+``render_labels(labels_from_iuv(iuv))`` is exactly the render MagicAnimate wants. Only lossless IUV converts: a yuv video's colour conversion (h264 in an
 mp4, even at ``-crf 0``) or a JPEG moves the small ``I`` values of most pixels onto other parts,
 so ``check_iuv_video`` refuses a video that is not stored in RGB, and ``labels_from_iuv`` refuses
 a frame whose background is not black or that has no channel within 0..24.
@@ -93,6 +95,94 @@ def labels_from_iuv(iuv: np.ndarray, channel: int | None = None) -> np.ndarray:
             "resized copy, whose blurred part indices would put pixels on the wrong parts; give the PNGs DensePose wrote"
         )
     return labels
+
+
+def read_iuv(path: Path) -> np.ndarray:
+    """An IUV image file as uint8 RGB ``H×W×3`` holding the values it stores, for ``labels_from_iuv``.
+    ``media.read_image`` reads a photo as viewers show it, which loses the part indices of IUV
+    images saved in other ways than 8-bit RGB:
+
+    * **16 bits** per channel (OpenCV's ``imwrite`` of a ``uint16`` array; a grey ``I;16`` PNG from
+      numpy through Pillow): the values as stored when none exceeds 255, else the 8-bit values
+      scaled to 16 bits (all multiples of 257, or of 256) scaled back; anything else is refused
+      (``UserError``), as its part indices are unclear. Pillow reads a colour one's high bytes
+      (all 0 for values 0..255) and ``read_image`` scales a grey one down (0..24 to 0), so they
+      read as black. A 16-bit colour file is read through OpenCV, which reads its values as they are.
+    * **transparency**: a transparent pixel is background, black (``read_image`` puts it on white),
+      an opaque one keeps its values; a partly transparent one (a blended or resized copy) is refused.
+    * **grey**: the part indices alone (``I``, as a label map), in every channel.
+    * no colour profile is applied (the values are numbers, not colours); an EXIF turn is (but
+      OpenCV reads a 16-bit colour file as stored).
+
+    A JPEG is refused: its lossy compression moves the part indices onto other parts."""
+    from .. import media
+
+    path = Path(path)
+    with media.open_image(path) as image:
+        if image.format == "JPEG":
+            raise UserError(f"{shown(path)}: a JPEG, whose lossy compression moves part indices onto other parts; give --from-iuv "
+                            "the IUV images as PNGs, as DensePose writes them")  # fmt: skip
+        if media.is_16bit_colour(path):
+            values, alpha = _read_16bit_colour(path)
+        else:
+            values, alpha = _channels(media.upright(image))
+            if values is None:  # neither colour nor grey (CMYK, float): as shown, for labels_from_iuv to say what it is
+                return media.to_rgb(media.upright(image))
+    if alpha is not None:
+        full = np.iinfo(alpha.dtype).max
+        partly = int(((alpha > 0) & (alpha < full)).sum())
+        if partly:
+            raise UserError(
+                f"{shown(path)}: {partly} pixels are partly transparent, as in a blended or resized copy; in an IUV image a "
+                "pixel is background (transparent) or a part (opaque): give the IUV images DensePose wrote"
+            )
+        values = np.where((alpha == 0)[..., None] if values.ndim == 3 else alpha == 0, 0, values)
+    top, low = int(values.max(initial=0)), int(values.min(initial=0))
+    if top > 255 or low < 0:
+        for scale in (257, 256):  # 8-bit values scaled to 16 bits: v·257 fills 0..65535, v·256 (v << 8) shifts
+            if low >= 0 and top <= 255 * scale and not (values % scale).any():
+                values = values // scale
+                break
+        else:
+            raise UserError(
+                f"{shown(path)}: a 16-bit image whose values (up to {top}) are neither 0..255 nor 8-bit values scaled to 16 "
+                "bits (×257), so its part indices are unclear; save the IUV images as 8-bit PNGs (uint8)"
+            )
+    values = values.astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(values[..., None], 3, axis=2) if values.ndim == 2 else values)
+
+
+def _channels(image) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The values (``H×W×3`` colour or ``H×W`` grey, as stored: 8, 16 or 32 bits) and the alpha
+    (``H×W``, or None) of a PIL image; (None, None) when it is neither colour nor grey."""
+    from .. import media
+
+    if media.has_transparency(image):
+        image = image if image.mode in ("RGBA", "LA") else image.convert("RGBA")  # a palette's, a colour key's
+    elif image.mode in ("P", "1"):
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if image.mode in ("RGB", "L", "I", "I;16", "I;16B", "I;16L"):
+        return array, None
+    if image.mode in ("RGBA", "LA"):
+        return array[..., :-1].squeeze(-1) if image.mode == "LA" else array[..., :3], array[..., -1]
+    return None, None
+
+
+def _read_16bit_colour(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The RGB values (``H×W×3`` uint16) and alpha (or None) of a 16-bit colour image, through
+    OpenCV (Pillow keeps only each value's high byte)."""
+    try:
+        import cv2
+    except ImportError:
+        raise UserError(
+            f"{shown(path)}: a 16-bit colour image, whose values Pillow reads only as 8 bits; reading its part indices needs "
+            "OpenCV (pip install opencv-python-headless), or save the IUV images as 8-bit PNGs"
+        ) from None
+    array = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)  # (imread fails on some non-ASCII paths)
+    if array is None or array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise UserError(f"{shown(path)}: OpenCV cannot read this 16-bit colour image; save the IUV images as 8-bit PNGs")
+    return array[..., 2::-1], (array[..., 3] if array.shape[-1] == 4 else None)  # BGR(A) -> RGB
 
 
 #: ffmpeg pixel formats that store RGB as it is (no yuv conversion of the colours).

@@ -412,14 +412,23 @@ def _estimate(plan: _Plan, work: _Work, estimator, settings: DensePoseConfig, pr
 
 def _read_iuv(plan: _Plan, work: _Work, progress: Progress) -> None:
     """Step 1 with ``from_iuv``: each frame's labels are its IUV image's part indices (resumable).
-    A frame that is not lossless IUV is refused, naming it, and the work is dropped."""
+    A frame that is not lossless IUV, or is not read as one (``iuv.read_iuv``: a JPEG, a 16-bit
+    file of unclear values), is refused, naming it, and the work is dropped."""
+    try:
+        _iuv_labels(plan, work, progress)
+    except UserError:
+        work.remove()
+        raise
+
+
+def _iuv_labels(plan: _Plan, work: _Work, progress: Progress) -> None:
     from contextlib import closing
 
     from .. import media
-    from .iuv import clip_channel, labels_from_iuv
+    from .iuv import clip_channel, labels_from_iuv, read_iuv
 
     files = media.list_frame_files(plan.source) if plan.source.is_dir() else None
-    with closing(media.iter_frames(plan.source)) as frames:
+    with closing(media.iter_frames(plan.source, read=read_iuv)) as frames:
         channel = clip_channel(frames)  # one for the whole clip, as its frames were saved one way
     start, maps = len(work.people), []
     progress("densepose", len(work.people), plan.count)
@@ -429,7 +438,7 @@ def _read_iuv(plan: _Plan, work: _Work, progress: Progress) -> None:
         maps.clear()
         progress("densepose", len(work.people), plan.count)
 
-    for index, frame in enumerate(media.iter_frames(plan.source)):
+    for index, frame in enumerate(media.iter_frames(plan.source, read=read_iuv)):
         if index >= plan.count:
             break
         if index < start:  # an interrupted run's
@@ -437,7 +446,6 @@ def _read_iuv(plan: _Plan, work: _Work, progress: Progress) -> None:
         try:
             maps.append(labels_from_iuv(frame, channel))
         except ValueError as exc:
-            work.remove()
             where = shown(files[index]) if files is not None else f"{shown(plan.source)} (frame {index})"
             raise UserError(f"{where}: {exc}") from None
         if len(maps) == IUV_CHUNK:

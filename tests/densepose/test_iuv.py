@@ -228,6 +228,95 @@ def test_black_frames_count_as_nobody(tmp_path, no_model):
     assert "--min-score" not in str(info.value)
 
 
+# ----------------------------------------------------------------------------- IUV files saved other ways (read_iuv)
+
+
+def converted(tmp_path, name, write, count=3):
+    """The renders and label maps ``densepose --from-iuv`` makes of ``count`` IUV frames written by ``write(path, labels, seed)``."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for i in range(count):
+        write(folder / f"{i + 1:04d}.png", known_labels(i), i)
+    densepose(folder, tmp_path / f"{name}_poses", labels=tmp_path / f"{name}_labels", from_iuv=True)
+    return [(read_png(tmp_path / f"{name}_poses" / f"{i + 1:04d}.png"), read_png(tmp_path / f"{name}_labels" / f"{i + 1:04d}.png"))
+            for i in range(count)]  # fmt: skip
+
+
+def write_16bit(scale):
+    def write(path, labels, seed):
+        """As OpenCV's imwrite saves DensePose's (I, U, V) made uint16: values as they are (scale 1) or scaled to 16 bits."""
+        cv2 = pytest.importorskip("cv2")
+        assert cv2.imwrite(str(path), iuv_of(labels, seed).astype(np.uint16) * scale)
+
+    return write
+
+
+@pytest.mark.parametrize("scale", [1, 257, 256])
+def test_a_16bit_iuv_gives_the_frames_of_the_8bit_one(tmp_path, no_model, scale):
+    # values 0..255 in a 16-bit PNG read as black (Pillow keeps the high byte): "all of its 3 IUV frames are black"
+    want = converted(tmp_path, "eight", write_caffe2)
+    assert Image.open(tmp_path / "eight" / "0001.png").mode == "RGB"
+    got = converted(tmp_path, "sixteen", write_16bit(scale))
+    assert media.is_16bit_colour(tmp_path / "sixteen" / "0001.png")
+    for (render, labels), (want_render, want_labels) in zip(got, want):
+        assert np.array_equal(labels, want_labels) and np.array_equal(render, want_render)
+    assert np.array_equal(want[0][1], known_labels(0))
+
+
+def test_a_16bit_iuv_of_unclear_values_is_refused_saying_what_was_found(tmp_path, no_model):
+    cv2 = pytest.importorskip("cv2")
+    iuv_folder(tmp_path / "in", 2)
+    iuv = iuv_of(known_labels(2)).astype(np.uint16) * 257
+    iuv[10, 10, 1] += 3  # not a multiple of 257: neither 8-bit values nor 8-bit ones scaled
+    assert cv2.imwrite(str(tmp_path / "in" / "0003.png"), iuv)
+    with pytest.raises(UserError, match=r"in/0003\.png: a 16-bit image whose values \(up to 65535\) are neither 0\.\.255 nor 8-bit "
+                                        r"values scaled to 16 bits \(×257\), so its part indices are unclear; save the IUV images as 8-bit PNGs"):
+        densepose(tmp_path / "in", tmp_path / "poses", from_iuv=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_grey_iuv_holding_only_the_part_indices_converts_in_8_and_16_bits(tmp_path, no_model):
+    # a 16-bit grey one (numpy uint16 through Pillow: mode I;16) was scaled down to black by read_image
+    want = converted(tmp_path, "eight", write_caffe2)
+    for name, dtype in [("grey8", np.uint8), ("grey16", np.uint16)]:
+        got = converted(tmp_path, name, lambda path, labels, seed: Image.fromarray(labels.astype(dtype)).save(path))
+        assert Image.open(tmp_path / name / "0001.png").mode == ("L" if dtype == np.uint8 else "I;16")
+        for (render, labels), (want_render, want_labels) in zip(got, want):
+            assert np.array_equal(labels, want_labels) and np.array_equal(render, want_render)
+
+
+def test_a_transparent_background_is_background_and_opaque_pixels_keep_their_values(tmp_path, no_model):
+    # composited on white (read_image), the background made the frame "not a DensePose IUV image"
+    def write_rgba(path, labels, seed):
+        iuv = iuv_of(labels, seed)
+        iuv[labels == 0] = 255  # what is under a transparent pixel does not count
+        Image.fromarray(np.dstack([iuv, np.where(labels > 0, 255, 0).astype(np.uint8)]), "RGBA").save(path)
+
+    want = converted(tmp_path, "rgb", write_rgb)
+    got = converted(tmp_path, "rgba", write_rgba)
+    assert Image.open(tmp_path / "rgba" / "0001.png").mode == "RGBA"
+    for (render, labels), (want_render, want_labels) in zip(got, want):
+        assert np.array_equal(labels, want_labels) and np.array_equal(render, want_render)
+
+    iuv_folder(tmp_path / "blended", 2, writer=write_rgb)
+    iuv = np.dstack([iuv_of(known_labels(2)), np.full((H, W), 255, np.uint8)])
+    iuv[5:7, 5:7, 3] = 128  # half transparent: a blended or resized copy
+    Image.fromarray(iuv, "RGBA").save(tmp_path / "blended" / "0003.png")
+    with pytest.raises(UserError, match=r"blended/0003\.png: 4 pixels are partly transparent, as in a blended or resized copy"):
+        densepose(tmp_path / "blended", tmp_path / "blended_poses", from_iuv=True)
+
+
+def test_a_jpeg_among_the_pngs_is_refused_as_lossy_even_when_black(tmp_path, no_model):
+    # a black JPEG (nobody) was taken as a frame, and an IUV one refused without saying it is the JPEG
+    for name, iuv in [("black", np.zeros((H, W, 3), np.uint8)), ("person", iuv_of(known_labels(2))[..., ::-1])]:
+        iuv_folder(tmp_path / name, 2)
+        Image.fromarray(np.ascontiguousarray(iuv)).save(tmp_path / name / "0003.jpg", quality=100)
+        with pytest.raises(UserError, match=rf"{name}/0003\.jpg: a JPEG, whose lossy compression moves part indices onto other parts; "
+                                            "give --from-iuv the IUV images as PNGs"):
+            densepose(tmp_path / name, tmp_path / f"{name}_poses", from_iuv=True)
+        assert not (tmp_path / f"{name}_poses").exists()
+
+
 # ----------------------------------------------------------------------------- the command
 
 
