@@ -66,13 +66,18 @@ class DensePoseResult:
     resumed: int  # frames whose labels an interrupted run had already made
     model: str
     device: str
-    batch_size: int
-    min_score: float
-    max_people: int
+    batch_size: int | None  # the model's settings; None when no model ran (IUV images: ``from_iuv``)
+    min_score: float | None
+    max_people: int | None
     min_detected: float
     weights: str | None  # the weights file the model was loaded from (None: a given estimator)
     weights_sha256: str | None
     seconds: float
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; the model's settings left out when no model ran (they played no part)."""
+        return {key: value for key, value in asdict(self).items() if value is not None or key not in MODEL_SETTINGS}
+
+
+MODEL_SETTINGS = ("batch_size", "min_score", "max_people")
+"""The settings of the detectron2 model, which ``--from-iuv`` (no model) refuses and does not report."""

@@ -281,9 +281,9 @@ def densepose(
         resumed=work.resumed,
         model=model.name,
         device=model.device,
-        batch_size=batch_size,
-        min_score=min_score,
-        max_people=max_people,
+        batch_size=None if from_iuv else batch_size,  # (no model ran: not reported)
+        min_score=None if from_iuv else min_score,
+        max_people=None if from_iuv else max_people,
         min_detected=min_detected,
         weights=model.weights,
         weights_sha256=model.weights_sha256,
@@ -313,7 +313,8 @@ def _checked(input, output, *, labels, from_iuv, config, weights, batch_size, mi
     output = media.output_path(output) if output is not None else None
     input = media.input_path(input)
     if from_iuv:
-        _check_iuv_options(input, config=config, weights=weights, min_score=min_score, max_people=max_people, estimator=estimator)
+        _check_iuv_options(input, config=config, weights=weights, batch_size=batch_size, min_score=min_score, max_people=max_people,
+                           estimator=estimator)  # fmt: skip
     plan = _plan(input, output, media.output_path(labels, "--labels") if labels is not None else None, fps)
     if from_iuv:
         if media.is_video(plan.source):
@@ -328,9 +329,10 @@ def _checked(input, output, *, labels, from_iuv, config, weights, batch_size, mi
     return settings, plan
 
 
-def _check_iuv_options(input: Path, *, config, weights, min_score, max_people, estimator) -> None:
+def _check_iuv_options(input: Path, *, config, weights, batch_size, min_score, max_people, estimator) -> None:
     """``from_iuv`` reads the labels from the input: the options of the model are refused, not ignored."""
     given = {"--config": config is not None, "--weights": weights is not None, "estimator": estimator is not None,
+             f"--batch-size {batch_size}": batch_size != DensePoseConfig.batch_size,
              f"--min-score {min_score:g}": min_score != DensePoseConfig.min_score,
              f"--max-people {max_people}": max_people != DensePoseConfig.max_people}  # fmt: skip
     for option, used in given.items():

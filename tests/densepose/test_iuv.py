@@ -114,6 +114,7 @@ def test_an_iuv_folder_becomes_exact_driving_frames_without_a_model(tmp_path, no
     names, labels = iuv_folder(tmp_path / "densepose", 4, empty=(2,))  # the TikTok dataset's names: 0001.png, ...
     result = densepose(tmp_path / "densepose", tmp_path / "poses", labels=tmp_path / "labels", from_iuv=True, fps=30)
     assert result.model == "iuv" and result.frames == 4 and result.fps == 30 and result.weights is None
+    assert result.batch_size is result.min_score is result.max_people is None  # no model ran
     assert result.missing_frames == ["0003.png"] and result.filled == 0 and result.resumed == 0
     assert sorted(p.name for p in (tmp_path / "poses").iterdir()) == names
     for name, want in zip(names, labels):
@@ -209,7 +210,7 @@ def test_a_frame_that_is_not_iuv_is_refused_naming_it_and_nothing_is_left(tmp_pa
 def test_the_options_of_a_model_and_a_clip_folder_are_refused(tmp_path, no_model):
     iuv_folder(tmp_path / "in", 2)
     for kwargs, option in [({"config": "densepose_rcnn_R_101_FPN_s1x"}, "--config"), ({"weights": tmp_path / "w.pkl"}, "--weights"),
-                           ({"min_score": 0.5}, "--min-score 0.5"), ({"max_people": 0}, "--max-people 0"),
+                           ({"min_score": 0.5}, "--min-score 0.5"), ({"max_people": 0}, "--max-people 0"), ({"batch_size": 8}, "--batch-size 8"),
                            ({"estimator": lambda frames: []}, "estimator")]:  # fmt: skip
         with pytest.raises(UserError, match=rf"^{option}: not used with --from-iuv"):
             densepose(tmp_path / "in", tmp_path / "poses", from_iuv=True, **kwargs)
@@ -328,6 +329,8 @@ def test_cli_converts_and_refuses_in_one_line(tmp_path, no_model):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["ok"] is True and payload["model"] == "iuv" and payload["frames"] == 3
+    assert not {"batch_size", "min_score", "max_people"} & set(payload)  # the model's settings: no model ran
+    assert payload["min_detected"] == 0.5 and payload["smooth"] == 0 and payload["weights"] is None
     for name, want in zip(names, labels):
         assert np.array_equal(read_png(tmp_path / "poses" / name), render_labels(want))
 
