@@ -343,6 +343,12 @@ def _check_iuv_options(input: Path, *, config, weights, batch_size, min_score, m
             f"{shown(input)}: a clip folder's {CLIP_IMAGES}/ holds photos, not IUV; give --from-iuv the folder of IUV frames "
             f"itself (in the TikTok dataset {shown(input / 'densepose')}) and -o a new folder for the renders"
         )
+    inds = next(input.glob("*_INDS.png"), None) if input.is_dir() else None
+    if inds is not None and next(input.glob("*_IUV.png"), None) is not None:  # what Caffe2 DensePose's infer_simple.py writes
+        raise UserError(
+            f"{shown(input)}: holds DensePose's *_INDS.png (which person each pixel is, not IUV; e.g. {inds.name}) beside its "
+            "*_IUV.png; move the *_INDS.png files to another folder and give --from-iuv the IUV ones"
+        )
 
 
 # ----------------------------------------------------------------------------- its steps

@@ -318,6 +318,21 @@ def test_a_jpeg_among_the_pngs_is_refused_as_lossy_even_when_black(tmp_path, no_
         assert not (tmp_path / f"{name}_poses").exists()
 
 
+def test_caffe2_densepose_output_with_its_inds_files_is_refused_saying_which_to_move(tmp_path, no_model):
+    # infer_simple.py writes NAME_IUV.png and NAME_INDS.png side by side: "frames named two ways ... rename them one way"
+    cv2 = pytest.importorskip("cv2")
+    folder = tmp_path / "infer_simple"
+    folder.mkdir()
+    for i in range(2):
+        assert cv2.imwrite(str(folder / f"frame{i:04d}_IUV.png"), iuv_of(known_labels(i), i))
+        assert cv2.imwrite(str(folder / f"frame{i:04d}_INDS.png"), (known_labels(i) > 0).astype(np.uint8))
+    with pytest.raises(UserError, match=r"infer_simple: holds DensePose's \*_INDS\.png .* beside its \*_IUV\.png; move the \*_INDS\.png"):
+        densepose(folder, tmp_path / "poses", from_iuv=True)
+    for inds in folder.glob("*_INDS.png"):
+        inds.rename(tmp_path / inds.name)
+    assert densepose(folder, tmp_path / "poses", from_iuv=True).frames == 2
+
+
 # ----------------------------------------------------------------------------- the command
 
 
