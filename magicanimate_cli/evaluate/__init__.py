@@ -181,11 +181,29 @@ def _single_clip(path: Path) -> Path | None:
         if is_video(path):
             return path
         raise UserError(f"{path}: not a video; pass an .mp4, a folder of frames, or a folder of clips")
-    if _is_frames_folder(path) and not _clips_in(path):
-        return path
-    if _is_frames_folder(path / IMAGES):
-        return path / IMAGES
+    return _folder_clip(path)
+
+
+def _folder_clip(folder: Path) -> Path | None:
+    """The frames of a clip folder: the folder itself if it holds frames and no clips, else its
+    ``images/`` (a TikTok-style clip, whatever thumbnail lies beside it); None for neither. One
+    rule for a clip given alone and for a clip in a folder of clips."""
+    if _is_frames_folder(folder) and not _holds_clips(folder):
+        return folder
+    if _is_frames_folder(folder / IMAGES):
+        return folder / IMAGES
     return None
+
+
+def _holds_clips(folder: Path) -> bool:
+    """Whether a folder holds a clip (a video, a folder of frames or with ``images/``); one level deep."""
+    from ..media import is_video
+
+    return any(
+        not entry.name.startswith(".")
+        and ((entry.is_file() and is_video(entry)) or (entry.is_dir() and (_is_frames_folder(entry) or _is_frames_folder(entry / IMAGES))))
+        for entry in folder.iterdir()
+    )
 
 
 def _clips_in(folder: Path) -> dict[str, Path]:
@@ -198,7 +216,7 @@ def _clips_in(folder: Path) -> dict[str, Path]:
         if entry.is_file() and is_video(entry):
             source = entry
         elif entry.is_dir():
-            source = entry if _is_frames_folder(entry) else (entry / IMAGES if _is_frames_folder(entry / IMAGES) else None)
+            source = _folder_clip(entry)
         else:
             source = None
         if source is not None:

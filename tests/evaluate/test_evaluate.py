@@ -231,3 +231,17 @@ def test_animate_grid_outputs_beside_results_are_not_clips(tmp_path):
         media.write_frames(folder / "clip.mp4", np.zeros((2, 16, 16, 3), np.uint8))
     media.write_frames(gen / "clip_grid.mp4", np.zeros((2, 16, 48, 3), np.uint8))
     assert [name for name, _, _ in pair_clips(gen, gt)] == ["clip"]
+
+
+def test_a_clip_folder_in_a_folder_of_clips_reads_its_images_whatever_lies_beside_them(tmp_path, rng):
+    # a TikTok-style clip folder with a thumbnail beside images/ was, in a folder of clips, a
+    # one-frame clip (the thumbnail), while the same folder given alone read its images/
+    generated, truth = clip_set(tmp_path, rng, names=("a",), frames=3)
+    clip = tmp_path / "gt_clips" / "a"
+    (truth / "a").rename(tmp_path / "frames")
+    write_clip(clip / "images", media.read_frames(tmp_path / "frames").array)
+    media.write_png(clip / "thumb.png", rng.integers(0, 256, (24, 20, 3), dtype=np.uint8), replace=False)
+    assert pair_clips(generated, clip.parent) == [("a", generated / "a", clip / "images")]
+    assert pair_clips(generated / "a", clip)[0][2] == clip / "images"
+    result = evaluate(generated, clip.parent, metrics="l1")
+    assert result.clips[0].frames == 3 and not result.notes
