@@ -237,7 +237,7 @@ def pair_clips(generated: Path, ground_truth: Path) -> list[tuple[str, Path, Pat
     single_g, single_t = _single_clip(generated), _single_clip(ground_truth)
     if single_g is not None and single_t is not None:
         name = generated.stem if generated.is_file() else generated.name
-        return [(name, single_g, single_t)]
+        return _distinct([(name, single_g, single_t)])
     if (single_g is None) != (single_t is None):
         one, other = (generated, ground_truth) if single_g is not None else (ground_truth, generated)
         raise UserError(f"{one}: is one clip but {other} is a folder of clips; pass two clips or two folders of clips")
@@ -255,7 +255,17 @@ def pair_clips(generated: Path, ground_truth: Path) -> list[tuple[str, Path, Pat
         if missing_g:
             parts.append(f"{generated} has no clip named {', '.join(missing_g[:5])}{' ...' if len(missing_g) > 5 else ''}")
         raise UserError(f"{'; '.join(parts)}; clips are paired by name, so both folders must hold the same names")
-    return [(name, clips_g[name], clips_t[name]) for name in clips_g]
+    return _distinct([(name, clips_g[name], clips_t[name]) for name in clips_g])
+
+
+def _distinct(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, Path, Path]]:
+    """Refuse a clip that is its own ground truth (one path typed twice, a link to the other side):
+    its scores would be perfect whatever the animation."""
+    for _name, source_g, source_t in pairs:
+        if source_g.resolve() == source_t.resolve():
+            raise UserError(f"{source_g}: is both the generated clip and the ground truth ({source_t}); "
+                            "pass the generated clips, then the ground truth")
+    return pairs
 
 
 # ----------------------------------------------------------------------------- availability

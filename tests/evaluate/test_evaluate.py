@@ -125,7 +125,8 @@ def test_an_identical_frame_pair_is_left_out_of_the_psnr_mean_not_made_its_value
     for score in (result.clips[0].scores["psnr"], result.overall["psnr"]):
         assert score.value == pytest.approx(expected, rel=1e-12) and score.samples == 3
         assert score.to_dict()["note"].startswith("1 of 4 frame pairs are identical")
-    alike = evaluate(tmp_path / "truth", tmp_path / "truth", metrics="psnr").overall["psnr"]
+    write_clip(tmp_path / "copy", truth)
+    alike = evaluate(tmp_path / "copy", tmp_path / "truth", metrics="psnr").overall["psnr"]
     assert alike.to_dict()["value"] is None and "infinite PSNR" in alike.to_dict()["note"]  # nothing else to average
 
 
@@ -245,3 +246,15 @@ def test_a_clip_folder_in_a_folder_of_clips_reads_its_images_whatever_lies_besid
     assert pair_clips(generated / "a", clip)[0][2] == clip / "images"
     result = evaluate(generated, clip.parent, metrics="l1")
     assert result.clips[0].frames == 3 and not result.notes
+
+
+def test_the_same_clip_on_both_sides_is_refused(tmp_path, rng):
+    # `eval out out` (or a link to the ground truth) scored a clip against itself: L1 0, SSIM 1
+    generated, truth = clip_set(tmp_path, rng, names=("a", "b"), frames=2)
+    (tmp_path / "link").symlink_to(truth)
+    for g, t in ((truth, truth), (tmp_path / "link", truth), (truth / "a", truth / "a")):
+        result = runner.invoke(app, ["eval", str(g), str(t), "--metrics", "l1"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().endswith("; pass the generated clips, then the ground truth"), result.stderr
+        assert "is both the generated clip and the ground truth" in result.stderr
+
