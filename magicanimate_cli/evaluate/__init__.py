@@ -268,6 +268,19 @@ def _distinct(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, Path, Path
     return pairs
 
 
+def _check_not_grids(pairs, infos) -> None:
+    """Refuse an ``animate --grid`` output given as the animation: its three panels (reference,
+    poses, animation) would be squeezed into the ground truth's frame and scored. Known by its
+    name (``NAME_grid.mp4``, ``NAME_grid/``) and a shape unlike the ground truth's."""
+    for (name, source_g, _), (info_g, info_t) in zip(pairs, infos):
+        shape_g, shape_t = info_g.width / info_g.height, info_t.width / info_t.height
+        if name.endswith("_grid") and abs(shape_g / shape_t - 1) > 0.01:
+            base = source_g.parent if source_g.name == IMAGES else source_g
+            animation = base.with_name(name[: -len("_grid")] + (base.suffix if base.is_file() else ""))
+            raise UserError(f"{source_g}: {info_g.width}x{info_g.height} frames of an `animate --grid` output (reference, poses, "
+                            f"animation side by side), not the animation; pass {animation} instead")
+
+
 # ----------------------------------------------------------------------------- availability
 
 
@@ -348,6 +361,7 @@ def evaluate(
     if "ssim" in wanted and small is not None:  # scikit-image's window would not fit: exit 1 after the other clips' work
         raise UserError(f"{small[0]}: frames of {small[1].width}x{small[1].height} are smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} "
                         "window; leave ssim out of --metrics")
+    _check_not_grids(pairs, infos)
     given = dict(extractors or {})
     models_dir = resolve_models_dir(models)
     _check_available(wanted, protocol, clip_length, given, models_dir, download)

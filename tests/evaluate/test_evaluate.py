@@ -258,3 +258,18 @@ def test_the_same_clip_on_both_sides_is_refused(tmp_path, rng):
         assert result.stderr.strip().endswith("; pass the generated clips, then the ground truth"), result.stderr
         assert "is both the generated clip and the ground truth" in result.stderr
 
+
+def test_an_animate_grid_output_given_as_the_animation_is_refused(tmp_path, rng):
+    # the three panels were squeezed into the ground truth's frame and scored, with a resize note only
+    truth = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    media.write_frames(tmp_path / "gt.mp4", truth)
+    media.write_frames(tmp_path / "clip_grid.mp4", np.concatenate([truth, truth, truth], axis=2))
+    with pytest.raises(UserError, match=r"clip_grid.mp4: 48x16 frames of an `animate --grid` output .* pass .*clip.mp4 instead$"):
+        evaluate(tmp_path / "clip_grid.mp4", tmp_path / "gt.mp4", metrics="l1")
+    write_clip(tmp_path / "gen" / "clip_grid", np.concatenate([truth, truth, truth], axis=2))
+    write_clip(tmp_path / "gts" / "clip_grid", truth)
+    with pytest.raises(UserError, match=r"pass .*gen/clip instead$"):
+        evaluate(tmp_path / "gen", tmp_path / "gts", metrics="l1")
+    # a clip that is named so but has the ground truth's shape is scored
+    media.write_frames(tmp_path / "alike_grid.mp4", truth)
+    assert evaluate(tmp_path / "alike_grid.mp4", tmp_path / "gt.mp4", metrics="l1").clips[0].frames == 3
