@@ -479,11 +479,22 @@ def _clip_notes(clip: ClipScores, metrics_: list, rules, clip_length: int) -> li
 
 
 def _rate_note(name: str, source_g: Path, source_t: Path, info_g, info_t) -> list[str]:
-    """Two videos at different frame rates: frames are paired by index, so frame i of one is not
-    the moment of frame i of the other; said, not hidden (a frames folder has no rate of its own)."""
-    from ..media import is_video, same_rate
+    """Two clips at different frame rates: frames are paired by index, so frame i of one is not
+    the moment of frame i of the other; said, not hidden. A video's rate is its header's, a clip
+    folder's the one its ``meta.json`` records; a bare frames folder has no rate of its own."""
+    rate_g, rate_t = _rate(source_g, info_g), _rate(source_t, info_t)
+    from ..media import same_rate
 
-    if not (is_video(source_g) and is_video(source_t)) or same_rate(info_g.fps, info_t.fps):
+    if rate_g is None or rate_t is None or same_rate(rate_g, rate_t):
         return []
-    return [f"{name}: generated is {info_g.fps:g} fps, ground truth {info_t.fps:g} fps: frames are paired by index, not by time, "
+    return [f"{name}: generated is {rate_g:g} fps, ground truth {rate_t:g} fps: frames are paired by index, not by time, "
             "so the scores compare different moments; render or resample both at the same fps"]
+
+
+def _rate(source: Path, info) -> float | None:
+    from ..clip import clip_fps
+    from ..media import is_video
+
+    if is_video(source):
+        return info.fps
+    return clip_fps(source.parent) if source.name == IMAGES else None

@@ -273,3 +273,17 @@ def test_an_animate_grid_output_given_as_the_animation_is_refused(tmp_path, rng)
     # a clip that is named so but has the ground truth's shape is scored
     media.write_frames(tmp_path / "alike_grid.mp4", truth)
     assert evaluate(tmp_path / "alike_grid.mp4", tmp_path / "gt.mp4", metrics="l1").clips[0].frames == 3
+
+
+def test_a_clip_folder_at_another_rate_than_the_video_is_said_to_be_paired_by_index(tmp_path, rng):
+    # a clip folder's meta.json records its rate (preprocess): a 30 fps clip against a 25 fps video was paired silently
+    from magicanimate_cli.clip import write_meta
+
+    truth = rng.integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
+    write_clip(tmp_path / "clip" / "images", truth)
+    write_meta(tmp_path / "clip", {"fps": 30})
+    media.write_frames(tmp_path / "gen.mp4", truth, fps=25)
+    result = evaluate(tmp_path / "gen.mp4", tmp_path / "clip", metrics="l1")
+    assert any("generated is 25 fps, ground truth 30 fps" in n and "paired by index" in n for n in result.notes), result.notes
+    write_meta(tmp_path / "clip", {"fps": 25})
+    assert not evaluate(tmp_path / "gen.mp4", tmp_path / "clip", metrics="l1").notes
