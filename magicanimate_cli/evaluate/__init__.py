@@ -378,6 +378,7 @@ def evaluate(
         clips.append(clip)
         notes += _clip_notes(clip, metrics_, rules, clip_length)
         notes += _rate_note(name, source_g, source_t, info_g, info_t)
+        notes += _colour_notes(name, source_g, source_t)
 
     lengths = {clip.frames for clip in clips}
     uniform = lengths.pop() if len(lengths) == 1 else None
@@ -498,3 +499,40 @@ def _rate(source: Path, info) -> float | None:
     if is_video(source):
         return info.fps
     return clip_fps(source.parent) if source.name == IMAGES else None
+
+
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # Pillow's single-channel modes
+
+
+def _frames_kind(source: Path) -> tuple[str | None, bool]:
+    """``(first frame's file name if it is grayscale else None, whether it has transparency)`` for a
+    folder of frames, from its first file's header; a grayscale video (``gray*`` pixels) too."""
+    from PIL import Image
+
+    from .. import media
+
+    if media.is_video(source):
+        return (source.name if media.pixel_format(source).startswith(("gray", "ya", "mono")) else None), False
+    first = media.list_frame_files(source)[0]
+    try:
+        with Image.open(first) as image:
+            gray = image.mode in GRAY_MODES or (image.mode == "P" and image.palette.mode in GRAY_MODES)
+            return (first.name if gray else None), media.has_transparency(image)
+    except Exception:  # noqa: BLE001 - the reader says why, where it reads the frame
+        return None, False
+
+
+def _colour_notes(name: str, source_g: Path, source_t: Path) -> list[str]:
+    """Frames read otherwise than their file holds, said: a grayscale side against a colour one
+    (every metric counts the colour as error), transparency (composited over white, as shown)."""
+    (gray_g, alpha_g), (gray_t, alpha_t) = _frames_kind(source_g), _frames_kind(source_t)
+    notes = []
+    if (gray_g is None) != (gray_t is None):
+        side, other, file = ("ground truth", "generated", gray_t) if gray_t else ("generated", "ground truth", gray_g)
+        notes.append(f"{name}: the {side} frames are grayscale ({file}) and the {other} ones in colour: every metric counts "
+                     "the colour as error; give both in colour, or both in gray")
+    for side, alpha in (("generated", alpha_g), ("ground truth", alpha_t)):
+        if alpha:
+            notes.append(f"{name}: the {side} frames have transparency: scored as shown, over white "
+                         "(DisCo's cv2.imread dropped the alpha and kept the colours under it)")
+    return notes

@@ -287,3 +287,31 @@ def test_a_clip_folder_at_another_rate_than_the_video_is_said_to_be_paired_by_in
     assert any("generated is 25 fps, ground truth 30 fps" in n and "paired by index" in n for n in result.notes), result.notes
     write_meta(tmp_path / "clip", {"fps": 25})
     assert not evaluate(tmp_path / "gen.mp4", tmp_path / "clip", metrics="l1").notes
+
+
+def test_grayscale_or_transparent_frames_are_said_to_be_read_so(tmp_path, rng):
+    # a grayscale ground truth was scored against colour animations, and a transparent one over white, silently
+    from PIL import Image
+
+    generated, truth = clip_set(tmp_path, rng, names=("a",), frames=2)
+    for mode in ("L", "I;16", "RGBA"):
+        folder = tmp_path / mode.replace(";", "")
+        folder.mkdir()
+        for file in sorted((truth / "a").iterdir()):
+            image = Image.open(file)
+            if mode == "RGBA":
+                image.putalpha(128)
+            else:
+                image = image.convert("L")
+                image = Image.fromarray(np.asarray(image).astype(np.uint16) * 257) if mode == "I;16" else image
+            image.save(folder / file.name)
+        assert Image.open(folder / "00000.png").mode == mode
+        notes = evaluate(generated / "a", folder, metrics="l1").notes
+        if mode == "RGBA":
+            assert notes == ["a: the ground truth frames have transparency: scored as shown, over white "
+                             "(DisCo's cv2.imread dropped the alpha and kept the colours under it)"]
+        else:
+            assert notes == ["a: the ground truth frames are grayscale (00000.png) and the generated ones in colour: "
+                             "every metric counts the colour as error; give both in colour, or both in gray"]
+    assert not evaluate(tmp_path / "I16", tmp_path / "L", metrics="l1").notes  # gray against gray: nothing to say
+    assert not evaluate(generated / "a", truth / "a", metrics="l1").notes
