@@ -712,6 +712,7 @@ def _checked(input, output, *, model, threshold, batch_size, smooth, device, ove
     info = _probe(plan)
     if fps is not None and media.is_video(plan.source) and not media.same_rate(fps, info.fps):
         raise UserError(f"--fps {fps:g}: {plan.source} is read at its own {info.fps:g} fps; --fps is for a frames folder")
+    media.check_clip_fits(plan.output, info.width, info.height, info.frames)  # a GIF's or WebP's limits, before any mask is made
     return config, plan, replace(info, fps=fps) if fps is not None and not media.is_video(plan.source) else info
 
 

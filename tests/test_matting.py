@@ -597,3 +597,20 @@ def test_cli_stdout_is_only_json_in_a_fresh_process(tmp_path, lite_models, clip_
     lines = done.stdout.splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["frames"] == 2
     assert "ccache" not in done.stderr and "[INFO]" not in done.stderr + done.stdout
+
+
+def test_a_gif_whose_stored_masks_would_not_fit_the_disk_is_refused_before_any_mask_is_made(tmp_path, segmenter, clip_frames, monkeypatch):
+    import magicanimate_cli.files
+
+    class Unused:  # the segmenter, but making a mask fails the test
+        def __getattr__(self, name):
+            return getattr(segmenter, name)
+
+        def __call__(self, frames):
+            raise AssertionError("a mask was made")
+
+    video = media.write_frames(tmp_path / "in.mp4", clip_frames, fps=10)
+    monkeypatch.setattr(magicanimate_cli.files, "free_bytes", lambda path: 96 * 80 * 3 * 6 - 1)
+    with pytest.raises(UserError, match=r"masks\.gif: its 6 frames of 96x80 are kept uncompressed until the GIF is encoded"):
+        matting.matte(video, tmp_path / "masks.gif", segmenter=Unused())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

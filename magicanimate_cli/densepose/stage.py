@@ -37,6 +37,7 @@ class _Plan:
     identity: dict  # what the labels depend on (resume check)
     sound: Path | None = None  # the video whose sound a video output keeps: the input, or a clip folder's source
     clip: Path | None = None  # the input when it is a clip folder: its other parts are never written over
+    size: tuple[int, int] = (0, 0)  # width, height of the frames (the renders')
 
 
 def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | None = None) -> _Plan:
@@ -77,12 +78,14 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
         if len(set(names)) != len(names):  # e.g. a.png and a.jpg
             names = [media.frame_name(i) for i in range(len(files))]
         count, fps = len(files), fps or clip_fps(input) or media.DEFAULT_FPS
+        first = media.probe(source, fps)  # (its first frame's header)
+        size = first.width, first.height
         identity = {"input": str(source.resolve()), "files": [f.name for f in files], "mtime": max(f.stat().st_mtime_ns for f in files)}
     else:
         info = media.probe(source)
         if fps is not None and not media.same_rate(fps, info.fps):
             raise UserError(f"--fps {fps:g}: {source} is read at its own {info.fps:g} fps; --fps is for a frames folder")
-        count, fps = info.frames, info.fps
+        count, fps, size = info.frames, info.fps, (info.width, info.height)
         names = [media.frame_name(i) for i in range(count)]
         stat = source.stat()
         identity = {"input": str(source.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
@@ -90,7 +93,7 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
         raise UserError(f"{source}: no frames")
     sound = source if media.is_video(source) else sound_of(input) if source == input / CLIP_IMAGES else None  # a clip: its video
     clip = input if source == input / CLIP_IMAGES else None
-    return _Plan(source, output, labels, names, count, fps, identity, sound, clip)
+    return _Plan(source, output, labels, names, count, fps, identity, sound, clip, size)
 
 
 def _writer(path: Path, names: list[str], fps: float, overwrite: bool, sound: dict | None = None):
@@ -326,6 +329,7 @@ def _checked(input, output, *, labels, from_iuv, config, weights, batch_size, mi
     else:
         check_device(device)
     _check_outputs(plan, overwrite)
+    media.check_clip_fits(plan.output, *plan.size, plan.count)  # a GIF's or WebP's limits, before any frame is estimated
     return settings, plan
 
 

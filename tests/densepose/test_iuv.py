@@ -354,3 +354,21 @@ def test_cli_converts_and_refuses_in_one_line(tmp_path, no_model):
     assert bad.exit_code == 2 and bad.stderr.strip().splitlines() == [f"error: {said}"]
     assert json.loads(bad.stdout) == {"ok": False, "error": said, "exit_code": 2}
     assert not (tmp_path / "again").exists()
+
+
+def test_a_gif_whose_stored_frames_would_not_fit_the_disk_is_refused_before_any_frame_is_read(tmp_path, no_model, monkeypatch):
+    # the renders of a GIF are kept uncompressed until the palette pass: a long clip on a small disk
+    # is refused before the (long, with a model) estimation, not after it
+    import magicanimate_cli.files
+    from magicanimate_cli.densepose import iuv
+
+    iuv_folder(tmp_path / "in", 4)
+    frame = media.probe(tmp_path / "in")
+    need = frame.width * frame.height * 3 * 4
+    monkeypatch.setattr(magicanimate_cli.files, "free_bytes", lambda path: need - 1)
+    monkeypatch.setattr(iuv, "read_iuv", lambda path: pytest.fail("a frame was read"))
+    with pytest.raises(UserError, match=r"poses\.gif: its 4 frames of \d+x\d+ are kept uncompressed until the GIF is encoded"):
+        densepose(tmp_path / "in", tmp_path / "poses.gif", from_iuv=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    monkeypatch.undo()  # the disk's real room
+    assert densepose(tmp_path / "in", tmp_path / "poses.gif", from_iuv=True).frames == 4
