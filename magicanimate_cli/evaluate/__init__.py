@@ -88,7 +88,8 @@ class Score:
         }
         note = self.note
         if not math.isfinite(self.value):
-            note = "; ".join(filter(None, [note, f"value is {self.value} (identical frames give an infinite PSNR)"]))
+            why = " (identical frames give an infinite PSNR)" if self.value == math.inf else ""  # (a NaN has another cause)
+            note = "; ".join(filter(None, [note, f"value is {self.value}{why}"]))
         if note:
             out["note"] = note
         return out

@@ -315,3 +315,13 @@ def test_grayscale_or_transparent_frames_are_said_to_be_read_so(tmp_path, rng):
                              "every metric counts the colour as error; give both in colour, or both in gray"]
     assert not evaluate(tmp_path / "I16", tmp_path / "L", metrics="l1").notes  # gray against gray: nothing to say
     assert not evaluate(generated / "a", truth / "a", metrics="l1").notes
+
+
+def test_a_value_that_is_not_a_number_is_not_explained_as_identical_frames():
+    # only an infinite PSNR comes from identical frames; a NaN (a Fréchet distance gone wrong) does not
+    from magicanimate_cli.evaluate import Score
+
+    infinite = Score(float("inf"), "corrected", "PSNR", None, None, 3).to_dict()
+    assert infinite["value"] is None and "identical frames" in infinite["note"]
+    nan = Score(float("nan"), "corrected", "Fréchet distance", "i3d", 16, 3).to_dict()
+    assert nan["value"] is None and nan["note"] == "value is nan"
