@@ -11,9 +11,12 @@ mirrored: every part colour ``l`` must become the colour of its mirror part
   Other colours (renderings decoded from lossy video, whose colours drift by a few levels) are
   first snapped to the nearest of the 25 palette colours (Euclidean RGB), so every output pixel
   is an exact palette colour with the correct part; the result reports how many pixels were
-  snapped and the largest distance. A frame whose mean distance to the palette exceeds
-  ``MAX_MEAN_DISTANCE`` is not a viridis DensePose rendering (e.g. apply_net's parula/alpha
-  overlay) and is refused rather than silently scrambled.
+  snapped and the largest distance. A canvas that is not viridis(0) (black in some published
+  driving videos; ``frame_background``: the frame's most common border colour, when it is no
+  palette colour) stays as it is, as ``align`` and ``animate`` take it: its pixels snap to it,
+  not to a part. A frame whose person (the pixels that are not background) lies farther than
+  ``MAX_MEAN_DISTANCE`` from the palette on average is not a viridis DensePose rendering (e.g.
+  apply_net's parula/alpha overlay, an IUV rendering) and is refused rather than silently scrambled.
 * ``densepose_labels/`` (DensePose part labels): mirrored and relabelled; a map with a value
   outside 0..24 is refused (it is not a DensePose label map).
 
@@ -58,29 +61,73 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(PALETTE, dtype=np.uint8).reshape(-1, 3), np.asarray(POINT_LABEL_SYMMETRIES, dtype=np.intp)
 
 
-def render_labels_and_distance(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Part label of every pixel (exact palette colour, else the nearest) and its distance to it."""
+def frame_background(rgb: np.ndarray) -> tuple[int, int, int] | None:
+    """The canvas colour of a rendering when it is not viridis(0): its most common border colour,
+    when that is farther than ``PALETTE_TOLERANCE`` from every palette colour (black in some
+    published driving videos); None for our renders (and for lossy copies of them)."""
+    from .densepose.palette import PALETTE_TOLERANCE, clip_background
+
+    rgb = np.asarray(rgb)[..., :3]
+    if not rgb.size:
+        return None
+    background = clip_background([rgb])
+    palette, _ = _tables()
+    if (((palette.astype(np.int64) - np.asarray(background, np.int64)) ** 2).sum(axis=-1) <= PALETTE_TOLERANCE**2).any():
+        return None
+    return background
+
+
+def _targets(background) -> tuple[np.ndarray, np.ndarray]:
+    """The colours pixels snap to and each one's mirror: the 25 palette colours, then ``background``
+    (index 25, its own mirror) when there is one."""
+    palette, symmetry = _tables()
+    if background is None:
+        return palette, symmetry
+    return np.vstack([palette, np.asarray(background, np.uint8)[None]]), np.append(symmetry, len(symmetry))
+
+
+def render_labels_and_distance(rgb: np.ndarray, background=None) -> tuple[np.ndarray, np.ndarray]:
+    """Part label of every pixel (exact palette colour, else the nearest) and its distance to it.
+
+    With a ``background`` (``frame_background``) a pixel nearer to it than to every palette colour
+    gets the label 25, the background's."""
     from .densepose import labels_from_render
 
-    palette, _ = _tables()
     rgb = np.ascontiguousarray(rgb[..., :3])
-    labels = labels_from_render(rgb, nearest=True)
-    distance = np.sqrt(((rgb.astype(np.int32) - palette[labels].astype(np.int32)) ** 2).sum(axis=-1))
-    return labels, distance
+    labels = labels_from_render(rgb, nearest=True).astype(np.intp)
+    targets, _ = _targets(background)
+    distance = ((rgb.astype(np.int64) - targets[labels].astype(np.int64)) ** 2).sum(axis=-1)
+    if background is not None:
+        to_background = ((rgb.astype(np.int64) - np.asarray(background, np.int64)) ** 2).sum(axis=-1)
+        nearer = to_background < distance
+        labels[nearer] = len(targets) - 1
+        distance[nearer] = to_background[nearer]
+    return labels, np.sqrt(distance)
 
 
-def flip_densepose_array(rgb: np.ndarray) -> tuple[np.ndarray, int, float, float]:
+def _person_mean(distance: np.ndarray, labels: np.ndarray, weights=None) -> float:
+    """Mean snap distance over the person's pixels (labels 1..24): the background is no evidence either way."""
+    person = (labels > 0) & (labels < 25)
+    weights = np.ones(distance.shape) if weights is None else np.asarray(weights, np.float64)
+    count = float((weights * person).sum())
+    return float((distance * weights * person).sum() / count) if count else 0.0
+
+
+def flip_densepose_array(rgb: np.ndarray, background=None) -> tuple[np.ndarray, int, float, float]:
     """Mirror an RGB(A) DensePose rendering and swap its left/right part colours.
 
-    Returns (flipped array of the same shape and dtype, pixels snapped, largest and mean snap
-    distance). Alpha, if any, is mirrored unchanged.
+    Returns (flipped array of the same shape and dtype, pixels snapped, largest snap distance and
+    mean snap distance over the person). Alpha, if any, is mirrored unchanged. ``background``
+    defaults to ``frame_background(rgb)``: a canvas that is not viridis(0) is kept.
     """
-    palette, symmetry = _tables()
-    labels, distance = render_labels_and_distance(rgb)
+    if background is None:
+        background = frame_background(rgb)
+    targets, symmetry = _targets(background)
+    labels, distance = render_labels_and_distance(rgb, background)
     out = rgb.copy()
-    out[..., :3] = palette[symmetry[labels]]
+    out[..., :3] = targets[symmetry[labels]]
     snapped = int((distance > 0).sum())
-    return np.ascontiguousarray(out[:, ::-1]), snapped, float(distance.max(initial=0.0)), float(distance.mean()) if distance.size else 0.0
+    return np.ascontiguousarray(out[:, ::-1]), snapped, float(distance.max(initial=0.0)), _person_mean(distance, labels)
 
 
 def flip_labels_array(labels: np.ndarray) -> np.ndarray:
@@ -98,22 +145,25 @@ def _flip_densepose_image(image, file: Path) -> tuple[object, int, float]:
         out, snapped, max_distance, mean_distance = flip_densepose_array(np.asarray(image))
         result = Image.fromarray(out)
     elif image.mode == "P":
-        palette, symmetry = _tables()
         raw = image.getpalette() or []
         colours = np.asarray(raw + [0] * (768 - len(raw)), dtype=np.uint8)[:768].reshape(256, 3)
-        used = np.bincount(np.asarray(image).reshape(-1), minlength=256)[:256]
-        labels, distances = render_labels_and_distance(colours[None])
+        indices = np.asarray(image)
+        used = np.bincount(indices.reshape(-1), minlength=256)[:256]
+        background = frame_background(colours[indices])
+        targets, symmetry = _targets(background)
+        labels, distances = render_labels_and_distance(colours[None], background)
         labels, distances = labels[0], distances[0]
         snapped = int(used[distances > 0].sum())
         max_distance = float(distances[used > 0].max(initial=0.0))
-        mean_distance = float((distances * used).sum() / max(1, used.sum()))
+        mean_distance = _person_mean(distances, labels, used)
         result = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        result.putpalette(palette[symmetry[labels]].reshape(-1).tolist())
+        mirrored = np.where((used > 0)[:, None], targets[symmetry[labels]], colours)  # unused entries as they were
+        result.putpalette(mirrored.reshape(-1)[: len(raw) or 768].tolist())  # the palette's own length: a flip of a flip is the file
     else:
         raise UserError(f"{file}: mode {image.mode}; a DensePose rendering is RGB (single-channel part labels belong in densepose_labels/)")
     if mean_distance > MAX_MEAN_DISTANCE:
         raise UserError(
-            f"{file}: not a viridis DensePose rendering (mean distance {mean_distance:.1f} to the 25 palette colours); "
+            f"{file}: not a viridis DensePose rendering (the person's mean distance {mean_distance:.1f} to the 24 part colours); "
             "flip needs MagicAnimate-style renderings (`magicanimate densepose`) or label maps in densepose_labels/"
         )
     return result, snapped, max_distance

@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from magicanimate_cli.cli import app
+from magicanimate_cli.errors import UserError
 from magicanimate_cli.flip import flip, flip_densepose_array, flip_labels_array
 
 from preprocess_helpers import SYMMETRY_10_5, TABLE_10_3, display_p3_profile, save_sideways, write_clip
@@ -198,3 +199,56 @@ def test_parts_of_different_sizes_are_refused_before_any_work(tmp_path, odd):
         assert said == (f"error: {clip}: its subfolders hold frames of different sizes "
                         "(images/ 40x30, densepose/ 40x30, masks/ 80x60, densepose_labels/ 40x30); redo the clip so they match")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]  # nothing written, no temporary
+
+
+def _on_black(labels: np.ndarray) -> np.ndarray:
+    """A viridis rendering of ``labels`` on a black canvas, as some published driving videos are drawn."""
+    return np.where(labels[..., None] > 0, TABLE_10_3[labels], np.uint8(0)).astype(np.uint8)
+
+
+def test_a_rendering_on_black_keeps_its_black_canvas(tmp_path, rng):
+    # animate and align take viridis-on-black poses; flip must neither refuse them nor paint the canvas viridis(0)
+    labels = np.zeros((2, 30, 40), np.uint8)
+    labels[:, 5:28, 16:24] = rng.integers(1, 25, (2, 23, 8))  # the person: 15 % of the frame
+    clip = tmp_path / "clip"
+    (clip / "densepose").mkdir(parents=True)
+    for i, frame in enumerate(labels):
+        Image.fromarray(_on_black(frame)).save(clip / "densepose" / f"{i:05d}.png")
+    result = flip(clip, tmp_path / "out")
+    assert result.snapped_pixels == 0
+    for i, frame in enumerate(labels):
+        with Image.open(tmp_path / "out" / "densepose" / f"{i:05d}.png") as im:
+            assert np.array_equal(np.asarray(im), _on_black(SYMMETRY_10_5[frame])[:, ::-1])
+    # a lossy copy: the canvas snaps to black, the parts to their mirror colours
+    noisy = np.clip(_on_black(labels[0]).astype(int) + rng.integers(-2, 3, (30, 40, 3)), 0, 255).astype(np.uint8)
+    out, snapped, _, _ = flip_densepose_array(noisy)
+    assert snapped > 0 and np.array_equal(out, _on_black(SYMMETRY_10_5[labels[0]])[:, ::-1])
+
+
+def test_an_iuv_rendering_on_black_is_still_refused(tmp_path, rng):
+    iuv = np.zeros((30, 40, 3), np.uint8)
+    iuv[5:28, 16:24, 0] = rng.integers(1, 25, (23, 8))  # part index, then U and V
+    iuv[5:28, 16:24, 1:] = rng.integers(0, 256, (23, 8, 2))
+    (tmp_path / "clip" / "densepose").mkdir(parents=True)
+    Image.fromarray(iuv).save(tmp_path / "clip" / "densepose" / "00000.png")
+    with pytest.raises(UserError, match="not a viridis DensePose rendering"):
+        flip(tmp_path / "clip", tmp_path / "out")
+
+
+def test_a_palette_rendering_flipped_twice_is_the_same_file(tmp_path, rng):
+    clip = tmp_path / "clip"
+    (clip / "densepose").mkdir(parents=True)
+    labels = rng.integers(0, 25, (16, 24), dtype=np.uint8)
+    short = Image.fromarray(labels, "P")
+    short.putpalette(TABLE_10_3.reshape(-1).tolist())  # 25 entries, as a palette PNG holds them
+    short.save(clip / "densepose" / "00000.png")
+    full = Image.fromarray(labels, "P")
+    full.putpalette(TABLE_10_3.reshape(-1).tolist() + [7] * (768 - 75))  # 256 entries, the unused ones not palette colours
+    full.save(clip / "densepose" / "00001.png")
+    flip(clip, tmp_path / "once")
+    flip(tmp_path / "once", tmp_path / "twice")
+    for name in ("00000.png", "00001.png"):
+        assert (tmp_path / "twice" / "densepose" / name).read_bytes() == (clip / "densepose" / name).read_bytes(), name
+        with Image.open(tmp_path / "once" / "densepose" / name) as im:
+            assert np.array_equal(np.asarray(im.convert("RGB")), TABLE_10_3[SYMMETRY_10_5[labels]][:, ::-1])
+
