@@ -223,6 +223,9 @@ def flip(clip: Path | str, output: Path | str, *, overwrite: bool = False, progr
     clip, output = media.input_path(clip), media.output_path(output)
     if not clip.exists():
         raise UserError(f"{clip}: no such clip folder")
+    if clip.is_file() and media.is_video(clip):
+        raise UserError(f"{shown(clip)}: a video, but flip mirrors clip folders; make one first "
+                        f"(`magicanimate preprocess {shown(clip)} -o clips/ --flip` writes the clip and its mirror)")
     if not is_clip_folder(clip):
         raise UserError(f"{clip}: not a clip folder (expected images/, densepose/, masks/ or densepose_labels/ inside)")
     subs = subfolders(clip)

@@ -252,3 +252,11 @@ def test_a_palette_rendering_flipped_twice_is_the_same_file(tmp_path, rng):
         with Image.open(tmp_path / "once" / "densepose" / name) as im:
             assert np.array_equal(np.asarray(im.convert("RGB")), TABLE_10_3[SYMMETRY_10_5[labels]][:, ::-1])
 
+
+def test_a_video_is_told_to_become_a_clip_first(tmp_path):
+    video = tmp_path / "dance.mp4"
+    video.write_bytes(b"\0" * 64)
+    result = runner.invoke(app, ["flip", str(video), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert f"magicanimate preprocess {video} -o clips/ --flip" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4"]
