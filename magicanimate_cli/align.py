@@ -25,6 +25,9 @@ is exactly what ``animate`` would see.
 * Frames are resampled with nearest neighbour, so every output colour is an input colour;
   uncovered areas take the background colour, and bodies pushed partly out of the frame are
   clipped, not squeezed.
+* A body box or reference box that reaches an edge of the square that the other does not may be
+  cut off there, so the scale may be wrong (a hand entering first, feet below the frame, a
+  half-body photo): said as an ``InputWarning`` (``cut_warnings``), in the result's ``warnings``.
 
 Boxes are ``(x0, y0, x1, y1)`` with ``x1``/``y1`` exclusive, in pixels of the fitted square
 (``--ref-box`` alone is given in pixels of the reference image). ``aligned_frames``
@@ -35,12 +38,13 @@ Boxes are ``(x0, y0, x1, y1)`` with ``x1``/``y1`` exclusive, in pixels of the fi
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .animate import AnimateConfig
-from .errors import UserError
+from .errors import InputWarning, UserError
 
 ANCHORS = ("feet", "center", "head")
 FRAME_MODES = ("first", "median")
@@ -124,6 +128,7 @@ class Alignment:
     anchor: str
     frames: str
     background: tuple[int, int, int]
+    warnings: tuple[str, ...] = ()  # InputWarning messages (``cut_warnings``), not part of the transform
 
     def apply(self, frame) -> "numpy.ndarray":  # noqa: F821
         """``frame`` moved by the transform; uncovered pixels are the background colour."""
@@ -146,7 +151,38 @@ class Alignment:
         data["ref_box"] = [round(v, 3) for v in self.ref_box]
         data["body_box"] = [round(v, 3) for v in self.body_box]
         data["background"] = list(self.background)
+        data.pop("warnings")
         return data
+
+
+EDGES = ("left", "top", "right", "bottom")
+
+
+def touched_edges(box, width: int, height: int) -> set[str]:
+    """The edges of a ``width×height`` frame that ``box`` reaches: what may be cut off there."""
+    x0, y0, x1, y1 = box
+    return {edge for edge, touches in zip(EDGES, (x0 <= 0, y0 <= 0, x1 >= width, y1 >= height)) if touches}
+
+
+def cut_warnings(ref_box, body_box, width: int, height: int, source: str, frame: int | None) -> tuple[str, ...]:
+    """Why the scale may be wrong: the body that sets it (``frame``; None: the median box) reaches
+    an edge of the frame that the reference person does not, or the other way round, so one of them
+    is cut off there and their heights are not the same part of a person. Both cut at the same edge
+    (a half-body photo and a half-body motion) is consistent and not warned about."""
+    said = []
+    body_cut, ref_cut = touched_edges(body_box, width, height), touched_edges(ref_box, width, height)
+    which = f"in frame {frame}" if frame is not None else "(the median box)"
+    if body_cut - ref_cut:
+        edges = " and ".join(e for e in EDGES if e in body_cut - ref_cut)
+        said.append(f"{source}: the body that sets the scale {which} reaches the {edges} edge of the frame, where the reference "
+                    f"person does not, so it may be cut off and the aligned poses too large or misplaced; check them, "
+                    f"{'pass --frames median, ' if frame is not None else ''}or cut the clip to where the whole body shows")
+    if ref_cut - body_cut:
+        edges = " and ".join(e for e in EDGES if e in ref_cut - body_cut)
+        said.append(f"{source}: the reference person reaches the {edges} edge of its {width}x{height} square, where the body "
+                    "does not, so the person may be cut off there and the motion is fitted to the part that shows; "
+                    "check the aligned poses, or use a reference where the whole person shows")
+    return tuple(said)
 
 
 def anchor_point(box, anchor: str) -> tuple[float, float]:
@@ -173,11 +209,13 @@ def plan_alignment(
         background = clip_background(poses)
     background = tuple(int(v) for v in background)
     boxes = []
-    for pose in poses:
+    first = None
+    for index, pose in enumerate(poses):
         box = body_box(pose, background)
         if box is not None:
             boxes.append(box)
             if frames == "first":
+                first = index
                 break
     if not boxes:
         raise UserError(
@@ -189,7 +227,11 @@ def plan_alignment(
     ref_x, ref_y = anchor_point(ref, anchor)
     body_x, body_y = anchor_point(body, anchor)
     shift = (ref_x - scale * body_x, ref_y - scale * body_y)
-    return Alignment(scale, shift, ref, body, anchor, frames, background)
+    height, width = poses[0].shape[:2]
+    said = cut_warnings(ref, body, width, height, source, first)
+    for message in said:
+        warnings.warn(message, InputWarning, stacklevel=4)  # pointing at whoever called align() or animate()
+    return Alignment(scale, shift, ref, body, anchor, frames, background, said)
 
 
 def aligned_frames(
@@ -370,7 +412,7 @@ class AlignResult:
     meta: str | None = None  # the clip's meta.json that records the transform
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)  # InputWarning messages: the run went on (densepose.palette.motion_warnings)
+    warnings: list[str] = field(default_factory=list)  # InputWarning messages: the run went on (palette.motion_warnings, cut_warnings)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -501,5 +543,5 @@ def align(
         meta=str(motion / clip_folder.META) if clip is not None else None,
         notes=list(found.notes),
         seconds=round(time.perf_counter() - started, 3),
-        warnings=noticed,
+        warnings=[*noticed, *alignment.warnings],
     )

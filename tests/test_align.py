@@ -497,3 +497,62 @@ def test_h264_motion_gives_the_same_body_box(tmp_path, background):
     result = align(reference, motion, tmp_path / "out", size=96, frames="median")
     assert np.abs(np.subtract(result.transform["background"], background)).max() <= 3  # as decoded (YUV round trip)
     assert np.abs(np.subtract(result.transform["body_box"], BODY)).max() <= 1
+
+
+# ----------------------------------------------------------------------------- a person cut by the frame
+
+
+def _cut_warnings(caught) -> list[str]:
+    from magicanimate_cli.errors import InputWarning
+
+    return [str(w.message) for w in caught if issubclass(w.category, InputWarning) and "edge" in str(w.message)]
+
+
+def test_a_body_that_enters_at_the_edge_is_warned_about_not_taken_silently(tmp_path):
+    import warnings
+
+    # a hand comes in at the right edge first: its height sets the scale (x5 here), so the aligned dancer is huge
+    clip = draw_clip([(88, 40, 96, 52), BODY, BODY], part=4)
+    motion = write_frames_folder(tmp_path / "poses", clip)
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = align(reference, motion, tmp_path / "out", size=96)
+    said = _cut_warnings(caught)
+    assert len(said) == 1 and "in frame 0 reaches the right edge of the frame" in said[0] and "--frames median" in said[0]
+    assert said == [w for w in result.warnings if "edge" in w] and result.transform["scale"] == 5
+    with warnings.catch_warnings(record=True) as caught:  # the median box is whole: nothing to say
+        warnings.simplefilter("always")
+        median = align(reference, motion, tmp_path / "median", size=96, frames="median")
+    assert _cut_warnings(caught) == [] and median.transform["body_box"] == list(BODY)
+
+
+@pytest.mark.parametrize("cut", ["reference", "body", "both"])
+def test_a_person_cut_by_the_bottom_edge_is_warned_about_unless_both_are(cut):
+    import warnings
+
+    clip = draw_clip([(30, 40, 50, 96) if cut in ("body", "both") else BODY], part=4)  # feet below the frame
+    ref = (20, 40, 44, 96) if cut in ("reference", "both") else (20, 6, 44, 66)  # a half-body photo
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        alignment = plan_alignment(clip, ref, source="poses")
+    said = _cut_warnings(caught)
+    assert list(alignment.warnings) == said and "warnings" not in alignment.to_dict()
+    if cut == "both":  # a half-body motion onto a half-body photo: consistent
+        assert said == []
+    elif cut == "body":
+        assert len(said) == 1 and said[0].startswith("poses: the body that sets the scale in frame 0 reaches the bottom edge")
+    else:
+        assert len(said) == 1 and said[0].startswith("poses: the reference person reaches the bottom edge of its 96x96 square")
+
+
+def test_animate_align_lists_a_cut_body_in_its_warnings(tiny_pipeline, tmp_path):
+    from magicanimate_cli.animate import animate
+
+    motion = write_frames_folder(tmp_path / "poses", draw_clip([(40, 10, 64, 50)] * 2, size=64, part=4))  # cut at the right
+    reference = rgba_reference(tmp_path / "ref.png", 64, (10, 8, 30, 60))
+    result = animate(reference, motion, tmp_path / "out", pipeline=tiny_pipeline, steps=1, size=64, align=True)
+    assert [w for w in result.warnings if "edge" in w] == [
+        w for w in align(reference, motion, tmp_path / "aligned", size=64).warnings if "edge" in w
+    ]
+    assert any("reaches the right edge" in w for w in result.warnings)

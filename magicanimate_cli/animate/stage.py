@@ -144,6 +144,7 @@ def animate(
             if align:  # the reference's person: a user error (or a model of its own) before the animator loads
                 ref_found = reference_box(reference, size, fit, models=models)
                 unaligned, (store, alignment) = store, _align_store(store, aligned_scratch, ref_found.box, pose_fill, motion)
+                noticed += list(alignment.warnings)  # a body or a reference person cut by the frame (align.cut_warnings)
                 poses = store.frames()
             distributed = len(device_list) > 1
             if not distributed and pipeline is None:
