@@ -472,6 +472,7 @@ def align(
     progress = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
     info = media.probe(source, clip_folder.clip_fps(motion) if clip is not None else None)
+    media.check_clip_fits(output, size, size, info.frames)  # a GIF's or WebP's limits, before the motion is read
     params = {"reference": str(reference), "output": str(output), **asdict(config), "ref_box": ref_box}
     media.read_image(reference)  # a missing or unreadable reference, and a malformed --ref-box, before any work
     # a --ref-box outside the reference or its fitted square too: not after a pass over the whole motion

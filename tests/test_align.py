@@ -278,6 +278,20 @@ def test_align_writes_frames_and_the_transform(tmp_path):
         align(reference, motion, tmp_path / "out", size=96)
 
 
+def test_a_gif_whose_stored_frames_would_not_fit_the_disk_is_refused_before_the_motion_is_read(tmp_path, monkeypatch):
+    import magicanimate_cli.files
+
+    motion = write_frames_folder(tmp_path / "poses", draw_clip([BODY] * 3, size=96))
+    reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
+    monkeypatch.setattr(magicanimate_cli.files, "free_bytes", lambda path: 96 * 96 * 3 * 3 - 1)
+    monkeypatch.setattr(media, "iter_frames", lambda *a, **k: pytest.fail("the motion was read"))
+    with pytest.raises(UserError, match=r"aligned\.gif: its 3 frames of 96x96 are kept uncompressed until the GIF is encoded"):
+        align(reference, motion, tmp_path / "aligned.gif", size=96)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
+    monkeypatch.undo()  # the disk's real room
+    assert align(reference, motion, tmp_path / "aligned.gif", size=96).frames == 3
+
+
 def test_a_motion_video_keeps_its_sound(tmp_path):
     motion = add_sound(media.write_frames(tmp_path / "poses.mp4", draw_clip([BODY] * 5, size=96), fps=10), 1.0, rising=True)
     reference = rgba_reference(tmp_path / "ref.png", 96, (20, 6, 44, 66))
