@@ -336,6 +336,8 @@ class _Runner:
         stages = meta.get("stages", {})
         if any(stages.get(s, {}).get("status") != DONE for s in SKIPPABLE if s not in self.request["skip"]):
             return False
+        if "densepose" not in self.request["skip"] and not Clip(self.folder, meta).is_done("densepose", self.networks.densepose.params()):
+            return False  # made with other DensePose settings (--min-score, --densepose-weights, ...)
         return all((self.folder / sub).is_dir() for sub in meta.get("subfolders") or [IMAGES])
 
     def tidy(self) -> None:

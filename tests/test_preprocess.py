@@ -531,6 +531,19 @@ def test_adding_flip_or_skipping_finished_stages_recomputes_nothing(videos, tmp_
     assert preprocess([videos / "dance.mp4"], tmp_path, flip=True, **FAST).clips[0]["status"] == "up-to-date"
 
 
+def test_changed_densepose_settings_redo_the_densepose_of_a_finished_clip(videos, tmp_path, fakes):
+    # a finished clip was kept as it was: its DensePose made with other settings than the ones asked for
+    preprocess([videos / "dance.mp4"], tmp_path, **FAST)
+    fakes.calls.clear()
+    stricter = preprocess([videos / "dance.mp4"], tmp_path, min_score=0.95, **FAST)
+    assert stricter.clips[0]["status"] == "done" and fakes.count("densepose") == 1
+    assert _meta(tmp_path / "dance")["stages"]["densepose"]["params"] == {"min_score": 0.95}
+    fakes.calls.clear()
+    assert preprocess([videos / "dance.mp4"], tmp_path, min_score=0.95, **FAST).clips[0]["status"] == "up-to-date"
+    assert preprocess([videos / "dance.mp4"], tmp_path, min_score=0.95, skip="densepose", **FAST).clips[0]["status"] == "up-to-date"
+    assert fakes.calls == []
+
+
 def _detectron2_installed() -> bool:
     from magicanimate_cli.densepose.estimator import detectron2_available
 
