@@ -338,7 +338,7 @@ class _Runner:
             return False
         if "densepose" not in self.request["skip"] and not Clip(self.folder, meta).is_done("densepose", self.networks.densepose.params()):
             return False  # made with other DensePose settings (--min-score, --densepose-weights, ...)
-        return all((self.folder / sub).is_dir() for sub in meta.get("subfolders") or [IMAGES])
+        return _holds_frames(self.folder, meta.get("subfolders") or [IMAGES], meta.get("frames"))
 
     def tidy(self) -> None:
         """Remove the ``.work/`` of a clip recorded done: a run stopped between recording it and
@@ -353,8 +353,10 @@ class _Runner:
             return False
         if not self.request["flip"]:
             return True
-        flip_rec = (read_meta(self.folder) or {}).get("stages", {}).get("flip", {})
-        return flip_rec.get("status") == DONE and self.folder.with_name(self.folder.name + FLIP_SUFFIX).is_dir()
+        meta = read_meta(self.folder) or {}
+        flip_rec = meta.get("stages", {}).get("flip", {})
+        flip_dir = self.folder.with_name(self.folder.name + FLIP_SUFFIX)
+        return flip_rec.get("status") == DONE and _holds_frames(flip_dir, meta.get("subfolders") or [IMAGES], meta.get("frames"))
 
     def _outputs_exist(self, stage: str, folder: Path) -> bool:
         from . import media
@@ -491,8 +493,8 @@ class _Runner:
             self.run_stage("densepose", params, lambda: self._densepose(self.stage_dir), self.stage_dir, optional=True)
         # 5. crop + resize into the clip folder
         subs = [s for s in SUBFOLDERS if (self.stage_dir / s).is_dir() and media.list_frame_files(self.stage_dir / s)]
-        if not all((self.folder / sub).is_dir() for sub in subs):
-            self.clip.forget("crop")  # someone removed the results: make them again
+        if not _holds_frames(self.folder, subs, self.clip.meta.get("frames")):
+            self.clip.forget("crop")  # someone removed the results (or some of their frames): make them again
         # the crop's source (the field of view or the full frames) is one of its parameters
         self.run_stage("crop", {"size": request["size"], "subfolders": subs, "fov": request["fov"]}, lambda: self._crop(subs))
         self.clip.meta["crop_box"] = self.clip.record("crop").get("result", {}).get("crop_box")
@@ -503,8 +505,8 @@ class _Runner:
     def _flip_stage(self, subs: list[str]) -> None:
         flip_dir = self.folder.with_name(self.folder.name + FLIP_SUFFIX)
         if self.request["flip"]:
-            if not flip_dir.is_dir():
-                self.clip.forget("flip")
+            if not _holds_frames(flip_dir, subs, self.clip.meta.get("frames")):
+                self.clip.forget("flip")  # removed, or some of its frames: made again
             self.run_stage("flip", {"subfolders": subs}, lambda: self._flip(flip_dir), optional=True)
         else:
             self.clip.forget("flip")  # an earlier OUT/<clip>_flip/ is left as it is
@@ -606,6 +608,22 @@ class _Runner:
 
         write_meta(flip_dir, meta)
         return result
+
+
+def _holds_frames(folder: Path, subs: list[str], frames) -> bool:
+    """Each of ``subs`` in ``folder`` holds the same frame names, ``frames`` of them (when known):
+    a clip folder with a frame (or a subfolder) deleted since it was made is not complete."""
+    from . import media
+
+    names = None
+    for sub in subs:
+        if not (folder / sub).is_dir():
+            return False
+        found = sorted(f.name for f in media.list_frame_files(folder / sub, sequence=False))
+        if (names is not None and found != names) or (isinstance(frames, int) and len(found) != frames):
+            return False
+        names = found
+    return True
 
 
 class _StageFailed(Exception):

@@ -544,6 +544,23 @@ def test_changed_densepose_settings_redo_the_densepose_of_a_finished_clip(videos
     assert fakes.calls == []
 
 
+def test_a_frame_deleted_from_a_finished_clip_or_its_mirror_is_made_again(videos, tmp_path, fakes):
+    preprocess([videos / "dance.mp4"], tmp_path, flip=True, keep_work=True, **FAST)
+    clip, mirror = tmp_path / "dance", tmp_path / "dance_flip"
+    expected = {sub: [f.name for f in media.list_frame_files(clip / sub)] for sub in _meta(clip)["subfolders"]}
+    (clip / "masks" / "00003.png").unlink()
+    (mirror / "images" / "00004.png").unlink()
+    fakes.calls.clear()
+    result = preprocess([videos / "dance.mp4"], tmp_path, flip=True, keep_work=True, **FAST)
+    assert result.clips[0]["status"] == "done" and fakes.calls == []  # the crop and the flip, from the kept work
+    for folder in (clip, mirror):
+        assert {sub: [f.name for f in media.list_frame_files(folder / sub)] for sub in expected} == expected, folder
+    (mirror / "densepose" / "00000.png").unlink()  # the mirror alone
+    assert preprocess([videos / "dance.mp4"], tmp_path, flip=True, **FAST).clips[0]["status"] == "done"
+    assert (mirror / "densepose" / "00000.png").is_file()
+    assert preprocess([videos / "dance.mp4"], tmp_path, flip=True, **FAST).clips[0]["status"] == "up-to-date"
+
+
 def _detectron2_installed() -> bool:
     from magicanimate_cli.densepose.estimator import detectron2_available
 
