@@ -177,15 +177,26 @@ def parse_skip(skip) -> frozenset[str]:
     return chosen
 
 
+class _SourceGone(UserError):
+    """A source found when the run started that is no longer there when its turn comes (moved or
+    deleted meanwhile, by the user or another job): its clip fails alone, the others go on."""
+
+
 def _signature(source: Source) -> dict:
     """What identifies the source's content cheaply: path, size and modification time."""
     from . import media
 
-    if source.kind == "video":
-        stat = source.path.stat()
-        return {"path": str(source.path), "kind": "video", "bytes": stat.st_size, "mtime": round(stat.st_mtime, 3)}
-    files = media.list_frame_files(source.path)
-    return {"path": str(source.path), "kind": "frames", "files": len(files), "mtime": round(max(f.stat().st_mtime for f in files), 3)}
+    gone = _SourceGone(f"{source.path}: no longer there (moved or deleted since this run started); its clip folder is left as it was")
+    try:
+        if source.kind == "video":
+            stat = source.path.stat()
+            return {"path": str(source.path), "kind": "video", "bytes": stat.st_size, "mtime": round(stat.st_mtime, 3)}
+        files = media.list_frame_files(source.path)
+        if not files:
+            raise gone
+        return {"path": str(source.path), "kind": "frames", "files": len(files), "mtime": round(max(f.stat().st_mtime for f in files), 3)}
+    except FileNotFoundError:
+        raise gone from None
 
 
 # ----------------------------------------------------------------------------- stages
@@ -767,6 +778,10 @@ def _outcome(source: Source, folder: Path, status: str, *, frames=None, stages=N
 def _one_clip(source: Source, folder: Path, request: dict, **options) -> dict:
     """Bring one clip folder up to date; its outcome (``PreprocessResult.clips``)."""
     runner = _Runner(source, folder, request, **options)
+    try:
+        _signature(source)
+    except _SourceGone as exc:  # nothing of its clip folder is read or changed
+        return _outcome(source, folder, "failed", errors={"preprocess": str(exc)})
     if not runner.up_to_date():
         return runner.run()
     runner.tidy()

@@ -561,6 +561,24 @@ def test_a_frame_deleted_from_a_finished_clip_or_its_mirror_is_made_again(videos
     assert preprocess([videos / "dance.mp4"], tmp_path, flip=True, **FAST).clips[0]["status"] == "up-to-date"
 
 
+def test_a_video_gone_before_its_turn_fails_alone(videos, tmp_path, fakes):
+    # a batch over thousands of videos: one moved away by another job meanwhile stopped the whole run (FileNotFoundError)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (inputs / name).write_bytes((videos / "talk.mp4").read_bytes())
+
+    def progress(stage, done, total):
+        if stage == "clips" and done == 1 and (inputs / "b.mp4").exists():
+            (inputs / "b.mp4").unlink()
+
+    result = preprocess([inputs], tmp_path / "out", progress=progress, **FAST)
+    assert {c["name"]: c["status"] for c in result.clips} == {"a": "done", "b": "failed", "c": "done"}
+    assert result.clips[1]["errors"] == {"preprocess": f"{inputs / 'b.mp4'}: no longer there (moved or deleted since this run started); "
+                                         "its clip folder is left as it was"}
+    assert result.exit_code == 1 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c"]
+
+
 def _detectron2_installed() -> bool:
     from magicanimate_cli.densepose.estimator import detectron2_available
 
