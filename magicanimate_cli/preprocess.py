@@ -570,7 +570,7 @@ class _Runner:
 
     def _densepose(self, folder: Path):
         from .densepose import densepose
-        from .densepose.stage import TooFewPeople
+        from .densepose.stage import NobodyFound, TooFewPeople
 
         settings = self.networks.densepose
         estimator = self.networks.estimator()
@@ -580,7 +580,7 @@ class _Runner:
                 fps=self.request["fps"], min_score=settings.min_score, fill_missing=settings.fill_missing,
                 min_detected=settings.min_detected,
             )  # fmt: skip
-        except TooFewPeople as exc:  # name the clip's source, not the work folder
+        except (TooFewPeople, NobodyFound) as exc:  # name the clip's source, not its hidden work folder
             raise exc.naming(f"clip {self.source.name} ({self.source.path})") from None
 
     def _fov(self, subs: list[str]):

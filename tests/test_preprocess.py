@@ -746,6 +746,16 @@ def test_too_few_detected_frames_fail_the_clips_densepose_stage(videos, tmp_path
     assert record["params"] == {"fill_missing": True} and record["result"]["filled"] == 7
 
 
+def test_a_clip_without_anybody_names_the_clip_not_its_work_folder(videos, tmp_path, monkeypatch):
+    real_densepose(monkeypatch, OrderEstimator(found=()))
+    result = preprocess([videos / "dance.mp4"], tmp_path, **FAST)
+    clip = result.clips[0]
+    assert clip["status"] == "incomplete" and clip["stages"]["densepose"] == "failed"
+    assert clip["errors"]["densepose"] == (f"clip dance ({videos / 'dance.mp4'}): DensePose found no person in any of its 10 frames "
+                                          "(score above 0.8); check the input or lower --min-score")
+    assert _meta(tmp_path / "dance")["stages"]["densepose"]["error"] == clip["errors"]["densepose"]
+
+
 def test_densepose_result_in_meta_json_has_the_clip_fps_and_frame_names(tmp_path, monkeypatch):
     make_video(tmp_path / "slow.mp4", count=10, fps=10.0)
     real_densepose(monkeypatch, OrderEstimator(found=range(1, 10)))

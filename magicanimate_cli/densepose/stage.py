@@ -487,6 +487,19 @@ class TooFewPeople(StageFailed):
         return TooFewPeople(subject, self.detected, self.count, self.min_detected, self.min_score)
 
 
+class NobodyFound(UserError):
+    """DensePose found no person in any of the frames (bad input, exit 2)."""
+
+    def __init__(self, subject: str, count: int, min_score: float) -> None:
+        self.count, self.min_score = count, min_score
+        super().__init__(f"{subject}: DensePose found no person in any of its {count} frames (score above {min_score}); "
+                         "check the input or lower --min-score")
+
+    def naming(self, subject: str) -> NobodyFound:
+        """The same failure, reported for ``subject`` (``preprocess`` names the clip, not its work folder)."""
+        return NobodyFound(subject, self.count, self.min_score)
+
+
 @dataclass(frozen=True)
 class _Repair:
     count: int  # frames with labels
@@ -508,10 +521,7 @@ def _repair(input: Path, plan: _Plan, work: _Work, settings: DensePoseConfig, fr
         work.remove()
         if from_iuv:
             raise UserError(f"{plan.source}: all of its {count} IUV frames are black (nobody in them); check the input")
-        raise UserError(
-            f"{plan.source}: DensePose found no person in any of its {count} frames (score above {settings.min_score}); "
-            "check the input or lower --min-score"
-        )
+        raise NobodyFound(str(plan.source), count, settings.min_score)
     detected = count - len(missing)
     if not settings.fill_missing and detected < settings.min_detected * count:
         raise TooFewPeople(str(input), detected, count, settings.min_detected, None if from_iuv else settings.min_score)
