@@ -19,8 +19,8 @@ Intermediate frames live in ``OUT/<clip>/.work/`` and are removed once the clip 
 start from the video again).
 
 Resuming: each stage's parameters and status are in ``meta.json``. A re-run skips a clip whose
-stages all finished with the same settings, skips each finished stage whose inputs did not
-change, and redoes a stage left ``running`` by an interrupted run (every writer is atomic, so
+stages all finished with the same settings and whose subfolders still hold all its frames, skips
+each finished stage whose inputs did not change, and redoes a stage left ``running`` by an interrupted run (every writer is atomic, so
 there is never a half-written folder under a final name). ``force`` redoes everything. One run
 at a time per clip (``files.claim``): a clip that another run is working on is refused (exit 2)
 when it is the only one, else it fails alone and the others go on. A clip that failed before
