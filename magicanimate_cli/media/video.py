@@ -50,8 +50,8 @@ class VideoInfo:
 
 
 def same_rate(a: float, b: float) -> bool:
-    """Whether two frame rates are one: a header's rate is rounded (23.98 for 24000/1001), so
-    ``--fps 23.976`` names it too (within 0.1 %)."""
+    """Whether two frame rates are one: a rate typed is rounded (``--fps 23.976`` or ``23.98`` for
+    24000/1001, ``exact_rate``), so it names the video's too (within 0.1 %)."""
     return abs(a - b) <= 1e-3 * max(a, b)
 
 
@@ -199,12 +199,27 @@ def _header(path: Path) -> dict:
         raise UserError(f"{shown(path)}: {_unreadable(path, str(exc)) or f'ffmpeg cannot read this video ({first_line(exc)})'}") from exc
     finally:
         reader.close()
+    header["fps"] = exact_rate(header.get("fps"))
     if path.suffix.lower() in ANIMATIONS:
         times = _frame_times(path)  # one listing of the frames gives both
         if not header.get("duration") and times is not None:  # an animated WebP's header has none: its frames' durations added up
             header["duration"] = times[0][-1] / times[1]
         header["fps"] = _animation_rate(times, path.suffix.lower()) or header.get("fps")
     return header
+
+
+def exact_rate(printed: float | None) -> float | None:
+    """The frame rate ffmpeg prints in a video's header (``23.98 fps``: two decimals, which is what
+    imageio-ffmpeg reads) made exact where it is an NTSC rate, ``k × 1000/1001`` (24000/1001 =
+    23.976..., 30000/1001, 60000/1001: films, cameras and broadcasts). Read at the printed 23.98, a
+    23.976 fps video was re-timed (``iter_frames``), counted (``probe``) and cut (``download``) at a
+    rate 0.017 % too fast: a frame repeated every 2 minutes 5 seconds (a 3100-frame video read as
+    3101 frames). Any other rate, and a whole one, is returned as it is; a printed rate only within
+    its rounding (0.005) of an NTSC one is taken for it."""
+    if not printed or printed < 1 or float(printed).is_integer():
+        return printed
+    ntsc = round(printed * 1.001) * 1000 / 1001
+    return ntsc if abs(ntsc - printed) <= 0.005 else printed
 
 
 ANIMATIONS = {".gif": (-0.5, 0.5), ".webp": (-1.0, 0.0)}

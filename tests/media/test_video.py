@@ -133,6 +133,19 @@ def test_a_constant_rate_video_reads_frame_for_frame(tmp_path):
     assert len(decoded) == 30 and np.array_equal(np.stack(list(media.iter_frames(tmp_path / "ntsc.mp4"))), decoded)
 
 
+def test_an_ntsc_film_rate_is_read_exactly_not_at_the_rounded_rate_in_its_header(tmp_path):
+    # ffmpeg's header says 23.98 fps for 24000/1001 (23.976...); read at 23.98, every 2 min 5 s a frame
+    # was repeated: these 3100 frames (2 min 9 s) read as 3101, and the count and the cuts followed
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=16x16:rate=24000/1001", "-frames:v", "3100", "-c:v", "libx264", "-preset", "ultrafast",
+               "-pix_fmt", "yuv420p", tmp_path / "film.mp4")  # fmt: skip
+    info = media.probe(tmp_path / "film.mp4")
+    assert info.fps == pytest.approx(24000 / 1001, rel=1e-9) and info.frames == 3100
+    assert sum(1 for _ in media.iter_frames(tmp_path / "film.mp4")) == 3100
+    from magicanimate_cli.media.video import exact_rate
+
+    assert [exact_rate(r) for r in (29.97, 59.94, 12.5, 25.0, 25.03, 33.33, None)] == [30000 / 1001, 60000 / 1001, 12.5, 25.0, 25.03, 33.33, None]
+
+
 def test_an_anamorphic_video_is_read_with_square_pixels(tmp_path, caplog):
     # a camcorder's 1440×1080 with 4:3 pixels shows as 1920×1080; read at its stored size, a
     # centre crop took a square of the screen 33 % too narrow and people came out thin
