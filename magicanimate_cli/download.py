@@ -187,6 +187,8 @@ def _tracklet(path: Path, line: int, row: dict) -> Tracklet:
         raise UserError(f"{where}: bbox {row['bbox']!r} must be x0-y0-x1-y1 with x1 > x0 and y1 > y0")
     if start < 0 or end <= start or not (math.isfinite(fps) and fps > 0) or width <= 0 or height <= 0:
         raise UserError(f"{where}: need 0 <= start < end, a finite fps > 0, width > 0, height > 0")
+    if bbox[0] >= width or bbox[1] >= height:  # nothing of it in the frame: cut() made a 2-pixel strip of the frame's edge
+        raise UserError(f"{where}: bbox {row['bbox']!r} lies outside the row's {width}x{height} frame; need x0 < {width} and y0 < {height}")
     return Tracklet(line, row["video_id"], youtube_id, start, end, bbox, fps, width, height, row.get("partition", ""), from_id)
 
 

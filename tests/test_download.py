@@ -427,6 +427,17 @@ def test_a_tracklet_with_a_number_out_of_range_is_refused_before_any_download(tm
         read_tracklets(csv)
 
 
+@pytest.mark.parametrize("bbox", ["70-0-90-10", "0-48-10-60"])
+def test_a_tracklet_box_outside_its_frame_is_refused_not_cut_as_a_strip_of_the_edge(tmp_path, bbox):
+    # was a 2-pixel-wide clip of the frame's right (or bottom) edge, written under the row's name
+    csv = tmp_path / "t.csv"
+    csv.write_text(f"video_id,start,end,bbox,fps,width,height,partition\r\n{VID}#000005#000015,0,0,{bbox},25,64,48,train\r\n")
+    with pytest.raises(UserError, match=rf"t.csv:2: bbox '{bbox}' lies outside the row's 64x48 frame; need x0 < 64 and y0 < 48$"):
+        read_tracklets(csv)
+    csv.write_text(f"video_id,start,end,bbox,fps,width,height,partition\n{VID}#000005#000015,0,0,60-40-90-60,25,64,48,train\n")
+    assert tracklet_box(read_tracklets(csv)[0], 64, 48) == (60, 40, 64, 48)  # partly outside: the part inside, as before
+
+
 def test_bad_tracklets(tmp_path):
     csv = tmp_path / "t.csv"
     csv.write_text("video_id,start,end,bbox\nX#1#2,0,0,1-2-3-4\n")
