@@ -364,6 +364,21 @@ def _readable(path: Path) -> bool:
         return False
 
 
+def _picture_info(path: Path):
+    """``media.probe(path)`` with ``frames`` counted from the first picture, as ``cut`` counts them:
+    a video whose picture starts after its sound (``media.picture_start``) is read with frames
+    repeated to fill that start, which no cut holds. Counted with them, a range past the picture's
+    end was taken for one inside it: a clip shorter than its name says (a 1.2 s picture starting
+    0.5 s in was cut as ``_0-1.6.mp4``), or a start after the last picture failed as an empty cut."""
+    import dataclasses
+
+    from . import media
+
+    info = media.probe(path)
+    lead = frame_at(media.picture_start(path), info.fps)  # the frames that fill the start
+    return dataclasses.replace(info, frames=max(1, info.frames - lead)) if lead > 0 else info
+
+
 def _remux_mp4(source: Path, target: Path, final: Path, url: str) -> Path:
     """The video stream of ``source`` (and its sound) in an mp4 container (``media.remux_mp4``),
     checked readable. A sound left out is warned about (``InputWarning``), naming ``final``, the
@@ -393,7 +408,7 @@ def cut(source: Path, output: Path, *, first: int, count: int | None = None, box
     from .files import commit, discard, temp_beside
 
     source, output = Path(source), Path(output)
-    info = media.probe(source)
+    info = _picture_info(source)
     media.check_output(output, overwrite)
     if first >= info.frames:
         raise UserError(f"{source}: starts at frame {first} but the video has {info.frames} frames ({info.frames / info.fps:.2f} s)")
@@ -548,9 +563,8 @@ def _frame_range(path: Path, start: float, end: float | None) -> tuple[int, int 
     to the last) of the video ``path``. A ``--start`` after its last frame, or an ``--end`` after
     its end (the clip would be shorter than its name says), is refused in the user's seconds, with
     the latest time it can take."""
-    from . import media
 
-    info = media.probe(path)
+    info = _picture_info(path)
     length = _length(path, info)
     first = frame_at(start, info.fps)
     if first >= info.frames:
@@ -592,7 +606,6 @@ def tracklet_box(row: Tracklet, width: int, height: int) -> tuple[int, int, int,
 
 def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResult, *, csv: Path, max_height: int, retries: int,
                         url_template: str, overwrite: bool, sound: bool, progress) -> None:
-    from . import media
 
     by_video: dict[str, list[Tracklet]] = {}
     for row in rows:
@@ -631,7 +644,7 @@ def _download_tracklets(rows: list[Tracklet], output: Path, result: DownloadResu
                 result.items.append({"source": row.video_id, "line": row.line, "status": "failed", "error": f"video {youtube_id} not downloaded"})
             done_rows += len(video_rows)
             continue
-        info = media.probe(path)
+        info = _picture_info(path)
         for row in video_rows:
             clip = clip_of(row)
             item = {"source": row.video_id, "line": row.line, "file": str(path), "output": str(clip)}

@@ -241,6 +241,20 @@ def test_a_cut_to_the_end_or_from_a_late_picture_keeps_the_sound_of_its_frames_o
         assert sound_level(cut, at) == pytest.approx(sound_level(whole, 0.5 + 0.2 + at), abs=0.012)
 
 
+def test_a_late_pictures_range_is_checked_against_its_pictures_not_the_frames_that_fill_its_start(server, template, tmp_path):
+    # late.mp4's 30 frames (1.2 s) start 0.5 s into its sound: counted with the 13 frames that fill that start, an
+    # --end of 1.6 passed and gave its 30 frames as late_0-1.6.mp4, shorter than its name says by 0.4 s
+    late = tmp_path / "late.mp4"
+    too_far = download([f"{server.url}/late.mp4"], tmp_path, end="1.6").items[0]
+    assert too_far["status"] == "failed" and too_far["error"] == (
+        f"--end 1.6: {late} is 1.20 s long (30 frames at 25 fps); give an --end of 1.2 or less, or no --end to cut to its end")
+    too_late = download([f"{server.url}/late.mp4"], tmp_path, start="1.5").items[0]  # was "the cut from frame 38 is empty"
+    assert too_late["status"] == "failed" and too_late["error"].endswith("its last frame at 1.16 s; give a --start of 1.16 or less")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.mp4"]
+    last = download([f"{server.url}/late.mp4"], tmp_path, start="1.16", end="1.2").items[0]
+    assert last["frames"] == 1 and [decode_index(f) for f in media.read_frames(tmp_path / "late_1.16-1.2.mp4").array] == [29]
+
+
 def test_sound_served_apart_comes_with_sound_only_and_its_cuts_keep_it(server, template, tmp_path):
     url = f"{server.url}/site.mpd"
     plain = download([url], tmp_path / "plain", start="0.4", end="0.8")
