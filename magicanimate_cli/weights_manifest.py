@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat as stat_mode
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import files
 from .errors import UserError
@@ -39,6 +40,16 @@ _MB = 1_000_000
 
 
 # ----------------------------------------------------------------------------- manifest
+
+
+def inside(relpath: object) -> bool:
+    """Whether ``relpath`` names a place inside a folder: a relative "/"-separated path without
+    ``..``, so that ``root / relpath`` can never leave ``root`` (an absolute path would replace
+    ``root`` altogether). What the manifest and the checksum record may hold."""
+    if not isinstance(relpath, str) or not relpath or "\\" in relpath or "\0" in relpath:
+        return False
+    path = PurePosixPath(relpath)
+    return not path.is_absolute() and ".." not in path.parts
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,9 @@ def load_manifest(path: Path | str | None = None) -> Manifest:
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc}); restore it from the repository") from exc
     sources = {name: Source(name=name, **spec) for name, spec in data["sources"].items()}
+    for source in sources.values():
+        if not inside(source.folder):
+            raise UserError(f"{path}: source {source.name!r} has folder {source.folder!r}, which is not inside the models folder; restore it from the repository")
     files = []
     for spec in data["files"]:
         spec = dict(spec)
@@ -127,6 +141,9 @@ def load_manifest(path: Path | str | None = None) -> Manifest:
         spec["alternatives"] = tuple(spec.get("alternatives", ()))
         if spec["group"] not in GROUPS:
             raise UserError(f"{path}: unknown group {spec['group']!r} for {spec['path']}")
+        for where in (spec["path"], *filter(None, [spec.get("replaced_by")]), *spec["alternatives"]):
+            if not inside(where):
+                raise UserError(f"{path}: file path {where!r} is not inside the models folder (absolute, or with ..); restore it from the repository")
         files.append(ManifestFile(source=source, **spec))
     return Manifest(sources=sources, files=tuple(files), origin=str(path))
 
@@ -215,6 +232,12 @@ class ChecksumRecord:
             raise UserError(
                 f"{path}: damaged checksum record ({exc.__class__.__name__}); delete it and run `magicanimate models download`"
             ) from exc
+        outside = next((p for p in entries if not inside(p)), None)
+        if outside is not None:  # a record from elsewhere must not make a check read (or hang on) any file outside the folder
+            raise UserError(
+                f"{path}: damaged checksum record (entry {outside!r} is not inside the models folder); "
+                "delete it and run `magicanimate models download`"
+            )
         return cls(root, entries)
 
     def save(self) -> None:
@@ -287,6 +310,8 @@ def check_recorded(root: Path, relpath: str, entry: RecordEntry, *, rehash: bool
         stat = path.stat()
     except FileNotFoundError:
         return FileCheck(relpath, entry.group, MISSING, entry.size, "recorded but missing")
+    if not stat_mode.S_ISREG(stat.st_mode):  # a device or a pipe (through a link): hashing it would never end
+        return FileCheck(relpath, entry.group, CORRUPT, None, "not a regular file")
     if stat.st_size != entry.size:
         how = "truncated" if stat.st_size < entry.size else "longer than recorded"
         return FileCheck(relpath, entry.group, CORRUPT, stat.st_size, f"{how}: {stat.st_size} bytes, recorded {entry.size}")

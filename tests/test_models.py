@@ -582,6 +582,46 @@ def test_verification_hashes_once_and_trusts_unchanged_size_and_mtime(hub, tmp_p
         verify_models(root, None, rehash=True, manifest=hub.manifest)
 
 
+def test_a_record_naming_a_file_outside_the_folder_is_refused_without_reading_it(hub, tmp_path, monkeypatch):
+    """The record lives in the models folder, which may come from elsewhere (a copied
+    pretrained_models/): its paths must not make a check read any other file."""
+    root = downloaded(hub, tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a weight")
+    path = root / wm.RECORD_NAME
+    record = json.loads(path.read_text())
+    entry = {**next(iter(record["files"].values())), "size": secret.stat().st_size, "mtime_ns": 1}
+    hashed = []
+    real = wm.sha256_file
+    monkeypatch.setattr(wm, "sha256_file", lambda file, *a, **k: hashed.append(Path(file)) or real(file, *a, **k))
+    for name in ("../secret.txt", str(secret), "MagicAnimate/../../secret.txt"):
+        path.write_text(json.dumps({**record, "files": {**record["files"], name: entry}}))
+        said = re.escape(f"{path}: damaged checksum record (entry {name!r} is not inside the models folder); delete it")
+        with pytest.raises(UserError, match=said):
+            verify_models(root, manifest=hub.manifest)
+        with pytest.raises(UserError, match=said):
+            list_models(models=root, manifest=hub.manifest)
+    assert hashed == []
+
+
+def test_a_recorded_file_replaced_by_a_pipe_is_reported_not_read(hub, tmp_path, monkeypatch):
+    """Hashing a pipe or a device (a link to /dev/zero) would never end: animate, doctor and
+    `models list` would hang instead of saying what is wrong."""
+    root = downloaded(hub, tmp_path)
+    relpath = "sd-vae-ft-mse/config.json"
+    (root / relpath).unlink()
+    os.mkfifo(root / relpath)  # size 0, as recorded below: only its mtime differs
+
+    def zero(rec):
+        rec.entries[relpath].size = 0
+
+    wm.update_record(root, zero)
+    monkeypatch.setattr(wm, "sha256_file", lambda file, *a, **k: pytest.fail(f"hashed {file}"))
+    with pytest.raises(UserError, match=re.escape(f"{root / relpath}: not a regular file; run `magicanimate models download")):
+        verify_models(root, manifest=hub.manifest)
+    assert {f.path: f.status for f in list_models(models=root, manifest=hub.manifest).files}[relpath] == wm.CORRUPT
+
+
 def test_a_folder_without_a_record_loads_unchecked(tmp_path):
     checks = verify_models(tmp_path, manifest=wm.load_manifest())
     assert {c.status for c in checks} == {wm.MISSING}

@@ -13,7 +13,10 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from magicanimate_cli import weights_manifest
+from magicanimate_cli.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_COPY = REPO / "magicanimate_cli" / "manifest.json"
@@ -37,3 +40,25 @@ def test_both_paths_give_the_same_manifest():
 def test_the_package_ships_the_manifest():
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'magicanimate_cli = ["manifest.json"]' in pyproject
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m["files"][0].update(path="../outside.json"),
+        lambda m: m["files"][0].update(path="/etc/outside.json"),
+        lambda m: next(iter(m["sources"].values())).update(folder=".."),
+        lambda m: next(f for f in m["files"] if f.get("replaced_by")).update(replaced_by="/tmp/converted.safetensors"),
+        lambda m: next(f for f in m["files"] if f.get("alternatives")).update(alternatives=["a/../../b.bin"]),
+    ],
+    ids=["dotdot", "absolute", "source-folder", "replaced-by", "alternative"],
+)
+def test_a_manifest_path_outside_the_models_folder_is_refused(tmp_path, change):
+    """``root / path`` with an absolute path is that path, and ``..`` leaves the folder: a download
+    would write (and a check read) outside the models folder."""
+    manifest = json.loads(PACKAGE_COPY.read_text())
+    change(manifest)
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=f"{path}: .* not inside the models folder"):
+        weights_manifest.load_manifest(path)
