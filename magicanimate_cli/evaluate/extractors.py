@@ -17,6 +17,9 @@ Tests build the same wrappers around small random-weight networks (``FrameExtrac
 
 from __future__ import annotations
 
+import os
+import pickle
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,12 +249,36 @@ class InceptionPool3:
         return x.flatten(1)
 
 
+@contextmanager
+def _weights_only_loads():
+    """Within the block every ``torch.load`` reads weights only, even one that asks for
+    ``weights_only=False`` (torch's own switch, ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``)."""
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ[names[0]] = "1"
+    os.environ.pop(names[1], None)  # torch refuses both at once
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def load_inception(path: Path):
     from ._torchvision import import_module
 
-    _torch_load(path)  # only tensors inside: torch-fidelity itself loads it with weights_only=False
+    _torch_load(path)  # only tensors inside, said in one line when not
     module = import_module("torch_fidelity.feature_extractor_inceptionv3")
-    return module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    # torch-fidelity reads the file again, with weights_only=False: a file swapped after the
+    # checks above must not run code there
+    with _weights_only_loads():
+        try:
+            return module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+        except pickle.UnpicklingError as exc:
+            raise UserError(f"{path}: cannot be read as a PyTorch state dict ({exc.__class__.__name__}); download it again") from exc
 
 
 def build_fid(ctx: Context) -> FrameExtractor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,36 @@ def test_inception_pool3_on_float_input_equals_torch_fidelity_forward(tmp_path, 
         expected = model(x)[0]
         got = X.InceptionPool3(model)(x.float())
     torch.testing.assert_close(got, expected)
+
+
+class _CreatesFile:
+    """A pickle that, when unpickled without ``weights_only``, creates ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_an_inception_file_swapped_after_its_checks_runs_no_code(tmp_path, monkeypatch):
+    """torch-fidelity reads the file a second time, with weights_only=False: a file replaced
+    between our weights-only check and that read must still run nothing."""
+    needs("torch_fidelity")
+    path, marker = tmp_path / "inception.pth", tmp_path / "pwned"
+    torch.save({"fc.weight": torch.zeros(1)}, path)
+    real = X._torch_load
+
+    def checked_then_swapped(file):
+        state = real(file)
+        torch.save({"fc.weight": _CreatesFile(marker)}, file)
+        return state
+
+    monkeypatch.setattr(X, "_torch_load", checked_then_swapped)
+    with pytest.raises(UserError, match=f"{path}: cannot be read as a PyTorch state dict"):
+        X.load_inception(path)
+    assert not marker.exists()
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # set for that one read only
 
 
 def test_i3d_and_r3d_load_their_checkpoint_formats(tmp_path):
