@@ -323,6 +323,17 @@ def check_recorded(root: Path, relpath: str, entry: RecordEntry, *, rehash: bool
     return FileCheck(relpath, entry.group, VERIFIED, stat.st_size, "re-hashed", True)
 
 
+def _stale(check: FileCheck, entry: RecordEntry, record: ChecksumRecord, root: Path) -> FileCheck:
+    """``check`` of a converted file, or corrupt when the checkpoint it was converted from has been
+    replaced since by another recorded one (``models download`` fetching a newer pinned file): the
+    loader prefers the conversion and would silently use the old weights."""
+    source = (entry.derived_from or {}).get("path")
+    origin = record.entries.get(source) if isinstance(source, str) else None
+    if origin is None or origin.sha256 == entry.derived_from.get("sha256") or not (root / source).is_file():
+        return check
+    return FileCheck(check.path, check.group, CORRUPT, check.size, f"converted from another {Path(source).name} than the one here now (stale)")
+
+
 def check_folder(
     root: Path | str,
     groups: Iterable[str] = GROUPS,
@@ -365,7 +376,8 @@ def check_folder(
         replaced = manifest.replacement_of(relpath)
         if replaced is not None and not (root / relpath).exists() and (root / replaced.path).is_file():
             continue  # a converted file that was removed again: the original is used
-        checks.append(check_recorded(root, relpath, entry, rehash=rehash, progress=progress))
+        check = check_recorded(root, relpath, entry, rehash=rehash, progress=progress)
+        checks.append(_stale(check, entry, record, root) if check.status == VERIFIED else check)
 
     refreshed = [c.path for c in checks if c.rehashed and c.status == VERIFIED]
     if refreshed and refresh_cache:

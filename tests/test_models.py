@@ -786,6 +786,28 @@ def test_a_corrupt_conversion_is_caught_at_load_time_with_its_own_fix(hub, tmp_p
         verify_models(root, manifest=hub.manifest)
 
 
+def test_a_conversion_of_a_checkpoint_updated_since_is_stale_not_loaded(hub, tmp_path):
+    """The loader prefers temporal_attention.safetensors: after `models download` fetched a newer
+    pinned checkpoint, the conversion of the old one would be used without a word."""
+    root = downloaded(hub, tmp_path)
+    converted = root / TEMPORAL_SAFETENSORS
+    converted.write_bytes(b"0" * 100)
+    derived = {"path": TEMPORAL_CKPT, "sha256": wm.sha256_file(root / TEMPORAL_CKPT), "dtype": "float32"}
+    wm.update_record(root, lambda rec: rec.put(TEMPORAL_SAFETENSORS, wm.sha256_file(converted), group="animate", source="converted",
+                                               checked_against="converted", derived_from=derived))
+    verify_models(root, manifest=hub.manifest)
+    newer = os.urandom(5000)  # the manifest moves on to another checkpoint
+    (hub.hub_folder / "org/ma/temporal_attention/temporal_attention.ckpt").write_bytes(newer)
+    manifest = json.loads(hub.manifest.read_text())
+    next(f for f in manifest["files"] if f["path"] == TEMPORAL_CKPT)["sha256"] = hashlib.sha256(newer).hexdigest()
+    hub.manifest.write_text(json.dumps(manifest))
+    assert download(models=root, manifest=hub.manifest).downloaded == [TEMPORAL_CKPT]
+    said = re.escape(f"{converted}: converted from another temporal_attention.ckpt than the one here now (stale); run `magicanimate models convert --models {root} --overwrite`")
+    with pytest.raises(UserError, match=said):
+        verify_models(root, manifest=hub.manifest)
+    assert {f.path: f.status for f in list_models(models=root, manifest=hub.manifest).files}[TEMPORAL_SAFETENSORS] == wm.CORRUPT
+
+
 @needs_parity
 @pytest.mark.slow
 def test_animator_output_is_bitwise_identical_after_conversion(fixture_weights, tmp_path):
