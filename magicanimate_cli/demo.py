@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .animate import FITS, FUSIONS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
-from .clip import DENSEPOSE
+from .clip import DENSEPOSE, clip_fps
 from .errors import MissingDependency, UserError, first_line, said_warnings
 from .files import write_text
 from .processes import STOP_SIGNALS, stop_on_signals
@@ -272,7 +272,7 @@ class DemoApp:
         if source == SOURCE_CLIP:
             if not clip or clip not in list_clips(self.state.clips):
                 raise UserError(f"choose one of the clips in {self.state.clips}" if self.state.clips else "no --clips folder was given to the demo")
-            return "clip", self.state.clips / clip / DENSEPOSE
+            return "clip", self.state.clips / clip  # the clip folder, as `animate` takes it: its densepose/ at the clip's fps
         raise UserError(f"unknown driving source {source!r}; choose one of: {', '.join(SOURCES)}")
 
     @staticmethod
@@ -302,9 +302,12 @@ class DemoApp:
                 ref_img = fit_square(media.read_image(Path(reference)), size, fit, (255, 255, 255))
             if source != SOURCE_RAW or raw_video:
                 kind, path = self._motion_source(source, motion, raw_video, clip)
+                fps = None
                 if kind == "archive":
                     path = self._archive_frames(path)
-                info = media.probe(path)
+                elif kind == "clip":  # its DensePose frames, at the rate animate reads them: the clip's own
+                    path, fps = path / DENSEPOSE, clip_fps(path)
+                info = media.probe(path, fps)
                 first = next(media.iter_frames(path, same_size=False))
                 if kind == "raw":
                     pose_img = first
@@ -426,7 +429,7 @@ class DemoApp:
                 if outcome["status"] != "done" or outcome["stages"].get("densepose") != "done":
                     errors = "; ".join(f"{k}: {v}" for k, v in outcome["errors"].items()) or outcome["status"]
                     raise UserError(f"preprocessing {path.name} failed ({errors})")
-                path = Path(outcome["output"]) / DENSEPOSE
+                path = Path(outcome["output"])  # the clip folder: animate reads its densepose/ at the clip's fps
             output = run / "animation.mp4"
             # beside the page's animation, not over it: pasted as printed, the command runs (no --overwrite)
             command = cli_command(ref_path, path, run / "animation-cli.mp4", settings, models=st.models, device=st.device, dtype=st.dtype,

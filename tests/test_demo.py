@@ -105,6 +105,8 @@ def inputs(tmp_path_factory):
             zf.write(folder / f"{i:05d}.png", f"poses/{i:05d}.png")
     clips = folder / "clips"
     shutil.copytree(FIXTURE / "inputs" / "motion_frames", clips / "dancer" / "densepose")
+    shutil.copytree(FIXTURE / "inputs" / "motion_frames", clips / "dancer30" / "densepose", ignore=lambda folder, names: sorted(names)[FRAMES:])
+    (clips / "dancer30" / "meta.json").write_text(json.dumps({"fps": 30.0}))  # as `preprocess --fps 30` records its clip
     add_sound(make_video(folder / "dance.mp4", count=FRAMES, fps=25.0, width=96, height=48, moving=True), FRAMES / 25)
     media.write_frames(folder / "wide.mp4", np.pad(motion, ((0, 0), (0, 0), (16, 16), (0, 0)), mode="edge"), fps=25)  # 96x64
     (folder / "notes.txt").write_text("not a video")
@@ -222,6 +224,17 @@ def test_clip_folder_and_frames_archive(server, client, inputs):
     with pytest.raises(Exception, match="not in the list of choices|choose one of the clips"):  # no path from a client
         client.predict(*animate_args(inputs, source=SOURCE_CLIP, clip="../../etc", steps=1), api_name="/animate")
 
+
+def test_a_clip_is_animated_at_its_own_fps_as_the_cli_reads_the_clip_folder(server, client, inputs):
+    # a clip made by `preprocess --fps 30`: the page (and its printed command) animated the clip's
+    # densepose/ as a bare frames folder, at 25 fps, where `animate photo.png CLIP` takes the clip's 30
+    *_, info = client.predict(*animate_args(inputs, source=SOURCE_CLIP, clip="dancer30")[:5], 64, "stretch", api_name="/preview")
+    assert f"{FRAMES} frames at 30 fps" in info
+    video, _, command, _ = client.predict(*animate_args(inputs, source=SOURCE_CLIP, clip="dancer30", steps=1), api_name="/animate")
+    assert media.probe(Path(video)).fps == 30 and len(media.read_frames(Path(video)).array) == FRAMES
+    assert shlex.split(command)[3] == str(inputs["clips"].resolve() / "dancer30")  # the clip folder, as the README's `animate photo.png clips/dance`
+    written = run_cli(command)
+    assert media.probe(written).fps == 30 and np.array_equal(media.read_frames(written).array, media.read_frames(Path(video)).array)
 
 
 def test_an_animated_webp_motion_is_animated_as_the_cli_reads_it(server, client, inputs, tmp_path):
