@@ -71,8 +71,10 @@ CSS = """
 """
 
 
-class Cancelled(Exception):
-    """The run was cancelled from the page (or its client went away)."""
+class Cancelled(BaseException):
+    """The run was cancelled from the page (or its client went away): raised at the worker's next
+    progress report, as Ctrl-C stops a command (a ``BaseException``, so that no stage takes it for a
+    failure of its own: ``preprocess`` records a stage's ``Exception`` and goes on without it)."""
 
 
 def _require_gradio():

@@ -216,6 +216,29 @@ def test_raw_video_runs_through_preprocess_with_the_fake_densepose(server, clien
     assert f"--audio {run / 'inputs' / 'dance.mp4'}" in animate_cmd and "with the sound of dance.mp4" in status
 
 
+def test_a_cancel_during_densepose_stops_the_raw_videos_preprocess(server, inputs, fake_densepose, monkeypatch):
+    # preprocess records a stage's Exception as its failure and goes on: a cancel during DensePose (an
+    # optional stage) was written in the clip as "densepose failed: Cancelled" and the chain ran on
+    import magicanimate_cli.densepose as densepose_module
+    from magicanimate_cli.demo import Cancelled
+
+    cancel, real = threading.Event(), densepose_module.densepose
+
+    def densepose(folder, *args, progress=None, **kwargs):
+        cancel.set()  # the Cancel button, pressed while DensePose runs
+        progress("densepose", 1, FRAMES)
+        return real(folder, *args, progress=progress, **kwargs)
+
+    monkeypatch.setattr(densepose_module, "densepose", densepose)
+    with pytest.raises(Cancelled):
+        server.app._work(cancel, None, str(inputs["reference"]), SOURCE_RAW, None, str(inputs["raw"]), None, *settings())
+    run = sorted(server.app.runs_dir.iterdir())[-1]
+    assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
+    meta = run / "clips" / "dance" / "meta.json"
+    stages = json.loads(meta.read_text())["stages"] if meta.exists() else {}
+    assert "crop" not in stages and not any("Cancelled" in str(record.get("error")) for record in stages.values()), stages
+
+
 def test_clip_folder_and_frames_archive(server, client, inputs):
     video, *_ = client.predict(*animate_args(inputs, source=SOURCE_CLIP, clip="dancer", steps=1), api_name="/animate")
     assert len(media.read_frames(Path(video)).array) == 28
