@@ -128,6 +128,26 @@ def extract_frames_archive(archive: Path, folder: Path, max_bytes: int = ARCHIVE
     return folder
 
 
+def _number(value, option: str, default, whole: bool = True):
+    """A number field of the page as its CLI option takes it. A field the user emptied comes as
+    None, which ``int()`` refused with Python's own words (and, in the preview, a traceback): one
+    line naming the option instead; so is a fraction where the option takes a whole number."""
+    kind = "a whole number" if whole else "a number"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise UserError(f"{option} is empty: give {kind} (the default is {default})")
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{option} {value!r}: give {kind} (the default is {default})") from None
+    if not whole:
+        return number
+    if not number.is_integer():
+        raise UserError(f"{option} {value}: give a whole number (the default is {default})")
+    return int(number)
+
+
 def list_clips(clips: Path | None) -> list[str]:
     """Names of the clip folders under ``clips`` that have DensePose frames."""
     from . import media
@@ -280,11 +300,11 @@ class DemoApp:
     @staticmethod
     def _settings(steps, guidance_scale, seed, size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule,
                   context_fusion=_A.context_fusion) -> dict:
-        try:
-            config = AnimateConfig(int(steps), float(guidance_scale), int(seed), int(size), int(context_frames), int(context_overlap), str(fit),
-                                   str(context_schedule), str(context_fusion))
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"settings: {exc}") from exc
+        config = AnimateConfig(_number(steps, "--steps", _A.steps), _number(guidance_scale, "--guidance-scale", _A.guidance_scale, whole=False),
+                               _number(seed, "--seed", _A.seed), _number(size, "--size", _A.size),
+                               _number(context_frames, "--context-frames", _A.context_frames),
+                               _number(context_overlap, "--context-overlap", _A.context_overlap), str(fit), str(context_schedule),
+                               str(context_fusion))
         config.validate()
         return asdict(config)
 
@@ -297,7 +317,7 @@ class DemoApp:
 
         lines, ref_img, pose_img = [], None, None
         try:
-            size = int(size)
+            size = _number(size, "--size", _A.size)
             AnimateConfig(size=size).validate()  # the sizes the animation takes
             if reference:
                 _check_suffix(Path(reference), media.IMAGE_EXTENSIONS, "reference image")

@@ -239,6 +239,15 @@ def test_a_cancel_during_densepose_stops_the_raw_videos_preprocess(server, input
     assert "crop" not in stages and not any("Cancelled" in str(record.get("error")) for record in stages.values()), stages
 
 
+def test_an_emptied_number_field_is_one_line_naming_its_option(server, client, inputs):
+    # the browser sends an emptied number box as None: int(None) answered in Python's words, and the
+    # preview (run when the size box loses focus) raised, with a traceback in the server's log
+    *_, info = client.predict(*animate_args(inputs, motion=inputs["motion"])[:5], None, "stretch", api_name="/preview")
+    assert info == "⚠ --size is empty: give a whole number (the default is 512)"
+    with pytest.raises(Exception, match=r"--steps is empty: give a whole number \(the default is 25\)"):
+        client.predict(*animate_args(inputs, motion=inputs["motion"], steps=None), api_name="/animate")
+
+
 def test_clip_folder_and_frames_archive(server, client, inputs):
     video, *_ = client.predict(*animate_args(inputs, source=SOURCE_CLIP, clip="dancer", steps=1), api_name="/animate")
     assert len(media.read_frames(Path(video)).array) == 28
