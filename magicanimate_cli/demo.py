@@ -220,7 +220,6 @@ class DemoApp:
         self._counter = 0
         self._lock = threading.Lock()
         self._device = threading.Lock()  # held by the worker that uses the device, cancelled or not
-        self._archives: dict[str, Path] = {}
         self._cancels: set[threading.Event] = set()  # of the runs started and not ended
         self._stopped = False
         self._load(progress)
@@ -258,18 +257,6 @@ class DemoApp:
             folder = self.runs_dir / f"{self._counter:04d}-{time.strftime('%Y%m%d-%H%M%S')}"
         (folder / "inputs").mkdir(parents=True)
         return folder
-
-    def _archive_frames(self, path: Path) -> Path:
-        key = str(path.resolve())
-        with self._lock:
-            if key in self._archives and self._archives[key].is_dir():
-                return self._archives[key]
-            self._counter += 1
-            target = self.state.workdir / "archives" / f"{self._counter:04d}-{path.stem}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        extract_frames_archive(path, target)
-        self._archives[key] = target
-        return target
 
     def _motion_source(self, source: str, motion, raw_video, clip):
         """(kind, path) of the driving input the page names; raises UserError for a bad one."""
@@ -324,13 +311,15 @@ class DemoApp:
                 ref_img = fit_square(media.read_image(Path(reference)), size, fit, (255, 255, 255))
             if source != SOURCE_RAW or raw_video:
                 kind, path = self._motion_source(source, motion, raw_video, clip)
-                fps = None
-                if kind == "archive":
-                    path = self._archive_frames(path)
-                elif kind == "clip":  # its DensePose frames, at the rate animate reads them: the clip's own
-                    path, fps = path / DENSEPOSE, clip_fps(path)
-                info = media.probe(path, fps)
-                first = next(media.iter_frames(path, same_size=False))
+                with contextlib.ExitStack() as stack:
+                    fps = None
+                    if kind == "archive":  # for this preview only (each was kept for the server's life): a run unpacks its own
+                        unpacked = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="preview-", dir=self.state.workdir)))
+                        path = extract_frames_archive(path, unpacked / path.stem)
+                    elif kind == "clip":  # its DensePose frames, at the rate animate reads them: the clip's own
+                        path, fps = path / DENSEPOSE, clip_fps(path)
+                    info = media.probe(path, fps)
+                    first = next(media.iter_frames(path, same_size=False))
                 if kind == "raw":
                     pose_img = first
                     lines.append(f"video: {info.frames} frames at {info.fps:g} fps, {info.width}×{info.height}; DensePose is computed when you press Animate")
@@ -648,7 +637,7 @@ def start(
         workdir = Path(tempfile.mkdtemp(prefix="magicanimate-demo-"))
     else:
         # each demo its own new folder under the one given: a demo started there before, or running
-        # there now, keeps its runs, archives and uploads (same names, counted from 0001 by each)
+        # there now, keeps its runs and uploads (same names, counted from 0001 by each)
         given = workdir.resolve()
         created = next((p for p in reversed([given, *given.parents]) if not p.exists()), None)
         try:

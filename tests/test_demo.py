@@ -269,6 +269,25 @@ def test_a_clip_is_animated_at_its_own_fps_as_the_cli_reads_the_clip_folder(serv
     assert media.probe(written).fps == 30 and np.array_equal(media.read_frames(written).array, media.read_frames(Path(video)).array)
 
 
+def test_previewed_archives_are_not_kept_in_the_work_folder(server, inputs, tmp_path):
+    # each .zip the page previewed was unpacked into the work folder (up to 2 GB each) and kept there
+    # for the server's life, used by nothing: a run unpacks its own copy into its folder
+    def kept():
+        return {p for p in server.workdir.rglob("*") if p.relative_to(server.workdir).parts[0] not in ("runs", "gradio")}
+
+    before = kept()
+    with zipfile.ZipFile(inputs["archive"]) as zf:
+        names = zf.namelist()
+        for count in (2, 1):
+            with zipfile.ZipFile(tmp_path / f"poses{count}.zip", "w") as out:
+                for name in names[:count]:
+                    out.writestr(name, zf.read(name))
+    for archive in (inputs["archive"], tmp_path / "poses2.zip", tmp_path / "poses1.zip"):
+        _, pose, info = server.app.preview(None, SOURCE_MOTION, str(archive), None, None, 64, "stretch")
+        assert pose.shape == (64, 64, 3) and f"{len(zipfile.ZipFile(archive).namelist())} frames at 25 fps" in info
+    assert kept() == before
+
+
 def test_an_animated_webp_motion_is_animated_as_the_cli_reads_it(server, client, inputs, tmp_path):
     # the CLI reads an animated WebP (what `-o poses.webp` writes) as a video; the page refused it by its name
     motion = media.read_frames(inputs["motion"]).array[:5]
