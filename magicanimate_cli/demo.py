@@ -422,7 +422,10 @@ class DemoApp:
             shutil.copyfile(reference, ref_path)
             preprocess_video = clips_out = sound = None
             if kind in ("video", "archive", "raw"):
-                copied = run / "inputs" / path.name
+                name = path.name  # beside the reference's copy: never in its place (a still pose.webp photo, an animated pose.webp motion)
+                if ref_path.name in (name, path.stem if kind == "archive" else None):
+                    name = f"motion-{name}"
+                copied = run / "inputs" / name
                 shutil.copyfile(path, copied)
                 path = copied
                 if kind != "archive" and media.audio_streams(path):  # a dance video's music: the animation keeps it

@@ -295,6 +295,22 @@ def test_an_animated_webp_motion_is_animated_as_the_cli_reads_it(server, client,
     video, *_ = client.predict(*animate_args(inputs, motion=tmp_path / "poses.webp", steps=1), api_name="/animate")
     assert len(media.read_frames(Path(video)).array) == 5
 
+
+def test_a_reference_and_a_motion_of_one_name_are_both_kept(server, client, inputs, tmp_path):
+    # a still pose.webp photo and an animated pose.webp motion: the motion's copy replaced the
+    # reference's in the run's inputs, and the page animated the motion's first frame, without a word
+    from PIL import Image
+
+    (tmp_path / "photo").mkdir(), (tmp_path / "poses").mkdir()
+    Image.open(inputs["reference"]).convert("RGB").save(tmp_path / "photo" / "pose.webp", lossless=True)
+    media.write_frames(tmp_path / "poses" / "pose.webp", media.read_frames(inputs["motion"]).array[:3], fps=25)
+    video, _, command, _ = client.predict(handle_file(str(tmp_path / "photo" / "pose.webp")), SOURCE_MOTION,
+                                          handle_file(str(tmp_path / "poses" / "pose.webp")), None, None, *settings(steps=1), api_name="/animate")
+    reference, motion = (Path(p) for p in shlex.split(command)[2:4])
+    assert reference != motion and np.array_equal(media.read_image(reference), media.read_image(inputs["reference"]))
+    assert media.is_video(motion) and len(media.read_frames(Path(video)).array) == 3
+
+
 def test_cancel_stops_the_worker_and_frees_the_device(server, client, inputs):
     job = client.submit(*animate_args(inputs, motion=inputs["motion"], steps=500), api_name="/animate")
     deadline = time.monotonic() + 240
