@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .animate import FITS, FUSIONS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
-from .clip import DENSEPOSE, clip_fps
+from .clip import DENSEPOSE, WORK, clip_fps
 from .errors import MissingDependency, UserError, first_line, said_warnings
 from .files import write_text
 from .processes import STOP_SIGNALS, stop_on_signals
@@ -408,6 +408,7 @@ class DemoApp:
         record = {"status": "running", "source": kind, "settings": {**settings, "keep_aspect": keep_aspect},
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         stages: list[str] = []
+        clips_out = None
 
         def progress(stage: str, done: int, total: int) -> None:
             if cancel.is_set():
@@ -460,6 +461,9 @@ class DemoApp:
             raise
         finally:
             record["stages"] = stages
+            if clips_out is not None and record["status"] != "done":  # nothing resumes a run's preprocess: its full-size frames go
+                for work in clips_out.glob(f"*/{WORK}"):
+                    shutil.rmtree(work, ignore_errors=True)
             write_text(run / "run.json", json.dumps(record, indent=2, default=str), replace=True)  # never seen half written
         status = (f"**Done**: {result.frames} frames at {result.fps:g} fps, {result.width}×{result.height}, "
                   f"{result.steps} steps, seed {result.seed}, on {result.device} ({result.dtype}) in {result.seconds:.1f} s"

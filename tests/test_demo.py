@@ -237,6 +237,20 @@ def test_a_cancel_during_densepose_stops_the_raw_videos_preprocess(server, input
     meta = run / "clips" / "dance" / "meta.json"
     stages = json.loads(meta.read_text())["stages"] if meta.exists() else {}
     assert "crop" not in stages and not any("Cancelled" in str(record.get("error")) for record in stages.values()), stages
+    assert not list((run / "clips").rglob(".work")), "its full-size frames are left behind"
+
+
+def test_a_failed_raw_run_leaves_no_preprocess_work_folder(server, client, inputs, fake_densepose, monkeypatch):
+    # a run's preprocess is never resumed (each run has its own folder): a failed or cancelled one
+    # kept the full-size frames of the whole video in clips/<clip>/.work for the server's life
+    from magicanimate_cli.errors import UserError
+
+    monkeypatch.setitem(fake_densepose.fail, "densepose", UserError("no person found"))
+    with pytest.raises(Exception, match="preprocessing dance.mp4 failed \\(densepose: no person found"):
+        client.predict(*animate_args(inputs, source=SOURCE_RAW, raw=inputs["raw"]), api_name="/animate")
+    run = sorted(server.app.runs_dir.iterdir())[-1]
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+    assert (run / "clips" / "dance" / "meta.json").is_file() and not list((run / "clips").rglob(".work"))
 
 
 def test_an_emptied_number_field_is_one_line_naming_its_option(server, client, inputs):
