@@ -183,6 +183,22 @@ def _share(windows: list[list[int]], rank: int, world: int) -> list[list[int]]:
     return windows[bounds[rank] : bounds[rank + 1]]
 
 
+def _references(reference) -> list[np.ndarray]:
+    """``__call__``'s ``reference`` as a list of ``H×W×3`` images of one size (``ValueError`` else)."""
+    if isinstance(reference, (np.ndarray, torch.Tensor)) and reference.ndim == 3:
+        references = [reference]
+    else:
+        references = list(reference)
+    if not references:
+        raise ValueError("reference: give at least one image")
+    for image in references:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError("reference must be H×W×3 (or several of them, of one size)")
+        if image.shape != references[0].shape:
+            raise ValueError(f"references must have one size: {tuple(image.shape)} and {tuple(references[0].shape)}")
+    return references
+
+
 @dataclass
 class MagicAnimatePipelineOutput(BaseOutput):
     """``frames``: the decoded frames in ``output_type`` (``None`` when streamed to ``on_frame``;
@@ -317,13 +333,18 @@ class MagicAnimatePipeline(DiffusionPipeline):
         )
         return self.text_encoder(tokens.input_ids.to(device))[0]
 
+    def _reference_latents(self, reference: np.ndarray, device, dtype) -> torch.Tensor:
+        """The VAE latents (``1×4×h×w``, scaled) of one uint8 ``H×W×3`` reference image."""
+        ref = torch.from_numpy(np.array(reference)).float().to(device, dtype) / 127.5 - 1
+        return self.vae.encode(ref.permute(2, 0, 1)[None]).latent_dist.mean * SCALING_FACTOR
+
     def _frames_to_tensor(self, frames: np.ndarray, device, dtype) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(frames)).to(device, dtype).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def __call__(
         self,
-        reference: np.ndarray,
+        reference: np.ndarray | Sequence[np.ndarray],
         motion: Sequence[np.ndarray] | np.ndarray,
         *,
         num_inference_steps: int = AnimateConfig.steps,
@@ -346,6 +367,12 @@ class MagicAnimatePipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> MagicAnimatePipelineOutput | tuple:
         """Animate ``reference`` (uint8 ``H×W×3``) along ``motion`` (uint8 ``T×H×W×3``, same size).
+
+        ``reference`` may also be several images of that size (a list of ``H×W×3`` arrays, or one
+        ``N×H×W×3`` array; ``animate --extra-reference``): the appearance encoder encodes them in one
+        batch every step and the guided rows attend over all their features, ``[own ; ref1 ; ref2
+        ; ...]`` in the order given (``reference.py``). An extension of the method: the published
+        weights were trained with one reference. One image, alone or in a list, is the official run.
 
         Noise comes from ``generator`` when given, else from a generator seeded with ``seed``.
         Frames are decoded and handed to ``on_frame(index, frame)`` when given, otherwise
@@ -374,8 +401,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}")
-        if reference.ndim != 3 or reference.shape[2] != 3:
-            raise ValueError("reference must be H×W×3")
+        references = _references(reference)
         num_frames = len(motion)
         if num_frames < 1:
             raise ValueError("motion needs at least one frame")
@@ -392,7 +418,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         fast = _levers(fast)
         try:
             latents = self._denoise(
-                reference, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
+                references, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
                 context_schedule, context_fusion, fast, progress, distributed, latents, start_step, callback_on_step_end, tensor_inputs,
             )
         finally:
@@ -418,11 +444,11 @@ class MagicAnimatePipeline(DiffusionPipeline):
         return MagicAnimatePipelineOutput(frames=frames, latents=latents)
 
     def _denoise(
-        self, reference, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
+        self, references, motion, num_inference_steps, guidance_scale, seed, generator, context_frames, context_overlap,
         context_schedule, context_fusion, fast, progress, distributed, latents, start_step, callback, tensor_inputs,
     ) -> torch.Tensor:
         num_frames = len(motion)
-        height, width = reference.shape[:2]
+        height, width = references[0].shape[:2]
         device, dtype = self.unet.device, self.unet.dtype
         clip_length = context_frames
         total = padded_length(num_frames, clip_length)  # edge padding: frame i reads min(i, T-1)
@@ -444,8 +470,10 @@ class MagicAnimatePipeline(DiffusionPipeline):
         text = self._empty_prompt_embedding(device)
         if fast and fast.text_kv_once:
             self._text_kv.project(text)
-        ref = torch.from_numpy(np.array(reference)).float().to(device, dtype) / 127.5 - 1
-        ref_latents = self.vae.encode(ref.permute(2, 0, 1)[None]).latent_dist.mean * SCALING_FACTOR
+        # each reference on its own (a batch of one, as the official), so that each one's latents
+        # do not depend on the others; the appearance encoder then takes them in one batch
+        ref_latents = torch.cat([self._reference_latents(reference, device, dtype) for reference in references])
+        self._bank.references = len(references)
         drop_mapped_pages(self.text_encoder, self.vae.encoder, self.vae.quant_conv)  # done for this call (mapped.py)
 
         if latents is None:
@@ -461,6 +489,7 @@ class MagicAnimatePipeline(DiffusionPipeline):
         timesteps = self.scheduler.timesteps
         done, work = start_step * len(windows), len(timesteps) * len(windows)
         appearance_rows = 1 if fast and fast.appearance_one_row else 2  # the official runs two identical rows and banks the second
+        # rows: [ref1 ... refN] once, or twice with the official two rows (the writers bank the last N)
         graph = AppearanceGraph(self._encode_appearance, self._bank) if fast and fast.cuda_graph else None
         if progress:  # the denoising begins (its bar shows before the first window ends)
             progress("denoise", done, work)

@@ -10,6 +10,11 @@ MagicAnimate conditions the denoising UNet on the reference image through its se
   over ``[own tokens ; reference tokens]``, keys and values both projected by the denoising UNet's
   own ``to_k``/``to_v``; the unconditional half keeps plain self-attention.
 
+Several reference images (``animate --extra-reference``, an extension: the published weights were
+trained with one) are encoded in one batch and each block's bank entry is the token-axis
+concatenation of their features in the order given: the guided rows attend over
+``[own ; ref1 ; ref2 ; ...]``. With one reference this is exactly the single-reference bank.
+
 Both sides are diffusers attention processors, so the stock blocks run unchanged.
 
 Numerics kept from the official implementation (``official-inference.md`` §4, §14.2): the banked
@@ -41,7 +46,8 @@ def fusion_attn1_names(model: torch.nn.Module) -> list[str]:
 
 
 class ReferenceBank:
-    """The reference features of one denoising step, keyed by block name (one row each).
+    """The reference features of one denoising step, keyed by block name (one row each: the
+    ``references`` images' tokens one after the other).
 
     ``armed`` is set by the pipeline while a step's features are expected: a reader that then finds
     none raises (its writer was replaced) instead of silently attending without them.
@@ -55,6 +61,7 @@ class ReferenceBank:
         self.keys_values: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.armed = False
         self.stop_after: str | None = None
+        self.references = 1  # images encoded per step: the last this many rows of the encoder's batch
 
     def clear(self) -> None:
         self.features.clear()
@@ -104,8 +111,12 @@ class ReferenceWriterProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         # The official bank is rounded through float16 whatever the run dtype (§14.2). The
         # official encoder runs on two identical rows (its guidance batch) and the conditional
-        # half reads the second; with one row the features are that row.
-        self.bank.features[self.name] = hidden_states[-1:].to(torch.float16).to(hidden_states.dtype)
+        # half reads the second; with one row the features are that row. With several references
+        # the batch is each row's images in turn (the last ``references`` rows are one of each),
+        # and their tokens are laid one after the other in one row.
+        count = self.bank.references
+        features = hidden_states[-count:].to(torch.float16).to(hidden_states.dtype)
+        self.bank.features[self.name] = features if count == 1 else features.reshape(1, -1, features.shape[-1])
         if self.name == self.bank.stop_after:
             raise BankFilled
         return self.plain(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
