@@ -242,6 +242,10 @@ def animate(
     reference: Path = typer.Argument(..., parser=str, metavar="REF", help="Reference image (any mode and size)."),
     motion: Path = typer.Argument(..., parser=str, metavar="MOTION", help="DensePose motion: a video, a folder of frames, or a clip folder (reads densepose/)."),
     output: Path = typer.Option(..., "-o", "--output", **PATH_AS_TYPED, help="An .mp4 (or .gif, .webm, animated .webp), or a folder that receives PNG frames."),
+    extra_references: Optional[list[Path]] = typer.Option(
+        None, "--extra-reference", **PATH_AS_TYPED,
+        help="Another image of the same person (a back view, a face close-up), fitted as REF; repeat for more. The animation attends over all of them (an extension: the weights were trained with one).",
+    ),
     models: Optional[Path] = MODELS_OPTION,
     steps: int = typer.Option(_ANIMATE.steps, "--steps", help="DDIM steps."),
     guidance_scale: float = typer.Option(_ANIMATE.guidance_scale, "--guidance-scale", help="Appearance guidance (classifier-free, against the prediction without the reference's features); 1 or less turns it off and halves the UNet's work."),
@@ -265,7 +269,7 @@ def animate(
         None, "--start", help="Animate only the part of MOTION from this time (seconds or [HH:]MM:SS, as download --start); --audio's sound from there too.",
     ),
     end: Optional[str] = typer.Option(None, "--end", help="Animate the part of MOTION up to this time (exclusive, as download --end); default, or past it: its end."),
-    grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid)."),
+    grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid; REF, not the --extra-reference images)."),
     audio: Optional[Path] = typer.Option(
         None, "--audio", **PATH_AS_TYPED,
         help="Give OUT (a video) the sound of this video or sound file (a clip folder: the video it was made from), from its start (a video's first picture), cut to the animation's length.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def animate(
     motion: Path | str,
     output: Path | str,
     *,
+    extra_references: Sequence[Path | str] | None = None,
     models: Path | str | None = None,
     steps: int = AnimateConfig.steps,
     guidance_scale: float = AnimateConfig.guidance_scale,
@@ -73,6 +75,11 @@ def animate(
     compiled by ``torch.compile`` (within the contract too; the first call of a process compiles). ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs). ``align`` first fits the poses to the
     reference person exactly as ``magicanimate align`` does with its defaults (see ``align.py``).
+    ``extra_references`` (image paths) are more views of the same person (a back view, a face
+    close-up), each read and fitted as ``reference`` is; the animator attends over all of them in
+    the order given (``animate/reference.py``), ``reference`` first. An extension of the method:
+    the published weights were trained with one reference. ``align`` and the grid's reference panel
+    take ``reference`` alone; the resume checkpoint belongs to the run with the same extra images.
     The main output and the grid are committed together or not at all. ``keep_aspect`` (with
     ``fit`` ``"pad"`` or ``"stretch"``) writes frames of the motion's aspect, the long side
     ``size`` pixels: the padding cut off, or the squash undone (``crop.unfit_square``); the
@@ -103,7 +110,7 @@ def animate(
     from .. import media
     from ..files import claim, discard, temp_beside
 
-    request = _checked(reference, motion, output, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
+    request = _checked(reference, motion, output, extra_references=extra_references, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
                        size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit,
                        context_schedule=context_schedule, context_fusion=context_fusion, device=device,
                        dtype=dtype, fps=fps, start=start, end=end, grid=grid, keep_aspect=keep_aspect, audio=audio, audio_start=audio_start, devices=devices, compile=compile,
@@ -161,7 +168,7 @@ def animate(
             }
             if request.part != (0, None):  # a part resumes only its own run, even where another has the same poses
                 settings["part"] = list(request.part)
-            checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings))
+            checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings, request.extra_images))
             resumed = checkpoint.load()
             job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
                        {"num_inference_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
@@ -169,7 +176,7 @@ def animate(
                             "context_fusion": context_fusion, "fast": _fast_path(fast, compile),
                             "start_step": resumed[0] if resumed else 0, "latents": resumed[1] if resumed else None},
                        checkpoint, unaligned.path if unaligned else None, (info.width, info.height, fit) if keep_aspect else None,
-                       request.audio, request.audio_start, request.grid_reference)
+                       request.audio, request.audio_start, request.grid_reference, request.extra_images)
             if distributed:
                 run_distributed(job, device_list, models, dtype)
             else:
@@ -263,9 +270,10 @@ class _Request:
     grid_reference: object = None  # with grid and keep_aspect: the reference panel, of the written frames' size (_grid_reference)
     part: tuple = (0, None)  # the motion's frames animated, first and stop (None: to its end), from start and end (_part)
     sound_from_part: bool = False  # audio_start is the part's start (no --audio-start given)
+    extra_images: tuple = ()  # the extra references, each uint8 size×size×3 as ref_image
 
 
-def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
+def _checked(reference, motion, output, *, extra_references, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
              context_schedule, context_fusion, device, dtype, fps, start, end, grid, keep_aspect, audio, audio_start, devices, compile,
              overwrite, pipeline,
              **_) -> _Request:  # fmt: skip
@@ -283,6 +291,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     if end_time is not None and end_time <= (first_time or 0.0):
         raise UserError(f"--start {start or 0} --end {end}: the end must come after the start")
     reference, motion, output = media.input_path(reference), media.input_path(motion), media.output_path(output)
+    extras = tuple(media.input_path(extra) for extra in extra_references or ())
     clip_parts = []
     if motion.is_dir() and not media.list_frame_files(motion):
         clip_parts = parts_of(motion)  # a clip folder: none of it is written over (-o CLIP/images)
@@ -323,10 +332,10 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
         from ..models import check_models
 
         check_models(models)
-    media.check_output(output, overwrite, protect=(reference, motion, *clip_parts))
+    media.check_output(output, overwrite, protect=(reference, motion, *extras, *clip_parts))
     grid_output = grid_path(output) if grid else None
     if grid_output is not None:
-        media.check_output(grid_output, overwrite, protect=(reference, motion, output, *clip_parts))
+        media.check_output(grid_output, overwrite, protect=(reference, motion, *extras, output, *clip_parts))
     if pipeline is None:  # a missing GPU is said now, not after reading the motion
         from ..device import resolve_device
         from .distributed import check_devices
@@ -342,6 +351,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
     _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
     image = media.read_image(reference)
     ref_image = fit_square(image, size, fit, (255, 255, 255))
+    extra_images = tuple(fit_square(media.read_image(extra), size, fit, (255, 255, 255)) for extra in extras)  # as the reference
     info = media.probe(motion)
     if fps is not None and not motion.is_dir() and media.is_video(motion) and not media.same_rate(info.fps, fps):
         # a label alone would play the motion faster or slower, and out of step with its sound
@@ -366,7 +376,7 @@ def _checked(reference, motion, output, *, models, steps, guidance_scale, seed, 
         raise UserError(f"{shown(audio)}: has {max(sound_seconds, 0):.2f} s of sound{counted}: {frame}; give --audio another file")
     grid_reference = _grid_reference(image, info, size, fit) if grid_output is not None and keep_aspect else None
     return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, sound_from or 0.0, sound_seconds,
-                    grid_reference, part, from_part)
+                    grid_reference, part, from_part, extra_images)
 
 
 def _part(motion: Path, info, first_time: float | None, end_time: float | None, start, end) -> tuple[int, int | None]:
@@ -483,6 +493,7 @@ class _Job:
     audio: Path | None = None  # with --audio: the sound the videos get
     audio_start: float = 0.0  # with --audio-start: where in it
     grid_reference: object = None  # with --keep-aspect and a motion not square: the grid's reference panel
+    extra_references: tuple = ()  # --extra-reference: more fitted reference images (uint8 size×size×3), after ``reference``
 
     def poses(self, path: Path | None = None):
         import numpy as np
@@ -499,8 +510,9 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
     from ..crop import unfit_square
 
     poses = job.poses()
+    references = [job.reference, *job.extra_references] if job.extra_references else job.reference  # every rank gets them all
     if distributed and torch.distributed.get_rank() != 0:
-        pipeline(job.reference, poses, **job.call, distributed=True)
+        pipeline(references, poses, **job.call, distributed=True)
         return
     unaligned = job.poses(job.unaligned_path) if job.unaligned_path else None
     sound = {"audio": job.audio, "audio_start": job.audio_start} if job.audio else {}
@@ -522,7 +534,7 @@ def _render(job: _Job, pipeline, progress, distributed: bool) -> None:
                 writers[1].write(np.concatenate([reference, *before, panel(poses[index]), frame], axis=1))
 
         pipeline(
-            job.reference, poses, **job.call, on_frame=on_frame, callback_on_step_end=_save_checkpoint(job.checkpoint),
+            references, poses, **job.call, on_frame=on_frame, callback_on_step_end=_save_checkpoint(job.checkpoint),
             progress=progress, distributed=distributed,
         )
 

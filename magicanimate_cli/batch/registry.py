@@ -29,7 +29,7 @@ KINDS = ("str", "int", "float", "bool", "path", "path_or_name")
 """``path``: read against the manifest's folder. ``path_or_name``: the same when such a file
 exists there, else passed as written (a model-zoo name, say)."""
 
-SPELLINGS = {"output": ("-o", "--output")}
+SPELLINGS = {"output": ("-o", "--output"), "extra_references": ("--extra-reference",)}
 """Option spellings that are not ``--name-with-dashes``, for every command."""
 
 IGNORED = ("--json", "--debug")
@@ -167,7 +167,10 @@ class Command:
                 value = rest.pop(0)
             else:
                 raise Usage(f"Option '{flag}' requires an argument.")
-            values[param.name] = _convert(param, value, flag)
+            if param.many:  # a repeatable option (animate --extra-reference): each one adds a value
+                values.setdefault(param.name, []).append(_convert(param, value, flag))
+            else:
+                values[param.name] = _convert(param, value, flag)
         for param in self.params:
             if not param.positional:
                 continue
@@ -234,9 +237,10 @@ def _kind_of(annotation: str) -> tuple[str | None, bool, bool]:
                 inner, many = token[len(container) : -1].split(",")[0].strip(), True
         if inner.startswith("Optional[") and inner.endswith("]"):
             inner, optional = inner[9:-1], True
-        if inner not in _BASIC:
-            return None, False, False
-        kinds.add(_BASIC[inner])
+        for part in _split_union(inner):  # Sequence[Path | str]: each of its types
+            if part not in _BASIC:
+                return None, False, False
+            kinds.add(_BASIC[part])
     kind = next((k for k in _PRIORITY if k in kinds), None)
     return kind, many, optional
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from magicanimate_cli import media
+from magicanimate_cli.animate import animate
 from magicanimate_cli.animate.pipeline import FastPath
+from magicanimate_cli.errors import UserError
 
 PATHS = {"default": False, "fast": FastPath()}
 
@@ -93,3 +97,114 @@ def test_on_cpu_the_cuda_graph_lever_runs_every_reference_eagerly(tiny_pipeline,
     a, b, _, motion = images
     eager = _run(tiny_pipeline, [a, b], motion, FastPath(cuda_graph=False), steps=2)
     assert torch.equal(_run(tiny_pipeline, [a, b], motion, FastPath(), steps=2), eager)
+
+
+# -- animate(): files in, files out
+
+
+@pytest.fixture()
+def files(tmp_path, images):
+    a, b, c, motion = images
+    for name, image in (("a.png", a), ("b.png", b), ("c.png", c)):
+        Image.fromarray(image).save(tmp_path / name)
+    media.write_frames(tmp_path / "poses", motion)
+    return tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png", tmp_path / "poses"
+
+
+def test_extra_references_are_fitted_as_the_reference_and_reach_the_pipeline(tiny_pipeline, tmp_path, files, monkeypatch):
+    from PIL import ImageOps
+
+    a, b, _, poses = files
+    wide = tmp_path / "wide.jpg"  # another size, mode and orientation: fitted as the reference is
+    image = Image.fromarray(np.asarray(Image.open(b)).repeat(2, axis=1)).convert("L")
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotated: read upright
+    image.save(wide, exif=exif)
+    seen = []
+    original = type(tiny_pipeline).__call__
+
+    def call(self, reference, motion, **kwargs):
+        seen.append(reference)
+        return original(self, reference, motion, **kwargs)
+
+    monkeypatch.setattr(type(tiny_pipeline), "__call__", call)
+    animate(a, poses, tmp_path / "out", extra_references=[wide, b], size=64, steps=1, fit="pad", pipeline=tiny_pipeline)
+    from magicanimate_cli.crop import fit_square
+
+    expected = [fit_square(media.read_image(p), 64, "pad", (255, 255, 255)) for p in (a, wide, b)]
+    assert len(seen) == 1 and len(seen[0]) == 3
+    assert all(np.array_equal(got, want) for got, want in zip(seen[0], expected))
+    upright = ImageOps.exif_transpose(Image.open(wide)).convert("RGB")
+    assert np.array_equal(seen[0][1], fit_square(np.asarray(upright), 64, "pad", (255, 255, 255)))
+
+
+@pytest.mark.parametrize("bad", ["missing.png", "broken.png"])
+def test_a_bad_extra_reference_is_named_before_the_models_load(tmp_path, tiny_weights, files, monkeypatch, bad):
+    from magicanimate_cli.animate import stage
+
+    a, b, _, poses = files
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    monkeypatch.setattr(stage, "load_pipeline", lambda *args, **kwargs: pytest.fail("the models loaded"))
+    with pytest.raises(UserError, match=bad):
+        animate(a, poses, tmp_path / "out.mp4", extra_references=[b, tmp_path / bad], models=tiny_weights, device="cpu", size=64)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("grid", [False, True])
+def test_an_output_that_is_an_extra_reference_is_refused_and_kept(tiny_pipeline, tmp_path, files, grid):
+    a, b, _, poses = files
+    extra = tmp_path / ("x_grid.gif" if grid else "x.gif")  # a still GIF: an image, and a name an output may take
+    Image.open(b).save(extra)
+    before = extra.read_bytes()
+    with pytest.raises(UserError, match=f"is the input {extra}"):
+        animate(a, poses, tmp_path / "x.gif", extra_references=[extra], grid=grid, size=64, steps=1, overwrite=True, pipeline=tiny_pipeline)
+    assert extra.read_bytes() == before
+
+
+def test_resume_takes_only_the_run_with_the_same_extra_references(tiny_pipeline, tmp_path, files, monkeypatch):
+    from test_resume import interrupt_after
+
+    a, b, c, poses = files
+    common = {"size": 64, "steps": 2, "seed": 4, "pipeline": tiny_pipeline}
+    cases = [([b], [c]), ([b], None), (None, [b]), ([b, c], [c, b]), ([b], [b, b]), ([b], [b])]
+    for index, (first, then) in enumerate(cases):
+        output = tmp_path / f"out{index}"
+        with monkeypatch.context() as patch:
+            interrupt_after(1, patch)
+            with pytest.raises(KeyboardInterrupt):
+                animate(a, poses, output, extra_references=first, **common)
+        resumed = animate(a, poses, output, extra_references=then, **common).resumed_from_step
+        assert resumed == (1 if first == then else 0), (first, then)
+
+
+def test_the_cli_passes_each_extra_reference_on(tmp_path, files, monkeypatch):
+    from typer.testing import CliRunner
+
+    import magicanimate_cli.animate as library
+    from magicanimate_cli.cli import app
+
+    a, b, c, poses = files
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        raise UserError("stopped here")
+
+    monkeypatch.setattr(library, "animate", fake)
+    result = CliRunner().invoke(app, ["animate", str(a), str(poses), "-o", "out", "--extra-reference", str(b), "--extra-reference", str(c)])
+    assert result.exit_code == 2 and result.stderr == "error: stopped here\n"
+    assert [str(p) for p in seen["extra_references"]] == [str(b), str(c)]
+
+
+def test_a_missing_extra_reference_on_the_command_line_is_one_line_and_exit_2(tmp_path, tiny_weights, files):
+    from typer.testing import CliRunner
+
+    from magicanimate_cli.cli import app
+
+    a, _, _, poses = files
+    missing = tmp_path / "back.png"
+    result = CliRunner().invoke(app, ["animate", str(a), str(poses), "-o", str(tmp_path / "out.mp4"), "--extra-reference", str(missing),
+                                      "--models", str(tiny_weights), "--device", "cpu", "--size", "64"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and str(missing) in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "out.mp4").exists()

@@ -81,6 +81,7 @@ CASES = [
     ("animate", ["ref.png", "pose.mp4", "-o", "out.mp4"]),
     ("animate", ["-o", "out dir", "ref.png", "pose", "--steps", "3", "--guidance-scale=2.5", "--grid", "--fps", "12.5", "--json"]),
     ("animate", ["ref.png", "pose", "-oout.mp4", "--seed", "-3", "--devices", "0,1"]),
+    ("animate", ["ref.png", "pose", "-o", "out.mp4", "--extra-reference", "back.png", "--extra-reference=face.png"]),  # repeated: each one
     ("eval", ["gen", "gt", "--no-download", "--metrics", "l1"]),
     ("eval", ["gen", "gt", "--download"]),
     ("preprocess", ["a.mp4", "b.mp4", "c", "-o", "clips", "--flip", "--skip", "matte"]),
