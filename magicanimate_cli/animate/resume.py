@@ -15,14 +15,15 @@ import json
 from pathlib import Path
 
 
-def run_key(reference, poses, settings: dict, extra_references=()) -> str:
-    """A digest of everything that determines the latents: inputs and settings. ``extra_references``
-    (more reference images, ``animate --extra-reference``) are counted in the settings and digested
-    after ``reference``; without them the key is the single-reference run's."""
-    if extra_references:
-        settings = {**settings, "extra_references": len(extra_references)}
+def run_key(reference, poses, settings: dict) -> str:
+    """A digest of everything that determines the latents: inputs and settings. ``reference`` is
+    one image, or a tuple of several (``animate --extra-reference``: counted in the settings, then
+    digested in their order); one image alone or in a tuple has the same key."""
+    references = reference if isinstance(reference, (tuple, list)) else (reference,)
+    if len(references) > 1:
+        settings = {**settings, "references": len(references)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for image in (reference, *extra_references):
+    for image in references:
         digest.update(memoryview(image).tobytes())
     for start in range(0, len(poses), 64):
         digest.update(memoryview(poses[start : start + 64]).tobytes())

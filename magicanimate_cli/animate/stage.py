@@ -168,7 +168,7 @@ def animate(
             }
             if request.part != (0, None):  # a part resumes only its own run, even where another has the same poses
                 settings["part"] = list(request.part)
-            checkpoint = StepCheckpoint(output, run_key(ref_image, poses, settings, request.extra_images))
+            checkpoint = StepCheckpoint(output, run_key((ref_image, *request.extra_images), poses, settings))
             resumed = checkpoint.load()
             job = _Job(ref_image, store.path, len(poses), size, output, grid_output, info.fps, overwrite,
                        {"num_inference_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
