@@ -110,3 +110,17 @@ def test_an_encoder_that_cannot_be_captured_runs_eagerly_with_a_warning(cuda_pip
         out = cuda_pipeline(*inputs, num_inference_steps=STEPS, seed=2, fast=FastPath())
     assert [(g.eager_calls, g.replays) for g in graphs] == [(STEPS, 0)]
     assert torch.equal(out.latents, eager.latents)
+
+
+@cuda
+@pytest.mark.parametrize("fast", [FastPath(), FastPath(appearance_one_row=False)], ids=["fast", "two_rows"])
+def test_the_graph_holds_every_reference_and_replays_them_bitwise(cuda_pipeline, inputs, monkeypatch, fast):
+    reference, motion = inputs
+    references = [reference, 255 - reference]  # animate --extra-reference
+    eager = cuda_pipeline(references, motion, num_inference_steps=STEPS, seed=2, fast=replace(fast, cuda_graph=False))
+    graphs = _graphs(monkeypatch)
+    out = cuda_pipeline(references, motion, num_inference_steps=STEPS, seed=2, fast=fast)
+    assert [(g.eager_calls, g.replays) for g in graphs] == [(1, STEPS - 1)]
+    assert graphs[0]._inputs[0].shape[0] == 2 * (1 if fast.appearance_one_row else 2)  # its static input: every reference
+    assert torch.equal(out.latents, eager.latents)
+    assert not torch.equal(out.latents, cuda_pipeline(reference, motion, num_inference_steps=STEPS, seed=2, fast=fast).latents)

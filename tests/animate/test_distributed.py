@@ -142,3 +142,21 @@ def test_the_device_processes_meet_through_a_file_not_a_tcp_port_another_program
     assert result.frames == 16 and len(list((tmp_path / "out").glob("*.png"))) == 16
     assert seen == {"store"}  # the meeting place: a file
     assert not list((tmp_path / "tmp").iterdir())  # gone after the run
+
+
+@pytest.mark.slow
+def test_every_device_process_gets_every_reference(tmp_path, tiny_weights, rng):
+    # --extra-reference with --devices: each process attends over all the references, so the
+    # frames are those of the single-process run with them (and not those of REF alone)
+    reference, back = tmp_path / "ref.png", tmp_path / "back.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(back)
+    motion = tmp_path / "poses"
+    media.write_frames(motion, rng.integers(0, 256, (30, 64, 64, 3), dtype=np.uint8))  # 32 padded, 3 windows
+    common = {"models": tiny_weights, "size": 64, "steps": 2, "seed": 3, "device": "cpu"}
+    animate(reference, motion, tmp_path / "one", extra_references=[back], **common)
+    animate(reference, motion, tmp_path / "two", extra_references=[back], devices="cpu,cpu", **common)
+    animate(reference, motion, tmp_path / "alone", devices="cpu,cpu", **common)
+    split = media.read_frames(tmp_path / "two").array
+    assert np.array_equal(split, media.read_frames(tmp_path / "one").array)
+    assert not np.array_equal(split, media.read_frames(tmp_path / "alone").array)
