@@ -359,6 +359,7 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
                         f"folder (to re-time the video: magicanimate frames {shown(motion)} --fps {fps:g} -o FOLDER)")
     info = replace(info, fps=fps) if fps is not None else info
     part = _part(motion, info, first_time, end_time, start, end)
+    _check_outputs_fit(output, grid_output, info, part, size, fit, keep_aspect)
     from_part = audio is not None and sound_from is None and part[0] > 0
     if from_part:  # the sound of the part's time, as the whole run would give those frames
         sound_from = part[0] / info.fps
@@ -377,6 +378,20 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
     grid_reference = _grid_reference(image, info, size, fit) if grid_output is not None and keep_aspect else None
     return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, sound_from or 0.0, sound_seconds,
                     grid_reference, part, from_part, extra_images)
+
+
+def _check_outputs_fit(output: Path, grid_output: Path | None, info, part: tuple, size: int, fit: str, keep_aspect: bool) -> None:
+    """A GIF's or WebP's limits (``media.check_clip_fits``: its sides, and the disk its frames are
+    kept on until it is encoded), said before the models load rather than after the whole run.
+    The grid is counted with its three panels (reference, poses, animation; ``--align`` adds one)."""
+    from .. import media
+    from ..crop import unfit_box
+
+    frames = (part[1] if part[1] is not None else info.frames) - part[0]
+    x0, y0, x1, y1 = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
+    media.check_clip_fits(output, x1 - x0, y1 - y0, frames)
+    if grid_output is not None:
+        media.check_clip_fits(grid_output, 3 * (x1 - x0), y1 - y0, frames)
 
 
 def _part(motion: Path, info, first_time: float | None, end_time: float | None, start, end) -> tuple[int, int | None]:

@@ -694,3 +694,22 @@ def test_strict_refuses_what_would_be_warned_about_before_the_models_load(tiny_w
     as_json = CliRunner().invoke(app, ["animate", str(reference), str(motion_dir), "-o", str(tmp_path / "out.mp4"), *common, "--json"])
     data = json.loads(as_json.stdout)  # random noise, as a raw video is: not DensePose
     assert as_json.exit_code == 2 and data["exit_code"] == 2 and "does not look like DensePose" in data["error"]
+
+
+def test_a_gif_whose_stored_frames_would_not_fit_the_disk_is_refused_before_the_models_load(tiny_weights, tmp_path, reference, monkeypatch):
+    # a GIF's frames (and its grid's) are kept uncompressed until the end of the run: a long
+    # animation on a small disk is refused before any work, not after the whole denoising
+    import magicanimate_cli.animate.stage as stage_module
+    import magicanimate_cli.files
+
+    monkeypatch.setattr(stage_module, "load_pipeline", lambda *a, **k: pytest.fail("the models were loaded"))
+    poses = _poses(tmp_path / "poses", np.broadcast_to(np.uint8([68, 1, 84]), (5, 48, 80, 3)))
+    call = (reference, poses)
+    options = {"models": tiny_weights, "size": 64, "steps": 1, "device": "cpu", "start": "0.04"}  # frames 1-4 of 5, at 25 fps
+    monkeypatch.setattr(magicanimate_cli.files, "free_bytes", lambda path: 64 * 64 * 3 * 4 - 1)
+    with pytest.raises(UserError, match=r"out\.gif: its 4 frames of 64x64 are kept uncompressed until the GIF is encoded"):
+        animate(*call, tmp_path / "out.gif", **options)
+    monkeypatch.setattr(magicanimate_cli.files, "free_bytes", lambda path: 64 * 64 * 3 * 4)  # the animation fits; its grid (3 panels) not
+    with pytest.raises(UserError, match=r"out_grid\.gif: its 4 frames of 192x64 are kept uncompressed"):
+        animate(*call, tmp_path / "out.gif", grid=True, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
