@@ -164,7 +164,7 @@ def list_clips(clips: Path | None) -> list[str]:
 
 def cli_command(reference: Path, motion: Path, output: Path, settings: dict, *, models: Path, device: str, dtype: str,
                 preprocess_video: Path | None = None, clips_out: Path | None = None, audio: Path | None = None,
-                keep_aspect: bool = False) -> str:
+                keep_aspect: bool = False, extra_references: list[Path] = ()) -> str:
     """The shell command that reproduces a run (``preprocess`` first for a raw video)."""
     q = shlex.quote
     parts = []
@@ -183,6 +183,7 @@ def cli_command(reference: Path, motion: Path, output: Path, settings: dict, *, 
         animate.append(f"--audio {q(str(audio))}")
     if keep_aspect:
         animate.append("--keep-aspect")
+    animate.extend(f"--extra-reference {q(str(path))}" for path in extra_references)
     animate.append("--grid")
     parts.append(" ".join(animate))
     return " && \\\n  ".join(parts)
@@ -331,7 +332,8 @@ class DemoApp:
         return ref_img, pose_img, "\n\n".join(lines)
 
     async def run(self, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
-                  fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, keep_aspect=False, progress=None):
+                  fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, keep_aspect=False, extra_references=None,
+                  progress=None):
         """The Animate button: the work runs in a worker thread; a cancelled event stops it."""
         import asyncio  # here: the CLI imports this module for its defaults, and asyncio takes tens of ms
 
@@ -342,7 +344,7 @@ class DemoApp:
         work = loop.run_in_executor(
             None, context.run, self._run_sync, cancel, progress,
             reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
-            context_schedule, context_fusion, keep_aspect,
+            context_schedule, context_fusion, keep_aspect, extra_references,
         )
         try:
             return await asyncio.shield(work)
@@ -359,7 +361,7 @@ class DemoApp:
 
     def _run_sync(self, cancel: threading.Event, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed,
                   size, context_frames, context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion,
-                  keep_aspect=False):
+                  keep_aspect=False, extra_references=None):
         with self._lock:
             self._cancels.add(cancel)
             if self._stopped:
@@ -371,7 +373,7 @@ class DemoApp:
                 self._device.acquire()
             try:
                 return self._work(cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size,
-                                  context_frames, context_overlap, fit, context_schedule, context_fusion, keep_aspect)
+                                  context_frames, context_overlap, fit, context_schedule, context_fusion, keep_aspect, extra_references)
             finally:
                 self._device.release()
         finally:
@@ -389,7 +391,8 @@ class DemoApp:
             pass
 
     def _work(self, cancel, gr_progress, reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
-              context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, keep_aspect=False):
+              context_overlap, fit, context_schedule=_A.context_schedule, context_fusion=_A.context_fusion, keep_aspect=False,
+              extra_references=None):
         from . import media
         from .animate import animate
 
@@ -402,6 +405,9 @@ class DemoApp:
         if not reference:
             raise UserError("no reference image: upload one")
         _check_suffix(Path(reference), media.IMAGE_EXTENSIONS, "reference image")
+        extras = [Path(extra) for extra in extra_references or ()]  # more images of the person (--extra-reference)
+        for extra in extras:
+            _check_suffix(extra, media.IMAGE_EXTENSIONS, "extra reference image")
         kind, path = self._motion_source(source, motion, raw_video, clip)
         run = self._new_run()
         keep_aspect = bool(keep_aspect)
@@ -421,6 +427,13 @@ class DemoApp:
         try:
             ref_path = run / "inputs" / Path(reference).name
             shutil.copyfile(reference, ref_path)
+            extra_paths = []
+            for number, extra in enumerate(extras, 1):  # a folder of their own: two uploads of one name, or the reference's, all kept
+                extra_paths.append(run / "inputs" / "extra-references" / f"{number}-{extra.name}")
+                extra_paths[-1].parent.mkdir(exist_ok=True)
+                shutil.copyfile(extra, extra_paths[-1])
+            if extra_paths:
+                record["extra_references"] = [str(path) for path in extra_paths]
             preprocess_video = clips_out = sound = None
             if kind in ("video", "archive", "raw"):
                 name = path.name  # beside the reference's copy: never in its place (a still pose.webp photo, an animated pose.webp motion)
@@ -448,10 +461,11 @@ class DemoApp:
             output = run / "animation.mp4"
             # beside the page's animation, not over it: pasted as printed, the command runs (no --overwrite)
             command = cli_command(ref_path, path, run / "animation-cli.mp4", settings, models=st.models, device=st.device, dtype=st.dtype,
-                                  preprocess_video=preprocess_video, clips_out=clips_out, audio=sound, keep_aspect=keep_aspect)
+                                  preprocess_video=preprocess_video, clips_out=clips_out, audio=sound, keep_aspect=keep_aspect,
+                                  extra_references=extra_paths)
             record["command"] = command
             result = animate(ref_path, path, output, models=st.models, device=st.device, dtype=st.dtype, grid=True, audio=sound,
-                             keep_aspect=keep_aspect, progress=progress, pipeline=st.pipeline, **settings)
+                             keep_aspect=keep_aspect, extra_references=extra_paths, progress=progress, pipeline=st.pipeline, **settings)
             record.update(status="done", result=result.to_dict())
         except Cancelled:
             record["status"] = "cancelled"
@@ -499,6 +513,9 @@ class DemoApp:
                             # (HEIC photos, 180 to 268 MP); the handlers read it with media and say what is wrong in one line
                             reference = gr.File(label="Reference image", file_types=sorted(media.IMAGE_EXTENSIONS), type="filepath", height=120,
                                                 elem_id="ma-reference")
+                            extra_references = gr.File(label="More images of the person (optional: a back view, a face; --extra-reference)",
+                                                       file_count="multiple", file_types=sorted(media.IMAGE_EXTENSIONS), type="filepath",
+                                                       height=80, elem_id="ma-extra-references")
                         with gr.Column(min_width=200):
                             motion = gr.File(label="DensePose video or .zip of frames", file_types=video_types + list(ARCHIVE_TYPES),
                                              type="filepath", height=120, elem_id="ma-motion")
@@ -556,13 +573,13 @@ class DemoApp:
                 typed(self.preview, preview_inputs, [ref_preview, pose_preview, info], api_visibility="private", **in_order)
 
             async def animate_(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames, context_overlap,
-                               fit, context_schedule, context_fusion, keep_aspect, progress=gr.Progress()):
+                               fit, context_schedule, context_fusion, keep_aspect, extra_references, progress=gr.Progress()):
                 return await self.run(reference, source, motion, raw_video, clip, steps, guidance_scale, seed, size, context_frames,
-                                      context_overlap, fit, context_schedule, context_fusion, keep_aspect, progress=progress)
+                                      context_overlap, fit, context_schedule, context_fusion, keep_aspect, extra_references, progress=progress)
 
             running = go.click(
                 animate_, [reference, source, motion, raw_video, clip, steps, guidance, seed, size, context_frames, context_overlap, fit,
-                           context_schedule, context_fusion, keep_aspect],
+                           context_schedule, context_fusion, keep_aspect, extra_references],
                 [result, grid, command, status], api_name="animate", concurrency_limit=1, concurrency_id="device",
             )
             stop.click(lambda: "Cancelled.", None, status, cancels=[running], queue=False, api_name="cancel")

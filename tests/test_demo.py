@@ -89,9 +89,9 @@ def start_on_a_free_port(**kwargs):
 
 
 def settings(**changes) -> list:
-    values = {**SMALL, "keep_aspect": False, **changes}
+    values = {**SMALL, "keep_aspect": False, "extra_references": None, **changes}
     return [values[k] for k in ("steps", "guidance_scale", "seed", "size", "context_frames", "context_overlap", "fit", "context_schedule", "context_fusion",
-                                "keep_aspect")]
+                                "keep_aspect", "extra_references")]
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +194,30 @@ def test_keep_aspect_gives_the_motions_aspect_as_the_printed_command_does(server
     assert frames.shape == (FRAMES, 42, 64, 3) and "64×42" in status and "--fit pad" in command and "--keep-aspect" in command
     assert media.read_frames(Path(grid)).array.shape[1:3] == (42, 3 * 64)  # its panels of the animation's aspect too
     assert np.array_equal(frames, media.read_frames(run_cli(command)).array)
+
+
+def test_extra_references_of_one_name_are_all_used_as_the_printed_command_uses_them(server, client, inputs, tmp_path):
+    reference = media.read_image(inputs["reference"])
+    extras = []
+    for number, image in enumerate((reference[:, ::-1], reference[::-1])):  # two uploads named like the reference itself
+        extras.append(tmp_path / f"upload{number}" / inputs["reference"].name)
+        extras[-1].parent.mkdir()
+        media.write_png(extras[-1], np.ascontiguousarray(image), replace=False)
+    video, grid, command, status = client.predict(*animate_args(inputs, motion=inputs["motion"], extra_references=[handle_file(str(path)) for path in extras]),
+                                                  api_name="/animate")
+    assert command.count("--extra-reference ") == 2 and "Done" in status
+    frames = media.read_frames(Path(video)).array
+    written = run_cli(command)
+    assert np.array_equal(frames, media.read_frames(written).array)
+    args = shlex.split(command.replace("\\\n", " "))
+    used = [Path(args[i + 1]) for i, arg in enumerate(args) if arg == "--extra-reference"]
+    assert len(set(used)) == 2 and Path(args[2]) not in used  # the reference's copy and both uploads, each its own file
+    for path, image in zip(used, (reference[:, ::-1], reference[::-1])):
+        assert np.array_equal(media.read_image(path), image)
+    alone, *_ = client.predict(*animate_args(inputs, motion=inputs["motion"]), api_name="/animate")
+    assert not np.array_equal(media.read_frames(Path(alone)).array, frames)  # the extra images moved the animation
+    record = json.loads((Path(args[2]).parents[1] / "run.json").read_text())
+    assert [Path(path) for path in record["extra_references"]] == used
 
 
 def test_raw_video_runs_through_preprocess_with_the_fake_densepose(server, client, inputs, fake_densepose, tmp_path):
