@@ -513,9 +513,10 @@ class DemoApp:
                             # (HEIC photos, 180 to 268 MP); the handlers read it with media and say what is wrong in one line
                             reference = gr.File(label="Reference image", file_types=sorted(media.IMAGE_EXTENSIONS), type="filepath", height=120,
                                                 elem_id="ma-reference")
-                            extra_references = gr.File(label="More images of the person (optional: a back view, a face; --extra-reference)",
-                                                       file_count="multiple", file_types=sorted(media.IMAGE_EXTENSIONS), type="filepath",
-                                                       height=80, elem_id="ma-extra-references")
+                            # a back view, a face close-up: --extra-reference, each
+                            extra_references = gr.File(label="More images of the person (optional)", file_count="multiple",
+                                                       file_types=sorted(media.IMAGE_EXTENSIONS), type="filepath", height=120,
+                                                       elem_id="ma-extra-references")
                         with gr.Column(min_width=200):
                             motion = gr.File(label="DensePose video or .zip of frames", file_types=video_types + list(ARCHIVE_TYPES),
                                              type="filepath", height=120, elem_id="ma-motion")
