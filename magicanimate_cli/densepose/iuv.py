@@ -11,7 +11,7 @@ orders are in use, told apart by the channel that never exceeds 24:
 * ``I`` in **red**: scripts that save detectron2's ``(labels, uv·255)`` with Pillow (RGB order).
 
 ``read_iuv`` reads an IUV image file with the values it stores (16 bits, transparency, grey),
-where ``media.read_image`` shows a photo. The label map is the ``I`` channel itself, so
+where ``media.read_image`` shows a photo, and ``iuv_frames`` a clip of them (a 16-bit video too). The label map is the ``I`` channel itself, so
 ``render_labels(labels_from_iuv(iuv))`` is exactly the render MagicAnimate wants. Only lossless IUV converts: a yuv video's colour conversion (h264 in an
 mp4, even at ``-crf 0``) or a JPEG moves the small ``I`` values of most pixels onto other parts,
 so ``check_iuv_video`` refuses a video that is not stored in RGB, and ``labels_from_iuv`` refuses
@@ -21,6 +21,7 @@ a frame whose background is not black or that has no channel within 0..24.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,18 @@ def read_iuv(path: Path) -> np.ndarray:
                 "pixel is background (transparent) or a part (opaque): give the IUV images DensePose wrote"
             )
         values = np.where((alpha == 0)[..., None] if values.ndim == 3 else alpha == 0, 0, values)
+    try:
+        values = eight_bits(values)
+    except ValueError as exc:
+        raise UserError(f"{shown(path)}: a 16-bit image {exc}; save the IUV images as 8-bit PNGs (uint8)") from None
+    return np.ascontiguousarray(np.repeat(values[..., None], 3, axis=2) if values.ndim == 2 else values)
+
+
+def eight_bits(values: np.ndarray) -> np.ndarray:
+    """The 8-bit values (uint8) of an IUV image's or frame's stored ones (16 or 32 bits): as they are
+    when none exceeds 255, else the 8-bit values scaled to 16 bits (all multiples of 257, as
+    ffmpeg and OpenCV scale them, or of 256: ``v << 8``) scaled back. Raises ``ValueError`` saying
+    what was found (``whose values ... are unclear``) for anything else."""
     top, low = int(values.max(initial=0)), int(values.min(initial=0))
     if top > 255 or low < 0:
         for scale in (257, 256):  # 8-bit values scaled to 16 bits: v·257 fills 0..65535, v·256 (v << 8) shifts
@@ -144,12 +157,9 @@ def read_iuv(path: Path) -> np.ndarray:
                 values = values // scale
                 break
         else:
-            raise UserError(
-                f"{shown(path)}: a 16-bit image whose values (up to {top}) are neither 0..255 nor 8-bit values scaled to 16 "
-                "bits (×257), so its part indices are unclear; save the IUV images as 8-bit PNGs (uint8)"
-            )
-    values = values.astype(np.uint8)
-    return np.ascontiguousarray(np.repeat(values[..., None], 3, axis=2) if values.ndim == 2 else values)
+            raise ValueError(f"whose values (up to {top}) are neither 0..255 nor 8-bit values scaled to 16 bits (×257), so its part "
+                             "indices are unclear")  # fmt: skip
+    return values.astype(np.uint8)
 
 
 def _channels(image) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -186,15 +196,19 @@ def _read_16bit_colour(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 #: ffmpeg pixel formats that store RGB as it is (no yuv conversion of the colours).
-_RGB_FORMATS = re.compile(r"^(gbr|rgb|bgr|argb|abgr|0rgb|0bgr)")
+_RGB_FORMATS = re.compile(r"^(gbr|rgb|bgr|argb|abgr|0rgb|0bgr|x2rgb|x2bgr)")
+#: Those of them that store 8 bits per channel, and 16 bits: the depths whose values ``eight_bits`` reads.
+_RGB_8BIT = re.compile(r"^(rgb24|bgr24|argb|rgba|abgr|bgra|gbrp|gbrap|0rgb|rgb0|0bgr|bgr0)$")
+_RGB_16BIT = re.compile(r"^(rgb48|bgr48|rgba64|bgra64|gbrp16|gbrap16)(le|be)$")
 
 
 def check_iuv_video(path: Path) -> None:
-    """Refuse an IUV video that is not stored in RGB (``UserError``): a yuv conversion shifts the
-    small ``I`` values. Measured on a TikTok-dataset IUV frame (256², 12,025 person pixels) through
-    h264: yuv420p puts 85 % of the person's pixels on another part at ``-crf 23``, 81 % at
-    ``-crf 0``; even lossless yuv444p 50 % (off by one: a right hand becomes a left one); RGB
-    (``libx264rgb -qp 0``, ``ffv1``) 0 %."""
+    """Refuse an IUV video that is not stored in RGB of 8 or 16 bits per channel (``UserError``): a
+    yuv conversion shifts the small ``I`` values. Measured on a TikTok-dataset IUV frame (256²,
+    12,025 person pixels) through h264: yuv420p puts 85 % of the person's pixels on another part at
+    ``-crf 23``, 81 % at ``-crf 0``; even lossless yuv444p 50 % (off by one: a right hand becomes a
+    left one); RGB (``libx264rgb -qp 0``, ``ffv1``) 0 %. Another depth (``gbrp10le``, ``rgb565le``,
+    float) holds either the values or the 8-bit ones rescaled, which cannot be told apart."""
     from .. import media
 
     media.check_name_encoding(path)
@@ -205,6 +219,32 @@ def check_iuv_video(path: Path) -> None:
             "conversion moves most pixels to another part, even lossless yuv444p by one); give --from-iuv the IUV frames "
             "as PNGs, or a video made from them in RGB (ffmpeg -c:v ffv1 -pix_fmt bgr0, or -c:v libx264rgb -qp 0)"
         )
+    if not (_RGB_8BIT.match(stored) or _RGB_16BIT.match(stored)):
+        raise UserError(
+            f"{shown(path)}: an IUV video stored as {stored}, neither 8 nor 16 bits per channel, whose part indices are "
+            "unclear (its values as they are, or rescaled); make it with ffmpeg -c:v ffv1 -pix_fmt bgr0 (8 bits) or "
+            "-pix_fmt rgb48le (16 bits), or give --from-iuv the IUV frames as PNGs"
+        )
+
+
+def iuv_frames(source: Path) -> Iterator[np.ndarray]:
+    """The frames of IUV images (a folder of them, one image, or a video ``check_iuv_video`` passed)
+    as uint8 RGB holding the values stored: image files as ``read_iuv`` reads them, and a 16-bit
+    video's frames likewise (their 16-bit values through ``eight_bits``; read as 8 bits, ffmpeg
+    scales them down: values 0..255 came out nearly black, and were refused as not IUV).
+    A 16-bit frame of other values is refused (``UserError``, naming the video and the frame)."""
+    from .. import media
+
+    source = Path(source)
+    if source.is_dir() or not media.is_video(source) or not _RGB_16BIT.match(media.pixel_format(source)):
+        yield from media.iter_frames(source, read=read_iuv)
+        return
+    for index, values in enumerate(media.iter_frames(source, bits=16)):
+        try:
+            yield eight_bits(values)
+        except ValueError as exc:
+            raise UserError(f"{shown(source)} (frame {index}): a 16-bit frame {exc}; make the video from 8-bit values "
+                            "(ffmpeg -c:v ffv1 -pix_fmt bgr0), or give --from-iuv the IUV frames as PNGs") from None  # fmt: skip
 
 
 #: How a motion that is IUV shows after ``animate`` fitted it (bicubic) or an mp4 blurred it: a

@@ -437,10 +437,10 @@ def _iuv_labels(plan: _Plan, work: _Work, progress: Progress) -> None:
     from contextlib import closing
 
     from .. import media
-    from .iuv import clip_channel, labels_from_iuv, read_iuv
+    from .iuv import clip_channel, iuv_frames, labels_from_iuv
 
     files = media.list_frame_files(plan.source) if plan.source.is_dir() else None
-    with closing(media.iter_frames(plan.source, read=read_iuv)) as frames:
+    with closing(iuv_frames(plan.source)) as frames:
         channel = clip_channel(frames)  # one for the whole clip, as its frames were saved one way
     start, maps = len(work.people), []
     progress("densepose", len(work.people), plan.count)
@@ -450,7 +450,7 @@ def _iuv_labels(plan: _Plan, work: _Work, progress: Progress) -> None:
         maps.clear()
         progress("densepose", len(work.people), plan.count)
 
-    for index, frame in enumerate(media.iter_frames(plan.source, read=read_iuv)):
+    for index, frame in enumerate(iuv_frames(plan.source)):
         if index >= plan.count:
             break
         if index < start:  # an interrupted run's

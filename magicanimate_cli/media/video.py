@@ -103,9 +103,11 @@ def _counted_frames(path: Path, fps: float) -> int | None:
     return int(frames[-1]) if done.returncode == 0 and frames and frames[-1].isdigit() else None
 
 
-def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = False, read=read_image) -> Iterator[np.ndarray]:
+def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = False, read=read_image, bits: int = 8) -> Iterator[np.ndarray]:
     """Frames of a video, a frames folder or a single image, as uint8 RGB, one at a time; the
-    image files read by ``read`` (default ``read_image``: as shown).
+    image files read by ``read`` (default ``read_image``: as shown). ``bits=16`` reads a video's
+    frames as uint16 RGB (ffmpeg's ``rgb48le``): the values a 16-bit video stores, of which 8-bit
+    frames keep only the high bytes (image files are still ``read``'s).
 
     A frames folder must hold frames of one size unless ``same_size`` is False. A video that
     ffmpeg cannot decode to its end (a cut-off download, a damaged file) raises ``UserError`` after
@@ -138,7 +140,10 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     # duration kept, where ffmpeg's own choice of rate (the fastest stretch's) repeated frames
     source = progressive(ffmpeg.input(_ffmpeg_path(path))[VIDEO_STREAM])
     source = source.filter("fps", fps=header["fps"]) if header.get("fps") else source
-    stream = ffmpeg.output(square_pixels(shown_colours(source, path, header)), "-", pix_fmt="rgb24", vcodec="rawvideo", f="image2pipe")
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, not {bits}")
+    pixels, dtype = ("rgb24", np.uint8) if bits == 8 else ("rgb48le", np.dtype("<u2"))
+    stream = ffmpeg.output(square_pixels(shown_colours(source, path, header)), "-", pix_fmt=pixels, vcodec="rawvideo", f="image2pipe")
     # ffmpeg's messages go to a file, not a pipe read by a thread: a reading thread still blocked when
     # a failing consumer left this generator suspended held the pipe's lock at interpreter shutdown,
     # and closing the pipe then aborted Python ("Fatal Python error: _enter_buffered_busy")
@@ -149,7 +154,7 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     except BaseException:
         errors.close()
         raise
-    size = width * height * 3
+    size = width * height * 3 * np.dtype(dtype).itemsize
     count, finished = 0, False
     try:
         while True:
@@ -158,7 +163,7 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
                 finished = True
                 break
             count += 1
-            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
+            yield np.frombuffer(raw, dtype=dtype).reshape(height, width, 3)
     finally:
         if not finished:
             process.kill()  # the consumer stopped early (or failed): ffmpeg must not wait on a full pipe

@@ -276,6 +276,61 @@ def test_a_16bit_iuv_of_unclear_values_is_refused_saying_what_was_found(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
+def iuv_video(path, iuv, pix_fmt, codec="ffv1"):
+    """A video of IUV frames (``T×H×W×3`` uint8 or uint16, RGB) as people make one from numpy: raw RGB
+    piped into the bundled ffmpeg, stored as ``pix_fmt``."""
+    raw, source = (iuv, "rgb24") if iuv.dtype == np.uint8 else (iuv.astype("<u2"), "rgb48le")
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", source, "-s", f"{iuv.shape[2]}x{iuv.shape[1]}",
+                    "-framerate", "25", "-i", "-", "-c:v", codec, "-pix_fmt", pix_fmt, str(path)], input=raw.tobytes(), check=True)  # fmt: skip
+    return path
+
+
+def small_clip(count=8, size=32, red=False):
+    """``count`` frames of ``size``² IUV (every part, moving) and their label maps; I in blue, or in red."""
+    labels = np.zeros((count, size, size), np.uint8)
+    for part in range(1, 25):
+        row, col = divmod(part - 1, 6)
+        labels[:, 4 + 5 * row : 9 + 5 * row, 1 + 5 * col : 6 + 5 * col] = part
+    labels = np.stack([np.roll(frame, i, axis=0) for i, frame in enumerate(labels)])
+    iuv = np.stack([iuv_of(frame, i) for i, frame in enumerate(labels)])  # I, U, V
+    return (iuv if red else iuv[..., ::-1]).copy(), labels
+
+
+@pytest.mark.parametrize("codec, pix_fmt, name, scale, red", [
+    ("ffv1", "rgb48le", "iuv.mkv", 1, False),  # values 0..255: read as 8 bits (ffmpeg scales them down) nearly black, refused
+    ("png", "rgb48be", "iuv.mov", 1, True),
+    ("ffv1", "rgba64le", "iuv.mkv", 257, False),
+    ("png", "rgb48be", "iuv.mkv", 257, True),  # 8-bit values ×257 (these read right as 8 bits too)
+])  # fmt: skip
+def test_a_16bit_iuv_video_gives_the_frames_of_its_8bit_values(tmp_path, no_model, codec, pix_fmt, name, scale, red):
+    iuv, labels = small_clip(red=red)
+    video = iuv_video(tmp_path / name, iuv.astype(np.uint16) * scale, pix_fmt, codec)
+    assert media.pixel_format(video).startswith(("rgb48", "gbrp16", "gbrap16"))
+    result = densepose(video, tmp_path / "poses", labels=tmp_path / "labels", from_iuv=True)
+    assert result.frames == 8 and result.missing_frames == []
+    for i, want in enumerate(labels):
+        assert np.array_equal(read_png(tmp_path / "labels" / media.frame_name(i)), want)
+        assert np.array_equal(read_png(tmp_path / "poses" / media.frame_name(i)), render_labels(want))
+
+
+def test_a_16bit_iuv_video_of_unclear_values_and_other_depths_are_refused_naming_the_fix(tmp_path, no_model):
+    iuv, _ = small_clip()
+    values = iuv.astype(np.uint16) * 257
+    values[3, 10, 10, 1] += 3  # frame 3: neither 8-bit values nor 8-bit ones scaled
+    with pytest.raises(UserError, match=r"unclear\.mkv \(frame 3\): a 16-bit frame whose values \(up to 65535\) are neither 0\.\.255 nor "
+                                        r"8-bit values scaled to 16 bits \(×257\), so its part indices are unclear; make the video from "
+                                        r"8-bit values \(ffmpeg -c:v ffv1 -pix_fmt bgr0\)") as info:
+        densepose(iuv_video(tmp_path / "unclear.mkv", values, "rgb48le"), tmp_path / "poses", from_iuv=True)
+    assert "\n" not in str(info.value) and not (tmp_path / "poses").exists()
+
+    # 10 bits: its values as they are, or 8-bit ones rescaled (ffmpeg: ×4), cannot be told apart
+    video = iuv_video(tmp_path / "ten.mkv", iuv.astype(np.uint16), "gbrp10le")
+    with pytest.raises(UserError, match=r"ten\.mkv: an IUV video stored as gbrp10le, neither 8 nor 16 bits per channel, whose part "
+                                        r"indices are unclear .*-pix_fmt rgb48le \(16 bits\)"):
+        densepose(video, tmp_path / "poses", from_iuv=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ten.mkv", "unclear.mkv"]
+
+
 def test_a_grey_iuv_holding_only_the_part_indices_converts_in_8_and_16_bits(tmp_path, no_model):
     # a 16-bit grey one (numpy uint16 through Pillow: mode I;16) was scaled down to black by read_image
     want = converted(tmp_path, "eight", write_caffe2)

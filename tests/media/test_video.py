@@ -267,6 +267,16 @@ def test_pixel_format_names_how_the_decoded_stream_stores_its_pixels(tmp_path):
         media.pixel_format(tmp_path / "missing.mp4")
 
 
+def test_a_16bit_video_reads_its_stored_values_with_16_bits(tmp_path, rng):
+    values = rng.integers(0, 65536, (3, 24, 32, 3), dtype=np.uint16)
+    values[0, :2, :2] = [[1, 255, 256], [257, 65534, 65535]]  # (which 8 bits cannot tell apart)
+    subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-s", "32x24", "-framerate", "5",
+                    "-i", "-", "-c:v", "ffv1", "-pix_fmt", "rgb48le", str(tmp_path / "deep.mkv")], input=values.astype("<u2").tobytes(), check=True)  # fmt: skip
+    got = list(media.iter_frames(tmp_path / "deep.mkv", bits=16))
+    assert all(frame.dtype == np.uint16 for frame in got) and np.array_equal(np.stack(got), values)
+    assert np.stack(list(media.iter_frames(tmp_path / "deep.mkv"))).dtype == np.uint8  # the default: as shown, 8 bits
+
+
 @pytest.mark.parametrize("fps", [30.0, 24.0, 15.0])
 def test_a_gif_at_a_rate_its_hundredths_cannot_hold_reads_frame_for_frame_at_that_rate(tmp_path, fps):
     # delays of 3, 3, 4 hundredths (30 fps): ffmpeg labels the GIF 33.33 fps, which repeated every third frame
