@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -239,12 +240,13 @@ def iuv_frames(source: Path) -> Iterator[np.ndarray]:
     if source.is_dir() or not media.is_video(source) or not _RGB_16BIT.match(media.pixel_format(source)):
         yield from media.iter_frames(source, read=read_iuv)
         return
-    for index, values in enumerate(media.iter_frames(source, bits=16)):
-        try:
-            yield eight_bits(values)
-        except ValueError as exc:
-            raise UserError(f"{shown(source)} (frame {index}): a 16-bit frame {exc}; make the video from 8-bit values "
-                            "(ffmpeg -c:v ffv1 -pix_fmt bgr0), or give --from-iuv the IUV frames as PNGs") from None  # fmt: skip
+    with closing(media.iter_frames(source, bits=16)) as frames:  # ffmpeg stops when the reader stops early
+        for index, values in enumerate(frames):
+            try:
+                yield eight_bits(values)
+            except ValueError as exc:
+                raise UserError(f"{shown(source)} (frame {index}): a 16-bit frame {exc}; make the video from 8-bit values "
+                                "(ffmpeg -c:v ffv1 -pix_fmt bgr0), or give --from-iuv the IUV frames as PNGs") from None  # fmt: skip
 
 
 #: How a motion that is IUV shows after ``animate`` fitted it (bicubic) or an mp4 blurred it: a
@@ -268,3 +270,38 @@ def looks_like_iuv(frames) -> str | None:
         if int((frames[..., channel][drawn] <= LOOKS_IUV_MAX).sum()) >= LOOKS_IUV_SHARE * count:
             return name
     return None
+
+
+def stored_like_iuv(source: Path, count: int = 8) -> str | None:
+    """``looks_like_iuv`` of up to ``count`` frames spread over ``source`` (a folder of images, one
+    image, a video) read with the values they store (``read_iuv``, ``iuv_frames``), where read as
+    shown they do not look it: 16-bit values 0..255 show nearly black, a transparent background
+    white. None when they do not look like IUV, or cannot be read as IUV images (a JPEG, a blended
+    copy): only a hint, which the frames as shown gave already where they could."""
+    from .. import media
+
+    source = Path(source)
+    try:
+        if source.is_dir():
+            files = media.list_frame_files(source)
+            frames = [read_iuv(files[index]) for index in _spread(len(files), count)]
+        elif media.is_video(source):
+            if not _RGB_16BIT.match(media.pixel_format(source)):
+                return None  # an 8-bit video stores what it shows
+            picked, frames = set(_spread(media.probe(source).frames, count)), []
+            with closing(iuv_frames(source)) as read:
+                for index, frame in enumerate(read):
+                    if index in picked:
+                        frames.append(frame)
+                    if len(frames) == len(picked):
+                        break
+        else:
+            frames = [read_iuv(source)]
+    except (UserError, ValueError, OSError):
+        return None
+    return looks_like_iuv(np.concatenate([frame.reshape(-1, 3) for frame in frames])) if frames else None
+
+
+def _spread(total: int, count: int) -> list[int]:
+    """Up to ``count`` indices spread evenly over ``range(total)``, the first and last among them."""
+    return sorted({int(index) for index in np.linspace(0, total - 1, min(count, total)).round()}) if total else []

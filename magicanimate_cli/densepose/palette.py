@@ -199,12 +199,21 @@ MIN_PERSON_SHARE = 0.001  # below: no person (a 16×16 one in a 512² frame is 0
 
 
 def _iuv_command(motion: Path) -> str:
-    """The command that converts IUV ``motion`` (from its PNG frames when it is a video: a yuv video has lost the exact indices)."""
+    """The command that converts IUV ``motion`` (from its PNG frames when it is a video that is not
+    stored in RGB: a yuv video has lost the exact indices)."""
+    from .. import media
     from ..clip import DENSEPOSE, IMAGES
+    from .iuv import check_iuv_video
 
     if motion.is_dir():
         frames = motion / DENSEPOSE if (motion / IMAGES).is_dir() else motion
         return f"`magicanimate densepose {frames} --from-iuv -o POSES`, then animate POSES"
+    try:
+        as_it_is = media.is_image(motion) or (check_iuv_video(motion) is None)  # a video in lossless RGB of 8 or 16 bits
+    except UserError:  # (stored as yuv)
+        as_it_is = False
+    if as_it_is:
+        return f"`magicanimate densepose {motion} --from-iuv -o POSES`, then animate POSES"
     return ("`magicanimate densepose FRAMES --from-iuv -o POSES` on the IUV PNG frames this video was made from "
             "(a yuv video's colours have lost the exact part indices), then animate POSES")
 
@@ -213,7 +222,8 @@ def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:
     """Warn (``InputWarning``, from the stage's caller) about what makes fitted ``poses`` (uint8 RGB
     ``T×S×S×3``) unlikely to drive the model, and return the messages, judged on up to 8 frames
     spread over the clip: no person at all, no person in most of them, or a person not drawn in the DensePose palette (a raw
-    video, an IUV or parula rendering; one that looks like IUV, ``iuv.looks_like_iuv``, is told to convert it with
+    video, an IUV or parula rendering; one that looks like IUV as shown, ``iuv.looks_like_iuv``, or in the values its
+    files store, ``iuv.stored_like_iuv`` (16 bits, a transparent background), is told to convert it with
     ``densepose --from-iuv``). MagicAnimate's ControlNet was trained on viridis DensePose only, so either gives an
     animation that does not follow the motion. ``strict`` refuses it instead (``UserError``): a batch job stops there,
     before the models load."""
@@ -221,23 +231,25 @@ def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:
     background = clip_background(picked)  # viridis(0) and the border's colour
     _, palette = palette_shares(picked, background)
     empty = sum(palette_shares(frame, background)[0] < MIN_PERSON_SHARE for frame in picked)
-    found = []
-    if empty == len(picked):
+    found, iuv = [], None
+    if empty * 2 > len(picked) or palette < MIN_PALETTE_SHARE:
+        from .iuv import looks_like_iuv, stored_like_iuv
+
+        shown_iuv = looks_like_iuv(picked) if background == (0, 0, 0) and empty * 2 <= len(picked) else None
+        iuv = shown_iuv or stored_like_iuv(motion)  # 16-bit values 0..255 show black, a transparent background white
+    if iuv is not None:
+        found.append(f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels are "
+                     f"viridis part colours) but like DensePose IUV (part indices in the {iuv} channel, on black), which the "
+                     f"animation will not follow; convert it first: {_iuv_command(Path(motion))}")  # fmt: skip
+    elif empty == len(picked):
         found.append(f"{motion}: no person in {len(picked)} frames spread over the clip (only background); "
                      "the animation will show nobody: check the video given to `magicanimate densepose`")
     elif empty * 2 > len(picked):  # as `densepose` refuses a clip with a person in under half its frames (--min-detected 0.5)
         found.append(f"{motion}: no person in {empty} of {len(picked)} frames spread over the clip, so the animation will show "
                      "nobody there: cut the clip to where the person is, or check the video given to `magicanimate densepose`")
     elif palette < MIN_PALETTE_SHARE:
-        from .iuv import looks_like_iuv
-
-        iuv = looks_like_iuv(picked) if background == (0, 0, 0) else None
-        shares = f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels are viridis part colours)"
-        if iuv is None:
-            found.append(f"{shares}, so the animation will probably not follow it; make the poses with `magicanimate densepose VIDEO`")
-        else:
-            found.append(f"{shares} but like DensePose IUV (part indices in the {iuv} channel, on black), which the animation "
-                         f"will not follow; convert it first: {_iuv_command(Path(motion))}")
+        found.append(f"{motion}: does not look like DensePose in MagicAnimate's colours ({palette:.0%} of the person's pixels are "
+                     "viridis part colours), so the animation will probably not follow it; make the poses with `magicanimate densepose VIDEO`")  # fmt: skip
     if strict and found:
         raise UserError(f"{found[0]} (refused: --strict; without it the run goes on with a warning)")
     for message in found:

@@ -166,3 +166,80 @@ def test_an_iuv_motion_is_told_to_be_converted_with_from_iuv(tmp_path):
     with pytest.warns(InputWarning, match=r"will probably not follow it; make the poses with `magicanimate densepose VIDEO`$") as said:
         motion_warnings(colourful, tmp_path / "dp")
     assert "IUV" not in str(said[0].message)
+
+
+def _iuv_clip(count=8, red=False):
+    """``count`` DensePose IUV frames (48², parts 1..24 in stripes, I in blue or red) and their label maps."""
+    rng = np.random.default_rng(1)
+    labels = np.zeros((count, 48, 48), np.uint8)
+    labels[:, 6:42, 14:34] = np.repeat(np.arange(1, 25, dtype=np.uint8), 30)[: 36 * 20].reshape(36, 20)
+    uv = rng.integers(0, 256, (*labels.shape, 2), dtype=np.uint8) * (labels > 0)[..., None].astype(np.uint8)
+    return (np.concatenate([labels[..., None], uv], -1) if red else np.concatenate([uv[..., ::-1], labels[..., None]], -1)), labels
+
+
+def _as_animate_reads(motion):
+    """The fitted poses ``animate`` judges: the motion as shown, fitted to 64² on its background."""
+    from magicanimate_cli import media
+    from magicanimate_cli.crop import fit_square
+
+    return np.stack([fit_square(frame, 64, "crop", BACKGROUND) for frame in media.iter_frames(motion)])
+
+
+def _write_iuv_motion(path, kind):
+    """An IUV motion saved as people save one, which shows other than it stores: 16-bit PNGs (numpy's (I, U, V)
+    made uint16, through OpenCV), PNGs on a transparent background (I red, through Pillow), a 16-bit FFV1 video."""
+    import subprocess
+
+    from PIL import Image
+
+    from magicanimate_cli import media
+
+    iuv, labels = _iuv_clip(red=kind == "transparent")
+    if kind == "16-bit video":
+        subprocess.run([media.ffmpeg_binary(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-s", "48x48", "-framerate",
+                        "25", "-i", "-", "-c:v", "ffv1", "-pix_fmt", "rgb48le", str(path)], input=iuv.astype("<u2").tobytes(), check=True)  # fmt: skip
+        return path
+    path.mkdir()
+    for i, (frame, person) in enumerate(zip(iuv, labels)):
+        if kind == "16-bit":
+            assert pytest.importorskip("cv2").imwrite(str(path / f"{i:04d}.png"), frame[..., ::-1].astype(np.uint16))
+        else:
+            alpha = np.where(person > 0, 255, 0).astype(np.uint8)[..., None]
+            Image.fromarray(np.concatenate([frame, alpha], -1), "RGBA").save(path / f"{i:04d}.png")
+    return path
+
+
+@pytest.mark.parametrize("kind, name, channel", [("16-bit", "deep", "blue"), ("transparent", "clear", "red"),
+                                                 ("16-bit video", "deep.mkv", "blue")])  # fmt: skip
+def test_an_iuv_motion_in_16_bits_or_with_a_transparent_background_is_told_to_be_converted(tmp_path, kind, name, channel):
+    # as shown, 16-bit values 0..255 are nearly black ("no person in 8 frames") and a transparent background
+    # is white ("does not look like DensePose ... make the poses with `magicanimate densepose VIDEO`")
+    from magicanimate_cli.densepose.palette import motion_warnings
+    from magicanimate_cli.errors import InputWarning
+
+    motion = _write_iuv_motion(tmp_path / name, kind)
+    with pytest.warns(InputWarning) as said:
+        found = motion_warnings(_as_animate_reads(motion), motion)
+    assert len(found) == 1 and found == [str(w.message) for w in said if w.category is InputWarning]  # (imageio-ffmpeg leaves pipes to the GC)
+    assert f"but like DensePose IUV (part indices in the {channel} channel, on black)" in found[0]
+    assert found[0].endswith(f"convert it first: `magicanimate densepose {motion} --from-iuv -o POSES`, then animate POSES")
+
+
+def test_real_densepose_renders_are_not_taken_for_iuv(tmp_path):
+    from conftest import parity_fixtures
+    from PIL import Image
+
+    from magicanimate_cli.densepose.palette import motion_warnings
+
+    _, labels = _iuv_clip(16)
+    labels[:12] = 0  # a person in 4 of 16 frames: said as such, not as IUV
+    (tmp_path / "renders").mkdir()
+    for i, frame in enumerate(render_labels(labels)):
+        Image.fromarray(frame).save(tmp_path / "renders" / f"{i:04d}.png")
+    with pytest.warns(UserWarning, match=r"no person in 6 of 8 frames spread over the clip"):
+        motion_warnings(_as_animate_reads(tmp_path / "renders"), tmp_path / "renders")
+    for fixture in parity_fixtures():  # IUV-coloured, but not IUV: its channels span 0..245
+        for motion in (fixture / "inputs" / "motion.mp4", fixture / "inputs" / "motion_frames"):
+            with pytest.warns(UserWarning) as said:
+                motion_warnings(_as_animate_reads(motion), motion)
+            assert [str(w.message) for w in said] and not any("IUV" in str(w.message) for w in said)
