@@ -110,7 +110,7 @@ class Fid:
         feats_g, feats_t = self.sides["g"].result(), self.sides["t"].result()
         note_small_sample("fid", feats_g, notes)
         definition = "Fréchet distance of per-frame features, all frames of all clips"
-        value = fid_from_features(feats_g, feats_t)
+        value = fid_from_features(feats_g, feats_t, notes, "fid")
         return {"fid": _score(value, self.protocol, definition, self.extractor.name, clip_length, len(feats_g))}
 
 
@@ -165,7 +165,7 @@ class VideoMetric:
             more = "more clips" if self.sampling != CLIPS else "more or longer clips, or a smaller --clip-length"
             raise UserError(f"{self.metric}: {len(feats_g)} sample(s); a Fréchet distance needs at least 2 ({more})")
         note_small_sample(self.metric, feats_g, notes)
-        value = fid_from_features(feats_g, feats_t)
+        value = fid_from_features(feats_g, feats_t, notes, self.metric)
         return {self.metric: _score(value, self.protocol, definition, self.extractor.name, length, len(feats_g), note)}
 
 

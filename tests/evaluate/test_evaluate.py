@@ -73,6 +73,19 @@ def test_evaluate_end_to_end_with_injected_networks(tmp_path, rng):
         assert again["overall"][key]["value"] == pytest.approx(score["value"], rel=rel), key
 
 
+def test_a_frechet_distance_of_ill_conditioned_covariances_is_noted_in_the_result(tmp_path, rng):
+    # 12 frames of 64-d features on a large scale: the square root's imaginary part (0.5 on its diagonal) was dropped silently
+    generated, truth = clip_set(tmp_path, rng)
+    notes = {}
+    for scale in (1.0, 100.0):
+        pixels = X.FrameExtractor(lambda batch, scale=scale: batch.flatten(1)[:, :64] * scale, "pixels", size=16)
+        notes[scale] = evaluate(generated, truth, metrics="fid", extractors={"fid": pixels}).to_dict()["notes"]  # what --json prints
+    said = [note for note in notes[100.0] if "imaginary" in note]
+    assert len(said) == 1 and said[0].startswith("fid: the matrix square root of the covariances' product has imaginary parts up to ")
+    assert not any("imaginary" in note for note in notes[1.0])  # round-off at the features' own scale
+    assert any("12 samples for 64-d features" in note for note in notes[1.0])
+
+
 def test_disco_video_protocol_samples_whole_videos(tmp_path, rng):
     pytest.importorskip("cv2")
     generated, truth = clip_set(tmp_path, rng, names=("a", "b", "c"), frames=10)

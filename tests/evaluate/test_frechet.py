@@ -7,7 +7,7 @@ import pytest
 
 from magicanimate_cli.errors import UserError
 from magicanimate_cli.evaluate import extractors as X
-from magicanimate_cli.evaluate.frechet import Batcher, fid_from_features, frechet_distance
+from magicanimate_cli.evaluate.frechet import Batcher, fid_from_features, frechet_distance, statistics
 
 from factories import tiny_frame_net
 
@@ -31,6 +31,44 @@ def test_frechet_distance_matches_direct_scipy_computation(rng):
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-8)
     with pytest.raises(UserError, match="at least 2"):
         fid_from_features(a[:1], b)
+
+
+def test_a_square_root_with_an_imaginary_diagonal_is_said_not_dropped_silently(rng):
+    # the imaginary part was dropped without a word; pytorch-fid refuses more than 1e-3 on the diagonal
+    from magicanimate_cli.evaluate.frechet import IMAGINARY_ATOL, frechet
+
+    found = frechet(np.zeros(2), np.eye(2), np.zeros(2), np.diag([-4.0, 1.0]))  # crafted: sqrtm(diag(-4, 1)) = diag(2i, 1)
+    assert found.imaginary == pytest.approx(2.0) and not found.offset
+    assert found.distance == pytest.approx(2 - 3 - 2 * 1)  # the real part, as torch-fidelity and cd-fvd take it
+    assert frechet(np.zeros(2), np.eye(2), np.zeros(2), np.diag([4.0, 1.0])).imaginary == 0.0
+
+    few = rng.normal(size=(10, 64)), rng.normal(size=(10, 64)) + 0.5  # 10 samples of 64-d features: rank-deficient covariances
+    notes: list[str] = []
+    small = fid_from_features(*few, notes, "fvd")
+    assert notes == []  # at this scale the imaginary part is round-off (about 1e-8)
+    large = fid_from_features(few[0] * 100, few[1] * 100, notes, "fvd")  # the same at 100 times the scale: 1e4 times the distance
+    assert large == pytest.approx(small * 1e4, rel=1e-6)
+    assert len(notes) == 1 and notes[0].startswith("fvd: the matrix square root of the covariances' product has imaginary parts up to ")
+    assert "beyond round-off (pytorch-fid refuses more than 0.001)" in notes[0] and notes[0].endswith("given as the real part; use more samples")
+    assert frechet(*statistics(few[0] * 100), *statistics(few[1] * 100)).imaginary > IMAGINARY_ATOL
+
+
+def test_a_singular_product_gets_eps_on_the_diagonals_and_is_said_without_a_scipy_warning(rng):
+    # SciPy >= 1.16 finds it singular and warns (LinAlgWarning, shown as a traceback-like line) where it returned inf or nan before
+    import warnings
+
+    from magicanimate_cli.evaluate.frechet import EPS, frechet
+
+    a, b = rng.normal(size=(50, 8)), rng.normal(size=(50, 8))
+    a[:, 3] = b[:, 3] = 0.0  # a feature that never fires (a dead ReLU): a zero row and column in both covariances
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = fid_from_features(a, b, notes)
+    assert notes == [f"fid: the covariances' product is singular; {EPS:g} was added to their diagonals, as pytorch-fid does"]
+    kept = [i for i in range(8) if i != 3]
+    assert value == pytest.approx(fid_from_features(a[:, kept], b[:, kept]), abs=1e-4)  # the dead feature adds (almost) nothing
+    assert frechet(*statistics(a), *statistics(b)).offset
 
 
 def test_features_do_not_depend_on_batch_size(rng):
