@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -40,7 +39,7 @@ from .animate import FITS, FUSIONS, POSE_BACKGROUND, SCHEDULES, AnimateConfig
 from .clip import DENSEPOSE, WORK, clip_fps
 from .errors import MissingDependency, UserError, first_line, said_warnings
 from .files import write_text
-from .processes import STOP_SIGNALS, stop_on_signals
+from .processes import STOP_SIGNALS, set_environment, stop_on_signals
 
 DEMO_INSTALL = "pip install 'magicanimate-cli[demo]'"
 DEFAULT_MAX_UPLOAD_MB = 200
@@ -606,11 +605,7 @@ class DemoServer:
             self.page.close()
             self.app.stop()  # Gradio waits for a running worker for 5 s at most: the work folder goes after it
         finally:
-            for key, value in self._env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            set_environment(self._env)
             if self.owns_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -673,8 +668,7 @@ def start(
     # Gradio keeps uploads and the files it serves in GRADIO_TEMP_DIR: keep them in the work folder
     env = {"GRADIO_TEMP_DIR": str(workdir / "gradio"), "GRADIO_EXAMPLES_CACHE": str(workdir / "gradio-examples"),
            "GRADIO_ANALYTICS_ENABLED": "False"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
+    saved = set_environment(env)
     page = None
     try:
         app = DemoApp(models=models, device=device, dtype=dtype, clips=clips, workdir=workdir, progress=progress)
@@ -692,8 +686,7 @@ def start(
         if page is not None:  # launched, or partly: a SIGTERM can come between the launch and the return
             with contextlib.suppress(Exception), contextlib.redirect_stdout(sys.stderr):  # its "Closing server ..."
                 page.close()
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+        set_environment(saved)
         shutil.rmtree(created or workdir, ignore_errors=True)  # what this call made, and only that
         if isinstance(exc, OSError) and "port" in str(exc):  # taken between the check and the launch
             raise UserError(f"--port {port}: {first_line(exc)}; choose another --port") from exc

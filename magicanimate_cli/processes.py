@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 
 
@@ -33,6 +33,28 @@ def parent_death_signal() -> Callable[[int], None] | None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return arm
+
+
+def set_environment(values: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Set these environment variables of this process (``None`` unsets one); return what they
+    were before, which given back to this function undoes the change."""
+    before = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return before
+
+
+@contextmanager
+def environment(values: Mapping[str, str | None]):
+    """``set_environment`` for the block; the variables are as they were after it."""
+    before = set_environment(values)
+    try:
+        yield
+    finally:
+        set_environment(before)
 
 
 STOP_SIGNALS = ("SIGTERM", "SIGHUP")

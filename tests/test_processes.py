@@ -90,3 +90,14 @@ def test_a_second_ctrl_c_during_the_grace_kills_them_at_once(tmp_path, monkeypat
         signal.signal(signal.SIGINT, before)
     assert time.monotonic() - started < 30
     assert all(child.exitcode == -signal.SIGKILL for child in children)
+
+
+def test_environment_sets_and_unsets_for_the_block_and_puts_back_what_was_there(monkeypatch):
+    monkeypatch.setenv("MA_TEST_KEPT", "before")
+    monkeypatch.setenv("MA_TEST_UNSET", "there")
+    monkeypatch.delenv("MA_TEST_NEW", raising=False)
+    with pytest.raises(KeyError):
+        with processes.environment({"MA_TEST_KEPT": "during", "MA_TEST_UNSET": None, "MA_TEST_NEW": "new"}):
+            assert (os.environ["MA_TEST_KEPT"], os.environ.get("MA_TEST_UNSET"), os.environ["MA_TEST_NEW"]) == ("during", None, "new")
+            raise KeyError("the block failed")  # what was there comes back all the same
+    assert (os.environ["MA_TEST_KEPT"], os.environ["MA_TEST_UNSET"], os.environ.get("MA_TEST_NEW")) == ("before", "there", None)

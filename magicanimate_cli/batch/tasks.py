@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NetworkError, StageFailed, UserError, said_warnings, warn_in_one_line, with_warnings
+from ..processes import set_environment
 from .registry import Command, ModelCache, Registry, Unknown, Usage, resolve, resolve_path
 
 COMMANDS = "magicanimate_cli.batch.registry:COMMANDS"
@@ -54,11 +55,7 @@ def use_thread_settings(settings: dict[str, str | None] | None) -> None:
     """
     if settings is None:
         return
-    for name, value in settings.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    set_environment(settings)
     import sys
 
     if "torch" in sys.modules:
