@@ -10,7 +10,7 @@ environment) imports none of that: it sends the command, its arguments and its w
 shows the progress the server reports and prints the result, with the CLI's exit codes.
 
 The protocol is one JSON object per line. The client sends ``{"protocol": 1, "command": ...,
-"args": [...], "cwd": ..., "env": {...}, "process_env": {...}, "width": ..., "debug": false}``; the server answers ``{"started": true}``,
+"args": [...], "cwd": ..., "env": {...}, "process_env": {...}, "width": ..., "debug": false, "umask": ...}``; the server answers ``{"started": true}``,
 ``{"progress": [stage, done, total]}`` and ``{"warning": text}`` lines (an ``InputWarning`` of the
 task, which the client warns with in its own process, so its terminal shows it when it is found)
 and one ``{"record": ...}`` (the batch's task record:
@@ -195,7 +195,8 @@ def submit(
     cwd = os.path.abspath(cwd or os.getcwd())
     env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
     request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env,
-               "process_env": {name: os.environ.get(name) for name in PROCESS_ENV}, "width": _terminal_width(), "debug": bool(debug)}
+               "process_env": {name: os.environ.get(name) for name in PROCESS_ENV}, "width": _terminal_width(), "debug": bool(debug),
+               "umask": _umask()}
     record = None
     with _connect(path) as conn:
         try:
@@ -227,6 +228,13 @@ def submit(
         failed.traceback = record.get("traceback")
         raise failed
     return Forwarded(result, code, record.get("models_loaded"), record.get("summary"), record.get("error") if code else None)
+
+
+def _umask() -> int:
+    """This process's umask (the permissions its files are created without), which only setting it tells."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _terminal_width() -> int:
@@ -539,6 +547,9 @@ def _read_request(conn: sockets.socket, registry, started_with: dict[str, str | 
     width = request.setdefault("width", DEFAULT_WIDTH)
     if not isinstance(width, int) or not 20 <= width <= 1000:
         return "the request's width must be a number of columns from 20 to 1000"
+    umask = request.setdefault("umask", None)  # none from a client that did not say it: the server's
+    if umask is not None and (not isinstance(umask, int) or isinstance(umask, bool) or not 0 <= umask <= 0o777):
+        return "the request's umask must be a number from 0 to 0o777"
     env = request.get("env", {})
     if not isinstance(env, dict) or not all(k in FORWARDED_ENV and isinstance(v, str) for k, v in env.items()):
         return f"the request's environment may only name {', '.join(FORWARDED_ENV)}"
@@ -583,6 +594,19 @@ def _environment(env: dict[str, str]):
                 os.environ[name] = value
 
 
+@contextmanager
+def _umask_of(mask: int | None):
+    """The client's umask (None: the server's) for one task: its files get the permissions a local run's would."""
+    if mask is None:
+        yield
+        return
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def _send(conn: sockets.socket, message: dict) -> None:
     conn.sendall(json.dumps(message, default=str).encode() + b"\n")
 
@@ -616,7 +640,7 @@ def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None], st
 
         try:
             os.chdir(request["cwd"])  # the client's folder: its paths go to the task as typed, as a local run's do
-            with _environment(request.get("env", {})):
+            with _environment(request.get("env", {})), _umask_of(request["umask"]):
                 record = runner.run({"command": request["command"], "args": request["args"]}, progress=report,
                                     summary_width=request["width"], debug=request["debug"],
                                     warned=lambda text: _send_quietly(conn, {"warning": text}))

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ runner = CliRunner()
 
 
 def start(socket_path: Path, code: str | None = None, cwd: Path | None = None, command: list[str] | None = None,
-          env: dict | None = None) -> subprocess.Popen:
+          env: dict | None = None, umask: int = -1) -> subprocess.Popen:
     """A server process on ``socket_path`` (the CLI's ``serve --json``, ``code`` run with the socket
     path as ``sys.argv[1]``, or ``command``), once its socket exists; ``env`` on top of this
     process's environment (None: unset)."""
@@ -37,7 +38,7 @@ def start(socket_path: Path, code: str | None = None, cwd: Path | None = None, c
         command = [sys.executable, "-c", code, str(socket_path)]
     env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
     env = {name: value for name, value in env.items() if value is not None and name != "MAGICANIMATE_SERVER"}
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, umask=umask)
     deadline = time.monotonic() + 60
     while not socket_path.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -359,6 +360,36 @@ def test_the_clients_folder_is_the_current_folder_of_its_task(tmp_path):
     local = cli("frames", "../none.mp4", "-o", "../up", "--json", cwd=victim)
     assert served["none"].returncode == local.returncode == 2 and served["none"].stdout == local.stdout
     assert json.loads(local.stdout)["error"].startswith("../none.mp4: ")
+
+
+def test_a_task_creates_its_files_with_the_clients_umask(tmp_path):
+    sock = tmp_path / "s.sock"
+    proc = start(sock, HELPERS_SERVER, umask=0o022)
+    mask = os.umask(0o077)  # a client that keeps its files private
+    try:
+        private = server.submit("write", ["-o", "private.txt"], socket=sock, cwd=tmp_path)
+        os.umask(0o002)  # a group-shared project folder
+        shared = server.submit("write", ["-o", "shared.txt"], socket=sock, cwd=tmp_path)
+        os.umask(mask)
+        with socket.socket(socket.AF_UNIX) as conn:  # a client that does not say its umask (an older one): the server's
+            conn.connect(str(sock))
+            conn.sendall(json.dumps({"protocol": server.PROTOCOL, "command": "write", "args": ["-o", "unsaid.txt"],
+                                     "cwd": str(tmp_path)}).encode() + b"\n")
+            assert json.loads(conn.makefile("rb").readlines()[-1])["record"]["exit_code"] == 0
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(sock))
+            conn.sendall(json.dumps({"protocol": server.PROTOCOL, "command": "write", "args": ["-o", "odd.txt"],
+                                     "cwd": str(tmp_path), "umask": 0o1000}).encode() + b"\n")
+            refused = json.loads(conn.makefile("rb").readlines()[-1])["record"]
+    finally:
+        os.umask(mask)
+        stop(proc)
+    assert private.exit_code == 0 and shared.exit_code == 0
+    assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "shared.txt").stat().st_mode) == 0o664
+    assert stat.S_IMODE((tmp_path / "unsaid.txt").stat().st_mode) == 0o644
+    assert refused["exit_code"] == 2 and refused["error"] == "the request's umask must be a number from 0 to 0o777"
+    assert not (tmp_path / "odd.txt").exists()
 
 
 def test_preprocess_json_through_a_server_names_its_paths_as_a_local_run_does(tmp_path):
