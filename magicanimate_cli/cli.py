@@ -157,7 +157,8 @@ def main(
 
         if forwardable(ctx.invoked_subcommand, args):
             check_usage(ctx, ctx.invoked_subcommand, args)  # a usage error: the direct run's one line, before sending
-            _run(lambda progress: submit(ctx.invoked_subcommand, args, socket=server, progress=progress, debug=debug), wants_json(args))
+            _run(lambda progress: submit(ctx.invoked_subcommand, args, socket=server, progress=progress, debug=debug, on_say=_say),
+                 wants_json(args))
             raise typer.Exit(0)
     if debug:
         show_library_logs()

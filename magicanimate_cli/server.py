@@ -11,8 +11,9 @@ shows the progress the server reports and prints the result, with the CLI's exit
 
 The protocol is one JSON object per line. The client sends ``{"protocol": 1, "command": ...,
 "args": [...], "cwd": ..., "env": {...}, "process_env": {...}, "width": ..., "debug": false, "umask": ...}``; the server answers ``{"started": true}``,
-``{"progress": [stage, done, total]}`` and ``{"warning": text}`` lines (an ``InputWarning`` of the
-task, which the client warns with in its own process, so its terminal shows it when it is found)
+``{"progress": [stage, done, total]}``, ``{"warning": text}`` lines (an ``InputWarning`` of the
+task, which the client warns with in its own process, so its terminal shows it when it is found),
+``{"say": text}`` lines (what a local run prints on stderr meanwhile: ``models download``'s plan)
 and one ``{"record": ...}`` (the batch's task record:
 ``exit_code``, ``error``, ``result``, ``summary``, ...). One task runs at a time, in the order the
 clients connected, in the client's folder. A client that goes away (Ctrl-C) ends its task at the
@@ -178,11 +179,13 @@ def submit(
     cwd: Path | str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     debug: bool = False,
+    on_say: Callable[[str], None] | None = None,
 ) -> Forwarded:
     """Run ``magicanimate COMMAND ARGS`` on the server at ``socket``, as if typed in ``cwd``.
 
     Relative paths are read against ``cwd`` (default: this process's folder). The server's
-    progress goes to ``progress``; the task's ``InputWarning``s are warned here as they come. Bad
+    progress goes to ``progress``; the task's ``InputWarning``s are warned here as they come, and
+    the text a local run prints on stderr meanwhile (``models download``'s plan) goes to ``on_say``. Bad
     input raises ``UserError`` (the CLI's exit 2), a failed task ``StageFailed`` (exit 1); a
     result whose own exit code is not 0 (a stage of ``preprocess`` failed) is returned with it. The variables of ``FORWARDED_ENV`` hold for the
     task as they are in this process (the task runs in ``cwd``: a relative weights folder is read there);
@@ -209,6 +212,8 @@ def submit(
                         break
                     if "warning" in message:  # the task's InputWarning, when it was found
                         warnings.warn(str(message["warning"]), InputWarning, stacklevel=2)
+                    if on_say is not None and "say" in message:  # what a local run prints on stderr (a plan)
+                        on_say(str(message["say"]))
                     if progress is not None and "progress" in message:
                         stage, done, total = message["progress"]
                         progress(str(stage), int(done), int(total))
@@ -643,7 +648,8 @@ def _serve_one(conn: sockets.socket, runner, counted: Callable[[dict], None], st
             with _environment(request.get("env", {})), _umask_of(request["umask"]):
                 record = runner.run({"command": request["command"], "args": request["args"]}, progress=report,
                                     summary_width=request["width"], debug=request["debug"],
-                                    warned=lambda text: _send_quietly(conn, {"warning": text}))
+                                    warned=lambda text: _send_quietly(conn, {"warning": text}),
+                                    told=None if wants_json(request["args"]) else lambda text: _send_quietly(conn, {"say": text}))
         except OSError as exc:
             record = {**_refused(f"{shown(request['cwd'])}: cannot work in the client's folder ({exc.strerror}); run the command without --server"),
                       "command": request["command"], "args": request["args"]}

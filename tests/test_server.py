@@ -287,7 +287,7 @@ def test_debug_through_a_server_prints_the_servers_traceback(tmp_path, monkeypat
 
     asked = []
 
-    def submit(command, args, *, socket, progress, debug):
+    def submit(command, args, *, socket, progress, debug, on_say):
         asked.append(debug)
         failed = StageFailed("RuntimeError: told to crash")
         failed.traceback = "Traceback (most recent call last):\n  File \"on the server\"\nRuntimeError: told to crash\n" if debug else None
@@ -390,6 +390,26 @@ def test_a_task_creates_its_files_with_the_clients_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "unsaid.txt").stat().st_mode) == 0o644
     assert refused["exit_code"] == 2 and refused["error"] == "the request's umask must be a number from 0 to 0o777"
     assert not (tmp_path / "odd.txt").exists()
+
+
+def test_models_download_says_its_plan_through_a_server_as_a_local_run_does(tmp_path):
+    sock = tmp_path / "s.sock"
+    offline = {"HF_HUB_OFFLINE": "1"}  # the plan's sizes from the pinned manifest: no network
+    proc = start(sock, env=offline)
+    words = ["models", "download", "--dry-run", "--only", "matting", "--models", "weights"]
+    try:
+        served = cli("--server", sock, *words, cwd=tmp_path, env=offline)
+        served_json = cli("--server", sock, *words, "--json", cwd=tmp_path, env=offline)
+    finally:
+        stop(proc)
+    local = cli(*words, cwd=tmp_path, env=offline)
+    local_json = cli(*words, "--json", cwd=tmp_path, env=offline)
+    assert served.returncode == local.returncode == 0, served.stderr
+    assert "1 file(s) to download" in local.stderr and "model.pdparams" in local.stderr
+    assert served.stderr == local.stderr  # the plan, before the result
+    assert served_json.returncode == local_json.returncode == 0
+    assert served_json.stderr == local_json.stderr == ""  # --json: no plan on stderr, one object on stdout
+    assert json.loads(served_json.stdout)["plan"] == json.loads(local_json.stdout)["plan"]
 
 
 def test_preprocess_json_through_a_server_names_its_paths_as_a_local_run_does(tmp_path):

@@ -102,7 +102,9 @@ class Command:
     ``exclude`` for parameters that are not options, a ``model`` loaded once per worker,
     ``gpu`` when Ray should give its tasks a GPU, and ``derived(params)`` for the paths a task
     writes that no option names (``animate --grid`` writes ``OUTPUT_grid`` too; ``matte CLIP``
-    writes ``CLIP/masks``)."""
+    writes ``CLIP/masks``). ``tells`` pairs a callback parameter the CLI gives (without ``--json``)
+    with the function that makes its argument the text the CLI prints on stderr (``models
+    download``'s plan), so that a ``serve`` task tells its client the same."""
 
     name: str
     function: str
@@ -113,6 +115,7 @@ class Command:
     model: ModelCache | None = field(default=None, compare=False)
     gpu: bool = False
     derived: Callable[[dict], list] | None = field(default=None, compare=False)  # outputs named by no option (animate's grid, a clip's folders)
+    tells: tuple[tuple[str, str], ...] = ()  # (callback, "module:formatter"): what the CLI prints on stderr meanwhile (a plan)
 
     def load(self) -> Callable:
         return resolve(self.function)
@@ -499,7 +502,7 @@ COMMANDS = Registry(
         Command("crop", "magicanimate_cli.crop:crop", ("input",), ("output",)),
         Command("flip", "magicanimate_cli.flip:flip", ("clip",), ("output",)),
         Command("preprocess", "magicanimate_cli.preprocess:preprocess", ("inputs...",), types=(("inputs", "path"),)),
-        Command("models download", "magicanimate_cli.models:download"),
+        Command("models download", "magicanimate_cli.models:download", tells=(("on_plan", "magicanimate_cli.models:format_plan"),)),
         Command("models convert", "magicanimate_cli.models:convert"),
         Command("models list", "magicanimate_cli.models:list_models"),
         Command("doctor", "magicanimate_cli.doctor:doctor"),

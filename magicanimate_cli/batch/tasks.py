@@ -141,7 +141,8 @@ class TaskRunner:
 
     # -- running a task
 
-    def run(self, task: dict, progress=None, summary_width: int | None = None, debug: bool = False, warned=None) -> dict:
+    def run(self, task: dict, progress=None, summary_width: int | None = None, debug: bool = False, warned=None,
+            told=None) -> dict:
         """Run one task (``Task.to_dict()``) and return its record: the task plus ``status``
         (done/failed), ``exit_code``, ``error``, ``result``, ``seconds``, ``worker`` (host:pid)
         and ``models_loaded`` (how many models this worker has loaded so far).
@@ -154,13 +155,15 @@ class TaskRunner:
         many columns wide. With ``debug`` the record of a task that failed with an unexpected
         exception (exit 1) also has ``traceback``: its text, as ``--debug`` prints it. ``warned``
         receives each ``InputWarning`` the task gives, as soon as it is given, with its paths as the
-        task wrote them (``server.py`` sends it to its client); every one, also one of a text seen before."""
+        task wrote them (``server.py`` sends it to its client); every one, also one of a text seen before.
+        ``told`` receives the text the CLI prints on stderr while the command runs (``Command.tells``:
+        ``models download``'s plan), its paths as the task wrote them; None: nothing is told."""
         warn_in_one_line()  # a task's InputWarning (a motion that is not DensePose): one line, as the CLI prints it
         started = time.perf_counter()
         reclaim = bool(task.get("reclaim"))
         task = {key: value for key, value in task.items() if key != "reclaim"}
         try:
-            code, result, error, summary = self._run(task["command"], list(task["args"]), reclaim, progress, summary_width, warned)
+            code, result, error, summary = self._run(task["command"], list(task["args"]), reclaim, progress, summary_width, warned, told)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - nothing a task does may end the batch
@@ -180,7 +183,7 @@ class TaskRunner:
         }
 
     def _run(self, command: str, args: list[str], reclaim: bool, progress=None,
-             summary_width: int | None = None, warned=None) -> tuple[int, dict | None, str | None, str | None]:
+             summary_width: int | None = None, warned=None, told=None) -> tuple[int, dict | None, str | None, str | None]:
         try:
             cmd, params, written = self.parse(command, args)
         except (Unknown, Usage) as exc:
@@ -192,6 +195,9 @@ class TaskRunner:
             from ..progress import silent
 
             extra["progress"] = progress or silent
+        if told is not None:
+            for keyword, formatter in cmd.tells:
+                extra[keyword] = lambda value, text=resolve(formatter): told(_as_written(text(value), written))
         said: list[str] = []
         try:
             with _warnings_to(warned, written, said):
