@@ -11,6 +11,7 @@ libraries are found with ``importlib.util.find_spec`` and ``importlib.metadata``
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -297,16 +298,32 @@ def _weights_checks(root: Path, progress: Progress | None = None) -> tuple[list[
     return checks, need
 
 
+ELSEWHERE = "put the weights elsewhere with --models / MAGICANIMATE_MODELS"
+
+
 def check_disk(root: Path, missing_bytes: int = 0) -> list[Check]:
-    from .files import free_bytes
+    """Free space for the missing weights (and a folder they can be written into) and in the temporary folder."""
+    from .files import free_bytes, nearest_existing
     from .weights_manifest import human_size
 
     checks = []
     free = free_bytes(root)
-    if missing_bytes and free < missing_bytes:
-        checks.append(Check("disk (models)", FAIL, f"{human_size(free)} free at {root}, the missing weights need {human_size(missing_bytes, approx=True)}", "free space, or put the weights elsewhere with --models / MAGICANIMATE_MODELS"))
+    folder = nearest_existing(root)  # where `models download` would write (or create the folder)
+    if missing_bytes and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        what, fix = ("is a file", "move it away") if not folder.is_dir() else ("is not writable", "fix its permissions")
+        checks.append(Check("disk (models)", FAIL, f"{folder} {what}: the missing weights cannot be downloaded into {root}", f"{fix}, or {ELSEWHERE}"))
+    elif missing_bytes and free < missing_bytes:
+        checks.append(Check("disk (models)", FAIL, f"{human_size(free)} free at {root}, the missing weights need {human_size(missing_bytes, approx=True)}", f"free space, or {ELSEWHERE}"))
     else:
         checks.append(Check("disk (models)", OK, f"{human_size(free)} free at {root}"))
+    return checks + check_temp_disk()
+
+
+def check_temp_disk() -> list[Check]:
+    from .files import free_bytes
+    from .weights_manifest import human_size
+
+    checks = []
     tmp = Path(tempfile.gettempdir())
     free_tmp = free_bytes(tmp)
     if free_tmp < LOW_DISK:
@@ -317,8 +334,6 @@ def check_disk(root: Path, missing_bytes: int = 0) -> list[Check]:
 
 
 def _models_origin(models: Path | str | None) -> str:
-    import os
-
     from .weights_layout import ENV_VAR, checkout_models_dir
 
     if models:
@@ -342,6 +357,20 @@ def doctor(*, models: Path | str | None = None, progress: Progress | None = None
     checks.append(check_ffmpeg())
     checks.append(densepose_installed())
     checks.append(paddleseg_installed())
+    try:
+        root.exists()
+    except OSError as exc:  # a folder of another user's, say: the other checks still run and say what they find
+        checks.append(Check("models folder", FAIL, f"{root} (from {_models_origin(models)}) cannot be read ({exc.strerror or exc})",
+                            f"fix its permissions, or {ELSEWHERE}"))
+        checks += check_temp_disk()
+    else:
+        checks += _models_checks(root, models, progress)
+    return DoctorReport(ready=not any(c.status == FAIL for c in checks), models=str(root), checks=checks)
+
+
+def _models_checks(root: Path, models: Path | str | None, progress: Progress | None) -> list[Check]:
+    """The models folder, the weights in it and the free space (``root`` can be read)."""
+    checks: list[Check] = []
     if root.exists() and not root.is_dir():  # --models names a file (a checkpoint, say)
         checks.append(Check("models folder", FAIL, f"{root} (from {_models_origin(models)}) is a file", "give the weights folder (official layout) with --models or MAGICANIMATE_MODELS"))
     else:
@@ -349,4 +378,4 @@ def doctor(*, models: Path | str | None = None, progress: Progress | None = None
         weights, missing = _weights_checks(root, progress)
         checks += weights
         checks += check_disk(root, missing)
-    return DoctorReport(ready=not any(c.status == FAIL for c in checks), models=str(root), checks=checks)
+    return checks

@@ -308,12 +308,17 @@ _NAMED = {
 }
 
 
-def free_bytes(path: Path | str) -> int:
-    """The bytes free on the disk that holds ``path``, or would hold it (its nearest existing folder)."""
+def nearest_existing(path: Path | str) -> Path:
+    """``path`` if it exists, else its nearest parent that does (where it would be created)."""
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    return shutil.disk_usage(probe).free
+    return probe
+
+
+def free_bytes(path: Path | str) -> int:
+    """The bytes free on the disk that holds ``path``, or would hold it (its nearest existing folder)."""
+    return shutil.disk_usage(nearest_existing(path)).free
 
 
 def output_of(path: Path | str) -> Path:

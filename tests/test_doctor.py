@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -189,3 +190,36 @@ def test_cli_exit_codes_and_json(tmp_path):
     if PARITY_WEIGHTS.is_dir():
         out = runner.invoke(app, ["doctor", "--models", str(PARITY_WEIGHTS), "--json"])
         assert out.exit_code == 0 and json.loads(out.stdout)["ready"] is True
+
+
+def test_a_models_folder_that_cannot_be_read_is_a_failed_check_not_an_abort(tmp_path, monkeypatch):
+    locked = tmp_path / "theirs" / "models"  # e.g. MAGICANIMATE_MODELS in another user's home
+    stat = Path.stat
+
+    def refused(self, *args, **kwargs):
+        if str(self).startswith(str(locked.parent)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refused)
+    report = doc.doctor(models=locked)
+    checks = by_name(report)
+    assert report.ready is False and report.exit_code == 1
+    assert checks["models folder"].status == doc.FAIL
+    assert checks["models folder"].detail == f"{locked} (from --models) cannot be read (Permission denied)"
+    assert {"python", "torch", "ffmpeg", "disk (temp)"} <= set(checks)  # the rest is still checked and said
+    out = CliRunner().invoke(app, ["doctor", "--models", str(locked), "--json"])
+    assert out.exit_code == 1 and json.loads(out.stdout)["problems"][0].startswith(f"models folder: {locked} (from --models) cannot be read")
+
+
+def test_missing_weights_that_cannot_be_written_fail_the_disk_check(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_bytes(b"x")
+    check = by_name(doc.doctor(models=tmp_path / "a-file" / "models"))["disk (models)"]  # a typo'd path through a file
+    assert check.status == doc.FAIL and check.detail == f"{tmp_path / 'a-file'} is a file: the missing weights cannot be downloaded into {tmp_path / 'a-file' / 'models'}"
+    read_only = tmp_path / "read-only"  # a read-only mount, or a folder of another user's
+    read_only.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == read_only else access(path, mode, **kw))
+    check = by_name(doc.doctor(models=read_only / "models"))["disk (models)"]
+    assert check.status == doc.FAIL and check.detail.startswith(f"{read_only} is not writable") and check.fix.startswith("fix its permissions")
+    assert by_name(doc.doctor(models=tmp_path / "models"))["disk (models)"].status == doc.OK  # writable: as before
