@@ -430,6 +430,7 @@ def _lock(path: Path) -> int:
     if len(os.fsencode(path)) > 100:
         raise UserError(f"{shown(path)}: too long for a Unix socket path (at most about 100 bytes); choose a shorter --socket")
     _private_folder(path.parent)
+    _not_another_file(path)  # before the lock file is made: a refused --socket leaves nothing behind
     lock_path = path.with_name(path.name + ".lock")
     try:
         lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
@@ -451,8 +452,7 @@ def _listen(path: Path) -> sockets.socket:
 
     The socket is bound and listening under a hidden name first, then renamed onto ``path``, so a
     client that sees the file can connect (a bound socket refuses connections until ``listen``)."""
-    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
-        raise UserError(f"{shown(path)}: exists and is not a socket; choose another --socket (nothing was changed)")
+    _not_another_file(path)  # again, the lock held: nothing else may have been put there meanwhile
     hidden = _hidden(path)
     listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
     mask = os.umask(0o177)  # the socket is born 0600
@@ -469,6 +469,12 @@ def _listen(path: Path) -> sockets.socket:
     finally:
         os.umask(mask)
     return listener
+
+
+def _not_another_file(path: Path) -> None:
+    """Refuse a ``--socket`` that names something other than a socket (a file of the user's)."""
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise UserError(f"{shown(path)}: exists and is not a socket; choose another --socket (nothing was changed)")
 
 
 def _hidden(path: Path) -> Path:

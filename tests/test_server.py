@@ -506,6 +506,7 @@ def test_serve_refuses_a_live_socket_and_any_other_file_and_replaces_a_stale_soc
     with pytest.raises(UserError, match="exists and is not a socket; choose another --socket"):
         server.serve(regular, idle_timeout=0.1)
     assert regular.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.sock.lock", "notes.txt"]  # "nothing was changed": no notes.txt.lock
 
     stale = tmp_path / "stale.sock"
     left = socket.socket(socket.AF_UNIX)
