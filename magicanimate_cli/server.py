@@ -10,7 +10,7 @@ environment) imports none of that: it sends the command, its arguments and its w
 shows the progress the server reports and prints the result, with the CLI's exit codes.
 
 The protocol is one JSON object per line. The client sends ``{"protocol": 1, "command": ...,
-"args": [...], "cwd": ..., "env": {...}, "process_env": {...}, "width": ..., "debug": false, "umask": ...}``; the server answers ``{"started": true}``,
+"args": [...], "cwd": ..., "env": {...}, "process_env": {...}, "width": ..., "debug": false, "umask": ..., "version": ...}``; the server answers ``{"started": true}``,
 ``{"progress": [stage, done, total]}``, ``{"warning": text}`` lines (an ``InputWarning`` of the
 task, which the client warns with in its own process, so its terminal shows it when it is found),
 ``{"say": text}`` lines (what a local run prints on stderr meanwhile: ``models download``'s plan)
@@ -43,6 +43,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import __version__
 from .errors import InputWarning, StageFailed, UserError, first_line, shown
 from .processes import stop_on_signals
 
@@ -199,7 +200,7 @@ def submit(
     env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
     request = {"protocol": PROTOCOL, "command": command, "args": [str(arg) for arg in args], "cwd": cwd, "env": env,
                "process_env": {name: os.environ.get(name) for name in PROCESS_ENV}, "width": _terminal_width(), "debug": bool(debug),
-               "umask": _umask()}
+               "umask": _umask(), "version": __version__}
     record = None
     with _connect(path) as conn:
         try:
@@ -545,6 +546,10 @@ def _read_request(conn: sockets.socket, registry, started_with: dict[str, str | 
         return "the request is not JSON; use the magicanimate client (--server)"
     if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
         return f"the client speaks another protocol than this server ({PROTOCOL}); use the same magicanimate version for both"
+    version = request.get("version", __version__)  # none from a client older than this check: not compared
+    if version != __version__:
+        return (f"this server runs magicanimate {__version__}, the client {version!s:.40}: a server keeps the code it started "
+                "with; restart it (`magicanimate serve ...`), or run the command without --server")
     command, args, cwd = request.get("command"), request.get("args"), request.get("cwd")
     if not isinstance(command, str) or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         return "the request needs a command and a list of string arguments"

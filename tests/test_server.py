@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from magicanimate_cli import server
+from magicanimate_cli import __version__, server
 from magicanimate_cli.cli import app
 from magicanimate_cli.errors import InputWarning, UserError
 
@@ -218,6 +218,8 @@ def test_progress_reaches_the_client_and_a_client_that_leaves_stops_its_task(tmp
         (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "/", "env": {"PATH": "/x"}}\n', "may only name MAGICANIMATE_MODELS"),
         (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "/", "process_env": {"PATH": "/x"}}\n',
          "process environment may only name CUDA_VISIBLE_DEVICES"),
+        (b'{"protocol": 1, "command": "write", "args": ["-o", "x"], "cwd": "/", "version": "0.0.1"}\n',
+         "this server runs magicanimate " + __version__ + ", the client 0.0.1: a server keeps the code it started with; restart it"),
         (b"[" * 100_000 + b"\n", "the request is not JSON"),  # deeper than the parser's recursion
         (b"x" * (server.MAX_REQUEST_BYTES + 10), "not one line of at most 1 MiB"),
     ],
