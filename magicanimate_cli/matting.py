@@ -20,7 +20,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -183,7 +183,8 @@ def _import_paddle():
         os.environ.setdefault("GLOG_minloglevel", "2")
     threads = os.environ.get("OMP_NUM_THREADS")
     try:
-        with warnings.catch_warnings():
+        fresh = "paddle" not in sys.modules or "paddleseg" not in sys.modules
+        with warnings.catch_warnings(), _keep_signal_handlers() if fresh else nullcontext():
             warnings.simplefilter("ignore")  # e.g. "No ccache found" from paddle.utils.cpp_extension
             import paddle
             import paddleseg  # noqa: F401
@@ -192,6 +193,36 @@ def _import_paddle():
     finally:
         _give_back_threads(threads)
     return paddle
+
+
+@contextmanager
+def _keep_signal_handlers():
+    """Put back, after the block (paddle's import), the signal handlers Python had set before it.
+
+    Paddle's import installs its own C++ handlers for SIGTERM, SIGABRT, SIGSEGV, ... (to print a
+    "FatalError" report and die), and for SIGTERM that replaces the handler Python had set, an
+    ignored SIGTERM included: a SIGTERM (Slurm's scancel or time limit, ``timeout``, a batch
+    stopping its workers) then killed a ``matte`` or ``preprocess`` run at once, exit 143, with that
+    report and its temporaries left behind, instead of stopping it as Ctrl-C does
+    (``processes.stop_on_signals``: "interrupted", exit 130, nothing left). Only the signals Python
+    handles or ignores are set again (``signal.signal``, as Python installs them); Paddle's reports
+    of native crashes stay. Signal handlers can be set from the main thread only: elsewhere this
+    does nothing.
+    """
+    import signal
+    import threading
+
+    kept = {}
+    if threading.current_thread() is threading.main_thread():
+        for number in signal.valid_signals():
+            handler = signal.getsignal(number)
+            if handler is signal.SIG_IGN or callable(handler):
+                kept[number] = handler
+    try:
+        yield
+    finally:
+        for number, handler in kept.items():
+            signal.signal(number, handler)
 
 
 def _give_back_threads(before: str | None) -> None:

@@ -599,6 +599,44 @@ def test_cli_stdout_is_only_json_in_a_fresh_process(tmp_path, lite_models, clip_
     assert "ccache" not in done.stderr and "[INFO]" not in done.stderr + done.stdout
 
 
+SIGTERM_IN_SECOND_BATCH = """
+import dataclasses, os, signal, sys
+from magicanimate_cli import cli, matting
+matting.MODELS[{model!r}] = dataclasses.replace(matting.MODELS[{model!r}], sha256={pin!r})
+segment, calls = matting.Segmenter.__call__, []
+def call(self, frames):  # Slurm's scancel or time limit, while the second batch is segmented
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return segment(self, frames)
+matting.Segmenter.__call__ = call
+sys.argv[0] = "magicanimate"
+cli.entrypoint()
+"""
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_sigterm_stops_matte_as_ctrl_c_does_though_paddle_was_imported(tmp_path, lite_models, clip_frames, ignored):
+    """Paddle's import put its own C++ handler on SIGTERM over the one the command had set: matte
+    died at once (exit 143, Paddle's "FatalError: Termination signal" report, its temporary masks
+    folder left); and a SIGTERM ignored when it started (as some launchers start jobs) killed it too."""
+    import signal
+
+    frames = _write_folder(tmp_path / "frames", clip_frames[:3], ["a.png", "b.png", "c.png"])
+    code = SIGTERM_IN_SECOND_BATCH.format(model=LITE, pin=matting.MODELS[LITE].sha256)
+    args = ["matte", str(frames), "-o", str(tmp_path / "masks"), "--models", str(lite_models), "--device", "cpu", "--batch-size", "1", "--json"]
+    preexec = (lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)) if ignored else None
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, preexec_fn=preexec)
+    if ignored:
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["a.png", "b.png", "c.png"]
+        return
+    assert done.returncode == 130, done.stderr
+    assert json.loads(done.stdout) == {"ok": False, "error": "interrupted", "exit_code": 130}
+    assert "FatalError" not in done.stderr and done.stderr.strip().splitlines()[-1] == "error: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]  # no masks, no temporaries
+
+
 def test_a_gif_whose_stored_masks_would_not_fit_the_disk_is_refused_before_any_mask_is_made(tmp_path, segmenter, clip_frames, monkeypatch):
     import magicanimate_cli.files
 
