@@ -574,7 +574,7 @@ class MatteResult:
     height: int
     model: str
     soft: bool
-    threshold: float | None
+    threshold: float  # the masks' (hard); with soft the one empty_frames counts with
     smooth: int
     batch_size: int
     device: str
@@ -698,7 +698,7 @@ def matte(
         height=int(height),
         model=segmenter.spec.name,
         soft=soft,
-        threshold=None if soft else threshold,
+        threshold=threshold,  # soft masks are not thresholded, but empty_frames is counted with it
         smooth=smooth,
         batch_size=batch_size,
         device=segmenter.device,

@@ -189,6 +189,18 @@ def test_hard_masks_are_the_thresholded_soft_masks(tmp_path, lite_models, segmen
     np.testing.assert_array_equal((hard > 0)[decided], (prob > 0.5)[decided])
 
 
+def test_soft_results_say_the_threshold_their_empty_frames_are_counted_with(tmp_path, segmenter, clip_frames):
+    """With --soft the result said `threshold: null`, yet `empty_frames` was counted with --threshold
+    (0.5 unless given): the JSON did not say what its own count meant."""
+    source = _write_folder(tmp_path / "frames", clip_frames[:3], [media.frame_name(i) for i in range(3)])
+    for threshold in (0.3, 1.0):
+        out = tmp_path / f"soft-{threshold}"
+        result = matting.matte(source, out, soft=True, threshold=threshold, segmenter=segmenter)
+        soft = _read_masks(out)
+        assert result.soft is True and result.threshold == threshold
+        assert result.empty_frames == int(sum(not (m >= threshold * 255).any() for m in soft))
+
+
 def test_batch_size_does_not_change_masks(tmp_path, lite_models, segmenter, clip_frames):
     source = _write_folder(tmp_path / "frames", clip_frames, [media.frame_name(i) for i in range(6)])
     for batch in (1, 4, 8):
