@@ -740,6 +740,8 @@ def _checked(input, output, *, model, threshold, batch_size, smooth, device, ove
     clip = plan.source.parent if plan.mode == "clip" else None  # its parts but masks/ are never written over (-o CLIP/densepose)
     others = [part for part in parts_of(clip) if part != clip / MASKS] if clip is not None else []
     media.check_output(plan.output, overwrite, protect=(plan.source, *others))
+    if plan.mode in ("clip", "frames"):  # from the headers: a frame of another size fails now, not after the frames before it
+        media.check_frame_sizes(plan.source)
     info = _probe(plan)
     if fps is not None and media.is_video(plan.source) and not media.same_rate(fps, info.fps):
         raise UserError(f"--fps {fps:g}: {plan.source} is read at its own {info.fps:g} fps; --fps is for a frames folder")

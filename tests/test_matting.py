@@ -351,6 +351,27 @@ def test_gpu_without_cuda_is_a_user_error(lite_models):
             matting.load_segmenter(LITE, lite_models, device=device, download=False)
 
 
+def test_a_frame_of_another_size_is_refused_before_any_mask_is_made(tmp_path, segmenter, clip_frames):
+    """The frames were checked one by one as they were read: a last frame of another size failed the
+    run after every mask before it had been computed (in a batch, after the segmenter was loaded)."""
+
+    class Unused:  # the segmenter, but making a mask fails the test
+        def __getattr__(self, name):
+            return getattr(segmenter, name)
+
+        def __call__(self, frames):
+            raise AssertionError("a mask was made")
+
+    frames = _write_folder(tmp_path / "frames", clip_frames[:3], ["00000.png", "00001.png", "00002.png"])
+    Image.fromarray(clip_frames[3][:, :-2]).save(frames / "00003.png")
+    message = r"00003\.png: size 94x80 differs from the first frame's 96x80; resize the folder"
+    with pytest.raises(UserError, match=message):
+        matting.check_matte(frames, tmp_path / "masks")
+    with pytest.raises(UserError, match=message):
+        matting.matte(frames, tmp_path / "masks", segmenter=Unused())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+
+
 def test_bad_paths_are_user_errors(tmp_path, clip_frames, segmenter):
     frames = _write_folder(tmp_path / "frames", clip_frames[:1], ["00000.png"])
     with pytest.raises(UserError, match="no such file"):
