@@ -240,10 +240,9 @@ def _give_back_threads(before: str | None) -> None:
     core = sys.modules.get("paddle.base.core")
     if core is not None and hasattr(core, "set_num_threads") and chosen is not None and chosen.isdigit():
         core.set_num_threads(int(chosen))
-    if before is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = before
+    from .processes import set_environment
+
+    set_environment({"OMP_NUM_THREADS": before})
 
 
 INSTALL_HINT = (

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputWarning, StageFailed, UserError, first_line, shown
-from .processes import stop_on_signals
+from .processes import environment, stop_on_signals
 
 PROTOCOL = 1
 MAX_REQUEST_BYTES = 1 << 20
@@ -591,23 +591,9 @@ def _env_refusal(client: dict[str, str | None], server: dict[str, str | None]) -
             f"`{start} magicanimate serve ...`, or run the command without --server")
 
 
-@contextmanager
 def _environment(env: dict[str, str]):
     """The client's values of ``FORWARDED_ENV`` (unset where it has none) for one task."""
-    saved = {name: os.environ.get(name) for name in FORWARDED_ENV}
-    try:
-        for name in FORWARDED_ENV:
-            if name in env:
-                os.environ[name] = env[name]
-            else:
-                os.environ.pop(name, None)
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return environment({name: env.get(name) for name in FORWARDED_ENV})
 
 
 @contextmanager

@@ -17,9 +17,7 @@ Tests build the same wrappers around small random-weight networks (``FrameExtrac
 
 from __future__ import annotations
 
-import os
 import pickle
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,22 +247,12 @@ class InceptionPool3:
         return x.flatten(1)
 
 
-@contextmanager
 def _weights_only_loads():
     """Within the block every ``torch.load`` reads weights only, even one that asks for
     ``weights_only=False`` (torch's own switch, ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``)."""
-    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ[names[0]] = "1"
-    os.environ.pop(names[1], None)  # torch refuses both at once
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    from ..processes import environment
+
+    return environment({"TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": None})  # torch refuses both at once
 
 
 def load_inception(path: Path):
