@@ -319,6 +319,8 @@ def _checked(input, output, *, labels, from_iuv, config, weights, batch_size, mi
         _check_iuv_options(input, config=config, weights=weights, batch_size=batch_size, min_score=min_score, max_people=max_people,
                            estimator=estimator)  # fmt: skip
     plan = _plan(input, output, media.output_path(labels, "--labels") if labels is not None else None, fps)
+    if not from_iuv and plan.source.is_dir():
+        media.check_frame_sizes(plan.source)  # headers only: a frame of another size is refused before the model runs, not when reached
     if from_iuv:
         if media.is_video(plan.source):
             from .iuv import check_iuv_video

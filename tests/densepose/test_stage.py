@@ -617,3 +617,14 @@ def test_importing_the_stage_loads_neither_numpy_nor_torch():
     assert out == ["False", "False"]
 
 
+
+
+def test_a_frame_of_another_size_is_refused_before_the_model_runs(tmp_path):
+    # the folder was read frame by frame: the frames before the odd one were estimated (GPU time)
+    # and their work left behind, then the run stopped on it
+    frames_folder(tmp_path / "in", 5)
+    Image.fromarray(np.zeros((H + 8, W, 3), np.uint8)).save(tmp_path / "in" / "0005.png")
+    fake = FakeEstimator(PLAN)
+    with pytest.raises(UserError, match=r"0005\.png: size 64x56 differs from the first frame's 64x48; resize the folder"):
+        densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=fake)
+    assert fake.batches == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
