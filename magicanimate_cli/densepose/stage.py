@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..clip import DENSEPOSE as CLIP_OUTPUT
@@ -114,6 +114,7 @@ class _Work:
         self.folder = output.parent / f".{output.name}.densepose-work"
         self.state = self.folder / "state.json"
         self.records = self.folder / "frames.jsonl"
+        self.model = self.folder / "model.json"  # what the result says of the model that made the labels
         self.identity = {"version": WORK_VERSION, **identity}
         self.people: list[int] = []
         self.resumed = 0
@@ -167,6 +168,21 @@ class _Work:
                 handle.write(json.dumps({"i": index, "people": self.people[index]}) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+    def note_model(self, model: _Model) -> None:
+        """Keep what the result says of the model (device, weights file and digest) for a run that
+        finds every frame's labels made and loads no model."""
+        from ..files import write_text
+
+        write_text(self.model, json.dumps(asdict(model)), replace=True)
+
+    def noted_model(self, model: _Model) -> _Model:
+        """The model an earlier run noted (``note_model``) if it is ``model``, else ``model``."""
+        try:
+            noted = _Model(**json.loads(self.model.read_text()))
+        except (OSError, ValueError, TypeError):
+            return model
+        return noted if noted.key == model.key else model
 
     def read(self, name: str):
         from .. import media
@@ -267,7 +283,10 @@ def densepose(
 
                 estimator = load_estimator(config, weights, models, device, min_score, max_people, progress)
             model = model.of(estimator)
+            work.note_model(model)
             _estimate(plan, work, estimator, settings, progress)
+        elif not from_iuv:  # every frame's labels made by an earlier run (e.g. one stopped by --min-detected): its model
+            model = work.noted_model(model)
         repair = _repair(Path(input), plan, work, settings, from_iuv)
         _render(plan, work, repair.sources, smooth, overwrite, progress)
         work.remove()

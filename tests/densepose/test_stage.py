@@ -628,3 +628,25 @@ def test_a_frame_of_another_size_is_refused_before_the_model_runs(tmp_path):
     with pytest.raises(UserError, match=r"0005\.png: size 64x56 differs from the first frame's 64x48; resize the folder"):
         densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=fake)
     assert fake.batches == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_run_that_finds_every_label_made_names_the_model_that_made_them(tmp_path, monkeypatch):
+    # the documented way on after --min-detected stops a run (the same command with --fill-missing)
+    # runs no model, and its --json said "weights": null, "weights_sha256": null, "device": "n/a"
+    from magicanimate_cli.cli import app
+
+    class Loaded(FakeEstimator):  # as load_estimator() returns it: the model's key and what the result names
+        name, key = est.model_key(None, None)
+        weights, weights_sha256, device = tmp_path / "model.pkl", "ab" * 32, "cuda:0"
+
+    frames_folder(tmp_path / "in", 5)
+    monkeypatch.setattr(est, "require_detectron2", lambda: None)
+    monkeypatch.setattr(est, "load_estimator", lambda *args, **kwargs: Loaded(SPARSE))
+    argv = ["densepose", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--json"]
+    assert CliRunner().invoke(app, argv).exit_code == 1  # below --min-detected: the labels are kept
+    monkeypatch.setattr(est, "load_estimator", lambda *args, **kwargs: pytest.fail("no model is needed"))
+    done = CliRunner().invoke(app, [*argv, "--fill-missing"])
+    assert done.exit_code == 0, done.output
+    payload = json.loads(done.stdout)
+    assert payload["resumed"] == 5 and payload["model"] == "densepose_rcnn_R_50_FPN_s1x" and payload["device"] == "cuda:0"
+    assert payload["weights"] == str(tmp_path / "model.pkl") and payload["weights_sha256"] == "ab" * 32
