@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..device import resolve_device
-from ..errors import MissingDependency, UserError, debugging
+from ..errors import MissingDependency, UserError, debugging, first_line
 from ..weights_manifest import sha256_file
 
 DETECTRON2_REPO = "https://github.com/facebookresearch/detectron2.git"
@@ -261,8 +261,10 @@ def load_pickle_weights(path: Path) -> dict:
     try:
         with open(path, "rb") as handle:
             data = _ArrayUnpickler(handle, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path}: not a weights pickle this tool will read ({exc}); pass a detectron2 model-zoo .pkl or a .pth") from exc
+    except OSError:
+        raise  # (not readable at all: the CLI names the file and the fix)
+    except Exception as exc:  # noqa: BLE001 - damaged bytes fail anywhere: a huge length, an array indexed by a string
+        raise UserError(f"{path}: not a weights pickle this tool will read ({first_line(exc)}); pass a detectron2 model-zoo .pkl or a .pth") from exc
     if not isinstance(data, dict):
         raise UserError(f"{path}: holds a {type(data).__name__}, not a checkpoint dict")
     tensors = data.get("model", data.get("blobs", data))

@@ -65,6 +65,23 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
         est.load_pickle_weights(tmp_path / "objects.pkl")
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"\x80\x04\x8e" + (2**62).to_bytes(8, "little"),  # a length no memory holds: MemoryError
+        pickle.dumps(np.zeros(2, np.float32), protocol=2)[:-1] + b"X\x01\x00\x00\x00aK\x01s.",  # array["a"] = 1: IndexError
+    ],
+    ids=["huge length", "array indexed by a string"],
+)
+def test_a_damaged_weights_file_is_a_one_line_error_naming_it(tmp_path, damage):
+    # bytes flipped in a --weights file (a zoo file is checked by its sha256 first) escaped as
+    # "MemoryError" or "IndexError: only integers, slices ..." with exit 1
+    (tmp_path / "model.pkl").write_bytes(damage)
+    with pytest.raises(UserError, match=r"model\.pkl: not a weights pickle this tool will read .*pass a detectron2 model-zoo \.pkl") as info:
+        est.load_pickle_weights(tmp_path / "model.pkl")
+    assert "\n" not in str(info.value) and "()" not in str(info.value)
+
+
 @pytest.fixture()
 def served(tmp_path):
     """A loopback HTTP server over tmp_path/www."""
