@@ -111,6 +111,7 @@ class _Work:
     """The per-frame label maps of a run, kept in ``.<output>.densepose-work/`` until the outputs exist."""
 
     def __init__(self, output: Path, identity: dict) -> None:
+        self.output = output
         self.folder = output.parent / f".{output.name}.densepose-work"
         self.state = self.folder / "state.json"
         self.records = self.folder / "frames.jsonl"
@@ -131,8 +132,11 @@ class _Work:
                 self.resumed = len(self.people)
                 return
             shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True)
-        self.state.write_text(json.dumps(self.identity))
+        from ..files import writing
+
+        with writing(self.output):  # a full disk names the output (a write names no file)
+            self.folder.mkdir(parents=True)
+            self.state.write_text(json.dumps(self.identity))
 
     def _read_records(self, names: list[str]) -> list[int]:
         """The records up to the first torn or unusable one, which is cut off with all after it, so
@@ -158,11 +162,12 @@ class _Work:
 
     def add(self, names: list[str], label_maps, people: list[int]) -> None:
         from .. import media
+        from ..files import writing
 
         for label_map, count in zip(label_maps, people):
             media.write_png(self.folder / names[len(self.people)], label_map, replace=True)  # the run's own work folder
             self.people.append(count)
-        with open(self.records, "a") as handle:
+        with writing(self.output), open(self.records, "a") as handle:  # a full disk names the output (a write names no file)
             for offset in range(len(people)):
                 index = len(self.people) - len(people) + offset
                 handle.write(json.dumps({"i": index, "people": self.people[index]}) + "\n")

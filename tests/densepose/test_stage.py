@@ -650,3 +650,41 @@ def test_a_run_that_finds_every_label_made_names_the_model_that_made_them(tmp_pa
     payload = json.loads(done.stdout)
     assert payload["resumed"] == 5 and payload["model"] == "densepose_rcnn_R_50_FPN_s1x" and payload["device"] == "cuda:0"
     assert payload["weights"] == str(tmp_path / "model.pkl") and payload["weights_sha256"] == "ab" * 32
+
+
+FULL_DISK = """
+import shutil, sys
+from pathlib import Path
+sys.path[:0] = sys.argv[1:3]
+from densepose_helpers import PLAN, FakeEstimator
+from magicanimate_cli.densepose import densepose
+from magicanimate_cli.errors import UserError
+
+disk = Path(sys.argv[4])
+with open(disk / "filler", "wb") as handle:
+    handle.write(bytes(shutil.disk_usage(disk).free - 3000))  # under one page: the first byte of a new file fails
+try:
+    densepose(sys.argv[3], disk / "out", estimator=FakeEstimator(PLAN))
+except UserError as exc:
+    print(exc)
+"""
+
+
+def test_a_full_disk_as_the_work_starts_names_the_output(tmp_path):
+    # writing the work folder's state (and its records) raised a bare OSError, which the CLI
+    # reported as "No space left on device while writing the output", naming nothing
+    import subprocess
+    from pathlib import Path
+
+    from disk_helpers import _MOUNT, small_disk_available
+
+    if not small_disk_available():
+        pytest.skip("no user namespaces for a small tmpfs here")
+    frames_folder(tmp_path / "in", 5)
+    (tmp_path / "disk").mkdir()
+    here = Path(__file__).resolve()
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", _MOUNT, "sh", "400k", str(tmp_path / "disk"), sys.executable, "-c", FULL_DISK,
+                           str(here.parent), str(here.parents[2]), str(tmp_path / "in"), str(tmp_path / "disk")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{tmp_path / 'disk' / 'out'}: cannot write it (No space left on device); free space on that disk or choose an output on another one"
