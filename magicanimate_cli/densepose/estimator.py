@@ -152,11 +152,23 @@ def resolve_model(config: str | Path | None) -> tuple[ModelSpec | None, Path | N
 
 def model_key(config: str | Path | None, weights: str | Path | None) -> tuple[str, str]:
     """The model's display name, and what its labels depend on (a resumed run must match it):
-    the zoo model or the YAML file, and the weights file or the zoo's. No detectron2 import."""
+    the zoo model or the YAML file, and the weights file or the zoo's (pinned by its sha256); a
+    file by its path, size and time, so one replaced under the same name starts the work afresh.
+    No detectron2 import."""
     spec, yaml_file = resolve_model(config)
     name = spec.name if spec is not None else yaml_file.stem
-    source = spec.name if spec is not None else str(yaml_file.resolve())
-    return name, f"{source}|{Path(weights).expanduser().resolve() if weights else 'zoo'}"
+    source = spec.name if spec is not None else _file_key(yaml_file)
+    return name, f"{source}|{_file_key(Path(weights).expanduser()) if weights else 'zoo'}"
+
+
+def _file_key(path: Path) -> str:
+    """A file as ``model_key`` tells it: its path, and its size and time where it is there."""
+    path = path.resolve()
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(path)
+    return f"{path}@{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def build_config(config: str | Path | None = None, *, device: str = "cpu", min_score: float = 0.8, max_people: int = 1):

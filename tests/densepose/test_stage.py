@@ -688,3 +688,24 @@ def test_a_full_disk_as_the_work_starts_names_the_output(tmp_path):
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{tmp_path / 'disk' / 'out'}: cannot write it (No space left on device); free space on that disk or choose an output on another one"
+
+
+def test_weights_replaced_under_the_same_name_start_the_work_afresh(tmp_path):
+    # the resume key held the weights' path alone: an interrupted run's labels, made by the old
+    # file, were kept beside the new file's, and the result named the new one
+    from magicanimate_cli.densepose.estimator import model_key
+
+    frames_folder(tmp_path / "in", 5)
+    weights = tmp_path / "model.pkl"
+
+    def estimator(**kwargs):
+        fake = FakeEstimator(PLAN, **kwargs)
+        fake.key = model_key(None, weights)[1]  # as load_estimator keys the estimator it loads
+        return fake
+
+    weights.write_bytes(b"first checkpoint")
+    with pytest.raises(KeyboardInterrupt):
+        densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=estimator(fail_on_call=2))
+    weights.write_bytes(b"a retrained checkpoint")
+    fake = estimator()
+    assert densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=fake).resumed == 0 and fake.seen == [0, 1, 2, 3, 4]
