@@ -594,6 +594,7 @@ class _Plan:
     source: Path  # what media reads: a video, a frames folder or an image
     output: Path
     names: list[str] | None  # output file names (folder output), frame for frame
+    files: list[Path] | None = None  # the frames they are named after, as listed then: exactly those are read
 
 
 def _plan(input: Path, output: Path | None) -> _Plan:
@@ -619,7 +620,7 @@ def _plan(input: Path, output: Path | None) -> _Plan:
     animated = mode != "image" and media.is_video_output(output)  # (out.webp: an animated WebP of the masks)
     if media.is_image(output) and not animated and (mode != "image" or output.suffix.lower() != ".png"):
         raise UserError(f"{output}: masks are PNG; give a folder, an .mp4, or (for one image) a .png file")
-    names = None  # a video's frames become 00000.png, 00001.png, ...
+    names = files = None  # a video's frames become 00000.png, 00001.png, ...
     if not media.is_video_output(output) and not media.is_image(output):
         if mode in ("clip", "frames"):
             files = media.list_frame_files(source)
@@ -628,7 +629,7 @@ def _plan(input: Path, output: Path | None) -> _Plan:
             names = [file.stem + ".png" for file in files]
             if len(set(names)) != len(names):
                 raise UserError(f"{source}: two frames share a name apart from the extension; rename them")
-    return _Plan(mode, source, output, names)
+    return _Plan(mode, source, output, names, files if names is not None else None)
 
 
 def _batches(frames: Iterable, size: int) -> Iterator[list]:
@@ -783,7 +784,7 @@ def _masks(
     from . import media
 
     def soft_masks() -> Iterator:
-        for batch in _batches(media.iter_frames(plan.source, allow_truncated=allow_truncated), config.batch_size):
+        for batch in _batches(media.iter_frames(plan.source, allow_truncated=allow_truncated, files=plan.files), config.batch_size):
             yield from quantize(segmenter(np.stack(batch)))
 
     for mask in temporal_median(soft_masks(), config.smooth):
@@ -808,9 +809,7 @@ def _write_masks(plan: _Plan, masks: Iterator, fps: float, overwrite: bool) -> N
             media.write_png(plan.output, first, replace=overwrite)
     else:
         with media.FrameWriter(plan.output, overwrite=overwrite) as writer:
-            for index, mask in enumerate(masks):
-                if plan.names is not None and index >= len(plan.names):
-                    raise UserError(f"{plan.source}: more frames than files; the folder changed during the run")
+            for index, mask in enumerate(masks):  # (a folder's frames: those planned, one for each name)
                 writer.write(mask, name=plan.names[index] if plan.names is not None else None)
 
 

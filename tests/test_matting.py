@@ -171,6 +171,21 @@ def test_frames_folder_masks_keep_names_and_size(tmp_path, lite_models, segmente
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
+def test_a_frame_removed_during_the_run_is_named_not_every_later_mask_shifted(tmp_path, segmenter, clip_frames, monkeypatch):
+    names = [f"{i:05d}.png" for i in range(4)]
+    source = _write_folder(tmp_path / "frames", clip_frames[:4], names)
+    probe = matting._probe
+
+    def removing(plan):  # after the masks' names are planned (a batch's model load): another job takes frame 00001 away
+        (source / "00001.png").unlink(missing_ok=True)
+        return probe(plan)
+
+    monkeypatch.setattr(matting, "_probe", removing)
+    with pytest.raises(UserError, match=r"00001\.png: removed while the run read"):
+        matting.matte(source, tmp_path / "masks", segmenter=segmenter)
+    assert not (tmp_path / "masks").exists()  # no masks named after frames they are not of
+
+
 def test_hard_masks_are_the_thresholded_soft_masks(tmp_path, lite_models, segmenter, clip_frames):
     source = _write_folder(tmp_path / "frames", clip_frames, [media.frame_name(i) for i in range(6)])
     matting.matte(source, tmp_path / "soft", soft=True, segmenter=segmenter)

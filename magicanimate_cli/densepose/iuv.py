@@ -228,17 +228,18 @@ def check_iuv_video(path: Path) -> None:
         )
 
 
-def iuv_frames(source: Path) -> Iterator[np.ndarray]:
+def iuv_frames(source: Path, files: list[Path] | None = None) -> Iterator[np.ndarray]:
     """The frames of IUV images (a folder of them, one image, or a video ``check_iuv_video`` passed)
     as uint8 RGB holding the values stored: image files as ``read_iuv`` reads them, and a 16-bit
     video's frames likewise (their 16-bit values through ``eight_bits``; read as 8 bits, ffmpeg
     scales them down: values 0..255 came out nearly black, and were refused as not IUV).
-    A 16-bit frame of other values is refused (``UserError``, naming the video and the frame)."""
+    A 16-bit frame of other values is refused (``UserError``, naming the video and the frame).
+    ``files``: a folder's frames as a run planned them (``media.iter_frames``)."""
     from .. import media
 
     source = Path(source)
     if source.is_dir() or not media.is_video(source) or not _RGB_16BIT.match(media.pixel_format(source)):
-        yield from media.iter_frames(source, read=read_iuv)
+        yield from media.iter_frames(source, read=read_iuv, files=files)
         return
     with closing(media.iter_frames(source, bits=16)) as frames:  # ffmpeg stops when the reader stops early
         for index, values in enumerate(frames):

@@ -38,6 +38,7 @@ class _Plan:
     sound: Path | None = None  # the video whose sound a video output keeps: the input, or a clip folder's source
     clip: Path | None = None  # the input when it is a clip folder: its other parts are never written over
     size: tuple[int, int] = (0, 0)  # width, height of the frames (the renders')
+    files: list[Path] | None = None  # a frames folder's frames as listed for ``names``: exactly those are read
 
 
 def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | None = None) -> _Plan:
@@ -86,14 +87,14 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
         if fps is not None and not media.same_rate(fps, info.fps):
             raise UserError(f"--fps {fps:g}: {source} is read at its own {info.fps:g} fps; --fps is for a frames folder")
         count, fps, size = info.frames, info.fps, (info.width, info.height)
-        names = [media.frame_name(i) for i in range(count)]
+        names, files = [media.frame_name(i) for i in range(count)], None
         stat = source.stat()
         identity = {"input": str(source.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
     if count == 0:
         raise UserError(f"{source}: no frames")
     sound = source if media.is_video(source) else sound_of(input) if source == input / CLIP_IMAGES else None  # a clip: its video
     clip = input if source == input / CLIP_IMAGES else None
-    return _Plan(source, output, labels, names, count, fps, identity, sound, clip, size)
+    return _Plan(source, output, labels, names, count, fps, identity, sound, clip, size, files)
 
 
 def _writer(path: Path, names: list[str], fps: float, overwrite: bool, sound: dict | None = None):
@@ -437,7 +438,7 @@ def _estimate(plan: _Plan, work: _Work, estimator, settings: DensePoseConfig, pr
         batch.clear()
         progress("densepose", len(work.people), plan.count)
 
-    for index, frame in enumerate(media.iter_frames(plan.source)):
+    for index, frame in enumerate(media.iter_frames(plan.source, files=plan.files)):
         if index >= plan.count:
             break
         if index >= len(work.people):
@@ -462,11 +463,10 @@ def _read_iuv(plan: _Plan, work: _Work, progress: Progress) -> None:
 def _iuv_labels(plan: _Plan, work: _Work, progress: Progress) -> None:
     from contextlib import closing
 
-    from .. import media
     from .iuv import clip_channel, iuv_frames, labels_from_iuv
 
-    files = media.list_frame_files(plan.source) if plan.source.is_dir() else None
-    with closing(iuv_frames(plan.source)) as frames:
+    files = plan.files
+    with closing(iuv_frames(plan.source, files)) as frames:
         channel = clip_channel(frames)  # one for the whole clip, as its frames were saved one way
     start, maps = len(work.people), []
     progress("densepose", len(work.people), plan.count)
@@ -476,7 +476,7 @@ def _iuv_labels(plan: _Plan, work: _Work, progress: Progress) -> None:
         maps.clear()
         progress("densepose", len(work.people), plan.count)
 
-    for index, frame in enumerate(iuv_frames(plan.source)):
+    for index, frame in enumerate(iuv_frames(plan.source, files)):
         if index >= plan.count:
             break
         if index < start:  # an interrupted run's

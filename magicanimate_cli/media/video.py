@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,11 +103,16 @@ def _counted_frames(path: Path, fps: float) -> int | None:
     return int(frames[-1]) if done.returncode == 0 and frames and frames[-1].isdigit() else None
 
 
-def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = False, read=read_image, bits: int = 8) -> Iterator[np.ndarray]:
+def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = False, read=read_image, bits: int = 8,
+                files: Sequence[Path] | None = None) -> Iterator[np.ndarray]:
     """Frames of a video, a frames folder or a single image, as uint8 RGB, one at a time; the
     image files read by ``read`` (default ``read_image``: as shown). ``bits=16`` reads a video's
     frames as uint16 RGB (ffmpeg's ``rgb48le``): the values a 16-bit video stores, of which 8-bit
     frames keep only the high bytes (image files are still ``read``'s).
+
+    ``files``: a frames folder's frames as a run listed them when it planned its outputs' names:
+    exactly those are read, so a frame removed meanwhile is an error naming it (and one added is
+    not read), never every later frame shifted onto its predecessor's name.
 
     A frames folder must hold frames of one size unless ``same_size`` is False. A video that
     ffmpeg cannot decode to its end (a cut-off download, a damaged file) raises ``UserError`` after
@@ -115,11 +120,14 @@ def iter_frames(path: Path, same_size: bool = True, allow_truncated: bool = Fals
     """
     path = Path(path)
     if path.is_dir():
-        files = list_frame_files(path)
+        planned = files is not None
+        files = list_frame_files(path) if files is None else list(files)
         if not files:
             raise UserError(f"{shown(path)}: folder has no image frames (expected 00000.png, 00001.png, ...)")
         shape = None
         for file in files:
+            if planned and not file.is_file():
+                raise UserError(f"{shown(file)}: removed while the run read {shown(path)}; put it back, or run again on the folder as it is")
             frame = read(file)
             if same_size and shape is not None and frame.shape != shape:
                 raise UserError(f"{shown(file)}: size {frame.shape[1]}x{frame.shape[0]} differs from the first frame; resize the folder")

@@ -709,3 +709,19 @@ def test_weights_replaced_under_the_same_name_start_the_work_afresh(tmp_path):
     weights.write_bytes(b"a retrained checkpoint")
     fake = estimator()
     assert densepose(tmp_path / "in", tmp_path / "out", batch_size=2, estimator=fake).resumed == 0 and fake.seen == [0, 1, 2, 3, 4]
+
+
+def test_a_frame_removed_while_the_model_loads_is_named_not_every_later_label_shifted(tmp_path, monkeypatch):
+    # the frames were listed again when reading began: every frame after the removed one was
+    # estimated under its predecessor's name, and the last name was filled in as "nobody found"
+    frames_folder(tmp_path / "in", 5)
+
+    def loading(*args, **kwargs):  # meanwhile another job takes a frame away
+        (tmp_path / "in" / "0003.png").unlink()
+        return FakeEstimator(PLAN)
+
+    monkeypatch.setattr(est, "require_detectron2", lambda: None)
+    monkeypatch.setattr(est, "load_estimator", loading)
+    with pytest.raises(UserError, match=r"0003\.png: removed while the run read"):
+        densepose(tmp_path / "in", tmp_path / "out", fill_missing=True)
+    assert not (tmp_path / "out").exists()
