@@ -380,11 +380,19 @@ class _Runner:
         for sub in STAGE_OUTPUTS.get(stage, ()):
             shutil.rmtree(folder / sub, ignore_errors=True)
 
+    def _outputs_whole(self, stage: str, params: dict, folder: Path) -> bool:
+        """Every subfolder the stage writes holds the clip's frames, under the names of its
+        ``images/``: a kept work folder that lost a frame (or a subfolder) since is no result."""
+        subs = params.get("subfolders") if stage == "fov" else STAGE_OUTPUTS.get(stage, ())
+        if not subs:
+            return True
+        return _holds_frames(folder, list(dict.fromkeys([IMAGES, *subs])), self.clip.meta.get("frames"))
+
     def fresh(self, stage: str, params: dict, folder: Path | None = None) -> bool:
-        """Finished before with these parameters, nothing before it re-ran, outputs present."""
+        """Finished before with these parameters, nothing before it re-ran, outputs whole."""
         if self.ran or self.force or not self.clip.is_done(stage, params):
             return False
-        return folder is None or self._outputs_exist(stage, folder)
+        return folder is None or self._outputs_whole(stage, params, folder)
 
     def run_stage(self, stage: str, params: dict, call, folder: Path | None = None, optional: bool = False) -> bool:
         """Run ``call()`` as ``stage`` unless fresh. Returns True when the stage's outputs are usable.

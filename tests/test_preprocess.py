@@ -561,6 +561,20 @@ def test_a_frame_deleted_from_a_finished_clip_or_its_mirror_is_made_again(videos
     assert preprocess([videos / "dance.mp4"], tmp_path, flip=True, **FAST).clips[0]["status"] == "up-to-date"
 
 
+def test_a_kept_work_folder_that_lost_a_frame_redoes_that_stage(videos, tmp_path, fakes):
+    # a stage's output in the kept work folder missing a frame was taken as finished: the crop to another
+    # size wrote densepose/ a frame short beside the full images/ (and the flip then refused the clip)
+    preprocess([videos / "dance.mp4"], tmp_path, flip=True, keep_work=True, **FAST)
+    clip = tmp_path / "dance"
+    (clip / ".work" / "full" / "densepose" / "00003.png").unlink()
+    fakes.calls.clear()
+    result = preprocess([videos / "dance.mp4"], tmp_path, flip=True, keep_work=True, size=16)
+    assert result.clips[0]["status"] == "done" and [stage for stage, _ in fakes.calls] == ["densepose"]
+    for folder in (clip, tmp_path / "dance_flip"):
+        assert {sub: len(media.list_frame_files(folder / sub)) for sub in _meta(clip)["subfolders"]} == dict.fromkeys(
+            ["images", "densepose", "masks", "densepose_labels"], 10), folder
+
+
 def test_a_video_gone_before_its_turn_fails_alone(videos, tmp_path, fakes):
     # a batch over thousands of videos: one moved away by another job meanwhile stopped the whole run (FileNotFoundError)
     inputs = tmp_path / "in"
