@@ -273,10 +273,10 @@ def animate(
     grid: bool = typer.Option(False, "--grid", help="Also write reference | pose | result side by side (OUT_grid; REF, not the --extra-reference images)."),
     audio: Optional[Path] = typer.Option(
         None, "--audio", **PATH_AS_TYPED,
-        help="Give OUT (a video) the sound of this video or sound file (a clip folder: the video it was made from), from its start (a video's first picture), cut to the animation's length.",
+        help="Give OUT (a video) the sound of this video or sound file (a clip folder: the video it was made from), from its start, cut to the animation's length.",
     ),
     audio_start: Optional[str] = typer.Option(
-        None, "--audio-start", help="Start the --audio sound this far in (seconds or [HH:]MM:SS; after a video's first picture), e.g. at the chorus.",
+        None, "--audio-start", help="Start the --audio sound this far in (seconds or [HH:]MM:SS from its start), e.g. at the chorus.",
     ),
     keep_aspect: bool = typer.Option(
         False, "--keep-aspect",

@@ -56,6 +56,19 @@ def clip_fps(folder: Path) -> float | None:
     return float(fps) if isinstance(fps, (int, float)) and fps > 0 else None
 
 
+def check_clip_fps(folder: Path, fps: float | None) -> None:
+    """Refuse an ``--fps`` other than the rate a clip folder records (``clip_fps``): its frames
+    (and the sound of the video it was made from) are of that rate, and read at another one the
+    result plays faster or slower and out of step with its sound, as a video is read at its own
+    rate. A clip without a recorded rate takes any."""
+    from .media import same_rate
+
+    recorded = clip_fps(folder)
+    if fps is not None and recorded is not None and not same_rate(fps, recorded):
+        raise UserError(f"--fps {fps:g}: {folder} is a clip made at {recorded:g} fps ({META}); leave --fps out, "
+                        "or give the frames folder itself to read it at another rate")
+
+
 def parts_of(path: Path) -> list[Path]:
     """What a clip folder holds (its subfolders and ``meta.json``): what a command that reads the
     clip must not write over (``media.check_output``'s ``protect``); none for another path."""

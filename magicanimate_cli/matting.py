@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .clip import IMAGES, MASKS, clip_fps, parts_of
+from .clip import IMAGES, MASKS, check_clip_fps, clip_fps, parts_of
 from .errors import MissingDependency, UserError, first_line
 from .progress import Progress, silent
 from .weights_manifest import sha256_file
@@ -743,6 +743,8 @@ def _checked(input, output, *, model, threshold, batch_size, smooth, device, ove
     if plan.mode in ("clip", "frames"):  # from the headers: a frame of another size fails now, not after the frames before it
         media.check_frame_sizes(plan.source)
     info = _probe(plan)
+    if plan.mode == "clip":
+        check_clip_fps(plan.source.parent, fps)
     if fps is not None and media.is_video(plan.source) and not media.same_rate(fps, info.fps):
         raise UserError(f"--fps {fps:g}: {plan.source} is read at its own {info.fps:g} fps; --fps is for a frames folder")
     media.check_clip_fits(plan.output, info.width, info.height, info.frames)  # a GIF's or WebP's limits, before any mask is made

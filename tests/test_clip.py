@@ -58,3 +58,24 @@ def test_a_clip_without_poses_is_refused_with_why_its_densepose_stage_failed(tmp
     (folder / "meta.json").write_text("{damaged")  # a damaged record: the plain refusal, not a second error
     with pytest.raises(UserError, match=r"clip folder without densepose/; run"):
         motion_of(folder)
+
+
+@pytest.mark.parametrize("command", [["animate", "REF"], ["densepose"], ["matte"]])
+def test_a_clip_is_read_at_the_rate_it_records_and_another_fps_is_refused(tmp_path, command):
+    # a clip made at 25 fps was read at --fps 30 without a word: the poses, masks or animation
+    # played 1.2 times as fast, and out of step with the sound kept from its video
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from magicanimate_cli.cli import app
+
+    write_clip(tmp_path / "clip")
+    (tmp_path / "clip" / "meta.json").write_text(json.dumps({"format": 1, "fps": 25.0}))
+    Image.new("RGB", (40, 30)).save(tmp_path / "ref.png")
+    args = [str(tmp_path / "ref.png") if arg == "REF" else arg for arg in command]
+    done = CliRunner().invoke(app, [*args, str(tmp_path / "clip"), "-o", str(tmp_path / "out.mp4"), "--fps", "30", "--models", str(tmp_path / "none")])
+    assert done.exit_code == 2, done.output
+    assert f"--fps 30: {tmp_path / 'clip'} is a clip made at 25 fps (meta.json)" in " ".join(done.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip", "ref.png"]  # nothing written

@@ -69,7 +69,7 @@ class AnimateResult:
     end: float = 0.0  # and its end (exclusive: its last frame's time plus one frame; the motion's end without --end, or past it)
     first_frame: int = 0  # the motion's frame the output's first one is made from (the output's are numbered from 0)
     audio: str | None = None  # the file whose sound the video got (--audio)
-    audio_start: float | None = None  # with --audio: seconds into it (after its first picture) where the video's sound starts
+    audio_start: float | None = None  # with --audio: seconds into it where the video's sound starts
     resumed_from_step: int = 0
     alignment: dict | None = None  # the transform of --align (align.py)
     warnings: tuple[str, ...] = ()  # InputWarning messages: the run went on (a motion that is not DensePose, a sound that ends early)

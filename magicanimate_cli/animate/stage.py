@@ -86,8 +86,8 @@ def animate(
     animation itself stays square. The grid's panels take the written frames' size too: the poses
     unfitted as the frames are, the reference at its own aspect inside its panel, padded white. ``audio`` (a video or sound file, or a clip
     folder for the video it was made from; a video ``output``) gives the video (and the grid)
-    that sound (its first stream) from its start (a video's: from its first picture; with ``start``, from the part's
-    first frame's time, as the whole run gives those frames), or
+    that sound (its first stream) from its start (the file's, where the motion's first frame is read; with ``start``,
+    from the part's first frame's time, as the whole run gives those frames), or
     ``audio_start`` after it (seconds, or ``[HH:]MM:SS.ms`` as ``download --start`` takes), cut to
     the animation's length (``media.FrameWriter``). A motion video that does
     not decode to its end is refused unless ``allow_truncated`` (a part that ends before it is not read that far: damage
@@ -265,8 +265,8 @@ class _Request:
     ref_image: object  # uint8 size×size×3
     info: object  # media.VideoInfo
     audio: Path | None = None  # checked: it has sound
-    audio_start: float = 0.0  # seconds after its first picture, checked: a frame or more before its end
-    sound_seconds: float = 0.0  # how much sound it has from its first picture on (media.sound_end)
+    audio_start: float = 0.0  # seconds into it, checked: a frame or more before its end
+    sound_seconds: float = 0.0  # how much sound it has from its start on (media.sound_end)
     grid_reference: object = None  # with grid and keep_aspect: the reference panel, of the written frames' size (_grid_reference)
     part: tuple = (0, None)  # the motion's frames animated, first and stop (None: to its end), from start and end (_part)
     sound_from_part: bool = False  # audio_start is the part's start (no --audio-start given)
@@ -279,7 +279,7 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
              **_) -> _Request:  # fmt: skip
     """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
     from .. import media
-    from ..clip import clip_fps, motion_of, parts_of
+    from ..clip import check_clip_fps, clip_fps, motion_of, parts_of
     from ..crop import fit_square  # the animator's input fitting lives with the other crops
     from ..device import check_device
 
@@ -297,6 +297,7 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
         clip_parts = parts_of(motion)  # a clip folder: none of it is written over (-o CLIP/images)
         source = motion_of(motion)  # a clip folder: its densepose/ (refused without one)
         if source != motion:
+            check_clip_fps(motion, fps)
             motion, fps = source, fps or clip_fps(motion)  # at the clip's own rate
     media.check_sequence_output(output)
     if keep_aspect and fit == "crop":
@@ -315,11 +316,9 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
 
             audio = source_video(audio)
         audio = media.check_audio_source(audio)
-        picture = media.picture_start(audio)  # 0 for a sound file
-        sound_seconds = media.sound_end(audio) - picture  # by its last packet, not the header's duration
-        counted = " from its first picture on" if picture > 0 else ""
+        sound_seconds = media.sound_end(audio)  # by its last packet, not the header's duration
         if sound_from and sound_from >= sound_seconds:  # (missing, estimated or the picture's)
-            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound{counted}; start it earlier")
+            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound; start it earlier")
     if fps is not None:
         from ..frames import check_fps
 
@@ -368,13 +367,13 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
         if from_part:
             from ..times import seconds_text
 
-            raise UserError(f"--start {start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound{counted}, "
+            raise UserError(f"--start {start}: {shown(audio)} has {max(sound_seconds, 0):.2f} s of sound, "
                             f"{max(sound_seconds - sound_from, 0):.3f} s of it from the part's start at {seconds_text(sound_from)} s: "
                             f"{frame}; give --audio-start T to take the sound from elsewhere")
         if sound_from:
-            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {sound_seconds:.2f} s of sound{counted}, "
+            raise UserError(f"--audio-start {audio_start}: {shown(audio)} has {sound_seconds:.2f} s of sound, "
                             f"{sound_seconds - sound_from:.3f} s of it from there: {frame}; start it earlier")
-        raise UserError(f"{shown(audio)}: has {max(sound_seconds, 0):.2f} s of sound{counted}: {frame}; give --audio another file")
+        raise UserError(f"{shown(audio)}: has {max(sound_seconds, 0):.2f} s of sound: {frame}; give --audio another file")
     grid_reference = _grid_reference(image, info, size, fit) if grid_output is not None and keep_aspect else None
     return _Request(config, reference, motion, output, grid_output, device_list, ref_image, info, audio, sound_from or 0.0, sound_seconds,
                     grid_reference, part, from_part, extra_images)

@@ -43,7 +43,7 @@ class _Plan:
 
 def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | None = None) -> _Plan:
     from .. import media
-    from ..clip import clip_fps, sound_of
+    from ..clip import check_clip_fps, clip_fps, sound_of
     from ..frames import check_fps
 
     if fps is not None:
@@ -78,6 +78,7 @@ def _plan(input: Path, output: Path | None, labels: Path | None, fps: float | No
         names = [f"{file.stem}.png" for file in files]
         if len(set(names)) != len(names):  # e.g. a.png and a.jpg
             names = [media.frame_name(i) for i in range(len(files))]
+        check_clip_fps(input, fps)  # (a frames folder records none)
         count, fps = len(files), fps or clip_fps(input) or media.DEFAULT_FPS
         first = media.probe(source, fps)  # (its first frame's header)
         size = first.width, first.height

@@ -23,9 +23,10 @@ def audio_streams(path: Path) -> list[str]:
 
 
 def picture_start(path: Path) -> float:
-    """Seconds from the start of ``path`` to its first picture (0 for a sound file): a video whose
-    picture starts after its sound has its first frame there, so the sound that goes with the
-    frames starts there too. Read from the first decoded frame's timestamp (``showinfo``), which
+    """Seconds from the start of ``path`` to its first picture (0 for a sound file). The readers
+    (``iter_frames``) fill that time with the first picture, so their frames and a kept sound
+    both start at the file's start; ``download``'s cuts hold no such filling, and start their
+    frames and sound here. Read from the first decoded frame's timestamp (``showinfo``), which
     every ffmpeg prints, against the container's start."""
     report = _ffmpeg_report(path, "-map", f"0:{VIDEO_STREAM}", "-frames:v", "1", "-vf", "showinfo", "-f", "null", "-")
     base = re.search(r"^\s+Duration: .*?, start: (-?\d+(?:\.\d+)?)", report, re.MULTILINE)

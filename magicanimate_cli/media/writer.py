@@ -22,7 +22,6 @@ from .sound import (
     audio_streams,
     check_holds_sound,
     encoded_sound,
-    picture_start,
     sound_end,
     sound_options,
     warn_without_sound,
@@ -117,8 +116,9 @@ class FrameWriter:
     ``GIF_MAX_FPS`` is written at that rate, every frame kept, with a warning (``InputWarning``). Folder
     frames are named ``00000.png``, ... unless ``names`` (or ``write(..., name=)``) gives names,
     e.g. to keep the file names of the input frames. A video gets the first sound stream of
-    ``audio`` (a video or sound file; ``check_audio_source``) from its first picture
-    (``picture_start``), or ``audio_start`` seconds after it, as long as the frames written last
+    ``audio`` (a video or sound file; ``check_audio_source``) from the file's start, where every
+    reader's first frame is (a picture that starts after its sound is read with its first frame
+    repeated until it begins), or ``audio_start`` seconds after it, as long as the frames written last
     (copied when the container holds its codec, else AAC: ``sound_options``; encoded too when it is
     cut at a time for a WebM or an MKV, where a copy would delay the picture: ``EDIT_LISTS``). The sound is muxed
     in after the picture is encoded, by a second ffmpeg pass that copies the picture, so the
@@ -331,7 +331,7 @@ class FrameWriter:
         muxed = temp_beside(self.path, directory=False)  # a full disk names the output
         try:
             codecs = audio_streams(self.audio)
-            begin = picture_start(self.audio) + self.audio_start
+            begin = self.audio_start  # from the file's start, as the frames are read (``iter_frames``)
             window = ({"ss": f"{begin:.6f}"} if begin > 0 else {}) | {"t": f"{self.count / self.fps:.6f}"}
             sound = sound_options(codecs[0], self.path) if codecs else {}
             if begin > 0 and sound.get("acodec") == "copy" and self.path.suffix.lower() not in EDIT_LISTS:

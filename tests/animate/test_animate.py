@@ -156,7 +156,7 @@ def test_a_sound_that_ends_before_the_animation_is_warned_about(tiny_pipeline, t
         ("song.mp4", "1m", r"^--audio-start '1m': expected seconds \(90\.5\) or \[HH:\]MM:SS\(\.ms\)"),
         ("song.mp4", "0:05", r"^--audio-start 0:05: .*song\.mp4 has 1\.0\d s of sound; start it earlier$"),  # its picture starts at 0
         ("song.mp4", 1.0, r"^--audio-start 1\.0: .*song\.mp4 has 1\.0\d s of sound"),  # the sound's 1 s, not the picture's 3 s
-        ("late.mp4", "0.6", r"late\.mp4 has 0\.5\d s of sound from its first picture on"),  # its picture starts 0.5 s into it
+        ("late.mp4", "1.2", r"late\.mp4 has 1\.0\d s of sound; start it earlier$"),  # from the file's start, though its picture starts 0.5 s in
     ],
 )
 def test_an_audio_start_that_cannot_be_is_refused_before_any_work(tiny_pipeline, tmp_path, rng, audio, start, message):
