@@ -331,10 +331,11 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
         from ..models import check_models
 
         check_models(models)
-    media.check_output(output, overwrite, protect=(reference, motion, *extras, *clip_parts))
+    inputs = (reference, motion, *extras, *clip_parts, audio)  # --audio's file too: its sound is read while the output is written
+    media.check_output(output, overwrite, protect=inputs)
     grid_output = grid_path(output) if grid else None
     if grid_output is not None:
-        media.check_output(grid_output, overwrite, protect=(reference, motion, *extras, output, *clip_parts))
+        media.check_output(grid_output, overwrite, protect=(*inputs, output))
     if pipeline is None:  # a missing GPU is said now, not after reading the motion
         from ..device import resolve_device
         from .distributed import check_devices

@@ -467,6 +467,15 @@ def test_an_output_is_never_an_input_inside_one_or_holding_one(tiny_pipeline, tm
     assert _tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("grid", [False, True])
+def test_an_output_is_never_the_audio_file_it_takes_the_sound_from(tiny_pipeline, tmp_path, motion_dir, reference, grid):
+    song = add_sound(make_video(tmp_path / ("dance_grid.mp4" if grid else "dance.mp4"), count=10, fps=25), 0.4)
+    before = _tree(tmp_path)
+    with pytest.raises(UserError, match=f"^{song}: is the input {song}; choose another output"):  # even with --overwrite
+        run(tiny_pipeline, reference, motion_dir, tmp_path / "dance.mp4", audio=song, grid=grid, overwrite=True)
+    assert _tree(tmp_path) == before
+
+
 def test_grid_and_output_are_committed_together(tiny_pipeline, tmp_path, motion_dir, reference, monkeypatch):
     output = tmp_path / "out.mp4"
     original = type(tiny_pipeline).__call__
