@@ -349,9 +349,9 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
 
         check_compile(device_list[0] if device_list else str(pipeline.unet.device) if pipeline else resolve_device(device))
     _check_window(context_frames, pipeline.unet.config.motion_max_seq_length if pipeline is not None else _motion_positions(models))
-    image = media.read_image(reference)
+    image = media.read_still(reference)  # an animated GIF is no photo: refused, not taken at its first frame
     ref_image = fit_square(image, size, fit, (255, 255, 255))
-    extra_images = tuple(fit_square(media.read_image(extra), size, fit, (255, 255, 255)) for extra in extras)  # as the reference
+    extra_images = tuple(fit_square(media.read_still(extra), size, fit, (255, 255, 255)) for extra in extras)  # as the reference
     info = media.probe(motion)
     if fps is not None and not motion.is_dir() and media.is_video(motion) and not media.same_rate(info.fps, fps):
         # a label alone would play the motion faster or slower, and out of step with its sound

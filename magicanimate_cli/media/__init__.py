@@ -15,7 +15,7 @@ The modules, each importing only those above it:
   output checks (``output_path``, ``check_output``, ``check_apart``, ``check_writable``, ...);
 * ``ffmpeg``: the binary (``ffmpeg_binary``), running it (``popen``), its filters (``has_filter``),
   the stream readers decode (``VIDEO_STREAM``) and their filters (``square_pixels``, ``progressive``);
-* ``images``: one image file read as shown (``open_image``, ``read_image``: EXIF, ICC → sRGB, HEIF)
+* ``images``: one image file read as shown (``open_image``, ``read_image``, ``read_still`` for one picture: EXIF, ICC → sRGB, HEIF)
   or written (``write_png``);
 * ``frame_folders``: frame names and a folder's frames in order (``list_frame_files``);
 * ``colours``: HDR and wide-gamut video in SDR BT.709 colours (``shown_colours``);
@@ -42,6 +42,7 @@ from .images import (
     read_alpha,
     read_image,
     read_map,
+    read_still,
     save_image_like,
     save_png,
     to_rgb,
@@ -99,7 +100,7 @@ __all__ = [
     "check_video", "check_writable", "committed_together", "encode_cut", "extract_frames", "ffmpeg_binary", "foreign_entry",
     "frame_name", "has_transparency", "input_path", "is_16bit_colour", "is_image", "is_video", "is_video_output", "iter_frames", "kept_sound",
     "list_frame_files", "needs_even_sides", "open_image", "output_path", "picture_start", "pixel_format", "popen", "probe",
-    "progressive", "read_alpha", "read_frames", "read_image", "read_map", "remux_mp4", "same_rate", "save_image_like",
+    "progressive", "read_alpha", "read_frames", "read_image", "read_map", "read_still", "remux_mp4", "same_rate", "save_image_like",
     "save_png", "shown_colours", "sound_end", "square_pixels", "to_rgb", "upright", "warn_without_sound", "write_frames",
     "write_png",
 ]  # fmt: skip

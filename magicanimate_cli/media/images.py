@@ -188,6 +188,18 @@ def read_image(path: Path) -> np.ndarray:
         return to_rgb(as_shown(image))
 
 
+def read_still(path: Path) -> np.ndarray:
+    """``read_image`` of a file that must be one picture (a reference photo): an animation (a GIF,
+    WebP or APNG of more than one frame, which Pillow opens at its first) is refused in one line,
+    as a video is. A camera's multi-picture JPEG (MPO: the photo and a preview) is one picture."""
+    with open_image(path) as image:
+        frames = getattr(image, "n_frames", 1)
+        if image.format in ("GIF", "WEBP", "PNG") and frames > 1:
+            hint = f" (`magicanimate frames {shown(path)} -o FOLDER` gives its frames)" if image.format != "PNG" else ""
+            raise UserError(f"{shown(path)}: an animation of {frames} frames, not one picture; pass one image of the person{hint}")
+        return to_rgb(as_shown(image))
+
+
 def read_alpha(path: Path) -> np.ndarray | None:
     """The alpha channel of an image file as uint8 ``H×W`` (oriented like ``read_image``), or None."""
     with open_image(path) as image:

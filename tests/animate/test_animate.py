@@ -46,6 +46,24 @@ def test_any_image_mode_is_a_valid_reference(tiny_pipeline, tmp_path, motion_dir
     assert media.read_image(frames[0]).shape == (64, 64, 3)
 
 
+@pytest.mark.parametrize("extra", [False, True])
+@pytest.mark.parametrize("name", ["ref.gif", "ref.webp", "ref.png"])  # the .png an APNG
+def test_an_animated_reference_is_refused_not_taken_at_its_first_frame(tiny_weights, tmp_path, motion_dir, rng, monkeypatch, name, extra):
+    from magicanimate_cli.animate import stage
+
+    frames = [Image.fromarray(frame) for frame in rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)]
+    animated = tmp_path / name
+    frames[0].save(animated, save_all=True, append_images=frames[1:], duration=40)
+    still = tmp_path / "still.gif"  # a GIF of one picture is one
+    frames[0].save(still)
+    monkeypatch.setattr(stage, "load_pipeline", lambda *args, **kwargs: pytest.fail("the models loaded"))
+    reference, extras = (still, [animated]) if extra else (animated, None)
+    with pytest.raises(UserError, match=f"^{animated}: an animation of 3 frames, not one picture; pass one image of the person"):
+        animate(reference, motion_dir, tmp_path / "out.mp4", extra_references=extras, models=tiny_weights, device="cpu", size=64)
+    assert not (tmp_path / "out.mp4").exists()
+    stage.check_animate(still, motion_dir, tmp_path / "out.mp4", extra_references=[still], models=tiny_weights, device="cpu", size=64)
+
+
 @pytest.mark.parametrize("fit", ["pad", "stretch"])
 def test_keep_aspect_writes_the_motions_aspect_cut_from_the_same_animation(tiny_pipeline, tmp_path, motion_dir, rng, fit):
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ref.png")
