@@ -113,7 +113,7 @@ def animate(
     request = _checked(reference, motion, output, extra_references=extra_references, models=models, steps=steps, guidance_scale=guidance_scale, seed=seed,
                        size=size, context_frames=context_frames, context_overlap=context_overlap, fit=fit,
                        context_schedule=context_schedule, context_fusion=context_fusion, device=device,
-                       dtype=dtype, fps=fps, start=start, end=end, grid=grid, keep_aspect=keep_aspect, audio=audio, audio_start=audio_start, devices=devices, compile=compile,
+                       dtype=dtype, fps=fps, start=start, end=end, grid=grid, keep_aspect=keep_aspect, audio=audio, audio_start=audio_start, align=align, devices=devices, compile=compile,
                        overwrite=overwrite, pipeline=pipeline)  # fmt: skip
     config, reference, motion, output = request.config, request.reference, request.motion, request.output
     device_list, grid_output, ref_image, info = request.devices, request.grid_output, request.ref_image, request.info
@@ -274,7 +274,7 @@ class _Request:
 
 
 def _checked(reference, motion, output, *, extra_references, models, steps, guidance_scale, seed, size, context_frames, context_overlap, fit,
-             context_schedule, context_fusion, device, dtype, fps, start, end, grid, keep_aspect, audio, audio_start, devices, compile,
+             context_schedule, context_fusion, device, dtype, fps, start, end, grid, keep_aspect, audio, audio_start, align, devices, compile,
              overwrite, pipeline,
              **_) -> _Request:  # fmt: skip
     """``animate``'s checks, in its order (see its docstring); the rest of its arguments are ignored."""
@@ -359,7 +359,7 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
                         f"folder (to re-time the video: magicanimate frames {shown(motion)} --fps {fps:g} -o FOLDER)")
     info = replace(info, fps=fps) if fps is not None else info
     part = _part(motion, info, first_time, end_time, start, end)
-    _check_outputs_fit(output, grid_output, info, part, size, fit, keep_aspect)
+    _check_outputs_fit(output, grid_output, info, part, size, fit, keep_aspect, align)
     from_part = audio is not None and sound_from is None and part[0] > 0
     if from_part:  # the sound of the part's time, as the whole run would give those frames
         sound_from = part[0] / info.fps
@@ -380,10 +380,12 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
                     grid_reference, part, from_part, extra_images)
 
 
-def _check_outputs_fit(output: Path, grid_output: Path | None, info, part: tuple, size: int, fit: str, keep_aspect: bool) -> None:
+def _check_outputs_fit(output: Path, grid_output: Path | None, info, part: tuple, size: int, fit: str, keep_aspect: bool,
+                       align: bool) -> None:
     """A GIF's or WebP's limits (``media.check_clip_fits``: its sides, and the disk its frames are
     kept on until it is encoded), said before the models load rather than after the whole run.
-    The grid is counted with its three panels (reference, poses, animation; ``--align`` adds one)."""
+    The grid is counted with its three panels (reference, poses, animation; ``--align`` adds one),
+    and beside the output's own stored frames, which its folder's disk holds at the same time."""
     from .. import media
     from ..crop import unfit_box
 
@@ -391,7 +393,10 @@ def _check_outputs_fit(output: Path, grid_output: Path | None, info, part: tuple
     x0, y0, x1, y1 = unfit_box(info.width, info.height, size, fit) if keep_aspect else (0, 0, size, size)
     media.check_clip_fits(output, x1 - x0, y1 - y0, frames)
     if grid_output is not None:
-        media.check_clip_fits(grid_output, 3 * (x1 - x0), y1 - y0, frames)
+        from ..media.writer import STORED
+
+        kept = (x1 - x0) * (y1 - y0) * 3 * frames if output.suffix.lower() in STORED else 0
+        media.check_clip_fits(grid_output, (4 if align else 3) * (x1 - x0), y1 - y0, frames, kept)
 
 
 def _part(motion: Path, info, first_time: float | None, end_time: float | None, start, end) -> tuple[int, int | None]:

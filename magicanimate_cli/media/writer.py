@@ -43,13 +43,14 @@ not support resolutions above 65535x65535"). ffmpeg says so only when it encodes
 frame was computed and stored: ``check_clip_fits`` says it first."""
 
 
-def check_clip_fits(path: Path, width: int, height: int, frames: int | None = None) -> None:
+def check_clip_fits(path: Path, width: int, height: int, frames: int | None = None, kept: int = 0) -> None:
     """Refuse, before any frame is computed, a clip of ``frames`` frames of ``width``×``height``
     that ``FrameWriter`` cannot write to ``path``: a side longer than its format takes
     (``MAX_SIDES``), or a GIF's or WebP's frames (``STORED``: kept uncompressed until they are
     encoded, ``width·height·3`` bytes each) more than the free space of the disk it goes on
-    (``files.free_bytes``); ``frames`` None (not known yet) checks the sides only. One line naming
-    the output and the fix."""
+    (``files.free_bytes``), with ``kept`` bytes that other outputs of the same run keep on that
+    disk meanwhile (``animate``'s GIF beside its GIF grid); ``frames`` None (not known yet) checks
+    the sides only. One line naming the output and the fix."""
     from ..files import free_bytes
     from ..weights_manifest import human_size
 
@@ -62,10 +63,11 @@ def check_clip_fits(path: Path, width: int, height: int, frames: int | None = No
                         f"make the frames smaller (a smaller --size) or write {other} instead")
     if frames and suffix in STORED:
         need, free = width * height * 3 * frames, free_bytes(path.parent)
-        if need > free:
+        if need + kept > free:
             kind = "GIF" if suffix == ".gif" else "WebP"
+            besides = f" besides the {human_size(kept)} the run's other output keeps there" if kept else ""
             raise UserError(f"{shown(path)}: its {frames} frames of {width}x{height} are kept uncompressed until the {kind} is encoded, "
-                            f"{human_size(need)}, but only {human_size(free)} is free on that disk; free space, write it on another "
+                            f"{human_size(need)}{besides}, but only {human_size(free)} is free on that disk; free space, write it on another "
                             f"disk, or write {stem}.mp4 or {stem}.webm (encoded as they come)")
 
 

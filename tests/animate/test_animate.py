@@ -739,4 +739,11 @@ def test_a_gif_whose_stored_frames_would_not_fit_the_disk_is_refused_before_the_
     monkeypatch.setattr(magicanimate_cli.files, "free_bytes", lambda path: 64 * 64 * 3 * 4)  # the animation fits; its grid (3 panels) not
     with pytest.raises(UserError, match=r"out_grid\.gif: its 4 frames of 192x64 are kept uncompressed"):
         animate(*call, tmp_path / "out.gif", grid=True, **options)
+    unit = 64 * 64 * 3 * 4  # the GIF's 4 frames; the grid's are 3 times as wide, 4 with --align's pose before it was aligned
+    monkeypatch.setattr(magicanimate_cli.files, "free_bytes", lambda path: 4 * unit - 1)  # each alone fits, not both together
+    with pytest.raises(UserError, match=r"out_grid\.gif: its 4 frames of 192x64 are kept uncompressed .* besides the 49\.15 kB the run's other"):
+        animate(*call, tmp_path / "out.gif", grid=True, **options)
+    monkeypatch.setattr(magicanimate_cli.files, "free_bytes", lambda path: 5 * unit - 1)
+    with pytest.raises(UserError, match=r"out_grid\.gif: its 4 frames of 256x64 are kept uncompressed"):
+        animate(*call, tmp_path / "out.gif", grid=True, align=True, **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
