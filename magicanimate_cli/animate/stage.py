@@ -133,10 +133,11 @@ def animate(
     from .resume import StepCheckpoint, run_key
 
     started = time.perf_counter()
-    run = scratch = aligned_scratch = None
+    run = grid_run = scratch = aligned_scratch = None
     with taking_back(output.parent):  # a refused or failed run leaves no new empty folder (a resume checkpoint keeps its own)
         try:
             run = claim(output)  # one run at a time per output: a second one is refused, not mixed into this one's resume
+            grid_run = claim(grid_output) if grid_output else None  # and per grid: another run's -o X_grid.mp4 is refused too
             scratch = temp_beside(output, directory=False, suffix=".motion.u8")
             aligned_scratch = temp_beside(output, directory=False, suffix=".aligned.u8") if align else None
             store = media.FrameStore(scratch, size)
@@ -190,8 +191,9 @@ def animate(
         finally:
             discard(scratch)
             discard(aligned_scratch)
-            if run is not None:
-                run.release()
+            for held in (grid_run, run):
+                if held is not None:
+                    held.release()
     return AnimateResult(
         output=str(output),
         grid=str(grid_output) if grid_output else None,

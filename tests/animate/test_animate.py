@@ -339,6 +339,16 @@ def test_a_second_run_of_the_same_output_is_refused_while_the_first_runs(tiny_pi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "poses", "ref.png"]
 
 
+def test_a_run_whose_grid_another_run_writes_is_refused(tiny_pipeline, tmp_path, motion_dir, reference):
+    from magicanimate_cli import files
+
+    # `-o x.mp4 --grid` writes x_grid.mp4, as another run's `-o x_grid.mp4` (or `-o x.mp4 --grid`) does: kept apart
+    with files.claim(tmp_path / "x_grid.mp4"):
+        with pytest.raises(UserError, match="x_grid.mp4: another run is writing it now"):
+            run(tiny_pipeline, reference, motion_dir, tmp_path / "x.mp4", grid=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses", "ref.png"]
+
+
 def test_existing_output_is_never_overwritten(tiny_pipeline, tmp_path, motion_dir, rng):
     reference = tmp_path / "ref.png"
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(reference)
