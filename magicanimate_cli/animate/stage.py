@@ -62,7 +62,7 @@ def animate(
     """Animate the person of ``reference`` along the DensePose ``motion`` and write ``output``.
 
     ``motion`` is a video (at its own rate), a folder of frames (25 fps unless ``fps``) or a clip folder (its ``densepose/``, at
-    the clip's rate unless ``fps``). ``start`` and ``end`` (seconds, or ``[HH:]MM:SS.ms`` as ``download --start`` takes) animate
+    the rate its ``meta.json`` records; another ``fps`` is refused, as for a video). ``start`` and ``end`` (seconds, or ``[HH:]MM:SS.ms`` as ``download --start`` takes) animate
     a part of it: the frames whose time ``i / fps`` lies in ``[start, end)``, the same frames the whole run reads at
     those indices (only they are fitted and kept; a video is not decoded past ``end``); an ``end`` past the motion's
     end is its end (the result's ``start``/``end`` say the part used). ``output`` is a video
