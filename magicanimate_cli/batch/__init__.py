@@ -126,15 +126,20 @@ class State:
         return self.folder / f"{task_id}.json"
 
     def read(self, task: Task | dict) -> dict | None:
+        """The task's record; None when there is none, or it is damaged (not a JSON object: the task runs again)."""
         try:
-            return json.loads(self.path(task.id if isinstance(task, Task) else task["id"]).read_text(encoding="utf-8"))
+            record = json.loads(self.path(task.id if isinstance(task, Task) else task["id"]).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return record if isinstance(record, dict) else None
 
     def is_done(self, record: dict | None) -> bool:
         if not record or record.get("status") != "done":
             return False
-        output = (record.get("result") or {}).get("output")
+        result = record.get("result")
+        if result is not None and not isinstance(result, dict):  # damaged: run it again
+            return False
+        output = (result or {}).get("output")
         return not isinstance(output, str) or os.path.exists(resolve_path(output, self.workdir))  # as written: ~/out too
 
     def write(self, record: dict) -> None:
@@ -151,13 +156,26 @@ class State:
         now = time.time()
         claimed, since, until = [], now, math.inf
         if earlier and earlier.get("status") == "running":
-            claimed, since = earlier.get("fresh_outputs") or [], float(earlier.get("started") or now)
-            until = float(earlier.get("stopped") or math.inf)  # a stopped batch's: made after it, by hand
+            claimed, since, until = _paths(earlier.get("fresh_outputs")), _time(earlier.get("started"), now), _time(earlier.get("stopped"), math.inf)
+            # until: a stopped batch's time; an output made after it was made by hand
         existing = [path for path in outputs if os.path.lexists(path)]
         own = [path for path in existing if path in claimed and since - MTIME_SLACK <= _mtime(path) <= until + MTIME_SLACK]
         fresh = [path for path in outputs if path not in existing or path in own]
         self.write({**task, "status": "running", "started": since if own else now, "fresh_outputs": fresh})
         return {**task, "reclaim": True} if existing and len(own) == len(existing) else task
+
+
+def _paths(value) -> list[str]:
+    """A record's list of paths (a damaged record's: none)."""
+    return [path for path in value if isinstance(path, str)] if isinstance(value, list) else []
+
+
+def _time(value, default: float) -> float:
+    """A record's time (a damaged record's: ``default``)."""
+    try:
+        return float(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
 
 
 def _mtime(path: str) -> float:

@@ -421,3 +421,20 @@ def test_a_task_that_ends_in_the_stop_grace_is_recorded_as_done(tmp_path):
     assert record["status"] == "done" and (tmp_path / "a.txt").read_text() == "hello"
     resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
     assert [r["status"] for r in resumed.results] == ["skipped", "done"]
+
+
+# ----------------------------------------------------------------------------- damaged records
+
+
+@pytest.mark.parametrize("damage", ['"done"', "[1]", '{"status": "done", "result": "out.txt"}',
+                                    '{"status": "running", "fresh_outputs": "out.txt", "started": "soon"}'])
+def test_a_damaged_record_runs_its_task_again_instead_of_crashing_the_batch(tmp_path, damage):
+    # records are written atomically, but a state folder edited by hand or a damaged disk can hold
+    # anything: such a record is no record (was AttributeError/ValueError, the whole batch exit 1)
+    task = ("write", "-o", "out.txt", "--text", "x")
+    manifest = jsonl(tmp_path / "tasks.jsonl", task, ("write", "-o", "other.txt"))
+    assert run_batch(manifest, commands=batch_helpers.COMMANDS).done == 2
+    (tmp_path / "out.txt").unlink()
+    (manifest.with_name("tasks.jsonl.state") / f"{Task(1, task[0], task[1:]).id}.json").write_text(damage)
+    resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+    assert [r["status"] for r in resumed.results] == ["done", "skipped"] and (tmp_path / "out.txt").read_text() == "x"
