@@ -1,7 +1,7 @@
 """Fast fake commands for the batch tests, written like the real ones: a library function, a
 ``Command`` line in a registry for batch, and a Typer command (``_run``) for the command line.
 
-``write`` writes a small text file atomically; it can fail with a ``UserError`` (exit 2), a ``NetworkError`` or a bug
+``write`` writes a small text file atomically (``--source``: an input's text); it can fail with a ``UserError`` (exit 2), a ``NetworkError`` or a bug
 (exit 1), kill its own process the first time it runs (``--crash-once MARKER``) or every time
 (``--crash``), write its pid to a file when it starts (``--pid-file``), wait before (``--sleep``, with its temporary made first: ``--temp-first``)
 or after (``--linger``) writing, hang (``--hang-once MARKER``) or die (``--die-once MARKER``) right
@@ -57,6 +57,7 @@ def write(
     output: Path | str,
     *,
     text: str = "hello",
+    source: Path | str | None = None,
     fail: str | None = None,
     warn: str | None = None,
     crash_once: Path | str | None = None,
@@ -79,6 +80,8 @@ def write(
         Path(pid_file).write_text(str(os.getpid()))
     if output.exists() and not overwrite:
         raise UserError(f"{output}: already exists; pass --overwrite to replace it or choose another output")
+    if source is not None:  # an input: its text is written
+        text = Path(source).read_text()
     if warn is not None:  # an InputWarning, as a stage gives one (a motion that is not DensePose), before anything else
         warnings.warn(f"{output}: {warn}", InputWarning, stacklevel=2)
     if fail == "user":
@@ -164,6 +167,7 @@ REGISTRY = Registry(
 def write_command(
     output: Path = typer.Option(..., "-o", "--output"),
     text: str = typer.Option("hello", "--text"),
+    source: Optional[Path] = typer.Option(None, "--source", help="Write this file's text instead."),
     fail: Optional[str] = typer.Option(None, "--fail", help="user, bug or network"),
     warn: Optional[str] = typer.Option(None, "--warn", help="Give this InputWarning first."),
     crash_once: Optional[Path] = typer.Option(None, "--crash-once"),

@@ -10,8 +10,9 @@ for Slurm and Ray recipes.
 State: every task leaves ``STATE/<task id>.json``, written atomically: ``running`` when it starts
 (with the outputs it will write that do not exist yet), then its final record (status, exit code,
 error, result) when it ends. ``STATE`` defaults to ``MANIFEST.state/`` beside the manifest. With
-``resume`` a task is skipped when its record says done and, if its result names an ``output``,
-that output still exists; tasks that failed or were cut off run again, and a task cut off after
+``resume`` a task is skipped when its record says done, if its result names an ``output``,
+that output still exists, and its input files are as they were when it started
+(``State.changed_inputs``); tasks that failed, were cut off or whose input changed run again, and a task cut off after
 it had written its outputs (a kill between the output and the record) may replace them: they
 did not exist when it started. Each run also writes ``STATE/summary-I-of-N.json``, and
 removes as it starts the summaries it makes out of date (``_drop_stale_summaries``). Relative
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import re
+import stat
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -140,28 +142,55 @@ class State:
         if result is not None and not isinstance(result, dict):  # damaged: run it again
             return False
         output = (result or {}).get("output")
-        return not isinstance(output, str) or os.path.exists(resolve_path(output, self.workdir))  # as written: ~/out too
+        if isinstance(output, str) and not os.path.exists(resolve_path(output, self.workdir)):  # as written: ~/out too
+            return False
+        return not self.changed_inputs(record)
+
+    def changed_inputs(self, record: dict) -> list[str]:
+        """The input files of a task that changed (another size or modification time) since it
+        started; an input that is gone is not counted (clips are often deleted once processed)."""
+        seen = record.get("inputs")
+        if not isinstance(seen, dict):  # a record from before inputs were recorded, or damaged
+            return []
+        changed = []
+        for path, identity in seen.items():
+            now = _identity(path)
+            if now is not None and now != identity:
+                changed.append(path)
+        return changed
 
     def write(self, record: dict) -> None:
         write_json(self.path(record["id"]), record)
 
-    def begin(self, task: dict, outputs: list[str]) -> dict:
+    def finish(self, record: dict) -> None:
+        """Write the record of a task that ended, keeping what its ``running`` record knew (when it
+        started, its own outputs, its inputs) and when it ended: a task run again because an input
+        changed (``changed_inputs``) replaces the outputs it made, and only those (``begin``)."""
+        earlier = self.read(record) or {}
+        kept = {key: earlier[key] for key in ("started", "fresh_outputs", "inputs") if key in earlier} if earlier.get("status") == "running" else {}
+        self.write({**record, **kept, "ended": time.time()})
+
+    def begin(self, task: dict, outputs: list[str], inputs: list[str] = ()) -> dict:
         """Record that ``task`` starts, and return what its worker gets.
 
         The record lists the task's ``outputs`` that do not exist yet, or that an earlier attempt
         of this task left (listed by that attempt as not existing, made since, and not after the
-        batch stopped, when it recorded that: ``_mark_stopped``): the task's own.
+        batch stopped, when it recorded that: ``_mark_stopped``, or after the attempt ended, for a
+        task that ran again because an input changed): the task's own, and the size and time of
+        each of its ``inputs`` that is a file (``changed_inputs``).
         When every output that exists is its own, the worker may replace them (``reclaim``)."""
         earlier = self.read(task)
         now = time.time()
         claimed, since, until = [], now, math.inf
-        if earlier and earlier.get("status") == "running":
-            claimed, since, until = _paths(earlier.get("fresh_outputs")), _time(earlier.get("started"), now), _time(earlier.get("stopped"), math.inf)
-            # until: a stopped batch's time; an output made after it was made by hand
+        if earlier and earlier.get("status") in ("running", "done"):
+            claimed, since = _paths(earlier.get("fresh_outputs")), _time(earlier.get("started"), now)
+            until = _time(earlier.get("stopped") if earlier["status"] == "running" else earlier.get("ended"), math.inf)
+            # until: a stopped batch's time, or the attempt's end; an output made after it was made by hand
         existing = [path for path in outputs if os.path.lexists(path)]
         own = [path for path in existing if path in claimed and since - MTIME_SLACK <= _mtime(path) <= until + MTIME_SLACK]
         fresh = [path for path in outputs if path not in existing or path in own]
-        self.write({**task, "status": "running", "started": since if own else now, "fresh_outputs": fresh})
+        read = {path: identity for path in inputs if (identity := _identity(path)) is not None}
+        self.write({**task, "status": "running", "started": since if own else now, "fresh_outputs": fresh, "inputs": read})
         return {**task, "reclaim": True} if existing and len(own) == len(existing) else task
 
 
@@ -176,6 +205,15 @@ def _time(value, default: float) -> float:
         return float(value) if value is not None else default
     except (TypeError, ValueError):
         return default
+
+
+def _identity(path: str) -> list[int] | None:
+    """A regular file's size and modification time (ns); None for a folder or nothing."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns] if stat.S_ISREG(info.st_mode) else None
 
 
 def _mtime(path: str) -> float:
@@ -218,7 +256,9 @@ def run_batch(
     tasks = read_manifest(manifest)
     workdir = manifest.resolve().parent
     folder = _state_folder(manifest, state)
-    outputs = _check_tasks(manifest, tasks, TaskRunner(commands, workdir), folder)
+    runner = TaskRunner(commands, workdir)
+    outputs = _check_tasks(manifest, tasks, runner, folder)
+    inputs = {task.id: runner.inputs(task.command, task.args) for task in tasks}
     mine = select_shard(tasks, index, count)
     store = State(folder, workdir)
     stopped = False
@@ -226,7 +266,7 @@ def run_batch(
         records, to_run = _skip_done(mine, store, resume)
         _drop_stale_summaries(store.folder, index, count, len(tasks))
         try:
-            _run_tasks(to_run, store, records, outputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
+            _run_tasks(to_run, store, records, outputs, inputs, len(mine), progress, engine=engine, jobs=jobs, gpus=gpus, address=address, workdir=workdir, commands=commands)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM (Slurm's preemption): the summary of what ended, then exit 130
             _mark_stopped(store, [task for task in to_run if task.id not in records])
             stopped = True
@@ -464,18 +504,18 @@ def _skip_done(mine: list[Task], store: State, resume: bool) -> tuple[dict[str, 
     return records, to_run
 
 
-def _run_tasks(to_run, store: State, records: dict, outputs: dict, total: int, progress, *, engine, jobs, gpus, address, workdir, commands) -> None:
+def _run_tasks(to_run, store: State, records: dict, outputs: dict, inputs: dict, total: int, progress, *, engine, jobs, gpus, address, workdir, commands) -> None:
     """Run ``to_run`` on the engine, recording each task as it starts and as it ends."""
     finished = total - len(to_run)
     if progress:
         progress("tasks", finished, total)
 
     def on_start(task: dict) -> dict:
-        return store.begin(task, outputs.get(task["id"], []))
+        return store.begin(task, outputs.get(task["id"], []), inputs.get(task["id"], []))
 
     def on_record(record: dict) -> None:
         nonlocal finished
-        store.write(record)
+        store.finish(record)
         records[record["id"]] = record
         finished += 1
         if progress:

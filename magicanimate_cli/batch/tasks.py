@@ -132,6 +132,20 @@ class TaskRunner:
         paths = [params[name] for name in cmd.outputs if params.get(name)] + (cmd.derived(params) if cmd.derived else [])
         return [os.path.normpath(os.path.abspath(path)) for path in paths]
 
+    def inputs(self, command: str, args) -> list[str]:
+        """The files or folders this task reads (resolved): its path arguments and options that name
+        neither an output nor a folder it fills (``preprocess -o``). ``models download``'s and
+        ``models convert``'s ``--models``, which they write, are counted too."""
+        cmd, params, _ = self.parse(command, args)
+        written = {*cmd.outputs, "output"}
+        paths = []
+        for param in cmd.paths():
+            value = params.get(param.name)
+            if param.name in written or not value or (param.kind == "path_or_name" and not os.path.exists(value)):  # a name
+                continue
+            paths.extend(value if param.many else [value])
+        return [os.path.normpath(os.path.abspath(path)) for path in paths]
+
     def folders_filled(self, command: str, args) -> list[str]:
         """The folder a task fills that is not its own output (``preprocess -o``, ``download -o``:
         tasks may share it), resolved."""

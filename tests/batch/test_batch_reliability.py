@@ -438,3 +438,26 @@ def test_a_damaged_record_runs_its_task_again_instead_of_crashing_the_batch(tmp_
     (manifest.with_name("tasks.jsonl.state") / f"{Task(1, task[0], task[1:]).id}.json").write_text(damage)
     resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
     assert [r["status"] for r in resumed.results] == ["done", "skipped"] and (tmp_path / "out.txt").read_text() == "x"
+
+
+# ----------------------------------------------------------------------------- changed inputs
+
+
+def test_resume_runs_again_a_done_task_whose_input_file_changed_replacing_only_its_own_output(tmp_path):
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.txt").write_text(f"{name}1")
+    manifest = jsonl(tmp_path / "tasks.jsonl", *[("write", "-o", f"{name.upper()}.txt", "--source", f"{name}.txt") for name in "abc"])
+    assert run_batch(manifest, commands=batch_helpers.COMMANDS).done == 3
+    (tmp_path / "a.txt").write_text("a2, re-downloaded")  # was skipped as done, its output made from the old input
+    (tmp_path / "c.txt").unlink()  # an input deleted once processed: its task stays done
+    resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+    assert [r["status"] for r in resumed.results] == ["done", "skipped", "skipped"], resumed.results
+    assert (tmp_path / "A.txt").read_text() == "a2, re-downloaded" and (tmp_path / "B.txt").read_text() == "b1"
+    # an output edited by hand after its task ended is not the task's own any more: never replaced
+    (tmp_path / "b.txt").write_text("b2")
+    later = time.time() + 10
+    (tmp_path / "B.txt").write_text("mine")
+    os.utime(tmp_path / "B.txt", (later, later))
+    again = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+    assert [r["status"] for r in again.results] == ["skipped", "failed", "skipped"] and "already exists" in again.results[1]["error"]
+    assert (tmp_path / "B.txt").read_text() == "mine"
