@@ -256,9 +256,7 @@ def run_batch(
     tasks = read_manifest(manifest)
     workdir = manifest.resolve().parent
     folder = _state_folder(manifest, state)
-    runner = TaskRunner(commands, workdir)
-    outputs = _check_tasks(manifest, tasks, runner, folder)
-    inputs = {task.id: runner.inputs(task.command, task.args) for task in tasks}
+    outputs, inputs = _check_tasks(manifest, tasks, TaskRunner(commands, workdir), folder)
     mine = select_shard(tasks, index, count)
     store = State(folder, workdir)
     stopped = False
@@ -414,15 +412,17 @@ def _check_options(engine: str, address: str | None, gpus: str | None, jobs: int
     return index, count
 
 
-def _check_tasks(manifest: Path, tasks: list[Task], runner: TaskRunner, state: Path | None = None) -> dict[str, list[str]]:
+def _check_tasks(manifest: Path, tasks: list[Task], runner: TaskRunner, state: Path | None = None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Refuse the whole manifest (exit 2) when a task names no command, its arguments do not fit
-    it, it writes what another task writes, or it writes into the ``state`` folder (or holds it);
-    else return each task's outputs by task id."""
-    problems, outputs, writers = [], {}, _Writers()
+    it, it writes what another task writes, it reads what another task writes (tasks run in any
+    order, at once), or it writes into the ``state`` folder (or holds it); else return each
+    task's outputs and inputs by task id."""
+    problems, outputs, inputs, writers, filling = [], {}, {}, _Writers(), {}
     records = os.path.realpath(state) if state is not None else None
     for task in tasks:
         try:
             outputs[task.id] = runner.outputs(task.command, task.args)
+            inputs[task.id] = runner.inputs(task.command, task.args)
         except (Unknown, Usage) as exc:
             problems.append(f"line {task.line} ({task.command}): {exc}")
             continue
@@ -434,15 +434,24 @@ def _check_tasks(manifest: Path, tasks: list[Task], runner: TaskRunner, state: P
                                 "give the task another output, or the batch another --state")
                 continue
             if path in filled:  # shared by tasks (preprocess -o OUT): no clash
+                filling.setdefault(real, task.line)
                 continue
             clash = writers.add(real, task.line)  # two names for one place (a symlinked folder) clash too
             if clash:
                 problems.append(f"line {task.line} ({task.command}): {clash}; give each task its own output")
+    written = {**filling, **writers.outputs}
+    for task in tasks:
+        for path in inputs.get(task.id, []):
+            real = os.path.realpath(path)
+            line = next((written[place] for place in (real, *_parents(real)) if written.get(place, task.line) != task.line), None)
+            if line is not None:  # the input is another task's output, or inside it (a folder holding one is fine: a clip)
+                problems.append(f"line {task.line} ({task.command}): reads {path!r}, which line {line} writes; tasks run in any order "
+                                "and at once: run it in a later batch")
     if problems:
         more = f"; and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
         listed = "; ".join(" ".join(p.split()) for p in problems[:MAX_LISTED_PROBLEMS])
         raise UserError(f"{manifest}: {listed}{more}; fix these tasks, nothing was run")
-    return outputs
+    return outputs, inputs
 
 
 class _Writers:

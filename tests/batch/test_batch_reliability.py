@@ -290,6 +290,30 @@ def test_a_task_that_writes_where_the_batch_keeps_its_records_refuses_the_manife
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tasks.jsonl"]
 
 
+def test_a_task_that_reads_what_another_task_writes_refuses_the_manifest(tmp_path):
+    # tasks run in any order and at once: with --jobs 2 the reader ran beside its writer and failed
+    # "no such file" (or, later, read an output made from an input that has changed since)
+    from magicanimate_cli.batch.registry import COMMANDS
+
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("write", "-o", "made/a.txt"), ("write", "-o", "b.txt", "--source", "./made/../made/a.txt"),
+                     ("write", "-o", "made/c.txt", "--source", "made/c.txt"))  # its own output (the command's business): no dependency
+    with pytest.raises(UserError, match=r"tasks.jsonl: line 2 \(write\): reads '.*made/a\.txt', which line 1 writes; tasks run in any "
+                                        r"order and at once: run it in a later batch; fix these tasks, nothing was run$"):
+        run_batch(manifest, jobs=2, commands=batch_helpers.COMMANDS)
+    # inside another's output (a clip that `frames` makes), or a folder that another task fills
+    clips = jsonl(tmp_path / "clips.jsonl", ("frames", "v.mp4", "-o", "clip"), ("crop", "clip/images", "-o", "small"),
+                  ("preprocess", "w.mp4", "-o", "clips"), ("matte", "clips/w"))
+    with pytest.raises(UserError, match=r"line 2 \(crop\): reads .*clip/images', which line 1 writes; .*; line 4 \(matte\): reads .*clips/w', which line 3"):
+        run_batch(clips, commands=COMMANDS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips.jsonl", "tasks.jsonl"]
+    # a folder that holds another task's output is not one: matte and densepose both read CLIP, writing CLIP/masks, CLIP/densepose
+    from magicanimate_cli.batch import _check_tasks
+    from magicanimate_cli.batch.manifest import read_manifest
+
+    both = jsonl(tmp_path / "both.jsonl", ("matte", "clip"), ("densepose", "clip"))
+    _check_tasks(both, read_manifest(both), batch_tasks.TaskRunner(COMMANDS, tmp_path))
+
+
 def test_two_names_for_one_folder_are_the_same_output(tmp_path, fake_commands):
     (tmp_path / "out").mkdir()
     (tmp_path / "link").symlink_to("out")
