@@ -154,9 +154,29 @@ def modelled(output: Path | str, *, name: str = "tiny", overwrite: bool = False,
     return write(output, text=name, overwrite=overwrite, progress=progress, model=model)
 
 
+def grid_of(output: Path | str) -> Path:
+    """``pair``'s second output, named by no option (as ``animate --grid``'s ``OUT_grid.mp4``)."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}_grid{output.suffix}")
+
+
+def pair(output: Path | str, *, labels: Path | str | None = None, grid: bool = True, overwrite: bool = False, progress=None, model=None) -> WriteResult:
+    """Writes ``output``, its grid (``grid_of``; with ``--no-grid`` named all the same, but not
+    written, as a ``densepose`` folder that is not a clip) and ``labels`` when given."""
+    extras = [path for path, wanted in ((grid_of(output), grid), (labels, labels is not None)) if wanted]
+    for path in extras:
+        if Path(path).exists() and not overwrite:
+            raise UserError(f"{path}: already exists; pass --overwrite to replace it or choose another output")
+    result = write(output, text="pair", overwrite=overwrite, progress=progress, model=model)
+    for path in extras:
+        Path(path).write_text("pair")
+    return result
+
+
 REGISTRY = Registry(
     [
         Command("write", f"{__name__}:write", outputs=("output",)),
+        Command("pair", f"{__name__}:pair", outputs=("output", "labels"), derived=lambda params: [grid_of(params["output"])] if params.get("output") else []),
         Command("model", f"{__name__}:modelled", outputs=("output",), model=ModelCache("model", key=lambda params: params["name"], load=load_model, check=check_model)),
         Command("sub write", f"{__name__}:write", outputs=("output",)),
     ]
@@ -204,3 +224,16 @@ def model_command(
 sub = typer.Typer(help="A group of commands, like `magicanimate models`.")
 app.add_typer(sub, name="sub")
 sub.command("write")(write_command)
+
+
+@app.command("pair")
+def pair_command(
+    output: Path = typer.Option(..., "-o", "--output"),
+    labels: Optional[Path] = typer.Option(None, "--labels"),
+    grid: bool = typer.Option(True, "--grid/--no-grid"),
+    overwrite: bool = OVERWRITE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    kwargs = dict(locals())
+    kwargs.pop("as_json")
+    _run(lambda progress: pair(**kwargs, progress=progress), as_json)

@@ -11,7 +11,7 @@ State: every task leaves ``STATE/<task id>.json``, written atomically: ``running
 (with the outputs it will write that do not exist yet), then its final record (status, exit code,
 error, result) when it ends. ``STATE`` defaults to ``MANIFEST.state/`` beside the manifest. With
 ``resume`` a task is skipped when its record says done, if its result names an ``output``,
-that output still exists, and its input files are as they were when it started
+that output still exists, so do the other outputs it left (``State.finish``), and its input files are as they were when it started
 (``State.changed_inputs``); tasks that failed, were cut off or whose input changed run again, and a task cut off after
 it had written its outputs (a kill between the output and the record) may replace them: they
 did not exist when it started. Each run also writes ``STATE/summary-I-of-N.json``, and
@@ -144,6 +144,8 @@ class State:
         output = (result or {}).get("output")
         if isinstance(output, str) and not os.path.exists(resolve_path(output, self.workdir)):  # as written: ~/out too
             return False
+        if any(not os.path.lexists(path) for path in _paths(record.get("outputs"))):  # a grid, a labels folder deleted since
+            return False
         return not self.changed_inputs(record)
 
     def changed_inputs(self, record: dict) -> list[str]:
@@ -165,9 +167,14 @@ class State:
     def finish(self, record: dict) -> None:
         """Write the record of a task that ended, keeping what its ``running`` record knew (when it
         started, its own outputs, its inputs) and when it ended: a task run again because an input
-        changed (``changed_inputs``) replaces the outputs it made, and only those (``begin``)."""
+        changed (``changed_inputs``) replaces the outputs it made, and only those (``begin``). A
+        done task's record also lists the outputs it names that exist as it ends (``outputs``: an
+        ``animate --grid``'s grid, a ``densepose --labels`` folder), which ``is_done`` wants still
+        there; one it named but did not write is not listed, so it never runs again for it."""
         earlier = self.read(record) or {}
         kept = {key: earlier[key] for key in ("started", "fresh_outputs", "inputs") if key in earlier} if earlier.get("status") == "running" else {}
+        if record.get("status") == "done" and earlier.get("status") == "running":  # the outputs it left: --resume runs it again when one goes
+            kept["outputs"] = [path for path in _paths(earlier.get("outputs")) if os.path.lexists(path)]
         self.write({**record, **kept, "ended": time.time()})
 
     def begin(self, task: dict, outputs: list[str], inputs: list[str] = ()) -> dict:
@@ -190,7 +197,7 @@ class State:
         own = [path for path in existing if path in claimed and since - MTIME_SLACK <= _mtime(path) <= until + MTIME_SLACK]
         fresh = [path for path in outputs if path not in existing or path in own]
         read = {path: identity for path in inputs if (identity := _identity(path)) is not None}
-        self.write({**task, "status": "running", "started": since if own else now, "fresh_outputs": fresh, "inputs": read})
+        self.write({**task, "status": "running", "started": since if own else now, "fresh_outputs": fresh, "inputs": read, "outputs": list(outputs)})
         return {**task, "reclaim": True} if existing and len(own) == len(existing) else task
 
 

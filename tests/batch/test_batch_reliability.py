@@ -485,3 +485,28 @@ def test_resume_runs_again_a_done_task_whose_input_file_changed_replacing_only_i
     again = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
     assert [r["status"] for r in again.results] == ["skipped", "failed", "skipped"] and "already exists" in again.results[1]["error"]
     assert (tmp_path / "B.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- outputs gone
+
+
+@pytest.mark.parametrize("gone", ["OUT_grid.txt", "labels.txt"])
+def test_resume_runs_again_a_done_task_one_of_whose_other_outputs_is_gone(tmp_path, gone):
+    # only the result's `output` was looked at: a deleted grid (animate --grid's OUT_grid.mp4, a
+    # derived output) or --labels output left the task skipped as done, and never made again
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("pair", "-o", "OUT.txt", "--labels", "labels.txt"), ("write", "-o", "other.txt"))
+    assert run_batch(manifest, commands=batch_helpers.COMMANDS).done == 2
+    (tmp_path / gone).unlink()
+    resumed = run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS)
+    assert [r["status"] for r in resumed.results] == ["done", "skipped"], resumed.results
+    assert all((tmp_path / name).read_text() == "pair" for name in ("OUT.txt", "OUT_grid.txt", "labels.txt"))
+    assert [r["status"] for r in run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS).results] == ["skipped", "skipped"]
+
+
+def test_resume_skips_a_done_task_that_did_not_write_an_output_it_names(tmp_path):
+    # an output a task names but need not write (densepose's folder beside a frames folder that
+    # is no clip) is not recorded as left: the task does not run again at every --resume
+    manifest = jsonl(tmp_path / "tasks.jsonl", ("pair", "-o", "OUT.txt", "--no-grid"))
+    assert run_batch(manifest, commands=batch_helpers.COMMANDS).done == 1
+    assert not (tmp_path / "OUT_grid.txt").exists()
+    assert [r["status"] for r in run_batch(manifest, resume=True, commands=batch_helpers.COMMANDS).results] == ["skipped"]
