@@ -250,9 +250,11 @@ NTSC_RATES = (23.976, 29.97, 59.94)
 
 def _animation_rate(times: tuple[list[int], int] | None, suffix: str) -> float | None:
     """The frame rate of a GIF or an animated WebP (``suffix``), from its frames' start times
-    (``times``, as ``_frame_times`` lists them): the slowest of ``ANIMATION_RATES`` (then ``NTSC_RATES``) whose exact frame times, rounded as the
-    format stores them (``ANIMATIONS``), are those times (a 25 fps clip fits 50 too; a rate of less
-    than two ticks a frame, a GIF's 60, fits any times and is not tried); none fitting, or two frames
+    (``times``, as ``_frame_times`` lists them): of ``ANIMATION_RATES`` and ``NTSC_RATES``, those whose exact frame times, rounded as the
+    format stores them (``ANIMATIONS``), are those times (a rate of less than two ticks a frame, a
+    GIF's 60, fits any times and is not tried), the slowest whose times are stored exactly, none
+    rounded, else the slowest (a 25 fps clip fits 50 as well; its first 3 or 4 frames, 4
+    hundredths each, fit 24 too, rounded from 4.17: it was read at 24); none fitting, or two frames
     only, its frames over its duration where they last alike (within a tick), else the rate of its
     shortest frame (a frame held longer is then read several times, the timing kept). ffmpeg
     labels a 30 fps GIF (stored 3, 3, 4, ... hundredths) with its shortest delay's rate, 33.33, at
@@ -271,12 +273,17 @@ def _animation_rate(times: tuple[list[int], int] | None, suffix: str) -> float |
         return all(low <= start - frame * ticks / rate + 1e-9 and start - frame * ticks / rate - 1e-9 <= high
                    for start, frame in zip(starts, frames)) and all(b > a for a, b in zip(frames, frames[1:]))  # fmt: skip
 
+    def exact(rate: float) -> bool:  # the stored starts are the rate's frame times, none rounded
+        return all(abs(start * rate / ticks - round(start * rate / ticks)) < 1e-6 for start in starts)
+
     gaps = [b - a for a, b in zip(points, points[1:])]
     even = round(len(starts) * ticks / points[-1], 3)  # frames over duration
     if len(starts) < 3:  # two frames fit too many rates
         return even
-    tried = (rate for rate in (*ANIMATION_RATES, *NTSC_RATES) if ticks / rate >= 2)
-    return next((rate for rate in tried if fits(rate)), even if max(gaps) - min(gaps) <= 1 else round(ticks / max(min(gaps), 1), 3))
+    fitting = [rate for rate in (*ANIMATION_RATES, *NTSC_RATES) if ticks / rate >= 2 and fits(rate)]
+    if fitting:  # the slowest stored exactly, else the slowest
+        return next((rate for rate in fitting if exact(rate)), fitting[0])
+    return even if max(gaps) - min(gaps) <= 1 else round(ticks / max(min(gaps), 1), 3)
 
 
 def _frame_times(path: Path) -> tuple[list[int], int] | None:

@@ -289,6 +289,20 @@ def test_a_gif_at_a_rate_its_hundredths_cannot_hold_reads_frame_for_frame_at_tha
     assert np.array_equal(back, clip)
 
 
+@pytest.mark.parametrize("fps", [25.0, 10.0])
+@pytest.mark.parametrize("count", [2, 3, 4, 10])
+def test_a_short_gif_keeps_its_rate(tmp_path, fps, count):
+    # 3 or 4 frames of 4 hundredths fit 24 fps too (4.17 rounded): a 25 fps GIF read as 24, as ffmpeg does not
+    clip = np.zeros((count, 16, 16, 3), np.uint8)
+    clip[..., 2] = np.arange(count, dtype=np.uint8)[:, None, None] * 20
+    with media.FrameWriter(tmp_path / "short.gif", fps=fps) as writer:
+        for frame in clip:
+            writer.write(frame)
+    info = media.probe(tmp_path / "short.gif")
+    assert (info.fps, info.frames) == (fps, count)
+    assert np.array_equal(np.stack(list(media.iter_frames(tmp_path / "short.gif"))), clip)
+
+
 @pytest.mark.parametrize(("fps", "count"), [(25.0, 40), (30.0, 40), (30.0, 10)])
 def test_an_animated_webp_is_a_video_read_frame_for_frame_at_its_rate(tmp_path, rng, fps, count):
     # a DensePose render written as -o poses.webp (lossless, 40 ms or 33, 33, 34 ms a frame) was read as
