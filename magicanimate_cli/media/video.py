@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,12 +207,14 @@ def _header(path: Path) -> dict:
     # absolute: "take:1.mp4" is no protocol; the size reported is that of the frames as every reader
     # here decodes them: upright (a phone's rotation applied) and with square pixels
     reader = imageio_ffmpeg.read_frames(str(path.resolve()), output_params=["-map", f"0:{VIDEO_STREAM}", *SQUARE_PIXELS])
+    frame = reader.gi_frame  # the reader's locals, its ffmpeg `process` among them, stay readable after it ends
     try:
         header = next(reader)
     except (RuntimeError, OSError, StopIteration) as exc:
         raise UserError(f"{shown(path)}: {_unreadable(path, str(exc)) or f'ffmpeg cannot read this video ({first_line(exc)})'}") from exc
     finally:
         reader.close()
+        _close_pipes(frame.f_locals.get("process"))
     header["fps"] = exact_rate(header.get("fps"))
     if path.suffix.lower() in ANIMATIONS:
         times = _frame_times(path)  # one listing of the frames gives both
@@ -219,6 +222,21 @@ def _header(path: Path) -> dict:
             header["duration"] = times[0][-1] / times[1]
         header["fps"] = _animation_rate(times, path.suffix.lower()) or header.get("fps")
     return header
+
+
+def _close_pipes(process: subprocess.Popen | None) -> None:
+    """Close the pipes to and from the ffmpeg of an imageio-ffmpeg reader that was closed, and reap
+    it: the reader closes them only if ffmpeg still runs (imageio-ffmpeg issue #61), and the ffmpeg
+    of a short video, or of one it cannot read, has ended by then: a ``ResourceWarning`` (an open
+    file) for each, after every ``probe``. Its stderr is the reader's log thread's to close."""
+    if not isinstance(process, subprocess.Popen):
+        return
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            with suppress(OSError):
+                pipe.close()
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)  # ended, or killed by the reader's close
 
 
 def exact_rate(printed: float | None) -> float | None:

@@ -364,3 +364,23 @@ def test_an_animation_with_frames_held_still_reads_frame_for_frame_at_its_rate(t
     info = media.probe(tmp_path / f"a{suffix}")
     assert (info.fps, info.frames) == (fps, len(labels))
     assert np.array_equal(np.stack(list(media.iter_frames(tmp_path / f"a{suffix}"))), clip)
+
+
+def test_reading_a_header_leaves_no_file_open(tmp_path, clip):
+    # imageio-ffmpeg's reader closes its ffmpeg's pipes only while ffmpeg still runs: a short video's
+    # (or one it cannot read) has ended by then, and every probe left two open files (ResourceWarning)
+    import gc
+    import warnings
+
+    media.write_frames(tmp_path / "short.mp4", clip, fps=25)
+    media.write_frames(tmp_path / "long.mp4", np.repeat(clip, 20, axis=0), fps=25)  # more than a pipe holds: ffmpeg still runs
+    (tmp_path / "bad.mp4").write_bytes(b"\0" * 5000)
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert media.probe(tmp_path / "short.mp4").frames == 6 and media.probe(tmp_path / "long.mp4").frames == 120
+        assert media.pixel_format(tmp_path / "short.mp4") == "yuv420p"
+        with pytest.raises(UserError, match="not a video"):
+            media.probe(tmp_path / "bad.mp4")
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
