@@ -284,7 +284,7 @@ def animate(
     ),
     align: bool = typer.Option(False, "--align", help="First fit the poses to the person in REFERENCE, as `magicanimate align` does (feet anchor, first frame)."),
     devices: Optional[str] = typer.Option(
-        None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3."
+        None, "--devices", help="Split each step's windows across these GPUs, one process each, e.g. 0,1,2,3 (instead of --device)."
     ),
     allow_truncated: bool = ALLOW_TRUNCATED_OPTION,
     strict: bool = STRICT_OPTION,

@@ -43,9 +43,11 @@ def inputs(tmp_path, rng):
 
 
 def animate(tmp_path, weights, *extra):
+    """``animate`` on the ``inputs``, on CPU (with ``--devices``: on those)."""
     reference, poses = tmp_path / "ref.png", tmp_path / "poses"
+    device = () if "--devices" in extra else ("--device", "cpu")
     cmd = [sys.executable, "-m", "magicanimate_cli", "animate", str(reference), str(poses), "--models", str(weights),
-           "--size", "64", "--steps", "1", "--device", "cpu", *extra]
+           "--size", "64", "--steps", "1", *device, *extra]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -151,6 +153,20 @@ def test_one_gpu_in_devices_is_that_device_and_mixed_lists_are_refused(tmp_path,
     assert proc.returncode == 2 and "not a mix" in json.loads(proc.stdout)["error"]
     proc = animate(tmp_path, tiny_weights, "-o", str(tmp_path / "o.mp4"), "--devices", "0", "--json")
     assert proc.returncode == 2 and "no CUDA device" in json.loads(proc.stdout)["error"]  # no GPU here: a clear error
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda:1"])
+def test_a_device_beside_devices_is_refused_not_ignored(tmp_path, inputs, device):
+    # --devices puts each process on its own entry: --device was dropped without a word; refused
+    # in one line, before the weights are even looked at (there are none here)
+    reference, poses = inputs
+    cmd = [sys.executable, "-m", "magicanimate_cli", "animate", str(reference), str(poses), "-o", str(tmp_path / "o.mp4"),
+           "--models", str(tmp_path / "no-weights"), "--device", device, "--devices", "cpu,cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert f"--device {device} --devices cpu,cpu: --devices names the device of each process; leave --device out" in proc.stderr
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_a_video_format_that_is_not_written_is_refused_before_any_work(tmp_path, inputs, tiny_weights):

@@ -70,7 +70,7 @@ def animate(
     output appears atomically and an existing one is only replaced with ``overwrite``. An
     interrupted run resumes after its last finished denoising step when started again with the
     same inputs and settings (see ``resume.py``). ``devices`` (``"0,1,2,3"``; ``"cpu,cpu"`` runs the same on CPU processes) splits the
-    windows of every denoising step across one process per device. ``fast`` selects the pipeline's
+    windows of every denoising step across one process per device (a ``device`` other than ``"auto"`` beside it is refused). ``fast`` selects the pipeline's
     fast path (within the parity contract, not bitwise); ``compile`` is the fast path with its models
     compiled by ``torch.compile`` (within the contract too; the first call of a process compiles). ``pipeline`` reuses an
     already loaded ``load_pipeline()`` (batch jobs). ``align`` first fits the poses to the
@@ -327,6 +327,9 @@ def _checked(reference, motion, output, *, extra_references, models, steps, guid
         check_fps(fps)
     check_dtype(dtype)
     device_list = parse_devices(devices)
+    if device_list and device != "auto":  # it was ignored: each process runs on its --devices entry
+        raise UserError(f"--device {device} --devices {devices}: --devices names the device of each process; "
+                        "leave --device out (or leave --devices out to run in one process)")
     if not device_list:
         check_device(device)
     if pipeline is None:  # no torch: missing or damaged weights are said before any heavy import or reading

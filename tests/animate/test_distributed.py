@@ -72,7 +72,7 @@ def test_two_gloo_processes_reproduce_one_process_bitwise(tmp_path, tiny_weights
     media.write_frames(motion, rng.integers(0, 256, (30, 64, 64, 3), dtype=np.uint8))  # 32 padded, 3 windows
     common = {"models": tiny_weights, "size": 64, "steps": 2, "seed": 3, "device": "cpu", "context_schedule": schedule}
     single = animate(reference, motion, tmp_path / "one", **common)
-    split = animate(reference, motion, tmp_path / "two", devices="cpu,cpu", **common)
+    split = animate(reference, motion, tmp_path / "two", devices="cpu,cpu", **{**common, "device": "auto"})
     assert split.device == "cpu,cpu" and single.frames == split.frames == 30
     a = media.read_frames(tmp_path / "one").array
     b = media.read_frames(tmp_path / "two").array
@@ -135,7 +135,7 @@ def test_the_device_processes_meet_through_a_file_not_a_tcp_port_another_program
     watcher.start()
     try:
         result = animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out", models=tiny_weights, size=64, steps=1,
-                         device="cpu", devices="cpu,cpu")
+                         devices="cpu,cpu")
     finally:
         done.set()
         watcher.join()
@@ -155,8 +155,9 @@ def test_every_device_process_gets_every_reference(tmp_path, tiny_weights, rng):
     media.write_frames(motion, rng.integers(0, 256, (30, 64, 64, 3), dtype=np.uint8))  # 32 padded, 3 windows
     common = {"models": tiny_weights, "size": 64, "steps": 2, "seed": 3, "device": "cpu"}
     animate(reference, motion, tmp_path / "one", extra_references=[back], **common)
-    animate(reference, motion, tmp_path / "two", extra_references=[back], devices="cpu,cpu", **common)
-    animate(reference, motion, tmp_path / "alone", devices="cpu,cpu", **common)
+    split_common = {**common, "device": "auto"}  # each process on its --devices entry
+    animate(reference, motion, tmp_path / "two", extra_references=[back], devices="cpu,cpu", **split_common)
+    animate(reference, motion, tmp_path / "alone", devices="cpu,cpu", **split_common)
     split = media.read_frames(tmp_path / "two").array
     assert np.array_equal(split, media.read_frames(tmp_path / "one").array)
     assert not np.array_equal(split, media.read_frames(tmp_path / "alone").array)

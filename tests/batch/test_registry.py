@@ -272,8 +272,8 @@ def test_animate_devices_in_a_task_mean_what_they_mean_on_the_command_line(tmp_p
         with pytest.raises(UserError, match="--devices cuda:0: no CUDA device"):  # was: "--device 0: choose one of ..."
             key(devices="0")
     runner, (reference, motion) = TaskRunner(), animate_inputs(tmp_path)
-    common = [reference, motion, "--models", str(tiny_weights), "--size", "64", "--steps", "1", "--device", "cpu"]
-    runner.model("animate", ANIMATE_MODEL, COMMANDS.commands["animate"].parse([*common, "-o", str(tmp_path / "a.mp4")]))
+    common = [reference, motion, "--models", str(tiny_weights), "--size", "64", "--steps", "1"]
+    runner.model("animate", ANIMATE_MODEL, COMMANDS.commands["animate"].parse([*common, "--device", "cpu", "-o", str(tmp_path / "a.mp4")]))
     assert runner.loads == 1 and "animate" in runner._models
     bad = runner.run({"command": "animate", "args": [*common[:1], str(tmp_path / "missing"), *common[2:], "-o", str(tmp_path / "c.mp4"), "--devices", "cpu,cpu"]})
     assert bad["exit_code"] == 2 and "animate" in runner._models  # a bad task fails before the held model goes
