@@ -453,7 +453,7 @@ def align(
     from . import clip as clip_folder
     from . import media
     from .crop import fit_square
-    from .densepose.palette import clip_background, motion_warnings
+    from .densepose.palette import clip_background, judged_frames, motion_warnings
     from .files import discard, temp_beside
     from .folders import taking_back
 
@@ -481,7 +481,7 @@ def align(
     with taking_back(output.parent):  # a refused or failed run leaves no new empty folder
         try:
             # a first pass: the border colours, and the frames motion_warnings judges (8 spread over the clip)
-            wanted = set(np.linspace(0, info.frames - 1, min(8, info.frames)).round().astype(int).tolist())
+            wanted = set(judged_frames(info.frames))
             sample: list = []
             read = 0
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError, shown
-from .palette import N_LABELS, labels_from_render
+from .palette import N_LABELS, judged_frames, labels_from_render
 
 I_MAX = N_LABELS - 1  # 24
 CHANNELS = {"blue": 2, "red": 0}
@@ -285,11 +285,11 @@ def stored_like_iuv(source: Path, count: int = 8) -> str | None:
     try:
         if source.is_dir():
             files = media.list_frame_files(source)
-            frames = [read_iuv(files[index]) for index in _spread(len(files), count)]
+            frames = [read_iuv(files[index]) for index in judged_frames(len(files), count)]
         elif media.is_video(source):
             if not _RGB_16BIT.match(media.pixel_format(source)):
                 return None  # an 8-bit video stores what it shows
-            picked, frames = set(_spread(media.probe(source).frames, count)), []
+            picked, frames = set(judged_frames(media.probe(source).frames, count)), []
             with closing(iuv_frames(source)) as read:
                 for index, frame in enumerate(read):
                     if index in picked:
@@ -301,8 +301,3 @@ def stored_like_iuv(source: Path, count: int = 8) -> str | None:
     except (UserError, ValueError, OSError):
         return None
     return looks_like_iuv(np.concatenate([frame.reshape(-1, 3) for frame in frames])) if frames else None
-
-
-def _spread(total: int, count: int) -> list[int]:
-    """Up to ``count`` indices spread evenly over ``range(total)``, the first and last among them."""
-    return sorted({int(index) for index in np.linspace(0, total - 1, min(count, total)).round()}) if total else []

@@ -198,6 +198,12 @@ MIN_PALETTE_SHARE = 0.5
 MIN_PERSON_SHARE = 0.001  # below: no person (a 16×16 one in a 512² frame is 0.001)
 
 
+def judged_frames(total: int, count: int = 8) -> list[int]:
+    """The indices of the frames ``motion_warnings`` judges: up to ``count`` spread evenly over a
+    clip of ``total`` frames, the first and last among them."""
+    return np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist() if total else []
+
+
 def _iuv_command(motion: Path) -> str:
     """The command that converts IUV ``motion`` (from its PNG frames when it is a video that is not
     stored in RGB: a yuv video has lost the exact indices)."""
@@ -227,7 +233,7 @@ def motion_warnings(poses, motion: Path, strict: bool = False) -> list[str]:
     ``densepose --from-iuv``). MagicAnimate's ControlNet was trained on viridis DensePose only, so either gives an
     animation that does not follow the motion. ``strict`` refuses it instead (``UserError``): a batch job stops there,
     before the models load."""
-    picked = poses[np.linspace(0, len(poses) - 1, min(8, len(poses))).round().astype(int)]
+    picked = poses[judged_frames(len(poses))]
     background = clip_background(picked)  # viridis(0) and the border's colour
     _, palette = palette_shares(picked, background)
     empty = sum(palette_shares(frame, background)[0] < MIN_PERSON_SHARE for frame in picked)
